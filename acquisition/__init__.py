@@ -1,0 +1,1 @@
+"""Plans, the session loop and the on-disk stack buffer (live sessions: not built yet)."""

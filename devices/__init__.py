@@ -1,0 +1,1 @@
+"""Device drivers: one small interface per role (Camera, FocusDrive) (not built yet)."""

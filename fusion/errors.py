@@ -1,0 +1,45 @@
+"""Errors of the fusion side, each for one thing a person can fix.
+
+Every error that concerns a saved stack names it: ``str(error)`` reads
+``"<path>: <what is wrong>"`` so that a batch of stacks reports one clear line per failure.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FusionError(Exception):
+    """Base of every error raised by the fusion package."""
+
+
+class StackError(FusionError):
+    """Raised when a stack (saved or pushed) cannot be fused; names the stack when it has a path."""
+
+    def __init__(self, reason: str, path: str | Path | None = None):
+        self.reason = reason
+        self.path = Path(path) if path is not None else None
+        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+
+
+class StackNotFoundError(StackError):
+    """Raised when the path of a stack does not exist."""
+
+
+class UnreadableStackError(StackError):
+    """Raised when a file is not an image, or is a truncated or corrupt one."""
+
+
+class EmptyStackError(StackError):
+    """Raised when a stack has no slices: an empty folder, a file with zero planes, nothing pushed."""
+
+
+class SliceMismatchError(StackError):
+    """Raised when a slice's shape or dtype differs from the stack's first slice."""
+
+
+class InvalidPixelsError(StackError):
+    """Raised when float data holds NaN or infinity, which no focus measure can rank."""
+
+
+class StackLayoutError(StackError):
+    """Raised when a file's axes cannot be read as one z-stack (e.g. several positions and times)."""

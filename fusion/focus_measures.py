@@ -1,0 +1,69 @@
+"""Focus measures that need no weights: larger means sharper, one float32 map per slice.
+
+Every measure takes the slice as grayscale float32 (see ``to_gray``) and returns an
+(H, W) map at full resolution, summed over a square window around each pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from fusion import kernels
+
+DEFAULT_WINDOW_PX = 31  # the paper's 31 x 31 window
+
+
+@runtime_checkable
+class FocusMeasure(Protocol):
+    """Maps a grayscale float32 slice (H, W) to a focus map (H, W); larger is sharper."""
+
+    name: str
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray: ...
+
+
+def to_gray(pixels: np.ndarray) -> np.ndarray:
+    """A slice (H, W) or (H, W, C) of any supported dtype as float32 luminance (H, W)."""
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+    if pixels.shape[2] >= 3:
+        return kernels.luminance_f32(np.ascontiguousarray(pixels))
+    return np.ascontiguousarray(pixels.mean(axis=2, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class SpatialFrequency:
+    """The paper's spatial frequency on pixels: gradient magnitude summed over the window."""
+
+    window_px: int = DEFAULT_WINDOW_PX
+    name: str = "sf"
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        return kernels.box_sum(kernels.gradient_magnitude(gray), self.window_px)
+
+
+@dataclass(frozen=True)
+class LaplacianEnergy:
+    """Squared Laplacian summed over the window (a classic of focus stacking)."""
+
+    window_px: int = DEFAULT_WINDOW_PX
+    name: str = "laplacian"
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        return kernels.box_sum(kernels.laplacian_squared(gray), self.window_px)
+
+
+MEASURES = {"sf": SpatialFrequency, "laplacian": LaplacianEnergy}
+
+
+def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX) -> FocusMeasure:
+    """The measure called ``name``; a clear error lists the known names."""
+    try:
+        factory = MEASURES[name]
+    except KeyError:
+        raise ValueError(f"unknown focus measure {name!r}; choose one of {sorted(MEASURES)}") from None
+    if window_px < 1:
+        raise ValueError(f"focus window must be at least 1 pixel, got {window_px}")
+    return factory(window_px=window_px)

@@ -1,0 +1,112 @@
+"""What every saved-stack reader promises: slices one at a time, each checked."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fusion.errors import InvalidPixelsError, SliceMismatchError, UnreadableStackError
+
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+class SavedStack(ABC):
+    """A z-stack on disk, read slice by slice; never the whole stack in memory.
+
+    Subclasses implement ``_read(index)``; the public ``read_slice`` checks every slice
+    against the first (shape, dtype) and for NaN/inf, naming the file on failure.
+    Slices come out as (H, W) or (H, W, C), numpy order.
+    """
+
+    def __init__(self, path: Path, name: str):
+        self.path = Path(path)
+        self.name = name  # stem of the outputs: file stem or folder name
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+
+    @property
+    @abstractmethod
+    def n_slices(self) -> int: ...
+
+    @property
+    def z_positions_um(self) -> list[float] | None:
+        """Focus position of each slice in micrometres, or None when the file does not say."""
+        return None
+
+    @abstractmethod
+    def _read(self, index: int) -> np.ndarray: ...
+
+    def slice_label(self, index: int) -> str:
+        """How to name slice ``index`` in an error: its file, or its number in this file."""
+        return f"slice {index}"
+
+    def read_slice(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.n_slices:
+            raise IndexError(f"{self.path}: no slice {index}; the stack has {self.n_slices}")
+        try:
+            pixels = self._read(index)
+        except (UnreadableStackError, SliceMismatchError, InvalidPixelsError):
+            raise
+        except Exception as error:  # any decoder failure is one clear line naming the file
+            raise UnreadableStackError(
+                f"cannot read {self.slice_label(index)}: {type(error).__name__}: {error}", self.path
+            ) from error
+        return self._checked(index, normalise_layout(pixels))
+
+    def first_slice_format(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of the slices (reads the first one if not known yet)."""
+        if self._shape is None:
+            self.read_slice(0)
+        return self._shape, self._dtype
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        """Yields (slice, z_um or None) in stack order."""
+        z_um = self.z_positions_um
+        for index in range(self.n_slices):
+            yield self.read_slice(index), (None if z_um is None else z_um[index])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _checked(self, index: int, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype not in SUPPORTED_DTYPES:
+            pixels = convert_dtype(pixels, self.path, self.slice_label(index))
+        if self._shape is None:
+            self._shape, self._dtype = pixels.shape, pixels.dtype
+        elif pixels.shape != self._shape or pixels.dtype != self._dtype:
+            raise SliceMismatchError(
+                f"{self.slice_label(index)} is {_describe(pixels.shape, pixels.dtype)} but "
+                f"{self.slice_label(0)} is {_describe(self._shape, self._dtype)}", self.path)
+        if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+            raise InvalidPixelsError(f"{self.slice_label(index)} holds NaN or infinity", self.path)
+        return pixels
+
+
+def normalise_layout(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W); anything else is left as it is."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        return pixels[:, :, 0]
+    if pixels.ndim not in (2, 3):
+        raise UnreadableStackError(f"a slice must be 2-D or 2-D with colour, got shape {pixels.shape}")
+    return pixels
+
+
+def convert_dtype(pixels: np.ndarray, path: Path, label: str) -> np.ndarray:
+    """Pixel types we do not fuse natively: bool as uint8, every other number as float32."""
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.uint8)
+    if pixels.dtype.kind in "uif":
+        return pixels.astype(np.float32)
+    raise UnreadableStackError(f"{label} has pixel type {pixels.dtype}, which cannot be fused", path)
+
+
+def _describe(shape, dtype) -> str:
+    return f"{'x'.join(str(n) for n in shape)} {dtype}"

@@ -1,0 +1,61 @@
+"""A folder of single-image files (TIFF, PNG, JPEG), one slice each, in natural sort order."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import imageio.v3 as imageio
+import numpy as np
+import tifffile
+
+from fusion.errors import EmptyStackError, UnreadableStackError
+from fusion.readers.base import SavedStack
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def natural_key(path: Path) -> list:
+    """Sort key under which ``slice_2`` comes before ``slice_10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not p.name.startswith(".")]
+    return sorted(files, key=natural_key)
+
+
+class ImageFolderStack(SavedStack):
+    """Each image file in the folder is one slice; other files (licences, notes) are ignored."""
+
+    def __init__(self, folder: Path, name: str | None = None):
+        super().__init__(folder, name or Path(folder).name)
+        self.files = image_files(Path(folder))
+        if not self.files:
+            raise EmptyStackError(
+                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", folder)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.files)
+
+    def slice_label(self, index: int) -> str:
+        return self.files[index].name
+
+    def _read(self, index: int) -> np.ndarray:
+        file = self.files[index]
+        try:
+            if file.suffix.lower() in (".tif", ".tiff"):
+                return tifffile.imread(file, key=0)
+            return imageio.imread(file)
+        except Exception as error:
+            raise UnreadableStackError(
+                f"{file.name} is not a readable image ({type(error).__name__}: {error})", self.path) from error
+
+    @classmethod
+    def single_file(cls, file: Path) -> "ImageFolderStack":
+        """A stack of one image file (fused as it is, with a warning)."""
+        stack = cls.__new__(cls)
+        SavedStack.__init__(stack, file, file.stem)
+        stack.files = [Path(file)]
+        return stack

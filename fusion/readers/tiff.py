@@ -1,0 +1,200 @@
+"""Multi-page TIFF and OME-TIFF stacks (Micro-Manager's OME-TIFF datasets included)."""
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
+from fusion.readers.base import SavedStack
+
+# Leading axes that can carry the focus sweep, by preference. tifffile names a plain
+# multi-page file's axis I or Q; T is a time-lapse, taken only when nothing else varies.
+STACK_AXES = "ZIQT"
+CHANNEL_AXES = "CS"
+OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
+MICROMANAGER_TAG = 51123
+
+
+class TiffStack(SavedStack):
+    """One z-stack in a TIFF: axes ZYX, ZYXC/ZYXS, ZCYX (and their T/I/Q equivalents)."""
+
+    def __init__(self, path: Path, name: str | None = None):
+        super().__init__(path, name or stack_name(path))
+        try:
+            self._tiff = tifffile.TiffFile(self.path)
+            series = self._tiff.series[0] if self._tiff.series else None
+        except Exception as error:
+            raise UnreadableStackError(f"not a readable TIFF ({type(error).__name__}: {error})", path) from error
+        if series is None or not series.pages:
+            self.close()
+            raise EmptyStackError("the TIFF holds no image", path)
+        self._series = series
+        self._file_size = os.path.getsize(self.path)
+        try:
+            self._layout = _StackLayout(series.axes, series.shape, series.pages[0])
+        except StackLayoutError as error:
+            self.close()
+            raise StackLayoutError(error.reason, path) from None
+        if self._layout.n_slices == 0:
+            self.close()
+            raise EmptyStackError("the TIFF has zero slices", path)
+        self._z_um = self._read_z_positions()
+
+    @property
+    def n_slices(self) -> int:
+        return self._layout.n_slices
+
+    @property
+    def z_positions_um(self) -> list[float] | None:
+        return self._z_um
+
+    def _read(self, index: int) -> np.ndarray:
+        planes = [self._read_page(page_index) for page_index in self._layout.pages_of(index)]
+        if len(planes) == 1:
+            return planes[0]
+        return np.stack(planes, axis=-1)
+
+    def _read_page(self, page_index: int) -> np.ndarray:
+        try:
+            page = self._series.pages[page_index]
+        except (IndexError, tifffile.TiffFileError) as error:
+            raise UnreadableStackError(
+                f"truncated or corrupt: page {page_index} cannot be read ({error})", self.path) from error
+        if page is None:
+            raise UnreadableStackError(
+                f"page {page_index} is missing: the file is truncated or its metadata is wrong", self.path)
+        # tifffile fills a truncated page with zeros rather than failing: check the bytes exist.
+        ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)]
+        if ends and max(ends) > self._file_size:
+            raise UnreadableStackError(
+                f"truncated: page {page_index} needs bytes up to {max(ends)} but the file has "
+                f"{self._file_size}", self.path)
+        pixels = page.asarray()
+        if pixels.ndim == 3 and self._layout.page_samples_first:
+            pixels = np.moveaxis(pixels, 0, -1)  # planar RGB page (S, Y, X)
+        return pixels
+
+    def _read_z_positions(self) -> list[float] | None:
+        if self._layout.stack_axis not in ("Z", None):
+            return None
+        if self._tiff.is_ome:
+            z_um = _ome_z_positions(self._tiff.ome_metadata, self.n_slices)
+            if z_um is not None:
+                return z_um
+        if self._tiff.is_micromanager:
+            z_um = self._micromanager_z_positions()
+            if z_um is not None:
+                return z_um
+        if self._tiff.is_imagej and self._layout.stack_axis == "Z":
+            spacing = (self._tiff.imagej_metadata or {}).get("spacing")
+            if spacing:
+                return [index * float(spacing) for index in range(self.n_slices)]
+        return None
+
+    def _micromanager_z_positions(self) -> list[float] | None:
+        z_um = []
+        for index in range(self.n_slices):
+            page = self._series.pages[self._layout.pages_of(index)[0]]
+            tag = page.tags.get(MICROMANAGER_TAG) if page is not None else None
+            value = tag.value if tag is not None else None
+            if isinstance(value, (str, bytes)):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    return None
+            if not isinstance(value, dict):
+                return None
+            z = value.get("ZPositionUm", value.get("Z-um"))
+            if z is None:
+                return None
+            z_um.append(float(z))
+        return z_um
+
+    def close(self) -> None:
+        tiff = getattr(self, "_tiff", None)
+        if tiff is not None:
+            tiff.close()
+
+
+class _StackLayout:
+    """Which TIFF pages make up slice k, from the series' axes. Numpy order throughout."""
+
+    def __init__(self, axes: str, shape: tuple[int, ...], first_page):
+        page_axes = first_page.axes if first_page is not None else "YX"
+        self.page_samples_first = page_axes.startswith("S")
+        leading_axes = axes[: len(axes) - len(page_axes)]
+        self.leading_shape = tuple(shape[: len(leading_axes)])
+        varying = [axis for axis, size in zip(leading_axes, self.leading_shape) if size > 1]
+        channels = [axis for axis in varying if axis in CHANNEL_AXES]
+        sweeps = [axis for axis in varying if axis not in CHANNEL_AXES]
+        if len(channels) > 1 or len(sweeps) > 1:
+            raise StackLayoutError(
+                f"axes {axes} (shape {shape}) vary along {', '.join(varying)}; a focus stack varies "
+                "along one of Z/T/I/Q and optionally C: export one position and time point")
+        if sweeps and sweeps[0] not in STACK_AXES:
+            raise StackLayoutError(f"axes {axes}: the stack would run along {sweeps[0]}, "
+                                   f"expected one of {', '.join(STACK_AXES)}")
+        self.stack_axis = sweeps[0] if sweeps else None
+        self._stack_pos = leading_axes.index(self.stack_axis) if sweeps else None
+        self._channel_pos = leading_axes.index(channels[0]) if channels else None
+        self.n_slices = self.leading_shape[self._stack_pos] if sweeps else (1 if shape else 0)
+        self.n_channels = self.leading_shape[self._channel_pos] if channels else 1
+
+    def pages_of(self, index: int) -> list[int]:
+        """Page indices (one per channel) that hold slice ``index``."""
+        pages = []
+        for channel in range(self.n_channels):
+            position = [0] * len(self.leading_shape)
+            if self._stack_pos is not None:
+                position[self._stack_pos] = index
+            if self._channel_pos is not None:
+                position[self._channel_pos] = channel
+            pages.append(int(np.ravel_multi_index(position, self.leading_shape)) if position else 0)
+        return pages
+
+
+def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
+    """PositionZ of each TheZ plane of the first image (first channel and time point)."""
+    if not ome_xml:
+        return None
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return None
+    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    pixels = root.find(f"{namespace}Image/{namespace}Pixels")
+    if pixels is None:
+        return None
+    by_z: dict[int, float] = {}
+    for plane in pixels.findall(f"{namespace}Plane"):
+        if int(plane.get("TheC", 0)) or int(plane.get("TheT", 0)) or plane.get("PositionZ") is None:
+            continue
+        by_z.setdefault(int(plane.get("TheZ", 0)), float(plane.get("PositionZ")) * _to_um(plane.get("PositionZUnit")))
+    if len(by_z) == n_slices and sorted(by_z) == list(range(n_slices)):
+        return [by_z[index] for index in range(n_slices)]
+    step = pixels.get("PhysicalSizeZ")
+    if step is not None and int(pixels.get("SizeZ", 1)) == n_slices:
+        return [index * float(step) * _to_um(pixels.get("PhysicalSizeZUnit")) for index in range(n_slices)]
+    return None
+
+
+_UNITS_IN_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6, "cm": 1e4, "pm": 1e-6}
+
+
+def _to_um(unit: str | None) -> float:
+    return _UNITS_IN_UM.get(unit, 1.0)
+
+
+def stack_name(path: Path) -> str:
+    """The outputs' stem: ``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``, a folder -> its name."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
+                   ".jpeg", ".jpg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return Path(path).stem or name

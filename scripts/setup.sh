@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository root and installs the project with its test tools.
+# Safe to run again: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned to the CPU build this machine carries: an unpinned "torch" would
+# pull a multi-GB CUDA build. GPU users may install their own torch before this script.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test]"

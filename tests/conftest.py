@@ -1,0 +1,35 @@
+"""Shared fixtures: rendered stacks with a known ground truth, and the real stacks in shared/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulators.optics import CameraNoise, Optics, RenderedStack, render_stack
+from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def rendered(texture="astronaut", surface="dome", color=True, bit_depth=8, shape=(192, 256),
+             depth_um=30.0, step_um=3.0, blur_px_per_um=0.3, seed=0) -> RenderedStack:
+    """A small focus sweep over a virtual specimen, from just below to just above it."""
+    specimen = VirtualSpecimen(load_texture(texture, shape, color=color),
+                               make_height_map(surface, shape, depth_um, np.random.default_rng(seed)))
+    z_um = np.arange(-step_um, depth_um + step_um + 1e-6, step_um)
+    return render_stack(specimen, z_um, Optics(blur_px_per_um=blur_px_per_um),
+                        CameraNoise(bit_depth=bit_depth), seed=seed)
+
+
+@pytest.fixture(scope="session")
+def rgb_stack() -> RenderedStack:
+    return rendered()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the real stacks are not at {SHARED_DATA}")
+    return SHARED_DATA

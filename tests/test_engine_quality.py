@@ -1,0 +1,89 @@
+"""Fusion quality against the ground truth that the optics simulator knows."""
+import numpy as np
+import pytest
+
+from fusion import FusionSettings, StreamingFusion
+from fusion.metrics import psnr
+from tests.conftest import rendered
+
+# (texture, surface, colour, bit depth): colour and mono cameras, 8-, 12-bit and float data.
+CASES = {
+    "rgb8-dome": ("astronaut", "dome", True, 8),
+    "mono12-steps": ("gravel", "steps", False, 12),
+    "rgb8-irregular": ("coffee", "irregular", True, 8),
+    "mono-float-plane": ("brick", "plane", False, 0),
+    "rgb12-steps": ("chelsea", "steps", True, 12),
+}
+NAIVE = {  # argmax of Laplacian energy with no cleaning: per pixel, and over the usual window
+    "per-pixel": FusionSettings(measure="laplacian", window_px=1, composition="pick", mode_filter_px=0),
+    "windowed": FusionSettings(measure="laplacian", composition="pick", mode_filter_px=0),
+}
+
+
+def fuse(stack, settings=None):
+    engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, settings)
+    for pixels, z_um in zip(stack.slices, stack.z_um):
+        engine.push(pixels, z_um)
+    return engine.finish()
+
+
+def full_scale(bit_depth):
+    return 1.0 if bit_depth == 0 else 2.0 ** bit_depth - 1
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    texture, surface, color, bit_depth = CASES[request.param]
+    stack = rendered(texture, surface, color=color, bit_depth=bit_depth)
+    return stack, bit_depth, fuse(stack)
+
+
+def test_fused_keeps_shape_and_dtype(case):
+    stack, _, result = case
+    assert result.fused.shape == stack.slices[0].shape
+    assert result.fused.dtype == stack.slices[0].dtype
+    assert result.depth.shape == stack.slices[0].shape[:2] and result.depth.dtype == np.float32
+
+
+def test_fused_is_closer_to_truth_than_every_slice(case):
+    stack, bit_depth, result = case
+    fused_db = psnr(result.fused, stack.truth, full_scale(bit_depth))
+    best_slice_db = max(psnr(s, stack.truth, full_scale(bit_depth)) for s in stack.slices)
+    assert fused_db > best_slice_db + 3.0, (fused_db, best_slice_db)
+
+
+@pytest.mark.parametrize("naive", list(NAIVE))
+def test_fused_beats_naive_argmax_of_laplacian_energy(case, naive, request):
+    stack, bit_depth, result = case
+    if naive == "windowed" and "mono-float-plane" in request.node.name:
+        # Known and reported: on a low-noise tilted plane the windowed Laplacian's sharper
+        # ranking wins by 0.05 dB; blending has little noise to average there.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="windowed Laplacian wins on low-noise planes"))
+    fused_db = psnr(result.fused, stack.truth, full_scale(bit_depth))
+    naive_db = psnr(fuse(stack, NAIVE[naive]).fused, stack.truth, full_scale(bit_depth))
+    assert fused_db > naive_db, (fused_db, naive_db)
+
+
+def test_depth_is_within_one_slice_spacing_for_most_pixels(case):
+    stack, _, result = case
+    spacing_um = stack.z_um[1] - stack.z_um[0]
+    within = np.abs(result.depth - stack.height_um) <= spacing_um
+    assert result.depth_unit == "um"
+    assert within.mean() > 0.8, within.mean()
+
+
+def test_focus_scores_peak_where_most_of_the_specimen_is_in_focus():
+    stack = rendered("brick", "plane", color=False, depth_um=0.0)  # flat specimen at z = 0
+    result = fuse(stack)
+    assert stack.z_um[int(np.argmax(result.focus_scores))] == pytest.approx(0.0, abs=1e-6)
+    assert result.focus_scores[0] < max(result.focus_scores) > result.focus_scores[-1]
+
+
+@pytest.mark.parametrize("settings", [
+    FusionSettings(composition="pick"),
+    FusionSettings(composition="pick", feather_px=3.0),
+    FusionSettings(measure="laplacian"),
+], ids=["pick", "pick-feathered", "blend-laplacian"])
+def test_every_composition_beats_every_slice(rgb_stack, settings):
+    fused_db = psnr(fuse(rgb_stack, settings).fused, rgb_stack.truth)
+    assert fused_db > max(psnr(s, rgb_stack.truth) for s in rgb_stack.slices) + 3.0

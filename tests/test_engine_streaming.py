@@ -1,0 +1,139 @@
+"""The engine's contract: push/result/finish, O(H*W) memory, read-back only where needed."""
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+from fusion import FusionSettings, StreamingFusion
+from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
+from fusion.slice_store import SliceSource
+
+
+class CountingListSource:
+    """Test double for a saved stack: slices from a list, counting every read-back."""
+
+    def __init__(self, slices):
+        self.slices = slices
+        self.reads: list[int] = []
+
+    def read_slice(self, index):
+        self.reads.append(index)
+        return self.slices[index]
+
+
+def push_all(engine, stack):
+    for pixels, z_um in zip(stack.slices, stack.z_um):
+        engine.push(pixels, z_um)
+
+
+def test_result_is_available_after_every_slice(rgb_stack):
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8)
+    engine.push(rgb_stack.slices[0], rgb_stack.z_um[0])
+    np.testing.assert_array_equal(engine.result(), rgb_stack.slices[0])
+    for pixels, z_um in zip(rgb_stack.slices[1:], rgb_stack.z_um[1:]):
+        engine.push(pixels, z_um)
+        assert engine.result().shape == pixels.shape and engine.result().dtype == np.uint8
+    assert engine.finish().fused.shape == rgb_stack.slices[0].shape
+
+
+def test_pick_reads_back_only_slices_that_cleaning_brought_in_each_once(rgb_stack):
+    source = CountingListSource(rgb_stack.slices)
+    settings = FusionSettings(composition="pick", mode_filter_px=41)
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, settings, source=source)
+    push_all(engine, rgb_stack)
+    result = engine.finish()
+    assert source.reads, "a 41-pixel mode filter on this stack changes some pixels"
+    assert len(source.reads) == len(set(source.reads)) < len(rgb_stack.slices)
+    # Every pixel is a copy of its chosen slice, exactly.
+    stack = np.stack(rgb_stack.slices)
+    rows, cols = np.indices(result.decision.shape)
+    np.testing.assert_array_equal(result.fused, stack[result.decision, rows, cols])
+
+
+def test_blend_never_reads_slices_back(rgb_stack):
+    source = CountingListSource(rgb_stack.slices)
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, FusionSettings(), source=source)
+    push_all(engine, rgb_stack)
+    engine.finish()
+    assert source.reads == []
+
+
+def test_pushed_slices_spill_to_a_temporary_tiff_that_is_removed(rgb_stack):
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, FusionSettings(composition="pick"))
+    store_path = engine._own_store.path
+    push_all(engine, rgb_stack)
+    assert store_path.stat().st_size > sum(s.nbytes for s in rgb_stack.slices)
+    engine.finish()
+    assert not store_path.exists()
+
+
+def test_depth_is_slice_index_when_z_is_unknown(rgb_stack):
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8)
+    for pixels in rgb_stack.slices:
+        engine.push(pixels)
+    result = engine.finish()
+    assert result.depth_unit == "slice index"
+    np.testing.assert_array_equal(result.depth, result.decision.astype(np.float32))
+
+
+def test_memory_does_not_grow_with_the_number_of_slices(rgb_stack):
+    def peak_bytes(n_slices):
+        tracemalloc.start()
+        engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, FusionSettings(composition="pick"))
+        for index in range(n_slices):
+            engine.push(rgb_stack.slices[index % len(rgb_stack.slices)], float(index))
+        engine.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    few, many = peak_bytes(4), peak_bytes(48)
+    assert many < 1.3 * few, (few, many)
+
+
+def test_a_single_slice_is_returned_as_it_is_with_a_warning(rgb_stack):
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8)
+    engine.push(rgb_stack.slices[3], 1.5)
+    with pytest.warns(UserWarning, match="only one slice"):
+        result = engine.finish()
+    np.testing.assert_array_equal(result.fused, rgb_stack.slices[3])
+    assert np.all(result.depth == 1.5)
+
+
+def test_finish_without_slices_is_a_clear_error():
+    with pytest.raises(EmptyStackError, match="no slices"):
+        StreamingFusion((8, 8), np.uint8).finish()
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (np.zeros((10, 12), np.uint8), SliceMismatchError, r"slice 1 is \(10, 12\) uint8, but the stack is \(10, 11\) uint8"),
+    (np.zeros((10, 11), np.uint16), SliceMismatchError, "uint16"),
+])
+def test_mismatched_slices_are_rejected_naming_the_slice(bad, error, match):
+    engine = StreamingFusion((10, 11), np.uint8)
+    engine.push(np.zeros((10, 11), np.uint8))
+    with pytest.raises(error, match=match):
+        engine.push(bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_are_rejected(value):
+    engine = StreamingFusion((6, 7), np.float32)
+    pixels = np.zeros((6, 7), np.float32)
+    pixels[2, 3] = value
+    with pytest.raises(InvalidPixelsError, match="slice 0 holds NaN or infinity"):
+        engine.push(pixels)
+
+
+def test_unsupported_settings_and_formats_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown focus measure 'sharp'"):
+        FusionSettings(measure="sharp")
+    with pytest.raises(ValueError, match="unknown composition"):
+        FusionSettings(composition="average")
+    with pytest.raises(ValueError, match="unsupported pixel type int64"):
+        StreamingFusion((4, 4), np.int64)
+
+
+def test_list_source_fits_the_protocol():
+    assert isinstance(CountingListSource([]), SliceSource)

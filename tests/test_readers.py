@@ -1,0 +1,198 @@
+"""Saved-stack readers: every layout the issue names, and a clear error for every bad input."""
+import json
+import shutil
+import warnings
+
+import imageio.v3 as imageio
+import numpy as np
+import pytest
+import tifffile
+
+from fusion.errors import (EmptyStackError, InvalidPixelsError, SliceMismatchError, StackLayoutError,
+                           StackNotFoundError, UnreadableStackError)
+from fusion.readers import natural_key, open_stack
+
+RNG = np.random.default_rng(7)
+ZYX = RNG.integers(0, 4096, (5, 24, 32)).astype(np.uint16)
+ZYXS = RNG.integers(0, 256, (4, 24, 32, 3)).astype(np.uint8)
+
+
+def read_all(path):
+    with open_stack(path) as stack:
+        slices = [pixels for pixels, _ in stack]
+        return np.stack(slices), stack.z_positions_um, stack.name
+
+
+def test_plain_multipage_tiff(tmp_path):
+    path = tmp_path / "plain.tif"
+    with tifffile.TiffWriter(path) as writer:
+        for plane in ZYX:
+            writer.write(plane, metadata=None)
+    data, z_um, name = read_all(path)
+    np.testing.assert_array_equal(data, ZYX)
+    assert z_um is None and name == "plain"
+
+
+def test_ome_tiff_zyxs_with_z_positions(tmp_path):
+    path = tmp_path / "rgb.ome.tif"
+    z_um = [10.0, 12.5, 15.0, 17.5]
+    tifffile.imwrite(path, ZYXS, photometric="rgb", metadata={"axes": "ZYXS", "Plane": {"PositionZ": z_um}})
+    data, read_z, name = read_all(path)
+    np.testing.assert_array_equal(data, ZYXS)
+    assert read_z == z_um and name == "rgb"
+
+
+@pytest.mark.parametrize("axes", ["ZCYX", "CZYX"])
+def test_ome_tiff_with_separate_channel_planes(tmp_path, axes):
+    path = tmp_path / "planar.ome.tif"
+    stored = np.moveaxis(ZYXS, 3, 1) if axes == "ZCYX" else np.moveaxis(ZYXS, 3, 0)
+    tifffile.imwrite(path, np.ascontiguousarray(stored), metadata={"axes": axes, "PhysicalSizeZ": 2.0})
+    data, z_um, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYXS)
+    assert z_um == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_imagej_hyperstack_with_spacing(tmp_path):
+    path = tmp_path / "fiji.tif"
+    tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": 1.5})
+    data, z_um, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYX)
+    assert z_um == [0.0, 1.5, 3.0, 4.5, 6.0]
+
+
+def test_micromanager_ome_tiff_dataset_folder(tmp_path):
+    dataset = tmp_path / "scan_1"
+    dataset.mkdir()
+    z_um = [100.0, 101.0, 102.0, 103.0, 104.0]
+    tifffile.imwrite(dataset / "scan_1_MMStack_Pos0.ome.tif", ZYX,
+                     metadata={"axes": "ZYX", "Plane": {"PositionZ": z_um}})
+    (dataset / "DisplaySettings.json").write_text("{}")
+    data, read_z, name = read_all(dataset)
+    np.testing.assert_array_equal(data, ZYX)
+    assert read_z == z_um and name == "scan_1"
+
+
+def test_ndtiff_dataset_as_pycromanager_writes_it(tmp_path):
+    from ndtiff import NDTiffDataset
+
+    # ndtiff 3.1 reads a file's header back before flushing it: frames under 8 kB fail there.
+    frames = RNG.integers(0, 4096, (5, 96, 128)).astype(np.uint16)
+    folder = tmp_path / "acq_1"
+    writer = NDTiffDataset(str(folder), summary_metadata={}, writable=True)
+    for index, plane in enumerate(frames):
+        writer.put_image({"z": index}, plane, {"ZPosition_um_Intended": 50.0 + 0.5 * index})
+    writer.finish()
+    writer.close()
+    data, z_um, _ = read_all(folder)
+    np.testing.assert_array_equal(data, frames)
+    assert z_um == [50.0, 50.5, 51.0, 51.5, 52.0]
+
+
+def test_folder_of_images_in_natural_order(tmp_path):
+    for index in (1, 2, 10, 11, 3):
+        imageio.imwrite(tmp_path / f"slice_{index}.png", np.full((6, 8, 3), index, np.uint8))
+    (tmp_path / "LICENSE").write_text("MIT")
+    data, z_um, name = read_all(tmp_path)
+    assert [int(plane[0, 0, 0]) for plane in data] == [1, 2, 3, 10, 11]
+    assert z_um is None and name == tmp_path.name
+
+
+def test_natural_key_orders_numbers_by_value(shared_data):
+    files = sorted((shared_data / "scorpion-microscope").glob("*.png"), key=natural_key)
+    assert [f.stem.rsplit("_", 1)[1] for f in files[:3]] == ["1", "2", "3"]
+
+
+def test_readers_stream_one_slice_at_a_time(tmp_path):
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((40, 256, 256), np.uint16), metadata={"axes": "ZYX"})
+    import tracemalloc
+
+    with open_stack(path) as stack:
+        tracemalloc.start()
+        for _ in stack:
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 4 * 256 * 256 * 2  # a few slices' worth, not 40
+
+
+# ---- bad input: each a clear error naming the file ----
+
+def test_missing_path(tmp_path):
+    with pytest.raises(StackNotFoundError, match="nowhere.tif: no such file"):
+        open_stack(tmp_path / "nowhere.tif")
+
+
+def test_not_an_image(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(UnreadableStackError, match="notes.txt: not an image stack"):
+        open_stack(notes)
+
+
+def test_garbage_with_a_tiff_name(tmp_path):
+    fake = tmp_path / "fake.tif"
+    fake.write_bytes(b"this is not a tiff" * 10)
+    with pytest.raises(UnreadableStackError, match="fake.tif: not a readable TIFF"):
+        open_stack(fake)
+
+
+@pytest.mark.parametrize("keep_fraction", [0.5, 0.97])
+def test_truncated_tiff(tmp_path, keep_fraction):
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, ZYX, metadata={"axes": "ZYX"})
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * keep_fraction)])
+    with pytest.raises((UnreadableStackError, EmptyStackError), match="cut.tif: .*(truncated|missing|readable)"):
+        read_all(cut)
+
+
+def test_corrupt_image_in_a_folder_names_the_image(tmp_path):
+    imageio.imwrite(tmp_path / "a1.png", np.zeros((6, 8), np.uint8))
+    (tmp_path / "a2.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(UnreadableStackError, match="a2.png"):
+        read_all(tmp_path)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "README.md").write_text("no images here")
+    with pytest.raises(EmptyStackError, match="no image files"):
+        open_stack(tmp_path)
+
+
+def test_ndtiff_dataset_with_zero_images(tmp_path):
+    folder = tmp_path / "empty_acq"
+    folder.mkdir()
+    (folder / "NDTiff.index").write_bytes(b"")
+    with pytest.raises((EmptyStackError, UnreadableStackError), match="empty_acq"):
+        open_stack(folder)
+
+
+def test_slices_of_different_shapes(tmp_path):
+    imageio.imwrite(tmp_path / "s1.png", np.zeros((6, 8), np.uint8))
+    imageio.imwrite(tmp_path / "s2.png", np.zeros((6, 9), np.uint8))
+    with pytest.raises(SliceMismatchError, match="s2.png is 6x9 uint8 but s1.png is 6x8 uint8"):
+        read_all(tmp_path)
+
+
+def test_slices_of_different_dtypes(tmp_path):
+    tifffile.imwrite(tmp_path / "s1.tif", np.zeros((6, 8), np.uint8))
+    tifffile.imwrite(tmp_path / "s2.tif", np.zeros((6, 8), np.uint16))
+    with pytest.raises(SliceMismatchError, match="s2.tif is 6x8 uint16"):
+        read_all(tmp_path)
+
+
+def test_nan_in_float_data(tmp_path):
+    data = np.zeros((3, 6, 8), np.float32)
+    data[2, 1, 1] = np.nan
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, data, photometric="minisblack", metadata={"axes": "ZYX"})
+    with pytest.raises(InvalidPixelsError, match="nan.tif: slice 2 holds NaN"):
+        read_all(path)
+
+
+def test_several_positions_and_times_are_not_one_stack(tmp_path):
+    path = tmp_path / "tz.ome.tif"
+    tifffile.imwrite(path, np.zeros((2, 3, 6, 8), np.uint8), metadata={"axes": "TZYX"})
+    with pytest.raises(StackLayoutError, match="tz.ome.tif: axes TZYX"):
+        open_stack(path)

@@ -1,0 +1,98 @@
+"""`run_session.py --refuse`: outputs, reports, failures per stack, progress only on a terminal."""
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+import numpy as np
+import pytest
+import tifffile
+
+from simulators.render_stack import write_rendered_stack
+from tests.conftest import REPO_ROOT, rendered
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stacks")
+    colour = write_rendered_stack(folder / "colour.ome.tif", rendered())["stack"]
+    mono12 = write_rendered_stack(folder / "mono12.ome.tif",
+                                  rendered("gravel", "steps", color=False, bit_depth=12))["stack"]
+    corrupt = folder / "corrupt.tif"
+    corrupt.write_bytes(colour.read_bytes()[:5000])
+    return {"colour": colour, "mono12": mono12, "corrupt": corrupt}
+
+
+def test_refusion_writes_fused_depth_and_report(stacks, tmp_path):
+    done = run_cli("--refuse", stacks["colour"], stacks["mono12"], "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("colour", "mono12"):
+        slices = tifffile.imread(stacks[name])
+        fused = tifffile.imread(tmp_path / f"{name}.fused.tif")
+        depth = tifffile.imread(tmp_path / f"{name}.depth.tif")
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert fused.shape == slices.shape[1:] and fused.dtype == slices.dtype
+        assert depth.shape == slices.shape[1:3] and depth.dtype == np.float32
+        assert report["method"] == "sf" and report["n_slices"] == len(slices)
+        assert len(report["focus_scores"]) == len(slices)
+        assert {"read", "measure", "compose", "write", "total"} <= set(report["seconds"])
+        assert report["depth_unit"] == "um"
+        # z positions came from the OME metadata, so the depth map is in micrometres.
+        assert depth.min() >= min(report["z_positions_um"]) and depth.max() <= max(report["z_positions_um"])
+    assert fused.max() <= 4095  # 12-bit data stays 12-bit
+
+
+def test_one_bad_stack_does_not_stop_the_others(stacks, tmp_path):
+    done = run_cli("--refuse", stacks["corrupt"], tmp_path / "missing", stacks["colour"], "--out", tmp_path)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert "corrupt.tif" in errors[0] and "missing: no such file" in errors[1]
+    assert (tmp_path / "colour.fused.tif").exists()
+    assert "\r" not in done.stderr  # piped: no progress bar
+
+
+def test_method_and_composition_are_recorded(stacks, tmp_path):
+    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--method", "laplacian",
+                   "--composition", "pick", "--feather-px", "2")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "colour.json").read_text())
+    assert report["method"] == "laplacian" and report["settings"]["composition"] == "pick"
+
+
+def test_bad_options_are_usage_errors(stacks, tmp_path):
+    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--method", "sharpest")
+    assert done.returncode == 2 and "invalid choice: 'sharpest'" in done.stderr
+    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--window-px", "0")
+    assert done.returncode == 2 and "focus window must be at least 1 pixel" in done.stderr
+
+
+def test_progress_bar_on_a_terminal(stacks, tmp_path):
+    controller, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, and tqdm draws nothing in 0 columns.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(stacks["colour"]),
+         "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=terminal, cwd=REPO_ROOT)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0
+    os.close(controller)
+    assert b"slice" in output and b"colour" in output
