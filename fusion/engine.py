@@ -75,7 +75,8 @@ class StreamingFusion:
     """Fuses a focus stack slice by slice.
 
     ``source`` gives slices back by index when the final composition needs them (a saved
-    stack or the session's buffer); without one, pushed slices go to a temporary TIFF.
+    stack or the session's buffer); without one, and when composing by "pick", pushed
+    slices go to a temporary TIFF.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype, settings: FusionSettings | None = None,
@@ -90,8 +91,10 @@ class StreamingFusion:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
                              f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
         self._measure = make_measure(self.settings.measure, self.settings.window_px)
-        self._own_store = TemporaryTiffStore() if source is None else None
-        self._source: SliceSource = source if source is not None else self._own_store
+        # Only "pick" reads slices back; blending keeps all it needs in its running sums.
+        needs_slices_back = self.settings.composition == "pick"
+        self._own_store = TemporaryTiffStore() if source is None and needs_slices_back else None
+        self._source: SliceSource | None = source if source is not None else self._own_store
         height, width = self.shape[:2]
         channels = self.shape[2] if len(self.shape) == 3 else 1
         self._best_measure = np.zeros((height, width), np.float32)

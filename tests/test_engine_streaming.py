@@ -68,6 +68,11 @@ def test_pushed_slices_spill_to_a_temporary_tiff_that_is_removed(rgb_stack):
     assert not store_path.exists()
 
 
+def test_blend_keeps_no_copy_of_the_slices(rgb_stack):
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, FusionSettings(composition="blend"))
+    assert engine._own_store is None
+
+
 def test_depth_is_slice_index_when_z_is_unknown(rgb_stack):
     engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8)
     for pixels in rgb_stack.slices:
