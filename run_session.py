@@ -2,20 +2,22 @@
 """UMS-Fusion's one entry point.
 
     python run_session.py --refuse STACK [STACK ...] --out DIR [--method sf]
+                          [--workers N | --scheduler tcp://HOST:PORT] [--resume]
 
-refuses saved stacks (TIFF/OME-TIFF, Micro-Manager and NDTiff datasets, folders of images).
-Live sessions (--profile) arrive with the acquisition package.
+refuses saved stacks (TIFF/OME-TIFF, Micro-Manager and NDTiff datasets, folders of images),
+several at once on dask.distributed. Live sessions (--profile) arrive with the acquisition package.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
 from fusion.engine import COMPOSITIONS, FusionSettings
 from fusion.errors import FusionError
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
-from fusion.refuse import refuse_stack
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_session.py", description="Fuse focus stacks into all-in-focus images.")
     parser.add_argument("--refuse", nargs="+", metavar="STACK", required=True,
                         help="saved stacks: TIFF/OME-TIFF files, NDTiff or Micro-Manager datasets, "
-                             "or folders of TIFF/PNG/JPEG slices")
+                             "folders of TIFF/PNG/JPEG slices, globs, or @list.txt (one per line)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="an existing dask scheduler (default: a local cluster for several stacks)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local cluster size (default: one worker per core)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip stacks whose outputs in --out are complete")
     defaults = FusionSettings()
     parser.add_argument("--method", choices=sorted(MEASURES), default=defaults.measure,
                         help="focus measure (default: %(default)s)")
@@ -52,20 +60,29 @@ def main(argv: list[str] | None = None) -> int:
                                   mode_filter_px=args.mode_filter_px, feather_px=args.feather_px)
     except ValueError as error:
         parser.error(str(error))
-    failures = 0
-    for stack in args.refuse:
-        try:
-            report = refuse_stack(stack, args.out, settings)
-        except (FusionError, OSError) as error:
-            failures += 1
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        for warning in report["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        print(f"fused {report['name']}: {report['n_slices']} slices in "
-              f"{report['seconds']['total']:.2f} s -> {report['outputs']['fused']}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    started = time.perf_counter()
+    try:
+        stacks = expand_stack_arguments(args.refuse)
+        outcomes = refuse_many(stacks, args.out, settings, scheduler=args.scheduler,
+                               n_workers=args.workers, resume=args.resume)
+    except (FusionError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # Outputs are written atomically: what finished is complete, the rest is redone.
+        print(f"interrupted: run the same command with --resume to finish the stacks left in {args.out}",
+              file=sys.stderr)
+        return 130
+    summary = write_summary(args.out, outcomes, time.perf_counter() - started, args.scheduler)
+    print(format_table(outcomes))
+    print(f"summary: {summary}")
+    failures = [outcome for outcome in outcomes if outcome.status == "failed"]
+    for outcome in failures:
+        print(f"error: {outcome.error}", file=sys.stderr)
     if failures:
-        print(f"{failures} of {len(args.refuse)} stacks failed", file=sys.stderr)
+        print(f"{len(failures)} of {len(outcomes)} stacks failed", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -1,0 +1,186 @@
+"""Refusing many saved stacks on dask.distributed, from a laptop to a cluster.
+
+Workers read stacks by path and write their outputs straight to the output folder; only
+small reports (a few numbers per stack) travel through the scheduler. A stack that cannot
+be fused is one failed row, never the end of the batch. A worker that dies mid-stack has
+its stack rescheduled on another worker by dask (up to ``distributed.scheduler.allowed-failures``).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fusion.engine import FusionSettings
+from fusion.errors import FusionError, StackNotFoundError
+from fusion.outputs import write_json
+from fusion.readers import stack_name
+from fusion.refuse import output_paths, refuse_stack
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class StackOutcome:
+    """One row of a batch: what became of one stack."""
+
+    stack: str
+    name: str
+    status: str                 # "done", "failed" or "skipped" (outputs already complete)
+    slices: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+def expand_stack_arguments(arguments: list[str]) -> list[Path]:
+    """Files and folders as given; globs expanded (sorted); ``@list.txt`` names one stack per line.
+
+    A glob that matches nothing, or a list file that is missing, is a StackNotFoundError.
+    """
+    stacks: list[Path] = []
+    for argument in arguments:
+        if argument.startswith("@"):
+            list_file = Path(argument[1:])
+            if not list_file.is_file():
+                raise StackNotFoundError("no such list file", list_file)
+            lines = [line.strip() for line in list_file.read_text().splitlines()]
+            stacks += expand_stack_arguments([line for line in lines if line and not line.startswith("#")])
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(argument))
+            if not matches:
+                raise StackNotFoundError("the pattern matches nothing", argument)
+            stacks += [Path(match) for match in matches]
+        else:
+            stacks.append(Path(argument))
+    return stacks
+
+
+def outputs_complete(out_dir: Path, name: str) -> bool:
+    """True when every output of stack ``name`` is in place (the report is written last)."""
+    return all(path.is_file() for path in output_paths(out_dir, name).values())
+
+
+def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
+                     numba_threads: int | None = None, progress: bool | None = False) -> StackOutcome:
+    """Fuse one stack and report it; a stack that cannot be fused is a failed outcome, not an error.
+
+    Runs on a dask worker: nothing but this small record goes back to the client.
+    """
+    if numba_threads:
+        import numba
+
+        numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+    name = stack_name(path)
+    started = time.perf_counter()
+    try:
+        report = refuse_stack(path, out_dir, settings, progress=progress)
+    except (FusionError, OSError) as error:
+        return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started, error=str(error))
+    except Exception as error:  # a bug must cost one stack, and say so, not the whole batch
+        return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
+                            error=f"{path}: unexpected {type(error).__name__}: {error}")
+    return StackOutcome(str(path), report["name"], "done", slices=report["n_slices"],
+                        seconds=report["seconds"]["total"], error=None)
+
+
+def check_unique_names(stacks: list[Path]) -> None:
+    """Two stacks with one name would overwrite each other's outputs: refuse up front."""
+    seen: dict[str, Path] = {}
+    for path in stacks:
+        name = stack_name(path)
+        if name in seen and seen[name].resolve() != path.resolve():
+            raise ValueError(f"{seen[name]} and {path} would both write {name}.fused.tif; "
+                             "refuse them into different --out folders")
+        seen[name] = path
+
+
+def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | None = None,
+                scheduler: str | None = None, n_workers: int | None = None, resume: bool = False,
+                progress: bool | None = None) -> list[StackOutcome]:
+    """Fuse every stack into ``out_dir``; returns one outcome per stack, in the order given.
+
+    With ``scheduler`` (``tcp://host:port``) the work goes to that dask cluster; otherwise a
+    single stack is fused in this process and several go to a LocalCluster of ``n_workers``
+    processes (default: one per core). ``resume`` skips stacks whose outputs are complete.
+    """
+    settings = settings or FusionSettings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_unique_names(stacks)
+    outcomes: dict[int, StackOutcome] = {}
+    todo = []
+    for index, path in enumerate(stacks):
+        if resume and outputs_complete(out_dir, stack_name(path)):
+            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped")
+        else:
+            todo.append(index)
+    if todo and scheduler is None and len(todo) == 1:
+        # One stack: no cluster to start; its own bar counts slices.
+        outcomes[todo[0]] = refuse_for_batch(stacks[todo[0]], out_dir, settings, progress=progress)
+    elif todo:
+        with tqdm(total=len(stacks), initial=len(outcomes), desc="stacks", unit="stack",
+                  disable=None if progress is None else not progress) as bar:
+            _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar)
+    return [outcomes[index] for index in range(len(stacks))]
+
+
+def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    numba_threads = None
+    if scheduler is None:
+        n_workers = n_workers or os.cpu_count() or 1
+        numba_threads = max(1, (os.cpu_count() or 1) // n_workers)
+        # Loopback only and no dashboard: nothing else listens.
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+    client = Client(cluster if cluster is not None else scheduler, timeout="30s")
+    try:
+        futures = {}
+        for index in todo:
+            # Absolute paths: a remote worker does not share this process's working folder.
+            future = client.submit(refuse_for_batch, stacks[index].resolve(), out_dir.resolve(), settings,
+                                   numba_threads,
+                                   key=f"refuse-{index}-{stack_name(stacks[index])}", pure=False)
+            futures[future] = index
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                outcomes[index] = future.result()
+            except Exception as error:  # KilledWorker, lost connection: recorded per stack
+                outcomes[index] = StackOutcome(str(stacks[index]), stack_name(stacks[index]), "failed",
+                                               error=f"{stacks[index]}: {type(error).__name__}: {error}")
+            bar.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None) -> Path:
+    path = Path(out_dir) / SUMMARY_FILE
+    write_json(path, {
+        "scheduler": scheduler or "local",
+        "seconds": round(seconds, 3),
+        "counts": {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")},
+        "stacks": [asdict(outcome) for outcome in outcomes],
+    })
+    return path
+
+
+def format_table(outcomes: list[StackOutcome]) -> str:
+    """A plain-text table: stack, slices, seconds, status."""
+    width = max([len("stack")] + [len(o.name) for o in outcomes])
+    lines = [f"{'stack':<{width}}  {'slices':>6}  {'seconds':>8}  status"]
+    for o in outcomes:
+        slices = "" if o.slices is None else str(o.slices)
+        seconds = "" if o.seconds is None else f"{o.seconds:.2f}"
+        lines.append(f"{o.name:<{width}}  {slices:>6}  {seconds:>8}  {o.status}")
+    return "\n".join(lines)

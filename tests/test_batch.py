@@ -1,0 +1,181 @@
+"""Batch refusion on real dask clusters: local, separate processes, a dying worker, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from fusion.batch import check_unique_names, expand_stack_arguments, refuse_many
+from fusion.errors import StackNotFoundError
+from tests.conftest import REPO_ROOT
+
+
+
+def write_stack(path: Path, n_slices: int, shape=(128, 160), seed=0) -> Path:
+    """A mono stack: one texture at a few blur levels, cycled to n_slices."""
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    levels = [ndimage.gaussian_filter(texture, sigma) for sigma in (0.1, 1, 2, 3, 2, 1)]
+    planes = np.stack([(levels[i % len(levels)] * 255).astype(np.uint8) for i in range(n_slices)])
+    tifffile.imwrite(path, planes, metadata={"axes": "ZYX"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_stacks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batch")
+    good = [write_stack(folder / f"pos{i}.tif", 8, seed=i) for i in range(4)]
+    corrupt = folder / "broken.tif"
+    corrupt.write_bytes(good[0].read_bytes()[:3000])
+    return good, corrupt
+
+
+@pytest.fixture(scope="module")
+def slow_stacks(tmp_path_factory):
+    """Stacks that take a worker about a second each, so a test can act while one runs."""
+    folder = tmp_path_factory.mktemp("slow")
+    return [write_stack(folder / f"deep{i}.tif", 400, shape=(384, 512), seed=i) for i in range(4)]
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, **kwargs)
+
+
+def test_local_cluster_of_two_workers_fuses_good_stacks_and_reports_the_corrupt_one(small_stacks, tmp_path):
+    good, corrupt = small_stacks
+    done = run_cli("--refuse", *good[:2], corrupt, *good[2:], "--out", tmp_path, "--workers", "2")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.tif" in errors[0]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [row["status"] for row in summary["stacks"]] == ["done", "done", "failed", "done", "done"]
+    assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 1}
+    for path in good:
+        assert tifffile.imread(tmp_path / f"{path.stem}.fused.tif").shape == (128, 160)
+    # The table on the terminal: stack, slices, seconds, status.
+    assert "pos3" in done.stdout and "broken" in done.stdout and "failed" in done.stdout
+
+
+@pytest.fixture
+def separate_cluster(tmp_path):
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, without nannies."""
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = str(Path(sys.executable).with_name("dask"))
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(scheduler_file)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    address = json.loads(scheduler_file.read_text())["address"]
+    workers = {}
+    for name in ("w1", "w2"):
+        workers[name] = subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", name,
+             "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+        processes.append(workers[name])
+    from distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+    try:
+        yield address, workers
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+
+
+def test_existing_cluster_through_scheduler_address(separate_cluster, small_stacks, tmp_path):
+    address, _ = separate_cluster
+    good, _ = small_stacks
+    done = run_cli("--refuse", *good, "--out", tmp_path, "--scheduler", address)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scheduler"] == address and summary["counts"]["done"] == 4
+
+
+def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_cluster, slow_stacks, tmp_path):
+    address, workers = separate_cluster
+    from distributed import Client
+
+    cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, slow_stacks),
+                            "--out", str(tmp_path), "--scheduler", address],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    killed = None
+    with Client(address, timeout="30s") as observer:
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and cli.poll() is None:
+            names = {addr: info["name"] for addr, info in observer.scheduler_info()["workers"].items()}
+            busy = [addr for addr, keys in observer.processing().items() if keys]
+            if busy:
+                killed = names[busy[0]]
+                workers[killed].send_signal(signal.SIGKILL)
+            time.sleep(0.02)
+    stdout, stderr = cli.communicate(timeout=300)
+    assert killed is not None, "no worker was seen running a stack"
+    assert workers[killed].wait(timeout=30) == -signal.SIGKILL
+    assert cli.returncode == 0, stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["done"] == len(slow_stacks)
+    for path in slow_stacks:
+        assert tifffile.imread(tmp_path / f"{path.stem}.fused.tif").shape == (384, 512)
+
+
+def test_resume_after_an_interrupted_run(slow_stacks, tmp_path):
+    cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, slow_stacks),
+                            "--out", str(tmp_path), "--workers", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cli.send_signal(signal.SIGINT)
+    _, stderr = cli.communicate(timeout=120)
+    assert cli.returncode == 130, stderr
+    assert "--resume" in stderr
+    finished = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.json")}
+    assert 0 < len(finished) < len(slow_stacks)
+
+    done = run_cli("--refuse", *slow_stacks, "--out", tmp_path, "--workers", "1", "--resume")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["skipped"] == len(finished)
+    assert summary["counts"]["done"] == len(slow_stacks) - len(finished)
+    for name, mtime in finished.items():
+        assert (tmp_path / name).stat().st_mtime_ns == mtime  # untouched
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_stack_arguments_expand_globs_and_lists(small_stacks, tmp_path):
+    good, corrupt = small_stacks
+    folder = good[0].parent
+    listing = tmp_path / "stacks.txt"
+    listing.write_text(f"# positions\n{good[0]}\n\n{good[1]}\n")
+    assert expand_stack_arguments([str(folder / "pos*.tif")]) == sorted(good)
+    assert expand_stack_arguments([f"@{listing}", str(corrupt)]) == [good[0], good[1], corrupt]
+    with pytest.raises(StackNotFoundError, match="matches nothing"):
+        expand_stack_arguments([str(folder / "nothing*.tif")])
+    with pytest.raises(StackNotFoundError, match="no such list file"):
+        expand_stack_arguments([f"@{tmp_path / 'missing.txt'}"])
+
+
+def test_two_stacks_with_one_name_are_refused_up_front(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValueError, match="would both write s.fused.tif"):
+        check_unique_names([tmp_path / "a" / "s.tif", tmp_path / "b" / "s.tif"])
+
+
+def test_single_stack_runs_without_a_cluster(small_stacks, tmp_path):
+    good, _ = small_stacks
+    outcomes = refuse_many([good[0]], tmp_path, progress=False)
+    assert [o.status for o in outcomes] == ["done"] and outcomes[0].slices == 8
