@@ -85,8 +85,15 @@ class DefocusRenderer:
         defocus_um = np.abs(self.specimen.height_um - np.float32(focus_um))
         return np.minimum(defocus_um * self.optics.blur_px_per_um, self._sigmas[-1]).astype(np.float32)
 
-    def render(self, focus_um: float) -> np.ndarray:
-        """Radiance (float32, [0, 1]) that reaches the sensor with focus at ``focus_um``."""
+    def render(self, focus_um: float, magnification: float = 1.0) -> np.ndarray:
+        """Radiance (float32, [0, 1]) that reaches the sensor with focus at ``focus_um``.
+
+        ``magnification`` != 1 scales the image about its centre, as a focus-breathing lens does.
+        """
+        radiance = self._render_unscaled(focus_um)
+        return radiance if magnification == 1.0 else magnify(radiance, magnification)
+
+    def _render_unscaled(self, focus_um: float) -> np.ndarray:
         sigma = self.blur_px(focus_um)
         upper = np.clip(np.searchsorted(self._sigmas, sigma, side="right"), 1, len(self._sigmas) - 1)
         lower = upper - 1
@@ -98,6 +105,34 @@ class DefocusRenderer:
         if below.ndim == 3:
             t = t[:, :, None]
         return (below * (1 - t) + above * t).astype(np.float32)
+
+
+def magnify(image: np.ndarray, magnification: float) -> np.ndarray:
+    """Scale an (H, W[, C]) image about its centre, keeping its size (edges replicate)."""
+    height, width = image.shape[:2]
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    matrix = np.eye(2) / magnification
+    offset = centre - matrix @ centre
+    channels = [image] if image.ndim == 2 else [image[:, :, c] for c in range(image.shape[2])]
+    out = [ndimage.affine_transform(ch, matrix, offset=offset, order=1, mode="nearest") for ch in channels]
+    return out[0] if image.ndim == 2 else np.stack(out, axis=2)
+
+
+@dataclass(frozen=True)
+class TunableLensOptics:
+    """How a tunable lens's focal power moves focus on the specimen, and how much it breathes.
+
+    focus_um = um_per_dpt * power_dpt; magnification = 1 + breathing_per_dpt * power_dpt.
+    """
+
+    um_per_dpt: float = 10.0
+    breathing_per_dpt: float = 0.0
+
+    def focus_um(self, power_dpt: float) -> float:
+        return self.um_per_dpt * power_dpt
+
+    def magnification(self, power_dpt: float) -> float:
+        return 1.0 + self.breathing_per_dpt * power_dpt
 
 
 @dataclass

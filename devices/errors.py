@@ -1,0 +1,50 @@
+"""Device errors: each says which device failed and, where it answered, what it said.
+
+    DeviceError
+    ├── DeviceNotFoundError      the port, file, adapter or camera named does not exist
+    ├── DeviceTimeoutError       the device did not answer (or settle) within its deadline
+    ├── DeviceErrorReply         the device answered with an error code; ``reply`` holds it
+    ├── DeviceProtocolError      the answer was not valid for the protocol (garbage, bad CRC)
+    ├── DeviceDisconnectedError  the port closed or the device vanished mid-use
+    ├── UnsupportedFeatureError  the device has no such feature (e.g. a camera without Gain)
+    └── PositionOutOfRangeError  a move was asked for beyond the device's limits
+"""
+from __future__ import annotations
+
+
+class DeviceError(Exception):
+    """Base of every device error; ``device`` names the device, ``reply`` is its answer if any."""
+
+    def __init__(self, device: str, message: str, reply: bytes | str | None = None):
+        self.device = device
+        self.reply = reply
+        detail = f" (device replied {reply!r})" if reply not in (None, b"", "") else ""
+        super().__init__(f"{device}: {message}{detail}")
+
+
+class DeviceNotFoundError(DeviceError):
+    """Raised when the port, configuration, adapter or camera named does not exist."""
+
+
+class DeviceTimeoutError(DeviceError):
+    """Raised when a device does not answer, or does not settle, within its deadline."""
+
+
+class DeviceErrorReply(DeviceError):
+    """Raised when a device answers with one of its error codes."""
+
+
+class DeviceProtocolError(DeviceError):
+    """Raised when an answer is not valid for the protocol: garbage bytes, a bad CRC, a wrong echo."""
+
+
+class DeviceDisconnectedError(DeviceError):
+    """Raised when the port closes or the device vanishes while in use."""
+
+
+class UnsupportedFeatureError(DeviceError):
+    """Raised when a setting is asked of a device that does not have it."""
+
+
+class PositionOutOfRangeError(DeviceError):
+    """Raised when a move is asked for outside the device's limits; nothing is sent."""

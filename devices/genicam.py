@@ -1,0 +1,145 @@
+"""GenICam cameras through harvesters and a GenTL producer (.cti) named by the user."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from devices.camera import Frame
+from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
+
+EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and older names
+GAIN_NODES = ("Gain", "GainRaw")
+BIT_DEPTHS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16, "RGB8": 8, "RGBa8": 8,
+              "BGR8": 8, "BGRa8": 8}
+
+
+class GenICamCamera:
+    """One camera of a GenTL producer, chosen by serial number, model or index (first match)."""
+
+    def __init__(self, cti_path: str | Path, serial_number: str | None = None, model: str | None = None,
+                 index: int | None = None, pixel_format: str | None = None, exposure_ms: float | None = None,
+                 gain: float | None = None, name: str | None = None):
+        from harvesters.core import Harvester
+
+        self.name = name or f"GenICam camera ({serial_number or model or index or 'first'})"
+        if not Path(cti_path).is_file():
+            raise DeviceNotFoundError(self.name, f"no GenTL producer at {cti_path}")
+        self._harvester = Harvester()
+        self._acquirer = None
+        try:
+            self._harvester.add_file(str(cti_path), check_validity=True)
+            self._harvester.update()
+            self._acquirer = self._harvester.create(self._select(serial_number, model, index))
+        except DeviceError:
+            self.close()
+            raise
+        except Exception as error:
+            self.close()
+            raise DeviceNotFoundError(self.name, f"cannot open the camera: {error}") from error
+        self._nodes = self._acquirer.remote_device.node_map
+        if pixel_format is not None:
+            self.set_pixel_format(pixel_format)
+        if exposure_ms is not None:
+            self.set_exposure_ms(exposure_ms)
+        if gain is not None:
+            self.set_gain(gain)
+
+    def _select(self, serial_number, model, index) -> int:
+        devices = self._harvester.device_info_list
+        if not devices:
+            raise DeviceNotFoundError(self.name, "the GenTL producer reports no cameras")
+        described = ", ".join(f"#{i} {d.model} serial {d.serial_number}" for i, d in enumerate(devices))
+        for position, info in enumerate(devices):
+            if ((serial_number is None or str(info.serial_number) == str(serial_number))
+                    and (model is None or info.model == model) and (index is None or position == index)):
+                return position
+        raise DeviceNotFoundError(self.name, f"no camera matches; the producer has: {described}")
+
+    # -- settings --
+    def _node(self, names: tuple[str, ...], what: str):
+        for node_name in names:
+            if hasattr(self._nodes, node_name):
+                return getattr(self._nodes, node_name)
+        raise UnsupportedFeatureError(self.name, f"has no {what} feature ({' or '.join(names)} not in its node map)")
+
+    def set_pixel_format(self, pixel_format: str) -> None:
+        node = self._node(("PixelFormat",), "pixel format")
+        allowed = tuple(node.symbolics)
+        if pixel_format not in allowed:
+            raise UnsupportedFeatureError(self.name, f"pixel format {pixel_format!r} is not one of {allowed}")
+        node.value = pixel_format
+
+    @property
+    def pixel_format(self) -> str:
+        return str(self._node(("PixelFormat",), "pixel format").value)
+
+    @property
+    def exposure_ms(self) -> float | None:
+        try:
+            return float(self._node(EXPOSURE_NODES, "exposure").value) / 1000
+        except UnsupportedFeatureError:
+            return None
+
+    def set_exposure_ms(self, exposure_ms: float) -> None:
+        self._node(EXPOSURE_NODES, "exposure").value = float(exposure_ms) * 1000
+
+    def set_gain(self, gain: float) -> None:
+        self._node(GAIN_NODES, "gain").value = gain
+
+    # -- frames --
+    def snap(self, timeout_s: float = 5.0) -> Frame:
+        """Start, take the first complete frame, stop: the frame was exposed after this call."""
+        self._acquirer.start()
+        try:
+            return self._fetch(timeout_s)
+        finally:
+            self._acquirer.stop()
+
+    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
+        self._acquirer.start()
+        try:
+            for _ in range(n_frames):
+                yield self._fetch(timeout_s)
+        finally:
+            self._acquirer.stop()
+
+    def _fetch(self, timeout_s: float) -> Frame:
+        from genicam.gentl import TimeoutException
+
+        try:
+            with self._acquirer.fetch(timeout=timeout_s) as buffer:
+                component = buffer.payload.components[0]
+                data = np.asarray(component.data)
+                height, width = component.height, component.width
+                pixels = data.reshape(height, width, -1).copy()
+                pixel_format = str(component.data_format)
+        except TimeoutException as error:
+            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s") from error
+        if pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+        elif pixels.shape[2] == 4:  # RGBa: the alpha byte is padding
+            pixels = np.ascontiguousarray(pixels[:, :, :3])
+        return Frame(pixels=pixels, exposure_ms=self.exposure_ms, pixel_type=pixel_format,
+                     bit_depth=BIT_DEPTHS.get(pixel_format, 8 * pixels.dtype.itemsize),
+                     timestamp_s=time.time(), metadata={})
+
+    def close(self) -> None:
+        if self._acquirer is not None:
+            self._acquirer.destroy()
+            self._acquirer = None
+        if self._harvester is not None:
+            self._harvester.reset()
+            self._harvester = None
+
+
+def bundled_producer() -> Path | None:
+    """The GenTL producer shipped in the ``genicam`` wheel (a simulated camera), if installed."""
+    try:
+        import genicam
+    except ImportError:
+        return None
+    path = Path(genicam.__file__).parent / "viky.cti"
+    return path if path.is_file() else None

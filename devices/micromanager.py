@@ -1,0 +1,182 @@
+"""Micro-Manager cameras and focus drives, through an MMCore (pymmcore-plus, or pycromanager's).
+
+The classes here talk to any object with MMCore's camelCase API: a pymmcore-plus
+``CMMCorePlus``/``UniMMCore`` embedded in this process, or pycromanager's ``Core()`` seen
+through ``devices.pycromanager_core``. Every core call that can block runs with a deadline.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from devices.camera import Frame
+from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
+                            UnsupportedFeatureError)
+from devices.focus_drive import FocusDrive, FocusLimits
+
+
+def open_mmcore(config_path: str | Path | None = None, adapter_paths: list[str] | None = None,
+                python_devices: dict | None = None):
+    """An embedded MMCore with ``config_path`` loaded (pymmcore-plus).
+
+    ``adapter_paths`` defaults to what pymmcore-plus finds (e.g. the mm-test-adapters wheel);
+    ``python_devices`` ({label: unicore.Device}) are loaded into a ``UniMMCore`` first, so a
+    configuration may name them, or, with no configuration, become the core's devices.
+    """
+    from pymmcore_plus import CMMCorePlus, find_micromanager
+
+    name = f"MMCore ({config_path or 'no configuration'})"
+    if config_path is not None and not Path(config_path).is_file():
+        raise DeviceNotFoundError(name, f"no Micro-Manager configuration file at {config_path}")
+    if python_devices:
+        from pymmcore_plus.experimental.unicore import UniMMCore
+
+        core = UniMMCore()
+    else:
+        core = CMMCorePlus()
+    paths = adapter_paths or ([find_micromanager()] if find_micromanager() else [])
+    if not paths and config_path is not None:
+        raise DeviceNotFoundError(name, "no Micro-Manager device adapters found: install Micro-Manager "
+                                        "or the mm-test-adapters package, or give adapter_paths")
+    core.setDeviceAdapterSearchPaths([str(p) for p in paths])
+    for label, device in (python_devices or {}).items():
+        core.loadPyDevice(label, device)
+    try:
+        if config_path is not None:
+            core.loadSystemConfiguration(str(config_path))
+        else:
+            core.initializeAllDevices()
+    except (RuntimeError, OSError) as error:
+        raise DeviceErrorReply(name, "loading the configuration failed", str(error)) from error
+    return core
+
+
+class _CoreCaller:
+    """Runs core calls on one worker thread so that each can be given a deadline."""
+
+    def __init__(self, core, device: str):
+        self.core = core
+        self.device = device
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"mmcore {device}")
+
+    def __call__(self, method: str, *args, timeout_s: float = 5.0):
+        future = self._pool.submit(getattr(self.core, method), *args)
+        try:
+            return future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise DeviceTimeoutError(self.device, f"{method} did not return within {timeout_s:g} s") from None
+        except (ConnectionError, EOFError) as error:
+            raise DeviceDisconnectedError(self.device, f"{method} lost the core: {error}") from error
+        except RuntimeError as error:  # MMCore's CMMError arrives as RuntimeError
+            raise DeviceErrorReply(self.device, f"{method} failed", str(error)) from error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def as_image(raw, width: int, height: int, components: int) -> np.ndarray:
+    """MMCore image data as (H, W) or (H, W, 3): reshapes flat buffers, unpacks RGB32 (BGRA)."""
+    image = np.asarray(raw)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return image[..., :3]
+    if components == 4:  # packed 32-bit BGRA
+        if image.dtype != np.uint8:
+            image = image.view(np.uint8)
+        image = image.reshape(height, width, 4)
+        return image[..., 2::-1].copy()
+    return image.reshape(height, width)
+
+
+class MicroManagerCamera:
+    """The core's current camera (or ``label``)."""
+
+    def __init__(self, core, label: str | None = None, name: str | None = None):
+        self.label = label or core.getCameraDevice()
+        if not self.label:
+            raise DeviceNotFoundError(name or "Micro-Manager camera", "the configuration has no camera")
+        self.name = name or f"Micro-Manager camera {self.label}"
+        self._core = core
+        self._call = _CoreCaller(core, self.name)
+        if label is not None:
+            self._call("setCameraDevice", label)
+
+    @property
+    def exposure_ms(self) -> float:
+        return float(self._call("getExposure"))
+
+    def set_exposure_ms(self, exposure_ms: float) -> None:
+        self._call("setExposure", float(exposure_ms))
+
+    def _frame(self, raw, metadata: dict | None = None) -> Frame:
+        width, height = self._call("getImageWidth"), self._call("getImageHeight")
+        components = self._call("getNumberOfComponents")
+        pixels = as_image(raw, width, height, components)
+        return Frame(pixels=pixels, exposure_ms=self.exposure_ms,
+                     pixel_type=f"RGB{8 * 4}" if components == 4 else str(pixels.dtype),
+                     bit_depth=int(self._call("getImageBitDepth")), timestamp_s=time.time(),
+                     metadata=dict(metadata or {}))
+
+    def snap(self, timeout_s: float = 5.0) -> Frame:
+        self._call("snapImage", timeout_s=timeout_s + self.exposure_ms / 1000)
+        return self._frame(self._call("getImage"))
+
+    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
+        """Hardware sequence acquisition; a frame not delivered within ``timeout_s`` is an error."""
+        self._call("startSequenceAcquisition", n_frames, 0.0, True)
+        try:
+            for index in range(n_frames):
+                deadline = time.monotonic() + timeout_s
+                while self._call("getRemainingImageCount") == 0:
+                    if not self._call("isSequenceRunning") and self._call("getRemainingImageCount") == 0:
+                        raise DeviceErrorReply(self.name, f"the camera ended the sequence after {index} of "
+                                                          f"{n_frames} frames: the rest were lost")
+                    if time.monotonic() > deadline:
+                        raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames} did not arrive "
+                                                            f"within {timeout_s:g} s")
+                    time.sleep(0.001)
+                yield self._frame(self._call("popNextImage"), {"sequence_index": index})
+        finally:
+            self._call("stopSequenceAcquisition")
+
+    def close(self) -> None:
+        self._call.close()
+
+
+class MicroManagerFocusDrive(FocusDrive):
+    """The core's focus stage (or ``label``), in micrometres."""
+
+    def __init__(self, core, label: str | None = None, limits: FocusLimits = FocusLimits(-10000, 10000, "um"),
+                 name: str | None = None):
+        label = label or core.getFocusDevice()
+        if not label:
+            raise DeviceNotFoundError(name or "Micro-Manager focus drive", "the configuration has no focus stage")
+        super().__init__(name or f"Micro-Manager stage {label}", limits)
+        self.label = label
+        self._call = _CoreCaller(core, self.name)
+        if label not in self._call("getLoadedDevices"):
+            raise DeviceNotFoundError(self.name, f"no device {label!r} is loaded")
+
+    def move_to_um(self, z_um: float) -> None:
+        self.move_to(z_um)
+
+    def _do_move_to(self, z_um: float) -> None:
+        self._call("setPosition", self.label, z_um)
+
+    def _do_read_position(self) -> float:
+        return float(self._call("getPosition", self.label))
+
+    def _do_is_busy(self) -> bool:
+        return bool(self._call("deviceBusy", self.label))
+
+    def close(self) -> None:
+        self._call.close()
+
+
+def require_property(core, label: str, prop: str, device: str) -> None:
+    """Raise UnsupportedFeatureError unless device ``label`` has property ``prop``."""
+    if not core.hasProperty(label, prop):
+        raise UnsupportedFeatureError(device, f"has no property {prop!r}")

@@ -1,0 +1,58 @@
+"""Micro-Manager through pycromanager: a running Micro-Manager, or its headless Python backend.
+
+pycromanager's ``Core()`` speaks MMCore's API in snake_case (``snap_image``); the camera
+and focus drive of ``devices.micromanager`` speak camelCase. ``SnakeCaseCore`` translates.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from devices.errors import DeviceDisconnectedError, DeviceNotFoundError
+from devices.micromanager import MicroManagerCamera, MicroManagerFocusDrive
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+class SnakeCaseCore:
+    """Presents a snake_case MMCore (pycromanager) with MMCore's camelCase method names."""
+
+    def __init__(self, core):
+        self._core = core
+
+    def __getattr__(self, name: str):
+        return getattr(self._core, _CAMEL.sub("_", name).lower())
+
+
+def connect(headless_adapters: str | Path | None = None, config_path: str | Path | None = None, port: int | None = None):
+    """pycromanager's core: a running Micro-Manager (default), or a headless Python backend.
+
+    With ``headless_adapters`` (a folder of device adapters, e.g. the mm-test-adapters
+    wheel's) and ``config_path``, starts the headless Python backend in this process.
+    """
+    from pycromanager import Core, start_headless
+
+    if headless_adapters is not None:
+        if config_path is None or not Path(config_path).is_file():
+            raise DeviceNotFoundError("pycromanager", f"no Micro-Manager configuration file at {config_path}")
+        start_headless(str(headless_adapters), str(config_path), python_backend=True)
+    try:
+        core = Core(port=port) if port is not None else Core()
+    except Exception as error:  # pyjavaz raises plain Exceptions when nothing listens
+        raise DeviceDisconnectedError("pycromanager", "cannot reach Micro-Manager: start it with the "
+                                      "pycromanager server enabled, or use headless mode", str(error)) from error
+    return SnakeCaseCore(core)
+
+
+def stop_headless() -> None:
+    from pycromanager import stop_headless as stop
+
+    stop()
+
+
+class PycroManagerCamera(MicroManagerCamera):
+    """A Micro-Manager camera seen through pycromanager."""
+
+
+class PycroManagerFocusDrive(MicroManagerFocusDrive):
+    """A Micro-Manager focus stage seen through pycromanager."""

@@ -1,0 +1,22 @@
+"""Faults a simulator can be told to commit, to test that drivers fail clearly and never hang."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Faults:
+    """Switches, all off by default; tests flip them while a driver is connected.
+
+    silent: read commands but never answer (a device that hangs).
+    garbage: answer every command with random bytes.
+    error_reply: answer every command with this device error code instead (e.g. 5).
+    delay_s: answer this late (a slow device or a late frame).
+    drop_frames: for cameras, lose this many frames (the next ones are never delivered).
+    """
+
+    silent: bool = False
+    garbage: bool = False
+    error_reply: int | None = None
+    delay_s: float = 0.0
+    drop_frames: int = 0

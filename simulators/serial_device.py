@@ -1,0 +1,103 @@
+"""A serial device simulated byte for byte on a pseudo-terminal.
+
+The driver opens ``port`` (``/dev/pts/N``) exactly as it would open ``/dev/ttyUSB0``; a
+thread here reads its bytes, hands them to the protocol, and writes the answers back,
+committing whatever ``faults`` asks for. ``disconnect()`` closes the port under the
+driver, as when a USB cable is pulled.
+"""
+from __future__ import annotations
+
+import os
+import pty
+import select
+import threading
+import time
+import tty
+from abc import ABC, abstractmethod
+
+from simulators.faults import Faults
+
+
+class PtySerialDevice(ABC):
+    """Base of the serial simulators: subclasses turn received bytes into answers."""
+
+    def __init__(self):
+        self.faults = Faults()
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        self._running = True
+        self._lock = threading.RLock()
+        self.received: list[bytes] = []  # every command, for tests to inspect
+        self._thread = threading.Thread(target=self._serve, name=f"{type(self).__name__} on {self.port}",
+                                        daemon=True)
+        self._thread.start()
+
+    @abstractmethod
+    def handle(self, data: bytes) -> list[bytes]:
+        """Take newly received bytes; return the answers to send (possibly none)."""
+
+    def error_answer(self, code: int) -> bytes:
+        """The protocol's answer for device error ``code`` (used by ``faults.error_reply``)."""
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        while self._running:
+            try:
+                ready, _, _ = select.select([self._master], [], [], 0.05)
+                if not ready:
+                    continue
+                data = os.read(self._master, 4096)
+            except OSError:  # closed by disconnect() or close()
+                return
+            if not data:
+                continue
+            with self._lock:
+                answers = self.handle(data)
+            for answer in answers:
+                self._answer(answer)
+
+    def _answer(self, answer: bytes) -> None:
+        faults = self.faults
+        if faults.silent:
+            return
+        if faults.error_reply is not None:
+            answer = self.error_answer(faults.error_reply)
+        if faults.garbage:
+            answer = bytes((b * 37 + 11) % 256 for b in os.urandom(len(answer) + 3)) + b"\r\n"
+        if faults.delay_s:
+            time.sleep(faults.delay_s)
+        try:
+            os.write(self._master, answer)
+        except OSError:
+            pass  # the driver went away; nothing to answer
+
+    def disconnect(self) -> None:
+        """Vanish: close the port under the driver (its next read or write fails)."""
+        self._running = False
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._thread.join(timeout=2)
+
+    close = disconnect
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def serve_forever(device: PtySerialDevice, description: str) -> None:
+    """For ``python -m simulators.X``: print the port as the last word of the first line, then wait."""
+    print(f"{description} on {device.port}", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        device.close()

@@ -1,0 +1,171 @@
+"""Every fault a simulator can commit becomes the driver's typed error, within its timeout."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceProtocolError,
+                            DeviceTimeoutError)
+from tests.devices_fixtures import asi_stage, optotune_lens, unicore_rig
+
+TIMEOUT_S = 0.5  # the drivers' timeout in these fixtures
+MARGIN_S = 1.0
+
+
+def elapsed(call):
+    started = time.monotonic()
+    try:
+        call()
+    finally:
+        took = time.monotonic() - started
+        assert took < TIMEOUT_S + MARGIN_S, f"took {took:.2f} s"
+
+
+SERIAL_DEVICES = {"asi": (asi_stage, lambda d: d.position()), "optotune": (optotune_lens, lambda d: d.position())}
+
+
+@pytest.mark.parametrize("device", SERIAL_DEVICES)
+def test_silent_device_times_out(device):
+    opener, query = SERIAL_DEVICES[device]
+    with opener() as (driver, simulator):
+        simulator.faults.silent = True
+        with pytest.raises(DeviceTimeoutError, match=f"{driver.name}: no complete answer within 0.5 s"):
+            elapsed(lambda: query(driver))
+
+
+@pytest.mark.parametrize("device", SERIAL_DEVICES)
+def test_late_answer_beyond_the_timeout_is_a_timeout(device):
+    opener, query = SERIAL_DEVICES[device]
+    with opener() as (driver, simulator):
+        simulator.faults.delay_s = 1.0
+        with pytest.raises(DeviceTimeoutError):
+            elapsed(lambda: query(driver))
+
+
+@pytest.mark.parametrize("device", SERIAL_DEVICES)
+def test_garbage_answer_is_a_protocol_error(device):
+    opener, query = SERIAL_DEVICES[device]
+    with opener() as (driver, simulator):
+        simulator.faults.garbage = True
+        with pytest.raises((DeviceProtocolError, DeviceTimeoutError)) as caught:
+            elapsed(lambda: query(driver))
+        assert caught.value.reply, "the error carries what the device said"
+
+
+@pytest.mark.parametrize("device", SERIAL_DEVICES)
+def test_vanished_device_is_a_disconnection(device):
+    opener, query = SERIAL_DEVICES[device]
+    with opener() as (driver, simulator):
+        query(driver)
+        simulator.disconnect()
+        with pytest.raises(DeviceDisconnectedError, match=f"{driver.name}: port /dev/pts/"):
+            elapsed(lambda: query(driver))
+            elapsed(lambda: query(driver))  # the first may fail on write or on read
+
+
+@pytest.mark.parametrize("code,meaning", [(1, "unknown command"), (4, "parameter out of range"),
+                                          (21, "halted by the HALT command"), (12, "reserved")])
+def test_asi_error_codes_say_what_they_mean(code, meaning):
+    with asi_stage() as (stage, simulator):
+        simulator.faults.error_reply = code
+        with pytest.raises(DeviceErrorReply, match=f"error {code}: .*{meaning}") as caught:
+            stage.move_to(10.0)
+        assert caught.value.reply == f":N-{code}"
+
+
+def test_asi_stage_travel_limit_of_the_controller_is_an_error_reply():
+    from devices.asi_stage import AsiZStage
+    from devices.focus_drive import FocusLimits
+    from simulators.asi_stage import AsiStageSimulator
+
+    with AsiStageSimulator(travel_um=(-100.0, 100.0)) as simulator:
+        stage = AsiZStage(simulator.port, limits=FocusLimits(-1000, 1000, "um"), timeout_s=0.5)
+        with pytest.raises(DeviceErrorReply, match="error 4: parameter out of range"):
+            stage.move_to(500.0)
+        stage.close()
+
+
+@pytest.mark.parametrize("code,meaning", [(1, "CRC mismatch"), (3, "command not recognised"), (4, "no lens connected")])
+def test_optotune_error_answers_say_what_they_mean(code, meaning):
+    with optotune_lens() as (lens, simulator):
+        simulator.faults.error_reply = code
+        with pytest.raises(DeviceErrorReply, match=f"error {code}: {meaning}"):
+            lens.temperature_c()
+
+
+def test_optotune_handshake_failure_is_clear():
+    from devices.optotune_lens import OptotuneLens
+    from simulators.optotune_lens import OptotuneLensSimulator
+
+    with OptotuneLensSimulator() as simulator:
+        simulator.faults.garbage = True
+        with pytest.raises(DeviceProtocolError, match="handshake failed"):
+            OptotuneLens(simulator.port, timeout_s=0.5)
+
+
+def test_missing_ports_and_files_are_not_found():
+    from devices.asi_stage import AsiZStage
+    from devices.genicam import GenICamCamera
+    from devices.micromanager import open_mmcore
+
+    with pytest.raises(DeviceNotFoundError, match="cannot open serial port /dev/ttyNOPE"):
+        AsiZStage("/dev/ttyNOPE")
+    with pytest.raises(DeviceNotFoundError, match="no Micro-Manager configuration file"):
+        open_mmcore("/nowhere/rig.cfg")
+    with pytest.raises(DeviceNotFoundError, match="no GenTL producer"):
+        GenICamCamera("/nowhere/producer.cti")
+
+
+def test_micromanager_dropped_frame_is_an_error_reply():
+    with unicore_rig() as (_, _, camera, _, simulated_camera):
+        simulated_camera.faults.drop_frames = 1
+        with pytest.raises(DeviceErrorReply, match="frame lost"):
+            camera.snap(timeout_s=1.0)
+        assert camera.snap().pixels.ndim == 3  # the next frame arrives
+
+
+def test_micromanager_late_frame_is_a_timeout_not_a_hang():
+    with unicore_rig() as (_, _, camera, _, simulated_camera):
+        simulated_camera.faults.delay_s = 2.0
+        started = time.monotonic()
+        with pytest.raises(DeviceTimeoutError, match="snapImage did not return within"):
+            camera.snap(timeout_s=0.3)
+        assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # UniMMCore's sequence thread
+def test_micromanager_sequence_with_lost_frames_is_an_error_not_a_hang():
+    with unicore_rig() as (_, _, camera, _, simulated_camera):
+        simulated_camera.faults.drop_frames = 5
+        started = time.monotonic()
+        with pytest.raises(DeviceErrorReply, match="ended the sequence after 0 of 3 frames"):
+            list(camera.sequence(3, timeout_s=0.5))
+        assert time.monotonic() - started < 2.0
+
+
+def test_genicam_frame_not_in_time_is_a_timeout():
+    from devices.genicam import GenICamCamera, bundled_producer
+
+    camera = GenICamCamera(bundled_producer(), index=0)
+    try:
+        with pytest.raises(DeviceTimeoutError, match="no frame within"):
+            camera.snap(timeout_s=1e-4)
+    finally:
+        camera.close()
+
+
+def test_genicam_unknown_serial_number_lists_what_is_there():
+    from devices.genicam import GenICamCamera, bundled_producer
+
+    with pytest.raises(DeviceNotFoundError, match="no camera matches; the producer has: #0 Viky serial 0"):
+        GenICamCamera(bundled_producer(), serial_number="12345")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # pyjavaz's own socket thread
+def test_pycromanager_without_micromanager_running_is_a_clear_error():
+    from devices.pycromanager_core import connect
+
+    with pytest.raises(DeviceDisconnectedError, match="cannot reach Micro-Manager"):
+        elapsed(lambda: connect(port=4998))

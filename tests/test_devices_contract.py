@@ -1,0 +1,191 @@
+"""One contract, every implementation: each focus drive and each camera against its simulator."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import pytest
+
+from devices.camera import Camera, Frame
+from devices.errors import PositionOutOfRangeError, UnsupportedFeatureError
+from devices.focus_drive import UNITS, FocusDrive
+from tests.devices_fixtures import asi_stage, demo_core, optotune_lens, unicore_rig
+from tests.devices_fixtures import pycromanager_core  # noqa: F401  (fixture)
+
+
+@contextlib.contextmanager
+def drive_named(name, request):
+    from devices.micromanager import MicroManagerFocusDrive
+    from devices.pycromanager_core import PycroManagerFocusDrive
+
+    if name == "asi":
+        with asi_stage() as (stage, _):
+            yield stage, [120.5, -40.0, 0.0], 0.1
+    elif name == "optotune-dpt":
+        with optotune_lens() as (lens, _):
+            yield lens, [2.5, -1.0, 0.0], 0.01
+    elif name == "optotune-mA":
+        with optotune_lens("current") as (lens, _):
+            yield lens, [80.0, -35.5, 0.0], 0.1
+    elif name == "mmcore-demo":
+        with demo_core() as core:
+            drive = MicroManagerFocusDrive(core)
+            yield drive, [12.5, -3.0, 0.0], 0.01
+            drive.close()
+    elif name == "unicore-python":
+        with unicore_rig() as (_, drive, _, _, _):
+            yield drive, [15.0, 4.0, 0.0], 1e-6
+    elif name == "pycromanager":
+        drive = PycroManagerFocusDrive(request.getfixturevalue("pycromanager_core"))
+        yield drive, [7.0, 1.5, 0.0], 0.01
+        drive.close()
+
+
+DRIVES = ["asi", "optotune-dpt", "optotune-mA", "mmcore-demo", "unicore-python", "pycromanager"]
+
+
+@pytest.mark.parametrize("name", DRIVES)
+def test_focus_drive_moves_settles_and_reads_back(name, request):
+    with drive_named(name, request) as (drive, positions, tolerance):
+        assert isinstance(drive, FocusDrive) and drive.unit in UNITS
+        for position in positions:
+            drive.move_to(position)
+            drive.wait_until_settled(timeout_s=2.0)
+            assert drive.position() == pytest.approx(position, abs=tolerance)
+
+
+@pytest.mark.parametrize("name", DRIVES)
+def test_focus_drive_refuses_moves_beyond_its_limits(name, request):
+    with drive_named(name, request) as (drive, _, _):
+        before = drive.position()
+        with pytest.raises(PositionOutOfRangeError, match=f"outside the limits .* {drive.unit}"):
+            drive.move_to(drive.limits.upper + 1)
+        assert drive.position() == pytest.approx(before)
+
+
+def test_asi_stage_takes_time_to_travel_and_reports_busy():
+    with asi_stage() as (stage, simulator):
+        simulator.speed_um_per_s = 1000.0
+        stage.move_to_um(200.0)  # 0.2 s of travel
+        started = time.monotonic()
+        assert stage._do_is_busy()
+        stage.wait_until_settled(timeout_s=2.0)
+        assert time.monotonic() - started > 0.1
+        assert stage.position_um() == pytest.approx(200.0)
+
+
+def test_asi_stage_zero_here_and_halt():
+    with asi_stage() as (stage, simulator):
+        stage.move_to_um(50.0)
+        stage.wait_until_settled()
+        stage.zero_here()
+        assert stage.position_um() == pytest.approx(0.0)
+        simulator.speed_um_per_s = 100.0
+        stage.move_to_um(500.0)
+        stage.halt()
+        stage.wait_until_settled(timeout_s=1.0)  # halted: no 5 s of travel left
+        assert 0.0 <= stage.position_um() < 500.0
+
+
+def test_optotune_lens_reads_temperature_and_sets_temperature_limits():
+    with optotune_lens() as (lens, simulator):
+        assert lens.firmware_type == "A" and lens.max_current_ma == pytest.approx(292.84)
+        assert lens.temperature_c() == pytest.approx(simulator.temperature_c, abs=1 / 16)
+        low_dpt, high_dpt = lens.set_temperature_limits_c(20.0, 45.0)
+        assert low_dpt < 0 < high_dpt
+        # focal power on the wire carries the firmware offset: the lens sees the true value
+        lens.set_focal_power_dpt(3.25)
+        lens.wait_until_settled()
+        assert simulator.focal_power_dpt() == pytest.approx(3.25, abs=0.01)
+
+
+def test_optotune_lens_current_mode_scales_by_the_maximum_current():
+    with optotune_lens("current") as (lens, simulator):
+        lens.set_current_ma(146.42)  # half of CrMA
+        lens.wait_until_settled()
+        assert simulator.current_ma() == pytest.approx(146.42, abs=0.1)
+        with pytest.raises(UnsupportedFeatureError, match="current mode"):
+            lens.set_focal_power_dpt(1.0)
+
+
+@contextlib.contextmanager
+def camera_named(name, request):
+    from devices.genicam import GenICamCamera, bundled_producer
+    from devices.micromanager import MicroManagerCamera
+    from devices.pycromanager_core import PycroManagerCamera
+
+    if name == "mmcore-demo":
+        with demo_core() as core:
+            camera = MicroManagerCamera(core)
+            yield camera, (512, 512), np.uint16
+            camera.close()
+    elif name == "unicore-specimen":
+        with unicore_rig() as (_, _, camera, _, _):
+            yield camera, (64, 80, 3), np.uint8
+    elif name == "pycromanager":
+        camera = PycroManagerCamera(request.getfixturevalue("pycromanager_core"))
+        yield camera, (512, 512), np.uint16
+        camera.close()
+    elif name == "genicam-viky":
+        camera = GenICamCamera(bundled_producer(), serial_number="0")
+        yield camera, (400, 400, 3), np.uint8
+        camera.close()
+
+
+CAMERAS = ["mmcore-demo", "unicore-specimen", "pycromanager", "genicam-viky"]
+
+
+@pytest.mark.parametrize("name", CAMERAS)
+def test_camera_snaps_a_frame_with_metadata(name, request):
+    with camera_named(name, request) as (camera, shape, dtype):
+        assert isinstance(camera, Camera)
+        frame = camera.snap(timeout_s=5.0)
+        assert isinstance(frame, Frame)
+        assert frame.pixels.shape == shape and frame.pixels.dtype == dtype
+        assert 8 <= frame.bit_depth <= 16 and abs(frame.timestamp_s - time.time()) < 60
+        assert frame.pixels.std() > 0  # an image, not a blank buffer
+
+
+@pytest.mark.parametrize("name", CAMERAS)
+def test_camera_sequence_delivers_every_frame(name, request):
+    with camera_named(name, request) as (camera, shape, _):
+        frames = list(camera.sequence(4, timeout_s=5.0))
+        assert len(frames) == 4 and all(f.pixels.shape == shape for f in frames)
+
+
+@pytest.mark.parametrize("name", CAMERAS)
+def test_camera_exposure_is_set_or_clearly_unsupported(name, request):
+    with camera_named(name, request) as (camera, _, _):
+        if name == "genicam-viky":
+            with pytest.raises(UnsupportedFeatureError, match="has no exposure feature"):
+                camera.set_exposure_ms(20.0)
+            assert camera.exposure_ms is None
+        else:
+            camera.set_exposure_ms(20.0)
+            assert camera.exposure_ms == pytest.approx(20.0)
+            assert camera.snap().exposure_ms == pytest.approx(20.0)
+
+
+def test_specimen_camera_renders_sharper_where_the_stage_focuses():
+    with unicore_rig() as (_, drive, camera, _, _):
+        sharpness = []
+        for z_um in (-30.0, 10.0, 50.0):
+            drive.move_to(z_um)
+            drive.wait_until_settled()
+            pixels = camera.snap().pixels.astype(float).mean(axis=2)
+            sharpness.append(np.abs(np.diff(pixels, axis=1)).mean())
+        assert sharpness[1] > sharpness[0] and sharpness[1] > sharpness[2]
+
+
+def test_genicam_pixel_format_and_camera_selection():
+    from devices.genicam import GenICamCamera, bundled_producer
+
+    camera = GenICamCamera(bundled_producer(), model="Viky", index=2, pixel_format="Mono8")
+    try:
+        assert camera.pixel_format == "Mono8"
+        assert camera.snap().pixels.ndim == 2
+        with pytest.raises(UnsupportedFeatureError, match="'Mono16' is not one of"):
+            camera.set_pixel_format("Mono16")
+    finally:
+        camera.close()

@@ -1,0 +1,49 @@
+"""Simulators on their own: serial simulators as commands, and the optics' physics."""
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simulators.optics import DefocusRenderer, Optics, TunableLensOptics, magnify
+from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize("module,driver", [("simulators.asi_stage", "asi"), ("simulators.optotune_lens", "lens")])
+def test_serial_simulator_runs_as_a_command_and_serves_its_port(module, driver):
+    from devices.asi_stage import AsiZStage
+    from devices.optotune_lens import OptotuneLens
+
+    process = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        port = process.stdout.readline().split()[-1]
+        assert port.startswith("/dev/pts/")
+        device = AsiZStage(port) if driver == "asi" else OptotuneLens(port)
+        device.move_to(1.5)
+        device.wait_until_settled()
+        assert device.position() == pytest.approx(1.5, abs=0.01)
+        device.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+
+
+def test_defocus_blur_grows_with_distance_from_the_surface():
+    shape = (64, 64)
+    specimen = VirtualSpecimen(load_texture("gravel", shape, color=False), make_height_map("plane", shape, 0.0))
+    renderer = DefocusRenderer(specimen, Optics(blur_px_per_um=0.5))
+    detail = [np.abs(np.diff(renderer.render(z), axis=1)).mean() for z in (0.0, 2.0, 6.0, 12.0)]
+    assert detail == sorted(detail, reverse=True)
+    np.testing.assert_allclose(renderer.render(0.0), specimen.texture, atol=1e-6)
+
+
+def test_focus_breathing_magnifies_about_the_centre():
+    image = np.zeros((101, 101), np.float32)
+    image[50, 90] = 1.0  # a point 40 px right of the centre
+    lens = TunableLensOptics(um_per_dpt=10.0, breathing_per_dpt=0.01)
+    zoomed = magnify(image, lens.magnification(5.0))  # 5% larger
+    row, col = np.unravel_index(np.argmax(zoomed), zoomed.shape)
+    assert (row, col) == (50, 92)
+    assert lens.focus_um(2.0) == pytest.approx(20.0)
