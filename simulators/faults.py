@@ -13,6 +13,8 @@ class Faults:
     error_reply: answer every command with this device error code instead (e.g. 5).
     delay_s: answer this late (a slow device or a late frame).
     drop_frames: for cameras, lose this many frames (the next ones are never delivered).
+    times: how many answers the faults above spoil before clearing themselves (None: until
+        turned off) -- a transient fault.
     """
 
     silent: bool = False
@@ -20,3 +22,19 @@ class Faults:
     error_reply: int | None = None
     delay_s: float = 0.0
     drop_frames: int = 0
+    times: int | None = None
+
+    def spend_one(self) -> None:
+        """Count one spoiled answer; a transient fault clears itself when its times run out."""
+        if self.times is None:
+            return
+        self.times -= 1
+        if self.times <= 0:
+            self.silent = self.garbage = False
+            self.error_reply = None
+            self.delay_s = 0.0
+            self.times = None
+
+    @property
+    def active(self) -> bool:
+        return self.silent or self.garbage or self.error_reply is not None or self.delay_s > 0

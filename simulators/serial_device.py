@@ -59,14 +59,18 @@ class PtySerialDevice(ABC):
 
     def _answer(self, answer: bytes) -> None:
         faults = self.faults
-        if faults.silent:
-            return
+        spoiled = faults.active
+        silent, delay_s = faults.silent, faults.delay_s
         if faults.error_reply is not None:
             answer = self.error_answer(faults.error_reply)
         if faults.garbage:
             answer = bytes((b * 37 + 11) % 256 for b in os.urandom(len(answer) + 3)) + b"\r\n"
-        if faults.delay_s:
-            time.sleep(faults.delay_s)
+        if spoiled:
+            faults.spend_one()
+        if silent:
+            return
+        if delay_s:
+            time.sleep(delay_s)
         try:
             os.write(self._master, answer)
         except OSError:
@@ -74,13 +78,18 @@ class PtySerialDevice(ABC):
 
     def disconnect(self) -> None:
         """Vanish: close the port under the driver (its next read or write fails)."""
-        self._running = False
+        with self._lock:
+            if not self._running:
+                return  # closing twice would close whatever file has reused these descriptors
+            self._running = False
+        # Let the serving thread leave select() before its descriptor can be closed and reused.
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
         for fd in (self._master, self._slave):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._thread.join(timeout=2)
 
     close = disconnect
 

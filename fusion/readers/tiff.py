@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -18,6 +19,7 @@ STACK_AXES = "ZIQT"
 CHANNEL_AXES = "CS"
 OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 MICROMANAGER_TAG = 51123
+SESSION_PLANE_KEY = "ums_fusion_plane"  # written by acquisition.stack_buffer on every page
 
 
 class TiffStack(SavedStack):
@@ -40,6 +42,9 @@ class TiffStack(SavedStack):
         except StackLayoutError as error:
             self.close()
             raise StackLayoutError(error.reason, path) from None
+        self._session_planes = self._read_session_planes()
+        if self._session_planes is not None:
+            self._drop_incomplete_last_slice()
         if self._layout.n_slices == 0:
             self.close()
             raise EmptyStackError("the TIFF has zero slices", path)
@@ -79,7 +84,38 @@ class TiffStack(SavedStack):
             pixels = np.moveaxis(pixels, 0, -1)  # planar RGB page (S, Y, X)
         return pixels
 
+    def _read_session_planes(self) -> list[dict | None] | None:
+        """Per-page z/time/exposure of a stack written by a live session, or None for other files."""
+        planes = []
+        for index in range(self._layout.n_slices):
+            try:
+                page = self._series.pages[index]
+            except (IndexError, tifffile.TiffFileError):
+                break  # a truncated file: reading the slices will say so
+            try:
+                plane = json.loads(page.description).get(SESSION_PLANE_KEY) if page is not None else None
+            except (ValueError, AttributeError, TypeError):
+                plane = None  # page 0 of a finalized stack holds OME-XML instead
+            planes.append(plane)
+        return planes if any(planes) else None
+
+    def _drop_incomplete_last_slice(self) -> None:
+        """A session killed mid-write leaves its last page short: fuse the complete ones, and say so."""
+        try:
+            last = self._series.pages[self._layout.n_slices - 1]
+        except (IndexError, tifffile.TiffFileError):
+            return  # an IFD is broken, not only the last slice's data: reading will say so
+        ends = [offset + count for offset, count in zip(last.dataoffsets, last.databytecounts)]
+        if ends and max(ends) > self._file_size:
+            self._layout.n_slices -= 1
+            warnings.warn(f"{self.path}: the last slice was cut short (session interrupted while writing it); "
+                          f"using the {self._layout.n_slices} complete slices", stacklevel=3)
+
     def _read_z_positions(self) -> list[float] | None:
+        if self._session_planes is not None and not self._tiff.is_ome:
+            planes = self._session_planes[: self.n_slices]
+            if all(p is not None and p.get("unit", "um") == "um" for p in planes):
+                return [float(p["z"]) for p in planes]
         if self._layout.stack_axis not in ("Z", None):
             return None
         if self._tiff.is_ome:

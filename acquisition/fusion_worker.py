@@ -1,0 +1,67 @@
+"""Fusion in its own thread, so that acquisition never waits for it.
+
+Slices are handed over in a queue that holds at most ``max_slices_in_memory`` images; when
+fusion falls behind, the session hands over only the slice's index and the worker reads
+the slice back from the stack buffer. Order is kept either way.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+
+from fusion.engine import StreamingFusion
+from fusion.slice_store import SliceSource
+
+_DONE = object()
+
+
+class FusionWorker:
+    def __init__(self, engine: StreamingFusion, buffer: SliceSource, max_slices_in_memory: int = 4):
+        self.engine = engine
+        self.buffer = buffer
+        self._queue: queue.Queue = queue.Queue()
+        self._in_memory = threading.Semaphore(max_slices_in_memory)
+        self.fusion_s: dict[int, float] = {}
+        self.read_back: list[int] = []   # slices fusion caught up on from the buffer
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
+        self._thread.start()
+
+    def submit(self, index: int, pixels: np.ndarray, z: float) -> None:
+        """Hand over slice ``index`` (already in the buffer); never blocks."""
+        if self._in_memory.acquire(blocking=False):
+            self._queue.put((index, pixels, z))
+        else:
+            self._queue.put((index, None, z))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            index, pixels, z = item
+            if pixels is not None:
+                self._in_memory.release()
+            if self.error is not None:
+                continue  # drain; the error is reported by finish()
+            try:
+                started = time.perf_counter()
+                if pixels is None:
+                    pixels = self.buffer.read_slice(index)
+                    self.read_back.append(index)
+                self.engine.push(pixels, z)
+                self.fusion_s[index] = time.perf_counter() - started
+            except BaseException as error:  # reported to the session, which still saves the stack
+                self.error = error
+
+    def finish(self, timeout_s: float = 120.0) -> None:
+        """Wait until every submitted slice is fused; raise what went wrong in the thread."""
+        self._queue.put(_DONE)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"fusion did not catch up within {timeout_s:g} s")
+        if self.error is not None:
+            raise self.error

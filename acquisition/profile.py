@@ -1,0 +1,221 @@
+"""Rig profiles: YAML files validated when loaded.
+
+A typo or a wrong type is a ``ProfileError`` naming the file, the key path and what is
+allowed, before any device is touched. Units are in the key names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+
+from fusion.engine import COMPOSITIONS
+from fusion.focus_measures import MEASURES
+
+
+class ProfileError(ValueError):
+    """Raised when a profile cannot be read or does not validate; names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpecimenSettings(_Strict):
+    """The virtual specimen a simulated camera looks at."""
+
+    texture: str = "astronaut"
+    surface: Literal["plane", "dome", "steps", "irregular"] = "dome"
+    depth_um: float = Field(40.0, ge=0)
+    height_px: int = Field(768, ge=16)
+    width_px: int = Field(1024, ge=16)
+    color: bool = True
+    seed: int = 0
+
+
+class SimulatedOptics(_Strict):
+    blur_px_per_um: float = Field(0.3, gt=0)
+    um_per_dpt: float = 10.0          # a tunable lens: focus shift per diopter
+    breathing_per_dpt: float = 0.0    # a tunable lens: magnification change per diopter
+
+
+class CameraNoiseSettings(_Strict):
+    full_well_e: float = Field(20000.0, ge=0)
+    read_noise_e: float = Field(5.0, ge=0)
+    bit_depth: Literal[0, 8, 10, 12, 16] = 8
+
+
+class CameraSettings(_Strict):
+    driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
+    exposure_ms: Optional[float] = Field(None, gt=0)
+    timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
+    # genicam
+    cti: Optional[str] = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
+    serial_number: Optional[str] = None
+    model: Optional[str] = None
+    index: Optional[int] = None
+    pixel_format: Optional[str] = None
+    gain: Optional[float] = None
+    # micromanager / pycromanager
+    label: Optional[str] = None
+    # simulated
+    specimen: SpecimenSettings = SpecimenSettings()
+    optics: SimulatedOptics = SimulatedOptics()
+    noise: CameraNoiseSettings = CameraNoiseSettings()
+
+    @model_validator(mode="after")
+    def _needs_producer(self):
+        if self.driver == "genicam" and not self.cti:
+            raise ValueError("a genicam camera needs cti: the path of its GenTL producer (.cti), or 'bundled'")
+        return self
+
+
+class FocusSettings(_Strict):
+    driver: Literal["simulated", "micromanager", "pycromanager", "asi", "optotune"]
+    unit: Literal["um", "dpt", "mA"] = "um"
+    port: Optional[str] = None           # serial port name or URL; "simulated" starts the simulator
+    label: Optional[str] = None          # Micro-Manager stage label
+    settle_ms: float = Field(0.0, ge=0)  # extra wait after the device reports it has stopped
+    settle_timeout_s: float = Field(5.0, gt=0)
+    limits: Optional[tuple[float, float]] = None
+    speed_um_per_s: float = Field(2000.0, gt=0)   # simulated stage only
+
+    @model_validator(mode="after")
+    def _unit_fits_driver(self):
+        allowed = {"simulated": ("um",), "micromanager": ("um",), "pycromanager": ("um",), "asi": ("um",),
+                   "optotune": ("dpt", "mA")}[self.driver]
+        if self.unit not in allowed:
+            raise ValueError(f"a {self.driver} focus drive moves in {' or '.join(allowed)}, not {self.unit}")
+        if self.driver in ("asi", "optotune") and not self.port:
+            raise ValueError(f"the {self.driver} focus drive needs port: a serial port name, URL, or 'simulated'")
+        return self
+
+
+class ZRange(_Strict):
+    """useq-schema's ZRangeAround: ``range`` centred on where the drive is, every ``step``."""
+
+    range: float = Field(gt=0)
+    step: float = Field(gt=0)
+
+
+class ZTopBottom(_Strict):
+    top: float
+    bottom: float
+    step: float = Field(gt=0)
+
+
+class ZAbsolute(_Strict):
+    absolute: list[float] = Field(min_length=1)
+
+
+class Sweep(_Strict):
+    """A tunable-lens sweep in the focus drive's unit (dpt or mA)."""
+
+    start: float
+    stop: float
+    step: float = Field(gt=0)
+
+
+def _z_plan_kind(value: Any) -> str:
+    """Which z-plan a mapping is, by its keys (so errors speak of that plan only)."""
+    keys = set(value) if isinstance(value, dict) else set(type(value).model_fields)
+    if "absolute" in keys:
+        return "ZAbsolute"
+    if keys & {"top", "bottom"}:
+        return "ZTopBottom"
+    return "ZRange"
+
+
+ZPlan = Annotated[Union[Annotated[ZRange, Tag("ZRange")], Annotated[ZTopBottom, Tag("ZTopBottom")],
+                        Annotated[ZAbsolute, Tag("ZAbsolute")]], Discriminator(_z_plan_kind)]
+
+
+class PlanSettings(_Strict):
+    z: Optional[ZPlan] = None
+    sweep: Optional[Sweep] = None
+    retries: int = Field(2, ge=0, le=10)   # per move or snap, for transient errors
+
+    @model_validator(mode="after")
+    def _one_plan(self):
+        if (self.z is None) == (self.sweep is None):
+            raise ValueError("give exactly one of z (a stage z-plan) or sweep (a tunable-lens sweep)")
+        return self
+
+
+class FusionProfile(_Strict):
+    method: str = "sf"
+    composition: Literal["blend", "pick"] = "blend"
+    device: str = "cpu"                 # torch device for deep measures ("cuda", "cpu")
+
+    @model_validator(mode="after")
+    def _known_method(self):
+        if self.method not in MEASURES:
+            raise ValueError(f"unknown fusion method {self.method!r}; choose one of {sorted(MEASURES)}")
+        return self
+
+
+class MicroManagerSettings(_Strict):
+    config: Optional[str] = None          # a .cfg file; "demo" = the mm-test-adapters demo configuration
+    simulated_devices: bool = False       # load the simulators' Python devices into a UniMMCore
+
+
+class OutputSettings(_Strict):
+    folder: str = "sessions"
+
+
+class Profile(_Strict):
+    name: str = "rig"
+    camera: CameraSettings
+    focus: FocusSettings
+    plan: PlanSettings
+    fusion: FusionProfile = FusionProfile()
+    micromanager: MicroManagerSettings = MicroManagerSettings()
+    output: OutputSettings = OutputSettings()
+
+
+def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str] | None:
+    """The keys allowed at ``location`` inside ``model`` (for 'extra key' errors)."""
+    current: Any = model
+    for part in location[:-1]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(candidates) != 1:
+            return None
+        current = candidates[0]
+    return sorted(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a YAML profile; every problem is a ProfileError naming file and key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile") from None
+    except yaml.YAMLError as error:
+        raise ProfileError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a mapping of keys (camera, focus, plan, ...), got {type(data).__name__}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            location = tuple(part for part in problem["loc"] if not (isinstance(part, str) and part[:1].isupper()))
+            key_path = ".".join(str(part) for part in location) or "(top level)"
+            message = problem["msg"]
+            if problem["type"] == "extra_forbidden":
+                allowed = _allowed_keys(Profile, location)
+                message = f"unknown key {location[-1]!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+            elif message.startswith("Value error, "):
+                message = message[len("Value error, "):]
+            lines.append(f"{path}: {key_path}: {message}")
+        raise ProfileError("\n".join(lines)) from None

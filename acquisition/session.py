@@ -1,0 +1,237 @@
+"""The live session: move, settle, snap, buffer, fuse -- for every planned position.
+
+Acquisition runs in the calling thread and never waits for fusion (see ``fusion_worker``).
+Whatever ends the session (the last position, a device that stops answering, Ctrl-C, a
+bug), the slices acquired so far are in the stack buffer, are fused, and the focus drive
+goes back to where it started.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from acquisition.fusion_worker import FusionWorker
+from acquisition.plans import planned_positions
+from acquisition.profile import Profile
+from acquisition.report import plot_focus_curve
+from acquisition.rig import Rig, open_rig
+from acquisition.stack_buffer import StackBuffer
+from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
+                            DeviceTimeoutError, PositionOutOfRangeError)
+from fusion.engine import FusionSettings, StreamingFusion
+from fusion.metrics import psnr
+from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
+
+# Worth another try: the device answered late, wrongly, or with an error.
+TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
+MAX_DROPPED_IN_A_ROW = 3  # a camera that loses this many frames in a row has stopped
+
+
+@dataclass
+class SessionOutcome:
+    folder: Path
+    report: dict
+    completed: bool          # every planned position was visited
+    interrupted: bool        # Ctrl-C
+
+    @property
+    def ended_by(self) -> str | None:
+        return self.report.get("ended_by")
+
+
+def new_session_folder(root: Path) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = root / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = root / f"{stamp}-{n}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _with_retries(action, what: str, retries: int, log: list[dict], index: int):
+    """Run ``action``; retry transient device errors up to ``retries`` times, logging each."""
+    for attempt in range(retries + 1):
+        try:
+            return action()
+        except DeviceDisconnectedError:
+            raise
+        except TRANSIENT_ERRORS as error:
+            log.append({"slice": index, "what": what, "attempt": attempt + 1, "error": str(error)})
+            if attempt == retries:
+                raise
+
+
+class Session:
+    """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``."""
+
+    def __init__(self, profile: Profile, rig: Rig, folder: Path):
+        self.profile = profile
+        self.rig = rig
+        self.folder = folder
+        self.buffer: StackBuffer | None = None
+        self.engine: StreamingFusion | None = None
+        self.worker: FusionWorker | None = None
+        self.slices: list[dict] = []
+        self.dropped: list[dict] = []
+        self.retries: list[dict] = []
+        self.errors: list[str] = []
+        self.ended_by: str | None = None
+        self.interrupted = False
+        self.t_last_slice: float | None = None
+
+    def run(self, progress: bool | None = None) -> SessionOutcome:
+        focus, unit = self.rig.focus, self.profile.focus.unit
+        start = focus.position()
+        positions = planned_positions(self.profile.plan, start)
+        self.planned = len(positions)
+        outside = [p for p in positions if not focus.limits.contains(p)]
+        if outside:
+            raise PositionOutOfRangeError(focus.name, f"the plan goes to {outside[0]:g} {unit}, outside the limits "
+                                                      f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
+        started = time.perf_counter()
+        result = None
+        try:
+            self._acquire(positions, progress)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.ended_by = "interrupted (Ctrl-C)"
+        except DeviceError as error:
+            self.ended_by = str(error)
+        except Exception as error:  # a bug: still save and fuse what was acquired, then report it
+            self.ended_by = f"unexpected {type(error).__name__}: {error}"
+        finally:
+            try:
+                result = self._finish_fusion()
+            except Exception as error:
+                self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
+            finally:
+                self._return_to(start)
+                if self.buffer is not None:
+                    self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
+        total_s = time.perf_counter() - started
+        report = self._write_outputs(result, positions, total_s)
+        return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
+                              interrupted=self.interrupted)
+
+    # -- acquisition --
+    def _acquire(self, positions: list[float], progress: bool | None) -> None:
+        focus, camera = self.rig.focus, self.rig.camera
+        settle_s = self.profile.focus.settle_ms / 1000
+        retries = self.profile.plan.retries
+        dropped_in_a_row = 0
+        bar = tqdm(positions, desc="slices", unit="slice", disable=None if progress is None else not progress)
+        for index, z in enumerate(bar):
+            t0 = time.perf_counter()
+
+            def move():
+                focus.move_to(z)
+                focus.wait_until_settled(self.profile.focus.settle_timeout_s)
+
+            _with_retries(move, "move", retries, self.retries, index)
+            t1 = time.perf_counter()
+            time.sleep(settle_s)
+            t2 = time.perf_counter()
+            try:
+                frame = _with_retries(lambda: camera.snap(timeout_s=self.profile.camera.timeout_s), "snap", retries,
+                                      self.retries, index)
+            except TRANSIENT_ERRORS as error:
+                # An explicit gap: recorded with its z, never a silent shift of the stack.
+                self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
+                dropped_in_a_row += 1
+                if dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
+                    raise
+                continue
+            dropped_in_a_row = 0
+            t3 = time.perf_counter()
+            self._store(frame, z)
+            t4 = time.perf_counter()
+            self.slices.append({"index": len(self.slices), "planned_index": index, "z": z,
+                                "move_s": round(t1 - t0, 5), "settle_s": round(t2 - t1, 5),
+                                "exposure_s": round(t3 - t2, 5), "store_s": round(t4 - t3, 5)})
+            self.t_last_slice = t4
+
+    def _store(self, frame, z: float) -> None:
+        pixels = frame.pixels
+        if self.buffer is None:
+            self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned)
+        index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
+        if self.engine is None:
+            settings = FusionSettings(measure=self.profile.fusion.method, composition=self.profile.fusion.composition)
+            self.engine = StreamingFusion(pixels.shape, pixels.dtype, settings, source=self.buffer,
+                                          name=str(self.buffer.path))
+            self.worker = FusionWorker(self.engine, self.buffer)
+        self.worker.submit(index, pixels, z)
+
+    def _finish_fusion(self):
+        if self.worker is None:
+            return None
+        self.worker.finish()
+        result = self.engine.finish()
+        self.t_result_ready = time.perf_counter()
+        return result
+
+    def _return_to(self, start: float) -> None:
+        try:
+            self.rig.focus.move_to(start)
+            self.rig.focus.wait_until_settled(self.profile.focus.settle_timeout_s)
+        except Exception as error:  # recorded; the session's own outcome matters more
+            self.errors.append(f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}")
+
+    # -- outputs --
+    def _write_outputs(self, result, positions: list[float], total_s: float) -> dict:
+        unit = self.profile.focus.unit
+        outputs = {"stack": str(self.folder / "stack.ome.tif")} if self.buffer is not None else {}
+        report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
+                        "planned_slices": len(positions), "acquired_slices": len(self.slices),
+                        "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
+                        "errors": self.errors, "focus_unit": unit}
+        if result is not None:
+            for record in self.slices:
+                record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
+            write_image_tiff(self.folder / "fused.tif", result.fused)
+            write_depth_tiff(self.folder / "depth.tif", result.depth, unit if result.depth_unit == "um" else "slice index")
+            counts = np.bincount(result.decision.ravel(), minlength=len(self.slices))
+            plot_focus_curve(self.folder / "focus_curve.png", [s["z"] for s in self.slices], result.focus_scores,
+                             unit, (counts / counts.sum()).tolist())
+            outputs.update(fused=str(self.folder / "fused.tif"), depth=str(self.folder / "depth.tif"),
+                           focus_curve=str(self.folder / "focus_curve.png"))
+            device_s = sum(s["move_s"] + s["settle_s"] + s["exposure_s"] for s in self.slices)
+            report.update({
+                "focus_scores": result.focus_scores,
+                "seconds": {"total": round(total_s, 4), "devices": round(device_s, 4),
+                            "overhead_fraction": round(max(0.0, 1 - device_s / total_s), 4),
+                            "result_after_last_slice": round(self.t_result_ready - self.t_last_slice, 4),
+                            "slices_read_back_by_fusion": len(self.worker.read_back)},
+                "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
+            })
+            if self.rig.truth is not None:
+                full_scale = _full_scale(self.profile, result.fused.dtype)
+                report["psnr_db"] = round(psnr(result.fused, self.rig.truth, full_scale), 3)
+                report["best_slice_psnr_db"] = round(max(
+                    psnr(self.buffer.read_slice(i), self.rig.truth, full_scale) for i in range(len(self.slices))), 3)
+        report["slices"] = self.slices
+        report["outputs"] = outputs
+        write_json(self.folder / "session.json", report)
+        return report
+
+
+def _full_scale(profile: Profile, dtype) -> float:
+    bits = profile.camera.noise.bit_depth
+    return 1.0 if bits == 0 else float(2 ** bits - 1)
+
+
+def run_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:
+    """Open the rig, run one session into ``out_root/<timestamp>/``, close the rig."""
+    rig = open_rig(profile)
+    try:
+        folder = new_session_folder(Path(out_root))
+        return Session(profile, rig, folder).run(progress)
+    finally:
+        rig.close()

@@ -1,0 +1,95 @@
+"""The session's stack on disk: a TIFF written slice by slice that survives a crash.
+
+Each slice is one page, written with an unbuffered file so that it is in the file the
+moment ``append`` returns; each page's description holds its z, time and exposure as JSON,
+so even after ``kill -9`` the slices already acquired read back with their positions.
+``finalize`` then puts OME-XML (every plane's z, time and exposure, and the profile) into
+the first page, which makes the file an OME-TIFF that Fiji (Bio-Formats) and napari open
+as one z-stack.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+PLANE_KEY = "ums_fusion_plane"  # marks a page written by a session (fusion.readers knows it)
+CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
+
+
+class StackBuffer:
+    """Append-only z-stack in ``path``. Also a ``fusion.slice_store.SliceSource``."""
+
+    def __init__(self, path: str | Path, expected_bytes: int = 0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "wb", buffering=0)
+        self._writer = tifffile.TiffWriter(self._file, bigtiff=expected_bytes > CLASSIC_TIFF_LIMIT_BYTES)
+        self.planes: list[dict] = []
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+        self._lock = threading.Lock()
+        self._reader: tifffile.TiffFile | None = None
+        self.finalized = False
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.planes)
+
+    def append(self, pixels: np.ndarray, z: float, time_s: float, exposure_ms: float | None, unit: str = "um") -> int:
+        """Write one slice; returns its index. Slices must all have the first one's shape and dtype."""
+        if self._shape is None:
+            self._shape, self._dtype = pixels.shape, pixels.dtype
+        elif pixels.shape != self._shape or pixels.dtype != self._dtype:
+            raise ValueError(f"{self.path}: slice {self.n_slices} is {pixels.shape} {pixels.dtype}, "
+                             f"the stack is {self._shape} {self._dtype}")
+        plane = {"index": self.n_slices, "z": float(z), "unit": unit, "time_s": round(float(time_s), 6),
+                 "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
+        colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+        with self._lock:
+            self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
+                               description=json.dumps({PLANE_KEY: plane}), metadata=None)
+            self.planes.append(plane)
+        return plane["index"]
+
+    def read_slice(self, index: int) -> np.ndarray:
+        """Slice ``index`` back from the file (the fusion thread catching up, or recomposing)."""
+        with self._lock:
+            if self._reader is None or index >= len(self._reader.pages):
+                if self._reader is not None:
+                    self._reader.close()
+                self._reader = tifffile.TiffFile(self.path)
+            return self._reader.pages[index].asarray()
+
+    def finalize(self, profile: dict, unit: str) -> None:
+        """Close the file and make it an OME-TIFF describing the slices written (none: left as is)."""
+        if self.finalized:
+            return
+        self.finalized = True
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self._writer.close()
+            self._file.close()
+        if not self.planes:
+            return
+        n = len(self.planes)
+        colour = len(self._shape) == 3
+        shape = (n, *self._shape)
+        stored = (n, 1, 1, self._shape[0], self._shape[1], self._shape[2] if colour else 1)
+        z_values = [p["z"] for p in self.planes]
+        ome = tifffile.OmeXml()
+        metadata = {"axes": "ZYXS" if colour else "ZYX", "Name": self.path.stem,
+                    "Description": json.dumps({"profile": profile, "focus_unit": unit}),
+                    "Plane": {"DeltaT": [p["time_s"] for p in self.planes],
+                              "ExposureTime": [p["exposure_ms"] or 0.0 for p in self.planes]}}
+        if unit == "um":  # OME's PositionZ is a length; lens powers stay in the description and pages
+            metadata["Plane"]["PositionZ"] = z_values
+            if n > 1:
+                metadata["PhysicalSizeZ"] = abs(float(np.median(np.diff(z_values)))) or 1.0
+        ome.addimage(self._dtype, shape, stored, **metadata)
+        tifffile.tiffcomment(self.path, comment=ome.tostring().encode(), pageindex=0)

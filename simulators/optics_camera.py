@@ -1,0 +1,105 @@
+"""A camera and a focus stage made of the optics simulator alone: no ports, no adapters.
+
+The camera renders the virtual specimen where the optics put the focus (a stage's z, or a
+tunable lens's focal power, with its focus breathing) and adds camera noise.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from devices.camera import Frame
+from devices.errors import DeviceErrorReply, DeviceTimeoutError
+from devices.focus_drive import FocusDrive, FocusLimits
+from simulators.faults import Faults
+from simulators.optics import CameraNoise, DefocusRenderer
+
+# () -> (focus on the specimen in um, magnification)
+OpticalState = Callable[[], tuple[float, float]]
+
+
+class SimulatedCamera:
+    """Implements devices.camera.Camera by rendering the specimen; exposure is real waiting time."""
+
+    def __init__(self, renderer: DefocusRenderer, optical_state: OpticalState, noise: CameraNoise = CameraNoise(),
+                 exposure_ms: float = 10.0, name: str = "simulated camera", seed: int = 0):
+        self.name = name
+        self.renderer = renderer
+        self.optical_state = optical_state
+        self.noise = noise
+        self._exposure_ms = exposure_ms
+        self.faults = Faults()
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def exposure_ms(self) -> float:
+        return self._exposure_ms
+
+    def set_exposure_ms(self, exposure_ms: float) -> None:
+        self._exposure_ms = float(exposure_ms)
+
+    def truth(self) -> np.ndarray:
+        """The all-in-focus frame without noise, in this camera's dtype: what a session scores against."""
+        return self.noise.ideal(self.renderer.specimen.texture)
+
+    def snap(self, timeout_s: float = 5.0) -> Frame:
+        started = time.monotonic()
+        focus_um, magnification = self.optical_state()
+        if self.faults.error_reply is not None:
+            self.faults.spend_one()
+            raise DeviceErrorReply(self.name, f"camera error {self.faults.error_reply}")
+        if self.faults.drop_frames > 0:
+            self.faults.drop_frames -= 1
+            time.sleep(timeout_s)
+            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (frame lost)")
+        wait_s = self._exposure_ms / 1000 + self.faults.delay_s
+        if wait_s > timeout_s:
+            time.sleep(timeout_s)
+            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s")
+        radiance = self.renderer.render(focus_um, magnification)
+        pixels = self.noise.expose(radiance, self._rng)
+        # Exposure is the device's own time: wait out what rendering did not use.
+        time.sleep(max(0.0, started + wait_s - time.monotonic()))
+        bits = self.noise.bit_depth or 32
+        return Frame(pixels=pixels, exposure_ms=self._exposure_ms, pixel_type=str(pixels.dtype), bit_depth=bits,
+                     timestamp_s=time.time(), metadata={"focus_um": focus_um, "magnification": magnification})
+
+    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
+        for _ in range(n_frames):
+            yield self.snap(timeout_s)
+
+    def close(self) -> None:
+        pass
+
+
+class SimulatedStage(FocusDrive):
+    """A focus stage in micrometres that takes |distance| / speed to travel; its position is the optics' focus."""
+
+    def __init__(self, speed_um_per_s: float = 2000.0, limits: FocusLimits = FocusLimits(-10000, 10000, "um"),
+                 name: str = "simulated stage"):
+        super().__init__(name, limits)
+        self.speed_um_per_s = speed_um_per_s
+        self._from_um = self._to_um = 0.0
+        self._started = self._arrives = 0.0
+        self.faults = Faults()
+
+    def physical_um(self) -> float:
+        """Where the stage really is now (between the two ends of a move while travelling)."""
+        now = time.monotonic()
+        if now >= self._arrives:
+            return self._to_um
+        fraction = (now - self._started) / (self._arrives - self._started)
+        return self._from_um + (self._to_um - self._from_um) * fraction
+
+    def _do_move_to(self, z_um: float) -> None:
+        self._from_um, self._to_um = self.physical_um(), z_um
+        self._started = time.monotonic()
+        self._arrives = self._started + abs(z_um - self._from_um) / self.speed_um_per_s
+
+    def _do_read_position(self) -> float:
+        return self.physical_um()
+
+    def _do_is_busy(self) -> bool:
+        return time.monotonic() < self._arrives

@@ -1,0 +1,279 @@
+"""Live sessions end to end on every simulated profile, with faults, kills and bad profiles."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from acquisition.plans import planned_positions
+from acquisition.profile import PlanSettings, ProfileError, load_profile
+from acquisition.rig import open_rig
+from acquisition.session import Session, new_session_folder, run_profile
+from fusion.readers import open_stack
+from tests.conftest import REPO_ROOT
+
+PROFILES = REPO_ROOT / "profiles"
+
+
+def small(profile, **plan):
+    """The profile with a small specimen (and optionally another plan), to keep tests quick."""
+    specimen = profile.camera.specimen.model_copy(update={"height_px": 96, "width_px": 128})
+    camera = profile.camera.model_copy(update={"specimen": specimen, "timeout_s": 0.5})
+    update = {"camera": camera}
+    if plan:
+        update["plan"] = PlanSettings.model_validate({**profile.plan.model_dump(exclude_none=True), **plan})
+    return profile.model_copy(update=update)
+
+
+@pytest.mark.parametrize("name", ["simulated", "simulated-micromanager", "simulated-serial-stage",
+                                  "simulated-genicam-etl"])
+def test_simulated_profile_end_to_end(name, tmp_path):
+    profile = small(load_profile(PROFILES / f"{name}.yaml"))
+    outcome = run_profile(profile, tmp_path, progress=False)
+    report = outcome.report
+    assert outcome.completed and report["ended_by"] is None and report["errors"] == []
+    folder = outcome.folder
+    for file in ("stack.ome.tif", "fused.tif", "depth.tif", "focus_curve.png", "session.json"):
+        assert (folder / file).is_file(), file
+    # The stack is one OME-TIFF z-stack that tifffile (and so napari) reads, planes in order.
+    with tifffile.TiffFile(folder / "stack.ome.tif") as tiff:
+        assert tiff.is_ome and tiff.series[0].axes in ("ZYX", "ZYXS")
+        assert tiff.series[0].shape[0] == report["planned_slices"] == report["acquired_slices"]
+        assert "profile" in tiff.ome_metadata
+    slices = report["slices"]
+    assert [s["z"] for s in slices] == sorted(s["z"] for s in slices)
+    assert all(s["move_s"] >= 0 and s["exposure_s"] > 0 and s["fusion_s"] > 0 for s in slices)
+    assert report["seconds"]["result_after_last_slice"] < 5
+    fused = tifffile.imread(folder / "fused.tif")
+    assert fused.shape == tifffile.imread(folder / "stack.ome.tif", key=0).shape
+    if name != "simulated-genicam-etl":  # Viky's test pattern has no ground truth
+        assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+
+
+def test_focus_drive_returns_to_where_it_started(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
+    rig = open_rig(profile)
+    try:
+        rig.focus.move_to(7.0)
+        rig.focus.wait_until_settled()
+        Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+        assert rig.focus.position() == pytest.approx(7.0)
+    finally:
+        rig.close()
+
+
+def test_relative_z_plan_is_centred_on_the_current_position():
+    plan = PlanSettings.model_validate({"z": {"range": 4, "step": 1}})
+    assert planned_positions(plan, 10.0) == [8.0, 9.0, 10.0, 11.0, 12.0]
+    sweep = PlanSettings.model_validate({"sweep": {"start": 2, "stop": 0, "step": 0.5}})
+    assert planned_positions(sweep, 0.0) == [2.0, 1.5, 1.0, 0.5, 0.0]
+
+
+def run_with_fault(tmp_path, profile, inject, after_slices=3):
+    """Run a session in this process and call ``inject(rig)`` once ``after_slices`` are acquired."""
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+
+    def watch():
+        while len(session.slices) < after_slices:
+            time.sleep(0.002)
+        inject(rig)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        return session.run(progress=False)
+    finally:
+        rig.close()
+
+
+def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fused(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
+
+    def go_silent(rig):
+        rig.simulators["stage"].faults.silent = True
+
+    outcome = run_with_fault(tmp_path, profile, go_silent)
+    report = outcome.report
+    assert not outcome.completed
+    assert "no complete answer within" in report["ended_by"] and "ASI MS-2000 Z stage" in report["ended_by"]
+    assert 3 <= report["acquired_slices"] < report["planned_slices"]
+    assert len([r for r in report["retries"] if r["what"] == "move"]) == profile.plan.retries + 1
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.n_slices == report["acquired_slices"]
+    assert (outcome.folder / "fused.tif").is_file()
+    assert any("could not return the focus" in e for e in report["errors"])
+
+
+def test_vanished_stage_ends_the_session_without_retries(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
+    outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulators["stage"].disconnect())
+    assert "port /dev/pts/" in outcome.report["ended_by"]
+    assert not [r for r in outcome.report["retries"] if r["what"] == "move"]
+    assert (outcome.folder / "fused.tif").is_file()
+
+
+def test_transient_error_is_retried_and_recorded(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
+
+    def one_error(rig):
+        faults = rig.simulators["stage"].faults
+        faults.error_reply, faults.times = 5, 1
+
+    outcome = run_with_fault(tmp_path, profile, one_error)
+    report = outcome.report
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
+    assert len(report["retries"]) == 1 and "error 5: operation failed" in report["retries"][0]["error"]
+
+
+def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+
+    def lose_one_slice(rig):
+        rig.simulators["camera"].faults.drop_frames = profile.plan.retries + 1
+
+    outcome = run_with_fault(tmp_path, profile, lose_one_slice)
+    report = outcome.report
+    assert outcome.completed
+    assert len(report["dropped_frames"]) == 1 and report["dropped_frames"][0]["planned_index"] == 3
+    assert report["acquired_slices"] == report["planned_slices"] - 1
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        lost_z = report["dropped_frames"][0]["z"]
+        assert lost_z not in stack.z_positions_um and len(stack.z_positions_um) == report["acquired_slices"]
+    assert report["psnr_db"] > report["best_slice_psnr_db"]
+
+
+def write_slow_profile(tmp_path) -> Path:
+    data = yaml.safe_load((PROFILES / "simulated.yaml").read_text())
+    data["camera"]["exposure_ms"] = 150
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    data["plan"] = {"z": {"bottom": 0, "top": 40, "step": 2}}
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start_session_process(profile: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO_ROOT)
+
+
+def wait_for_slices(out: Path, n_slices: int, timeout_s: float = 60) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stacks = list(out.glob("*/stack.ome.tif"))
+        if stacks:
+            with tifffile.TiffFile(stacks[0]) as tiff:
+                if len(tiff.pages) >= n_slices:
+                    return stacks[0]
+        time.sleep(0.05)
+    raise AssertionError("the session never wrote the slices")
+
+
+def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
+    out = tmp_path / "sessions"
+    process = start_session_process(write_slow_profile(tmp_path), out)
+    stack = wait_for_slices(out, 4)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    with tifffile.TiffFile(stack) as tiff:
+        assert not tiff.is_ome  # never finalized
+    refused = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(stack),
+                              "--out", str(tmp_path / "refused")], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert refused.returncode == 0, refused.stderr
+    report = json.loads((tmp_path / "refused" / "stack.json").read_text())
+    assert 4 <= report["n_slices"] < 21
+    # z positions survive in each page's own metadata
+    assert report["z_positions_um"][:4] == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_ctrl_c_saves_finalizes_and_fuses_what_was_acquired(tmp_path):
+    out = tmp_path / "sessions"
+    process = start_session_process(write_slow_profile(tmp_path), out)
+    stack = wait_for_slices(out, 3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "saved in" in stderr
+    report = json.loads((stack.parent / "session.json").read_text())
+    with tifffile.TiffFile(stack) as tiff:
+        assert tiff.is_ome and tiff.series[0].shape[0] == report["acquired_slices"] >= 3
+    assert (stack.parent / "fused.tif").is_file()
+
+
+# ---- bad profiles: the file, the key path, what is allowed ----
+
+def write_profile(tmp_path, text: str) -> Path:
+    path = tmp_path / "rig.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("camera: {driver: simulated, exposur_ms: 5}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
+     r"rig.yaml: camera.exposur_ms: unknown key 'exposur_ms'; allowed here: .*exposure_ms"),
+    ("camera: {driver: webcam}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
+     r"rig.yaml: camera.driver: Input should be 'simulated', 'micromanager', 'pycromanager' or 'genicam'"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: ten, step: 1}}\n",
+     r"rig.yaml: plan.z.range: Input should be a valid number"),
+    ("camera: {driver: simulated}\nfocus: {driver: optotune, unit: um, port: simulated}\nplan: {sweep: {start: 0, stop: 1, step: 0.1}}\n",
+     r"rig.yaml: focus: a optotune focus drive moves in dpt or mA, not um"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated}\n",
+     r"rig.yaml: plan: Field required"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}, sweep: {start: 0, stop: 1, step: 1}}\n",
+     r"rig.yaml: plan: give exactly one of z"),
+    ("camera: [unclosed\n", r"rig.yaml: not valid YAML"),
+    ("- a list\n", r"rig.yaml: a profile is a mapping"),
+])
+def test_bad_profile_names_file_key_and_what_is_allowed(tmp_path, text, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(write_profile(tmp_path, text))
+
+
+def test_bad_profile_on_the_command_line_is_one_clear_error(tmp_path):
+    path = write_profile(tmp_path, "camera: {driver: simulated}\nfocus: {driver: simulated, setle_ms: 3}\n"
+                                   "plan: {z: {range: 4, step: 1}}\n")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",
+                           str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 1
+    assert "focus.setle_ms: unknown key 'setle_ms'" in done.stderr and "settle_ms" in done.stderr
+    assert not list(tmp_path.glob("*/stack.ome.tif"))
+
+
+def test_plan_beyond_the_limits_is_refused_before_moving(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated.yaml"), z={"bottom": 0, "top": 5000, "step": 1000})
+    from devices.errors import PositionOutOfRangeError
+
+    with pytest.raises(PositionOutOfRangeError, match="the plan goes to 2000 um, outside the limits"):
+        run_profile(profile, tmp_path, progress=False)
+
+
+def test_shipped_templates_validate():
+    for path in PROFILES.glob("*.yaml"):
+        load_profile(path)
+
+
+def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
+    from acquisition.stack_buffer import StackBuffer
+
+    buffer = StackBuffer(tmp_path / "stack.ome.tif")
+    for index in range(5):
+        buffer.append(np.full((32, 48), index * 40, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
+    size = buffer.path.stat().st_size
+    buffer._file.close()  # as if the process died: never finalized
+    with open(buffer.path, "r+b") as handle:
+        handle.truncate(size - 500)  # the last slice's pixels only partly written
+    with pytest.warns(UserWarning, match="last slice was cut short.*using the 4 complete slices"):
+        stack = open_stack(buffer.path)
+    assert stack.n_slices == 4 and stack.z_positions_um == [0.0, 1.5, 3.0, 4.5]
+    assert [int(pixels[0, 0]) for pixels, _ in stack] == [0, 40, 80, 120]
