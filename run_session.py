@@ -22,6 +22,7 @@ from pathlib import Path
 from acquisition.profile import ProfileError, load_profile
 from devices.errors import DeviceError
 from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
+from fusion.alignment import ALIGN_MODES, MODELS
 from fusion.engine import COMPOSITIONS, FusionSettings
 from fusion.errors import FusionError
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: about min(H, W) / 20)")
     parser.add_argument("--feather-px", type=float, default=0.0,
                         help="with --composition pick, blend across seams (Gaussian sigma)")
+    parser.add_argument("--align", choices=ALIGN_MODES, default="off",
+                        help="experimental: register slices to the first before fusing; auto warps only "
+                             "slices that moved by more than a quarter pixel. Off by default: on stacks "
+                             "that do not move it can see motion that is not there (default: %(default)s)")
+    parser.add_argument("--align-model", choices=MODELS, default="similarity",
+                        help="similarity (scale, rotation, shift), scale_shift (tunable lenses) or affine")
     return parser
 
 
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = FusionSettings(measure=args.method, window_px=args.window_px,
                                   composition=args.composition, sharpness=args.sharpness,
-                                  mode_filter_px=args.mode_filter_px, feather_px=args.feather_px)
+                                  mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
+                                  align=args.align, align_model=args.align_model)
     except ValueError as error:
         parser.error(str(error))
     if args.workers is not None and args.workers < 1:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fusion import compose, kernels
+from fusion.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
+    max_displacement_px, warp_to_reference
 from fusion.decision import clean_decision, default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
 from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
@@ -35,6 +37,9 @@ class FusionSettings:
         min(H, W) / 20 as the paper does, 0 turns it off. It shapes the depth map, and the
         image too when composing by "pick".
     feather_px: with "pick", blend across decision-map seams with a Gaussian of this sigma.
+    align: "off", "on" (register every slice to the first and warp it before measuring and
+        composing) or "auto" (warp only slices that moved by more than a quarter pixel).
+    align_model: "similarity", "scale_shift" (tunable lenses) or "affine".
     """
 
     measure: str = "sf"
@@ -45,8 +50,11 @@ class FusionSettings:
     sharpness: float = 32.0
     mode_filter_px: int | None = None
     feather_px: float = 0.0
+    align: str = "off"
+    align_model: str = "similarity"
 
     def __post_init__(self):
+        AlignSettings(mode=self.align, model=self.align_model)  # validates both
         make_measure(self.measure, self.window_px)  # validates name and window
         if self.composition not in COMPOSITIONS:
             raise ValueError(f"unknown composition {self.composition!r}; choose one of {COMPOSITIONS}")
@@ -69,6 +77,7 @@ class FusionResult:
     focus_scores: list[float]    # per slice: mean focus measure over the frame
     z_positions: list[float | None]
     seconds: dict[str, float] = field(default_factory=dict)
+    alignment: list[dict] | None = None  # per slice: scale, rotation, shift, matrix, warped
 
 
 class StreamingFusion:
@@ -95,6 +104,13 @@ class StreamingFusion:
         needs_slices_back = self.settings.composition == "pick"
         self._own_store = TemporaryTiffStore() if source is None and needs_slices_back else None
         self._source: SliceSource | None = source if source is not None else self._own_store
+        self._aligner = None
+        self._warped: list[bool] = []
+        if self.settings.align != "off":
+            self._aligner = SliceAligner(self.shape[:2], AlignSettings(self.settings.align, self.settings.align_model),
+                                         name=name)
+            if self._source is not None:
+                self._source = _AlignedSource(self._source, self)
         height, width = self.shape[:2]
         channels = self.shape[2] if len(self.shape) == 3 else 1
         self._best_measure = np.zeros((height, width), np.float32)
@@ -124,7 +140,15 @@ class StreamingFusion:
             self._own_store.append(pixels)
             self._seconds["store"] += time.perf_counter() - started
         started = time.perf_counter()
-        measure = self._measure(to_gray(pixels))
+        gray = to_gray(pixels)
+        covered = None
+        if self._aligner is not None:
+            align_started = time.perf_counter()
+            pixels, gray, covered = self._align(pixels, gray)
+            self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
+        measure = self._measure(gray)
+        if covered is not None:
+            measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
         kernels.update_running_maps(
             compose.as_channels_last(pixels), measure, self.n_slices,
             np.float32(self.settings.sharpness), self.settings.composition == "blend",
@@ -169,7 +193,32 @@ class StreamingFusion:
             focus_scores=list(self._focus_scores),
             z_positions=list(self._z_positions),
             seconds=dict(self._seconds),
+            alignment=self._alignment_report(),
         )
+
+    def _align(self, pixels: np.ndarray, gray: np.ndarray):
+        """Register this slice; warp it into the reference frame if it moved (or if align is "on")."""
+        composite = None
+        transform = self._aligner.add(gray, composite)
+        moved = max_displacement_px(transform, self.shape[:2]) >= AUTO_MIN_MOTION_PX
+        warp = self.settings.align == "on" and len(self._warped) > 0 or moved
+        self._warped.append(bool(warp))
+        if not warp:
+            return pixels, gray, None
+        warped, covered = warp_to_reference(pixels, transform)
+        return warped.reshape(self.shape), to_gray(warped.reshape(self.shape)), covered
+
+    def warped_slice(self, index: int, pixels: np.ndarray) -> np.ndarray:
+        """Slice ``index`` as read back from disk, moved into the reference frame as it was when pushed."""
+        if self._aligner is None or not self._warped[index]:
+            return pixels
+        return warp_to_reference(pixels, self._aligner.transforms[index])[0].reshape(self.shape)
+
+    def _alignment_report(self) -> list[dict] | None:
+        if self._aligner is None:
+            return None
+        return [{**describe(t), "warped": w, "fallback": i in self._aligner.fallbacks}
+                for i, (t, w) in enumerate(zip(self._aligner.transforms, self._warped))]
 
     def _check(self, pixels: np.ndarray) -> None:
         if not isinstance(pixels, np.ndarray):
@@ -199,3 +248,14 @@ class StreamingFusion:
             return decision.astype(np.float32)
         z_um = np.asarray(self._z_positions, np.float32)
         return z_um[decision]
+
+
+class _AlignedSource:
+    """Reads a slice back from the engine's source and moves it as the engine moved it."""
+
+    def __init__(self, source: SliceSource, engine: StreamingFusion):
+        self._source = source
+        self._engine = engine
+
+    def read_slice(self, index: int) -> np.ndarray:
+        return self._engine.warped_slice(index, self._source.read_slice(index))

@@ -114,6 +114,7 @@ def update_running_maps(pixels, measure, slice_index, sharpness, blend,
     """Fold one slice into the running maps; nothing of the slice is kept afterwards.
 
     pixels and picked are (H, W, C); the other maps are (H, W). best_index starts at -1.
+    A negative measure marks a pixel the slice does not cover (after alignment): it is skipped.
     - pick: where this slice's measure beats the best so far, it becomes the chosen slice
       and its pixels are copied into ``picked``.
     - blend (when ``blend``): a focus-weighted average with weight (m / m_best)^sharpness. Only
@@ -124,6 +125,8 @@ def update_running_maps(pixels, measure, slice_index, sharpness, blend,
     for y in prange(height):
         for x in range(width):
             m = measure[y, x]
+            if m < 0.0:
+                continue  # an aligned slice that does not cover this pixel: others fill it
             best = best_measure[y, x]
             if m > best or best_index[y, x] < 0:
                 if blend:

@@ -69,6 +69,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             "focus_scores": result.focus_scores,
             "chosen_fraction": (counts / counts.sum()).round(5).tolist(),
             "outputs": {kind: str(p) for kind, p in paths.items()},
+            "alignment": result.alignment,
             "warnings": [str(w.message) for w in caught],
         }
         write_json(paths["report"], report)
