@@ -15,6 +15,7 @@ several at once on dask.distributed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local cluster size (default: one worker per core)")
     parser.add_argument("--resume", action="store_true",
                         help="skip stacks whose outputs in --out are complete")
+    parser.add_argument("--view", action="store_true",
+                        help="show a live view in the browser (serves http://127.0.0.1:PORT/ while it runs)")
+    parser.add_argument("--port", type=int, default=8765, help="live view port (0: any free port)")
+    parser.add_argument("--view-host", default="127.0.0.1",
+                        help="live view interface; anything but loopback exposes the page to the network")
+    parser.add_argument("--view-linger-s", type=float, default=3.0,
+                        help="keep the live view up this long after the end, so the page shows the result")
     defaults = FusionSettings()
     parser.add_argument("--method", choices=sorted(MEASURES), default=defaults.measure,
                         help="focus measure (default: %(default)s)")
@@ -71,6 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def live_view(args, title: str, mode: str):
+    """A LiveViewState served while the block runs (or None without --view)."""
+    if not args.view:
+        yield None
+        return
+    from viewer.server import LiveViewServer
+    from viewer.state import LiveViewState
+
+    state = LiveViewState(title, mode)
+    try:
+        server = LiveViewServer(state, args.view_host, args.port).start()
+    except OSError as error:
+        raise OSError(f"the live view cannot listen on {args.view_host}:{args.port}: {error}; "
+                      "choose another --port (0 takes any free one)") from error
+    print(f"live view: {server.url}", flush=True)
+    try:
+        yield state
+    finally:
+        if state.status in ("starting", "running"):
+            state.end("failed", "stopped before the end")
+        time.sleep(max(0.0, args.view_linger_s))
+        server.stop()
+
+
 def run_live(args) -> int:
     """A live session: exit 0 when every planned slice was acquired and fused."""
     from acquisition.session import run_profile
@@ -79,7 +112,8 @@ def run_live(args) -> int:
     try:
         profile = load_profile(profile_path)
         out_root = args.out or Path(profile.output.folder)
-        outcome = run_profile(profile, out_root)
+        with live_view(args, profile.name, "session") as view:
+            outcome = run_profile(profile, out_root, view=view)
     except (ProfileError, DeviceError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -103,6 +137,20 @@ def run_live(args) -> int:
     return 0 if outcome.completed else 1
 
 
+def show_outcome(view, out_dir: Path, outcome) -> None:
+    """A finished stack on the live view: its row, and its fused image and depth map."""
+    import tifffile
+
+    from fusion.refuse import output_paths
+
+    fused = depth = None
+    if outcome.status in ("done", "skipped"):
+        paths = output_paths(Path(out_dir), outcome.name)
+        fused, depth = tifffile.imread(paths["fused"]), tifffile.imread(paths["depth"])
+    view.stack_done({"name": outcome.name, "slices": outcome.slices, "status": outcome.status,
+                     "seconds": None if outcome.seconds is None else round(outcome.seconds, 2)}, fused, depth)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -122,8 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         stacks = expand_stack_arguments(args.refuse)
-        outcomes = refuse_many(stacks, args.out, settings, scheduler=args.scheduler,
-                               n_workers=args.workers, resume=args.resume)
+        with live_view(args, f"refusing {len(stacks)} stacks into {args.out}", "refuse") as view:
+            if view is not None:
+                view.begin(len(stacks), "um", {})
+            outcomes = refuse_many(stacks, args.out, settings, scheduler=args.scheduler, n_workers=args.workers,
+                                   resume=args.resume, on_outcome=None if view is None else
+                                   (lambda outcome: show_outcome(view, args.out, outcome)))
+            if view is not None:
+                failed = [o for o in outcomes if o.status == "failed"]
+                view.end("failed" if failed else "done", "\n".join(o.error or "" for o in failed),
+                         {"summary": str(args.out / "summary.json")})
     except (FusionError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -71,10 +71,11 @@ def _with_retries(action, what: str, retries: int, log: list[dict], index: int):
 class Session:
     """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``."""
 
-    def __init__(self, profile: Profile, rig: Rig, folder: Path):
+    def __init__(self, profile: Profile, rig: Rig, folder: Path, view=None):
         self.profile = profile
         self.rig = rig
         self.folder = folder
+        self.view = view  # a viewer.state.LiveViewState, or None
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
         self.worker: FusionWorker | None = None
@@ -97,6 +98,8 @@ class Session:
                                                       f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
         started = time.perf_counter()
         result = None
+        if self.view is not None:
+            self.view.begin(len(positions), unit, self._device_status())
         try:
             self._acquire(positions, progress)
         except KeyboardInterrupt:
@@ -117,6 +120,8 @@ class Session:
                     self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
         total_s = time.perf_counter() - started
         report = self._write_outputs(result, positions, total_s)
+        if self.view is not None:
+            self._show_end(report)
         return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
                               interrupted=self.interrupted)
 
@@ -167,7 +172,57 @@ class Session:
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, settings, source=self.buffer,
                                           name=str(self.buffer.path))
             self.worker = FusionWorker(self.engine, self.buffer)
+            if self.view is not None:
+                self._attach_view()
         self.worker.submit(index, pixels, z)
+        if self.view is not None:
+            self.view.slice_acquired(pixels, index + 1, self._device_status(z))
+
+    # -- live view --
+    def _device_status(self, z: float | None = None) -> dict[str, str]:
+        unit = {"um": "µm"}.get(self.profile.focus.unit, self.profile.focus.unit)
+        where = f"at {z:g} {unit}" if z is not None else "ready"
+        return {"camera": f"{self.rig.camera.name}: {'frame ' + str(len(self.slices) + 1) if z is not None else 'ready'}",
+                "focus": f"{self.rig.focus.name}: {where}",
+                "dropped frames": str(len(self.dropped)), "retries": str(len(self.retries))}
+
+    def _attach_view(self) -> None:
+        engine = self.engine
+        cache: dict = {}
+
+        def preview(part: int):
+            # One preview per fused slice count, shared by the fused and depth images.
+            key = engine.n_slices
+            if cache.get("key") != key:
+                cache.update(key=key, value=engine.preview())
+            value = cache["value"]
+            return None if value is None else value[part]
+
+        self.view.attach_fusion(lambda: preview(0), lambda: preview(1),
+                                lambda: list(zip(engine.z_positions_so_far(), engine.focus_scores)))
+
+    def _show_end(self, report: dict) -> None:
+        outputs = report["outputs"]
+        final = {}
+        if "fused" in outputs:
+            import tifffile
+
+            fused, depth = tifffile.imread(outputs["fused"]), tifffile.imread(outputs["depth"])
+            final = {"fused": fused, "depth": depth}
+            scores = report.get("focus_scores", [])
+            curve = list(zip([s["z"] for s in report["slices"]], scores))
+            self.view.attach_fusion(lambda: final["fused"], lambda: final["depth"], lambda: curve)
+        if self.interrupted:
+            status, message = "interrupted", f"Interrupted (Ctrl-C). {report['acquired_slices']} slices saved and fused."
+        elif self.ended_by:
+            status, message = "failed", (f"The session ended early: {self.ended_by}\n"
+                                         f"Saved: the {report['acquired_slices']} slices acquired"
+                                         + (f" in {outputs['stack']}, fused." if "stack" in outputs else "; nothing to save."))
+        else:
+            status, message = "done", ""
+        if report["errors"]:
+            message += ("\n" if message else "") + "\n".join(report["errors"])
+        self.view.end(status, message, {k: v for k, v in outputs.items()})
 
     def _finish_fusion(self):
         if self.worker is None:
@@ -227,11 +282,11 @@ def _full_scale(profile: Profile, dtype) -> float:
     return 1.0 if bits == 0 else float(2 ** bits - 1)
 
 
-def run_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:
+def run_profile(profile: Profile, out_root: Path, progress: bool | None = None, view=None) -> SessionOutcome:
     """Open the rig, run one session into ``out_root/<timestamp>/``, close the rig."""
     rig = open_rig(profile)
     try:
         folder = new_session_folder(Path(out_root))
-        return Session(profile, rig, folder).run(progress)
+        return Session(profile, rig, folder, view).run(progress)
     finally:
         rig.close()

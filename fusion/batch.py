@@ -102,18 +102,19 @@ def check_unique_names(stacks: list[Path]) -> None:
 
 def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | None = None,
                 scheduler: str | None = None, n_workers: int | None = None, resume: bool = False,
-                progress: bool | None = None) -> list[StackOutcome]:
+                progress: bool | None = None, on_outcome=None) -> list[StackOutcome]:
     """Fuse every stack into ``out_dir``; returns one outcome per stack, in the order given.
 
     With ``scheduler`` (``tcp://host:port``) the work goes to that dask cluster; otherwise a
     single stack is fused in this process and several go to a LocalCluster of ``n_workers``
     processes (default: one per core). ``resume`` skips stacks whose outputs are complete.
+    ``on_outcome(outcome)`` is called in this process as each stack finishes (e.g. a live view).
     """
     settings = settings or FusionSettings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_unique_names(stacks)
-    outcomes: dict[int, StackOutcome] = {}
+    outcomes = _Outcomes(on_outcome)
     todo = []
     for index, path in enumerate(stacks):
         if resume and outputs_complete(out_dir, stack_name(path)):
@@ -128,6 +129,19 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
                   disable=None if progress is None else not progress) as bar:
             _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar)
     return [outcomes[index] for index in range(len(stacks))]
+
+
+class _Outcomes(dict):
+    """Outcomes by stack index, announcing each as it arrives."""
+
+    def __init__(self, on_outcome):
+        super().__init__()
+        self._on_outcome = on_outcome
+
+    def __setitem__(self, index, outcome):
+        super().__setitem__(index, outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
 
 
 def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:

@@ -157,6 +157,21 @@ class StreamingFusion:
         self._z_positions.append(None if z is None else float(z))
         self._seconds["measure"] += time.perf_counter() - started
 
+    @property
+    def focus_scores(self) -> list[float]:
+        return list(self._focus_scores)
+
+    def z_positions_so_far(self) -> list[float]:
+        """Each fused slice's z (its index where z is unknown)."""
+        return [p if p is not None else i for i, p in enumerate(self._z_positions)]
+
+    def preview(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(fused so far, depth so far before cleaning) for a live view; None before the first slice."""
+        if self.n_slices == 0:
+            return None
+        index = np.maximum(self._best_index, 0)
+        return self.result(), np.asarray(self.z_positions_so_far(), np.float32)[index]
+
     def result(self) -> np.ndarray:
         """The fused image so far (before cleaning), in the slices' shape and dtype."""
         if self.n_slices == 0:

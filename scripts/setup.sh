@@ -9,3 +9,11 @@ python3 -m venv .venv
 # pull a multi-GB CUDA build. GPU users may install their own torch before this script.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# The live-view tests drive a real headless Chromium (Debian's packages); install it where we can.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "note: chromium and chromium-driver are not installed; the live-view browser tests will be skipped" >&2
+  fi
+fi

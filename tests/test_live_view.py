@@ -1,0 +1,137 @@
+"""The live view in a real browser: images update during a simulated session, the result appears."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.browser import chromium_or_skip
+from tests.conftest import REPO_ROOT
+
+SCREENSHOTS = REPO_ROOT / "tests" / "screenshots"
+
+
+def slow_profile(tmp_path: Path, **camera) -> Path:
+    data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
+    data["camera"].update({"exposure_ms": 250, **camera})
+    data["camera"]["specimen"].update(height_px=240, width_px=320)
+    data["plan"] = {"z": {"bottom": 0, "top": 36, "step": 3}}
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start(args: list[str]) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), *args, "--view", "--port", "0",
+                                "--view-linger-s", "3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    first = process.stdout.readline()
+    assert first.startswith("live view: http://127.0.0.1:"), first + process.stderr.read()
+    return process, first.split()[-1]
+
+
+def image_state(browser, name: str) -> tuple[str, int]:
+    return browser.execute_script(
+        f"const i = document.getElementById('{name}'); return [i.getAttribute('src') || '', i.naturalWidth];")
+
+
+def test_page_updates_during_a_session_and_shows_the_result(tmp_path):
+    browser = chromium_or_skip()
+    process, url = start(["--profile", str(slow_profile(tmp_path)), "--out", str(tmp_path / "sessions")])
+    try:
+        browser.get(url)
+        seen_fused, seen_slice = set(), set()
+        deadline = time.monotonic() + 120
+        status = ""
+        while time.monotonic() < deadline:
+            status = browser.find_element("id", "status").text
+            for name, seen in (("fused", seen_fused), ("slice", seen_slice)):
+                src, width = image_state(browser, name)
+                if width > 0:
+                    seen.add(src)
+            if status == "done":
+                break
+            time.sleep(0.1)
+        assert status == "done"
+        # The images changed while slices arrived, without reloading the page.
+        assert len(seen_slice) >= 3 and len(seen_fused) >= 3, (seen_slice, seen_fused)
+        assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
+        time.sleep(0.5)
+        src, width = image_state(browser, "fused")
+        assert width > 0 and "v=" in src
+        assert "µm" in browser.find_element("id", "depth-high").text
+        assert "13 of 13 slices" in browser.find_element("id", "count").text
+        SCREENSHOTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / "live-view-session.png"))
+        browser.save_screenshot(str(tmp_path / "live-view-session.png"))
+    finally:
+        browser.quit()
+        process.wait(timeout=60)
+    assert process.returncode == 0
+
+
+def test_page_says_what_failed_and_what_was_saved(tmp_path):
+    browser = chromium_or_skip()
+    # A camera that loses every frame: the session ends after three lost in a row.
+    profile = slow_profile(tmp_path, timeout_s=0.2, exposure_ms=400)
+    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    try:
+        browser.get(url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and browser.find_element("id", "status").text != "failed":
+            time.sleep(0.1)
+        message = browser.find_element("id", "message").text
+        assert "ended early" in message and "no frame within 0.2 s" in message
+        assert "Saved" in message
+        browser.save_screenshot(str(tmp_path / "live-view-failed.png"))
+    finally:
+        browser.quit()
+        process.wait(timeout=60)
+    assert process.returncode == 1
+
+
+def test_refuse_view_shows_each_stack_as_it_completes(tmp_path, shared_data):
+    browser = chromium_or_skip()
+    process, url = start(["--refuse", str(shared_data / "keyboard-phone"), str(shared_data / "pcb"),
+                          str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--workers", "1"])
+    try:
+        browser.get(url)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and browser.find_element("id", "status").text not in ("done", "failed"):
+            time.sleep(0.2)
+        rows = browser.find_element("id", "stacks").text
+        assert "keyboard-phone" in rows and "pcb" in rows and "failed" in rows
+        assert image_state(browser, "fused")[1] > 0
+        browser.save_screenshot(str(tmp_path / "live-view-refuse.png"))
+    finally:
+        browser.quit()
+        process.wait(timeout=120)
+
+
+def test_server_listens_on_loopback_only_and_serves_only_its_own_paths(tmp_path):
+    process, url = start(["--profile", str(slow_profile(tmp_path)), "--out", str(tmp_path / "sessions")])
+    try:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert b"EventSource" in page.read()
+        for path in ("../pyproject.toml", "static/index.html", "image/other.png", "run_session.py"):
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(url + path, timeout=10)
+            assert caught.value.code == 404
+        # Not reachable on another interface of this machine.
+        addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+        for address in addresses - {"127.0.0.1"}:
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=1).close()
+    finally:
+        process.wait(timeout=120)
+    # ... and it stops with the session.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -1,0 +1,92 @@
+"""What the live view shows, updated by the session (or the batch) and read by the page.
+
+Updates are cheap: arrays are kept by reference and only encoded when the browser asks.
+Every change bumps ``version`` and wakes the page's event streams.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+
+class LiveViewState:
+    def __init__(self, title: str, mode: str = "session"):
+        self.title = title
+        self.mode = mode                      # "session" or "refuse"
+        self.status = "starting"              # starting, running, done, failed, interrupted
+        self.message = ""
+        self.planned = 0
+        self.acquired = 0
+        self.unit = "um"
+        self.devices: dict[str, str] = {}
+        self.saved: dict[str, str] = {}
+        self.stacks: list[dict] = []          # refuse mode: one row per stack
+        self.version = 0
+        self.image_versions = {"slice": 0, "fused": 0, "depth": 0}
+        self._latest_slice: np.ndarray | None = None
+        self._fused: Callable[[], np.ndarray | None] = lambda: None
+        self._depth: Callable[[], np.ndarray | None] = lambda: None
+        self._curve: Callable[[], list[tuple[float, float]]] = lambda: []
+        self._changed = threading.Condition()
+        self.started = time.time()
+
+    # -- updates (from the session or the batch) --
+    def _bump(self, *images: str) -> None:
+        with self._changed:
+            self.version += 1
+            for name in images:
+                self.image_versions[name] += 1
+            self._changed.notify_all()
+
+    def begin(self, planned: int, unit: str, devices: dict[str, str]) -> None:
+        self.planned, self.unit, self.devices, self.status = planned, unit, dict(devices), "running"
+        self._bump()
+
+    def attach_fusion(self, fused: Callable[[], np.ndarray | None], depth: Callable[[], np.ndarray | None],
+                      curve: Callable[[], list[tuple[float, float]]]) -> None:
+        self._fused, self._depth, self._curve = fused, depth, curve
+
+    def slice_acquired(self, pixels: np.ndarray, acquired: int, devices: dict[str, str]) -> None:
+        self._latest_slice = pixels
+        self.acquired = acquired
+        self.devices.update(devices)
+        self._bump("slice", "fused", "depth")
+
+    def stack_done(self, row: dict, fused: np.ndarray | None, depth: np.ndarray | None) -> None:
+        self.stacks.append(row)
+        self.acquired = len(self.stacks)
+        if fused is not None:
+            self._fused, self._depth = (lambda: fused), (lambda: depth)
+            self._bump("fused", "depth")
+        else:
+            self._bump()
+
+    def end(self, status: str, message: str = "", saved: dict[str, str] | None = None) -> None:
+        self.status, self.message, self.saved = status, message, dict(saved or {})
+        self._bump("fused", "depth")
+
+    # -- reads (from the server) --
+    def wait_for_change(self, seen_version: int, timeout_s: float) -> int:
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != seen_version, timeout=timeout_s)
+            return self.version
+
+    def image(self, name: str) -> np.ndarray | None:
+        if name == "slice":
+            return self._latest_slice
+        return self._fused() if name == "fused" else self._depth() if name == "depth" else None
+
+    def snapshot(self) -> dict:
+        depth = self._depth()
+        depth_range = None
+        if depth is not None and depth.size:
+            depth_range = [float(np.nanmin(depth)), float(np.nanmax(depth))]
+        return {"title": self.title, "mode": self.mode, "status": self.status, "message": self.message,
+                "planned": self.planned, "acquired": self.acquired, "unit": self.unit, "devices": self.devices,
+                "saved": self.saved, "stacks": self.stacks[-200:], "version": self.version,
+                "images": dict(self.image_versions), "depth_range": depth_range,
+                "curve": [[float(z), float(s)] for z, s in self._curve()],
+                "elapsed_s": round(time.time() - self.started, 1)}
