@@ -17,6 +17,7 @@ class SimulatedZStage(StageDevice):
 
     def __init__(self, speed_um_per_s: float = 2000.0, settle_s: float = 0.005):
         super().__init__()
+        self.faults = Faults()  # silent: the stage never reports that it stopped; error_reply: moves fail
         self.speed_um_per_s = speed_um_per_s
         self.settle_s = settle_s
         self._target_um = 0.0
@@ -24,6 +25,8 @@ class SimulatedZStage(StageDevice):
         self._done_at = 0.0
 
     def set_position_um(self, val: float) -> None:
+        if self.faults.error_reply is not None:
+            raise RuntimeError(f"stage error {self.faults.error_reply}")
         distance = abs(val + self._origin_um - self._target_um)
         self._target_um = val + self._origin_um
         self._done_at = time.monotonic() + distance / self.speed_um_per_s + self.settle_s
@@ -36,7 +39,7 @@ class SimulatedZStage(StageDevice):
         return self._target_um
 
     def busy(self) -> bool:
-        return time.monotonic() < self._done_at
+        return self.faults.silent or time.monotonic() < self._done_at
 
     def home(self) -> None:
         self.set_position_um(-self._origin_um)

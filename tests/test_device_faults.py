@@ -169,3 +169,18 @@ def test_pycromanager_without_micromanager_running_is_a_clear_error():
 
     with pytest.raises(DeviceDisconnectedError, match="cannot reach Micro-Manager"):
         elapsed(lambda: connect(port=4998))
+
+
+def test_micromanager_stage_that_never_settles_times_out():
+    with unicore_rig() as (_, drive, _, stage, _):
+        stage.faults.silent = True
+        drive.move_to(10.0)
+        with pytest.raises(DeviceTimeoutError, match="still moving after 0.3 s"):
+            elapsed(lambda: drive.wait_until_settled(timeout_s=0.3))
+
+
+def test_micromanager_stage_error_is_an_error_reply():
+    with unicore_rig() as (_, drive, _, stage, _):
+        stage.faults.error_reply = 7
+        with pytest.raises(DeviceErrorReply, match="setPosition failed.*stage error 7"):
+            drive.move_to(10.0)

@@ -277,3 +277,23 @@ def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
         stack = open_stack(buffer.path)
     assert stack.n_slices == 4 and stack.z_positions_um == [0.0, 1.5, 3.0, 4.5]
     assert [int(pixels[0, 0]) for pixels, _ in stack] == [0, 40, 80, 120]
+
+
+def test_fusion_that_falls_behind_catches_up_from_the_stack_buffer(tmp_path, rgb_stack):
+    from acquisition.fusion_worker import FusionWorker
+    from acquisition.stack_buffer import StackBuffer
+    from fusion import StreamingFusion
+
+    def fuse(max_in_memory):
+        buffer = StackBuffer(tmp_path / f"stack{max_in_memory}.ome.tif")
+        engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, source=buffer)
+        worker = FusionWorker(engine, buffer, max_slices_in_memory=max_in_memory)
+        for pixels, z in zip(rgb_stack.slices, rgb_stack.z_um):
+            worker.submit(buffer.append(pixels, z, 0.0, 10.0), pixels, z)
+        worker.finish()
+        return engine.finish().fused, worker.read_back
+
+    in_memory, read_back_none = fuse(len(rgb_stack.slices))
+    from_disk, read_back_all = fuse(0)
+    assert read_back_none == [] and read_back_all == list(range(len(rgb_stack.slices)))
+    np.testing.assert_array_equal(in_memory, from_disk)
