@@ -146,7 +146,10 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
     fused = depth = None
     if outcome.status in ("done", "skipped"):
         paths = output_paths(Path(out_dir), outcome.name)
-        fused, depth = tifffile.imread(paths["fused"]), tifffile.imread(paths["depth"])
+        try:
+            fused, depth = tifffile.imread(paths["fused"]), tifffile.imread(paths["depth"])
+        except (OSError, ValueError) as error:  # the page is a view: it must never stop the batch
+            print(f"warning: the live view cannot show {paths['fused']}: {error}", file=sys.stderr)
     view.stack_done({"name": outcome.name, "slices": outcome.slices, "status": outcome.status,
                      "seconds": None if outcome.seconds is None else round(outcome.seconds, 2)}, fused, depth)
 
@@ -176,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = refuse_many(stacks, args.out, settings, scheduler=args.scheduler, n_workers=args.workers,
                                    resume=args.resume, on_outcome=None if view is None else
                                    (lambda outcome: show_outcome(view, args.out, outcome)))
+            summary = write_summary(args.out, outcomes, time.perf_counter() - started, args.scheduler)
             if view is not None:
                 failed = [o for o in outcomes if o.status == "failed"]
                 view.end("failed" if failed else "done", "\n".join(o.error or "" for o in failed),
-                         {"summary": str(args.out / "summary.json")})
+                         {"summary": str(summary)})
     except (FusionError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -188,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: run the same command with --resume to finish the stacks left in {args.out}",
               file=sys.stderr)
         return 130
-    summary = write_summary(args.out, outcomes, time.perf_counter() - started, args.scheduler)
     print(format_table(outcomes))
     print(f"summary: {summary}")
     failures = [outcome for outcome in outcomes if outcome.status == "failed"]

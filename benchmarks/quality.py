@@ -82,10 +82,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="384x512", help="HxW of the rendered stacks")
     parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
+    parser.add_argument("--no-ums", action="store_true", help="skip the deep-feature measure (slow on a CPU)")
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.size.split("x"))
+    methods_settings = dict(METHODS)
+    from fusion.deep_measure import DEFAULT_WEIGHTS
+
+    if DEFAULT_WEIGHTS.is_file() and not args.no_ums:
+        methods_settings["ums blend"] = FusionSettings(measure="ums")
+        methods_settings["ums pick+mode"] = FusionSettings(measure="ums", composition="pick")
     methods = {name: (lambda s, z, settings=settings: fuse_with_engine(s, z, settings))
-               for name, settings in METHODS.items()}
+               for name, settings in methods_settings.items()}
     if shutil.which("enfuse"):
         methods["enfuse --hard-mask"] = fuse_with_enfuse
     else:

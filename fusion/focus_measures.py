@@ -55,7 +55,13 @@ class LaplacianEnergy:
         return kernels.box_sum(kernels.laplacian_squared(gray), self.window_px)
 
 
-MEASURES = {"sf": SpatialFrequency, "laplacian": LaplacianEnergy}
+def _ums(window_px: int = DEFAULT_WINDOW_PX):
+    from fusion.deep_measure import DeepSpatialFrequency  # torch loads only when "ums" is asked for
+
+    return DeepSpatialFrequency(window_px=window_px)
+
+
+MEASURES = {"sf": SpatialFrequency, "laplacian": LaplacianEnergy, "ums": _ums}
 
 
 def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX) -> FocusMeasure:

@@ -1,0 +1,101 @@
+"""The UMS-Fusion network, its unsupervised training, its weights and the "ums" focus measure."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusion.deep_measure import DEFAULT_WEIGHTS, DeepSpatialFrequency, WeightsError, load_encoder
+from fusion.network import UMSAutoencoder, UNetPlusPlus, feature_spatial_frequency
+from fusion.train import random_batch, reconstruction_loss, spatial_frequency, train
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (50, 70), (33, 17)])
+def test_unetpp_gives_16_feature_channels_at_full_resolution(shape):
+    model = UMSAutoencoder().eval()
+    with torch.inference_mode():
+        reconstruction, features = model(torch.zeros(2, 1, *shape))
+    assert features.shape == (2, 16, *shape) and reconstruction.shape == (2, 1, *shape)
+    assert sum(p.numel() for p in model.encoder.parameters()) < 2_000_000  # a few MB shipped
+
+
+def test_feature_spatial_frequency_is_the_windowed_gradient_magnitude():
+    features = torch.zeros(1, 2, 20, 20)
+    features[0, 0, :, 10:] = 1.0  # one vertical edge in channel 0
+    measure = feature_spatial_frequency(features, window_px=3)[0]
+    assert measure[10, 10] == pytest.approx(3.0, rel=1e-4)  # three rows of |1 - 0| in the window
+    assert measure[10, 2] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_a_training_step_lowers_the_loss_on_a_tiny_batch():
+    torch.manual_seed(0)
+    model = UMSAutoencoder()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = random_batch([np.random.default_rng(0).random((64, 64), dtype=np.float32)], 4, 32,
+                         np.random.default_rng(1))
+    losses = []
+    for _ in range(8):
+        reconstruction, _ = model(batch)
+        loss, _ = reconstruction_loss(reconstruction, batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_published_sf_loss_variant_ignores_detail():
+    flat, stripes = torch.full((1, 1, 8, 8), 0.5), torch.zeros(1, 1, 8, 8)
+    stripes[..., ::2] = 1.0  # same mean brightness, all detail
+    assert spatial_frequency(stripes) > spatial_frequency(flat) + 0.5
+    # Without subtracting the centre pixel the "frequency" of a flat grey beats that of stripes.
+    assert spatial_frequency(flat, true_difference=False) == pytest.approx(0.5 * np.sqrt(2), rel=1e-4)
+
+
+def test_training_checkpoints_resume_and_export(tmp_path):
+    images = [np.random.default_rng(0).random((80, 80), dtype=np.float32)]
+    first = train(2, tmp_path / "ck.pt", batch=2, crop_px=32, images=images, log_every=1)
+    resumed = train(2, tmp_path / "ck2.pt", resume=tmp_path / "ck.pt", batch=2, crop_px=32, images=images,
+                    log_every=1)
+    assert first["steps"] == 2 and resumed["steps"] == 4
+    assert (tmp_path / "ck2.json").is_file()
+    from fusion.train import export_weights
+
+    export_weights(tmp_path / "ck2.pt", tmp_path / "weights.pt")
+    encoder, _ = load_encoder(tmp_path / "weights.pt", "cpu")
+    assert isinstance(encoder, UNetPlusPlus)
+
+
+def test_corrupt_or_mismatched_weights_are_clear_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="corrupt.pt: not a readable weights file"):
+        load_encoder(corrupt, "cpu")
+    mismatched = tmp_path / "other.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), mismatched)
+    with pytest.raises(WeightsError, match="other.pt: these weights do not fit the UMS-Fusion UNet\\+\\+"):
+        load_encoder(mismatched, "cpu")
+    with pytest.raises(WeightsError, match="no such weights file"):
+        load_encoder(tmp_path / "missing.pt", "cpu")
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
+def test_ums_fuses_a_synthetic_stack_closer_to_truth_than_any_slice(rgb_stack):
+    from fusion import FusionSettings, StreamingFusion
+    from fusion.metrics import psnr
+
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, FusionSettings(measure="ums"))
+    for pixels, z in zip(rgb_stack.slices, rgb_stack.z_um):
+        engine.push(pixels, z)
+    fused = engine.finish().fused
+    assert psnr(fused, rgb_stack.truth) > max(psnr(s, rgb_stack.truth) for s in rgb_stack.slices) + 3
+
+
+def test_shipped_weights_come_with_their_training_record():
+    record = DEFAULT_WEIGHTS.with_suffix(".json")
+    assert DEFAULT_WEIGHTS.is_file() and record.is_file()
+    assert DEFAULT_WEIGHTS.stat().st_size < 8_000_000
+    import json
+
+    data = json.loads(record.read_text())
+    assert data["steps"] > 0 and "final_losses" in data and data["command"].startswith("python -m fusion.train")
