@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--composition", choices=COMPOSITIONS, default=defaults.composition,
                         help="blend: focus-weighted average; pick: copy each pixel from its "
                              "chosen slice (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device for --method ums: cuda, cpu, or auto (CUDA when present)")
     parser.add_argument("--window-px", type=int, default=DEFAULT_WINDOW_PX,
                         help="focus measure window (default: %(default)s)")
     parser.add_argument("--sharpness", type=float, default=defaults.sharpness,
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = FusionSettings(measure=args.method, window_px=args.window_px,
                                   composition=args.composition, sharpness=args.sharpness,
                                   mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
-                                  align=args.align, align_model=args.align_model)
+                                  align=args.align, align_model=args.align_model, device=args.device)
     except ValueError as error:
         parser.error(str(error))
     if args.workers is not None and args.workers < 1:

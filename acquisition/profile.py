@@ -147,7 +147,7 @@ class PlanSettings(_Strict):
 class FusionProfile(_Strict):
     method: str = "sf"
     composition: Literal["blend", "pick"] = "blend"
-    device: str = "cpu"                 # torch device for deep measures ("cuda", "cpu")
+    device: str = "auto"                # torch device for the "ums" measure: cuda, cpu, or auto
 
     @model_validator(mode="after")
     def _known_method(self):

@@ -168,7 +168,8 @@ class Session:
             self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned)
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
-            settings = FusionSettings(measure=self.profile.fusion.method, composition=self.profile.fusion.composition)
+            settings = FusionSettings(measure=self.profile.fusion.method, composition=self.profile.fusion.composition,
+                                      device=self.profile.fusion.device)
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, settings, source=self.buffer,
                                           name=str(self.buffer.path))
             self.worker = FusionWorker(self.engine, self.buffer)

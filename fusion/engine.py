@@ -52,6 +52,7 @@ class FusionSettings:
     feather_px: float = 0.0
     align: str = "off"
     align_model: str = "similarity"
+    device: str = "auto"  # torch device for deep measures: "cuda", "cpu", or "auto" (CUDA when present)
 
     def __post_init__(self):
         AlignSettings(mode=self.align, model=self.align_model)  # validates both
@@ -99,7 +100,7 @@ class StreamingFusion:
         if self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
                              f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
-        self._measure = make_measure(self.settings.measure, self.settings.window_px)
+        self._measure = make_measure(self.settings.measure, self.settings.window_px, self.settings.device)
         # Only "pick" reads slices back; blending keeps all it needs in its running sums.
         needs_slices_back = self.settings.composition == "pick"
         self._own_store = TemporaryTiffStore() if source is None and needs_slices_back else None

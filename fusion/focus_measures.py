@@ -55,21 +55,24 @@ class LaplacianEnergy:
         return kernels.box_sum(kernels.laplacian_squared(gray), self.window_px)
 
 
-def _ums(window_px: int = DEFAULT_WINDOW_PX):
+def _ums(window_px: int = DEFAULT_WINDOW_PX, device: str = "auto"):
     from fusion.deep_measure import DeepSpatialFrequency  # torch loads only when "ums" is asked for
 
-    return DeepSpatialFrequency(window_px=window_px)
+    return DeepSpatialFrequency(window_px=window_px, device=device)
 
 
 MEASURES = {"sf": SpatialFrequency, "laplacian": LaplacianEnergy, "ums": _ums}
 
 
-def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX) -> FocusMeasure:
-    """The measure called ``name``; a clear error lists the known names."""
+def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX, device: str = "auto") -> FocusMeasure:
+    """The measure called ``name``; a clear error lists the known names.
+
+    ``device`` (a torch device, or "auto" for CUDA when present) matters only to deep measures.
+    """
     try:
         factory = MEASURES[name]
     except KeyError:
         raise ValueError(f"unknown focus measure {name!r}; choose one of {sorted(MEASURES)}") from None
     if window_px < 1:
         raise ValueError(f"focus window must be at least 1 pixel, got {window_px}")
-    return factory(window_px=window_px)
+    return factory(window_px=window_px, device=device) if factory is _ums else factory(window_px=window_px)
