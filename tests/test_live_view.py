@@ -42,6 +42,19 @@ def image_state(browser, name: str) -> tuple[str, int]:
         f"const i = document.getElementById('{name}'); return [i.getAttribute('src') || '', i.naturalWidth];")
 
 
+def wait_for_image(browser, name: str, timeout_s: float = 15.0) -> tuple[str, int]:
+    """The image once the browser has loaded its latest version (the last update may still be in flight)."""
+    deadline = time.monotonic() + timeout_s
+    src, width = image_state(browser, name)
+    while time.monotonic() < deadline:
+        complete = browser.execute_script(f"return document.getElementById('{name}').complete")
+        src, width = image_state(browser, name)
+        if complete and width > 0:
+            break
+        time.sleep(0.1)
+    return src, width
+
+
 def test_page_updates_during_a_session_and_shows_the_result(tmp_path):
     browser = chromium_or_skip()
     process, url = start(["--profile", str(slow_profile(tmp_path)), "--out", str(tmp_path / "sessions")])
@@ -63,8 +76,7 @@ def test_page_updates_during_a_session_and_shows_the_result(tmp_path):
         # The images changed while slices arrived, without reloading the page.
         assert len(seen_slice) >= 3 and len(seen_fused) >= 3, (seen_slice, seen_fused)
         assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
-        time.sleep(0.5)
-        src, width = image_state(browser, "fused")
+        src, width = wait_for_image(browser, "fused")
         assert width > 0 and "v=" in src
         assert "µm" in browser.find_element("id", "depth-high").text
         assert "13 of 13 slices" in browser.find_element("id", "count").text
@@ -108,7 +120,7 @@ def test_refuse_view_shows_each_stack_as_it_completes(tmp_path, shared_data):
             time.sleep(0.2)
         rows = browser.find_element("id", "stacks").text
         assert "keyboard-phone" in rows and "pcb" in rows and "failed" in rows
-        assert image_state(browser, "fused")[1] > 0
+        assert wait_for_image(browser, "fused")[1] > 0
         browser.save_screenshot(str(tmp_path / "live-view-refuse.png"))
     finally:
         browser.quit()
