@@ -121,7 +121,7 @@ class Session:
         total_s = time.perf_counter() - started
         report = self._write_outputs(result, positions, total_s)
         if self.view is not None:
-            self._show_end(report)
+            self._show_end(report, result)
         return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
                               interrupted=self.interrupted)
 
@@ -202,17 +202,11 @@ class Session:
         self.view.attach_fusion(lambda: preview(0), lambda: preview(1),
                                 lambda: list(zip(engine.z_positions_so_far(), engine.focus_scores)))
 
-    def _show_end(self, report: dict) -> None:
+    def _show_end(self, report: dict, result) -> None:
         outputs = report["outputs"]
-        final = {}
-        if "fused" in outputs:
-            import tifffile
-
-            fused, depth = tifffile.imread(outputs["fused"]), tifffile.imread(outputs["depth"])
-            final = {"fused": fused, "depth": depth}
-            scores = report.get("focus_scores", [])
-            curve = list(zip([s["z"] for s in report["slices"]], scores))
-            self.view.attach_fusion(lambda: final["fused"], lambda: final["depth"], lambda: curve)
+        if result is not None:  # the final, cleaned result replaces the running preview
+            curve = list(zip([s["z"] for s in report["slices"]], result.focus_scores))
+            self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
         if self.interrupted:
             status, message = "interrupted", f"Interrupted (Ctrl-C). {report['acquired_slices']} slices saved and fused."
         elif self.ended_by:

@@ -177,11 +177,11 @@ class StreamingFusion:
         """The fused image so far (before cleaning), in the slices' shape and dtype."""
         if self.n_slices == 0:
             raise EmptyStackError("no slices pushed yet", None)
-        if self.settings.composition == "blend":
-            fused = compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype)
-        else:
-            fused = self._picked.copy()
+        fused = self._blended() if self.settings.composition == "blend" else self._picked.copy()
         return fused.reshape(self.shape)
+
+    def _blended(self) -> np.ndarray:
+        return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype)
 
     def finish(self) -> FusionResult:
         """Clean the decision map, compose, and return the result. Call once, after the last slice."""
@@ -254,7 +254,7 @@ class StreamingFusion:
 
     def _compose(self, decision: np.ndarray) -> np.ndarray:
         if self.settings.composition == "blend":
-            return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype)
+            return self._blended()
         if self.settings.feather_px > 0:
             return compose.feather(decision, self._source, self.settings.feather_px, self.dtype)
         return compose.recompose_where_changed(self._picked, self._best_index, decision, self._source)

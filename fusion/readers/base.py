@@ -7,9 +7,8 @@ from typing import Iterator
 
 import numpy as np
 
+from fusion.engine import SUPPORTED_DTYPES
 from fusion.errors import InvalidPixelsError, SliceMismatchError, UnreadableStackError
-
-SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 class SavedStack(ABC):
