@@ -36,7 +36,7 @@ def small(profile, **plan):
 
 
 @pytest.mark.parametrize("name", ["simulated", "simulated-micromanager", "simulated-serial-stage",
-                                  "simulated-genicam-etl"])
+                                  "simulated-genicam-etl", "simulated-etl"])
 def test_simulated_profile_end_to_end(name, tmp_path):
     profile = small(load_profile(PROFILES / f"{name}.yaml"))
     outcome = run_profile(profile, tmp_path, progress=False)
