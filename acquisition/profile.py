@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from fusion.engine import COMPOSITIONS
 from fusion.focus_measures import MEASURES
 
 

@@ -8,7 +8,6 @@ goes back to where it started.
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +216,7 @@ class Session:
             status, message = "done", ""
         if report["errors"]:
             message += ("\n" if message else "") + "\n".join(report["errors"])
-        self.view.end(status, message, {k: v for k, v in outputs.items()})
+        self.view.end(status, message, outputs)
 
     def _finish_fusion(self):
         if self.worker is None:
@@ -262,7 +261,7 @@ class Session:
                 "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
             })
             if self.rig.truth is not None:
-                full_scale = _full_scale(self.profile, result.fused.dtype)
+                full_scale = _full_scale(self.profile)
                 report["psnr_db"] = round(psnr(result.fused, self.rig.truth, full_scale), 3)
                 report["best_slice_psnr_db"] = round(max(
                     psnr(self.buffer.read_slice(i), self.rig.truth, full_scale) for i in range(len(self.slices))), 3)
@@ -272,7 +271,7 @@ class Session:
         return report
 
 
-def _full_scale(profile: Profile, dtype) -> float:
+def _full_scale(profile: Profile) -> float:
     bits = profile.camera.noise.bit_depth
     return 1.0 if bits == 0 else float(2 ** bits - 1)
 

@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]

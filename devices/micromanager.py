@@ -14,8 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from devices.camera import Frame
-from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
-                            UnsupportedFeatureError)
+from devices.errors import DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError
 from devices.focus_drive import FocusDrive, FocusLimits
 
 
@@ -175,8 +174,3 @@ class MicroManagerFocusDrive(FocusDrive):
     def close(self) -> None:
         self._call.close()
 
-
-def require_property(core, label: str, prop: str, device: str) -> None:
-    """Raise UnsupportedFeatureError unless device ``label`` has property ``prop``."""
-    if not core.hasProperty(label, prop):
-        raise UnsupportedFeatureError(device, f"has no property {prop!r}")

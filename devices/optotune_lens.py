@@ -21,8 +21,6 @@ FOCAL_POWER_OFFSET_DPT = {"A": 5.0}
 ERROR_CODES = {1: "CRC mismatch in the command", 2: "command not available in this firmware",
                3: "command not recognised", 4: "no lens connected"}
 MODES = {"current": b"D", "focal power": b"C"}
-MODE_NUMBERS = {1: "current", 2: "sinusoidal", 3: "triangular", 4: "rectangular", 5: "focal power",
-                6: "analog", 7: "position controlled"}
 
 
 def crc16_arc(data: bytes) -> int:

@@ -37,7 +37,6 @@ class AlignSettings:
     model: str = "similarity"
     coarse_px: int = 320
     fine_px: int = 720
-    key_every: int = 1
 
     def __post_init__(self):
         if self.mode not in ALIGN_MODES:
@@ -101,33 +100,22 @@ class SliceAligner:
         self.fallbacks: list[int] = []   # slices whose fit was poor and kept the previous transform
         self._previous: dict[int, np.ndarray] | None = None  # the previous slice's pyramid levels
 
-    def add(self, gray: np.ndarray, composite: np.ndarray | None = None) -> np.ndarray:
-        """Register the next slice (grayscale, full resolution); returns its 3x3 transform.
-
-        ``composite``: the fused image so far (grayscale, reference frame). When given, the
-        transform chained from the previous slice is refined against it, so that small errors
-        do not add up along the stack.
-        """
+    def add(self, gray: np.ndarray) -> np.ndarray:
+        """Register the next slice (grayscale, full resolution); returns its 3x3 transform."""
         levels = {width: _pyramid_level(gray, width) for width in (self.settings.coarse_px, self.settings.fine_px)}
         index = len(self.transforms)
         if self._previous is None:
             transform = np.eye(3)
-            self._key = (0, levels)
         else:
-            # Register against a key slice a few slices back, starting from the previous slice's
-            # transform: fewer links in the chain, so small steady drifts are not lost step by step.
-            key_index, key_levels = self._key
-            key_transform = self.transforms[key_index]
-            initial = self.transforms[-1] @ np.linalg.inv(key_transform)
-            step = self._estimate(key_levels, levels, initial, (self.settings.coarse_px, self.settings.fine_px))
-            if step is None or not self._plausible(step @ np.linalg.inv(initial)):
+            # Against the previous slice: registering further back (or against the fused image
+            # so far, or slice 0) was measured worse, as focus differs more.
+            step = self._estimate(self._previous, levels, np.eye(3), (self.settings.coarse_px, self.settings.fine_px))
+            if step is None or not self._plausible(step):
                 self.fallbacks.append(index)
                 warnings.warn(f"{self.name}: slice {index} could not be aligned reliably; "
                               "it keeps the previous slice's alignment", stacklevel=3)
-                step = initial
-            transform = step @ key_transform
-            if index - key_index >= self.settings.key_every or index in self.fallbacks:
-                self._key = (index, levels)
+                step = np.eye(3)
+            transform = step @ self.transforms[-1]
         self._previous = levels
         self.transforms.append(transform)
         return transform

@@ -8,7 +8,6 @@ its stack rescheduled on another worker by dask (up to ``distributed.scheduler.a
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import time

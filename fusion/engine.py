@@ -214,8 +214,7 @@ class StreamingFusion:
 
     def _align(self, pixels: np.ndarray, gray: np.ndarray):
         """Register this slice; warp it into the reference frame if it moved (or if align is "on")."""
-        composite = None
-        transform = self._aligner.add(gray, composite)
+        transform = self._aligner.add(gray)
         moved = max_displacement_px(transform, self.shape[:2]) >= AUTO_MIN_MOTION_PX
         warp = self.settings.align == "on" and len(self._warped) > 0 or moved
         self._warped.append(bool(warp))

@@ -9,13 +9,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-# Rec. 601 luma: what a camera's mono output approximates.
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 @njit(parallel=True, cache=True)
 def luminance_f32(rgb):
-    """(H, W, C) -> (H, W) float32; C >= 3 uses the first three channels as RGB."""
+    """(H, W, C) -> (H, W) float32 Rec. 601 luma; C >= 3 uses the first three channels as RGB."""
     height, width = rgb.shape[0], rgb.shape[1]
     out = np.empty((height, width), np.float32)
     for y in prange(height):

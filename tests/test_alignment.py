@@ -1,5 +1,4 @@
 """Slice alignment on stacks whose slices move by known transforms."""
-import warnings
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Batch refusion on real dask clusters: local, separate processes, a dying worker, resume."""
 import json
-import os
 import signal
 import subprocess
 import sys

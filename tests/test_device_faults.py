@@ -1,7 +1,6 @@
 """Every fault a simulator can commit becomes the driver's typed error, within its timeout."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest

@@ -1,6 +1,5 @@
 """The engine's contract: push/result/finish, O(H*W) memory, read-back only where needed."""
 import tracemalloc
-import warnings
 
 import numpy as np
 import pytest

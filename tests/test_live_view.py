@@ -1,7 +1,6 @@
 """The live view in a real browser: images update during a simulated session, the result appears."""
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys

@@ -1,11 +1,10 @@
 """The UMS-Fusion network, its unsupervised training, its weights and the "ums" focus measure."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fusion.deep_measure import DEFAULT_WEIGHTS, DeepSpatialFrequency, WeightsError, load_encoder
+from fusion.deep_measure import DEFAULT_WEIGHTS, WeightsError, load_encoder
 from fusion.network import UMSAutoencoder, UNetPlusPlus, feature_spatial_frequency
 from fusion.train import random_batch, reconstruction_loss, spatial_frequency, train
 

@@ -1,7 +1,4 @@
 """Saved-stack readers: every layout the issue names, and a clear error for every bad input."""
-import json
-import shutil
-import warnings
 
 import imageio.v3 as imageio
 import numpy as np

@@ -1,5 +1,4 @@
 """The real stacks in shared/data fuse without error and come out sharper than each slice."""
-import numpy as np
 import pytest
 import tifffile
 
