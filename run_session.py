@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: about min(H, W) / 20)")
     parser.add_argument("--feather-px", type=float, default=0.0,
                         help="with --composition pick, blend across seams (Gaussian sigma)")
-    parser.add_argument("--align", choices=ALIGN_MODES, default="off",
-                        help="experimental: register slices to the first before fusing; auto warps only "
-                             "slices that moved by more than a quarter pixel. Off by default: on stacks "
-                             "that do not move it can see motion that is not there (default: %(default)s)")
+    parser.add_argument("--align", choices=ALIGN_MODES, default="auto",
+                        help="register slices to the first and warp those that moved: auto warps only slices "
+                             "that moved by more than half a pixel, on warps every slice, off skips registration "
+                             "(faster: about 0.25 s per 5 MP slice on 2 cores) (default: %(default)s)")
     parser.add_argument("--align-model", choices=MODELS, default="similarity",
                         help="similarity (scale, rotation, shift), scale_shift (tunable lenses) or affine")
     return parser

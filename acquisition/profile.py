@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, \
+    model_validator
 
 from fusion.focus_measures import MEASURES
 
@@ -147,6 +148,15 @@ class FusionProfile(_Strict):
     method: str = "sf"
     composition: Literal["blend", "pick"] = "blend"
     device: str = "auto"                # torch device for the "ums" measure: cuda, cpu, or auto
+    # Slice alignment; left out, it follows the focus drive (see Profile.alignment).
+    align: Optional[Literal["off", "on", "auto"]] = None
+    align_model: Optional[Literal["similarity", "scale_shift", "affine"]] = None
+
+    @field_validator("align", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        """YAML 1.1 reads a bare on/off as true/false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _known_method(self):
@@ -172,6 +182,16 @@ class Profile(_Strict):
     fusion: FusionProfile = FusionProfile()
     micromanager: MicroManagerSettings = MicroManagerSettings()
     output: OutputSettings = OutputSettings()
+
+    def alignment(self) -> tuple[str, str]:
+        """(align mode, model). Unless the profile says: a tunable lens changes magnification
+        with focal power, so its sweeps are aligned (scale plus shift); a stage moves the
+        specimen along the optical axis only, so its stacks are not warped.
+        """
+        lens = self.focus.driver == "optotune"
+        mode = self.fusion.align or ("on" if lens else "off")
+        model = self.fusion.align_model or ("scale_shift" if lens else "similarity")
+        return mode, model
 
 
 def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str] | None:

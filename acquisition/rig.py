@@ -30,6 +30,15 @@ class Rig:
     simulators: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
+    def truth_for(self, reference_metadata: dict) -> np.ndarray | None:
+        """The all-in-focus frame as the reference (first) slice frames it: fused images are
+        in that frame, and a breathing lens magnifies it."""
+        magnification = reference_metadata.get("magnification", 1.0)
+        camera = self.simulators.get("camera")
+        if camera is None or magnification == 1.0:
+            return self.truth
+        return camera.truth(magnification)
+
     def close(self) -> None:
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):  # closing must never hide the session's own error

@@ -77,6 +77,7 @@ class Session:
         self.view = view  # a viewer.state.LiveViewState, or None
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
+        self.reference_metadata: dict = {}  # the first slice's frame metadata (a simulator tells its magnification)
         self.worker: FusionWorker | None = None
         self.slices: list[dict] = []
         self.dropped: list[dict] = []
@@ -167,8 +168,10 @@ class Session:
             self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned)
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
+            self.reference_metadata = dict(frame.metadata or {})
+            align, align_model = self.profile.alignment()
             settings = FusionSettings(measure=self.profile.fusion.method, composition=self.profile.fusion.composition,
-                                      device=self.profile.fusion.device)
+                                      device=self.profile.fusion.device, align=align, align_model=align_model)
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, settings, source=self.buffer,
                                           name=str(self.buffer.path))
             self.worker = FusionWorker(self.engine, self.buffer)
@@ -259,12 +262,14 @@ class Session:
                             "result_after_last_slice": round(self.t_result_ready - self.t_last_slice, 4),
                             "slices_read_back_by_fusion": len(self.worker.read_back)},
                 "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
+                "alignment": result.alignment,
             })
-            if self.rig.truth is not None:
+            truth = self.rig.truth_for(self.reference_metadata)
+            if truth is not None:
                 full_scale = _full_scale(self.profile)
-                report["psnr_db"] = round(psnr(result.fused, self.rig.truth, full_scale), 3)
+                report["psnr_db"] = round(psnr(result.fused, truth, full_scale), 3)
                 report["best_slice_psnr_db"] = round(max(
-                    psnr(self.buffer.read_slice(i), self.rig.truth, full_scale) for i in range(len(self.slices))), 3)
+                    psnr(self.buffer.read_slice(i), truth, full_scale) for i in range(len(self.slices))), 3)
         report["slices"] = self.slices
         report["outputs"] = outputs
         write_json(self.folder / "session.json", report)

@@ -216,7 +216,7 @@ class StreamingFusion:
         """Register this slice; warp it into the reference frame if it moved (or if align is "on")."""
         transform = self._aligner.add(gray)
         moved = max_displacement_px(transform, self.shape[:2]) >= AUTO_MIN_MOTION_PX
-        warp = self.settings.align == "on" and len(self._warped) > 0 or moved
+        warp = not self._aligner.too_small and (self.settings.align == "on" and len(self._warped) > 0 or moved)
         self._warped.append(bool(warp))
         if not warp:
             return pixels, gray, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -108,14 +109,16 @@ class DefocusRenderer:
 
 
 def magnify(image: np.ndarray, magnification: float) -> np.ndarray:
-    """Scale an (H, W[, C]) image about its centre, keeping its size (edges replicate)."""
+    """Scale an (H, W[, C]) float image about its centre, keeping its size.
+
+    Lanczos resampling, so that the simulated lens does not blur more than a lens does;
+    at the edges the image is mirrored (a real frame would show new content there).
+    """
     height, width = image.shape[:2]
-    centre = np.array([(height - 1) / 2, (width - 1) / 2])
-    matrix = np.eye(2) / magnification
-    offset = centre - matrix @ centre
-    channels = [image] if image.ndim == 2 else [image[:, :, c] for c in range(image.shape[2])]
-    out = [ndimage.affine_transform(ch, matrix, offset=offset, order=1, mode="nearest") for ch in channels]
-    return out[0] if image.ndim == 2 else np.stack(out, axis=2)
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    matrix = np.hstack([np.eye(2) * magnification, (centre - magnification * centre)[:, None]])
+    out = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
+    return out[:, :, None] if image.ndim == 3 and out.ndim == 2 else out
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from devices.camera import Frame
 from devices.errors import DeviceErrorReply, DeviceTimeoutError
 from devices.focus_drive import FocusDrive, FocusLimits
 from simulators.faults import Faults
-from simulators.optics import CameraNoise, DefocusRenderer
+from simulators.optics import CameraNoise, DefocusRenderer, magnify
 
 # () -> (focus on the specimen in um, magnification)
 OpticalState = Callable[[], tuple[float, float]]
@@ -40,9 +40,13 @@ class SimulatedCamera:
     def set_exposure_ms(self, exposure_ms: float) -> None:
         self._exposure_ms = float(exposure_ms)
 
-    def truth(self) -> np.ndarray:
-        """The all-in-focus frame without noise, in this camera's dtype: what a session scores against."""
-        return self.noise.ideal(self.renderer.specimen.texture)
+    def truth(self, magnification: float = 1.0) -> np.ndarray:
+        """The all-in-focus frame without noise, in this camera's dtype: what a session scores against.
+
+        ``magnification``: as a breathing lens at that magnification would frame it.
+        """
+        texture = self.renderer.specimen.texture
+        return self.noise.ideal(texture if magnification == 1.0 else magnify(texture, magnification))
 
     def snap(self, timeout_s: float = 5.0) -> Frame:
         started = time.monotonic()

@@ -1,38 +1,45 @@
-"""Slice alignment on stacks whose slices move by known transforms."""
+"""Slice alignment on stacks whose slices move by known transforms, on still stacks, and on real stacks."""
 
+import cv2
 import numpy as np
 import pytest
 
 from fusion import FusionSettings, StreamingFusion
-from fusion.alignment import AlignSettings, SliceAligner, describe
+from fusion.alignment import AlignSettings, SliceAligner, describe, max_displacement_px, warp_to_reference
 from fusion.focus_measures import to_gray
-from fusion.metrics import psnr
+from fusion.metrics import average_gradient, psnr, spatial_frequency
+from fusion.readers import open_stack
 from simulators.motion import render_moving_stack, similarity
 from simulators.optics import Optics
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
 SHAPE = (384, 512)
 MARGIN = 40  # compare inside the region every slice covers
+INSIDE = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+# Specimen, surface, number of slices, total zoom over the sweep, largest shift (px).
+MOTIONS = {"dome": ("astronaut", "dome", 9, 0.03, 20.0), "steps": ("coffee", "steps", 13, -0.03, 20.0)}
 
 
-@pytest.fixture(scope="module")
-def stacks():
+def render(name: str, moving: bool):
+    texture, surface, n, zoom, shift = MOTIONS[name]
     big = (SHAPE[0] + 160, SHAPE[1] + 160)
-    specimen = VirtualSpecimen(load_texture("astronaut", big), make_height_map("dome", big, 21.0))
-    z_um = np.arange(-3, 22, 3.0)
+    specimen = VirtualSpecimen(load_texture(texture, big), make_height_map(surface, big, 21.0))
+    z_um = np.linspace(-3, 22, n)
     rng = np.random.default_rng(1)
-    n = len(z_um)
-    transforms = [np.eye(3)] + [similarity(1 + 0.02 * k / (n - 1), tuple(rng.uniform(-20, 20, 2)), 0.0, SHAPE)
+    transforms = [np.eye(3)] + [similarity(1 + zoom * k / (n - 1), tuple(rng.uniform(-shift, shift, 2)), 0.0, SHAPE)
                                 for k in range(1, n)]
-    moving = render_moving_stack(specimen, SHAPE, z_um, transforms, Optics(0.3))
-    still = render_moving_stack(specimen, SHAPE, z_um, [np.eye(3)] * n, Optics(0.3))
-    return moving, still
+    return render_moving_stack(specimen, SHAPE, z_um, transforms if moving else [np.eye(3)] * n, Optics(0.3))
 
 
-def fuse(stack, **settings):
-    engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, FusionSettings(**settings))
-    for pixels, z_um in zip(stack.slices, stack.z_um):
-        engine.push(pixels, z_um)
+@pytest.fixture(scope="module", params=sorted(MOTIONS))
+def stacks(request):
+    return render(request.param, moving=True), render(request.param, moving=False)
+
+
+def fuse(slices, z_um, **settings):
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(**settings))
+    for pixels, z in zip(slices, z_um):
+        engine.push(pixels, z)
     return engine.finish()
 
 
@@ -45,27 +52,47 @@ def test_recovered_transforms_match_the_true_ones(stacks):
         true_scale = np.sqrt(np.linalg.det(truth[:2, :2]))
         assert describe(estimate)["scale"] == pytest.approx(true_scale, rel=1e-3)
         assert np.abs((estimate @ centre)[:2] - (truth @ centre)[:2]).max() < 0.5
+        # Stronger than the centre: nowhere in the frame is a slice misplaced by half a pixel.
+        assert max_displacement_px(estimate @ np.linalg.inv(truth), SHAPE) < 0.5
     assert aligner.fallbacks == []
 
 
-def test_aligned_fusion_recovers_the_moving_stack(stacks):
+def test_aligned_fusion_is_as_good_as_fusion_with_the_true_transforms(stacks):
     moving, still = stacks
-    inside = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
-    aligned = psnr(fuse(moving, align="on").fused[inside], moving.truth[inside])
-    unaligned = psnr(fuse(moving).fused[inside], moving.truth[inside])
-    reference = psnr(fuse(still).fused[inside], still.truth[inside])
+    aligned = psnr(fuse(moving.slices, moving.z_um, align="on").fused[INSIDE], moving.truth[INSIDE])
+    unaligned = psnr(fuse(moving.slices, moving.z_um).fused[INSIDE], moving.truth[INSIDE])
+    true_warps = [warp_to_reference(p, t)[0].reshape(p.shape) for p, t in zip(moving.slices, moving.transforms)]
+    with_true_transforms = psnr(fuse(true_warps, moving.z_um).fused[INSIDE], moving.truth[INSIDE])
+    never_moved = psnr(fuse(still.slices, still.z_um).fused[INSIDE], still.truth[INSIDE])
     assert aligned > unaligned + 10
-    # Known and reported: registration errors of 0.1-0.2 px cost dB against a stack that never
-    # moved (the issue asks for 0.5 dB; this bound records where we are).
-    assert aligned > reference - 5.0, (aligned, reference)
+    assert aligned > with_true_transforms - 0.15, (aligned, with_true_transforms)
+    # Known and reported: against a stack that never moved, resampling the slices costs up to
+    # 1 dB even with the true transforms (the issue asks for 0.5 dB; this bound records where we are).
+    assert aligned > never_moved - 1.3, (aligned, never_moved)
+
+
+def test_a_still_stack_shows_no_false_motion(stacks):
+    _, still = stacks
+    aligner = SliceAligner(SHAPE, AlignSettings())
+    # Focus changes move the sharp band across the frame; that must not read as motion.
+    assert max(max_displacement_px(aligner.add(to_gray(p)), SHAPE) for p in still.slices) < 0.3
+    automatic = fuse(still.slices, still.z_um, align="auto")
+    assert not any(a["warped"] for a in automatic.alignment)
+    np.testing.assert_array_equal(automatic.fused, fuse(still.slices, still.z_um).fused)
+
+
+def test_auto_warps_the_slices_that_moved(stacks):
+    moving, _ = stacks
+    result = fuse(moving.slices, moving.z_um, align="auto")
+    assert [a["warped"] for a in result.alignment] == [False] + [True] * (len(moving.slices) - 1)
 
 
 def test_pixels_a_warped_slice_does_not_cover_come_from_other_slices(stacks):
     moving, _ = stacks
-    fused = fuse(moving, align="on").fused.astype(int)
+    fused = fuse(moving.slices, moving.z_um, align="on").fused.astype(int)
     truth = moving.truth.astype(int)
     border = np.ones(SHAPE, bool)
-    border[MARGIN:-MARGIN, MARGIN:-MARGIN] = False
+    border[INSIDE] = False
     assert not np.any((fused.sum(axis=2) == 0) & (truth.sum(axis=2) > 30))
     assert np.abs(fused - truth)[border].mean() < 25
 
@@ -84,7 +111,7 @@ def test_a_slice_that_cannot_be_registered_keeps_the_previous_transform(stacks):
 
 def test_alignment_is_reported_per_slice(stacks):
     moving, _ = stacks
-    result = fuse(moving, align="on", align_model="scale_shift")
+    result = fuse(moving.slices, moving.z_um, align="on", align_model="scale_shift")
     assert len(result.alignment) == len(moving.slices)
     assert result.alignment[0]["warped"] is False and all(a["warped"] for a in result.alignment[1:])
     assert all(abs(a["rotation_deg"]) < 1e-9 for a in result.alignment)  # scale_shift: no rotation
@@ -93,7 +120,77 @@ def test_alignment_is_reported_per_slice(stacks):
 
 def test_pick_composition_reads_slices_back_in_the_reference_frame(stacks):
     moving, _ = stacks
-    inside = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
-    aligned = psnr(fuse(moving, align="on", composition="pick").fused[inside], moving.truth[inside])
-    unaligned = psnr(fuse(moving, composition="pick").fused[inside], moving.truth[inside])
+    aligned = psnr(fuse(moving.slices, moving.z_um, align="on", composition="pick").fused[INSIDE],
+                   moving.truth[INSIDE])
+    unaligned = psnr(fuse(moving.slices, moving.z_um, composition="pick").fused[INSIDE], moving.truth[INSIDE])
     assert aligned > unaligned + 10
+
+
+# -- real stacks: no ground truth, so the motion is checked against feature matching --
+
+class FeatureMatcher:
+    """An independent estimate of motion (SIFT features, RANSAC), detecting each slice's features once."""
+
+    def __init__(self, grays: list[np.ndarray]):
+        sift = cv2.SIFT_create(4000)
+        self.features = [sift.detectAndCompute(g.astype(np.uint8), None) for g in grays]
+
+    def similarity(self, i: int, j: int) -> tuple[np.ndarray, int]:
+        """The similarity from slice i to slice j, and how many matches support it."""
+        (keys_a, descriptors_a), (keys_b, descriptors_b) = self.features[i], self.features[j]
+        pairs = cv2.BFMatcher().knnMatch(descriptors_a, descriptors_b, k=2)
+        good = [m for m, n in pairs if m.distance < 0.7 * n.distance]
+        points_a = np.float32([keys_a[m.queryIdx].pt for m in good])
+        points_b = np.float32([keys_b[m.trainIdx].pt for m in good])
+        matrix, inliers = cv2.estimateAffinePartial2D(points_a, points_b, method=cv2.RANSAC,
+                                                      ransacReprojThreshold=1.5)
+        return np.vstack([matrix, [0, 0, 1]]), int(inliers.sum())
+
+
+def real_slices(folder):
+    with open_stack(folder) as stack:
+        return [pixels for pixels, _ in stack]
+
+
+@pytest.mark.parametrize("name", ["pcb", "keyboard-phone"])
+def test_real_stack_motion_agrees_with_feature_matching(shared_data, name):
+    slices = real_slices(shared_data / name)
+    grays = [to_gray(p) for p in slices]
+    aligner = SliceAligner(grays[0].shape, AlignSettings())
+    transforms = [aligner.add(g) for g in grays]
+    assert aligner.fallbacks == []
+    matcher = FeatureMatcher(grays)
+    n = len(grays)
+    pairs = sorted({(i, i + gap) for gap in (1, 3, 9, 27) for i in range(n - gap)} | {(0, n - 1)})
+    scale_differences = []
+    for i, j in pairs:
+        reference, inliers = matcher.similarity(i, j)
+        if inliers < 100:  # too blurred in one of them for features to say much
+            continue
+        ours = transforms[j] @ np.linalg.inv(transforms[i])
+        scale_differences.append(abs(describe(ours)["scale"] - describe(reference)["scale"]))
+        # Feature positions in defocused slices are not exact either: measured, the two
+        # estimates differ by 0.03% in scale and 0.2-0.3 px at the median, 0.14% and 0.9 px at worst.
+        assert scale_differences[-1] < 2e-3, (i, j)
+        assert max_displacement_px(ours @ np.linalg.inv(reference), grays[0].shape) < 1.5, (i, j)
+    assert len(scale_differences) >= 3
+    assert np.median(scale_differences) < 5e-4
+
+
+def test_pcb_fused_aligned_is_sharper_than_every_slice(shared_data):
+    """pcb moves by 3.6% zoom and 57 px over 7 slices. Unaligned, its fused image has double
+    edges, which raise spatial frequency and average gradient too (so those two numbers
+    cannot rank aligned against unaligned; the benchmark writes crops to look at)."""
+    slices = real_slices(shared_data / "pcb")
+    fused = fuse(slices, [None] * len(slices), align="on").fused
+    assert spatial_frequency(fused) > max(spatial_frequency(p) for p in slices)
+    assert average_gradient(fused) > max(average_gradient(p) for p in slices)
+
+
+def test_frames_too_small_to_align_are_left_alone_with_a_warning(stacks):
+    moving, _ = stacks
+    small = [p[:128, :160] for p in moving.slices]
+    with pytest.warns(UserWarning, match="frames of 160x128 px are too small to align"):
+        result = fuse(small, moving.z_um, align="on")
+    assert not any(a["warped"] for a in result.alignment)
+    np.testing.assert_array_equal(result.fused, fuse(small, moving.z_um).fused)

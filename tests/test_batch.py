@@ -108,7 +108,7 @@ def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_clus
     from distributed import Client
 
     cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, slow_stacks),
-                            "--out", str(tmp_path), "--scheduler", address],
+                            "--out", str(tmp_path), "--scheduler", address, "--align", "off"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     killed = None
     with Client(address, timeout="30s") as observer:
@@ -132,7 +132,7 @@ def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_clus
 
 def test_resume_after_an_interrupted_run(slow_stacks, tmp_path):
     cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, slow_stacks),
-                            "--out", str(tmp_path), "--workers", "1"],
+                            "--out", str(tmp_path), "--workers", "1", "--align", "off"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     deadline = time.monotonic() + 180
     while not list(tmp_path.glob("*.json")) and time.monotonic() < deadline:
@@ -144,7 +144,7 @@ def test_resume_after_an_interrupted_run(slow_stacks, tmp_path):
     finished = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.json")}
     assert 0 < len(finished) < len(slow_stacks)
 
-    done = run_cli("--refuse", *slow_stacks, "--out", tmp_path, "--workers", "1", "--resume")
+    done = run_cli("--refuse", *slow_stacks, "--out", tmp_path, "--workers", "1", "--resume", "--align", "off")
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["counts"]["skipped"] == len(finished)

@@ -231,6 +231,8 @@ def write_profile(tmp_path, text: str) -> Path:
      r"rig.yaml: plan: Field required"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}, sweep: {start: 0, stop: 1, step: 1}}\n",
      r"rig.yaml: plan: give exactly one of z"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\nfusion: {align: of}\n",
+     r"rig.yaml: fusion.align: Input should be 'off', 'on' or 'auto'"),
     ("camera: [unclosed\n", r"rig.yaml: not valid YAML"),
     ("- a list\n", r"rig.yaml: a profile is a mapping"),
 ])
@@ -255,6 +257,41 @@ def test_plan_beyond_the_limits_is_refused_before_moving(tmp_path):
 
     with pytest.raises(PositionOutOfRangeError, match="the plan goes to 2000 um, outside the limits"):
         run_profile(profile, tmp_path, progress=False)
+
+
+def test_alignment_follows_the_focus_drive_unless_the_profile_says(tmp_path):
+    assert load_profile(PROFILES / "simulated-etl.yaml").alignment() == ("on", "scale_shift")  # a tunable lens
+    assert load_profile(PROFILES / "simulated.yaml").alignment() == ("off", "similarity")       # a stage
+    # YAML reads a bare on/off as true/false; the profile means the words.
+    path = write_profile(tmp_path, "camera: {driver: simulated}\nfocus: {driver: simulated}\n"
+                                   "plan: {z: {range: 4, step: 1}}\nfusion: {align: on, align_model: affine}\n")
+    assert load_profile(path).alignment() == ("on", "affine")
+
+
+@pytest.fixture(scope="module")
+def lens_sessions(tmp_path_factory):
+    """The tunable-lens rig: a lens that breathes 0.3% per diopter (1.4% over the sweep), aligned
+    as the profile does by default and not aligned, and the same sweep with a still lens."""
+    base = load_profile(PROFILES / "simulated-etl.yaml")  # full size: 600 x 800 px
+    scores = {}
+    for name, breathing, align in [("still", 0.0, "off"), ("breathing", 0.003, None), ("breathing-off", 0.003, "off")]:
+        optics = base.camera.optics.model_copy(update={"breathing_per_dpt": breathing})
+        camera = base.camera.model_copy(update={"optics": optics})
+        fusion = base.fusion.model_copy(update={"align": align})
+        outcome = run_profile(base.model_copy(update={"camera": camera, "fusion": fusion}),
+                              tmp_path_factory.mktemp(name), progress=False)
+        scores[name] = outcome.report
+    return scores
+
+
+def test_a_breathing_lens_sweep_is_aligned_and_fuses_nearly_as_well_as_a_still_one(lens_sessions):
+    breathing, still = lens_sessions["breathing"], lens_sessions["still"]
+    assert breathing["psnr_db"] > lens_sessions["breathing-off"]["psnr_db"] + 5
+    assert breathing["psnr_db"] > still["psnr_db"] - 0.5, (breathing["psnr_db"], still["psnr_db"])
+    scales = [a["scale"] for a in breathing["alignment"]]
+    powers = [s["z"] for s in breathing["slices"]]
+    true_scales = [(1 + 0.003 * p) / (1 + 0.003 * powers[0]) for p in powers]
+    np.testing.assert_allclose(scales, true_scales, rtol=1e-3)
 
 
 def test_shipped_templates_validate():

@@ -1,0 +1,90 @@
+"""Sub-pixel shifts between matching tiles of two images, from the slope of their cross-spectrum phase.
+
+Why phase: defocus blurs with a (nearly) symmetric point-spread function, whose spectrum is
+real, so blur changes the cross-spectrum's magnitude but not its phase. The shift is the
+slope of the phase, fitted by weighted least squares over a band of frequencies:
+- the lowest frequencies are left out: the tile window's own spectrum lives there;
+- frequencies above half Nyquist are left out: interpolation and aliasing bend their phase.
+The window is moved with the estimated shift and the fit repeated, so that both tiles see
+the same part of the scene under the same window (a fixed window pulls every shift towards 0).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+LOWEST_FREQUENCY_BINS = 3   # below this many cycles per tile the window's spectrum dominates
+HIGHEST_FREQUENCY = 0.5     # of Nyquist
+WINDOW_ITERATIONS = 2
+PHASE_FIT_STEPS = 2
+SIGN_INVARIANT = True
+
+
+def _hann(positions: np.ndarray, length: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.clip(positions, 0, length - 1) / (length - 1))
+
+
+class PhaseTiles:
+    """Measures shifts between stacks of square tiles of one size."""
+
+    def __init__(self, tile_px: int):
+        self.tile_px = tile_px
+        window_1d = _hann(np.arange(tile_px, dtype=np.float32), tile_px)
+        self.window = np.outer(window_1d, window_1d).astype(np.float32)
+        fy = np.fft.fftfreq(tile_px)[:, None] * 2 * np.pi
+        fx = np.fft.rfftfreq(tile_px)[None, :] * 2 * np.pi
+        radius = np.hypot(fx, fy)
+        self.band = (radius > LOWEST_FREQUENCY_BINS * 2 * np.pi / tile_px) & (radius <= HIGHEST_FREQUENCY * np.pi)
+        self._wx = np.broadcast_to(fx, radius.shape)[self.band].astype(np.float32)
+        self._wy = np.broadcast_to(fy, radius.shape)[self.band].astype(np.float32)
+
+    def spectra(self, tiles: np.ndarray) -> np.ndarray:
+        """Windowed spectra of (N, t, t) tiles; computed once for a template and reused."""
+        centred = tiles - tiles.mean(axis=(1, 2), keepdims=True)
+        return scipy.fft.rfft2(centred * self.window, workers=-1)
+
+    def shifts(self, template_spectra: np.ndarray, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each tile pair the shift d (x, y; px) with tile(p) ~ template(p - d), and its coherence in [0, 1].
+
+        Coherence is near 1 when every frequency agrees on the shift, near 0 for noise or
+        featureless tiles: it is the weight a tile's shift deserves.
+        """
+        n, t = len(tiles), self.tile_px
+        image_spectra = self.spectra(tiles)
+        cross = template_spectra * np.conj(image_spectra)
+        # Whole-pixel start: the peak of the whitened cross-correlation (at -d).
+        correlation = scipy.fft.irfft2(cross / (np.abs(cross) + 1e-12), s=(t, t), workers=-1)
+        peak = np.argmax(correlation.reshape(n, -1), axis=1)
+        peak_y, peak_x = np.divmod(peak, t)
+        d = -np.stack([(peak_x + t // 2) % t - t // 2, (peak_y + t // 2) % t - t // 2], axis=1).astype(np.float32)
+        positions = np.arange(t, dtype=np.float32)
+        for _ in range(WINDOW_ITERATIONS):
+            wx = _hann(positions[None, :] - d[:, :1], t)   # (N, t)
+            wy = _hann(positions[None, :] - d[:, 1:], t)
+            window = wy[:, :, None] * wx[:, None, :]
+            mean = (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum(axis=(1, 2), keepdims=True)
+            band = (template_spectra * np.conj(scipy.fft.rfft2((tiles - mean) * window, workers=-1)))[:, self.band]
+            weight = np.abs(band)
+            for _ in range(PHASE_FIT_STEPS):
+                d = d + self._phase_slope(band, weight, d)
+        left = band * self._unshift(d)
+        if SIGN_INVARIANT:
+            left = left * left / (weight + 1e-12)
+        coherence = np.abs(left.sum(axis=1)) / (weight.sum(axis=1) + 1e-12)
+        return d.astype(np.float64), coherence
+
+    def _unshift(self, d: np.ndarray) -> np.ndarray:
+        """exp(-i w.d) over the band, per tile: takes the shift d out of the phase."""
+        phase = self._wx[None] * d[:, :1] + self._wy[None] * d[:, 1:]
+        return (np.cos(phase) - 1j * np.sin(phase)).astype(np.complex64)
+
+    def _phase_slope(self, band: np.ndarray, weight: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Gauss-Newton step: weighted least-squares slope of the phase left after shifting by d."""
+        left = band * self._unshift(d)
+        residual = 0.5 * np.angle(left * left) if SIGN_INVARIANT else np.angle(left)
+        wx, wy = self._wx[None], self._wy[None]
+        sxx, sxy, syy = (weight * wx * wx).sum(1), (weight * wx * wy).sum(1), (weight * wy * wy).sum(1)
+        bx, by = (weight * wx * residual).sum(1), (weight * wy * residual).sum(1)
+        determinant = sxx * syy - sxy * sxy
+        determinant = np.where(np.abs(determinant) > 1e-12, determinant, np.inf)
+        return np.stack([(syy * bx - sxy * by) / determinant, (sxx * by - sxy * bx) / determinant], axis=1).astype(np.float32)
