@@ -9,7 +9,7 @@ import tifffile
 from simulators.optics import CameraNoise, Optics, render_stack
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
-SIZES = {"1MP": (1024, 1024), "5MP": (1944, 2592)}
+SIZES = {"1MP": (1024, 1024), "4MP": (1728, 2304), "5MP": (1944, 2592)}
 
 
 def frames_file(folder: Path, size: str, n_distinct: int = 8, color: bool = True) -> Path:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._frames import SIZES, frames_file  # noqa: E402
 from fusion import FusionSettings, StreamingFusion  # noqa: E402
-from fusion.alignment import AlignSettings, SliceAligner, describe, max_displacement_px, \
+from fusion.alignment import AlignSettings, SliceAligner, max_displacement_px, \
     warp_to_reference  # noqa: E402
 from fusion.focus_measures import to_gray  # noqa: E402
 from fusion.metrics import average_gradient, psnr, spatial_frequency  # noqa: E402

@@ -4,7 +4,9 @@ For each rendered stack (textures x surfaces, colour 8-bit and mono 12-bit, shot
 noise) and each method: PSNR and SSIM against the all-in-focus truth, the share of pixels
 whose depth is within one slice spacing of the true height, and seconds. Two optical
 regimes: "sparse" (neighbouring slices clearly blurred) and "dense" (oversampled in z, noisier).
-enfuse's focus-stacking mode is included when `enfuse` is on the PATH.
+enfuse's focus-stacking mode is included when `enfuse` is on the PATH. Two upper bounds close
+each table: composing from the true height map (pick the nearest slice; blend neighbours),
+which no focus measure can beat: they show how much any better measure could still gain.
 
     python benchmarks/quality.py [--size 384x512] [--no-real]
 """
@@ -71,6 +73,21 @@ def fuse_with_enfuse(slices, z_um):
     return fused.astype(slices[0].dtype), None
 
 
+def fuse_knowing_the_height(slices, z_um, height_um, spread_steps):
+    """Upper bounds no measure can beat: compose from the true height map. spread_steps 0:
+    pick the slice nearest in z; otherwise average slices weighted by a Gaussian in z of
+    that many slice spacings (averages noise away where the z sampling is dense)."""
+    stack = np.stack(slices).astype(np.float64)
+    distance = np.abs(height_um[None] - np.asarray(z_um, float)[:, None, None])
+    if spread_steps == 0:
+        weight = (distance == distance.min(axis=0, keepdims=True)).astype(np.float64)
+    else:
+        weight = np.exp(-0.5 * (distance / (spread_steps * abs(z_um[1] - z_um[0]))) ** 2)
+    weight /= weight.sum(axis=0, keepdims=True)
+    fused = (stack * (weight[..., None] if stack.ndim == 4 else weight)).sum(axis=0)
+    return np.clip(np.rint(fused), 0, np.iinfo(slices[0].dtype).max).astype(slices[0].dtype)
+
+
 def ssim(image, truth, full_scale):
     from skimage.metrics import structural_similarity
 
@@ -104,6 +121,8 @@ def main() -> int:
         print(f"{'method':22s} " + " ".join(f"{t[:7] + '/' + s[:5]:>14s}" for t, s, _, _ in STACKS)
               + f" {'mean dB':>8s} {'SSIM':>6s} {'depth':>6s} {'s':>6s}")
         table = {name: [] for name in methods}
+        bounds = {"bound: true-height pick": 0, "bound: true-height blend": 0.5}
+        bound_rows = {name: [] for name in bounds}
         best_slice = []
         for texture, surface, colour, bits in STACKS:
             specimen = VirtualSpecimen(load_texture(texture, shape, colour),
@@ -113,6 +132,9 @@ def main() -> int:
                                  CameraNoise(full_well_e=full_well, read_noise_e=read_noise, bit_depth=bits))
             full_scale = 2.0 ** bits - 1
             best_slice.append(max(psnr(s, stack.truth, full_scale) for s in stack.slices))
+            for name, spread in bounds.items():
+                fused = fuse_knowing_the_height(stack.slices, stack.z_um, stack.height_um, spread)
+                bound_rows[name].append(psnr(fused, stack.truth, full_scale))
             for name, method in methods.items():
                 started = time.perf_counter()
                 fused, depth = method(stack.slices, stack.z_um)
@@ -127,6 +149,8 @@ def main() -> int:
                   f" {values[:, 3].mean():>6.2f}")
         print(f"{'best single slice':22s} " + " ".join(f"{v:>14.2f}" for v in best_slice)
               + f" {np.mean(best_slice):>8.2f}")
+        for name, values in bound_rows.items():  # what a perfect focus decision would reach
+            print(f"{name:22s} " + " ".join(f"{v:>14.2f}" for v in values) + f" {np.mean(values):>8.2f}")
 
     data = ROOT.parent / "shared" / "data"
     if not args.no_real and data.is_dir():

@@ -50,20 +50,36 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
     return encoder, device
 
 
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+
+
 @dataclass
 class DeepSpatialFrequency:
     """Focus measure "ums": per channel gradient magnitude of the deep features against the left
-    and upper neighbours, summed over the window and over the channels (the published measure)."""
+    and upper neighbours, summed over the window and over the channels (the published measure).
+
+    precision: "auto" runs float16 on CUDA (tensor cores), bfloat16 on CPUs that compute it
+    natively, float32 elsewhere. ``measure_batch`` measures several same-sized slices in one pass.
+    """
 
     window_px: int = 31
     weights: Path = DEFAULT_WEIGHTS
     device: str = "auto"
-    feature_width_px: int = 480  # 5 MP on 2 CPU cores: 0.63 s per slice (320 px: 0.31 s, 240 px: 0.19 s)
+    feature_width_px: int = 480  # 4 MP, 2 CPU cores: 1.65 slices/s float32, 2.97 bfloat16 (320 px: 3.9, 6.2)
+    precision: str = "auto"
     name: str = "ums"
     _encoder: object = field(default=None, repr=False)
     _scale: float | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+
     def __call__(self, gray: np.ndarray) -> np.ndarray:
+        return self.measure_batch([gray])[0]
+
+    def measure_batch(self, grays: list[np.ndarray]) -> list[np.ndarray]:
+        """The measure maps of same-sized slices, computed in one batch through the network."""
         import torch
 
         from fusion.network import feature_spatial_frequency
@@ -71,17 +87,42 @@ class DeepSpatialFrequency:
         if self._encoder is None:
             self._encoder, self.device = load_encoder(self.weights, self.device)
         if self._scale is None:  # one intensity scale for the whole stack, so slices compare
-            self._scale = max(float(np.percentile(gray[::4, ::4], 99.9)), 1e-6)
-        height, width = gray.shape
+            self._scale = max(float(np.percentile(grays[0][::4, ::4], 99.9)), 1e-6)
+        height, width = grays[0].shape
         factor = min(1.0, self.feature_width_px / width)
-        small = gray if factor == 1.0 else cv2.resize(gray, (round(width * factor), max(8, round(height * factor))),
-                                                      interpolation=cv2.INTER_AREA)
+        size = (round(width * factor), max(8, round(height * factor)))
+        smalls = [g if factor == 1.0 else cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in grays]
         window = max(3, int(round(self.window_px * factor)) | 1)
-        tensor = torch.from_numpy(np.clip(small / self._scale, 0, 1.5) * 2 - 1).float()[None, None].to(self.device)
+        batch = np.stack([np.clip(small / self._scale, 0, 1.5) * 2 - 1 for small in smalls])[:, None]
+        tensor = torch.from_numpy(batch).float().to(self.device)
         if self.device == "cpu":
             tensor = tensor.contiguous(memory_format=torch.channels_last)
+        dtype = self._compute_dtype(torch)
         with torch.inference_mode():
-            measure = feature_spatial_frequency(self._encoder(tensor), window)[0].float().cpu().numpy()
-        if factor < 1.0:
-            measure = cv2.resize(measure, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(np.maximum(measure, 0), dtype=np.float32)
+            with torch.autocast(device_type=torch.device(self.device).type, dtype=dtype,
+                                enabled=dtype != torch.float32):
+                features = self._encoder(tensor)
+            # The window sums reach 1e4 and more: float16 would overflow, so they are float32.
+            measures = feature_spatial_frequency(features.float(), window).cpu().numpy()
+        out = []
+        for measure in measures:
+            if factor < 1.0:
+                measure = cv2.resize(measure, (width, height), interpolation=cv2.INTER_LINEAR)
+            out.append(np.ascontiguousarray(np.maximum(measure, 0), dtype=np.float32))
+        return out
+
+    def _compute_dtype(self, torch):
+        if self.precision != "auto":
+            return getattr(torch, self.precision)
+        if torch.device(self.device).type == "cuda":
+            return torch.float16
+        # Measured on rendered stacks: bfloat16 gives the same PSNR to 0.01 dB and is 1.8x faster
+        # where the CPU computes it natively (AVX512-BF16, AMX); elsewhere it is emulated and slow.
+        return torch.bfloat16 if _cpu_has_native_bfloat16(torch) else torch.float32
+
+
+def _cpu_has_native_bfloat16(torch) -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

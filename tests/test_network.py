@@ -98,3 +98,22 @@ def test_shipped_weights_come_with_their_training_record():
 
     data = json.loads(record.read_text())
     assert data["steps"] > 0 and "final_losses" in data and data["command"].startswith("python -m fusion.train")
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
+def test_batched_and_reduced_precision_measures_agree_with_single_float32(rgb_stack):
+    """Batching slices and half precision (float16 on CUDA; bfloat16 is its CPU stand-in here)
+    must not change which slice is sharpest."""
+    from fusion.deep_measure import DeepSpatialFrequency
+    from fusion.focus_measures import to_gray
+
+    grays = [to_gray(p) for p in rgb_stack.slices[:4]]
+    single = DeepSpatialFrequency(device="cpu", precision="float32")
+    reference = np.stack([single(g) for g in grays])
+    batched = np.stack(DeepSpatialFrequency(device="cpu", precision="float32").measure_batch(grays))
+    np.testing.assert_allclose(batched, reference, rtol=1e-4, atol=1e-3 * reference.max())
+    half = np.stack(DeepSpatialFrequency(device="cpu", precision="bfloat16").measure_batch(grays))
+    assert np.corrcoef(half.ravel(), reference.ravel())[0, 1] > 0.99
+    assert (half.argmax(axis=0) == reference.argmax(axis=0)).mean() > 0.9
+    with pytest.raises(ValueError, match="unknown precision"):
+        DeepSpatialFrequency(precision="float8")

@@ -1,0 +1,127 @@
+"""Speed of the deep-feature measure ("ums") by device, feature width, batch size and precision,
+and what the feature width costs in quality.
+
+Speed: slices per second of the measure alone, and of the whole engine push (measure plus the
+blend update), on rendered RGB frames (4 MP by default, the GPU target's size).
+Quality (--quality): PSNR of ums blend against the ground truth of rendered stacks at 768x1024,
+for each feature width (0 = full resolution), next to sf blend.
+
+    python benchmarks/ums_speed.py [--size 4MP] [--device auto] [--widths 0 960 480 320]
+                                   [--batches 1 4] [--precisions auto] [--quality]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._frames import SIZES, frames_file  # noqa: E402
+from fusion import FusionSettings, StreamingFusion  # noqa: E402
+from fusion.deep_measure import DeepSpatialFrequency  # noqa: E402
+from fusion.focus_measures import to_gray  # noqa: E402
+from fusion.metrics import psnr  # noqa: E402
+
+
+def speed(size: str, device: str, widths: list[int], batches: list[int], precisions: list[str], repeats: int) -> None:
+    import torch
+
+    cache = Path(tempfile.gettempdir()) / "ums-fusion-bench"
+    cache.mkdir(exist_ok=True)
+    frames = tifffile.imread(frames_file(cache, size))
+    grays = [to_gray(f) for f in frames]
+    height, width = grays[0].shape
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and device in ("auto", "cuda") else \
+        f"CPU ({torch.get_num_threads()} threads)"
+    print(f"ums measure, {height}x{width} ({size}) slices, on {name}")
+    print(f"{'feature width':>14} {'batch':>6} {'precision':>10} {'measure slices/s':>17}")
+    for feature_width in widths:
+        for precision in precisions:
+            for batch in batches:
+                measure = DeepSpatialFrequency(device=device, feature_width_px=feature_width or width,
+                                               precision=precision)
+                measure.measure_batch(grays[:batch])  # load, warm up kernels
+                _synchronize(torch)
+                started = time.perf_counter()
+                done = 0
+                for _ in range(repeats):
+                    for first in range(0, len(grays) - batch + 1, batch):
+                        measure.measure_batch(grays[first:first + batch])
+                        done += batch
+                _synchronize(torch)
+                rate = done / (time.perf_counter() - started)
+                print(f"{feature_width or width:>14} {batch:>6} {precision:>10} {rate:>17.2f}")
+    # The whole push: measure, then the running blend maps (numba, on the CPU cores).
+    engine = StreamingFusion(frames[0].shape, frames[0].dtype, FusionSettings(measure="ums", device=device))
+    engine.push(frames[0])
+    started = time.perf_counter()
+    for pixels in list(frames[1:]) * repeats:
+        engine.push(pixels)
+    rate = (len(frames) - 1) * repeats / (time.perf_counter() - started)
+    print(f"engine push with ums (default width {DeepSpatialFrequency.feature_width_px}, batch 1): {rate:.2f} slices/s")
+
+
+def _synchronize(torch) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def quality(widths: list[int], device: str, precisions: list[str]) -> None:
+    from benchmarks.quality import DEPTH_UM, REGIMES, STACKS
+    from simulators.optics import CameraNoise, Optics, render_stack
+    from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+
+    shape = (768, 1024)
+    print(f"\nquality by feature width: mean PSNR (dB) over {len(STACKS)} stacks of {shape[0]}x{shape[1]}")
+    for regime, (blur, full_well, read_noise, step_um) in REGIMES.items():
+        scores: dict[str, list[float]] = {}
+        for texture, surface, colour, bits in STACKS:
+            specimen = VirtualSpecimen(load_texture(texture, shape, colour), make_height_map(surface, shape, DEPTH_UM))
+            z_um = np.arange(-step_um, DEPTH_UM + step_um + 1e-6, step_um)
+            stack = render_stack(specimen, z_um, Optics(blur_px_per_um=blur),
+                                 CameraNoise(full_well_e=full_well, read_noise_e=read_noise, bit_depth=bits))
+            candidates = {"sf blend": FusionSettings()}
+            for feature_width in widths:
+                for precision in precisions:
+                    candidates[f"ums {feature_width or 'full'} {precision}"] = (
+                        feature_width, precision, FusionSettings(measure="ums", device=device))
+            for label, settings in candidates.items():
+                feature_width = precision = None
+                if isinstance(settings, tuple):
+                    feature_width, precision, settings = settings
+                engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, settings)
+                if feature_width is not None:  # the engine's measure, set to this width and precision
+                    engine._measure.feature_width_px = feature_width or shape[1]
+                    engine._measure.precision = precision
+                for pixels, z in zip(stack.slices, stack.z_um):
+                    engine.push(pixels, z)
+                scores.setdefault(label, []).append(psnr(engine.finish().fused, stack.truth, 2.0 ** bits - 1))
+        print(f"  {regime}: " + ", ".join(f"{label} {np.mean(values):.2f}" for label, values in scores.items()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="4MP", choices=list(SIZES))
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--widths", nargs="+", type=int, default=[0, 960, 480, 320],
+                        help="feature widths in px; 0 = full resolution")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--precisions", nargs="+", default=["auto"], help="auto, float32, float16, bfloat16")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quality", action="store_true", help="also measure what the feature width costs in PSNR")
+    args = parser.parse_args()
+    speed(args.size, args.device, args.widths, args.batches, args.precisions, args.repeats)
+    if args.quality:
+        quality(args.widths, args.device, args.precisions)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
