@@ -33,6 +33,7 @@ class StackBuffer:
         self._dtype: np.dtype | None = None
         self._lock = threading.Lock()
         self._reader: tifffile.TiffFile | None = None
+        self._reader_slices = 0  # slices in the file when the reader opened it
         self.finalized = False
 
     @property
@@ -58,10 +59,13 @@ class StackBuffer:
     def read_slice(self, index: int) -> np.ndarray:
         """Slice ``index`` back from the file (the fusion thread catching up, or recomposing)."""
         with self._lock:
-            if self._reader is None or index >= len(self._reader.pages):
+            # Reopen when the slice was written after the reader opened. (Asking the open reader
+            # how many pages it has walks past the file size it saw, which tifffile logs as an error.)
+            if self._reader is None or index >= self._reader_slices:
                 if self._reader is not None:
                     self._reader.close()
                 self._reader = tifffile.TiffFile(self.path)
+                self._reader_slices = len(self.planes)
             return self._reader.pages[index].asarray()
 
     def finalize(self, profile: dict, unit: str) -> None:
