@@ -33,9 +33,7 @@ from fusion.alignment import AlignSettings, SliceAligner, max_displacement_px, \
 from fusion.focus_measures import to_gray  # noqa: E402
 from fusion.metrics import average_gradient, psnr, spatial_frequency  # noqa: E402
 from fusion.readers import open_stack  # noqa: E402
-from simulators.motion import render_moving_stack, similarity  # noqa: E402
-from simulators.optics import Optics  # noqa: E402
-from simulators.specimens import VirtualSpecimen, load_texture, make_height_map  # noqa: E402
+from simulators.motion import moving_sweep, similarity  # noqa: E402
 
 SHAPE = (384, 512)
 MARGIN = 40
@@ -89,14 +87,9 @@ def ground_truth() -> None:
           f"{'still: false motion px':>24}")
     rows = []
     for texture, surface, n, zoom, shift in MOVING_STACKS:
-        big = (SHAPE[0] + 160, SHAPE[1] + 160)
-        specimen = VirtualSpecimen(load_texture(texture, big), make_height_map(surface, big, 21.0))
-        z_um = np.linspace(-3, 22, n)
-        rng = np.random.default_rng(1)
-        truths = [np.eye(3)] + [similarity(1 + zoom * k / (n - 1), tuple(rng.uniform(-shift, shift, 2)), 0.0, SHAPE)
-                                for k in range(1, n)]
-        moving = render_moving_stack(specimen, SHAPE, z_um, truths, Optics(0.3))
-        still = render_moving_stack(specimen, SHAPE, z_um, [np.eye(3)] * n, Optics(0.3))
+        moving = moving_sweep(texture, surface, SHAPE, n, zoom, shift)
+        still = moving_sweep(texture, surface, SHAPE, n, zoom, shift, moving=False)
+        z_um, truths = moving.z_um, moving.transforms
         aligned = fuse(moving.slices, z_um, align="on")
         misplaced = max(max_displacement_px(describe_matrix(a) @ np.linalg.inv(t), SHAPE)
                         for a, t in zip(aligned.alignment, truths))

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from simulators.optics import CameraNoise, DefocusRenderer, Optics
-from simulators.specimens import VirtualSpecimen
+from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
 
 @dataclass
@@ -52,3 +52,19 @@ def render_moving_stack(big_specimen: VirtualSpecimen, shape: tuple[int, int], z
     crop = (slice(top, top + shape[0]), slice(left, left + shape[1]))
     return MovingStack(slices, [float(z) for z in z_um], camera.ideal(big_specimen.texture[crop]),
                        big_specimen.height_um[crop], transforms)
+
+
+def moving_sweep(texture: str, surface: str, shape: tuple[int, int], n_slices: int, zoom: float,
+                 max_shift_px: float, moving: bool = True, depth_um: float = 21.0, blur_px_per_um: float = 0.3,
+                 seed: int = 1) -> MovingStack:
+    """A focus sweep over a rendered specimen whose slices zoom steadily (``zoom`` over the sweep)
+    and shift at random (up to ``max_shift_px``); ``moving=False``: the same sweep standing still."""
+    big = (shape[0] + 160, shape[1] + 160)
+    specimen = VirtualSpecimen(load_texture(texture, big), make_height_map(surface, big, depth_um))
+    z_um = np.linspace(-3, depth_um + 1, n_slices)
+    rng = np.random.default_rng(seed)
+    transforms = [np.eye(3)] + [
+        similarity(1 + zoom * k / (n_slices - 1), tuple(rng.uniform(-max_shift_px, max_shift_px, 2)), 0.0, shape)
+        for k in range(1, n_slices)]
+    return render_moving_stack(specimen, shape, z_um, transforms if moving else [np.eye(3)] * n_slices,
+                               Optics(blur_px_per_um))

@@ -9,9 +9,7 @@ from fusion.alignment import AlignSettings, SliceAligner, describe, max_displace
 from fusion.focus_measures import to_gray
 from fusion.metrics import average_gradient, psnr, spatial_frequency
 from fusion.readers import open_stack
-from simulators.motion import render_moving_stack, similarity
-from simulators.optics import Optics
-from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+from simulators.motion import moving_sweep
 
 SHAPE = (384, 512)
 MARGIN = 40  # compare inside the region every slice covers
@@ -22,13 +20,7 @@ MOTIONS = {"dome": ("astronaut", "dome", 9, 0.03, 20.0), "steps": ("coffee", "st
 
 def render(name: str, moving: bool):
     texture, surface, n, zoom, shift = MOTIONS[name]
-    big = (SHAPE[0] + 160, SHAPE[1] + 160)
-    specimen = VirtualSpecimen(load_texture(texture, big), make_height_map(surface, big, 21.0))
-    z_um = np.linspace(-3, 22, n)
-    rng = np.random.default_rng(1)
-    transforms = [np.eye(3)] + [similarity(1 + zoom * k / (n - 1), tuple(rng.uniform(-shift, shift, 2)), 0.0, SHAPE)
-                                for k in range(1, n)]
-    return render_moving_stack(specimen, SHAPE, z_um, transforms if moving else [np.eye(3)] * n, Optics(0.3))
+    return moving_sweep(texture, surface, SHAPE, n, zoom, shift, moving=moving)
 
 
 @pytest.fixture(scope="module", params=sorted(MOTIONS))
