@@ -186,3 +186,22 @@ def test_frames_too_small_to_align_are_left_alone_with_a_warning(stacks):
         result = fuse(small, moving.z_um, align="on")
     assert not any(a["warped"] for a in result.alignment)
     np.testing.assert_array_equal(result.fused, fuse(small, moving.z_um).fused)
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine"])
+def test_rotation_and_12_bit_mono_slices_are_aligned(model):
+    from simulators.motion import render_moving_stack, similarity
+    from simulators.optics import CameraNoise, Optics
+    from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+
+    big = (SHAPE[0] + 200, SHAPE[1] + 200)
+    specimen = VirtualSpecimen(load_texture("coffee", big, color=False),
+                               make_height_map("irregular", big, 21.0, np.random.default_rng(0)))
+    z_um = np.linspace(-3, 22, 9)
+    truths = [np.eye(3)] + [similarity(1 + 0.002 * k, (3 * k, -2 * k), 0.4 * k, SHAPE) for k in range(1, 9)]
+    moving = render_moving_stack(specimen, SHAPE, z_um, truths, Optics(0.3), CameraNoise(bit_depth=12))
+    result = fuse(moving.slices, z_um, align="on", align_model=model)
+    assert result.fused.dtype == np.uint16
+    estimates = [np.vstack([np.array(a["matrix"]), [0, 0, 1]]) for a in result.alignment]
+    assert max(max_displacement_px(e @ np.linalg.inv(t), SHAPE) for e, t in zip(estimates, truths)) < 0.5
+    assert result.alignment[-1]["rotation_deg"] == pytest.approx(3.2, abs=0.05)
