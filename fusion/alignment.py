@@ -107,7 +107,7 @@ def _make_level(gray: np.ndarray, width_px: int, tile_px: int) -> _Level:
 
 
 def _grid_tiles(pixels: np.ndarray, tile_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles overlapping by a quarter, covering the frame; their centres (x, y) and pixels."""
+    """Tiles overlapping by half, covering the frame; their centres (x, y) and pixels."""
     height, width = pixels.shape
     step = max(1, tile_px // 2)
     ys = np.unique(np.r_[np.arange(0, height - tile_px + 1, step), height - tile_px])

@@ -38,7 +38,7 @@ class FusionSettings:
         image too when composing by "pick".
     feather_px: with "pick", blend across decision-map seams with a Gaussian of this sigma.
     align: "off", "on" (register every slice to the first and warp it before measuring and
-        composing) or "auto" (warp only slices that moved by more than a quarter pixel).
+        composing) or "auto" (warp only slices that moved by more than half a pixel).
     align_model: "similarity", "scale_shift" (tunable lenses) or "affine".
     """
 
