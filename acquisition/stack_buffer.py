@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-PLANE_KEY = "ums_fusion_plane"  # marks a page written by a session (fusion.readers knows it)
+from fusion.readers.tiff import SESSION_PLANE_KEY
+
 CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
 
 
@@ -52,7 +53,7 @@ class StackBuffer:
         colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
         with self._lock:
             self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
-                               description=json.dumps({PLANE_KEY: plane}), metadata=None)
+                               description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
             self.planes.append(plane)
         return plane["index"]
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fusion import FusionSettings, StreamingFusion  # noqa: E402
+from fusion.compose import to_dtype  # noqa: E402
 from fusion.metrics import average_gradient, psnr, spatial_frequency  # noqa: E402
 from simulators.optics import CameraNoise, Optics, render_stack  # noqa: E402
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map  # noqa: E402
@@ -47,6 +48,16 @@ REGIMES = {  # blur per um, camera full well (e-), read noise (e-), z step (um)
     "dense": (0.15, 3000.0, 8.0, 4.0),
 }
 DEPTH_UM = 40.0
+
+
+def render_ground_truth_stack(texture: str, surface: str, colour: bool, bits: int, shape: tuple[int, int],
+                              regime: str):
+    """One of the benchmark's rendered stacks (STACKS x REGIMES) at ``shape``."""
+    blur, full_well, read_noise, step_um = REGIMES[regime]
+    specimen = VirtualSpecimen(load_texture(texture, shape, colour), make_height_map(surface, shape, DEPTH_UM))
+    z_um = np.arange(-step_um, DEPTH_UM + step_um + 1e-6, step_um)
+    return render_stack(specimen, z_um, Optics(blur_px_per_um=blur),
+                        CameraNoise(full_well_e=full_well, read_noise_e=read_noise, bit_depth=bits))
 
 
 def fuse_with_engine(slices, z_um, settings):
@@ -85,7 +96,7 @@ def fuse_knowing_the_height(slices, z_um, height_um, spread_steps):
         weight = np.exp(-0.5 * (distance / (spread_steps * abs(z_um[1] - z_um[0]))) ** 2)
     weight /= weight.sum(axis=0, keepdims=True)
     fused = (stack * (weight[..., None] if stack.ndim == 4 else weight)).sum(axis=0)
-    return np.clip(np.rint(fused), 0, np.iinfo(slices[0].dtype).max).astype(slices[0].dtype)
+    return to_dtype(fused, slices[0].dtype)
 
 
 def ssim(image, truth, full_scale):
@@ -125,11 +136,7 @@ def main() -> int:
         bound_rows = {name: [] for name in bounds}
         best_slice = []
         for texture, surface, colour, bits in STACKS:
-            specimen = VirtualSpecimen(load_texture(texture, shape, colour),
-                                       make_height_map(surface, shape, DEPTH_UM))
-            z_um = np.arange(-step_um, DEPTH_UM + step_um + 1e-6, step_um)
-            stack = render_stack(specimen, z_um, Optics(blur_px_per_um=blur),
-                                 CameraNoise(full_well_e=full_well, read_noise_e=read_noise, bit_depth=bits))
+            stack = render_ground_truth_stack(texture, surface, colour, bits, shape, regime)
             full_scale = 2.0 ** bits - 1
             best_slice.append(max(psnr(s, stack.truth, full_scale) for s in stack.slices))
             for name, spread in bounds.items():

@@ -74,35 +74,25 @@ def _synchronize(torch) -> None:
 
 
 def quality(widths: list[int], device: str, precisions: list[str]) -> None:
-    from benchmarks.quality import DEPTH_UM, REGIMES, STACKS
-    from simulators.optics import CameraNoise, Optics, render_stack
-    from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+    from benchmarks.quality import REGIMES, STACKS, render_ground_truth_stack
 
     shape = (768, 1024)
     print(f"\nquality by feature width: mean PSNR (dB) over {len(STACKS)} stacks of {shape[0]}x{shape[1]}")
-    for regime, (blur, full_well, read_noise, step_um) in REGIMES.items():
-        scores: dict[str, list[float]] = {}
+    # label -> the deep measure's (width, precision), or None for the pixel spatial frequency
+    candidates = {"sf blend": None, **{f"ums {width or 'full'} {precision}": (width or shape[1], precision)
+                                       for width in widths for precision in precisions}}
+    for regime in REGIMES:
+        scores: dict[str, list[float]] = {label: [] for label in candidates}
         for texture, surface, colour, bits in STACKS:
-            specimen = VirtualSpecimen(load_texture(texture, shape, colour), make_height_map(surface, shape, DEPTH_UM))
-            z_um = np.arange(-step_um, DEPTH_UM + step_um + 1e-6, step_um)
-            stack = render_stack(specimen, z_um, Optics(blur_px_per_um=blur),
-                                 CameraNoise(full_well_e=full_well, read_noise_e=read_noise, bit_depth=bits))
-            candidates = {"sf blend": FusionSettings()}
-            for feature_width in widths:
-                for precision in precisions:
-                    candidates[f"ums {feature_width or 'full'} {precision}"] = (
-                        feature_width, precision, FusionSettings(measure="ums", device=device))
-            for label, settings in candidates.items():
-                feature_width = precision = None
-                if isinstance(settings, tuple):
-                    feature_width, precision, settings = settings
+            stack = render_ground_truth_stack(texture, surface, colour, bits, shape, regime)
+            for label, deep in candidates.items():
+                settings = FusionSettings() if deep is None else FusionSettings(measure="ums", device=device)
                 engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, settings)
-                if feature_width is not None:  # the engine's measure, set to this width and precision
-                    engine._measure.feature_width_px = feature_width or shape[1]
-                    engine._measure.precision = precision
+                if deep is not None:  # the engine's deep measure, at this width and precision
+                    engine._measure.feature_width_px, engine._measure.precision = deep
                 for pixels, z in zip(stack.slices, stack.z_um):
                     engine.push(pixels, z)
-                scores.setdefault(label, []).append(psnr(engine.finish().fused, stack.truth, 2.0 ** bits - 1))
+                scores[label].append(psnr(engine.finish().fused, stack.truth, 2.0 ** bits - 1))
         print(f"  {regime}: " + ", ".join(f"{label} {np.mean(values):.2f}" for label, values in scores.items()))
 
 

@@ -90,6 +90,14 @@ class _Level:
     template_centres: np.ndarray | None = None  # (N, 2) centres of the grid tiles, level coords
     template_spectra: np.ndarray | None = None
 
+    def on_level(self, transform: np.ndarray) -> np.ndarray:
+        """A full-resolution transform expressed in this level's pixel coordinates."""
+        return self.to_level @ transform @ np.linalg.inv(self.to_level)
+
+    def to_full(self, transform: np.ndarray) -> np.ndarray:
+        """A transform in this level's pixel coordinates expressed at full resolution."""
+        return np.linalg.inv(self.to_level) @ transform @ self.to_level
+
 
 def _make_level(gray: np.ndarray, width_px: int, tile_px: int) -> _Level:
     """The slice at most ``width_px`` wide (never enlarged), with tiles that fit it at least 3 x 3 times."""
@@ -208,8 +216,7 @@ class SliceAligner:
         coarse_t, coarse_i = template[0], image[0]
         window = cv2.createHanningWindow(coarse_t.pixels.shape[::-1], cv2.CV_64F)
         (dx, dy), _ = cv2.phaseCorrelate(coarse_t.pixels.astype(np.float64), coarse_i.pixels.astype(np.float64), window)
-        whole_frame_shift = np.linalg.inv(coarse_t.to_level) @ np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]) \
-            @ coarse_t.to_level
+        whole_frame_shift = coarse_t.to_full(np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]))
         # The whole-frame shift starts large motions; a frame whose background or glow misleads
         # it is started from no motion instead (neighbouring slices rarely move far).
         for start in (whole_frame_shift, np.eye(3)):
@@ -224,20 +231,19 @@ class SliceAligner:
 
     def _defocus_refined(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray:
         """The phase estimate refined against defocus-induced apparent motion (kept if refining fails)."""
-        to_level = template.to_level
-        on_level = to_level @ estimate @ np.linalg.inv(to_level)
+        on_level = template.on_level(estimate)
         refined = defocus_refine.refine(template.pixels, image.pixels, on_level, self.settings.model)
         if refined is None or max_displacement_px(np.linalg.inv(on_level) @ refined, template.pixels.shape) \
                 > MAX_REFINEMENT_PX:
             return estimate
-        return np.linalg.inv(to_level) @ refined @ to_level
+        return template.to_full(refined)
 
     def _tile_pass(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray | None:
         """Find each template tile in the image near where ``estimate`` puts it; refit the model."""
-        to_level, tile_px = template.to_level, template.tile_px
+        tile_px = template.tile_px
         half = tile_px // 2
         predicted = np.c_[template.template_centres, np.ones(len(template.template_centres))] @ \
-            (to_level @ estimate @ np.linalg.inv(to_level)).T
+            template.on_level(estimate).T
         corners = np.rint(predicted[:, :2]).astype(int) - half
         height, width = image.pixels.shape
         inside = (corners[:, 0] >= 0) & (corners[:, 1] >= 0) & \
@@ -252,12 +258,12 @@ class SliceAligner:
             return None
         source = template.template_centres[inside][usable]
         target = corners[inside][usable] + half + shift[usable]
-        fitted, misfit = fit_model(source, target, coherence[usable] ** 4, self.settings.model)
         weight = coherence[usable] ** 4
+        fitted, misfit = fit_model(source, target, weight, self.settings.model)
         agreeing = misfit <= MAX_MISFIT_PX
         if agreeing.sum() < MIN_AGREEING_TILES or weight[agreeing].sum() < MIN_AGREEING_FRACTION * weight.sum():
             return None
-        return np.linalg.inv(to_level) @ fitted @ to_level
+        return template.to_full(fitted)
 
     def _plausible(self, step: np.ndarray) -> bool:
         scale = np.sqrt(abs(np.linalg.det(step[:2, :2])))
@@ -271,7 +277,7 @@ def warp_to_reference(pixels: np.ndarray, transform: np.ndarray, border_px: int 
     mixes in pixels from outside the frame.
     """
     height, width = pixels.shape[:2]
-    # Cubic: Lanczos measured 0.2 dB better with exact transforms but costs 0.19 s more per 5 MP RGB slice.
+    # Cubic: Lanczos measured 0.08 dB better on average (0.2 at most) but costs 0.19 s more per 5 MP RGB slice.
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     matrix = transform[:2].astype(np.float64)
     if pixels.ndim == 3 and pixels.shape[2] > 4:

@@ -216,7 +216,8 @@ class StreamingFusion:
         """Register this slice; warp it into the reference frame if it moved (or if align is "on")."""
         transform = self._aligner.add(gray)
         moved = max_displacement_px(transform, self.shape[:2]) >= AUTO_MIN_MOTION_PX
-        warp = not self._aligner.too_small and (self.settings.align == "on" and len(self._warped) > 0 or moved)
+        # An identity transform (the reference slice, frames too small to align) has nothing to warp.
+        warp = not np.array_equal(transform, np.eye(3)) and (self.settings.align == "on" or moved)
         self._warped.append(bool(warp))
         if not warp:
             return pixels, gray, None

@@ -1,8 +1,10 @@
 """Sub-pixel shifts between matching tiles of two images, from the slope of their cross-spectrum phase.
 
 Why phase: defocus blurs with a (nearly) symmetric point-spread function, whose spectrum is
-real, so blur changes the cross-spectrum's magnitude but not its phase. The shift is the
-slope of the phase, fitted by weighted least squares over a band of frequencies:
+real, so blur changes the cross-spectrum's magnitude but not its phase, except that a disk-like
+PSF's spectrum turns negative in bands, flipping their sign: the phase is therefore doubled
+before fitting, which is blind to sign flips. The shift is the slope of the phase, fitted by
+weighted least squares over a band of frequencies:
 - the lowest frequencies are left out: the tile window's own spectrum lives there;
 - frequencies above half Nyquist are left out: interpolation and aliasing bend their phase.
 The window is moved with the estimated shift and the fit repeated, so that both tiles see
@@ -17,7 +19,6 @@ LOWEST_FREQUENCY_BINS = 3   # below this many cycles per tile the window's spect
 HIGHEST_FREQUENCY = 0.5     # of Nyquist
 WINDOW_ITERATIONS = 2
 PHASE_FIT_STEPS = 2
-SIGN_INVARIANT = True
 
 
 def _hann(positions: np.ndarray, length: int) -> np.ndarray:
@@ -68,8 +69,7 @@ class PhaseTiles:
             for _ in range(PHASE_FIT_STEPS):
                 d = d + self._phase_slope(band, weight, d)
         left = band * self._unshift(d)
-        if SIGN_INVARIANT:
-            left = left * left / (weight + 1e-12)
+        left = left * left / (weight + 1e-12)  # doubled phase, as in the fit
         coherence = np.abs(left.sum(axis=1)) / (weight.sum(axis=1) + 1e-12)
         return d.astype(np.float64), coherence
 
@@ -81,7 +81,7 @@ class PhaseTiles:
     def _phase_slope(self, band: np.ndarray, weight: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Gauss-Newton step: weighted least-squares slope of the phase left after shifting by d."""
         left = band * self._unshift(d)
-        residual = 0.5 * np.angle(left * left) if SIGN_INVARIANT else np.angle(left)
+        residual = 0.5 * np.angle(left * left)  # doubled: blind to bands whose sign defocus flipped
         wx, wy = self._wx[None], self._wy[None]
         sxx, sxy, syy = (weight * wx * wx).sum(1), (weight * wx * wy).sum(1), (weight * wy * wy).sum(1)
         bx, by = (weight * wx * residual).sum(1), (weight * wy * residual).sum(1)
