@@ -11,7 +11,7 @@ from scipy import ndimage
 
 # Textures that scikit-image ships inside its wheel (no download at run time).
 TEXTURES = ("astronaut", "coffee", "chelsea", "gravel", "brick", "grass", "camera", "moon", "text",
-            "rocket", "hubble_deep_field")
+            "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "coins")
 HEIGHT_MAPS = ("plane", "dome", "steps", "irregular")
 
 

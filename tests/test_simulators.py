@@ -47,3 +47,36 @@ def test_focus_breathing_magnifies_about_the_centre():
     row, col = np.unravel_index(np.argmax(zoomed), zoomed.shape)
     assert (row, col) == (50, 92)
     assert lens.focus_um(2.0) == pytest.approx(20.0)
+
+
+def test_defocus_psf_is_a_normalised_kernel_that_widens_with_defocus():
+    from simulators.psf import DefocusPSF
+
+    psf = DefocusPSF(radius_px_per_um=0.5, disk_fraction=0.7, base_sigma_px=0.5, spherical=0.4)
+    widths = []
+    for defocus_um in (0.0, 4.0, 12.0, -12.0):
+        kernel = psf.kernel(defocus_um)
+        assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1
+        assert kernel.sum() == pytest.approx(1.0) and kernel.min() >= 0
+        half = kernel.shape[0] // 2
+        yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+        widths.append(float(np.sqrt((kernel * (xx ** 2 + yy ** 2)).sum())))
+    assert widths[0] < 1.0 < widths[1] < widths[2]
+    # Spherical aberration: the two sides of focus blur alike in size but not in shape.
+    assert widths[3] == pytest.approx(widths[2], rel=0.1)
+    assert not np.allclose(psf.kernel(12.0), psf.kernel(-12.0), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["opaque", "absorbing", "emitting"])
+def test_layered_render_in_focus_everywhere_is_the_truth(kind):
+    from simulators.layered import LayeredRenderer, LayeredSpecimen
+    from simulators.psf import DefocusPSF
+
+    rng = np.random.default_rng(0)
+    content = rng.uniform(0.1, 0.9, (64, 80, 3)).astype(np.float32)
+    flat = np.full((64, 80), 5.0, np.float32)
+    specimen = LayeredSpecimen(kind, content, flat, background=0.8 if kind == "absorbing" else 0.05)
+    renderer = LayeredRenderer(specimen, DefocusPSF(base_sigma_px=0.0))  # no blur at best focus
+    np.testing.assert_allclose(renderer.render(5.0), np.clip(specimen.in_focus(), 0, 1), atol=2e-3)
+    blurred = renderer.render(25.0)
+    assert np.std(blurred) < 0.5 * np.std(specimen.in_focus())
