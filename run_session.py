@@ -59,12 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=sorted(MEASURES), default=defaults.measure,
                         help="focus measure (default: %(default)s)")
     parser.add_argument("--composition", choices=COMPOSITIONS, default=defaults.composition,
-                        help="blend: focus-weighted average; pick: copy each pixel from its "
-                             "chosen slice (default: %(default)s)")
+                        help="pyramid: multi-scale soft fusion, halo-free; blend: focus-weighted average "
+                             "at full resolution; pick: copy each pixel from its chosen slice, as the paper "
+                             "does (default: %(default)s)")
     parser.add_argument("--device", default="auto",
                         help="torch device for --method ums: cuda, cpu, or auto (CUDA when present)")
     parser.add_argument("--window-px", type=int, default=DEFAULT_WINDOW_PX,
-                        help="focus measure window (default: %(default)s)")
+                        help="focus measure window of blend and pick (default: %(default)s)")
     parser.add_argument("--sharpness", type=float, default=defaults.sharpness,
                         help="blend exponent: higher is closer to pick (default: %(default)s)")
     parser.add_argument("--mode-filter-px", type=int, default=None,

@@ -146,7 +146,7 @@ class PlanSettings(_Strict):
 
 class FusionProfile(_Strict):
     method: str = "sf"
-    composition: Literal["blend", "pick"] = "blend"
+    composition: Literal["pyramid", "blend", "pick"] = "pyramid"
     device: str = "auto"                # torch device for the "ums" measure: cuda, cpu, or auto
     # Slice alignment; left out, it follows the focus drive (see Profile.alignment).
     align: Optional[Literal["off", "on", "auto"]] = None

@@ -78,8 +78,14 @@ class DeepSpatialFrequency:
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         return self.measure_batch([gray])[0]
 
-    def measure_batch(self, grays: list[np.ndarray]) -> list[np.ndarray]:
-        """The measure maps of same-sized slices, computed in one batch through the network."""
+    def energy(self, gray: np.ndarray) -> np.ndarray:
+        """The deep-feature SF per pixel (no window), squared: what the pyramid pools."""
+        return self.measure_batch([gray], window_px=1)[0] ** 2
+
+    def measure_batch(self, grays: list[np.ndarray], window_px: int | None = None) -> list[np.ndarray]:
+        """The measure maps of same-sized slices, computed in one batch through the network.
+
+        ``window_px`` overrides the summing window (1: the per-pixel response)."""
         import torch
 
         from fusion.network import feature_spatial_frequency
@@ -92,7 +98,8 @@ class DeepSpatialFrequency:
         factor = min(1.0, self.feature_width_px / width)
         size = (round(width * factor), max(8, round(height * factor)))
         smalls = [g if factor == 1.0 else cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in grays]
-        window = max(3, int(round(self.window_px * factor)) | 1)
+        window_px = self.window_px if window_px is None else window_px
+        window = 1 if window_px == 1 else max(3, int(round(window_px * factor)) | 1)
         batch = np.stack([np.clip(small / self._scale, 0, 1.5) * 2 - 1 for small in smalls])[:, None]
         tensor = torch.from_numpy(batch).float().to(self.device)
         if self.device == "cpu":

@@ -17,11 +17,17 @@ DEFAULT_WINDOW_PX = 31  # the paper's 31 x 31 window
 
 @runtime_checkable
 class FocusMeasure(Protocol):
-    """Maps a grayscale float32 slice (H, W) to a focus map (H, W); larger is sharper."""
+    """Maps a grayscale float32 slice (H, W) to a focus map (H, W); larger is sharper.
+
+    ``__call__`` sums the response over the window (the single-scale compositions);
+    ``energy`` is the squared response per pixel, unsummed (the pyramid pools it itself).
+    """
 
     name: str
 
     def __call__(self, gray: np.ndarray) -> np.ndarray: ...
+
+    def energy(self, gray: np.ndarray) -> np.ndarray: ...
 
 
 def to_gray(pixels: np.ndarray) -> np.ndarray:
@@ -43,6 +49,9 @@ class SpatialFrequency:
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         return kernels.box_sum(kernels.gradient_magnitude(gray), self.window_px)
 
+    def energy(self, gray: np.ndarray) -> np.ndarray:
+        return kernels.gradient_magnitude(gray) ** 2
+
 
 @dataclass(frozen=True)
 class LaplacianEnergy:
@@ -53,6 +62,9 @@ class LaplacianEnergy:
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         return kernels.box_sum(kernels.laplacian_squared(gray), self.window_px)
+
+    def energy(self, gray: np.ndarray) -> np.ndarray:
+        return kernels.laplacian_squared(gray)
 
 
 def _ums(window_px: int = DEFAULT_WINDOW_PX, device: str = "auto"):

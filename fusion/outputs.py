@@ -29,8 +29,10 @@ def write_image_tiff(path: Path, image: np.ndarray, description: str | None = No
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str) -> None:
-    """float32 (H, W) depth map; ``unit`` ("um" or "slice index") goes into the description."""
-    write_image_tiff(path, depth.astype(np.float32), description=json.dumps({"depth_unit": unit}))
+    """float32 (H, W) depth map; ``unit`` ("um" or "slice index") goes into the description.
+    NaN marks pixels with no texture to tell depth by (Fiji and napari show them as empty)."""
+    write_image_tiff(path, depth.astype(np.float32),
+                     description=json.dumps({"depth_unit": unit, "nan": "no texture: depth unknown"}))
 
 
 def write_json(path: Path, report: dict) -> None:

@@ -64,6 +64,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             "shape": list(shape),
             "dtype": str(dtype),
             "depth_unit": result.depth_unit,
+            "depth_defined_fraction": round(float(np.isfinite(result.depth).mean()), 5),
             "z_positions_um": z_um,
             "seconds": {phase: round(value, 4) for phase, value in seconds.items()},
             "focus_scores": result.focus_scores,

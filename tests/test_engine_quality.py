@@ -53,23 +53,34 @@ def test_fused_is_closer_to_truth_than_every_slice(case):
 
 
 @pytest.mark.parametrize("naive", list(NAIVE))
-def test_fused_beats_naive_argmax_of_laplacian_energy(case, naive, request):
+def test_fused_beats_naive_argmax_of_laplacian_energy(case, naive):
     stack, bit_depth, result = case
-    if naive == "windowed" and "mono-float-plane" in request.node.name:
-        # Known and reported: on a low-noise tilted plane the windowed Laplacian's sharper
-        # ranking wins by 0.05 dB; blending has little noise to average there.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="windowed Laplacian wins on low-noise planes"))
     fused_db = psnr(result.fused, stack.truth, full_scale(bit_depth))
     naive_db = psnr(fuse(stack, NAIVE[naive]).fused, stack.truth, full_scale(bit_depth))
     assert fused_db > naive_db, (fused_db, naive_db)
 
 
-def test_depth_is_within_one_slice_spacing_for_most_pixels(case):
+def test_depth_is_within_one_slice_spacing_where_it_is_defined(case):
     stack, _, result = case
     spacing_um = stack.z_um[1] - stack.z_um[0]
-    within = np.abs(result.depth - stack.height_um) <= spacing_um
+    defined = np.isfinite(result.depth)
+    within = np.abs(result.depth - stack.height_um)[defined] <= spacing_um
     assert result.depth_unit == "um"
-    assert within.mean() > 0.8, within.mean()
+    assert defined.mean() > 0.6, defined.mean()
+    assert within.mean() > 0.9, within.mean()
+
+
+def test_textureless_areas_have_no_depth():
+    stack = rendered("astronaut", "dome", color=False)
+    blank = np.zeros(stack.height_um.shape, bool)
+    blank[:, :64] = True  # a band of the frame with nothing in it but noise
+    flat = [s.copy() for s in stack.slices]
+    rng = np.random.default_rng(1)
+    for pixels in flat:
+        pixels[blank] = np.clip(120 + rng.normal(0, 2, blank.sum()), 0, 255).astype(np.uint8)
+    depth = fuse(type(stack)(flat, stack.z_um, stack.truth, stack.height_um)).depth
+    assert np.isnan(depth[:, :48]).mean() > 0.95      # away from the texture's edge
+    assert np.isfinite(depth[:, 96:]).mean() > 0.6
 
 
 def test_focus_scores_peak_where_most_of_the_specimen_is_in_focus():

@@ -46,8 +46,11 @@ def test_refusion_writes_fused_depth_and_report(stacks, tmp_path):
         assert len(report["focus_scores"]) == len(slices)
         assert {"read", "measure", "compose", "write", "total"} <= set(report["seconds"])
         assert report["depth_unit"] == "um"
-        # z positions came from the OME metadata, so the depth map is in micrometres.
-        assert depth.min() >= min(report["z_positions_um"]) and depth.max() <= max(report["z_positions_um"])
+        # z positions came from the OME metadata, so the depth map is in micrometres; NaN where
+        # the specimen has no texture to tell depth by, and the report says how much has a depth.
+        assert np.nanmin(depth) >= min(report["z_positions_um"]) and np.nanmax(depth) <= max(report["z_positions_um"])
+        assert report["depth_defined_fraction"] == pytest.approx(np.isfinite(depth).mean(), abs=1e-4)
+        assert report["depth_defined_fraction"] > 0.5
     assert fused.max() <= 4095  # 12-bit data stays 12-bit
 
 

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 
 PREVIEW_WIDTH_PX = 960
+NO_DEPTH_RGB = (64, 64, 64)  # depth-map pixels without texture, hence without a depth
 
 
 def _viridis_lut() -> np.ndarray:
@@ -51,5 +52,9 @@ def depth_png_bytes(depth: np.ndarray, low: float, high: float, max_width_px: in
     if _LUT is None:
         _LUT = _viridis_lut()
     span = max(high - low, 1e-12)
-    index = np.clip((depth.astype(np.float32) - low) / span * 255, 0, 255).astype(np.uint8)
-    return png_bytes(_LUT[index], max_width_px)
+    depth = depth.astype(np.float32)
+    unknown = ~np.isfinite(depth)
+    index = np.clip((np.where(unknown, low, depth) - low) / span * 255, 0, 255).astype(np.uint8)
+    coloured = _LUT[index]
+    coloured[unknown] = NO_DEPTH_RGB  # textureless: no depth to show
+    return png_bytes(coloured, max_width_px)

@@ -82,7 +82,7 @@ class LiveViewState:
     def snapshot(self) -> dict:
         depth = self._depth()
         depth_range = None
-        if depth is not None and depth.size:
+        if depth is not None and np.isfinite(depth).any():
             depth_range = [float(np.nanmin(depth)), float(np.nanmax(depth))]
         return {"title": self.title, "mode": self.mode, "status": self.status, "message": self.message,
                 "planned": self.planned, "acquired": self.acquired, "unit": self.unit, "devices": self.devices,

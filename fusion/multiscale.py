@@ -1,0 +1,332 @@
+"""Multi-scale fusion that streams: per pyramid level, a focus-weighted mean of the slices' bands.
+
+Each slice is split into a Laplacian pyramid. At every level, each colour channel of each
+slice gets a weight per pixel, and only running sums are kept (weight x band, weight): memory
+is about 4/3 x (2 x channels + 3) floats per pixel whatever the depth. The fused image is
+the collapse of the per-level weighted means.
+
+A slice's weight at level k is the product of two pieces of evidence, each raised to a power:
+- the pooled fine evidence: the slice's per-pixel focus energy (the focus measure's finest
+  response, e.g. the squared Laplacian), smoothed, then reduced k times. Coarse levels thus
+  decide from the *finest* detail in a window that grows with the level: at a dark/bright
+  edge a defocused slice spreads its weaker gradients outside the edge, but the sharp slice's
+  concentrated energy dominates every window that reaches the edge, so the defocused slice
+  never wins there (the halo of bright-field microscopy).
+- the level's own band energy, per colour channel (smoothed): where the fine evidence is
+  silent (smooth shading) the band itself tells which slice holds it, and a lens whose colours
+  focus at slightly different depths (axial chromatic aberration) gets each channel from the
+  slice where that channel is sharp.
+The camera noise's energy (estimated on the first slice) is a floor under both: in flat,
+noise-only areas every slice weighs the same and the noise averages out, instead of the
+fusion following whichever slice happens to be noisiest.
+
+Weights are kept as an online softmax of log-weights (earlier sums are rescaled when a larger
+log-weight arrives), so large powers never overflow. The depth map comes from the pooled fine
+evidence alone, as a softmax-weighted mean z, and is left undefined (NaN) where no slice
+shows more than noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numba import njit, prange
+
+from fusion import pyramid
+
+MAX_POWER = 32
+# Noise floors never fall below this share of the first slice's range: noise-free data (renders,
+# float stacks) would otherwise give ratios that overflow even float64 once raised to the powers.
+MIN_NOISE_SHARE = 1e-4
+NOISE_PATCH_PX = 256       # side of the flat, noisy patch that calibrates the noise floor
+# No depth where the sharpest slice's pooled evidence exceeds the least sharp one's by less than
+# this many noise floors, or where more than this share of the slices is about as sharp as the
+# sharpest (a flat focus curve): textureless areas, where any z would be a guess.
+TEXTURELESS_CONTRAST = 1.0
+FLAT_CURVE_SHARE = 0.34
+
+
+@dataclass(frozen=True)
+class PyramidWeighting:
+    """How a slice's focus evidence becomes its weight at every pyramid level.
+
+    evidence_power: exponent on the pooled fine evidence.
+    band_power: exponent on the level's own band energy (per colour channel).
+    evidence_sigma_px: Gaussian smoothing (sigma, px) of the fine evidence before pooling.
+    band_sigma_px: Gaussian smoothing of each level's band energy, in that level's pixels.
+    noise_floor: multiple of the camera noise's energy added under both.
+    depth_level: the pyramid level whose pooled evidence gives the depth map.
+    depth_power: exponent on that evidence in the depth map's softmax over z.
+    """
+
+    evidence_power: int = 4
+    band_power: int = 12
+    evidence_sigma_px: float = 1.0
+    band_sigma_px: float = 3.0
+    noise_floor: float = 4.0
+    depth_level: int = 2
+    depth_power: int = 8
+
+    def __post_init__(self):
+        for name in ("evidence_sigma_px", "band_sigma_px", "noise_floor"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"pyramid weighting: {name} must be 0 or more, got {getattr(self, name)}")
+        # Whole powers: weights are then products, not exp(log), and the kernels stay cheap.
+        for name in ("evidence_power", "band_power", "depth_power", "depth_level"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not float(value).is_integer() or not 0 <= value <= MAX_POWER:
+                raise ValueError(f"pyramid weighting: {name} must be a whole number from 0 to {MAX_POWER}, got {value}")
+            object.__setattr__(self, name, int(value))
+
+
+def noise_sigma(gray: np.ndarray) -> float:
+    """Standard deviation of the white noise in a frame: Donoho's estimator (the median absolute
+    diagonal Haar detail, which texture and edges barely reach)."""
+    height, width = (gray.shape[0] // 2) * 2, (gray.shape[1] // 2) * 2
+    if height < 2 or width < 2:
+        return 0.0
+    g = gray[:height, :width].astype(np.float32)
+    diagonal = (g[0::2, 0::2] - g[0::2, 1::2] - g[1::2, 0::2] + g[1::2, 1::2]) / 2.0
+    return float(np.median(np.abs(diagonal)) / 0.6745)
+
+
+def minimum_noise_sigma(pixels: np.ndarray) -> float:
+    """The least noise the floors assume: MIN_NOISE_SHARE of the frame's range (never 0)."""
+    span = float(np.max(pixels)) - float(np.min(pixels))
+    return MIN_NOISE_SHARE * (span if span > 0 else max(abs(float(np.max(pixels))), 1.0))
+
+
+def flat_noisy_patch(level: float, sigma: float, seed: int = 0) -> np.ndarray:
+    """A grey float32 patch at ``level`` with white noise of ``sigma``: what a focus measure
+    sees where there is nothing to focus on."""
+    rng = np.random.default_rng(seed)
+    patch = level + sigma * rng.standard_normal((NOISE_PATCH_PX, NOISE_PATCH_PX))
+    return patch.astype(np.float32)
+
+
+LAPLACIAN_3X3 = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+
+
+def fine_energy(gray: np.ndarray) -> np.ndarray:
+    """Squared 3x3 Laplacian: the finest detail, where focus shows first."""
+    return cv2.filter2D(gray, cv2.CV_32F, LAPLACIAN_3X3, borderType=cv2.BORDER_REFLECT) ** 2
+
+
+def _smooth(values: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian smoothing truncated at 2 sigma (plenty for pooling energies; half the cost)."""
+    if sigma_px <= 0:
+        return values
+    size = 2 * int(np.ceil(2 * sigma_px)) + 1
+    return cv2.GaussianBlur(values, (size, size), sigma_px, borderType=cv2.BORDER_REFLECT)
+
+
+def band_noise_gains(n_levels: int) -> np.ndarray:
+    """Energy per pixel that white noise of unit variance leaves in each band-pass level."""
+    patch = flat_noisy_patch(0.0, 1.0, seed=1)
+    bands = pyramid.laplacian_pyramid(patch, n_levels)[:-1]
+    return np.array([float(np.mean(band[2:-2, 2:-2] ** 2)) if min(band.shape) > 8 else float(np.mean(band ** 2))
+                     for band in bands], np.float64)
+
+
+class PyramidComposer:
+    """The running state of a multi-scale fusion: feed slices with ``add``, read ``image()``.
+
+    Call ``calibrate`` once with the camera noise before the first slice. ``energy`` in
+    ``add`` is the slice's fine focus energy (H, W): the focus measure's finest response,
+    squared, in any units as long as they are the same for every slice of the stack.
+    """
+
+    def __init__(self, shape: tuple[int, ...], weighting: PyramidWeighting = PyramidWeighting()):
+        self.shape = tuple(int(n) for n in shape)
+        self.weighting = weighting
+        self.channels = self.shape[2] if len(self.shape) == 3 else 1
+        self.n_levels = pyramid.n_levels_for(self.shape)
+        shapes = [s[:2] for s in pyramid.level_shapes(self.shape, self.n_levels)]
+        self._weighted = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
+        self._weights = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
+        self._top = [np.zeros(s + (self.channels,), np.float64) for s in shapes]
+        self.depth_level = min(int(weighting.depth_level), self.n_levels)
+        depth_shape = shapes[self.depth_level]
+        self._depth_weighted = np.zeros(depth_shape, np.float32)
+        self._depth_weights = np.zeros(depth_shape, np.float32)
+        self._depth_top = np.zeros(depth_shape, np.float64)
+        self._most_evidence = np.zeros(depth_shape, np.float32)
+        self._least_evidence = np.full(depth_shape, np.inf, np.float32)
+        # The slice with the most pooled fine evidence per full-resolution pixel: the decision map.
+        self.best_index = np.full(shapes[0], -1, np.int16)
+        self._best_evidence = np.zeros(shapes[0], np.float32)
+        self.evidence_floor: float | None = None
+        self._band_floors: np.ndarray | None = None   # (levels, channels)
+
+    def calibrate(self, noise_energy: float, channel_noise_var: np.ndarray) -> None:
+        """Noise floors from the fine energy that noise alone gives and each colour channel's
+        noise variance (both already at least MIN_NOISE_SHARE of the range: see
+        ``minimum_noise_sigma``). Call once, before the first ``add``."""
+        factor = max(self.weighting.noise_floor, 1e-3)
+        self.evidence_floor = float(factor * noise_energy)
+        gains = band_noise_gains(self.n_levels)
+        variance = np.broadcast_to(np.asarray(channel_noise_var, np.float64), (self.channels,))
+        self._band_floors = (factor * gains[:, None] * variance[None, :]).astype(np.float32)
+        if not (self.evidence_floor > 0 and np.all(self._band_floors > 0)):
+            raise ValueError(f"noise floors must be positive, got {noise_energy} and {channel_noise_var}")
+
+    def add(self, pixels: np.ndarray, energy: np.ndarray, z: float, slice_index: int,
+            covered: np.ndarray | None = None) -> None:
+        """Fold in one slice: ``pixels`` float32 (H, W[, C]); ``energy`` (H, W); ``covered``
+        (H, W) bool, False where an aligned slice shows nothing of the reference frame."""
+        if self.evidence_floor is None:
+            raise RuntimeError("PyramidComposer.calibrate() must come before the first slice")
+        w = self.weighting
+        bands = pyramid.laplacian_pyramid(pixels, self.n_levels)
+        pooled = _smooth(np.ascontiguousarray(energy, np.float32) + np.float32(self.evidence_floor),
+                         w.evidence_sigma_px)
+        coverage = None if covered is None else covered.astype(np.float32)
+        _track_best(pooled, slice_index, self._best_evidence, self.best_index, _or_empty2(coverage))
+        for level, band in enumerate(bands):
+            band3 = band if band.ndim == 3 else band[:, :, None]
+            if level < self.n_levels and w.band_power > 0:
+                band_energy = _smooth(band * band, w.band_sigma_px)
+                band_energy = band_energy if band_energy.ndim == 3 else band_energy[:, :, None]
+                floors = self._band_floors[level]
+            else:
+                band_energy, floors = _EMPTY3, np.ones(self.channels, np.float32)
+            _fold_level(band3, pooled, np.float32(self.evidence_floor), band_energy, floors,
+                        _or_empty2(coverage), w.evidence_power, w.band_power,
+                        self._weighted[level], self._weights[level], self._top[level])
+            if level == self.depth_level:
+                _fold_depth(pooled, np.float32(self.evidence_floor), _or_empty2(coverage), w.depth_power,
+                            np.float32(z), self._depth_weighted, self._depth_weights, self._depth_top,
+                            self._most_evidence, self._least_evidence)
+            if level < self.n_levels:
+                pooled = pyramid.reduce(pooled)
+                coverage = None if coverage is None else pyramid.reduce(coverage)
+
+    def fused_levels(self) -> list[np.ndarray]:
+        return [weighted / np.maximum(weights, np.float32(1e-30))
+                for weighted, weights in zip(self._weighted, self._weights)]
+
+    def image(self) -> np.ndarray:
+        """The fused image so far, float32 (H, W, C)."""
+        return pyramid.collapse(self.fused_levels())
+
+    def depth(self, n_slices: int) -> np.ndarray:
+        """Softmax-weighted mean z per full-resolution pixel; NaN where no slice showed more than
+        noise (textureless areas have no depth to measure)."""
+        depth = self._depth_weighted / np.maximum(self._depth_weights, np.float32(1e-30))
+        contrast = self._most_evidence - self._least_evidence
+        flat = self._depth_weights > max(2.0, FLAT_CURVE_SHARE * n_slices)
+        textureless = flat | ~(contrast >= np.float32(TEXTURELESS_CONTRAST * self.evidence_floor))
+        depth = np.where(textureless, np.float32(np.nan), depth).astype(np.float32)
+        if self.depth_level == 0:
+            return depth
+        height, width = self.shape[:2]
+        return _upsample_nan_aware(depth, (height, width))
+
+
+_EMPTY3 = np.zeros((0, 0, 0), np.float32)
+_EMPTY2 = np.zeros((0, 0), np.float32)
+
+
+def _or_empty2(values):
+    return _EMPTY2 if values is None else values
+
+
+def _upsample_nan_aware(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize where NaN marks no data: known values spread, unknown stays unknown."""
+    known = np.isfinite(values)
+    filled = np.where(known, values, 0).astype(np.float32)
+    size = (shape[1], shape[0])
+    total = cv2.resize(filled, size, interpolation=cv2.INTER_LINEAR)
+    share = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    out = total / np.maximum(share, 1e-6)
+    return np.where(share > 0.5, out, np.float32(np.nan)).astype(np.float32)
+
+
+NEGLIGIBLE_WEIGHT = 1e-9  # next to the best so far; float32 sums could not hold it anyway
+
+
+@njit(inline="always")
+def _power(value, exponent):
+    """value ** exponent for a whole exponent from 0 to 31: five squarings with selects, no
+    branches on the data, so the loops around it vectorise."""
+    result = 1.0
+    for bit in range(5):
+        result *= value if (exponent >> bit) & 1 else 1.0
+        value *= value
+    return result
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evidence_power, band_power,
+                weighted, weights, top):
+    """Online weighted mean over slices, per pixel and channel, with the weight
+    (pooled / floor) ** evidence_power * ((band_energy + floor_c) / floor_c) ** band_power
+    [* coverage ** 8]. Both ratios are >= 1; ``top`` keeps the largest weight so far (float64)
+    and the sums are kept relative to it, rescaled when a larger one arrives."""
+    height, width, channels = band.shape
+    with_band = band_energy.shape[0] > 0
+    with_coverage = coverage.shape[0] > 0
+    inverse_floors = np.empty(channels, np.float64)
+    for c in range(channels):
+        inverse_floors[c] = 1.0 / floors[c]
+    inverse_pooled_floor = 1.0 / np.float64(pooled_floor)
+    for y in prange(height):
+        for x in range(width):
+            base = _power(pooled[y, x] * inverse_pooled_floor, evidence_power)
+            if with_coverage:
+                base *= _power(np.float64(coverage[y, x]), 8)  # 0 where the slice shows nothing
+            for c in range(channels):
+                score = base
+                if with_band:
+                    score *= _power(1.0 + band_energy[y, x, c] * inverse_floors[c], band_power)
+                current = top[y, x, c]
+                if score < NEGLIGIBLE_WEIGHT * current:
+                    continue  # far from the best so far: adds nothing, and skipping saves the writes
+                largest = max(current, score)
+                scale = 1.0 / largest if largest > 0.0 else 0.0
+                keep = np.float32(current * scale)
+                weight = np.float32(score * scale)
+                weights[y, x, c] = weights[y, x, c] * keep + weight
+                weighted[y, x, c] = weighted[y, x, c] * keep + weight * band[y, x, c]
+                top[y, x, c] = largest
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _fold_depth(pooled, pooled_floor, coverage, power, z, weighted, weights, top, most, least):
+    """Online weighted mean of z over slices with weight (pooled / floor) ** power."""
+    height, width = pooled.shape
+    with_coverage = coverage.shape[0] > 0
+    for y in prange(height):
+        for x in range(width):
+            if with_coverage and coverage[y, x] < 0.999:
+                continue
+            evidence = pooled[y, x]
+            if evidence > most[y, x]:
+                most[y, x] = evidence
+            if evidence < least[y, x]:
+                least[y, x] = evidence
+            score = _power(np.float64(evidence / pooled_floor), power)
+            current = top[y, x]
+            if score > current:
+                rescale = np.float32(current / score)
+                weights[y, x] = weights[y, x] * rescale + np.float32(1.0)
+                weighted[y, x] = weighted[y, x] * rescale + z
+                top[y, x] = score
+            else:
+                weight = np.float32(score / current)
+                weights[y, x] += weight
+                weighted[y, x] += weight * z
+
+
+@njit(parallel=True, cache=True)
+def _track_best(pooled, slice_index, best_evidence, best_index, coverage):
+    height, width = pooled.shape
+    with_coverage = coverage.shape[0] > 0
+    for y in prange(height):
+        for x in range(width):
+            if with_coverage and coverage[y, x] < 0.5:
+                continue
+            if pooled[y, x] > best_evidence[y, x] or best_index[y, x] < 0:
+                best_evidence[y, x] = pooled[y, x]
+                best_index[y, x] = slice_index
