@@ -40,6 +40,7 @@ MIN_AGREEING_FRACTION = 0.25  # ... and a fit needs this share of the usable til
 MAX_REFINEMENT_PX = 2.0     # a refinement that moves the phase estimate further (level px) went astray
 MAX_SCALE_STEP = 0.15       # implausible between neighbouring slices: more than 15% zoom ...
 MAX_SHIFT_FRACTION = 0.2    # ... or a shift of a fifth of the frame
+KEY_DETAIL_RATIO = 0.5      # slices with less than this share of the sharpest slice's detail are "blurred"
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,11 @@ def fit_model(source: np.ndarray, target: np.ndarray, weight: np.ndarray, model:
     return transform, misfit
 
 
+def _detail(pixels: np.ndarray) -> float:
+    """How much fine detail a (coarse-level) slice shows: its mean squared Laplacian."""
+    return float(np.mean(cv2.Laplacian(pixels.astype(np.float32), cv2.CV_32F) ** 2))
+
+
 class SliceAligner:
     """Streams slices in; returns for each the transform from the reference frame to it."""
 
@@ -171,6 +177,12 @@ class SliceAligner:
         self.transforms: list[np.ndarray] = []
         self.fallbacks: list[int] = []   # slices whose fit was poor and kept the previous transform
         self._previous: list[_Level] | None = None
+        # The sharpest slice so far and its transform: each slice is also registered to it
+        # directly, so that a chain through blurred slices cannot drift (loop closure).
+        self._key: list[_Level] | None = None
+        self._key_transform = np.eye(3)
+        self._key_detail = -1.0
+        self._previous_detail = -1.0
         self._phase: dict[int, PhaseTiles] = {}  # by tile size
         # Too few pixels to tell motion from the apparent motion that focus changes bring.
         self.too_small = min(shape) < MIN_FRAME_PX
@@ -186,8 +198,20 @@ class SliceAligner:
         levels = [_make_level(gray, self.settings.coarse_px, self.settings.coarse_tile_px),
                   _make_level(gray, self.settings.fine_px, self.settings.fine_tile_px)]
         index = len(self.transforms)
+        anchored = None
+        detail = _detail(levels[0].pixels)
+        # After a blurred slice the chain through it may have drifted, so the slice is first
+        # registered to the sharpest one directly (loop closure); when that fails, the chain
+        # goes on. Between neighbours of like sharpness the chain is the more accurate.
+        if self._key is not None and self._key is not self._previous \
+                and self._previous_detail < KEY_DETAIL_RATIO * self._key_detail:
+            direct = self._register(self._key, levels)
+            if direct is not None and self._plausible(direct):
+                anchored = direct @ self._key_transform
         if self._previous is None:
             transform = np.eye(3)
+        elif anchored is not None:
+            transform = anchored
         else:
             # Against the previous slice: neighbours differ least in focus.
             step = self._register(self._previous, levels)
@@ -202,7 +226,9 @@ class SliceAligner:
         for level in levels:  # this slice is the next one's template
             level.template_centres, tiles = _grid_tiles(level.pixels, level.tile_px)
             level.template_spectra = self._phase_tiles(level.tile_px).spectra(tiles)
-        self._previous = levels
+        self._previous, self._previous_detail = levels, detail
+        if detail > self._key_detail and index not in self.fallbacks:
+            self._key, self._key_transform, self._key_detail = levels, transform, detail
         self.transforms.append(transform)
         return transform
 
