@@ -1,182 +1,245 @@
-"""Fusion quality against ground truth on rendered stacks, and no-reference sharpness on real ones.
+"""Fusion quality against ground truth, beside every peer on the same stacks, in one run.
 
-For each rendered stack (textures x surfaces, colour 8-bit and mono 12-bit, shot and read
-noise) and each method: PSNR and SSIM against the all-in-focus truth, the share of pixels
-whose depth is within one slice spacing of the true height, and seconds. Two optical
-regimes: "sparse" (neighbouring slices clearly blurred) and "dense" (oversampled in z, noisier).
-enfuse's focus-stacking mode is included when `enfuse` is on the PATH. Two upper bounds close
-each table: composing from the true height map (pick the nearest slice; blend neighbours),
-which no focus measure can beat: they show how much any better measure could still gain.
+For each stack of ``benchmarks/quality_stacks.py`` (22 rendered stacks across specimen
+families, optics and cameras) and each method (ours, and every peer that is installed: see
+``benchmarks/peers.py``): PSNR and SSIM against the all-in-focus truth, and PSNR within
+12 px of the truth's strong intensity edges (where halos live). The summary gives per stack
+our default beside the best peer and the gain over it. Then the three real stacks of
+../shared/data are fused by us and by the peers that align (focusweave, focus-stack) and
+written side by side as crops to look at: numbers reward halos; eyes do not.
 
-    python benchmarks/quality.py [--size 384x512] [--no-real]
+    python benchmarks/quality.py [--size 384x512] [--only NAME ...] [--no-ums] [--no-real]
+                                 [--work DIR] [--results benchmarks/results/quality.md]
+
+Peers' outputs and rendered stacks are cached in --work (default /tmp/ums-fusion-bench/quality),
+keyed by everything that shapes them; delete it to start afresh.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
+import dataclasses
+import datetime
+import os
+import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
+from benchmarks.peers import available_peers  # noqa: E402
+from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, render, spec_key  # noqa: E402
 from fusion import FusionSettings, StreamingFusion  # noqa: E402
-from fusion.compose import to_dtype  # noqa: E402
-from fusion.metrics import average_gradient, psnr, spatial_frequency  # noqa: E402
-from simulators.optics import CameraNoise, Optics, render_stack  # noqa: E402
-from simulators.specimens import VirtualSpecimen, load_texture, make_height_map  # noqa: E402
+from fusion.metrics import edge_band, masked_psnr, psnr  # noqa: E402
 
-METHODS = {
-    "sf blend (default)": FusionSettings(),
-    "sf pick+mode (paper)": FusionSettings(composition="pick"),
-    "sf pick+feather": FusionSettings(composition="pick", feather_px=3.0),
-    "laplacian pick": FusionSettings(measure="laplacian", composition="pick", mode_filter_px=0),
-    "naive argmax": FusionSettings(measure="laplacian", window_px=1, composition="pick", mode_filter_px=0),
+DEFAULT = "ours: pyramid (default)"
+OURS = {
+    DEFAULT: FusionSettings(),
+    "ours: pyramid laplacian": FusionSettings(measure="laplacian"),
+    "ours: blend (before)": FusionSettings(composition="blend"),
+    "ours: pick (paper)": FusionSettings(composition="pick"),
 }
-STACKS = [  # texture, surface, colour, bit depth
-    ("astronaut", "dome", True, 8), ("gravel", "steps", False, 12), ("coffee", "irregular", True, 8),
-    ("brick", "plane", False, 12), ("chelsea", "steps", True, 8), ("grass", "dome", False, 12),
-]
-REGIMES = {  # blur per um, camera full well (e-), read noise (e-), z step (um)
-    "sparse": (0.4, 20000.0, 5.0, 4.0),
-    "dense": (0.15, 3000.0, 8.0, 4.0),
-}
-DEPTH_UM = 40.0
+EDGE_BAND_PX = 12
 
 
-def render_ground_truth_stack(texture: str, surface: str, colour: bool, bits: int, shape: tuple[int, int],
-                              regime: str):
-    """One of the benchmark's rendered stacks (STACKS x REGIMES) at ``shape``."""
-    blur, full_well, read_noise, step_um = REGIMES[regime]
-    specimen = VirtualSpecimen(load_texture(texture, shape, colour), make_height_map(surface, shape, DEPTH_UM))
-    z_um = np.arange(-step_um, DEPTH_UM + step_um + 1e-6, step_um)
-    return render_stack(specimen, z_um, Optics(blur_px_per_um=blur),
-                        CameraNoise(full_well_e=full_well, read_noise_e=read_noise, bit_depth=bits))
-
-
-def fuse_with_engine(slices, z_um, settings):
+def fuse_with_engine(slices, z_um, settings, moving=False):
+    if moving:  # a breathing lens: align as a lens profile does
+        settings = dataclasses.replace(settings, align="auto", align_model="scale_shift")
     engine = StreamingFusion(slices[0].shape, slices[0].dtype, settings)
     for pixels, z in zip(slices, z_um):
         engine.push(pixels, z)
-    result = engine.finish()
-    return result.fused, result.depth
+    return engine.finish().fused
 
 
-def fuse_with_enfuse(slices, z_um):
-    """enfuse's focus-stacking mode (hard mask on local contrast); no depth map."""
-    with tempfile.TemporaryDirectory() as folder:
-        names = []
-        for index, pixels in enumerate(slices):
-            names.append(str(Path(folder) / f"s{index:03d}.tif"))
-            tifffile.imwrite(names[-1], pixels)
-        out = str(Path(folder) / "fused.tif")
-        subprocess.run(["enfuse", "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1",
-                        "--hard-mask", "-o", out, *names], check=True, capture_output=True)
-        fused = tifffile.imread(out)
-    if fused.ndim == 3 and fused.shape[2] > slices[0].shape[-1] if slices[0].ndim == 3 else fused.ndim == 3:
-        fused = fused[..., : (slices[0].shape[2] if slices[0].ndim == 3 else 1)].squeeze()
-    return fused.astype(slices[0].dtype), None
-
-
-def fuse_knowing_the_height(slices, z_um, height_um, spread_steps):
-    """Upper bounds no measure can beat: compose from the true height map. spread_steps 0:
-    pick the slice nearest in z; otherwise average slices weighted by a Gaussian in z of
-    that many slice spacings (averages noise away where the z sampling is dense)."""
-    stack = np.stack(slices).astype(np.float64)
-    distance = np.abs(height_um[None] - np.asarray(z_um, float)[:, None, None])
-    if spread_steps == 0:
-        weight = (distance == distance.min(axis=0, keepdims=True)).astype(np.float64)
-    else:
-        weight = np.exp(-0.5 * (distance / (spread_steps * abs(z_um[1] - z_um[0]))) ** 2)
-    weight /= weight.sum(axis=0, keepdims=True)
-    fused = (stack * (weight[..., None] if stack.ndim == 4 else weight)).sum(axis=0)
-    return to_dtype(fused, slices[0].dtype)
-
-
-def ssim(image, truth, full_scale):
+def ssim(image, truth, full_scale) -> float:
     from skimage.metrics import structural_similarity
 
-    return structural_similarity(image.astype(np.float64), truth.astype(np.float64), data_range=full_scale,
-                                 channel_axis=2 if image.ndim == 3 else None)
+    return float(structural_similarity(image.astype(np.float64), truth.astype(np.float64), data_range=full_scale,
+                                       channel_axis=2 if image.ndim == 3 else None))
+
+
+def cached(path: Path, compute):
+    """compute() once; later runs read the .npy (peers' outputs do not change between runs)."""
+    if path.is_file():
+        return np.load(path)
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+    np.save(partial, result)
+    os.replace(partial, path)
+    return result
+
+
+def score_stacks(specs, shape, methods, peers, work: Path) -> list[dict]:
+    rows = []
+    for spec in specs:
+        started = time.perf_counter()
+        stack = render(spec, shape, work / "stacks")
+        moving = spec.breathing_per_um != 0
+        band = edge_band(stack.truth, spec.full_scale, EDGE_BAND_PX)
+        row = {"spec": spec, "scores": {}, "seconds": {},
+               "best_slice": max(psnr(s, stack.truth, spec.full_scale) for s in stack.slices)}
+        for name, run in [*methods.items(), *peers.items()]:
+            is_peer = name in peers
+            method_started = time.perf_counter()
+            try:
+                if is_peer:
+                    fused = cached(work / "peers" / spec_key(spec, shape) / f"{name.replace(' ', '_')}.npy",
+                                   lambda run=run: run(stack.slices, moving))
+                else:
+                    fused = fuse_with_engine(stack.slices, stack.z_um, run, moving)
+            except Exception as error:  # a peer that fails on a stack is a row entry, not the end
+                print(f"  {spec.name}: {name} failed: {str(error).splitlines()[0][:160]}", flush=True)
+                continue
+            row["seconds"][name] = time.perf_counter() - method_started
+            row["scores"][name] = (psnr(fused, stack.truth, spec.full_scale), ssim(fused, stack.truth, spec.full_scale),
+                                   masked_psnr(fused, stack.truth, band, spec.full_scale))
+        peer_scores = {n: v for n, v in row["scores"].items() if n in peers}
+        row["best_peer"] = max(peer_scores, key=lambda n: peer_scores[n][0]) if peer_scores else None
+        ours = row["scores"][DEFAULT][0]
+        best = peer_scores[row["best_peer"]][0] if peer_scores else float("nan")
+        print(f"{spec.name:32s} ours {ours:6.2f}  best peer {best:6.2f} ({row['best_peer']})  gain {ours - best:+.2f}"
+              f"  [{time.perf_counter() - started:.0f} s]", flush=True)
+        rows.append(row)
+    return rows
+
+
+def summary_table(rows, peers) -> list[str]:
+    lines = ["| stack | family | best slice | ours (default) | best peer | gain over best peer | SSIM ours / peer "
+             f"| edge band ({EDGE_BAND_PX} px) ours / peer |",
+             "|---|---|---|---|---|---|---|---|"]
+    gains, band_gains = [], []
+    for row in rows:
+        ours = row["scores"][DEFAULT]
+        peer_name = row["best_peer"]
+        peer = row["scores"][peer_name]
+        gains.append(ours[0] - peer[0])
+        band_gains.append(ours[2] - peer[2])
+        lines.append(f"| {row['spec'].name} | {row['spec'].family} | {row['best_slice']:.2f} | {ours[0]:.2f} "
+                     f"| {peer[0]:.2f} ({peer_name}) | {ours[0] - peer[0]:+.2f} | {ours[1]:.4f} / {peer[1]:.4f} "
+                     f"| {ours[2]:.2f} / {peer[2]:.2f} |")
+    mean_ours = np.mean([r["scores"][DEFAULT][0] for r in rows])
+    mean_best = np.mean([r["scores"][r["best_peer"]][0] for r in rows])
+    lines.append(f"| **mean** | | {np.mean([r['best_slice'] for r in rows]):.2f} | **{mean_ours:.2f}** "
+                 f"| {mean_best:.2f} | **{np.mean(gains):+.2f}** (min {min(gains):+.2f}, "
+                 f"{sum(g >= 0 for g in gains)} of {len(gains)} stacks >= 0) | | band gain mean "
+                 f"{np.mean(band_gains):+.2f} |")
+    return lines
+
+
+def matrix_table(rows, names) -> list[str]:
+    short = [n.replace("openfocus ", "of ").replace("ours: ", "") for n in names]
+    lines = ["| stack | " + " | ".join(short) + " |", "|---|" + "---|" * len(names)]
+    for row in rows:
+        cells = []
+        for name in names:
+            value = row["scores"].get(name)
+            cells.append("-" if value is None else f"{value[0]:.2f}")
+        lines.append(f"| {row['spec'].name} | " + " | ".join(cells) + " |")
+    means = []
+    for name in names:
+        values = [row["scores"][name][0] for row in rows if name in row["scores"]]
+        means.append(f"{np.mean(values):.2f}" if len(values) == len(rows) else "-")
+    lines.append("| **mean** | " + " | ".join(means) + " |")
+    seconds = [f"{np.mean([row['seconds'][n] for row in rows if n in row['seconds']]):.1f}" for n in names]
+    lines.append("| mean s (peers: first run) | " + " | ".join(seconds) + " |")
+    return lines
+
+
+def family_table(rows, names) -> list[str]:
+    families = sorted({row["spec"].family for row in rows})
+    lines = ["| method | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
+    for name in names:
+        cells = []
+        for family in families:
+            values = [row["scores"][name][0] for row in rows if row["spec"].family == family and name in row["scores"]]
+            cells.append(f"{np.mean(values):.2f}" if values else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def real_stack_crops(out: Path, peers) -> list[str]:
+    """Fuse the real stacks (ours: align auto; peers that align) and write side-by-side crops."""
+    import cv2
+    import imageio.v3 as iio
+
+    from fusion.readers import open_stack
+
+    lines = []
+    aligning = {name: run for name, run in peers.items() if name in ("focusweave", "focus-stack")}
+    for folder in sorted(p for p in SHARED_DATA.iterdir() if p.is_dir()):
+        with open_stack(folder) as stack:
+            slices = [pixels for pixels, _ in stack]
+        started = time.perf_counter()
+        ours = fuse_with_engine(slices, [None] * len(slices), FusionSettings(align="auto"))
+        panels = {"ours": ours}
+        timing = [f"ours {time.perf_counter() - started:.1f} s"]
+        for name, run in aligning.items():
+            started = time.perf_counter()
+            try:
+                panels[name] = run(slices, True)
+                timing.append(f"{name} {time.perf_counter() - started:.1f} s")
+            except Exception as error:
+                print(f"  {folder.name}: {name} failed: {str(error).splitlines()[0][:160]}", flush=True)
+        height, width = ours.shape[:2]
+        crop = (slice(height // 4, height // 4 + min(height // 2, 700)), slice(width // 3, width // 3 + min(width // 2, 900)))
+        names = list(panels)
+        tiles = [np.asarray(panels[n][crop]) for n in names]
+        image = np.concatenate(tiles, axis=1)
+        whole = np.concatenate([cv2.resize(np.asarray(panels[n]), (650, round(650 * height / width)),
+                                           interpolation=cv2.INTER_AREA) for n in names], axis=1)
+        iio.imwrite(out / f"{folder.name}-crop.png", image)
+        iio.imwrite(out / f"{folder.name}-650px.png", whole)
+        lines.append(f"- {folder.name}: {' | '.join(names)} -> {out / (folder.name + '-crop.png')} "
+                     f"(full frames at 650 px: {folder.name}-650px.png); {', '.join(timing)}")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="384x512", help="HxW of the rendered stacks")
-    parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
+    parser.add_argument("--only", nargs="*", help="stack names to run (default: all)")
     parser.add_argument("--no-ums", action="store_true", help="skip the deep-feature measure (slow on a CPU)")
+    parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
+    parser.add_argument("--no-peers", action="store_true", help="ours only (quick checks while tuning)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ums-fusion-bench/quality"))
+    parser.add_argument("--results", type=Path, default=None,
+                        help="write the tables here as markdown (e.g. benchmarks/results/quality.md)")
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.size.split("x"))
-    methods_settings = dict(METHODS)
+    methods = dict(OURS)
     from fusion.deep_measure import DEFAULT_WEIGHTS
 
     if DEFAULT_WEIGHTS.is_file() and not args.no_ums:
-        methods_settings["ums blend"] = FusionSettings(measure="ums")
-        methods_settings["ums pick+mode"] = FusionSettings(measure="ums", composition="pick")
-    methods = {name: (lambda s, z, settings=settings: fuse_with_engine(s, z, settings))
-               for name, settings in methods_settings.items()}
-    if shutil.which("enfuse"):
-        methods["enfuse --hard-mask"] = fuse_with_enfuse
-    else:
-        print("(enfuse not installed: apt-get install enfuse to compare with it)")
-
-    for regime, (blur, full_well, read_noise, step_um) in REGIMES.items():
-        print(f"\n== {regime}: blur {blur} px/um, z step {step_um} um, full well {full_well:.0f} e-, "
-              f"read noise {read_noise} e-, {shape[0]}x{shape[1]}")
-        print(f"{'method':22s} " + " ".join(f"{t[:7] + '/' + s[:5]:>14s}" for t, s, _, _ in STACKS)
-              + f" {'mean dB':>8s} {'SSIM':>6s} {'depth':>6s} {'s':>6s}")
-        table = {name: [] for name in methods}
-        bounds = {"bound: true-height pick": 0, "bound: true-height blend": 0.5}
-        bound_rows = {name: [] for name in bounds}
-        best_slice = []
-        for texture, surface, colour, bits in STACKS:
-            stack = render_ground_truth_stack(texture, surface, colour, bits, shape, regime)
-            full_scale = 2.0 ** bits - 1
-            best_slice.append(max(psnr(s, stack.truth, full_scale) for s in stack.slices))
-            for name, spread in bounds.items():
-                fused = fuse_knowing_the_height(stack.slices, stack.z_um, stack.height_um, spread)
-                bound_rows[name].append(psnr(fused, stack.truth, full_scale))
-            for name, method in methods.items():
-                started = time.perf_counter()
-                fused, depth = method(stack.slices, stack.z_um)
-                seconds = time.perf_counter() - started
-                within = (np.abs(depth - stack.height_um) <= step_um).mean() if depth is not None else np.nan
-                table[name].append((psnr(fused, stack.truth, full_scale), ssim(fused, stack.truth, full_scale),
-                                    within, seconds))
-        for name, rows in table.items():
-            values = np.array(rows)
-            print(f"{name:22s} " + " ".join(f"{row[0]:>14.2f}" for row in rows)
-                  + f" {values[:, 0].mean():>8.2f} {values[:, 1].mean():>6.3f} {np.nanmean(values[:, 2]) if not np.isnan(values[:, 2]).all() else float('nan'):>6.2f}"
-                  f" {values[:, 3].mean():>6.2f}")
-        print(f"{'best single slice':22s} " + " ".join(f"{v:>14.2f}" for v in best_slice)
-              + f" {np.mean(best_slice):>8.2f}")
-        for name, values in bound_rows.items():  # what a perfect focus decision would reach
-            print(f"{name:22s} " + " ".join(f"{v:>14.2f}" for v in values) + f" {np.mean(values):>8.2f}")
-
-    data = ROOT.parent / "shared" / "data"
-    if not args.no_real and data.is_dir():
-        from fusion.readers import open_stack
-
-        print("\n== real stacks (no ground truth; SF and AG reward noise and seams too: look at the images)")
-        print(f"{'stack':22s} {'method':22s} {'SF':>7s} {'AG':>7s} {'s':>6s}")
-        for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-            with open_stack(folder) as stack:
-                slices = [pixels for pixels, _ in stack]
-            sharpness = [(spatial_frequency(s), average_gradient(s)) for s in slices]
-            print(f"{folder.name:22s} {'best single slice':22s} {max(s for s, _ in sharpness):>7.2f} "
-                  f"{max(a for _, a in sharpness):>7.2f}")
-            for name, method in methods.items():
-                started = time.perf_counter()
-                fused, _ = method(slices, [None] * len(slices))
-                seconds = time.perf_counter() - started
-                print(f"{'':22s} {name:22s} {spatial_frequency(fused):>7.2f} {average_gradient(fused):>7.2f} "
-                      f"{seconds:>6.2f}")
+        methods["ours: ums pyramid"] = FusionSettings(measure="ums")
+    peers, missing = ({}, []) if args.no_peers else available_peers()
+    for line in missing:
+        print(f"(not run) {line}")
+    specs = [s for s in STACKS if available(s) and (not args.only or s.name in args.only)]
+    rows = score_stacks(specs, shape, methods, peers, args.work)
+    names = list(methods) + list(peers)
+    out = ["# Fusion quality against ground truth", "",
+           f"{datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
+           f"command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`", "",
+           f"{len(rows)} rendered stacks at {shape[0]}x{shape[1]} (benchmarks/quality_stacks.py). PSNR in dB against the "
+           "all-in-focus truth, full scale = the camera's bit depth. Peers not run: "
+           + ("; ".join(missing) if missing else "none") + ".", ""]
+    if peers:
+        out += ["## Our default beside the best peer on each stack", ""] + summary_table(rows, peers) + [""]
+    out += ["## PSNR of every method", ""] + matrix_table(rows, names) + [""]
+    out += ["## Mean PSNR by family", ""] + family_table(rows, names) + [""]
+    if not args.no_real and SHARED_DATA.is_dir():
+        crops = args.work / "real"
+        crops.mkdir(parents=True, exist_ok=True)
+        out += ["## Real stacks side by side (look at them)", ""] + real_stack_crops(crops, peers) + [""]
+    text = "\n".join(out)
+    print("\n" + text)
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(text)
     return 0
 
 

@@ -5,7 +5,7 @@ Slices come from a small rendered TIFF, read one at a time (reading is not timed
 pushed with no file behind them, as in a live session: the engine spills them to its
 temporary TIFF.
 
-    python benchmarks/throughput.py [--sizes 1MP 5MP] [--depths 8 32 128] [--composition blend]
+    python benchmarks/throughput.py [--sizes 1MP 5MP] [--depths 8 32 128] [--compositions pyramid blend]
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["1MP", "5MP"])
     parser.add_argument("--depths", nargs="+", type=int, default=[8, 32, 128])
-    parser.add_argument("--composition", default="blend", choices=["blend", "pick"])
+    parser.add_argument("--compositions", nargs="+", default=["pyramid", "blend"],
+                        choices=["pyramid", "blend", "pick"], help="side by side, in one run")
     parser.add_argument("--mono", action="store_true", help="monochrome frames instead of RGB")
     parser.add_argument("--child", nargs=3, metavar=("FRAMES", "N", "COMPOSITION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -85,27 +86,28 @@ def main() -> int:
 
     cache = Path(tempfile.gettempdir()) / "ums-fusion-bench"
     cache.mkdir(exist_ok=True)
-    print(f"composition={args.composition}, {'mono' if args.mono else 'RGB'} uint8, measure sf 31x31, "
+    print(f"{'mono' if args.mono else 'RGB'} uint8, default measure (sf); blend/pick: 31x31 window, "
           f"mode filter min(H,W)/20")
     print("peak MB: resident high-water mark during push+finish; base MB: resident before the engine")
-    print(f"{'size':>5} {'slices':>6} {'slices/s':>9} {'finish s':>9} {'peak MB':>8} {'base MB':>8}")
+    print(f"{'composition':>11} {'size':>5} {'slices':>6} {'slices/s':>9} {'finish s':>9} {'peak MB':>8} {'base MB':>8}")
     for size in args.sizes:
         frames = frames_file(cache, size, color=not args.mono)
-        peaks = {}
-        for depth in args.depths:
-            done = subprocess.run([sys.executable, __file__, "--child", str(frames), str(depth), args.composition],
-                                  capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
-                return 1
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            peaks[depth] = row["peak_rss_mb"]
-            print(f"{size:>5} {depth:>6} {row['slices_per_s']:>9.2f} {row['finish_s']:>9.3f} "
-                  f"{row['peak_rss_mb']:>8.0f} {row['rss_after_imports_mb']:>8.0f}")
-        if len(peaks) > 1:
-            low, high = min(peaks), max(peaks)
-            print(f"{size}: peak memory at {high} slices / at {low} slices = {peaks[high] / peaks[low]:.2f}"
-                  f"  ({SIZES[size][0]}x{SIZES[size][1]})")
+        for composition in args.compositions:
+            peaks = {}
+            for depth in args.depths:
+                done = subprocess.run([sys.executable, __file__, "--child", str(frames), str(depth), composition],
+                                      capture_output=True, text=True, cwd=ROOT)
+                if done.returncode != 0:
+                    print(done.stderr, file=sys.stderr)
+                    return 1
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                peaks[depth] = row["peak_rss_mb"]
+                print(f"{composition:>11} {size:>5} {depth:>6} {row['slices_per_s']:>9.2f} {row['finish_s']:>9.3f} "
+                      f"{row['peak_rss_mb']:>8.0f} {row['rss_after_imports_mb']:>8.0f}", flush=True)
+            if len(peaks) > 1:
+                low, high = min(peaks), max(peaks)
+                print(f"{composition:>11} {size}: peak memory at {high} slices / at {low} slices = "
+                      f"{peaks[high] / peaks[low]:.2f}  ({SIZES[size][0]}x{SIZES[size][1]})")
     return 0
 
 
