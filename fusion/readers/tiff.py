@@ -89,7 +89,8 @@ class TiffStack(SavedStack):
         planes = []
         for index in range(self._layout.n_slices):
             try:
-                page = self._series.pages[index]
+                # As a full page: from 8 pages on, a series hands back frames without their description.
+                page = self._tiff.pages.get(self._layout.pages_of(index)[0], aspage=True)
             except (IndexError, tifffile.TiffFileError):
                 break  # a truncated file: reading the slices will say so
             try:
@@ -97,7 +98,13 @@ class TiffStack(SavedStack):
             except (ValueError, AttributeError, TypeError):
                 plane = None  # page 0 of a finalized stack holds OME-XML instead
             planes.append(plane)
-        return planes if any(planes) else None
+        if not any(planes):
+            return None
+        missing = [i for i, plane in enumerate(planes) if plane is None and not (i == 0 and self._tiff.is_ome)]
+        if missing and not self._tiff.is_ome:
+            warnings.warn(f"{self.path}: slices {_ranges(missing)} have no z in their page metadata; "
+                          "the depth map is in slice index", stacklevel=3)
+        return planes
 
     def _drop_incomplete_last_slice(self) -> None:
         """A session killed mid-write leaves its last page short: fuse the complete ones, and say so."""
@@ -224,6 +231,18 @@ _UNITS_IN_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e
 
 def _to_um(unit: str | None) -> float:
     return _UNITS_IN_UM.get(unit, 1.0)
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts, start = [], None
+    for position, index in enumerate(indices):
+        if start is None:
+            start = index
+        if position + 1 == len(indices) or indices[position + 1] != index + 1:
+            parts.append(str(start) if start == index else f"{start}-{index}")
+            start = None
+    return ", ".join(parts)
 
 
 def stack_name(path: Path) -> str:
