@@ -18,6 +18,7 @@ from fusion.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, de
     max_displacement_px, warp_to_reference
 from fusion.decision import clean_decision, default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
+from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
 from fusion.slice_store import SliceSource, TemporaryTiffStore
 
@@ -148,6 +149,7 @@ class StreamingFusion:
             pixels, gray, covered = self._align(pixels, gray)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         measure = self._measure(gray)
+        check_focus_map(measure, self.settings.measure, self.name, self.n_slices)
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
         kernels.update_running_maps(

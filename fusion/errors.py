@@ -43,3 +43,7 @@ class InvalidPixelsError(StackError):
 
 class StackLayoutError(StackError):
     """Raised when a file's axes cannot be read as one z-stack (e.g. several positions and times)."""
+
+
+class InvalidFocusMeasureError(StackError):
+    """Raised when a focus measure gives NaN or infinity for a slice (e.g. damaged weights)."""

@@ -6,6 +6,7 @@ resumed batch) never sees half a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -33,7 +34,22 @@ def write_depth_tiff(path: Path, depth: np.ndarray, unit: str) -> None:
     write_image_tiff(path, depth.astype(np.float32), description=json.dumps({"depth_unit": unit}))
 
 
+def json_safe(value):
+    """``value`` with NaN and infinity as None (null) and numpy scalars as Python numbers, so that
+    strict JSON parsers (JavaScript's, Go's, jq) accept the file."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, report: dict) -> None:
+    """``report`` as strict JSON (no NaN or Infinity tokens), written atomically."""
     partial = _atomic_target(path)
-    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     os.replace(partial, path)
