@@ -20,6 +20,8 @@ from fusion.engine import FusionSettings
 from fusion.errors import FusionError, StackNotFoundError
 from fusion.outputs import write_json
 from fusion.readers import stack_name
+from fusion.readers.image_folder import image_files, multipage_tiffs
+from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.refuse import output_paths, refuse_stack
 
 SUMMARY_FILE = "summary.json"
@@ -56,8 +58,20 @@ def expand_stack_arguments(arguments: list[str]) -> list[Path]:
                 raise StackNotFoundError("the pattern matches nothing", argument)
             stacks += [Path(match) for match in matches]
         else:
-            stacks.append(Path(argument))
+            stacks += _stacks_in(Path(argument))
     return stacks
+
+
+def _stacks_in(path: Path) -> list[Path]:
+    """``path``, or, for a folder whose images are all multi-page TIFFs, each of those files:
+    such a folder holds stacks, not slices."""
+    if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
+        return [path]
+    files = image_files(path)
+    stacks = multipage_tiffs(files)
+    if files and len(stacks) == len(files):
+        return [file for file, _ in stacks]
+    return [path]
 
 
 def outputs_complete(out_dir: Path, name: str) -> bool:

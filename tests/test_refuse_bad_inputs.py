@@ -1,0 +1,60 @@
+"""Refusion under hostile inputs: folders of stacks, symlink loops, huge declared sizes, full disks,
+stacks without focus information, other settings on --resume, unusual pixel types."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from fusion.errors import StackLayoutError
+from fusion.readers import open_stack
+from tests.conftest import REPO_ROOT
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, **kwargs)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def write_stack(path: Path, n_slices: int, shape=(64, 80), seed=0, dtype=np.uint8) -> Path:
+    """A mono stack: one texture at a few blur levels, cycled to n_slices."""
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    levels = [ndimage.gaussian_filter(texture, sigma) for sigma in (0.1, 1, 2, 3, 2, 1)]
+    scale = 255 if dtype == np.uint8 else np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1
+    planes = np.stack([(levels[i % len(levels)] * scale).astype(dtype) for i in range(n_slices)])
+    tifffile.imwrite(path, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    return path
+
+
+# ---- 3: a folder of multi-page TIFFs holds stacks, not slices ----
+
+def test_a_folder_of_multipage_tiffs_is_refused_stack_by_stack(tmp_path):
+    folder = tmp_path / "positions"
+    folder.mkdir()
+    write_stack(folder / "a.tif", 8, seed=1)
+    write_stack(folder / "b.tif", 8, seed=2)
+    done = run_cli("--refuse", folder, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    for name in ("a", "b"):
+        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["n_slices"] == 8
+    assert not (tmp_path / "out" / "positions.json").exists()
+
+
+def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_stack(folder / "a.tif", 8)
+    tifffile.imwrite(folder / "b.tif", np.zeros((64, 80), np.uint8))
+    with pytest.raises(StackLayoutError, match=r"mixed: this folder holds multi-page TIFF stacks \(a.tif \(8 pages\)\)"):
+        open_stack(folder)
