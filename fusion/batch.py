@@ -107,10 +107,24 @@ def check_unique_names(stacks: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in stacks:
         name = stack_name(path)
-        if name in seen and seen[name].resolve() != path.resolve():
+        if name in seen and _real_path(seen[name]) != _real_path(path):
             raise ValueError(f"{seen[name]} and {path} would both write {name}.fused.tif; "
                              "refuse them into different --out folders")
         seen[name] = path
+
+
+def _real_path(path: Path) -> Path:
+    """``path`` with its links resolved, as far as they lead (a symlink loop stays as it is)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return _absolute(path)
+
+
+def _absolute(path: Path) -> Path:
+    """An absolute path without following links: a remote worker does not share our working folder,
+    and a broken link must reach the worker to be reported as that stack's failure."""
+    return Path(os.path.abspath(path))
 
 
 def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | None = None,
@@ -172,8 +186,7 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
     try:
         futures = {}
         for index in todo:
-            # Absolute paths: a remote worker does not share this process's working folder.
-            future = client.submit(refuse_for_batch, stacks[index].resolve(), out_dir.resolve(), settings,
+            future = client.submit(refuse_for_batch, _absolute(stacks[index]), _absolute(out_dir), settings,
                                    numba_threads,
                                    key=f"refuse-{index}-{stack_name(stacks[index])}", pure=False)
             futures[future] = index

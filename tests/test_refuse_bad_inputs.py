@@ -58,3 +58,18 @@ def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
     tifffile.imwrite(folder / "b.tif", np.zeros((64, 80), np.uint8))
     with pytest.raises(StackLayoutError, match=r"mixed: this folder holds multi-page TIFF stacks \(a.tif \(8 pages\)\)"):
         open_stack(folder)
+
+
+# ---- 6: a symlink loop is one failed row ----
+
+def test_a_symlink_loop_among_batch_inputs_is_one_failed_row(tmp_path):
+    loop = tmp_path / "loop.tif"
+    loop.symlink_to("loop.tif")
+    good = [write_stack(tmp_path / f"good{i}.tif", 6, seed=i) for i in range(2)]
+    done = run_cli("--refuse", good[0], loop, good[1], "--out", tmp_path / "out", "--workers", "1")
+    assert done.returncode == 1
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "loop.tif: a symbolic link that leads nowhere" in errors[0], done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [row["status"] for row in summary["stacks"]] == ["done", "failed", "done"]
+    assert (tmp_path / "out" / "good1.fused.tif").is_file()
