@@ -47,3 +47,7 @@ class StackLayoutError(StackError):
 
 class InvalidFocusMeasureError(StackError):
     """Raised when a focus measure gives NaN or infinity for a slice (e.g. damaged weights)."""
+
+
+class StackTooLargeError(StackError):
+    """Raised when a stack's declared slice size would not fit in memory; nothing is read."""

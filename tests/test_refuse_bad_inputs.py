@@ -73,3 +73,35 @@ def test_a_symlink_loop_among_batch_inputs_is_one_failed_row(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [row["status"] for row in summary["stacks"]] == ["done", "failed", "done"]
     assert (tmp_path / "out" / "good1.fused.tif").is_file()
+
+
+# ---- 7: a header that declares an enormous image ----
+
+def huge_tiled_tiff(path: Path) -> Path:
+    """A valid 20 MB tiled TIFF declaring 2 x 100000 x 100000 pixels (its tiles compress to nothing)."""
+    import zlib
+
+    tile = zlib.compress(bytes(1024 * 1024))
+    n_tiles = 2 * ((100000 + 1023) // 1024) ** 2
+    tifffile.imwrite(path, (tile for _ in range(n_tiles)), shape=(2, 100000, 100000), dtype=np.uint8,
+                     tile=(1024, 1024), compression="zlib", photometric="minisblack", metadata={"axes": "ZYX"})
+    return path
+
+
+def limit_memory_to_8_gb():
+    """In the child: a safety net, so that a regression fails with MemoryError instead of filling the machine."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+def test_an_enormous_declared_image_is_refused_before_reading(tmp_path):
+    stack = huge_tiled_tiff(tmp_path / "huge.tif")
+    good = write_stack(tmp_path / "good.tif", 6)
+    done = run_cli("--refuse", stack, good, "--out", tmp_path / "out", "--workers", "1",
+                   preexec_fn=limit_memory_to_8_gb)
+    assert done.returncode == 1, done.stderr
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "huge.tif: slice 0 declares 100000 x 100000 pixels" in errors[0] and "GB is available" in errors[0]
+    assert (tmp_path / "out" / "good.fused.tif").is_file()

@@ -66,6 +66,19 @@ class ImageFolderStack(SavedStack):
     def slice_label(self, index: int) -> str:
         return self.files[index].name
 
+    def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
+        file = self.files[index]
+        if file.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(file) as tiff:
+                page = tiff.pages.first
+                return page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype
+        from PIL import Image
+
+        with Image.open(file) as image:  # reads the header only
+            width, height = image.size
+            return height, width, len(image.getbands()), np.dtype(np.uint16 if image.mode.startswith("I;16")
+                                                                  else np.uint8)
+
     def _read(self, index: int) -> np.ndarray:
         file = self.files[index]
         try:

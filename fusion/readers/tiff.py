@@ -58,6 +58,14 @@ class TiffStack(SavedStack):
     def z_positions_um(self) -> list[float] | None:
         return self._z_um
 
+    def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
+        page = self._series.pages[self._layout.pages_of(index)[0]]
+        if page is None:
+            return None
+        keyframe = getattr(page, "keyframe", None) or page
+        samples = keyframe.samplesperpixel * self._layout.n_channels
+        return keyframe.imagelength, keyframe.imagewidth, samples, keyframe.dtype
+
     def _read(self, index: int) -> np.ndarray:
         planes = [self._read_page(page_index) for page_index in self._layout.pages_of(index)]
         if len(planes) == 1:
