@@ -51,3 +51,7 @@ class InvalidFocusMeasureError(StackError):
 
 class StackTooLargeError(StackError):
     """Raised when a stack's declared slice size would not fit in memory; nothing is read."""
+
+
+class OutputError(StackError):
+    """Raised when a stack's outputs cannot be written (a full disk, a folder without permission)."""

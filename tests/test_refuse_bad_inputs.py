@@ -105,3 +105,20 @@ def test_an_enormous_declared_image_is_refused_before_reading(tmp_path):
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "huge.tif: slice 0 declares 100000 x 100000 pixels" in errors[0] and "GB is available" in errors[0]
     assert (tmp_path / "out" / "good.fused.tif").is_file()
+
+
+# ---- 10: a full disk ----
+
+def test_a_full_output_disk_names_the_stack_and_the_folder_and_leaves_no_partial_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path / "full.tif", 6)
+    # The fused image is written under this temporary name first: on /dev/full, as on a full disk,
+    # every write fails with ENOSPC.
+    (out / ".full.fused.tif.partial").symlink_to("/dev/full")
+    done = run_cli("--refuse", stack, "--out", out)
+    assert done.returncode == 1
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{stack}: cannot write full.fused.tif into {out}: No space left on device" in errors[0]
+    assert not list(out.glob(".*.partial")) and not (out / "full.fused.tif").exists()
