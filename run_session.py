@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(format_table(outcomes))
     print(f"summary: {summary}")
+    for outcome in outcomes:
+        for warning in outcome.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     failures = [outcome for outcome in outcomes if outcome.status == "failed"]
     for outcome in failures:
         print(f"error: {outcome.error}", file=sys.stderr)

@@ -161,6 +161,9 @@ def fit_model(source: np.ndarray, target: np.ndarray, weight: np.ndarray, model:
     return transform, misfit
 
 
+WORKING_RANGE_MAX = 65535.0  # registration works on intensities up to 16 bits
+
+
 class SliceAligner:
     """Streams slices in; returns for each the transform from the reference frame to it."""
 
@@ -172,6 +175,7 @@ class SliceAligner:
         self.fallbacks: list[int] = []   # slices whose fit was poor and kept the previous transform
         self._previous: list[_Level] | None = None
         self._phase: dict[int, PhaseTiles] = {}  # by tile size
+        self._intensity_scale: float | None = None
         # Too few pixels to tell motion from the apparent motion that focus changes bring.
         self.too_small = min(shape) < MIN_FRAME_PX
         if self.too_small:
@@ -183,6 +187,7 @@ class SliceAligner:
         if self.too_small:
             self.transforms.append(np.eye(3))
             return self.transforms[-1]
+        gray = self._in_working_range(gray)
         levels = [_make_level(gray, self.settings.coarse_px, self.settings.coarse_tile_px),
                   _make_level(gray, self.settings.fine_px, self.settings.fine_tile_px)]
         index = len(self.transforms)
@@ -205,6 +210,14 @@ class SliceAligner:
         self._previous = levels
         self.transforms.append(transform)
         return transform
+
+    def _in_working_range(self, gray: np.ndarray) -> np.ndarray:
+        """Data far beyond 16 bits (uint32, large floats) scaled down by one factor per stack:
+        the float32 phase-fit sums of squared spectra would overflow. 8- and 16-bit data pass as they are."""
+        if self._intensity_scale is None:
+            high = float(np.percentile(np.abs(gray[::4, ::4]), 99.9))
+            self._intensity_scale = WORKING_RANGE_MAX / high if high > WORKING_RANGE_MAX else 1.0
+        return gray if self._intensity_scale == 1.0 else gray * np.float32(self._intensity_scale)
 
     def _phase_tiles(self, tile_px: int) -> PhaseTiles:
         if tile_px not in self._phase:

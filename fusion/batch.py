@@ -11,7 +11,7 @@ import glob
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -37,6 +37,7 @@ class StackOutcome:
     slices: int | None = None
     seconds: float | None = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)   # e.g. one slice only, no focus information
 
 
 def expand_stack_arguments(arguments: list[str]) -> list[Path]:
@@ -99,7 +100,7 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
     return StackOutcome(str(path), report["name"], "done", slices=report["n_slices"],
-                        seconds=report["seconds"]["total"], error=None)
+                        seconds=report["seconds"]["total"], error=None, warnings=report["warnings"])
 
 
 def check_unique_names(stacks: list[Path]) -> None:

@@ -20,3 +20,17 @@ def check_focus_map(focus_map: np.ndarray, measure: str, stack: str, slice_index
     raise InvalidFocusMeasureError(
         f"slice {slice_index}: the focus measure {measure!r} gave NaN or infinity at {bad} of "
         f"{focus_map.size} pixels{hint}; nothing can be ranked by it", stack)
+
+
+def no_focus_information(focus_scores: list[float], stack: str) -> str | None:
+    """A warning when no slice is sharper than another anywhere (all identical, or all blank),
+    so that the depth map means nothing; None when the scores differ."""
+    if len(focus_scores) < 2:
+        return None
+    scores = np.asarray(focus_scores, np.float64)
+    spread = float(scores.max() - scores.min())
+    if spread > 1e-6 * max(float(np.abs(scores).max()), 1e-30):
+        return None
+    what = "blank" if float(np.abs(scores).max()) == 0.0 else "equally sharp (identical?)"
+    return (f"{stack}: no focus information: all {len(focus_scores)} slices are {what}; the fused image is "
+            "their average and the depth map says nothing")

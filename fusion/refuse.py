@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
+from fusion.focus_checks import no_focus_information
 from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff, write_json
 from fusion.readers import open_stack
 
@@ -49,6 +50,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
                 engine.push(pixels, None if z_um is None else z_um[index])
                 bar.update(1)
         result = engine.finish()
+        blank = no_focus_information(result.focus_scores, str(stack.path))
+        if blank:
+            warnings.warn(blank, stacklevel=1)
         seconds.update(result.seconds)
         write_started = time.perf_counter()
         paths = output_paths(out_dir, stack.name)
@@ -73,7 +77,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             "chosen_fraction": (counts / counts.sum()).round(5).tolist(),
             "outputs": {kind: str(p) for kind, p in paths.items()},
             "alignment": result.alignment,
-            "warnings": [str(w.message) for w in caught],
+            "warnings": list(dict.fromkeys(str(w.message) for w in caught)),  # each once
         }
         with _naming(stack.path):
             write_json(paths["report"], report)

@@ -122,3 +122,47 @@ def test_a_full_output_disk_names_the_stack_and_the_folder_and_leaves_no_partial
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"{stack}: cannot write full.fused.tif into {out}: No space left on device" in errors[0]
     assert not list(out.glob(".*.partial")) and not (out / "full.fused.tif").exists()
+
+
+# ---- 11: no focus information, one slice ----
+
+@pytest.mark.parametrize("kind", ["identical", "black"])
+def test_a_stack_without_focus_information_says_so(tmp_path, kind):
+    texture = (ndimage.gaussian_filter(np.random.default_rng(0).random((64, 80)), 1.0) * 255).astype(np.uint8)
+    planes = np.zeros((5, 64, 80), np.uint8) if kind == "black" else np.repeat(texture[None], 5, 0)
+    stack = tmp_path / f"{kind}.tif"
+    tifffile.imwrite(stack, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    done = run_cli("--refuse", stack, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "no focus information" in line]
+    assert warnings == [f"warning: {stack}: no focus information: all 5 slices are "
+                        f"{'blank' if kind == 'black' else 'equally sharp (identical?)'}; the fused image is "
+                        "their average and the depth map says nothing"], done.stderr
+    report = json.loads((tmp_path / "out" / f"{kind}.json").read_text())
+    assert any("no focus information" in w for w in report["warnings"])
+
+
+def test_a_one_slice_stack_warns_on_stderr(tmp_path):
+    done = run_cli("--refuse", write_stack(tmp_path / "single.tif", 1), "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "warning: " in done.stderr and "only one slice" in done.stderr
+
+
+# ---- 15: uint32 stacks ----
+
+def test_a_uint32_stack_fuses_without_overflow_warnings(tmp_path):
+    from tests.conftest import rendered
+
+    sweep = rendered(color=False, bit_depth=16, shape=(256, 320))  # large enough to be aligned
+    tifffile.imwrite(tmp_path / "narrow.tif", np.stack(sweep.slices), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "wide.tif", np.stack([s.astype(np.uint32) * 65537 for s in sweep.slices]),
+                     photometric="minisblack")
+    for name in ("narrow", "wide"):
+        done = run_cli("--refuse", tmp_path / f"{name}.tif", "--out", tmp_path / "out")
+        assert done.returncode == 0, done.stderr
+    wide, narrow = (json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in ("wide", "narrow"))
+    assert wide["warnings"] == [] and "overflow" not in done.stderr, wide["warnings"][:3]
+    # The same sweep in 16 bits registers the same way.
+    for a, b in zip(wide["alignment"], narrow["alignment"]):
+        assert a["shift_x_px"] == pytest.approx(b["shift_x_px"], abs=0.01)
+        assert a["shift_y_px"] == pytest.approx(b["shift_y_px"], abs=0.01)
