@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from acquisition.profile import ProfileError, load_profile
+from acquisition.stop_signals import stop_on_sigterm, was_terminated
 from devices.errors import DeviceError
 from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
 from fusion.alignment import ALIGN_MODES, MODELS
@@ -102,7 +103,8 @@ def live_view(args, title: str, mode: str):
     finally:
         if state.status in ("starting", "running"):
             state.end("failed", "stopped before the end")
-        time.sleep(max(0.0, args.view_linger_s))
+        with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
+            time.sleep(max(0.0, args.view_linger_s))
         server.stop()
 
 
@@ -119,6 +121,10 @@ def run_live(args) -> int:
     except (ProfileError, DeviceError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:  # before the first slice: the devices were still opening
+        print(f"{str(interrupt) or 'interrupted (Ctrl-C)'} before the session started; nothing was acquired",
+              file=sys.stderr)
+        return interrupted_status()
     report = outcome.report
     print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
@@ -135,8 +141,13 @@ def run_live(args) -> int:
     for problem in report["errors"]:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:
-        return 130
+        return interrupted_status()
     return 0 if outcome.completed else 1
+
+
+def interrupted_status() -> int:
+    """The shell's exit status for a program ended by a signal: 130 after Ctrl-C, 143 after SIGTERM."""
+    return 143 if was_terminated() else 130
 
 
 def show_outcome(view, out_dir: Path, outcome) -> None:
@@ -159,6 +170,7 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
     if args.refuse is None:
         return run_live(args)
     if args.out is None:
@@ -189,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FusionError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # Outputs are written atomically: what finished is complete, the rest is redone.
-        print(f"interrupted: run the same command with --resume to finish the stacks left in {args.out}",
-              file=sys.stderr)
-        return 130
+        print(f"{str(interrupt) or 'interrupted'}: run the same command with --resume to finish the stacks "
+              f"left in {args.out}", file=sys.stderr)
+        return interrupted_status()
     print(format_table(outcomes))
     print(f"summary: {summary}")
     for outcome in outcomes:

@@ -21,6 +21,7 @@ from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
 from acquisition.rig import Rig, open_rig
 from acquisition.stack_buffer import StackBuffer
+from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
                             DeviceTimeoutError, PositionOutOfRangeError)
 from fusion.engine import FusionSettings, StreamingFusion
@@ -102,22 +103,23 @@ class Session:
             self.view.begin(len(positions), unit, self._device_status())
         try:
             self._acquire(positions, progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
             self.interrupted = True
-            self.ended_by = "interrupted (Ctrl-C)"
+            self.ended_by = str(interrupt) or "interrupted (Ctrl-C)"
         except DeviceError as error:
             self.ended_by = str(error)
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
         finally:
-            try:
-                result = self._finish_fusion()
-            except Exception as error:
-                self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
-            finally:
-                self._return_to(start)
-                if self.buffer is not None:
-                    self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
+            with signals_deferred():  # a second Ctrl-C or SIGTERM must not cut the saving short
+                try:
+                    result = self._finish_fusion()
+                except Exception as error:
+                    self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
+                finally:
+                    self._return_to(start)
+                    if self.buffer is not None:
+                        self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
         total_s = time.perf_counter() - started
         report = self._write_outputs(result, positions, total_s)
         if self.view is not None:
@@ -210,7 +212,7 @@ class Session:
             curve = list(zip([s["z"] for s in report["slices"]], result.focus_scores))
             self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
         if self.interrupted:
-            status, message = "interrupted", f"Interrupted (Ctrl-C). {report['acquired_slices']} slices saved and fused."
+            status, message = "interrupted", f"{self.ended_by.capitalize()}. {report['acquired_slices']} slices saved and fused."
         elif self.ended_by:
             status, message = "failed", (f"The session ended early: {self.ended_by}\n"
                                          f"Saved: the {report['acquired_slices']} slices acquired"
