@@ -192,19 +192,24 @@ class Session:
                 "dropped frames": str(len(self.dropped)), "retries": str(len(self.retries))}
 
     def _attach_view(self) -> None:
-        engine = self.engine
+        engine, fusing = self.engine, self.worker.lock
         cache: dict = {}
 
         def preview(part: int):
-            # One preview per fused slice count, shared by the fused and depth images.
-            key = engine.n_slices
-            if cache.get("key") != key:
-                cache.update(key=key, value=engine.preview())
-            value = cache["value"]
+            # Under the fusion thread's lock: halfway through a slice the engine's maps and its z
+            # list disagree. One preview per fused slice count, shared by the fused and depth images.
+            with fusing:
+                key = engine.n_slices
+                if cache.get("key") != key:
+                    cache.update(key=key, value=engine.preview())
+                value = cache["value"]
             return None if value is None else value[part]
 
-        self.view.attach_fusion(lambda: preview(0), lambda: preview(1),
-                                lambda: list(zip(engine.z_positions_so_far(), engine.focus_scores)))
+        def curve():
+            with fusing:
+                return list(zip(engine.z_positions_so_far(), engine.focus_scores))
+
+        self.view.attach_fusion(lambda: preview(0), lambda: preview(1), curve)
 
     def _show_end(self, report: dict, result) -> None:
         outputs = report["outputs"]
