@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from acquisition.profile import ProfileError, load_profile
@@ -167,9 +168,15 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
                      "seconds": None if outcome.seconds is None else round(outcome.seconds, 2)}, fused, depth)
 
 
+def _warning_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings for people: what happened, without the source line that raised it."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _warning_in_one_line
     stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
     if args.refuse is None:
         return run_live(args)

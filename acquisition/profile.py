@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
     model_validator
 
 from fusion.focus_measures import MEASURES
+from simulators.specimens import TEXTURES
 
 
 class ProfileError(ValueError):
@@ -33,6 +34,13 @@ class SpecimenSettings(_Strict):
     width_px: int = Field(1024, ge=16)
     color: bool = True
     seed: int = 0
+
+    @field_validator("texture")
+    @classmethod
+    def _known_texture(cls, value: str) -> str:
+        if value not in TEXTURES:
+            raise ValueError(f"unknown texture {value!r}; choose one of {', '.join(TEXTURES)}")
+        return value
 
 
 class SimulatedOptics(_Strict):
@@ -93,11 +101,23 @@ class FocusSettings(_Strict):
         return self
 
 
+def _two_positions_at_least(span: float, step: float, names: str) -> None:
+    """A focus stack needs two positions; a step beyond the span would give one (said before anything moves)."""
+    if step > abs(span):
+        raise ValueError(f"the step {step:g} is larger than {names} ({abs(span):g}): the plan would visit one "
+                         "position; make the step smaller")
+
+
 class ZRange(_Strict):
     """useq-schema's ZRangeAround: ``range`` centred on where the drive is, every ``step``."""
 
     range: float = Field(gt=0)
     step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _several_positions(self):
+        _two_positions_at_least(self.range, self.step, "the range")
+        return self
 
 
 class ZTopBottom(_Strict):
@@ -105,9 +125,14 @@ class ZTopBottom(_Strict):
     bottom: float
     step: float = Field(gt=0)
 
+    @model_validator(mode="after")
+    def _several_positions(self):
+        _two_positions_at_least(self.top - self.bottom, self.step, "the distance from bottom to top")
+        return self
+
 
 class ZAbsolute(_Strict):
-    absolute: list[float] = Field(min_length=1)
+    absolute: list[float] = Field(min_length=2)
 
 
 class Sweep(_Strict):
@@ -116,6 +141,11 @@ class Sweep(_Strict):
     start: float
     stop: float
     step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _several_positions(self):
+        _two_positions_at_least(self.stop - self.start, self.step, "the distance from start to stop")
+        return self
 
 
 def _z_plan_kind(value: Any) -> str:
