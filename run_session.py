@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="local cluster size (default: one worker per core)")
     parser.add_argument("--resume", action="store_true",
-                        help="skip stacks whose outputs in --out are complete")
+                        help="skip stacks whose outputs in --out are complete and were made with the same settings")
     parser.add_argument("--view", action="store_true",
                         help="show a live view in the browser (serves http://127.0.0.1:PORT/ while it runs)")
     parser.add_argument("--port", type=int, default=8765, help="live view port (0: any free port)")

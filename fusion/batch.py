@@ -8,6 +8,7 @@ its stack rescheduled on another worker by dask (up to ``distributed.scheduler.a
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import time
@@ -75,9 +76,20 @@ def _stacks_in(path: Path) -> list[Path]:
     return [path]
 
 
-def outputs_complete(out_dir: Path, name: str) -> bool:
-    """True when every output of stack ``name`` is in place (the report is written last)."""
-    return all(path.is_file() for path in output_paths(out_dir, name).values())
+def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> dict | None:
+    """The report of stack ``name`` when all its outputs are in place (the report is written last)
+    and were made with ``settings``; None when the stack must be fused (again)."""
+    paths = output_paths(out_dir, name)
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    try:
+        report = json.loads(paths["report"].read_text())
+    except (OSError, ValueError):
+        return None
+    # As the report stores them: through JSON, so 32 and 32.0 or a tuple and a list compare equal.
+    if not isinstance(report, dict) or report.get("settings") != json.loads(json.dumps(asdict(settings))):
+        return None
+    return report
 
 
 def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
@@ -135,7 +147,8 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
 
     With ``scheduler`` (``tcp://host:port``) the work goes to that dask cluster; otherwise a
     single stack is fused in this process and several go to a LocalCluster of ``n_workers``
-    processes (default: one per core). ``resume`` skips stacks whose outputs are complete.
+    processes (default: one per core). ``resume`` skips stacks whose outputs are complete and
+    were made with the same settings.
     ``on_outcome(outcome)`` is called in this process as each stack finishes (e.g. a live view).
     """
     settings = settings or FusionSettings()
@@ -145,8 +158,10 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     outcomes = _Outcomes(on_outcome)
     todo = []
     for index, path in enumerate(stacks):
-        if resume and outputs_complete(out_dir, stack_name(path)):
-            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped")
+        report = finished_report(out_dir, stack_name(path), settings) if resume else None
+        if report is not None:  # the row keeps the numbers of the run that fused it
+            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped", slices=report.get("n_slices"),
+                                           seconds=(report.get("seconds") or {}).get("total"))
         else:
             todo.append(index)
     if todo and scheduler is None and len(todo) == 1:

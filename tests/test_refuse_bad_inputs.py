@@ -166,3 +166,25 @@ def test_a_uint32_stack_fuses_without_overflow_warnings(tmp_path):
     for a, b in zip(wide["alignment"], narrow["alignment"]):
         assert a["shift_x_px"] == pytest.approx(b["shift_x_px"], abs=0.01)
         assert a["shift_y_px"] == pytest.approx(b["shift_y_px"], abs=0.01)
+
+
+# ---- 13: --resume and other settings ----
+
+def test_resume_redoes_stacks_made_with_other_settings_and_keeps_the_numbers_of_skipped_ones(tmp_path):
+    stack = write_stack(tmp_path / "s.tif", 6)
+    out = tmp_path / "out"
+    assert run_cli("--refuse", stack, "--out", out).returncode == 0
+    first = json.loads((out / "s.json").read_text())
+
+    done = run_cli("--refuse", stack, "--out", out, "--resume", "--method", "laplacian", "--composition", "pick")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 0}
+    redone = json.loads((out / "s.json").read_text())
+    assert redone["method"] == "laplacian" and redone["settings"]["composition"] == "pick"
+
+    done = run_cli("--refuse", stack, "--out", out, "--resume", "--method", "laplacian", "--composition", "pick")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 0, "skipped": 1, "failed": 0}
+    row = summary["stacks"][0]
+    assert row["slices"] == 6 and row["seconds"] == redone["seconds"]["total"] != first["seconds"]["total"]
