@@ -59,6 +59,9 @@ class CameraSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
     exposure_ms: Optional[float] = Field(None, gt=0)
     timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
+    # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
+    # session after this long.
+    give_up_after_s: float = Field(20.0, gt=0)
     # genicam
     cti: Optional[str] = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
     serial_number: Optional[str] = None
@@ -204,6 +207,50 @@ class OutputSettings(_Strict):
     folder: str = "sessions"
 
 
+class FaultSettings(_Strict):
+    """A fault for a simulated device to commit during the session, to rehearse failures."""
+
+    after_slices: int = Field(0, ge=0)         # starts once this many slices are acquired
+    silent: bool = False                       # stops answering
+    garbage: bool = False                      # answers with random bytes
+    error_reply: Optional[int] = Field(None, ge=0, le=255)   # answers with this device error code
+    delay_s: float = Field(0.0, ge=0)          # answers this late
+    drop_frames: int = Field(0, ge=0)          # cameras: loses this many frames
+    disconnect: bool = False                   # vanishes, as when its cable is pulled
+    times: Optional[int] = Field(None, ge=1)   # spoils this many answers, then recovers (default: never)
+
+    def kinds(self) -> list[str]:
+        """The faults asked for, by key."""
+        asked = {"silent": self.silent, "garbage": self.garbage, "error_reply": self.error_reply is not None,
+                 "delay_s": self.delay_s > 0, "drop_frames": self.drop_frames > 0, "disconnect": self.disconnect}
+        return [kind for kind, on in asked.items() if on]
+
+    @model_validator(mode="after")
+    def _asks_for_something(self):
+        if not self.kinds():
+            raise ValueError("no fault asked for: give one of silent, garbage, error_reply, delay_s, drop_frames, "
+                             "disconnect")
+        return self
+
+
+class FaultsProfile(_Strict):
+    """Faults for the simulated camera and focus drive (see FAULTS_SIMULATED for what each can do)."""
+
+    camera: Optional[FaultSettings] = None
+    focus: Optional[FaultSettings] = None
+
+
+# What each simulator can commit, by role and by how the profile names it.
+FAULTS_SIMULATED = {
+    ("focus", "simulated"): ("silent", "garbage", "error_reply", "delay_s", "disconnect"),
+    ("focus", "asi"): ("silent", "garbage", "error_reply", "delay_s", "disconnect"),
+    ("focus", "optotune"): ("silent", "garbage", "error_reply", "delay_s", "disconnect"),
+    ("focus", "micromanager"): ("silent", "error_reply"),
+    ("camera", "simulated"): ("silent", "garbage", "error_reply", "delay_s", "drop_frames", "disconnect"),
+    ("camera", "micromanager"): ("error_reply", "delay_s", "drop_frames"),
+}
+
+
 class Profile(_Strict):
     name: str = "rig"
     camera: CameraSettings
@@ -212,6 +259,34 @@ class Profile(_Strict):
     fusion: FusionProfile = FusionProfile()
     micromanager: MicroManagerSettings = MicroManagerSettings()
     output: OutputSettings = OutputSettings()
+    faults: FaultsProfile = FaultsProfile()
+
+    @model_validator(mode="after")
+    def _faults_only_where_simulated(self):
+        for role in ("camera", "focus"):
+            settings = getattr(self.faults, role)
+            if settings is None:
+                continue
+            simulator = self.simulator_of(role)
+            if simulator is None:
+                raise ValueError(f"faults.{role}: only this project's simulators commit faults, and this {role} "
+                                 f"({getattr(self, role).driver}) is not one of them")
+            unable = [kind for kind in settings.kinds() if kind not in FAULTS_SIMULATED[(role, simulator)]]
+            if unable:
+                raise ValueError(f"faults.{role}: the simulated {simulator} {role} cannot simulate "
+                                 f"{', '.join(unable)}; it can: {', '.join(FAULTS_SIMULATED[(role, simulator)])}")
+        return self
+
+    def simulator_of(self, role: str) -> str | None:
+        """Which simulator plays ``role`` ("camera" or "focus"), by driver; None for real hardware."""
+        driver = getattr(self, role).driver
+        if driver == "simulated":
+            return "simulated"
+        if role == "focus" and driver in ("asi", "optotune") and self.focus.port == "simulated":
+            return driver
+        if driver == "micromanager" and self.micromanager.simulated_devices:
+            return "micromanager"
+        return None
 
     def alignment(self) -> tuple[str, str]:
         """(align mode, model). Unless the profile says: a tunable lens changes magnification

@@ -133,8 +133,10 @@ class Session:
         settle_s = self.profile.focus.settle_ms / 1000
         retries = self.profile.plan.retries
         dropped_in_a_row = 0
+        waiting_since: float | None = None  # the first try for a frame since the last one that came
         bar = tqdm(positions, desc="slices", unit="slice", disable=None if progress is None else not progress)
         for index, z in enumerate(bar):
+            self.rig.arm_faults(len(self.slices))  # a profile's faults: section (simulators only)
             t0 = time.perf_counter()
 
             def move():
@@ -145,9 +147,20 @@ class Session:
             t1 = time.perf_counter()
             time.sleep(settle_s)
             t2 = time.perf_counter()
+            if waiting_since is None:
+                waiting_since = t2
+
+            def snap():
+                # Retries and lost frames in a row wait camera.give_up_after_s at most, all together.
+                left_s = self.profile.camera.give_up_after_s - (time.perf_counter() - waiting_since)
+                if left_s <= 0:
+                    raise DeviceError(camera.name, f"no frame for {time.perf_counter() - waiting_since:.1f} s "
+                                                   f"({dropped_in_a_row} lost in a row): gave up after "
+                                                   f"camera.give_up_after_s = {self.profile.camera.give_up_after_s:g} s")
+                return camera.snap(timeout_s=min(self.profile.camera.timeout_s, left_s))
+
             try:
-                frame = _with_retries(lambda: camera.snap(timeout_s=self.profile.camera.timeout_s), "snap", retries,
-                                      self.retries, index)
+                frame = _with_retries(snap, "snap", retries, self.retries, index)
             except TRANSIENT_ERRORS as error:
                 # An explicit gap: recorded with its z, never a silent shift of the stack.
                 self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
@@ -156,6 +169,7 @@ class Session:
                     raise
                 continue
             dropped_in_a_row = 0
+            waiting_since = None
             t3 = time.perf_counter()
             self._store(frame, z)
             t4 = time.perf_counter()
@@ -250,7 +264,7 @@ class Session:
         report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
                         "planned_slices": len(positions), "acquired_slices": len(self.slices),
                         "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
-                        "errors": self.errors, "focus_unit": unit}
+                        "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
         if result is not None:
             for record in self.slices:
                 record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
