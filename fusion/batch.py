@@ -196,8 +196,11 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
         n_workers = n_workers or os.cpu_count() or 1
         numba_threads = max(1, (os.cpu_count() or 1) // n_workers)
         # Loopback only and no dashboard: nothing else listens.
+        # (The scheduler's small HTTP server, health checks only, on a free loopback port: on 8787 a
+        # second batch would print a warning that the port is taken.)
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     client = Client(cluster if cluster is not None else scheduler, timeout="30s")
     try:
         futures = {}
