@@ -39,9 +39,9 @@ def small_stacks(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_stacks(tmp_path_factory):
-    """Stacks that take a worker about a second each, so a test can act while one runs."""
+    """Stacks that keep a worker busy for a while each, so a test can act while one runs."""
     folder = tmp_path_factory.mktemp("slow")
-    return [write_stack(folder / f"deep{i}.tif", 400, shape=(384, 512), seed=i) for i in range(4)]
+    return [write_stack(folder / f"deep{i}.tif", 150, shape=(384, 512), seed=i) for i in range(4)]
 
 
 def run_cli(*args, **kwargs):
@@ -49,6 +49,7 @@ def run_cli(*args, **kwargs):
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, **kwargs)
 
 
+@pytest.mark.slow
 def test_local_cluster_of_two_workers_fuses_good_stacks_and_reports_the_corrupt_one(small_stacks, tmp_path):
     good, corrupt = small_stacks
     done = run_cli("--refuse", *good[:2], corrupt, *good[2:], "--out", tmp_path, "--workers", "2")
@@ -95,6 +96,7 @@ def separate_cluster(tmp_path):
             process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_existing_cluster_through_scheduler_address(separate_cluster, small_stacks, tmp_path):
     address, _ = separate_cluster
     good, _ = small_stacks
@@ -104,6 +106,7 @@ def test_existing_cluster_through_scheduler_address(separate_cluster, small_stac
     assert summary["scheduler"] == address and summary["counts"]["done"] == 4
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_cluster, slow_stacks, tmp_path):
     address, workers = separate_cluster
     from distributed import Client
@@ -131,6 +134,7 @@ def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_clus
         assert tifffile.imread(tmp_path / f"{path.stem}.fused.tif").shape == (384, 512)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupted_run(small_stacks, tmp_path):
     good, _ = small_stacks
     # The last stack is a named pipe: opening it waits for a writer, so the run is certainly

@@ -60,6 +60,7 @@ def test_unreadable_weights_are_one_line_without_torch_advice(tmp_path):
     assert "weights.pt: not a readable weights file" in message and "git checkout" in message
 
 
+@pytest.mark.slow
 def test_a_focus_measure_that_overflows_is_an_error_naming_it(tmp_path):
     # Valid float32 data at the edge of the range: the gradient overflows to infinity.
     planes = np.zeros((4, 64, 80), np.float32)

@@ -9,6 +9,8 @@ from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNot
                             DeviceTimeoutError)
 from tests.devices_fixtures import asi_stage, optotune_lens, unicore_rig
 
+pytestmark = pytest.mark.hardware_sim
+
 TIMEOUT_S = 0.5  # the drivers' timeout in these fixtures
 
 

@@ -81,6 +81,7 @@ def test_depth_is_slice_index_when_z_is_unknown(rgb_stack):
     np.testing.assert_array_equal(result.depth, result.decision.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_slices(rgb_stack):
     def peak_bytes(n_slices):
         tracemalloc.start()

@@ -69,6 +69,9 @@ new MutationObserver(records => {
 """
 
 
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.hardware_sim
 def test_page_updates_during_a_session_and_shows_the_result(tmp_path):
     browser = chromium_or_skip()
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_IMAGE_CHANGES})
@@ -101,6 +104,9 @@ def test_page_updates_during_a_session_and_shows_the_result(tmp_path):
     assert process.returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.hardware_sim
 def test_page_says_what_failed_and_what_was_saved(tmp_path):
     browser = chromium_or_skip()
     # A camera that loses every frame: the session ends after three lost in a row.
@@ -121,17 +127,24 @@ def test_page_says_what_failed_and_what_was_saved(tmp_path):
     assert process.returncode == 1
 
 
-def test_refuse_view_shows_each_stack_as_it_completes(tmp_path, shared_data):
+@pytest.mark.slow
+@pytest.mark.browser
+def test_refuse_view_shows_each_stack_as_it_completes(tmp_path):
+    from simulators.render_stack import write_rendered_stack
+    from tests.conftest import rendered
+
     browser = chromium_or_skip()
-    process, url = start(["--refuse", str(shared_data / "keyboard-phone"), str(shared_data / "pcb"),
-                          str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--workers", "1"])
+    stacks = [write_rendered_stack(tmp_path / f"{name}.ome.tif", rendered(texture, shape=(192, 256)))["stack"]
+              for name, texture in (("coffee-dome", "coffee"), ("gravel-dome", "gravel"))]
+    process, url = start(["--refuse", *map(str, stacks), str(tmp_path / "missing"), "--out", str(tmp_path / "out"),
+                          "--workers", "1"])
     try:
         browser.get(url)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and browser.find_element("id", "status").text not in ("done", "failed"):
             time.sleep(0.2)
         rows = browser.find_element("id", "stacks").text
-        assert "keyboard-phone" in rows and "pcb" in rows and "failed" in rows
+        assert "coffee-dome" in rows and "gravel-dome" in rows and "failed" in rows
         assert wait_for_image(browser, "fused")[1] > 0
         browser.save_screenshot(str(tmp_path / "live-view-refuse.png"))
     finally:
@@ -139,6 +152,8 @@ def test_refuse_view_shows_each_stack_as_it_completes(tmp_path, shared_data):
         process.wait(timeout=120)
 
 
+@pytest.mark.slow
+@pytest.mark.hardware_sim
 def test_server_listens_on_loopback_only_and_serves_only_its_own_paths(tmp_path):
     process, url = start(["--profile", str(slow_profile(tmp_path)), "--out", str(tmp_path / "sessions")])
     try:

@@ -28,6 +28,8 @@ def quick_profile(height_px=384, width_px=512, top_um=44, step_um=2):
     return profile.model_copy(update={"camera": camera, "plan": plan})
 
 
+@pytest.mark.slow
+@pytest.mark.hardware_sim
 def test_a_viewer_reading_while_fusion_folds_in_a_slice_sees_a_whole_one(tmp_path):
     """The page asks for the fused image and depth map while the fusion thread is halfway through
     a slice (its running maps updated, its list of z positions not yet): a real session, paused
@@ -75,16 +77,28 @@ def test_a_viewer_reading_while_fusion_folds_in_a_slice_sees_a_whole_one(tmp_pat
     assert reads == ["ok"] * len(readers)
 
 
-@pytest.fixture
-def served():
-    """A live view on a free loopback port, showing a large noisy slice (its PNG is tens of MB)."""
+def serve(shape: tuple[int, int, int]) -> LiveViewServer:
+    """A live view on a free loopback port, showing a noisy slice of ``shape``."""
     state = LiveViewState("served")
     state.begin(3, "um", {"camera": "test"})
-    pixels = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     state.slice_acquired(pixels, 1, {})
     state.attach_fusion(lambda: pixels[:600, :800], lambda: np.linspace(0, 1, 480000, dtype=np.float32)
                         .reshape(600, 800), lambda: [(0.0, 1.0)])
-    server = LiveViewServer(state, "127.0.0.1", 0).start()
+    return LiveViewServer(state, "127.0.0.1", 0).start()
+
+
+@pytest.fixture
+def served():
+    server = serve((600, 800, 3))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served_large():
+    """The slice's PNG is tens of MB: more than a socket buffers, so the server is mid-answer for long."""
+    server = serve((3000, 4000, 3))
     yield server
     server.stop()
 
@@ -102,7 +116,8 @@ def request(server, path: str, host: str | None = None) -> tuple[int, dict, byte
     return response.status, headers, body
 
 
-def test_a_page_closed_mid_answer_is_no_traceback(served, capfd):
+def test_a_page_closed_mid_answer_is_no_traceback(served_large, capfd):
+    served = served_large
     port = served._server.server_address[1]
     client = socket.create_connection(("127.0.0.1", port), timeout=60)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -26,6 +26,7 @@ def test_feature_spatial_frequency_is_the_windowed_gradient_magnitude():
     assert measure[10, 2] == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_training_step_lowers_the_loss_on_a_tiny_batch():
     torch.manual_seed(0)
     model = UMSAutoencoder()
@@ -51,6 +52,7 @@ def test_published_sf_loss_variant_ignores_detail():
     assert spatial_frequency(flat, true_difference=False) == pytest.approx(0.5 * np.sqrt(2), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_training_checkpoints_resume_and_export(tmp_path):
     images = [np.random.default_rng(0).random((80, 80), dtype=np.float32)]
     first = train(2, tmp_path / "ck.pt", batch=2, crop_px=32, images=images, log_every=1)
@@ -78,6 +80,7 @@ def test_corrupt_or_mismatched_weights_are_clear_errors(tmp_path):
         load_encoder(tmp_path / "missing.pt", "cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
 def test_ums_fuses_a_synthetic_stack_closer_to_truth_than_any_slice(rgb_stack):
     from fusion import FusionSettings, StreamingFusion
@@ -100,6 +103,7 @@ def test_shipped_weights_come_with_their_training_record():
     assert data["steps"] > 0 and "final_losses" in data and data["command"].startswith("python -m fusion.train")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
 def test_batched_and_reduced_precision_measures_agree_with_single_float32(rgb_stack):
     """Batching slices and half precision (float16 on CUDA; bfloat16 is its CPU stand-in here)

@@ -9,6 +9,8 @@ from acquisition.session import run_profile
 from fusion.readers import open_stack
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.hardware_sim
+
 PROFILES = REPO_ROOT / "profiles"
 
 
@@ -18,6 +20,7 @@ def profile_with(tmp_path, name: str, faults: dict, plan: dict | None = None, **
     if "specimen" in data["camera"]:
         data["camera"]["specimen"].update(height_px=96, width_px=128)
     data["camera"].update({"timeout_s": 0.5, **camera})
+    data["focus"]["settle_timeout_s"] = 0.5  # a stage that never settles is given up on sooner
     if plan:
         data["plan"] = plan
     data["faults"] = faults
@@ -30,6 +33,7 @@ def run(tmp_path, profile):
     return run_profile(profile, tmp_path / "sessions", progress=False)
 
 
+@pytest.mark.slow
 def test_a_stage_that_goes_silent_ends_the_session_with_what_was_acquired(tmp_path):
     outcome = run(tmp_path, profile_with(tmp_path, "simulated", {"focus": {"silent": True, "after_slices": 3}}))
     report = outcome.report
@@ -38,6 +42,7 @@ def test_a_stage_that_goes_silent_ends_the_session_with_what_was_acquired(tmp_pa
     assert (outcome.folder / "fused.tif").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault,reply", [({"garbage": True}, "garbled"), ({"error_reply": 5}, "error 5")])
 def test_a_serial_stage_that_answers_wrongly_once_is_retried(tmp_path, fault, reply):
     profile = profile_with(tmp_path, "simulated-serial-stage", {"focus": {**fault, "times": 1, "after_slices": 2}})
@@ -47,6 +52,7 @@ def test_a_serial_stage_that_answers_wrongly_once_is_retried(tmp_path, fault, re
     assert len(report["retries"]) == 1 and report["retries"][0]["slice"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,device", [("simulated-serial-stage", "focus"), ("simulated-etl", "focus"),
                                          ("simulated", "camera"), ("simulated", "focus")])
 def test_a_device_that_disconnects_after_n_slices_ends_the_session_and_keeps_them(tmp_path, name, device):
@@ -70,6 +76,7 @@ def test_dropped_frames_are_recorded_with_their_z(tmp_path, name):
     assert report["acquired_slices"] == report["planned_slices"] - 1
 
 
+@pytest.mark.slow
 def test_a_camera_that_delivers_nothing_is_given_up_on_within_the_profile_bound(tmp_path):
     profile = profile_with(tmp_path, "simulated", {"camera": {"drop_frames": 1000, "after_slices": 2}},
                            give_up_after_s=1.2)

@@ -39,6 +39,7 @@ def write_stack(path: Path, n_slices: int, shape=(64, 80), seed=0, dtype=np.uint
 
 # ---- 3: a folder of multi-page TIFFs holds stacks, not slices ----
 
+@pytest.mark.slow
 def test_a_folder_of_multipage_tiffs_is_refused_stack_by_stack(tmp_path):
     folder = tmp_path / "positions"
     folder.mkdir()
@@ -62,6 +63,7 @@ def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
 
 # ---- 6: a symlink loop is one failed row ----
 
+@pytest.mark.slow
 def test_a_symlink_loop_among_batch_inputs_is_one_failed_row(tmp_path):
     loop = tmp_path / "loop.tif"
     loop.symlink_to("loop.tif")
@@ -95,6 +97,7 @@ def limit_memory_to_8_gb():
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
 
+@pytest.mark.slow
 def test_an_enormous_declared_image_is_refused_before_reading(tmp_path):
     stack = huge_tiled_tiff(tmp_path / "huge.tif")
     good = write_stack(tmp_path / "good.tif", 6)
@@ -150,6 +153,7 @@ def test_a_one_slice_stack_warns_on_stderr(tmp_path):
 
 # ---- 15: uint32 stacks ----
 
+@pytest.mark.slow
 def test_a_uint32_stack_fuses_without_overflow_warnings(tmp_path):
     from tests.conftest import rendered
 
@@ -170,6 +174,7 @@ def test_a_uint32_stack_fuses_without_overflow_warnings(tmp_path):
 
 # ---- 13: --resume and other settings ----
 
+@pytest.mark.slow
 def test_resume_redoes_stacks_made_with_other_settings_and_keeps_the_numbers_of_skipped_ones(tmp_path):
     stack = write_stack(tmp_path / "s.tif", 6)
     out = tmp_path / "out"

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tifffile
 
 from tests.conftest import REPO_ROOT
 from tests.test_sessions import start_session_process, wait_for_slices, write_slow_profile
+
+pytestmark = [pytest.mark.slow, pytest.mark.hardware_sim]
 
 
 def test_sigterm_saves_finalizes_fuses_and_returns_the_focus(tmp_path):

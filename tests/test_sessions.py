@@ -21,6 +21,8 @@ from acquisition.session import Session, new_session_folder, run_profile
 from fusion.readers import open_stack
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.hardware_sim
+
 PROFILES = REPO_ROOT / "profiles"
 
 
@@ -95,6 +97,7 @@ def run_with_fault(tmp_path, profile, inject, after_slices=3):
         rig.close()
 
 
+@pytest.mark.slow
 def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fused(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
 
@@ -179,6 +182,7 @@ def wait_for_slices(out: Path, n_slices: int, timeout_s: float = 60) -> Path:
     raise AssertionError("the session never wrote the slices")
 
 
+@pytest.mark.slow
 def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
     out = tmp_path / "sessions"
     process = start_session_process(write_slow_profile(tmp_path), out)
@@ -196,6 +200,7 @@ def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
     assert report["z_positions_um"][:4] == [0.0, 2.0, 4.0, 6.0]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_finalizes_and_fuses_what_was_acquired(tmp_path):
     out = tmp_path / "sessions"
     process = start_session_process(write_slow_profile(tmp_path), out)
@@ -241,6 +246,7 @@ def test_bad_profile_names_file_key_and_what_is_allowed(tmp_path, text, message)
         load_profile(write_profile(tmp_path, text))
 
 
+@pytest.mark.slow
 def test_bad_profile_on_the_command_line_is_one_clear_error(tmp_path):
     path = write_profile(tmp_path, "camera: {driver: simulated}\nfocus: {driver: simulated, setle_ms: 3}\n"
                                    "plan: {z: {range: 4, step: 1}}\n")
@@ -284,6 +290,7 @@ def lens_sessions(tmp_path_factory):
     return scores
 
 
+@pytest.mark.slow
 def test_a_breathing_lens_sweep_is_aligned_and_fuses_nearly_as_well_as_a_still_one(lens_sessions):
     breathing, still = lens_sessions["breathing"], lens_sessions["still"]
     assert breathing["psnr_db"] > lens_sessions["breathing-off"]["psnr_db"] + 5

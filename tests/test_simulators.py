@@ -10,6 +10,8 @@ from simulators.optics import DefocusRenderer, Optics, TunableLensOptics, magnif
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.hardware_sim
+
 
 @pytest.mark.parametrize("module,driver", [("simulators.asi_stage", "asi"), ("simulators.optotune_lens", "lens")])
 def test_serial_simulator_runs_as_a_command_and_serves_its_port(module, driver):

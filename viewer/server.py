@@ -102,7 +102,9 @@ class LiveViewServer:
         handler = type("Handler", (_Handler,), {"view": self})
         self._server = _Server((host, port), handler)
         self._server.view = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live view", daemon=True)
+        # Polling every 0.1 s: stop() waits for the next poll.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="live view",
+                                        daemon=True)
 
     @property
     def url(self) -> str:
