@@ -31,5 +31,5 @@ def rgb_stack() -> RenderedStack:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"the real stacks are not at {SHARED_DATA}")
+        pytest.skip(f"the real stacks are not at {SHARED_DATA} (README, 'Tests': where they come from)")
     return SHARED_DATA

@@ -191,3 +191,34 @@ def test_many_viewers_cost_one_encoding_per_image_version(served):
     assert state.encodes == before + 1
     state.slice_acquired(state.image("slice"), 2, {})  # a new version: encoded once more
     assert request(served, "/image/fused.png")[0] == 200 and state.encodes == before + 2
+
+
+def test_a_page_gets_at_most_ten_updates_a_second_however_fast_the_state_changes(served):
+    from viewer.server import MIN_EVENT_INTERVAL_S
+
+    port = served._server.server_address[1]
+    client = socket.create_connection(("127.0.0.1", port), timeout=60)
+    client.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    received = b""
+    while b"data: " not in received:  # the first update: the stream is open
+        received += client.recv(65536)
+    started = time.monotonic()
+    for _ in range(300):
+        served.state.slice_acquired(served.state.image("slice"), 1, {})
+    changing_s = time.monotonic() - started
+    served.state.end("done")
+    while b'"status": "done"' not in received:  # wait for the last state, whatever the machine's speed
+        received += client.recv(65536)
+    client.close()
+    events = received.count(b"data: ")
+    # 302 changes; a page is sent the first, then at most one per interval, then the last.
+    assert events <= 4 + changing_s / MIN_EVENT_INTERVAL_S, (events, changing_s)
+    assert events < 302
+
+
+def test_nothing_is_encoded_while_nobody_looks(tmp_path):
+    from acquisition.session import run_profile
+
+    state = LiveViewState("unwatched")
+    outcome = run_profile(quick_profile(96, 128, top_um=8, step_um=4), tmp_path, progress=False, view=state)
+    assert outcome.completed and state.encodes == 0
