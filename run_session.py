@@ -139,6 +139,8 @@ def run_live(args) -> int:
         print(f"error: the session ended early: {outcome.ended_by}; the {report['acquired_slices']} slices acquired "
               f"are saved in {report['outputs'].get('stack', 'no stack (nothing was acquired)')} and fused",
               file=sys.stderr)
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in report["errors"]:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:

@@ -25,6 +25,7 @@ from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
                             DeviceTimeoutError, PositionOutOfRangeError)
 from fusion.engine import FusionSettings, StreamingFusion
+from fusion.focus_checks import no_focus_information
 from fusion.metrics import psnr
 from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
 
@@ -284,6 +285,7 @@ class Session:
                             "slices_read_back_by_fusion": len(self.worker.read_back)},
                 "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
                 "alignment": result.alignment,
+                "warnings": [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w],
             })
             truth = self.rig.truth_for(self.reference_metadata)
             if truth is not None:

@@ -1,6 +1,10 @@
 """Failures rehearsed from a profile's faults: section, on the simulators, without writing code."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -100,3 +104,21 @@ def test_a_camera_that_delivers_nothing_is_given_up_on_within_the_profile_bound(
 def test_faults_that_cannot_be_committed_are_profile_errors(tmp_path, name, faults, message):
     with pytest.raises(ProfileError, match=message):
         profile_with(tmp_path, name, faults)
+
+
+@pytest.mark.slow
+def test_a_session_that_sees_no_focus_information_says_so(tmp_path):
+    # A flat specimen far below the plan: every slice is the same blur, equally (un)sharp.
+    data = yaml.safe_load((PROFILES / "simulated.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=96, width_px=128, surface="plane", depth_um=0)
+    data["camera"]["noise"] = {"full_well_e": 0, "read_noise_e": 0, "bit_depth": 8}
+    data["camera"]["optics"] = {"blur_px_per_um": 0.3}
+    data["plan"] = {"z": {"bottom": 400, "top": 412, "step": 4}}
+    path = tmp_path / "blank.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",
+                           str(tmp_path / "sessions")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning: " in done.stderr and "no focus information" in done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert any("no focus information" in w for w in report["warnings"])
