@@ -21,6 +21,17 @@ from simulators.optics import CameraNoise, DefocusRenderer, magnify
 OpticalState = Callable[[], tuple[float, float]]
 
 
+def _answer_wrongly_if_asked(faults: Faults, device: str, kind: str) -> None:
+    """What a driver raises when the device answers garbage or an error code, as ``faults`` ask."""
+    if faults.garbage:
+        faults.spend_one()
+        raise DeviceProtocolError(device, "the answer was garbled", reply=os.urandom(8))
+    if faults.error_reply is not None:
+        code = faults.error_reply
+        faults.spend_one()
+        raise DeviceErrorReply(device, f"{kind} error {code}")
+
+
 class SimulatedCamera:
     """Implements devices.camera.Camera by rendering the specimen; exposure is real waiting time."""
 
@@ -59,13 +70,7 @@ class SimulatedCamera:
             faults.spend_one()
             time.sleep(timeout_s)
             raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (the camera stopped answering)")
-        if faults.garbage:
-            faults.spend_one()
-            raise DeviceProtocolError(self.name, "the frame arrived garbled", reply=os.urandom(8))
-        if faults.error_reply is not None:
-            code = faults.error_reply
-            faults.spend_one()
-            raise DeviceErrorReply(self.name, f"camera error {code}")
+        _answer_wrongly_if_asked(faults, self.name, "camera")
         if self.faults.drop_frames > 0:
             self.faults.drop_frames -= 1
             time.sleep(timeout_s)
@@ -115,13 +120,7 @@ class SimulatedStage(FocusDrive):
     def _do_move_to(self, z_um: float) -> None:
         faults = self.faults
         self._check_connected()
-        if faults.garbage:
-            faults.spend_one()
-            raise DeviceProtocolError(self.name, "the answer to a move was garbled", reply=os.urandom(6))
-        if faults.error_reply is not None:
-            code = faults.error_reply
-            faults.spend_one()
-            raise DeviceErrorReply(self.name, f"stage error {code}")
+        _answer_wrongly_if_asked(faults, self.name, "stage")
         self._stuck = faults.silent  # never reports that this move ended
         extra_s = faults.delay_s
         if faults.silent or faults.delay_s:

@@ -1,6 +1,7 @@
 """Shared fixtures: rendered stacks with a known ground truth, and the real stacks in shared/."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the real stacks are not at {SHARED_DATA} (README, 'Tests': where they come from)")
     return SHARED_DATA
+
+
+def with_default_sigint() -> None:
+    """For ``subprocess.Popen(preexec_fn=...)`` of a child a test interrupts: where the tests were
+    started in the background (``pytest &``), the shell made SIGINT ignored, and children inherit
+    that; Python turns SIGINT into KeyboardInterrupt only when it starts with the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

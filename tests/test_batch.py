@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from fusion.batch import check_unique_names, expand_stack_arguments, refuse_many
 from fusion.errors import StackNotFoundError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, with_default_sigint
 
 
 
@@ -146,16 +146,17 @@ def test_resume_after_an_interrupted_run(small_stacks, tmp_path):
     out = tmp_path / "out"
     cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, stacks),
                             "--out", str(out), "--workers", "1", "--align", "off"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                           preexec_fn=with_default_sigint)
     deadline = time.monotonic() + 180
     while not list(out.glob("*.json")) and time.monotonic() < deadline and cli.poll() is None:
         time.sleep(0.05)
-    cli.send_signal(signal.SIGINT)  # closing the cluster ends the worker that waits on the pipe
-    try:
-        _, stderr = cli.communicate(timeout=120)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
+    cli.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 120
+    while cli.poll() is None and time.monotonic() < deadline:
+        _release(waiting)  # the worker waiting on the pipe reads an empty stream: the cluster closes sooner
+        time.sleep(0.1)
+    _, stderr = cli.communicate(timeout=120)
     assert cli.returncode == 130, stderr
     assert "--resume" in stderr
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
@@ -171,6 +172,14 @@ def test_resume_after_an_interrupted_run(small_stacks, tmp_path):
     for name, mtime in finished.items():
         assert (out / name).stat().st_mtime_ns == mtime  # untouched
     assert not list(out.glob(".*.partial"))
+
+
+def _release(fifo: Path) -> None:
+    """Open the pipe for writing and close it: a reader blocked opening it reads an empty stream."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # nobody has it open for reading (yet, or any more)
+        pass
 
 
 def test_stack_arguments_expand_globs_and_lists(small_stacks, tmp_path):

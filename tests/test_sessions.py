@@ -19,7 +19,7 @@ from acquisition.profile import PlanSettings, ProfileError, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
 from fusion.readers import open_stack
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, with_default_sigint
 
 pytestmark = pytest.mark.hardware_sim
 
@@ -167,7 +167,7 @@ def write_slow_profile(tmp_path) -> Path:
 def start_session_process(profile: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO_ROOT)
+                            cwd=REPO_ROOT, preexec_fn=with_default_sigint)
 
 
 def wait_for_slices(out: Path, n_slices: int, timeout_s: float = 60) -> Path:
@@ -201,15 +201,19 @@ def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_finalizes_and_fuses_what_was_acquired(tmp_path):
+@pytest.mark.parametrize("signal_number,status,ended_by", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                            (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_saves_finalizes_fuses_and_returns_the_focus(tmp_path, signal_number, status, ended_by):
+    # SIGTERM is what timeout, systemd and cluster schedulers send.
     out = tmp_path / "sessions"
     process = start_session_process(write_slow_profile(tmp_path), out)
     stack = wait_for_slices(out, 3)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "saved in" in stderr
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert ended_by in stderr and "saved in" in stderr
     report = json.loads((stack.parent / "session.json").read_text())
+    assert report["ended_by"] == ended_by and report["errors"] == []  # the focus went back
     with tifffile.TiffFile(stack) as tiff:
         assert tiff.is_ome and tiff.series[0].shape[0] == report["acquired_slices"] >= 3
     assert (stack.parent / "fused.tif").is_file()

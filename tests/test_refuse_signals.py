@@ -1,7 +1,6 @@
-"""SIGTERM (timeout, systemd, cluster schedulers) ends a session or a refusion as Ctrl-C does."""
+"""SIGTERM (timeout, systemd, cluster schedulers) ends a refusion as Ctrl-C does (for sessions: test_sessions)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -9,27 +8,10 @@ import sys
 import time
 
 import pytest
-import tifffile
 
 from tests.conftest import REPO_ROOT
-from tests.test_sessions import start_session_process, wait_for_slices, write_slow_profile
 
-pytestmark = [pytest.mark.slow, pytest.mark.hardware_sim]
-
-
-def test_sigterm_saves_finalizes_fuses_and_returns_the_focus(tmp_path):
-    out = tmp_path / "sessions"
-    process = start_session_process(write_slow_profile(tmp_path), out)
-    stack = wait_for_slices(out, 3)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr
-    assert "terminated (SIGTERM)" in stderr and "saved in" in stderr
-    report = json.loads((stack.parent / "session.json").read_text())
-    assert report["ended_by"] == "terminated (SIGTERM)" and report["errors"] == []  # the focus went back
-    with tifffile.TiffFile(stack) as tiff:
-        assert tiff.is_ome and tiff.series[0].shape[0] == report["acquired_slices"] >= 3
-    assert (stack.parent / "fused.tif").is_file()
+pytestmark = pytest.mark.slow
 
 
 def test_sigterm_during_refusion_says_how_to_resume(tmp_path):
