@@ -41,7 +41,7 @@ def small_stacks(tmp_path_factory):
 def slow_stacks(tmp_path_factory):
     """Stacks that keep a worker busy for a while each, so a test can act while one runs."""
     folder = tmp_path_factory.mktemp("slow")
-    return [write_stack(folder / f"deep{i}.tif", 150, shape=(384, 512), seed=i) for i in range(4)]
+    return [write_stack(folder / f"deep{i}.tif", 80, shape=(384, 512), seed=i) for i in range(4)]
 
 
 def run_cli(*args, **kwargs):

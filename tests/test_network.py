@@ -86,11 +86,12 @@ def test_ums_fuses_a_synthetic_stack_closer_to_truth_than_any_slice(rgb_stack):
     from fusion import FusionSettings, StreamingFusion
     from fusion.metrics import psnr
 
-    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, FusionSettings(measure="ums"))
-    for pixels, z in zip(rgb_stack.slices, rgb_stack.z_um):
+    slices, z_um = rgb_stack.slices[::2], rgb_stack.z_um[::2]  # every other slice: 6 um apart (CPU time)
+    engine = StreamingFusion(slices[0].shape, np.uint8, FusionSettings(measure="ums"))
+    for pixels, z in zip(slices, z_um):
         engine.push(pixels, z)
     fused = engine.finish().fused
-    assert psnr(fused, rgb_stack.truth) > max(psnr(s, rgb_stack.truth) for s in rgb_stack.slices) + 3
+    assert psnr(fused, rgb_stack.truth) > max(psnr(s, rgb_stack.truth) for s in slices) + 3
 
 
 def test_shipped_weights_come_with_their_training_record():
@@ -111,7 +112,7 @@ def test_batched_and_reduced_precision_measures_agree_with_single_float32(rgb_st
     from fusion.deep_measure import DeepSpatialFrequency
     from fusion.focus_measures import to_gray
 
-    grays = [to_gray(p) for p in rgb_stack.slices[:4]]
+    grays = [to_gray(p)[:96, :128] for p in rgb_stack.slices[:4]]  # a quarter: emulated bfloat16 is slow
     single = DeepSpatialFrequency(device="cpu", precision="float32")
     reference = np.stack([single(g) for g in grays])
     batched = np.stack(DeepSpatialFrequency(device="cpu", precision="float32").measure_batch(grays))
