@@ -6,7 +6,11 @@ would grow to gigabytes before failing. The readers ask here first, before decod
 from __future__ import annotations
 
 import os
-import resource
+
+try:
+    import resource
+except ImportError:  # not on Windows: no address-space limit to respect
+    resource = None
 
 import numpy as np
 
@@ -39,8 +43,8 @@ def available_memory_bytes() -> int | None:
             available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             available = None
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit != resource.RLIM_INFINITY:
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else None
+    if limit is not None and limit != resource.RLIM_INFINITY:
         available = limit if available is None else min(available, limit)
     return available
 

@@ -106,6 +106,8 @@ class TiffStack(SavedStack):
             except (ValueError, AttributeError, TypeError):
                 plane = None  # page 0 of a finalized stack holds OME-XML instead
             planes.append(plane)
+            if index == 1 and not any(planes):
+                return None  # not a session's stack (its first or, once finalized, second page says so)
         if not any(planes):
             return None
         missing = [i for i, plane in enumerate(planes) if plane is None and not (i == 0 and self._tiff.is_ome)]
