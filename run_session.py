@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
+
+# Before numba and torch load their OpenMP runtime: idle OpenMP threads sleep instead of spinning,
+# so fusion's parallel kernels do not take the CPU from acquisition (or from anything else running).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from acquisition.profile import ProfileError, load_profile
 from acquisition.stop_signals import stop_on_sigterm, was_terminated

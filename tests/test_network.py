@@ -9,6 +9,7 @@ from fusion.network import UMSAutoencoder, UNetPlusPlus, feature_spatial_frequen
 from fusion.train import random_batch, reconstruction_loss, spatial_frequency, train
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("shape", [(64, 64), (50, 70), (33, 17)])
 def test_unetpp_gives_16_feature_channels_at_full_resolution(shape):
     model = UMSAutoencoder().eval()
@@ -26,6 +27,7 @@ def test_feature_spatial_frequency_is_the_windowed_gradient_magnitude():
     assert measure[10, 2] == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.slow
 def test_a_training_step_lowers_the_loss_on_a_tiny_batch():
     torch.manual_seed(0)
@@ -44,6 +46,7 @@ def test_a_training_step_lowers_the_loss_on_a_tiny_batch():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_published_sf_loss_variant_ignores_detail():
     flat, stripes = torch.full((1, 1, 8, 8), 0.5), torch.zeros(1, 1, 8, 8)
     stripes[..., ::2] = 1.0  # same mean brightness, all detail
@@ -52,6 +55,7 @@ def test_published_sf_loss_variant_ignores_detail():
     assert spatial_frequency(flat, true_difference=False) == pytest.approx(0.5 * np.sqrt(2), rel=1e-4)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.slow
 def test_training_checkpoints_resume_and_export(tmp_path):
     images = [np.random.default_rng(0).random((80, 80), dtype=np.float32)]
