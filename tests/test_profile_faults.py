@@ -122,3 +122,15 @@ def test_a_session_that_sees_no_focus_information_says_so(tmp_path):
     assert "warning: " in done.stderr and "no focus information" in done.stderr
     report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
     assert any("no focus information" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("name", ["simulated", "simulated-serial-stage", "simulated-micromanager", "simulated-etl"])
+def test_the_commented_examples_in_the_simulated_profiles_validate(tmp_path, name):
+    text = (PROFILES / f"{name}.yaml").read_text()
+    examples = [line for line in text.splitlines() if line.startswith("#   ")]
+    assert "# faults:" in text and examples
+    for example in examples:  # each uncommented on its own
+        path = tmp_path / f"{name}.yaml"
+        entry = example[1:].split("  #")[0]
+        path.write_text(text + "faults:\n" + entry + "\n")
+        assert getattr(load_profile(path).faults, entry.split(":")[0].strip()) is not None
