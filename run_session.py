@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
+# Before numba and torch load their OpenMP runtime: idle OpenMP threads sleep instead of spinning,
+# so fusion's parallel kernels do not take the CPU from acquisition (or from anything else running).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from acquisition.profile import ProfileError, load_profile
+from acquisition.stop_signals import stop_on_sigterm, was_terminated
 from devices.errors import DeviceError
 from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
 from fusion.alignment import ALIGN_MODES, MODELS
@@ -47,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="local cluster size (default: one worker per core)")
     parser.add_argument("--resume", action="store_true",
-                        help="skip stacks whose outputs in --out are complete")
+                        help="skip stacks whose outputs in --out are complete and were made with the same settings")
     parser.add_argument("--view", action="store_true",
                         help="show a live view in the browser (serves http://127.0.0.1:PORT/ while it runs)")
     parser.add_argument("--port", type=int, default=8765, help="live view port (0: any free port)")
@@ -103,7 +110,8 @@ def live_view(args, title: str, mode: str):
     finally:
         if state.status in ("starting", "running"):
             state.end("failed", "stopped before the end")
-        time.sleep(max(0.0, args.view_linger_s))
+        with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
+            time.sleep(max(0.0, args.view_linger_s))
         server.stop()
 
 
@@ -120,6 +128,10 @@ def run_live(args) -> int:
     except (ProfileError, DeviceError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:  # before the first slice: the devices were still opening
+        print(f"{str(interrupt) or 'interrupted (Ctrl-C)'} before the session started; nothing was acquired",
+              file=sys.stderr)
+        return interrupted_status()
     report = outcome.report
     print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
@@ -133,11 +145,18 @@ def run_live(args) -> int:
         print(f"error: the session ended early: {outcome.ended_by}; the {report['acquired_slices']} slices acquired "
               f"are saved in {report['outputs'].get('stack', 'no stack (nothing was acquired)')} and fused",
               file=sys.stderr)
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in report["errors"]:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:
-        return 130
+        return interrupted_status()
     return 0 if outcome.completed else 1
+
+
+def interrupted_status() -> int:
+    """The shell's exit status for a program ended by a signal: 130 after Ctrl-C, 143 after SIGTERM."""
+    return 143 if was_terminated() else 130
 
 
 def show_outcome(view, out_dir: Path, outcome) -> None:
@@ -157,9 +176,16 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
                      "seconds": None if outcome.seconds is None else round(outcome.seconds, 2)}, fused, depth)
 
 
+def _warning_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings for people: what happened, without the source line that raised it."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _warning_in_one_line
+    stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
     if args.refuse is None:
         return run_live(args)
     if args.out is None:
@@ -190,13 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     except (FusionError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # Outputs are written atomically: what finished is complete, the rest is redone.
-        print(f"interrupted: run the same command with --resume to finish the stacks left in {args.out}",
-              file=sys.stderr)
-        return 130
+        print(f"{str(interrupt) or 'interrupted'}: run the same command with --resume to finish the stacks "
+              f"left in {args.out}", file=sys.stderr)
+        return interrupted_status()
     print(format_table(outcomes))
     print(f"summary: {summary}")
+    for outcome in outcomes:
+        for warning in outcome.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     failures = [outcome for outcome in outcomes if outcome.status == "failed"]
     for outcome in failures:
         print(f"error: {outcome.error}", file=sys.stderr)

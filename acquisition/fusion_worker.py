@@ -27,6 +27,9 @@ class FusionWorker:
         self.fusion_s: dict[int, float] = {}
         self.read_back: list[int] = []   # slices fusion caught up on from the buffer
         self.error: BaseException | None = None
+        # Held while the engine folds in a slice: a reader (the live view) that takes it sees the
+        # engine between slices, never halfway through one.
+        self.lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
         self._thread.start()
 
@@ -52,7 +55,8 @@ class FusionWorker:
                 if pixels is None:
                     pixels = self.buffer.read_slice(index)
                     self.read_back.append(index)
-                self.engine.push(pixels, z)
+                with self.lock:
+                    self.engine.push(pixels, z)
                 self.fusion_s[index] = time.perf_counter() - started
             except BaseException as error:  # reported to the session, which still saves the stack
                 self.error = error

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
     model_validator
 
 from fusion.focus_measures import MEASURES
+from simulators.specimens import TEXTURES
 
 
 class ProfileError(ValueError):
@@ -34,6 +35,13 @@ class SpecimenSettings(_Strict):
     color: bool = True
     seed: int = 0
 
+    @field_validator("texture")
+    @classmethod
+    def _known_texture(cls, value: str) -> str:
+        if value not in TEXTURES:
+            raise ValueError(f"unknown texture {value!r}; choose one of {', '.join(TEXTURES)}")
+        return value
+
 
 class SimulatedOptics(_Strict):
     blur_px_per_um: float = Field(0.3, gt=0)
@@ -51,6 +59,9 @@ class CameraSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
     exposure_ms: Optional[float] = Field(None, gt=0)
     timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
+    # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
+    # session after this long.
+    give_up_after_s: float = Field(20.0, gt=0)
     # genicam
     cti: Optional[str] = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
     serial_number: Optional[str] = None
@@ -93,11 +104,23 @@ class FocusSettings(_Strict):
         return self
 
 
+def _two_positions_at_least(span: float, step: float, names: str) -> None:
+    """A focus stack needs two positions; a step beyond the span would give one (said before anything moves)."""
+    if step > abs(span):
+        raise ValueError(f"the step {step:g} is larger than {names} ({abs(span):g}): the plan would visit one "
+                         "position; make the step smaller")
+
+
 class ZRange(_Strict):
     """useq-schema's ZRangeAround: ``range`` centred on where the drive is, every ``step``."""
 
     range: float = Field(gt=0)
     step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _several_positions(self):
+        _two_positions_at_least(self.range, self.step, "the range")
+        return self
 
 
 class ZTopBottom(_Strict):
@@ -105,9 +128,14 @@ class ZTopBottom(_Strict):
     bottom: float
     step: float = Field(gt=0)
 
+    @model_validator(mode="after")
+    def _several_positions(self):
+        _two_positions_at_least(self.top - self.bottom, self.step, "the distance from bottom to top")
+        return self
+
 
 class ZAbsolute(_Strict):
-    absolute: list[float] = Field(min_length=1)
+    absolute: list[float] = Field(min_length=2)
 
 
 class Sweep(_Strict):
@@ -116,6 +144,11 @@ class Sweep(_Strict):
     start: float
     stop: float
     step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _several_positions(self):
+        _two_positions_at_least(self.stop - self.start, self.step, "the distance from start to stop")
+        return self
 
 
 def _z_plan_kind(value: Any) -> str:
@@ -174,6 +207,50 @@ class OutputSettings(_Strict):
     folder: str = "sessions"
 
 
+class FaultSettings(_Strict):
+    """A fault for a simulated device to commit during the session, to rehearse failures."""
+
+    after_slices: int = Field(0, ge=0)         # starts once this many slices are acquired
+    silent: bool = False                       # stops answering
+    garbage: bool = False                      # answers with random bytes
+    error_reply: Optional[int] = Field(None, ge=0, le=255)   # answers with this device error code
+    delay_s: float = Field(0.0, ge=0)          # answers this late
+    drop_frames: int = Field(0, ge=0)          # cameras: loses this many frames
+    disconnect: bool = False                   # vanishes, as when its cable is pulled
+    times: Optional[int] = Field(None, ge=1)   # spoils this many answers, then recovers (default: never)
+
+    def kinds(self) -> list[str]:
+        """The faults asked for, by key."""
+        asked = {"silent": self.silent, "garbage": self.garbage, "error_reply": self.error_reply is not None,
+                 "delay_s": self.delay_s > 0, "drop_frames": self.drop_frames > 0, "disconnect": self.disconnect}
+        return [kind for kind, on in asked.items() if on]
+
+    @model_validator(mode="after")
+    def _asks_for_something(self):
+        if not self.kinds():
+            raise ValueError("no fault asked for: give one of silent, garbage, error_reply, delay_s, drop_frames, "
+                             "disconnect")
+        return self
+
+
+class FaultsProfile(_Strict):
+    """Faults for the simulated camera and focus drive (see FAULTS_SIMULATED for what each can do)."""
+
+    camera: Optional[FaultSettings] = None
+    focus: Optional[FaultSettings] = None
+
+
+# What each simulator can commit, by role and by how the profile names it.
+FAULTS_SIMULATED = {
+    ("focus", "simulated"): ("silent", "garbage", "error_reply", "delay_s", "disconnect"),
+    ("focus", "asi"): ("silent", "garbage", "error_reply", "delay_s", "disconnect"),
+    ("focus", "optotune"): ("silent", "garbage", "error_reply", "delay_s", "disconnect"),
+    ("focus", "micromanager"): ("silent", "error_reply"),
+    ("camera", "simulated"): ("silent", "garbage", "error_reply", "delay_s", "drop_frames", "disconnect"),
+    ("camera", "micromanager"): ("error_reply", "delay_s", "drop_frames"),
+}
+
+
 class Profile(_Strict):
     name: str = "rig"
     camera: CameraSettings
@@ -182,6 +259,34 @@ class Profile(_Strict):
     fusion: FusionProfile = FusionProfile()
     micromanager: MicroManagerSettings = MicroManagerSettings()
     output: OutputSettings = OutputSettings()
+    faults: FaultsProfile = FaultsProfile()
+
+    @model_validator(mode="after")
+    def _faults_only_where_simulated(self):
+        for role in ("camera", "focus"):
+            settings = getattr(self.faults, role)
+            if settings is None:
+                continue
+            simulator = self.simulator_of(role)
+            if simulator is None:
+                raise ValueError(f"faults.{role}: only this project's simulators commit faults, and this {role} "
+                                 f"({getattr(self, role).driver}) is not one of them")
+            unable = [kind for kind in settings.kinds() if kind not in FAULTS_SIMULATED[(role, simulator)]]
+            if unable:
+                raise ValueError(f"faults.{role}: the simulated {simulator} {role} cannot simulate "
+                                 f"{', '.join(unable)}; it can: {', '.join(FAULTS_SIMULATED[(role, simulator)])}")
+        return self
+
+    def simulator_of(self, role: str) -> str | None:
+        """Which simulator plays ``role`` ("camera" or "focus"), by driver; None for real hardware."""
+        driver = getattr(self, role).driver
+        if driver == "simulated":
+            return "simulated"
+        if role == "focus" and driver in ("asi", "optotune") and self.focus.port == "simulated":
+            return driver
+        if driver == "micromanager" and self.micromanager.simulated_devices:
+            return "micromanager"
+        return None
 
     def alignment(self) -> tuple[str, str]:
         """(align mode, model). Unless the profile says: a tunable lens changes magnification

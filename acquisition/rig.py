@@ -29,6 +29,17 @@ class Rig:
     truth: np.ndarray | None = None
     simulators: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    pending_faults: list[tuple[str, Any]] = field(default_factory=list)  # (role, FaultSettings) of the profile
+    faults_injected: list[dict] = field(default_factory=list)            # for the session report
+
+    def arm_faults(self, acquired_slices: int) -> None:
+        """Start the profile's faults whose time has come, ``acquired_slices`` slices into the session."""
+        for role, settings in list(self.pending_faults):
+            if acquired_slices >= settings.after_slices:
+                self.pending_faults.remove((role, settings))
+                commit_fault(self.simulators, role, settings)
+                self.faults_injected.append({"device": role, "after_slices": acquired_slices,
+                                             **settings.model_dump(exclude_defaults=True)})
 
     def truth_for(self, reference_metadata: dict) -> np.ndarray | None:
         """The all-in-focus frame as the reference (first) slice frames it: fused images are
@@ -44,6 +55,27 @@ class Rig:
             with contextlib.suppress(Exception):  # closing must never hide the session's own error
                 close()
         self._closers.clear()
+
+
+# Where the simulators of each role sit in Rig.simulators, whichever profile opened them.
+SIMULATOR_KEYS = {"focus": ("stage", "lens", "mm_stage"), "camera": ("camera", "mm_camera")}
+
+
+def commit_fault(simulators: dict[str, Any], role: str, settings) -> None:
+    """Have the simulator playing ``role`` commit the faults ``settings`` (a profile's FaultSettings)."""
+    from simulators.serial_device import PtySerialDevice
+
+    simulator = next(simulators[key] for key in SIMULATOR_KEYS[role] if key in simulators)
+    faults = simulator.faults
+    faults.times = settings.times
+    faults.silent, faults.garbage = settings.silent, settings.garbage
+    faults.error_reply, faults.delay_s = settings.error_reply, settings.delay_s
+    faults.drop_frames = settings.drop_frames
+    if settings.disconnect:
+        if isinstance(simulator, PtySerialDevice):
+            simulator.disconnect()  # the port closes under the driver
+        else:
+            faults.disconnected = True
 
 
 def _specimen_renderer(profile: Profile):
@@ -167,7 +199,10 @@ def _open(profile: Profile, opened: list) -> Rig:
         if "mm_camera" in simulators:
             truth = simulators["mm_camera"].camera_noise.ideal(simulators["mm_camera"].renderer.specimen.texture)
     opened.append(camera.close)
-    return Rig(camera=camera, focus=focus, truth=truth, simulators=simulators, _closers=list(opened))
+    faults = [(role, getattr(profile.faults, role)) for role in ("focus", "camera")
+              if getattr(profile.faults, role) is not None]
+    return Rig(camera=camera, focus=focus, truth=truth, simulators=simulators, _closers=list(opened),
+               pending_faults=faults)
 
 
 def _open_micromanager(profile: Profile, simulators: dict, opened: list):

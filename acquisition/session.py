@@ -21,9 +21,11 @@ from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
 from acquisition.rig import Rig, open_rig
 from acquisition.stack_buffer import StackBuffer
+from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
                             DeviceTimeoutError, PositionOutOfRangeError)
 from fusion.engine import FusionSettings, StreamingFusion
+from fusion.focus_checks import no_focus_information
 from fusion.metrics import psnr
 from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
 
@@ -102,22 +104,23 @@ class Session:
             self.view.begin(len(positions), unit, self._device_status())
         try:
             self._acquire(positions, progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
             self.interrupted = True
-            self.ended_by = "interrupted (Ctrl-C)"
+            self.ended_by = str(interrupt) or "interrupted (Ctrl-C)"
         except DeviceError as error:
             self.ended_by = str(error)
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
         finally:
-            try:
-                result = self._finish_fusion()
-            except Exception as error:
-                self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
-            finally:
-                self._return_to(start)
-                if self.buffer is not None:
-                    self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
+            with signals_deferred():  # a second Ctrl-C or SIGTERM must not cut the saving short
+                try:
+                    result = self._finish_fusion()
+                except Exception as error:
+                    self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
+                finally:
+                    self._return_to(start)
+                    if self.buffer is not None:
+                        self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
         total_s = time.perf_counter() - started
         report = self._write_outputs(result, positions, total_s)
         if self.view is not None:
@@ -131,8 +134,10 @@ class Session:
         settle_s = self.profile.focus.settle_ms / 1000
         retries = self.profile.plan.retries
         dropped_in_a_row = 0
+        waiting_since: float | None = None  # the first try for a frame since the last one that came
         bar = tqdm(positions, desc="slices", unit="slice", disable=None if progress is None else not progress)
         for index, z in enumerate(bar):
+            self.rig.arm_faults(len(self.slices))  # a profile's faults: section (simulators only)
             t0 = time.perf_counter()
 
             def move():
@@ -143,9 +148,20 @@ class Session:
             t1 = time.perf_counter()
             time.sleep(settle_s)
             t2 = time.perf_counter()
+            if waiting_since is None:
+                waiting_since = t2
+
+            def snap():
+                # Retries and lost frames in a row wait camera.give_up_after_s at most, all together.
+                left_s = self.profile.camera.give_up_after_s - (time.perf_counter() - waiting_since)
+                if left_s <= 0:
+                    raise DeviceError(camera.name, f"no frame for {time.perf_counter() - waiting_since:.1f} s "
+                                                   f"({dropped_in_a_row} lost in a row): gave up after "
+                                                   f"camera.give_up_after_s = {self.profile.camera.give_up_after_s:g} s")
+                return camera.snap(timeout_s=min(self.profile.camera.timeout_s, left_s))
+
             try:
-                frame = _with_retries(lambda: camera.snap(timeout_s=self.profile.camera.timeout_s), "snap", retries,
-                                      self.retries, index)
+                frame = _with_retries(snap, "snap", retries, self.retries, index)
             except TRANSIENT_ERRORS as error:
                 # An explicit gap: recorded with its z, never a silent shift of the stack.
                 self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
@@ -154,6 +170,7 @@ class Session:
                     raise
                 continue
             dropped_in_a_row = 0
+            waiting_since = None
             t3 = time.perf_counter()
             self._store(frame, z)
             t4 = time.perf_counter()
@@ -190,19 +207,24 @@ class Session:
                 "dropped frames": str(len(self.dropped)), "retries": str(len(self.retries))}
 
     def _attach_view(self) -> None:
-        engine = self.engine
+        engine, fusing = self.engine, self.worker.lock
         cache: dict = {}
 
         def preview(part: int):
-            # One preview per fused slice count, shared by the fused and depth images.
-            key = engine.n_slices
-            if cache.get("key") != key:
-                cache.update(key=key, value=engine.preview())
-            value = cache["value"]
+            # Under the fusion thread's lock: halfway through a slice the engine's maps and its z
+            # list disagree. One preview per fused slice count, shared by the fused and depth images.
+            with fusing:
+                key = engine.n_slices
+                if cache.get("key") != key:
+                    cache.update(key=key, value=engine.preview())
+                value = cache["value"]
             return None if value is None else value[part]
 
-        self.view.attach_fusion(lambda: preview(0), lambda: preview(1),
-                                lambda: list(zip(engine.z_positions_so_far(), engine.focus_scores)))
+        def curve():
+            with fusing:
+                return list(zip(engine.z_positions_so_far(), engine.focus_scores))
+
+        self.view.attach_fusion(lambda: preview(0), lambda: preview(1), curve)
 
     def _show_end(self, report: dict, result) -> None:
         outputs = report["outputs"]
@@ -210,7 +232,7 @@ class Session:
             curve = list(zip([s["z"] for s in report["slices"]], result.focus_scores))
             self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
         if self.interrupted:
-            status, message = "interrupted", f"Interrupted (Ctrl-C). {report['acquired_slices']} slices saved and fused."
+            status, message = "interrupted", f"{self.ended_by.capitalize()}. {report['acquired_slices']} slices saved and fused."
         elif self.ended_by:
             status, message = "failed", (f"The session ended early: {self.ended_by}\n"
                                          f"Saved: the {report['acquired_slices']} slices acquired"
@@ -243,7 +265,7 @@ class Session:
         report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
                         "planned_slices": len(positions), "acquired_slices": len(self.slices),
                         "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
-                        "errors": self.errors, "focus_unit": unit}
+                        "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
         if result is not None:
             for record in self.slices:
                 record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
@@ -263,6 +285,7 @@ class Session:
                             "slices_read_back_by_fusion": len(self.worker.read_back)},
                 "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
                 "alignment": result.alignment,
+                "warnings": [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w],
             })
             truth = self.rig.truth_for(self.reference_metadata)
             if truth is not None:

@@ -162,6 +162,9 @@ def fit_model(source: np.ndarray, target: np.ndarray, weight: np.ndarray, model:
     return transform, misfit
 
 
+WORKING_RANGE_MAX = 65535.0  # registration works on intensities up to 16 bits
+
+
 def _detail(pixels: np.ndarray) -> float:
     """How much fine detail a (coarse-level) slice shows: its mean squared Laplacian."""
     return float(np.mean(cv2.Laplacian(pixels.astype(np.float32), cv2.CV_32F) ** 2))
@@ -184,6 +187,7 @@ class SliceAligner:
         self._key_detail = -1.0
         self._previous_detail = -1.0
         self._phase: dict[int, PhaseTiles] = {}  # by tile size
+        self._intensity_scale: float | None = None
         # Too few pixels to tell motion from the apparent motion that focus changes bring.
         self.too_small = min(shape) < MIN_FRAME_PX
         if self.too_small:
@@ -195,6 +199,7 @@ class SliceAligner:
         if self.too_small:
             self.transforms.append(np.eye(3))
             return self.transforms[-1]
+        gray = self._in_working_range(gray)
         levels = [_make_level(gray, self.settings.coarse_px, self.settings.coarse_tile_px),
                   _make_level(gray, self.settings.fine_px, self.settings.fine_tile_px)]
         index = len(self.transforms)
@@ -231,6 +236,14 @@ class SliceAligner:
             self._key, self._key_transform, self._key_detail = levels, transform, detail
         self.transforms.append(transform)
         return transform
+
+    def _in_working_range(self, gray: np.ndarray) -> np.ndarray:
+        """Data far beyond 16 bits (uint32, large floats) scaled down by one factor per stack:
+        the float32 phase-fit sums of squared spectra would overflow. 8- and 16-bit data pass as they are."""
+        if self._intensity_scale is None:
+            high = float(np.percentile(np.abs(gray[::4, ::4]), 99.9))
+            self._intensity_scale = WORKING_RANGE_MAX / high if high > WORKING_RANGE_MAX else 1.0
+        return gray if self._intensity_scale == 1.0 else gray * np.float32(self._intensity_scale)
 
     def _phase_tiles(self, tile_px: int) -> PhaseTiles:
         if tile_px not in self._phase:

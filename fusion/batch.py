@@ -8,10 +8,11 @@ its stack rescheduled on another worker by dask (up to ``distributed.scheduler.a
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,6 +21,8 @@ from fusion.engine import FusionSettings
 from fusion.errors import FusionError, StackNotFoundError
 from fusion.outputs import write_json
 from fusion.readers import stack_name
+from fusion.readers.image_folder import image_files, multipage_tiffs
+from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.refuse import output_paths, refuse_stack
 
 SUMMARY_FILE = "summary.json"
@@ -35,6 +38,7 @@ class StackOutcome:
     slices: int | None = None
     seconds: float | None = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)   # e.g. one slice only, no focus information
 
 
 def expand_stack_arguments(arguments: list[str]) -> list[Path]:
@@ -56,13 +60,36 @@ def expand_stack_arguments(arguments: list[str]) -> list[Path]:
                 raise StackNotFoundError("the pattern matches nothing", argument)
             stacks += [Path(match) for match in matches]
         else:
-            stacks.append(Path(argument))
+            stacks += _stacks_in(Path(argument))
     return stacks
 
 
-def outputs_complete(out_dir: Path, name: str) -> bool:
-    """True when every output of stack ``name`` is in place (the report is written last)."""
-    return all(path.is_file() for path in output_paths(out_dir, name).values())
+def _stacks_in(path: Path) -> list[Path]:
+    """``path``, or, for a folder whose images are all multi-page TIFFs, each of those files:
+    such a folder holds stacks, not slices."""
+    if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
+        return [path]
+    files = image_files(path)
+    stacks = multipage_tiffs(files)
+    if files and len(stacks) == len(files):
+        return [file for file, _ in stacks]
+    return [path]
+
+
+def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> dict | None:
+    """The report of stack ``name`` when all its outputs are in place (the report is written last)
+    and were made with ``settings``; None when the stack must be fused (again)."""
+    paths = output_paths(out_dir, name)
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    try:
+        report = json.loads(paths["report"].read_text())
+    except (OSError, ValueError):
+        return None
+    # As the report stores them: through JSON, so 32 and 32.0 or a tuple and a list compare equal.
+    if not isinstance(report, dict) or report.get("settings") != json.loads(json.dumps(asdict(settings))):
+        return None
+    return report
 
 
 def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
@@ -85,7 +112,7 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
     return StackOutcome(str(path), report["name"], "done", slices=report["n_slices"],
-                        seconds=report["seconds"]["total"], error=None)
+                        seconds=report["seconds"]["total"], error=None, warnings=report["warnings"])
 
 
 def check_unique_names(stacks: list[Path]) -> None:
@@ -93,10 +120,24 @@ def check_unique_names(stacks: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in stacks:
         name = stack_name(path)
-        if name in seen and seen[name].resolve() != path.resolve():
+        if name in seen and _real_path(seen[name]) != _real_path(path):
             raise ValueError(f"{seen[name]} and {path} would both write {name}.fused.tif; "
                              "refuse them into different --out folders")
         seen[name] = path
+
+
+def _real_path(path: Path) -> Path:
+    """``path`` with its links resolved, as far as they lead (a symlink loop stays as it is)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return _absolute(path)
+
+
+def _absolute(path: Path) -> Path:
+    """An absolute path without following links: a remote worker does not share our working folder,
+    and a broken link must reach the worker to be reported as that stack's failure."""
+    return Path(os.path.abspath(path))
 
 
 def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | None = None,
@@ -106,7 +147,8 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
 
     With ``scheduler`` (``tcp://host:port``) the work goes to that dask cluster; otherwise a
     single stack is fused in this process and several go to a LocalCluster of ``n_workers``
-    processes (default: one per core). ``resume`` skips stacks whose outputs are complete.
+    processes (default: one per core). ``resume`` skips stacks whose outputs are complete and
+    were made with the same settings.
     ``on_outcome(outcome)`` is called in this process as each stack finishes (e.g. a live view).
     """
     settings = settings or FusionSettings()
@@ -116,8 +158,10 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     outcomes = _Outcomes(on_outcome)
     todo = []
     for index, path in enumerate(stacks):
-        if resume and outputs_complete(out_dir, stack_name(path)):
-            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped")
+        report = finished_report(out_dir, stack_name(path), settings) if resume else None
+        if report is not None:  # the row keeps the numbers of the run that fused it
+            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped", slices=report.get("n_slices"),
+                                           seconds=(report.get("seconds") or {}).get("total"))
         else:
             todo.append(index)
     if todo and scheduler is None and len(todo) == 1:
@@ -152,14 +196,16 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
         n_workers = n_workers or os.cpu_count() or 1
         numba_threads = max(1, (os.cpu_count() or 1) // n_workers)
         # Loopback only and no dashboard: nothing else listens.
+        # (The scheduler's small HTTP server, health checks only, on a free loopback port: on 8787 a
+        # second batch would print a warning that the port is taken.)
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     client = Client(cluster if cluster is not None else scheduler, timeout="30s")
     try:
         futures = {}
         for index in todo:
-            # Absolute paths: a remote worker does not share this process's working folder.
-            future = client.submit(refuse_for_batch, stacks[index].resolve(), out_dir.resolve(), settings,
+            future = client.submit(refuse_for_batch, _absolute(stacks[index]), _absolute(out_dir), settings,
                                    numba_threads,
                                    key=f"refuse-{index}-{stack_name(stacks[index])}", pure=False)
             futures[future] = index

@@ -6,6 +6,8 @@ smaller copy), and the measure map is scaled back up to full resolution.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,42 @@ class WeightsError(FusionError):
     """Raised when a weights file is missing, corrupt, or made for another network."""
 
 
+GOOD_WEIGHTS = ("restore the shipped file (git checkout -- fusion/weights/ums_unetpp.pt) "
+                "or train new weights (python -m fusion.train --export PATH)")
+
+
+def weights_record(weights: Path) -> Path:
+    """The training record shipped beside a weights file (same name, .json)."""
+    return Path(weights).with_suffix(".json")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_weights_digest(weights: Path) -> None:
+    """Raise WeightsError when the weights' sha256 differs from the one in their record.
+
+    Weights without a record, or with a record that gives no sha256, are not checked here
+    (the engine still refuses NaN or infinite focus maps).
+    """
+    record_path = weights_record(weights)
+    try:
+        expected = json.loads(record_path.read_text()).get("sha256") if record_path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        raise WeightsError(f"{record_path}: the weights' record is not readable JSON; {GOOD_WEIGHTS}") from None
+    if expected is None:
+        return
+    actual = sha256_of(weights)
+    if actual != expected:
+        raise WeightsError(f"{weights}: the weights file is damaged (its sha256 is {actual[:12]}..., its record "
+                           f"{record_path.name} says {str(expected)[:12]}...); {GOOD_WEIGHTS}")
+
+
 def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
     """The trained UNet++ encoder in eval mode, on CUDA when asked or available ("auto")."""
     import torch
@@ -32,10 +70,13 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such weights file (train with python -m fusion.train --export PATH)")
+    check_weights_digest(weights)
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
     except Exception as error:
-        raise WeightsError(f"{weights}: not a readable weights file ({type(error).__name__}: {error})") from None
+        # torch's own message runs to many lines and suggests loading the file unsafely: one line instead.
+        raise WeightsError(f"{weights}: not a readable weights file: it is damaged or not a PyTorch state_dict "
+                           f"({type(error).__name__}); {GOOD_WEIGHTS}") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{weights}: expected a state_dict, found {type(state).__name__}")
     encoder = UNetPlusPlus()

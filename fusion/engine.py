@@ -20,6 +20,7 @@ from fusion.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, de
     max_displacement_px, warp_to_reference
 from fusion.decision import clean_decision, default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
+from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
 from fusion.multiscale import PyramidComposer, PyramidWeighting, flat_noisy_patch, minimum_noise_sigma, \
     noise_sigma
@@ -174,6 +175,7 @@ class StreamingFusion:
         """Fold the slice into the multi-scale sums; its focus score is its mean fine energy."""
         image = np.ascontiguousarray(pixels, dtype=np.float32)
         energy = self._measure.energy(gray)
+        check_focus_map(energy, self.settings.measure, self.name, self.n_slices)
         if self.n_slices == 0:
             self._calibrate_noise(image, gray)
         self._pyramid.add(image, energy, float(self.n_slices), self.n_slices, covered)
@@ -194,6 +196,7 @@ class StreamingFusion:
 
     def _add_single_scale(self, pixels: np.ndarray, gray: np.ndarray, covered) -> float:
         measure = self._measure(gray)
+        check_focus_map(measure, self.settings.measure, self.name, self.n_slices)
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
         kernels.update_running_maps(

@@ -43,3 +43,15 @@ class InvalidPixelsError(StackError):
 
 class StackLayoutError(StackError):
     """Raised when a file's axes cannot be read as one z-stack (e.g. several positions and times)."""
+
+
+class InvalidFocusMeasureError(StackError):
+    """Raised when a focus measure gives NaN or infinity for a slice (e.g. damaged weights)."""
+
+
+class StackTooLargeError(StackError):
+    """Raised when a stack's declared slice size would not fit in memory; nothing is read."""
+
+
+class OutputError(StackError):
+    """Raised when a stack's outputs cannot be written (a full disk, a folder without permission)."""

@@ -5,7 +5,10 @@ resumed batch) never sees half a file.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
 from pathlib import Path
 
@@ -13,19 +16,43 @@ import numpy as np
 import tifffile
 
 
+class OutputWriteError(OSError):
+    """Raised when an output file cannot be written (a full disk, no permission); names the file.
+    Nothing half-written is left behind."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
 def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
+
+
+@contextlib.contextmanager
+def _written_atomically(path: Path):
+    """Yields the temporary name to write; renames it to ``path`` at the end, or removes it on failure."""
+    partial = _atomic_target(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        if isinstance(error, OSError) and not isinstance(error, OutputWriteError):
+            advice = "; free some space there or write elsewhere" if error.errno == errno.ENOSPC else ""
+            raise OutputWriteError(error.errno, f"cannot write {path.name} into {path.parent}: "
+                                                f"{error.strerror or error}{advice}") from None
+        raise
 
 
 def write_image_tiff(path: Path, image: np.ndarray, description: str | None = None) -> None:
     """(H, W) or (H, W, C) image as a TIFF with shaped axes metadata (RGB for 3 or 4 channels)."""
     colour = image.ndim == 3 and image.shape[2] in (3, 4)
     axes = "YXS" if colour else ("YXC" if image.ndim == 3 else "YX")
-    partial = _atomic_target(path)
-    tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
-                     planarconfig="contig" if image.ndim == 3 else None,
-                     metadata={"axes": axes}, description=description)
-    os.replace(partial, path)
+    with _written_atomically(path) as partial:
+        tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
+                         planarconfig="contig" if image.ndim == 3 else None,
+                         metadata={"axes": axes}, description=description)
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str) -> None:
@@ -35,7 +62,22 @@ def write_depth_tiff(path: Path, depth: np.ndarray, unit: str) -> None:
                      description=json.dumps({"depth_unit": unit, "nan": "no texture: depth unknown"}))
 
 
+def json_safe(value):
+    """``value`` with NaN and infinity as None (null) and numpy scalars as Python numbers, so that
+    strict JSON parsers (JavaScript's, Go's, jq) accept the file."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, report: dict) -> None:
-    partial = _atomic_target(path)
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(partial, path)
+    """``report`` as strict JSON (no NaN or Infinity tokens), written atomically."""
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    with _written_atomically(path) as partial:
+        partial.write_text(text)

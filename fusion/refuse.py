@@ -1,6 +1,7 @@
 """Offline refusion: one saved stack in, fused image + depth map + JSON report out."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -10,7 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
-from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
+from fusion.errors import OutputError
+from fusion.focus_checks import no_focus_information
+from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff, write_json
 from fusion.readers import open_stack
 
 
@@ -47,11 +50,15 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
                 engine.push(pixels, None if z_um is None else z_um[index])
                 bar.update(1)
         result = engine.finish()
+        blank = no_focus_information(result.focus_scores, str(stack.path))
+        if blank:
+            warnings.warn(blank, stacklevel=1)
         seconds.update(result.seconds)
         write_started = time.perf_counter()
         paths = output_paths(out_dir, stack.name)
-        write_image_tiff(paths["fused"], result.fused)
-        write_depth_tiff(paths["depth"], result.depth, result.depth_unit)
+        with _naming(stack.path):
+            write_image_tiff(paths["fused"], result.fused)
+            write_depth_tiff(paths["depth"], result.depth, result.depth_unit)
         seconds["write"] = time.perf_counter() - write_started
         seconds["total"] = time.perf_counter() - started
         counts = np.bincount(result.decision.ravel(), minlength=engine.n_slices)
@@ -71,7 +78,17 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             "chosen_fraction": (counts / counts.sum()).round(5).tolist(),
             "outputs": {kind: str(p) for kind, p in paths.items()},
             "alignment": result.alignment,
-            "warnings": [str(w.message) for w in caught],
+            "warnings": list(dict.fromkeys(str(w.message) for w in caught)),  # each once
         }
-        write_json(paths["report"], report)
+        with _naming(stack.path):
+            write_json(paths["report"], report)
     return report
+
+
+@contextlib.contextmanager
+def _naming(stack: Path):
+    """An output that cannot be written (a full disk) is that stack's error, naming it."""
+    try:
+        yield
+    except OutputWriteError as error:
+        raise OutputError(str(error), stack) from None

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from fusion.deep_measure import sha256_of
 from fusion.network import UMSAutoencoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +186,7 @@ def export_weights(checkpoint: Path, weights: Path) -> None:
     record_path = checkpoint.with_suffix(".json")
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record["exported_from"] = checkpoint.name
+    record["sha256"] = sha256_of(weights)  # checked on load: a damaged file is an error, not NaN scores
     weights.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -13,6 +13,8 @@ class Faults:
     error_reply: answer every command with this device error code instead (e.g. 5).
     delay_s: answer this late (a slow device or a late frame).
     drop_frames: for cameras, lose this many frames (the next ones are never delivered).
+    disconnected: the device has vanished: every call fails as a lost connection (serial
+        simulators close their port instead: ``PtySerialDevice.disconnect``).
     times: how many answers the faults above spoil before clearing themselves (None: until
         turned off) -- a transient fault.
     """
@@ -22,6 +24,7 @@ class Faults:
     error_reply: int | None = None
     delay_s: float = 0.0
     drop_frames: int = 0
+    disconnected: bool = False
     times: int | None = None
 
     def spend_one(self) -> None:

@@ -26,7 +26,9 @@ class SimulatedZStage(StageDevice):
 
     def set_position_um(self, val: float) -> None:
         if self.faults.error_reply is not None:
-            raise RuntimeError(f"stage error {self.faults.error_reply}")
+            code = self.faults.error_reply
+            self.faults.spend_one()
+            raise RuntimeError(f"stage error {code}")
         distance = abs(val + self._origin_um - self._target_um)
         self._target_um = val + self._origin_um
         self._done_at = time.monotonic() + distance / self.speed_um_per_s + self.settle_s
@@ -84,7 +86,9 @@ class SpecimenCamera(CameraDevice):
         count = 0
         while n is None or count < n:
             if self.faults.error_reply is not None:
-                raise RuntimeError(f"camera error {self.faults.error_reply}")
+                code = self.faults.error_reply
+                self.faults.spend_one()
+                raise RuntimeError(f"camera error {code}")
             if self.faults.drop_frames > 0:
                 self.faults.drop_frames -= 1
                 raise RuntimeError("frame lost: the camera delivered no image")

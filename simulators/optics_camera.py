@@ -5,19 +5,31 @@ tunable lens's focal power, with its focus breathing) and adds camera noise.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Iterator
 
 import numpy as np
 
 from devices.camera import Frame
-from devices.errors import DeviceErrorReply, DeviceTimeoutError
+from devices.errors import DeviceDisconnectedError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
 from devices.focus_drive import FocusDrive, FocusLimits
 from simulators.faults import Faults
 from simulators.optics import CameraNoise, DefocusRenderer, magnify
 
 # () -> (focus on the specimen in um, magnification)
 OpticalState = Callable[[], tuple[float, float]]
+
+
+def _answer_wrongly_if_asked(faults: Faults, device: str, kind: str) -> None:
+    """What a driver raises when the device answers garbage or an error code, as ``faults`` ask."""
+    if faults.garbage:
+        faults.spend_one()
+        raise DeviceProtocolError(device, "the answer was garbled", reply=os.urandom(8))
+    if faults.error_reply is not None:
+        code = faults.error_reply
+        faults.spend_one()
+        raise DeviceErrorReply(device, f"{kind} error {code}")
 
 
 class SimulatedCamera:
@@ -51,14 +63,21 @@ class SimulatedCamera:
     def snap(self, timeout_s: float = 5.0) -> Frame:
         started = time.monotonic()
         focus_um, magnification = self.optical_state()
-        if self.faults.error_reply is not None:
-            self.faults.spend_one()
-            raise DeviceErrorReply(self.name, f"camera error {self.faults.error_reply}")
+        faults = self.faults
+        if faults.disconnected:
+            raise DeviceDisconnectedError(self.name, "the camera is gone (simulated: its cable was pulled)")
+        if faults.silent:
+            faults.spend_one()
+            time.sleep(timeout_s)
+            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (the camera stopped answering)")
+        _answer_wrongly_if_asked(faults, self.name, "camera")
         if self.faults.drop_frames > 0:
             self.faults.drop_frames -= 1
             time.sleep(timeout_s)
             raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (frame lost)")
-        wait_s = self._exposure_ms / 1000 + self.faults.delay_s
+        wait_s = self._exposure_ms / 1000 + faults.delay_s
+        if faults.delay_s:
+            faults.spend_one()
         if wait_s > timeout_s:
             time.sleep(timeout_s)
             raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s")
@@ -87,6 +106,7 @@ class SimulatedStage(FocusDrive):
         self.speed_um_per_s = speed_um_per_s
         self._from_um = self._to_um = 0.0
         self._started = self._arrives = 0.0
+        self._stuck = False
         self.faults = Faults()
 
     def physical_um(self) -> float:
@@ -98,12 +118,25 @@ class SimulatedStage(FocusDrive):
         return self._from_um + (self._to_um - self._from_um) * fraction
 
     def _do_move_to(self, z_um: float) -> None:
+        faults = self.faults
+        self._check_connected()
+        _answer_wrongly_if_asked(faults, self.name, "stage")
+        self._stuck = faults.silent  # never reports that this move ended
+        extra_s = faults.delay_s
+        if faults.silent or faults.delay_s:
+            faults.spend_one()
         self._from_um, self._to_um = self.physical_um(), z_um
         self._started = time.monotonic()
-        self._arrives = self._started + abs(z_um - self._from_um) / self.speed_um_per_s
+        self._arrives = self._started + abs(z_um - self._from_um) / self.speed_um_per_s + extra_s
 
     def _do_read_position(self) -> float:
+        self._check_connected()
         return self.physical_um()
 
     def _do_is_busy(self) -> bool:
-        return time.monotonic() < self._arrives
+        self._check_connected()
+        return self._stuck or time.monotonic() < self._arrives
+
+    def _check_connected(self) -> None:
+        if self.faults.disconnected:
+            raise DeviceDisconnectedError(self.name, "the stage is gone (simulated: its cable was pulled)")

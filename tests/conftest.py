@@ -1,6 +1,13 @@
 """Shared fixtures: rendered stacks with a known ground truth, and the real stacks in shared/."""
 from __future__ import annotations
 
+import os
+
+# Before torch and numba load their OpenMP runtime: idle OpenMP threads sleep instead of spinning.
+# On a busy 2-core machine spinning threads starve each other (8 small training steps: 51 s, 3.7 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -31,5 +38,25 @@ def rgb_stack() -> RenderedStack:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"the real stacks are not at {SHARED_DATA}")
+        pytest.skip(f"the real stacks are not at {SHARED_DATA} (README, 'Tests': where they come from)")
     return SHARED_DATA
+
+
+def with_default_sigint() -> None:
+    """For ``subprocess.Popen(preexec_fn=...)`` of a child a test interrupts: where the tests were
+    started in the background (``pytest &``), the shell made SIGINT ignored, and children inherit
+    that; Python turns SIGINT into KeyboardInterrupt only when it starts with the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch's OpenMP threads spin while they wait: on a busy 2-core machine two of them make
+    small tensors many times slower than one (8 training steps at load 7: 27 s, 1.6 s); large
+    ones (a whole slice through the network) still gain from two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

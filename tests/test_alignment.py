@@ -11,6 +11,8 @@ from fusion.metrics import average_gradient, psnr, spatial_frequency
 from fusion.readers import open_stack
 from simulators.motion import moving_sweep
 
+pytestmark = pytest.mark.slow
+
 SHAPE = (384, 512)
 MARGIN = 40  # compare inside the region every slice covers
 INSIDE = (slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))

@@ -1,5 +1,6 @@
 """Batch refusion on real dask clusters: local, separate processes, a dying worker, resume."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from scipy import ndimage
 
 from fusion.batch import check_unique_names, expand_stack_arguments, refuse_many
 from fusion.errors import StackNotFoundError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, with_default_sigint
 
 
 
@@ -38,9 +39,9 @@ def small_stacks(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_stacks(tmp_path_factory):
-    """Stacks that take a worker about a second each, so a test can act while one runs."""
+    """Stacks that keep a worker busy for a while each, so a test can act while one runs."""
     folder = tmp_path_factory.mktemp("slow")
-    return [write_stack(folder / f"deep{i}.tif", 400, shape=(384, 512), seed=i) for i in range(4)]
+    return [write_stack(folder / f"deep{i}.tif", 80, shape=(384, 512), seed=i) for i in range(4)]
 
 
 def run_cli(*args, **kwargs):
@@ -48,6 +49,7 @@ def run_cli(*args, **kwargs):
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, **kwargs)
 
 
+@pytest.mark.slow
 def test_local_cluster_of_two_workers_fuses_good_stacks_and_reports_the_corrupt_one(small_stacks, tmp_path):
     good, corrupt = small_stacks
     done = run_cli("--refuse", *good[:2], corrupt, *good[2:], "--out", tmp_path, "--workers", "2")
@@ -94,6 +96,7 @@ def separate_cluster(tmp_path):
             process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_existing_cluster_through_scheduler_address(separate_cluster, small_stacks, tmp_path):
     address, _ = separate_cluster
     good, _ = small_stacks
@@ -103,6 +106,7 @@ def test_existing_cluster_through_scheduler_address(separate_cluster, small_stac
     assert summary["scheduler"] == address and summary["counts"]["done"] == 4
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_cluster, slow_stacks, tmp_path):
     address, workers = separate_cluster
     from distributed import Client
@@ -130,28 +134,52 @@ def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_clus
         assert tifffile.imread(tmp_path / f"{path.stem}.fused.tif").shape == (384, 512)
 
 
-def test_resume_after_an_interrupted_run(slow_stacks, tmp_path):
-    cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, slow_stacks),
-                            "--out", str(tmp_path), "--workers", "1", "--align", "off"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+@pytest.mark.slow
+def test_resume_after_an_interrupted_run(small_stacks, tmp_path):
+    good, _ = small_stacks
+    # The last stack is a named pipe: opening it waits for a writer, so the run is certainly
+    # unfinished when it is interrupted, whatever the machine's speed.
+    waiting = tmp_path / "stacks" / "waiting.tif"
+    waiting.parent.mkdir()
+    os.mkfifo(waiting)
+    stacks = [*good, waiting]
+    out = tmp_path / "out"
+    cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, stacks),
+                            "--out", str(out), "--workers", "1", "--align", "off"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                           preexec_fn=with_default_sigint)
     deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("*.json")) and time.monotonic() < deadline:
+    while not list(out.glob("*.json")) and time.monotonic() < deadline and cli.poll() is None:
         time.sleep(0.05)
     cli.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 120
+    while cli.poll() is None and time.monotonic() < deadline:
+        _release(waiting)  # the worker waiting on the pipe reads an empty stream: the cluster closes sooner
+        time.sleep(0.1)
     _, stderr = cli.communicate(timeout=120)
     assert cli.returncode == 130, stderr
     assert "--resume" in stderr
-    finished = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.json")}
-    assert 0 < len(finished) < len(slow_stacks)
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert 0 < len(finished) < len(stacks)
 
-    done = run_cli("--refuse", *slow_stacks, "--out", tmp_path, "--workers", "1", "--resume", "--align", "off")
+    waiting.unlink()
+    write_stack(waiting, 8, seed=9)  # the stack that could not be read is a file now
+    done = run_cli("--refuse", *stacks, "--out", out, "--workers", "1", "--resume", "--align", "off")
     assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["skipped"] == len(finished)
-    assert summary["counts"]["done"] == len(slow_stacks) - len(finished)
+    assert summary["counts"]["done"] == len(stacks) - len(finished)
     for name, mtime in finished.items():
-        assert (tmp_path / name).stat().st_mtime_ns == mtime  # untouched
-    assert not list(tmp_path.glob(".*.partial"))
+        assert (out / name).stat().st_mtime_ns == mtime  # untouched
+    assert not list(out.glob(".*.partial"))
+
+
+def _release(fifo: Path) -> None:
+    """Open the pipe for writing and close it: a reader blocked opening it reads an empty stream."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # nobody has it open for reading (yet, or any more)
+        pass
 
 
 def test_stack_arguments_expand_globs_and_lists(small_stacks, tmp_path):

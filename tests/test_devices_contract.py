@@ -13,6 +13,8 @@ from devices.focus_drive import UNITS, FocusDrive
 from tests.devices_fixtures import asi_stage, demo_core, optotune_lens, unicore_rig
 from tests.devices_fixtures import pycromanager_core  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.hardware_sim
+
 
 @contextlib.contextmanager
 def drive_named(name, request):

@@ -38,6 +38,7 @@ def case(request):
     return stack, bit_depth, fuse(stack)
 
 
+@pytest.mark.slow
 def test_fused_keeps_shape_and_dtype(case):
     stack, _, result = case
     assert result.fused.shape == stack.slices[0].shape
@@ -45,6 +46,7 @@ def test_fused_keeps_shape_and_dtype(case):
     assert result.depth.shape == stack.slices[0].shape[:2] and result.depth.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_fused_is_closer_to_truth_than_every_slice(case):
     stack, bit_depth, result = case
     fused_db = psnr(result.fused, stack.truth, full_scale(bit_depth))
@@ -52,6 +54,7 @@ def test_fused_is_closer_to_truth_than_every_slice(case):
     assert fused_db > best_slice_db + 3.0, (fused_db, best_slice_db)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("naive", list(NAIVE))
 def test_fused_beats_naive_argmax_of_laplacian_energy(case, naive):
     stack, bit_depth, result = case
@@ -60,6 +63,7 @@ def test_fused_beats_naive_argmax_of_laplacian_energy(case, naive):
     assert fused_db > naive_db, (fused_db, naive_db)
 
 
+@pytest.mark.slow
 def test_depth_is_within_one_slice_spacing_where_it_is_defined(case):
     stack, _, result = case
     spacing_um = stack.z_um[1] - stack.z_um[0]
@@ -90,6 +94,7 @@ def test_focus_scores_peak_where_most_of_the_specimen_is_in_focus():
     assert result.focus_scores[0] < max(result.focus_scores) > result.focus_scores[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [
     FusionSettings(composition="pick"),
     FusionSettings(composition="pick", feather_px=3.0),

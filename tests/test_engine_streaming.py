@@ -87,6 +87,7 @@ def test_depth_is_slice_index_when_z_is_unknown(rgb_stack):
     assert np.mean(np.abs(depth - true_index[defined]) <= 1.0) > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("composition", ["pyramid", "pick"])
 def test_memory_does_not_grow_with_the_number_of_slices(rgb_stack, composition):
     def peak_bytes(n_slices):

@@ -6,6 +6,8 @@ from fusion.metrics import average_gradient, spatial_frequency
 from fusion.readers import open_stack
 from fusion.refuse import refuse_stack
 
+pytestmark = pytest.mark.slow
+
 STACKS = ["keyboard-phone", "pcb", "scorpion-microscope"]
 
 

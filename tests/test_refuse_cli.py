@@ -32,6 +32,7 @@ def stacks(tmp_path_factory):
     return {"colour": colour, "mono12": mono12, "corrupt": corrupt}
 
 
+@pytest.mark.slow
 def test_refusion_writes_fused_depth_and_report(stacks, tmp_path):
     done = run_cli("--refuse", stacks["colour"], stacks["mono12"], "--out", tmp_path)
     assert done.returncode == 0, done.stderr
@@ -54,6 +55,7 @@ def test_refusion_writes_fused_depth_and_report(stacks, tmp_path):
     assert fused.max() <= 4095  # 12-bit data stays 12-bit
 
 
+@pytest.mark.slow
 def test_one_bad_stack_does_not_stop_the_others(stacks, tmp_path):
     done = run_cli("--refuse", stacks["corrupt"], tmp_path / "missing", stacks["colour"], "--out", tmp_path)
     assert done.returncode == 1
@@ -64,6 +66,7 @@ def test_one_bad_stack_does_not_stop_the_others(stacks, tmp_path):
     assert "\r" not in done.stderr  # piped: no progress bar
 
 
+@pytest.mark.slow
 def test_method_and_composition_are_recorded(stacks, tmp_path):
     done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--method", "laplacian",
                    "--composition", "pick", "--feather-px", "2")
@@ -79,6 +82,7 @@ def test_bad_options_are_usage_errors(stacks, tmp_path):
     assert done.returncode == 2 and "focus window must be at least 1 pixel" in done.stderr
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(stacks, tmp_path):
     controller, terminal = pty.openpty()
     # A new pseudo-terminal is 0 columns wide, and tqdm draws nothing in 0 columns.

@@ -8,7 +8,9 @@ import pytest
 
 from simulators.optics import DefocusRenderer, Optics, TunableLensOptics, magnify
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, with_default_sigint
+
+pytestmark = pytest.mark.hardware_sim
 
 
 @pytest.mark.parametrize("module,driver", [("simulators.asi_stage", "asi"), ("simulators.optotune_lens", "lens")])
@@ -16,7 +18,8 @@ def test_serial_simulator_runs_as_a_command_and_serves_its_port(module, driver):
     from devices.asi_stage import AsiZStage
     from devices.optotune_lens import OptotuneLens
 
-    process = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    process = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                               preexec_fn=with_default_sigint)
     try:
         port = process.stdout.readline().split()[-1]
         assert port.startswith("/dev/pts/")

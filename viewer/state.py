@@ -1,15 +1,20 @@
 """What the live view shows, updated by the session (or the batch) and read by the page.
 
-Updates are cheap: arrays are kept by reference and only encoded when the browser asks.
-Every change bumps ``version`` and wakes the page's event streams.
+Updates are cheap: arrays are kept by reference and only encoded when a browser asks, and
+then once per version however many browsers ask (``snapshot_json``, ``png``), so that no
+amount of viewing multiplies the work. Every change bumps ``version`` and wakes the page's
+event streams.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Callable
 
 import numpy as np
+
+from viewer.images import PREVIEW_WIDTH_PX, depth_png_bytes, png_bytes
 
 
 class LiveViewState:
@@ -32,6 +37,11 @@ class LiveViewState:
         self._curve: Callable[[], list[tuple[float, float]]] = lambda: []
         self._changed = threading.Condition()
         self.started = time.time()
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_cache: tuple[int, str] = (-1, "")
+        self._png_lock = threading.Lock()
+        self._png_cache: dict[tuple[str, bool], tuple[int, bytes]] = {}
+        self.encodes = 0  # PNGs encoded so far (not served: served ones are mostly cached)
 
     # -- updates (from the session or the batch) --
     def _bump(self, *images: str) -> None:
@@ -79,14 +89,47 @@ class LiveViewState:
             return self._latest_slice
         return self._fused() if name == "fused" else self._depth() if name == "depth" else None
 
+    def snapshot_json(self) -> str:
+        """``snapshot()`` as JSON, computed once per version however many pages ask."""
+        with self._snapshot_lock:
+            version = self.version
+            if self._snapshot_cache[0] != version:
+                self._snapshot_cache = (version, json.dumps(self.snapshot()))
+            return self._snapshot_cache[1]
+
+    def png(self, name: str, full: bool) -> bytes | None:
+        """Image ``name`` as PNG (downscaled unless ``full``), encoded once per image version."""
+        with self._png_lock:  # one encoder at a time: many viewers wait for it instead of encoding again
+            version = self.image_versions[name]
+            cached = self._png_cache.get((name, full))
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            pixels = self.image(name)
+            if pixels is None:
+                return None
+            width = None if full else PREVIEW_WIDTH_PX
+            if name == "depth":
+                low, high = _value_range(pixels) or (0.0, 1.0)
+                body = depth_png_bytes(pixels, low, high, width)
+            else:
+                body = png_bytes(pixels, width)
+            self.encodes += 1
+            self._png_cache[(name, full)] = (version, body)
+            return body
+
     def snapshot(self) -> dict:
         depth = self._depth()
-        depth_range = None
-        if depth is not None and np.isfinite(depth).any():
-            depth_range = [float(np.nanmin(depth)), float(np.nanmax(depth))]
+        depth_range = _value_range(depth) if depth is not None else None
         return {"title": self.title, "mode": self.mode, "status": self.status, "message": self.message,
                 "planned": self.planned, "acquired": self.acquired, "unit": self.unit, "devices": self.devices,
                 "saved": self.saved, "stacks": self.stacks[-200:], "version": self.version,
                 "images": dict(self.image_versions), "depth_range": depth_range,
                 "curve": [[float(z), float(s)] for z, s in self._curve()],
                 "elapsed_s": round(time.time() - self.started, 1)}
+
+
+def _value_range(values: np.ndarray) -> list[float] | None:
+    """[min, max] of the finite values (depth maps hold NaN where there is no texture); None if none."""
+    if not values.size or not np.isfinite(values).any():
+        return None
+    return [float(np.nanmin(values)), float(np.nanmax(values))]

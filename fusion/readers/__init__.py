@@ -25,6 +25,8 @@ def open_stack(path: str | Path) -> SavedStack:
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise StackNotFoundError("a symbolic link that leads nowhere (a loop, or its target is gone)", path)
         raise StackNotFoundError("no such file or folder", path)
     if path.is_dir():
         if is_ndtiff_dataset(path):

@@ -8,7 +8,8 @@ from typing import Iterator
 import numpy as np
 
 from fusion.engine import SUPPORTED_DTYPES
-from fusion.errors import InvalidPixelsError, SliceMismatchError, UnreadableStackError
+from fusion.errors import InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError
+from fusion.memory import check_fits_in_memory
 
 
 class SavedStack(ABC):
@@ -41,13 +42,31 @@ class SavedStack(ABC):
         """How to name slice ``index`` in an error: its file, or its number in this file."""
         return f"slice {index}"
 
+    def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
+        """(height, width, samples, dtype) of slice ``index`` as its file declares it, read without
+        decoding the pixels; None where the format does not say cheaply."""
+        return None
+
+    def _check_declared_size(self, index: int) -> None:
+        """Before decoding: a slice whose declared size would not fit in memory is not read."""
+        try:
+            declared = self.declared_size(index)
+        except Exception:  # a header that cannot be read: decoding will say what is wrong
+            return
+        if declared is not None:
+            height, width, samples, dtype = declared
+            check_fits_in_memory(height, width, samples, dtype, self.path, self.slice_label(index))
+
     def read_slice(self, index: int) -> np.ndarray:
         if not 0 <= index < self.n_slices:
             raise IndexError(f"{self.path}: no slice {index}; the stack has {self.n_slices}")
+        self._check_declared_size(index)
         try:
             pixels = self._read(index)
         except (UnreadableStackError, SliceMismatchError, InvalidPixelsError):
             raise
+        except MemoryError:
+            raise StackTooLargeError(f"{self.slice_label(index)} does not fit in memory", self.path) from None
         except Exception as error:  # any decoder failure is one clear line naming the file
             raise UnreadableStackError(
                 f"cannot read {self.slice_label(index)}: {type(error).__name__}: {error}", self.path

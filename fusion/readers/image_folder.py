@@ -8,7 +8,7 @@ import imageio.v3 as imageio
 import numpy as np
 import tifffile
 
-from fusion.errors import EmptyStackError, UnreadableStackError
+from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
 from fusion.readers.base import SavedStack
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -25,6 +25,22 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
+def multipage_tiffs(files: list[Path]) -> list[tuple[Path, int]]:
+    """The TIFF files among ``files`` that hold more than one page, with their page counts."""
+    found = []
+    for file in files:
+        if file.suffix.lower() not in (".tif", ".tiff"):
+            continue
+        try:
+            with tifffile.TiffFile(file) as tiff:
+                pages = len(tiff.pages)
+        except Exception:  # unreadable: reading it as a slice will say so
+            continue
+        if pages > 1:
+            found.append((file, pages))
+    return found
+
+
 class ImageFolderStack(SavedStack):
     """Each image file in the folder is one slice; other files (licences, notes) are ignored."""
 
@@ -34,6 +50,14 @@ class ImageFolderStack(SavedStack):
         if not self.files:
             raise EmptyStackError(
                 f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", folder)
+        stacks = multipage_tiffs(self.files)
+        if stacks:
+            # Reading page 0 of each would fuse the wrong images and say nothing.
+            listed = ", ".join(f"{file.name} ({pages} pages)" for file, pages in stacks[:3])
+            more = f" and {len(stacks) - 3} more" if len(stacks) > 3 else ""
+            raise StackLayoutError(
+                f"this folder holds multi-page TIFF stacks ({listed}{more}), not one slice per file: "
+                f"refuse the files themselves (--refuse '{Path(folder) / '*.tif'}')", folder)
 
     @property
     def n_slices(self) -> int:
@@ -41,6 +65,19 @@ class ImageFolderStack(SavedStack):
 
     def slice_label(self, index: int) -> str:
         return self.files[index].name
+
+    def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
+        file = self.files[index]
+        if file.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(file) as tiff:
+                page = tiff.pages.first
+                return page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype
+        from PIL import Image
+
+        with Image.open(file) as image:  # reads the header only
+            width, height = image.size
+            return height, width, len(image.getbands()), np.dtype(np.uint16 if image.mode.startswith("I;16")
+                                                                  else np.uint8)
 
     def _read(self, index: int) -> np.ndarray:
         file = self.files[index]

@@ -58,6 +58,14 @@ class TiffStack(SavedStack):
     def z_positions_um(self) -> list[float] | None:
         return self._z_um
 
+    def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
+        page = self._series.pages[self._layout.pages_of(index)[0]]
+        if page is None:
+            return None
+        keyframe = getattr(page, "keyframe", None) or page
+        samples = keyframe.samplesperpixel * self._layout.n_channels
+        return keyframe.imagelength, keyframe.imagewidth, samples, keyframe.dtype
+
     def _read(self, index: int) -> np.ndarray:
         planes = [self._read_page(page_index) for page_index in self._layout.pages_of(index)]
         if len(planes) == 1:
@@ -89,7 +97,8 @@ class TiffStack(SavedStack):
         planes = []
         for index in range(self._layout.n_slices):
             try:
-                page = self._series.pages[index]
+                # As a full page: from 8 pages on, a series hands back frames without their description.
+                page = self._tiff.pages.get(self._layout.pages_of(index)[0], aspage=True)
             except (IndexError, tifffile.TiffFileError):
                 break  # a truncated file: reading the slices will say so
             try:
@@ -97,7 +106,15 @@ class TiffStack(SavedStack):
             except (ValueError, AttributeError, TypeError):
                 plane = None  # page 0 of a finalized stack holds OME-XML instead
             planes.append(plane)
-        return planes if any(planes) else None
+            if index == 1 and not any(planes):
+                return None  # not a session's stack (its first or, once finalized, second page says so)
+        if not any(planes):
+            return None
+        missing = [i for i, plane in enumerate(planes) if plane is None and not (i == 0 and self._tiff.is_ome)]
+        if missing and not self._tiff.is_ome:
+            warnings.warn(f"{self.path}: slices {_ranges(missing)} have no z in their page metadata; "
+                          "the depth map is in slice index", stacklevel=3)
+        return planes
 
     def _drop_incomplete_last_slice(self) -> None:
         """A session killed mid-write leaves its last page short: fuse the complete ones, and say so."""
@@ -224,6 +241,18 @@ _UNITS_IN_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e
 
 def _to_um(unit: str | None) -> float:
     return _UNITS_IN_UM.get(unit, 1.0)
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts, start = [], None
+    for position, index in enumerate(indices):
+        if start is None:
+            start = index
+        if position + 1 == len(indices) or indices[position + 1] != index + 1:
+            parts.append(str(start) if start == index else f"{start}-{index}")
+            start = None
+    return ", ".join(parts)
 
 
 def stack_name(path: Path) -> str:

@@ -1,0 +1,47 @@
+"""Profile values that cannot work are refused before any device moves, naming the file and the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from acquisition.profile import ProfileError, load_profile
+from tests.conftest import REPO_ROOT
+
+RIG = "camera: {driver: simulated}\nfocus: {driver: simulated}\n"
+
+
+def write_profile(tmp_path, text: str):
+    path = tmp_path / "rig.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("camera: {driver: simulated, specimen: {texture: astronot}}\nfocus: {driver: simulated}\n"
+     "plan: {z: {range: 10, step: 1}}\n",
+     r"rig.yaml: camera.specimen.texture: unknown texture 'astronot'; choose one of astronaut, "),
+    (RIG + "plan: {z: {range: 2, step: 5}}\n",
+     r"rig.yaml: plan.z: the step 5 is larger than the range \(2\): the plan would visit one position"),
+    (RIG + "plan: {z: {bottom: 0, top: 3, step: 4}}\n",
+     r"rig.yaml: plan.z: the step 4 is larger than the distance from bottom to top \(3\)"),
+    (RIG + "plan: {z: {absolute: [5]}}\n", r"rig.yaml: plan.z.absolute: List should have at least 2 items"),
+    ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
+     "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
+     r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
+])
+def test_values_that_cannot_work_name_file_and_key(tmp_path, text, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(write_profile(tmp_path, text))
+
+
+def test_a_one_position_plan_is_refused_on_the_command_line_before_moving(tmp_path):
+    path = write_profile(tmp_path, RIG + "plan: {z: {range: 2, step: 5}}\n")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",
+                           str(tmp_path / "sessions")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: {path}: plan.z: the step 5 is larger than the range (2): the plan would visit one position; "
+        "make the step smaller"]
+    assert not (tmp_path / "sessions").exists()

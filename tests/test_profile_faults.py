@@ -1,0 +1,136 @@
+"""Failures rehearsed from a profile's faults: section, on the simulators, without writing code."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from acquisition.profile import ProfileError, load_profile
+from acquisition.session import run_profile
+from fusion.readers import open_stack
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.hardware_sim
+
+PROFILES = REPO_ROOT / "profiles"
+
+
+def profile_with(tmp_path, name: str, faults: dict, plan: dict | None = None, **camera):
+    """A shipped simulated profile, small and quick, with a faults: section, written as YAML and loaded."""
+    data = yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
+    if "specimen" in data["camera"]:
+        data["camera"]["specimen"].update(height_px=96, width_px=128)
+    data["camera"].update({"timeout_s": 0.5, **camera})
+    data["focus"]["settle_timeout_s"] = 0.5  # a stage that never settles is given up on sooner
+    if plan:
+        data["plan"] = plan
+    data["faults"] = faults
+    path = tmp_path / f"{name}-faults.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_profile(path)
+
+
+def run(tmp_path, profile):
+    return run_profile(profile, tmp_path / "sessions", progress=False)
+
+
+@pytest.mark.slow
+def test_a_stage_that_goes_silent_ends_the_session_with_what_was_acquired(tmp_path):
+    outcome = run(tmp_path, profile_with(tmp_path, "simulated", {"focus": {"silent": True, "after_slices": 3}}))
+    report = outcome.report
+    assert not outcome.completed and "simulated stage: still moving after" in report["ended_by"]
+    assert report["acquired_slices"] == 3 and report["faults_injected"][0]["after_slices"] == 3
+    assert (outcome.folder / "fused.tif").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault,reply", [({"garbage": True}, "garbled"), ({"error_reply": 5}, "error 5")])
+def test_a_serial_stage_that_answers_wrongly_once_is_retried(tmp_path, fault, reply):
+    profile = profile_with(tmp_path, "simulated-serial-stage", {"focus": {**fault, "times": 1, "after_slices": 2}})
+    outcome = run(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
+    assert len(report["retries"]) == 1 and report["retries"][0]["slice"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,device", [("simulated-serial-stage", "focus"), ("simulated-etl", "focus"),
+                                         ("simulated", "camera"), ("simulated", "focus")])
+def test_a_device_that_disconnects_after_n_slices_ends_the_session_and_keeps_them(tmp_path, name, device):
+    outcome = run(tmp_path, profile_with(tmp_path, name, {device: {"disconnect": True, "after_slices": 4}}))
+    report = outcome.report
+    assert not outcome.completed and report["retries"] == []  # a vanished device is not retried
+    assert "port /dev/pts/" in report["ended_by"] or "is gone" in report["ended_by"], report["ended_by"]
+    assert report["acquired_slices"] == 4
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.n_slices == 4
+    assert (outcome.folder / "fused.tif").is_file()
+
+
+@pytest.mark.parametrize("name", ["simulated", "simulated-micromanager"])
+def test_dropped_frames_are_recorded_with_their_z(tmp_path, name):
+    profile = profile_with(tmp_path, name, {"camera": {"drop_frames": 3, "after_slices": 2}})  # retries: 2
+    outcome = run(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed
+    assert [d["planned_index"] for d in report["dropped_frames"]] == [2]
+    assert report["acquired_slices"] == report["planned_slices"] - 1
+
+
+@pytest.mark.slow
+def test_a_camera_that_delivers_nothing_is_given_up_on_within_the_profile_bound(tmp_path):
+    profile = profile_with(tmp_path, "simulated", {"camera": {"drop_frames": 1000, "after_slices": 2}},
+                           give_up_after_s=1.2)
+    outcome = run(tmp_path, profile)
+    report = outcome.report
+    assert "gave up after camera.give_up_after_s = 1.2 s" in report["ended_by"]
+    # 0.5 s per try: three tries fit in 1.2 s, where 3 tries x 3 frames were made before.
+    assert len([r for r in report["retries"] if r["what"] == "snap"]) <= 3
+    assert report["acquired_slices"] == 2 and (outcome.folder / "fused.tif").is_file()
+
+
+@pytest.mark.parametrize("name,faults,message", [
+    ("simulated-genicam-etl", {"camera": {"drop_frames": 1}},
+     r"faults.camera: only this project's simulators commit faults, and this camera \(genicam\) is not one"),
+    ("simulated-micromanager", {"focus": {"garbage": True}},
+     r"faults.focus: the simulated micromanager focus cannot simulate garbage; it can: silent, error_reply"),
+    ("simulated", {"focus": {"after_slices": 2}}, r"faults.focus: no fault asked for"),
+    ("simulated", {"focus": {"silnet": True}}, r"faults.focus.silnet: unknown key 'silnet'; allowed here: .*silent"),
+    ("serial-stage", {"focus": {"silent": True}}, r"faults.focus: only this project's simulators commit faults"),
+])
+def test_faults_that_cannot_be_committed_are_profile_errors(tmp_path, name, faults, message):
+    with pytest.raises(ProfileError, match=message):
+        profile_with(tmp_path, name, faults)
+
+
+@pytest.mark.slow
+def test_a_session_that_sees_no_focus_information_says_so(tmp_path):
+    # A flat specimen far below the plan: every slice is the same blur, equally (un)sharp.
+    data = yaml.safe_load((PROFILES / "simulated.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=96, width_px=128, surface="plane", depth_um=0)
+    data["camera"]["noise"] = {"full_well_e": 0, "read_noise_e": 0, "bit_depth": 8}
+    data["camera"]["optics"] = {"blur_px_per_um": 0.3}
+    data["plan"] = {"z": {"bottom": 400, "top": 412, "step": 4}}
+    path = tmp_path / "blank.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",
+                           str(tmp_path / "sessions")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning: " in done.stderr and "no focus information" in done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert any("no focus information" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("name", ["simulated", "simulated-serial-stage", "simulated-micromanager", "simulated-etl"])
+def test_the_commented_examples_in_the_simulated_profiles_validate(tmp_path, name):
+    text = (PROFILES / f"{name}.yaml").read_text()
+    examples = [line for line in text.splitlines() if line.startswith("#   ")]
+    assert "# faults:" in text and examples
+    for example in examples:  # each uncommented on its own
+        path = tmp_path / f"{name}.yaml"
+        entry = example[1:].split("  #")[0]
+        path.write_text(text + "faults:\n" + entry + "\n")
+        assert getattr(load_profile(path).faults, entry.split(":")[0].strip()) is not None

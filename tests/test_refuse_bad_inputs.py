@@ -1,0 +1,195 @@
+"""Refusion under hostile inputs: folders of stacks, symlink loops, huge declared sizes, full disks,
+stacks without focus information, other settings on --resume, unusual pixel types."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from fusion.errors import StackLayoutError
+from fusion.readers import open_stack
+from tests.conftest import REPO_ROOT
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, **kwargs)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def write_stack(path: Path, n_slices: int, shape=(64, 80), seed=0, dtype=np.uint8) -> Path:
+    """A mono stack: one texture at a few blur levels, cycled to n_slices."""
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    levels = [ndimage.gaussian_filter(texture, sigma) for sigma in (0.1, 1, 2, 3, 2, 1)]
+    scale = 255 if dtype == np.uint8 else np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1
+    planes = np.stack([(levels[i % len(levels)] * scale).astype(dtype) for i in range(n_slices)])
+    tifffile.imwrite(path, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    return path
+
+
+# ---- 3: a folder of multi-page TIFFs holds stacks, not slices ----
+
+@pytest.mark.slow
+def test_a_folder_of_multipage_tiffs_is_refused_stack_by_stack(tmp_path):
+    folder = tmp_path / "positions"
+    folder.mkdir()
+    write_stack(folder / "a.tif", 8, seed=1)
+    write_stack(folder / "b.tif", 8, seed=2)
+    done = run_cli("--refuse", folder, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    for name in ("a", "b"):
+        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["n_slices"] == 8
+    assert not (tmp_path / "out" / "positions.json").exists()
+
+
+def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_stack(folder / "a.tif", 8)
+    tifffile.imwrite(folder / "b.tif", np.zeros((64, 80), np.uint8))
+    with pytest.raises(StackLayoutError, match=r"mixed: this folder holds multi-page TIFF stacks \(a.tif \(8 pages\)\)"):
+        open_stack(folder)
+
+
+# ---- 6: a symlink loop is one failed row ----
+
+@pytest.mark.slow
+def test_a_symlink_loop_among_batch_inputs_is_one_failed_row(tmp_path):
+    loop = tmp_path / "loop.tif"
+    loop.symlink_to("loop.tif")
+    good = [write_stack(tmp_path / f"good{i}.tif", 6, seed=i) for i in range(2)]
+    done = run_cli("--refuse", good[0], loop, good[1], "--out", tmp_path / "out", "--workers", "1")
+    assert done.returncode == 1
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "loop.tif: a symbolic link that leads nowhere" in errors[0], done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [row["status"] for row in summary["stacks"]] == ["done", "failed", "done"]
+    assert (tmp_path / "out" / "good1.fused.tif").is_file()
+
+
+# ---- 7: a header that declares an enormous image ----
+
+def huge_tiled_tiff(path: Path) -> Path:
+    """A valid 20 MB tiled TIFF declaring 2 x 100000 x 100000 pixels (its tiles compress to nothing)."""
+    import zlib
+
+    tile = zlib.compress(bytes(1024 * 1024))
+    n_tiles = 2 * ((100000 + 1023) // 1024) ** 2
+    tifffile.imwrite(path, (tile for _ in range(n_tiles)), shape=(2, 100000, 100000), dtype=np.uint8,
+                     tile=(1024, 1024), compression="zlib", photometric="minisblack", metadata={"axes": "ZYX"})
+    return path
+
+
+def limit_memory_to_8_gb():
+    """In the child: a safety net, so that a regression fails with MemoryError instead of filling the machine."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+@pytest.mark.slow
+def test_an_enormous_declared_image_is_refused_before_reading(tmp_path):
+    stack = huge_tiled_tiff(tmp_path / "huge.tif")
+    good = write_stack(tmp_path / "good.tif", 6)
+    done = run_cli("--refuse", stack, good, "--out", tmp_path / "out", "--workers", "1",
+                   preexec_fn=limit_memory_to_8_gb)
+    assert done.returncode == 1, done.stderr
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "huge.tif: slice 0 declares 100000 x 100000 pixels" in errors[0] and "GB is available" in errors[0]
+    assert (tmp_path / "out" / "good.fused.tif").is_file()
+
+
+# ---- 10: a full disk ----
+
+def test_a_full_output_disk_names_the_stack_and_the_folder_and_leaves_no_partial_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path / "full.tif", 6)
+    # The fused image is written under this temporary name first: on /dev/full, as on a full disk,
+    # every write fails with ENOSPC.
+    (out / ".full.fused.tif.partial").symlink_to("/dev/full")
+    done = run_cli("--refuse", stack, "--out", out)
+    assert done.returncode == 1
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{stack}: cannot write full.fused.tif into {out}: No space left on device" in errors[0]
+    assert not list(out.glob(".*.partial")) and not (out / "full.fused.tif").exists()
+
+
+# ---- 11: no focus information, one slice ----
+
+@pytest.mark.parametrize("kind", ["identical", "black"])
+def test_a_stack_without_focus_information_says_so(tmp_path, kind):
+    texture = (ndimage.gaussian_filter(np.random.default_rng(0).random((64, 80)), 1.0) * 255).astype(np.uint8)
+    planes = np.zeros((5, 64, 80), np.uint8) if kind == "black" else np.repeat(texture[None], 5, 0)
+    stack = tmp_path / f"{kind}.tif"
+    tifffile.imwrite(stack, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    done = run_cli("--refuse", stack, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "no focus information" in line]
+    assert warnings == [f"warning: {stack}: no focus information: all 5 slices are "
+                        f"{'blank' if kind == 'black' else 'equally sharp (identical?)'}; the fused image is "
+                        "their average and the depth map says nothing"], done.stderr
+    report = json.loads((tmp_path / "out" / f"{kind}.json").read_text())
+    assert any("no focus information" in w for w in report["warnings"])
+
+
+def test_a_one_slice_stack_warns_on_stderr(tmp_path):
+    done = run_cli("--refuse", write_stack(tmp_path / "single.tif", 1), "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "warning: " in done.stderr and "only one slice" in done.stderr
+
+
+# ---- 15: uint32 stacks ----
+
+@pytest.mark.slow
+def test_a_uint32_stack_fuses_without_overflow_warnings(tmp_path):
+    from tests.conftest import rendered
+
+    sweep = rendered(color=False, bit_depth=16, shape=(256, 320))  # large enough to be aligned
+    tifffile.imwrite(tmp_path / "narrow.tif", np.stack(sweep.slices), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "wide.tif", np.stack([s.astype(np.uint32) * 65537 for s in sweep.slices]),
+                     photometric="minisblack")
+    for name in ("narrow", "wide"):
+        done = run_cli("--refuse", tmp_path / f"{name}.tif", "--out", tmp_path / "out")
+        assert done.returncode == 0, done.stderr
+    wide, narrow = (json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in ("wide", "narrow"))
+    assert wide["warnings"] == [] and "overflow" not in done.stderr, wide["warnings"][:3]
+    # The same sweep in 16 bits registers the same way.
+    for a, b in zip(wide["alignment"], narrow["alignment"]):
+        assert a["shift_x_px"] == pytest.approx(b["shift_x_px"], abs=0.01)
+        assert a["shift_y_px"] == pytest.approx(b["shift_y_px"], abs=0.01)
+
+
+# ---- 13: --resume and other settings ----
+
+@pytest.mark.slow
+def test_resume_redoes_stacks_made_with_other_settings_and_keeps_the_numbers_of_skipped_ones(tmp_path):
+    stack = write_stack(tmp_path / "s.tif", 6)
+    out = tmp_path / "out"
+    assert run_cli("--refuse", stack, "--out", out).returncode == 0
+    first = json.loads((out / "s.json").read_text())
+
+    done = run_cli("--refuse", stack, "--out", out, "--resume", "--method", "laplacian", "--composition", "pick")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 0}
+    redone = json.loads((out / "s.json").read_text())
+    assert redone["method"] == "laplacian" and redone["settings"]["composition"] == "pick"
+
+    done = run_cli("--refuse", stack, "--out", out, "--resume", "--method", "laplacian", "--composition", "pick")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 0, "skipped": 1, "failed": 0}
+    row = summary["stacks"][0]
+    assert row["slices"] == 6 and row["seconds"] == redone["seconds"]["total"] != first["seconds"]["total"]
