@@ -46,20 +46,25 @@ class StreamingFusionHandler:
     (e.g. "DAPI") whose decision (chosen slices, depth) the other channels of the same
     position and time follow, so that they stay in register. ``keep_stacks=False`` deletes
     each raw stack once it is fused (keep it when no other writer saves the data).
+    ``pixel_size_um`` overrides what the core reports (0 or nothing where it has no pixel size).
     """
 
     def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
-                 max_slices_in_memory: int = 4, **settings):
+                 max_slices_in_memory: int = 4, pixel_size_um: float | None = None, **settings):
         if "method" in settings:
             settings["measure"] = settings.pop("method")
         self.settings = fusion_settings(**settings)
         if max_slices_in_memory < 0:
             raise ValueError(f"max_slices_in_memory must be 0 or more, got {max_slices_in_memory}")
+        if pixel_size_um is not None and not pixel_size_um > 0:
+            raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}")
+        self.pixel_size_um = pixel_size_um
         self.out_dir = Path(out_dir)
         self.decision_channel = decision_channel
         self.keep_stacks = keep_stacks
         self.max_slices_in_memory = max_slices_in_memory
         self._lock = threading.RLock()  # frameReady may start the sequence itself
+        self.finished = threading.Event()  # set once a sequence's outputs and summary are written
         self._reset()
 
     def _reset(self) -> None:
@@ -91,6 +96,7 @@ class StreamingFusionHandler:
     def sequenceStarted(self, sequence, meta: dict | None = None) -> None:
         with self._lock:
             self._reset()
+            self.finished.clear()
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._sequence = sequence
             self._expected = expected_slices(sequence)
@@ -130,13 +136,14 @@ class StreamingFusionHandler:
                 self._submit(self._waiting.pop(key), None)
         self._wait_for_finishing()
         self._write_summary(sequence)
+        self.finished.set()
 
     # -- stacks --
     def _open_stack(self, key: StackKey, event, meta: dict) -> StackStream:
         name = stack_name(event)
         if key in self._done or key in self._waiting:  # more frames than the sequence planned: a stack of its own
             name = f"{name}-again{sum(1 for r in self._records if r['name'].startswith(name)) + 1}"
-        pixel_size_um = meta.get("pixel_size_um") or self._pixel_size_um
+        pixel_size_um = self.pixel_size_um or meta.get("pixel_size_um") or self._pixel_size_um
         info = StackInfo(name=name, channel=channel_name(event), position=event.pos_name,
                          indices=dict(key), pixel_size_um=pixel_size_um, time_origin_s=0.0)
         expected = None if self._expected is None else self._expected.get(key)

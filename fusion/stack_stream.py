@@ -2,8 +2,8 @@
 
 Memory stays O(H x W) whatever the depth: the worker holds at most a few slices and reads
 the rest back from the stack file when it falls behind (see ``acquisition.fusion_worker``).
-A stack may instead follow another's decision (``fuse_like``): then it only buffers, and is
-composed from the other stack's decision map once that one is done.
+A stack may instead follow another's decision (``fuse=False``, then ``finish(like=other)``): it
+only buffers, and is composed from the other stack's decision map once that one is done.
 """
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ class StackStream:
         self.slices: list[dict] = []
         self.error: str | None = None
         self.result: FusionResult | None = None
+        self.decision_from: str | None = None   # the stack whose decision this one was composed from
+        self.note: str | None = None
         self.started = time.perf_counter()
 
     @property
@@ -116,14 +118,21 @@ class StackStream:
             write_image_tiff(self.paths["fused"], self.result.fused, pixel_size_um=self.info.pixel_size_um)
             write_depth_tiff(self.paths["depth"], self.result.depth, self.result.depth_unit,
                              pixel_size_um=self.info.pixel_size_um)
-        return self.report(like)
+        return self.report()
 
     def _has_z(self) -> bool:
         return all(s["z_um"] is not None for s in self.slices)
 
     def _fused(self, like: "StackStream | None") -> FusionResult:
-        if like is not None and like.result is not None:
-            return self._composed_like(like)
+        if like is not None and like.result is None:
+            self.note = f"fused on its own: {like.info.name}, whose decision it was to follow, was not fused"
+        elif like is not None:
+            if [s["z_um"] for s in like.slices] == [s["z_um"] for s in self.slices]:
+                self.decision_from = like.info.name
+                return self._composed_like(like)
+            # Cut short (a cancelled run) or planned differently: its own decision is the only one that fits.
+            self.note = (f"fused on its own: its {self.n_slices} slices are not the {like.n_slices} of "
+                         f"{like.info.name}, whose decision it was to follow")
         if self.worker is None:  # buffered only (its guide never finished): fuse from the file
             self._fuse_from_buffer()
         self.worker.finish(FINISH_TIMEOUT_S)
@@ -138,16 +147,12 @@ class StackStream:
 
     def _composed_like(self, like: "StackStream") -> FusionResult:
         guide = like.result
-        z_guide = [s["z_um"] for s in like.slices]
         z_here = [s["z_um"] for s in self.slices]
-        if z_guide != z_here:
-            raise ValueError(f"its z positions differ from {like.info.name}'s, whose decision it was to follow "
-                             f"({len(z_here)} slices vs {len(z_guide)})")
         fused = compose_from_decision(guide.decision, self.buffer, self.settings.feather_px)
         return FusionResult(fused=fused, depth=guide.depth, depth_unit=guide.depth_unit, decision=guide.decision,
                             focus_scores=[], z_positions=list(z_here), seconds={}, alignment=None)
 
-    def report(self, like: "StackStream | None" = None) -> dict:
+    def report(self) -> dict:
         record = {"name": self.info.name, "channel": self.info.channel, "position": self.info.position,
                   "indices": self.info.indices, "slices": self.n_slices, "expected_slices": self.expected_slices,
                   "z_um": [s["z_um"] for s in self.slices], "error": self.error,
@@ -156,7 +161,7 @@ class StackStream:
             counts = np.bincount(self.result.decision.ravel(), minlength=self.n_slices)
             record.update(focus_scores=self.result.focus_scores, depth_unit=self.result.depth_unit,
                           chosen_fraction=(counts / counts.sum()).round(5).tolist(),
-                          decision_from=like.info.name if like is not None and like.result is not None else None,
+                          decision_from=self.decision_from, note=self.note,
                           seconds={k: round(v, 4) for k, v in self.result.seconds.items()})
             if self.worker is not None:
                 record["slices_read_back_by_fusion"] = len(self.worker.read_back)
