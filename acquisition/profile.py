@@ -190,8 +190,10 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _one_plan_kind(self):
-        if (self.plan is None) == (self.mda is None):
-            raise ValueError("give exactly one of plan (one z-stack) or mda (a useq-schema MDA sequence)")
+        if self.plan is None and self.mda is None:
+            raise ValueError("no plan: give plan (a z-plan or sweep: one z-stack) or mda (a useq-schema MDA sequence)")
+        if self.plan is not None and self.mda is not None:
+            raise ValueError("give plan (one z-stack) or mda (a useq-schema MDA sequence), not both")
         if self.mda is not None and "micromanager" not in (self.camera.driver, self.focus.driver):
             raise ValueError("an mda plan runs on a Micro-Manager rig: camera.driver and focus.driver micromanager")
         channel = self.fusion.decision_channel

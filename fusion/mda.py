@@ -78,6 +78,7 @@ class StreamingFusionHandler:
         self._pixel_size_um: float | None = None
         self._started = time.perf_counter()
         self._frames = 0
+        self._frame_errors: list[dict] = []
         self.error: str | None = None
         self.summary: dict | None = None
         self.latest: StackStream | None = None
@@ -121,7 +122,12 @@ class StreamingFusionHandler:
             self._frames += 1
             z_um = _z_um(event, meta)
             time_s = meta.get("runner_time_ms", (time.perf_counter() - self._started) * 1000) / 1000
-            stream.add(image, z_um, time_s, meta.get("exposure_ms"), event.index.get("z"))
+            try:
+                stream.add(image, z_um, time_s, meta.get("exposure_ms"), event.index.get("z"))
+            except (ValueError, OSError) as error:  # e.g. the frame size changed mid-stack: recorded, never silent
+                self._frame_errors.append({"stack": stream.info.name, "z_um": z_um, "error": str(error)})
+                log.error("StreamingFusionHandler: frame at z=%s of %s not stored: %s", z_um, stream.info.name, error)
+                stream.expected_slices = None if stream.expected_slices is None else stream.expected_slices - 1
             self.latest = stream
             if stream.complete:
                 self._close(key)
@@ -205,6 +211,7 @@ class StreamingFusionHandler:
         records = sorted(self._records, key=lambda r: r["name"])
         summary = {"out_dir": str(self.out_dir), "settings": dataclasses.asdict(self.settings),
                    "decision_channel": self.decision_channel, "error": self.error, "frames": self._frames,
+                   "frames_not_stored": self._frame_errors,
                    "stacks": records, "failed": [r["name"] for r in records if r.get("error")],
                    "missing_slices": {r["name"]: r["expected_slices"] - r["slices"] for r in records
                                       if r.get("expected_slices") and r["slices"] < r["expected_slices"]},

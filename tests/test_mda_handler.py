@@ -113,6 +113,36 @@ def test_fused_beats_every_slice_on_the_slide(tmp_path):
         assert psnr(fused, truth, 255) > best_slice_db + 3, record["name"]
 
 
+def test_fused_beats_every_slice_with_the_specimen_camera(tmp_path):
+    """The simulators' single-specimen UniMMCore rig (SimZ + SpecimenCamera), z only."""
+    from tests.devices_fixtures import unicore_rig
+
+    with unicore_rig(shape=(96, 128)) as (core, _, _, _, camera):
+        core.setAutoShutter(False)
+        handler = StreamingFusionHandler(tmp_path)
+        core.mda.run(useq.MDASequence(z_plan={"bottom": -2, "top": 22, "step": 2}), output=handler)
+    record, = handler.summary["stacks"]
+    assert record["name"] == "stack" and record["slices"] == 13
+    truth = camera.camera_noise.ideal(camera.renderer.specimen.texture)
+    slices = tifffile.imread(record["outputs"]["stack"])
+    fused = tifffile.imread(record["outputs"]["fused"])
+    assert psnr(fused, truth, 255) > max(psnr(s, truth, 255) for s in slices) + 3
+
+
+def test_a_frame_that_does_not_fit_its_stack_is_recorded(tmp_path):
+    handler = StreamingFusionHandler(tmp_path)
+    sequence = useq.MDASequence(z_plan={"absolute": [0, 1, 2]})
+    handler.sequenceStarted(sequence, {})
+    events = list(sequence)
+    handler.frameReady(np.zeros((8, 8), np.uint16), events[0], {})
+    handler.frameReady(np.zeros((8, 9), np.uint16), events[1], {})
+    handler.frameReady(np.ones((8, 8), np.uint16), events[2], {})
+    handler.sequenceFinished(sequence)
+    lost, = handler.summary["frames_not_stored"]
+    assert lost["z_um"] == 1.0 and "slice 1 is (8, 9) uint16, the stack is (8, 8) uint16" in lost["error"]
+    assert handler.summary["stacks"][0]["slices"] == 2 and handler.summary["failed"] == []
+
+
 def test_channels_follow_the_decision_channel(tmp_path):
     sequence = useq.MDASequence(channels=CHANNELS, z_plan={"bottom": -2, "top": 22, "step": 3}, axis_order="tpzc")
     with slide_core() as (core, camera):

@@ -96,7 +96,7 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
     ({"mda": {"chanels": ["DAPI"]}}, "mda: unknown key 'chanels' in mda; allowed: .*channels"),
     ({"mda": {"channels": [{"config": "DAPI", "exposre": 3}]}}, r"unknown key 'exposre' in mda.channels.0"),
     ({"fusion": {"decision_channel": "GFP"}}, r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
-    ({"plan": {"z": {"range": 4, "step": 1}}}, "give exactly one of plan .* or mda"),
+    ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
     ({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"}}, "an mda plan runs on a Micro-Manager rig"),
 ])
 def test_bad_mda_profiles_are_one_clear_error(tmp_path, change, message):
