@@ -123,6 +123,8 @@ def run_live(args) -> int:
     try:
         profile = load_profile(profile_path)
         out_root = args.out or Path(profile.output.folder)
+        if profile.mda is not None:
+            return run_mda(args, profile, out_root)
         with live_view(args, profile.name, "session") as view:
             outcome = run_profile(profile, out_root, view=view)
     except (ProfileError, DeviceError, ValueError, OSError) as error:
@@ -157,6 +159,32 @@ def run_live(args) -> int:
 def interrupted_status() -> int:
     """The shell's exit status for a program ended by a signal: 130 after Ctrl-C, 143 after SIGTERM."""
     return 143 if was_terminated() else 130
+
+
+def run_mda(args, profile, out_root: Path) -> int:
+    """A multi-dimensional session (the profile's mda plan): exit 0 when every frame was acquired and fused."""
+    from acquisition.mda_session import run_mda_profile
+
+    if args.view:
+        raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
+    outcome = run_mda_profile(profile, out_root)
+    report = outcome.report
+    print(f"session: {report['acquired_slices']} of {report['planned_slices']} frames, "
+          f"{len(report['stacks'])} z-stacks fused in {outcome.folder} ({report['seconds']['total']:.1f} s)")
+    for record in report["stacks"]:
+        score = (f", fused {record['psnr_db']:.2f} dB vs best slice {record['best_slice_psnr_db']:.2f} dB"
+                 if "psnr_db" in record else "")
+        print(f"  {record['name']}: {record['slices']} slices{score}")
+    for name, count in report["missing_slices"].items():
+        print(f"  {name}: {count} slices missing (see session.json)", file=sys.stderr)
+    if outcome.ended_by:
+        print(f"error: the session ended early: {outcome.ended_by}; what was acquired is saved and fused",
+              file=sys.stderr)
+    for problem in report["errors"]:
+        print(f"error: {problem}", file=sys.stderr)
+    if outcome.interrupted:
+        return interrupted_status()
+    return 0 if outcome.completed else 1
 
 
 def show_outcome(view, out_dir: Path, outcome) -> None:

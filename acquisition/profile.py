@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, \
     model_validator
 
+from acquisition.mda_plan import MDAPlan, channel_names
 from fusion.focus_measures import MEASURES
 from simulators.specimens import TEXTURES
 
@@ -62,6 +63,7 @@ class CameraSettings(_Strict):
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
     # session after this long.
     give_up_after_s: float = Field(20.0, gt=0)
+    pixel_size_um: Optional[float] = Field(None, gt=0)  # on the specimen; default: what the camera or core says
     # genicam
     cti: Optional[str] = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
     serial_number: Optional[str] = None
@@ -184,6 +186,8 @@ class FusionProfile(_Strict):
     # Slice alignment; left out, it follows the focus drive (see Profile.alignment).
     align: Optional[Literal["off", "on", "auto"]] = None
     align_model: Optional[Literal["similarity", "scale_shift", "affine"]] = None
+    # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
+    decision_channel: Optional[str] = None
 
     @field_validator("align", mode="before")
     @classmethod
@@ -255,7 +259,8 @@ class Profile(_Strict):
     name: str = "rig"
     camera: CameraSettings
     focus: FocusSettings
-    plan: PlanSettings
+    plan: Optional[PlanSettings] = None
+    mda: Optional[MDAPlan] = None    # a useq-schema MDASequence: positions, channels, time, z
     fusion: FusionProfile = FusionProfile()
     micromanager: MicroManagerSettings = MicroManagerSettings()
     output: OutputSettings = OutputSettings()
@@ -287,6 +292,21 @@ class Profile(_Strict):
         if driver == "micromanager" and self.micromanager.simulated_devices:
             return "micromanager"
         return None
+
+    @model_validator(mode="after")
+    def _one_plan_kind(self):
+        if self.plan is None and self.mda is None:
+            raise ValueError("no plan: give plan (a z-plan or sweep: one z-stack) or mda (a useq-schema MDA sequence)")
+        if self.plan is not None and self.mda is not None:
+            raise ValueError("give plan (one z-stack) or mda (a useq-schema MDA sequence), not both")
+        if self.mda is not None and "micromanager" not in (self.camera.driver, self.focus.driver):
+            raise ValueError("an mda plan runs on a Micro-Manager rig: camera.driver and focus.driver micromanager")
+        channel = self.fusion.decision_channel
+        if channel is not None and (self.mda is None or channel not in channel_names(self.mda)):
+            available = channel_names(self.mda) if self.mda is not None else []
+            raise ValueError(f"fusion.decision_channel {channel!r} is not a channel of the mda plan "
+                             f"({', '.join(available) or 'it has none'})")
+        return self
 
     def alignment(self) -> tuple[str, str]:
         """(align mode, model). Unless the profile says: a tunable lens changes magnification

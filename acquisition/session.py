@@ -182,7 +182,8 @@ class Session:
     def _store(self, frame, z: float) -> None:
         pixels = frame.pixels
         if self.buffer is None:
-            self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned)
+            self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned,
+                                      pixel_size_um=self.pixel_size_um())
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
             self.reference_metadata = dict(frame.metadata or {})
@@ -197,6 +198,10 @@ class Session:
         self.worker.submit(index, pixels, z)
         if self.view is not None:
             self.view.slice_acquired(pixels, index + 1, self._device_status(z))
+
+    def pixel_size_um(self) -> float | None:
+        """On the specimen: the profile's, else what the camera knows (a Micro-Manager pixel size), else None."""
+        return self.profile.camera.pixel_size_um or getattr(self.rig.camera, "pixel_size_um", None)
 
     # -- live view --
     def _device_status(self, z: float | None = None) -> dict[str, str]:
@@ -269,8 +274,9 @@ class Session:
         if result is not None:
             for record in self.slices:
                 record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
-            write_image_tiff(self.folder / "fused.tif", result.fused)
-            write_depth_tiff(self.folder / "depth.tif", result.depth, unit if result.depth_unit == "um" else "slice index")
+            write_image_tiff(self.folder / "fused.tif", result.fused, pixel_size_um=self.pixel_size_um())
+            write_depth_tiff(self.folder / "depth.tif", result.depth, unit if result.depth_unit == "um" else "slice index",
+                             pixel_size_um=self.pixel_size_um())
             counts = np.bincount(result.decision.ravel(), minlength=len(self.slices))
             plot_focus_curve(self.folder / "focus_curve.png", [s["z"] for s in self.slices], result.focus_scores,
                              unit, (counts / counts.sum()).tolist())

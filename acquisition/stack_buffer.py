@@ -3,9 +3,10 @@
 Each slice is one page, written with an unbuffered file so that it is in the file the
 moment ``append`` returns; each page's description holds its z, time and exposure as JSON,
 so even after ``kill -9`` the slices already acquired read back with their positions.
-``finalize`` then puts OME-XML (every plane's z, time and exposure, and the profile) into
-the first page, which makes the file an OME-TIFF that Fiji (Bio-Formats) and napari open
-as one z-stack.
+``finalize`` then puts OME-XML (every plane's z, time and exposure, the pixel size and
+channel name when known, and the profile) into the first page, which makes the file an
+OME-TIFF that Fiji (Bio-Formats) and napari open as one z-stack. OME's ``DeltaT`` is time
+since the experiment began: since the first plane, unless ``time_origin_s`` says otherwise.
 """
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
 class StackBuffer:
     """Append-only z-stack in ``path``. Also a ``fusion.slice_store.SliceSource``."""
 
-    def __init__(self, path: str | Path, expected_bytes: int = 0):
+    def __init__(self, path: str | Path, expected_bytes: int = 0, pixel_size_um: float | None = None,
+                 channel: str | None = None, time_origin_s: float | None = None):
+        """``pixel_size_um`` and ``channel`` go into the OME-XML when given; ``time_origin_s`` is
+        when the experiment began, on the clock of ``append``'s ``time_s`` (default: the first plane)."""
+        if pixel_size_um is not None and not pixel_size_um > 0:
+            raise ValueError(f"{path}: pixel size must be positive, got {pixel_size_um} µm")
         self.path = Path(path)
+        self.pixel_size_um = pixel_size_um
+        self.channel = channel
+        self.time_origin_s = time_origin_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb", buffering=0)
         self._writer = tifffile.TiffWriter(self._file, bigtiff=expected_bytes > CLASSIC_TIFF_LIMIT_BYTES)
@@ -90,11 +99,20 @@ class StackBuffer:
         ome = tifffile.OmeXml()
         metadata = {"axes": "ZYXS" if colour else "ZYX", "Name": self.path.stem,
                     "Description": json.dumps({"profile": profile, "focus_unit": unit}),
-                    "Plane": {"DeltaT": [p["time_s"] for p in self.planes],
-                              "ExposureTime": [p["exposure_ms"] or 0.0 for p in self.planes]}}
+                    "Plane": {"DeltaT": self._delta_t_s(),
+                              "ExposureTime": [p["exposure_ms"] or 0.0 for p in self.planes],
+                              "ExposureTimeUnit": ["ms"] * n}}
+        if self.pixel_size_um is not None:
+            metadata.update(PhysicalSizeX=self.pixel_size_um, PhysicalSizeY=self.pixel_size_um)
+        if self.channel is not None:
+            metadata["Channel"] = {"Name": self.channel}
         if unit == "um":  # OME's PositionZ is a length; lens powers stay in the description and pages
             metadata["Plane"]["PositionZ"] = z_values
             if n > 1:
                 metadata["PhysicalSizeZ"] = abs(float(np.median(np.diff(z_values)))) or 1.0
         ome.addimage(self._dtype, shape, stored, **metadata)
         tifffile.tiffcomment(self.path, comment=ome.tostring().encode(), pageindex=0)
+
+    def _delta_t_s(self) -> list[float]:
+        origin = self.planes[0]["time_s"] if self.time_origin_s is None else self.time_origin_s
+        return [round(p["time_s"] - origin, 6) for p in self.planes]

@@ -110,6 +110,11 @@ class MicroManagerCamera:
     def set_exposure_ms(self, exposure_ms: float) -> None:
         self._call("setExposure", float(exposure_ms))
 
+    @property
+    def pixel_size_um(self) -> float | None:
+        """The core's pixel size on the specimen for the current configuration; None where it has none."""
+        return float(self._call("getPixelSizeUm")) or None
+
     def _frame(self, raw, metadata: dict | None = None) -> Frame:
         width, height = self._call("getImageWidth"), self._call("getImageHeight")
         components = self._call("getNumberOfComponents")

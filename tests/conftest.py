@@ -16,6 +16,7 @@ import pytest
 from simulators.optics import CameraNoise, Optics, RenderedStack, render_stack
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # napari's tests need no display
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

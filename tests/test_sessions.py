@@ -238,7 +238,7 @@ def write_profile(tmp_path, text: str) -> Path:
     ("camera: {driver: simulated}\nfocus: {driver: optotune, unit: um, port: simulated}\nplan: {sweep: {start: 0, stop: 1, step: 0.1}}\n",
      r"rig.yaml: focus: a optotune focus drive moves in dpt or mA, not um"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\n",
-     r"rig.yaml: plan: Field required"),
+     r"rig.yaml: \(top level\): no plan: give plan \(a z-plan or sweep: one z-stack\) or mda"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}, sweep: {start: 0, stop: 1, step: 1}}\n",
      r"rig.yaml: plan: give exactly one of z"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\nfusion: {align: of}\n",

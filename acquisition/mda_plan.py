@@ -1,0 +1,58 @@
+"""A profile's multi-dimensional plan: a useq-schema ``MDASequence`` (positions, channels, time, z).
+
+useq-schema ignores keys it does not know; a profile must not, so a typo such as
+``chanels`` is an error that lists the keys allowed there.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import useq
+from pydantic import BeforeValidator
+
+# Keys of the mappings a sequence may hold, by the sequence key they sit under.
+_ITEM_MODELS = {"channels": useq.Channel, "stage_positions": useq.Position}
+
+
+def _allowed(model) -> set[str]:
+    fields = model.model_fields
+    return set(fields) | {f.alias for f in fields.values() if f.alias}
+
+
+def _check_keys(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    unknown = sorted(set(value) - _allowed(useq.MDASequence))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in mda; allowed: "
+                         f"{', '.join(sorted(k for k in useq.MDASequence.model_fields if k != 'metadata'))}")
+    for key, model in _ITEM_MODELS.items():
+        for number, item in enumerate(value.get(key) or []):
+            bad = sorted(set(item) - _allowed(model)) if isinstance(item, dict) else []
+            if bad:
+                raise ValueError(f"unknown key {bad[0]!r} in mda.{key}.{number}; allowed: "
+                                 f"{', '.join(sorted(model.model_fields))}")
+    return value
+
+
+MDAPlan = Annotated[useq.MDASequence, BeforeValidator(_check_keys)]
+
+
+def channel_names(sequence: useq.MDASequence) -> list[str]:
+    return [channel.config for channel in sequence.channels]
+
+
+def around_current_position(sequence: useq.MDASequence, x_um: float | None, y_um: float | None,
+                            z_um: float) -> useq.MDASequence:
+    """A relative z-plan is centred where the stage is, as the single-stack plans are.
+
+    (pymmcore-plus centres a relative plan on a position's z, and on 0 when the position
+    has none.) Positions without z get ``z_um``; a sequence without positions gets one here.
+    """
+    if sequence.z_plan is None or not sequence.z_plan.is_relative:
+        return sequence
+    if not sequence.stage_positions:
+        here = useq.Position(x=x_um, y=y_um, z=z_um)
+        return sequence.model_copy(update={"stage_positions": (here,)})
+    positions = tuple(p if p.z is not None else p.model_copy(update={"z": z_um}) for p in sequence.stage_positions)
+    return sequence.model_copy(update={"stage_positions": positions})

@@ -1,0 +1,100 @@
+"""A multi-dimensional session: a profile's useq MDA sequence run by pymmcore-plus, every z-stack fused.
+
+The sequence (positions, channels, time, z) runs on the core's own MDA runner, in its own
+thread, with ``fusion.mda.StreamingFusionHandler`` as its output: each stack is written and
+fused as it is acquired, into ``<out>/<timestamp>/``, named by position, time and channel.
+Ctrl-C cancels the run at the next event; what was acquired is saved and fused (exit 130).
+With the slide simulator, session.json scores every fused image against its ground truth.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import tifffile
+
+from acquisition.mda_plan import around_current_position, channel_names
+from acquisition.mda_rig import MDARig, open_mda_rig
+from acquisition.profile import Profile
+from acquisition.session import SessionOutcome, _full_scale, new_session_folder
+from fusion.mda import StreamingFusionHandler
+from fusion.metrics import psnr
+from fusion.outputs import write_json
+
+CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusion of what arrived
+
+
+def session_sequence(profile: Profile, core):
+    """The profile's sequence, a relative z-plan centred where the stage is now."""
+    xy = (core.getXPosition(), core.getYPosition()) if core.getXYStageDevice() else (None, None)
+    return around_current_position(profile.mda, *xy, core.getPosition())
+
+
+def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:
+    """Open the core, run the sequence into ``out_root/<timestamp>/`` fusing every z-stack, close it."""
+    rig = open_mda_rig(profile)
+    try:
+        folder = new_session_folder(Path(out_root))
+        return _run(profile, rig, folder)
+    finally:
+        rig.close()
+
+
+def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
+    core = rig.core
+    sequence = session_sequence(profile, core)
+    fusion = profile.fusion
+    handler = StreamingFusionHandler(folder, decision_channel=fusion.decision_channel, measure=fusion.method,
+                                     composition=fusion.composition, device=fusion.device,
+                                     align=profile.alignment()[0], align_model=profile.alignment()[1],
+                                     pixel_size_um=profile.camera.pixel_size_um)
+    handler.check(sequence)
+    planned = sum(1 for _ in sequence)
+    interrupted, ended_by = False, None
+    started = time.perf_counter()
+    thread = core.run_mda(sequence, output=handler)
+    # Waiting on the handler, not on thread.join(): a join interrupted by Ctrl-C marks the thread
+    # as ended in Python 3.11, and later joins would return at once.
+    try:
+        while thread.is_alive() and not handler.finished.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        interrupted, ended_by = True, "interrupted (Ctrl-C)"
+        core.mda.cancel()
+        handler.finished.wait(CANCEL_TIMEOUT_S)
+    total_s = time.perf_counter() - started
+    summary = handler.summary or {"stacks": [], "failed": [], "missing_slices": {}, "frames": 0,
+                                  "error": "the MDA ended before its handler summed it up"}
+    if summary.get("error") and ended_by is None:
+        ended_by = summary["error"]
+    report = {"profile": profile.model_dump(mode="json"), "folder": str(folder), "kind": "mda",
+              "planned_slices": planned, "acquired_slices": summary["frames"], "ended_by": ended_by,
+              "errors": [r["error"] for r in summary["stacks"] if r.get("error")],
+              "missing_slices": summary["missing_slices"],
+              "seconds": {"total": round(total_s, 4)},
+              "throughput_slices_per_s": round(summary["frames"] / total_s, 3) if total_s else None,
+              "stacks": summary["stacks"], "outputs": {"summary": str(folder / "mda_fusion.json")}}
+    _score(report, profile, rig, sequence)
+    write_json(folder / "session.json", report)
+    completed = ended_by is None and not report["errors"] and summary["frames"] == planned
+    return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
+
+
+def _score(report: dict, profile: Profile, rig: MDARig, sequence) -> None:
+    """With the slide simulator: each fused image's PSNR against its truth, beside its best slice's."""
+    if rig.slide is None:
+        return
+    full_scale = _full_scale(profile)
+    positions = list(sequence.stage_positions) or [None]
+    channels = channel_names(sequence)
+    for record in report["stacks"]:
+        if "fused" not in record.get("outputs", {}):
+            continue
+        position = positions[record["indices"].get("p", 0)]
+        truth = rig.truth(position and position.x, position and position.y,
+                          channels.index(record["channel"]) if record["channel"] in channels else 0)
+        fused = tifffile.imread(record["outputs"]["fused"])
+        with tifffile.TiffFile(record["outputs"]["stack"]) as stack:
+            best = max(psnr(page.asarray(), truth, full_scale) for page in stack.pages)
+        record["psnr_db"] = round(psnr(fused, truth, full_scale), 3)
+        record["best_slice_psnr_db"] = round(best, 3)

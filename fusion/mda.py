@@ -1,0 +1,247 @@
+"""Fusion inside a pymmcore-plus MDA: every z-stack of the sequence fused as its frames arrive.
+
+    handler = StreamingFusionHandler("fused/", method="sf")
+    core.mda.run(sequence, output=handler)            # or output=["run.ome.zarr", handler]
+
+pymmcore-plus calls ``sequenceStarted``, ``frameReady`` and ``sequenceFinished`` on its relay
+thread, so acquisition never waits for them. One engine runs per (position, time, channel,
+...) stack, for any ``axis_order``; each stack's slices go to ``<name>.stack.ome.tif`` as they
+arrive, and when its last slice is in, its fused image and depth map (µm, from the events'
+z) are written beside it. ``mda_fusion.json`` sums the sequence up. The run returns once
+every output is written (pymmcore-plus waits for its handlers).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from fusion.engine import FusionSettings
+from fusion.mda_stacks import StackKey, channel_name, expected_slices, stack_key, stack_name
+from fusion.outputs import write_json
+from fusion.stack_stream import FINISH_TIMEOUT_S, StackInfo, StackStream
+
+log = logging.getLogger(__name__)
+SUMMARY_NAME = "mda_fusion.json"
+
+
+def fusion_settings(**settings) -> FusionSettings:
+    """FusionSettings from keyword arguments; an unknown name is a ValueError listing the known ones."""
+    known = {f.name for f in dataclasses.fields(FusionSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown fusion setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return FusionSettings(**settings)
+
+
+class StreamingFusionHandler:
+    """A pymmcore-plus MDA output handler that fuses every z-stack of the sequence into ``out_dir``.
+
+    ``settings`` are ``fusion.FusionSettings`` fields (method, composition, window_px, ...;
+    ``method`` is accepted for ``measure``). ``decision_channel``: a channel configuration
+    (e.g. "DAPI") whose decision (chosen slices, depth) the other channels of the same
+    position and time follow, so that they stay in register. ``keep_stacks=False`` deletes
+    each raw stack once it is fused (keep it when no other writer saves the data).
+    ``pixel_size_um`` overrides what the core reports (0 or nothing where it has no pixel size).
+    """
+
+    def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
+                 max_slices_in_memory: int = 4, pixel_size_um: float | None = None, **settings):
+        if "method" in settings:
+            settings["measure"] = settings.pop("method")
+        self.settings = fusion_settings(**settings)
+        if max_slices_in_memory < 0:
+            raise ValueError(f"max_slices_in_memory must be 0 or more, got {max_slices_in_memory}")
+        if pixel_size_um is not None and not pixel_size_um > 0:
+            raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}")
+        self.pixel_size_um = pixel_size_um
+        self.out_dir = Path(out_dir)
+        self.decision_channel = decision_channel
+        self.keep_stacks = keep_stacks
+        self.max_slices_in_memory = max_slices_in_memory
+        self._lock = threading.RLock()  # frameReady may start the sequence itself
+        self.finished = threading.Event()  # set once a sequence's outputs and summary are written
+        self._reset()
+
+    def _reset(self) -> None:
+        self._expected: dict[StackKey, int] | None = None
+        self._open: dict[StackKey, StackStream] = {}
+        self._done: dict[StackKey, StackStream] = {}
+        self._waiting: dict[StackKey, StackStream] = {}   # complete, waiting for their guide's decision
+        self._records: list[dict] = []
+        self._finisher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[concurrent.futures.Future] = []
+        self._pixel_size_um: float | None = None
+        self._started = time.perf_counter()
+        self._frames = 0
+        self._frame_errors: list[dict] = []
+        self.error: str | None = None
+        self.summary: dict | None = None
+        self.latest: StackStream | None = None
+
+    # -- checks anyone may call before running --
+    def check(self, sequence) -> None:
+        """Raise ValueError if this handler cannot fuse ``sequence`` as asked (e.g. an unknown decision channel)."""
+        if self.decision_channel is None:
+            return
+        channels = [c.config for c in getattr(sequence, "channels", ())]
+        if self.decision_channel not in channels:
+            raise ValueError(f"decision_channel {self.decision_channel!r} is not among the sequence's channels "
+                             f"({', '.join(channels) or 'none'})")
+
+    # -- pymmcore-plus handler protocol --
+    def sequenceStarted(self, sequence, meta: dict | None = None) -> None:
+        with self._lock:
+            self._reset()
+            self.finished.clear()
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._sequence = sequence
+            self._expected = expected_slices(sequence)
+            infos = (meta or {}).get("image_infos") or [{}]
+            self._pixel_size_um = infos[0].get("pixel_size_um") or None
+            self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fusion-finish")
+            try:
+                self.check(sequence)
+            except ValueError as error:
+                # pymmcore-plus only logs what a handler raises: say it, and fuse each stack on its own.
+                self.error = f"{error}; each stack was fused on its own"
+                log.error("StreamingFusionHandler: %s", self.error)
+                warnings.warn(f"StreamingFusionHandler: {self.error}", stacklevel=2)
+
+    def frameReady(self, image, event, meta: dict | None = None) -> None:
+        meta = meta or {}
+        with self._lock:
+            if self._finisher is None:  # called without sequenceStarted (e.g. connected by hand mid-run)
+                self.sequenceStarted(getattr(event, "sequence", None), None)
+            key = stack_key(event)
+            stream = self._open.get(key) or self._open_stack(key, event, meta)
+            self._frames += 1
+            z_um = _z_um(event, meta)
+            time_s = meta.get("runner_time_ms", (time.perf_counter() - self._started) * 1000) / 1000
+            try:
+                stream.add(image, z_um, time_s, meta.get("exposure_ms"), event.index.get("z"))
+            except (ValueError, OSError) as error:  # e.g. the frame size changed mid-stack: recorded, never silent
+                self._frame_errors.append({"stack": stream.info.name, "z_um": z_um, "error": str(error)})
+                log.error("StreamingFusionHandler: frame at z=%s of %s not stored: %s", z_um, stream.info.name, error)
+                stream.expected_slices = None if stream.expected_slices is None else stream.expected_slices - 1
+            self.latest = stream
+            if stream.complete:
+                self._close(key)
+
+    def sequenceFinished(self, sequence) -> None:
+        with self._lock:
+            if self._finisher is None:
+                return
+            for key in list(self._open):   # cancelled, or frames that never came: fuse what arrived
+                self._close(key)
+            for key in list(self._waiting):  # their guide never finished: fuse them on their own
+                self._submit(self._waiting.pop(key), None)
+        self._wait_for_finishing()
+        self._write_summary(sequence)
+        self.finished.set()
+
+    # -- stacks --
+    def _open_stack(self, key: StackKey, event, meta: dict) -> StackStream:
+        name = stack_name(event)
+        if key in self._done or key in self._waiting:  # more frames than the sequence planned: a stack of its own
+            name = f"{name}-again{sum(1 for r in self._records if r['name'].startswith(name)) + 1}"
+        pixel_size_um = self.pixel_size_um or meta.get("pixel_size_um") or self._pixel_size_um
+        info = StackInfo(name=name, channel=channel_name(event), position=event.pos_name,
+                         indices=dict(key), pixel_size_um=pixel_size_um, time_origin_s=0.0)
+        expected = None if self._expected is None else self._expected.get(key)
+        follows = self.error is None and self._follows_another(event)
+        stream = StackStream(info, self.out_dir, self.settings, expected, fuse=not follows,
+                             max_slices_in_memory=self.max_slices_in_memory)
+        self._open[key] = stream
+        return stream
+
+    def _follows_another(self, event) -> bool:
+        """Whether this event's stack takes its decision from the decision channel's stack."""
+        return self.decision_channel is not None and event.channel is not None \
+            and event.channel.config != self.decision_channel
+
+    def _close(self, key: StackKey) -> None:
+        stream = self._open.pop(key)
+        if stream.fuse or stream.buffer is None:
+            self._submit(stream, None)
+            self._done[key] = stream
+            for waiting_key in [k for k in self._waiting if self._guide_of(k) == key]:
+                self._submit(self._waiting.pop(waiting_key), stream)
+            return
+        guide_key = self._guide_of(key)
+        guide = self._done.get(guide_key)
+        if guide is not None:
+            self._submit(stream, guide)
+        else:
+            self._waiting[key] = stream
+
+    def _guide_of(self, key: StackKey) -> StackKey:
+        """The key of the decision channel's stack at the same position, time, ..."""
+        guide_index = [c.config for c in self._sequence.channels].index(self.decision_channel)
+        return tuple((axis, guide_index if axis == "c" else value) for axis, value in key)
+
+    def _submit(self, stream: StackStream, like: StackStream | None) -> None:
+        # One finisher thread, in order: a guide is always finished before the stacks that follow it.
+        self._pending.append(self._finisher.submit(self._finish_one, stream, like))
+
+    def _finish_one(self, stream: StackStream, like: StackStream | None) -> None:
+        record = stream.finish(like)
+        if not self.keep_stacks and record["error"] is None and "fused" in record["outputs"]:
+            stream.paths["stack"].unlink(missing_ok=True)
+            record["outputs"].pop("stack", None)
+        with self._lock:
+            self._records.append(record)
+
+    def _wait_for_finishing(self) -> None:
+        done, not_done = concurrent.futures.wait(self._pending, timeout=FINISH_TIMEOUT_S)
+        for future in done:
+            if future.exception() is not None:  # a bug in writing outputs: recorded, not lost
+                self._records.append({"name": "?", "error": f"{type(future.exception()).__name__}: "
+                                                            f"{future.exception()}"})
+        if not_done:
+            self._records.append({"name": "?", "error": f"{len(not_done)} stacks were still fusing after "
+                                                        f"{FINISH_TIMEOUT_S:g} s; their stacks are on disk"})
+        self._finisher.shutdown(wait=False)
+
+    def _write_summary(self, sequence) -> None:
+        records = sorted(self._records, key=lambda r: r["name"])
+        summary = {"out_dir": str(self.out_dir), "settings": dataclasses.asdict(self.settings),
+                   "decision_channel": self.decision_channel, "error": self.error, "frames": self._frames,
+                   "frames_not_stored": self._frame_errors,
+                   "stacks": records, "failed": [r["name"] for r in records if r.get("error")],
+                   "missing_slices": {r["name"]: r["expected_slices"] - r["slices"] for r in records
+                                      if r.get("expected_slices") and r["slices"] < r["expected_slices"]},
+                   "seconds": round(time.perf_counter() - self._started, 4),
+                   "sequence": _sequence_json(sequence)}
+        write_json(self.out_dir / SUMMARY_NAME, summary)
+        self.summary = summary
+
+    # -- for viewers --
+    def preview(self):
+        """(stack name, fused so far, depth so far) of the stack that last received a slice; or None."""
+        stream = self.latest
+        if stream is None:
+            return None
+        if stream.result is not None:
+            return stream.info.name, stream.result.fused, stream.result.depth
+        images = stream.preview()
+        return None if images is None else (stream.info.name, *images)
+
+
+def _z_um(event, meta: dict) -> float | None:
+    """The slice's z: the event's, else where the stage said it was; None without either."""
+    if event.z_pos is not None:
+        return float(event.z_pos)
+    z = (meta.get("position") or {}).get("z")
+    return None if z is None else float(z)
+
+
+def _sequence_json(sequence):
+    try:
+        return sequence.model_dump(mode="json", exclude_unset=True)
+    except Exception:  # a placeholder for a generator of events, or not a useq model at all
+        return None

@@ -1,0 +1,63 @@
+"""Which z-stack an MDA event belongs to, what its files are called, and how many slices it has.
+
+A useq-schema ``MDAEvent`` carries an index per axis (``t`` time, ``p`` position, ``g`` grid,
+``c`` channel, ``z``...). Every index but ``z`` names a stack: the events that share them are
+the slices of one focus stack, whatever the sequence's ``axis_order``.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+# Axes in the order their parts appear in file names; any other axis follows, sorted.
+_NAME_ORDER = ("p", "g", "t", "c")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+StackKey = tuple[tuple[str, int], ...]
+
+
+def stack_key(event) -> StackKey:
+    """The event's indices without ``z``, in a fixed order: equal for the slices of one stack."""
+    index = {str(axis): int(value) for axis, value in event.index.items() if str(axis) != "z"}
+    order = [a for a in _NAME_ORDER if a in index] + sorted(a for a in index if a not in _NAME_ORDER)
+    return tuple((axis, index[axis]) for axis in order)
+
+
+def _label(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("_")
+
+
+def stack_name(event) -> str:
+    """A file-name stem for the event's stack: ``p0-A1_t2_c1-FITC``; ``stack`` with no axes but z.
+
+    Position names and channel configurations are added where the sequence has them, so the
+    files say what they hold; the indices keep two stacks from sharing a name.
+    """
+    parts = []
+    for axis, value in stack_key(event):
+        part = f"{axis}{value}"
+        if axis == "p" and event.pos_name:
+            part += f"-{_label(event.pos_name)}"
+        elif axis == "c" and event.channel is not None:
+            part += f"-{_label(event.channel.config)}"
+        parts.append(part)
+    return "_".join(parts) or "stack"
+
+
+def channel_name(event) -> str | None:
+    return None if event.channel is None else event.channel.config
+
+
+def expected_slices(sequence: Any) -> dict[StackKey, int] | None:
+    """Slices per stack in ``sequence``; None when the events are not known in advance.
+
+    Iterating the sequence is what pymmcore-plus's runner does too, so per-position
+    sub-sequences (a different z-plan at one position) are counted as they will run.
+    """
+    import useq
+
+    # pymmcore-plus runs a bare iterable of events under a placeholder sequence that describes none.
+    if not isinstance(sequence, useq.MDASequence) or type(sequence).__name__ == "GeneratorMDASequence":
+        return None
+    return dict(Counter(stack_key(event) for event in sequence))

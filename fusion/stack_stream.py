@@ -1,0 +1,170 @@
+"""One z-stack fused while it is acquired: slices to an OME-TIFF on disk, fusion in its own thread.
+
+Memory stays O(H x W) whatever the depth: the worker holds at most a few slices and reads
+the rest back from the stack file when it falls behind (see ``acquisition.fusion_worker``).
+A stack may instead follow another's decision (``fuse=False``, then ``finish(like=other)``): it
+only buffers, and is composed from the other stack's decision map once that one is done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from acquisition.fusion_worker import FusionWorker
+from acquisition.stack_buffer import StackBuffer
+from fusion.engine import FusionResult, FusionSettings, StreamingFusion
+from fusion.guided import compose_from_decision
+from fusion.outputs import write_depth_tiff, write_image_tiff
+
+FINISH_TIMEOUT_S = 600.0  # fusion catching up after the last slice; far beyond any stack we measured
+
+
+def stack_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    """The files a stream writes for stack ``name`` (the fused and depth names match --refuse's)."""
+    return {"fused": out_dir / f"{name}.fused.tif", "depth": out_dir / f"{name}.depth.tif",
+            "stack": out_dir / f"{name}.stack.ome.tif"}
+
+
+@dataclass
+class StackInfo:
+    """What a stack is: its name, where it was taken, and what is known about its pixels."""
+
+    name: str
+    channel: str | None = None
+    position: str | None = None
+    indices: dict[str, int] = field(default_factory=dict)
+    pixel_size_um: float | None = None
+    time_origin_s: float | None = None   # on the clock of the slices' time_s
+
+
+class StackStream:
+    """Slices in with ``add``; ``finish`` fuses, writes fused, depth and the stack, and returns a record."""
+
+    def __init__(self, info: StackInfo, out_dir: Path, settings: FusionSettings, expected_slices: int | None = None,
+                 fuse: bool = True, max_slices_in_memory: int = 4):
+        self.info = info
+        self.out_dir = Path(out_dir)
+        self.settings = settings
+        self.expected_slices = expected_slices
+        self.paths = stack_paths(self.out_dir, info.name)
+        self.fuse = fuse
+        self.max_slices_in_memory = max_slices_in_memory
+        self.buffer: StackBuffer | None = None
+        self.engine: StreamingFusion | None = None
+        self.worker: FusionWorker | None = None
+        self.slices: list[dict] = []
+        self.error: str | None = None
+        self.result: FusionResult | None = None
+        self.decision_from: str | None = None   # the stack whose decision this one was composed from
+        self.note: str | None = None
+        self.started = time.perf_counter()
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slices)
+
+    @property
+    def complete(self) -> bool:
+        return self.expected_slices is not None and self.n_slices >= self.expected_slices
+
+    def add(self, pixels: np.ndarray, z_um: float | None, time_s: float, exposure_ms: float | None,
+            z_index: int | None = None) -> None:
+        """Store one slice on disk, then hand it to fusion (which never holds acquisition up)."""
+        if self.buffer is None:
+            self._open(pixels)
+        unit = "um" if z_um is not None else "slice index"
+        index = self.buffer.append(pixels, self.n_slices if z_um is None else z_um, time_s, exposure_ms, unit=unit)
+        self.slices.append({"index": index, "z_index": z_index, "z_um": z_um, "time_s": round(time_s, 4)})
+        if self.worker is not None:
+            self.worker.submit(index, pixels, z_um)
+
+    def _open(self, pixels: np.ndarray) -> None:
+        expected = pixels.nbytes * (self.expected_slices or 1)
+        self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected, pixel_size_um=self.info.pixel_size_um,
+                                  channel=self.info.channel, time_origin_s=self.info.time_origin_s)
+        if not self.fuse:
+            return
+        try:
+            self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.settings, source=self.buffer,
+                                          name=self.info.name)
+        except ValueError as error:  # e.g. a pixel type fusion does not take: the slices are still saved
+            self.error = f"{self.info.name}: cannot fuse: {error}"
+            return
+        self.worker = FusionWorker(self.engine, self.buffer, self.max_slices_in_memory)
+
+    def preview(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(fused so far, depth so far) while the stack is acquired; None before its first fused slice."""
+        return None if self.engine is None else self.engine.preview()
+
+    def finish(self, like: "StackStream | None" = None) -> dict:
+        """Fuse (or, with ``like``, compose from that finished stack's decision), write, and report.
+
+        Whatever fails is recorded in the report's ``error``; the stack file is complete either way.
+        """
+        try:
+            if self.buffer is not None and self.error is None:
+                self.result = self._fused(like)
+        except Exception as error:  # recorded: the other stacks of the sequence go on
+            self.error = f"{self.info.name}: fusion failed: {type(error).__name__}: {error}"
+        finally:
+            if self.buffer is not None:
+                self.buffer.finalize({"stack": self.info.name, "settings": dataclasses.asdict(self.settings)},
+                                     "um" if self._has_z() else "slice index")
+        if self.result is not None:
+            write_image_tiff(self.paths["fused"], self.result.fused, pixel_size_um=self.info.pixel_size_um)
+            write_depth_tiff(self.paths["depth"], self.result.depth, self.result.depth_unit,
+                             pixel_size_um=self.info.pixel_size_um)
+        return self.report()
+
+    def _has_z(self) -> bool:
+        return all(s["z_um"] is not None for s in self.slices)
+
+    def _fused(self, like: "StackStream | None") -> FusionResult:
+        if like is not None and like.result is None:
+            self.note = f"fused on its own: {like.info.name}, whose decision it was to follow, was not fused"
+        elif like is not None:
+            if [s["z_um"] for s in like.slices] == [s["z_um"] for s in self.slices]:
+                self.decision_from = like.info.name
+                return self._composed_like(like)
+            # Cut short (a cancelled run) or planned differently: its own decision is the only one that fits.
+            self.note = (f"fused on its own: its {self.n_slices} slices are not the {like.n_slices} of "
+                         f"{like.info.name}, whose decision it was to follow")
+        if self.worker is None:  # buffered only (its guide never finished): fuse from the file
+            self._fuse_from_buffer()
+        self.worker.finish(FINISH_TIMEOUT_S)
+        return self.engine.finish()
+
+    def _fuse_from_buffer(self) -> None:
+        first = self.buffer.read_slice(0)
+        self.engine = StreamingFusion(first.shape, first.dtype, self.settings, source=self.buffer, name=self.info.name)
+        self.worker = FusionWorker(self.engine, self.buffer, max_slices_in_memory=0)
+        for record in self.slices:
+            self.worker.submit(record["index"], None, record["z_um"])
+
+    def _composed_like(self, like: "StackStream") -> FusionResult:
+        guide = like.result
+        z_here = [s["z_um"] for s in self.slices]
+        fused = compose_from_decision(guide.decision, self.buffer, self.settings.feather_px)
+        return FusionResult(fused=fused, depth=guide.depth, depth_unit=guide.depth_unit, decision=guide.decision,
+                            focus_scores=[], z_positions=list(z_here), seconds={}, alignment=None)
+
+    def report(self) -> dict:
+        record = {"name": self.info.name, "channel": self.info.channel, "position": self.info.position,
+                  "indices": self.info.indices, "slices": self.n_slices, "expected_slices": self.expected_slices,
+                  "z_um": [s["z_um"] for s in self.slices], "error": self.error,
+                  "seconds_open": round(time.perf_counter() - self.started, 4)}
+        if self.result is not None:
+            counts = np.bincount(self.result.decision.ravel(), minlength=self.n_slices)
+            record.update(focus_scores=self.result.focus_scores, depth_unit=self.result.depth_unit,
+                          chosen_fraction=(counts / counts.sum()).round(5).tolist(),
+                          decision_from=self.decision_from, note=self.note,
+                          seconds={k: round(v, 4) for k, v in self.result.seconds.items()})
+            if self.worker is not None:
+                record["slices_read_back_by_fusion"] = len(self.worker.read_back)
+        record["outputs"] = {kind: str(path) for kind, path in self.paths.items()
+                             if path.exists() and (kind == "stack" or self.result is not None)}
+        return record

@@ -1,0 +1,120 @@
+"""Our outputs as napari layer data: fused image, depth map and raw stack, at their physical scale.
+
+napari's layer data are ``(data, attributes, layer type)`` tuples; this module builds them
+from files without importing napari, so that it is cheap to load and test. Scales are in
+micrometres (numpy order: z, y, x) where the files say so, else in pixels and slices.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from fusion.outputs import pixel_size_um_of
+
+DEPTH_COLORMAP = "viridis"
+LayerData = tuple[np.ndarray, dict, str]
+
+
+def is_colour(image: np.ndarray) -> bool:
+    return image.ndim >= 3 and image.shape[-1] in (3, 4)
+
+
+def fused_layer(path: Path, name: str) -> LayerData:
+    with tifffile.TiffFile(path) as tiff:
+        image, pixel_um = tiff.asarray(), pixel_size_um_of(tiff.pages[0]) or 1.0
+    return image, {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "rgb": is_colour(image),
+                   "metadata": {"path": str(path), "pixel_size_um": pixel_um}}, "image"
+
+
+def depth_layer(path: Path, name: str) -> LayerData:
+    with tifffile.TiffFile(path) as tiff:
+        depth, pixel_um = tiff.asarray(), pixel_size_um_of(tiff.pages[0]) or 1.0
+        unit = _depth_unit(tiff.pages[0].description)
+    label = "µm" if unit == "um" else unit
+    finite = depth[np.isfinite(depth)]
+    limits = (float(finite.min()), float(finite.max()) if np.ptp(finite) > 0 else float(finite.min()) + 1.0) \
+        if finite.size else (0.0, 1.0)
+    return depth, {"name": f"{name} depth ({label})", "scale": (pixel_um, pixel_um), "colormap": DEPTH_COLORMAP,
+                   "contrast_limits": limits, "visible": False,
+                   "metadata": {"path": str(path), "depth_unit": unit, "pixel_size_um": pixel_um}}, "image"
+
+
+def _depth_unit(description: str) -> str:
+    try:
+        return json.loads(description).get("depth_unit", "slice index")
+    except (ValueError, AttributeError):
+        return "slice index"
+
+
+def stack_layer(path: Path, name: str) -> LayerData:
+    """The raw stack as a z-stack layer: z spacing and origin from its OME planes, pixel size from OME."""
+    with tifffile.TiffFile(path) as tiff:
+        stack = tiff.series[0].asarray()
+        pixels = _ome_pixels(tiff)
+    z_um = [float(p.position_z) for p in pixels.planes if p.position_z is not None] if pixels else []
+    pixel_um = float(pixels.physical_size_x) if pixels and pixels.physical_size_x else 1.0
+    dz = float(np.median(np.diff(z_um))) if len(z_um) > 1 and np.ptp(z_um) > 0 else 1.0
+    z0 = z_um[0] if z_um else 0.0
+    return stack, {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
+                   "rgb": is_colour(stack) and stack.ndim == 4,
+                   "metadata": {"path": str(path), "z_um": z_um, "pixel_size_um": pixel_um}}, "image"
+
+
+def _ome_pixels(tiff: tifffile.TiffFile):
+    if not tiff.is_ome:
+        return None
+    import ome_types
+
+    try:
+        return ome_types.from_xml(tiff.ome_metadata).images[0].pixels
+    except Exception:  # an OME-XML we cannot parse: the stack still opens, in pixels and slices
+        return None
+
+
+def output_group(folder: Path, name: str) -> list[LayerData]:
+    """The layers of one stack's outputs: ``<name>.stack.ome.tif``, ``.fused.tif``, ``.depth.tif`` (those present).
+
+    A session folder names them ``stack.ome.tif``, ``fused.tif``, ``depth.tif``: pass ``name=""``.
+    """
+    prefix = f"{name}." if name else ""
+    label = name or folder.name
+    layers = []
+    for suffix, build in (("stack.ome.tif", stack_layer), ("fused.tif", fused_layer), ("depth.tif", depth_layer)):
+        path = folder / f"{prefix}{suffix}"
+        if path.is_file():
+            layers.append(build(path, label))
+    return layers
+
+
+def folder_layers(folder: Path) -> list[LayerData] | None:
+    """Layers for a session folder, an MDA fusion folder or a --refuse output folder; None if it is none of ours."""
+    if (folder / "fused.tif").is_file() or (folder / "stack.ome.tif").is_file():
+        return output_group(folder, "")
+    names = sorted({p.name[: -len(".fused.tif")] for p in folder.glob("*.fused.tif")} |
+                   {p.name[: -len(".stack.ome.tif")] for p in folder.glob("*.stack.ome.tif")})
+    if not names:
+        return None
+    return [layer for name in names for layer in output_group(folder, name)]
+
+
+def is_ours(path: Path) -> bool:
+    """Whether ``path`` is a folder or file that ``folder_layers`` / ``file_layers`` open (without reading it)."""
+    if path.is_dir():
+        return any((path / name).is_file() for name in ("fused.tif", "stack.ome.tif")) or \
+            any(True for _ in path.glob("*.fused.tif")) or any(True for _ in path.glob("*.stack.ome.tif"))
+    return path.is_file() and any(path.name.endswith(s) or path.name == s[1:] for s in _SUFFIXES)
+
+
+_SUFFIXES = (".fused.tif", ".depth.tif", ".stack.ome.tif")
+
+
+def file_layers(path: Path) -> list[LayerData] | None:
+    """Layers for one of our files (a fused image, a depth map, a stack); None for any other file."""
+    file_name = path.name
+    for suffix, build in ((".fused.tif", fused_layer), (".depth.tif", depth_layer), (".stack.ome.tif", stack_layer)):
+        if file_name.endswith(suffix) or file_name == suffix[1:]:
+            return [build(path, file_name[: -len(suffix)] or path.parent.name)]
+    return None

@@ -1,0 +1,27 @@
+"""Fusing the MDAs that a core runs, from outside the call that runs them (napari-micromanager's case).
+
+napari-micromanager starts MDAs on ``CMMCorePlus.instance()`` with its own writers; following
+that core's MDA signals with a ``StreamingFusionHandler`` fuses every stack of every MDA it
+runs, while a viewer polls ``handler.preview()`` to show the fused image building up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusion.mda import StreamingFusionHandler
+
+_SIGNALS = ("sequenceStarted", "frameReady", "sequenceFinished")
+
+
+class MDAFollower:
+    """Connects a StreamingFusionHandler to ``core.mda.events`` until ``stop()``."""
+
+    def __init__(self, core, out_dir: str | Path, **settings):
+        self.core = core
+        self.handler = StreamingFusionHandler(out_dir, **settings)
+        for name in _SIGNALS:
+            getattr(core.mda.events, name).connect(getattr(self.handler, name))
+
+    def stop(self) -> None:
+        for name in _SIGNALS:
+            getattr(self.core.mda.events, name).disconnect(getattr(self.handler, name))

@@ -1,0 +1,121 @@
+"""Multi-dimensional sessions: a profile's useq MDA sequence run end to end, every z-stack fused."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import useq
+import yaml
+
+from acquisition.mda_plan import around_current_position
+from acquisition.profile import ProfileError, load_profile
+from tests.conftest import REPO_ROOT
+
+PROFILES = REPO_ROOT / "profiles"
+
+
+def small_mda_profile(tmp_path, **changes):
+    """simulated-mda.yaml (3 channels x 4 positions x 20 slices) with small frames, plus ``changes``."""
+    data = yaml.safe_load((PROFILES / "simulated-mda.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=120, width_px=160)
+    data["camera"]["exposure_ms"] = 1
+    for key, value in changes.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "mda.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(*args, timeout_s=300):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout_s)
+
+
+def test_three_channels_four_positions_twenty_slices_with_one_command(tmp_path):
+    done = run_cli("--profile", small_mda_profile(tmp_path), "--out", tmp_path / "sessions")
+    assert done.returncode == 0, done.stderr
+    folder, = (tmp_path / "sessions").iterdir()
+    report = json.loads((folder / "session.json").read_text())
+    assert report["planned_slices"] == report["acquired_slices"] == 3 * 4 * 20
+    assert report["ended_by"] is None and report["errors"] == [] and report["missing_slices"] == {}
+    names = sorted(r["name"] for r in report["stacks"])
+    assert names == sorted(f"p{p}-{pos}_c{c}-{ch}" for p, pos in enumerate(["A1", "A2", "B1", "B2"])
+                           for c, ch in enumerate(["DAPI", "FITC", "Cy5"]))
+    for record in report["stacks"]:
+        for kind in ("fused", "depth", "stack"):
+            assert (folder / f"{record['name']}.{kind}{'.ome' if kind == 'stack' else ''}.tif").is_file()
+        assert record["slices"] == 20
+        assert record["psnr_db"] > record["best_slice_psnr_db"] + 1, record["name"]
+    # The channels followed DAPI's decision: one depth map per position.
+    for position in ("p0-A1", "p3-B2"):
+        depths = [tifffile.imread(folder / f"{position}_c{c}-{ch}.depth.tif") for c, ch in
+                  enumerate(["DAPI", "FITC", "Cy5"])]
+        np.testing.assert_array_equal(depths[0], depths[1])
+        np.testing.assert_array_equal(depths[0], depths[2])
+    assert "12 z-stacks fused" in done.stdout
+
+
+def test_each_channel_decides_for_itself_without_a_decision_channel(tmp_path):
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}], "z_plan": {"range": 30, "step": 3}})
+    done = run_cli("--profile", profile, "--out", tmp_path / "sessions")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert [r.get("decision_from") for r in report["stacks"]] == [None, None, None]
+    assert all(r["psnr_db"] > r["best_slice_psnr_db"] + 1 for r in report["stacks"])
+
+
+def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
+    profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
+    out = tmp_path / "sessions"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO_ROOT)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/p0-A1_c1-FITC.stack.ome.tif")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    report = json.loads(next(out.glob("*/session.json")).read_text())
+    assert report["ended_by"] == "interrupted (Ctrl-C)"
+    assert 20 < report["acquired_slices"] < 240
+    fused = [r for r in report["stacks"] if "fused" in r["outputs"]]
+    assert sum(r["slices"] for r in report["stacks"]) == report["acquired_slices"]  # nothing acquired is lost
+    assert len(fused) == len(report["stacks"]) >= 2
+    assert report["missing_slices"]  # the stack cut short says how many slices it lacks
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mda": {"chanels": ["DAPI"]}}, "mda: unknown key 'chanels' in mda; allowed: .*channels"),
+    ({"mda": {"channels": [{"config": "DAPI", "exposre": 3}]}}, r"unknown key 'exposre' in mda.channels.0"),
+    ({"fusion": {"decision_channel": "GFP"}}, r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
+    ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
+    ({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"}}, "an mda plan runs on a Micro-Manager rig"),
+])
+def test_bad_mda_profiles_are_one_clear_error(tmp_path, change, message):
+    data = yaml.safe_load(small_mda_profile(tmp_path).read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if key in data and key != "mda" else value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)
+    done = run_cli("--profile", path, "--out", tmp_path / "sessions", timeout_s=120)
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_relative_z_plan_is_centred_on_the_current_position():
+    plan = useq.MDASequence(channels=["DAPI"], z_plan={"range": 4, "step": 2})
+    centred = around_current_position(plan, 5.0, 6.0, 100.0)
+    assert [e.z_pos for e in centred] == [98.0, 100.0, 102.0] and centred.stage_positions[0].x == 5.0
+    positions = useq.MDASequence(stage_positions=[(0, 0), (1, 1, 50)], z_plan={"range": 2, "step": 2})
+    assert [e.z_pos for e in around_current_position(positions, 0, 0, 10.0)] == [9.0, 11.0, 49.0, 51.0]
+    absolute = useq.MDASequence(z_plan={"absolute": [1, 2]})
+    assert around_current_position(absolute, 0, 0, 10.0) is absolute

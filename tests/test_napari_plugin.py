@@ -1,0 +1,137 @@
+"""The napari plugin, headless: the reader on our outputs, the fusion dock widget, following an MDA."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import useq
+
+pytest.importorskip("napari", reason="the napari extra is not installed (pip install .[napari])")
+
+from acquisition.profile import load_profile  # noqa: E402
+from acquisition.session import run_profile  # noqa: E402
+from fusion.mda import StreamingFusionHandler  # noqa: E402
+from napari_ums_fusion.reader import get_reader  # noqa: E402
+from tests.conftest import REPO_ROOT, rendered  # noqa: E402
+from tests.test_sessions import small  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def session_folder(tmp_path_factory):
+    profile = small(load_profile(REPO_ROOT / "profiles" / "simulated.yaml"))
+    return run_profile(profile, tmp_path_factory.mktemp("sessions"), progress=False).folder
+
+
+def layers_by_name(path):
+    reader = get_reader(str(path))
+    assert reader is not None, path
+    return {attributes["name"]: (data, attributes, kind) for data, attributes, kind in reader(str(path))}
+
+
+def test_npe2_finds_the_plugin():
+    from npe2 import PluginManager
+
+    manager = PluginManager.instance()
+    manager.discover()
+    assert "ums-fusion" in {m.name for m in manager.iter_manifests()}
+
+
+def test_session_folder_opens_as_stack_fused_and_depth_at_their_scale(session_folder):
+    layers = layers_by_name(session_folder)
+    name = session_folder.name
+    stack, stack_attrs, _ = layers[f"{name} stack"]
+    fused, fused_attrs, _ = layers[f"{name} fused"]
+    depth, depth_attrs, _ = layers[f"{name} depth (µm)"]
+    assert stack.ndim == 4 and stack_attrs["rgb"] and fused_attrs["rgb"]  # (z, y, x, rgb)
+    assert stack_attrs["scale"] == (3.0, 0.65, 0.65) and stack_attrs["translate"][0] == -4.0
+    assert fused_attrs["scale"] == pytest.approx((0.65, 0.65)) and depth_attrs["scale"] == pytest.approx((0.65, 0.65))
+    assert depth_attrs["colormap"] == "viridis" and depth.dtype == np.float32
+    assert -4.0 <= depth.min() and depth.max() <= 44.0
+
+
+def test_mda_folder_opens_every_stack_and_single_files_open_too(tmp_path):
+    from tests.test_mda_handler import slide_core
+
+    with slide_core(["DAPI", "FITC"]) as (core, _):
+        core.mda.run(useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"absolute": [0, 10, 20]}),
+                     output=StreamingFusionHandler(tmp_path, pixel_size_um=0.5))
+    layers = layers_by_name(tmp_path)
+    assert set(layers) == {f"c{c}-{ch} {kind}" for c, ch in enumerate(["DAPI", "FITC"])
+                           for kind in ("stack", "fused", "depth (µm)")}
+    assert layers["c1-FITC stack"][1]["scale"] == (10.0, 0.5, 0.5)
+    single = layers_by_name(tmp_path / "c0-DAPI.fused.tif")
+    assert list(single) == ["c0-DAPI fused"]
+
+
+def test_reader_declines_what_is_not_ours(tmp_path):
+    tifffile.imwrite(tmp_path / "other.tif", np.zeros((4, 4), np.uint8))
+    assert get_reader(str(tmp_path / "other.tif")) is None
+    assert get_reader(str(tmp_path)) is None
+
+
+def viewer_model():
+    """napari's viewer without its OpenGL canvas (no GL here): layers, dims, open() through the plugins."""
+    from napari.components import ViewerModel
+
+    return ViewerModel()
+
+
+def test_viewer_opens_a_session_folder_with_the_plugin(session_folder):
+    viewer = viewer_model()
+    viewer.open(str(session_folder), plugin="ums-fusion")
+    assert {layer.name.split(" ", 1)[1] for layer in viewer.layers} == {"stack", "fused", "depth (µm)"}
+
+
+def test_widget_fuses_the_selected_stack_layer(qtbot):
+    from napari_ums_fusion.widget import FusionWidget
+
+    stack = rendered(shape=(96, 128))
+    viewer = viewer_model()
+    viewer.add_image(np.stack(stack.slices), name="sweep", rgb=True, scale=(3.0, 0.5, 0.5), translate=(-3.0, 0, 0))
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="flat")
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    assert [widget.layer_box.itemText(i) for i in range(widget.layer_box.count())] == ["sweep"]
+    widget.layer_box.setCurrentText("sweep")
+    worker = widget.fuse_selected()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    fused, depth = viewer.layers["sweep fused"], viewer.layers["sweep depth"]
+    assert fused.rgb and fused.data.shape == stack.slices[0].shape and tuple(fused.scale) == (0.5, 0.5)
+    assert set(np.unique(depth.data)) <= set(stack.z_um)
+    assert widget.progress.value() == len(stack.slices)
+    from fusion.metrics import psnr
+
+    assert psnr(fused.data, stack.truth, 255) > max(psnr(s, stack.truth, 255) for s in stack.slices) + 3
+
+
+def test_widget_says_why_a_single_image_cannot_be_fused(qtbot):
+    from napari_ums_fusion.widget import FusionWidget
+
+    viewer = viewer_model()
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.fuse_selected() is None and "open a stack first" in widget.status.text()
+
+
+def test_widget_follows_an_mda_and_shows_the_fused_image_building_up(qtbot, tmp_path):
+    from napari_ums_fusion.widget import FusionWidget
+    from tests.test_mda_handler import slide_core
+
+    viewer = viewer_model()
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.follow_folder.setText(str(tmp_path))
+    with slide_core(["DAPI", "FITC"]) as (core, camera):
+        camera.set_exposure(30.0)  # slow enough for several previews per stack
+        widget.follow_mda(core)    # what the "Follow MDA" box does with napari-micromanager's core
+        thread = core.run_mda(useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"bottom": -2, "top": 22, "step": 2}))
+        qtbot.waitUntil(lambda: "MDA fused" in viewer.layers, timeout=30_000)
+        qtbot.waitUntil(lambda: widget.follower.handler.finished.is_set(), timeout=60_000)
+        thread.join(30)
+        widget.show_mda_preview()
+    assert widget.previews_shown >= 3
+    assert len(list(tmp_path.glob("*.fused.tif"))) == 2
+    last = tifffile.imread(tmp_path / "c1-FITC.fused.tif")
+    np.testing.assert_array_equal(viewer.layers["MDA fused"].data, last)  # the final image replaced the preview
+    widget.stop_following()

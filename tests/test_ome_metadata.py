@@ -1,0 +1,79 @@
+"""The OME-XML that stacks carry, validated against the OME schema with ome-types."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import ome_types
+import pytest
+import tifffile
+
+from acquisition.profile import load_profile
+from acquisition.session import run_profile
+from acquisition.stack_buffer import StackBuffer
+from fusion.outputs import pixel_size_um_of
+from tests.conftest import REPO_ROOT
+from tests.test_sessions import small
+
+
+def validated_ome(path) -> ome_types.OME:
+    with tifffile.TiffFile(path) as tiff:
+        return ome_types.from_xml(tiff.ome_metadata, validate=True)
+
+
+@pytest.mark.parametrize("name", ["simulated", "simulated-micromanager"])
+def test_session_stack_has_relative_times_pixel_size_and_exposure_in_ms(name, tmp_path):
+    profile = small(load_profile(REPO_ROOT / "profiles" / f"{name}.yaml"))
+    started = time.time()
+    outcome = run_profile(profile, tmp_path, progress=False)
+    pixels = validated_ome(outcome.folder / "stack.ome.tif").images[0].pixels
+    delta_t = [plane.delta_t for plane in pixels.planes]
+    assert delta_t[0] == 0 and delta_t == sorted(delta_t) and delta_t[-1] < time.time() - started
+    assert pixels.physical_size_x == pixels.physical_size_y == profile.camera.pixel_size_um == 0.65
+    assert {p.exposure_time for p in pixels.planes} == {10.0}
+    assert {p.exposure_time_unit.value for p in pixels.planes} == {"ms"}
+    for image in ("fused.tif", "depth.tif"):
+        with tifffile.TiffFile(outcome.folder / image) as tiff:
+            assert pixel_size_um_of(tiff.pages[0]) == pytest.approx(0.65)
+
+
+def test_micromanager_pixel_size_comes_from_the_core(tmp_path):
+    """Without pixel_size_um in the profile, the demo configuration's pixel size is used."""
+    from acquisition.profile import Profile
+
+    profile = Profile.model_validate({
+        "micromanager": {"config": "demo"}, "camera": {"driver": "micromanager", "exposure_ms": 1},
+        "focus": {"driver": "micromanager"}, "plan": {"z": {"absolute": [0, 1, 2]}}})
+    outcome = run_profile(profile, tmp_path, progress=False)
+    assert outcome.completed
+    pixels = validated_ome(outcome.folder / "stack.ome.tif").images[0].pixels
+    assert pixels.physical_size_x == 1.0  # the demo configuration's 10x objective: 1 µm per pixel
+
+
+def test_mda_stack_names_its_channel_and_times_from_the_start_of_the_run(tmp_path):
+    from tests.test_mda_handler import slide_core
+
+    import useq
+
+    from fusion.mda import StreamingFusionHandler
+
+    sequence = useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"absolute": [0, 5, 10]})
+    with slide_core(["DAPI", "FITC"]) as (core, _):
+        handler = StreamingFusionHandler(tmp_path, pixel_size_um=0.5)
+        core.mda.run(sequence, output=handler)
+    second = {r["channel"]: r for r in handler.summary["stacks"]}["FITC"]
+    pixels = validated_ome(second["outputs"]["stack"]).images[0].pixels
+    assert [c.name for c in pixels.channels] == ["FITC"]
+    assert pixels.physical_size_x == 0.5 and [p.position_z for p in pixels.planes] == [0, 5, 10]
+    assert pixels.planes[0].delta_t > 0  # FITC's stack began after DAPI's: time since the run began
+
+
+def test_unknown_pixel_size_is_left_out_and_a_bad_one_refused(tmp_path):
+    buffer = StackBuffer(tmp_path / "s.ome.tif")
+    for z in range(3):
+        buffer.append(np.zeros((8, 8), np.uint8), z, time.time(), None)
+    buffer.finalize({}, "um")
+    pixels = validated_ome(buffer.path).images[0].pixels
+    assert pixels.physical_size_x is None and pixels.channels[0].name is None
+    with pytest.raises(ValueError, match="pixel size must be positive, got -1"):
+        StackBuffer(tmp_path / "t.ome.tif", pixel_size_um=-1)
