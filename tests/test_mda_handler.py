@@ -68,7 +68,10 @@ def test_demo_mda_gives_one_fused_image_per_position_and_channel(demo, tmp_path,
         # Depth in µm from the events' z: the position's z plus the plan's offsets.
         centre = 10 if record["indices"]["p"] == 0 else 12
         assert record["z_um"] == [centre - 2.0, centre - 1.0, centre, centre + 1.0, centre + 2.0]
-        assert record["depth_unit"] == "um" and set(np.unique(depth)) <= set(record["z_um"])
+        # Where the frame has texture to tell depth by (NaN elsewhere), within the stack's z range.
+        known = depth[np.isfinite(depth)]
+        assert record["depth_unit"] == "um"
+        assert known.size == 0 or (known.min() >= min(record["z_um"]) and known.max() <= max(record["z_um"]))
         with tifffile.TiffFile(tmp_path / f"{record['name']}.stack.ome.tif") as tiff:
             assert tiff.series[0].shape == (5, 96, 128)
 

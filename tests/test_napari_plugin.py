@@ -46,7 +46,7 @@ def test_session_folder_opens_as_stack_fused_and_depth_at_their_scale(session_fo
     assert stack_attrs["scale"] == (3.0, 0.65, 0.65) and stack_attrs["translate"][0] == -4.0
     assert fused_attrs["scale"] == pytest.approx((0.65, 0.65)) and depth_attrs["scale"] == pytest.approx((0.65, 0.65))
     assert depth_attrs["colormap"] == "viridis" and depth.dtype == np.float32
-    assert -4.0 <= depth.min() and depth.max() <= 44.0
+    assert -4.0 <= np.nanmin(depth) and np.nanmax(depth) <= 44.0  # NaN: no texture, no depth
 
 
 def test_mda_folder_opens_every_stack_and_single_files_open_too(tmp_path):
@@ -98,7 +98,8 @@ def test_widget_fuses_the_selected_stack_layer(qtbot):
         pass
     fused, depth = viewer.layers["sweep fused"], viewer.layers["sweep depth"]
     assert fused.rgb and fused.data.shape == stack.slices[0].shape and tuple(fused.scale) == (0.5, 0.5)
-    assert set(np.unique(depth.data)) <= set(stack.z_um)
+    known = depth.data[np.isfinite(depth.data)]  # NaN where there is no texture to tell depth by
+    assert known.size and min(stack.z_um) <= known.min() and known.max() <= max(stack.z_um)
     assert widget.progress.value() == len(stack.slices)
     from fusion.metrics import psnr
 
