@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.peers import available_peers  # noqa: E402
 from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, render, spec_key  # noqa: E402
 from fusion import FusionSettings, StreamingFusion  # noqa: E402
+from fusion.focus_measures import to_gray  # noqa: E402
 from fusion.metrics import edge_band, masked_psnr, psnr  # noqa: E402
 
 DEFAULT = "ours: pyramid (default)"
@@ -161,6 +162,22 @@ def family_table(rows, names) -> list[str]:
     return lines
 
 
+def _edge_rich_window(image, height_px: int, width_px: int) -> tuple[slice, slice]:
+    """The window with the most strong edges (where halos would show), searched on a small copy."""
+    import cv2
+
+    gray = to_gray(image).astype(np.float32)
+    step = 8
+    small = cv2.resize(gray, (gray.shape[1] // step, gray.shape[0] // step), interpolation=cv2.INTER_AREA)
+    magnitude = np.hypot(cv2.Sobel(small, cv2.CV_32F, 1, 0), cv2.Sobel(small, cv2.CV_32F, 0, 1))
+    strong = (magnitude > np.percentile(magnitude, 95)).astype(np.float32)
+    rows, cols = max(1, height_px // step), max(1, width_px // step)
+    counts = cv2.boxFilter(strong, -1, (cols, rows), normalize=False, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    counts = counts[:max(1, small.shape[0] - rows + 1), :max(1, small.shape[1] - cols + 1)]
+    top, left = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    return slice(top * step, top * step + height_px), slice(left * step, left * step + width_px)
+
+
 def real_stack_crops(out: Path, peers) -> list[str]:
     """Fuse the real stacks (ours: align auto; peers that align) and write side-by-side crops."""
     import cv2
@@ -185,7 +202,7 @@ def real_stack_crops(out: Path, peers) -> list[str]:
             except Exception as error:
                 print(f"  {folder.name}: {name} failed: {str(error).splitlines()[0][:160]}", flush=True)
         height, width = ours.shape[:2]
-        crop = (slice(height // 4, height // 4 + min(height // 2, 700)), slice(width // 3, width // 3 + min(width // 2, 900)))
+        crop = _edge_rich_window(ours, min(height, 700), min(width, 900))
         names = list(panels)
         tiles = [np.asarray(panels[n][crop]) for n in names]
         image = np.concatenate(tiles, axis=1)
