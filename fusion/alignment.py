@@ -40,6 +40,7 @@ MIN_AGREEING_FRACTION = 0.25  # ... and a fit needs this share of the usable til
 MAX_REFINEMENT_PX = 2.0     # a refinement that moves the phase estimate further (level px) went astray
 MAX_SCALE_STEP = 0.15       # implausible between neighbouring slices: more than 15% zoom ...
 MAX_SHIFT_FRACTION = 0.2    # ... or a shift of a fifth of the frame
+QUICK_STILL_PX = 0.3       # "auto": a slice the quick check places this close is taken as still
 KEY_DETAIL_RATIO = 0.5      # slices with less than this share of the sharpest slice's detail are "blurred"
 
 
@@ -203,8 +204,16 @@ class SliceAligner:
         levels = [_make_level(gray, self.settings.coarse_px, self.settings.coarse_tile_px),
                   _make_level(gray, self.settings.fine_px, self.settings.fine_tile_px)]
         index = len(self.transforms)
-        anchored = None
         detail = _detail(levels[0].pixels)
+        if self.settings.mode == "auto" and self._previous is not None and self._looks_still(levels):
+            # "auto" on a still stack: tile passes against the previous slice cost a fraction of a
+            # registration, and a slice that did not move is not warped anyway. (Drift slower than
+            # QUICK_STILL_PX per slice is not followed: "on" registers every slice in full.)
+            transform = self.transforms[-1]
+            self._previous, self._previous_detail = levels, detail
+            self.transforms.append(transform)
+            return transform
+        anchored = None
         # After a blurred slice the chain through it may have drifted, so the slice is first
         # registered to the sharpest one directly (loop closure); when that fails, the chain
         # goes on. Between neighbours of like sharpness the chain is the more accurate.
@@ -228,9 +237,6 @@ class SliceAligner:
                                   stacklevel=3)
                 step = np.eye(3)
             transform = step @ self.transforms[-1]
-        for level in levels:  # this slice is the next one's template
-            level.template_centres, tiles = _grid_tiles(level.pixels, level.tile_px)
-            level.template_spectra = self._phase_tiles(level.tile_px).spectra(tiles)
         self._previous, self._previous_detail = levels, detail
         if detail > self._key_detail and index not in self.fallbacks:
             self._key, self._key_transform, self._key_detail = levels, transform, detail
@@ -250,19 +256,39 @@ class SliceAligner:
             self._phase[tile_px] = PhaseTiles(tile_px)
         return self._phase[tile_px]
 
-    def _register(self, template: list[_Level], image: list[_Level]) -> np.ndarray | None:
-        """Transform from template (full-resolution) coordinates to image coordinates, or None."""
-        coarse_t, coarse_i = template[0], image[0]
-        window = cv2.createHanningWindow(coarse_t.pixels.shape[::-1], cv2.CV_64F)
-        (dx, dy), _ = cv2.phaseCorrelate(coarse_t.pixels.astype(np.float64), coarse_i.pixels.astype(np.float64), window)
-        whole_frame_shift = coarse_t.to_full(np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]))
+    def _looks_still(self, levels: list[_Level]) -> bool:
+        """Whether the slice sits where the previous one does, to within QUICK_STILL_PX anywhere
+        in the frame, by the tile passes alone (no defocus refinement: most of the cost)."""
+        template = self._previous
+        step = self._coarse_estimate(template[0], levels[0])
+        if step is None:
+            return False
+        coarse_px = max_displacement_px(step, self.shape)
+        if coarse_px < QUICK_STILL_PX:
+            return True
+        if coarse_px >= AUTO_MIN_MOTION_PX:
+            return False
+        # In between, the coarse level cannot tell (it is up to 1/7 of a large frame): ask the fine one.
+        fine = self._tile_pass(template[1], levels[1], step)
+        return fine is not None and max_displacement_px(fine, self.shape) < QUICK_STILL_PX
+
+    def _coarse_estimate(self, template: _Level, image: _Level) -> np.ndarray | None:
+        """The coarse level's fit (full-resolution coordinates), or None."""
+        window = cv2.createHanningWindow(template.pixels.shape[::-1], cv2.CV_64F)
+        (dx, dy), _ = cv2.phaseCorrelate(template.pixels.astype(np.float64), image.pixels.astype(np.float64), window)
+        whole_frame_shift = template.to_full(np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]))
         # The whole-frame shift starts large motions; a frame whose background or glow misleads
         # it is started from no motion instead (neighbouring slices rarely move far).
         for start in (whole_frame_shift, np.eye(3)):
-            estimate = self._tile_pass(coarse_t, coarse_i, start)
+            estimate = self._tile_pass(template, image, start)
             if estimate is not None:
-                break
-        else:
+                return estimate
+        return None
+
+    def _register(self, template: list[_Level], image: list[_Level]) -> np.ndarray | None:
+        """Transform from template (full-resolution) coordinates to image coordinates, or None."""
+        estimate = self._coarse_estimate(template[0], image[0])
+        if estimate is None:
             return None
         # Where the fine level's tiles disagree (heavy blur on one side), the coarse fit stands.
         fine = self._tile_pass(template[1], image[1], estimate)
@@ -280,6 +306,9 @@ class SliceAligner:
     def _tile_pass(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray | None:
         """Find each template tile in the image near where ``estimate`` puts it; refit the model."""
         tile_px = template.tile_px
+        if template.template_spectra is None:  # first use of this slice as a template
+            template.template_centres, tiles = _grid_tiles(template.pixels, tile_px)
+            template.template_spectra = self._phase_tiles(tile_px).spectra(tiles)
         half = tile_px // 2
         predicted = np.c_[template.template_centres, np.ones(len(template.template_centres))] @ \
             template.on_level(estimate).T
