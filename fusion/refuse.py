@@ -14,6 +14,7 @@ from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
 from fusion.focus_checks import no_focus_information
 from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff, write_json
+from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
 
 
@@ -43,10 +44,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:
-            for index in range(stack.n_slices):
-                read_started = time.perf_counter()
-                pixels = stack.read_slice(index)
-                seconds["read"] += time.perf_counter() - read_started
+            # The next slices decode on another thread while this one fuses.
+            for index, pixels, read_s in read_ahead(stack.read_slice, stack.n_slices):
+                seconds["read"] += read_s
                 engine.push(pixels, None if z_um is None else z_um[index])
                 bar.update(1)
         result = engine.finish()
