@@ -63,7 +63,8 @@ def read_result(path: Path, like: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
         image = np.moveaxis(image, 0, 2)
     if image.ndim == 3:
-        image = image[:, :, :3]
+        # Grey + alpha (enfuse writes it for mono input) or RGB(A): drop the alpha.
+        image = image[:, :, :1] if image.shape[2] == 2 else image[:, :, :3]
         image = image if like.ndim == 3 else image.mean(axis=2)
     elif like.ndim == 3:
         image = np.repeat(image[:, :, None], like.shape[2], axis=2)
