@@ -87,51 +87,45 @@ def _output_name(slices) -> str:
     return "fused.png" if slices[0].dtype == np.uint8 else "fused.tif"
 
 
-def _focusweave(slices, moving):
+def _fuse_with(slices, output_name: str, command) -> np.ndarray:
+    """Write the slices into a temporary folder, run ``command(input_folder, slice_paths, output)``
+    there, and read what it wrote back as an array like the slices."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_slices(slices, folder / "in")
-        out = folder / _output_name(slices)
-        # Still stacks: no alignment (it can only hurt); moving ones: align to the first slice,
-        # the frame the truth is in, and keep the size.
-        align = ["--reference", "0", "--keep-size"] if moving else ["--no-align"]
-        _run([str(peers_bin() / "focusweave"), str(folder / "in"), "--output", str(out), *align], folder)
+        out = folder / output_name
+        names = sorted(str(p) for p in (folder / "in").iterdir())
+        _run(command(folder / "in", names, out), folder)
         return read_result(out, slices[0])
+
+
+def _focusweave(slices, moving):
+    # Still stacks: no alignment (it can only hurt); moving ones: align to the first slice,
+    # the frame the truth is in, and keep the size.
+    align = ["--reference", "0", "--keep-size"] if moving else ["--no-align"]
+    return _fuse_with(slices, _output_name(slices), lambda folder, names, out: [
+        str(peers_bin() / "focusweave"), str(folder), "--output", str(out), *align])
 
 
 def _openfocus(method):
     def run(slices, moving):
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            write_slices(slices, folder / "in")
-            out = folder / _output_name(slices)
-            # Its registration crops the frame to the slices' overlap, which cannot be scored
-            # against the truth: it runs unaligned, as the issue's command line does.
-            _run([str(peers_bin() / "openfocus"), "-i", str(folder / "in"), "-o", str(out), "-m", method,
-                  "--align", "none", "--cpu"], folder)
-            return read_result(out, slices[0])
+        # Its registration crops the frame to the slices' overlap, which cannot be scored
+        # against the truth: it runs unaligned, as the issue's command line does.
+        return _fuse_with(slices, _output_name(slices), lambda folder, names, out: [
+            str(peers_bin() / "openfocus"), "-i", str(folder), "-o", str(out), "-m", method, "--align", "none",
+            "--cpu"])
     return run
 
 
 def _enfuse(slices, moving):
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_slices(slices, folder / "in")
-        out = folder / "fused.tif"
-        names = sorted(str(p) for p in (folder / "in").iterdir())
-        _run(["enfuse", "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1",
-              "--hard-mask", "--contrast-window-size=5", "-o", str(out), *names], folder)
-        return read_result(out, slices[0])
+    return _fuse_with(slices, "fused.tif", lambda folder, names, out: [
+        "enfuse", "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask",
+        "--contrast-window-size=5", "-o", str(out), *names])
 
 
 def _focus_stack(slices, moving):
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_slices(slices, folder / "in")
-        out = folder / "fused.tif"
-        names = sorted(str(p) for p in (folder / "in").iterdir())
-        _run(["focus-stack", *([] if moving else ["--no-align"]), f"--output={out}", *names], folder)
-        return read_result(out, slices[0])
+    return _fuse_with(slices, "fused.tif", lambda folder, names, out: [
+        "focus-stack", *([] if moving else ["--no-align"]), f"--output={out}", *names])
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
