@@ -20,10 +20,11 @@ The camera noise's energy (estimated on the first slice) is a floor under both: 
 noise-only areas every slice weighs the same and the noise averages out, instead of the
 fusion following whichever slice happens to be noisiest.
 
-Weights are kept as an online softmax of log-weights (earlier sums are rescaled when a larger
-log-weight arrives), so large powers never overflow. The depth map comes from the pooled fine
-evidence alone, as a softmax-weighted mean z, and is left undefined (NaN) where no slice
-shows more than noise.
+The powers are whole numbers, so a weight is a product of ratios (each >= 1: evidence over its
+noise floor), never exp(log); sums are kept relative to the largest weight so far (float64)
+and rescaled when a larger one arrives, so large powers neither overflow nor cost
+transcendental functions. The depth map comes from the pooled fine evidence alone, as a
+weighted mean z, and is left undefined (NaN) where the slices do not differ.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class PyramidWeighting:
     band_sigma_px: Gaussian smoothing of each level's band energy, in that level's pixels.
     noise_floor: multiple of the camera noise's energy added under both.
     depth_level: the pyramid level whose pooled evidence gives the depth map.
-    depth_power: exponent on that evidence in the depth map's softmax over z.
+    depth_power: exponent on that evidence in the depth map's weighted mean over z.
     """
 
     evidence_power: int = 4
@@ -103,14 +104,6 @@ def flat_noisy_patch(level: float, sigma: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     patch = level + sigma * rng.standard_normal((NOISE_PATCH_PX, NOISE_PATCH_PX))
     return patch.astype(np.float32)
-
-
-LAPLACIAN_3X3 = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
-
-
-def fine_energy(gray: np.ndarray) -> np.ndarray:
-    """Squared 3x3 Laplacian: the finest detail, where focus shows first."""
-    return cv2.filter2D(gray, cv2.CV_32F, LAPLACIAN_3X3, borderType=cv2.BORDER_REFLECT) ** 2
 
 
 def _smooth(values: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -211,8 +204,9 @@ class PyramidComposer:
         return pyramid.collapse(self.fused_levels())
 
     def depth(self, n_slices: int) -> np.ndarray:
-        """Softmax-weighted mean z per full-resolution pixel; NaN where no slice showed more than
-        noise (textureless areas have no depth to measure)."""
+        """The evidence-weighted mean of the ``z`` given to ``add`` (the engine gives slice
+        indices), per full-resolution pixel; NaN where the slices do not differ (textureless
+        areas have no depth to measure)."""
         depth = self._depth_weighted / np.maximum(self._depth_weights, np.float32(1e-30))
         contrast = self._most_evidence - self._least_evidence
         flat = self._depth_weights > max(2.0, FLAT_CURVE_SHARE * n_slices)
