@@ -125,6 +125,7 @@ class StreamingFusion:
         height, width = self.shape[:2]
         channels = self.shape[2] if len(self.shape) == 3 else 1
         self._pyramid = None
+        self._value_scale = 1.0   # float stacks: the pyramid works in units of their range
         if self.settings.composition == "pyramid":
             self._pyramid = PyramidComposer(self.shape, self.settings.pyramid)
             single = (0, 0)  # the single-scale maps are not needed
@@ -173,6 +174,13 @@ class StreamingFusion:
 
     def _add_to_pyramid(self, pixels: np.ndarray, gray: np.ndarray, covered) -> float:
         """Fold the slice into the multi-scale sums; its focus score is its mean fine energy."""
+        if self.n_slices == 0 and self.dtype.kind == "f":
+            # Float data of any magnitude (1e-30 or 1e30) is fused in units of its own range:
+            # squared energies and band powers would otherwise leave float32.
+            peak = float(np.percentile(np.abs(gray[::4, ::4]), 99.9))
+            self._value_scale = peak if np.isfinite(peak) and peak > 0 else 1.0
+        if self._value_scale != 1.0:
+            pixels, gray = pixels / np.float32(self._value_scale), gray / np.float32(self._value_scale)
         image = np.ascontiguousarray(pixels, dtype=np.float32)
         energy = self._measure.energy(gray)
         check_focus_map(energy, self.settings.measure, self.name, self.n_slices)
@@ -227,7 +235,7 @@ class StreamingFusion:
         if self.n_slices == 0:
             raise EmptyStackError("no slices pushed yet", None)
         if self._pyramid is not None:
-            fused = compose.to_dtype(self._pyramid.image(), self.dtype)
+            fused = compose.to_dtype(self._pyramid.image() * np.float32(self._value_scale), self.dtype)
         elif self.settings.composition == "blend":
             fused = self._blended()
         else:

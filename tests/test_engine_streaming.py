@@ -149,3 +149,17 @@ def test_unsupported_settings_and_formats_are_clear_errors():
 
 def test_list_source_fits_the_protocol():
     assert isinstance(CountingListSource([]), SliceSource)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_float_stacks_fuse_the_same_at_any_magnitude(scale):
+    from tests.conftest import rendered
+
+    stack = rendered("brick", "plane", color=False, bit_depth=0, shape=(96, 128))
+    fused = {}
+    for factor in (1.0, scale):
+        engine = StreamingFusion(stack.slices[0].shape, np.float32)
+        for pixels, z in zip(stack.slices, stack.z_um):
+            engine.push((pixels * np.float32(factor)).astype(np.float32), z)
+        fused[factor] = engine.finish().fused / np.float32(factor)
+    np.testing.assert_allclose(fused[scale], fused[1.0], rtol=1e-4, atol=1e-6)
