@@ -28,6 +28,7 @@ weighted mean z, and is left undefined (NaN) where the slices do not differ.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -138,7 +139,8 @@ class PyramidComposer:
         shapes = [s[:2] for s in pyramid.level_shapes(self.shape, self.n_levels)]
         self._weighted = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
         self._weights = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
-        self._top = [np.zeros(s + (self.channels,), np.float64) for s in shapes]
+        self._top = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
+        self._roots = _roots(weighting.evidence_power, weighting.band_power)
         self.depth_level = min(int(weighting.depth_level), self.n_levels)
         depth_shape = shapes[self.depth_level]
         self._depth_weighted = np.zeros(depth_shape, np.float32)
@@ -184,9 +186,9 @@ class PyramidComposer:
                 floors = self._band_floors[level]
             else:
                 band_energy, floors = _EMPTY3, np.ones(self.channels, np.float32)
+            roots = self._roots if level < self.n_levels else _roots(w.evidence_power, 0)
             _fold_level(band3, pooled, np.float32(self.evidence_floor), band_energy, floors,
-                        _or_empty2(coverage), w.evidence_power, w.band_power,
-                        self._weighted[level], self._weights[level], self._top[level])
+                        _or_empty2(coverage), *roots, self._weighted[level], self._weights[level], self._top[level])
             if level == self.depth_level:
                 _fold_depth(pooled, np.float32(self.evidence_floor), _or_empty2(coverage), w.depth_power,
                             np.float32(z), self._depth_weighted, self._depth_weights, self._depth_top,
@@ -251,39 +253,64 @@ def _power(value, exponent):
     return result
 
 
+@njit(inline="always")
+def _power32(value, exponent):
+    """The float32 twin of ``_power``."""
+    result = np.float32(1.0)
+    for bit in range(5):
+        result *= value if (exponent >> bit) & 1 else np.float32(1.0)
+        value *= value
+    return result
+
+
+def _roots(evidence_power: int, band_power: int) -> tuple[int, int, int, float]:
+    """(evidence root, band root, shared power g, cap): a weight is (P^re * B^rb)^g with
+    re = evidence_power / g and rb = band_power / g, so that float32 holds P^re * B^rb once each
+    ratio is capped (ratios past the cap, 10^(37 / (re + rb)) over the noise floor, tie)."""
+    shared = math.gcd(evidence_power, band_power) or 1
+    evidence_root, band_root = evidence_power // shared, band_power // shared
+    return evidence_root, band_root, shared, 10.0 ** (37.0 / max(1, evidence_root + band_root))
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evidence_power, band_power,
+def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evidence_root, band_root, shared, cap,
                 weighted, weights, top):
-    """Online weighted mean over slices, per pixel and channel, with the weight
-    (pooled / floor) ** evidence_power * ((band_energy + floor_c) / floor_c) ** band_power
-    [* coverage ** 8]. Both ratios are >= 1; ``top`` keeps the largest weight so far (float64)
-    and the sums are kept relative to it, rescaled when a larger one arrives."""
+    """Online weighted mean over slices, per pixel and channel. The weight is
+    ((pooled / floor) ** evidence_root * ((band_energy + floor_c) / floor_c) ** band_root
+    [* coverage ** (8 / shared)]) ** shared; ``top`` keeps the largest root so far (float32) and
+    the sums are kept relative to it, rescaled when a larger one arrives."""
     height, width, channels = band.shape
     with_band = band_energy.shape[0] > 0
     with_coverage = coverage.shape[0] > 0
-    inverse_floors = np.empty(channels, np.float64)
+    coverage_root = max(1, 8 // shared)
+    inverse_floors = np.empty(channels, np.float32)
     for c in range(channels):
-        inverse_floors[c] = 1.0 / floors[c]
-    inverse_pooled_floor = 1.0 / np.float64(pooled_floor)
+        inverse_floors[c] = np.float32(1.0) / floors[c]
+    inverse_pooled_floor = np.float32(1.0) / np.float32(pooled_floor)
+    limit = np.float32(cap)
+    negligible = np.float32(NEGLIGIBLE_WEIGHT)
     for y in prange(height):
         for x in range(width):
-            base = _power(pooled[y, x] * inverse_pooled_floor, evidence_power)
+            base = _power32(min(pooled[y, x] * inverse_pooled_floor, limit), evidence_root)
             if with_coverage:
-                base *= _power(np.float64(coverage[y, x]), 8)  # 0 where the slice shows nothing
+                base *= _power32(coverage[y, x], coverage_root)  # 0 where the slice shows nothing
             for c in range(channels):
                 score = base
                 if with_band:
-                    score *= _power(1.0 + band_energy[y, x, c] * inverse_floors[c], band_power)
+                    score *= _power32(min(np.float32(1.0) + band_energy[y, x, c] * inverse_floors[c], limit),
+                                      band_root)
                 current = top[y, x, c]
-                if score < NEGLIGIBLE_WEIGHT * current:
-                    continue  # far from the best so far: adds nothing, and skipping saves the writes
-                largest = max(current, score)
-                scale = 1.0 / largest if largest > 0.0 else 0.0
-                keep = np.float32(current * scale)
-                weight = np.float32(score * scale)
-                weights[y, x, c] = weights[y, x, c] * keep + weight
-                weighted[y, x, c] = weighted[y, x, c] * keep + weight * band[y, x, c]
-                top[y, x, c] = largest
+                if score <= current:
+                    weight = _power32(score / current, shared)
+                    if weight < negligible:
+                        continue  # far from the best so far: adds nothing, and skipping saves the writes
+                    weights[y, x, c] += weight
+                    weighted[y, x, c] += weight * band[y, x, c]
+                elif score > 0:
+                    keep = _power32(current / score, shared)
+                    weights[y, x, c] = weights[y, x, c] * keep + np.float32(1.0)
+                    weighted[y, x, c] = weighted[y, x, c] * keep + band[y, x, c]
+                    top[y, x, c] = score
 
 
 @njit(parallel=True, cache=True, fastmath=True)
