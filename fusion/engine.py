@@ -1,11 +1,10 @@
 """The streaming fusion engine: slices in as they arrive, an all-in-focus image out.
 
-Memory is O(H*W) whatever the depth. The default composition, "pyramid", keeps running
-per-level weighted sums of the slices' Laplacian pyramids (``fusion.multiscale``). The
-single-scale compositions keep per pixel the best focus measure so far, the slice that had it,
-that slice's pixels, and (for "blend") running weighted sums; "pick" reads slices back from
-disk (see ``slice_store``) only where the final, cleaned decision map differs from the
-running one.
+Memory is O(H*W) whatever the depth. The engine checks each slice, aligns it, and hands it to
+its composition: "pyramid" (the default: ``fusion.pyramid_composition``, per-level weighted
+sums of the slices' Laplacian pyramids) or the single-scale "blend" and "pick"
+(``fusion.single_scale``); "pick" reads slices back from disk (see ``slice_store``) only where
+the final, cleaned decision map differs from the running one.
 """
 from __future__ import annotations
 
@@ -15,15 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusion import compose, kernels
 from fusion.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
     max_displacement_px, warp_to_reference
-from fusion.decision import clean_decision, default_mode_filter_px
+from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
-from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
-from fusion.multiscale import PyramidComposer, PyramidWeighting, flat_noisy_patch, minimum_noise_sigma, \
-    noise_sigma
+from fusion.multiscale import PyramidWeighting
+from fusion.pyramid_composition import PyramidComposition
+from fusion.single_scale import SingleScaleComposition
 from fusion.slice_store import SliceSource, TemporaryTiffStore
 
 COMPOSITIONS = ("pyramid", "blend", "pick")
@@ -122,21 +120,16 @@ class StreamingFusion:
                                          name=name)
             if self._source is not None:
                 self._source = _AlignedSource(self._source, self)
-        height, width = self.shape[:2]
-        channels = self.shape[2] if len(self.shape) == 3 else 1
-        self._pyramid = None
-        self._value_scale = 1.0   # float stacks: the pyramid works in units of their range
+        mode_filter_px = self.settings.mode_filter_px
+        if mode_filter_px is None:
+            mode_filter_px = default_mode_filter_px(self.shape)
         if self.settings.composition == "pyramid":
-            self._pyramid = PyramidComposer(self.shape, self.settings.pyramid)
-            single = (0, 0)  # the single-scale maps are not needed
+            self._composition = PyramidComposition(self.shape, self.dtype, self._measure, self.settings.measure,
+                                                   self.settings.pyramid, mode_filter_px, name)
         else:
-            single = (height, width)
-        self._best_measure = np.zeros(single, np.float32)
-        self._best_index = np.full(single, -1, np.int16)
-        self._picked = np.zeros(single + ((channels,) if single[0] else (0,)), self.dtype)
-        blending = self.settings.composition == "blend"
-        self._weighted_sum = np.zeros((height, width, channels) if blending else (0, 0, 0), np.float32)
-        self._weight_sum = np.zeros((height, width) if blending else (0, 0), np.float32)
+            self._composition = SingleScaleComposition(
+                self.shape, self.dtype, self._measure, self.settings.measure, self.settings.composition == "blend",
+                self.settings.sharpness, mode_filter_px, self.settings.feather_px, name)
         self._focus_scores: list[float] = []
         self._z_positions: list[float | None] = []
         self._seconds = {"measure": 0.0, "store": 0.0}
@@ -164,54 +157,10 @@ class StreamingFusion:
             align_started = time.perf_counter()
             pixels, gray, covered = self._align(pixels, gray)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
-        if self._pyramid is not None:
-            score = self._add_to_pyramid(pixels, gray, covered)
-        else:
-            score = self._add_single_scale(pixels, gray, covered)
+        score = self._composition.add(pixels, gray, covered, self.n_slices)
         self._focus_scores.append(score)
         self._z_positions.append(None if z is None else float(z))
         self._seconds["measure"] += time.perf_counter() - started
-
-    def _add_to_pyramid(self, pixels: np.ndarray, gray: np.ndarray, covered) -> float:
-        """Fold the slice into the multi-scale sums; its focus score is its mean fine energy."""
-        if self.n_slices == 0 and self.dtype.kind == "f":
-            # Float data of any magnitude (1e-30 or 1e30) is fused in units of its own range:
-            # squared energies and band powers would otherwise leave float32.
-            peak = float(np.percentile(np.abs(gray[::4, ::4]), 99.9))
-            self._value_scale = peak if np.isfinite(peak) and peak > 0 else 1.0
-        if self._value_scale != 1.0:
-            pixels, gray = pixels / np.float32(self._value_scale), gray / np.float32(self._value_scale)
-        image = np.ascontiguousarray(pixels, dtype=np.float32)
-        energy = self._measure.energy(gray)
-        check_focus_map(energy, self.settings.measure, self.name, self.n_slices)
-        if self.n_slices == 0:
-            self._calibrate_noise(image, gray)
-        self._pyramid.add(image, energy, float(self.n_slices), self.n_slices, covered)
-        inside = energy if covered is None else energy[covered]
-        return float(inside.mean(dtype=np.float64)) if inside.size else 0.0
-
-    def _calibrate_noise(self, image: np.ndarray, gray: np.ndarray) -> None:
-        """Noise floors from the first slice: its noise, seen by the measure on a flat patch."""
-        least = minimum_noise_sigma(image)
-        sigma = max(noise_sigma(gray), least)
-        patch = flat_noisy_patch(float(gray.mean()), sigma)
-        noise_energy = float(self._measure.energy(patch).mean(dtype=np.float64))
-        if image.ndim == 3:
-            channel_var = np.array([max(noise_sigma(image[:, :, c]), least) ** 2 for c in range(image.shape[2])])
-        else:
-            channel_var = np.array([sigma ** 2])
-        self._pyramid.calibrate(noise_energy, channel_var)
-
-    def _add_single_scale(self, pixels: np.ndarray, gray: np.ndarray, covered) -> float:
-        measure = self._measure(gray)
-        check_focus_map(measure, self.settings.measure, self.name, self.n_slices)
-        if covered is not None:
-            measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
-        kernels.update_running_maps(
-            compose.as_channels_last(pixels), measure, self.n_slices,
-            np.float32(self.settings.sharpness), self.settings.composition == "blend",
-            self._best_measure, self._best_index, self._picked, self._weighted_sum, self._weight_sum)
-        return float(measure.mean(dtype=np.float64))
 
     @property
     def focus_scores(self) -> list[float]:
@@ -225,33 +174,13 @@ class StreamingFusion:
         """(fused so far, depth so far) for a live view; None before the first slice."""
         if self.n_slices == 0:
             return None
-        if self._pyramid is not None:
-            return self.result(), self._pyramid_depth()
-        index = np.maximum(self._best_index, 0)
-        return self.result(), np.asarray(self.z_positions_so_far(), np.float32)[index]
+        return self.result(), self._composition.depth_so_far(self.z_positions_so_far())
 
     def result(self) -> np.ndarray:
         """The fused image so far (before cleaning), in the slices' shape and dtype."""
         if self.n_slices == 0:
             raise EmptyStackError("no slices pushed yet", None)
-        if self._pyramid is not None:
-            fused = compose.to_dtype(self._pyramid.image() * np.float32(self._value_scale), self.dtype)
-        elif self.settings.composition == "blend":
-            fused = self._blended()
-        else:
-            fused = self._picked.copy()
-        return fused.reshape(self.shape)
-
-    def _blended(self) -> np.ndarray:
-        return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype)
-
-    def _pyramid_depth(self) -> np.ndarray:
-        """The pyramid's depth (a fractional slice index) in z where every slice has one."""
-        z_um = self.z_positions_so_far()
-        if len(z_um) == 1:  # nothing to compare: the one slice is where focus is
-            return np.full(self.shape[:2], z_um[0], np.float32)
-        index = self._pyramid.depth(self.n_slices)
-        return np.interp(index, np.arange(len(z_um)), z_um).astype(np.float32)
+        return self._composition.fused().reshape(self.shape)
 
     def finish(self) -> FusionResult:
         """Clean the decision map, compose, and return the result. Call once, after the last slice."""
@@ -259,25 +188,12 @@ class StreamingFusion:
             raise EmptyStackError(f"{self.name}: no slices to fuse")
         self._finished = True
         started = time.perf_counter()
+        if self.n_slices == 1:
+            warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=2)
         try:
-            if self._pyramid is not None:
-                fused = self.result()
-                # The slice with the most fine evidence, cleaned as the paper cleans its decision:
-                # what a pixel copy from one slice per pixel would use (reports, channels that follow).
-                decision = clean_decision(np.maximum(self._pyramid.best_index, 0), self.n_slices,
-                                          self._mode_filter_px())
-                depth = self._pyramid_depth()
-                if self.n_slices == 1:
-                    warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=2)
-            elif self.n_slices == 1:
-                warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=2)
-                decision = self._best_index.copy()
-                fused = self._picked.copy()
-                depth = self._depth(decision)
-            else:
-                decision = self._clean()
-                fused = self._compose(decision)
-                depth = self._depth(decision)
+            # Depth in z where every slice has one, else in slice indices.
+            z_or_index = list(range(self.n_slices)) if None in self._z_positions else self.z_positions_so_far()
+            fused, decision, depth = self._composition.finish(z_or_index, self._source)
         finally:
             if self._own_store is not None:
                 self._own_store.close()
@@ -326,26 +242,6 @@ class StreamingFusion:
                 f"but the stack is {self.shape} {self.dtype}")
         if self.dtype.kind == "f" and not np.isfinite(pixels).all():
             raise InvalidPixelsError(f"{self.name}: slice {self.n_slices} holds NaN or infinity")
-
-    def _mode_filter_px(self) -> int:
-        window_px = self.settings.mode_filter_px
-        return default_mode_filter_px(self.shape) if window_px is None else window_px
-
-    def _clean(self) -> np.ndarray:
-        return clean_decision(self._best_index, self.n_slices, self._mode_filter_px())
-
-    def _compose(self, decision: np.ndarray) -> np.ndarray:
-        if self.settings.composition == "blend":
-            return self._blended()
-        if self.settings.feather_px > 0:
-            return compose.feather(decision, self._source, self.settings.feather_px, self.dtype)
-        return compose.recompose_where_changed(self._picked, self._best_index, decision, self._source)
-
-    def _depth(self, decision: np.ndarray) -> np.ndarray:
-        if None in self._z_positions:
-            return decision.astype(np.float32)
-        z_um = np.asarray(self._z_positions, np.float32)
-        return z_um[decision]
 
 
 class _AlignedSource:

@@ -1,0 +1,70 @@
+"""The single-scale compositions: the paper's pick and the full-resolution focus-weighted blend.
+
+Per pixel the running maps keep the best windowed focus measure so far, the slice that had it,
+that slice's pixels, and (for "blend") running weighted sums. "pick" reads slices back from the
+engine's source only where the final, cleaned decision map differs from the running one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fusion import compose, kernels
+from fusion.decision import clean_decision
+from fusion.focus_checks import check_focus_map
+from fusion.focus_measures import FocusMeasure
+from fusion.slice_store import SliceSource
+
+
+class SingleScaleComposition:
+    """``blend``: weight (measure / best) ** sharpness; otherwise ``pick``, cleaned by a
+    majority filter of ``mode_filter_px`` and optionally feathered across seams."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, measure: FocusMeasure, measure_name: str,
+                 blend: bool, sharpness: float, mode_filter_px: int, feather_px: float, name: str):
+        height, width = shape[:2]
+        channels = shape[2] if len(shape) == 3 else 1
+        self.shape, self.dtype, self.name = shape, np.dtype(dtype), name
+        self._measure, self._measure_name = measure, measure_name
+        self._blend, self._sharpness = blend, np.float32(sharpness)
+        self._mode_filter_px, self._feather_px = mode_filter_px, feather_px
+        self._best_measure = np.zeros((height, width), np.float32)
+        self.best_index = np.full((height, width), -1, np.int16)
+        self._picked = np.zeros((height, width, channels), self.dtype)
+        self._weighted_sum = np.zeros((height, width, channels) if blend else (0, 0, 0), np.float32)
+        self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
+
+    def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
+        """Fold one slice in; returns its focus score (the mean windowed measure)."""
+        measure = self._measure(gray)
+        check_focus_map(measure, self._measure_name, self.name, slice_index)
+        if covered is not None:
+            measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
+        kernels.update_running_maps(
+            compose.as_channels_last(pixels), measure, slice_index, self._sharpness, self._blend,
+            self._best_measure, self.best_index, self._picked, self._weighted_sum, self._weight_sum)
+        return float(measure.mean(dtype=np.float64))
+
+    def fused(self) -> np.ndarray:
+        """The running result (before cleaning), (H, W, C) in the slices' dtype."""
+        if self._blend:
+            return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype)
+        return self._picked.copy()
+
+    def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
+        return np.asarray(z_positions, np.float32)[np.maximum(self.best_index, 0)]
+
+    def finish(self, z_positions: list[float], source: SliceSource | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fused, cleaned decision, depth in the units of ``z_positions``)."""
+        n_slices = len(z_positions)
+        if n_slices == 1:
+            decision = self.best_index.copy()
+            fused = self._picked.copy()
+        else:
+            decision = clean_decision(self.best_index, n_slices, self._mode_filter_px)
+            if self._blend:
+                fused = self.fused()
+            elif self._feather_px > 0:
+                fused = compose.feather(decision, source, self._feather_px, self.dtype)
+            else:
+                fused = compose.recompose_where_changed(self._picked, self.best_index, decision, source)
+        return fused, decision, np.asarray(z_positions, np.float32)[decision]
