@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OPENFOCUS_METHODS = ("stackmffv3", "stackmffv2", "stackmff", "openfocus_a", "openfocus_b", "openfocus_c",
                      "guided_filter", "gfgfgf", "dct", "dtcwt")
 PeerRunner = Callable[[list[np.ndarray], bool], np.ndarray]  # (slices, moving) -> fused
+# enfuse as its manual says to focus-stack: local contrast only, each pixel from one image.
+ENFUSE_FOCUS_OPTIONS = ("--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask",
+                        "--contrast-window-size=5")
 
 
 def peers_bin() -> Path:
@@ -118,8 +121,7 @@ def _enfuse(slices, moving):
         write_slices(slices, folder / "in")
         out = folder / "fused.tif"
         names = sorted(str(p) for p in (folder / "in").iterdir())
-        _run(["enfuse", "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1",
-              "--hard-mask", "--contrast-window-size=5", "-o", str(out), *names], folder)
+        _run(["enfuse", *ENFUSE_FOCUS_OPTIONS, "-o", str(out), *names], folder)
         return read_result(out, slices[0])
 
 
