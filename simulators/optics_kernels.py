@@ -99,7 +99,6 @@ def _standard_normals(state, z, tails):
         k = np.int64(_mix64(counter) >> _SHIFT_11)
         tails[n_tails] = i
         n_tails += (k < _TAIL_K) | (k >= _TWO_TO_53 - _TAIL_K)
-    counter = state
     for j in range(n_tails):
         i = tails[j]
         k = np.int64(_mix64(state + _GAMMA * np.uint64(i + 1)) >> _SHIFT_11)
