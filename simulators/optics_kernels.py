@@ -52,6 +52,7 @@ _B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.6
 _C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
       4.374664141464968e+00, 2.938163982698783e+00)
 _D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+_C32, _D32 = (tuple(np.float32(v) for v in c) for c in (_C, _D))  # for the tails: float32 is exact enough there
 _TAIL_P = 0.02425
 _TWO_TO_53 = np.int64(2 ** 53)
 _TAIL_K = np.int64(_TAIL_P * 2 ** 53)  # 53-bit integers below this are the lower tail
@@ -59,37 +60,38 @@ _TAIL_K = np.int64(_TAIL_P * 2 ** 53)  # 53-bit integers below this are the lowe
 
 @njit(inline="always")
 def _normal_tail(p):
-    """The normal quantile of a small probability p (the lower tail)."""
-    q = math.sqrt(-2.0 * math.log(p))
-    return ((((((_C[0] * q + _C[1]) * q + _C[2]) * q + _C[3]) * q + _C[4]) * q + _C[5])
-            / ((((_D[0] * q + _D[1]) * q + _D[2]) * q + _D[3]) * q + 1.0))
+    """The normal quantile of a small probability p (the lower tail), in float32."""
+    q = np.float32(math.sqrt(np.float32(-2.0) * math.log(np.float32(p))))
+    return ((((((_C32[0] * q + _C32[1]) * q + _C32[2]) * q + _C32[3]) * q + _C32[4]) * q + _C32[5])
+            / ((((_D32[0] * q + _D32[1]) * q + _D32[2]) * q + _D32[3]) * q + np.float32(1.0)))
 
 
 @njit(inline="always")
-def _probability(bits):
-    """A probability in (0, 1), never 0 or 1, from the top 53 of 64 random bits."""
-    return (float(np.int64(bits >> _SHIFT_11)) + 0.5) * _TWO_TO_MINUS_53  # via int64: one instruction
-
-
-@njit(inline="always")
-def _central_quantile(p):
-    """The normal quantile of p, for _TAIL_P <= p <= 1 - _TAIL_P (no branch: it vectorises)."""
-    q = p - 0.5
+def _central_quantile(bits):
+    """The normal quantile of the probability in the top 53 random bits, exact where that is within
+    [_TAIL_P, 1 - _TAIL_P]; no branch, so it vectorises. (float32 loses 4e-4 near the ends.)"""
+    q = (float(np.int64(bits >> _SHIFT_11)) + 0.5) * _TWO_TO_MINUS_53 - 0.5  # via int64: one instruction
     r = q * q
     return ((((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q
             / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0))
 
 
 @njit(inline="always")
+def _counter(state, i):
+    """The counter of the i-th number (from 0) drawn after ``state``."""
+    return state + _GAMMA * np.uint64(i + 1)
+
+
+@njit(inline="always")
 def _standard_normals(state, z, tails):
     """Fills z with standard normals drawn from the stream after ``state``, by inverting the
-    normal distribution function: one pass that vectorises, then the 5% in the tails mended.
-    ``tails``: scratch space, as large as z."""
+    normal distribution function: one pass that vectorises, then the 5% in the tails mended in
+    float64 from 53 bits. ``tails``: scratch space, as large as z."""
     n = z.size
     counter = state
     for i in range(n):
         counter += _GAMMA
-        z[i] = _central_quantile(_probability(_mix64(counter)))
+        z[i] = _central_quantile(_mix64(counter))
     # Where they are, without a branch (a branch to a logarithm would be vectorised into
     # computing it for every sample); then only those.
     n_tails = 0
@@ -101,7 +103,7 @@ def _standard_normals(state, z, tails):
         n_tails += (k < _TAIL_K) | (k >= _TWO_TO_53 - _TAIL_K)
     for j in range(n_tails):
         i = tails[j]
-        k = np.int64(_mix64(state + _GAMMA * np.uint64(i + 1)) >> _SHIFT_11)
+        k = np.int64(_mix64(_counter(state, i)) >> _SHIFT_11)
         if k < _TAIL_K:
             z[i] = _normal_tail((float(k) + 0.5) * _TWO_TO_MINUS_53)
         else:
@@ -120,6 +122,21 @@ def _poisson_by_inversion(bits, mean):
         term *= mean / k
         total += term
     return k
+
+
+@njit(inline="always")
+def _count_few_electrons(radiance, full_well_e, read_noise_e, state, z, scratch, signal):
+    """signal[i] = (Poisson count + read noise) / full_well_e where radiance[i] brings fewer than
+    EXACT_POISSON_BELOW_E electrons; found first without a branch, as _standard_normals does."""
+    n_few = 0
+    for i in range(radiance.size):
+        scratch[n_few] = i
+        n_few += float(min(max(radiance[i], np.float32(0.0)), np.float32(1.0))) * full_well_e < EXACT_POISSON_BELOW_E
+    for j in range(n_few):
+        i = scratch[j]
+        mean_e = float(min(max(radiance[i], np.float32(0.0)), np.float32(1.0))) * full_well_e
+        count = 0 if mean_e <= 0.0 else _poisson_by_inversion(_mix64(_counter(state, i) ^ _OTHER_STREAM), mean_e)
+        signal[i] = np.float32((count + read_noise_e * z[i]) / full_well_e)
 
 
 @njit(parallel=True, cache=True)
@@ -169,22 +186,17 @@ def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed,
         for i in range(n):
             signal[i] = min(max(radiance[y, i], np.float32(0.0)), np.float32(1.0))
         if full_well_e > 0.0:
-            z = np.empty(n, np.float64)
+            z = np.empty(n, np.float32)
+            scratch = np.empty(n, np.int64)
             state = _row_state(seed, y)
-            _standard_normals(state, z, np.empty(n, np.int64))
+            _standard_normals(state, z, scratch)
             n_few = 0
             for i in range(n):
                 mean_e = float(signal[i]) * full_well_e
                 n_few += mean_e < EXACT_POISSON_BELOW_E
                 signal[i] = np.float32((mean_e + math.sqrt(mean_e + read_variance) * z[i]) / full_well_e)
             if n_few > 0:  # where few electrons arrive, their Poisson distribution itself
-                counter = state
-                for i in range(n):
-                    counter += _GAMMA
-                    mean_e = float(min(max(radiance[y, i], np.float32(0.0)), np.float32(1.0))) * full_well_e
-                    if mean_e < EXACT_POISSON_BELOW_E:
-                        count = _poisson_by_inversion(_mix64(counter ^ _OTHER_STREAM), mean_e)
-                        signal[i] = np.float32((count + read_noise_e * z[i]) / full_well_e)
+                _count_few_electrons(radiance[y], full_well_e, read_noise_e, state, z, scratch, signal)
         if quantise:
             for i in range(n):
                 out[y, i] = min(max(np.rint(signal[i] * top), np.float32(0.0)), top)
