@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OPENFOCUS_METHODS = ("stackmffv3", "stackmffv2", "stackmff", "openfocus_a", "openfocus_b", "openfocus_c",
                      "guided_filter", "gfgfgf", "dct", "dtcwt")
 PeerRunner = Callable[[list[np.ndarray], bool], np.ndarray]  # (slices, moving) -> fused
+# enfuse as its manual says to focus-stack: local contrast only, each pixel from one image.
+ENFUSE_FOCUS_OPTIONS = ("--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask",
+                        "--contrast-window-size=5")
 
 
 def peers_bin() -> Path:
@@ -119,8 +122,7 @@ def _openfocus(method):
 
 def _enfuse(slices, moving):
     return _fuse_with(slices, "fused.tif", lambda folder, names, out: [
-        "enfuse", "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask",
-        "--contrast-window-size=5", "-o", str(out), *names])
+        "enfuse", *ENFUSE_FOCUS_OPTIONS, "-o", str(out), *names])
 
 
 def _focus_stack(slices, moving):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from fusion.focus_measures import to_gray
 
@@ -40,6 +39,8 @@ def average_gradient(image: np.ndarray) -> float:
 def edge_band(truth: np.ndarray, full_scale: float | None = None, radius_px: int = 12) -> np.ndarray:
     """Pixels within ``radius_px`` of the truth's strong intensity edges (Sobel magnitude over half
     its 99.5th percentile): where halos and smeared depth edges show."""
+    from scipy import ndimage  # a 0.4 s import that sessions, which only need psnr, skip
+
     full_scale = data_range(truth.dtype) if full_scale is None else full_scale
     gray = to_gray(truth).astype(np.float64) / full_scale
     magnitude = np.hypot(ndimage.sobel(gray, 0), ndimage.sobel(gray, 1))

@@ -26,3 +26,6 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "note: chromium and chromium-driver are not installed; the live-view browser tests will be skipped" >&2
   fi
 fi
+# Compile the numba kernels now rather than in the first session or refusion (10-15 s there);
+# they are cached beside their sources (README, "Warm start"). About half a minute, once.
+.venv/bin/python scripts/warm_cache.py || echo "note: warming the numba cache failed; the first run will compile its kernels" >&2

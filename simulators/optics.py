@@ -2,7 +2,9 @@
 
 Defocus blur grows linearly with |height - focus| (thin lens, small defocus), modelled as a
 Gaussian of sigma ``blur_px_per_um * |height - focus|``. A spatially varying blur is
-rendered by interpolating, per pixel, between the texture blurred at fixed sigma levels.
+rendered by interpolating, per pixel, between the texture blurred at fixed sigma levels
+(computed once per specimen); that and the camera noise run as numba kernels
+(``simulators.optics_kernels``), so a 1 MP colour frame costs milliseconds, not a third of a second.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
+from simulators import optics_kernels
 from simulators.specimens import VirtualSpecimen
 
 
@@ -29,6 +31,8 @@ class CameraNoise:
 
     bit_depth 8 gives uint8; 10, 12 or 16 give uint16 (10/12-bit data in uint16, as cameras
     deliver it); 0 gives float32 in [0, 1], unquantised. full_well_e 0 turns noise off.
+    Shot noise is Poisson below 100 electrons and above, its Gaussian limit: the same mean and
+    variance, without the Poisson skewness (under 0.1 there, and smaller with more electrons).
     """
 
     full_well_e: float = 20000.0
@@ -46,15 +50,13 @@ class CameraNoise:
         return 1.0 if self.bit_depth == 0 else float(2 ** self.bit_depth - 1)
 
     def expose(self, radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Radiance in [0, 1] -> a camera frame in this camera's dtype."""
-        signal = np.clip(radiance, 0, 1).astype(np.float32)
-        if self.full_well_e > 0:
-            electrons = rng.poisson(signal * self.full_well_e).astype(np.float32)
-            electrons += rng.normal(0.0, self.read_noise_e, radiance.shape).astype(np.float32)
-            signal = electrons / np.float32(self.full_well_e)
-        if self.bit_depth == 0:
-            return signal.astype(np.float32)
-        return np.clip(np.rint(signal * self.max_value), 0, self.max_value).astype(self.dtype)
+        """Radiance in [0, 1] -> a camera frame in this camera's dtype; ``rng`` seeds its noise."""
+        radiance = np.ascontiguousarray(radiance, dtype=np.float32)
+        frame = np.empty(radiance.shape, self.dtype)
+        seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
+        optics_kernels.expose_frame(_rows(radiance), float(self.full_well_e), float(self.read_noise_e),
+                                    self.max_value, self.bit_depth != 0, seed, _rows(frame))
+        return frame
 
     def ideal(self, radiance: np.ndarray) -> np.ndarray:
         """The noise-free frame in this camera's dtype: the ground truth to score against."""
@@ -75,16 +77,9 @@ class DefocusRenderer:
             np.arange(0.0, min(top, 3.0) + 1e-6, 0.5),
             np.geomspace(3.0, top, num=max(2, int(np.ceil(np.log(top / 3.0) / np.log(1.35))) + 1))
             if top > 3.0 else np.array([], np.float32)])).astype(np.float32)
-        texture = specimen.texture
-        spatial = (1, 1, 0) if texture.ndim == 3 else (1, 1)
-        self._levels = np.stack([
-            texture if s == 0 else ndimage.gaussian_filter(texture, [s * k for k in spatial], mode="reflect")
-            for s in self._sigmas]).astype(np.float32)
-
-    def blur_px(self, focus_um: float) -> np.ndarray:
-        """Per-pixel Gaussian sigma of the defocus blur at this focus position."""
-        defocus_um = np.abs(self.specimen.height_um - np.float32(focus_um))
-        return np.minimum(defocus_um * self.optics.blur_px_per_um, self._sigmas[-1]).astype(np.float32)
+        texture = np.ascontiguousarray(specimen.texture, dtype=np.float32)
+        self._levels = np.stack([texture if s == 0 else gaussian_blur(texture, float(s)) for s in self._sigmas])
+        self._height_um = np.ascontiguousarray(specimen.height_um, dtype=np.float32)
 
     def render(self, focus_um: float, magnification: float = 1.0) -> np.ndarray:
         """Radiance (float32, [0, 1]) that reaches the sensor with focus at ``focus_um``.
@@ -95,17 +90,33 @@ class DefocusRenderer:
         return radiance if magnification == 1.0 else magnify(radiance, magnification)
 
     def _render_unscaled(self, focus_um: float) -> np.ndarray:
-        sigma = self.blur_px(focus_um)
-        upper = np.clip(np.searchsorted(self._sigmas, sigma, side="right"), 1, len(self._sigmas) - 1)
-        lower = upper - 1
-        span = self._sigmas[upper] - self._sigmas[lower]
-        t = np.clip((sigma - self._sigmas[lower]) / span, 0, 1)
-        rows, cols = np.indices(sigma.shape)
-        below = self._levels[lower, rows, cols]
-        above = self._levels[upper, rows, cols]
-        if below.ndim == 3:
-            t = t[:, :, None]
-        return (below * (1 - t) + above * t).astype(np.float32)
+        out = np.empty(self._levels.shape[1:], np.float32)
+        levels = self._levels if self._levels.ndim == 4 else self._levels[..., None]
+        optics_kernels.interpolate_ladder(levels, self._sigmas, self._height_um, float(focus_um),
+                                          float(self.optics.blur_px_per_um), _with_channels(out))
+        return out
+
+
+def _with_channels(image: np.ndarray) -> np.ndarray:
+    """An (H, W) image as an (H, W, 1) view; (H, W, C) as it is."""
+    return image[:, :, None] if image.ndim == 2 else image
+
+
+def _rows(image: np.ndarray) -> np.ndarray:
+    """A C-contiguous (H, W[, C]) image as an (H, W * C) view: per-pixel work that ignores channels."""
+    return image.reshape(image.shape[0], -1)
+
+
+def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """A Gaussian blur of an (H, W[, C]) float32 image over its two spatial axes, mirrored at the edges.
+
+    The same kernel as ``scipy.ndimage.gaussian_filter(image, sigma, mode="reflect")`` (radius
+    4 sigma; results equal to 1e-6), through OpenCV: several times faster, on every core.
+    """
+    radius = int(4.0 * sigma_px + 0.5)
+    blurred = cv2.GaussianBlur(image, (2 * radius + 1, 2 * radius + 1), sigma_px, sigmaY=sigma_px,
+                               borderType=cv2.BORDER_REFLECT)
+    return blurred.reshape(image.shape)
 
 
 def magnify(image: np.ndarray, magnification: float) -> np.ndarray:

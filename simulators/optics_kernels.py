@@ -1,0 +1,205 @@
+"""Numba kernels that let the optics simulator render at camera speed.
+
+Two per-pixel passes, each over rows in parallel: picking a pixel's defocus blur from the
+ladder of pre-blurred textures, and turning radiance into a noisy camera frame. Arrays are
+numpy order, (height, width, channels); mono images come as one channel.
+
+The camera noise draws its own random numbers: SplitMix64 (a counter through a bit mixer) per
+row, seeded from one number the caller draws from its ``numpy.random.Generator``, so a frame is
+reproducible from the caller's seed whatever the number of threads; normals come from inverting
+the normal distribution function, without rejection. A sample costs a few nanoseconds, where
+numpy's Poisson and normal draws cost about sixty.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# Below this many expected electrons shot noise is drawn exactly from a Poisson distribution
+# (inversion, cost grows with the count); above, from its Gaussian limit of equal mean and
+# variance, whose skewness 1/sqrt(count) is below 0.1 there.
+EXACT_POISSON_BELOW_E = 100.0
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_OTHER_STREAM = np.uint64(0xD1B54A32D192ED03)  # a second, independent number from the same counter
+_SHIFT_30, _SHIFT_27, _SHIFT_31, _SHIFT_11 = (np.uint64(n) for n in (30, 27, 31, 11))
+_TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0
+
+
+@njit(inline="always")
+def _mix64(z):
+    """SplitMix64's output function: a bijection of uint64 that scrambles every bit."""
+    z = (z ^ (z >> _SHIFT_30)) * _MIX_1
+    z = (z ^ (z >> _SHIFT_27)) * _MIX_2
+    return z ^ (z >> _SHIFT_31)
+
+
+@njit(inline="always")
+def _row_state(seed, row):
+    """A row's starting point in the Weyl sequence: far from every other row's."""
+    return _mix64(seed + _mix64(np.uint64(row) + _GAMMA))
+
+
+# Acklam's rational approximation of the normal quantile function (relative error < 1.2e-9).
+_A = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02,
+      -3.066479806614716e+01, 2.506628277459239e+00)
+_B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01,
+      -1.328068155288572e+01)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
+      4.374664141464968e+00, 2.938163982698783e+00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+_C32, _D32 = (tuple(np.float32(v) for v in c) for c in (_C, _D))  # for the tails: float32 is exact enough there
+_TAIL_P = 0.02425
+_TWO_TO_53 = np.int64(2 ** 53)
+_TAIL_K = np.int64(_TAIL_P * 2 ** 53)  # 53-bit integers below this are the lower tail
+
+
+@njit(inline="always")
+def _normal_tail(p):
+    """The normal quantile of a small probability p (the lower tail), in float32."""
+    q = np.float32(math.sqrt(np.float32(-2.0) * math.log(np.float32(p))))
+    return ((((((_C32[0] * q + _C32[1]) * q + _C32[2]) * q + _C32[3]) * q + _C32[4]) * q + _C32[5])
+            / ((((_D32[0] * q + _D32[1]) * q + _D32[2]) * q + _D32[3]) * q + np.float32(1.0)))
+
+
+@njit(inline="always")
+def _central_quantile(bits):
+    """The normal quantile of the probability in the top 53 random bits, exact where that is within
+    [_TAIL_P, 1 - _TAIL_P]; no branch, so it vectorises. (float32 loses 4e-4 near the ends.)"""
+    q = (float(np.int64(bits >> _SHIFT_11)) + 0.5) * _TWO_TO_MINUS_53 - 0.5  # via int64: one instruction
+    r = q * q
+    return ((((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q
+            / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0))
+
+
+@njit(inline="always")
+def _counter(state, i):
+    """The counter of the i-th number (from 0) drawn after ``state``."""
+    return state + _GAMMA * np.uint64(i + 1)
+
+
+@njit(inline="always")
+def _standard_normals(state, z, tails):
+    """Fills z with standard normals drawn from the stream after ``state``, by inverting the
+    normal distribution function: one pass that vectorises, then the 5% in the tails mended in
+    float64 from 53 bits. ``tails``: scratch space, as large as z."""
+    n = z.size
+    counter = state
+    for i in range(n):
+        counter += _GAMMA
+        z[i] = _central_quantile(_mix64(counter))
+    # Where they are, without a branch (a branch to a logarithm would be vectorised into
+    # computing it for every sample); then only those.
+    n_tails = 0
+    counter = state
+    for i in range(n):
+        counter += _GAMMA
+        k = np.int64(_mix64(counter) >> _SHIFT_11)
+        tails[n_tails] = i
+        n_tails += (k < _TAIL_K) | (k >= _TWO_TO_53 - _TAIL_K)
+    for j in range(n_tails):
+        i = tails[j]
+        k = np.int64(_mix64(_counter(state, i)) >> _SHIFT_11)
+        if k < _TAIL_K:
+            z[i] = _normal_tail((float(k) + 0.5) * _TWO_TO_MINUS_53)
+        else:
+            z[i] = -_normal_tail((float(_TWO_TO_53 - k) - 0.5) * _TWO_TO_MINUS_53)  # 1 - p, exactly
+
+
+@njit(inline="always")
+def _poisson_by_inversion(bits, mean):
+    """k ~ Poisson(mean) from 53 random bits, exactly; meant for small means (cost ~ mean)."""
+    u = float(np.int64(bits >> _SHIFT_11)) * _TWO_TO_MINUS_53
+    term = math.exp(-mean)
+    total = term
+    k = 0
+    while u > total and term > 0.0:
+        k += 1
+        term *= mean / k
+        total += term
+    return k
+
+
+@njit(inline="always")
+def _count_few_electrons(radiance, full_well_e, read_noise_e, state, z, scratch, signal):
+    """signal[i] = (Poisson count + read noise) / full_well_e where radiance[i] brings fewer than
+    EXACT_POISSON_BELOW_E electrons; found first without a branch, as _standard_normals does."""
+    n_few = 0
+    for i in range(radiance.size):
+        scratch[n_few] = i
+        n_few += float(min(max(radiance[i], np.float32(0.0)), np.float32(1.0))) * full_well_e < EXACT_POISSON_BELOW_E
+    for j in range(n_few):
+        i = scratch[j]
+        mean_e = float(min(max(radiance[i], np.float32(0.0)), np.float32(1.0))) * full_well_e
+        count = 0 if mean_e <= 0.0 else _poisson_by_inversion(_mix64(_counter(state, i) ^ _OTHER_STREAM), mean_e)
+        signal[i] = np.float32((count + read_noise_e * z[i]) / full_well_e)
+
+
+@njit(parallel=True, cache=True)
+def interpolate_ladder(levels, sigmas_px, height_um, focus_um, blur_px_per_um, out):
+    """out[y, x] = the texture blurred by sigma = min(blur_px_per_um * |height - focus|, sigmas_px[-1]).
+
+    levels: (L, H, W, C) float32, the texture blurred at each of the ascending ``sigmas_px``
+    (L >= 2), blended linearly between the two levels around sigma.
+    """
+    n_levels = levels.shape[0]
+    height, width, channels = out.shape
+    top = sigmas_px[n_levels - 1]
+    focus = np.float32(focus_um)
+    per_um = np.float32(blur_px_per_um)
+    one = np.float32(1.0)
+    for y in prange(height):
+        sigma = np.empty(width, np.float32)
+        for x in range(width):
+            sigma[x] = min(abs(height_um[y, x] - focus) * per_um, top)
+        lower = np.zeros(width, np.int64)  # the last level at or below sigma, at most L - 2
+        for level in range(1, n_levels - 1):  # level by level: no branch, so it vectorises
+            level_sigma = sigmas_px[level]
+            for x in range(width):
+                lower[x] += sigma[x] >= level_sigma
+        for x in range(width):
+            below = lower[x]
+            t = (sigma[x] - sigmas_px[below]) / (sigmas_px[below + 1] - sigmas_px[below])
+            t = min(max(t, np.float32(0.0)), one)
+            for c in range(channels):
+                out[y, x, c] = levels[below, y, x, c] * (one - t) + levels[below + 1, y, x, c] * t
+
+
+@njit(parallel=True, cache=True)
+def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed, out):
+    """out = a camera frame of ``radiance`` (H, N) float32 in [0, 1] (clipped there).
+
+    With ``full_well_e`` > 0: electrons = shot noise of radiance * full_well_e (Poisson; its
+    Gaussian limit above EXACT_POISSON_BELOW_E) plus Gaussian read noise; signal = electrons /
+    full_well_e. With ``quantise``, ``out`` gets rint(signal * max_value) clipped to [0, max_value],
+    else the signal itself, unclipped.
+    """
+    height, n = radiance.shape
+    read_variance = read_noise_e * read_noise_e
+    top = np.float32(max_value)
+    for y in prange(height):
+        signal = np.empty(n, np.float32)
+        for i in range(n):
+            signal[i] = min(max(radiance[y, i], np.float32(0.0)), np.float32(1.0))
+        if full_well_e > 0.0:
+            z = np.empty(n, np.float32)
+            scratch = np.empty(n, np.int64)
+            state = _row_state(seed, y)
+            _standard_normals(state, z, scratch)
+            n_few = 0
+            for i in range(n):
+                mean_e = float(signal[i]) * full_well_e
+                n_few += mean_e < EXACT_POISSON_BELOW_E
+                signal[i] = np.float32((mean_e + math.sqrt(mean_e + read_variance) * z[i]) / full_well_e)
+            if n_few > 0:  # where few electrons arrive, their Poisson distribution itself
+                _count_few_electrons(radiance[y], full_well_e, read_noise_e, state, z, scratch, signal)
+        if quantise:
+            for i in range(n):
+                out[y, i] = min(max(np.rint(signal[i] * top), np.float32(0.0)), top)
+        else:
+            for i in range(n):
+                out[y, i] = signal[i]
