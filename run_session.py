@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _warning_in_one_line
+    from fusion.allocator import keep_freed_memory  # here: importing fusion loads OpenCV and numba
+    keep_freed_memory()  # slices' temporaries reuse the same pages (fusion/allocator.py)
     stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
     if args.refuse is None:
         return run_live(args)

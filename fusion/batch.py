@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError, StackNotFoundError
 from fusion.outputs import write_json
@@ -98,10 +99,11 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
 
     Runs on a dask worker: nothing but this small record goes back to the client.
     """
-    if numba_threads:
+    if numba_threads:  # a worker of our own LocalCluster: the process is ours to tune
         import numba
 
         numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+        keep_freed_memory()
     name = stack_name(path)
     started = time.perf_counter()
     try:

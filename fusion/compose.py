@@ -11,7 +11,8 @@ def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        rounded = np.rint(values)
+        return np.clip(rounded, info.min, info.max, out=rounded).astype(dtype)
     return values.astype(dtype)
 
 

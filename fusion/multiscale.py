@@ -107,12 +107,20 @@ def flat_noisy_patch(level: float, sigma: float, seed: int = 0) -> np.ndarray:
     return patch.astype(np.float32)
 
 
-def _smooth(values: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian smoothing truncated at 2 sigma (plenty for pooling energies; half the cost)."""
+def _smooth(values: np.ndarray, sigma_px: float, in_place: bool = False) -> np.ndarray:
+    """Gaussian smoothing truncated at 2 sigma (plenty for pooling energies; half the cost).
+    ``in_place`` overwrites ``values`` (a temporary of the caller's: one 5 MP array less)."""
     if sigma_px <= 0:
         return values
     size = 2 * int(np.ceil(2 * sigma_px)) + 1
-    return cv2.GaussianBlur(values, (size, size), sigma_px, borderType=cv2.BORDER_REFLECT)
+    return cv2.GaussianBlur(values, (size, size), sigma_px, dst=values if in_place else None,
+                            borderType=cv2.BORDER_REFLECT)
+
+
+def _band_energy(band: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The band's energy per pixel and channel, smoothed: (H, W, C) float32."""
+    energy = _smooth(np.square(band), sigma_px, in_place=True)
+    return energy if energy.ndim == 3 else energy[:, :, None]
 
 
 def band_noise_gains(n_levels: int) -> np.ndarray:
@@ -174,16 +182,15 @@ class PyramidComposer:
             raise RuntimeError("PyramidComposer.calibrate() must come before the first slice")
         w = self.weighting
         bands = pyramid.laplacian_pyramid(pixels, self.n_levels)
-        pooled = _smooth(np.ascontiguousarray(energy, np.float32) + np.float32(self.evidence_floor),
-                         w.evidence_sigma_px)
+        # The floor is added after smoothing: the blur keeps a constant, and this saves a pass.
+        pooled = _smooth(np.ascontiguousarray(energy, np.float32), w.evidence_sigma_px)
+        pooled = np.add(pooled, np.float32(self.evidence_floor), out=None if pooled is energy else pooled)
         coverage = None if covered is None else covered.astype(np.float32)
         _track_best(pooled, slice_index, self._best_evidence, self.best_index, _or_empty2(coverage))
         for level, band in enumerate(bands):
             band3 = band if band.ndim == 3 else band[:, :, None]
             if level < self.n_levels and w.band_power > 0:
-                band_energy = _smooth(band * band, w.band_sigma_px)
-                band_energy = band_energy if band_energy.ndim == 3 else band_energy[:, :, None]
-                floors = self._band_floors[level]
+                band_energy, floors = _band_energy(band, w.band_sigma_px), self._band_floors[level]
             else:
                 band_energy, floors = _EMPTY3, np.ones(self.channels, np.float32)
             roots = self._roots if level < self.n_levels else _roots(w.evidence_power, 0)
@@ -198,8 +205,11 @@ class PyramidComposer:
                 coverage = None if coverage is None else pyramid.reduce(coverage)
 
     def fused_levels(self) -> list[np.ndarray]:
-        return [weighted / np.maximum(weights, np.float32(1e-30))
-                for weighted, weights in zip(self._weighted, self._weights)]
+        levels = []
+        for weighted, weights in zip(self._weighted, self._weights):
+            mean = np.maximum(weights, np.float32(1e-30))
+            levels.append(np.divide(weighted, mean, out=mean))
+        return levels
 
     def image(self) -> np.ndarray:
         """The fused image so far, float32 (H, W, C)."""
@@ -239,9 +249,6 @@ def _upsample_nan_aware(values: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return np.where(share > 0.5, out, np.float32(np.nan)).astype(np.float32)
 
 
-NEGLIGIBLE_WEIGHT = 1e-9  # next to the best so far; float32 sums could not hold it anyway
-
-
 @njit(inline="always")
 def _power(value, exponent):
     """value ** exponent for a whole exponent from 0 to 31: five squarings with selects, no
@@ -272,48 +279,54 @@ def _roots(evidence_power: int, band_power: int) -> tuple[int, int, int, float]:
     return evidence_root, band_root, shared, 10.0 ** (37.0 / max(1, evidence_root + band_root))
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evidence_root, band_root, shared, cap,
                 weighted, weights, top):
     """Online weighted mean over slices, per pixel and channel. The weight is
     ((pooled / floor) ** evidence_root * ((band_energy + floor_c) / floor_c) ** band_root
     [* coverage ** (8 / shared)]) ** shared; ``top`` keeps the largest root so far (float32) and
-    the sums are kept relative to it, rescaled when a larger one arrives."""
+    the sums are kept relative to it, rescaled when a larger one arrives.
+
+    Each row is one flat run over (x, channel) without branches, so that it vectorises
+    (3x faster than a branch per pixel on AVX-512); the arrays must be C-contiguous."""
     height, width, channels = band.shape
+    n = width * channels
+    band_rows, weighted_rows = band.reshape(height, n), weighted.reshape(height, n)
+    weight_rows, top_rows = weights.reshape(height, n), top.reshape(height, n)
     with_band = band_energy.shape[0] > 0
+    energy_rows = band_energy.reshape(height, n) if with_band else band_energy.reshape(0, 0)
     with_coverage = coverage.shape[0] > 0
     coverage_root = max(1, 8 // shared)
-    inverse_floors = np.empty(channels, np.float32)
-    for c in range(channels):
-        inverse_floors[c] = np.float32(1.0) / floors[c]
+    inverse_floors = np.empty(n, np.float32)  # per (x, channel): the channel's
+    for j in range(n):
+        inverse_floors[j] = np.float32(1.0) / floors[j % channels]
     inverse_pooled_floor = np.float32(1.0) / np.float32(pooled_floor)
     limit = np.float32(cap)
-    negligible = np.float32(NEGLIGIBLE_WEIGHT)
+    smallest_top = np.float32(1e-30)  # a slice that shows nothing (coverage 0) before any other
+    one = np.float32(1.0)
     for y in prange(height):
+        score = np.empty(n, np.float32)
         for x in range(width):
             base = _power32(min(pooled[y, x] * inverse_pooled_floor, limit), evidence_root)
             if with_coverage:
                 base *= _power32(coverage[y, x], coverage_root)  # 0 where the slice shows nothing
             for c in range(channels):
-                score = base
-                if with_band:
-                    score *= _power32(min(np.float32(1.0) + band_energy[y, x, c] * inverse_floors[c], limit),
-                                      band_root)
-                current = top[y, x, c]
-                if score <= current:
-                    weight = _power32(score / current, shared)
-                    if weight < negligible:
-                        continue  # far from the best so far: adds nothing, and skipping saves the writes
-                    weights[y, x, c] += weight
-                    weighted[y, x, c] += weight * band[y, x, c]
-                elif score > 0:
-                    keep = _power32(current / score, shared)
-                    weights[y, x, c] = weights[y, x, c] * keep + np.float32(1.0)
-                    weighted[y, x, c] = weighted[y, x, c] * keep + band[y, x, c]
-                    top[y, x, c] = score
+                score[x * channels + c] = base
+        if with_band:
+            for j in range(n):
+                score[j] *= _power32(min(one + energy_rows[y, j] * inverse_floors[j], limit), band_root)
+        for j in range(n):
+            current = top_rows[y, j]
+            new_top = max(max(current, score[j]), smallest_top)
+            inverse_top = one / new_top
+            added = _power32(score[j] * inverse_top, shared)   # this slice's weight
+            kept = _power32(current * inverse_top, shared)     # 1 unless this slice is the new top
+            weight_rows[y, j] = weight_rows[y, j] * kept + added
+            weighted_rows[y, j] = weighted_rows[y, j] * kept + added * band_rows[y, j]
+            top_rows[y, j] = new_top
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def _fold_depth(pooled, pooled_floor, coverage, power, z, weighted, weights, top, most, least):
     """Online weighted mean of z over slices with weight (pooled / floor) ** power."""
     height, width = pooled.shape
@@ -340,7 +353,7 @@ def _fold_depth(pooled, pooled_floor, coverage, power, z, weighted, weights, top
                 weighted[y, x] += weight * z
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _track_best(pooled, slice_index, best_evidence, best_index, coverage):
     height, width = pooled.shape
     with_coverage = coverage.shape[0] > 0

@@ -45,7 +45,10 @@ def gaussian_pyramid(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
 def laplacian_pyramid(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
     """n_levels band-pass float32 levels and the low-pass residual: n_levels + 1 arrays."""
     gaussian = gaussian_pyramid(np.ascontiguousarray(image, dtype=np.float32), n_levels)
-    bands = [gaussian[k] - _expand(gaussian[k + 1], gaussian[k].shape) for k in range(n_levels)]
+    bands = []
+    for k in range(n_levels):
+        band = _expand(gaussian[k + 1], gaussian[k].shape)
+        bands.append(np.subtract(gaussian[k], band, out=band))  # in place: one 5 MP temporary less per level
     return bands + [gaussian[-1]]
 
 
@@ -53,7 +56,8 @@ def collapse(levels: list[np.ndarray]) -> np.ndarray:
     """The image whose Laplacian pyramid is ``levels``."""
     image = levels[-1]
     for band in reversed(levels[:-1]):
-        image = band + _expand(image, band.shape)
+        expanded = _expand(image, band.shape)
+        image = np.add(band, expanded, out=expanded)
     return image
 
 

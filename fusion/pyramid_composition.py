@@ -56,7 +56,10 @@ class PyramidComposition:
 
     def fused(self) -> np.ndarray:
         """The fused image so far, (H, W, C) in the slices' dtype."""
-        return compose.to_dtype(self._composer.image() * np.float32(self._value_scale), self.dtype)
+        image = self._composer.image()
+        if self._value_scale != 1.0:
+            image *= np.float32(self._value_scale)
+        return compose.to_dtype(image, self.dtype)
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
         """The depth (a fractional slice index from the pyramid) in the units of ``z_positions``."""
