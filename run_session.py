@@ -136,13 +136,22 @@ def run_live(args) -> int:
         print(f"{str(interrupt) or 'interrupted (Ctrl-C)'} before the session started; nothing was acquired",
               file=sys.stderr)
         return interrupted_status()
+    print_session_summary(outcome)
+    if outcome.interrupted:
+        return interrupted_status()
+    return 0 if outcome.completed else 1
+
+
+def print_session_summary(outcome) -> None:
+    """What a live session made and where, on stdout; what went wrong, on stderr."""
     report = outcome.report
     print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
         if name in report["outputs"]:
             print(f"  {name}: {report['outputs'][name]}")
     if "psnr_db" in report:
-        print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB (best single slice {report['best_slice_psnr_db']:.2f} dB)")
+        print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB "
+              f"(best single slice {report['best_slice_psnr_db']:.2f} dB)")
     if report["dropped_frames"]:
         print(f"  dropped frames: {len(report['dropped_frames'])} (see session.json)", file=sys.stderr)
     if outcome.ended_by:
@@ -153,9 +162,6 @@ def run_live(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in report["errors"]:
         print(f"error: {problem}", file=sys.stderr)
-    if outcome.interrupted:
-        return interrupted_status()
-    return 0 if outcome.completed else 1
 
 
 def interrupted_status() -> int:
@@ -224,18 +230,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     """Offline refusion of saved stacks: exit 0 when every stack was fused."""
     from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
-    from fusion.engine import FusionSettings
     from fusion.errors import FusionError
 
     if args.out is None:
         parser.error("--refuse needs --out DIR")
-    try:
-        settings = FusionSettings(measure=args.method, window_px=args.window_px,
-                                  composition=args.composition, sharpness=args.sharpness,
-                                  mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
-                                  align=args.align, align_model=args.align_model, device=args.device)
-    except ValueError as error:
-        parser.error(str(error))
+    settings = refuse_settings(parser, args)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     started = time.perf_counter()
@@ -262,6 +261,24 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         return interrupted_status()
     print(format_table(outcomes))
     print(f"summary: {summary}")
+    return 1 if print_refuse_problems(outcomes) else 0
+
+
+def refuse_settings(parser: argparse.ArgumentParser, args):
+    """The fusion settings the command line asks for; a bad combination is a usage error."""
+    from fusion.engine import FusionSettings
+
+    try:
+        return FusionSettings(measure=args.method, window_px=args.window_px,
+                              composition=args.composition, sharpness=args.sharpness,
+                              mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
+                              align=args.align, align_model=args.align_model, device=args.device)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def print_refuse_problems(outcomes) -> int:
+    """Each stack's warnings and errors on stderr; returns how many stacks failed."""
     for outcome in outcomes:
         for warning in outcome.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -270,7 +287,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         print(f"error: {outcome.error}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(outcomes)} stacks failed", file=sys.stderr)
-    return 1 if failures else 0
+    return len(failures)
 
 
 if __name__ == "__main__":

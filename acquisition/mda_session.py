@@ -26,8 +26,10 @@ CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusi
 
 def session_sequence(profile: Profile, core):
     """The profile's sequence, a relative z-plan centred where the stage is now."""
-    xy = (core.getXPosition(), core.getYPosition()) if core.getXYStageDevice() else (None, None)
-    return around_current_position(profile.mda, *xy, core.getPosition())
+    assert profile.mda is not None  # an mda session runs an mda profile
+    if core.getXYStageDevice():
+        return around_current_position(profile.mda, core.getXPosition(), core.getYPosition(), core.getPosition())
+    return around_current_position(profile.mda, None, None, core.getPosition())
 
 
 def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:

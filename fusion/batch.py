@@ -101,7 +101,8 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     if numba_threads:
         import numba
 
-        numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+        available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba sets it at import
+        numba.set_num_threads(max(1, min(numba_threads, available)))
     name = stack_name(path)
     started = time.perf_counter()
     try:
