@@ -144,6 +144,8 @@ def run_live(args) -> int:
 
 def print_session_summary(outcome) -> None:
     """What a live session made and where, on stdout; what went wrong, on stderr."""
+    from fusion.output_names import SESSION_REPORT
+
     report = outcome.report
     print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
@@ -153,7 +155,7 @@ def print_session_summary(outcome) -> None:
         print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB "
               f"(best single slice {report['best_slice_psnr_db']:.2f} dB)")
     if report["dropped_frames"]:
-        print(f"  dropped frames: {len(report['dropped_frames'])} (see session.json)", file=sys.stderr)
+        print(f"  dropped frames: {len(report['dropped_frames'])} (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
         print(f"error: the session ended early: {outcome.ended_by}; the {report['acquired_slices']} slices acquired "
               f"are saved in {report['outputs'].get('stack', 'no stack (nothing was acquired)')} and fused",
@@ -172,6 +174,7 @@ def interrupted_status() -> int:
 def run_mda(args, profile, out_root: Path) -> int:
     """A multi-dimensional session (the profile's mda plan): exit 0 when every frame was acquired and fused."""
     from acquisition.mda_session import run_mda_profile
+    from fusion.output_names import SESSION_REPORT
 
     if args.view:
         raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
@@ -184,7 +187,7 @@ def run_mda(args, profile, out_root: Path) -> int:
                  if "psnr_db" in record else "")
         print(f"  {record['name']}: {record['slices']} slices{score}")
     for name, count in report["missing_slices"].items():
-        print(f"  {name}: {count} slices missing (see session.json)", file=sys.stderr)
+        print(f"  {name}: {count} slices missing (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is saved and fused",
               file=sys.stderr)
@@ -199,11 +202,11 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
     """A finished stack on the live view: its row, and its fused image and depth map."""
     import tifffile
 
-    from fusion.refuse import output_paths
+    from fusion.output_names import refusion_outputs
 
     fused = depth = None
     if outcome.status in ("done", "skipped"):
-        paths = output_paths(Path(out_dir), outcome.name)
+        paths = refusion_outputs(Path(out_dir), outcome.name)
         try:
             fused, depth = tifffile.imread(paths["fused"]), tifffile.imread(paths["depth"])
         except (OSError, ValueError) as error:  # the page is a view: it must never stop the batch

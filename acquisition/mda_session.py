@@ -19,6 +19,7 @@ from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, _full_scale, new_session_folder
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
+from fusion.output_names import SESSION_REPORT
 from fusion.outputs import write_json
 
 CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusion of what arrived
@@ -77,7 +78,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
               "throughput_slices_per_s": round(summary["frames"] / total_s, 3) if total_s else None,
               "stacks": summary["stacks"], "outputs": {"summary": str(folder / "mda_fusion.json")}}
     _score(report, profile, rig, sequence)
-    write_json(folder / "session.json", report)
+    write_json(folder / SESSION_REPORT, report)
     completed = ended_by is None and not report["errors"] and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
 

@@ -27,6 +27,7 @@ from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorRep
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.focus_checks import no_focus_information
 from fusion.metrics import psnr
+from fusion.output_names import session_outputs
 from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
 
 # Worth another try: the device answered late, wrongly, or with an error.
@@ -79,6 +80,7 @@ class Session:
         self.plan = profile.plan
         self.rig = rig
         self.folder = folder
+        self.outputs = session_outputs(folder)
         self.view = view  # a viewer.state.LiveViewState, or None
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
@@ -187,7 +189,7 @@ class Session:
     def _store(self, frame, z: float) -> None:
         pixels = frame.pixels
         if self.buffer is None:
-            self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned,
+            self.buffer = StackBuffer(self.outputs["stack"], expected_bytes=pixels.nbytes * self.planned,
                                       pixel_size_um=self.pixel_size_um())
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
@@ -275,7 +277,8 @@ class Session:
     # -- outputs --
     def _write_outputs(self, result, positions: list[float], total_s: float) -> dict:
         unit = self.profile.focus.unit
-        outputs = {"stack": str(self.folder / "stack.ome.tif")} if self.buffer is not None else {}
+        paths = self.outputs
+        outputs = {"stack": str(paths["stack"])} if self.buffer is not None else {}
         report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
                         "planned_slices": len(positions), "acquired_slices": len(self.slices),
                         "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
@@ -284,15 +287,14 @@ class Session:
             assert self.worker is not None and self.buffer is not None  # there is a result: slices were fused
             for record in self.slices:
                 record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
-            write_image_tiff(self.folder / "fused.tif", result.fused, pixel_size_um=self.pixel_size_um())
-            write_depth_tiff(self.folder / "depth.tif", result.depth,
+            write_image_tiff(paths["fused"], result.fused, pixel_size_um=self.pixel_size_um())
+            write_depth_tiff(paths["depth"], result.depth,
                              unit if result.depth_unit == "um" else "slice index",
                              pixel_size_um=self.pixel_size_um())
             counts = np.bincount(result.decision.ravel(), minlength=len(self.slices))
-            plot_focus_curve(self.folder / "focus_curve.png", [s["z"] for s in self.slices], result.focus_scores,
+            plot_focus_curve(paths["focus_curve"], [s["z"] for s in self.slices], result.focus_scores,
                              unit, (counts / counts.sum()).tolist())
-            outputs.update(fused=str(self.folder / "fused.tif"), depth=str(self.folder / "depth.tif"),
-                           focus_curve=str(self.folder / "focus_curve.png"))
+            outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
             device_s = sum(s["move_s"] + s["settle_s"] + s["exposure_s"] for s in self.slices)
             report.update({
                 "focus_scores": result.focus_scores,
@@ -312,7 +314,7 @@ class Session:
                     psnr(self.buffer.read_slice(i), truth, full_scale) for i in range(len(self.slices))), 3)
         report["slices"] = self.slices
         report["outputs"] = outputs
-        write_json(self.folder / "session.json", report)
+        write_json(paths["report"], report)
         return report
 
 

@@ -19,6 +19,7 @@ from acquisition.fusion_worker import FusionWorker
 from acquisition.stack_buffer import StackBuffer
 from fusion.engine import FusionResult, FusionSettings, StreamingFusion
 from fusion.guided import compose_from_decision
+from fusion.output_names import stack_outputs
 from fusion.outputs import write_depth_tiff, write_image_tiff
 
 FINISH_TIMEOUT_S = 600.0  # fusion catching up after the last slice; far beyond any stack we measured
@@ -36,12 +37,6 @@ class StackInfo:
     time_origin_s: float | None = None   # on the clock of the slices' time_s
 
 
-def stack_paths(out_dir: Path, name: str) -> dict[str, Path]:
-    """The files a stream writes for stack ``name`` (the fused and depth names match --refuse's)."""
-    return {"fused": out_dir / f"{name}.fused.tif", "depth": out_dir / f"{name}.depth.tif",
-            "stack": out_dir / f"{name}.stack.ome.tif"}
-
-
 class StackStream:
     """Slices in with ``add``; ``finish`` fuses, writes fused, depth and the stack, and returns a record."""
 
@@ -51,7 +46,7 @@ class StackStream:
         self.out_dir = Path(out_dir)
         self.settings = settings
         self.expected_slices = expected_slices
-        self.paths = stack_paths(self.out_dir, info.name)
+        self.paths = stack_outputs(self.out_dir, info.name)
         self.fuse = fuse
         self.max_slices_in_memory = max_slices_in_memory
         self.buffer: StackBuffer | None = None
