@@ -136,15 +136,26 @@ def run_live(args) -> int:
         print(f"{str(interrupt) or 'interrupted (Ctrl-C)'} before the session started; nothing was acquired",
               file=sys.stderr)
         return interrupted_status()
+    print_session_summary(outcome)
+    if outcome.interrupted:
+        return interrupted_status()
+    return 0 if outcome.completed else 1
+
+
+def print_session_summary(outcome) -> None:
+    """What a live session made and where, on stdout; what went wrong, on stderr."""
+    from fusion.output_names import SESSION_REPORT
+
     report = outcome.report
     print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
         if name in report["outputs"]:
             print(f"  {name}: {report['outputs'][name]}")
     if "psnr_db" in report:
-        print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB (best single slice {report['best_slice_psnr_db']:.2f} dB)")
+        print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB "
+              f"(best single slice {report['best_slice_psnr_db']:.2f} dB)")
     if report["dropped_frames"]:
-        print(f"  dropped frames: {len(report['dropped_frames'])} (see session.json)", file=sys.stderr)
+        print(f"  dropped frames: {len(report['dropped_frames'])} (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
         print(f"error: the session ended early: {outcome.ended_by}; the {report['acquired_slices']} slices acquired "
               f"are saved in {report['outputs'].get('stack', 'no stack (nothing was acquired)')} and fused",
@@ -153,9 +164,6 @@ def run_live(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in report["errors"]:
         print(f"error: {problem}", file=sys.stderr)
-    if outcome.interrupted:
-        return interrupted_status()
-    return 0 if outcome.completed else 1
 
 
 def interrupted_status() -> int:
@@ -166,6 +174,7 @@ def interrupted_status() -> int:
 def run_mda(args, profile, out_root: Path) -> int:
     """A multi-dimensional session (the profile's mda plan): exit 0 when every frame was acquired and fused."""
     from acquisition.mda_session import run_mda_profile
+    from fusion.output_names import SESSION_REPORT
 
     if args.view:
         raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
@@ -178,7 +187,7 @@ def run_mda(args, profile, out_root: Path) -> int:
                  if "psnr_db" in record else "")
         print(f"  {record['name']}: {record['slices']} slices{score}")
     for name, count in report["missing_slices"].items():
-        print(f"  {name}: {count} slices missing (see session.json)", file=sys.stderr)
+        print(f"  {name}: {count} slices missing (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is saved and fused",
               file=sys.stderr)
@@ -193,11 +202,11 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
     """A finished stack on the live view: its row, and its fused image and depth map."""
     import tifffile
 
-    from fusion.refuse import output_paths
+    from fusion.output_names import refusion_outputs
 
     fused = depth = None
     if outcome.status in ("done", "skipped"):
-        paths = output_paths(Path(out_dir), outcome.name)
+        paths = refusion_outputs(Path(out_dir), outcome.name)
         try:
             fused, depth = tifffile.imread(paths["fused"]), tifffile.imread(paths["depth"])
         except (OSError, ValueError) as error:  # the page is a view: it must never stop the batch
@@ -226,18 +235,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     """Offline refusion of saved stacks: exit 0 when every stack was fused."""
     from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
-    from fusion.engine import FusionSettings
     from fusion.errors import FusionError
 
     if args.out is None:
         parser.error("--refuse needs --out DIR")
-    try:
-        settings = FusionSettings(measure=args.method, window_px=args.window_px,
-                                  composition=args.composition, sharpness=args.sharpness,
-                                  mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
-                                  align=args.align, align_model=args.align_model, device=args.device)
-    except ValueError as error:
-        parser.error(str(error))
+    settings = refuse_settings(parser, args)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     started = time.perf_counter()
@@ -264,6 +266,24 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         return interrupted_status()
     print(format_table(outcomes))
     print(f"summary: {summary}")
+    return 1 if print_refuse_problems(outcomes) else 0
+
+
+def refuse_settings(parser: argparse.ArgumentParser, args):
+    """The fusion settings the command line asks for; a bad combination is a usage error."""
+    from fusion.engine import FusionSettings
+
+    try:
+        return FusionSettings(measure=args.method, window_px=args.window_px,
+                              composition=args.composition, sharpness=args.sharpness,
+                              mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
+                              align=args.align, align_model=args.align_model, device=args.device)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def print_refuse_problems(outcomes) -> int:
+    """Each stack's warnings and errors on stderr; returns how many stacks failed."""
     for outcome in outcomes:
         for warning in outcome.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -272,7 +292,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         print(f"error: {outcome.error}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(outcomes)} stacks failed", file=sys.stderr)
-    return 1 if failures else 0
+    return len(failures)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ class FusionWorker:
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
         self._thread.start()
 
-    def submit(self, index: int, pixels: np.ndarray, z: float) -> None:
-        """Hand over slice ``index`` (already in the buffer); never blocks."""
+    def submit(self, index: int, pixels: np.ndarray | None, z: float | None) -> None:
+        """Hand over slice ``index`` (already in the buffer; ``pixels`` None: read it back from there); never blocks."""
         if self._in_memory.acquire(blocking=False):
             self._queue.put((index, pixels, z))
         else:

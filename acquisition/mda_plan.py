@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import pydantic
 import useq
 from pydantic import BeforeValidator
 
 # Keys of the mappings a sequence may hold, by the sequence key they sit under.
-_ITEM_MODELS = {"channels": useq.Channel, "stage_positions": useq.Position}
+_ITEM_MODELS: dict[str, type[pydantic.BaseModel]] = {"channels": useq.Channel, "stage_positions": useq.Position}
 
 
 def _allowed(model) -> set[str]:
@@ -25,7 +26,7 @@ def _check_keys(value: Any) -> Any:
     unknown = sorted(set(value) - _allowed(useq.MDASequence))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} in mda; allowed: "
-                         f"{', '.join(sorted(k for k in useq.MDASequence.model_fields if k != 'metadata'))}")
+                         f"{', '.join(sorted(k for k in _allowed(useq.MDASequence) if k != 'metadata'))}")
     for key, model in _ITEM_MODELS.items():
         for number, item in enumerate(value.get(key) or []):
             bad = sorted(set(item) - _allowed(model)) if isinstance(item, dict) else []

@@ -58,6 +58,7 @@ def open_mda_rig(profile: Profile) -> MDARig:
         core.setExposure(profile.camera.exposure_ms)
     if not core.getShutterDevice():
         core.setAutoShutter(False)  # pymmcore-plus would try to open a shutter that is not there
+    assert profile.mda is not None  # an mda rig runs an mda profile
     missing = [c for c in channel_names(profile.mda) if c not in core.getAvailableConfigs(core.getChannelGroup() or "")]
     if missing:
         group = core.getChannelGroup() or "(no channel group)"
@@ -74,8 +75,9 @@ def _slide_core(profile: Profile):
     from simulators.optics import CameraNoise, Optics
 
     spec, noise = profile.camera.specimen, profile.camera.noise
-    channels = channel_names(profile.mda) or ["none"]
-    z, xy, wheel = SimulatedZStage(speed_um_per_s=profile.focus.speed_um_per_s), SimulatedXYStage(), FilterWheel(channels)
+    channels = (channel_names(profile.mda) if profile.mda is not None else []) or ["none"]
+    z = SimulatedZStage(speed_um_per_s=profile.focus.speed_um_per_s)
+    xy, wheel = SimulatedXYStage(), FilterWheel(channels)
     slide = SlideCamera((spec.height_px, spec.width_px), spec.depth_um, z.focus_um, xy.get_position_um,
                         wheel.get_state, Optics(blur_px_per_um=profile.camera.optics.blur_px_per_um),
                         CameraNoise(noise.full_well_e, noise.read_noise_e, noise.bit_depth), spec.surface, spec.seed)

@@ -19,6 +19,7 @@ from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, _full_scale, new_session_folder
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
+from fusion.output_names import SESSION_REPORT
 from fusion.outputs import write_json
 
 CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusion of what arrived
@@ -26,8 +27,10 @@ CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusi
 
 def session_sequence(profile: Profile, core):
     """The profile's sequence, a relative z-plan centred where the stage is now."""
-    xy = (core.getXPosition(), core.getYPosition()) if core.getXYStageDevice() else (None, None)
-    return around_current_position(profile.mda, *xy, core.getPosition())
+    assert profile.mda is not None  # an mda session runs an mda profile
+    if core.getXYStageDevice():
+        return around_current_position(profile.mda, core.getXPosition(), core.getYPosition(), core.getPosition())
+    return around_current_position(profile.mda, None, None, core.getPosition())
 
 
 def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:
@@ -75,7 +78,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
               "throughput_slices_per_s": round(summary["frames"] / total_s, 3) if total_s else None,
               "stacks": summary["stacks"], "outputs": {"summary": str(folder / "mda_fusion.json")}}
     _score(report, profile, rig, sequence)
-    write_json(folder / "session.json", report)
+    write_json(folder / SESSION_REPORT, report)
     completed = ended_by is None and not report["errors"] and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
 

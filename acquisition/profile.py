@@ -6,7 +6,7 @@ allowed, before any device is touched. Units are in the key names.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, \
@@ -58,21 +58,21 @@ class CameraNoiseSettings(_Strict):
 
 class CameraSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
-    exposure_ms: Optional[float] = Field(None, gt=0)
+    exposure_ms: float | None = Field(None, gt=0)
     timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
     # session after this long.
     give_up_after_s: float = Field(20.0, gt=0)
-    pixel_size_um: Optional[float] = Field(None, gt=0)  # on the specimen; default: what the camera or core says
+    pixel_size_um: float | None = Field(None, gt=0)  # on the specimen; default: what the camera or core says
     # genicam
-    cti: Optional[str] = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
-    serial_number: Optional[str] = None
-    model: Optional[str] = None
-    index: Optional[int] = None
-    pixel_format: Optional[str] = None
-    gain: Optional[float] = None
+    cti: str | None = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
+    serial_number: str | None = None
+    model: str | None = None
+    index: int | None = None
+    pixel_format: str | None = None
+    gain: float | None = None
     # micromanager / pycromanager
-    label: Optional[str] = None
+    label: str | None = None
     # simulated
     specimen: SpecimenSettings = SpecimenSettings()
     optics: SimulatedOptics = SimulatedOptics()
@@ -88,11 +88,11 @@ class CameraSettings(_Strict):
 class FocusSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "asi", "optotune"]
     unit: Literal["um", "dpt", "mA"] = "um"
-    port: Optional[str] = None           # serial port name or URL; "simulated" starts the simulator
-    label: Optional[str] = None          # Micro-Manager stage label
+    port: str | None = None           # serial port name or URL; "simulated" starts the simulator
+    label: str | None = None          # Micro-Manager stage label
     settle_ms: float = Field(0.0, ge=0)  # extra wait after the device reports it has stopped
     settle_timeout_s: float = Field(5.0, gt=0)
-    limits: Optional[tuple[float, float]] = None
+    limits: tuple[float, float] | None = None
     speed_um_per_s: float = Field(2000.0, gt=0)   # simulated stage only
 
     @model_validator(mode="after")
@@ -163,13 +163,13 @@ def _z_plan_kind(value: Any) -> str:
     return "ZRange"
 
 
-ZPlan = Annotated[Union[Annotated[ZRange, Tag("ZRange")], Annotated[ZTopBottom, Tag("ZTopBottom")],
-                        Annotated[ZAbsolute, Tag("ZAbsolute")]], Discriminator(_z_plan_kind)]
+ZPlan = Annotated[Annotated[ZRange, Tag("ZRange")] | Annotated[ZTopBottom, Tag("ZTopBottom")]
+                  | Annotated[ZAbsolute, Tag("ZAbsolute")], Discriminator(_z_plan_kind)]
 
 
 class PlanSettings(_Strict):
-    z: Optional[ZPlan] = None
-    sweep: Optional[Sweep] = None
+    z: ZPlan | None = None
+    sweep: Sweep | None = None
     retries: int = Field(2, ge=0, le=10)   # per move or snap, for transient errors
 
     @model_validator(mode="after")
@@ -184,10 +184,10 @@ class FusionProfile(_Strict):
     composition: Literal["pyramid", "blend", "pick"] = "pyramid"
     device: str = "auto"                # torch device for the "ums" measure: cuda, cpu, or auto
     # Slice alignment; left out, it follows the focus drive (see Profile.alignment).
-    align: Optional[Literal["off", "on", "auto"]] = None
-    align_model: Optional[Literal["similarity", "scale_shift", "affine"]] = None
+    align: Literal["off", "on", "auto"] | None = None
+    align_model: Literal["similarity", "scale_shift", "affine"] | None = None
     # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
-    decision_channel: Optional[str] = None
+    decision_channel: str | None = None
 
     @field_validator("align", mode="before")
     @classmethod
@@ -203,7 +203,7 @@ class FusionProfile(_Strict):
 
 
 class MicroManagerSettings(_Strict):
-    config: Optional[str] = None          # a .cfg file; "demo" = the mm-test-adapters demo configuration
+    config: str | None = None          # a .cfg file; "demo" = the mm-test-adapters demo configuration
     simulated_devices: bool = False       # load the simulators' Python devices into a UniMMCore
 
 
@@ -217,11 +217,11 @@ class FaultSettings(_Strict):
     after_slices: int = Field(0, ge=0)         # starts once this many slices are acquired
     silent: bool = False                       # stops answering
     garbage: bool = False                      # answers with random bytes
-    error_reply: Optional[int] = Field(None, ge=0, le=255)   # answers with this device error code
+    error_reply: int | None = Field(None, ge=0, le=255)   # answers with this device error code
     delay_s: float = Field(0.0, ge=0)          # answers this late
     drop_frames: int = Field(0, ge=0)          # cameras: loses this many frames
     disconnect: bool = False                   # vanishes, as when its cable is pulled
-    times: Optional[int] = Field(None, ge=1)   # spoils this many answers, then recovers (default: never)
+    times: int | None = Field(None, ge=1)   # spoils this many answers, then recovers (default: never)
 
     def kinds(self) -> list[str]:
         """The faults asked for, by key."""
@@ -240,8 +240,8 @@ class FaultSettings(_Strict):
 class FaultsProfile(_Strict):
     """Faults for the simulated camera and focus drive (see FAULTS_SIMULATED for what each can do)."""
 
-    camera: Optional[FaultSettings] = None
-    focus: Optional[FaultSettings] = None
+    camera: FaultSettings | None = None
+    focus: FaultSettings | None = None
 
 
 # What each simulator can commit, by role and by how the profile names it.
@@ -259,8 +259,8 @@ class Profile(_Strict):
     name: str = "rig"
     camera: CameraSettings
     focus: FocusSettings
-    plan: Optional[PlanSettings] = None
-    mda: Optional[MDAPlan] = None    # a useq-schema MDASequence: positions, channels, time, z
+    plan: PlanSettings | None = None
+    mda: MDAPlan | None = None    # a useq-schema MDASequence: positions, channels, time, z
     fusion: FusionProfile = FusionProfile()
     micromanager: MicroManagerSettings = MicroManagerSettings()
     output: OutputSettings = OutputSettings()
@@ -347,7 +347,8 @@ def load_profile(path: str | Path) -> Profile:
     except yaml.YAMLError as error:
         raise ProfileError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise ProfileError(f"{path}: a profile is a mapping of keys (camera, focus, plan, ...), got {type(data).__name__}")
+        raise ProfileError(f"{path}: a profile is a mapping of keys (camera, focus, plan, ...), "
+                           f"got {type(data).__name__}")
     try:
         return Profile.model_validate(data)
     except ValidationError as error:

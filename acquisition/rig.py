@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -114,11 +115,16 @@ def open_rig(profile: Profile) -> Rig:
         raise
 
 
-def _open(profile: Profile, opened: list) -> Rig:
+def _open(profile: Profile, opened: list) -> Rig:  # noqa: C901 -- replaced by the rig registry (issue 15, item 1)
     simulators: dict[str, Any] = {}
     focus_settings, camera_settings = profile.focus, profile.camera
     core = None
     optical_state = None  # for the simulated camera: () -> (focus_um, magnification)
+    focus: FocusDrive
+    camera: Camera
+    simulator: Any
+    stage_limits = _limits(profile, FocusLimits(-10000, 10000, "um"))
+    assert stage_limits is not None  # a stage has a default
 
     if "micromanager" in (focus_settings.driver, camera_settings.driver) or \
             "pycromanager" in (focus_settings.driver, camera_settings.driver):
@@ -128,14 +134,13 @@ def _open(profile: Profile, opened: list) -> Rig:
     if focus_settings.driver == "simulated":
         from simulators.optics_camera import SimulatedStage
 
-        focus = SimulatedStage(focus_settings.speed_um_per_s,
-                               _limits(profile, FocusLimits(-10000, 10000, "um")))
+        focus = SimulatedStage(focus_settings.speed_um_per_s, stage_limits)
         simulators["stage"] = focus
         optical_state = lambda: (focus.physical_um(), 1.0)  # noqa: E731
     elif focus_settings.driver == "asi":
         from devices.asi_stage import AsiZStage
 
-        port = focus_settings.port
+        port = focus_settings.port or ""  # the profile requires one for asi
         if port == SIMULATED_PORT:
             from simulators.asi_stage import AsiStageSimulator
 
@@ -144,11 +149,11 @@ def _open(profile: Profile, opened: list) -> Rig:
             simulators["stage"] = simulator
             port = simulator.port
             optical_state = lambda: (simulator.position_um(), 1.0)  # noqa: E731
-        focus = AsiZStage(port, limits=_limits(profile, FocusLimits(-10000, 10000, "um")))
+        focus = AsiZStage(port, limits=stage_limits)
     elif focus_settings.driver == "optotune":
         from devices.optotune_lens import OptotuneLens
 
-        port = focus_settings.port
+        port = focus_settings.port or ""  # the profile requires one for optotune
         if port == SIMULATED_PORT:
             from simulators.optics import TunableLensOptics
             from simulators.optotune_lens import OptotuneLensSimulator
@@ -166,7 +171,7 @@ def _open(profile: Profile, opened: list) -> Rig:
         from devices.micromanager import MicroManagerFocusDrive
 
         focus = MicroManagerFocusDrive(core, label=focus_settings.label,
-                                       limits=_limits(profile, FocusLimits(-10000, 10000, "um")))
+                                       limits=stage_limits)
         if "mm_stage" in simulators:
             optical_state = lambda: (simulators["mm_stage"].focus_um(), 1.0)  # noqa: E731
     opened.append(focus.close)
@@ -186,7 +191,7 @@ def _open(profile: Profile, opened: list) -> Rig:
     elif camera_settings.driver == "genicam":
         from devices.genicam import GenICamCamera, bundled_producer
 
-        cti = bundled_producer() if camera_settings.cti == "bundled" else camera_settings.cti
+        cti = (bundled_producer() if camera_settings.cti == "bundled" else camera_settings.cti) or ""  # "": not found
         camera = GenICamCamera(cti, serial_number=camera_settings.serial_number, model=camera_settings.model,
                                index=camera_settings.index, pixel_format=camera_settings.pixel_format,
                                exposure_ms=camera_settings.exposure_ms, gain=camera_settings.gain)

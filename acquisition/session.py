@@ -27,6 +27,7 @@ from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorRep
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.focus_checks import no_focus_information
 from fusion.metrics import psnr
+from fusion.output_names import session_outputs
 from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
 
 # Worth another try: the device answered late, wrongly, or with an error.
@@ -73,9 +74,13 @@ class Session:
     """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``."""
 
     def __init__(self, profile: Profile, rig: Rig, folder: Path, view=None):
+        if profile.plan is None:
+            raise ValueError("a single-stack session needs a plan (z or sweep); an mda plan runs in mda_session")
         self.profile = profile
+        self.plan = profile.plan
         self.rig = rig
         self.folder = folder
+        self.outputs = session_outputs(folder)
         self.view = view  # a viewer.state.LiveViewState, or None
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
@@ -92,7 +97,7 @@ class Session:
     def run(self, progress: bool | None = None) -> SessionOutcome:
         focus, unit = self.rig.focus, self.profile.focus.unit
         start = focus.position()
-        positions = planned_positions(self.profile.plan, start)
+        positions = planned_positions(self.plan, start)
         self.planned = len(positions)
         outside = [p for p in positions if not focus.limits.contains(p)]
         if outside:
@@ -130,59 +135,61 @@ class Session:
 
     # -- acquisition --
     def _acquire(self, positions: list[float], progress: bool | None) -> None:
-        focus, camera = self.rig.focus, self.rig.camera
-        settle_s = self.profile.focus.settle_ms / 1000
-        retries = self.profile.plan.retries
-        dropped_in_a_row = 0
-        waiting_since: float | None = None  # the first try for a frame since the last one that came
+        self._dropped_in_a_row = 0
+        self._waiting_since: float | None = None  # the first try for a frame since the last one that came
         bar = tqdm(positions, desc="slices", unit="slice", disable=None if progress is None else not progress)
         for index, z in enumerate(bar):
-            self.rig.arm_faults(len(self.slices))  # a profile's faults: section (simulators only)
-            t0 = time.perf_counter()
+            self.acquire_slice(index, z)
 
-            def move():
-                focus.move_to(z)
-                focus.wait_until_settled(self.profile.focus.settle_timeout_s)
+    def acquire_slice(self, index: int, z: float) -> None:
+        """Move to ``z``, settle, snap, store and hand the slice to fusion; a frame still lost after
+        the retries is recorded as dropped (with its z), and too many lost ones end the session."""
+        self.rig.arm_faults(len(self.slices))  # a profile's faults: section (simulators only)
+        retries = self.plan.retries
+        t0 = time.perf_counter()
+        _with_retries(lambda: self._move_to(z), "move", retries, self.retries, index)
+        t1 = time.perf_counter()
+        time.sleep(self.profile.focus.settle_ms / 1000)
+        t2 = time.perf_counter()
+        if self._waiting_since is None:
+            self._waiting_since = t2
+        try:
+            frame = _with_retries(self._snap, "snap", retries, self.retries, index)
+        except TRANSIENT_ERRORS as error:
+            # An explicit gap: recorded with its z, never a silent shift of the stack.
+            self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
+            self._dropped_in_a_row += 1
+            if self._dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
+                raise
+            return
+        self._dropped_in_a_row = 0
+        self._waiting_since = None
+        t3 = time.perf_counter()
+        self._store(frame, z)
+        t4 = time.perf_counter()
+        self.slices.append({"index": len(self.slices), "planned_index": index, "z": z,
+                            "move_s": round(t1 - t0, 5), "settle_s": round(t2 - t1, 5),
+                            "exposure_s": round(t3 - t2, 5), "store_s": round(t4 - t3, 5)})
+        self.t_last_slice = t4
 
-            _with_retries(move, "move", retries, self.retries, index)
-            t1 = time.perf_counter()
-            time.sleep(settle_s)
-            t2 = time.perf_counter()
-            if waiting_since is None:
-                waiting_since = t2
+    def _move_to(self, z: float) -> None:
+        self.rig.focus.move_to(z)
+        self.rig.focus.wait_until_settled(self.profile.focus.settle_timeout_s)
 
-            def snap():
-                # Retries and lost frames in a row wait camera.give_up_after_s at most, all together.
-                left_s = self.profile.camera.give_up_after_s - (time.perf_counter() - waiting_since)
-                if left_s <= 0:
-                    raise DeviceError(camera.name, f"no frame for {time.perf_counter() - waiting_since:.1f} s "
-                                                   f"({dropped_in_a_row} lost in a row): gave up after "
-                                                   f"camera.give_up_after_s = {self.profile.camera.give_up_after_s:g} s")
-                return camera.snap(timeout_s=min(self.profile.camera.timeout_s, left_s))
-
-            try:
-                frame = _with_retries(snap, "snap", retries, self.retries, index)
-            except TRANSIENT_ERRORS as error:
-                # An explicit gap: recorded with its z, never a silent shift of the stack.
-                self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
-                dropped_in_a_row += 1
-                if dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
-                    raise
-                continue
-            dropped_in_a_row = 0
-            waiting_since = None
-            t3 = time.perf_counter()
-            self._store(frame, z)
-            t4 = time.perf_counter()
-            self.slices.append({"index": len(self.slices), "planned_index": index, "z": z,
-                                "move_s": round(t1 - t0, 5), "settle_s": round(t2 - t1, 5),
-                                "exposure_s": round(t3 - t2, 5), "store_s": round(t4 - t3, 5)})
-            self.t_last_slice = t4
+    def _snap(self):
+        # Retries and lost frames in a row wait camera.give_up_after_s at most, all together.
+        give_up_after_s = self.profile.camera.give_up_after_s
+        waited_s = time.perf_counter() - self._waiting_since
+        if waited_s >= give_up_after_s:
+            raise DeviceError(self.rig.camera.name, f"no frame for {waited_s:.1f} s ({self._dropped_in_a_row} lost "
+                                                    f"in a row): gave up after camera.give_up_after_s = "
+                                                    f"{give_up_after_s:g} s")
+        return self.rig.camera.snap(timeout_s=min(self.profile.camera.timeout_s, give_up_after_s - waited_s))
 
     def _store(self, frame, z: float) -> None:
         pixels = frame.pixels
         if self.buffer is None:
-            self.buffer = StackBuffer(self.folder / "stack.ome.tif", expected_bytes=pixels.nbytes * self.planned,
+            self.buffer = StackBuffer(self.outputs["stack"], expected_bytes=pixels.nbytes * self.planned,
                                       pixel_size_um=self.pixel_size_um())
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
@@ -194,7 +201,8 @@ class Session:
                                           name=str(self.buffer.path))
             self.worker = FusionWorker(self.engine, self.buffer)
             if self.view is not None:
-                self._attach_view()
+                self._attach_view(self.engine, self.worker)
+        assert self.worker is not None  # made with the engine, for the first slice
         self.worker.submit(index, pixels, z)
         if self.view is not None:
             self.view.slice_acquired(pixels, index + 1, self._device_status(z))
@@ -207,12 +215,13 @@ class Session:
     def _device_status(self, z: float | None = None) -> dict[str, str]:
         unit = {"um": "µm"}.get(self.profile.focus.unit, self.profile.focus.unit)
         where = f"at {z:g} {unit}" if z is not None else "ready"
-        return {"camera": f"{self.rig.camera.name}: {'frame ' + str(len(self.slices) + 1) if z is not None else 'ready'}",
+        frame = f"frame {len(self.slices) + 1}" if z is not None else "ready"
+        return {"camera": f"{self.rig.camera.name}: {frame}",
                 "focus": f"{self.rig.focus.name}: {where}",
                 "dropped frames": str(len(self.dropped)), "retries": str(len(self.retries))}
 
-    def _attach_view(self) -> None:
-        engine, fusing = self.engine, self.worker.lock
+    def _attach_view(self, engine: StreamingFusion, worker: FusionWorker) -> None:
+        fusing = worker.lock
         cache: dict = {}
 
         def preview(part: int):
@@ -237,11 +246,13 @@ class Session:
             curve = list(zip([s["z"] for s in report["slices"]], result.focus_scores))
             self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
         if self.interrupted:
-            status, message = "interrupted", f"{self.ended_by.capitalize()}. {report['acquired_slices']} slices saved and fused."
+            status = "interrupted"
+            message = f"{(self.ended_by or '').capitalize()}. {report['acquired_slices']} slices saved and fused."
         elif self.ended_by:
             status, message = "failed", (f"The session ended early: {self.ended_by}\n"
                                          f"Saved: the {report['acquired_slices']} slices acquired"
-                                         + (f" in {outputs['stack']}, fused." if "stack" in outputs else "; nothing to save."))
+                                         + (f" in {outputs['stack']}, fused." if "stack" in outputs
+                                            else "; nothing to save."))
         else:
             status, message = "done", ""
         if report["errors"]:
@@ -266,22 +277,24 @@ class Session:
     # -- outputs --
     def _write_outputs(self, result, positions: list[float], total_s: float) -> dict:
         unit = self.profile.focus.unit
-        outputs = {"stack": str(self.folder / "stack.ome.tif")} if self.buffer is not None else {}
+        paths = self.outputs
+        outputs = {"stack": str(paths["stack"])} if self.buffer is not None else {}
         report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
                         "planned_slices": len(positions), "acquired_slices": len(self.slices),
                         "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
                         "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
         if result is not None:
+            assert self.worker is not None and self.buffer is not None  # there is a result: slices were fused
             for record in self.slices:
                 record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
-            write_image_tiff(self.folder / "fused.tif", result.fused, pixel_size_um=self.pixel_size_um())
-            write_depth_tiff(self.folder / "depth.tif", result.depth, unit if result.depth_unit == "um" else "slice index",
+            write_image_tiff(paths["fused"], result.fused, pixel_size_um=self.pixel_size_um())
+            write_depth_tiff(paths["depth"], result.depth,
+                             unit if result.depth_unit == "um" else "slice index",
                              pixel_size_um=self.pixel_size_um())
             counts = np.bincount(result.decision.ravel(), minlength=len(self.slices))
-            plot_focus_curve(self.folder / "focus_curve.png", [s["z"] for s in self.slices], result.focus_scores,
+            plot_focus_curve(paths["focus_curve"], [s["z"] for s in self.slices], result.focus_scores,
                              unit, (counts / counts.sum()).tolist())
-            outputs.update(fused=str(self.folder / "fused.tif"), depth=str(self.folder / "depth.tif"),
-                           focus_curve=str(self.folder / "focus_curve.png"))
+            outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
             device_s = sum(s["move_s"] + s["settle_s"] + s["exposure_s"] for s in self.slices)
             report.update({
                 "focus_scores": result.focus_scores,
@@ -301,7 +314,7 @@ class Session:
                     psnr(self.buffer.read_slice(i), truth, full_scale) for i in range(len(self.slices))), 3)
         report["slices"] = self.slices
         report["outputs"] = outputs
-        write_json(self.folder / "session.json", report)
+        write_json(paths["report"], report)
         return report
 
 

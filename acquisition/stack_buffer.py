@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ class StackBuffer:
         self.channel = channel
         self.time_origin_s = time_origin_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "wb", buffering=0)
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 -- open for the buffer's life; finalize closes it
         self._writer = tifffile.TiffWriter(self._file, bigtiff=expected_bytes > CLASSIC_TIFF_LIMIT_BYTES)
         self.planes: list[dict] = []
         self._shape: tuple[int, ...] | None = None
@@ -57,14 +58,15 @@ class StackBuffer:
         elif pixels.shape != self._shape or pixels.dtype != self._dtype:
             raise ValueError(f"{self.path}: slice {self.n_slices} is {pixels.shape} {pixels.dtype}, "
                              f"the stack is {self._shape} {self._dtype}")
-        plane = {"index": self.n_slices, "z": float(z), "unit": unit, "time_s": round(float(time_s), 6),
+        index = self.n_slices
+        plane = {"index": index, "z": float(z), "unit": unit, "time_s": round(float(time_s), 6),
                  "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
         colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
         with self._lock:
             self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
                                description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
             self.planes.append(plane)
-        return plane["index"]
+        return index
 
     def read_slice(self, index: int) -> np.ndarray:
         """Slice ``index`` back from the file (the fusion thread catching up, or recomposing)."""
@@ -89,7 +91,7 @@ class StackBuffer:
                 self._reader = None
             self._writer.close()
             self._file.close()
-        if not self.planes:
+        if not self.planes or self._shape is None:
             return
         n = len(self.planes)
         colour = len(self._shape) == 3
@@ -97,7 +99,7 @@ class StackBuffer:
         stored = (n, 1, 1, self._shape[0], self._shape[1], self._shape[2] if colour else 1)
         z_values = [p["z"] for p in self.planes]
         ome = tifffile.OmeXml()
-        metadata = {"axes": "ZYXS" if colour else "ZYX", "Name": self.path.stem,
+        metadata: dict[str, Any] = {"axes": "ZYXS" if colour else "ZYX", "Name": self.path.stem,
                     "Description": json.dumps({"profile": profile, "focus_unit": unit}),
                     "Plane": {"DeltaT": self._delta_t_s(),
                               "ExposureTime": [p["exposure_ms"] or 0.0 for p in self.planes],

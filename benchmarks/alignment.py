@@ -9,12 +9,11 @@
    aligned and unaligned, and side-by-side crops (unaligned | aligned) written as PNG to look at:
    SF and AG reward the double edges of an unaligned result, so the crops are the judge.
 
-    python benchmarks/alignment.py [--size 5MP] [--skip-speed] [--skip-truth] [--skip-real] [--crops DIR]
+    python -m benchmarks.alignment [--size 5MP] [--skip-speed] [--skip-truth] [--skip-real] [--crops DIR]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,17 +22,16 @@ import cv2
 import numpy as np
 import tifffile
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks._frames import SIZES, frames_file  # noqa: E402
-from fusion import FusionSettings, StreamingFusion  # noqa: E402
+from benchmarks._frames import SIZES, frames_file
+from fusion import FusionSettings, StreamingFusion
 from fusion.alignment import AlignSettings, SliceAligner, max_displacement_px, \
-    warp_to_reference  # noqa: E402
-from fusion.focus_measures import to_gray  # noqa: E402
-from fusion.metrics import average_gradient, psnr, spatial_frequency  # noqa: E402
-from fusion.readers import open_stack  # noqa: E402
-from simulators.motion import moving_sweep, similarity  # noqa: E402
+    warp_to_reference
+from fusion.focus_measures import to_gray
+from fusion.metrics import average_gradient, psnr, spatial_frequency
+from fusion.readers import open_stack
+from simulators.motion import moving_sweep, similarity
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPE = (384, 512)
 MARGIN = 40
@@ -132,7 +130,8 @@ def real_stacks(crops: Path) -> None:
               f"{spatial_frequency(aligned.fused):.2f}, AG {average_gradient(unaligned):.2f} -> "
               f"{average_gradient(aligned.fused):.2f}; {seconds:.1f} s aligned")
         height, width = unaligned.shape[:2]
-        for label, (y, x) in {"corner": (height // 12, width // 12), "centre": (height // 2 - 150, width // 2 - 200)}.items():
+        corners = {"corner": (height // 12, width // 12), "centre": (height // 2 - 150, width // 2 - 200)}
+        for label, (y, x) in corners.items():
             pair = [image[y:y + 300, x:x + 400] for image in (unaligned, aligned.fused)]
             gap = np.full((pair[0].shape[0], 8) + pair[0].shape[2:], 255, pair[0].dtype)
             side_by_side = np.hstack([pair[0], gap, pair[1]])

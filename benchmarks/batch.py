@@ -2,7 +2,7 @@
 
 32 stacks of 16 slices at 1 MP (RGB uint8) by default, written once to a temporary folder.
 
-    python benchmarks/batch.py [--stacks 32] [--slices 16] [--workers 1 2]
+    python -m benchmarks.batch [--stacks 32] [--slices 16] [--workers 1 2]
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import tifffile
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks._frames import frames_file
+from fusion.batch import refuse_many
 
-from benchmarks._frames import frames_file  # noqa: E402
-from fusion.batch import refuse_many  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

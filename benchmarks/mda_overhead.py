@@ -4,22 +4,20 @@ The same sequence runs alternately without and with ``fusion.mda.StreamingFusion
 (after one warm-up of each, so that numba's compilation is not counted); the median wall
 times and the overhead are printed. The target (issue 17): no more than 10% at 512 x 512.
 
-    python benchmarks/mda_overhead.py [--size 512] [--positions 2] [--channels 2] [--slices 20]
+    python -m benchmarks.mda_overhead [--size 512] [--positions 2] [--channels 2] [--slices 20]
                                       [--repeats 3] [--exposure-ms 10] [--method sf]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from fusion.mda import StreamingFusionHandler
 
-from fusion.mda import StreamingFusionHandler  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHANNELS = ("DAPI", "FITC", "Cy5", "Rhodamine")
 
@@ -65,7 +63,8 @@ def main() -> int:
     core = demo_core(args.size, args.exposure_ms)
     seq = sequence(args.positions, args.channels, args.slices, args.axis_order)
     frames = args.positions * args.channels * args.slices
-    without, with_handler = [], []
+    without: list[float] = []
+    with_handler: list[float] = []
     with tempfile.TemporaryDirectory() as out:
         def handler():
             return StreamingFusionHandler(Path(out) / f"run{len(with_handler)}", method=args.method,
@@ -78,7 +77,8 @@ def main() -> int:
             last = handler()
             with_handler.append(timed_run(core, seq, last))
     base, fused = statistics.median(without), statistics.median(with_handler)
-    print(f"demo configuration, {args.size}x{args.size} {core.getImageBitDepth()}-bit, exposure {args.exposure_ms:g} ms, "
+    print(f"demo configuration, {args.size}x{args.size} {core.getImageBitDepth()}-bit, "
+          f"exposure {args.exposure_ms:g} ms, "
           f"{args.positions} positions x {args.channels} channels x {args.slices} slices = {frames} frames, "
           f"axis order {args.axis_order}, method {args.method}/{args.composition}")
     print(f"MDA alone:        median {base:.3f} s  ({', '.join(f'{t:.3f}' for t in without)})")

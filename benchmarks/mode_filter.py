@@ -1,19 +1,15 @@
 """Seconds for the majority (mode) filter on a full-resolution decision map.
 
-    python benchmarks/mode_filter.py [--height 1944 --width 2592]
+    python -m benchmarks.mode_filter [--height 1944 --width 2592]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fusion.decision import clean_decision, default_mode_filter_px  # noqa: E402
+from fusion.decision import clean_decision, default_mode_filter_px
 
 
 def decision_map(shape, n_slices, rng):

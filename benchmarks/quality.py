@@ -8,7 +8,7 @@ our default beside the best peer and the gain over it. Then the three real stack
 ../shared/data are fused by us and by the peers that align (focusweave, focus-stack) and
 written side by side as crops to look at: numbers reward halos; eyes do not.
 
-    python benchmarks/quality.py [--size 384x512] [--only NAME ...] [--no-ums] [--no-real]
+    python -m benchmarks.quality [--size 384x512] [--only NAME ...] [--no-ums] [--no-real]
                                  [--work DIR] [--results benchmarks/results/quality.md]
 
 Peers' outputs and rendered stacks are cached in --work (default /tmp/ums-fusion-bench/quality),
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import os
 import platform
 import sys
@@ -26,15 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks.peers import available_peers  # noqa: E402
-from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, render, spec_key  # noqa: E402
-from fusion import FusionSettings, StreamingFusion  # noqa: E402
-from fusion.focus_measures import to_gray  # noqa: E402
-from fusion.metrics import edge_band, masked_psnr, psnr  # noqa: E402
+from benchmarks.peers import available_peers
+from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, render, spec_key
+from fusion import FusionSettings, StreamingFusion
+from fusion.focus_measures import to_gray
+from fusion.metrics import edge_band, masked_psnr, psnr
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT = "ours: pyramid (default)"
 OURS = {
@@ -89,7 +89,7 @@ def score_stacks(specs, shape, methods, peers, work: Path) -> list[dict]:
             try:
                 if is_peer:
                     fused = cached(work / "peers" / spec_key(spec, shape) / f"{name.replace(' ', '_')}.npy",
-                                   lambda run=run: run(stack.slices, moving))
+                                   functools.partial(run, stack.slices, moving))
                 else:
                     fused = fuse_with_engine(stack.slices, stack.z_um, run, moving)
             except Exception as error:  # a peer that fails on a stack is a row entry, not the end
@@ -239,9 +239,11 @@ def main() -> int:
     rows = score_stacks(specs, shape, methods, peers, args.work)
     names = list(methods) + list(peers)
     out = ["# Fusion quality against ground truth", "",
-           f"{datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
-           f"command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`", "",
-           f"{len(rows)} rendered stacks at {shape[0]}x{shape[1]} (benchmarks/quality_stacks.py). PSNR in dB against the "
+           f"{datetime.date.today()}, {platform.node()} "
+           f"({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
+           f"command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`", "",
+           f"{len(rows)} rendered stacks at {shape[0]}x{shape[1]} (benchmarks/quality_stacks.py). "
+           "PSNR in dB against the "
            "all-in-focus truth, full scale = the camera's bit depth. Peers not run: "
            + ("; ".join(missing) if missing else "none") + ".", ""]
     if peers:

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from simulators.psf import DefocusPSF
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SpecimenMaker = Callable[[tuple[int, int], np.random.Generator], LayeredSpecimen]
+SpecimenMaker = Callable[[tuple[int, int], np.random.Generator, float], LayeredSpecimen]  # (shape, rng, depth_um)
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,15 @@ def _frame(folder: str, name: str):
 
 def _texture_on(texture: str, surface: str, colour: bool) -> SpecimenMaker:
     def make(shape, rng, depth_um):
-        return scenes.opaque_surface(load_texture(texture, shape, colour), make_height_map(surface, shape, depth_um, rng))
+        return scenes.opaque_surface(load_texture(texture, shape, colour),
+                                     make_height_map(surface, shape, depth_um, rng))
     return make
 
 
 def _frame_on(path: Path, surface: str) -> SpecimenMaker:
     def make(shape, rng, depth_um):
-        return scenes.opaque_surface(scenes.image_texture(path, shape, True), make_height_map(surface, shape, depth_um, rng))
+        return scenes.opaque_surface(scenes.image_texture(path, shape, True),
+                                     make_height_map(surface, shape, depth_um, rng))
     return make
 
 

@@ -4,20 +4,18 @@ The devices' own time is move + settle + exposure (the simulated camera's exposu
 rendering the specimen); everything else (buffering to disk, handing over to fusion) is
 overhead. Fusion runs in its own thread.
 
-    python benchmarks/session.py [--size 1024x1024] [--slices 32] [--exposure-ms 20]
+    python -m benchmarks.session [--size 1024x1024] [--slices 32] [--exposure-ms 20]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from acquisition.profile import PlanSettings, load_profile
+from acquisition.session import run_profile
 
-from acquisition.profile import PlanSettings, load_profile  # noqa: E402
-from acquisition.session import run_profile  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -44,7 +42,8 @@ def main() -> int:
     print(f"total {seconds['total']:.2f} s, devices {seconds['devices']:.2f} s, "
           f"overhead {seconds['overhead_fraction'] * 100:.1f}% of the total")
     print(f"per slice (ms): move {mean('move_s'):.1f}, settle {mean('settle_s'):.1f}, "
-          f"exposure+readout {mean('exposure_s'):.1f}, buffer write {mean('store_s'):.1f}, fusion {mean('fusion_s'):.1f}")
+          f"exposure+readout {mean('exposure_s'):.1f}, buffer write {mean('store_s'):.1f}, "
+          f"fusion {mean('fusion_s'):.1f}")
     print(f"fused result ready {seconds['result_after_last_slice'] * 1000:.0f} ms after the last slice; "
           f"slices fusion read back from disk: {seconds['slices_read_back_by_fusion']}")
     print(f"throughput {report['throughput_slices_per_s']:.2f} slices/s; fused {report['psnr_db']:.2f} dB vs "

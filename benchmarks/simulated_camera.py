@@ -1,7 +1,7 @@
 """The optics simulator at camera speed: milliseconds per frame beyond the exposure, and the
 default profile's session.
 
-    .venv/bin/python benchmarks/simulated_camera.py [--frames 17] [--sessions 3]
+    .venv/bin/python -m benchmarks.simulated_camera [--frames 17] [--sessions 3]
 
 1. What the simulated camera computes for a frame besides waiting out its exposure
    (``DefocusRenderer.render`` then ``CameraNoise.expose``), over a sweep of focus positions, for
@@ -17,22 +17,21 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as run_session.py: idle OpenMP threads sleep
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
+
+from benchmarks.measured_run import load_average, machine_line, run_measured
+from simulators.optics import CameraNoise, DefocusRenderer, Optics
+from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.measured_run import load_average, machine_line, run_measured  # noqa: E402
-from simulators.optics import CameraNoise, DefocusRenderer, Optics  # noqa: E402
-from simulators.specimens import VirtualSpecimen, load_texture, make_height_map  # noqa: E402
 
 FRAMES = {"default profile 768x1024 RGB": ((768, 1024), True), "1 MP RGB": ((1024, 1024), True),
           "1 MP mono": ((1024, 1024), False)}

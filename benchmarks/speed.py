@@ -1,7 +1,7 @@
 """Speed beside the peers: wall seconds, CPU seconds and peak memory on the three real stacks,
 and what ``--align auto`` costs on a still stack.
 
-    .venv/bin/python benchmarks/speed.py [--repeats 3] [--results benchmarks/results/speed.md]
+    .venv/bin/python -m benchmarks.speed [--repeats 3] [--results benchmarks/results/speed.md]
 
 1. The real stacks in ../shared/data (README, "Tests"): our default ``run_session.py --refuse``
    beside focusweave (from the peers' own virtualenv: ``.peers-venv`` or ``UMS_PEERS_VENV``),
@@ -23,12 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.measured_run import Measured, load_average, machine_line, run_measured
+from benchmarks.peers import ENFUSE_FOCUS_OPTIONS, peers_bin
+from fusion.readers.image_folder import image_files
 
-from benchmarks.measured_run import Measured, load_average, machine_line, run_measured  # noqa: E402
-from benchmarks.peers import ENFUSE_FOCUS_OPTIONS, peers_bin  # noqa: E402
-from fusion.readers.image_folder import image_files  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REAL_STACKS = ("pcb", "keyboard-phone", "scorpion-microscope")
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -102,7 +101,8 @@ def real_stacks(repeats: int, work: Path) -> list[str]:
     for name in REAL_STACKS:
         source = SHARED_DATA / name
         if not source.is_dir():
-            lines += [f"### {name}", "", f"not run: {source} is missing (README, 'Tests': where the stacks come from)", ""]
+            missing = f"not run: {source} is missing (README, 'Tests': where the stacks come from)"
+            lines += [f"### {name}", "", missing, ""]
             continue
         files = jpeg_folder(source, work / name / "in")
         out = work / name / "out"
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     header = ["# Speed beside the peers", "", machine_line(),
-              f"command: `python benchmarks/speed.py {' '.join(sys.argv[1:])}`", "",
+              f"command: `python -m benchmarks.speed {' '.join(sys.argv[1:])}`", "",
               f"Medians of {args.repeats} rounds, tools taking turns; CPU s = user + system; peak MB = the "
               "largest resident set (wait4), start-up included; ours/peers each as its own process.",
               "Not run: " + ("; ".join(missing_tools()) or "none") + ".", ""]

@@ -5,11 +5,12 @@ Slices come from a small rendered TIFF, read one at a time (reading is not timed
 pushed with no file behind them, as in a live session: the engine spills them to its
 temporary TIFF.
 
-    python benchmarks/throughput.py [--sizes 1MP 5MP] [--depths 8 32 128] [--compositions pyramid blend]
+    python -m benchmarks.throughput [--sizes 1MP 5MP] [--depths 8 32 128] [--compositions pyramid blend]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -18,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _status_mb(field: str) -> float:
@@ -30,10 +30,8 @@ def _status_mb(field: str) -> float:
 
 def _reset_peak_rss() -> None:
     """Linux: restart the high-water mark (VmHWM) so the peak is the engine's run, not the imports."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def run_one(frames: Path, n_slices: int, composition: str) -> dict:
@@ -89,13 +87,15 @@ def main() -> int:
     print(f"{'mono' if args.mono else 'RGB'} uint8, default measure (sf); blend/pick: 31x31 window, "
           f"mode filter min(H,W)/20")
     print("peak MB: resident high-water mark during push+finish; base MB: resident before the engine")
-    print(f"{'composition':>11} {'size':>5} {'slices':>6} {'slices/s':>9} {'finish s':>9} {'peak MB':>8} {'base MB':>8}")
+    print(f"{'composition':>11} {'size':>5} {'slices':>6} {'slices/s':>9} {'finish s':>9} "
+          f"{'peak MB':>8} {'base MB':>8}")
     for size in args.sizes:
         frames = frames_file(cache, size, color=not args.mono)
         for composition in args.compositions:
             peaks = {}
             for depth in args.depths:
-                done = subprocess.run([sys.executable, __file__, "--child", str(frames), str(depth), composition],
+                child = [sys.executable, "-m", "benchmarks.throughput", "--child", str(frames), str(depth), composition]
+                done = subprocess.run(child,
                                       capture_output=True, text=True, cwd=ROOT)
                 if done.returncode != 0:
                     print(done.stderr, file=sys.stderr)

@@ -6,13 +6,12 @@ blend update), on rendered RGB frames (4 MP by default, the GPU target's size).
 Quality (--quality): PSNR of ums blend against the ground truth of rendered stacks at 768x1024,
 for each feature width (0 = full resolution), next to sf blend.
 
-    python benchmarks/ums_speed.py [--size 4MP] [--device auto] [--widths 0 960 480 320]
+    python -m benchmarks.ums_speed [--size 4MP] [--device auto] [--widths 0 960 480 320]
                                    [--batches 1 4] [--precisions auto] [--quality]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks._frames import SIZES, frames_file
+from fusion import FusionSettings, StreamingFusion
+from fusion.deep_measure import DeepSpatialFrequency
+from fusion.focus_measures import to_gray
+from fusion.metrics import psnr
 
-from benchmarks._frames import SIZES, frames_file  # noqa: E402
-from fusion import FusionSettings, StreamingFusion  # noqa: E402
-from fusion.deep_measure import DeepSpatialFrequency  # noqa: E402
-from fusion.focus_measures import to_gray  # noqa: E402
-from fusion.metrics import psnr  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def speed(size: str, device: str, widths: list[int], batches: list[int], precisions: list[str], repeats: int) -> None:

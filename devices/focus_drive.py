@@ -64,7 +64,7 @@ class FocusDrive(ABC):
         """The position the device reports, in ``unit``."""
         return self._do_read_position()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional: a drive that holds no port has nothing to release
         """Release the port or handle; idempotent."""
 
     def __enter__(self):

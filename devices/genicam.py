@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class GenICamCamera:
         if not Path(cti_path).is_file():
             raise DeviceNotFoundError(self.name, f"no GenTL producer at {cti_path}")
         self._harvester = Harvester()
-        self._acquirer = None
+        self._acquirer: Any = None
         try:
             self._harvester.add_file(str(cti_path), check_validity=True)
             self._harvester.update()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -31,19 +31,21 @@ def open_mmcore(config_path: str | Path | None = None, adapter_paths: list[str] 
     name = f"MMCore ({config_path or 'no configuration'})"
     if config_path is not None and not Path(config_path).is_file():
         raise DeviceNotFoundError(name, f"no Micro-Manager configuration file at {config_path}")
+    uni_core = None
     if python_devices:
         from pymmcore_plus.experimental.unicore import UniMMCore
 
-        core = UniMMCore()
-    else:
-        core = CMMCorePlus()
-    paths = adapter_paths or ([find_micromanager()] if find_micromanager() else [])
+        uni_core = UniMMCore()
+    core: CMMCorePlus = uni_core if uni_core is not None else CMMCorePlus()
+    installed = find_micromanager()
+    paths = adapter_paths or ([installed] if installed else [])
     if not paths and config_path is not None:
         raise DeviceNotFoundError(name, "no Micro-Manager device adapters found: install Micro-Manager "
                                         "or the mm-test-adapters package, or give adapter_paths")
     core.setDeviceAdapterSearchPaths([str(p) for p in paths])
     for label, device in (python_devices or {}).items():
-        core.loadPyDevice(label, device)
+        assert uni_core is not None  # made above for python_devices
+        uni_core.loadPyDevice(label, device)
     try:
         if config_path is not None:
             core.loadSystemConfiguration(str(config_path))

@@ -60,7 +60,7 @@ class OptotuneLens(FocusDrive):
             limits = (FocusLimits(-self.max_current_ma, self.max_current_ma, "mA") if mode == "current"
                       else FocusLimits(-5.0, 15.0, "dpt"))
         super().__init__(name, limits)
-        self._target = None
+        self._target: float | None = None
 
     # -- the lens's own vocabulary --
     def set_current_ma(self, current_ma: float) -> None:

@@ -24,7 +24,8 @@ class SnakeCaseCore:
         return getattr(self._core, _CAMEL.sub("_", name).lower())
 
 
-def connect(headless_adapters: str | Path | None = None, config_path: str | Path | None = None, port: int | None = None):
+def connect(headless_adapters: str | Path | None = None, config_path: str | Path | None = None,
+            port: int | None = None):
     """pycromanager's core: a running Micro-Manager (default), or a headless Python backend.
 
     With ``headless_adapters`` (a folder of device adapters, e.g. the mm-test-adapters

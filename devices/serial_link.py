@@ -5,15 +5,17 @@ import time
 
 import serial
 
+from devices.errors import DeviceDisconnectedError, DeviceNotFoundError, DeviceTimeoutError
+
 try:
-    from termios import error as TermiosError  # pyserial's flush on a vanished pty raises this
+    from termios import error as _termios_error  # pyserial's flush on a vanished pty raises this
+
+    _PLATFORM_PORT_FAILURES: tuple[type[Exception], ...] = (_termios_error,)
 except ImportError:  # Windows
-    TermiosError = OSError
+    _PLATFORM_PORT_FAILURES = ()
 
 # What a port throws when the device behind it is gone.
-PORT_FAILURES = (serial.SerialException, OSError, TermiosError)
-
-from devices.errors import DeviceDisconnectedError, DeviceNotFoundError, DeviceTimeoutError
+PORT_FAILURES = (serial.SerialException, OSError, *_PLATFORM_PORT_FAILURES)
 
 
 class SerialLink:
@@ -35,9 +37,11 @@ class SerialLink:
             self._port.write(data)
             self._port.flush()
         except serial.SerialTimeoutException as error:
-            raise DeviceTimeoutError(self.device, f"could not send within {self.timeout_s:g} s on {self.port_name}") from error
+            raise DeviceTimeoutError(self.device,
+                                     f"could not send within {self.timeout_s:g} s on {self.port_name}") from error
         except PORT_FAILURES as error:
-            raise DeviceDisconnectedError(self.device, f"port {self.port_name} failed while sending: {error}") from error
+            raise DeviceDisconnectedError(self.device,
+                                          f"port {self.port_name} failed while sending: {error}") from error
 
     def read_until(self, terminator: bytes, max_bytes: int = 4096, what: str = "an answer") -> bytes:
         """Read up to and including ``terminator``; raise DeviceTimeoutError past the deadline."""

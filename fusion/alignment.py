@@ -260,6 +260,7 @@ class SliceAligner:
         """Whether the slice sits where the previous one does, to within QUICK_STILL_PX anywhere
         in the frame, by the tile passes alone (no defocus refinement: most of the cost)."""
         template = self._previous
+        assert template is not None  # auto mode asks only once there is a previous slice
         step = self._coarse_estimate(template[0], levels[0])
         if step is None:
             return False
@@ -310,6 +311,7 @@ class SliceAligner:
             template.template_centres, tiles = _grid_tiles(template.pixels, tile_px)
             template.template_spectra = self._phase_tiles(tile_px).spectra(tiles)
         half = tile_px // 2
+        assert template.template_centres is not None  # set with the spectra
         predicted = np.c_[template.template_centres, np.ones(len(template.template_centres))] @ \
             template.on_level(estimate).T
         corners = np.rint(predicted[:, :2]).astype(int) - half

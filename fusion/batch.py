@@ -24,7 +24,8 @@ from fusion.outputs import write_json
 from fusion.readers import stack_name
 from fusion.readers.image_folder import image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
-from fusion.refuse import output_paths, refuse_stack
+from fusion.output_names import refusion_outputs
+from fusion.refuse import refuse_stack
 
 SUMMARY_FILE = "summary.json"
 
@@ -80,7 +81,7 @@ def _stacks_in(path: Path) -> list[Path]:
 def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> dict | None:
     """The report of stack ``name`` when all its outputs are in place (the report is written last)
     and were made with ``settings``; None when the stack must be fused (again)."""
-    paths = output_paths(out_dir, name)
+    paths = refusion_outputs(out_dir, name)
     if not all(path.is_file() for path in paths.values()):
         return None
     try:
@@ -102,7 +103,8 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     if numba_threads:  # a worker of our own LocalCluster: the process is ours to tune
         import numba
 
-        numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+        available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba sets it at import
+        numba.set_num_threads(max(1, min(numba_threads, available)))
         keep_freed_memory()
     name = stack_name(path)
     started = time.perf_counter()
@@ -123,7 +125,7 @@ def check_unique_names(stacks: list[Path]) -> None:
     for path in stacks:
         name = stack_name(path)
         if name in seen and _real_path(seen[name]) != _real_path(path):
-            raise ValueError(f"{seen[name]} and {path} would both write {name}.fused.tif; "
+            raise ValueError(f"{seen[name]} and {path} would both write {refusion_outputs(Path(), name)['fused']}; "
                              "refuse them into different --out folders")
         seen[name] = path
 

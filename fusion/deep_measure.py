@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
         raise WeightsError(f"{weights}: these weights do not fit the UMS-Fusion UNet++ ({first})") from None
     encoder = encoder.to(device).eval()
     if device == "cpu":
-        encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it; documented in Module.to
     return encoder, device
 
 
@@ -109,7 +110,7 @@ class DeepSpatialFrequency:
     feature_width_px: int = 480  # 4 MP, 2 CPU cores: 1.65 slices/s float32, 2.97 bfloat16 (320 px: 3.9, 6.2)
     precision: str = "auto"
     name: str = "ums"
-    _encoder: object = field(default=None, repr=False)
+    _encoder: Any = field(default=None, repr=False)  # a torch Module, loaded on first use
     _scale: float | None = field(default=None, repr=False)
 
     def __post_init__(self):

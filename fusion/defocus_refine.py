@@ -33,7 +33,8 @@ N_NUISANCE = 5  # offset, gain, blur change, blur change varying along x, along 
 
 
 @njit(parallel=True, cache=True)
-def _tile_grams(template, image, middle, gx, gy, laplacian, tile_ok, tile_px, n_motion, centre_x, centre_y):
+def _tile_grams(template, image, middle, gx, gy, laplacian, tile_ok, tile_px, n_motion, centre_x,  # noqa: C901
+                centre_y):  # a numba kernel: one pass per tile, kept whole so numba compiles one loop nest
     """Per tile, the Gram matrix of [nuisance columns, motion columns, residual] over its pixels."""
     rows, cols = tile_ok.shape
     size = N_NUISANCE + n_motion + 1
@@ -115,7 +116,7 @@ def refine(template: np.ndarray, image: np.ndarray, estimate: np.ndarray, model:
         warped = cv2.warpAffine(image, estimate[:2], (width, height), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REFLECT)
         valid = cv2.warpAffine(inside, estimate[:2], (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                               borderValue=0) & inside
+                               borderValue=0).astype(bool) & inside
         # A tile is used only where the warped image has real pixels in all of it.
         tile_ok = valid[:rows * TILE_PX, :cols * TILE_PX].reshape(rows, TILE_PX, cols, TILE_PX).all(axis=(1, 3))
         if tile_ok.sum() < MIN_TILES:

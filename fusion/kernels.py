@@ -62,7 +62,7 @@ def box_sum(values, window_px):
 
 
 @njit(parallel=True, cache=True)
-def _box_sum(values, window_px, n_bands):
+def _box_sum(values, window_px, n_bands):  # noqa: C901 -- a numba kernel: one pass over the pixels, kept whole so numba compiles one loop nest
     height, width = values.shape
     radius = window_px // 2
     rows = np.empty((height, width), np.float32)
@@ -105,7 +105,7 @@ def _box_sum(values, window_px, n_bands):
 
 
 @njit(parallel=True, cache=True)
-def update_running_maps(pixels, measure, slice_index, sharpness, blend,
+def update_running_maps(pixels, measure, slice_index, sharpness, blend,  # noqa: C901 -- a numba kernel, kept whole
                         best_measure, best_index, picked, weighted_sum, weight_sum):
     """Fold one slice into the running maps; nothing of the slice is kept afterwards.
 
@@ -158,7 +158,7 @@ def mode_filter(labels, n_labels, window_px):
 
 
 @njit(parallel=True, cache=True)
-def _mode_filter(labels, n_labels, window_px, n_bands):
+def _mode_filter(labels, n_labels, window_px, n_bands):  # noqa: C901 -- a numba kernel: one pass over the pixels, kept whole so numba compiles one loop nest
     height, width = labels.shape
     radius = window_px // 2
     out = np.empty((height, width), labels.dtype)

@@ -186,6 +186,7 @@ class StreamingFusionHandler:
 
     def _submit(self, stream: StackStream, like: StackStream | None) -> None:
         # One finisher thread, in order: a guide is always finished before the stacks that follow it.
+        assert self._finisher is not None  # made when the sequence started
         self._pending.append(self._finisher.submit(self._finish_one, stream, like))
 
     def _finish_one(self, stream: StackStream, like: StackStream | None) -> None:
@@ -205,7 +206,8 @@ class StreamingFusionHandler:
         if not_done:
             self._records.append({"name": "?", "error": f"{len(not_done)} stacks were still fusing after "
                                                         f"{FINISH_TIMEOUT_S:g} s; their stacks are on disk"})
-        self._finisher.shutdown(wait=False)
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=False)
 
     def _write_summary(self, sequence) -> None:
         records = sorted(self._records, key=lambda r: r["name"])

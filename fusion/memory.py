@@ -10,7 +10,7 @@ import os
 try:
     import resource
 except ImportError:  # not on Windows: no address-space limit to respect
-    resource = None
+    resource = None  # type: ignore[assignment]
 
 import numpy as np
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -54,7 +55,7 @@ def write_image_tiff(path: Path, image: np.ndarray, description: str | None = No
     """
     colour = image.ndim == 3 and image.shape[2] in (3, 4)
     axes = "YXS" if colour else ("YXC" if image.ndim == 3 else "YX")
-    resolution = {} if not pixel_size_um else {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um),
+    resolution: dict[str, Any] = {} if not pixel_size_um else {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um),
                                                "resolutionunit": "CENTIMETER"}
     with _written_atomically(path) as partial:
         tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",

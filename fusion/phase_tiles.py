@@ -87,4 +87,5 @@ class PhaseTiles:
         bx, by = (weight * wx * residual).sum(1), (weight * wy * residual).sum(1)
         determinant = sxx * syy - sxy * sxy
         determinant = np.where(np.abs(determinant) > 1e-12, determinant, np.inf)
-        return np.stack([(syy * bx - sxy * by) / determinant, (sxx * by - sxy * bx) / determinant], axis=1).astype(np.float32)
+        shifts = [(syy * bx - sxy * by) / determinant, (sxx * by - sxy * bx) / determinant]
+        return np.stack(shifts, axis=1).astype(np.float32)

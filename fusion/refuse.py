@@ -13,15 +13,10 @@ from tqdm import tqdm
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
 from fusion.focus_checks import no_focus_information
+from fusion.output_names import refusion_outputs
 from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
-
-
-def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
-    """The three files a refusion writes for stack ``name``."""
-    return {"fused": out_dir / f"{name}.fused.tif", "depth": out_dir / f"{name}.depth.tif",
-            "report": out_dir / f"{name}.json"}
 
 
 def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None = None,
@@ -55,7 +50,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             warnings.warn(blank, stacklevel=1)
         seconds.update(result.seconds)
         write_started = time.perf_counter()
-        paths = output_paths(out_dir, stack.name)
+        paths = refusion_outputs(out_dir, stack.name)
         with _naming(stack.path):
             write_image_tiff(paths["fused"], result.fused)
             write_depth_tiff(paths["depth"], result.depth, result.depth_unit)

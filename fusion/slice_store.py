@@ -6,6 +6,7 @@ writes itself when slices are pushed with nothing behind them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -57,7 +58,5 @@ class TemporaryTiffStore:
         self.path.unlink(missing_ok=True)
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the temporary file is the OS's to clean
             self.close()
-        except Exception:  # interpreter shutdown: the temporary file is the OS's to clean
-            pass

@@ -11,6 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,15 +19,10 @@ from acquisition.fusion_worker import FusionWorker
 from acquisition.stack_buffer import StackBuffer
 from fusion.engine import FusionResult, FusionSettings, StreamingFusion
 from fusion.guided import compose_from_decision
+from fusion.output_names import stack_outputs
 from fusion.outputs import write_depth_tiff, write_image_tiff
 
 FINISH_TIMEOUT_S = 600.0  # fusion catching up after the last slice; far beyond any stack we measured
-
-
-def stack_paths(out_dir: Path, name: str) -> dict[str, Path]:
-    """The files a stream writes for stack ``name`` (the fused and depth names match --refuse's)."""
-    return {"fused": out_dir / f"{name}.fused.tif", "depth": out_dir / f"{name}.depth.tif",
-            "stack": out_dir / f"{name}.stack.ome.tif"}
 
 
 @dataclass
@@ -50,7 +46,7 @@ class StackStream:
         self.out_dir = Path(out_dir)
         self.settings = settings
         self.expected_slices = expected_slices
-        self.paths = stack_paths(self.out_dir, info.name)
+        self.paths = stack_outputs(self.out_dir, info.name)
         self.fuse = fuse
         self.max_slices_in_memory = max_slices_in_memory
         self.buffer: StackBuffer | None = None
@@ -76,6 +72,7 @@ class StackStream:
         """Store one slice on disk, then hand it to fusion (which never holds acquisition up)."""
         if self.buffer is None:
             self._open(pixels)
+        assert self.buffer is not None  # _open made it
         unit = "um" if z_um is not None else "slice index"
         index = self.buffer.append(pixels, self.n_slices if z_um is None else z_um, time_s, exposure_ms, unit=unit)
         self.slices.append({"index": index, "z_index": z_index, "z_um": z_um, "time_s": round(time_s, 4)})
@@ -100,7 +97,7 @@ class StackStream:
         """(fused so far, depth so far) while the stack is acquired; None before its first fused slice."""
         return None if self.engine is None else self.engine.preview()
 
-    def finish(self, like: "StackStream | None" = None) -> dict:
+    def finish(self, like: StackStream | None = None) -> dict:
         """Fuse (or, with ``like``, compose from that finished stack's decision), write, and report.
 
         Whatever fails is recorded in the report's ``error``; the stack file is complete either way.
@@ -123,7 +120,7 @@ class StackStream:
     def _has_z(self) -> bool:
         return all(s["z_um"] is not None for s in self.slices)
 
-    def _fused(self, like: "StackStream | None") -> FusionResult:
+    def _fused(self, like: StackStream | None) -> FusionResult:
         if like is not None and like.result is None:
             self.note = f"fused on its own: {like.info.name}, whose decision it was to follow, was not fused"
         elif like is not None:
@@ -135,25 +132,28 @@ class StackStream:
                          f"{like.info.name}, whose decision it was to follow")
         if self.worker is None:  # buffered only (its guide never finished): fuse from the file
             self._fuse_from_buffer()
+        assert self.worker is not None and self.engine is not None
         self.worker.finish(FINISH_TIMEOUT_S)
         return self.engine.finish()
 
     def _fuse_from_buffer(self) -> None:
+        assert self.buffer is not None  # finish() is only called on a stack with slices
         first = self.buffer.read_slice(0)
         self.engine = StreamingFusion(first.shape, first.dtype, self.settings, source=self.buffer, name=self.info.name)
         self.worker = FusionWorker(self.engine, self.buffer, max_slices_in_memory=0)
         for record in self.slices:
             self.worker.submit(record["index"], None, record["z_um"])
 
-    def _composed_like(self, like: "StackStream") -> FusionResult:
+    def _composed_like(self, like: StackStream) -> FusionResult:
         guide = like.result
+        assert guide is not None and self.buffer is not None  # _fused checked both
         z_here = [s["z_um"] for s in self.slices]
         fused = compose_from_decision(guide.decision, self.buffer, self.settings.feather_px)
         return FusionResult(fused=fused, depth=guide.depth, depth_unit=guide.depth_unit, decision=guide.decision,
                             focus_scores=[], z_positions=list(z_here), seconds={}, alignment=None)
 
     def report(self) -> dict:
-        record = {"name": self.info.name, "channel": self.info.channel, "position": self.info.position,
+        record: dict[str, Any] = {"name": self.info.name, "channel": self.info.channel, "position": self.info.position,
                   "indices": self.info.indices, "slices": self.n_slices, "expected_slices": self.expected_slices,
                   "z_um": [s["z_um"] for s in self.slices], "error": self.error,
                   "seconds_open": round(time.perf_counter() - self.started, 4)}

@@ -152,7 +152,7 @@ def train(steps: int, out: Path, resume: Path | None = None, batch: int = 8, cro
     images = [im for im in images if min(im.shape) >= crop_px]
     model.train()
     started, history = time.time(), []
-    losses = {}
+    losses: dict[str, float] = {}
     for step in range(start_step, start_step + steps):
         target = random_batch(images, batch, crop_px, rng).to(device)
         reconstruction, _ = model(target)

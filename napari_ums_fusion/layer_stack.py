@@ -6,8 +6,9 @@ scale and translate along that axis (µm where the layer was opened with its sca
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ _CONVERTIBLE = {np.dtype(np.float64): np.float32, np.dtype(np.float16): np.float
 @dataclass
 class LayerStack:
     name: str
-    data: object                 # array-like with the z axis at ``z_axis``
+    data: Any                    # array-like with the z axis at ``z_axis``
     z_axis: int
     leading_index: tuple[int, ...]
     z_um: list[float]
@@ -30,7 +31,7 @@ class LayerStack:
         return len(self.z_um)
 
     def slice(self, index: int) -> np.ndarray:
-        pixels = np.asarray(self.data[(*self.leading_index, index)])
+        pixels = np.asarray(self.data[self.leading_index + (index,)])
         convert = _CONVERTIBLE.get(pixels.dtype)
         return pixels.astype(convert) if convert is not None else pixels
 

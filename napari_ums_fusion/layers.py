@@ -69,7 +69,7 @@ def _ome_pixels(tiff: tifffile.TiffFile):
     import ome_types
 
     try:
-        return ome_types.from_xml(tiff.ome_metadata).images[0].pixels
+        return ome_types.from_xml(tiff.ome_metadata or "").images[0].pixels
     except Exception:  # an OME-XML we cannot parse: the stack still opens, in pixels and slices
         return None
 

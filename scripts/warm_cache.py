@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import run_session
 
-import run_session  # noqa: E402  (after the path: this script runs from anywhere)
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SHAPE = (256, 320)  # large enough to be aligned (at least 192 px on the short side), quick to fuse
 

@@ -59,47 +59,57 @@ class AsiStageSimulator(PtySerialDevice):
         if not match:
             return b":N-1\r\n"
         verb, args = match["verb"].upper(), match["args"].strip().upper()
-        if verb == "/":
-            return b"B\r\n" if self.is_busy() else b"N\r\n"
-        if verb == "\\":
-            interrupted = self.is_busy()
-            self._target_um = self.position_um()
-            self._move_s = 0.0
-            return b":N-21\r\n" if interrupted else b":A\r\n"
-        if verb in ("M", "MOVE"):
-            if not args:
-                return b":N-3\r\n"
-            axis, _, value = args.partition("=")
-            if axis not in self.axes:
-                return b":N-2\r\n"
-            if axis != "Z":
-                return b":A\r\n"
-            try:
-                target_um = float(value) / 10.0 + self._origin_um
-            except ValueError:
-                return b":N-3\r\n"
-            if not self.travel_um[0] <= target_um <= self.travel_um[1]:
-                return b":N-4\r\n"
-            self._start_um, self._target_um = self.position_um(), target_um
-            self._move_started = time.monotonic()
-            self._move_s = abs(target_um - self._start_um) / self.speed_um_per_s
-            return b":A\r\n"
-        if verb in ("W", "WHERE"):
-            if not args:
-                return b":N-3\r\n"
-            if args not in self.axes:
-                return b":N-2\r\n"
-            tenths = round((self.position_um() - self._origin_um) * 10) if args == "Z" else 0
-            return f":A {tenths}\r\n".encode()
-        if verb in ("H", "HERE"):
-            axis = args.partition("=")[0]
-            if axis not in self.axes:
-                return b":N-2\r\n"
-            if axis == "Z":
-                self._origin_um = self.position_um()
-            return b":A\r\n"
-        return b":N-1\r\n"
+        handler = self._handler(verb)
+        return b":N-1\r\n" if handler is None else handler(args)
 
+    def _handler(self, verb: str):
+        """What answers ``verb`` (long or short form); None for a command the stage does not know."""
+        return {"/": self._status, "\\": self._halt, "M": self._move, "MOVE": self._move,
+                "W": self._where, "WHERE": self._where, "H": self._here, "HERE": self._here}.get(verb)
+
+    def _status(self, args: str) -> bytes:
+        return b"B\r\n" if self.is_busy() else b"N\r\n"
+
+    def _halt(self, args: str) -> bytes:
+        interrupted = self.is_busy()
+        self._target_um = self.position_um()
+        self._move_s = 0.0
+        return b":N-21\r\n" if interrupted else b":A\r\n"
+
+    def _move(self, args: str) -> bytes:
+        if not args:
+            return b":N-3\r\n"
+        axis, _, value = args.partition("=")
+        if axis not in self.axes:
+            return b":N-2\r\n"
+        if axis != "Z":
+            return b":A\r\n"
+        try:
+            target_um = float(value) / 10.0 + self._origin_um
+        except ValueError:
+            return b":N-3\r\n"
+        if not self.travel_um[0] <= target_um <= self.travel_um[1]:
+            return b":N-4\r\n"
+        self._start_um, self._target_um = self.position_um(), target_um
+        self._move_started = time.monotonic()
+        self._move_s = abs(target_um - self._start_um) / self.speed_um_per_s
+        return b":A\r\n"
+
+    def _where(self, args: str) -> bytes:
+        if not args:
+            return b":N-3\r\n"
+        if args not in self.axes:
+            return b":N-2\r\n"
+        tenths = round((self.position_um() - self._origin_um) * 10) if args == "Z" else 0
+        return f":A {tenths}\r\n".encode()
+
+    def _here(self, args: str) -> bytes:
+        axis = args.partition("=")[0]
+        if axis not in self.axes:
+            return b":N-2\r\n"
+        if axis == "Z":
+            self._origin_um = self.position_um()
+        return b":A\r\n"
 
 if __name__ == "__main__":
     serve_forever(AsiStageSimulator(), "ASI MS-2000 Z stage simulator")

@@ -156,6 +156,7 @@ class LayeredRenderer:
             else:
                 light = self._blur(spectra[channel], otf)
                 out = light if out is None else out + light
+        assert out is not None  # a specimen has one layer at least
         if kind == "absorbing":
             return background * np.clip(1.0 - out, 0.0, 1.0)
         if kind == "emitting":

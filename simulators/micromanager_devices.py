@@ -3,7 +3,7 @@ that renders the virtual specimen at that stage's position (with faults on deman
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pymmcore_plus.experimental.unicore import CameraDevice, StageDevice
@@ -76,8 +76,9 @@ class SpecimenCamera(CameraDevice):
     def set_exposure(self, exposure: float) -> None:
         self._exposure_ms = float(exposure)
 
-    def shape(self) -> tuple[int, ...]:
-        return self.renderer.specimen.texture.shape
+    def shape(self) -> tuple[int, int] | tuple[int, int, int]:
+        shape = self.renderer.specimen.texture.shape
+        return (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[1], shape[2])
 
     def dtype(self):
         return self.camera_noise.dtype

@@ -9,7 +9,7 @@ Each field has its own surface (a height map); each channel shows its own struct
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pymmcore_plus.experimental.unicore import CameraDevice, StateDevice, XYStageDevice
@@ -76,7 +76,7 @@ class SlideCamera(CameraDevice):
                  optics: Optics = Optics(0.3), camera: CameraNoise = CameraNoise(), surface: str = "irregular",
                  seed: int = 0):
         super().__init__()
-        self.frame_shape = tuple(shape)
+        self.frame_shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
         self.depth_um = depth_um
         self.focus_um, self.xy_um, self.channel_index = focus_um, xy_um, channel_index
         self.optics, self.camera_noise, self.surface, self.seed = optics, camera, surface, seed
@@ -92,7 +92,8 @@ class SlideCamera(CameraDevice):
         rng = np.random.default_rng([self.seed, field[0] + 1000, field[1] + 1000])
         height_um = make_height_map(self.surface, self.frame_shape, self.depth_um, rng)
         texture = load_texture(CHANNEL_TEXTURES[channel % len(CHANNEL_TEXTURES)], self.frame_shape, color=False)
-        shift = (field[0] * 97 + field[1] * 31) % self.frame_shape[0], (field[1] * 89 + field[0] * 13) % self.frame_shape[1]
+        shift = ((field[0] * 97 + field[1] * 31) % self.frame_shape[0],
+                 (field[1] * 89 + field[0] * 13) % self.frame_shape[1])
         return VirtualSpecimen(np.roll(texture, shift, axis=(0, 1)), height_um)
 
     def truth(self, field: tuple[int, int], channel: int) -> np.ndarray:
@@ -111,7 +112,7 @@ class SlideCamera(CameraDevice):
     def set_exposure(self, exposure: float) -> None:
         self._exposure_ms = float(exposure)
 
-    def shape(self) -> tuple[int, ...]:
+    def shape(self) -> tuple[int, int] | tuple[int, int, int]:
         return self.frame_shape
 
     def dtype(self):

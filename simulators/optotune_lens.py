@@ -86,37 +86,40 @@ class OptotuneLensSimulator(PtySerialDevice):
         self._changed = time.monotonic()
 
     def _execute(self, command: bytes, value: bytes) -> bytes | None:
-        if command == b"H":
-            return b"H" + self.firmware_type.encode()
-        if command == b"CrMA":
-            return b"CMA" + struct.pack(">h", round(self.max_current_ma * 100))
         if command in (b"MwDA", b"MwCA"):
             self.mode = command[2:3]
             return b"M" + self.mode + b"A"
-        if command == b"MMA":
-            return b"MMA" + bytes([1 if self.mode == b"D" else 5])
         if command == b"Aw":
             raw = struct.unpack(">h", value)[0]
             self._set_current(raw * self.max_current_ma / 4096)
             return None
-        if command == b"Ar":
-            return b"A" + struct.pack(">h", round(self.current_ma() / self.max_current_ma * 4096))
         if command == b"PwDA":
             power_dpt = struct.unpack(">h", value[:2])[0] / 200 - self.offset_dpt
             self._set_current(power_dpt / self.dpt_per_ma)
             return None
-        if command == b"PrDA":
-            return b"PD" + struct.pack(">h", round((self.focal_power_dpt() + self.offset_dpt) * 200))
-        if command == b"TCA":
-            return b"TCA" + struct.pack(">h", round(self.temperature_c * 16))
         if command == b"PwTA":
             # The focal-power range the lens can reach; it narrows as the lens warms.
             high_c, low_c = (v / 16 for v in struct.unpack(">hh", value))
             reach_dpt = self.max_current_ma * self.dpt_per_ma * (1 - 0.002 * max(0.0, high_c - 20))
             return b"PTA" + struct.pack(">hh", round((reach_dpt + self.offset_dpt) * 200),
                                         round((-reach_dpt + self.offset_dpt) * 200))
-        return None
+        return self._query(command)
 
+    def _query(self, command: bytes) -> bytes | None:
+        """The answer to a command that only reads; None for one the driver does not know."""
+        if command == b"H":
+            return b"H" + self.firmware_type.encode()
+        if command == b"CrMA":
+            return b"CMA" + struct.pack(">h", round(self.max_current_ma * 100))
+        if command == b"MMA":
+            return b"MMA" + bytes([1 if self.mode == b"D" else 5])
+        if command == b"Ar":
+            return b"A" + struct.pack(">h", round(self.current_ma() / self.max_current_ma * 4096))
+        if command == b"PrDA":
+            return b"PD" + struct.pack(">h", round((self.focal_power_dpt() + self.offset_dpt) * 200))
+        if command == b"TCA":
+            return b"TCA" + struct.pack(">h", round(self.temperature_c * 16))
+        return None
 
 if __name__ == "__main__":
     serve_forever(OptotuneLensSimulator(), "Optotune Lens Driver 4 simulator")

@@ -185,7 +185,8 @@ def bright_field_animal(shape: tuple[int, int], rng: np.random.Generator, depth_
                 at = path[rng.integers(5, 38)]
                 hair_angle = angle + rng.choice([-1, 1]) * rng.uniform(0.5, 1.3)
                 hair_len = rng.uniform(6, 18)
-                hair = at + np.linspace(0, 1, 5)[:, None] * hair_len * np.array([np.cos(hair_angle), np.sin(hair_angle)])
+                direction = np.array([np.cos(hair_angle), np.sin(hair_angle)])
+                hair = at + np.linspace(0, 1, 5)[:, None] * hair_len * direction
                 paths.append(hair)
                 widths.append(1.0)
                 h = 0.7 * depth_um + (heights[-1][1] - 0.7 * depth_um) * rng.uniform(0, 1)
@@ -220,7 +221,8 @@ def bright_field_cells(shape: tuple[int, int], rng: np.random.Generator, depth_u
         cell = np.clip(1.5 * (1 - r2), 0, 1) ** 0.3 * rng.uniform(0.15, 0.45)
         nucleus = (r2 < 0.12).astype(np.float32) * rng.uniform(0.2, 0.4)
         absorbance = np.maximum(absorbance, (cell + nucleus) * (0.7 + 0.6 * fine))
-    wave = np.sin(2 * np.pi * x / width * rng.uniform(0.5, 1.5)) * np.cos(2 * np.pi * y / height * rng.uniform(0.5, 1.5))
+    wave = (np.sin(2 * np.pi * x / width * rng.uniform(0.5, 1.5))
+            * np.cos(2 * np.pi * y / height * rng.uniform(0.5, 1.5)))
     height_um = (0.6 * (x / width + y / height) / 2 + 0.4 * (wave + 1) / 2) * depth_um
     absorbance = np.clip(absorbance, 0, 0.95)
     if colour:  # a purple stain: absorbs green most

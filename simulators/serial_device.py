@@ -7,6 +7,7 @@ driver, as when a USB cable is pulled.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -71,10 +72,8 @@ class PtySerialDevice(ABC):
             return
         if delay_s:
             time.sleep(delay_s)
-        try:
+        with contextlib.suppress(OSError):  # the driver went away; nothing to answer
             os.write(self._master, answer)
-        except OSError:
-            pass  # the driver went away; nothing to answer
 
     def disconnect(self) -> None:
         """Vanish: close the port under the driver (its next read or write fails)."""
@@ -86,10 +85,8 @@ class PtySerialDevice(ABC):
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=2)
         for fd in (self._master, self._slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     close = disconnect
 

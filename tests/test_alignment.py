@@ -127,7 +127,7 @@ class FeatureMatcher:
     """An independent estimate of motion (SIFT features, RANSAC), detecting each slice's features once."""
 
     def __init__(self, grays: list[np.ndarray]):
-        sift = cv2.SIFT_create(4000)
+        sift = cv2.SIFT_create(4000)  # type: ignore[attr-defined]  # in OpenCV since 4.4; its stubs miss it
         self.features = [sift.detectAndCompute(g.astype(np.uint8), None) for g in grays]
 
     def similarity(self, i: int, j: int) -> tuple[np.ndarray, int]:
@@ -135,8 +135,8 @@ class FeatureMatcher:
         (keys_a, descriptors_a), (keys_b, descriptors_b) = self.features[i], self.features[j]
         pairs = cv2.BFMatcher().knnMatch(descriptors_a, descriptors_b, k=2)
         good = [m for m, n in pairs if m.distance < 0.7 * n.distance]
-        points_a = np.float32([keys_a[m.queryIdx].pt for m in good])
-        points_b = np.float32([keys_b[m.trainIdx].pt for m in good])
+        points_a = np.array([keys_a[m.queryIdx].pt for m in good], np.float32)
+        points_b = np.array([keys_b[m.trainIdx].pt for m in good], np.float32)
         matrix, inliers = cv2.estimateAffinePartial2D(points_a, points_b, method=cv2.RANSAC,
                                                       ransacReprojThreshold=1.5)
         return np.vstack([matrix, [0, 0, 1]]), int(inliers.sum())

@@ -1,4 +1,5 @@
 """Batch refusion on real dask clusters: local, separate processes, a dying worker, resume."""
+import contextlib
 import json
 import os
 import signal
@@ -176,10 +177,8 @@ def test_resume_after_an_interrupted_run(small_stacks, tmp_path):
 
 def _release(fifo: Path) -> None:
     """Open the pipe for writing and close it: a reader blocked opening it reads an empty stream."""
-    try:
+    with contextlib.suppress(OSError):  # nobody has it open for reading (yet, or any more)
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:  # nobody has it open for reading (yet, or any more)
-        pass
 
 
 def test_stack_arguments_expand_globs_and_lists(small_stacks, tmp_path):

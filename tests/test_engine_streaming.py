@@ -119,7 +119,8 @@ def test_finish_without_slices_is_a_clear_error():
 
 
 @pytest.mark.parametrize("bad,error,match", [
-    (np.zeros((10, 12), np.uint8), SliceMismatchError, r"slice 1 is \(10, 12\) uint8, but the stack is \(10, 11\) uint8"),
+    (np.zeros((10, 12), np.uint8), SliceMismatchError,
+     r"slice 1 is \(10, 12\) uint8, but the stack is \(10, 11\) uint8"),
     (np.zeros((10, 11), np.uint16), SliceMismatchError, "uint16"),
 ])
 def test_mismatched_slices_are_rejected_naming_the_slice(bad, error, match):

@@ -31,6 +31,7 @@ def start(args: list[str]) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), *args, "--view", "--port", "0",
                                 "--view-linger-s", "3"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    assert process.stdout is not None and process.stderr is not None  # PIPE
     first = process.stdout.readline()
     assert first.startswith("live view: http://127.0.0.1:"), first + process.stderr.read()
     return process, first.split()[-1]

@@ -63,7 +63,8 @@ def test_three_channels_four_positions_twenty_slices_with_one_command(tmp_path):
 
 def test_each_channel_decides_for_itself_without_a_decision_channel(tmp_path):
     profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
-                                mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}], "z_plan": {"range": 30, "step": 3}})
+                                mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                     "z_plan": {"range": 30, "step": 3}})
     done = run_cli("--profile", profile, "--out", tmp_path / "sessions")
     assert done.returncode == 0, done.stderr
     report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
@@ -95,7 +96,8 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"mda": {"chanels": ["DAPI"]}}, "mda: unknown key 'chanels' in mda; allowed: .*channels"),
     ({"mda": {"channels": [{"config": "DAPI", "exposre": 3}]}}, r"unknown key 'exposre' in mda.channels.0"),
-    ({"fusion": {"decision_channel": "GFP"}}, r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
+    ({"fusion": {"decision_channel": "GFP"}},
+     r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
     ({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"}}, "an mda plan runs on a Micro-Manager rig"),
 ])

@@ -46,7 +46,7 @@ def test_session_folder_opens_as_stack_fused_and_depth_at_their_scale(session_fo
     assert stack_attrs["scale"] == (3.0, 0.65, 0.65) and stack_attrs["translate"][0] == -4.0
     assert fused_attrs["scale"] == pytest.approx((0.65, 0.65)) and depth_attrs["scale"] == pytest.approx((0.65, 0.65))
     assert depth_attrs["colormap"] == "viridis" and depth.dtype == np.float32
-    assert -4.0 <= np.nanmin(depth) and np.nanmax(depth) <= 44.0  # NaN: no texture, no depth
+    assert np.nanmin(depth) >= -4.0 and np.nanmax(depth) <= 44.0  # NaN: no texture, no depth
 
 
 def test_mda_folder_opens_every_stack_and_single_files_open_too(tmp_path):

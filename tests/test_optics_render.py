@@ -71,7 +71,8 @@ def test_noise_is_independent_between_pixels_rows_and_frames():
     radiance = np.full((400, 500, 3), 0.5, np.float32)
     rng = np.random.default_rng(7)
     first, second = (camera.expose(radiance, rng) - 0.5 for _ in range(2))
-    for a, b in ((first[:, :-1], first[:, 1:]), (first[:-1], first[1:]), (first[..., 0], first[..., 1]), (first, second)):
+    pairs = ((first[:, :-1], first[:, 1:]), (first[:-1], first[1:]), (first[..., 0], first[..., 1]), (first, second))
+    for a, b in pairs:
         assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
 
 

@@ -57,7 +57,8 @@ def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
     folder.mkdir()
     write_stack(folder / "a.tif", 8)
     tifffile.imwrite(folder / "b.tif", np.zeros((64, 80), np.uint8))
-    with pytest.raises(StackLayoutError, match=r"mixed: this folder holds multi-page TIFF stacks \(a.tif \(8 pages\)\)"):
+    mixed = r"mixed: this folder holds multi-page TIFF stacks \(a.tif \(8 pages\)\)"
+    with pytest.raises(StackLayoutError, match=mixed):
         open_stack(folder)
 
 

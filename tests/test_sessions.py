@@ -235,11 +235,13 @@ def write_profile(tmp_path, text: str) -> Path:
      r"rig.yaml: camera.driver: Input should be 'simulated', 'micromanager', 'pycromanager' or 'genicam'"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: ten, step: 1}}\n",
      r"rig.yaml: plan.z.range: Input should be a valid number"),
-    ("camera: {driver: simulated}\nfocus: {driver: optotune, unit: um, port: simulated}\nplan: {sweep: {start: 0, stop: 1, step: 0.1}}\n",
+    ("camera: {driver: simulated}\nfocus: {driver: optotune, unit: um, port: simulated}\n"
+     "plan: {sweep: {start: 0, stop: 1, step: 0.1}}\n",
      r"rig.yaml: focus: a optotune focus drive moves in dpt or mA, not um"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\n",
      r"rig.yaml: \(top level\): no plan: give plan \(a z-plan or sweep: one z-stack\) or mda"),
-    ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}, sweep: {start: 0, stop: 1, step: 1}}\n",
+    ("camera: {driver: simulated}\nfocus: {driver: simulated}\n"
+     "plan: {z: {range: 4, step: 1}, sweep: {start: 0, stop: 1, step: 1}}\n",
      r"rig.yaml: plan: give exactly one of z"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\nfusion: {align: of}\n",
      r"rig.yaml: fusion.align: Input should be 'off', 'on' or 'auto'"),

@@ -69,7 +69,7 @@ def _content_security_policy(page: bytes) -> str:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    view: "LiveViewServer"
+    view: LiveViewServer
 
     def handle_error(self, request, client_address) -> None:
         """A page closed mid-answer is normal; anything else is one line, not a traceback."""
@@ -109,9 +109,9 @@ class LiveViewServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
-    def start(self) -> "LiveViewServer":
+    def start(self) -> LiveViewServer:
         self._thread.start()
         return self
 

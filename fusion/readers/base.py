@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -77,6 +77,7 @@ class SavedStack(ABC):
         """Shape and dtype of the slices (reads the first one if not known yet)."""
         if self._shape is None:
             self.read_slice(0)
+        assert self._shape is not None and self._dtype is not None  # read_slice sets them
         return self._shape, self._dtype
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float | None]]:
@@ -85,7 +86,7 @@ class SavedStack(ABC):
         for index in range(self.n_slices):
             yield self.read_slice(index), (None if z_um is None else z_um[index])
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional: a reader that keeps no file open has nothing to close
         pass
 
     def __enter__(self):

@@ -90,7 +90,7 @@ class ImageFolderStack(SavedStack):
                 f"{file.name} is not a readable image ({type(error).__name__}: {error})", self.path) from error
 
     @classmethod
-    def single_file(cls, file: Path) -> "ImageFolderStack":
+    def single_file(cls, file: Path) -> ImageFolderStack:
         """A stack of one image file (fused as it is, with a warning)."""
         stack = cls.__new__(cls)
         SavedStack.__init__(stack, file, file.stem)

@@ -5,6 +5,7 @@ import json
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ class TiffStack(SavedStack):
         page = self._series.pages[self._layout.pages_of(index)[0]]
         if page is None:
             return None
-        keyframe = getattr(page, "keyframe", None) or page
+        keyframe: Any = getattr(page, "keyframe", None) or page  # a TiffFrame reads its size from its keyframe
         samples = keyframe.samplesperpixel * self._layout.n_channels
         return keyframe.imagelength, keyframe.imagewidth, samples, keyframe.dtype
 
@@ -98,7 +99,7 @@ class TiffStack(SavedStack):
         for index in range(self._layout.n_slices):
             try:
                 # As a full page: from 8 pages on, a series hands back frames without their description.
-                page = self._tiff.pages.get(self._layout.pages_of(index)[0], aspage=True)
+                page: Any = self._tiff.pages.get(self._layout.pages_of(index)[0], aspage=True)
             except (IndexError, tifffile.TiffFileError):
                 break  # a truncated file: reading the slices will say so
             try:
@@ -119,7 +120,7 @@ class TiffStack(SavedStack):
     def _drop_incomplete_last_slice(self) -> None:
         """A session killed mid-write leaves its last page short: fuse the complete ones, and say so."""
         try:
-            last = self._series.pages[self._layout.n_slices - 1]
+            last: Any = self._series.pages[self._layout.n_slices - 1]
         except (IndexError, tifffile.TiffFileError):
             return  # an IFD is broken, not only the last slice's data: reading will say so
         ends = [offset + count for offset, count in zip(last.dataoffsets, last.databytecounts)]
@@ -131,8 +132,9 @@ class TiffStack(SavedStack):
     def _read_z_positions(self) -> list[float] | None:
         if self._session_planes is not None and not self._tiff.is_ome:
             planes = self._session_planes[: self.n_slices]
-            if all(p is not None and p.get("unit", "um") == "um" for p in planes):
-                return [float(p["z"]) for p in planes]
+            complete = [p for p in planes if p is not None and p.get("unit", "um") == "um"]
+            if len(complete) == len(planes):
+                return [float(p["z"]) for p in complete]
         if self._layout.stack_axis not in ("Z", None):
             return None
         if self._tiff.is_ome:
@@ -152,7 +154,7 @@ class TiffStack(SavedStack):
     def _micromanager_z_positions(self) -> list[float] | None:
         z_um = []
         for index in range(self.n_slices):
-            page = self._series.pages[self._layout.pages_of(index)[0]]
+            page: Any = self._series.pages[self._layout.pages_of(index)[0]]
             tag = page.tags.get(MICROMANAGER_TAG) if page is not None else None
             value = tag.value if tag is not None else None
             if isinstance(value, (str, bytes)):
@@ -193,10 +195,10 @@ class _StackLayout:
             raise StackLayoutError(f"axes {axes}: the stack would run along {sweeps[0]}, "
                                    f"expected one of {', '.join(STACK_AXES)}")
         self.stack_axis = sweeps[0] if sweeps else None
-        self._stack_pos = leading_axes.index(self.stack_axis) if sweeps else None
+        self._stack_pos = leading_axes.index(sweeps[0]) if sweeps else None
         self._channel_pos = leading_axes.index(channels[0]) if channels else None
-        self.n_slices = self.leading_shape[self._stack_pos] if sweeps else (1 if shape else 0)
-        self.n_channels = self.leading_shape[self._channel_pos] if channels else 1
+        self.n_slices = self.leading_shape[self._stack_pos] if self._stack_pos is not None else (1 if shape else 0)
+        self.n_channels = self.leading_shape[self._channel_pos] if self._channel_pos is not None else 1
 
     def pages_of(self, index: int) -> list[int]:
         """Page indices (one per channel) that hold slice ``index``."""
@@ -225,9 +227,10 @@ def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
         return None
     by_z: dict[int, float] = {}
     for plane in pixels.findall(f"{namespace}Plane"):
-        if int(plane.get("TheC", 0)) or int(plane.get("TheT", 0)) or plane.get("PositionZ") is None:
+        z = plane.get("PositionZ")
+        if int(plane.get("TheC", 0)) or int(plane.get("TheT", 0)) or z is None:
             continue
-        by_z.setdefault(int(plane.get("TheZ", 0)), float(plane.get("PositionZ")) * _to_um(plane.get("PositionZUnit")))
+        by_z.setdefault(int(plane.get("TheZ", 0)), float(z) * _to_um(plane.get("PositionZUnit")))
     if len(by_z) == n_slices and sorted(by_z) == list(range(n_slices)):
         return [by_z[index] for index in range(n_slices)]
     step = pixels.get("PhysicalSizeZ")
