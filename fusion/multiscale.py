@@ -176,12 +176,14 @@ class PyramidComposer:
 
     def add(self, pixels: np.ndarray, energy: np.ndarray, z: float, slice_index: int,
             covered: np.ndarray | None = None) -> None:
-        """Fold in one slice: ``pixels`` float32 (H, W[, C]); ``energy`` (H, W); ``covered``
+        """Fold in one slice: ``pixels`` (H, W[, C]), any real dtype (pass the caller's last reference
+        to a float32 copy and it is freed after the first band); ``energy`` (H, W); ``covered``
         (H, W) bool, False where an aligned slice shows nothing of the reference frame."""
         if self.evidence_floor is None:
             raise RuntimeError("PyramidComposer.calibrate() must come before the first slice")
         w = self.weighting
-        bands = pyramid.laplacian_pyramid(pixels, self.n_levels)
+        bands = pyramid.laplacian_levels(pixels, self.n_levels)  # lazily: one band in memory at a time
+        del pixels  # (the float32 copy lives in the generator and goes after the first band)
         # The floor is added after smoothing: the blur keeps a constant, and this saves a pass.
         pooled = _smooth(np.ascontiguousarray(energy, np.float32), w.evidence_sigma_px)
         pooled = np.add(pooled, np.float32(self.evidence_floor), out=None if pooled is energy else pooled)
@@ -196,6 +198,7 @@ class PyramidComposer:
             roots = self._roots if level < self.n_levels else _roots(w.evidence_power, 0)
             _fold_level(band3, pooled, np.float32(self.evidence_floor), band_energy, floors,
                         _or_empty2(coverage), *roots, self._weighted[level], self._weights[level], self._top[level])
+            del band_energy, band3  # before the next band is made (peak memory)
             if level == self.depth_level:
                 _fold_depth(pooled, np.float32(self.evidence_floor), _or_empty2(coverage), w.depth_power,
                             np.float32(z), self._depth_weighted, self._depth_weights, self._depth_top,

@@ -7,6 +7,8 @@ stays 2-D at every level.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 
@@ -44,12 +46,29 @@ def gaussian_pyramid(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
 
 def laplacian_pyramid(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
     """n_levels band-pass float32 levels and the low-pass residual: n_levels + 1 arrays."""
-    gaussian = gaussian_pyramid(np.ascontiguousarray(image, dtype=np.float32), n_levels)
-    bands = []
+    return list(laplacian_levels(image, n_levels))
+
+
+def laplacian_levels(image: np.ndarray, n_levels: int) -> Iterator[np.ndarray]:
+    """The levels of ``laplacian_pyramid`` one at a time, finest first. Each Gaussian level is let
+    go once its band is made, so a caller that folds each band in and drops it holds about one
+    band at a time instead of the whole pyramid (at 5 MP RGB, 80 MB less at the peak). The float32
+    copy of ``image`` is made here, so that it too can go after the first band."""
+    gaussian: list[np.ndarray | None] = list(gaussian_pyramid(np.ascontiguousarray(image, dtype=np.float32),
+                                                              n_levels))
+    del image
     for k in range(n_levels):
-        band = _expand(gaussian[k + 1], gaussian[k].shape)
-        bands.append(np.subtract(gaussian[k], band, out=band))  # in place: one 5 MP temporary less per level
-    return bands + [gaussian[-1]]
+        finer, coarser = gaussian[k], gaussian[k + 1]
+        assert finer is not None and coarser is not None
+        gaussian[k] = None
+        band = _expand(coarser, finer.shape)
+        np.subtract(finer, band, out=band)  # in place: one temporary less per level
+        del finer, coarser  # before the yield: the caller works on the band while this waits
+        yield band
+        del band
+    residual = gaussian[-1]
+    assert residual is not None
+    yield residual
 
 
 def collapse(levels: list[np.ndarray]) -> np.ndarray:

@@ -33,12 +33,12 @@ class PyramidComposition:
             self._value_scale = peak if np.isfinite(peak) and peak > 0 else 1.0
         if self._value_scale != 1.0:
             pixels, gray = pixels / np.float32(self._value_scale), gray / np.float32(self._value_scale)
-        image = np.ascontiguousarray(pixels, dtype=np.float32)
         energy = self._measure.energy(gray)
         check_focus_map(energy, self._measure_name, self.name, slice_index)
         if slice_index == 0:
-            self._calibrate_noise(image, gray)
-        self._composer.add(image, energy, float(slice_index), slice_index, covered)
+            self._calibrate_noise(np.ascontiguousarray(pixels, dtype=np.float32), gray)
+        # The composer makes its own float32 copy, which it frees as soon as it can (peak memory).
+        self._composer.add(pixels, energy, float(slice_index), slice_index, covered)
         inside = energy if covered is None else energy[covered]
         return float(inside.mean(dtype=np.float64)) if inside.size else 0.0
 
