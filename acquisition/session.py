@@ -7,6 +7,7 @@ goes back to where it started.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from dataclasses import dataclass
@@ -15,7 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from acquisition.acquirer import Acquirer, LostSlice
+from acquisition.acquisition_mode import acquirer_for
+from acquisition.acquisition_report import acquisition_report
 from acquisition.fusion_worker import FusionWorker
+from acquisition.pre_sweep import RangeFound, find_z_range
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
@@ -88,22 +93,34 @@ class Session:
         self.ended_by: str | None = None
         self.interrupted = False
         self.t_last_slice: float | None = None
+        self.t_acquisition_started: float | None = None
+        self.acquirer: Acquirer | None = None
+        self.range_found: RangeFound | None = None
 
     def run(self, progress: bool | None = None) -> SessionOutcome:
         focus, unit = self.rig.focus, self.profile.focus.unit
         start = focus.position()
-        positions = planned_positions(self.profile.plan, start)
+        self.acquirer = acquirer_for(self.profile, self.rig)  # None: the stepped loop below
+        started = time.perf_counter()
+        if self.profile.plan.auto_range is not None:
+            self.range_found = find_z_range(self.profile, self.rig)
+            positions = self.range_found.positions_um
+        else:
+            positions = planned_positions(self.profile.plan, start)
         self.planned = len(positions)
         outside = [p for p in positions if not focus.limits.contains(p)]
         if outside:
             raise PositionOutOfRangeError(focus.name, f"the plan goes to {outside[0]:g} {unit}, outside the limits "
                                                       f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
-        started = time.perf_counter()
         result = None
         if self.view is not None:
             self.view.begin(len(positions), unit, self._device_status())
         try:
-            self._acquire(positions, progress)
+            self.t_acquisition_started = time.perf_counter()
+            if self.acquirer is None:
+                self._acquire(positions, progress)
+            else:
+                self._acquire_streamed(self.acquirer, positions)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
             self.interrupted = True
             self.ended_by = str(interrupt) or "interrupted (Ctrl-C)"
@@ -178,6 +195,23 @@ class Session:
                                 "move_s": round(t1 - t0, 5), "settle_s": round(t2 - t1, 5),
                                 "exposure_s": round(t3 - t2, 5), "store_s": round(t4 - t3, 5)})
             self.t_last_slice = t4
+
+    def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
+        """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""
+        self.rig.arm_faults(0)
+        frames = acquirer.frames(positions, self.retries)
+        with contextlib.closing(frames):  # stops the devices whatever ends the loop
+            for item in frames:
+                if isinstance(item, LostSlice):  # an explicit gap, recorded with its z
+                    self.dropped.append({"planned_index": item.planned_index, "z": item.z, "error": item.error})
+                    continue
+                t0 = time.perf_counter()
+                self._store(item.frame, item.z)
+                t1 = time.perf_counter()
+                self.slices.append({"index": len(self.slices), "planned_index": item.planned_index, "z": item.z,
+                                    **item.timing, "store_s": round(t1 - t0, 5)})
+                self.t_last_slice = t1
+                self.rig.arm_faults(len(self.slices))
 
     def _store(self, frame, z: float) -> None:
         pixels = frame.pixels
@@ -271,6 +305,7 @@ class Session:
                         "planned_slices": len(positions), "acquired_slices": len(self.slices),
                         "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
                         "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
+        report.update(acquisition_report(self, positions))
         if result is not None:
             for record in self.slices:
                 record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
@@ -289,7 +324,6 @@ class Session:
                             "overhead_fraction": round(max(0.0, 1 - device_s / total_s), 4),
                             "result_after_last_slice": round(self.t_result_ready - self.t_last_slice, 4),
                             "slices_read_back_by_fusion": len(self.worker.read_back)},
-                "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
                 "alignment": result.alignment,
                 "warnings": [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w],
             })
