@@ -41,10 +41,10 @@ class SimulatedZStage(StageDevice):
         self._next_in_sequence: int | None = None  # None: no sequence running
         self.triggers = 0
 
-    def _go_to(self, target_um: float) -> None:
-        """Start travelling to ``target_um`` (absolute) from wherever the stage is now."""
+    def _go_to(self, target_um: float, at_s: float | None = None) -> None:
+        """Start travelling to ``target_um`` (absolute) at ``at_s`` (monotonic; default now) from where it is then."""
         with self._motion_lock:
-            now = time.monotonic()
+            now = time.monotonic() if at_s is None else at_s
             self._from_um = self._physical_um(now)
             self._target_um = target_um
             self._started = now
@@ -66,10 +66,10 @@ class SimulatedZStage(StageDevice):
     def get_position_um(self) -> float:
         return self._target_um - self._origin_um
 
-    def focus_um(self) -> float:
-        """Where the focal plane is on the specimen now (absolute, independent of the origin)."""
+    def focus_um(self, at_s: float | None = None) -> float:
+        """Where the focal plane is on the specimen at ``at_s`` (monotonic; default now), absolute."""
         with self._motion_lock:
-            return self._physical_um(time.monotonic())
+            return self._physical_um(time.monotonic() if at_s is None else at_s)
 
     def busy(self) -> bool:
         return self.faults.silent or time.monotonic() < self._arrives + self.settle_s
@@ -104,13 +104,14 @@ class SimulatedZStage(StageDevice):
     def stop_sequence(self) -> None:
         self._next_in_sequence = None
 
-    def trigger(self) -> None:
-        """A trigger pulse on the stage's input: step to the next position of a running sequence."""
+    def trigger(self, at_s: float | None = None) -> None:
+        """A trigger pulse on the stage's input at ``at_s`` (monotonic; default now): step to the next
+        position of a running sequence. The pulse's time is the hardware's, however late the caller."""
         index = self._next_in_sequence
         if index is None:
             return  # not sequencing: triggers are ignored, as on a stage in normal mode
         self.triggers += 1
-        self._go_to(self._sequence[index % len(self._sequence)] + self._origin_um)
+        self._go_to(self._sequence[index % len(self._sequence)] + self._origin_um, at_s)
         self._next_in_sequence = index + 1
 
 
@@ -119,16 +120,16 @@ class SpecimenCamera(CameraDevice):
 
     Sequences run exposures back to back (a frame's readout overlaps the next exposure); each
     frame is rendered at the focus in the middle of its exposure, and ``trigger_out`` fires at
-    each exposure's end. ``rendered_at_um`` keeps where each frame was rendered (for tests).
+    each exposure's end. ``focus_um(at_s)`` and ``trigger_out(at_s)`` take monotonic times. ``rendered_at_um`` keeps where each frame was rendered (for tests).
 
     faults.delay_s makes frames late; faults.drop_frames loses that many frames (snap raises,
     as a camera whose frame never arrives makes MMCore do; a sequence stops delivering);
     faults.error_reply raises too.
     """
 
-    def __init__(self, renderer: DefocusRenderer, focus_um: Callable[[], float],
+    def __init__(self, renderer: DefocusRenderer, focus_um: Callable[..., float],
                  camera: CameraNoise = CameraNoise(), seed: int = 0,
-                 trigger_out: Callable[[], None] | None = None):
+                 trigger_out: Callable[[float], None] | None = None):
         super().__init__()
         self.renderer = renderer
         self.focus_um = focus_um
@@ -166,11 +167,12 @@ class SpecimenCamera(CameraDevice):
                     raise RuntimeError("frame lost: the camera delivered no image")
                 return  # a sequence whose frames stop coming: the core sees it end early
             starts_at += self.faults.delay_s
+            # On the camera's own timeline (this thread may wake late; the hardware's pulses are not):
             _sleep_until(starts_at + exposure_s / 2)
-            focus_um = self.focus_um()  # mid-exposure: where this frame is in focus
+            focus_um = self.focus_um(starts_at + exposure_s / 2)  # mid-exposure: where this frame is in focus
             _sleep_until(starts_at + exposure_s)
             if self.trigger_out is not None:
-                self.trigger_out()  # exposure ended: a sequencing stage steps now, during readout
+                self.trigger_out(starts_at + exposure_s)  # exposure ended: a sequencing stage steps, during readout
             image = get_buffer(self.shape(), self.dtype())
             image[:] = self.camera_noise.expose(self.renderer.render(focus_um), self._rng)
             self.rendered_at_um.append(focus_um)
