@@ -57,7 +57,7 @@ def make_height_map(kind: str, shape: tuple[int, int], depth_um: float,
     elif kind == "dome":
         surface = np.clip(1.0 - ((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.25, 0, None)
     elif kind == "steps":
-        surface = np.minimum(np.floor(x * 4), 3) / 3 * 0.7 + (y > 0.5) * 0.3  # four steps; x = 1 is on the last
+        surface = np.floor(x * 4) / 3 * 0.7 + (y > 0.5) * 0.3
     elif kind == "irregular":
         rng = rng or np.random.default_rng(0)
         noise = rng.standard_normal((height, width)).astype(np.float32)
