@@ -167,15 +167,58 @@ ZPlan = Annotated[Annotated[ZRange, Tag("ZRange")] | Annotated[ZTopBottom, Tag("
                   | Annotated[ZAbsolute, Tag("ZAbsolute")], Discriminator(_z_plan_kind)]
 
 
+class AutoRange(_Strict):
+    """Find the z-range in a coarse pre-sweep of binned frames, then stack it finely (µm, absolute)."""
+
+    search_um: tuple[float, float]          # where the pre-sweep looks, bottom and top
+    step_um: float = Field(gt=0)            # the fine stack's step
+    coarse_step_um: float | None = Field(None, gt=0)   # the pre-sweep's step; default 2 fine steps
+    binning: int = Field(4, ge=1, le=32)    # the pre-sweep's frames are averaged over binning x binning blocks
+    margin_steps: int = Field(1, ge=0, le=10)   # fine steps added below and above the range found
+    stop_early: bool = True                 # end the pre-sweep once the focus curve has risen and fallen back
+
+    @model_validator(mode="after")
+    def _three_coarse_frames(self):
+        bottom, top = self.search_um
+        if not bottom < top:
+            raise ValueError(f"search_um: the bottom {bottom:g} must be below the top {top:g}")
+        if self.coarse_step > (top - bottom) / 2:
+            raise ValueError(f"the coarse step {self.coarse_step:g} µm gives fewer than 3 pre-sweep frames over "
+                             f"search_um ({top - bottom:g} µm); make it smaller")
+        return self
+
+    @property
+    def coarse_step(self) -> float:
+        return self.coarse_step_um or 2 * self.step_um
+
+
 class PlanSettings(_Strict):
     z: ZPlan | None = None
     sweep: Sweep | None = None
+    auto_range: AutoRange | None = None
     retries: int = Field(2, ge=0, le=10)   # per move or snap, for transient errors
+    # Micro-Manager: load the z-plan into the stage and let the camera's sequence step it.
+    # auto: when the stage and camera can; on: must (an error names the device that cannot); off: never.
+    hardware_sequencing: Literal["auto", "on", "off"] = "auto"
+    # A tunable-lens sweep with the camera free-running: each frame's focus from its time and the
+    # lens's commanded steps; frames exposed while the lens settled are dropped (session.json lists them).
+    stream: bool = False
+
+    @field_validator("hardware_sequencing", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        """YAML 1.1 reads a bare on/off as true/false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _one_plan(self):
-        if (self.z is None) == (self.sweep is None):
-            raise ValueError("give exactly one of z (a stage z-plan) or sweep (a tunable-lens sweep)")
+        if sum(plan is not None for plan in (self.z, self.sweep, self.auto_range)) != 1:
+            raise ValueError("give exactly one of z (a stage z-plan), sweep (a tunable-lens sweep) or auto_range "
+                             "(a stage z-range found by a pre-sweep)")
+        if self.stream and self.sweep is None:
+            raise ValueError("stream: a free-running stream sweeps a tunable lens: give sweep, or stream: false")
+        if self.stream and self.hardware_sequencing == "on":
+            raise ValueError("stream and hardware_sequencing: on are two different modes: choose one")
         return self
 
 
@@ -205,6 +248,20 @@ class FusionProfile(_Strict):
 class MicroManagerSettings(_Strict):
     config: str | None = None          # a .cfg file; "demo" = the mm-test-adapters demo configuration
     simulated_devices: bool = False       # load the simulators' Python devices into a UniMMCore
+    # The simulated stage accepts z-sequences and steps on each camera frame's trigger.
+    simulated_sequencing: bool = False
+    # Device properties set after loading: {device: {property: value}}, e.g. {Z: {UseSequences: "Yes"}}.
+    properties: dict[str, dict[str, str]] = {}
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _values_as_text(cls, value):
+        """MMCore properties are text; YAML gives numbers and bare Yes/No as bools."""
+        if not isinstance(value, dict):
+            return value
+        text = {True: "Yes", False: "No"}
+        return {device: ({name: text.get(v, v) if isinstance(v, bool) else str(v) for name, v in props.items()}
+                         if isinstance(props, dict) else props) for device, props in value.items()}
 
 
 class OutputSettings(_Strict):
@@ -306,6 +363,17 @@ class Profile(_Strict):
             available = channel_names(self.mda) if self.mda is not None else []
             raise ValueError(f"fusion.decision_channel {channel!r} is not a channel of the mda plan "
                              f"({', '.join(available) or 'it has none'})")
+        return self
+
+    @model_validator(mode="after")
+    def _plan_fits_rig(self):
+        if self.plan is None:
+            return self
+        if self.plan.auto_range is not None and self.focus.unit != "um":
+            raise ValueError("plan.auto_range: an automatic z-range is found with a stage in µm; this focus drive "
+                             f"moves in {self.focus.unit}: give plan.sweep")
+        if self.micromanager.simulated_sequencing and not self.micromanager.simulated_devices:
+            raise ValueError("micromanager.simulated_sequencing: needs simulated_devices: true")
         return self
 
     def alignment(self) -> tuple[str, str]:

@@ -51,6 +51,14 @@ class Rig:
             return self.truth
         return camera.truth(magnification)
 
+    def truth_range_um(self) -> tuple[float, float] | None:
+        """The simulated specimen's lowest and highest surface point (µm, the focus's frame); None for real ones."""
+        camera = self.simulators.get("camera") or self.simulators.get("mm_camera")
+        if camera is None:
+            return None
+        height_um = camera.renderer.specimen.height_um
+        return float(height_um.min()), float(height_um.max())
+
     def close(self) -> None:
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):  # closing must never hide the session's own error
@@ -236,12 +244,33 @@ def _open_micromanager(profile: Profile, simulators: dict, opened: list):
     if settings.simulated_devices:
         from simulators.micromanager_devices import SimulatedZStage, SpecimenCamera
 
-        stage = SimulatedZStage(speed_um_per_s=profile.focus.speed_um_per_s)
-        camera = SpecimenCamera(_specimen_renderer(profile), stage.focus_um, _noise(profile))
+        stage = SimulatedZStage(speed_um_per_s=profile.focus.speed_um_per_s,
+                                sequence_max_length=(SIMULATED_SEQUENCE_MAX_LENGTH
+                                                     if settings.simulated_sequencing else 0))
+        # The camera's exposure-out line is wired to the stage's trigger input (used when it sequences).
+        camera = SpecimenCamera(_specimen_renderer(profile), stage.focus_um, _noise(profile), trigger_out=stage.trigger)
         simulators.update(mm_stage=stage, mm_camera=camera)
         python_devices = {"SimZ": stage, "SimCamera": camera}
     core = open_mmcore(config, python_devices=python_devices)
     if python_devices:
         core.setFocusDevice("SimZ")
         core.setCameraDevice("SimCamera")
+    set_device_properties(core, settings.properties)
     return core
+
+
+SIMULATED_SEQUENCE_MAX_LENGTH = 1024  # positions a simulated sequencing stage holds, as a piezo controller's table
+
+
+def set_device_properties(core, properties: dict[str, dict[str, str]]) -> None:
+    """Set the profile's micromanager.properties; an unknown device, property or value is a DeviceErrorReply."""
+    from devices.errors import DeviceErrorReply
+
+    for device, values in properties.items():
+        for name, value in values.items():
+            try:
+                core.setProperty(device, name, value)
+            except (RuntimeError, ValueError) as error:
+                raise DeviceErrorReply(f"Micro-Manager device {device}",
+                                       f"micromanager.properties: cannot set {name} to {value!r}",
+                                       str(error)) from error

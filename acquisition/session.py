@@ -7,6 +7,7 @@ goes back to where it started.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from dataclasses import dataclass
@@ -15,7 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from acquisition.acquirer import Acquirer, LostSlice
+from acquisition.acquisition_mode import acquirer_for
+from acquisition.acquisition_report import acquisition_report
 from acquisition.fusion_worker import FusionWorker
+from acquisition.pre_sweep import RangeFound, find_z_range
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
@@ -93,22 +98,26 @@ class Session:
         self.ended_by: str | None = None
         self.interrupted = False
         self.t_last_slice: float | None = None
+        self.t_acquisition_started: float | None = None
+        self.acquirer: Acquirer | None = None
+        self.range_found: RangeFound | None = None
 
     def run(self, progress: bool | None = None) -> SessionOutcome:
         focus, unit = self.rig.focus, self.profile.focus.unit
         start = focus.position()
-        positions = planned_positions(self.plan, start)
-        self.planned = len(positions)
-        outside = [p for p in positions if not focus.limits.contains(p)]
-        if outside:
-            raise PositionOutOfRangeError(focus.name, f"the plan goes to {outside[0]:g} {unit}, outside the limits "
-                                                      f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
+        self.acquirer = acquirer_for(self.profile, self.rig)  # None: the stepped loop below
         started = time.perf_counter()
+        positions = self._positions(start)
+        self.planned = len(positions)
         result = None
         if self.view is not None:
             self.view.begin(len(positions), unit, self._device_status())
         try:
-            self._acquire(positions, progress)
+            self.t_acquisition_started = time.perf_counter()
+            if self.acquirer is None:
+                self._acquire(positions, progress)
+            else:
+                self._acquire_streamed(self.acquirer, positions)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
             self.interrupted = True
             self.ended_by = str(interrupt) or "interrupted (Ctrl-C)"
@@ -134,6 +143,20 @@ class Session:
                               interrupted=self.interrupted)
 
     # -- acquisition --
+    def _positions(self, start: float) -> list[float]:
+        """The plan's z-positions (found by a pre-sweep for auto_range), all within the drive's limits."""
+        focus, unit = self.rig.focus, self.profile.focus.unit
+        if self.plan.auto_range is not None:
+            self.range_found = find_z_range(self.profile, self.rig)
+            positions = self.range_found.positions_um
+        else:
+            positions = planned_positions(self.plan, start)
+        outside = [p for p in positions if not focus.limits.contains(p)]
+        if outside:
+            raise PositionOutOfRangeError(focus.name, f"the plan goes to {outside[0]:g} {unit}, outside the limits "
+                                                      f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
+        return positions
+
     def _acquire(self, positions: list[float], progress: bool | None) -> None:
         self._dropped_in_a_row = 0
         self._waiting_since: float | None = None  # the first try for a frame since the last one that came
@@ -185,6 +208,23 @@ class Session:
                                                     f"in a row): gave up after camera.give_up_after_s = "
                                                     f"{give_up_after_s:g} s")
         return self.rig.camera.snap(timeout_s=min(self.profile.camera.timeout_s, give_up_after_s - waited_s))
+
+    def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
+        """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""
+        self.rig.arm_faults(0)
+        frames = acquirer.frames(positions, self.retries)
+        with contextlib.closing(frames):  # stops the devices whatever ends the loop
+            for item in frames:
+                if isinstance(item, LostSlice):  # an explicit gap, recorded with its z
+                    self.dropped.append({"planned_index": item.planned_index, "z": item.z, "error": item.error})
+                    continue
+                t0 = time.perf_counter()
+                self._store(item.frame, item.z)
+                t1 = time.perf_counter()
+                self.slices.append({"index": len(self.slices), "planned_index": item.planned_index, "z": item.z,
+                                    **item.timing, "store_s": round(t1 - t0, 5)})
+                self.t_last_slice = t1
+                self.rig.arm_faults(len(self.slices))
 
     def _store(self, frame, z: float) -> None:
         pixels = frame.pixels
@@ -283,6 +323,7 @@ class Session:
                         "planned_slices": len(positions), "acquired_slices": len(self.slices),
                         "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
                         "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
+        report.update(acquisition_report(self, positions))
         if result is not None:
             assert self.worker is not None and self.buffer is not None  # there is a result: slices were fused
             for record in self.slices:
@@ -302,7 +343,6 @@ class Session:
                             "overhead_fraction": round(max(0.0, 1 - device_s / total_s), 4),
                             "result_after_last_slice": round(self.t_result_ready - self.t_last_slice, 4),
                             "slices_read_back_by_fusion": len(self.worker.read_back)},
-                "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
                 "alignment": result.alignment,
                 "warnings": [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w],
             })

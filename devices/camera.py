@@ -18,6 +18,7 @@ class Frame:
     bit_depth: int             # significant bits per sample (12 for 12-bit data in uint16)
     timestamp_s: float         # time.time() when the frame arrived, unless the camera gives one
     metadata: dict = field(default_factory=dict)
+    exposure_start_s: float | None = None   # time.time() when the exposure began, where the camera tells
 
 
 @runtime_checkable

@@ -9,12 +9,13 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import numpy as np
 
 from devices.camera import Frame
-from devices.errors import DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError
+from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
+                            PositionOutOfRangeError)
 from devices.focus_drive import FocusDrive, FocusLimits
 
 
@@ -130,8 +131,13 @@ class MicroManagerCamera:
         self._call("snapImage", timeout_s=timeout_s + self.exposure_ms / 1000)
         return self._frame(self._call("getImage"))
 
-    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
-        """Hardware sequence acquisition; a frame not delivered within ``timeout_s`` is an error."""
+    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Generator[Frame, None, None]:
+        """Hardware sequence acquisition, frames popped from the core's circular buffer as they come.
+
+        A frame not delivered within ``timeout_s`` of the previous one is a DeviceTimeoutError; a
+        sequence the camera ends early is a DeviceErrorReply saying how many frames came.
+        """
+        with_metadata = hasattr(self._core, "popNextImageAndMD")  # pymmcore-plus; pycromanager's core has not
         self._call("startSequenceAcquisition", n_frames, 0.0, True)
         try:
             for index in range(n_frames):
@@ -143,10 +149,19 @@ class MicroManagerCamera:
                     if time.monotonic() > deadline:
                         raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames} did not arrive "
                                                             f"within {timeout_s:g} s")
-                    time.sleep(0.001)
-                yield self._frame(self._call("popNextImage"), {"sequence_index": index})
+                    time.sleep(0.0005)
+                if with_metadata:
+                    raw, metadata = self._call("popNextImageAndMD")
+                    metadata = {key: metadata[key] for key in metadata.keys()}  # noqa: SIM118 -- pymmcore's Metadata is not iterable
+                else:
+                    raw, metadata = self._call("popNextImage"), {}
+                yield self._frame(raw, {**metadata, "sequence_index": index})
         finally:
             self._call("stopSequenceAcquisition")
+
+    def can_run_sequences(self) -> bool:
+        """Micro-Manager cameras run sequence acquisitions (the core emulates one where the adapter has none)."""
+        return True
 
     def close(self) -> None:
         self._call.close()
@@ -177,6 +192,27 @@ class MicroManagerFocusDrive(FocusDrive):
 
     def _do_is_busy(self) -> bool:
         return bool(self._call("deviceBusy", self.label))
+
+    # -- hardware sequencing: the stage steps through loaded positions on each trigger --
+    def sequence_max_length(self) -> int:
+        """How many positions the stage takes in one sequence; 0 when it cannot sequence."""
+        if not self._call("isStageSequenceable", self.label):
+            return 0
+        return int(self._call("getStageSequenceMaxLength", self.label))
+
+    def load_sequence(self, positions_um: list[float]) -> None:
+        """Load ``positions_um`` (each within the limits) into the stage; start_sequence arms it."""
+        for z_um in positions_um:
+            if not self.limits.contains(z_um):
+                raise PositionOutOfRangeError(self.name, f"the sequence goes to {z_um:g} µm, outside the limits "
+                                                         f"{self.limits.lower:g}..{self.limits.upper:g} µm")
+        self._call("loadStageSequence", self.label, [float(z) for z in positions_um])
+
+    def start_sequence(self) -> None:
+        self._call("startStageSequence", self.label)
+
+    def stop_sequence(self) -> None:
+        self._call("stopStageSequence", self.label)
 
     def close(self) -> None:
         self._call.close()

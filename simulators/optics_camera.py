@@ -61,8 +61,8 @@ class SimulatedCamera:
         return self.noise.ideal(texture if magnification == 1.0 else magnify(texture, magnification))
 
     def snap(self, timeout_s: float = 5.0) -> Frame:
-        started = time.monotonic()
-        focus_um, magnification = self.optical_state()
+        started, exposure_start_s = time.monotonic(), time.time()
+        focus_um, magnification = self.optical_state()  # the whole exposure sees the optics as they are now
         faults = self.faults
         if faults.disconnected:
             raise DeviceDisconnectedError(self.name, "the camera is gone (simulated: its cable was pulled)")
@@ -87,7 +87,8 @@ class SimulatedCamera:
         time.sleep(max(0.0, started + wait_s - time.monotonic()))
         bits = self.noise.bit_depth or 32
         return Frame(pixels=pixels, exposure_ms=self._exposure_ms, pixel_type=str(pixels.dtype), bit_depth=bits,
-                     timestamp_s=time.time(), metadata={"focus_um": focus_um, "magnification": magnification})
+                     timestamp_s=time.time(), metadata={"focus_um": focus_um, "magnification": magnification},
+                     exposure_start_s=exposure_start_s)
 
     def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
         for _ in range(n_frames):

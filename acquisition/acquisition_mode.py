@@ -1,0 +1,54 @@
+"""Which acquisition a profile gets on an opened rig: stepped, hardware-sequenced, or a lens stream.
+
+``plan.hardware_sequencing``: ``auto`` sequences when the focus stage takes z-sequences and the
+camera runs sequence acquisitions; ``on`` demands it, and a device that cannot is an error that
+names it; ``off`` steps. ``plan.stream`` sweeps a tunable lens with the camera free-running.
+"""
+from __future__ import annotations
+
+from acquisition.acquirer import Acquirer
+from acquisition.profile import Profile
+from acquisition.rig import Rig
+from devices.errors import UnsupportedFeatureError
+
+
+def why_not_sequenced(rig: Rig) -> tuple[str, str] | None:
+    """(device name, reason) when the rig cannot run a hardware-sequenced z-stack; None when it can."""
+    focus, camera = rig.focus, rig.camera
+    if not hasattr(focus, "sequence_max_length"):
+        return focus.name, "it is not a Micro-Manager stage, so it takes no z-sequence"
+    if focus.sequence_max_length() < 2:
+        return focus.name, ("the stage is not sequenceable (for the demo adapters' stage set micromanager.properties "
+                            "{Z: {UseSequences: 'Yes'}})")
+    if not getattr(camera, "can_run_sequences", lambda: False)():
+        return camera.name, ("it is not a Micro-Manager camera, so it runs no sequence acquisition on the "
+                             "stage's trigger")
+    return None
+
+
+def acquirer_for(profile: Profile, rig: Rig) -> Acquirer | None:
+    """The acquirer the profile asks for on this rig; None for the session's own stepped loop."""
+    plan = profile.plan
+    if plan is None:  # an MDA profile: its sequence runs in mda_session
+        return None
+    if plan.stream:
+        from acquisition.lens_stream import LensStreamAcquirer
+
+        if not hasattr(rig.camera, "sequence"):
+            raise UnsupportedFeatureError(rig.camera.name, "plan.stream needs a camera that streams frames")
+        return LensStreamAcquirer(rig.camera, rig.focus, settle_s=profile.focus.settle_ms / 1000,
+                                  frame_timeout_s=profile.camera.timeout_s, retries=plan.retries)
+    if plan.hardware_sequencing == "off":
+        return None
+    problem = why_not_sequenced(rig)
+    if problem is not None:
+        if plan.hardware_sequencing == "on":
+            device, reason = problem
+            raise UnsupportedFeatureError(device, f"plan.hardware_sequencing is on, but this device cannot run a "
+                                                  f"hardware-sequenced z-stack: {reason}; set "
+                                                  "plan.hardware_sequencing: auto (or off) to step instead")
+        return None
+    from acquisition.sequenced import HardwareSequencedAcquirer
+
+    return HardwareSequencedAcquirer(rig.camera, rig.focus, frame_timeout_s=profile.camera.timeout_s,
+                                     settle_timeout_s=profile.focus.settle_timeout_s, retries=plan.retries)

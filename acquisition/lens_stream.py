@@ -1,0 +1,115 @@
+"""A tunable-lens sweep with the camera free-running: every frame's focus is known from its time.
+
+The camera streams without pause (``acquisition.frame_stream``) while the lens is stepped
+through the sweep. Each command is logged with its time (``acquisition.lens_settling``); each
+frame's exposure window then says which power it saw and whether the lens held still for all
+of it. The first still frame at a step becomes that step's slice and the lens is sent on at
+once; frames exposed while it moved are flagged and dropped (not stored, not fused: a frame
+focused between two planes would blur the fusion), and extra still frames are counted as
+spares. session.json lists the flagged frames.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+
+from acquisition.acquirer import Acquired, AcquiredSlice, LostSlice
+from acquisition.frame_stream import FrameStream
+from acquisition.lens_settling import LensTrajectory
+from devices.camera import Frame
+from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
+
+TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
+MAX_LOST_IN_A_ROW = 3           # steps without a still frame in a row: the stream has failed
+FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
+
+
+def exposure_window_s(frame: Frame) -> tuple[float, float]:
+    """(start, end) of the frame's exposure, time.time() seconds: the camera's own start time where it
+    gives one, else counted back from the frame's arrival."""
+    exposure_s = (frame.exposure_ms or 0.0) / 1000
+    start_s = frame.exposure_start_s if frame.exposure_start_s is not None else frame.timestamp_s - exposure_s
+    return start_s, start_s + exposure_s
+
+
+class LensStreamAcquirer:
+    """A streaming camera and a tunable lens (any FocusDrive that takes commands without waiting)."""
+
+    mode = "stream"
+
+    def __init__(self, camera, lens, settle_s: float, frame_timeout_s: float = 5.0, retries: int = 2,
+                 guard_s: float = 0.001):
+        self.camera = camera
+        self.lens = lens
+        self.settle_s = settle_s
+        self.frame_timeout_s = frame_timeout_s
+        self.retries = retries
+        self.guard_s = guard_s
+        self.flagged: list[dict] = []   # frames exposed while the lens moved
+        self.spares = 0                 # still frames beyond each step's first
+        self.frames_seen = 0
+        self._t0_s: float | None = None
+
+    def frames(self, positions: list[float], retry_log: list[dict]) -> Generator[Acquired, None, None]:
+        trajectory = LensTrajectory(self.settle_s, self.guard_s)
+        lost_in_a_row = 0
+        with FrameStream(self.camera, len(positions) * FRAMES_PER_STEP_AT_MOST, self.frame_timeout_s) as stream:
+            for index, power in enumerate(positions):
+                t0 = time.perf_counter()
+                self._command(power, index, retry_log)
+                command = trajectory.command(time.time(), power)
+                self._t0_s = self._t0_s if self._t0_s is not None else trajectory.times_s[0]
+                t1 = time.perf_counter()
+                try:
+                    frame = self._still_frame(stream, trajectory, command)
+                except DeviceTimeoutError as error:
+                    lost_in_a_row += 1
+                    yield LostSlice(index, power, str(error))
+                    if lost_in_a_row >= MAX_LOST_IN_A_ROW:
+                        yield from (LostSlice(k, positions[k], str(error)) for k in range(index + 1, len(positions)))
+                        raise
+                    continue
+                except DeviceError as error:  # the camera failed: what is left is lost
+                    yield from (LostSlice(k, positions[k], str(error)) for k in range(index, len(positions)))
+                    raise
+                lost_in_a_row = 0
+                yield AcquiredSlice(frame, power, index, {"move_s": round(t1 - t0, 5), "settle_s": 0.0,
+                                                          "exposure_s": round(time.perf_counter() - t1, 5)})
+
+    def _command(self, power: float, index: int, retry_log: list[dict]) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                self.lens.move_to(power)
+                return
+            except TRANSIENT_ERRORS as error:
+                retry_log.append({"slice": index, "what": "move", "attempt": attempt + 1, "error": str(error)})
+                if attempt == self.retries:
+                    raise
+
+    def _still_frame(self, stream: FrameStream, trajectory: LensTrajectory, command: int) -> Frame:
+        """The first frame exposed wholly while the lens held ``command``'s power."""
+        deadline = time.monotonic() + self.frame_timeout_s
+        while True:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise DeviceTimeoutError(self.camera.name, f"no frame exposed with the lens still at step {command} "
+                                                           f"within {self.frame_timeout_s:g} s")
+            frame = stream.next_frame(left_s)
+            self.frames_seen += 1
+            start_s, end_s = exposure_window_s(frame)
+            seen = trajectory.frame_focus(start_s, end_s)
+            if seen.still and seen.command == command:
+                return frame
+            if seen.still:
+                self.spares += 1  # a still frame of an earlier step, which already has its slice
+                continue
+            moving_to = trajectory.latest_command_before(end_s)
+            t0_s = self._t0_s if self._t0_s is not None else start_s
+            self.flagged.append({"frame": self.frames_seen - 1, "start_ms": round((start_s - t0_s) * 1000, 2),
+                                 "end_ms": round((end_s - t0_s) * 1000, 2),
+                                 "lens_moving_to": None if moving_to is None else trajectory.powers[moving_to]})
+
+    def report(self) -> dict:
+        return {"mode": self.mode, "settle_ms": self.settle_s * 1000, "frames_streamed": self.frames_seen,
+                "flagged_frames": len(self.flagged), "spare_frames": self.spares,
+                "flagged": self.flagged[:200]}

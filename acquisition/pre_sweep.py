@@ -1,0 +1,72 @@
+"""The automatic z-range: a coarse pre-sweep on the rig, then the fine positions that cover it.
+
+The pre-sweep moves from the bottom of ``plan.auto_range.search_um`` upwards every coarse step,
+snaps, bins each frame and scores it per tile (``acquisition.auto_range``); it stops early once
+the focus curve has risen and fallen back to background. The fine stack then covers from the
+lowest to the highest surface found, plus ``margin_steps`` fine steps either side.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from acquisition.auto_range import PreSweepAnalysis, binned, coarse_positions, fine_positions
+from acquisition.profile import Profile
+from devices.errors import DeviceError, PositionOutOfRangeError
+
+
+@dataclass
+class RangeFound:
+    """What the pre-sweep found and the fine positions it gives (µm)."""
+
+    lo_um: float
+    hi_um: float
+    positions_um: list[float]
+    coarse_z_um: list[float]
+    frame_curve: list[float]        # the whole frame's detail per coarse frame
+    stopped_early: bool
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self) -> dict:
+        return {"detail_range_um": [round(self.lo_um, 3), round(self.hi_um, 3)], "frames": len(self.coarse_z_um),
+                "coarse_z_um": [round(z, 3) for z in self.coarse_z_um],
+                "frame_curve": [float(f"{v:.4g}") for v in self.frame_curve],
+                "stopped_early": self.stopped_early, "seconds": round(self.seconds, 4), "warnings": self.warnings}
+
+
+def find_z_range(profile: Profile, rig) -> RangeFound:
+    """Run the pre-sweep on ``rig`` (an ``acquisition.rig.Rig``); the focus returns to where it was
+    if the pre-sweep fails. Raises AutoRangeError when no part of the frame came into focus."""
+    settings = profile.plan.auto_range if profile.plan is not None else None
+    if settings is None:
+        raise ValueError("find_z_range needs a profile with plan.auto_range")
+    focus, camera = rig.focus, rig.camera
+    coarse = coarse_positions(settings.search_um, settings.coarse_step)
+    outside = [z for z in coarse if not focus.limits.contains(z)]
+    if outside:
+        raise PositionOutOfRangeError(focus.name, f"plan.auto_range.search_um reaches {outside[0]:g} µm, outside the "
+                                                  f"limits {focus.limits.lower:g}..{focus.limits.upper:g} µm")
+    start = focus.position()
+    analysis = PreSweepAnalysis()
+    stopped_early = False
+    started = time.perf_counter()
+    try:
+        for z_um in coarse:
+            focus.move_to(z_um)
+            focus.wait_until_settled(profile.focus.settle_timeout_s)
+            time.sleep(profile.focus.settle_ms / 1000)
+            frame = camera.snap(timeout_s=profile.camera.timeout_s)
+            analysis.add(z_um, binned(frame.pixels, settings.binning))
+            if settings.stop_early and analysis.has_fallen_back():
+                stopped_early = z_um != coarse[-1]
+                break
+        lo_um, hi_um = analysis.range_um()
+    except BaseException:
+        with contextlib.suppress(DeviceError):  # the pre-sweep's own error says more
+            focus.move_to(start)  # the session never started: leave the focus where the user had it
+        raise
+    return RangeFound(lo_um, hi_um, fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps),
+                      list(analysis.z_um), analysis.frame_curve, stopped_early, time.perf_counter() - started,
+                      analysis.edge_warnings())

@@ -1,0 +1,211 @@
+"""The three acquisition modes on real parts: hardware-sequenced stacks (UniMMCore Python devices and the
+real MMCore with the demo adapters), the free-running tunable-lens stream, and what each records."""
+from __future__ import annotations
+
+import pytest
+import tifffile
+import yaml
+
+from acquisition.acquisition_mode import acquirer_for
+from acquisition.lens_settling import LensTrajectory
+from acquisition.lens_stream import LensStreamAcquirer
+from acquisition.plans import planned_positions
+from acquisition.profile import Profile, ProfileError, load_profile
+from acquisition.rig import open_rig
+from acquisition.session import Session, new_session_folder, run_profile
+from devices.errors import DeviceErrorReply, UnsupportedFeatureError
+from fusion.readers import open_stack
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.hardware_sim
+
+PROFILES = REPO_ROOT / "profiles"
+
+
+def small(profile: Profile, **changes) -> Profile:
+    """The profile with a small specimen, and optionally plan or profile changes, to keep tests quick."""
+    data = profile.model_dump(exclude_none=True)
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    for path, value in changes.items():
+        *parents, key = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return Profile.model_validate(data)
+
+
+def stack_z(folder) -> list[float]:
+    with open_stack(folder / "stack.ome.tif") as stack:
+        return [float(z) for z in stack.z_positions_um]
+
+
+def run_session(tmp_path, profile):
+    """A session in this process, returning the outcome and what the simulators saw."""
+    rig = open_rig(profile)
+    try:
+        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+        return outcome, rig.simulators
+    finally:
+        rig.close()
+
+
+# -- hardware-sequenced stacks --
+
+def test_sequenced_stack_is_rendered_where_each_frame_is_stamped_and_fuses_above_the_best_slice(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"))
+    outcome, simulators = run_session(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed and report["acquisition_mode"] == "sequenced"
+    assert report["acquired_slices"] == report["planned_slices"] == 13 and report["dropped_frames"] == []
+    planned = planned_positions(profile.plan, 0.0)
+    assert stack_z(outcome.folder) == pytest.approx(planned)
+    # The stage stepped on the camera's triggers: each frame was rendered where the stage then was,
+    # and that is the z the frame was stamped with.
+    assert simulators["mm_camera"].rendered_at_um == pytest.approx(planned, abs=1e-6)
+    assert simulators["mm_stage"].triggers >= 12
+    assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+    assert report["throughput_slices_per_s"] > 0 and report["acquisition"]["sequences"][0]["frames_got"] == 13
+
+
+def test_auto_steps_when_the_stage_cannot_sequence_and_on_names_the_stage(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-micromanager.yaml"))
+    assert profile.plan.hardware_sequencing == "auto"
+    rig = open_rig(profile)
+    try:
+        assert acquirer_for(profile, rig) is None  # auto: the stage is not sequenceable, so the session steps
+        strict = small(load_profile(PROFILES / "simulated-micromanager.yaml"), **{"plan.hardware_sequencing": "on"})
+        with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager stage SimZ: plan.hardware_sequencing is on, "
+                                                          r"but .* not sequenceable"):
+            acquirer_for(strict, rig)
+    finally:
+        rig.close()
+
+
+def test_on_with_a_camera_outside_micromanager_names_the_device(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated.yaml"), **{"plan.hardware_sequencing": "on"})
+    with pytest.raises(UnsupportedFeatureError, match=r"simulated stage: .*not a Micro-Manager stage"):
+        run_profile(profile, tmp_path, progress=False)
+
+
+def test_a_sequence_that_loses_a_frame_is_retried_from_that_frame(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
+                    faults={"camera": {"drop_frames": 1, "after_slices": 4}})
+    outcome, simulators = run_session(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
+    assert [r["what"] for r in report["retries"]] == ["sequence"]
+    assert "ended the sequence after" in report["retries"][0]["error"]
+    assert len(report["acquisition"]["sequences"]) == 2
+    planned = planned_positions(profile.plan, 0.0)
+    assert stack_z(outcome.folder) == pytest.approx(planned)
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.n_slices == 13
+    assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+
+
+def test_a_sequence_that_keeps_failing_ends_the_session_with_the_frames_acquired_saved(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
+                    faults={"camera": {"drop_frames": 10, "after_slices": 4}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report
+    assert not outcome.completed and "ended the sequence after" in report["ended_by"]
+    acquired = report["acquired_slices"]
+    assert 4 <= acquired < 13
+    assert len(report["retries"]) == profile.plan.retries + 1
+    # Nothing acquired is lost: on disk and fused; what was not is listed with its z.
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.n_slices == acquired
+    assert [d["planned_index"] for d in report["dropped_frames"]] == list(range(acquired, 13))
+    assert all("z" in d for d in report["dropped_frames"])
+    assert (outcome.folder / "fused.tif").is_file()
+
+
+DEMO_RIG = {"name": "demo", "micromanager": {"config": "demo"},
+            "camera": {"driver": "micromanager", "exposure_ms": 2},
+            "focus": {"driver": "micromanager"},
+            "plan": {"z": {"bottom": 0, "top": 10, "step": 1}, "hardware_sequencing": "on"}}
+
+
+def test_demo_adapters_stage_with_use_sequences_runs_a_sequenced_stack(tmp_path):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
+                                                                  "properties": {"Z": {"UseSequences": True}}}})
+    outcome = run_profile(profile, tmp_path, progress=False)
+    report = outcome.report
+    assert outcome.completed and report["acquisition_mode"] == "sequenced"
+    assert report["acquired_slices"] == report["planned_slices"] == 11
+    assert stack_z(outcome.folder) == pytest.approx([float(z) for z in range(11)])
+    assert tifffile.imread(outcome.folder / "fused.tif").shape == (512, 512)
+
+
+def test_demo_adapters_stage_without_sequences_is_named_when_on(tmp_path):
+    with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager stage Z: .*not sequenceable .*UseSequences"):
+        run_profile(Profile.model_validate(DEMO_RIG), tmp_path, progress=False)
+
+
+def test_a_property_the_device_lacks_is_named(tmp_path):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
+                                                                  "properties": {"Z": {"UseSequence": "Yes"}}}})
+    with pytest.raises(DeviceErrorReply, match=r"Micro-Manager device Z: micromanager.properties: cannot set "
+                                               r"UseSequence"):
+        run_profile(profile, tmp_path, progress=False)
+
+
+# -- the free-running tunable-lens stream --
+
+@pytest.mark.parametrize("start,end,seen,still", [
+    (0.000, 0.010, None, False),   # before the first command
+    (1.001, 1.011, 0, False),      # while the lens settles after command 0 (sent at 1.000, 5 ms)
+    (1.006, 1.016, 0, True),       # wholly after settling, before the next command
+    (1.015, 1.025, 0, False),      # command 1 (at 1.020) falls inside the exposure
+    (1.021, 1.031, 1, False),      # settling after command 1
+    (1.027, 1.037, 1, True),
+])
+def test_lens_trajectory_says_which_step_a_frame_saw_and_whether_the_lens_was_still(start, end, seen, still):
+    trajectory = LensTrajectory(settle_s=0.005, guard_s=0.0005)
+    trajectory.command(1.000, 0.5)
+    trajectory.command(1.020, 0.8)
+    focus = trajectory.frame_focus(start, end)
+    assert (focus.command, focus.still) == (seen, still)
+
+
+def test_lens_stream_stamps_each_kept_frame_with_the_power_it_was_exposed_at():
+    profile = small(load_profile(PROFILES / "simulated-etl-stream.yaml"))
+    rig = open_rig(profile)
+    try:
+        acquirer = acquirer_for(profile, rig)
+        assert isinstance(acquirer, LensStreamAcquirer)
+        positions = planned_positions(profile.plan, 0.0)
+        items = list(acquirer.frames(positions, []))
+    finally:
+        rig.close()
+    assert [item.planned_index for item in items] == list(range(len(positions)))
+    um_per_dpt = profile.camera.optics.um_per_dpt
+    for item in items:  # what the optics simulator rendered is the power the frame was stamped with
+        assert item.frame.metadata["focus_um"] == pytest.approx(um_per_dpt * item.z, abs=0.06)
+    report = acquirer.report()
+    assert report["flagged_frames"] > 0  # the frame in flight when the lens was sent on is never kept
+    assert report["frames_streamed"] == len(positions) + report["flagged_frames"] + report["spare_frames"]
+
+
+def test_lens_stream_session_fuses_above_the_best_slice_and_lists_flagged_frames(tmp_path):
+    outcome = run_profile(small(load_profile(PROFILES / "simulated-etl-stream.yaml")), tmp_path, progress=False)
+    report = outcome.report
+    assert outcome.completed and report["acquisition_mode"] == "stream"
+    assert report["acquired_slices"] == report["planned_slices"] and report["dropped_frames"] == []
+    assert report["acquisition"]["flagged_frames"] == len(report["acquisition"]["flagged"]) > 0
+    assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+
+
+@pytest.mark.parametrize("plan,message", [
+    ({"z": {"range": 10, "step": 1}, "stream": True}, r"plan: stream: a free-running stream sweeps a tunable lens"),
+    ({"z": {"range": 10, "step": 1}, "hardware_sequencing": "maybe"},
+     r"plan.hardware_sequencing: Input should be 'auto', 'on' or 'off'"),
+    ({"z": {"range": 10, "step": 1}, "hardware_sequence": "on"},
+     r"plan.hardware_sequence: unknown key 'hardware_sequence'; allowed here: auto_range, hardware_sequencing"),
+])
+def test_bad_acquisition_mode_keys_are_named(tmp_path, plan, message):
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"}, "plan": plan}))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)

@@ -1,0 +1,109 @@
+"""The automatic z-range: a coarse pre-sweep of binned frames finds where the specimen has detail;
+the fine stack covers it with at most 30% more slices than the true height range needs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from acquisition.auto_range import AutoRangeError, PreSweepAnalysis, binned, coarse_positions, fine_positions
+from acquisition.profile import Profile, ProfileError, load_profile
+from acquisition.session import run_profile
+from simulators.optics import CameraNoise, DefocusRenderer, Optics
+from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
+from tests.conftest import REPO_ROOT
+
+STEP_UM, COARSE_STEP_UM, BINNING = 3.0, 6.0, 4
+
+
+def slices_needed(lo_um: float, hi_um: float, step_um: float) -> int:
+    """Slices a stack at ``step_um`` needs to reach from lo to hi."""
+    return math.ceil((hi_um - lo_um) / step_um - 1e-9) + 1
+
+
+def pre_sweep(specimen: VirtualSpecimen, search_um=(-30.0, 80.0)) -> PreSweepAnalysis:
+    renderer = DefocusRenderer(specimen, Optics(blur_px_per_um=0.3))
+    noise, rng = CameraNoise(), np.random.default_rng(1)
+    analysis = PreSweepAnalysis()
+    for z_um in coarse_positions(search_um, COARSE_STEP_UM):
+        analysis.add(z_um, binned(noise.expose(renderer.render(z_um), rng), BINNING))
+        if analysis.has_fallen_back():
+            break
+    return analysis
+
+
+# Textures that show detail across the whole field, on the simulator's surfaces. Not "steps": its
+# height map's last pixel column stands 23% above its top step (floor(4x) reaches 4 at x = 1), a
+# one-pixel ledge no pre-sweep resolves; the range found covers the four steps themselves.
+@pytest.mark.parametrize("surface", ["plane", "dome", "irregular"])
+@pytest.mark.parametrize("texture", ["coffee", "gravel", "brick"])
+def test_auto_range_covers_the_true_heights_with_at_most_30_percent_more_slices(texture, surface):
+    shape = (480, 640)
+    specimen = VirtualSpecimen(load_texture(texture, shape),
+                               make_height_map(surface, shape, 30.0, np.random.default_rng(0)))
+    analysis = pre_sweep(specimen)
+    positions = fine_positions(*analysis.range_um(), STEP_UM, margin_steps=1)
+    true_lo, true_hi = float(specimen.height_um.min()), float(specimen.height_um.max())
+    assert positions[0] <= true_lo and positions[-1] >= true_hi
+    assert len(positions) <= 1.3 * slices_needed(true_lo, true_hi, STEP_UM)
+    assert len(analysis.z_um) < len(coarse_positions((-30.0, 80.0), COARSE_STEP_UM))  # the sweep stopped early
+
+
+def test_fine_positions_cover_the_range_plus_a_step_either_side_centred():
+    assert fine_positions(0.0, 6.0, 3.0, margin_steps=1) == [-3.0, 0.0, 3.0, 6.0, 9.0]
+    positions = fine_positions(0.0, 7.0, 3.0, margin_steps=1)
+    assert positions[0] <= -3.0 and positions[-1] >= 10.0 and np.allclose(np.diff(positions), 3.0)
+
+
+@pytest.mark.parametrize("texture", ["coffee", "gravel"])
+def test_auto_range_covers_every_step_of_a_stepped_specimen(texture):
+    shape = (480, 640)
+    specimen = VirtualSpecimen(load_texture(texture, shape), make_height_map("steps", shape, 30.0))
+    positions = fine_positions(*pre_sweep(specimen).range_um(), STEP_UM, margin_steps=1)
+    steps_um = specimen.height_um[:, :-1]  # without the last column's one-pixel ledge
+    true_lo, true_hi = float(steps_um.min()), float(steps_um.max())
+    assert positions[0] <= true_lo and positions[-1] >= true_hi
+    assert len(positions) <= 1.3 * slices_needed(true_lo, true_hi, STEP_UM)
+
+
+def test_a_specimen_outside_the_search_range_is_a_clear_error():
+    shape = (240, 320)
+    specimen = VirtualSpecimen(load_texture("gravel", shape), make_height_map("dome", shape, 20.0))
+    with pytest.raises(AutoRangeError, match=r"no part of the frame came into focus between 200 and 300 µm"):
+        pre_sweep(specimen, search_um=(200.0, 300.0)).range_um()
+
+
+@pytest.mark.hardware_sim
+def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
+    outcome = run_profile(load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml"), tmp_path, progress=False)
+    report = outcome.report
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
+    (lo, hi), (true_lo, true_hi) = report["z_range_um"], report["truth_range_um"]
+    assert lo <= true_lo and hi >= true_hi
+    assert report["planned_slices"] <= 1.3 * slices_needed(true_lo, true_hi, 3.0)
+    assert report["pre_sweep"]["stopped_early"] and report["pre_sweep"]["frames"] < 19
+    assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+
+
+@pytest.mark.parametrize("auto_range,message", [
+    ({"search_um": [10, 0], "step_um": 3}, r"plan.auto_range: search_um: the bottom 10 must be below the top 0"),
+    ({"search_um": [0, 10], "step_um": 3, "coarse_step_um": 6},
+     r"plan.auto_range: the coarse step 6 µm gives fewer than 3 pre-sweep frames"),
+    ({"search_um": [0, 50], "step": 3}, r"plan.auto_range.step: unknown key 'step'"),
+])
+def test_bad_auto_range_settings_are_named(tmp_path, auto_range, message):
+    path = tmp_path / "rig.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"},
+                                    "plan": {"auto_range": auto_range}}))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)
+
+
+def test_auto_range_with_a_tunable_lens_is_refused():
+    with pytest.raises(ValueError, match=r"an automatic z-range is found with a stage in µm"):
+        Profile.model_validate({"camera": {"driver": "simulated"},
+                                "focus": {"driver": "optotune", "port": "simulated", "unit": "dpt"},
+                                "plan": {"auto_range": {"search_um": [0, 50], "step_um": 3}}})
