@@ -146,23 +146,23 @@ def print_session_summary(outcome) -> None:
     """What a live session made and where, on stdout; what went wrong, on stderr."""
     from fusion.output_names import SESSION_REPORT
 
-    report = outcome.report
-    print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
+    report = outcome.report  # an acquisition.session_report.SessionReport
+    print(f"session: {report.acquired_slices} of {report.planned_slices} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
-        if name in report["outputs"]:
-            print(f"  {name}: {report['outputs'][name]}")
-    if "psnr_db" in report:
-        print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB "
-              f"(best single slice {report['best_slice_psnr_db']:.2f} dB)")
-    if report["dropped_frames"]:
-        print(f"  dropped frames: {len(report['dropped_frames'])} (see {SESSION_REPORT})", file=sys.stderr)
+        if name in report.outputs:
+            print(f"  {name}: {report.outputs[name]}")
+    if report.psnr_db is not None:
+        print(f"  fused vs ground truth: {report.psnr_db:.2f} dB "
+              f"(best single slice {report.best_slice_psnr_db:.2f} dB)")
+    if report.dropped_frames:
+        print(f"  dropped frames: {len(report.dropped_frames)} (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
-        print(f"error: the session ended early: {outcome.ended_by}; the {report['acquired_slices']} slices acquired "
-              f"are saved in {report['outputs'].get('stack', 'no stack (nothing was acquired)')} and fused",
+        print(f"error: the session ended early: {outcome.ended_by}; the {report.acquired_slices} slices acquired "
+              f"are saved in {report.outputs.get('stack', 'no stack (nothing was acquired)')} and fused",
               file=sys.stderr)
-    for warning in report.get("warnings", []):
+    for warning in report.warnings or []:
         print(f"warning: {warning}", file=sys.stderr)
-    for problem in report["errors"]:
+    for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
 
 
@@ -179,19 +179,19 @@ def run_mda(args, profile, out_root: Path) -> int:
     if args.view:
         raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
     outcome = run_mda_profile(profile, out_root)
-    report = outcome.report
-    print(f"session: {report['acquired_slices']} of {report['planned_slices']} frames, "
-          f"{len(report['stacks'])} z-stacks fused in {outcome.folder} ({report['seconds']['total']:.1f} s)")
-    for record in report["stacks"]:
+    report = outcome.report  # an acquisition.session_report.MDASessionReport
+    print(f"session: {report.acquired_slices} of {report.planned_slices} frames, "
+          f"{len(report.stacks)} z-stacks fused in {outcome.folder} ({report.seconds['total']:.1f} s)")
+    for record in report.stacks:
         score = (f", fused {record['psnr_db']:.2f} dB vs best slice {record['best_slice_psnr_db']:.2f} dB"
                  if "psnr_db" in record else "")
         print(f"  {record['name']}: {record['slices']} slices{score}")
-    for name, count in report["missing_slices"].items():
+    for name, count in report.missing_slices.items():
         print(f"  {name}: {count} slices missing (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is saved and fused",
               file=sys.stderr)
-    for problem in report["errors"]:
+    for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:
         return interrupted_status()

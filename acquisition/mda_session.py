@@ -17,6 +17,7 @@ from acquisition.mda_plan import around_current_position, channel_names
 from acquisition.mda_rig import MDARig, open_mda_rig
 from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, _full_scale, new_session_folder
+from acquisition.session_report import MDASessionReport
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
 from fusion.output_names import SESSION_REPORT
@@ -33,7 +34,7 @@ def session_sequence(profile: Profile, core):
     return around_current_position(profile.mda, None, None, core.getPosition())
 
 
-def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:
+def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome[MDASessionReport]:
     """Open the core, run the sequence into ``out_root/<timestamp>/`` fusing every z-stack, close it."""
     rig = open_mda_rig(profile)
     try:
@@ -43,7 +44,7 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
         rig.close()
 
 
-def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
+def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
     fusion = profile.fusion
@@ -70,27 +71,27 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
                                   "error": "the MDA ended before its handler summed it up"}
     if summary.get("error") and ended_by is None:
         ended_by = summary["error"]
-    report = {"profile": profile.model_dump(mode="json"), "folder": str(folder), "kind": "mda",
-              "planned_slices": planned, "acquired_slices": summary["frames"], "ended_by": ended_by,
-              "errors": [r["error"] for r in summary["stacks"] if r.get("error")],
-              "missing_slices": summary["missing_slices"],
-              "seconds": {"total": round(total_s, 4)},
-              "throughput_slices_per_s": round(summary["frames"] / total_s, 3) if total_s else None,
-              "stacks": summary["stacks"], "outputs": {"summary": str(folder / "mda_fusion.json")}}
+    report = MDASessionReport(
+        profile=profile.model_dump(mode="json"), folder=str(folder), planned_slices=planned,
+        acquired_slices=summary["frames"], ended_by=ended_by,
+        errors=[r["error"] for r in summary["stacks"] if r.get("error")], missing_slices=summary["missing_slices"],
+        seconds={"total": round(total_s, 4)},
+        throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
+        stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
     _score(report, profile, rig, sequence)
-    write_json(folder / SESSION_REPORT, report)
-    completed = ended_by is None and not report["errors"] and summary["frames"] == planned
+    write_json(folder / SESSION_REPORT, report.to_json())
+    completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
 
 
-def _score(report: dict, profile: Profile, rig: MDARig, sequence) -> None:
+def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) -> None:
     """With the slide simulator: each fused image's PSNR against its truth, beside its best slice's."""
     if rig.slide is None:
         return
     full_scale = _full_scale(profile)
     positions = list(sequence.stage_positions) or [None]
     channels = channel_names(sequence)
-    for record in report["stacks"]:
+    for record in report.stacks:
         if "fused" not in record.get("outputs", {}):
             continue
         position = positions[record["indices"].get("p", 0)]

@@ -11,6 +11,7 @@ import datetime
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +21,8 @@ from acquisition.plans import planned_positions
 from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
 from acquisition.rig import Rig, open_rig
+from acquisition.session_report import (DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SessionSeconds,
+                                        SliceRecord)
 from acquisition.stack_buffer import StackBuffer
 from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
@@ -35,16 +38,21 @@ TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
 MAX_DROPPED_IN_A_ROW = 3  # a camera that loses this many frames in a row has stopped
 
 
+Report = TypeVar("Report", SessionReport, MDASessionReport)
+
+
 @dataclass
-class SessionOutcome:
+class SessionOutcome(Generic[Report]):
+    """How a session ended and its report (a SessionReport, or an MDASessionReport for an mda plan)."""
+
     folder: Path
-    report: dict
+    report: Report
     completed: bool          # every planned position was visited
     interrupted: bool        # Ctrl-C
 
     @property
     def ended_by(self) -> str | None:
-        return self.report.get("ended_by")
+        return self.report.ended_by
 
 
 def new_session_folder(root: Path) -> Path:
@@ -57,7 +65,7 @@ def new_session_folder(root: Path) -> Path:
     return folder
 
 
-def _with_retries(action, what: str, retries: int, log: list[dict], index: int):
+def _with_retries(action, what: str, retries: int, log: list[RetryRecord], index: int):
     """Run ``action``; retry transient device errors up to ``retries`` times, logging each."""
     for attempt in range(retries + 1):
         try:
@@ -65,7 +73,7 @@ def _with_retries(action, what: str, retries: int, log: list[dict], index: int):
         except DeviceDisconnectedError:
             raise
         except TRANSIENT_ERRORS as error:
-            log.append({"slice": index, "what": what, "attempt": attempt + 1, "error": str(error)})
+            log.append(RetryRecord(slice=index, what=what, attempt=attempt + 1, error=str(error)))
             if attempt == retries:
                 raise
 
@@ -86,15 +94,15 @@ class Session:
         self.engine: StreamingFusion | None = None
         self.reference_metadata: dict = {}  # the first slice's frame metadata (a simulator tells its magnification)
         self.worker: FusionWorker | None = None
-        self.slices: list[dict] = []
-        self.dropped: list[dict] = []
-        self.retries: list[dict] = []
+        self.slices: list[SliceRecord] = []
+        self.dropped: list[DroppedFrame] = []
+        self.retries: list[RetryRecord] = []
         self.errors: list[str] = []
         self.ended_by: str | None = None
         self.interrupted = False
         self.t_last_slice: float | None = None
 
-    def run(self, progress: bool | None = None) -> SessionOutcome:
+    def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
         focus, unit = self.rig.focus, self.profile.focus.unit
         start = focus.position()
         positions = planned_positions(self.plan, start)
@@ -157,7 +165,7 @@ class Session:
             frame = _with_retries(self._snap, "snap", retries, self.retries, index)
         except TRANSIENT_ERRORS as error:
             # An explicit gap: recorded with its z, never a silent shift of the stack.
-            self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
+            self.dropped.append(DroppedFrame(planned_index=index, z=z, error=str(error)))
             self._dropped_in_a_row += 1
             if self._dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
                 raise
@@ -167,9 +175,9 @@ class Session:
         t3 = time.perf_counter()
         self._store(frame, z)
         t4 = time.perf_counter()
-        self.slices.append({"index": len(self.slices), "planned_index": index, "z": z,
-                            "move_s": round(t1 - t0, 5), "settle_s": round(t2 - t1, 5),
-                            "exposure_s": round(t3 - t2, 5), "store_s": round(t4 - t3, 5)})
+        self.slices.append(SliceRecord(index=len(self.slices), planned_index=index, z=z,
+                                       move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
+                                       exposure_s=round(t3 - t2, 5), store_s=round(t4 - t3, 5)))
         self.t_last_slice = t4
 
     def _move_to(self, z: float) -> None:
@@ -240,23 +248,23 @@ class Session:
 
         self.view.attach_fusion(lambda: preview(0), lambda: preview(1), curve)
 
-    def _show_end(self, report: dict, result) -> None:
-        outputs = report["outputs"]
+    def _show_end(self, report: SessionReport, result) -> None:
+        outputs = report.outputs
         if result is not None:  # the final, cleaned result replaces the running preview
-            curve = list(zip([s["z"] for s in report["slices"]], result.focus_scores))
+            curve = list(zip([s.z for s in report.slices], result.focus_scores))
             self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
         if self.interrupted:
             status = "interrupted"
-            message = f"{(self.ended_by or '').capitalize()}. {report['acquired_slices']} slices saved and fused."
+            message = f"{(self.ended_by or '').capitalize()}. {report.acquired_slices} slices saved and fused."
         elif self.ended_by:
             status, message = "failed", (f"The session ended early: {self.ended_by}\n"
-                                         f"Saved: the {report['acquired_slices']} slices acquired"
+                                         f"Saved: the {report.acquired_slices} slices acquired"
                                          + (f" in {outputs['stack']}, fused." if "stack" in outputs
                                             else "; nothing to save."))
         else:
             status, message = "done", ""
-        if report["errors"]:
-            message += ("\n" if message else "") + "\n".join(report["errors"])
+        if report.errors:
+            message += ("\n" if message else "") + "\n".join(report.errors)
         self.view.end(status, message, outputs)
 
     def _finish_fusion(self):
@@ -275,46 +283,44 @@ class Session:
             self.errors.append(f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}")
 
     # -- outputs --
-    def _write_outputs(self, result, positions: list[float], total_s: float) -> dict:
+    def _write_outputs(self, result, positions: list[float], total_s: float) -> SessionReport:
         unit = self.profile.focus.unit
         paths = self.outputs
-        outputs = {"stack": str(paths["stack"])} if self.buffer is not None else {}
-        report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
-                        "planned_slices": len(positions), "acquired_slices": len(self.slices),
-                        "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
-                        "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
+        report = SessionReport(profile=self.profile.model_dump(mode="json"), folder=str(self.folder),
+                               planned_slices=len(positions), acquired_slices=len(self.slices), focus_unit=unit,
+                               dropped_frames=self.dropped, retries=self.retries, ended_by=self.ended_by,
+                               errors=self.errors, faults_injected=self.rig.faults_injected, slices=self.slices)
+        if self.buffer is not None:
+            report.outputs["stack"] = str(paths["stack"])
         if result is not None:
             assert self.worker is not None and self.buffer is not None  # there is a result: slices were fused
             for record in self.slices:
-                record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
+                record.fusion_s = round(self.worker.fusion_s.get(record.index, float("nan")), 5)
             write_image_tiff(paths["fused"], result.fused, pixel_size_um=self.pixel_size_um())
             write_depth_tiff(paths["depth"], result.depth,
                              unit if result.depth_unit == "um" else "slice index",
                              pixel_size_um=self.pixel_size_um())
             counts = np.bincount(result.decision.ravel(), minlength=len(self.slices))
-            plot_focus_curve(paths["focus_curve"], [s["z"] for s in self.slices], result.focus_scores,
+            plot_focus_curve(paths["focus_curve"], [s.z for s in self.slices], result.focus_scores,
                              unit, (counts / counts.sum()).tolist())
-            outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
-            device_s = sum(s["move_s"] + s["settle_s"] + s["exposure_s"] for s in self.slices)
-            report.update({
-                "focus_scores": result.focus_scores,
-                "seconds": {"total": round(total_s, 4), "devices": round(device_s, 4),
-                            "overhead_fraction": round(max(0.0, 1 - device_s / total_s), 4),
-                            "result_after_last_slice": round(self.t_result_ready - self.t_last_slice, 4),
-                            "slices_read_back_by_fusion": len(self.worker.read_back)},
-                "throughput_slices_per_s": round(len(self.slices) / total_s, 3),
-                "alignment": result.alignment,
-                "warnings": [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w],
-            })
+            report.outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
+            device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in self.slices)
+            report.focus_scores = result.focus_scores
+            report.seconds = SessionSeconds(
+                total=round(total_s, 4), devices=round(device_s, 4),
+                overhead_fraction=round(max(0.0, 1 - device_s / total_s), 4),
+                result_after_last_slice=round(self.t_result_ready - self.t_last_slice, 4),
+                slices_read_back_by_fusion=len(self.worker.read_back))
+            report.throughput_slices_per_s = round(len(self.slices) / total_s, 3)
+            report.alignment = result.alignment
+            report.warnings = [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w]
             truth = self.rig.truth_for(self.reference_metadata)
             if truth is not None:
                 full_scale = _full_scale(self.profile)
-                report["psnr_db"] = round(psnr(result.fused, truth, full_scale), 3)
-                report["best_slice_psnr_db"] = round(max(
+                report.psnr_db = round(psnr(result.fused, truth, full_scale), 3)
+                report.best_slice_psnr_db = round(max(
                     psnr(self.buffer.read_slice(i), truth, full_scale) for i in range(len(self.slices))), 3)
-        report["slices"] = self.slices
-        report["outputs"] = outputs
-        write_json(paths["report"], report)
+        write_json(paths["report"], report.to_json())
         return report
 
 
@@ -323,7 +329,8 @@ def _full_scale(profile: Profile) -> float:
     return 1.0 if bits == 0 else float(2 ** bits - 1)
 
 
-def run_profile(profile: Profile, out_root: Path, progress: bool | None = None, view=None) -> SessionOutcome:
+def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
+                view=None) -> SessionOutcome[SessionReport]:
     """Open the rig, run one session into ``out_root/<timestamp>/``, close the rig."""
     rig = open_rig(profile)
     try:

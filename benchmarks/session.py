@@ -34,20 +34,20 @@ def main() -> int:
     profile = profile.model_copy(update={"camera": camera, "plan": plan})
     with tempfile.TemporaryDirectory() as out:
         report = run_profile(profile, Path(out), progress=False).report
-    seconds = report["seconds"]
-    slices = report["slices"]
-    mean = lambda key: sum(s[key] for s in slices) / len(slices) * 1000  # noqa: E731
-    print(f"{report['acquired_slices']} slices of {height}x{width} {'RGB' if specimen.color else 'mono'}, "
+    seconds, slices = report.seconds, report.slices
+    assert seconds is not None  # the session fused its slices
+    mean = lambda key: sum(getattr(s, key) for s in slices) / len(slices) * 1000  # noqa: E731
+    print(f"{report.acquired_slices} slices of {height}x{width} {'RGB' if specimen.color else 'mono'}, "
           f"exposure {args.exposure_ms:g} ms, composition {profile.fusion.composition}")
-    print(f"total {seconds['total']:.2f} s, devices {seconds['devices']:.2f} s, "
-          f"overhead {seconds['overhead_fraction'] * 100:.1f}% of the total")
+    print(f"total {seconds.total:.2f} s, devices {seconds.devices:.2f} s, "
+          f"overhead {seconds.overhead_fraction * 100:.1f}% of the total")
     print(f"per slice (ms): move {mean('move_s'):.1f}, settle {mean('settle_s'):.1f}, "
           f"exposure+readout {mean('exposure_s'):.1f}, buffer write {mean('store_s'):.1f}, "
           f"fusion {mean('fusion_s'):.1f}")
-    print(f"fused result ready {seconds['result_after_last_slice'] * 1000:.0f} ms after the last slice; "
-          f"slices fusion read back from disk: {seconds['slices_read_back_by_fusion']}")
-    print(f"throughput {report['throughput_slices_per_s']:.2f} slices/s; fused {report['psnr_db']:.2f} dB vs "
-          f"best slice {report['best_slice_psnr_db']:.2f} dB")
+    print(f"fused result ready {seconds.result_after_last_slice * 1000:.0f} ms after the last slice; "
+          f"slices fusion read back from disk: {seconds.slices_read_back_by_fusion}")
+    print(f"throughput {report.throughput_slices_per_s:.2f} slices/s; fused {report.psnr_db:.2f} dB vs "
+          f"best slice {report.best_slice_psnr_db:.2f} dB")
     return 0
 
 

@@ -42,23 +42,23 @@ def test_simulated_profile_end_to_end(name, tmp_path):
     profile = small(load_profile(PROFILES / f"{name}.yaml"))
     outcome = run_profile(profile, tmp_path, progress=False)
     report = outcome.report
-    assert outcome.completed and report["ended_by"] is None and report["errors"] == []
+    assert outcome.completed and report.ended_by is None and report.errors == []
     folder = outcome.folder
     for file in ("stack.ome.tif", "fused.tif", "depth.tif", "focus_curve.png", "session.json"):
         assert (folder / file).is_file(), file
     # The stack is one OME-TIFF z-stack that tifffile (and so napari) reads, planes in order.
     with tifffile.TiffFile(folder / "stack.ome.tif") as tiff:
         assert tiff.is_ome and tiff.series[0].axes in ("ZYX", "ZYXS")
-        assert tiff.series[0].shape[0] == report["planned_slices"] == report["acquired_slices"]
+        assert tiff.series[0].shape[0] == report.planned_slices == report.acquired_slices
         assert "profile" in tiff.ome_metadata
-    slices = report["slices"]
-    assert [s["z"] for s in slices] == sorted(s["z"] for s in slices)
-    assert all(s["move_s"] >= 0 and s["exposure_s"] > 0 and s["fusion_s"] > 0 for s in slices)
-    assert report["seconds"]["result_after_last_slice"] < 5
+    slices = report.slices
+    assert [s.z for s in slices] == sorted(s.z for s in slices)
+    assert all(s.move_s >= 0 and s.exposure_s > 0 and s.fusion_s > 0 for s in slices)
+    assert report.seconds.result_after_last_slice < 5
     fused = tifffile.imread(folder / "fused.tif")
     assert fused.shape == tifffile.imread(folder / "stack.ome.tif", key=0).shape
     if name != "simulated-genicam-etl":  # Viky's test pattern has no ground truth
-        assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+        assert report.psnr_db > report.best_slice_psnr_db + 3
 
 
 def test_focus_drive_returns_to_where_it_started(tmp_path):
@@ -107,20 +107,20 @@ def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fuse
     outcome = run_with_fault(tmp_path, profile, go_silent)
     report = outcome.report
     assert not outcome.completed
-    assert "no complete answer within" in report["ended_by"] and "ASI MS-2000 Z stage" in report["ended_by"]
-    assert 3 <= report["acquired_slices"] < report["planned_slices"]
-    assert len([r for r in report["retries"] if r["what"] == "move"]) == profile.plan.retries + 1
+    assert "no complete answer within" in report.ended_by and "ASI MS-2000 Z stage" in report.ended_by
+    assert 3 <= report.acquired_slices < report.planned_slices
+    assert len([r for r in report.retries if r.what == "move"]) == profile.plan.retries + 1
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
-        assert stack.n_slices == report["acquired_slices"]
+        assert stack.n_slices == report.acquired_slices
     assert (outcome.folder / "fused.tif").is_file()
-    assert any("could not return the focus" in e for e in report["errors"])
+    assert any("could not return the focus" in e for e in report.errors)
 
 
 def test_vanished_stage_ends_the_session_without_retries(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
     outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulators["stage"].disconnect())
-    assert "port /dev/pts/" in outcome.report["ended_by"]
-    assert not [r for r in outcome.report["retries"] if r["what"] == "move"]
+    assert "port /dev/pts/" in outcome.report.ended_by
+    assert not [r for r in outcome.report.retries if r.what == "move"]
     assert (outcome.folder / "fused.tif").is_file()
 
 
@@ -133,8 +133,8 @@ def test_transient_error_is_retried_and_recorded(tmp_path):
 
     outcome = run_with_fault(tmp_path, profile, one_error)
     report = outcome.report
-    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
-    assert len(report["retries"]) == 1 and "error 5: operation failed" in report["retries"][0]["error"]
+    assert outcome.completed and report.acquired_slices == report.planned_slices
+    assert len(report.retries) == 1 and "error 5: operation failed" in report.retries[0].error
 
 
 def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
@@ -146,12 +146,12 @@ def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
     outcome = run_with_fault(tmp_path, profile, lose_one_slice)
     report = outcome.report
     assert outcome.completed
-    assert len(report["dropped_frames"]) == 1 and report["dropped_frames"][0]["planned_index"] == 3
-    assert report["acquired_slices"] == report["planned_slices"] - 1
+    assert len(report.dropped_frames) == 1 and report.dropped_frames[0].planned_index == 3
+    assert report.acquired_slices == report.planned_slices - 1
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
-        lost_z = report["dropped_frames"][0]["z"]
-        assert lost_z not in stack.z_positions_um and len(stack.z_positions_um) == report["acquired_slices"]
-    assert report["psnr_db"] > report["best_slice_psnr_db"]
+        lost_z = report.dropped_frames[0].z
+        assert lost_z not in stack.z_positions_um and len(stack.z_positions_um) == report.acquired_slices
+    assert report.psnr_db > report.best_slice_psnr_db
 
 
 def write_slow_profile(tmp_path) -> Path:
@@ -300,10 +300,10 @@ def lens_sessions(tmp_path_factory):
 @pytest.mark.slow
 def test_a_breathing_lens_sweep_is_aligned_and_fuses_nearly_as_well_as_a_still_one(lens_sessions):
     breathing, still = lens_sessions["breathing"], lens_sessions["still"]
-    assert breathing["psnr_db"] > lens_sessions["breathing-off"]["psnr_db"] + 5
-    assert breathing["psnr_db"] > still["psnr_db"] - 0.5, (breathing["psnr_db"], still["psnr_db"])
-    scales = [a["scale"] for a in breathing["alignment"]]
-    powers = [s["z"] for s in breathing["slices"]]
+    assert breathing.psnr_db > lens_sessions["breathing-off"].psnr_db + 5
+    assert breathing.psnr_db > still.psnr_db - 0.5, (breathing.psnr_db, still.psnr_db)
+    scales = [a["scale"] for a in breathing.alignment]
+    powers = [s.z for s in breathing.slices]
     true_scales = [(1 + 0.003 * p) / (1 + 0.003 * powers[0]) for p in powers]
     np.testing.assert_allclose(scales, true_scales, rtol=1e-3)
 
