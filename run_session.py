@@ -117,6 +117,7 @@ def live_view(args, title: str, mode: str):
 
 def run_live(args) -> int:
     """A live session: exit 0 when every planned slice was acquired and fused."""
+    import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers: acquisition.rig_registry)
     from acquisition.profile import ProfileError, load_profile
     from acquisition.session import run_profile
     from devices.errors import DeviceError

@@ -86,7 +86,8 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessi
 
 def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) -> None:
     """With the slide simulator: each fused image's PSNR against its truth, beside its best slice's."""
-    if rig.slide is None:
+    ground_truth = rig.ground_truth
+    if ground_truth is None:
         return
     full_scale = _full_scale(profile)
     positions = list(sequence.stage_positions) or [None]
@@ -95,8 +96,8 @@ def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) ->
         if "fused" not in record.get("outputs", {}):
             continue
         position = positions[record["indices"].get("p", 0)]
-        truth = rig.truth(position and position.x, position and position.y,
-                          channels.index(record["channel"]) if record["channel"] in channels else 0)
+        truth = ground_truth(position and position.x, position and position.y,
+                                 channels.index(record["channel"]) if record["channel"] in channels else 0)
         fused = tifffile.imread(record["outputs"]["fused"])
         with tifffile.TiffFile(record["outputs"]["stack"]) as stack:
             best = max(psnr(page.asarray(), truth, full_scale) for page in stack.pages)

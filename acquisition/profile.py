@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from acquisition.mda_plan import MDAPlan, channel_names
 from fusion.focus_measures import MEASURES
-from simulators.specimens import TEXTURES
+
+
+# The simulated camera's specimen textures (scikit-image samples that simulators.specimens loads):
+# named here so that a typo is a profile error; tests/test_rig_registry.py keeps the two lists equal.
+SPECIMEN_TEXTURES = ("astronaut", "coffee", "chelsea", "gravel", "brick", "grass", "camera", "moon", "text",
+                     "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "coins")
 
 
 class ProfileError(ValueError):
@@ -39,8 +44,8 @@ class SpecimenSettings(_Strict):
     @field_validator("texture")
     @classmethod
     def _known_texture(cls, value: str) -> str:
-        if value not in TEXTURES:
-            raise ValueError(f"unknown texture {value!r}; choose one of {', '.join(TEXTURES)}")
+        if value not in SPECIMEN_TEXTURES:
+            raise ValueError(f"unknown texture {value!r}; choose one of {', '.join(SPECIMEN_TEXTURES)}")
         return value
 
 

@@ -12,6 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers)
 from acquisition.profile import PlanSettings, load_profile
 from acquisition.session import run_profile
 

@@ -102,7 +102,7 @@ def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fuse
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
 
     def go_silent(rig):
-        rig.simulators["stage"].faults.silent = True
+        rig.simulated["focus"].faults.silent = True
 
     outcome = run_with_fault(tmp_path, profile, go_silent)
     report = outcome.report
@@ -118,7 +118,7 @@ def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fuse
 
 def test_vanished_stage_ends_the_session_without_retries(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
-    outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulators["stage"].disconnect())
+    outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulated["focus"].disconnect())
     assert "port /dev/pts/" in outcome.report.ended_by
     assert not [r for r in outcome.report.retries if r.what == "move"]
     assert (outcome.folder / "fused.tif").is_file()
@@ -128,7 +128,7 @@ def test_transient_error_is_retried_and_recorded(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
 
     def one_error(rig):
-        faults = rig.simulators["stage"].faults
+        faults = rig.simulated["focus"].faults
         faults.error_reply, faults.times = 5, 1
 
     outcome = run_with_fault(tmp_path, profile, one_error)
@@ -141,7 +141,7 @@ def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
     profile = small(load_profile(PROFILES / "simulated.yaml"))
 
     def lose_one_slice(rig):
-        rig.simulators["camera"].faults.drop_frames = profile.plan.retries + 1
+        rig.simulated["camera"].faults.drop_frames = profile.plan.retries + 1
 
     outcome = run_with_fault(tmp_path, profile, lose_one_slice)
     report = outcome.report
