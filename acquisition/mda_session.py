@@ -16,8 +16,9 @@ import tifffile
 from acquisition.mda_plan import around_current_position, channel_names
 from acquisition.mda_rig import MDARig, open_mda_rig
 from acquisition.profile import Profile
-from acquisition.session import SessionOutcome, _full_scale, new_session_folder
+from acquisition.session import SessionOutcome, new_session_folder
 from acquisition.session_report import MDASessionReport
+from acquisition.session_writer import full_scale
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
 from fusion.output_names import SESSION_REPORT
@@ -89,7 +90,7 @@ def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) ->
     ground_truth = rig.ground_truth
     if ground_truth is None:
         return
-    full_scale = _full_scale(profile)
+    scale = full_scale(profile)
     positions = list(sequence.stage_positions) or [None]
     channels = channel_names(sequence)
     for record in report.stacks:
@@ -100,6 +101,6 @@ def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) ->
                                  channels.index(record["channel"]) if record["channel"] in channels else 0)
         fused = tifffile.imread(record["outputs"]["fused"])
         with tifffile.TiffFile(record["outputs"]["stack"]) as stack:
-            best = max(psnr(page.asarray(), truth, full_scale) for page in stack.pages)
-        record["psnr_db"] = round(psnr(fused, truth, full_scale), 3)
+            best = max(psnr(page.asarray(), truth, scale) for page in stack.pages)
+        record["psnr_db"] = round(psnr(fused, truth, scale), 3)
         record["best_slice_psnr_db"] = round(best, 3)
