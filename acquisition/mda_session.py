@@ -9,6 +9,7 @@ With the slide simulator, session.json scores every fused image against its grou
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import tifffile
@@ -48,11 +49,10 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
 def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
-    fusion = profile.fusion
-    handler = StreamingFusionHandler(folder, decision_channel=fusion.decision_channel, measure=fusion.method,
-                                     composition=fusion.composition, device=fusion.device,
-                                     align=profile.alignment()[0], align_model=profile.alignment()[1],
-                                     pixel_size_um=profile.camera.pixel_size_um)
+    settings = profile.fusion_settings()
+    handler = StreamingFusionHandler(folder, decision_channel=profile.fusion.decision_channel,
+                                     pixel_size_um=profile.camera.pixel_size_um,
+                                     **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
     planned = sum(1 for _ in sequence)
     interrupted, ended_by = False, None

@@ -27,7 +27,7 @@ from acquisition.stack_buffer import StackBuffer
 from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
                             DeviceTimeoutError, PositionOutOfRangeError)
-from fusion.engine import FusionResult, FusionSettings, StreamingFusion
+from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
 
 # Worth another try: the device answered late, wrongly, or with an error.
@@ -201,11 +201,8 @@ class Session:
                                       pixel_size_um=self.pixel_size_um())
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
-            align, align_model = self.profile.alignment()
-            settings = FusionSettings(measure=self.profile.fusion.method, composition=self.profile.fusion.composition,
-                                      device=self.profile.fusion.device, align=align, align_model=align_model)
-            self.engine = StreamingFusion(pixels.shape, pixels.dtype, settings, source=self.buffer,
-                                          name=str(self.buffer.path))
+            self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.profile.fusion_settings(),
+                                          source=self.buffer, name=str(self.buffer.path))
             self.worker = FusionWorker(self.engine, self.buffer,
                                        on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
         assert self.worker is not None  # made with the engine, for the first slice

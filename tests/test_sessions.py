@@ -18,7 +18,9 @@ from acquisition.plans import planned_positions
 from acquisition.profile import PlanSettings, ProfileError, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
+from fusion.engine import FusionSettings
 from fusion.readers import open_stack
+from run_session import build_parser, refuse_settings
 from tests.conftest import REPO_ROOT, with_default_sigint
 
 pytestmark = pytest.mark.hardware_sim
@@ -272,13 +274,22 @@ def test_plan_beyond_the_limits_is_refused_before_moving(tmp_path):
         run_profile(profile, tmp_path, progress=False)
 
 
-def test_alignment_follows_the_focus_drive_unless_the_profile_says(tmp_path):
-    assert load_profile(PROFILES / "simulated-etl.yaml").alignment() == ("on", "scale_shift")  # a tunable lens
-    assert load_profile(PROFILES / "simulated.yaml").alignment() == ("off", "similarity")       # a stage
+def alignment(profile):
+    settings = profile.fusion_settings()
+    return settings.align, settings.align_model
+
+
+def test_align_follows_the_one_rule_by_where_the_slices_come_from(tmp_path):
+    assert alignment(load_profile(PROFILES / "simulated-etl.yaml")) == ("on", "scale_shift")    # a tunable lens
+    assert alignment(load_profile(PROFILES / "simulated.yaml")) == ("off", "similarity")        # a stage
+    assert (FusionSettings().align, FusionSettings().align_model) == ("off", "similarity")      # the engine's: a stage
+    parser = build_parser()
+    refusion = refuse_settings(parser, parser.parse_args(["--refuse", "x.tif", "--out", "o"]))
+    assert (refusion.align, refusion.align_model) == ("auto", "similarity")                     # a saved stack
     # YAML reads a bare on/off as true/false; the profile means the words.
     path = write_profile(tmp_path, "camera: {driver: simulated}\nfocus: {driver: simulated}\n"
                                    "plan: {z: {range: 4, step: 1}}\nfusion: {align: on, align_model: affine}\n")
-    assert load_profile(path).alignment() == ("on", "affine")
+    assert alignment(load_profile(path)) == ("on", "affine")
 
 
 @pytest.fixture(scope="module")
