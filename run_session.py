@@ -36,7 +36,7 @@ DEFAULT_PROFILE = Path(__file__).resolve().parent / "profiles" / "simulated.yaml
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fusion.alignment import ALIGN_MODES, MODELS
+    from fusion.align.alignment import ALIGN_MODES, MODELS
     from fusion.engine import COMPOSITIONS, FusionSettings
     from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
 
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--align", choices=ALIGN_MODES, default=None,
                         help="register slices to the first and warp those that moved: auto warps only slices "
                              "that moved by more than half a pixel, on warps every slice, off skips registration "
-                             "(faster: about 0.25 s per 5 MP slice on 2 cores) (default, fusion/align_defaults.py: "
+                             "(faster: about 0.25 s per 5 MP slice on 2 cores) (default, fusion/align/defaults.py: "
                              "auto for --refuse; the profile's, else off on a stage and on for a tunable lens)")
     fusion.add_argument("--align-model", choices=MODELS, default=None,
                         help="similarity (scale, rotation, shift), scale_shift (tunable lenses) or affine "
@@ -290,7 +290,7 @@ def fusion_overrides(args) -> dict:
 
 def refuse_settings(parser: argparse.ArgumentParser, args):
     """The fusion settings the command line asks for; a bad combination is a usage error."""
-    from fusion.align_defaults import default_alignment
+    from fusion.align.defaults import default_alignment
     from fusion.engine import FusionSettings
 
     given = {FUSION_OPTIONS[key]: value for key, value in fusion_overrides(args).items()}

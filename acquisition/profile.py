@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
     model_validator
 
 from acquisition.mda_plan import MDAPlan, channel_names
-from fusion.align_defaults import default_alignment
+from fusion.align.defaults import default_alignment
 from fusion.engine import FusionSettings
 from fusion.focus_measures import MEASURES
 
@@ -341,7 +341,7 @@ class Profile(_Strict):
 
     def fusion_settings(self) -> FusionSettings:
         """The engine's settings for this rig: the fusion: section's, and where it says nothing about
-        alignment, the one rule's default for a stage or a tunable lens (``fusion.align_defaults``)."""
+        alignment, the one rule's default for a stage or a tunable lens (``fusion.align.defaults``)."""
         return self.fusion.settings(**default_alignment("tunable lens" if self.focus.driver == "optotune" else "stage"))
 
 

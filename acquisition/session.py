@@ -16,14 +16,14 @@ from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
-from acquisition.fusion_worker import FusionWorker
+from fusion.fusion_worker import FusionWorker
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
 from acquisition.rig import Rig, open_rig
 from acquisition.session_events import SessionEvents, SessionListener
 from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
 from acquisition.session_writer import SessionOutputWriter
-from acquisition.stack_buffer import StackBuffer
+from fusion.stack_buffer import StackBuffer
 from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
                             DeviceTimeoutError, PositionOutOfRangeError)

@@ -22,7 +22,7 @@ import tifffile
 
 from benchmarks._frames import SIZES, frames_file
 from fusion import FusionSettings, StreamingFusion
-from fusion.deep_measure import DeepSpatialFrequency
+from fusion.deep.deep_measure import DeepSpatialFrequency
 from fusion.focus_measures import to_gray
 from fusion.metrics import psnr
 

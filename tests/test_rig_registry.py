@@ -1,7 +1,6 @@
 """The rig registry: acquisition opens devices through it and knows no simulator."""
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 
@@ -13,24 +12,6 @@ from acquisition.rig_registry import opener_for
 from simulators.specimens import TEXTURES
 from tests.conftest import REPO_ROOT
 from tests.test_sessions import small
-
-
-def imported_modules(path) -> set[str]:
-    """Every module a Python file imports, at any depth (lazy imports inside functions included)."""
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module)
-    return modules
-
-
-def test_acquisition_imports_nothing_from_simulators():
-    offenders = {str(path.relative_to(REPO_ROOT)): sorted(m for m in imported_modules(path)
-                                                           if m == "simulators" or m.startswith("simulators."))
-                 for path in sorted((REPO_ROOT / "acquisition").rglob("*.py"))}
-    assert {path: modules for path, modules in offenders.items() if modules} == {}
 
 
 def test_the_profile_knows_the_textures_the_simulators_render():

@@ -325,7 +325,7 @@ def test_shipped_templates_validate():
 
 
 def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
-    from acquisition.stack_buffer import StackBuffer
+    from fusion.stack_buffer import StackBuffer
 
     buffer = StackBuffer(tmp_path / "stack.ome.tif")
     for index in range(5):
@@ -341,8 +341,8 @@ def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
 
 
 def test_fusion_that_falls_behind_catches_up_from_the_stack_buffer(tmp_path, rgb_stack):
-    from acquisition.fusion_worker import FusionWorker
-    from acquisition.stack_buffer import StackBuffer
+    from fusion.fusion_worker import FusionWorker
+    from fusion.stack_buffer import StackBuffer
     from fusion import StreamingFusion
 
     def fuse(max_in_memory):
