@@ -36,7 +36,7 @@ DEFAULT_PROFILE = Path(__file__).resolve().parent / "profiles" / "simulated.yaml
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fusion.alignment import ALIGN_MODES, MODELS
+    from fusion.align.alignment import ALIGN_MODES, MODELS
     from fusion.engine import COMPOSITIONS, FusionSettings
     from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
 
@@ -62,30 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="live view interface; anything but loopback exposes the page to the network")
     parser.add_argument("--view-linger-s", type=float, default=3.0,
                         help="keep the live view up this long after the end, so the page shows the result")
+    # Fusion settings: left out, a refusion takes FusionSettings' defaults and a live session its
+    # profile's fusion: section; given, they override either.
     defaults = FusionSettings()
-    parser.add_argument("--method", choices=sorted(MEASURES), default=defaults.measure,
-                        help="focus measure (default: %(default)s)")
-    parser.add_argument("--composition", choices=COMPOSITIONS, default=defaults.composition,
+    fusion = parser.add_argument_group("fusion (override the profile's fusion: section in a live session)")
+    fusion.add_argument("--method", choices=sorted(MEASURES), default=None,
+                        help=f"focus measure (default: {defaults.measure})")
+    fusion.add_argument("--composition", choices=COMPOSITIONS, default=None,
                         help="pyramid: multi-scale soft fusion, halo-free; blend: focus-weighted average "
                              "at full resolution; pick: copy each pixel from its chosen slice, as the paper "
-                             "does (default: %(default)s)")
-    parser.add_argument("--device", default="auto",
-                        help="torch device for --method ums: cuda, cpu, or auto (CUDA when present)")
-    parser.add_argument("--window-px", type=int, default=DEFAULT_WINDOW_PX,
-                        help="focus measure window of blend and pick (default: %(default)s)")
-    parser.add_argument("--sharpness", type=float, default=defaults.sharpness,
-                        help="blend exponent: higher is closer to pick (default: %(default)s)")
-    parser.add_argument("--mode-filter-px", type=int, default=None,
+                             f"does (default: {defaults.composition})")
+    fusion.add_argument("--device", default=None,
+                        help=f"torch device for --method ums: cuda, cpu, or auto (CUDA when present) "
+                             f"(default: {defaults.device})")
+    fusion.add_argument("--window-px", type=int, default=None,
+                        help=f"focus measure window of blend and pick (default: {DEFAULT_WINDOW_PX})")
+    fusion.add_argument("--sharpness", type=float, default=None,
+                        help=f"blend exponent: higher is closer to pick (default: {defaults.sharpness:g})")
+    fusion.add_argument("--mode-filter-px", type=int, default=None,
                         help="majority filter width on the decision map; 0 turns it off "
                              "(default: about min(H, W) / 20)")
-    parser.add_argument("--feather-px", type=float, default=0.0,
-                        help="with --composition pick, blend across seams (Gaussian sigma)")
-    parser.add_argument("--align", choices=ALIGN_MODES, default="auto",
+    fusion.add_argument("--feather-px", type=float, default=None,
+                        help=f"with --composition pick, blend across seams (Gaussian sigma) "
+                             f"(default: {defaults.feather_px:g})")
+    fusion.add_argument("--align", choices=ALIGN_MODES, default=None,
                         help="register slices to the first and warp those that moved: auto warps only slices "
                              "that moved by more than half a pixel, on warps every slice, off skips registration "
-                             "(faster: about 0.25 s per 5 MP slice on 2 cores) (default: %(default)s)")
-    parser.add_argument("--align-model", choices=MODELS, default="similarity",
-                        help="similarity (scale, rotation, shift), scale_shift (tunable lenses) or affine")
+                             "(faster: about 0.25 s per 5 MP slice on 2 cores) (default, fusion/align/defaults.py: "
+                             "auto for --refuse; the profile's, else off on a stage and on for a tunable lens)")
+    fusion.add_argument("--align-model", choices=MODELS, default=None,
+                        help="similarity (scale, rotation, shift), scale_shift (tunable lenses) or affine "
+                             f"(default: {defaults.align_model}; scale_shift for a tunable lens)")
     return parser
 
 
@@ -117,13 +124,14 @@ def live_view(args, title: str, mode: str):
 
 def run_live(args) -> int:
     """A live session: exit 0 when every planned slice was acquired and fused."""
-    from acquisition.profile import ProfileError, load_profile
+    import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers: acquisition.rig_registry)
+    from acquisition.profile import ProfileError, load_profile, with_fusion_overrides
     from acquisition.session import run_profile
     from devices.errors import DeviceError
 
     profile_path = args.profile or DEFAULT_PROFILE
     try:
-        profile = load_profile(profile_path)
+        profile = with_fusion_overrides(load_profile(profile_path), fusion_overrides(args))
         out_root = args.out or Path(profile.output.folder)
         if profile.mda is not None:
             return run_mda(args, profile, out_root)
@@ -146,23 +154,23 @@ def print_session_summary(outcome) -> None:
     """What a live session made and where, on stdout; what went wrong, on stderr."""
     from fusion.output_names import SESSION_REPORT
 
-    report = outcome.report
-    print(f"session: {report['acquired_slices']} of {report['planned_slices']} slices in {outcome.folder}")
+    report = outcome.report  # an acquisition.session_report.SessionReport
+    print(f"session: {report.acquired_slices} of {report.planned_slices} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
-        if name in report["outputs"]:
-            print(f"  {name}: {report['outputs'][name]}")
-    if "psnr_db" in report:
-        print(f"  fused vs ground truth: {report['psnr_db']:.2f} dB "
-              f"(best single slice {report['best_slice_psnr_db']:.2f} dB)")
-    if report["dropped_frames"]:
-        print(f"  dropped frames: {len(report['dropped_frames'])} (see {SESSION_REPORT})", file=sys.stderr)
+        if name in report.outputs:
+            print(f"  {name}: {report.outputs[name]}")
+    if report.psnr_db is not None:
+        print(f"  fused vs ground truth: {report.psnr_db:.2f} dB "
+              f"(best single slice {report.best_slice_psnr_db:.2f} dB)")
+    if report.dropped_frames:
+        print(f"  dropped frames: {len(report.dropped_frames)} (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
-        print(f"error: the session ended early: {outcome.ended_by}; the {report['acquired_slices']} slices acquired "
-              f"are saved in {report['outputs'].get('stack', 'no stack (nothing was acquired)')} and fused",
+        print(f"error: the session ended early: {outcome.ended_by}; the {report.acquired_slices} slices acquired "
+              f"are saved in {report.outputs.get('stack', 'no stack (nothing was acquired)')} and fused",
               file=sys.stderr)
-    for warning in report.get("warnings", []):
+    for warning in report.warnings or []:
         print(f"warning: {warning}", file=sys.stderr)
-    for problem in report["errors"]:
+    for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
 
 
@@ -179,19 +187,19 @@ def run_mda(args, profile, out_root: Path) -> int:
     if args.view:
         raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
     outcome = run_mda_profile(profile, out_root)
-    report = outcome.report
-    print(f"session: {report['acquired_slices']} of {report['planned_slices']} frames, "
-          f"{len(report['stacks'])} z-stacks fused in {outcome.folder} ({report['seconds']['total']:.1f} s)")
-    for record in report["stacks"]:
+    report = outcome.report  # an acquisition.session_report.MDASessionReport
+    print(f"session: {report.acquired_slices} of {report.planned_slices} frames, "
+          f"{len(report.stacks)} z-stacks fused in {outcome.folder} ({report.seconds['total']:.1f} s)")
+    for record in report.stacks:
         score = (f", fused {record['psnr_db']:.2f} dB vs best slice {record['best_slice_psnr_db']:.2f} dB"
                  if "psnr_db" in record else "")
         print(f"  {record['name']}: {record['slices']} slices{score}")
-    for name, count in report["missing_slices"].items():
+    for name, count in report.missing_slices.items():
         print(f"  {name}: {count} slices missing (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is saved and fused",
               file=sys.stderr)
-    for problem in report["errors"]:
+    for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:
         return interrupted_status()
@@ -269,15 +277,25 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     return 1 if print_refuse_problems(outcomes) else 0
 
 
+# The command line's fusion options, by the profile's key (the fusion: section) and by FusionSettings' field.
+FUSION_OPTIONS = {"method": "measure", "composition": "composition", "window_px": "window_px",
+                  "sharpness": "sharpness", "mode_filter_px": "mode_filter_px", "feather_px": "feather_px",
+                  "align": "align", "align_model": "align_model", "device": "device"}
+
+
+def fusion_overrides(args) -> dict:
+    """The fusion options given on the command line, under the profile's keys."""
+    return {key: getattr(args, key) for key in FUSION_OPTIONS if getattr(args, key) is not None}
+
+
 def refuse_settings(parser: argparse.ArgumentParser, args):
     """The fusion settings the command line asks for; a bad combination is a usage error."""
+    from fusion.align.defaults import default_alignment
     from fusion.engine import FusionSettings
 
+    given = {FUSION_OPTIONS[key]: value for key, value in fusion_overrides(args).items()}
     try:
-        return FusionSettings(measure=args.method, window_px=args.window_px,
-                              composition=args.composition, sharpness=args.sharpness,
-                              mode_filter_px=args.mode_filter_px, feather_px=args.feather_px,
-                              align=args.align, align_model=args.align_model, device=args.device)
+        return FusionSettings(**{**default_alignment("saved stack"), **given})
     except ValueError as error:
         parser.error(str(error))
 

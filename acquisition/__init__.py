@@ -1,1 +1,2 @@
-"""Plans, the session loop and the on-disk stack buffer (live sessions: not built yet)."""
+"""Live sessions: plans, the rig (its registry of device openers), the session loop, its reports and the
+crash-safe stack buffer."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from collections.abc import Generator
 
+from acquisition.session_report import RetryRecord
 from devices.camera import Frame
 
 
@@ -46,7 +47,7 @@ class Acquirer(Protocol):
 
     mode: str  # "sequenced" or "stream", for session.json
 
-    def frames(self, positions: list[float], retry_log: list[dict]) -> Generator[Acquired, None, None]:
+    def frames(self, positions: list[float], retry_log: list[RetryRecord]) -> Generator[Acquired, None, None]:
         """Every planned position once, in order, as an AcquiredSlice or a LostSlice.
 
         Transient device errors that were retried go into ``retry_log``; an error that ends the

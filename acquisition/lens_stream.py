@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 
+from acquisition.session_report import RetryRecord
 from acquisition.acquirer import Acquired, AcquiredSlice, LostSlice
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
@@ -50,7 +51,7 @@ class LensStreamAcquirer:
         self.frames_seen = 0
         self._t0_s: float | None = None
 
-    def frames(self, positions: list[float], retry_log: list[dict]) -> Generator[Acquired, None, None]:
+    def frames(self, positions: list[float], retry_log: list[RetryRecord]) -> Generator[Acquired, None, None]:
         trajectory = LensTrajectory(self.settle_s, self.guard_s)
         lost_in_a_row = 0
         with FrameStream(self.camera, len(positions) * FRAMES_PER_STEP_AT_MOST, self.frame_timeout_s) as stream:
@@ -76,13 +77,13 @@ class LensStreamAcquirer:
                 yield AcquiredSlice(frame, power, index, {"move_s": round(t1 - t0, 5), "settle_s": 0.0,
                                                           "exposure_s": round(time.perf_counter() - t1, 5)})
 
-    def _command(self, power: float, index: int, retry_log: list[dict]) -> None:
+    def _command(self, power: float, index: int, retry_log: list[RetryRecord]) -> None:
         for attempt in range(self.retries + 1):
             try:
                 self.lens.move_to(power)
                 return
             except TRANSIENT_ERRORS as error:
-                retry_log.append({"slice": index, "what": "move", "attempt": attempt + 1, "error": str(error)})
+                retry_log.append(RetryRecord(slice=index, what="move", attempt=attempt + 1, error=str(error)))
                 if attempt == self.retries:
                     raise
 

@@ -9,6 +9,7 @@ With the slide simulator, session.json scores every fused image against its grou
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import tifffile
@@ -16,7 +17,9 @@ import tifffile
 from acquisition.mda_plan import around_current_position, channel_names
 from acquisition.mda_rig import MDARig, open_mda_rig
 from acquisition.profile import Profile
-from acquisition.session import SessionOutcome, _full_scale, new_session_folder
+from acquisition.session import SessionOutcome, new_session_folder
+from acquisition.session_report import MDASessionReport
+from acquisition.session_writer import full_scale
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
 from fusion.output_names import SESSION_REPORT
@@ -33,7 +36,7 @@ def session_sequence(profile: Profile, core):
     return around_current_position(profile.mda, None, None, core.getPosition())
 
 
-def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome:
+def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome[MDASessionReport]:
     """Open the core, run the sequence into ``out_root/<timestamp>/`` fusing every z-stack, close it."""
     rig = open_mda_rig(profile)
     try:
@@ -43,14 +46,13 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
         rig.close()
 
 
-def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
+def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
-    fusion = profile.fusion
-    handler = StreamingFusionHandler(folder, decision_channel=fusion.decision_channel, measure=fusion.method,
-                                     composition=fusion.composition, device=fusion.device,
-                                     align=profile.alignment()[0], align_model=profile.alignment()[1],
-                                     pixel_size_um=profile.camera.pixel_size_um)
+    settings = profile.fusion_settings()
+    handler = StreamingFusionHandler(folder, decision_channel=profile.fusion.decision_channel,
+                                     pixel_size_um=profile.camera.pixel_size_um,
+                                     **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
     planned = sum(1 for _ in sequence)
     interrupted, ended_by = False, None
@@ -70,34 +72,35 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome:
                                   "error": "the MDA ended before its handler summed it up"}
     if summary.get("error") and ended_by is None:
         ended_by = summary["error"]
-    report = {"profile": profile.model_dump(mode="json"), "folder": str(folder), "kind": "mda",
-              "planned_slices": planned, "acquired_slices": summary["frames"], "ended_by": ended_by,
-              "errors": [r["error"] for r in summary["stacks"] if r.get("error")],
-              "missing_slices": summary["missing_slices"],
-              "seconds": {"total": round(total_s, 4)},
-              "throughput_slices_per_s": round(summary["frames"] / total_s, 3) if total_s else None,
-              "stacks": summary["stacks"], "outputs": {"summary": str(folder / "mda_fusion.json")}}
+    report = MDASessionReport(
+        profile=profile.model_dump(mode="json"), folder=str(folder), planned_slices=planned,
+        acquired_slices=summary["frames"], ended_by=ended_by,
+        errors=[r["error"] for r in summary["stacks"] if r.get("error")], missing_slices=summary["missing_slices"],
+        seconds={"total": round(total_s, 4)},
+        throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
+        stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
     _score(report, profile, rig, sequence)
-    write_json(folder / SESSION_REPORT, report)
-    completed = ended_by is None and not report["errors"] and summary["frames"] == planned
+    write_json(folder / SESSION_REPORT, report.to_json())
+    completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
 
 
-def _score(report: dict, profile: Profile, rig: MDARig, sequence) -> None:
+def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) -> None:
     """With the slide simulator: each fused image's PSNR against its truth, beside its best slice's."""
-    if rig.slide is None:
+    ground_truth = rig.ground_truth
+    if ground_truth is None:
         return
-    full_scale = _full_scale(profile)
+    scale = full_scale(profile)
     positions = list(sequence.stage_positions) or [None]
     channels = channel_names(sequence)
-    for record in report["stacks"]:
+    for record in report.stacks:
         if "fused" not in record.get("outputs", {}):
             continue
         position = positions[record["indices"].get("p", 0)]
-        truth = rig.truth(position and position.x, position and position.y,
-                          channels.index(record["channel"]) if record["channel"] in channels else 0)
+        truth = ground_truth(position and position.x, position and position.y,
+                                 channels.index(record["channel"]) if record["channel"] in channels else 0)
         fused = tifffile.imread(record["outputs"]["fused"])
         with tifffile.TiffFile(record["outputs"]["stack"]) as stack:
-            best = max(psnr(page.asarray(), truth, full_scale) for page in stack.pages)
-        record["psnr_db"] = round(psnr(fused, truth, full_scale), 3)
+            best = max(psnr(page.asarray(), truth, scale) for page in stack.pages)
+        record["psnr_db"] = round(psnr(fused, truth, scale), 3)
         record["best_slice_psnr_db"] = round(best, 3)

@@ -1,14 +1,14 @@
 """Focus positions from a profile's plan, in the focus drive's unit.
 
-Stage plans use useq-schema's z-plan vocabulary (ZRangeAround, ZTopBottom, ZAbsolutePositions);
-a tunable lens sweeps from ``start`` to ``stop`` every ``step`` in diopters or milliamps.
+Stage plans are useq-schema's own z-plans (ZRangeAround, ZTopBottom, ZAbsolutePositions, as
+``acquisition.profile`` validates them); a tunable lens sweeps from ``start`` to ``stop`` every
+``step`` in diopters or milliamps.
 """
 from __future__ import annotations
 
 import numpy as np
-import useq
 
-from acquisition.profile import PlanSettings, ZAbsolute, ZRange, ZTopBottom
+from acquisition.profile import PlanSettings
 
 
 def planned_positions(plan: PlanSettings, start: float) -> list[float]:
@@ -19,10 +19,7 @@ def planned_positions(plan: PlanSettings, start: float) -> list[float]:
         count = int(np.floor(abs(sweep.stop - sweep.start) / sweep.step + 1e-9)) + 1
         return [float(sweep.start + direction * sweep.step * k) for k in range(count)]
     z = plan.z
-    if isinstance(z, ZRange):
-        return [start + float(p) for p in useq.ZRangeAround(range=z.range, step=z.step)]
-    if isinstance(z, ZTopBottom):
-        return [float(p) for p in useq.ZTopBottom(top=z.top, bottom=z.bottom, step=z.step)]
-    if isinstance(z, ZAbsolute):
-        return [float(p) for p in useq.ZAbsolutePositions(absolute=z.absolute)]
-    raise ValueError(f"unknown plan {plan!r}")
+    if z is None:
+        raise ValueError(f"a plan needs z or sweep, got {plan!r}")
+    offset = start if z.is_relative else 0.0
+    return [offset + float(position) for position in z]

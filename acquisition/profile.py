@@ -8,13 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import useq
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, \
     model_validator
 
 from acquisition.mda_plan import MDAPlan, channel_names
+from fusion.align.defaults import default_alignment
+from fusion.engine import FusionSettings
 from fusion.focus_measures import MEASURES
-from simulators.specimens import TEXTURES
+
+
+# The simulated camera's specimen textures (scikit-image samples that simulators.specimens loads):
+# named here so that a typo is a profile error; tests/test_rig_registry.py keeps the two lists equal.
+SPECIMEN_TEXTURES = ("astronaut", "coffee", "chelsea", "gravel", "brick", "grass", "camera", "moon", "text",
+                     "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "coins")
 
 
 class ProfileError(ValueError):
@@ -39,8 +47,8 @@ class SpecimenSettings(_Strict):
     @field_validator("texture")
     @classmethod
     def _known_texture(cls, value: str) -> str:
-        if value not in TEXTURES:
-            raise ValueError(f"unknown texture {value!r}; choose one of {', '.join(TEXTURES)}")
+        if value not in SPECIMEN_TEXTURES:
+            raise ValueError(f"unknown texture {value!r}; choose one of {', '.join(SPECIMEN_TEXTURES)}")
         return value
 
 
@@ -113,10 +121,10 @@ def _two_positions_at_least(span: float, step: float, names: str) -> None:
                          "position; make the step smaller")
 
 
-class ZRange(_Strict):
-    """useq-schema's ZRangeAround: ``range`` centred on where the drive is, every ``step``."""
+class ZRangeAround(useq.ZRangeAround):
+    """useq-schema's own z-plan: ``range`` centred on where the drive is, every ``step`` (µm)."""
 
-    range: float = Field(gt=0)
+    model_config = ConfigDict(extra="forbid")   # useq ignores unknown keys; a profile names them
     step: float = Field(gt=0)
 
     @model_validator(mode="after")
@@ -125,18 +133,25 @@ class ZRange(_Strict):
         return self
 
 
-class ZTopBottom(_Strict):
-    top: float
-    bottom: float
+class ZTopBottom(useq.ZTopBottom):
+    """useq-schema's own z-plan: from ``bottom`` to ``top`` (µm), every ``step``; ``go_up: false`` goes down."""
+
+    model_config = ConfigDict(extra="forbid")
     step: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _several_positions(self):
+        if self.top < self.bottom:
+            raise ValueError(f"top ({self.top:g}) is below bottom ({self.bottom:g}): swap them; go_up: false "
+                             "sweeps from top to bottom")
         _two_positions_at_least(self.top - self.bottom, self.step, "the distance from bottom to top")
         return self
 
 
-class ZAbsolute(_Strict):
+class ZAbsolutePositions(useq.ZAbsolutePositions):
+    """useq-schema's own z-plan: these positions (µm), in this order."""
+
+    model_config = ConfigDict(extra="forbid")
     absolute: list[float] = Field(min_length=2)
 
 
@@ -157,14 +172,14 @@ def _z_plan_kind(value: Any) -> str:
     """Which z-plan a mapping is, by its keys (so errors speak of that plan only)."""
     keys = set(value) if isinstance(value, dict) else set(type(value).model_fields)
     if "absolute" in keys:
-        return "ZAbsolute"
+        return "ZAbsolutePositions"
     if keys & {"top", "bottom"}:
         return "ZTopBottom"
-    return "ZRange"
+    return "ZRangeAround"
 
 
-ZPlan = Annotated[Annotated[ZRange, Tag("ZRange")] | Annotated[ZTopBottom, Tag("ZTopBottom")]
-                  | Annotated[ZAbsolute, Tag("ZAbsolute")], Discriminator(_z_plan_kind)]
+ZPlan = Annotated[Annotated[ZRangeAround, Tag("ZRangeAround")] | Annotated[ZTopBottom, Tag("ZTopBottom")]
+                  | Annotated[ZAbsolutePositions, Tag("ZAbsolutePositions")], Discriminator(_z_plan_kind)]
 
 
 class AutoRange(_Strict):
@@ -223,12 +238,20 @@ class PlanSettings(_Strict):
 
 
 class FusionProfile(_Strict):
-    method: str = "sf"
-    composition: Literal["pyramid", "blend", "pick"] = "pyramid"
-    device: str = "auto"                # torch device for the "ums" measure: cuda, cpu, or auto
-    # Slice alignment; left out, it follows the focus drive (see Profile.alignment).
+    """The profile's ``fusion:`` section: any of fusion.engine.FusionSettings, under the command line's
+    names (``method`` is the settings' ``measure``). A key left out takes the settings' default, but
+    for ``align`` and ``align_model`` (see ``Profile.fusion_settings``). FusionSettings checks the
+    values, so a profile, the command line and Python callers meet the same rules."""
+
+    method: str | None = None
+    composition: Literal["pyramid", "blend", "pick"] | None = None
+    window_px: int | None = None          # focus measure window of blend and pick
+    sharpness: float | None = None        # blend exponent
+    mode_filter_px: int | None = None     # majority filter on the decision map; 0: off; left out: about min(H, W)/20
+    feather_px: float | None = None       # pick: blend across seams (Gaussian sigma)
     align: Literal["off", "on", "auto"] | None = None
     align_model: Literal["similarity", "scale_shift", "affine"] | None = None
+    device: str | None = None             # torch device for the "ums" measure: cuda, cpu, or auto
     # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
     decision_channel: str | None = None
 
@@ -240,9 +263,17 @@ class FusionProfile(_Strict):
 
     @model_validator(mode="after")
     def _known_method(self):
-        if self.method not in MEASURES:
+        if self.method is not None and self.method not in MEASURES:
             raise ValueError(f"unknown fusion method {self.method!r}; choose one of {sorted(MEASURES)}")
+        self.settings()  # FusionSettings' own checks (a negative window, ...), said about this section
         return self
+
+    def settings(self, **defaults: str) -> FusionSettings:
+        """The engine's settings: those given here, then ``defaults`` (the rig's), then the settings' own."""
+        given = self.model_dump(exclude_none=True, exclude={"decision_channel"})
+        if "method" in given:
+            given["measure"] = given.pop("method")
+        return FusionSettings(**{**defaults, **given})
 
 
 class MicroManagerSettings(_Strict):
@@ -376,15 +407,10 @@ class Profile(_Strict):
             raise ValueError("micromanager.simulated_sequencing: needs simulated_devices: true")
         return self
 
-    def alignment(self) -> tuple[str, str]:
-        """(align mode, model). Unless the profile says: a tunable lens changes magnification
-        with focal power, so its sweeps are aligned (scale plus shift); a stage moves the
-        specimen along the optical axis only, so its stacks are not warped.
-        """
-        lens = self.focus.driver == "optotune"
-        mode = self.fusion.align or ("on" if lens else "off")
-        model = self.fusion.align_model or ("scale_shift" if lens else "similarity")
-        return mode, model
+    def fusion_settings(self) -> FusionSettings:
+        """The engine's settings for this rig: the fusion: section's, and where it says nothing about
+        alignment, the one rule's default for a stage or a tunable lens (``fusion.align.defaults``)."""
+        return self.fusion.settings(**default_alignment("tunable lens" if self.focus.driver == "optotune" else "stage"))
 
 
 def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str] | None:
@@ -405,6 +431,35 @@ def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str] | None:
     return sorted(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def with_fusion_overrides(profile: Profile, overrides: dict[str, Any], source: str = "command line") -> Profile:
+    """``profile`` with these fusion: keys replaced (e.g. the command line's --align); a bad value is a
+    ProfileError naming ``source`` and the key."""
+    if not overrides:
+        return profile
+    data = profile.model_dump(exclude_none=True)
+    data["fusion"] = {**data.get("fusion", {}), **overrides}
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as error:
+        raise ProfileError(_described(source, error)) from None
+
+
+def _described(source: str, error: ValidationError) -> str:
+    """Each problem on a line: source, key path, what is wrong (and for an unknown key what is allowed)."""
+    lines = []
+    for problem in error.errors():
+        location = tuple(part for part in problem["loc"] if not (isinstance(part, str) and part[:1].isupper()))
+        key_path = ".".join(str(part) for part in location) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Profile, location)
+            message = f"unknown key {location[-1]!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        lines.append(f"{source}: {key_path}: {message}")
+    return "\n".join(lines)
+
+
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a YAML profile; every problem is a ProfileError naming file and key."""
     path = Path(path)
@@ -420,15 +475,4 @@ def load_profile(path: str | Path) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            location = tuple(part for part in problem["loc"] if not (isinstance(part, str) and part[:1].isupper()))
-            key_path = ".".join(str(part) for part in location) or "(top level)"
-            message = problem["msg"]
-            if problem["type"] == "extra_forbidden":
-                allowed = _allowed_keys(Profile, location)
-                message = f"unknown key {location[-1]!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-            elif message.startswith("Value error, "):
-                message = message[len("Value error, "):]
-            lines.append(f"{path}: {key_path}: {message}")
-        raise ProfileError("\n".join(lines)) from None
+        raise ProfileError(_described(str(path), error)) from None

@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Generator
 
+from acquisition.session_report import RetryRecord
 from acquisition.acquirer import Acquired, AcquiredSlice, LostSlice
 from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
 
@@ -39,7 +40,7 @@ class HardwareSequencedAcquirer:
         self.sequences: list[dict] = []   # per sequence run: first planned index, frames asked, frames got
         self.cleanup_errors: list[str] = []
 
-    def frames(self, positions: list[float], retry_log: list[dict]) -> Generator[Acquired, None, None]:
+    def frames(self, positions: list[float], retry_log: list[RetryRecord]) -> Generator[Acquired, None, None]:
         done, failures_in_a_row = 0, 0
         while done < len(positions):
             chunk = positions[done:done + self.max_length]
@@ -59,7 +60,7 @@ class HardwareSequencedAcquirer:
                         previous_s = time.perf_counter()
             except TRANSIENT_ERRORS as error:
                 failures_in_a_row += 1
-                retry_log.append({"slice": done, "what": "sequence", "attempt": failures_in_a_row, "error": str(error)})
+                retry_log.append(RetryRecord(slice=done, what="sequence", attempt=failures_in_a_row, error=str(error)))
                 if failures_in_a_row > self.retries:
                     for index in range(done, len(positions)):
                         yield LostSlice(index, positions[index], str(error))

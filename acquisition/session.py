@@ -3,7 +3,8 @@
 Acquisition runs in the calling thread and never waits for fusion (see ``fusion_worker``).
 Whatever ends the session (the last position, a device that stops answering, Ctrl-C, a
 bug), the slices acquired so far are in the stack buffer, are fused, and the focus drive
-goes back to where it started.
+goes back to where it started. The session runs the loop only: it announces what happens
+(``acquisition.session_events``) and its listeners write the outputs and show the live view.
 """
 from __future__ import annotations
 
@@ -12,44 +13,48 @@ import datetime
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
-import numpy as np
 from tqdm import tqdm
 
 from acquisition.acquirer import Acquirer, LostSlice
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
-from acquisition.fusion_worker import FusionWorker
 from acquisition.pre_sweep import RangeFound, find_z_range
+from fusion.fusion_worker import FusionWorker
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
-from acquisition.report import plot_focus_curve
 from acquisition.rig import Rig, open_rig
-from acquisition.stack_buffer import StackBuffer
+from acquisition.session_events import SessionEvents, SessionListener
+from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
+from acquisition.session_writer import SessionOutputWriter
+from fusion.stack_buffer import StackBuffer
 from acquisition.stop_signals import signals_deferred
 from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
                             DeviceTimeoutError, PositionOutOfRangeError)
-from fusion.engine import FusionSettings, StreamingFusion
-from fusion.focus_checks import no_focus_information
-from fusion.metrics import psnr
+from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
-from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
 
 # Worth another try: the device answered late, wrongly, or with an error.
 TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
 MAX_DROPPED_IN_A_ROW = 3  # a camera that loses this many frames in a row has stopped
 
 
+Report = TypeVar("Report", SessionReport, MDASessionReport)
+
+
 @dataclass
-class SessionOutcome:
+class SessionOutcome(Generic[Report]):
+    """How a session ended and its report (a SessionReport, or an MDASessionReport for an mda plan)."""
+
     folder: Path
-    report: dict
+    report: Report
     completed: bool          # every planned position was visited
     interrupted: bool        # Ctrl-C
 
     @property
     def ended_by(self) -> str | None:
-        return self.report.get("ended_by")
+        return self.report.ended_by
 
 
 def new_session_folder(root: Path) -> Path:
@@ -62,7 +67,7 @@ def new_session_folder(root: Path) -> Path:
     return folder
 
 
-def _with_retries(action, what: str, retries: int, log: list[dict], index: int):
+def _with_retries(action, what: str, retries: int, log: list[RetryRecord], index: int):
     """Run ``action``; retry transient device errors up to ``retries`` times, logging each."""
     for attempt in range(retries + 1):
         try:
@@ -70,15 +75,19 @@ def _with_retries(action, what: str, retries: int, log: list[dict], index: int):
         except DeviceDisconnectedError:
             raise
         except TRANSIENT_ERRORS as error:
-            log.append({"slice": index, "what": what, "attempt": attempt + 1, "error": str(error)})
+            log.append(RetryRecord(slice=index, what=what, attempt=attempt + 1, error=str(error)))
             if attempt == retries:
                 raise
 
 
 class Session:
-    """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``."""
+    """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``.
 
-    def __init__(self, profile: Profile, rig: Rig, folder: Path, view=None):
+    ``listeners`` follow it (``SessionListener``); the output writer always comes first, so the
+    report they are given at the end already names the outputs.
+    """
+
+    def __init__(self, profile: Profile, rig: Rig, folder: Path, listeners: list[SessionListener] | None = None):
         if profile.plan is None:
             raise ValueError("a single-stack session needs a plan (z or sweep); an mda plan runs in mda_session")
         self.profile = profile
@@ -86,14 +95,13 @@ class Session:
         self.rig = rig
         self.folder = folder
         self.outputs = session_outputs(folder)
-        self.view = view  # a viewer.state.LiveViewState, or None
+        self.events = SessionEvents([SessionOutputWriter(), *(listeners or [])])
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
-        self.reference_metadata: dict = {}  # the first slice's frame metadata (a simulator tells its magnification)
         self.worker: FusionWorker | None = None
-        self.slices: list[dict] = []
-        self.dropped: list[dict] = []
-        self.retries: list[dict] = []
+        self.slices: list[SliceRecord] = []
+        self.dropped: list[DroppedFrame] = []
+        self.retries: list[RetryRecord] = []
         self.errors: list[str] = []
         self.ended_by: str | None = None
         self.interrupted = False
@@ -101,8 +109,10 @@ class Session:
         self.t_acquisition_started: float | None = None
         self.acquirer: Acquirer | None = None
         self.range_found: RangeFound | None = None
+        self.t_result_ready: float | None = None
+        self.total_s = 0.0
 
-    def run(self, progress: bool | None = None) -> SessionOutcome:
+    def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
         focus, unit = self.rig.focus, self.profile.focus.unit
         start = focus.position()
         self.acquirer = acquirer_for(self.profile, self.rig)  # None: the stepped loop below
@@ -110,8 +120,7 @@ class Session:
         positions = self._positions(start)
         self.planned = len(positions)
         result = None
-        if self.view is not None:
-            self.view.begin(len(positions), unit, self._device_status())
+        self.events.session_started(self, len(positions))
         try:
             self.t_acquisition_started = time.perf_counter()
             if self.acquirer is None:
@@ -135,10 +144,9 @@ class Session:
                     self._return_to(start)
                     if self.buffer is not None:
                         self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
-        total_s = time.perf_counter() - started
-        report = self._write_outputs(result, positions, total_s)
-        if self.view is not None:
-            self._show_end(report, result)
+        self.total_s = time.perf_counter() - started
+        report = self._report(positions)
+        self.events.session_ended(self, report, result)
         return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
                               interrupted=self.interrupted)
 
@@ -180,7 +188,7 @@ class Session:
             frame = _with_retries(self._snap, "snap", retries, self.retries, index)
         except TRANSIENT_ERRORS as error:
             # An explicit gap: recorded with its z, never a silent shift of the stack.
-            self.dropped.append({"planned_index": index, "z": z, "error": str(error)})
+            self.dropped.append(DroppedFrame(planned_index=index, z=z, error=str(error)))
             self._dropped_in_a_row += 1
             if self._dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
                 raise
@@ -190,9 +198,9 @@ class Session:
         t3 = time.perf_counter()
         self._store(frame, z)
         t4 = time.perf_counter()
-        self.slices.append({"index": len(self.slices), "planned_index": index, "z": z,
-                            "move_s": round(t1 - t0, 5), "settle_s": round(t2 - t1, 5),
-                            "exposure_s": round(t3 - t2, 5), "store_s": round(t4 - t3, 5)})
+        self.slices.append(SliceRecord(index=len(self.slices), planned_index=index, z=z,
+                                       move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
+                                       exposure_s=round(t3 - t2, 5), store_s=round(t4 - t3, 5)))
         self.t_last_slice = t4
 
     def _move_to(self, z: float) -> None:
@@ -216,13 +224,13 @@ class Session:
         with contextlib.closing(frames):  # stops the devices whatever ends the loop
             for item in frames:
                 if isinstance(item, LostSlice):  # an explicit gap, recorded with its z
-                    self.dropped.append({"planned_index": item.planned_index, "z": item.z, "error": item.error})
+                    self.dropped.append(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
                     continue
                 t0 = time.perf_counter()
                 self._store(item.frame, item.z)
                 t1 = time.perf_counter()
-                self.slices.append({"index": len(self.slices), "planned_index": item.planned_index, "z": item.z,
-                                    **item.timing, "store_s": round(t1 - t0, 5)})
+                self.slices.append(SliceRecord(index=len(self.slices), planned_index=item.planned_index, z=item.z,
+                                               **item.timing, store_s=round(t1 - t0, 5)))
                 self.t_last_slice = t1
                 self.rig.arm_faults(len(self.slices))
 
@@ -233,75 +241,21 @@ class Session:
                                       pixel_size_um=self.pixel_size_um())
         index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
         if self.engine is None:
-            self.reference_metadata = dict(frame.metadata or {})
-            align, align_model = self.profile.alignment()
-            settings = FusionSettings(measure=self.profile.fusion.method, composition=self.profile.fusion.composition,
-                                      device=self.profile.fusion.device, align=align, align_model=align_model)
-            self.engine = StreamingFusion(pixels.shape, pixels.dtype, settings, source=self.buffer,
-                                          name=str(self.buffer.path))
-            self.worker = FusionWorker(self.engine, self.buffer)
-            if self.view is not None:
-                self._attach_view(self.engine, self.worker)
+            self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.profile.fusion_settings(),
+                                          source=self.buffer, name=str(self.buffer.path))
+            self.worker = FusionWorker(self.engine, self.buffer,
+                                       on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
         assert self.worker is not None  # made with the engine, for the first slice
         self.worker.submit(index, pixels, z)
-        if self.view is not None:
-            self.view.slice_acquired(pixels, index + 1, self._device_status(z))
+        self.events.slice_acquired(self, index, pixels, z, dict(frame.metadata or {}))
 
     def pixel_size_um(self) -> float | None:
         """On the specimen: the profile's, else what the camera knows (a Micro-Manager pixel size), else None."""
         return self.profile.camera.pixel_size_um or getattr(self.rig.camera, "pixel_size_um", None)
 
-    # -- live view --
-    def _device_status(self, z: float | None = None) -> dict[str, str]:
-        unit = {"um": "µm"}.get(self.profile.focus.unit, self.profile.focus.unit)
-        where = f"at {z:g} {unit}" if z is not None else "ready"
-        frame = f"frame {len(self.slices) + 1}" if z is not None else "ready"
-        return {"camera": f"{self.rig.camera.name}: {frame}",
-                "focus": f"{self.rig.focus.name}: {where}",
-                "dropped frames": str(len(self.dropped)), "retries": str(len(self.retries))}
-
-    def _attach_view(self, engine: StreamingFusion, worker: FusionWorker) -> None:
-        fusing = worker.lock
-        cache: dict = {}
-
-        def preview(part: int):
-            # Under the fusion thread's lock: halfway through a slice the engine's maps and its z
-            # list disagree. One preview per fused slice count, shared by the fused and depth images.
-            with fusing:
-                key = engine.n_slices
-                if cache.get("key") != key:
-                    cache.update(key=key, value=engine.preview())
-                value = cache["value"]
-            return None if value is None else value[part]
-
-        def curve():
-            with fusing:
-                return list(zip(engine.z_positions_so_far(), engine.focus_scores))
-
-        self.view.attach_fusion(lambda: preview(0), lambda: preview(1), curve)
-
-    def _show_end(self, report: dict, result) -> None:
-        outputs = report["outputs"]
-        if result is not None:  # the final, cleaned result replaces the running preview
-            curve = list(zip([s["z"] for s in report["slices"]], result.focus_scores))
-            self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
-        if self.interrupted:
-            status = "interrupted"
-            message = f"{(self.ended_by or '').capitalize()}. {report['acquired_slices']} slices saved and fused."
-        elif self.ended_by:
-            status, message = "failed", (f"The session ended early: {self.ended_by}\n"
-                                         f"Saved: the {report['acquired_slices']} slices acquired"
-                                         + (f" in {outputs['stack']}, fused." if "stack" in outputs
-                                            else "; nothing to save."))
-        else:
-            status, message = "done", ""
-        if report["errors"]:
-            message += ("\n" if message else "") + "\n".join(report["errors"])
-        self.view.end(status, message, outputs)
-
-    def _finish_fusion(self):
-        if self.worker is None:
-            return None
+    def _finish_fusion(self) -> FusionResult | None:
+        if self.worker is None or self.engine is None:
+            return None  # nothing was acquired
         self.worker.finish()
         result = self.engine.finish()
         self.t_result_ready = time.perf_counter()
@@ -314,60 +268,40 @@ class Session:
         except Exception as error:  # recorded; the session's own outcome matters more
             self.errors.append(f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}")
 
-    # -- outputs --
-    def _write_outputs(self, result, positions: list[float], total_s: float) -> dict:
-        unit = self.profile.focus.unit
-        paths = self.outputs
-        outputs = {"stack": str(paths["stack"])} if self.buffer is not None else {}
-        report: dict = {"profile": self.profile.model_dump(mode="json"), "folder": str(self.folder),
-                        "planned_slices": len(positions), "acquired_slices": len(self.slices),
-                        "dropped_frames": self.dropped, "retries": self.retries, "ended_by": self.ended_by,
-                        "errors": self.errors, "focus_unit": unit, "faults_injected": self.rig.faults_injected}
-        report.update(acquisition_report(self, positions))
-        if result is not None:
-            assert self.worker is not None and self.buffer is not None  # there is a result: slices were fused
-            for record in self.slices:
-                record["fusion_s"] = round(self.worker.fusion_s.get(record["index"], float("nan")), 5)
-            write_image_tiff(paths["fused"], result.fused, pixel_size_um=self.pixel_size_um())
-            write_depth_tiff(paths["depth"], result.depth,
-                             unit if result.depth_unit == "um" else "slice index",
-                             pixel_size_um=self.pixel_size_um())
-            counts = np.bincount(result.decision.ravel(), minlength=len(self.slices))
-            plot_focus_curve(paths["focus_curve"], [s["z"] for s in self.slices], result.focus_scores,
-                             unit, (counts / counts.sum()).tolist())
-            outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
-            device_s = sum(s["move_s"] + s["settle_s"] + s["exposure_s"] for s in self.slices)
-            report.update({
-                "focus_scores": result.focus_scores,
-                "seconds": {"total": round(total_s, 4), "devices": round(device_s, 4),
-                            "overhead_fraction": round(max(0.0, 1 - device_s / total_s), 4),
-                            "result_after_last_slice": round(self.t_result_ready - self.t_last_slice, 4),
-                            "slices_read_back_by_fusion": len(self.worker.read_back)},
-                "alignment": result.alignment,
-                "warnings": [w for w in [no_focus_information(result.focus_scores, str(self.folder))] if w],
-            })
-            truth = self.rig.truth_for(self.reference_metadata)
-            if truth is not None:
-                full_scale = _full_scale(self.profile)
-                report["psnr_db"] = round(psnr(result.fused, truth, full_scale), 3)
-                report["best_slice_psnr_db"] = round(max(
-                    psnr(self.buffer.read_slice(i), truth, full_scale) for i in range(len(self.slices))), 3)
-        report["slices"] = self.slices
-        report["outputs"] = outputs
-        write_json(paths["report"], report)
+    def result_after_last_slice_s(self) -> float:
+        """Seconds from the last slice on disk to the final result."""
+        assert self.t_result_ready is not None and self.t_last_slice is not None  # a result was made
+        return self.t_result_ready - self.t_last_slice
+
+    def slices_read_back(self) -> int:
+        """How many slices fusion caught up on from the stack on disk (it fell behind)."""
+        return 0 if self.worker is None else len(self.worker.read_back)
+
+    def _report(self, positions: list[float]) -> SessionReport:
+        """What the loop knows; the listeners add the outputs and scores."""
+        report = SessionReport(profile=self.profile.model_dump(mode="json"), folder=str(self.folder),
+                               planned_slices=len(positions), acquired_slices=len(self.slices),
+                               focus_unit=self.profile.focus.unit, dropped_frames=self.dropped, retries=self.retries,
+                               ended_by=self.ended_by, errors=self.errors, faults_injected=self.rig.faults_injected,
+                               slices=self.slices)
+        if self.buffer is not None:
+            report.outputs["stack"] = str(self.outputs["stack"])
+        for key, value in acquisition_report(self, positions).items():
+            setattr(report, key, value)
         return report
 
 
-def _full_scale(profile: Profile) -> float:
-    bits = profile.camera.noise.bit_depth
-    return 1.0 if bits == 0 else float(2 ** bits - 1)
+def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
+                view=None) -> SessionOutcome[SessionReport]:
+    """Open the rig, run one session into ``out_root/<timestamp>/``, close the rig.
 
+    ``view``: a ``viewer.state.LiveViewState`` that follows the session, or None.
+    """
+    from acquisition.live_view_listener import LiveViewListener
 
-def run_profile(profile: Profile, out_root: Path, progress: bool | None = None, view=None) -> SessionOutcome:
-    """Open the rig, run one session into ``out_root/<timestamp>/``, close the rig."""
     rig = open_rig(profile)
     try:
         folder = new_session_folder(Path(out_root))
-        return Session(profile, rig, folder, view).run(progress)
+        return Session(profile, rig, folder, [LiveViewListener(view)] if view is not None else []).run(progress)
     finally:
         rig.close()

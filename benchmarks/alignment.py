@@ -24,7 +24,7 @@ import tifffile
 
 from benchmarks._frames import SIZES, frames_file
 from fusion import FusionSettings, StreamingFusion
-from fusion.alignment import AlignSettings, SliceAligner, max_displacement_px, \
+from fusion.align.alignment import AlignSettings, SliceAligner, max_displacement_px, \
     warp_to_reference
 from fusion.focus_measures import to_gray
 from fusion.metrics import average_gradient, psnr, spatial_frequency

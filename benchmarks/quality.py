@@ -228,7 +228,7 @@ def main() -> int:
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.size.split("x"))
     methods = dict(OURS)
-    from fusion.deep_measure import DEFAULT_WEIGHTS
+    from fusion.deep.deep_measure import DEFAULT_WEIGHTS
 
     if DEFAULT_WEIGHTS.is_file() and not args.no_ums:
         methods["ours: ums pyramid"] = FusionSettings(measure="ums")

@@ -17,6 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers)
 from acquisition.profile import Profile, load_profile
 from acquisition.session import run_profile
 from benchmarks.measured_run import load_average, machine_line
@@ -73,7 +74,7 @@ def main() -> int:
     stepped_rate = None
     for name, profile in modes:
         with tempfile.TemporaryDirectory() as out:
-            report = run_profile(profile, Path(out), progress=False).report
+            report = run_profile(profile, Path(out), progress=False).report.to_json()
         rate = report.get("throughput_slices_per_s") or 0.0
         stepped_rate = stepped_rate or rate
         after_s = report["seconds"]["result_after_last_slice"]

@@ -3,8 +3,9 @@ and what the feature width costs in quality.
 
 Speed: slices per second of the measure alone, and of the whole engine push (measure plus the
 blend update), on rendered RGB frames (4 MP by default, the GPU target's size).
-Quality (--quality): PSNR of ums blend against the ground truth of rendered stacks at 768x1024,
-for each feature width (0 = full resolution), next to sf blend.
+Quality (--quality): PSNR against the ground truth of the quality benchmark's rendered stacks
+(benchmarks/quality_stacks.py) at 768x1024, by family, for each feature width of the deep measure
+(0 = full resolution), next to the pixel spatial frequency, both with the default composition.
 
     python -m benchmarks.ums_speed [--size 4MP] [--device auto] [--widths 0 960 480 320]
                                    [--batches 1 4] [--precisions auto] [--quality]
@@ -21,7 +22,7 @@ import tifffile
 
 from benchmarks._frames import SIZES, frames_file
 from fusion import FusionSettings, StreamingFusion
-from fusion.deep_measure import DeepSpatialFrequency
+from fusion.deep.deep_measure import DeepSpatialFrequency
 from fusion.focus_measures import to_gray
 from fusion.metrics import psnr
 
@@ -71,27 +72,33 @@ def _synchronize(torch) -> None:
         torch.cuda.synchronize()
 
 
-def quality(widths: list[int], device: str, precisions: list[str]) -> None:
-    from benchmarks.quality import REGIMES, STACKS, render_ground_truth_stack
+def quality(widths: list[int], device: str, precisions: list[str], shape: tuple[int, int] = (768, 1024)) -> None:
+    """Mean PSNR by stack family over the quality benchmark's stacks (benchmarks/quality_stacks.py),
+    pixel spatial frequency beside the deep measure at each width and precision."""
+    from benchmarks.quality_stacks import STACKS, available, render
 
-    shape = (768, 1024)
-    print(f"\nquality by feature width: mean PSNR (dB) over {len(STACKS)} stacks of {shape[0]}x{shape[1]}")
+    specs = [spec for spec in STACKS if available(spec)]
+    cache = Path(tempfile.gettempdir()) / "ums-fusion-bench" / "quality-stacks"
+    print(f"\nquality by feature width: mean PSNR (dB) over {len(specs)} stacks of {shape[0]}x{shape[1]}, by family")
     # label -> the deep measure's (width, precision), or None for the pixel spatial frequency
-    candidates = {"sf blend": None, **{f"ums {width or 'full'} {precision}": (width or shape[1], precision)
-                                       for width in widths for precision in precisions}}
-    for regime in REGIMES:
-        scores: dict[str, list[float]] = {label: [] for label in candidates}
-        for texture, surface, colour, bits in STACKS:
-            stack = render_ground_truth_stack(texture, surface, colour, bits, shape, regime)
-            for label, deep in candidates.items():
-                settings = FusionSettings() if deep is None else FusionSettings(measure="ums", device=device)
-                engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, settings)
-                if deep is not None:  # the engine's deep measure, at this width and precision
-                    engine._measure.feature_width_px, engine._measure.precision = deep
-                for pixels, z in zip(stack.slices, stack.z_um):
-                    engine.push(pixels, z)
-                scores[label].append(psnr(engine.finish().fused, stack.truth, 2.0 ** bits - 1))
-        print(f"  {regime}: " + ", ".join(f"{label} {np.mean(values):.2f}" for label, values in scores.items()))
+    candidates = {"sf": None, **{f"ums {width or 'full'} {precision}": (width or shape[1], precision)
+                                 for width in widths for precision in precisions}}
+    scores: dict[str, dict[str, list[float]]] = {}  # family -> label -> PSNR per stack
+    for spec in specs:
+        stack = render(spec, shape, cache)
+        family = scores.setdefault(spec.family, {label: [] for label in candidates})
+        for label, deep in candidates.items():
+            settings = FusionSettings() if deep is None else FusionSettings(measure="ums", device=device)
+            engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, settings)
+            if deep is not None:  # the engine's deep measure, at this width and precision
+                measure = engine._measure
+                assert isinstance(measure, DeepSpatialFrequency)
+                measure.feature_width_px, measure.precision = deep
+            for pixels, z in zip(stack.slices, stack.z_um):
+                engine.push(pixels, z)
+            family[label].append(psnr(engine.finish().fused, stack.truth, spec.full_scale))
+    for name, family in scores.items():
+        print(f"  {name}: " + ", ".join(f"{label} {np.mean(values):.2f}" for label, values in family.items()))
 
 
 def main() -> int:

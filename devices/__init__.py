@@ -1,1 +1,1 @@
-"""Device drivers: one small interface per role (Camera, FocusDrive) (not built yet)."""
+"""Device drivers: one small interface per role (Camera, FocusDrive) and one module per real device family."""

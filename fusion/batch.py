@@ -26,6 +26,7 @@ from fusion.readers.image_folder import image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.output_names import refusion_outputs
 from fusion.refuse import refuse_stack
+from fusion.refuse_report import RefuseReport
 
 SUMMARY_FILE = "summary.json"
 
@@ -78,18 +79,18 @@ def _stacks_in(path: Path) -> list[Path]:
     return [path]
 
 
-def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> dict | None:
+def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> RefuseReport | None:
     """The report of stack ``name`` when all its outputs are in place (the report is written last)
     and were made with ``settings``; None when the stack must be fused (again)."""
     paths = refusion_outputs(out_dir, name)
     if not all(path.is_file() for path in paths.values()):
         return None
     try:
-        report = json.loads(paths["report"].read_text())
-    except (OSError, ValueError):
+        report = RefuseReport.from_json(json.loads(paths["report"].read_text()))
+    except (OSError, ValueError, TypeError):  # unreadable, or written by another version: fuse again
         return None
     # As the report stores them: through JSON, so 32 and 32.0 or a tuple and a list compare equal.
-    if not isinstance(report, dict) or report.get("settings") != json.loads(json.dumps(asdict(settings))):
+    if report.settings != json.loads(json.dumps(asdict(settings))):
         return None
     return report
 
@@ -115,8 +116,8 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     except Exception as error:  # a bug must cost one stack, and say so, not the whole batch
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
-    return StackOutcome(str(path), report["name"], "done", slices=report["n_slices"],
-                        seconds=report["seconds"]["total"], error=None, warnings=report["warnings"])
+    return StackOutcome(str(path), report.name, "done", slices=report.n_slices,
+                        seconds=report.seconds["total"], error=None, warnings=report.warnings)
 
 
 def check_unique_names(stacks: list[Path]) -> None:
@@ -164,8 +165,8 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     for index, path in enumerate(stacks):
         report = finished_report(out_dir, stack_name(path), settings) if resume else None
         if report is not None:  # the row keeps the numbers of the run that fused it
-            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped", slices=report.get("n_slices"),
-                                           seconds=(report.get("seconds") or {}).get("total"))
+            outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped", slices=report.n_slices,
+                                           seconds=report.seconds.get("total"))
         else:
             todo.append(index)
     if todo and scheduler is None and len(todo) == 1:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusion.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
+from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
     max_displacement_px, warp_to_reference
 from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError

@@ -68,7 +68,7 @@ class LaplacianEnergy:
 
 
 def _ums(window_px: int = DEFAULT_WINDOW_PX, device: str = "auto"):
-    from fusion.deep_measure import DeepSpatialFrequency  # torch loads only when "ums" is asked for
+    from fusion.deep.deep_measure import DeepSpatialFrequency  # torch loads only when "ums" is asked for
 
     return DeepSpatialFrequency(window_px=window_px, device=device)
 

@@ -17,10 +17,11 @@ from fusion.output_names import refusion_outputs
 from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
+from fusion.refuse_report import RefuseReport
 
 
 def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None = None,
-                 progress: bool | None = None) -> dict:
+                 progress: bool | None = None) -> RefuseReport:
     """Fuse the stack at ``path`` into ``out_dir``; returns the report also written as JSON.
 
     Raises a ``fusion.errors.StackError`` naming the file when the stack cannot be fused.
@@ -57,26 +58,18 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         seconds["write"] = time.perf_counter() - write_started
         seconds["total"] = time.perf_counter() - started
         counts = np.bincount(result.decision.ravel(), minlength=engine.n_slices)
-        report = {
-            "stack": str(stack.path),
-            "name": stack.name,
-            "method": settings.measure,
-            "settings": dataclasses.asdict(settings),
-            "n_slices": engine.n_slices,
-            "shape": list(shape),
-            "dtype": str(dtype),
-            "depth_unit": result.depth_unit,
-            "depth_defined_fraction": round(float(np.isfinite(result.depth).mean()), 5),
-            "z_positions_um": z_um,
-            "seconds": {phase: round(value, 4) for phase, value in seconds.items()},
-            "focus_scores": result.focus_scores,
-            "chosen_fraction": (counts / counts.sum()).round(5).tolist(),
-            "outputs": {kind: str(p) for kind, p in paths.items()},
-            "alignment": result.alignment,
-            "warnings": list(dict.fromkeys(str(w.message) for w in caught)),  # each once
-        }
+        report = RefuseReport(
+            stack=str(stack.path), name=stack.name, method=settings.measure,
+            settings=dataclasses.asdict(settings), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
+            depth_unit=result.depth_unit,
+            depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
+            z_positions_um=z_um, seconds={phase: round(value, 4) for phase, value in seconds.items()},
+            focus_scores=result.focus_scores, chosen_fraction=(counts / counts.sum()).round(5).tolist(),
+            outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
+            warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
+        )
         with _naming(stack.path):
-            write_json(paths["report"], report)
+            write_json(paths["report"], report.to_json())
     return report
 
 

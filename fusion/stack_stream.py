@@ -1,7 +1,7 @@
 """One z-stack fused while it is acquired: slices to an OME-TIFF on disk, fusion in its own thread.
 
 Memory stays O(H x W) whatever the depth: the worker holds at most a few slices and reads
-the rest back from the stack file when it falls behind (see ``acquisition.fusion_worker``).
+the rest back from the stack file when it falls behind (see ``fusion.fusion_worker``).
 A stack may instead follow another's decision (``fuse=False``, then ``finish(like=other)``): it
 only buffers, and is composed from the other stack's decision map once that one is done.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.fusion_worker import FusionWorker
-from acquisition.stack_buffer import StackBuffer
+from fusion.fusion_worker import FusionWorker
+from fusion.stack_buffer import StackBuffer
 from fusion.engine import FusionResult, FusionSettings, StreamingFusion
 from fusion.guided import compose_from_decision
 from fusion.output_names import stack_outputs

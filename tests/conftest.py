@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import simulators.rigs  # noqa: F401  (the simulated rigs' openers, as run_session.py registers them)
 from simulators.optics import CameraNoise, Optics, RenderedStack, render_stack
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 

@@ -45,7 +45,7 @@ def run_session(tmp_path, profile):
     rig = open_rig(profile)
     try:
         outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
-        return outcome, rig.simulators
+        return outcome, rig.simulated
     finally:
         rig.close()
 
@@ -55,15 +55,15 @@ def run_session(tmp_path, profile):
 def test_sequenced_stack_is_rendered_where_each_frame_is_stamped_and_fuses_above_the_best_slice(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"))
     outcome, simulators = run_session(tmp_path, profile)
-    report = outcome.report
+    report = outcome.report.to_json()  # as session.json has it
     assert outcome.completed and report["acquisition_mode"] == "sequenced"
     assert report["acquired_slices"] == report["planned_slices"] == 13 and report["dropped_frames"] == []
     planned = planned_positions(profile.plan, 0.0)
     assert stack_z(outcome.folder) == pytest.approx(planned)
     # The stage stepped on the camera's triggers: each frame was rendered where the stage then was,
     # and that is the z the frame was stamped with.
-    assert simulators["mm_camera"].rendered_at_um == pytest.approx(planned, abs=1e-6)
-    assert simulators["mm_stage"].triggers >= 12
+    assert simulators["camera"].rendered_at_um == pytest.approx(planned, abs=1e-6)
+    assert simulators["focus"].triggers >= 12
     assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
     assert report["throughput_slices_per_s"] > 0 and report["acquisition"]["sequences"][0]["frames_got"] == 13
 
@@ -92,7 +92,7 @@ def test_a_sequence_that_loses_a_frame_is_retried_from_that_frame(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
                     faults={"camera": {"drop_frames": 1, "after_slices": 4}})
     outcome, simulators = run_session(tmp_path, profile)
-    report = outcome.report
+    report = outcome.report.to_json()  # as session.json has it
     assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
     assert [r["what"] for r in report["retries"]] == ["sequence"]
     assert "ended the sequence after" in report["retries"][0]["error"]
@@ -108,7 +108,7 @@ def test_a_sequence_that_keeps_failing_ends_the_session_with_the_frames_acquired
     profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
                     faults={"camera": {"drop_frames": 10, "after_slices": 4}})
     outcome, _ = run_session(tmp_path, profile)
-    report = outcome.report
+    report = outcome.report.to_json()  # as session.json has it
     assert not outcome.completed and "ended the sequence after" in report["ended_by"]
     acquired = report["acquired_slices"]
     assert 4 <= acquired < 13
@@ -131,7 +131,7 @@ def test_demo_adapters_stage_with_use_sequences_runs_a_sequenced_stack(tmp_path)
     profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
                                                                   "properties": {"Z": {"UseSequences": True}}}})
     outcome = run_profile(profile, tmp_path, progress=False)
-    report = outcome.report
+    report = outcome.report.to_json()  # as session.json has it
     assert outcome.completed and report["acquisition_mode"] == "sequenced"
     assert report["acquired_slices"] == report["planned_slices"] == 11
     assert stack_z(outcome.folder) == pytest.approx([float(z) for z in range(11)])
@@ -190,7 +190,7 @@ def test_lens_stream_stamps_each_kept_frame_with_the_power_it_was_exposed_at():
 
 def test_lens_stream_session_fuses_above_the_best_slice_and_lists_flagged_frames(tmp_path):
     outcome = run_profile(small(load_profile(PROFILES / "simulated-etl-stream.yaml")), tmp_path, progress=False)
-    report = outcome.report
+    report = outcome.report.to_json()  # as session.json has it
     assert outcome.completed and report["acquisition_mode"] == "stream"
     assert report["acquired_slices"] == report["planned_slices"] and report["dropped_frames"] == []
     assert report["acquisition"]["flagged_frames"] == len(report["acquisition"]["flagged"]) > 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fusion import FusionSettings, StreamingFusion
-from fusion.alignment import AlignSettings, SliceAligner, describe, max_displacement_px, warp_to_reference
+from fusion.align.alignment import AlignSettings, SliceAligner, describe, max_displacement_px, warp_to_reference
 from fusion.focus_measures import to_gray
 from fusion.metrics import average_gradient, psnr, spatial_frequency
 from fusion.readers import open_stack

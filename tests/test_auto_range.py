@@ -77,7 +77,7 @@ def test_a_specimen_outside_the_search_range_is_a_clear_error():
 @pytest.mark.hardware_sim
 def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
     outcome = run_profile(load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml"), tmp_path, progress=False)
-    report = outcome.report
+    report = outcome.report.to_json()  # as session.json has it
     assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
     (lo, hi), (true_lo, true_hi) = report["z_range_um"], report["truth_range_um"]
     assert lo <= true_lo and hi >= true_hi

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusion.deep_measure import DEFAULT_WEIGHTS, DeepSpatialFrequency, WeightsError, load_encoder, sha256_of
+from fusion.deep.deep_measure import DEFAULT_WEIGHTS, DeepSpatialFrequency, WeightsError, load_encoder, sha256_of
 from fusion.errors import InvalidFocusMeasureError
 from fusion.focus_checks import check_focus_map
 from fusion.outputs import write_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquisition.stack_buffer import StackBuffer
+from fusion.stack_buffer import StackBuffer
 from fusion.readers import open_stack
 
 

@@ -73,7 +73,7 @@ def test_a_viewer_reading_while_fusion_folds_in_a_slice_sees_a_whole_one(tmp_pat
     for reader in readers:
         reader.join(timeout=60)
     assert outcome.completed
-    assert len(readers) == outcome.report["acquired_slices"], "the pause point inside push() is gone: update this test"
+    assert len(readers) == outcome.report.acquired_slices, "the pause point inside push() is gone: update this test"
     assert reads == ["ok"] * len(readers)
 
 

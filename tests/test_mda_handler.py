@@ -96,7 +96,7 @@ def test_fusion_reading_every_slice_back_from_disk_gives_the_same_result(demo, t
 
     refused = refuse_stack(tmp_path / "b" / f"{name}.stack.ome.tif", tmp_path / "refused", progress=False)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "b" / f"{name}.fused.tif"),
-                                  tifffile.imread(refused["outputs"]["fused"]))
+                                  tifffile.imread(refused.outputs["fused"]))
 
 
 def test_fused_beats_every_slice_on_the_slide(tmp_path):

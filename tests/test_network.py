@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.deep_measure import DEFAULT_WEIGHTS, WeightsError, load_encoder
-from fusion.network import UMSAutoencoder, UNetPlusPlus, feature_spatial_frequency
-from fusion.train import random_batch, reconstruction_loss, spatial_frequency, train
+from fusion.deep.deep_measure import DEFAULT_WEIGHTS, WeightsError, load_encoder
+from fusion.deep.network import UMSAutoencoder, UNetPlusPlus, feature_spatial_frequency
+from fusion.deep.train import random_batch, reconstruction_loss, spatial_frequency, train
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -64,7 +64,7 @@ def test_training_checkpoints_resume_and_export(tmp_path):
                     log_every=1)
     assert first["steps"] == 2 and resumed["steps"] == 4
     assert (tmp_path / "ck2.json").is_file()
-    from fusion.train import export_weights
+    from fusion.deep.train import export_weights
 
     export_weights(tmp_path / "ck2.pt", tmp_path / "weights.pt")
     encoder, _ = load_encoder(tmp_path / "weights.pt", "cpu")
@@ -105,7 +105,7 @@ def test_shipped_weights_come_with_their_training_record():
     import json
 
     data = json.loads(record.read_text())
-    assert data["steps"] > 0 and "final_losses" in data and data["command"].startswith("python -m fusion.train")
+    assert data["steps"] > 0 and "final_losses" in data and data["command"].startswith("python -m fusion.deep.train")
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def test_shipped_weights_come_with_their_training_record():
 def test_batched_and_reduced_precision_measures_agree_with_single_float32(rgb_stack):
     """Batching slices and half precision (float16 on CUDA; bfloat16 is its CPU stand-in here)
     must not change which slice is sharpest."""
-    from fusion.deep_measure import DeepSpatialFrequency
+    from fusion.deep.deep_measure import DeepSpatialFrequency
     from fusion.focus_measures import to_gray
 
     grays = [to_gray(p)[:96, :128] for p in rgb_stack.slices[:4]]  # a quarter: emulated bfloat16 is slow

@@ -10,7 +10,7 @@ import tifffile
 
 from acquisition.profile import load_profile
 from acquisition.session import run_profile
-from acquisition.stack_buffer import StackBuffer
+from fusion.stack_buffer import StackBuffer
 from fusion.outputs import pixel_size_um_of
 from tests.conftest import REPO_ROOT
 from tests.test_sessions import small

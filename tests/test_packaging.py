@@ -34,8 +34,8 @@ def built_wheel(tmp_path_factory) -> zipfile.ZipFile:
 @pytest.mark.slow
 def test_the_wheel_carries_the_network_weights_unchanged(built_wheel):
     for name in ("ums_unetpp.pt", "ums_unetpp.json"):
-        shipped = REPO_ROOT / "fusion" / "weights" / name
-        packed = f"fusion/weights/{name}"
+        shipped = REPO_ROOT / "fusion" / "deep" / "weights" / name
+        packed = f"fusion/deep/weights/{name}"
         assert packed in built_wheel.namelist(), f"{packed} is not in the wheel"
         assert hashlib.sha256(built_wheel.read(packed)).digest() == hashlib.sha256(shipped.read_bytes()).digest()
 

@@ -41,8 +41,8 @@ def run(tmp_path, profile):
 def test_a_stage_that_goes_silent_ends_the_session_with_what_was_acquired(tmp_path):
     outcome = run(tmp_path, profile_with(tmp_path, "simulated", {"focus": {"silent": True, "after_slices": 3}}))
     report = outcome.report
-    assert not outcome.completed and "simulated stage: still moving after" in report["ended_by"]
-    assert report["acquired_slices"] == 3 and report["faults_injected"][0]["after_slices"] == 3
+    assert not outcome.completed and "simulated stage: still moving after" in report.ended_by
+    assert report.acquired_slices == 3 and report.faults_injected[0]["after_slices"] == 3
     assert (outcome.folder / "fused.tif").is_file()
 
 
@@ -52,8 +52,8 @@ def test_a_serial_stage_that_answers_wrongly_once_is_retried(tmp_path, fault, re
     profile = profile_with(tmp_path, "simulated-serial-stage", {"focus": {**fault, "times": 1, "after_slices": 2}})
     outcome = run(tmp_path, profile)
     report = outcome.report
-    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
-    assert len(report["retries"]) == 1 and report["retries"][0]["slice"] == 2
+    assert outcome.completed and report.acquired_slices == report.planned_slices
+    assert len(report.retries) == 1 and report.retries[0].slice == 2
 
 
 @pytest.mark.slow
@@ -62,9 +62,9 @@ def test_a_serial_stage_that_answers_wrongly_once_is_retried(tmp_path, fault, re
 def test_a_device_that_disconnects_after_n_slices_ends_the_session_and_keeps_them(tmp_path, name, device):
     outcome = run(tmp_path, profile_with(tmp_path, name, {device: {"disconnect": True, "after_slices": 4}}))
     report = outcome.report
-    assert not outcome.completed and report["retries"] == []  # a vanished device is not retried
-    assert "port /dev/pts/" in report["ended_by"] or "is gone" in report["ended_by"], report["ended_by"]
-    assert report["acquired_slices"] == 4
+    assert not outcome.completed and report.retries == []  # a vanished device is not retried
+    assert "port /dev/pts/" in report.ended_by or "is gone" in report.ended_by, report.ended_by
+    assert report.acquired_slices == 4
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
         assert stack.n_slices == 4
     assert (outcome.folder / "fused.tif").is_file()
@@ -76,8 +76,8 @@ def test_dropped_frames_are_recorded_with_their_z(tmp_path, name):
     outcome = run(tmp_path, profile)
     report = outcome.report
     assert outcome.completed
-    assert [d["planned_index"] for d in report["dropped_frames"]] == [2]
-    assert report["acquired_slices"] == report["planned_slices"] - 1
+    assert [d.planned_index for d in report.dropped_frames] == [2]
+    assert report.acquired_slices == report.planned_slices - 1
 
 
 @pytest.mark.slow
@@ -86,10 +86,10 @@ def test_a_camera_that_delivers_nothing_is_given_up_on_within_the_profile_bound(
                            give_up_after_s=1.2)
     outcome = run(tmp_path, profile)
     report = outcome.report
-    assert "gave up after camera.give_up_after_s = 1.2 s" in report["ended_by"]
+    assert "gave up after camera.give_up_after_s = 1.2 s" in report.ended_by
     # 0.5 s per try: three tries fit in 1.2 s, where 3 tries x 3 frames were made before.
-    assert len([r for r in report["retries"] if r["what"] == "snap"]) <= 3
-    assert report["acquired_slices"] == 2 and (outcome.folder / "fused.tif").is_file()
+    assert len([r for r in report.retries if r.what == "snap"]) <= 3
+    assert report.acquired_slices == 2 and (outcome.folder / "fused.tif").is_file()
 
 
 @pytest.mark.parametrize("name,faults,message", [

@@ -18,7 +18,9 @@ from acquisition.plans import planned_positions
 from acquisition.profile import PlanSettings, ProfileError, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
+from fusion.engine import FusionSettings
 from fusion.readers import open_stack
+from run_session import build_parser, refuse_settings
 from tests.conftest import REPO_ROOT, with_default_sigint
 
 pytestmark = pytest.mark.hardware_sim
@@ -42,23 +44,23 @@ def test_simulated_profile_end_to_end(name, tmp_path):
     profile = small(load_profile(PROFILES / f"{name}.yaml"))
     outcome = run_profile(profile, tmp_path, progress=False)
     report = outcome.report
-    assert outcome.completed and report["ended_by"] is None and report["errors"] == []
+    assert outcome.completed and report.ended_by is None and report.errors == []
     folder = outcome.folder
     for file in ("stack.ome.tif", "fused.tif", "depth.tif", "focus_curve.png", "session.json"):
         assert (folder / file).is_file(), file
     # The stack is one OME-TIFF z-stack that tifffile (and so napari) reads, planes in order.
     with tifffile.TiffFile(folder / "stack.ome.tif") as tiff:
         assert tiff.is_ome and tiff.series[0].axes in ("ZYX", "ZYXS")
-        assert tiff.series[0].shape[0] == report["planned_slices"] == report["acquired_slices"]
+        assert tiff.series[0].shape[0] == report.planned_slices == report.acquired_slices
         assert "profile" in tiff.ome_metadata
-    slices = report["slices"]
-    assert [s["z"] for s in slices] == sorted(s["z"] for s in slices)
-    assert all(s["move_s"] >= 0 and s["exposure_s"] > 0 and s["fusion_s"] > 0 for s in slices)
-    assert report["seconds"]["result_after_last_slice"] < 5
+    slices = report.slices
+    assert [s.z for s in slices] == sorted(s.z for s in slices)
+    assert all(s.move_s >= 0 and s.exposure_s > 0 and s.fusion_s > 0 for s in slices)
+    assert report.seconds.result_after_last_slice < 5
     fused = tifffile.imread(folder / "fused.tif")
     assert fused.shape == tifffile.imread(folder / "stack.ome.tif", key=0).shape
     if name != "simulated-genicam-etl":  # Viky's test pattern has no ground truth
-        assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+        assert report.psnr_db > report.best_slice_psnr_db + 3
 
 
 def test_focus_drive_returns_to_where_it_started(tmp_path):
@@ -102,25 +104,25 @@ def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fuse
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
 
     def go_silent(rig):
-        rig.simulators["stage"].faults.silent = True
+        rig.simulated["focus"].faults.silent = True
 
     outcome = run_with_fault(tmp_path, profile, go_silent)
     report = outcome.report
     assert not outcome.completed
-    assert "no complete answer within" in report["ended_by"] and "ASI MS-2000 Z stage" in report["ended_by"]
-    assert 3 <= report["acquired_slices"] < report["planned_slices"]
-    assert len([r for r in report["retries"] if r["what"] == "move"]) == profile.plan.retries + 1
+    assert "no complete answer within" in report.ended_by and "ASI MS-2000 Z stage" in report.ended_by
+    assert 3 <= report.acquired_slices < report.planned_slices
+    assert len([r for r in report.retries if r.what == "move"]) == profile.plan.retries + 1
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
-        assert stack.n_slices == report["acquired_slices"]
+        assert stack.n_slices == report.acquired_slices
     assert (outcome.folder / "fused.tif").is_file()
-    assert any("could not return the focus" in e for e in report["errors"])
+    assert any("could not return the focus" in e for e in report.errors)
 
 
 def test_vanished_stage_ends_the_session_without_retries(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
-    outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulators["stage"].disconnect())
-    assert "port /dev/pts/" in outcome.report["ended_by"]
-    assert not [r for r in outcome.report["retries"] if r["what"] == "move"]
+    outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulated["focus"].disconnect())
+    assert "port /dev/pts/" in outcome.report.ended_by
+    assert not [r for r in outcome.report.retries if r.what == "move"]
     assert (outcome.folder / "fused.tif").is_file()
 
 
@@ -128,30 +130,30 @@ def test_transient_error_is_retried_and_recorded(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
 
     def one_error(rig):
-        faults = rig.simulators["stage"].faults
+        faults = rig.simulated["focus"].faults
         faults.error_reply, faults.times = 5, 1
 
     outcome = run_with_fault(tmp_path, profile, one_error)
     report = outcome.report
-    assert outcome.completed and report["acquired_slices"] == report["planned_slices"]
-    assert len(report["retries"]) == 1 and "error 5: operation failed" in report["retries"][0]["error"]
+    assert outcome.completed and report.acquired_slices == report.planned_slices
+    assert len(report.retries) == 1 and "error 5: operation failed" in report.retries[0].error
 
 
 def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
     profile = small(load_profile(PROFILES / "simulated.yaml"))
 
     def lose_one_slice(rig):
-        rig.simulators["camera"].faults.drop_frames = profile.plan.retries + 1
+        rig.simulated["camera"].faults.drop_frames = profile.plan.retries + 1
 
     outcome = run_with_fault(tmp_path, profile, lose_one_slice)
     report = outcome.report
     assert outcome.completed
-    assert len(report["dropped_frames"]) == 1 and report["dropped_frames"][0]["planned_index"] == 3
-    assert report["acquired_slices"] == report["planned_slices"] - 1
+    assert len(report.dropped_frames) == 1 and report.dropped_frames[0].planned_index == 3
+    assert report.acquired_slices == report.planned_slices - 1
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
-        lost_z = report["dropped_frames"][0]["z"]
-        assert lost_z not in stack.z_positions_um and len(stack.z_positions_um) == report["acquired_slices"]
-    assert report["psnr_db"] > report["best_slice_psnr_db"]
+        lost_z = report.dropped_frames[0].z
+        assert lost_z not in stack.z_positions_um and len(stack.z_positions_um) == report.acquired_slices
+    assert report.psnr_db > report.best_slice_psnr_db
 
 
 def write_slow_profile(tmp_path) -> Path:
@@ -272,13 +274,22 @@ def test_plan_beyond_the_limits_is_refused_before_moving(tmp_path):
         run_profile(profile, tmp_path, progress=False)
 
 
-def test_alignment_follows_the_focus_drive_unless_the_profile_says(tmp_path):
-    assert load_profile(PROFILES / "simulated-etl.yaml").alignment() == ("on", "scale_shift")  # a tunable lens
-    assert load_profile(PROFILES / "simulated.yaml").alignment() == ("off", "similarity")       # a stage
+def alignment(profile):
+    settings = profile.fusion_settings()
+    return settings.align, settings.align_model
+
+
+def test_align_follows_the_one_rule_by_where_the_slices_come_from(tmp_path):
+    assert alignment(load_profile(PROFILES / "simulated-etl.yaml")) == ("on", "scale_shift")    # a tunable lens
+    assert alignment(load_profile(PROFILES / "simulated.yaml")) == ("off", "similarity")        # a stage
+    assert (FusionSettings().align, FusionSettings().align_model) == ("off", "similarity")      # the engine's: a stage
+    parser = build_parser()
+    refusion = refuse_settings(parser, parser.parse_args(["--refuse", "x.tif", "--out", "o"]))
+    assert (refusion.align, refusion.align_model) == ("auto", "similarity")                     # a saved stack
     # YAML reads a bare on/off as true/false; the profile means the words.
     path = write_profile(tmp_path, "camera: {driver: simulated}\nfocus: {driver: simulated}\n"
                                    "plan: {z: {range: 4, step: 1}}\nfusion: {align: on, align_model: affine}\n")
-    assert load_profile(path).alignment() == ("on", "affine")
+    assert alignment(load_profile(path)) == ("on", "affine")
 
 
 @pytest.fixture(scope="module")
@@ -300,10 +311,10 @@ def lens_sessions(tmp_path_factory):
 @pytest.mark.slow
 def test_a_breathing_lens_sweep_is_aligned_and_fuses_nearly_as_well_as_a_still_one(lens_sessions):
     breathing, still = lens_sessions["breathing"], lens_sessions["still"]
-    assert breathing["psnr_db"] > lens_sessions["breathing-off"]["psnr_db"] + 5
-    assert breathing["psnr_db"] > still["psnr_db"] - 0.5, (breathing["psnr_db"], still["psnr_db"])
-    scales = [a["scale"] for a in breathing["alignment"]]
-    powers = [s["z"] for s in breathing["slices"]]
+    assert breathing.psnr_db > lens_sessions["breathing-off"].psnr_db + 5
+    assert breathing.psnr_db > still.psnr_db - 0.5, (breathing.psnr_db, still.psnr_db)
+    scales = [a["scale"] for a in breathing.alignment]
+    powers = [s.z for s in breathing.slices]
     true_scales = [(1 + 0.003 * p) / (1 + 0.003 * powers[0]) for p in powers]
     np.testing.assert_allclose(scales, true_scales, rtol=1e-3)
 
@@ -314,7 +325,7 @@ def test_shipped_templates_validate():
 
 
 def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
-    from acquisition.stack_buffer import StackBuffer
+    from fusion.stack_buffer import StackBuffer
 
     buffer = StackBuffer(tmp_path / "stack.ome.tif")
     for index in range(5):
@@ -330,8 +341,8 @@ def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
 
 
 def test_fusion_that_falls_behind_catches_up_from_the_stack_buffer(tmp_path, rgb_stack):
-    from acquisition.fusion_worker import FusionWorker
-    from acquisition.stack_buffer import StackBuffer
+    from fusion.fusion_worker import FusionWorker
+    from fusion.stack_buffer import StackBuffer
     from fusion import StreamingFusion
 
     def fuse(max_in_memory):

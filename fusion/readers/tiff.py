@@ -20,7 +20,7 @@ STACK_AXES = "ZIQT"
 CHANNEL_AXES = "CS"
 OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 MICROMANAGER_TAG = 51123
-SESSION_PLANE_KEY = "ums_fusion_plane"  # written by acquisition.stack_buffer on every page
+SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
 class TiffStack(SavedStack):

@@ -1,7 +1,8 @@
 """Unsupervised training of the UMS-Fusion network: reconstruct the input from its features.
 
-    python -m fusion.train --steps 1500 --out checkpoints/ums_autoencoder.pt --export fusion/weights/ums_unetpp.pt
-    python -m fusion.train --steps 500 --resume checkpoints/ums_autoencoder.pt --out checkpoints/more.pt
+    python -m fusion.deep.train --steps 1500 --out checkpoints/ums_autoencoder.pt \
+        --export fusion/deep/weights/ums_unetpp.pt
+    python -m fusion.deep.train --steps 500 --resume checkpoints/ums_autoencoder.pt --out checkpoints/more.pt
 
 Loss (as published): 1*MSE + 3*(1-SSIM) + 1*gradient + 2*SF, AdamW (lr 1e-4), random crops
 and flips. No labels and no stacks: the images are those installed packages ship
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fusion.deep_measure import sha256_of
-from fusion.network import UMSAutoencoder
+from fusion.deep.deep_measure import sha256_of
+from fusion.deep.network import UMSAutoencoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -165,7 +166,7 @@ def train(steps: int, out: Path, resume: Path | None = None, batch: int = 8, cro
             print(f"step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": start_step + steps}, out)
-    record = {"command": " ".join(["python -m fusion.train", *sys.argv[1:]]), "steps": start_step + steps,
+    record = {"command": " ".join(["python -m fusion.deep.train", *sys.argv[1:]]), "steps": start_step + steps,
               "batch": batch, "crop_px": crop_px, "lr": lr, "seed": seed, "device": str(device),
               "sf_loss": "true difference" if true_difference_sf else "published (no centre subtracted)",
               "training_images": len(images), "data": "scikit-image data, frames of ../shared/data stacks, "

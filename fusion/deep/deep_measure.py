@@ -24,8 +24,8 @@ class WeightsError(FusionError):
     """Raised when a weights file is missing, corrupt, or made for another network."""
 
 
-GOOD_WEIGHTS = ("restore the shipped file (git checkout -- fusion/weights/ums_unetpp.pt) "
-                "or train new weights (python -m fusion.train --export PATH)")
+GOOD_WEIGHTS = ("restore the shipped file (git checkout -- fusion/deep/weights/ums_unetpp.pt) "
+                "or train new weights (python -m fusion.deep.train --export PATH)")
 
 
 def weights_record(weights: Path) -> Path:
@@ -64,13 +64,13 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
     """The trained UNet++ encoder in eval mode, on CUDA when asked or available ("auto")."""
     import torch
 
-    from fusion.network import UNetPlusPlus
+    from fusion.deep.network import UNetPlusPlus
 
     weights = Path(weights)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if not weights.is_file():
-        raise WeightsError(f"{weights}: no such weights file (train with python -m fusion.train --export PATH)")
+        raise WeightsError(f"{weights}: no such weights file (train with python -m fusion.deep.train --export PATH)")
     check_weights_digest(weights)
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
@@ -130,7 +130,7 @@ class DeepSpatialFrequency:
         ``window_px`` overrides the summing window (1: the per-pixel response)."""
         import torch
 
-        from fusion.network import feature_spatial_frequency
+        from fusion.deep.network import feature_spatial_frequency
 
         if self._encoder is None:
             self._encoder, self.device = load_encoder(self.weights, self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,8 +20,11 @@ _DONE = object()
 
 
 class FusionWorker:
-    def __init__(self, engine: StreamingFusion, buffer: SliceSource, max_slices_in_memory: int = 4):
+    def __init__(self, engine: StreamingFusion, buffer: SliceSource, max_slices_in_memory: int = 4,
+                 on_fused: Callable[[int, float], None] | None = None):
+        """``on_fused(index, seconds)`` is called in the fusion thread after each slice is folded in."""
         self.engine = engine
+        self._on_fused = on_fused
         self.buffer = buffer
         self._queue: queue.Queue = queue.Queue()
         self._in_memory = threading.Semaphore(max_slices_in_memory)
@@ -58,6 +62,8 @@ class FusionWorker:
                 with self.lock:
                     self.engine.push(pixels, z)
                 self.fusion_s[index] = time.perf_counter() - started
+                if self._on_fused is not None:
+                    self._on_fused(index, self.fusion_s[index])
             except BaseException as error:  # reported to the session, which still saves the stack
                 self.error = error
 

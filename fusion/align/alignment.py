@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fusion import defocus_refine
-from fusion.phase_tiles import PhaseTiles
+from fusion.align import defocus_refine
+from fusion.align.phase_tiles import PhaseTiles
 
 MODELS = ("similarity", "scale_shift", "affine")
 ALIGN_MODES = ("off", "on", "auto")

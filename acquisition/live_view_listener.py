@@ -1,0 +1,79 @@
+"""The live view follows a session: progress and device status as slices arrive, the fused image
+and depth map so far, and at the end the final result or what went wrong."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from acquisition.session_events import SessionListener
+
+if TYPE_CHECKING:
+    from acquisition.session import Session
+    from acquisition.session_report import SessionReport
+    from fusion.engine import FusionResult
+    from viewer.state import LiveViewState
+
+
+def device_status(session: Session, z: float | None = None) -> dict[str, str]:
+    """What the page shows per device: the frame being taken and where the focus is."""
+    unit = {"um": "µm"}.get(session.profile.focus.unit, session.profile.focus.unit)
+    where = f"at {z:g} {unit}" if z is not None else "ready"
+    frame = f"frame {len(session.slices) + 1}" if z is not None else "ready"
+    return {"camera": f"{session.rig.camera.name}: {frame}", "focus": f"{session.rig.focus.name}: {where}",
+            "dropped frames": str(len(session.dropped)), "retries": str(len(session.retries))}
+
+
+class LiveViewListener(SessionListener):
+    def __init__(self, view: LiveViewState):
+        self.view = view
+
+    def session_started(self, session: Session, planned_slices: int) -> None:
+        self.view.begin(planned_slices, session.profile.focus.unit, device_status(session))
+
+    def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
+                       frame_metadata: dict[str, Any]) -> None:
+        if index == 0:
+            self._attach_previews(session)
+        self.view.slice_acquired(pixels, index + 1, device_status(session, z))
+
+    def _attach_previews(self, session: Session) -> None:
+        engine, worker = session.engine, session.worker
+        assert engine is not None and worker is not None  # made for the first slice
+        fusing = worker.lock
+        cache: dict = {}
+
+        def preview(part: int):
+            # Under the fusion thread's lock: halfway through a slice the engine's maps and its z
+            # list disagree. One preview per fused slice count, shared by the fused and depth images.
+            with fusing:
+                key = engine.n_slices
+                if cache.get("key") != key:
+                    cache.update(key=key, value=engine.preview())
+                value = cache["value"]
+            return None if value is None else value[part]
+
+        def curve():
+            with fusing:
+                return list(zip(engine.z_positions_so_far(), engine.focus_scores))
+
+        self.view.attach_fusion(lambda: preview(0), lambda: preview(1), curve)
+
+    def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
+        outputs = report.outputs
+        if result is not None:  # the final, cleaned result replaces the running preview
+            curve = list(zip([s.z for s in report.slices], result.focus_scores))
+            self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
+        if session.interrupted:
+            status = "interrupted"
+            message = f"{(session.ended_by or '').capitalize()}. {report.acquired_slices} slices saved and fused."
+        elif session.ended_by:
+            status, message = "failed", (f"The session ended early: {session.ended_by}\n"
+                                         f"Saved: the {report.acquired_slices} slices acquired"
+                                         + (f" in {outputs['stack']}, fused." if "stack" in outputs
+                                            else "; nothing to save."))
+        else:
+            status, message = "done", ""
+        if report.errors:
+            message += ("\n" if message else "") + "\n".join(report.errors)
+        self.view.end(status, message, outputs)

@@ -1,0 +1,63 @@
+"""What a live session announces while it runs, to the parts that follow it.
+
+The session runs the loop and announces; listeners do the rest: the output writer
+(``acquisition.session_writer``) writes the fused image, the depth map and session.json, the
+live view (``acquisition.live_view_listener``) shows progress. pymmcore-plus splits its MDA
+runner from its sinks the same way. Events come in the session's thread, one listener after
+the other in the order they subscribed, except ``slice_fused``, which comes from the fusion thread.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from acquisition.session import Session
+    from acquisition.session_report import SessionReport
+    from fusion.engine import FusionResult
+
+
+class SessionListener:
+    """Follows one session. Override the events you need; each does nothing here."""
+
+    def session_started(self, session: Session, planned_slices: int) -> None:
+        """Before the first move: the plan has ``planned_slices`` positions, all within the drive's limits."""
+
+    def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
+                       frame_metadata: dict[str, Any]) -> None:
+        """Slice ``index`` of the stack is on disk and handed to fusion (``session.engine`` exists from now on)."""
+
+    def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
+        """The engine folded slice ``index`` in, in ``fusion_s`` seconds (called from the fusion thread)."""
+
+    def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
+        """The stack is saved and fused (``result`` None when nothing was acquired, or fusion failed) and the
+        drive is back; ``report`` holds what the loop knows, and listeners before this one may have added to it."""
+
+
+class SessionEvents(SessionListener):
+    """The listeners of one session: each event goes to each of them, in the order they subscribed."""
+
+    def __init__(self, listeners: list[SessionListener] | None = None):
+        self.listeners: list[SessionListener] = list(listeners or [])
+
+    def subscribe(self, listener: SessionListener) -> None:
+        self.listeners.append(listener)
+
+    def session_started(self, session: Session, planned_slices: int) -> None:
+        for listener in self.listeners:
+            listener.session_started(session, planned_slices)
+
+    def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
+                       frame_metadata: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener.slice_acquired(session, index, pixels, z, frame_metadata)
+
+    def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
+        for listener in self.listeners:
+            listener.slice_fused(session, index, fusion_s)
+
+    def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
+        for listener in self.listeners:
+            listener.session_ended(session, report, result)

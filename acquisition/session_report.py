@@ -1,0 +1,153 @@
+"""What a live session reports: typed records, written as ``session.json`` by ``to_json``.
+
+The JSON keys are the ones people, the README, the viewer and the napari plugin read; a key that
+only a fused session has (scores, seconds, alignment) is left out when nothing was fused, and the
+PSNR keys are there only when the rig knows the ground truth.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SliceRecord:
+    """One acquired slice: where it was taken and how long each step took, in seconds."""
+
+    index: int               # in the stack on disk
+    planned_index: int       # in the plan (they differ after a dropped frame)
+    z: float                 # in the focus drive's unit
+    move_s: float
+    settle_s: float
+    exposure_s: float
+    store_s: float
+    fusion_s: float | None = None   # filled in once fused
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if self.fusion_s is None:
+            del data["fusion_s"]
+        return data
+
+
+@dataclass
+class DroppedFrame:
+    """A frame still lost after the retries: an explicit gap at ``z``, never a shifted stack."""
+
+    planned_index: int
+    z: float
+    error: str
+
+
+@dataclass
+class RetryRecord:
+    """One transient device error that was retried."""
+
+    slice: int        # planned index
+    what: str         # "move" or "snap"
+    attempt: int      # 1 for the first try
+    error: str
+
+
+@dataclass
+class SessionSeconds:
+    """Where the session's time went (seconds)."""
+
+    total: float
+    devices: float                       # move + settle + exposure, summed over the slices
+    overhead_fraction: float             # of the total, spent on anything but the devices
+    result_after_last_slice: float       # latency of the final result
+    slices_read_back_by_fusion: int      # a count: slices the engine read back from disk
+
+
+# Keys only a session that fused something has (it has ``seconds``); ``to_json`` leaves them out otherwise.
+_FUSED_ONLY = ("focus_scores", "seconds", "throughput_slices_per_s", "alignment", "warnings")
+_SCORED_ONLY = ("psnr_db", "best_slice_psnr_db")
+_WHEN_KNOWN = ("acquisition", "seconds_acquisition", "z_range_um", "truth_range_um", "pre_sweep")
+
+
+@dataclass
+class SessionReport:
+    """A single-stack live session: what was planned, acquired, lost, retried, fused and written."""
+
+    profile: dict[str, Any]              # the profile as validated, in JSON form
+    folder: str
+    planned_slices: int
+    acquired_slices: int
+    focus_unit: str                      # "um", "dpt" or "mA": the unit of every z here
+    dropped_frames: list[DroppedFrame] = field(default_factory=list)
+    retries: list[RetryRecord] = field(default_factory=list)
+    ended_by: str | None = None          # why the session ended early; None when it ran to the end
+    errors: list[str] = field(default_factory=list)
+    faults_injected: list[dict[str, Any]] = field(default_factory=list)
+    slices: list[SliceRecord] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)   # kind ("stack", "fused", ...) -> path
+    focus_scores: list[float] | None = None
+    seconds: SessionSeconds | None = None
+    throughput_slices_per_s: float | None = None
+    alignment: list[dict[str, Any]] | None = None
+    warnings: list[str] | None = None
+    psnr_db: float | None = None             # fused image against the simulator's ground truth
+    best_slice_psnr_db: float | None = None  # the best single slice against it
+    # The acquisition itself (acquisition.acquisition_report): "stepped", "sequenced" or "stream";
+    # the sequenced or streaming acquirer's own record; seconds from the first move to the last
+    # slice; the z-range stacked (µm drives), the simulated specimen's true one, the pre-sweep's record.
+    acquisition_mode: str = "stepped"
+    acquisition: dict[str, Any] | None = None
+    seconds_acquisition: float | None = None
+    z_range_um: list[float] | None = None
+    truth_range_um: list[float] | None = None
+    pre_sweep: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["slices"] = [record.to_json() for record in self.slices]
+        # Nothing fused: no fused-only keys. Fused: all of them (alignment is null when not aligned).
+        for key in _FUSED_ONLY if self.seconds is None else ():
+            del data[key]
+        for key in (*_SCORED_ONLY, *_WHEN_KNOWN):
+            if data[key] is None:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionReport:
+        """A report as ``to_json`` wrote it (e.g. read back from session.json)."""
+        fields = dict(data)
+        fields["dropped_frames"] = [DroppedFrame(**d) for d in data.get("dropped_frames", [])]
+        fields["retries"] = [RetryRecord(**r) for r in data.get("retries", [])]
+        fields["slices"] = [SliceRecord(**s) for s in data.get("slices", [])]
+        if data.get("seconds") is not None:
+            fields["seconds"] = SessionSeconds(**data["seconds"])
+        return cls(**fields)
+
+
+@dataclass
+class MDASessionReport:
+    """A multi-dimensional session: frames planned and acquired, and one record per fused z-stack.
+
+    ``stacks`` holds the MDA fusion handler's records as it wrote them into ``mda_fusion.json``
+    (name, indices, channel, slices, z, focus scores, outputs; with the slide simulator also
+    ``psnr_db`` and ``best_slice_psnr_db``).
+    """
+
+    profile: dict[str, Any]
+    folder: str
+    planned_slices: int
+    acquired_slices: int
+    ended_by: str | None
+    errors: list[str]
+    missing_slices: dict[str, int]          # stack name -> slices it lacks
+    seconds: dict[str, float]               # "total"
+    throughput_slices_per_s: float | None
+    stacks: list[dict[str, Any]]
+    outputs: dict[str, str]
+    kind: str = "mda"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MDASessionReport:
+        return cls(**data)

@@ -1,0 +1,85 @@
+"""A live session's outputs: fused image, depth map, focus curve and session.json, written when it ends.
+
+A ``SessionListener``: it notes how long fusion took per slice and the first frame's metadata (the
+ground truth is framed as that frame was: a breathing lens magnifies it), and when the session
+ends it writes the outputs, completes the report (outputs, scores, seconds, PSNR against the
+rig's ground truth when it has one) and writes it as session.json.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from acquisition.profile import Profile
+from acquisition.report import plot_focus_curve
+from acquisition.session_events import SessionListener
+from acquisition.session_report import SessionReport, SessionSeconds
+from fusion.focus_checks import no_focus_information
+from fusion.metrics import psnr
+from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
+
+if TYPE_CHECKING:
+    from acquisition.session import Session
+    from fusion.engine import FusionResult
+
+
+def full_scale(profile: Profile) -> float:
+    """The camera's largest pixel value (1.0 for float images), for PSNR."""
+    bits = profile.camera.noise.bit_depth
+    return 1.0 if bits == 0 else float(2 ** bits - 1)
+
+
+class SessionOutputWriter(SessionListener):
+    def __init__(self) -> None:
+        self.fusion_s: dict[int, float] = {}            # by stack index; written by the fusion thread
+        self.first_frame_metadata: dict[str, Any] | None = None
+
+    def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
+                       frame_metadata: dict[str, Any]) -> None:
+        if self.first_frame_metadata is None:
+            self.first_frame_metadata = dict(frame_metadata)
+
+    def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
+        self.fusion_s[index] = fusion_s
+
+    def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
+        if result is not None:
+            self._write_result(session, report, result)
+        write_json(session.outputs["report"], report.to_json())
+
+    def _write_result(self, session: Session, report: SessionReport, result: FusionResult) -> None:
+        unit, paths, pixel_size_um = session.profile.focus.unit, session.outputs, session.pixel_size_um()
+        slices = report.slices
+        for record in slices:
+            record.fusion_s = round(self.fusion_s.get(record.index, float("nan")), 5)
+        write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
+        write_depth_tiff(paths["depth"], result.depth, unit if result.depth_unit == "um" else "slice index",
+                         pixel_size_um=pixel_size_um)
+        counts = np.bincount(result.decision.ravel(), minlength=len(slices))
+        plot_focus_curve(paths["focus_curve"], [s.z for s in slices], result.focus_scores, unit,
+                         (counts / counts.sum()).tolist())
+        report.outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
+        total_s = session.total_s
+        device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in slices)
+        report.focus_scores = result.focus_scores
+        report.seconds = SessionSeconds(
+            total=round(total_s, 4), devices=round(device_s, 4),
+            overhead_fraction=round(max(0.0, 1 - device_s / total_s), 4),
+            result_after_last_slice=round(session.result_after_last_slice_s(), 4),
+            slices_read_back_by_fusion=session.slices_read_back())
+        if report.throughput_slices_per_s is None:  # the loop's own count (acquisition time) comes first
+            report.throughput_slices_per_s = round(len(slices) / total_s, 3)
+        report.alignment = result.alignment
+        report.warnings = [w for w in [no_focus_information(result.focus_scores, str(session.folder))] if w]
+        self._score(session, report, result)
+
+    def _score(self, session: Session, report: SessionReport, result: FusionResult) -> None:
+        """PSNR of the fused image and of the best slice against the rig's ground truth, when it has one."""
+        truth = session.rig.truth_for(self.first_frame_metadata or {})
+        if truth is None or session.buffer is None:
+            return
+        scale = full_scale(session.profile)
+        report.psnr_db = round(psnr(result.fused, truth, scale), 3)
+        report.best_slice_psnr_db = round(max(psnr(session.buffer.read_slice(i), truth, scale)
+                                              for i in range(len(report.slices))), 3)

@@ -1,0 +1,1 @@
+"""Slice alignment: registration by tile phase and defocus-aware refinement, warping, and the default rule."""

@@ -1,0 +1,44 @@
+"""What refusing one saved stack reports: a typed record, written beside the outputs by ``to_json``.
+
+The JSON keys are the ones the README documents and ``--resume`` reads back (``settings``: the
+fusion settings as a JSON mapping, compared with the next run's to decide whether to fuse again).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class RefuseReport:
+    """One refused stack: its input, the settings, the result's shape and scores, where it went."""
+
+    stack: str                          # the path as read
+    name: str                           # the outputs' name
+    method: str                         # the focus measure
+    settings: dict[str, Any]            # fusion.engine.FusionSettings, as JSON
+    n_slices: int
+    shape: list[int]                    # of a slice: (height, width[, channels])
+    dtype: str
+    depth_unit: str                     # "um" when every slice had a z, else "slice index"
+    depth_defined_fraction: float       # of pixels with a depth (the rest: no texture there)
+    z_positions_um: list[float] | None
+    seconds: dict[str, float]           # per phase: read, measure, compose, write, total, ...
+    focus_scores: list[float]
+    chosen_fraction: list[float]        # per slice: the share of pixels that chose it
+    outputs: dict[str, str]             # kind ("fused", "depth", "report") -> path
+    alignment: list[dict[str, Any]] | None
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RefuseReport:
+        """A report as ``to_json`` wrote it; a mapping with missing or unknown keys is a ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != names:
+            got = set(data) if isinstance(data, dict) else set()
+            raise ValueError(f"not a refusion report: missing {sorted(names - got)}, unknown {sorted(got - names)}")
+        return cls(**data)

@@ -1,0 +1,61 @@
+"""Typed reports: what a real session and a real refusion write is what their report objects hold."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from acquisition.profile import load_profile
+from acquisition.session import run_profile
+from acquisition.session_report import SessionReport, SessionSeconds, SliceRecord
+from fusion.refuse import refuse_stack
+from fusion.refuse_report import RefuseReport
+from simulators.render_stack import write_rendered_stack
+from tests.conftest import REPO_ROOT, rendered
+from tests.test_sessions import small
+
+# The keys session.json has always had: the README, the viewer and people's scripts read them.
+SESSION_KEYS = {"profile", "folder", "planned_slices", "acquired_slices", "dropped_frames", "retries", "ended_by",
+                "errors", "focus_unit", "faults_injected", "focus_scores", "seconds", "throughput_slices_per_s",
+                "alignment", "warnings", "psnr_db", "best_slice_psnr_db", "slices", "outputs",
+                "acquisition_mode", "seconds_acquisition", "z_range_um", "truth_range_um"}
+REFUSE_KEYS = {"stack", "name", "method", "settings", "n_slices", "shape", "dtype", "depth_unit",
+               "depth_defined_fraction", "z_positions_um", "seconds", "focus_scores", "chosen_fraction", "outputs",
+               "alignment", "warnings"}
+
+
+@pytest.mark.hardware_sim
+def test_a_session_report_round_trips_through_session_json(tmp_path):
+    profile = small(load_profile(REPO_ROOT / "profiles" / "simulated.yaml"))
+    outcome = run_profile(profile, tmp_path, progress=False)
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert set(written) == SESSION_KEYS
+    assert set(written["slices"][0]) == {"index", "planned_index", "z", "move_s", "settle_s", "exposure_s",
+                                         "store_s", "fusion_s"}
+    read_back = SessionReport.from_json(written)
+    assert read_back == outcome.report
+    assert read_back.to_json() == written
+    assert isinstance(read_back.seconds, SessionSeconds) and isinstance(read_back.slices[0], SliceRecord)
+
+
+def test_a_session_that_fused_nothing_leaves_out_the_fused_keys():
+    report = SessionReport(profile={}, folder="f", planned_slices=5, acquired_slices=0, focus_unit="um",
+                           ended_by="the camera is gone")
+    assert set(report.to_json()) == SESSION_KEYS - {"focus_scores", "seconds", "throughput_slices_per_s",
+                                                    "alignment", "warnings", "psnr_db", "best_slice_psnr_db",
+                                                    "seconds_acquisition", "z_range_um", "truth_range_um"}
+    assert SessionReport.from_json(report.to_json()) == report
+
+
+def test_a_refusion_report_round_trips_through_its_json(tmp_path):
+    stack = write_rendered_stack(tmp_path / "colour.ome.tif", rendered(shape=(64, 80)))["stack"]
+    report = refuse_stack(stack, tmp_path / "out", progress=False)
+    written = json.loads((tmp_path / "out" / "colour.json").read_text())
+    assert set(written) == REFUSE_KEYS
+    assert RefuseReport.from_json(written) == report
+    assert report.to_json() == written
+
+
+def test_a_json_that_is_not_a_refusion_report_says_which_keys_are_wrong():
+    with pytest.raises(ValueError, match=r"missing \[.*'n_slices'.*\], unknown \['slices'\]"):
+        RefuseReport.from_json({"stack": "a", "slices": 3})
