@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -234,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_in_one_line
     from fusion.allocator import keep_freed_memory  # here: importing fusion loads OpenCV and numba
     keep_freed_memory()  # slices' temporaries reuse the same pages (fusion/allocator.py)
+    # A damaged TIFF is reported as one "error: <path>: ..." line by our readers; tifffile's own
+    # log lines about the same damage would only add noise (library users keep their logging).
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
     if args.refuse is None:
         return run_live(args)

@@ -45,11 +45,11 @@ def with_rig(profile: Profile, args, step_um: float, bottom_um: float, **plan) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=13)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--exposure-ms", type=float, default=10.0)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.session", description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=13, help="slices per stack (default: 13)")
+    parser.add_argument("--height", type=int, default=480, help="frame height in px (default: 480)")
+    parser.add_argument("--width", type=int, default=640, help="frame width in px (default: 640)")
+    parser.add_argument("--exposure-ms", type=float, default=10.0, help="camera exposure (default: 10 ms)")
     parser.add_argument("--settle-ms", type=float, default=0.0,
                         help="the profile's settle wait per step (stepped modes)")
     args = parser.parse_args()

@@ -127,7 +127,8 @@ def still_stack(repeats: int, work: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    summary = " ".join(__doc__.split("\n\n")[0].split())  # the docstring's first paragraph
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=summary)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; medians are reported (default: 3)")
     parser.add_argument("--results", type=Path, help="also write the tables to this Markdown file")
     parser.add_argument("--skip-real", action="store_true", help="only the still stack")

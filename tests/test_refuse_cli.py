@@ -103,3 +103,15 @@ def test_progress_bar_on_a_terminal(stacks, tmp_path):
     assert process.wait(timeout=300) == 0
     os.close(controller)
     assert b"slice" in output and b"colour" in output
+
+
+def test_a_truncated_multipage_tiff_is_one_clear_error_line(tmp_path):
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, np.zeros((8, 64, 64), np.uint8), metadata={"axes": "ZYX"})
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    done = run_cli("--refuse", cut, "--out", tmp_path / "out")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert any(line.startswith(f"error: {cut}: truncated or corrupt") for line in errors), done.stderr
+    assert not any("tifffile" in line or "Traceback" in line or "list index" in line for line in errors), done.stderr

@@ -334,7 +334,7 @@ def test_stack_buffer_cut_mid_slice_refuses_the_complete_slices(tmp_path):
     buffer._file.close()  # as if the process died: never finalized
     with open(buffer.path, "r+b") as handle:
         handle.truncate(size - 500)  # the last slice's pixels only partly written
-    with pytest.warns(UserWarning, match="last slice was cut short.*using the 4 complete slices"):
+    with pytest.warns(UserWarning, match="ends inside the last slice.*using the 4 complete slices"):
         stack = open_stack(buffer.path)
     assert stack.n_slices == 4 and stack.z_positions_um == [0.0, 1.5, 3.0, 4.5]
     assert [int(pixels[0, 0]) for pixels, _ in stack] == [0, 40, 80, 120]

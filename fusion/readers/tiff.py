@@ -76,7 +76,11 @@ class TiffStack(SavedStack):
     def _read_page(self, page_index: int) -> np.ndarray:
         try:
             page = self._series.pages[page_index]
-        except (IndexError, tifffile.TiffFileError) as error:
+        except IndexError as error:  # tifffile lost the chain of page headers where the file ends
+            raise UnreadableStackError(
+                f"truncated or corrupt: page {page_index} cannot be read (the file ends before its header, or "
+                f"the header is damaged)", self.path) from error
+        except tifffile.TiffFileError as error:
             raise UnreadableStackError(
                 f"truncated or corrupt: page {page_index} cannot be read ({error})", self.path) from error
         if page is None:
@@ -113,8 +117,9 @@ class TiffStack(SavedStack):
             return None
         missing = [i for i, plane in enumerate(planes) if plane is None and not (i == 0 and self._tiff.is_ome)]
         if missing and not self._tiff.is_ome:
-            warnings.warn(f"{self.path}: slices {_ranges(missing)} have no z in their page metadata; "
-                          "the depth map is in slice index", stacklevel=3)
+            warnings.warn(f"{self.path}: the z of slices {_ranges(missing)} could not be read from their page "
+                          "metadata (missing, or cut off with the file); the depth map is in slice index",
+                          stacklevel=3)
         return planes
 
     def _drop_incomplete_last_slice(self) -> None:
@@ -126,8 +131,8 @@ class TiffStack(SavedStack):
         ends = [offset + count for offset, count in zip(last.dataoffsets, last.databytecounts)]
         if ends and max(ends) > self._file_size:
             self._layout.n_slices -= 1
-            warnings.warn(f"{self.path}: the last slice was cut short (session interrupted while writing it); "
-                          f"using the {self._layout.n_slices} complete slices", stacklevel=3)
+            warnings.warn(f"{self.path}: the file ends inside the last slice (a session interrupted while writing "
+                          f"it, or a cut copy); using the {self._layout.n_slices} complete slices", stacklevel=3)
 
     def _read_z_positions(self) -> list[float] | None:
         if self._session_planes is not None and not self._tiff.is_ome:
