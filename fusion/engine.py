@@ -20,6 +20,7 @@ from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
 from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
+from fusion.overlap import OneAhead, kernels_may_run_concurrently
 from fusion.pyramid_composition import PyramidComposition
 from fusion.single_scale import SingleScaleComposition
 from fusion.slice_store import SliceSource, TemporaryTiffStore
@@ -134,9 +135,14 @@ class StreamingFusion:
         self._z_positions: list[float | None] = []
         self._seconds = {"measure": 0.0, "store": 0.0}
         self._finished = False
+        self._pushed = 0
+        # Aligning, the next slice is registered while the last one is composed (both cores busy).
+        self._overlap = OneAhead("compose") if self._aligner is not None and kernels_may_run_concurrently() else None
 
     @property
     def n_slices(self) -> int:
+        """Slices fused so far."""
+        self._settle()
         return len(self._focus_scores)
 
     def push(self, pixels: np.ndarray, z: float | None = None) -> None:
@@ -144,7 +150,7 @@ class StreamingFusion:
         if self._finished:
             raise RuntimeError(f"{self.name}: push() after finish()")
         self._check(pixels)
-        if self.n_slices >= MAX_SLICES:
+        if self._pushed >= MAX_SLICES:
             raise ValueError(f"{self.name}: more than {MAX_SLICES} slices in one stack")
         if self._own_store is not None:
             started = time.perf_counter()
@@ -157,17 +163,39 @@ class StreamingFusion:
             align_started = time.perf_counter()
             pixels, gray, covered = self._align(pixels, gray)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
-        score = self._composition.add(pixels, gray, covered, self.n_slices)
-        self._focus_scores.append(score)
-        self._z_positions.append(None if z is None else float(z))
         self._seconds["measure"] += time.perf_counter() - started
+        job = (pixels, gray, covered, self._pushed, None if z is None else float(z))
+        self._pushed += 1
+        if self._overlap is None:
+            self._record(self._compose(*job))
+        else:  # returns when the previous slice is composed (raising its error, if it failed)
+            self._record(self._overlap.submit(self._compose, *job))
+
+    def _compose(self, pixels, gray, covered, index: int, z: float | None) -> tuple[float, float | None, float]:
+        started = time.perf_counter()
+        score = self._composition.add(pixels, gray, covered, index)
+        return score, z, time.perf_counter() - started
+
+    def _record(self, composed: tuple[float, float | None, float] | None) -> None:
+        if composed is not None:
+            score, z, seconds = composed
+            self._focus_scores.append(score)
+            self._z_positions.append(z)
+            self._seconds["measure"] += seconds
+
+    def _settle(self) -> None:
+        """Wait for the slice in flight, if any: what follows reads the composition."""
+        if self._overlap is not None:
+            self._record(self._overlap.wait())
 
     @property
     def focus_scores(self) -> list[float]:
+        self._settle()
         return list(self._focus_scores)
 
     def z_positions_so_far(self) -> list[float]:
         """Each fused slice's z (its index where z is unknown)."""
+        self._settle()
         return [p if p is not None else i for i, p in enumerate(self._z_positions)]
 
     def preview(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -184,6 +212,11 @@ class StreamingFusion:
 
     def finish(self) -> FusionResult:
         """Clean the decision map, compose, and return the result. Call once, after the last slice."""
+        try:
+            self._settle()
+        finally:
+            if self._overlap is not None:
+                self._overlap.close()
         if self.n_slices == 0:
             raise EmptyStackError(f"{self.name}: no slices to fuse")
         self._finished = True
@@ -238,10 +271,10 @@ class StreamingFusion:
             raise TypeError(f"{self.name}: a slice must be a numpy array, got {type(pixels).__name__}")
         if pixels.shape != self.shape or pixels.dtype != self.dtype:
             raise SliceMismatchError(
-                f"{self.name}: slice {self.n_slices} is {pixels.shape} {pixels.dtype}, "
+                f"{self.name}: slice {self._pushed} is {pixels.shape} {pixels.dtype}, "
                 f"but the stack is {self.shape} {self.dtype}")
         if self.dtype.kind == "f" and not np.isfinite(pixels).all():
-            raise InvalidPixelsError(f"{self.name}: slice {self.n_slices} holds NaN or infinity")
+            raise InvalidPixelsError(f"{self.name}: slice {self._pushed} holds NaN or infinity")
 
 
 class _AlignedSource:

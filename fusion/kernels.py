@@ -9,7 +9,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def luminance_f32(rgb):
     """(H, W, C) -> (H, W) float32 Rec. 601 luma; C >= 3 uses the first three channels as RGB."""
     height, width = rgb.shape[0], rgb.shape[1]
@@ -22,7 +22,7 @@ def luminance_f32(rgb):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gradient_magnitude(gray):
     """sqrt((f(y,x-1)-f)^2 + (f(y-1,x)-f)^2): the paper's spatial-frequency term per pixel.
 
@@ -39,7 +39,7 @@ def gradient_magnitude(gray):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def laplacian_squared(gray):
     """Squared 4-neighbour Laplacian; borders replicate the edge pixel."""
     height, width = gray.shape
@@ -61,7 +61,7 @@ def box_sum(values, window_px):
     return _box_sum(values, window_px, 4 * numba.get_num_threads())
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _box_sum(values, window_px, n_bands):  # noqa: C901 -- a numba kernel: one pass over the pixels, kept whole so numba compiles one loop nest
     height, width = values.shape
     radius = window_px // 2
@@ -104,7 +104,7 @@ def _box_sum(values, window_px, n_bands):  # noqa: C901 -- a numba kernel: one p
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def update_running_maps(pixels, measure, slice_index, sharpness, blend,  # noqa: C901 -- a numba kernel, kept whole
                         best_measure, best_index, picked, weighted_sum, weight_sum):
     """Fold one slice into the running maps; nothing of the slice is kept afterwards.
@@ -157,7 +157,7 @@ def mode_filter(labels, n_labels, window_px):
     return _mode_filter(labels, n_labels, window_px, 2 * numba.get_num_threads())
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _mode_filter(labels, n_labels, window_px, n_bands):  # noqa: C901 -- a numba kernel: one pass over the pixels, kept whole so numba compiles one loop nest
     height, width = labels.shape
     radius = window_px // 2

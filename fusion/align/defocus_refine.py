@@ -32,7 +32,7 @@ MODEL_PARAMETERS = {"scale_shift": 3, "similarity": 4, "affine": 6}
 N_NUISANCE = 5  # offset, gain, blur change, blur change varying along x, along y
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _tile_grams(template, image, middle, gx, gy, laplacian, tile_ok, tile_px, n_motion, centre_x,  # noqa: C901
                 centre_y):  # a numba kernel: one pass per tile, kept whole so numba compiles one loop nest
     """Per tile, the Gram matrix of [nuisance columns, motion columns, residual] over its pixels."""

@@ -1,0 +1,57 @@
+"""Run one job at a time on a background thread, so that the caller prepares the next meanwhile.
+
+The engine uses it to align slice k+1 while slice k is folded into the pyramid: registration
+spends much of its time in single-threaded NumPy and FFT code, and the fold's kernels then
+have the second core. At most one job is in flight, so memory grows by one slice at most.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numba
+
+
+def kernels_may_run_concurrently() -> bool:
+    """Whether numba's threading layer lets two threads run parallel kernels at once: OpenMP and
+    TBB do; the fallback "workqueue" layer aborts the process instead."""
+    from fusion.multiscale import warm_parallel_layer
+
+    warm_parallel_layer()  # the layer is chosen on the first parallel call
+    return numba.threading_layer() in ("omp", "tbb")
+
+
+class OneAhead:
+    """``submit`` waits for the job before it (re-raising its error), then starts the new one;
+    ``wait`` returns what the last job returned (None if there was none)."""
+
+    def __init__(self, name: str):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._in_flight: Future | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[..., Any], *args: Any) -> Any:
+        """Start ``job(*args)``; returns what the previous job returned."""
+        with self._lock:
+            previous = self._take()
+            self._in_flight = self._executor.submit(job, *args)
+            return previous
+
+    def wait(self) -> Any:
+        with self._lock:
+            return self._take()
+
+    def close(self) -> None:
+        """Wait for the job in flight (its error is dropped: the caller is already ending) and stop."""
+        try:
+            with contextlib.suppress(Exception):  # the caller reports its own error
+                self.wait()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _take(self) -> Any:
+        future, self._in_flight = self._in_flight, None
+        return None if future is None else future.result()

@@ -1,0 +1,56 @@
+"""Aligning, the engine registers slice k+1 while slice k is composed (fusion.overlap)."""
+import numpy as np
+import pytest
+
+import fusion.engine
+from fusion import FusionSettings, StreamingFusion
+from fusion.overlap import OneAhead, kernels_may_run_concurrently
+from simulators.motion import moving_sweep
+
+
+def fuse(slices, z_um, overlapped: bool, monkeypatch):
+    monkeypatch.setattr(fusion.engine, "kernels_may_run_concurrently", lambda: overlapped)
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(align="on"))
+    assert (engine._overlap is not None) == overlapped
+    for pixels, z in zip(slices, z_um):
+        engine.push(pixels, z)
+    return engine.finish()
+
+
+def test_overlapped_composition_gives_the_same_result_as_one_slice_at_a_time(monkeypatch):
+    stack = moving_sweep("coffee", "dome", (256, 320), 7, 0.02, 8.0, moving=True)
+    overlapped = fuse(stack.slices, stack.z_um, True, monkeypatch)
+    in_turn = fuse(stack.slices, stack.z_um, False, monkeypatch)
+    assert np.array_equal(overlapped.fused, in_turn.fused)
+    assert np.array_equal(overlapped.depth, in_turn.depth, equal_nan=True)
+    assert overlapped.focus_scores == in_turn.focus_scores and overlapped.z_positions == in_turn.z_positions
+    assert overlapped.alignment == in_turn.alignment
+
+
+def test_this_machine_runs_numba_kernels_from_two_threads_safely():
+    # OpenMP or TBB: the overlap is on. (numba's workqueue fallback would abort the process.)
+    assert kernels_may_run_concurrently()
+
+
+def test_a_job_that_failed_raises_at_the_next_submit_and_the_next_job_does_not_start():
+    started = []
+    overlap = OneAhead("test")
+
+    def job(n):
+        started.append(n)
+        if n == 1:
+            raise ValueError("slice 1: the focus map holds NaN")
+        return n * 10
+
+    assert overlap.submit(job, 0) is None
+    assert overlap.submit(job, 1) == 0
+    with pytest.raises(ValueError, match="slice 1"):
+        overlap.submit(job, 2)
+    assert started == [0, 1]
+    overlap.close()
+
+
+def test_close_waits_for_the_job_in_flight_and_keeps_quiet_about_its_error():
+    overlap = OneAhead("test")
+    overlap.submit(lambda: 1 / 0)
+    overlap.close()  # the caller is already ending with its own error
