@@ -56,9 +56,8 @@ class SessionOutputWriter(SessionListener):
         write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
         write_depth_tiff(paths["depth"], result.depth, unit if result.depth_unit == "um" else "slice index",
                          pixel_size_um=pixel_size_um)
-        counts = np.bincount(result.decision.ravel(), minlength=len(slices))
         plot_focus_curve(paths["focus_curve"], [s.z for s in slices], result.focus_scores, unit,
-                         (counts / counts.sum()).tolist())
+                         result.chosen_fraction())
         report.outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
         total_s = session.total_s
         device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in slices)

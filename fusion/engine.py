@@ -89,6 +89,16 @@ class FusionResult:
     seconds: dict[str, float] = field(default_factory=dict)
     alignment: list[dict] | None = None  # per slice: scale, rotation, shift, matrix, warped
 
+    def chosen_fraction(self) -> list[float]:
+        """Per slice, the share of pixels that chose it, counted where the depth is defined: where
+        no slice is sharper than another (textureless areas, NaN depth) the choice is noise."""
+        decision = self.decision
+        defined = np.isfinite(self.depth)
+        if defined.shape == decision.shape and defined.any():
+            decision = decision[defined]
+        counts = np.bincount(decision.ravel(), minlength=len(self.focus_scores))
+        return (counts / max(int(counts.sum()), 1)).round(5).tolist()
+
 
 class StreamingFusion:
     """Fuses a focus stack slice by slice.

@@ -57,14 +57,13 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             write_depth_tiff(paths["depth"], result.depth, result.depth_unit)
         seconds["write"] = time.perf_counter() - write_started
         seconds["total"] = time.perf_counter() - started
-        counts = np.bincount(result.decision.ravel(), minlength=engine.n_slices)
         report = RefuseReport(
             stack=str(stack.path), name=stack.name, method=settings.measure,
             settings=dataclasses.asdict(settings), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
             depth_unit=result.depth_unit,
             depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
             z_positions_um=z_um, seconds={phase: round(value, 4) for phase, value in seconds.items()},
-            focus_scores=result.focus_scores, chosen_fraction=(counts / counts.sum()).round(5).tolist(),
+            focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
             outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
             warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
         )

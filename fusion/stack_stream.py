@@ -158,9 +158,8 @@ class StackStream:
                   "z_um": [s["z_um"] for s in self.slices], "error": self.error,
                   "seconds_open": round(time.perf_counter() - self.started, 4)}
         if self.result is not None:
-            counts = np.bincount(self.result.decision.ravel(), minlength=self.n_slices)
             record.update(focus_scores=self.result.focus_scores, depth_unit=self.result.depth_unit,
-                          chosen_fraction=(counts / counts.sum()).round(5).tolist(),
+                          chosen_fraction=self.result.chosen_fraction(),
                           decision_from=self.decision_from, note=self.note,
                           seconds={k: round(v, 4) for k, v in self.result.seconds.items()})
             if self.worker is not None:

@@ -164,3 +164,17 @@ def test_float_stacks_fuse_the_same_at_any_magnitude(scale):
             engine.push((pixels * np.float32(factor)).astype(np.float32), z)
         fused[factor] = engine.finish().fused / np.float32(factor)
     np.testing.assert_allclose(fused[scale], fused[1.0], rtol=1e-4, atol=1e-6)
+
+
+def test_chosen_fraction_counts_only_where_the_depth_is_defined():
+    from fusion.engine import FusionResult
+
+    decision = np.array([[0, 0, 1, 2]], np.int16)
+    depth = np.array([[0.0, 0.0, 1.0, np.nan]], np.float32)  # the last pixel is textureless
+    result = FusionResult(fused=np.zeros((1, 4), np.uint8), depth=depth, depth_unit="slice index",
+                          decision=decision, focus_scores=[1.0, 2.0, 3.0], z_positions=[None, None, None])
+    assert result.chosen_fraction() == pytest.approx([2 / 3, 1 / 3, 0.0], abs=1e-5)
+    textureless = FusionResult(fused=np.zeros((1, 4), np.uint8), depth=np.full((1, 4), np.nan, np.float32),
+                               depth_unit="slice index", decision=decision, focus_scores=[1.0, 2.0, 3.0],
+                               z_positions=[None, None, None])
+    assert textureless.chosen_fraction() == pytest.approx([0.5, 0.25, 0.25], abs=1e-5)  # nothing defined: all
