@@ -9,6 +9,7 @@ goes back to where it started. The session runs the loop only: it announces what
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import time
 from dataclasses import dataclass
@@ -286,9 +287,8 @@ class Session:
                                slices=self.slices)
         if self.buffer is not None:
             report.outputs["stack"] = str(self.outputs["stack"])
-        for key, value in acquisition_report(self, positions).items():
-            setattr(report, key, value)
-        return report
+        # replace(): a field name acquisition_report got wrong is an error, not a stray attribute
+        return dataclasses.replace(report, **acquisition_report(self, positions))
 
 
 def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,

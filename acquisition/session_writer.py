@@ -67,8 +67,6 @@ class SessionOutputWriter(SessionListener):
             overhead_fraction=round(max(0.0, 1 - device_s / total_s), 4),
             result_after_last_slice=round(session.result_after_last_slice_s(), 4),
             slices_read_back_by_fusion=session.slices_read_back())
-        if report.throughput_slices_per_s is None:  # the loop's own count (acquisition time) comes first
-            report.throughput_slices_per_s = round(len(slices) / total_s, 3)
         report.alignment = result.alignment
         report.warnings = [w for w in [no_focus_information(result.focus_scores, str(session.folder))] if w]
         self._score(session, report, result)
