@@ -19,7 +19,7 @@ import numpy as np
 from fusion import kernels
 from fusion.focus_measures import to_gray
 
-TILE_PX = 12                 # tile side on the binned frame
+TILE_PX = 10                 # tile side on the binned frame (chosen on benchmarks/auto_range.py's 60 specimens)
 DETAIL_RATIO = 3.0           # a tile has detail when its peak score is this many times both ends of the sweep
 RISE_RATIO = 1.5             # the frame's curve has risen when its peak is this many times its background
 FALLEN_FRACTION = 0.15       # ... and has fallen back when below background + this share of (peak - background)

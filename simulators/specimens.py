@@ -57,7 +57,8 @@ def make_height_map(kind: str, shape: tuple[int, int], depth_um: float,
     elif kind == "dome":
         surface = np.clip(1.0 - ((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.25, 0, None)
     elif kind == "steps":
-        surface = np.floor(x * 4) / 3 * 0.7 + (y > 0.5) * 0.3
+        # Four steps; x = 1 (the last column) stays on the fourth rather than starting a fifth.
+        surface = np.minimum(np.floor(x * 4), 3) / 3 * 0.7 + (y > 0.5) * 0.3
     elif kind == "irregular":
         rng = rng or np.random.default_rng(0)
         noise = rng.standard_normal((height, width)).astype(np.float32)

@@ -33,9 +33,7 @@ def pre_sweep(specimen: VirtualSpecimen, search_um=(-30.0, 80.0)) -> PreSweepAna
     return analysis
 
 
-# Textures that show detail across the whole field, on the simulator's surfaces. Not "steps": its
-# height map's last pixel column stands 23% above its top step (floor(4x) reaches 4 at x = 1), a
-# one-pixel ledge no pre-sweep resolves; the range found covers the four steps themselves.
+# Textures that show detail across the whole field, on the simulator's surfaces (steps below).
 @pytest.mark.parametrize("surface", ["plane", "dome", "irregular"])
 @pytest.mark.parametrize("texture", ["coffee", "gravel", "brick"])
 def test_auto_range_covers_the_true_heights_with_at_most_30_percent_more_slices(texture, surface):
@@ -61,8 +59,7 @@ def test_auto_range_covers_every_step_of_a_stepped_specimen(texture):
     shape = (480, 640)
     specimen = VirtualSpecimen(load_texture(texture, shape), make_height_map("steps", shape, 30.0))
     positions = fine_positions(*pre_sweep(specimen).range_um(), STEP_UM, margin_steps=1)
-    steps_um = specimen.height_um[:, :-1]  # without the last column's one-pixel ledge
-    true_lo, true_hi = float(steps_um.min()), float(steps_um.max())
+    true_lo, true_hi = float(specimen.height_um.min()), float(specimen.height_um.max())
     assert positions[0] <= true_lo and positions[-1] >= true_hi
     assert len(positions) <= 1.3 * slices_needed(true_lo, true_hi, STEP_UM)
 
