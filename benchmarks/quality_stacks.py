@@ -170,7 +170,7 @@ def spec_key(spec: StackSpec, shape: tuple[int, int]) -> str:
     if fields["renderer"] == "layered":  # the key of stacks from before there was a choice
         del fields["renderer"]
     # Version 5 for the steps surface: its last column no longer stands on a fifth step (older caches differ).
-    version = 5 if spec.scene.endswith("/steps") else 4
+    version = 5 if spec.specimen.endswith("/steps") else 4
     text = json.dumps({**fields, "shape": list(shape), "version": version}, sort_keys=True, default=str)
     return f"{spec.name}-{shape[0]}x{shape[1]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
