@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(faster: about 0.25 s per 5 MP slice on 2 cores) (default, fusion/align/defaults.py: "
                              "auto for --refuse; the profile's, else off on a stage and on for a tunable lens)")
     fusion.add_argument("--align-model", choices=MODELS, default=None,
-                        help="similarity (scale, rotation, shift), scale_shift (tunable lenses) or affine "
-                             f"(default: {defaults.align_model}; scale_shift for a tunable lens)")
+                        help="similarity (scale, rotation, shift), scale_shift, affine, or lens (one zoom about "
+                             "the centre growing linearly with focus, fitted over the sweep) "
+                             f"(default: {defaults.align_model}; lens for a tunable lens)")
     return parser
 
 

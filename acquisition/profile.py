@@ -250,7 +250,7 @@ class FusionProfile(_Strict):
     mode_filter_px: int | None = None     # majority filter on the decision map; 0: off; left out: about min(H, W)/20
     feather_px: float | None = None       # pick: blend across seams (Gaussian sigma)
     align: Literal["off", "on", "auto"] | None = None
-    align_model: Literal["similarity", "scale_shift", "affine"] | None = None
+    align_model: Literal["similarity", "scale_shift", "affine", "lens"] | None = None
     device: str | None = None             # torch device for the "ums" measure: cuda, cpu, or auto
     # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
     decision_channel: str | None = None

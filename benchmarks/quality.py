@@ -48,7 +48,7 @@ EDGE_BAND_PX = 12
 
 def fuse_with_engine(slices, z_um, settings, moving=False):
     if moving:  # a breathing lens: align as a lens profile does
-        settings = dataclasses.replace(settings, align="auto", align_model="scale_shift")
+        settings = dataclasses.replace(settings, align="auto", align_model="lens")
     engine = StreamingFusion(slices[0].shape, slices[0].dtype, settings)
     for pixels, z in zip(slices, z_um):
         engine.push(pixels, z)

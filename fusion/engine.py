@@ -45,7 +45,7 @@ class FusionSettings:
     feather_px: with "pick", blend across decision-map seams with a Gaussian of this sigma.
     align: "off", "on" (register every slice to the first and warp it before measuring and
         composing) or "auto" (warp only slices that moved by more than half a pixel).
-    align_model: "similarity", "scale_shift" (tunable lenses) or "affine".
+    align_model: "similarity", "scale_shift", "affine" or "lens" (tunable lenses: see ``align.lens_breathing``).
     """
 
     measure: str = "sf"
@@ -171,7 +171,7 @@ class StreamingFusion:
         covered = None
         if self._aligner is not None:
             align_started = time.perf_counter()
-            pixels, gray, covered = self._align(pixels, gray)
+            pixels, gray, covered = self._align(pixels, gray, z)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         self._seconds["measure"] += time.perf_counter() - started
         job = (pixels, gray, covered, self._pushed, None if z is None else float(z))
@@ -252,9 +252,9 @@ class StreamingFusion:
             alignment=self._alignment_report(),
         )
 
-    def _align(self, pixels: np.ndarray, gray: np.ndarray):
+    def _align(self, pixels: np.ndarray, gray: np.ndarray, z: float | None):
         """Register this slice; warp it into the reference frame if it moved (or if align is "on")."""
-        transform = self._aligner.add(gray)
+        transform = self._aligner.add(gray, z)
         moved = max_displacement_px(transform, self.shape[:2]) >= AUTO_MIN_MOTION_PX
         # An identity transform (the reference slice, frames too small to align) has nothing to warp.
         warp = not np.array_equal(transform, np.eye(3)) and (self.settings.align == "on" or moved)

@@ -280,7 +280,7 @@ def alignment(profile):
 
 
 def test_align_follows_the_one_rule_by_where_the_slices_come_from(tmp_path):
-    assert alignment(load_profile(PROFILES / "simulated-etl.yaml")) == ("on", "scale_shift")    # a tunable lens
+    assert alignment(load_profile(PROFILES / "simulated-etl.yaml")) == ("on", "lens")    # a tunable lens
     assert alignment(load_profile(PROFILES / "simulated.yaml")) == ("off", "similarity")        # a stage
     assert (FusionSettings().align, FusionSettings().align_model) == ("off", "similarity")      # the engine's: a stage
     parser = build_parser()

@@ -26,9 +26,10 @@ import cv2
 import numpy as np
 
 from fusion.align import defocus_refine
+from fusion.align.lens_breathing import LensBreathing
 from fusion.align.phase_tiles import PhaseTiles
 
-MODELS = ("similarity", "scale_shift", "affine")
+MODELS = ("similarity", "scale_shift", "affine", "lens")
 ALIGN_MODES = ("off", "on", "auto")
 AUTO_MIN_MOTION_PX = 0.5    # "auto": slices that moved less than this anywhere are not warped
 MIN_FRAME_PX = 192          # frames smaller than this on their short side are not aligned
@@ -48,7 +49,9 @@ KEY_DETAIL_RATIO = 0.5      # slices with less than this share of the sharpest s
 class AlignSettings:
     """mode: "on", "auto" (warp only slices that moved by more than AUTO_MIN_MOTION_PX) or "off".
 
-    model: "similarity" (scale, rotation, shift), "scale_shift" (tunable lenses) or "affine".
+    model: "similarity" (scale, rotation, shift), "scale_shift", "affine", or "lens": a lens that
+        breathes, zooming about the frame's centre by an amount that grows linearly with focus
+        (``lens_breathing``).
     coarse_px / fine_px: the widths of the two pyramid levels registration runs on;
     coarse_tile_px / fine_tile_px: the tile sizes there.
     """
@@ -65,6 +68,11 @@ class AlignSettings:
             raise ValueError(f"unknown align mode {self.mode!r}; choose one of {ALIGN_MODES}")
         if self.model not in MODELS:
             raise ValueError(f"unknown alignment model {self.model!r}; choose one of {MODELS}")
+
+    @property
+    def pair_model(self) -> str:
+        """The model each pair of slices is registered with ("lens" fits its zoom afterwards)."""
+        return "scale_shift" if self.model == "lens" else self.model
 
 
 def describe(transform: np.ndarray) -> dict:
@@ -178,7 +186,9 @@ class SliceAligner:
         self.shape = shape
         self.settings = settings
         self.name = name
-        self.transforms: list[np.ndarray] = []
+        self.transforms: list[np.ndarray] = []   # reference frame -> each slice, as used
+        self._chained: list[np.ndarray] = []     # ... as registered (the same but for "lens")
+        self._breathing = LensBreathing()
         self.fallbacks: list[int] = []   # slices whose fit was poor and kept the previous transform
         self._previous: list[_Level] | None = None
         # The sharpest slice so far and its transform: each slice is also registered to it
@@ -195,11 +205,13 @@ class SliceAligner:
             warnings.warn(f"{name}: frames of {shape[1]}x{shape[0]} px are too small to align "
                           f"(at least {MIN_FRAME_PX} px on the short side); slices are not aligned", stacklevel=3)
 
-    def add(self, gray: np.ndarray) -> np.ndarray:
-        """Register the next slice (grayscale, full resolution); returns its 3x3 transform."""
+    def add(self, gray: np.ndarray, z: float | None = None) -> np.ndarray:
+        """Register the next slice (grayscale, full resolution) at focus ``z`` (any unit; the slice's
+        index when not known: only the "lens" model uses it); returns its 3x3 transform."""
         if self.too_small:
             self.transforms.append(np.eye(3))
             return self.transforms[-1]
+        z = float(len(self.transforms)) if z is None else float(z)
         gray = self._in_working_range(gray)
         levels = [_make_level(gray, self.settings.coarse_px, self.settings.coarse_tile_px),
                   _make_level(gray, self.settings.fine_px, self.settings.fine_tile_px)]
@@ -209,10 +221,8 @@ class SliceAligner:
             # "auto" on a still stack: tile passes against the previous slice cost a fraction of a
             # registration, and a slice that did not move is not warped anyway. (Drift slower than
             # QUICK_STILL_PX per slice is not followed: "on" registers every slice in full.)
-            transform = self.transforms[-1]
             self._previous, self._previous_detail = levels, detail
-            self.transforms.append(transform)
-            return transform
+            return self._accept(self._chained[-1], z)
         anchored = None
         # After a blurred slice the chain through it may have drifted, so the slice is first
         # registered to the sharpest one directly (loop closure); when that fails, the chain
@@ -236,12 +246,21 @@ class SliceAligner:
                                   "previous slice's alignment (later ones: see 'fallback' in the report)",
                                   stacklevel=3)
                 step = np.eye(3)
-            transform = step @ self.transforms[-1]
+            transform = step @ self._chained[-1]
         self._previous, self._previous_detail = levels, detail
         if detail > self._key_detail and index not in self.fallbacks:
             self._key, self._key_transform, self._key_detail = levels, transform, detail
-        self.transforms.append(transform)
-        return transform
+        return self._accept(transform, z)
+
+    def _accept(self, chained: np.ndarray, z: float) -> np.ndarray:
+        """Record the registered transform; return the one to use (for "lens": the breathing fit)."""
+        self._chained.append(chained)
+        used = chained
+        if self.settings.model == "lens":
+            self._breathing.add(z, chained)
+            used = self._breathing.transform(z, self.shape)
+        self.transforms.append(used)
+        return used
 
     def _in_working_range(self, gray: np.ndarray) -> np.ndarray:
         """Data far beyond 16 bits (uint32, large floats) scaled down by one factor per stack:
@@ -298,7 +317,7 @@ class SliceAligner:
     def _defocus_refined(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray:
         """The phase estimate refined against defocus-induced apparent motion (kept if refining fails)."""
         on_level = template.on_level(estimate)
-        refined = defocus_refine.refine(template.pixels, image.pixels, on_level, self.settings.model)
+        refined = defocus_refine.refine(template.pixels, image.pixels, on_level, self.settings.pair_model)
         if refined is None or max_displacement_px(np.linalg.inv(on_level) @ refined, template.pixels.shape) \
                 > MAX_REFINEMENT_PX:
             return estimate
@@ -329,7 +348,7 @@ class SliceAligner:
         source = template.template_centres[inside][usable]
         target = corners[inside][usable] + half + shift[usable]
         weight = coherence[usable] ** 4
-        fitted, misfit = fit_model(source, target, weight, self.settings.model)
+        fitted, misfit = fit_model(source, target, weight, self.settings.pair_model)
         agreeing = misfit <= MAX_MISFIT_PX
         if agreeing.sum() < MIN_AGREEING_TILES or weight[agreeing].sum() < MIN_AGREEING_FRACTION * weight.sum():
             return None

@@ -4,8 +4,8 @@
   moves the specimen along the optical axis only, and "auto" would read defocus as motion on some
   still stacks (bright-field edges over a glow: a 0.5% false scale drift, 1.5 dB lost; see
   tests/test_brightfield_halo.py);
-- a tunable lens's sweep: "on" with "scale_shift". Its magnification creeps with focal power,
-  by less per slice than "auto" notices;
+- a tunable lens's sweep: "on" with "lens". Its magnification creeps with focal power, by less
+  per slice than "auto" notices, smoothly and about the optical axis (``lens_breathing``);
 - a saved stack (``--refuse``), whose origin is unknown (hand-held, drifting): "auto", which
   warps only slices that moved by more than half a pixel.
 """
@@ -17,7 +17,7 @@ SliceSource = Literal["stage", "tunable lens", "saved stack"]
 
 DEFAULT_ALIGNMENT: dict[str, tuple[str, str]] = {   # source -> (align, align_model)
     "stage": ("off", "similarity"),
-    "tunable lens": ("on", "scale_shift"),
+    "tunable lens": ("on", "lens"),
     "saved stack": ("auto", "similarity"),
 }
 
