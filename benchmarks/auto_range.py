@@ -32,10 +32,11 @@ DEPTH_UM, SEARCH_UM, COARSE_STEP_UM, STEP_UM, BINNING, MARGIN_STEPS = 30.0, (-30
 OPTICS = Optics(blur_px_per_um=0.3)
 
 
-def pre_sweep(specimen: VirtualSpecimen) -> PreSweepAnalysis:
+def pre_sweep(specimen: VirtualSpecimen, search_um: tuple[float, float] = SEARCH_UM) -> PreSweepAnalysis:
+    """The profile's pre-sweep on the simulated specimen (also used by tests/test_auto_range.py)."""
     renderer, noise, rng = DefocusRenderer(specimen, OPTICS), CameraNoise(), np.random.default_rng(1)
     analysis = PreSweepAnalysis()
-    for z_um in coarse_positions(SEARCH_UM, COARSE_STEP_UM):
+    for z_um in coarse_positions(search_um, COARSE_STEP_UM):
         analysis.add(z_um, binned(noise.expose(renderer.render(z_um), rng), BINNING))
         if analysis.has_fallen_back():
             break

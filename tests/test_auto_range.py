@@ -7,30 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from acquisition.auto_range import AutoRangeError, PreSweepAnalysis, binned, coarse_positions, fine_positions
+from acquisition.auto_range import AutoRangeError, coarse_positions, fine_positions
 from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.session import run_profile
-from simulators.optics import CameraNoise, DefocusRenderer, Optics
+from benchmarks.auto_range import pre_sweep
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 from tests.conftest import REPO_ROOT
 
-STEP_UM, COARSE_STEP_UM, BINNING = 3.0, 6.0, 4
+STEP_UM, COARSE_STEP_UM = 3.0, 6.0
 
 
 def slices_needed(lo_um: float, hi_um: float, step_um: float) -> int:
     """Slices a stack at ``step_um`` needs to reach from lo to hi."""
     return math.ceil((hi_um - lo_um) / step_um - 1e-9) + 1
-
-
-def pre_sweep(specimen: VirtualSpecimen, search_um=(-30.0, 80.0)) -> PreSweepAnalysis:
-    renderer = DefocusRenderer(specimen, Optics(blur_px_per_um=0.3))
-    noise, rng = CameraNoise(), np.random.default_rng(1)
-    analysis = PreSweepAnalysis()
-    for z_um in coarse_positions(search_um, COARSE_STEP_UM):
-        analysis.add(z_um, binned(noise.expose(renderer.render(z_um), rng), BINNING))
-        if analysis.has_fallen_back():
-            break
-    return analysis
 
 
 # Textures that show detail across the whole field, on the simulator's surfaces (steps below).
