@@ -24,6 +24,7 @@ DETAIL_RATIO = 3.0           # a tile has detail when its peak score is this man
 RISE_RATIO = 1.5             # the frame's curve has risen when its peak is this many times its background
 FALLEN_FRACTION = 0.15       # ... and has fallen back when below background + this share of (peak - background)
 FALLEN_FRAMES = 2            # ... for this many coarse frames in a row
+MIN_TILES_PER_SIDE = 3       # fewer tiles across a binned frame cannot show how the specimen's height varies
 
 
 class AutoRangeError(ValueError):
@@ -46,9 +47,10 @@ def tile_scores(small: np.ndarray, tile_px: int = TILE_PX) -> np.ndarray:
     energy[0, :] = 0  # the first row and column have no neighbour to differ from
     energy[:, 0] = 0
     rows, cols = energy.shape[0] // tile_px, energy.shape[1] // tile_px
-    if rows == 0 or cols == 0:
-        raise ValueError(f"a binned frame of {small.shape[1]}x{small.shape[0]} px is smaller than one "
-                         f"{tile_px} px tile: bin less")
+    if rows < MIN_TILES_PER_SIDE or cols < MIN_TILES_PER_SIDE:
+        raise AutoRangeError(f"a binned pre-sweep frame of {small.shape[1]}x{small.shape[0]} px holds fewer than "
+                             f"{MIN_TILES_PER_SIDE} x {MIN_TILES_PER_SIDE} tiles of {tile_px} px, too few to map "
+                             "the specimen's heights: lower auto_range.binning")
     # Tiles of nearly equal size that cover the whole frame: the specimen's edge rows count too.
     row_starts = np.linspace(0, energy.shape[0], rows + 1).astype(int)[:-1]
     col_starts = np.linspace(0, energy.shape[1], cols + 1).astype(int)[:-1]
@@ -56,16 +58,20 @@ def tile_scores(small: np.ndarray, tile_px: int = TILE_PX) -> np.ndarray:
     return sums
 
 
-def single_peak(log_curve: np.ndarray) -> int | None:
+def single_peak(log_curve: np.ndarray, ends_in_detail: tuple[bool, bool] = (False, False)) -> int | None:
     """The index of a tile's focus peak, or None when the curve shows no single clear one.
 
-    A peak counts when it rises DETAIL_RATIO above both ends of the sweep. A second lobe (the curve
+    A peak counts when it rises DETAIL_RATIO above both ends of the sweep, or, where the whole
+    frame was still in detail at an end (``ends_in_detail``: the specimen reaches beyond the
+    search there), above the other end only (above its own lowest point when both are): the
+    parts of the specimen at or beyond that end peak there. A second lobe (the curve
     dips below half the peak and comes back near it) is the blur of a nearby edge spreading into a
     tile that has no detail of its own, whose curve is lowest where that edge is sharp: no peak.
     """
     k = int(np.argmax(log_curve))
     peak = log_curve[k]
-    if peak - max(log_curve[0], log_curve[-1]) < math.log(DETAIL_RATIO):
+    background = [end for end, in_detail in zip((log_curve[0], log_curve[-1]), ends_in_detail) if not in_detail]
+    if peak - (max(background) if background else log_curve.min()) < math.log(DETAIL_RATIO):
         return None
     depth = peak - log_curve.min()
     for side in (log_curve[k::-1], log_curve[k:]):
@@ -115,6 +121,18 @@ class PreSweepAnalysis:
         tail = curve[peak_at + 1:]
         return len(tail) >= FALLEN_FRAMES and all(v <= level for v in tail[-FALLEN_FRAMES:])
 
+    def ends_in_detail(self) -> tuple[bool, bool]:
+        """Whether the frame still showed detail at the bottom and at the top of the sweep: its
+        curve there stands above its background by more than FALLEN_FRACTION of the rise (the
+        specimen goes on beyond the search range)."""
+        order = np.argsort(self.z_um)
+        curve = np.asarray(self.frame_curve)[order]
+        background, peak = float(curve.min()), float(curve.max())
+        if peak < RISE_RATIO * background:
+            return False, False  # no rise at all: no end says more than the other
+        level = background + FALLEN_FRACTION * (peak - background)
+        return bool(curve[0] > level), bool(curve[-1] > level)
+
     def tile_peaks_um(self) -> np.ndarray:
         """The z of each tile's focus peak (sub-step, parabolic in log score), NaN where the tile shows
         no single clear peak: (tiles_y, tiles_x)."""
@@ -126,8 +144,9 @@ class PreSweepAnalysis:
         grid = self.scores[0].shape
         log_scores = np.log(np.maximum(np.stack([self.scores[i] for i in order]).reshape(len(order), -1), 1e-30))
         peaks = np.full(log_scores.shape[1], np.nan)
+        ends_in_detail = self.ends_in_detail()
         for tile, curve in enumerate(log_scores.T):
-            k = single_peak(curve)
+            k = single_peak(curve, ends_in_detail)
             if k is None:
                 continue
             peaks[tile] = z[k]
@@ -158,23 +177,26 @@ class PreSweepAnalysis:
         if np.all(np.isnan(low)):
             curve = self.frame_curve
             raise AutoRangeError(f"no part of the frame came into focus between {min(self.z_um):g} and "
-                                 f"{max(self.z_um):g} µm (the frame's detail varied by "
-                                 f"{max(curve) / max(min(curve), 1e-30):.2f}x): is the specimen in the search "
-                                 "range, lit and in the field of view?")
+                                 f"{max(self.z_um):g} µm (the frame's detail varied by only "
+                                 f"{max(curve) / max(min(curve), 1e-30):.2f}x): either the specimen lies outside "
+                                 "this range or is deeper than it on both sides; widen auto_range.search_um "
+                                 "(and check that the specimen is lit and in the field of view)")
         return float(np.nanmin(low)), float(np.nanmax(high))
 
     def edge_warnings(self) -> list[str]:
-        """The specimen may go on beyond the sweep where tiles peak at its first or last frame."""
+        """The specimen may go on beyond the sweep where the frame still shows detail at its first or
+        last frame, or tiles peak there."""
         peaks = self.tile_peaks_um()
         peaks = peaks[~np.isnan(peaks)]
         lo, hi = min(self.z_um), max(self.z_um)
+        low_in_detail, high_in_detail = self.ends_in_detail()
         warnings = []
-        if peaks.size and np.isclose(peaks.min(), lo):
-            warnings.append(f"parts of the specimen are sharpest at the bottom of the pre-sweep ({lo:g} µm): "
-                            "it may reach lower; widen auto_range.search_um")
-        if peaks.size and np.isclose(peaks.max(), hi) and not self.has_fallen_back():
-            warnings.append(f"parts of the specimen are sharpest at the top of the pre-sweep ({hi:g} µm): "
-                            "it may reach higher; widen auto_range.search_um")
+        if low_in_detail or (peaks.size and np.isclose(peaks.min(), lo)):
+            warnings.append(f"the specimen is still in focus at the bottom of the pre-sweep ({lo:g} µm): "
+                            "it may reach lower, and the stack stops there; widen auto_range.search_um")
+        if (high_in_detail or (peaks.size and np.isclose(peaks.max(), hi))) and not self.has_fallen_back():
+            warnings.append(f"the specimen is still in focus at the top of the pre-sweep ({hi:g} µm): "
+                            "it may reach higher, and the stack stops there; widen auto_range.search_um")
         return warnings
 
 

@@ -63,9 +63,13 @@ def find_z_range(profile: Profile, rig) -> RangeFound:
                 stopped_early = z_um != coarse[-1]
                 break
         lo_um, hi_um = analysis.range_um()
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(DeviceError):  # the pre-sweep's own error says more
             focus.move_to(start)  # the session never started: leave the focus where the user had it
+        if isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"{str(error) or 'interrupted (Ctrl-C)'} during the auto-range pre-sweep, after "
+                                    f"{len(analysis.z_um)} of {len(coarse)} coarse frames (a pre-sweep's frames are "
+                                    "not kept),") from error
         raise
     return RangeFound(lo_um, hi_um, fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps),
                       list(analysis.z_um), analysis.frame_curve, stopped_early, time.perf_counter() - started,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import useq
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, \
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, ValidationError, field_validator, \
     model_validator
 
 from acquisition.mda_plan import MDAPlan, channel_names
@@ -185,9 +185,9 @@ ZPlan = Annotated[Annotated[ZRangeAround, Tag("ZRangeAround")] | Annotated[ZTopB
 class AutoRange(_Strict):
     """Find the z-range in a coarse pre-sweep of binned frames, then stack it finely (µm, absolute)."""
 
-    search_um: tuple[float, float]          # where the pre-sweep looks, bottom and top
-    step_um: float = Field(gt=0)            # the fine stack's step
-    coarse_step_um: float | None = Field(None, gt=0)   # the pre-sweep's step; default 2 fine steps
+    search_um: tuple[FiniteFloat, FiniteFloat]   # where the pre-sweep looks, bottom and top
+    step_um: float = Field(gt=0, allow_inf_nan=False)   # the fine stack's step
+    coarse_step_um: float | None = Field(None, gt=0, allow_inf_nan=False)   # the pre-sweep's; default 2 fine steps
     binning: int = Field(4, ge=1, le=32)    # the pre-sweep's frames are averaged over binning x binning blocks
     margin_steps: int = Field(1, ge=0, le=10)   # fine steps added below and above the range found
     stop_early: bool = True                 # end the pre-sweep once the focus curve has risen and fallen back

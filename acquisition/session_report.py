@@ -64,7 +64,7 @@ class SessionSeconds:
 # Keys only a session that fused something has (it has ``seconds``); ``to_json`` leaves them out otherwise.
 _FUSED_ONLY = ("focus_scores", "seconds", "throughput_slices_per_s", "alignment", "warnings")
 _SCORED_ONLY = ("psnr_db", "best_slice_psnr_db")
-_WHEN_KNOWN = ("acquisition", "seconds_acquisition", "z_range_um", "truth_range_um", "pre_sweep")
+_WHEN_KNOWN = ("acquisition", "seconds_acquisition", "z_range_um", "planned_z_range_um", "truth_range_um", "pre_sweep")
 
 
 @dataclass
@@ -92,11 +92,13 @@ class SessionReport:
     best_slice_psnr_db: float | None = None  # the best single slice against it
     # The acquisition itself (acquisition.acquisition_report): "stepped", "sequenced" or "stream";
     # the sequenced or streaming acquirer's own record; seconds from the first move to the last
-    # slice; the z-range stacked (µm drives), the simulated specimen's true one, the pre-sweep's record.
+    # slice; the z-range the acquired slices cover (µm drives) and the planned one where that differs,
+    # the simulated specimen's true one, the pre-sweep's record.
     acquisition_mode: str = "stepped"
     acquisition: dict[str, Any] | None = None
     seconds_acquisition: float | None = None
     z_range_um: list[float] | None = None
+    planned_z_range_um: list[float] | None = None
     truth_range_um: list[float] | None = None
     pre_sweep: dict[str, Any] | None = None
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from acquisition.auto_range import AutoRangeError, coarse_positions, fine_positions
+from acquisition.auto_range import AutoRangeError, PreSweepAnalysis, binned, coarse_positions, fine_positions
 from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.session import run_profile
 from benchmarks.auto_range import pre_sweep
@@ -60,6 +60,36 @@ def test_a_specimen_outside_the_search_range_is_a_clear_error():
         pre_sweep(specimen, search_um=(200.0, 300.0)).range_um()
 
 
+@pytest.mark.parametrize("search_um,end", [((0.0, 80.0), "bottom"), ((-30.0, 15.0), "top")])
+def test_a_search_range_that_cuts_the_specimen_stacks_to_its_end_and_warns(search_um, end):
+    shape = (480, 640)
+    specimen = VirtualSpecimen(load_texture("gravel", shape), make_height_map("dome", shape, 30.0))
+    analysis = pre_sweep(specimen, search_um)
+    lo, hi = analysis.range_um()
+    if end == "bottom":  # the dome's rim at 0 µm peaks at the first coarse frame: it counts
+        assert lo <= 0.0 and hi >= 27.0
+    else:
+        assert hi >= 15.0 and lo <= 0.0
+    warnings = analysis.edge_warnings()
+    assert len(warnings) == 1 and f"still in focus at the {end} of the pre-sweep" in warnings[0]
+    assert "widen auto_range.search_um" in warnings[0]
+
+
+def test_a_search_range_inside_a_deep_specimen_says_so():
+    shape = (240, 320)
+    specimen = VirtualSpecimen(load_texture("gravel", shape), make_height_map("dome", shape, 30.0))
+    with pytest.raises(AutoRangeError, match=r"or is deeper than it on both sides; widen auto_range.search_um"):
+        pre_sweep(specimen, search_um=(10.0, 22.0)).range_um()
+
+
+def test_binning_that_leaves_too_few_tiles_is_a_clear_error():
+    specimen = VirtualSpecimen(load_texture("gravel", (480, 640)), make_height_map("dome", (480, 640), 30.0))
+    analysis = PreSweepAnalysis()
+    with pytest.raises(AutoRangeError, match=r"a binned pre-sweep frame of 20x15 px holds fewer than 3 x 3 tiles .* "
+                                             r"lower auto_range.binning"):
+        analysis.add(0.0, binned(specimen.texture, 32))
+
+
 @pytest.mark.hardware_sim
 def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
     outcome = run_profile(load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml"), tmp_path, progress=False)
@@ -77,6 +107,7 @@ def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
     ({"search_um": [0, 10], "step_um": 3, "coarse_step_um": 6},
      r"plan.auto_range: the coarse step 6 µm gives fewer than 3 pre-sweep frames"),
     ({"search_um": [0, 50], "step": 3}, r"plan.auto_range.step: unknown key 'step'"),
+    ({"search_um": [-30, float("inf")], "step_um": 3}, r"plan.auto_range.search_um.1: Input should be a finite number"),
 ])
 def test_bad_auto_range_settings_are_named(tmp_path, auto_range, message):
     path = tmp_path / "rig.yaml"

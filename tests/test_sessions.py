@@ -114,6 +114,9 @@ def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fuse
     assert len([r for r in report.retries if r.what == "move"]) == profile.plan.retries + 1
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
         assert stack.n_slices == report.acquired_slices
+        # session.json's z-range is what the saved slices cover; the plan's is beside it
+        assert report.z_range_um == [min(stack.z_positions_um), max(stack.z_positions_um)]
+        assert report.planned_z_range_um is not None and report.planned_z_range_um[1] > report.z_range_um[1]
     assert (outcome.folder / "fused.tif").is_file()
     assert any("could not return the focus" in e for e in report.errors)
 
