@@ -445,19 +445,27 @@ def with_fusion_overrides(profile: Profile, overrides: dict[str, Any], source: s
 
 
 def _described(source: str, error: ValidationError) -> str:
-    """Each problem on a line: source, key path, what is wrong (and for an unknown key what is allowed)."""
-    lines = []
-    for problem in error.errors():
-        location = tuple(part for part in problem["loc"] if not (isinstance(part, str) and part[:1].isupper()))
+    """Each problem on a line: source, key path, what is wrong (and for an unknown key what is allowed,
+    and the allowed key it misspells: then the "Field required" of that key is not repeated)."""
+    import difflib
+
+    problems = [(tuple(part for part in problem["loc"] if not (isinstance(part, str) and part[:1].isupper())),
+                 problem) for problem in error.errors()]
+    lines: list[tuple[tuple, str, str]] = []
+    misspelt: set[tuple] = set()
+    for location, problem in problems:
         key_path = ".".join(str(part) for part in location) or "(top level)"
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             allowed = _allowed_keys(Profile, location)
-            message = f"unknown key {location[-1]!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+            guess = difflib.get_close_matches(str(location[-1]), allowed or [], n=1, cutoff=0.75)
+            message = f"unknown key {location[-1]!r}" + (f" (did you mean {guess[0]!r}?)" if guess else "") \
+                + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+            misspelt.update(location[:-1] + (name,) for name in guess)
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
-        lines.append(f"{source}: {key_path}: {message}")
-    return "\n".join(lines)
+        lines.append((location, problem["type"], f"{source}: {key_path}: {message}"))
+    return "\n".join(line for location, kind, line in lines if not (kind == "missing" and location in misspelt))
 
 
 def load_profile(path: str | Path) -> Profile:

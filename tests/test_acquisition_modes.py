@@ -202,7 +202,8 @@ def test_lens_stream_session_fuses_above_the_best_slice_and_lists_flagged_frames
     ({"z": {"range": 10, "step": 1}, "hardware_sequencing": "maybe"},
      r"plan.hardware_sequencing: Input should be 'auto', 'on' or 'off'"),
     ({"z": {"range": 10, "step": 1}, "hardware_sequence": "on"},
-     r"plan.hardware_sequence: unknown key 'hardware_sequence'; allowed here: auto_range, hardware_sequencing"),
+     r"plan.hardware_sequence: unknown key 'hardware_sequence' \(did you mean 'hardware_sequencing'\?\); "
+     r"allowed here: auto_range, hardware_sequencing"),
 ])
 def test_bad_acquisition_mode_keys_are_named(tmp_path, plan, message):
     path = tmp_path / "rig.yaml"

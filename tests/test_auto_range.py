@@ -108,6 +108,9 @@ def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
      r"plan.auto_range: the coarse step 6 µm gives fewer than 3 pre-sweep frames"),
     ({"search_um": [0, 50], "step": 3}, r"plan.auto_range.step: unknown key 'step'"),
     ({"search_um": [-30, float("inf")], "step_um": 3}, r"plan.auto_range.search_um.1: Input should be a finite number"),
+    # A misspelt required key: one line, naming the key it misspells (not also "search_um: Field required").
+    ({"serach_um": [0, 50], "step_um": 3},
+     r"^[^\n]*rig.yaml: plan.auto_range.serach_um: unknown key 'serach_um' \(did you mean 'search_um'\?\)[^\n]*$"),
 ])
 def test_bad_auto_range_settings_are_named(tmp_path, auto_range, message):
     path = tmp_path / "rig.yaml"

@@ -29,7 +29,8 @@ def test_a_profile_without_fusion_settings_takes_the_engines_defaults():
 
 
 @pytest.mark.parametrize("fusion,message", [
-    ("{windw_px: 15}", r"rig.yaml: fusion.windw_px: unknown key 'windw_px'; allowed here: align, align_model, "
+    ("{windw_px: 15}", r"rig.yaml: fusion.windw_px: unknown key 'windw_px' \(did you mean 'window_px'\?\); "
+                       r"allowed here: align, align_model, "
                        r"composition, decision_channel, device, feather_px, method, mode_filter_px, sharpness, "
                        r"window_px"),
     ("{sharpness: -1}", r"rig.yaml: fusion: sharpness must be positive, got -1"),

@@ -235,7 +235,8 @@ def write_profile(tmp_path, text: str) -> Path:
 
 @pytest.mark.parametrize("text,message", [
     ("camera: {driver: simulated, exposur_ms: 5}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
-     r"rig.yaml: camera.exposur_ms: unknown key 'exposur_ms'; allowed here: .*exposure_ms"),
+     r"rig.yaml: camera.exposur_ms: unknown key 'exposur_ms' \(did you mean 'exposure_ms'\?\); "
+     r"allowed here: .*exposure_ms"),
     ("camera: {driver: webcam}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
      r"rig.yaml: camera.driver: Input should be 'simulated', 'micromanager', 'pycromanager' or 'genicam'"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: ten, step: 1}}\n",

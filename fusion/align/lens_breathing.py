@@ -22,7 +22,7 @@ import numpy as np
 class LensBreathing:
     """The zoom per unit of focus, fitted to the registered transforms as slices come."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._first_z: float | None = None
         self._sum_dz2 = 0.0
         self._sum_dz_zoom = 0.0
