@@ -10,6 +10,7 @@ import concurrent.futures
 import time
 from pathlib import Path
 from collections.abc import Generator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,6 +94,14 @@ def as_image(raw, width: int, height: int, components: int) -> np.ndarray:
     return image.reshape(height, width)
 
 
+class _ImageFormat(NamedTuple):
+    width: int
+    height: int
+    components: int
+    bit_depth: int
+    exposure_ms: float
+
+
 class MicroManagerCamera:
     """The core's current camera (or ``label``)."""
 
@@ -118,14 +127,17 @@ class MicroManagerCamera:
         """The core's pixel size on the specimen for the current configuration; None where it has none."""
         return float(self._call("getPixelSizeUm")) or None
 
-    def _frame(self, raw, metadata: dict | None = None) -> Frame:
-        width, height = self._call("getImageWidth"), self._call("getImageHeight")
-        components = self._call("getNumberOfComponents")
+    def _image_format(self) -> _ImageFormat:
+        return _ImageFormat(self._call("getImageWidth"), self._call("getImageHeight"),
+                            self._call("getNumberOfComponents"), int(self._call("getImageBitDepth")),
+                            self.exposure_ms)
+
+    def _frame(self, raw, metadata: dict | None = None, image_format: _ImageFormat | None = None) -> Frame:
+        width, height, components, bit_depth, exposure_ms = image_format or self._image_format()
         pixels = as_image(raw, width, height, components)
-        return Frame(pixels=pixels, exposure_ms=self.exposure_ms,
+        return Frame(pixels=pixels, exposure_ms=exposure_ms,
                      pixel_type=f"RGB{8 * 4}" if components == 4 else str(pixels.dtype),
-                     bit_depth=int(self._call("getImageBitDepth")), timestamp_s=time.time(),
-                     metadata=dict(metadata or {}))
+                     bit_depth=bit_depth, timestamp_s=time.time(), metadata=dict(metadata or {}))
 
     def snap(self, timeout_s: float = 5.0) -> Frame:
         self._call("snapImage", timeout_s=timeout_s + self.exposure_ms / 1000)
@@ -140,6 +152,10 @@ class MicroManagerCamera:
         with_metadata = hasattr(self._core, "popNextImageAndMD")  # pymmcore-plus; pycromanager's core has not
         self._call("startSequenceAcquisition", n_frames, 0.0, True)
         try:
+            # Asked once: the core does not change them while a sequence runs, and each call is a thread hop.
+            image_format = self._image_format()
+            # A frame comes every exposure at best: polling faster only takes CPU from the render and fusion.
+            poll_s = min(0.002, max(0.0005, image_format.exposure_ms / 1000 / 8))
             for index in range(n_frames):
                 deadline = time.monotonic() + timeout_s
                 while self._call("getRemainingImageCount") == 0:
@@ -149,13 +165,13 @@ class MicroManagerCamera:
                     if time.monotonic() > deadline:
                         raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames} did not arrive "
                                                             f"within {timeout_s:g} s")
-                    time.sleep(0.0005)
+                    time.sleep(poll_s)
                 if with_metadata:
                     raw, metadata = self._call("popNextImageAndMD")
                     metadata = {key: metadata[key] for key in metadata.keys()}  # noqa: SIM118 -- pymmcore's Metadata is not iterable
                 else:
                     raw, metadata = self._call("popNextImage"), {}
-                yield self._frame(raw, {**metadata, "sequence_index": index})
+                yield self._frame(raw, {**metadata, "sequence_index": index}, image_format)
         finally:
             self._call("stopSequenceAcquisition")
 

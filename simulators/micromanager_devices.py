@@ -4,7 +4,9 @@ that renders the virtual specimen at that stage's position (with faults on deman
 Hardware sequencing as a rig wires it: the camera's exposure-out line (``trigger_out``) fires
 at the end of each exposure, and a stage with a loaded, started z-sequence steps to its next
 position on that trigger. Each frame is rendered where the stage physically is in the middle
-of its exposure, so a stage that has not arrived in time gives a frame at the wrong z.
+of its exposure, so a stage that has not arrived in time gives a frame at the wrong z. The
+render is the camera's readout: it overlaps the next exposure, so frames come every
+max(exposure, render), as a real camera's come every max(exposure, readout).
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ class SimulatedZStage(StageDevice):
     def _physical_um(self, now: float) -> float:
         if now >= self._arrives or self._arrives <= self._started:
             return self._target_um
+        if now <= self._started:  # asked about a moment before this move began: it had not left yet
+            return self._from_um
         fraction = (now - self._started) / (self._arrives - self._started)
         return self._from_um + (self._target_um - self._from_um) * fraction
 
@@ -118,10 +122,13 @@ class SimulatedZStage(StageDevice):
 class SpecimenCamera(CameraDevice):
     """Renders the specimen at ``focus_um()`` with camera noise; honours ``faults``.
 
-    Sequences run exposures back to back (a frame's readout overlaps the next exposure); each
-    frame is rendered at the focus in the middle of its exposure, and ``trigger_out`` fires at
-    each exposure's end. ``focus_um(at_s)`` and ``trigger_out(at_s)`` take monotonic times.
-    ``rendered_at_um`` keeps where each frame was rendered (for tests).
+    Sequences run exposures back to back: a frame's readout (its render) overlaps the next
+    exposure, which cannot end before that readout is done, so frames come every
+    max(exposure, render). Each frame is rendered at the focus in the middle of its exposure,
+    and ``trigger_out`` fires at each exposure's end. ``focus_um(at_s)`` and
+    ``trigger_out(at_s)`` take monotonic times.
+    ``rendered_at_um`` and ``exposures_s`` keep where each frame was rendered and when it was
+    exposed (for tests).
 
     faults.delay_s makes frames late; faults.drop_frames loses that many frames (snap raises,
     as a camera whose frame never arrives makes MMCore do; a sequence stops delivering);
@@ -138,6 +145,7 @@ class SpecimenCamera(CameraDevice):
         self.trigger_out = trigger_out
         self.faults = Faults()
         self.rendered_at_um: list[float] = []
+        self.exposures_s: list[tuple[float, float]] = []  # each frame's (start, end), monotonic
         self._exposure_ms = 10.0
         self._rng = np.random.default_rng(seed)
 
@@ -168,19 +176,23 @@ class SpecimenCamera(CameraDevice):
                 if n == 1:
                     raise RuntimeError("frame lost: the camera delivered no image")
                 return  # a sequence whose frames stop coming: the core sees it end early
-            starts_at += self.faults.delay_s
+            # The sensor holds one frame: this exposure began when the last one ended, but it
+            # cannot end before the last frame's readout (the render below) was done.
+            starts_at = max(starts_at, time.monotonic() - exposure_s) + self.faults.delay_s
+            ends_at = starts_at + exposure_s
             # On the camera's own timeline (this thread may wake late; the hardware's pulses are not):
-            _sleep_until(starts_at + exposure_s / 2)
-            focus_um = self.focus_um(starts_at + exposure_s / 2)  # mid-exposure: where this frame is in focus
-            _sleep_until(starts_at + exposure_s)
+            _sleep_until(ends_at)
+            # Asked after the exposure, for its middle: the stage last moved on the previous frame's
+            # trigger, at or before this exposure began, so its model gives what it would have then.
+            focus_um = self.focus_um(starts_at + exposure_s / 2)
             if self.trigger_out is not None:
-                self.trigger_out(starts_at + exposure_s)  # exposure ended: a sequencing stage steps, during readout
+                self.trigger_out(ends_at)  # exposure ended: a sequencing stage steps, during readout
             image = get_buffer(self.shape(), self.dtype())
-            image[:] = self.camera_noise.expose(self.renderer.render(focus_um), self._rng)
+            image[:] = self.camera_noise.expose(self.renderer.render(focus_um), self._rng)  # the readout
             self.rendered_at_um.append(focus_um)
+            self.exposures_s.append((starts_at, ends_at))
             count += 1
-            # The next exposure began when this one ended, unless readout ran past its middle.
-            starts_at = max(starts_at + exposure_s, time.monotonic() - exposure_s / 2)
+            starts_at = ends_at  # the next exposure began as this one ended: readout overlaps it
             yield {"focus_um": focus_um}
 
 
