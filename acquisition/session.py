@@ -23,6 +23,7 @@ from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
 from acquisition.pre_sweep import RangeFound, find_z_range
 from fusion.fusion_worker import FusionWorker
+from fusion.kernel_warmup import warm_kernels
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
 from acquisition.rig import Rig, open_rig
@@ -220,6 +221,9 @@ class Session:
 
     def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
         """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""
+        # The camera's timing will not wait for a first-use compile: kernels are ready before it starts.
+        warm_kernels(self.rig.camera.snap(timeout_s=self.profile.camera.timeout_s).pixels,
+                     self.profile.fusion_settings())
         self.rig.arm_faults(0)
         frames = acquirer.frames(positions, self.retries)
         with contextlib.closing(frames):  # stops the devices whatever ends the loop
