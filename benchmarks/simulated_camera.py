@@ -4,7 +4,8 @@ default profile's session.
     .venv/bin/python -m benchmarks.simulated_camera [--frames 17] [--sessions 3]
 
 1. What the simulated camera computes for a frame besides waiting out its exposure
-   (``DefocusRenderer.render`` then ``CameraNoise.expose``), over a sweep of focus positions, for
+   (``DefocusRenderer.exposed``: the blur ladder blended and the camera noise added, a row at a
+   time; a breathing lens renders and then exposes), over a sweep of focus positions, for
    the default profile's frame (768x1024 RGB) and for 1 MP (1024x1024, RGB and mono): median wall
    and CPU milliseconds per frame; and the one-off set-up of the blur ladder.
 2. The default profile run by ``run_session.py`` in its own process, ``--sessions`` times: the
@@ -45,11 +46,11 @@ def frame_costs(n_frames: int) -> None:
         renderer = DefocusRenderer(specimen, Optics(blur_px_per_um=0.3))
         setup_s = time.perf_counter() - started
         camera, rng = CameraNoise(), np.random.default_rng(0)
-        camera.expose(renderer.render(0.0), rng)  # numba's first call: loading (or compiling) the kernels
+        renderer.exposed(camera, 0.0, rng)  # numba's first call: loading (or compiling) the kernels
         walls, cpus = [], []
         for focus_um in np.linspace(-4.0, 44.0, n_frames):
             wall, cpu = time.perf_counter(), time.process_time()
-            camera.expose(renderer.render(float(focus_um)), rng)
+            renderer.exposed(camera, float(focus_um), rng)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
         print(f"{label:>30} {setup_s:>9.2f} {statistics.median(walls) * 1e3:>8.1f} "

@@ -44,6 +44,9 @@ class SimulatedCamera:
         self._exposure_ms = exposure_ms
         self.faults = Faults()
         self._rng = np.random.default_rng(seed)
+        # Load the compiled kernels while the rig opens (a real camera is ready once opened), not
+        # in the first exposure; a throwaway generator, so that the frames stay those of ``seed``.
+        renderer.exposed(noise, 0.0, np.random.default_rng(0))
 
     @property
     def exposure_ms(self) -> float:
@@ -81,8 +84,7 @@ class SimulatedCamera:
         if wait_s > timeout_s:
             time.sleep(timeout_s)
             raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s")
-        radiance = self.renderer.render(focus_um, magnification)
-        pixels = self.noise.expose(radiance, self._rng)
+        pixels = self.renderer.exposed(self.noise, focus_um, self._rng, magnification)
         # Exposure is the device's own time: wait out what rendering did not use.
         time.sleep(max(0.0, started + wait_s - time.monotonic()))
         bits = self.noise.bit_depth or 32
@@ -129,6 +131,13 @@ class SimulatedStage(FocusDrive):
         self._from_um, self._to_um = self.physical_um(), z_um
         self._started = time.monotonic()
         self._arrives = self._started + abs(z_um - self._from_um) / self.speed_um_per_s + extra_s
+
+    def wait_until_settled(self, timeout_s: float = 5.0, poll_s: float = 0.005) -> None:
+        """As any drive, but a move that will end is waited out to its end, not to the next poll
+        after it (a 3 um step takes 1.5 ms; polling made it 5): as a blocking move command would."""
+        if not (self._stuck or self.faults.disconnected):
+            time.sleep(min(max(0.0, self._arrives - time.monotonic()), timeout_s))
+        super().wait_until_settled(timeout_s, poll_s)
 
     def _do_read_position(self) -> float:
         self._check_connected()

@@ -1,14 +1,21 @@
 """Numba kernels that let the optics simulator render at camera speed.
 
-Two per-pixel passes, each over rows in parallel: picking a pixel's defocus blur from the
-ladder of pre-blurred textures, and turning radiance into a noisy camera frame. Arrays are
-numpy order, (height, width, channels); mono images come as one channel.
+Two per-pixel steps, each done row by row with the rows in parallel: picking a pixel's defocus
+blur from the ladder of pre-blurred textures, and turning radiance into a noisy camera frame.
+``render_exposed`` does both for a row while it is in the cache, without a radiance image in
+between. Arrays are numpy order, (height, width, channels) seen as (height, width * channels);
+mono images come as one channel. Compiled with numpy's error model: a division by zero gives inf
+instead of a check per element that would stop the loops from vectorising.
 
 The camera noise draws its own random numbers: SplitMix64 (a counter through a bit mixer) per
 row, seeded from one number the caller draws from its ``numpy.random.Generator``, so a frame is
-reproducible from the caller's seed whatever the number of threads; normals come from inverting
-the normal distribution function, without rejection. A sample costs a few nanoseconds, where
-numpy's Poisson and normal draws cost about sixty.
+reproducible from the caller's seed whatever the number of threads. Normals come from inverting
+the normal distribution function (a pass that vectorises, then the 5% in the tails); Poisson
+counts by inversion for small means, by Hoermann's transformed rejection (PTRS, as numpy draws
+them) from 10 up. A normal costs a few nanoseconds, where numpy's draws cost about sixty.
+
+All in one module: numba's disk cache notices a change to a kernel's own file only, not to a
+file whose functions it inlines.
 """
 from __future__ import annotations
 
@@ -16,11 +23,6 @@ import math
 
 import numpy as np
 from numba import njit, prange
-
-# Below this many expected electrons shot noise is drawn exactly from a Poisson distribution
-# (inversion, cost grows with the count); above, from its Gaussian limit of equal mean and
-# variance, whose skewness 1/sqrt(count) is below 0.1 there.
-EXACT_POISSON_BELOW_E = 100.0
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -67,10 +69,16 @@ def _normal_tail(p):
 
 
 @njit(inline="always")
-def _central_quantile(bits):
-    """The normal quantile of the probability in the top 53 random bits, exact where that is within
+def _top_53_bits(bits):
+    """The top 53 of 64 random bits as an int64 (converted to float in one instruction, unlike uint64)."""
+    return np.int64(bits >> _SHIFT_11)
+
+
+@njit(inline="always")
+def _central_quantile(k):
+    """The normal quantile of the probability (k + 0.5) / 2**53, exact where that is within
     [_TAIL_P, 1 - _TAIL_P]; no branch, so it vectorises. (float32 loses 4e-4 near the ends.)"""
-    q = (float(np.int64(bits >> _SHIFT_11)) + 0.5) * _TWO_TO_MINUS_53 - 0.5  # via int64: one instruction
+    q = (float(k) + 0.5) * _TWO_TO_MINUS_53 - 0.5
     r = q * q
     return ((((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q
             / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0))
@@ -83,93 +91,194 @@ def _counter(state, i):
 
 
 @njit(inline="always")
-def _standard_normals(state, z, tails):
+def _standard_normals(state, z, bits, tails):
     """Fills z with standard normals drawn from the stream after ``state``, by inverting the
-    normal distribution function: one pass that vectorises, then the 5% in the tails mended in
-    float64 from 53 bits. ``tails``: scratch space, as large as z."""
+    normal distribution function: one pass that vectorises and keeps each sample's 53 random bits,
+    then the 5% in the tails mended in float64 from those bits. ``bits``, ``tails``: scratch
+    space, as large as z."""
     n = z.size
     counter = state
     for i in range(n):
         counter += _GAMMA
-        z[i] = _central_quantile(_mix64(counter))
+        k = _top_53_bits(_mix64(counter))
+        bits[i] = k
+        z[i] = _central_quantile(k)
     # Where they are, without a branch (a branch to a logarithm would be vectorised into
     # computing it for every sample); then only those.
     n_tails = 0
-    counter = state
     for i in range(n):
-        counter += _GAMMA
-        k = np.int64(_mix64(counter) >> _SHIFT_11)
+        k = bits[i]
         tails[n_tails] = i
         n_tails += (k < _TAIL_K) | (k >= _TWO_TO_53 - _TAIL_K)
     for j in range(n_tails):
         i = tails[j]
-        k = np.int64(_mix64(_counter(state, i)) >> _SHIFT_11)
+        k = bits[i]
         if k < _TAIL_K:
             z[i] = _normal_tail((float(k) + 0.5) * _TWO_TO_MINUS_53)
         else:
             z[i] = -_normal_tail((float(_TWO_TO_53 - k) - 0.5) * _TWO_TO_MINUS_53)  # 1 - p, exactly
 
 
+# Poisson means below this are drawn by inversion (cost ~ mean), from it up by transformed rejection.
+_INVERSION_BELOW = 10.0
+_INVERSES = 1.0 / np.arange(1, 64, dtype=np.float64)  # 1 / k: a multiplication in the loop, not a division
+
+
 @njit(inline="always")
 def _poisson_by_inversion(bits, mean):
     """k ~ Poisson(mean) from 53 random bits, exactly; meant for small means (cost ~ mean)."""
-    u = float(np.int64(bits >> _SHIFT_11)) * _TWO_TO_MINUS_53
+    u = float(_top_53_bits(bits)) * _TWO_TO_MINUS_53
     term = math.exp(-mean)
     total = term
     k = 0
     while u > total and term > 0.0:
         k += 1
-        term *= mean / k
+        term *= mean * (_INVERSES[k - 1] if k <= _INVERSES.size else 1.0 / k)
         total += term
     return k
 
 
 @njit(inline="always")
-def _count_few_electrons(radiance, full_well_e, read_noise_e, state, z, scratch, signal):
-    """signal[i] = (Poisson count + read noise) / full_well_e where radiance[i] brings fewer than
-    EXACT_POISSON_BELOW_E electrons; found first without a branch, as _standard_normals does."""
+def _uniform(state, j):
+    """The j-th (from 0) uniform in [0, 1) of the SplitMix64 stream seeded by ``state``."""
+    return float(_top_53_bits(_mix64(_counter(state, j)))) * _TWO_TO_MINUS_53
+
+
+@njit(inline="always")
+def _poisson_by_rejection(bits, mean):
+    """k ~ Poisson(mean), exactly, for mean >= 10: Hoermann's transformed rejection (PTRS, as
+    numpy draws it), a few uniforms whatever the mean; they come from the stream seeded by ``bits``."""
+    root = math.sqrt(mean)
+    b = 0.931 + 2.53 * root
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2.0)
+    j = 0
+    while True:
+        u = _uniform(bits, j) - 0.5
+        v = _uniform(bits, j + 1)
+        j += 2
+        us = 0.5 - abs(u)
+        k = math.floor((2.0 * a / us + b) * u + mean + 0.43)
+        if us >= 0.07 and v <= v_r:
+            return k
+        if k < 0.0 or (us < 0.013 and v > us):
+            continue
+        if math.log(v * inv_alpha / (a / (us * us) + b)) <= -mean + k * math.log(mean) - math.lgamma(k + 1.0):
+            return k
+
+
+@njit(inline="always")
+def _poisson(bits, mean):
+    """k ~ Poisson(mean) from 64 random bits (and, for larger means, the stream they seed)."""
+    if mean <= 0.0:
+        return 0.0
+    if mean < _INVERSION_BELOW:
+        return float(_poisson_by_inversion(bits, mean))
+    return _poisson_by_rejection(bits, mean)
+
+
+# Below this many expected electrons shot noise is drawn exactly from a Poisson distribution;
+# above, from its Gaussian limit of equal mean and variance, whose skewness 1/sqrt(count) is
+# below 0.1 there.
+EXACT_POISSON_BELOW_E = 100.0
+_BLOCK = 64  # pixels whose Gaussian shot noise is drawn before asking whether any of them is dark
+
+
+@njit(inline="always")
+def _interpolate_row(levels, sigmas_px, height_row, y, focus, per_um, out):
+    """out (W * C) = row y blurred by sigma = min(per_um * |height - focus|, sigmas_px[-1]),
+    blended linearly between the two ladder levels around sigma. levels: (L, H, W * C)."""
+    n_levels = sigmas_px.size
+    width = height_row.size
+    channels = out.size // width
+    top = sigmas_px[n_levels - 1]
+    one = np.float32(1.0)
+    sigma = np.empty(width, np.float32)
+    for x in range(width):
+        sigma[x] = min(abs(height_row[x] - focus) * per_um, top)
+    lower = np.zeros(width, np.int64)  # the last level at or below sigma, at most L - 2
+    for level in range(1, n_levels - 1):  # level by level: no branch, so it vectorises
+        level_sigma = sigmas_px[level]
+        for x in range(width):
+            lower[x] += sigma[x] >= level_sigma
+    for x in range(width):
+        below = lower[x]
+        t = (sigma[x] - sigmas_px[below]) / (sigmas_px[below + 1] - sigmas_px[below])
+        t = min(max(t, np.float32(0.0)), one)
+        for c in range(x * channels, (x + 1) * channels):
+            out[c] = levels[below, y, c] * (one - t) + levels[below + 1, y, c] * t
+
+
+@njit(inline="always")
+def _gaussian_limit(signal, z, full_well_e, read_variance):
+    """signal (radiance in [0, 1]) -> electrons with shot noise in its Gaussian limit plus read
+    noise (z: standard normals), over full_well_e; returns how many pixels expected fewer than
+    EXACT_POISSON_BELOW_E electrons (and want their Poisson distribution instead)."""
     n_few = 0
-    for i in range(radiance.size):
-        scratch[n_few] = i
-        n_few += float(min(max(radiance[i], np.float32(0.0)), np.float32(1.0))) * full_well_e < EXACT_POISSON_BELOW_E
-    for j in range(n_few):
-        i = scratch[j]
-        mean_e = float(min(max(radiance[i], np.float32(0.0)), np.float32(1.0))) * full_well_e
-        count = 0 if mean_e <= 0.0 else _poisson_by_inversion(_mix64(_counter(state, i) ^ _OTHER_STREAM), mean_e)
-        signal[i] = np.float32((count + read_noise_e * z[i]) / full_well_e)
+    for i in range(signal.size):
+        mean_e = float(signal[i]) * full_well_e
+        n_few += mean_e < EXACT_POISSON_BELOW_E
+        signal[i] = np.float32((mean_e + math.sqrt(mean_e + read_variance) * z[i]) / full_well_e)
+    return n_few
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
+def _count_few_electrons(radiance, first, full_well_e, read_noise_e, state, z, signal):
+    """signal[i] = (Poisson count + read noise) / full_well_e for the pixels i = first + j whose
+    radiance[j] brings fewer than EXACT_POISSON_BELOW_E electrons. A branch: such pixels come in
+    dark patches, where it predicts well."""
+    for j in range(radiance.size):
+        mean_e = float(min(max(radiance[j], np.float32(0.0)), np.float32(1.0))) * full_well_e
+        if mean_e < EXACT_POISSON_BELOW_E:
+            i = first + j
+            count = _poisson(_mix64(_counter(state, i) ^ _OTHER_STREAM), mean_e)
+            signal[i] = np.float32((count + read_noise_e * z[i]) / full_well_e)
+
+
+@njit(inline="always")
+def _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, seed, out):
+    """out = camera row y of ``radiance`` (N float32 in [0, 1], clipped there): see expose_frame."""
+    n = radiance.size
+    signal = np.empty(n, np.float32)
+    for i in range(n):
+        signal[i] = min(max(radiance[i], np.float32(0.0)), np.float32(1.0))
+    if full_well_e > 0.0:
+        z = np.empty(n, np.float32)
+        state = _row_state(seed, y)
+        _standard_normals(state, z, np.empty(n, np.int64), np.empty(n, np.int64))
+        read_variance = read_noise_e * read_noise_e
+        n_blocks = (n + _BLOCK - 1) // _BLOCK
+        few = np.empty(n_blocks, np.bool_)  # per block: has it any pixel with few electrons?
+        for b in range(n_blocks):
+            lo = b * _BLOCK
+            few[b] = _gaussian_limit(signal[lo:lo + _BLOCK], z[lo:lo + _BLOCK], full_well_e, read_variance) > 0
+        for b in range(n_blocks):
+            if few[b]:  # where few electrons arrive, their Poisson distribution itself
+                lo = b * _BLOCK
+                _count_few_electrons(radiance[lo:lo + _BLOCK], lo, full_well_e, read_noise_e, state, z, signal)
+    top = np.float32(max_value)
+    if quantise:
+        for i in range(n):
+            out[i] = min(max(np.rint(signal[i] * top), np.float32(0.0)), top)
+    else:
+        for i in range(n):
+            out[i] = signal[i]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
 def interpolate_ladder(levels, sigmas_px, height_um, focus_um, blur_px_per_um, out):
-    """out[y, x] = the texture blurred by sigma = min(blur_px_per_um * |height - focus|, sigmas_px[-1]).
+    """out (H, W * C) = the texture blurred by sigma = min(blur_px_per_um * |height - focus|, sigmas_px[-1]).
 
-    levels: (L, H, W, C) float32, the texture blurred at each of the ascending ``sigmas_px``
+    levels: (L, H, W * C) float32, the texture blurred at each of the ascending ``sigmas_px``
     (L >= 2), blended linearly between the two levels around sigma.
     """
-    n_levels = levels.shape[0]
-    height, width, channels = out.shape
-    top = sigmas_px[n_levels - 1]
-    focus = np.float32(focus_um)
-    per_um = np.float32(blur_px_per_um)
-    one = np.float32(1.0)
-    for y in prange(height):
-        sigma = np.empty(width, np.float32)
-        for x in range(width):
-            sigma[x] = min(abs(height_um[y, x] - focus) * per_um, top)
-        lower = np.zeros(width, np.int64)  # the last level at or below sigma, at most L - 2
-        for level in range(1, n_levels - 1):  # level by level: no branch, so it vectorises
-            level_sigma = sigmas_px[level]
-            for x in range(width):
-                lower[x] += sigma[x] >= level_sigma
-        for x in range(width):
-            below = lower[x]
-            t = (sigma[x] - sigmas_px[below]) / (sigmas_px[below + 1] - sigmas_px[below])
-            t = min(max(t, np.float32(0.0)), one)
-            for c in range(channels):
-                out[y, x, c] = levels[below, y, x, c] * (one - t) + levels[below + 1, y, x, c] * t
+    focus, per_um = np.float32(focus_um), np.float32(blur_px_per_um)
+    for y in prange(out.shape[0]):
+        _interpolate_row(levels, sigmas_px, height_um[y], y, focus, per_um, out[y])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed, out):
     """out = a camera frame of ``radiance`` (H, N) float32 in [0, 1] (clipped there).
 
@@ -178,28 +287,16 @@ def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed,
     full_well_e. With ``quantise``, ``out`` gets rint(signal * max_value) clipped to [0, max_value],
     else the signal itself, unclipped.
     """
-    height, n = radiance.shape
-    read_variance = read_noise_e * read_noise_e
-    top = np.float32(max_value)
-    for y in prange(height):
-        signal = np.empty(n, np.float32)
-        for i in range(n):
-            signal[i] = min(max(radiance[y, i], np.float32(0.0)), np.float32(1.0))
-        if full_well_e > 0.0:
-            z = np.empty(n, np.float32)
-            scratch = np.empty(n, np.int64)
-            state = _row_state(seed, y)
-            _standard_normals(state, z, scratch)
-            n_few = 0
-            for i in range(n):
-                mean_e = float(signal[i]) * full_well_e
-                n_few += mean_e < EXACT_POISSON_BELOW_E
-                signal[i] = np.float32((mean_e + math.sqrt(mean_e + read_variance) * z[i]) / full_well_e)
-            if n_few > 0:  # where few electrons arrive, their Poisson distribution itself
-                _count_few_electrons(radiance[y], full_well_e, read_noise_e, state, z, scratch, signal)
-        if quantise:
-            for i in range(n):
-                out[y, i] = min(max(np.rint(signal[i] * top), np.float32(0.0)), top)
-        else:
-            for i in range(n):
-                out[y, i] = signal[i]
+    for y in prange(out.shape[0]):
+        _expose_row(radiance[y], y, full_well_e, read_noise_e, max_value, quantise, seed, out[y])
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def render_exposed(levels, sigmas_px, height_um, focus_um, blur_px_per_um,
+                   full_well_e, read_noise_e, max_value, quantise, seed, out):
+    """expose_frame(interpolate_ladder(...)), the same frame, a row at a time."""
+    focus, per_um = np.float32(focus_um), np.float32(blur_px_per_um)
+    for y in prange(out.shape[0]):
+        radiance = np.empty(out.shape[1], np.float32)
+        _interpolate_row(levels, sigmas_px, height_um[y], y, focus, per_um, radiance)
+        _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, seed, out[y])

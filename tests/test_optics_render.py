@@ -59,6 +59,29 @@ def test_few_electrons_are_counted_as_poisson_exactly():
     np.testing.assert_allclose(frequencies, stats.poisson.pmf(np.arange(20), 4.0), atol=0.003)
 
 
+@pytest.mark.parametrize("mean_e", [10.0, 30.0, 70.0])
+def test_more_electrons_are_counted_as_poisson_exactly_too(mean_e):
+    """From 10 electrons up counts come by transformed rejection instead of inversion: the same pmf."""
+    camera = CameraNoise(full_well_e=1000, read_noise_e=0.0, bit_depth=0)
+    counted = np.rint(electrons(camera, mean_e)).astype(int)
+    k = np.arange(int(mean_e - 4 * np.sqrt(mean_e)), int(mean_e + 4 * np.sqrt(mean_e)))
+    frequencies = np.bincount(counted, minlength=k[-1] + 1)[k] / counted.size
+    np.testing.assert_allclose(frequencies, stats.poisson.pmf(k, mean_e), atol=0.003)
+
+
+@pytest.mark.parametrize("camera", [CameraNoise(), CameraNoise(bit_depth=12), CameraNoise(bit_depth=0),
+                                    CameraNoise(full_well_e=0, read_noise_e=0)])
+@pytest.mark.parametrize("color", [True, False])
+def test_rendered_and_exposed_a_row_at_a_time_is_the_same_frame(camera, color):
+    shape = (60, 70)
+    specimen = VirtualSpecimen(load_texture("astronaut", shape, color=color), make_height_map("dome", shape, 30.0))
+    renderer = DefocusRenderer(specimen, Optics(blur_px_per_um=0.5))
+    for focus_um in (-5.0, 12.0):
+        frame = renderer.exposed(camera, focus_um, np.random.default_rng(5))
+        assert frame.dtype == camera.dtype and frame.shape == specimen.texture.shape
+        np.testing.assert_array_equal(frame, camera.expose(renderer.render(focus_um), np.random.default_rng(5)))
+
+
 def test_noise_is_gaussian_in_its_tails():
     counted = electrons(CameraNoise(full_well_e=20_000, read_noise_e=100.0, bit_depth=0), 10_000.0) - 10_000.0
     z = counted / np.sqrt(10_000.0 + 100.0 ** 2)
