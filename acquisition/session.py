@@ -124,6 +124,10 @@ class Session:
         result = None
         self.events.session_started(self, len(positions))
         try:
+            if self.acquirer is not None:
+                # A sequence or stream will not wait for a first-use compile: fusion's kernels load first.
+                warm_kernels(self.rig.camera.snap(timeout_s=self.profile.camera.timeout_s).pixels,
+                             self.profile.fusion_settings())
             self.t_acquisition_started = time.perf_counter()
             if self.acquirer is None:
                 self._acquire(positions, progress)
@@ -221,9 +225,6 @@ class Session:
 
     def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
         """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""
-        # The camera's timing will not wait for a first-use compile: kernels are ready before it starts.
-        warm_kernels(self.rig.camera.snap(timeout_s=self.profile.camera.timeout_s).pixels,
-                     self.profile.fusion_settings())
         self.rig.arm_faults(0)
         frames = acquirer.frames(positions, self.retries)
         with contextlib.closing(frames):  # stops the devices whatever ends the loop

@@ -148,6 +148,9 @@ class SpecimenCamera(CameraDevice):
         self.exposures_s: list[tuple[float, float]] = []  # each frame's (start, end), monotonic
         self._exposure_ms = 10.0
         self._rng = np.random.default_rng(seed)
+        # Load (or, with a cold numba cache, compile) the kernels while the rig opens, as
+        # simulators.optics_camera does: a hardware sequence's first frame would time out.
+        renderer.exposed(camera, 0.0, np.random.default_rng(0))
 
     def get_exposure(self) -> float:
         return self._exposure_ms
@@ -188,7 +191,7 @@ class SpecimenCamera(CameraDevice):
             if self.trigger_out is not None:
                 self.trigger_out(ends_at)  # exposure ended: a sequencing stage steps, during readout
             image = get_buffer(self.shape(), self.dtype())
-            image[:] = self.camera_noise.expose(self.renderer.render(focus_um), self._rng)  # the readout
+            image[:] = self.renderer.exposed(self.camera_noise, focus_um, self._rng)  # the readout
             self.rendered_at_um.append(focus_um)
             self.exposures_s.append((starts_at, ends_at))
             count += 1

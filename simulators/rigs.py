@@ -99,11 +99,7 @@ def specimen_renderer(profile: Profile) -> DefocusRenderer:
     shape = (spec.height_px, spec.width_px)
     specimen = VirtualSpecimen(load_texture(spec.texture, shape, color=spec.color),
                                make_height_map(spec.surface, shape, spec.depth_um, np.random.default_rng(spec.seed)))
-    renderer = DefocusRenderer(specimen, Optics(blur_px_per_um=profile.camera.optics.blur_px_per_um))
-    # The simulator's kernels compile (cold numba cache) or load now, when the rig opens, not in the
-    # first snap: a real camera has no such delay, and a hardware sequence's first frame would time out.
-    camera_noise(profile).expose(renderer.render(0.0), np.random.default_rng(0))
-    return renderer
+    return DefocusRenderer(specimen, Optics(blur_px_per_um=profile.camera.optics.blur_px_per_um))
 
 
 def camera_noise(profile: Profile) -> CameraNoise:

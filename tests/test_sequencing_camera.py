@@ -25,10 +25,10 @@ class SlowRenderer:
         self.specimen = type("Specimen", (), {"texture": np.zeros(SHAPE, np.float32)})()
         self.done_s: list[float] = []
 
-    def render(self, focus_um: float) -> np.ndarray:
+    def exposed(self, camera: CameraNoise, focus_um: float, rng, magnification: float = 1.0) -> np.ndarray:
         time.sleep(self.render_s)
         self.done_s.append(time.monotonic())
-        return np.full(SHAPE, 0.5, np.float32)
+        return camera.expose(np.full(SHAPE, 0.5, np.float32), rng)
 
 
 def run_sequence(positions_um: list[float], render_s: float, speed_um_per_s: float = 2000.0):
@@ -36,6 +36,7 @@ def run_sequence(positions_um: list[float], render_s: float, speed_um_per_s: flo
     stage = SimulatedZStage(speed_um_per_s=speed_um_per_s, sequence_max_length=len(positions_um))
     renderer = SlowRenderer(render_s)
     camera = SpecimenCamera(renderer, stage.focus_um, CameraNoise(), trigger_out=stage.trigger)  # type: ignore[arg-type]
+    renderer.done_s.clear()  # the render the camera made to load its kernels when opened
     camera.set_exposure(EXPOSURE_MS)
     stage.set_position_um(positions_um[0])
     time.sleep(0.01)
