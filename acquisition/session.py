@@ -22,7 +22,7 @@ from acquisition.acquirer import Acquirer, LostSlice
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
 from acquisition.pre_sweep import RangeFound, find_z_range
-from fusion.fusion_worker import FusionWorker
+from fusion.fusion_worker import FusionWorker, slices_in_memory_for
 from fusion.kernel_warmup import warm_kernels
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
@@ -249,7 +249,7 @@ class Session:
         if self.engine is None:
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.profile.fusion_settings(),
                                           source=self.buffer, name=str(self.buffer.path))
-            self.worker = FusionWorker(self.engine, self.buffer,
+            self.worker = FusionWorker(self.engine, self.buffer, slices_in_memory_for(pixels.nbytes),
                                        on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
         assert self.worker is not None  # made with the engine, for the first slice
         self.worker.submit(index, pixels, z)

@@ -362,3 +362,12 @@ def test_fusion_that_falls_behind_catches_up_from_the_stack_buffer(tmp_path, rgb
     from_disk, read_back_all = fuse(0)
     assert read_back_none == [] and read_back_all == list(range(len(rgb_stack.slices)))
     np.testing.assert_array_equal(in_memory, from_disk)
+
+
+def test_small_frames_wait_for_fusion_in_memory_and_large_ones_within_the_budget():
+    from fusion.fusion_worker import QUEUE_BUDGET_BYTES, slices_in_memory_for
+
+    assert slices_in_memory_for(640 * 480 * 3) >= 100  # a camera-rate stack of 100 VGA frames: none read back
+    five_mp_16bit_rgb = 2592 * 1944 * 3 * 2
+    assert 4 <= slices_in_memory_for(five_mp_16bit_rgb) <= max(4, QUEUE_BUDGET_BYTES // five_mp_16bit_rgb)
+    assert slices_in_memory_for(10 * QUEUE_BUDGET_BYTES) == 4
