@@ -255,6 +255,18 @@ class Session:
         self.worker.submit(index, pixels, z)
         self.events.slice_acquired(self, index, pixels, z, dict(frame.metadata or {}))
 
+    def acquisition_warnings(self) -> list[str]:
+        """What the user should know about how the stack was taken: the pre-sweep's (the search range
+        cut the specimen) and a settle wait that a hardware sequence cannot honour."""
+        warnings = list(self.range_found.warnings) if self.range_found is not None else []
+        settle_ms = self.profile.focus.settle_ms
+        if self.acquirer is not None and self.acquirer.mode == "sequenced" and settle_ms > 0:
+            warnings.append(f"focus.settle_ms ({settle_ms:g} ms) is not waited in a hardware sequence: the stage "
+                            "steps on the camera's trigger between frames; a stage that needs that long to settle "
+                            "needs a frame interval (exposure + readout) at least as long, or "
+                            "plan.hardware_sequencing: off")
+        return warnings
+
     def pixel_size_um(self) -> float | None:
         """On the specimen: the profile's, else what the camera knows (a Micro-Manager pixel size), else None."""
         return self.profile.camera.pixel_size_um or getattr(self.rig.camera, "pixel_size_um", None)

@@ -68,7 +68,8 @@ class SessionOutputWriter(SessionListener):
             result_after_last_slice=round(session.result_after_last_slice_s(), 4),
             slices_read_back_by_fusion=session.slices_read_back())
         report.alignment = result.alignment
-        report.warnings = [w for w in [no_focus_information(result.focus_scores, str(session.folder))] if w]
+        report.warnings = [w for w in [no_focus_information(result.focus_scores, str(session.folder)),
+                                       *session.acquisition_warnings()] if w]
         self._score(session, report, result)
 
     def _score(self, session: Session, report: SessionReport, result: FusionResult) -> None:

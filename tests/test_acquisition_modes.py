@@ -212,3 +212,10 @@ def test_bad_acquisition_mode_keys_are_named(tmp_path, plan, message):
     path.write_text(yaml.safe_dump({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"}, "plan": plan}))
     with pytest.raises(ProfileError, match=message):
         load_profile(path)
+
+
+def test_a_settle_wait_that_a_sequence_cannot_honour_is_a_warning(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"), **{"focus.settle_ms": 50})
+    outcome, _ = run_session(tmp_path, profile)
+    assert outcome.completed and outcome.report.acquisition_mode == "sequenced"
+    assert any("focus.settle_ms (50 ms) is not waited in a hardware sequence" in w for w in outcome.report.warnings)

@@ -102,6 +102,16 @@ def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
     assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
 
 
+@pytest.mark.hardware_sim
+def test_a_search_that_cuts_the_specimen_warns_in_session_json(tmp_path):
+    profile = load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml")
+    data = profile.model_dump(exclude_none=True)
+    data["plan"]["auto_range"]["search_um"] = (0.0, 80.0)   # the dome's rim lies at 0 µm
+    outcome = run_profile(Profile.model_validate(data), tmp_path, progress=False)
+    assert outcome.completed and outcome.report.z_range_um[0] <= 0.0
+    assert any("still in focus at the bottom of the pre-sweep (0 µm)" in w for w in outcome.report.warnings)
+
+
 @pytest.mark.parametrize("auto_range,message", [
     ({"search_um": [10, 0], "step_um": 3}, r"plan.auto_range: search_um: the bottom 10 must be below the top 0"),
     ({"search_um": [0, 10], "step_um": 3, "coarse_step_um": 6},
