@@ -7,8 +7,10 @@ for a settle between slices: the stack comes at the camera's frame rate. Plans l
 stage's sequence memory run as several sequences.
 
 A sequence the camera ends early (a lost frame, a timeout) is retried from the first position
-that has no frame, ``retries`` times in a row; after that the positions left are reported lost
-and the error ends the session (the frames already acquired are stored and fused by then).
+that has no frame, ``retries`` times in a row; after that, as in a stepped stack, that position
+is reported lost (with its z) and the next sequence starts from the one after it. Only
+MAX_LOST_IN_A_ROW lost positions in a row end the session, the rest reported lost (the frames
+already acquired are stored and fused by then).
 Assumes the camera delivers every frame it exposes: one that exposed a frame and lost it
 silently would shift the stamps of those after it (MMCore's circular buffer cannot tell).
 """
@@ -23,6 +25,7 @@ from acquisition.acquirer import Acquired, AcquiredSlice, LostSlice
 from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
 
 TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
+MAX_LOST_IN_A_ROW = 3   # as the stepped loop's: a camera that loses this many positions in a row has stopped
 
 
 class HardwareSequencedAcquirer:
@@ -41,7 +44,7 @@ class HardwareSequencedAcquirer:
         self.cleanup_errors: list[str] = []
 
     def frames(self, positions: list[float], retry_log: list[RetryRecord]) -> Generator[Acquired, None, None]:
-        done, failures_in_a_row = 0, 0
+        done, failures_in_a_row, lost_in_a_row = 0, 0, 0
         while done < len(positions):
             chunk = positions[done:done + self.max_length]
             record = {"first_index": done, "frames_asked": len(chunk), "frames_got": 0}
@@ -52,7 +55,7 @@ class HardwareSequencedAcquirer:
                 with contextlib.closing(sequence):  # closing stops the camera and the stage at once
                     for offset, frame in enumerate(sequence):
                         now_s = time.perf_counter()
-                        failures_in_a_row = 0  # a frame arrived: the failures before it were not in a row
+                        failures_in_a_row = lost_in_a_row = 0  # a frame arrived: what failed before was not in a row
                         record["frames_got"] += 1
                         yield AcquiredSlice(frame, chunk[offset], done, {"move_s": 0.0, "settle_s": 0.0,
                                                                          "exposure_s": round(now_s - previous_s, 5)})
@@ -62,9 +65,12 @@ class HardwareSequencedAcquirer:
                 failures_in_a_row += 1
                 retry_log.append(RetryRecord(slice=done, what="sequence", attempt=failures_in_a_row, error=str(error)))
                 if failures_in_a_row > self.retries:
-                    for index in range(done, len(positions)):
-                        yield LostSlice(index, positions[index], str(error))
-                    raise
+                    yield LostSlice(done, positions[done], str(error))   # an explicit gap; go on past it
+                    done, failures_in_a_row, lost_in_a_row = done + 1, 0, lost_in_a_row + 1
+                    if lost_in_a_row >= MAX_LOST_IN_A_ROW:
+                        for index in range(done, len(positions)):
+                            yield LostSlice(index, positions[index], str(error))
+                        raise
 
     def _sequence(self, chunk: list[float]) -> Generator:
         """Move to the first position, arm the stage with ``chunk``, and stream as many frames."""

@@ -11,6 +11,7 @@ from acquisition.lens_settling import LensTrajectory
 from acquisition.lens_stream import LensStreamAcquirer
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile, ProfileError, load_profile
+from acquisition.sequenced import MAX_LOST_IN_A_ROW
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
 from devices.errors import DeviceErrorReply, UnsupportedFeatureError
@@ -106,6 +107,25 @@ def test_a_sequence_that_loses_a_frame_is_retried_from_that_frame(tmp_path):
     assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
 
 
+def test_a_position_lost_after_its_retries_is_skipped_and_the_sequence_goes_on_as_a_stepped_stack_does(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
+                    faults={"camera": {"drop_frames": profile_retries_plus_one(), "after_slices": 4}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report.to_json()
+    assert outcome.completed and report["ended_by"] is None
+    # One gap: the fault arms once 4 slices are stored, and the camera runs a frame or so ahead of the store.
+    assert report["acquired_slices"] == 12 and len(report["dropped_frames"]) == 1
+    assert report["dropped_frames"][0]["planned_index"] in (4, 5)
+    lost_z = report["dropped_frames"][0]["z"]
+    assert lost_z not in stack_z(outcome.folder) and len(stack_z(outcome.folder)) == 12
+    assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+
+
+def profile_retries_plus_one() -> int:
+    """Tries per position in the shipped sequenced profile (1 + plan.retries)."""
+    return load_profile(PROFILES / "simulated-sequenced.yaml").plan.retries + 1
+
+
 def test_a_sequence_that_keeps_failing_ends_the_session_with_the_frames_acquired_saved(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
                     faults={"camera": {"drop_frames": 10, "after_slices": 4}})
@@ -114,7 +134,8 @@ def test_a_sequence_that_keeps_failing_ends_the_session_with_the_frames_acquired
     assert not outcome.completed and "ended the sequence after" in report["ended_by"]
     acquired = report["acquired_slices"]
     assert 4 <= acquired < 13
-    assert len(report["retries"]) == profile.plan.retries + 1
+    # Each of MAX_LOST_IN_A_ROW positions was tried 1 + retries times before the session gave up.
+    assert len(report["retries"]) == (profile.plan.retries + 1) * MAX_LOST_IN_A_ROW
     # Nothing acquired is lost: on disk and fused; what was not is listed with its z.
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
         assert stack.n_slices == acquired
