@@ -36,7 +36,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         warnings.simplefilter("always")
         shape, dtype = stack.first_slice_format()
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path))
-        z_um = stack.z_positions_um
+        z_um, z_unit = stack.focus_positions()
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:
@@ -54,15 +54,18 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         paths = refusion_outputs(out_dir, stack.name)
         with _naming(stack.path):
             write_image_tiff(paths["fused"], result.fused)
-            write_depth_tiff(paths["depth"], result.depth, result.depth_unit)
+            depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
+            write_depth_tiff(paths["depth"], result.depth, depth_unit)
         seconds["write"] = time.perf_counter() - write_started
         seconds["total"] = time.perf_counter() - started
         report = RefuseReport(
             stack=str(stack.path), name=stack.name, method=settings.measure,
             settings=dataclasses.asdict(settings), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
-            depth_unit=result.depth_unit,
+            depth_unit=depth_unit,
             depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
-            z_positions_um=z_um, seconds={phase: round(value, 4) for phase, value in seconds.items()},
+            z_positions_um=z_um if z_unit == "um" else None,
+            z_positions_dpt=z_um if z_unit == "dpt" else None,
+            seconds={phase: round(value, 4) for phase, value in seconds.items()},
             focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
             outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
             warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once

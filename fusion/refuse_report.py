@@ -21,7 +21,8 @@ class RefuseReport:
     n_slices: int
     shape: list[int]                    # of a slice: (height, width[, channels])
     dtype: str
-    depth_unit: str                     # "um" when every slice had a z, else "slice index"
+    depth_unit: str                     # the focus unit ("um", or "dpt" for a tunable lens's stack) when every
+    #                                     slice had a focus position, else "slice index"
     depth_defined_fraction: float       # of pixels with a depth (the rest: no texture there)
     z_positions_um: list[float] | None
     seconds: dict[str, float]           # per phase: read, measure, compose, write, total, ...
@@ -30,15 +31,19 @@ class RefuseReport:
     outputs: dict[str, str]             # kind ("fused", "depth", "report") -> path
     alignment: list[dict[str, Any]] | None
     warnings: list[str]
+    z_positions_dpt: list[float] | None = None   # a tunable lens's stack: each slice's focal power
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RefuseReport:
-        """A report as ``to_json`` wrote it; a mapping with missing or unknown keys is a ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
-            got = set(data) if isinstance(data, dict) else set()
-            raise ValueError(f"not a refusion report: missing {sorted(names - got)}, unknown {sorted(got - names)}")
+        """A report as ``to_json`` wrote it (or an older version, without the fields that have defaults);
+        a mapping with missing or unknown keys is a ValueError."""
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        got = set(data) if isinstance(data, dict) else set()
+        if not isinstance(data, dict) or not required <= got <= names:
+            raise ValueError(f"not a refusion report: missing {sorted(required - got)}, unknown {sorted(got - names)}")
         return cls(**data)

@@ -99,8 +99,12 @@ class StackBuffer:
         stored = (n, 1, 1, self._shape[0], self._shape[1], self._shape[2] if colour else 1)
         z_values = [p["z"] for p in self.planes]
         ome = tifffile.OmeXml()
+        # Positions in another unit than µm (a lens's dpt) have no OME field: the description keeps them.
+        description = {"profile": profile, "focus_unit": unit}
+        if unit != "um":
+            description["focus_positions"] = z_values
         metadata: dict[str, Any] = {"axes": "ZYXS" if colour else "ZYX", "Name": self.path.stem,
-                    "Description": json.dumps({"profile": profile, "focus_unit": unit}),
+                    "Description": json.dumps(description),
                     "Plane": {"DeltaT": self._delta_t_s(),
                               "ExposureTime": [p["exposure_ms"] or 0.0 for p in self.planes],
                               "ExposureTimeUnit": ["ms"] * n}}

@@ -123,7 +123,9 @@ def test_a_position_lost_after_its_retries_is_skipped_and_the_sequence_goes_on_a
 
 def profile_retries_plus_one() -> int:
     """Tries per position in the shipped sequenced profile (1 + plan.retries)."""
-    return load_profile(PROFILES / "simulated-sequenced.yaml").plan.retries + 1
+    plan = load_profile(PROFILES / "simulated-sequenced.yaml").plan
+    assert plan is not None
+    return plan.retries + 1
 
 
 def test_a_sequence_that_keeps_failing_ends_the_session_with_the_frames_acquired_saved(tmp_path):
@@ -240,3 +242,22 @@ def test_a_settle_wait_that_a_sequence_cannot_honour_is_a_warning(tmp_path):
     outcome, _ = run_session(tmp_path, profile)
     assert outcome.completed and outcome.report.acquisition_mode == "sequenced"
     assert any("focus.settle_ms (50 ms) is not waited in a hardware sequence" in w for w in outcome.report.warnings)
+
+
+def test_a_lens_stack_refused_later_keeps_its_focal_powers_and_its_depth_in_dpt(tmp_path):
+    from fusion.refuse import refuse_stack
+    from fusion.refuse_report import RefuseReport
+
+    outcome = run_profile(small(load_profile(PROFILES / "simulated-etl-stream.yaml")), tmp_path, progress=False)
+    powers = [s.z for s in outcome.report.slices]
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.focus_positions() == (pytest.approx(powers), "dpt")
+        assert stack.z_positions_um is None  # not micrometres: no µm z-scale is claimed
+    report = refuse_stack(outcome.folder / "stack.ome.tif", tmp_path / "refused", progress=False)
+    assert report.depth_unit == "dpt" and report.z_positions_dpt == pytest.approx(powers)
+    assert report.z_positions_um is None
+    with tifffile.TiffFile(report.outputs["depth"]) as depth:
+        assert '"depth_unit": "dpt"' in depth.pages[0].description
+    assert RefuseReport.from_json(report.to_json()) == report
+    older = {k: v for k, v in report.to_json().items() if k != "z_positions_dpt"}  # written before the field
+    assert RefuseReport.from_json(older).z_positions_dpt is None

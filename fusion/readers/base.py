@@ -35,6 +35,11 @@ class SavedStack(ABC):
         """Focus position of each slice in micrometres, or None when the file does not say."""
         return None
 
+    def focus_positions(self) -> tuple[list[float] | None, str]:
+        """Each slice's focus position and its unit: micrometres (``z_positions_um``) unless the file
+        says otherwise (a tunable lens's stack: focal power in dpt)."""
+        return self.z_positions_um, "um"
+
     @abstractmethod
     def _read(self, index: int) -> np.ndarray: ...
 

@@ -59,6 +59,20 @@ class TiffStack(SavedStack):
     def z_positions_um(self) -> list[float] | None:
         return self._z_um
 
+    def focus_positions(self) -> tuple[list[float] | None, str]:
+        """A live session's lens stack keeps each slice's focal power (dpt) in its OME description
+        (finalized) or its pages (cut short): that, else µm."""
+        if self._tiff.is_ome:
+            described = _ome_session_focus(self._tiff.ome_metadata, self.n_slices)
+            if described is not None:
+                return described
+        if self._session_planes is not None:
+            planes = self._session_planes[: self.n_slices]
+            units = {p.get("unit", "um") for p in planes if p is not None}
+            if None not in planes and len(units) == 1 and units != {"um"}:
+                return [float(p["z"]) for p in planes if p is not None], units.pop()
+        return self.z_positions_um, "um"
+
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         page = self._series.pages[self._layout.pages_of(index)[0]]
         if page is None:
@@ -216,6 +230,28 @@ class _StackLayout:
                 position[self._channel_pos] = channel
             pages.append(int(np.ravel_multi_index(position, self.leading_shape)) if position else 0)
         return pages
+
+
+def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
+    """(positions, unit) from a live session's OME image description, where they are not in µm."""
+    if not ome_xml:
+        return None
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return None
+    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    text = root.findtext(f"{namespace}Image/{namespace}Description")
+    try:
+        described = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(described, dict) or described.get("focus_unit", "um") == "um":
+        return None
+    positions = described.get("focus_positions")
+    if not isinstance(positions, list) or len(positions) < n_slices:
+        return None
+    return [float(z) for z in positions[:n_slices]], str(described["focus_unit"])
 
 
 def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
