@@ -166,10 +166,12 @@ def print_session_summary(outcome) -> None:
               f"(best single slice {report.best_slice_psnr_db:.2f} dB)")
     if report.dropped_frames:
         print(f"  dropped frames: {len(report.dropped_frames)} (see {SESSION_REPORT})", file=sys.stderr)
-    if outcome.ended_by:
-        print(f"error: the session ended early: {outcome.ended_by}; the {report.acquired_slices} slices acquired "
-              f"are saved in {report.outputs.get('stack', 'no stack (nothing was acquired)')} and fused",
+    if outcome.ended_by and report.acquired_slices == 0:
+        print(f"error: the session ended before its first slice: {outcome.ended_by}; nothing was acquired",
               file=sys.stderr)
+    elif outcome.ended_by:
+        print(f"error: the session ended early: {outcome.ended_by}; the {report.acquired_slices} slices acquired "
+              f"are saved in {report.outputs.get('stack', 'no stack')} and fused", file=sys.stderr)
     for warning in report.warnings or []:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in report.errors:

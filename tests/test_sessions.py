@@ -371,3 +371,16 @@ def test_small_frames_wait_for_fusion_in_memory_and_large_ones_within_the_budget
     five_mp_16bit_rgb = 2592 * 1944 * 3 * 2
     assert 4 <= slices_in_memory_for(five_mp_16bit_rgb) <= max(4, QUEUE_BUDGET_BYTES // five_mp_16bit_rgb)
     assert slices_in_memory_for(10 * QUEUE_BUDGET_BYTES) == 4
+
+
+def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_path, capsys):
+    import run_session
+
+    profile = tmp_path / "rig.yaml"
+    profile.write_text("camera: {driver: simulated, timeout_s: 0.004, give_up_after_s: 0.05, "
+                       "specimen: {height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
+                       "plan: {z: {range: 4, step: 1}}\n")
+    assert run_session.main(["--profile", str(profile), "--out", str(tmp_path / "out")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the session ended before its first slice: simulated camera: no frame within "
+                      "0.004 s; nothing was acquired"]
