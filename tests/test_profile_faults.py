@@ -98,7 +98,8 @@ def test_a_camera_that_delivers_nothing_is_given_up_on_within_the_profile_bound(
     ("simulated-micromanager", {"focus": {"garbage": True}},
      r"faults.focus: the simulated micromanager focus cannot simulate garbage; it can: silent, error_reply"),
     ("simulated", {"focus": {"after_slices": 2}}, r"faults.focus: no fault asked for"),
-    ("simulated", {"focus": {"silnet": True}}, r"faults.focus.silnet: unknown key 'silnet'; allowed here: .*silent"),
+    ("simulated", {"focus": {"silnet": True}},
+     r"faults.focus.silnet: unknown key 'silnet' \(did you mean 'silent'\?\); allowed here: .*silent"),
     ("serial-stage", {"focus": {"silent": True}}, r"faults.focus: only this project's simulators commit faults"),
 ])
 def test_faults_that_cannot_be_committed_are_profile_errors(tmp_path, name, faults, message):
