@@ -232,15 +232,23 @@ class _StackLayout:
         return pages
 
 
-def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
-    """(positions, unit) from a live session's OME image description, where they are not in µm."""
+def _ome_root(ome_xml: str | None) -> tuple[ElementTree.Element, str] | None:
+    """The OME-XML's root element and its namespace prefix ("{...}" or ""), or None if unreadable."""
     if not ome_xml:
         return None
     try:
         root = ElementTree.fromstring(ome_xml)
     except ElementTree.ParseError:
         return None
-    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    return root, (root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else "")
+
+
+def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
+    """(positions, unit) from a live session's OME image description, where they are not in µm."""
+    parsed = _ome_root(ome_xml)
+    if parsed is None:
+        return None
+    root, namespace = parsed
     text = root.findtext(f"{namespace}Image/{namespace}Description")
     try:
         described = json.loads(text) if text else None
@@ -256,13 +264,10 @@ def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float],
 
 def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
     """PositionZ of each TheZ plane of the first image (first channel and time point)."""
-    if not ome_xml:
+    parsed = _ome_root(ome_xml)
+    if parsed is None:
         return None
-    try:
-        root = ElementTree.fromstring(ome_xml)
-    except ElementTree.ParseError:
-        return None
-    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    root, namespace = parsed
     pixels = root.find(f"{namespace}Image/{namespace}Pixels")
     if pixels is None:
         return None
