@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,9 @@ class Session:
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
             self.interrupted = True
             self.ended_by = str(interrupt) or "interrupted (Ctrl-C)"
+            if progress or (progress is None and sys.stderr.isatty()):  # fusion may take a while to catch up
+                print(f"\n{self.ended_by}: saving the {len(self.slices)} slices acquired and fusing them "
+                      f"({self._slices_behind()} still to fuse)...", file=sys.stderr, flush=True)
         except DeviceError as error:
             self.ended_by = str(error)
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
@@ -254,6 +258,10 @@ class Session:
         assert self.worker is not None  # made with the engine, for the first slice
         self.worker.submit(index, pixels, z)
         self.events.slice_acquired(self, index, pixels, z, dict(frame.metadata or {}))
+
+    def _slices_behind(self) -> int:
+        """Slices acquired that fusion has not folded in yet."""
+        return len(self.slices) - (len(self.worker.fusion_s) if self.worker is not None else 0)
 
     def acquisition_warnings(self) -> list[str]:
         """What the user should know about how the stack was taken: the pre-sweep's (the search range

@@ -384,3 +384,23 @@ def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: the session ended before its first slice: simulated camera: no frame within "
                       "0.004 s; nothing was acquired"]
+
+
+def test_ctrl_c_says_what_it_is_saving_and_fusing_while_fusion_catches_up(tmp_path, capsys):
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+    acquire_slice = session.acquire_slice
+
+    def interrupted_at_the_fourth(index, z):
+        if index == 3:
+            raise KeyboardInterrupt
+        acquire_slice(index, z)
+
+    session.acquire_slice = interrupted_at_the_fourth  # type: ignore[method-assign]
+    try:
+        outcome = session.run(progress=True)
+    finally:
+        rig.close()
+    assert outcome.interrupted and outcome.report.acquired_slices == 3
+    assert "interrupted (Ctrl-C): saving the 3 slices acquired and fusing them (" in capsys.readouterr().err
