@@ -325,8 +325,16 @@ def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
     from acquisition.live_view_listener import LiveViewListener
 
     rig = open_rig(profile)
+    folder = None
     try:
         folder = new_session_folder(Path(out_root))
         return Session(profile, rig, folder, [LiveViewListener(view)] if view is not None else []).run(progress)
+    except BaseException:
+        # Ended before the session started (a pre-sweep that failed or was interrupted, a plan
+        # outside the limits): nothing was written, so no empty timestamped folder is left behind.
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
     finally:
         rig.close()

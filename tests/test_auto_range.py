@@ -112,6 +112,16 @@ def test_a_search_that_cuts_the_specimen_warns_in_session_json(tmp_path):
     assert any("still in focus at the bottom of the pre-sweep (0 µm)" in w for w in outcome.report.warnings)
 
 
+@pytest.mark.hardware_sim
+def test_a_pre_sweep_that_finds_nothing_leaves_no_empty_session_folder(tmp_path):
+    profile = load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml")
+    data = profile.model_dump(exclude_none=True)
+    data["plan"]["auto_range"]["search_um"] = (200.0, 260.0)   # far above the 30 µm dome
+    with pytest.raises(AutoRangeError, match="no part of the frame came into focus between 200 and 260 µm"):
+        run_profile(Profile.model_validate(data), tmp_path / "sessions", progress=False)
+    assert list((tmp_path / "sessions").iterdir()) == []
+
+
 @pytest.mark.parametrize("auto_range,message", [
     ({"search_um": [10, 0], "step_um": 3}, r"plan.auto_range: search_um: the bottom 10 must be below the top 0"),
     ({"search_um": [0, 10], "step_um": 3, "coarse_step_um": 6},
