@@ -170,8 +170,10 @@ def print_session_summary(outcome) -> None:
         print(f"error: the session ended before its first slice: {outcome.ended_by}; nothing was acquired",
               file=sys.stderr)
     elif outcome.ended_by:
-        print(f"error: the session ended early: {outcome.ended_by}; the {report.acquired_slices} slices acquired "
-              f"are saved in {report.outputs.get('stack', 'no stack')} and fused", file=sys.stderr)
+        acquired = f"the {report.acquired_slices} slices acquired are" if report.acquired_slices > 1 \
+            else "the one slice acquired is"
+        print(f"error: the session ended early: {outcome.ended_by}; {acquired} saved in "
+              f"{report.outputs.get('stack', 'no stack')} and fused", file=sys.stderr)
     for warning in report.warnings or []:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in report.errors:

@@ -449,8 +449,13 @@ def _described(source: str, error: ValidationError) -> str:
     and the allowed key it misspells: then the "Field required" of that key is not repeated)."""
     import difflib
 
-    problems = [(tuple(part for part in problem["loc"] if not (isinstance(part, str) and part[:1].isupper())),
-                 problem) for problem in error.errors()]
+    def without_tags(loc: tuple) -> tuple:
+        """The location without pydantic's union-member tags (capitalised model names); an unknown
+        key (the last part of an extra_forbidden location) stays whatever its case."""
+        return tuple(part for part in loc if not (isinstance(part, str) and part[:1].isupper()))
+
+    problems = [(without_tags(problem["loc"][:-1]) + problem["loc"][-1:] if problem["type"] == "extra_forbidden"
+                 else without_tags(problem["loc"]), problem) for problem in error.errors()]
     lines: list[tuple[tuple, str, str]] = []
     misspelt: set[tuple] = set()
     for location, problem in problems:

@@ -9,8 +9,8 @@ stage's sequence memory run as several sequences.
 A sequence the camera ends early (a lost frame, a timeout) is retried from the first position
 that has no frame, ``retries`` times in a row; after that, as in a stepped stack, that position
 is reported lost (with its z) and the next sequence starts from the one after it. Only
-MAX_LOST_IN_A_ROW lost positions in a row end the session, the rest reported lost (the frames
-already acquired are stored and fused by then).
+MAX_LOST_IN_A_ROW lost positions in a row end the session; as in a stepped stack, only the
+positions tried are reported lost (the frames already acquired are stored and fused by then).
 Assumes the camera delivers every frame it exposes: one that exposed a frame and lost it
 silently would shift the stamps of those after it (MMCore's circular buffer cannot tell).
 """
@@ -68,8 +68,6 @@ class HardwareSequencedAcquirer:
                     yield LostSlice(done, positions[done], str(error))   # an explicit gap; go on past it
                     done, failures_in_a_row, lost_in_a_row = done + 1, 0, lost_in_a_row + 1
                     if lost_in_a_row >= MAX_LOST_IN_A_ROW:
-                        for index in range(done, len(positions)):
-                            yield LostSlice(index, positions[index], str(error))
                         raise
 
     def _sequence(self, chunk: list[float]) -> Generator:

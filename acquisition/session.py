@@ -268,11 +268,12 @@ class Session:
         cut the specimen) and a settle wait that a hardware sequence cannot honour."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
         settle_ms = self.profile.focus.settle_ms
-        if self.acquirer is not None and self.acquirer.mode == "sequenced" and settle_ms > 0:
+        exposure_ms = self.profile.camera.exposure_ms or 0.0
+        if self.acquirer is not None and self.acquirer.mode == "sequenced" and settle_ms > exposure_ms:
             warnings.append(f"focus.settle_ms ({settle_ms:g} ms) is not waited in a hardware sequence: the stage "
-                            "steps on the camera's trigger between frames; a stage that needs that long to settle "
-                            "needs a frame interval (exposure + readout) at least as long, or "
-                            "plan.hardware_sequencing: off")
+                            "steps on the camera's trigger between frames, about every exposure "
+                            f"({exposure_ms:g} ms); a stage that needs longer to settle needs a longer frame "
+                            "interval, or plan.hardware_sequencing: off")
         return warnings
 
     def pixel_size_um(self) -> float | None:

@@ -64,7 +64,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             depth_unit=depth_unit,
             depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
             z_positions_um=z_um if z_unit == "um" else None,
-            z_positions_dpt=z_um if z_unit == "dpt" else None,
+            focus_positions=z_um if z_unit != "um" else None,
             seconds={phase: round(value, 4) for phase, value in seconds.items()},
             focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
             outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,

@@ -31,7 +31,8 @@ class RefuseReport:
     outputs: dict[str, str]             # kind ("fused", "depth", "report") -> path
     alignment: list[dict[str, Any]] | None
     warnings: list[str]
-    z_positions_dpt: list[float] | None = None   # a tunable lens's stack: each slice's focal power
+    focus_positions: list[float] | None = None   # where not in µm (a tunable lens's dpt or mA): each
+    #                                              slice's focus, in depth_unit
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

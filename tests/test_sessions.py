@@ -237,6 +237,8 @@ def write_profile(tmp_path, text: str) -> Path:
     ("camera: {driver: simulated, exposur_ms: 5}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
      r"rig.yaml: camera.exposur_ms: unknown key 'exposur_ms' \(did you mean 'exposure_ms'\?\); "
      r"allowed here: .*exposure_ms"),
+    ("camera: {driver: simulated, Exposure_ms: 5}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
+     r"rig.yaml: camera.Exposure_ms: unknown key 'Exposure_ms' \(did you mean 'exposure_ms'\?\)"),
     ("camera: {driver: webcam}\nfocus: {driver: simulated}\nplan: {z: {range: 10, step: 1}}\n",
      r"rig.yaml: camera.driver: Input should be 'simulated', 'micromanager', 'pycromanager' or 'genicam'"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\nplan: {z: {range: ten, step: 1}}\n",
