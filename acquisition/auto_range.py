@@ -172,9 +172,12 @@ class PreSweepAnalysis:
         return peaks - 0.5 * np.maximum(below, 0.0), peaks + 0.5 * np.maximum(above, 0.0)
 
     def range_um(self) -> tuple[float, float]:
-        """(lowest, highest) tile peak: where the specimen has detail."""
+        """(lowest, highest) tile peak: where the specimen has detail. A frame whose detail never rose
+        RISE_RATIO above its background is an error, whatever some tiles show: the search lies outside
+        the specimen or inside it, and a range from it would be a guess."""
         low, high = self.tile_spans_um()
-        if np.all(np.isnan(low)):
+        curve = self.frame_curve
+        if np.all(np.isnan(low)) or max(curve) < RISE_RATIO * min(curve):
             curve = self.frame_curve
             raise AutoRangeError(f"no part of the frame came into focus between {min(self.z_um):g} and "
                                  f"{max(self.z_um):g} µm (the frame's detail varied by only "
@@ -208,6 +211,21 @@ def coarse_positions(search_um: tuple[float, float], coarse_step_um: float) -> l
     if top - positions[-1] > 1e-9:
         positions.append(top)
     return positions
+
+
+def within(positions: list[float], bottom_um: float, top_um: float) -> list[float]:
+    """The stack moved (same step, same count) to start at ``bottom_um`` or end at ``top_um`` where it
+    reaches past either: an end that cannot be passed keeps its slice. A stack longer than the room
+    fills it from the bottom at the same step, the top as its last slice."""
+    step = positions[1] - positions[0] if len(positions) > 1 else 0.0
+    if step > 0 and positions[-1] - positions[0] > top_um - bottom_um + 1e-9:
+        filled = [round(bottom_um + k * step, 6) for k in range(int((top_um - bottom_um) / step + 1e-9) + 1)]
+        return filled + ([round(top_um, 6)] if filled[-1] < top_um - 1e-9 else [])
+    if positions[0] < bottom_um - 1e-9:
+        positions = [round(z + bottom_um - positions[0], 6) for z in positions]
+    if positions[-1] > top_um + 1e-9:
+        positions = [round(z - (positions[-1] - top_um), 6) for z in positions]
+    return [z for z in positions if bottom_um - 1e-9 <= z <= top_um + 1e-9]
 
 
 def fine_positions(lo_um: float, hi_um: float, step_um: float, margin_steps: int) -> list[float]:

@@ -8,10 +8,11 @@ lowest to the highest surface found, plus ``margin_steps`` fine steps either sid
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
-from acquisition.auto_range import PreSweepAnalysis, binned, coarse_positions, fine_positions
+from acquisition.auto_range import PreSweepAnalysis, binned, coarse_positions, fine_positions, within
 from acquisition.profile import Profile
 from devices.errors import DeviceError, PositionOutOfRangeError
 
@@ -71,6 +72,12 @@ def find_z_range(profile: Profile, rig) -> RangeFound:
                                     f"{len(analysis.z_um)} of {len(coarse)} coarse frames (a pre-sweep's frames are "
                                     "not kept),") from error
         raise
-    return RangeFound(lo_um, hi_um, fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps),
+    # The margin does not reach past an end where the search cut the specimen (nothing is known
+    # beyond it), nor past the drive's limits.
+    low_cut, high_cut = analysis.ends_in_detail()
+    bottom = max(focus.limits.lower, settings.search_um[0] if low_cut else -math.inf)
+    top = min(focus.limits.upper, settings.search_um[1] if high_cut else math.inf)
+    positions = within(fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps), bottom, top)
+    return RangeFound(lo_um, hi_um, positions,
                       list(analysis.z_um), analysis.frame_curve, stopped_early, time.perf_counter() - started,
                       analysis.edge_warnings())

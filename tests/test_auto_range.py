@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from acquisition.auto_range import AutoRangeError, PreSweepAnalysis, binned, coarse_positions, fine_positions
+from acquisition.auto_range import AutoRangeError, PreSweepAnalysis, binned, coarse_positions, fine_positions, within
 from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.session import run_profile
 from benchmarks.auto_range import pre_sweep
@@ -75,11 +75,13 @@ def test_a_search_range_that_cuts_the_specimen_stacks_to_its_end_and_warns(searc
     assert "widen auto_range.search_um" in warnings[0]
 
 
-def test_a_search_range_inside_a_deep_specimen_says_so():
-    shape = (240, 320)
+@pytest.mark.parametrize("search_um", [(10.0, 22.0), (5.0, 25.0)])
+def test_a_search_range_inside_a_deep_specimen_says_so(search_um):
+    # (5, 25): some tiles peak inside, but the frame's detail hardly changes: a range would be a guess
+    shape = (480, 640)
     specimen = VirtualSpecimen(load_texture("gravel", shape), make_height_map("dome", shape, 30.0))
     with pytest.raises(AutoRangeError, match=r"or is deeper than it on both sides; widen auto_range.search_um"):
-        pre_sweep(specimen, search_um=(10.0, 22.0)).range_um()
+        pre_sweep(specimen, search_um=search_um).range_um()
 
 
 def test_binning_that_leaves_too_few_tiles_is_a_clear_error():
@@ -103,13 +105,23 @@ def test_autorange_profile_records_the_range_stacked_and_the_true_one(tmp_path):
 
 
 @pytest.mark.hardware_sim
-def test_a_search_that_cuts_the_specimen_warns_in_session_json(tmp_path):
+def test_a_search_that_cuts_the_specimen_warns_and_stacks_from_the_cut_within_the_limits(tmp_path):
     profile = load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml")
     data = profile.model_dump(exclude_none=True)
-    data["plan"]["auto_range"]["search_um"] = (0.0, 80.0)   # the dome's rim lies at 0 µm
+    data["plan"]["auto_range"]["search_um"] = (0.0, 80.0)   # the dome's rim lies at 0 µm ...
+    data["focus"]["limits"] = (0.0, 1000.0)                 # ... on the coverslip: the stage goes no lower
     outcome = run_profile(Profile.model_validate(data), tmp_path, progress=False)
-    assert outcome.completed and outcome.report.z_range_um[0] <= 0.0
-    assert any("still in focus at the bottom of the pre-sweep (0 µm)" in w for w in outcome.report.warnings)
+    report = outcome.report
+    assert outcome.completed and report.z_range_um is not None
+    assert report.z_range_um[0] == 0.0 and report.z_range_um[1] >= 30.0   # the whole dome, nothing below 0
+    assert any("still in focus at the bottom of the pre-sweep (0 µm)" in w for w in report.warnings)
+    assert report.psnr_db > report.best_slice_psnr_db + 10
+
+
+def test_a_stack_is_moved_inside_an_end_it_cannot_pass_and_keeps_its_step():
+    assert within([-6.0, -3.0, 0.0, 3.0, 6.0], 0.0, 100.0) == [0.0, 3.0, 6.0, 9.0, 12.0]
+    assert within([90.0, 95.0, 100.0, 105.0], -100.0, 100.0) == [85.0, 90.0, 95.0, 100.0]
+    assert within([-6.0, 0.0, 6.0, 12.0], 0.0, 10.0) == [0.0, 6.0, 10.0]   # longer than the room: filled
 
 
 @pytest.mark.hardware_sim
