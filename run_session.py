@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -234,10 +235,18 @@ def _warning_in_one_line(message, category, filename, lineno, file=None, line=No
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _thread_error_in_one_line(args) -> None:
+    """An error in a device library's own thread (a camera's sequence thread) is one line: the session
+    sees its effect (a lost frame, retried and recorded) and reports that; a traceback would only alarm."""
+    print(f"warning: {args.thread.name if args.thread else 'a thread'}: {args.exc_type.__name__}: {args.exc_value}",
+          file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _warning_in_one_line
+    threading.excepthook = _thread_error_in_one_line
     from fusion.allocator import keep_freed_memory  # here: importing fusion loads OpenCV and numba
     keep_freed_memory()  # slices' temporaries reuse the same pages (fusion/allocator.py)
     # A damaged TIFF is reported as one "error: <path>: ..." line by our readers; tifffile's own

@@ -262,3 +262,20 @@ def test_a_lens_stack_refused_later_keeps_its_focal_powers_and_its_depth_in_dpt(
     assert RefuseReport.from_json(report.to_json()) == report
     older = {k: v for k, v in report.to_json().items() if k != "focus_positions"}  # written before the field
     assert RefuseReport.from_json(older).focus_positions is None
+
+
+def test_a_camera_error_in_the_sequence_thread_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import threading
+
+    import run_session
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
+    profile = yaml.safe_load((PROFILES / "simulated-sequenced.yaml").read_text())
+    profile["camera"]["specimen"].update(height_px=96, width_px=128)
+    profile["faults"] = {"camera": {"error_reply": 5, "times": 1}}
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    assert run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")]) == 0  # retried, complete
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert any(line.startswith("warning: ") and "camera error 5" in line for line in err.splitlines())

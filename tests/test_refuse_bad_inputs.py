@@ -58,8 +58,11 @@ def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
     write_stack(folder / "a.tif", 8)
     tifffile.imwrite(folder / "b.tif", np.zeros((64, 80), np.uint8))
     mixed = r"mixed: this folder holds multi-page TIFF stacks \(a.tif \(8 pages\)\)"
-    with pytest.raises(StackLayoutError, match=mixed):
+    with pytest.raises(StackLayoutError, match=mixed) as raised:
         open_stack(folder)
+    # It names the stack to refuse, not a glob that would take the single images too (a live
+    # session's folder holds fused.tif and depth.tif beside its stack).
+    assert f"refuse the stacks themselves (--refuse {folder / 'a.tif'})" in str(raised.value)
 
 
 # ---- 6: a symlink loop is one failed row ----

@@ -55,9 +55,11 @@ class ImageFolderStack(SavedStack):
             # Reading page 0 of each would fuse the wrong images and say nothing.
             listed = ", ".join(f"{file.name} ({pages} pages)" for file, pages in stacks[:3])
             more = f" and {len(stacks) - 3} more" if len(stacks) > 3 else ""
+            # Name the stacks themselves: a live session's folder also holds its fused and depth images.
+            target = str(stacks[0][0]) if len(stacks) == 1 else " ".join(str(file) for file, _ in stacks[:3])
             raise StackLayoutError(
                 f"this folder holds multi-page TIFF stacks ({listed}{more}), not one slice per file: "
-                f"refuse the files themselves (--refuse '{Path(folder) / '*.tif'}')", folder)
+                f"refuse the stacks themselves (--refuse {target})", folder)
 
     @property
     def n_slices(self) -> int:
