@@ -181,7 +181,10 @@ class SpecimenCamera(CameraDevice):
                 return  # a sequence whose frames stop coming: the core sees it end early
             # The sensor holds one frame: this exposure began when the last one ended, but it
             # cannot end before the last frame's readout (the render below) was done.
-            starts_at = max(starts_at, time.monotonic() - exposure_s) + self.faults.delay_s
+            delay_s = self.faults.delay_s
+            if delay_s:
+                self.faults.spend_one()  # a transient delay (faults.times) clears itself
+            starts_at = max(starts_at, time.monotonic() - exposure_s) + delay_s
             ends_at = starts_at + exposure_s
             # On the camera's own timeline (this thread may wake late; the hardware's pulses are not):
             _sleep_until(ends_at)

@@ -279,3 +279,12 @@ def test_a_camera_error_in_the_sequence_thread_is_one_line_not_a_traceback(tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert any(line.startswith("warning: ") and "camera error 5" in line for line in err.splitlines())
+
+
+def test_a_transient_delay_of_the_micromanager_camera_clears_after_its_times(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-micromanager.yaml"),
+                    **{"camera.timeout_s": 0.5}, faults={"camera": {"delay_s": 1.0, "times": 1}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed and report.acquired_slices == report.planned_slices
+    assert len(report.retries) == 1 and report.retries[0].what == "snap"
