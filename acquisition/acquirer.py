@@ -14,6 +14,9 @@ from collections.abc import Generator
 from acquisition.session_report import RetryRecord
 from devices.camera import Frame
 
+# Stepped, sequenced or streamed alike: a camera that loses this many positions in a row has stopped.
+MAX_LOST_IN_A_ROW = 3
+
 
 @dataclass
 class AcquiredSlice:

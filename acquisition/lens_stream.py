@@ -14,14 +14,13 @@ import time
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import Acquired, AcquiredSlice, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame
 from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
 
 TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
-MAX_LOST_IN_A_ROW = 3           # steps without a still frame in a row: the stream has failed
 FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
 
 

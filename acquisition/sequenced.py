@@ -9,8 +9,8 @@ stage's sequence memory run as several sequences.
 A sequence the camera ends early (a lost frame, a timeout) is retried from the first position
 that has no frame, ``retries`` times in a row; after that, as in a stepped stack, that position
 is reported lost (with its z) and the next sequence starts from the one after it. Only
-MAX_LOST_IN_A_ROW lost positions in a row end the session; as in a stepped stack, only the
-positions tried are reported lost (the frames already acquired are stored and fused by then).
+MAX_LOST_IN_A_ROW lost positions in a row end the session; positions never tried are not
+reported lost (the frames already acquired are stored and fused by then).
 Assumes the camera delivers every frame it exposes: one that exposed a frame and lost it
 silently would shift the stamps of those after it (MMCore's circular buffer cannot tell).
 """
@@ -21,11 +21,10 @@ import time
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import Acquired, AcquiredSlice, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice
 from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
 
 TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
-MAX_LOST_IN_A_ROW = 3   # as the stepped loop's: a camera that loses this many positions in a row has stopped
 
 
 class HardwareSequencedAcquirer:

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
-from acquisition.acquirer import Acquirer, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquirer, LostSlice
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
 from acquisition.pre_sweep import RangeFound, find_z_range
@@ -40,7 +40,6 @@ from fusion.output_names import session_outputs
 
 # Worth another try: the device answered late, wrongly, or with an error.
 TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
-MAX_DROPPED_IN_A_ROW = 3  # a camera that loses this many frames in a row has stopped
 
 
 Report = TypeVar("Report", SessionReport, MDASessionReport)
@@ -200,7 +199,7 @@ class Session:
             # An explicit gap: recorded with its z, never a silent shift of the stack.
             self.dropped.append(DroppedFrame(planned_index=index, z=z, error=str(error)))
             self._dropped_in_a_row += 1
-            if self._dropped_in_a_row >= MAX_DROPPED_IN_A_ROW:
+            if self._dropped_in_a_row >= MAX_LOST_IN_A_ROW:
                 raise
             return
         self._dropped_in_a_row = 0

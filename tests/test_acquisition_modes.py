@@ -11,7 +11,7 @@ from acquisition.lens_settling import LensTrajectory
 from acquisition.lens_stream import LensStreamAcquirer
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile, ProfileError, load_profile
-from acquisition.sequenced import MAX_LOST_IN_A_ROW
+from acquisition.acquirer import MAX_LOST_IN_A_ROW
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
 from devices.errors import DeviceErrorReply, UnsupportedFeatureError
