@@ -66,12 +66,20 @@ class TiffStack(SavedStack):
             described = _ome_session_focus(self._tiff.ome_metadata, self.n_slices)
             if described is not None:
                 return described
-        if self._session_planes is not None:
-            planes = self._session_planes[: self.n_slices]
-            units = {p.get("unit", "um") for p in planes if p is not None}
-            if None not in planes and len(units) == 1 and units != {"um"}:
-                return [float(p["z"]) for p in planes if p is not None], units.pop()
+        recorded = self._session_plane_positions()
+        if recorded is not None and recorded[1] != "um":
+            return recorded
         return self.z_positions_um, "um"
+
+    def _session_plane_positions(self) -> tuple[list[float], str] | None:
+        """(z, unit) from a live session's per-page records, when every slice has one, all in one unit."""
+        if self._session_planes is None:
+            return None
+        planes = self._session_planes[: self.n_slices]
+        units = {p.get("unit", "um") for p in planes if p is not None}
+        if None in planes or len(units) != 1:
+            return None
+        return [float(p["z"]) for p in planes if p is not None], units.pop()
 
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         page = self._series.pages[self._layout.pages_of(index)[0]]
@@ -149,11 +157,9 @@ class TiffStack(SavedStack):
                           f"it, or a cut copy); using the {self._layout.n_slices} complete slices", stacklevel=3)
 
     def _read_z_positions(self) -> list[float] | None:
-        if self._session_planes is not None and not self._tiff.is_ome:
-            planes = self._session_planes[: self.n_slices]
-            complete = [p for p in planes if p is not None and p.get("unit", "um") == "um"]
-            if len(complete) == len(planes):
-                return [float(p["z"]) for p in complete]
+        recorded = None if self._tiff.is_ome else self._session_plane_positions()
+        if recorded is not None and recorded[1] == "um":
+            return recorded[0]
         if self._layout.stack_axis not in ("Z", None):
             return None
         if self._tiff.is_ome:
