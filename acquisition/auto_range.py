@@ -178,7 +178,6 @@ class PreSweepAnalysis:
         low, high = self.tile_spans_um()
         curve = self.frame_curve
         if np.all(np.isnan(low)) or max(curve) < RISE_RATIO * min(curve):
-            curve = self.frame_curve
             raise AutoRangeError(f"no part of the frame came into focus between {min(self.z_um):g} and "
                                  f"{max(self.z_um):g} µm (the frame's detail varied by only "
                                  f"{max(curve) / max(min(curve), 1e-30):.2f}x): either the specimen lies outside "

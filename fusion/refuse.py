@@ -36,14 +36,14 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         warnings.simplefilter("always")
         shape, dtype = stack.first_slice_format()
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path))
-        z_um, z_unit = stack.focus_positions()
+        z, z_unit = stack.focus_positions()  # µm, or a lens's dpt or mA
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:
             # The next slices decode on another thread while this one fuses.
             for index, pixels, read_s in read_ahead(stack.read_slice, stack.n_slices):
                 seconds["read"] += read_s
-                engine.push(pixels, None if z_um is None else z_um[index])
+                engine.push(pixels, None if z is None else z[index])
                 bar.update(1)
         result = engine.finish()
         blank = no_focus_information(result.focus_scores, str(stack.path))
@@ -63,8 +63,8 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             settings=dataclasses.asdict(settings), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
             depth_unit=depth_unit,
             depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
-            z_positions_um=z_um if z_unit == "um" else None,
-            focus_positions=z_um if z_unit != "um" else None,
+            z_positions_um=z if z_unit == "um" else None,
+            focus_positions=z if z_unit != "um" else None,
             seconds={phase: round(value, 4) for phase, value in seconds.items()},
             focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
             outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
