@@ -18,9 +18,8 @@ from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, Los
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame
-from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
+from devices.errors import TRANSIENT_ERRORS, DeviceError, DeviceTimeoutError
 
-TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
 FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
 
 

@@ -22,9 +22,8 @@ from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
 from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice
-from devices.errors import DeviceError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
+from devices.errors import TRANSIENT_ERRORS, DeviceError
 
-TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
 
 
 class HardwareSequencedAcquirer:

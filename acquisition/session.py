@@ -33,13 +33,11 @@ from acquisition.session_report import DroppedFrame, MDASessionReport, RetryReco
 from acquisition.session_writer import SessionOutputWriter
 from fusion.stack_buffer import StackBuffer
 from acquisition.stop_signals import signals_deferred
-from devices.errors import (DeviceDisconnectedError, DeviceError, DeviceErrorReply, DeviceProtocolError,
-                            DeviceTimeoutError, PositionOutOfRangeError)
+from devices.errors import (TRANSIENT_ERRORS, DeviceDisconnectedError, DeviceError, PositionOutOfRangeError)
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
 
 # Worth another try: the device answered late, wrongly, or with an error.
-TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
 
 
 Report = TypeVar("Report", SessionReport, MDASessionReport)

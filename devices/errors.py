@@ -48,3 +48,8 @@ class UnsupportedFeatureError(DeviceError):
 
 class PositionOutOfRangeError(DeviceError):
     """Raised when a move is asked for outside the device's limits; nothing is sent."""
+
+
+# Errors that may pass on a retry (a late answer, a refused command, a garbled reply); a lost
+# connection or a missing device will not.
+TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)
