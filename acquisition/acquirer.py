@@ -13,9 +13,22 @@ from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
 from devices.camera import Frame
+from devices.errors import TRANSIENT_ERRORS
 
 # Stepped, sequenced or streamed alike: a camera that loses this many positions in a row has stopped.
 MAX_LOST_IN_A_ROW = 3
+
+
+def with_retries(action, what: str, retries: int, log: list[RetryRecord], index: int):
+    """Run ``action``; retry transient device errors (``devices.errors.TRANSIENT_ERRORS``; a lost
+    connection is not one) up to ``retries`` times, logging each try that failed."""
+    for attempt in range(retries + 1):
+        try:
+            return action()
+        except TRANSIENT_ERRORS as error:
+            log.append(RetryRecord(slice=index, what=what, attempt=attempt + 1, error=str(error)))
+            if attempt == retries:
+                raise
 
 
 @dataclass

@@ -10,15 +10,16 @@ spares. session.json lists the flagged frames.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice, with_retries
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame
-from devices.errors import TRANSIENT_ERRORS, DeviceError, DeviceTimeoutError
+from devices.errors import DeviceError, DeviceTimeoutError
 
 FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
 
@@ -55,7 +56,7 @@ class LensStreamAcquirer:
         with FrameStream(self.camera, len(positions) * FRAMES_PER_STEP_AT_MOST, self.frame_timeout_s) as stream:
             for index, power in enumerate(positions):
                 t0 = time.perf_counter()
-                self._command(power, index, retry_log)
+                with_retries(functools.partial(self.lens.move_to, power), "move", self.retries, retry_log, index)
                 command = trajectory.command(time.time(), power)
                 self._t0_s = self._t0_s if self._t0_s is not None else trajectory.times_s[0]
                 t1 = time.perf_counter()
@@ -74,16 +75,6 @@ class LensStreamAcquirer:
                 lost_in_a_row = 0
                 yield AcquiredSlice(frame, power, index, {"move_s": round(t1 - t0, 5), "settle_s": 0.0,
                                                           "exposure_s": round(time.perf_counter() - t1, 5)})
-
-    def _command(self, power: float, index: int, retry_log: list[RetryRecord]) -> None:
-        for attempt in range(self.retries + 1):
-            try:
-                self.lens.move_to(power)
-                return
-            except TRANSIENT_ERRORS as error:
-                retry_log.append(RetryRecord(slice=index, what="move", attempt=attempt + 1, error=str(error)))
-                if attempt == self.retries:
-                    raise
 
     def _still_frame(self, stream: FrameStream, trajectory: LensTrajectory, command: int) -> Frame:
         """The first frame exposed wholly while the lens held ``command``'s power."""

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquirer, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquirer, LostSlice, with_retries
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
 from acquisition.pre_sweep import RangeFound, find_z_range
@@ -33,7 +33,7 @@ from acquisition.session_report import DroppedFrame, MDASessionReport, RetryReco
 from acquisition.session_writer import SessionOutputWriter
 from fusion.stack_buffer import StackBuffer
 from acquisition.stop_signals import signals_deferred
-from devices.errors import (TRANSIENT_ERRORS, DeviceDisconnectedError, DeviceError, PositionOutOfRangeError)
+from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
 
@@ -65,19 +65,6 @@ def new_session_folder(root: Path) -> Path:
         folder = root / f"{stamp}-{n}"
     folder.mkdir(parents=True)
     return folder
-
-
-def _with_retries(action, what: str, retries: int, log: list[RetryRecord], index: int):
-    """Run ``action``; retry transient device errors up to ``retries`` times, logging each."""
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except DeviceDisconnectedError:
-            raise
-        except TRANSIENT_ERRORS as error:
-            log.append(RetryRecord(slice=index, what=what, attempt=attempt + 1, error=str(error)))
-            if attempt == retries:
-                raise
 
 
 class Session:
@@ -185,14 +172,14 @@ class Session:
         self.rig.arm_faults(len(self.slices))  # a profile's faults: section (simulators only)
         retries = self.plan.retries
         t0 = time.perf_counter()
-        _with_retries(lambda: self._move_to(z), "move", retries, self.retries, index)
+        with_retries(lambda: self._move_to(z), "move", retries, self.retries, index)
         t1 = time.perf_counter()
         time.sleep(self.profile.focus.settle_ms / 1000)
         t2 = time.perf_counter()
         if self._waiting_since is None:
             self._waiting_since = t2
         try:
-            frame = _with_retries(self._snap, "snap", retries, self.retries, index)
+            frame = with_retries(self._snap, "snap", retries, self.retries, index)
         except TRANSIENT_ERRORS as error:
             # An explicit gap: recorded with its z, never a silent shift of the stack.
             self.dropped.append(DroppedFrame(planned_index=index, z=z, error=str(error)))
