@@ -20,12 +20,13 @@ Transforms are 3x3 matrices mapping reference-frame pixel coordinates (x, y) to 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from fusion.align import defocus_refine
+from fusion.align.geometry import max_displacement_px
 from fusion.align.lens_breathing import LensBreathing
 from fusion.align.phase_tiles import PhaseTiles
 
@@ -83,13 +84,6 @@ def describe(transform: np.ndarray) -> dict:
             "shift_x_px": float(tx), "shift_y_px": float(ty), "matrix": transform[:2].round(6).tolist()}
 
 
-def max_displacement_px(transform: np.ndarray, shape: tuple[int, int]) -> float:
-    """How far the transform moves the frame's corners (the most any pixel moves)."""
-    height, width = shape
-    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
-    return float(np.abs((corners @ transform.T)[:, :2] - corners[:, :2]).max())
-
-
 @dataclass
 class _Level:
     """One pyramid level of a slice: pixels, the map from full-resolution coordinates, template spectra."""
@@ -99,6 +93,9 @@ class _Level:
     tile_px: int
     template_centres: np.ndarray | None = None  # (N, 2) centres of the grid tiles, level coords
     template_spectra: np.ndarray | None = None
+    # This (coarse) level's fits against templates, by the template's id: "auto"'s stillness
+    # check and the registration after it ask for the same one.
+    coarse_fits: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     def on_level(self, transform: np.ndarray) -> np.ndarray:
         """A full-resolution transform expressed in this level's pixel coordinates."""
@@ -117,11 +114,12 @@ def _make_level(gray: np.ndarray, width_px: int, tile_px: int) -> _Level:
     while tile_px > MIN_TILE_PX and 2 * tile_px > min(size):
         tile_px //= 2
     if size == (width, height):
-        return _Level(gray.astype(np.float32), np.eye(3), tile_px)
+        return _Level(gray.astype(np.float32, copy=False), np.eye(3), tile_px)
     fx, fy = size[0] / width, size[1] / height
     # INTER_AREA maps pixel centres: x_level = (x + 0.5) * f - 0.5
     to_level = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])
-    return _Level(cv2.resize(gray.astype(np.float32), size, interpolation=cv2.INTER_AREA), to_level, tile_px)
+    return _Level(cv2.resize(gray.astype(np.float32, copy=False), size, interpolation=cv2.INTER_AREA), to_level,
+                  tile_px)
 
 
 def _grid_tiles(pixels: np.ndarray, tile_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,6 +292,11 @@ class SliceAligner:
 
     def _coarse_estimate(self, template: _Level, image: _Level) -> np.ndarray | None:
         """The coarse level's fit (full-resolution coordinates), or None."""
+        if id(template) not in image.coarse_fits:
+            image.coarse_fits[id(template)] = self._coarse_fit(template, image)
+        return image.coarse_fits[id(template)]
+
+    def _coarse_fit(self, template: _Level, image: _Level) -> np.ndarray | None:
         window = cv2.createHanningWindow(template.pixels.shape[::-1], cv2.CV_64F)
         (dx, dy), _ = cv2.phaseCorrelate(template.pixels.astype(np.float64), image.pixels.astype(np.float64), window)
         whole_frame_shift = template.to_full(np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]))
@@ -317,7 +320,8 @@ class SliceAligner:
     def _defocus_refined(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray:
         """The phase estimate refined against defocus-induced apparent motion (kept if refining fails)."""
         on_level = template.on_level(estimate)
-        refined = defocus_refine.refine(template.pixels, image.pixels, on_level, self.settings.pair_model)
+        refined = defocus_refine.refine(template.pixels, image.pixels, on_level, self.settings.pair_model,
+                                        max_step_px=MAX_REFINEMENT_PX)
         if refined is None or max_displacement_px(np.linalg.inv(on_level) @ refined, template.pixels.shape) \
                 > MAX_REFINEMENT_PX:
             return estimate

@@ -17,10 +17,13 @@ import cv2
 import numpy as np
 from numba import njit, prange
 
+from fusion.align.geometry import max_displacement_px
+
 TILE_PX = 32                # nuisance terms are fitted per tile of this size
 PRE_BLUR_PX = 3.0           # both images are smoothed first: less noise, and the linear blur model holds
 #                             further (measured: 2 px leaves 0.42 px of false motion on a lens sweep, 3 px 0.2)
-ITERATIONS = 3
+ITERATIONS = 3               # at most: a step that moves no pixel by more than CONVERGED_PX ends it
+CONVERGED_PX = 0.01
 MIN_TILES = 12              # fewer tiles fully inside both images: no refinement
 RIDGE = 1e-6
 BLUR_REWEIGHT_PASSES = 1
@@ -100,8 +103,11 @@ def _displacement_matrix(parameters: np.ndarray, model: str, centre: np.ndarray)
     return matrix
 
 
-def refine(template: np.ndarray, image: np.ndarray, estimate: np.ndarray, model: str) -> np.ndarray | None:
-    """``estimate`` (3x3, template pixel coords -> image pixel coords) refined; None if too little overlap."""
+def refine(template: np.ndarray, image: np.ndarray, estimate: np.ndarray, model: str,
+           max_step_px: float = np.inf) -> np.ndarray | None:
+    """``estimate`` (3x3, template pixel coords -> image pixel coords) refined; None if too little overlap
+    or if one step moves a pixel by more than ``max_step_px``: where defocus breaks the model
+    (bright-field glows), the steps stay large and are not worth their time."""
     height, width = template.shape
     rows, cols = height // TILE_PX, width // TILE_PX
     centre = np.array([(width - 1) / 2, (height - 1) / 2])
@@ -145,5 +151,11 @@ def refine(template: np.ndarray, image: np.ndarray, estimate: np.ndarray, model:
             # large the linear blur model fails, so such tiles count for less.
             blur_change = (solved_r - solved_j @ parameters)[:, 2]
             weight = 1 / (1 + (blur_change / BLUR_CHANGE_SCALE) ** 2)
-        estimate = estimate @ _displacement_matrix(parameters, model, centre)
+        step = _displacement_matrix(parameters, model, centre)
+        estimate = estimate @ step
+        step_px = max_displacement_px(step, (height, width))
+        if step_px > max_step_px:
+            return None
+        if step_px < CONVERGED_PX:
+            break
     return estimate

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+from numba import njit, prange
 
 LOWEST_FREQUENCY_BINS = 3   # below this many cycles per tile the window's spectrum dominates
 HIGHEST_FREQUENCY = 0.5     # of Nyquist
@@ -51,27 +52,28 @@ class PhaseTiles:
         featureless tiles: it is the weight a tile's shift deserves.
         """
         n, t = len(tiles), self.tile_px
-        image_spectra = self.spectra(tiles)
-        cross = template_spectra * np.conj(image_spectra)
         # Whole-pixel start: the peak of the whitened cross-correlation (at -d).
-        correlation = scipy.fft.irfft2(cross / (np.abs(cross) + 1e-12), s=(t, t), workers=-1)
+        cross = _whitened_cross(template_spectra, self.spectra(tiles))
+        correlation = scipy.fft.irfft2(cross, s=(t, t), workers=-1, overwrite_x=True)
         peak = np.argmax(correlation.reshape(n, -1), axis=1)
         peak_y, peak_x = np.divmod(peak, t)
         d = -np.stack([(peak_x + t // 2) % t - t // 2, (peak_y + t // 2) % t - t // 2], axis=1).astype(np.float32)
         positions = np.arange(t, dtype=np.float32)
+        template_band = template_spectra[:, self.band]
         for _ in range(WINDOW_ITERATIONS):
             wx = _hann(positions[None, :] - d[:, :1], t)   # (N, t)
             wy = _hann(positions[None, :] - d[:, 1:], t)
-            window = wy[:, :, None] * wx[:, None, :]
-            mean = (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum(axis=(1, 2), keepdims=True)
-            band = (template_spectra * np.conj(scipy.fft.rfft2((tiles - mean) * window, workers=-1)))[:, self.band]
+            # The window is wy x wx, separable: its sums and the windowed mean need no (N, t, t) window.
+            row_sums = (tiles @ wx[:, :, None])[:, :, 0]                     # (N, t): sum over x
+            mean = (row_sums * wy).sum(axis=1) / (wy.sum(axis=1) * wx.sum(axis=1))
+            windowed = tiles - mean[:, None, None]
+            windowed *= wy[:, :, None]
+            windowed *= wx[:, None, :]
+            band = template_band * np.conj(scipy.fft.rfft2(windowed, workers=-1)[:, self.band])
             weight = np.abs(band)
             for _ in range(PHASE_FIT_STEPS):
                 d = d + self._phase_slope(band, weight, d)
-        left = band * self._unshift(d)
-        left = left * left / (weight + 1e-12)  # doubled phase, as in the fit
-        coherence = np.abs(left.sum(axis=1)) / (weight.sum(axis=1) + 1e-12)
-        return d.astype(np.float64), coherence
+        return d.astype(np.float64), _coherence(band, self._wx, self._wy, d.astype(np.float64))
 
     def _unshift(self, d: np.ndarray) -> np.ndarray:
         """exp(-i w.d) over the band, per tile: takes the shift d out of the phase."""
@@ -79,7 +81,8 @@ class PhaseTiles:
         return (np.cos(phase) - 1j * np.sin(phase)).astype(np.complex64)
 
     def _phase_slope(self, band: np.ndarray, weight: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Gauss-Newton step: weighted least-squares slope of the phase left after shifting by d."""
+        """Gauss-Newton step (float32 NumPy: its vectorised sin, cos and arctan2 beat a numba loop's
+        scalar ones): weighted least-squares slope of the phase left after shifting by d."""
         left = band * self._unshift(d)
         residual = 0.5 * np.angle(left * left)  # doubled: blind to bands whose sign defocus flipped
         wx, wy = self._wx[None], self._wy[None]
@@ -89,3 +92,45 @@ class PhaseTiles:
         determinant = np.where(np.abs(determinant) > 1e-12, determinant, np.inf)
         shifts = [(syy * bx - sxy * by) / determinant, (sxx * by - sxy * bx) / determinant]
         return np.stack(shifts, axis=1).astype(np.float32)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _whitened_cross(template, image):  # pragma: no cover - a numba kernel
+    """template * conj(image), each frequency scaled to unit magnitude (the phase correlation's input)."""
+    out = np.empty_like(template)
+    flat_t, flat_i, flat_o = template.reshape(-1), image.reshape(-1), out.reshape(-1)
+    for k in prange(flat_o.size):
+        a, b = flat_t[k], flat_i[k]
+        re = a.real * b.real + a.imag * b.imag
+        im = a.imag * b.real - a.real * b.imag
+        scale = 1.0 / (np.sqrt(re * re + im * im) + 1e-12)
+        flat_o[k] = complex(re * scale, im * scale)
+    return out
+
+
+@njit(inline="always")
+def _doubled_residual(value, wx, wy, dx, dy):
+    """The cross-spectrum value with the shift (dx, dy) taken out, squared: (real, imag)."""
+    phase = wx * dx + wy * dy
+    c, s = np.cos(phase), np.sin(phase)
+    re = value.real * c + value.imag * s
+    im = value.imag * c - value.real * s
+    return re * re - im * im, 2.0 * re * im
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _coherence(band, wx, wy, d):  # pragma: no cover - a numba kernel
+    """|sum of the doubled, shift-free cross-spectrum| / sum of its magnitudes, per tile, in [0, 1]."""
+    n, m = band.shape
+    out = np.zeros(n)
+    for tile in prange(n):
+        total_re = total_im = total_w = 0.0
+        for k in range(m):
+            value = band[tile, k]
+            re2, im2 = _doubled_residual(value, wx[k], wy[k], d[tile, 0], d[tile, 1])
+            w = abs(value)
+            total_re += re2 / (w + 1e-12)
+            total_im += im2 / (w + 1e-12)
+            total_w += w
+        out[tile] = np.hypot(total_re, total_im) / (total_w + 1e-12)
+    return out
