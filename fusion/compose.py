@@ -6,12 +6,13 @@ import numpy as np
 from fusion.slice_store import SliceSource
 
 
-def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float values back to the slices' dtype: rounded and clipped for integers."""
+def to_dtype(values: np.ndarray, dtype: np.dtype, overwrite: bool = False) -> np.ndarray:
+    """Float values back to the slices' dtype: rounded and clipped for integers. ``overwrite``:
+    ``values`` is a temporary of the caller's, rounded in place (a 5 MP RGB array less)."""
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
-        rounded = np.rint(values)
+        rounded = np.rint(values, out=values if overwrite and values.dtype.kind == "f" else None)
         return np.clip(rounded, info.min, info.max, out=rounded).astype(dtype)
     return values.astype(dtype)
 
@@ -61,4 +62,4 @@ def feather(decision: np.ndarray, source: SliceSource, feather_px: float, dtype:
             fused_sum = np.zeros((height, width, pixels.shape[2]), np.float32)
         fused_sum[box] += weight[:, :, None] * pixels[box]
         weight_sum[box] += weight
-    return to_dtype(fused_sum / np.maximum(weight_sum, 1e-12)[:, :, None], dtype)
+    return to_dtype(fused_sum / np.maximum(weight_sum, 1e-12)[:, :, None], dtype, overwrite=True)

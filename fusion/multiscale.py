@@ -1,8 +1,9 @@
 """Multi-scale fusion that streams: per pyramid level, a focus-weighted mean of the slices' bands.
 
 Each slice is split into a Laplacian pyramid. At every level, each colour channel of each
-slice gets a weight per pixel, and only running sums are kept (weight x band, weight): memory
-is about 4/3 x (2 x channels + 3) floats per pixel whatever the depth. The fused image is
+slice gets a weight per pixel, and only running sums are kept (weight x band, weight, the largest
+weight): memory is about 4/3 x 3 x channels floats per pixel whatever the depth, and one band of
+scratch. The fused image is
 the collapse of the per-level weighted means.
 
 A slice's weight at level k is the product of two pieces of evidence, each raised to a power:
@@ -107,19 +108,21 @@ def flat_noisy_patch(level: float, sigma: float, seed: int = 0) -> np.ndarray:
     return patch.astype(np.float32)
 
 
-def _smooth(values: np.ndarray, sigma_px: float, in_place: bool = False) -> np.ndarray:
-    """Gaussian smoothing truncated at 2 sigma (plenty for pooling energies; half the cost).
-    ``in_place`` overwrites ``values`` (a temporary of the caller's: one 5 MP array less)."""
+def _smooth(values: np.ndarray, sigma_px: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Gaussian smoothing truncated at 2 sigma (plenty for pooling energies; half the cost), into
+    ``out`` if given. Never in place: OpenCV then copies the input first, single-threaded
+    (5 MP RGB: 49 ms against 15 ms)."""
     if sigma_px <= 0:
         return values
     size = 2 * int(np.ceil(2 * sigma_px)) + 1
-    return cv2.GaussianBlur(values, (size, size), sigma_px, dst=values if in_place else None,
-                            borderType=cv2.BORDER_REFLECT)
+    return cv2.GaussianBlur(values, (size, size), sigma_px, dst=out, borderType=cv2.BORDER_REFLECT)
 
 
-def _band_energy(band: np.ndarray, sigma_px: float) -> np.ndarray:
-    """The band's energy per pixel and channel, smoothed: (H, W, C) float32."""
-    energy = _smooth(np.square(band), sigma_px, in_place=True)
+def _band_energy(band: np.ndarray, sigma_px: float, scratch: np.ndarray) -> np.ndarray:
+    """The band's energy per pixel and channel, smoothed: (H, W, C) float32, a view of ``scratch``
+    (flat float32, at least the band's size: reused for every level and slice)."""
+    out = scratch[:band.size].reshape(band.shape)
+    energy = _smooth(np.square(band), sigma_px, out=out) if sigma_px > 0 else np.square(band, out=out)
     return energy if energy.ndim == 3 else energy[:, :, None]
 
 
@@ -148,6 +151,7 @@ class PyramidComposer:
         self._weighted = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
         self._weights = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
         self._top = [np.zeros(s + (self.channels,), np.float32) for s in shapes]
+        self._scratch = np.empty(shapes[0][0] * shapes[0][1] * self.channels, np.float32)  # band energies
         self._roots = _roots(weighting.evidence_power, weighting.band_power)
         self.depth_level = min(int(weighting.depth_level), self.n_levels)
         depth_shape = shapes[self.depth_level]
@@ -192,7 +196,8 @@ class PyramidComposer:
         for level, band in enumerate(bands):
             band3 = band if band.ndim == 3 else band[:, :, None]
             if level < self.n_levels and w.band_power > 0:
-                band_energy, floors = _band_energy(band, w.band_sigma_px), self._band_floors[level]
+                band_energy = _band_energy(band, w.band_sigma_px, self._scratch)
+                floors = self._band_floors[level]
             else:
                 band_energy, floors = _EMPTY3, np.ones(self.channels, np.float32)
             roots = self._roots if level < self.n_levels else _roots(w.evidence_power, 0)
@@ -218,15 +223,18 @@ class PyramidComposer:
         """The fused image so far, float32 (H, W, C)."""
         return pyramid.collapse(self.fused_levels())
 
-    def depth(self, n_slices: int) -> np.ndarray:
+    def depth(self, n_slices: int, z_positions: list[float] | None = None) -> np.ndarray:
         """The evidence-weighted mean of the ``z`` given to ``add`` (the engine gives slice
         indices), per full-resolution pixel; NaN where the slices do not differ (textureless
-        areas have no depth to measure)."""
+        areas have no depth to measure). ``z_positions``: each slice's position, to turn the
+        (index) ``z`` into, before the depth is upsampled (a 16th of the pixels to map)."""
         depth = self._depth_weighted / np.maximum(self._depth_weights, np.float32(1e-30))
         contrast = self._most_evidence - self._least_evidence
         flat = self._depth_weights > max(2.0, FLAT_CURVE_SHARE * n_slices)
         textureless = flat | ~(contrast >= np.float32(TEXTURELESS_CONTRAST * self.evidence_floor))
         depth = np.where(textureless, np.float32(np.nan), depth).astype(np.float32)
+        if z_positions is not None:
+            depth = np.interp(depth, np.arange(len(z_positions)), z_positions).astype(np.float32)
         if self.depth_level == 0:
             return depth
         height, width = self.shape[:2]

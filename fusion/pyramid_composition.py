@@ -59,14 +59,13 @@ class PyramidComposition:
         image = self._composer.image()
         if self._value_scale != 1.0:
             image *= np.float32(self._value_scale)
-        return compose.to_dtype(image, self.dtype)
+        return compose.to_dtype(image, self.dtype, overwrite=True)
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
         """The depth (a fractional slice index from the pyramid) in the units of ``z_positions``."""
         if len(z_positions) == 1:  # nothing to compare: the one slice is where focus is
             return np.full(self.shape[:2], z_positions[0], np.float32)
-        index = self._composer.depth(len(z_positions))
-        return np.interp(index, np.arange(len(z_positions)), z_positions).astype(np.float32)
+        return self._composer.depth(len(z_positions), z_positions)
 
     def finish(self, z_positions: list[float], source=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused, decision, depth). The decision, the slice with the most fine evidence cleaned as

@@ -47,7 +47,7 @@ class SingleScaleComposition:
     def fused(self) -> np.ndarray:
         """The running result (before cleaning), (H, W, C) in the slices' dtype."""
         if self._blend:
-            return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype)
+            return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype, overwrite=True)
         return self._picked.copy()
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
