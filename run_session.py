@@ -332,4 +332,10 @@ def print_refuse_problems(outcomes) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Only a stop while starting (imports, reading the options) gets here: once a session or a
+        # refusion runs, it saves what it has and says so itself.
+        print("interrupted while starting: nothing was acquired or written", file=sys.stderr)
+        sys.exit(interrupted_status())

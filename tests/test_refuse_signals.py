@@ -41,3 +41,21 @@ def _wchan(pid: int) -> str:
             return wchan.read().strip()
     except OSError:
         return ""
+
+
+def test_ctrl_c_while_starting_is_one_line_and_status_130(monkeypatch, capsys):
+    # Ctrl-C while the entry point imports and reads its options (about a second): no traceback.
+    # (Sent as a real signal, it would race the interpreter's own start-up; here the options
+    # reader is what the interrupt stops.)
+    import argparse
+    import runpy
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    monkeypatch.setattr(sys, "argv", ["run_session.py", "--refuse", "x.tif", "--out", "out"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(REPO_ROOT / "run_session.py"), run_name="__main__")
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted while starting: nothing was acquired or written"
