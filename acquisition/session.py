@@ -129,7 +129,9 @@ class Session:
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
         finally:
-            with signals_deferred():  # a second Ctrl-C or SIGTERM must not cut the saving short
+            # A second Ctrl-C or SIGTERM must not cut the saving short; it is told so.
+            with signals_deferred("still saving and fusing the slices acquired; the session ends by itself "
+                                  "when they are safe"):
                 try:
                     result = self._finish_fusion()
                 except Exception as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 _terminated = threading.Event()
@@ -38,8 +39,9 @@ def was_terminated() -> bool:
 
 
 @contextlib.contextmanager
-def signals_deferred():
+def signals_deferred(notice: str | None = None):
     """While the block runs, SIGINT and SIGTERM are recorded instead of raised; yields their names.
+    ``notice``: printed on stderr at the first of them, so that a second Ctrl-C is not met by silence.
 
     Outside the main thread (where signal handlers cannot be set) it defers nothing.
     """
@@ -52,6 +54,8 @@ def signals_deferred():
 
     def record(signum, frame):
         received.append(signal.Signals(signum).name)
+        if notice and len(received) == 1:
+            print(f"\n{notice}", file=sys.stderr, flush=True)
 
     for number in watched:
         signal.signal(number, record)

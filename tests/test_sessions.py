@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -406,3 +407,30 @@ def test_ctrl_c_says_what_it_is_saving_and_fusing_while_fusion_catches_up(tmp_pa
         rig.close()
     assert outcome.interrupted and outcome.report.acquired_slices == 3
     assert "interrupted (Ctrl-C): saving the 3 slices acquired and fusing them (" in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_while_saving_is_told_to_wait_and_saves_all(tmp_path, capsys):
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+    acquire_slice, finish_fusion = session.acquire_slice, session._finish_fusion
+
+    def interrupted_at_the_fourth(index, z):
+        if index == 3:
+            raise KeyboardInterrupt
+        acquire_slice(index, z)
+
+    def impatient_user_presses_again():
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while fusion catches up
+        return finish_fusion()
+
+    session.acquire_slice = interrupted_at_the_fourth  # type: ignore[method-assign]
+    session._finish_fusion = impatient_user_presses_again  # type: ignore[method-assign]
+    try:
+        outcome = session.run(progress=True)
+    finally:
+        rig.close()
+    assert outcome.interrupted and outcome.report.acquired_slices == 3
+    assert outcome.report.outputs.get("fused"), outcome.report.outputs
+    err = capsys.readouterr().err
+    assert err.count("still saving and fusing the slices acquired; the session ends by itself") == 1
