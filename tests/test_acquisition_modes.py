@@ -14,7 +14,7 @@ from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.acquirer import MAX_LOST_IN_A_ROW
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
-from devices.errors import DeviceErrorReply, UnsupportedFeatureError
+from devices.errors import DeviceErrorReply, DeviceNotFoundError, UnsupportedFeatureError
 from fusion.readers import open_stack
 from tests.conftest import REPO_ROOT
 
@@ -169,11 +169,27 @@ def test_demo_adapters_stage_without_sequences_is_named_when_on(tmp_path):
         run_profile(Profile.model_validate(DEMO_RIG), tmp_path, progress=False)
 
 
-def test_a_property_the_device_lacks_is_named(tmp_path):
+def test_a_property_the_device_lacks_is_named_with_the_nearest(tmp_path, capsys):
     profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
                                                                   "properties": {"Z": {"UseSequence": "Yes"}}}})
+    with pytest.raises(UnsupportedFeatureError, match=r"^Micro-Manager device Z: micromanager.properties: no "
+                                                      r"property 'UseSequence' \(did you mean 'UseSequences'\?\)$"):
+        run_profile(profile, tmp_path, progress=False)
+    assert "pymmcore-plus" not in capsys.readouterr().err  # its own warning about the same typo
+
+
+def test_a_device_the_configuration_lacks_is_named_with_the_nearest(tmp_path):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
+                                                                  "properties": {"Zz": {"UseSequences": "Yes"}}}})
+    with pytest.raises(DeviceNotFoundError, match=r"Micro-Manager device Zz: .* does not load \(did you mean 'Z'"):
+        run_profile(profile, tmp_path, progress=False)
+
+
+def test_a_value_the_device_refuses_is_its_reply(tmp_path):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
+                                                                  "properties": {"Z": {"UseSequences": "Maybe"}}}})
     with pytest.raises(DeviceErrorReply, match=r"Micro-Manager device Z: micromanager.properties: cannot set "
-                                               r"UseSequence"):
+                                               r"UseSequences to 'Maybe'"):
         run_profile(profile, tmp_path, progress=False)
 
 
