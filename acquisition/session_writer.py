@@ -44,6 +44,9 @@ class SessionOutputWriter(SessionListener):
         self.fusion_s[index] = fusion_s
 
     def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
+        # What acquisition noticed (a search range that cuts the specimen, a settle time not waited)
+        # stands whether or not fusion made anything.
+        report.warnings = list(session.acquisition_warnings())
         if result is not None:
             self._write_result(session, report, result)
         write_json(session.outputs["report"], report.to_json())
@@ -68,8 +71,8 @@ class SessionOutputWriter(SessionListener):
             result_after_last_slice=round(session.result_after_last_slice_s(), 4),
             slices_read_back_by_fusion=session.slices_read_back())
         report.alignment = result.alignment
-        report.warnings = [w for w in [no_focus_information(result.focus_scores, str(session.folder)),
-                                       *session.acquisition_warnings()] if w]
+        blank = no_focus_information(result.focus_scores, str(session.folder))
+        report.warnings = ([blank] if blank else []) + (report.warnings or [])
         self._score(session, report, result)
 
     def _score(self, session: Session, report: SessionReport, result: FusionResult) -> None:

@@ -2,6 +2,8 @@
 real MMCore with the demo adapters), the free-running tunable-lens stream, and what each records."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import tifffile
 import yaml
@@ -259,6 +261,25 @@ def test_a_settle_wait_that_a_sequence_cannot_honour_is_a_warning(tmp_path):
     outcome, _ = run_session(tmp_path, profile)
     assert outcome.completed and outcome.report.acquisition_mode == "sequenced"
     assert any("focus.settle_ms (50 ms) is not waited in a hardware sequence" in w for w in outcome.report.warnings)
+
+
+def test_acquisition_warnings_stand_when_fusion_fails(tmp_path, monkeypatch):
+    from fusion.engine import StreamingFusion
+
+    working_finish = StreamingFusion.finish
+
+    def broken_finish(self):
+        if self.n_slices <= 2:  # the kernel warm-up's throwaway engine, before the sequence
+            return working_finish(self)
+        raise RuntimeError("a fusion bug")
+
+    monkeypatch.setattr(StreamingFusion, "finish", broken_finish)
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"), **{"focus.settle_ms": 50})
+    outcome, _ = run_session(tmp_path, profile)
+    assert not outcome.completed and "fusion failed: RuntimeError: a fusion bug" in outcome.report.errors
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert "seconds" not in written  # nothing was fused
+    assert any("focus.settle_ms (50 ms) is not waited" in w for w in written["warnings"])
 
 
 def test_a_lens_stack_refused_later_keeps_its_focal_powers_and_its_depth_in_dpt(tmp_path):
