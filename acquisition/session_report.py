@@ -64,7 +64,8 @@ class SessionSeconds:
 # Keys only a session that fused something has (it has ``seconds``); ``to_json`` leaves them out otherwise.
 _FUSED_ONLY = ("focus_scores", "seconds", "throughput_slices_per_s", "alignment")
 _SCORED_ONLY = ("psnr_db", "best_slice_psnr_db")
-_WHEN_KNOWN = ("acquisition", "seconds_acquisition", "z_range_um", "planned_z_range_um", "truth_range_um", "pre_sweep")
+_WHEN_KNOWN = ("warnings", "acquisition", "seconds_acquisition", "z_range_um", "planned_z_range_um", "truth_range_um",
+               "pre_sweep")
 
 
 @dataclass
