@@ -389,27 +389,8 @@ def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_
                       "0.004 s; nothing was acquired"]
 
 
-def test_ctrl_c_says_what_it_is_saving_and_fusing_while_fusion_catches_up(tmp_path, capsys):
-    profile = small(load_profile(PROFILES / "simulated.yaml"))
-    rig = open_rig(profile)
-    session = Session(profile, rig, new_session_folder(tmp_path))
-    acquire_slice = session.acquire_slice
-
-    def interrupted_at_the_fourth(index, z):
-        if index == 3:
-            raise KeyboardInterrupt
-        acquire_slice(index, z)
-
-    session.acquire_slice = interrupted_at_the_fourth  # type: ignore[method-assign]
-    try:
-        outcome = session.run(progress=True)
-    finally:
-        rig.close()
-    assert outcome.interrupted and outcome.report.acquired_slices == 3
-    assert "interrupted (Ctrl-C): saving the 3 slices acquired and fusing them (" in capsys.readouterr().err
-
-
-def test_a_second_ctrl_c_while_saving_is_told_to_wait_and_saves_all(tmp_path, capsys):
+def _interrupted_at_the_fourth_slice(tmp_path, ctrl_c_again_while_saving: bool = False):
+    """A small session stopped by Ctrl-C at its fourth slice (and, if asked, again while it saves)."""
     profile = small(load_profile(PROFILES / "simulated.yaml"))
     rig = open_rig(profile)
     session = Session(profile, rig, new_session_folder(tmp_path))
@@ -425,11 +406,22 @@ def test_a_second_ctrl_c_while_saving_is_told_to_wait_and_saves_all(tmp_path, ca
         return finish_fusion()
 
     session.acquire_slice = interrupted_at_the_fourth  # type: ignore[method-assign]
-    session._finish_fusion = impatient_user_presses_again  # type: ignore[method-assign]
+    if ctrl_c_again_while_saving:
+        session._finish_fusion = impatient_user_presses_again  # type: ignore[method-assign]
     try:
-        outcome = session.run(progress=True)
+        return session.run(progress=True)
     finally:
         rig.close()
+
+
+def test_ctrl_c_says_what_it_is_saving_and_fusing_while_fusion_catches_up(tmp_path, capsys):
+    outcome = _interrupted_at_the_fourth_slice(tmp_path)
+    assert outcome.interrupted and outcome.report.acquired_slices == 3
+    assert "interrupted (Ctrl-C): saving the 3 slices acquired and fusing them (" in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_while_saving_is_told_to_wait_and_saves_all(tmp_path, capsys):
+    outcome = _interrupted_at_the_fourth_slice(tmp_path, ctrl_c_again_while_saving=True)
     assert outcome.interrupted and outcome.report.acquired_slices == 3
     assert outcome.report.outputs.get("fused"), outcome.report.outputs
     err = capsys.readouterr().err
