@@ -1,10 +1,9 @@
 """Multi-scale fusion that streams: per pyramid level, a focus-weighted mean of the slices' bands.
 
 Each slice is split into a Laplacian pyramid. At every level, each colour channel of each
-slice gets a weight per pixel, and only running sums are kept (weight x band, weight, the largest
-weight): memory is about 4/3 x 3 x channels floats per pixel whatever the depth, and one band of
-scratch. The fused image is
-the collapse of the per-level weighted means.
+slice gets a weight per pixel, and only running sums are kept (weight x band, weight, and the
+largest weight's exponent): memory is about 4/3 x channels x (2 floats + 1 byte) per pixel whatever
+the depth, and one band of scratch. The fused image is the collapse of the per-level weighted means.
 
 A slice's weight at level k is the product of two pieces of evidence, each raised to a power:
 - the pooled fine evidence: the slice's per-pixel focus energy (the focus measure's finest
