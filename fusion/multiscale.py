@@ -23,8 +23,9 @@ fusion following whichever slice happens to be noisiest.
 The powers are whole numbers, so a weight is a product of ratios (each >= 1: evidence over its
 noise floor), never exp(log); sums are kept relative to the least power of two above the largest
 weight so far (its exponent, int8, per pixel and channel) and rescaled, exactly, when a larger
-one arrives, so large powers neither overflow nor cost transcendental functions. The depth map comes from the pooled fine evidence alone, as a
-weighted mean z, and is left undefined (NaN) where the slices do not differ.
+one arrives, so large powers neither overflow nor cost transcendental functions. The depth map
+comes from the pooled fine evidence alone, as a weighted mean z, and is left undefined (NaN)
+where the slices do not differ.
 """
 from __future__ import annotations
 
