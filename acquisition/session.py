@@ -129,9 +129,10 @@ class Session:
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
         finally:
-            # A second Ctrl-C or SIGTERM must not cut the saving short; it is told so.
+            # Ctrl-C or SIGTERM while the slices are saved, fused and written, session.json included
+            # (a second one, or a first after the last slice), must not cut that short; it is told so.
             with signals_deferred("still saving and fusing the slices acquired; the session ends by itself "
-                                  "when they are safe"):
+                                  "when they are safe") as received:
                 try:
                     result = self._finish_fusion()
                 except Exception as error:
@@ -140,9 +141,10 @@ class Session:
                     self._return_to(start)
                     if self.buffer is not None:
                         self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
-        self.total_s = time.perf_counter() - started
-        report = self._report(positions)
-        self.events.session_ended(self, report, result)
+                self.total_s = time.perf_counter() - started
+                report = self._report(positions)
+                self.events.session_ended(self, report, result)
+        self.interrupted = self.interrupted or bool(received)  # asked to stop while saving: the exit status says so
         return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
                               interrupted=self.interrupted)
 

@@ -426,3 +426,25 @@ def test_a_second_ctrl_c_while_saving_is_told_to_wait_and_saves_all(tmp_path, ca
     assert outcome.report.outputs.get("fused"), outcome.report.outputs
     err = capsys.readouterr().err
     assert err.count("still saving and fusing the slices acquired; the session ends by itself") == 1
+
+
+def test_ctrl_c_while_the_outputs_are_written_still_writes_session_json(tmp_path, capsys):
+    # After the last slice: the first Ctrl-C comes while the report is made and the outputs written.
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+    make_report = session._report
+
+    def user_presses_ctrl_c(positions):
+        os.kill(os.getpid(), signal.SIGINT)
+        return make_report(positions)
+
+    session._report = user_presses_ctrl_c  # type: ignore[method-assign]
+    try:
+        outcome = session.run(progress=False)
+    finally:
+        rig.close()
+    assert outcome.interrupted and outcome.report.acquired_slices == outcome.report.planned_slices
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert written["acquired_slices"] == outcome.report.planned_slices and written["outputs"]["fused"]
+    assert "still saving and fusing the slices acquired" in capsys.readouterr().err
