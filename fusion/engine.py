@@ -8,6 +8,8 @@ the final, cleaned decision map differs from the running one.
 """
 from __future__ import annotations
 
+import math
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from fusion.single_scale import SingleScaleComposition
 from fusion.slice_store import SliceSource, TemporaryTiffStore
 
 COMPOSITIONS = ("pyramid", "blend", "pick")
+TORCH_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the deep measure's devices
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
 
@@ -68,12 +71,14 @@ class FusionSettings:
             object.__setattr__(self, "pyramid", PyramidWeighting(**self.pyramid))
         if self.composition not in COMPOSITIONS:
             raise ValueError(f"unknown composition {self.composition!r}; choose one of {COMPOSITIONS}")
-        if self.sharpness <= 0:
-            raise ValueError(f"sharpness must be positive, got {self.sharpness}")
+        if not 0 < self.sharpness < math.inf:  # NaN too: it gave an all-black image
+            raise ValueError(f"sharpness must be a positive number, got {self.sharpness}")
         if self.mode_filter_px is not None and self.mode_filter_px < 0:
             raise ValueError(f"mode_filter_px must be 0 (off) or more, got {self.mode_filter_px}")
-        if self.feather_px < 0:
-            raise ValueError(f"feather_px must be 0 (off) or more, got {self.feather_px}")
+        if not 0 <= self.feather_px < math.inf:
+            raise ValueError(f"feather_px must be 0 (off) or a positive number, got {self.feather_px}")
+        if not TORCH_DEVICE.fullmatch(self.device):
+            raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass

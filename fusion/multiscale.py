@@ -73,8 +73,8 @@ class PyramidWeighting:
 
     def __post_init__(self):
         for name in ("evidence_sigma_px", "band_sigma_px", "noise_floor"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"pyramid weighting: {name} must be 0 or more, got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:  # NaN too
+                raise ValueError(f"pyramid weighting: {name} must be 0 or a positive number, got {getattr(self, name)}")
         # Whole powers: weights are then products, not exp(log), and the kernels stay cheap.
         for name in ("evidence_power", "band_power", "depth_power", "depth_level"):
             value = getattr(self, name)

@@ -33,7 +33,13 @@ def test_a_profile_without_fusion_settings_takes_the_engines_defaults():
                        r"allowed here: align, align_model, "
                        r"composition, decision_channel, device, feather_px, method, mode_filter_px, sharpness, "
                        r"window_px"),
-    ("{sharpness: -1}", r"rig.yaml: fusion: sharpness must be positive, got -1"),
+    ("{sharpness: -1}", r"rig.yaml: fusion: sharpness must be a positive number, got -1"),
+    # Not a number, or infinite: an all-black image, or a crash after the whole stack was acquired.
+    ("{sharpness: .nan}", r"rig.yaml: fusion: sharpness must be a positive number, got nan"),
+    ("{sharpness: .inf}", r"rig.yaml: fusion: sharpness must be a positive number, got inf"),
+    ("{feather_px: .inf}", r"rig.yaml: fusion: feather_px must be 0 \(off\) or a positive number, got inf"),
+    ("{feather_px: .nan}", r"rig.yaml: fusion: feather_px must be 0 \(off\) or a positive number, got nan"),
+    ("{device: tpu}", r"rig.yaml: fusion: unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"),
     ("{mode_filter_px: -3}", r"rig.yaml: fusion: mode_filter_px must be 0 \(off\) or more, got -3"),
     ("{window_px: many}", r"rig.yaml: fusion.window_px: Input should be a valid integer"),
 ])
@@ -66,5 +72,23 @@ def test_a_bad_override_of_a_live_session_is_one_clear_error(tmp_path):
     done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--sharpness", "0", "--out",
                            str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert done.returncode == 1
-    assert "error: command line: fusion: sharpness must be positive, got 0" in done.stderr
+    assert "error: command line: fusion: sharpness must be a positive number, got 0" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["evidence_sigma_px", "band_sigma_px", "noise_floor"])
+def test_pyramid_weighting_refuses_what_is_not_a_number(name):
+    from fusion.multiscale import PyramidWeighting
+
+    with pytest.raises(ValueError, match=f"pyramid weighting: {name} must be 0 or a positive number, got nan"):
+        PyramidWeighting(**{name: float("nan")})
+
+
+def test_cuda_without_a_gpu_names_the_device_not_the_weights():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU that torch can use")
+    from fusion.deep.deep_measure import DeviceUnavailableError, load_encoder
+
+    with pytest.raises(DeviceUnavailableError, match=r"device 'cuda': torch sees no CUDA GPU here"):
+        load_encoder(device="cuda")

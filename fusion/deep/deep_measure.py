@@ -24,6 +24,10 @@ class WeightsError(FusionError):
     """Raised when a weights file is missing, corrupt, or made for another network."""
 
 
+class DeviceUnavailableError(FusionError):
+    """The torch device asked for is not there (CUDA without a GPU that torch can use)."""
+
+
 GOOD_WEIGHTS = ("restore the shipped file (git checkout -- fusion/deep/weights/ums_unetpp.pt) "
                 "or train new weights (python -m fusion.deep.train --export PATH)")
 
@@ -69,6 +73,10 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
     weights = Path(weights)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        # Else torch.load fails on it and the weights file would be blamed.
+        raise DeviceUnavailableError(f"device {device!r}: torch sees no CUDA GPU here "
+                                     "(torch.cuda.is_available() is False); use --device cpu, or auto")
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such weights file (train with python -m fusion.deep.train --export PATH)")
     check_weights_digest(weights)
