@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, T
 
 from acquisition.mda_plan import MDAPlan, channel_names
 from fusion.align.defaults import default_alignment
-from fusion.engine import FusionSettings
+from fusion.engine import MAX_SLICES, FusionSettings
 from fusion.focus_measures import MEASURES
 
 
@@ -66,7 +66,7 @@ class CameraNoiseSettings(_Strict):
 
 class CameraSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
-    exposure_ms: float | None = Field(None, gt=0)
+    exposure_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
     timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
     # session after this long.
@@ -115,16 +115,25 @@ class FocusSettings(_Strict):
 
 
 def _two_positions_at_least(span: float, step: float, names: str) -> None:
-    """A focus stack needs two positions; a step beyond the span would give one (said before anything moves)."""
+    """A focus stack needs two positions; a step beyond the span would give one, a tiny one more slices than
+    fusion takes (a typo's 480,001 slices would fill the disk): said before anything moves."""
     if step > abs(span):
         raise ValueError(f"the step {step:g} is larger than {names} ({abs(span):g}): the plan would visit one "
                          "position; make the step smaller")
+    _fusion_takes(abs(span) / step + 1)
+
+
+def _fusion_takes(n_positions: float) -> None:
+    if n_positions > MAX_SLICES:
+        raise ValueError(f"the plan visits {n_positions:,.0f} positions; a stack is fused from {MAX_SLICES:,} "
+                         "slices at most: make the step larger")
 
 
 class ZRangeAround(useq.ZRangeAround):
     """useq-schema's own z-plan: ``range`` centred on where the drive is, every ``step`` (µm)."""
 
     model_config = ConfigDict(extra="forbid")   # useq ignores unknown keys; a profile names them
+    range: float = Field(gt=0, allow_inf_nan=False)   # a negative one gave a session of no slices
     step: float = Field(gt=0)
 
     @model_validator(mode="after")
@@ -152,7 +161,16 @@ class ZAbsolutePositions(useq.ZAbsolutePositions):
     """useq-schema's own z-plan: these positions (µm), in this order."""
 
     model_config = ConfigDict(extra="forbid")
-    absolute: list[float] = Field(min_length=2)
+    absolute: list[FiniteFloat] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        repeated = sorted({p for p in self.absolute if self.absolute.count(p) > 1})
+        if repeated:
+            raise ValueError(f"the position {repeated[0]:g} comes more than once: a focus stack takes each "
+                             "focus once")
+        _fusion_takes(len(self.absolute))
+        return self
 
 
 class Sweep(_Strict):

@@ -27,6 +27,14 @@ def write_profile(tmp_path, text: str):
     (RIG + "plan: {z: {bottom: 0, top: 3, step: 4}}\n",
      r"rig.yaml: plan.z: the step 4 is larger than the distance from bottom to top \(3\)"),
     (RIG + "plan: {z: {absolute: [5]}}\n", r"rig.yaml: plan.z.absolute: List should have at least 2 items"),
+    # A negative range ran as a successful session of no slices; a repeated position stacked the same focus.
+    (RIG + "plan: {z: {range: -10, step: 2}}\n", r"rig.yaml: plan.z.range: Input should be greater than 0"),
+    (RIG + "plan: {z: {absolute: [5, 5, 5]}}\n", r"rig.yaml: plan.z: the position 5 comes more than once"),
+    # A typo's step: 480,001 slices, about a terabyte, before fusion would refuse the 32,768th.
+    (RIG + "plan: {z: {bottom: 0, top: 48, step: 0.0001}}\n",
+     r"rig.yaml: plan.z: the plan visits 480,001 positions; a stack is fused from 32,767 slices at most"),
+    (RIG.replace("driver: simulated}", "driver: simulated, exposure_ms: .inf}", 1) + "plan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: camera.exposure_ms: Input should be a finite number"),
     ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
      "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
      r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
