@@ -32,3 +32,10 @@ def stack_outputs(out_dir: Path, name: str) -> dict[str, Path]:
     """The files a multi-dimensional session writes for its z-stack ``name``."""
     return {"fused": out_dir / f"{name}.{FUSED}", "depth": out_dir / f"{name}.{DEPTH}",
             "stack": out_dir / f"{name}.{STACK}"}
+
+
+def is_fused_output(path: Path) -> bool:
+    """Whether ``path`` is named as a fused image, depth map or focus curve we write (not a slice:
+    a folder refused with --out inside itself holds them the second time round)."""
+    name = path.name
+    return name in (FUSED, DEPTH, FOCUS_CURVE) or name.endswith((f".{FUSED}", f".{DEPTH}"))

@@ -94,6 +94,18 @@ def test_folder_of_images_in_natural_order(tmp_path):
     assert z_um is None and name == tmp_path.name
 
 
+def test_a_folder_refused_into_itself_is_refused_again_from_its_slices_alone(tmp_path):
+    from fusion.refuse import refuse_stack
+
+    for index in range(4):
+        imageio.imwrite(tmp_path / f"slice_{index}.png", np.full((32, 40, 3), 40 * index, np.uint8))
+    for _ in range(2):  # the second time the folder also holds the first run's fused and depth images
+        report = refuse_stack(tmp_path, tmp_path, progress=False)
+        assert report.n_slices == 4
+    assert sorted(p.name for p in tmp_path.glob(f"{tmp_path.name}.*")) == \
+        sorted(f"{tmp_path.name}.{kind}" for kind in ("depth.tif", "fused.tif", "json"))
+
+
 def test_natural_key_orders_numbers_by_value(shared_data):
     files = sorted((shared_data / "scorpion-microscope").glob("*.png"), key=natural_key)
     assert [f.stem.rsplit("_", 1)[1] for f in files[:3]] == ["1", "2", "3"]

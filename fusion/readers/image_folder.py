@@ -9,6 +9,7 @@ import numpy as np
 import tifffile
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
+from fusion.output_names import is_fused_output
 from fusion.readers.base import SavedStack
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -21,7 +22,7 @@ def natural_key(path: Path) -> list:
 
 def image_files(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not p.name.startswith(".")]
+             and not p.name.startswith(".") and not is_fused_output(p)]
     return sorted(files, key=natural_key)
 
 
@@ -42,7 +43,8 @@ def multipage_tiffs(files: list[Path]) -> list[tuple[Path, int]]:
 
 
 class ImageFolderStack(SavedStack):
-    """Each image file in the folder is one slice; other files (licences, notes) are ignored."""
+    """Each image file in the folder is one slice; other files (licences, notes) and our own outputs
+    (``fused.tif``, ``<name>.depth.tif``, ...) are ignored."""
 
     def __init__(self, folder: Path, name: str | None = None):
         super().__init__(folder, name or Path(folder).name)
