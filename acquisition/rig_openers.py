@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 
 from acquisition.profile import Profile
 from acquisition.rig_registry import Opened, RigContext, register_opener
@@ -83,6 +84,12 @@ def _open_micromanager_core(context: RigContext) -> Opened:
     from devices.micromanager import open_mmcore
 
     settings = context.profile.micromanager
+    if settings.config not in (None, "demo") and not Path(settings.config).is_file():
+        from devices.errors import DeviceNotFoundError
+
+        hint = " (the demo adapters' configuration is config: demo)" if "demo".startswith(settings.config) else ""
+        raise DeviceNotFoundError("Micro-Manager", f"micromanager.config: no configuration file at "
+                                                   f"{settings.config}{hint}")
     core = open_mmcore(demo_config_path() if settings.config == "demo" else settings.config)
     set_device_properties(core, settings.properties)
     return Opened(core, lambda: None)  # the devices on it close themselves
@@ -103,6 +110,9 @@ def set_device_properties(core, properties: dict[str, dict[str, str]]) -> None:
             if name not in names:  # asked first: setting it would also log pymmcore-plus's own warning
                 raise UnsupportedFeatureError(f"Micro-Manager device {device}", f"micromanager.properties: no "
                                               f"property {name!r} ({_did_you_mean(name, names, 'properties')})")
+            if core.isPropertyReadOnly(device, name):  # MMCore would leave it as it is, without a word
+                raise UnsupportedFeatureError(f"Micro-Manager device {device}", f"micromanager.properties: {name} "
+                                              "is read-only; leave it out")
             try:
                 core.setProperty(device, name, value)
             except (RuntimeError, ValueError) as error:
@@ -112,6 +122,8 @@ def set_device_properties(core, properties: dict[str, dict[str, str]]) -> None:
 
 
 def _did_you_mean(name: str, known: list[str], what: str) -> str:
+    if not known:
+        return f"it has no {what}"
     guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"did you mean {guess[0]!r}?" if guess else f"its {what}: {', '.join(known)}"
 

@@ -187,6 +187,21 @@ def test_a_device_the_configuration_lacks_is_named_with_the_nearest(tmp_path):
         run_profile(profile, tmp_path, progress=False)
 
 
+def test_a_read_only_property_is_named_instead_of_left_as_it_was(tmp_path):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
+                                                                  "properties": {"Camera": {"CameraName": "foo"}}}})
+    with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager device Camera: micromanager.properties: "
+                                                      r"CameraName is read-only"):
+        run_profile(profile, tmp_path, progress=False)
+
+
+def test_a_misspelt_demo_configuration_is_named_with_its_key(tmp_path):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "dem"}})
+    with pytest.raises(DeviceNotFoundError, match=r"micromanager.config: no configuration file at dem \(the demo "
+                                                  r"adapters' configuration is config: demo\)"):
+        run_profile(profile, tmp_path, progress=False)
+
+
 def test_a_value_the_device_refuses_is_its_reply(tmp_path):
     profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
                                                                   "properties": {"Z": {"UseSequences": "Maybe"}}}})
