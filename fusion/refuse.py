@@ -53,9 +53,10 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         write_started = time.perf_counter()
         paths = refusion_outputs(out_dir, stack.name)
         with _naming(stack.path):
-            write_image_tiff(paths["fused"], result.fused)
+            pixel_size_um = stack.pixel_size_um()  # the input's calibration stays with its fused image
+            write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
             depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
-            write_depth_tiff(paths["depth"], result.depth, depth_unit)
+            write_depth_tiff(paths["depth"], result.depth, depth_unit, pixel_size_um=pixel_size_um)
         seconds["write"] = time.perf_counter() - write_started
         seconds["total"] = time.perf_counter() - started
         report = RefuseReport(

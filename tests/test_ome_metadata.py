@@ -77,3 +77,27 @@ def test_unknown_pixel_size_is_left_out_and_a_bad_one_refused(tmp_path):
     assert pixels.physical_size_x is None and pixels.channels[0].name is None
     with pytest.raises(ValueError, match="pixel size must be positive, got -1"):
         StackBuffer(tmp_path / "t.ome.tif", pixel_size_um=-1)
+
+
+@pytest.mark.parametrize("write,pixel_size_um", [
+    # OME (a live session's stack, Micro-Manager's): PhysicalSizeX, in its unit
+    (lambda path, data: tifffile.imwrite(path, data, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.65,
+                                                                         "PhysicalSizeY": 0.65}), 0.65),
+    (lambda path, data: tifffile.imwrite(path, data, ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm"}), 0.25),
+    # ImageJ (Fiji's "Save As TIFF"): resolution in pixels per unit, the unit in its description
+    (lambda path, data: tifffile.imwrite(path, data, imagej=True, resolution=(2, 2),
+                                         metadata={"axes": "ZYX", "unit": "um", "spacing": 3.0}), 0.5),
+    (lambda path, data: tifffile.imwrite(path, data, photometric="minisblack"), None),   # nothing said: nothing made up
+])
+def test_a_refused_stack_keeps_its_pixel_size(tmp_path, write, pixel_size_um):
+    from fusion.refuse import refuse_stack
+
+    data = np.stack([np.full((48, 64), 30 * k, np.uint8) for k in range(3)])
+    data[:, ::7, ::5] = 255  # some detail
+    write(tmp_path / "cal.tif", data)
+    report = refuse_stack(tmp_path / "cal.tif", tmp_path / "out", progress=False)
+    for kind in ("fused", "depth"):
+        with tifffile.TiffFile(report.outputs[kind]) as tiff:
+            assert pixel_size_um_of(tiff.pages[0]) == pytest.approx(pixel_size_um) if pixel_size_um else \
+                pixel_size_um_of(tiff.pages[0]) is None

@@ -40,6 +40,10 @@ class SavedStack(ABC):
         says otherwise (a tunable lens's stack: focal power in dpt)."""
         return self.z_positions_um, "um"
 
+    def pixel_size_um(self) -> float | None:
+        """The size of a pixel on the specimen (µm), when the file says; the fused image keeps it."""
+        return None
+
     @abstractmethod
     def _read(self, index: int) -> np.ndarray: ...
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -12,6 +13,7 @@ import numpy as np
 import tifffile
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
+from fusion.outputs import pixel_size_um_of
 from fusion.readers.base import SavedStack
 
 # Leading axes that can carry the focus sweep, by preference. tifffile names a plain
@@ -20,6 +22,7 @@ STACK_AXES = "ZIQT"
 CHANNEL_AXES = "CS"
 OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 MICROMANAGER_TAG = 51123
+IMAGEJ_MICRONS = ("um", "µm", "\\u00B5m", "micron", "microns")  # ImageJ's unit, as its description spells it
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
@@ -70,6 +73,25 @@ class TiffStack(SavedStack):
         if recorded is not None and recorded[1] != "um":
             return recorded
         return self.z_positions_um, "um"
+
+    def pixel_size_um(self) -> float | None:
+        """OME's PhysicalSizeX, else the first page's resolution tags: in centimetres (ours, most
+        writers) or in ImageJ's unit (µm, micron)."""
+        if self._tiff.is_ome:
+            parsed = _ome_root(self._tiff.ome_metadata)
+            pixels = None if parsed is None else parsed[0].find(f"{parsed[1]}Image/{parsed[1]}Pixels")
+            if pixels is not None and pixels.get("PhysicalSizeX") is not None:
+                return _positive(float(pixels.get("PhysicalSizeX", "nan")) * _to_um(pixels.get("PhysicalSizeXUnit")))
+        page = self._tiff.pages.first
+        recorded = pixel_size_um_of(page)
+        if recorded is not None:
+            return _positive(recorded)
+        unit = str((self._tiff.imagej_metadata or {}).get("unit", ""))
+        resolution = page.tags.get("XResolution")
+        if unit in IMAGEJ_MICRONS and resolution is not None and resolution.value[0]:
+            numerator, denominator = resolution.value
+            return _positive(denominator / numerator)
+        return None
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
         """(z, unit) from a live session's per-page records, when every slice has one, all in one unit."""
@@ -296,6 +318,10 @@ _UNITS_IN_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e
 
 def _to_um(unit: str | None) -> float:
     return _UNITS_IN_UM.get(unit, 1.0)
+
+
+def _positive(size_um: float) -> float | None:
+    return size_um if math.isfinite(size_um) and size_um > 0 else None
 
 
 def _ranges(indices: list[int]) -> str:
