@@ -77,12 +77,14 @@ def test_ndtiff_dataset_as_pycromanager_writes_it(tmp_path):
     folder = tmp_path / "acq_1"
     writer = NDTiffDataset(str(folder), summary_metadata={}, writable=True)
     for index, plane in enumerate(frames):
-        writer.put_image({"z": index}, plane, {"ZPosition_um_Intended": 50.0 + 0.5 * index})
+        writer.put_image({"z": index}, plane, {"ZPosition_um_Intended": 50.0 + 0.5 * index, "PixelSizeUm": 0.325})
     writer.finish()
     writer.close()
     data, z_um, _ = read_all(folder)
     np.testing.assert_array_equal(data, frames)
     assert z_um == [50.0, 50.5, 51.0, 51.5, 52.0]
+    with open_stack(folder) as stack:
+        assert stack.pixel_size_um() == 0.325  # the fused image keeps it
 
 
 def test_folder_of_images_in_natural_order(tmp_path):

@@ -67,6 +67,16 @@ class NDTiffStack(SavedStack):
             z_um.append(float(value))
         return z_um
 
+    def pixel_size_um(self) -> float | None:
+        """Micro-Manager's PixelSizeUm, from the first image's metadata or the dataset's summary."""
+        try:
+            metadata = self._dataset.read_metadata(**self._coordinates[0]) or {}
+            summary = getattr(self._dataset, "summary_metadata", None) or {}
+            size = float(metadata.get("PixelSizeUm", summary.get("PixelSizeUm", 0)) or 0)
+        except Exception:  # metadata that cannot be read says nothing about the pixel size
+            return None
+        return size if 0 < size < float("inf") else None
+
     def slice_label(self, index: int) -> str:
         return f"image at {self._coordinates[index]}"
 
