@@ -165,6 +165,16 @@ def test_corrupt_image_in_a_folder_names_the_image(tmp_path):
         read_all(tmp_path)
 
 
+def test_three_mono_planes_stored_as_planar_rgb_are_named(tmp_path):
+    # What tifffile.imwrite(path, array of shape (3, H, W)) wrote before 2025: one planar RGB image.
+    tifffile.imwrite(tmp_path / "three.tif", np.zeros((3, 32, 40), np.uint8), photometric="rgb",
+                     planarconfig="separate")
+    expected = (r"three.tif: read as one colour image of 3 planes \(planar RGB\), not a stack; if its planes are "
+                r"3 slices, save them with photometric='minisblack'")
+    with pytest.warns(UserWarning, match=expected), open_stack(tmp_path / "three.tif") as stack:
+        assert stack.n_slices == 1
+
+
 def test_empty_folder(tmp_path):
     (tmp_path / "README.md").write_text("no images here")
     with pytest.raises(EmptyStackError, match="no image files"):

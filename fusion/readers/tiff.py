@@ -52,6 +52,11 @@ class TiffStack(SavedStack):
         if self._layout.n_slices == 0:
             self.close()
             raise EmptyStackError("the TIFF has zero slices", path)
+        if self._layout.n_slices == 1 and series.axes.startswith("S"):
+            # tifffile (before 2025) and some writers store 3 or 4 mono planes as one planar RGB(A) image.
+            warnings.warn(f"{path}: read as one colour image of {series.shape[0]} planes (planar RGB), not a "
+                          f"stack; if its planes are {series.shape[0]} slices, save them with "
+                          "photometric='minisblack' (tifffile) or as a stack from Fiji", stacklevel=2)
         self._z_um = self._read_z_positions()
 
     @property
