@@ -32,7 +32,7 @@ from acquisition.session_events import SessionEvents, SessionListener
 from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
 from acquisition.session_writer import SessionOutputWriter
 from fusion.stack_buffer import StackBuffer
-from acquisition.stop_signals import signals_deferred
+from acquisition.stop_signals import signals_deferred, signals_held
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
@@ -194,12 +194,13 @@ class Session:
         self._dropped_in_a_row = 0
         self._waiting_since = None
         t3 = time.perf_counter()
-        self._store(frame, z)
-        t4 = time.perf_counter()
-        self.slices.append(SliceRecord(index=len(self.slices), planned_index=index, z=z,
-                                       move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
-                                       exposure_s=round(t3 - t2, 5), store_s=round(t4 - t3, 5)))
-        self.t_last_slice = t4
+        with signals_held():
+            self._store(frame, z)
+            t4 = time.perf_counter()
+            self.slices.append(SliceRecord(index=len(self.slices), planned_index=index, z=z,
+                                           move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
+                                           exposure_s=round(t3 - t2, 5), store_s=round(t4 - t3, 5)))
+            self.t_last_slice = t4
 
     def _move_to(self, z: float) -> None:
         self.rig.focus.move_to(z)
@@ -225,11 +226,12 @@ class Session:
                     self.dropped.append(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
                     continue
                 t0 = time.perf_counter()
-                self._store(item.frame, item.z)
-                t1 = time.perf_counter()
-                self.slices.append(SliceRecord(index=len(self.slices), planned_index=item.planned_index, z=item.z,
-                                               **item.timing, store_s=round(t1 - t0, 5)))
-                self.t_last_slice = t1
+                with signals_held():
+                    self._store(item.frame, item.z)
+                    t1 = time.perf_counter()
+                    self.slices.append(SliceRecord(index=len(self.slices), planned_index=item.planned_index,
+                                                   z=item.z, **item.timing, store_s=round(t1 - t0, 5)))
+                    self.t_last_slice = t1
                 self.rig.arm_faults(len(self.slices))
 
     def _store(self, frame, z: float) -> None:

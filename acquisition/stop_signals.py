@@ -64,3 +64,14 @@ def signals_deferred(notice: str | None = None):
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """While the block runs, SIGINT and SIGTERM wait; they are delivered, as usual, when it ends.
+    A slice is written to the stack and recorded in the report together, or not at all (a stop
+    between the two left a plane on disk that session.json did not count)."""
+    with signals_deferred() as received:
+        yield
+    for name in dict.fromkeys(received):
+        signal.raise_signal(signal.Signals[name])

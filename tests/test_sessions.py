@@ -448,3 +448,24 @@ def test_ctrl_c_while_the_outputs_are_written_still_writes_session_json(tmp_path
     written = json.loads((outcome.folder / "session.json").read_text())
     assert written["acquired_slices"] == outcome.report.planned_slices and written["outputs"]["fused"]
     assert "still saving and fusing the slices acquired" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+    store = session._store
+
+    def stopped_while_storing_the_second(frame, z):
+        if len(session.slices) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # between the plane on disk and its record
+        store(frame, z)
+
+    session._store = stopped_while_storing_the_second  # type: ignore[method-assign]
+    try:
+        outcome = session.run(progress=False)
+    finally:
+        rig.close()
+    assert outcome.interrupted and outcome.report.acquired_slices == 2
+    with tifffile.TiffFile(outcome.folder / "stack.ome.tif") as tiff:
+        assert len(tiff.series[0].pages) == 2
