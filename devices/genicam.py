@@ -1,6 +1,8 @@
 """GenICam cameras through harvesters and a GenTL producer (.cti) named by the user."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from typing import Any
 from pathlib import Path
@@ -15,6 +17,19 @@ EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and o
 GAIN_NODES = ("Gain", "GainRaw")
 BIT_DEPTHS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16, "RGB8": 8, "RGBa8": 8,
               "BGR8": 8, "BGRa8": 8}
+
+
+def _keeping_sigint(make):
+    """``make()``, with the SIGINT handler put back afterwards: harvesters' ImageAcquirer, made in
+    the main thread, installs its own, which destroys the acquirer on Ctrl-C and raises nothing, so
+    the session could not stop in order (save, fuse, report) and no later Ctrl-C stopped anything."""
+    if threading.current_thread() is not threading.main_thread():
+        return make()  # only the main thread can set handlers (harvesters sets none there either)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return make()
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 class GenICamCamera:
@@ -33,7 +48,7 @@ class GenICamCamera:
         try:
             self._harvester.add_file(str(cti_path), check_validity=True)
             self._harvester.update()
-            self._acquirer = self._harvester.create(self._select(serial_number, model, index))
+            self._acquirer = _keeping_sigint(lambda: self._harvester.create(self._select(serial_number, model, index)))
         except DeviceError:
             self.close()
             raise

@@ -469,3 +469,14 @@ def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path)
     assert outcome.interrupted and outcome.report.acquired_slices == 2
     with tifffile.TiffFile(outcome.folder / "stack.ome.tif") as tiff:
         assert len(tiff.series[0].pages) == 2
+
+
+def test_a_genicam_camera_leaves_ctrl_c_to_the_session(tmp_path):
+    # harvesters' ImageAcquirer installs a SIGINT handler of its own (it destroys the acquirer and
+    # raises nothing); the driver puts ours back, so Ctrl-C stops a GenICam session in order.
+    before = signal.getsignal(signal.SIGINT)
+    rig = open_rig(small(load_profile(PROFILES / "simulated-genicam-etl.yaml")))
+    try:
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        rig.close()
