@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     # log lines about the same damage would only add noise (library users keep their logging).
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder (made if missing)")
     if args.refuse is None:
         return run_live(args)
     return run_refuse(parser, args)

@@ -491,15 +491,38 @@ def _described(source: str, error: ValidationError) -> str:
     return "\n".join(line for location, kind, line in lines if not (kind == "missing" and location in misspelt))
 
 
+class _ProfileLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s reading, but a key given twice in one mapping is an error: YAML would
+    keep the last one in silence (exposure_ms: 10 ... exposure_ms: 20 took 20)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: where, and what (PyYAML's own message runs over several lines)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    return " ".join(str(error).split())
+
+
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a YAML profile; every problem is a ProfileError naming file and key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_ProfileLoader)  # noqa: S506  (a SafeLoader)
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile") from None
     except yaml.YAMLError as error:
-        raise ProfileError(f"{path}: not valid YAML: {error}") from None
+        raise ProfileError(f"{path}: not valid YAML at {_yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: a profile is a mapping of keys (camera, focus, plan, ...), "
                            f"got {type(data).__name__}")

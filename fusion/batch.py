@@ -47,7 +47,7 @@ class StackOutcome:
 def expand_stack_arguments(arguments: list[str]) -> list[Path]:
     """Files and folders as given; globs expanded (sorted); ``@list.txt`` names one stack per line.
 
-    A glob that matches nothing, or a list file that is missing, is a StackNotFoundError.
+    A glob that matches nothing, or a list file that is missing or empty, is a StackNotFoundError.
     """
     stacks: list[Path] = []
     for argument in arguments:
@@ -56,7 +56,10 @@ def expand_stack_arguments(arguments: list[str]) -> list[Path]:
             if not list_file.is_file():
                 raise StackNotFoundError("no such list file", list_file)
             lines = [line.strip() for line in list_file.read_text().splitlines()]
-            stacks += expand_stack_arguments([line for line in lines if line and not line.startswith("#")])
+            listed = [line for line in lines if line and not line.startswith("#")]
+            if not listed:  # an empty run that exits 0 would look like success
+                raise StackNotFoundError("the list file names no stacks", list_file)
+            stacks += expand_stack_arguments(listed)
         elif glob.has_magic(argument):
             matches = sorted(glob.glob(argument))
             if not matches:

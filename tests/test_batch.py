@@ -192,6 +192,9 @@ def test_stack_arguments_expand_globs_and_lists(small_stacks, tmp_path):
         expand_stack_arguments([str(folder / "nothing*.tif")])
     with pytest.raises(StackNotFoundError, match="no such list file"):
         expand_stack_arguments([f"@{tmp_path / 'missing.txt'}"])
+    (tmp_path / "empty.txt").write_text("# none yet\n\n")
+    with pytest.raises(StackNotFoundError, match="empty.txt: the list file names no stacks"):
+        expand_stack_arguments([f"@{tmp_path / 'empty.txt'}"])
 
 
 def test_two_stacks_with_one_name_are_refused_up_front(tmp_path):

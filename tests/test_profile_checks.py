@@ -44,6 +44,21 @@ def test_values_that_cannot_work_name_file_and_key(tmp_path, text, message):
         load_profile(write_profile(tmp_path, text))
 
 
+@pytest.mark.parametrize("text,message", [
+    # YAML keeps the last of two equal keys without a word: the profile that ran was not the one read.
+    (RIG + "plan: {z: {range: 4, step: 1}}\nplan: {z: {range: 8, step: 1}}\n",
+     r"^.*rig.yaml: not valid YAML at line 4, column 1: the key 'plan' is given twice$"),
+    ("camera: {driver: simulated, exposure_ms: 10, exposure_ms: 20}\nfocus: {driver: simulated}\n",
+     r"^.*rig.yaml: not valid YAML at line 1, column 46: the key 'exposure_ms' is given twice$"),
+    # PyYAML's own messages run over five to eight lines: one, with the place.
+    ("camera:\n  driver: simulated\n\tfocus: x\n",
+     r"^.*rig.yaml: not valid YAML at line 3, column 1: found character '\\t' that cannot start any token$"),
+])
+def test_yaml_that_cannot_be_read_as_written_is_one_line(tmp_path, text, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(write_profile(tmp_path, text))
+
+
 def test_a_one_position_plan_is_refused_on_the_command_line_before_moving(tmp_path):
     path = write_profile(tmp_path, RIG + "plan: {z: {range: 2, step: 5}}\n")
     done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",

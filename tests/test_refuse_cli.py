@@ -80,6 +80,9 @@ def test_bad_options_are_usage_errors(stacks, tmp_path):
     assert done.returncode == 2 and "invalid choice: 'sharpest'" in done.stderr
     done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--window-px", "0")
     assert done.returncode == 2 and "focus window must be at least 1 pixel" in done.stderr
+    (tmp_path / "a.tif").write_bytes(b"")  # --out naming a file (a stack, say): not "[Errno 17] File exists"
+    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path / "a.tif")
+    assert done.returncode == 2 and f"--out {tmp_path / 'a.tif'} is a file; give a folder" in done.stderr
 
 
 @pytest.mark.slow
