@@ -111,6 +111,8 @@ class FocusSettings(_Strict):
             raise ValueError(f"a {self.driver} focus drive moves in {' or '.join(allowed)}, not {self.unit}")
         if self.driver in ("asi", "optotune") and not self.port:
             raise ValueError(f"the {self.driver} focus drive needs port: a serial port name, URL, or 'simulated'")
+        if self.limits is not None and not self.limits[0] < self.limits[1]:
+            raise ValueError(f"limits: the lower limit {self.limits[0]:g} must be below the upper {self.limits[1]:g}")
         return self
 
 

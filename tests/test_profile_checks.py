@@ -30,6 +30,8 @@ def write_profile(tmp_path, text: str):
     # A negative range ran as a successful session of no slices; a repeated position stacked the same focus.
     (RIG + "plan: {z: {range: -10, step: 2}}\n", r"rig.yaml: plan.z.range: Input should be greater than 0"),
     (RIG + "plan: {z: {absolute: [5, 5, 5]}}\n", r"rig.yaml: plan.z: the position 5 comes more than once"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated, limits: [1000, -1000]}\nplan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: focus: limits: the lower limit 1000 must be below the upper -1000"),
     # A typo's step: 480,001 slices, about a terabyte, before fusion would refuse the 32,768th.
     (RIG + "plan: {z: {bottom: 0, top: 48, step: 0.0001}}\n",
      r"rig.yaml: plan.z: the plan visits 480,001 positions; a stack is fused from 32,767 slices at most"),
