@@ -171,43 +171,24 @@ def test_demo_adapters_stage_without_sequences_is_named_when_on(tmp_path):
         run_profile(Profile.model_validate(DEMO_RIG), tmp_path, progress=False)
 
 
-def test_a_property_the_device_lacks_is_named_with_the_nearest(tmp_path, capsys):
-    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
-                                                                  "properties": {"Z": {"UseSequence": "Yes"}}}})
-    with pytest.raises(UnsupportedFeatureError, match=r"^Micro-Manager device Z: micromanager.properties: no "
-                                                      r"property 'UseSequence' \(did you mean 'UseSequences'\?\)$"):
+@pytest.mark.parametrize("micromanager,error,message", [
+    ({"properties": {"Z": {"UseSequence": "Yes"}}}, UnsupportedFeatureError,
+     r"^Micro-Manager device Z: micromanager.properties: no property 'UseSequence' \(did you mean 'UseSequences'\?\)$"),
+    ({"properties": {"Zz": {"UseSequences": "Yes"}}}, DeviceNotFoundError,
+     r"Micro-Manager device Zz: .* does not load \(did you mean 'Z'"),
+    # MMCore leaves a read-only property as it was, without a word.
+    ({"properties": {"Camera": {"CameraName": "foo"}}}, UnsupportedFeatureError,
+     r"Micro-Manager device Camera: micromanager.properties: CameraName is read-only"),
+    ({"properties": {"Z": {"UseSequences": "Maybe"}}}, DeviceErrorReply,
+     r"Micro-Manager device Z: micromanager.properties: cannot set UseSequences to 'Maybe'"),
+    ({"config": "dem"}, DeviceNotFoundError,
+     r"micromanager.config: no configuration file at dem \(the demo adapters' configuration is config: demo\)"),
+])
+def test_a_bad_micromanager_section_is_named_before_anything_moves(tmp_path, capsys, micromanager, error, message):
+    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo", **micromanager}})
+    with pytest.raises(error, match=message):
         run_profile(profile, tmp_path, progress=False)
-    assert "pymmcore-plus" not in capsys.readouterr().err  # its own warning about the same typo
-
-
-def test_a_device_the_configuration_lacks_is_named_with_the_nearest(tmp_path):
-    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
-                                                                  "properties": {"Zz": {"UseSequences": "Yes"}}}})
-    with pytest.raises(DeviceNotFoundError, match=r"Micro-Manager device Zz: .* does not load \(did you mean 'Z'"):
-        run_profile(profile, tmp_path, progress=False)
-
-
-def test_a_read_only_property_is_named_instead_of_left_as_it_was(tmp_path):
-    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
-                                                                  "properties": {"Camera": {"CameraName": "foo"}}}})
-    with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager device Camera: micromanager.properties: "
-                                                      r"CameraName is read-only"):
-        run_profile(profile, tmp_path, progress=False)
-
-
-def test_a_misspelt_demo_configuration_is_named_with_its_key(tmp_path):
-    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "dem"}})
-    with pytest.raises(DeviceNotFoundError, match=r"micromanager.config: no configuration file at dem \(the demo "
-                                                  r"adapters' configuration is config: demo\)"):
-        run_profile(profile, tmp_path, progress=False)
-
-
-def test_a_value_the_device_refuses_is_its_reply(tmp_path):
-    profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo",
-                                                                  "properties": {"Z": {"UseSequences": "Maybe"}}}})
-    with pytest.raises(DeviceErrorReply, match=r"Micro-Manager device Z: micromanager.properties: cannot set "
-                                               r"UseSequences to 'Maybe'"):
-        run_profile(profile, tmp_path, progress=False)
+    assert "pymmcore-plus" not in capsys.readouterr().err  # its own coloured warning about the same typo
 
 
 # -- the free-running tunable-lens stream --
