@@ -52,6 +52,15 @@ def with_default_sigint() -> None:
 
 
 @pytest.fixture
+def default_sigint():
+    """SIGINT raises KeyboardInterrupt in this process while the test runs, as in a terminal
+    (started in the background, the tests inherit it ignored: see ``with_default_sigint``)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
 def one_torch_thread():
     """torch's OpenMP threads spin while they wait: on a busy 2-core machine two of them make
     small tensors many times slower than one (8 training steps at load 7: 27 s, 1.6 s); large

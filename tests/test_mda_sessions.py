@@ -15,7 +15,7 @@ import yaml
 
 from acquisition.mda_plan import around_current_position
 from acquisition.profile import ProfileError, load_profile
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, with_default_sigint
 
 PROFILES = REPO_ROOT / "profiles"
 
@@ -77,7 +77,7 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
     out = tmp_path / "sessions"
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=REPO_ROOT)
+                               cwd=REPO_ROOT, preexec_fn=with_default_sigint)
     deadline = time.monotonic() + 120
     while not list(out.glob("*/p0-A1_c1-FITC.stack.ome.tif")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -450,7 +450,7 @@ def test_ctrl_c_while_the_outputs_are_written_still_writes_session_json(tmp_path
     assert "still saving and fusing the slices acquired" in capsys.readouterr().err
 
 
-def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path):
+def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path, default_sigint):
     profile = small(load_profile(PROFILES / "simulated.yaml"))
     rig = open_rig(profile)
     session = Session(profile, rig, new_session_folder(tmp_path))
