@@ -281,11 +281,23 @@ class FusionProfile(_Strict):
         """YAML 1.1 reads a bare on/off as true/false."""
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method):
+        if method is not None and method not in MEASURES:
+            raise ValueError(f"unknown fusion method {method!r}; choose one of {sorted(MEASURES)}")
+        return method
+
+    @field_validator("window_px")
+    @classmethod
+    def _window_of_a_pixel_at_least(cls, window_px):
+        if window_px is not None and window_px < 1:  # said here, under its key (FusionSettings says it too)
+            raise ValueError(f"focus window must be at least 1 pixel, got {window_px}")
+        return window_px
+
     @model_validator(mode="after")
-    def _known_method(self):
-        if self.method is not None and self.method not in MEASURES:
-            raise ValueError(f"unknown fusion method {self.method!r}; choose one of {sorted(MEASURES)}")
-        self.settings()  # FusionSettings' own checks (a negative window, ...), said about this section
+    def _settings_hold(self):
+        self.settings()  # FusionSettings' own checks (a NaN sharpness, ...), said about this section
         return self
 
     def settings(self, **defaults: str) -> FusionSettings:

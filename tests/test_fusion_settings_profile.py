@@ -42,6 +42,8 @@ def test_a_profile_without_fusion_settings_takes_the_engines_defaults():
     ("{device: tpu}", r"rig.yaml: fusion: unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"),
     ("{mode_filter_px: -3}", r"rig.yaml: fusion: mode_filter_px must be 0 \(off\) or more, got -3"),
     ("{window_px: many}", r"rig.yaml: fusion.window_px: Input should be a valid integer"),
+    ("{window_px: 0}", r"rig.yaml: fusion.window_px: focus window must be at least 1 pixel, got 0"),
+    ("{method: tenengrad}", r"rig.yaml: fusion.method: unknown fusion method 'tenengrad'; choose one of"),
 ])
 def test_a_bad_fusion_section_names_the_key(tmp_path, fusion, message):
     with pytest.raises(ProfileError, match=message):
@@ -54,7 +56,7 @@ def test_the_command_line_overrides_the_profile_and_says_so_when_it_cannot(tmp_p
     settings = with_fusion_overrides(load_profile(path), fusion_overrides(args)).fusion_settings()
     assert (settings.composition, settings.sharpness, settings.align) == ("blend", 16.0, "off")
     bad = build_parser().parse_args(["--profile", str(path), "--window-px", "-4"])
-    with pytest.raises(ProfileError, match=r"command line: fusion: .*window"):
+    with pytest.raises(ProfileError, match=r"command line: fusion.window_px: focus window"):
         with_fusion_overrides(load_profile(path), fusion_overrides(bad))
 
 
