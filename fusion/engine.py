@@ -133,7 +133,7 @@ class StreamingFusion:
         self._warped: list[bool] = []
         if self.settings.align != "off":
             self._aligner = SliceAligner(self.shape[:2], AlignSettings(self.settings.align, self.settings.align_model),
-                                         name=name)
+                                         name=name, label=getattr(source, "slice_label", None))  # a file's name
             if self._source is not None:
                 self._source = _AlignedSource(self._source, self)
         mode_filter_px = self.settings.mode_filter_px

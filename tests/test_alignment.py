@@ -104,6 +104,11 @@ def test_a_slice_that_cannot_be_registered_keeps_the_previous_transform(stacks):
         third = aligner.add(noise)
     np.testing.assert_allclose(third, second)
     assert aligner.fallbacks == [2]
+    # A folder's slices are named by their files (0-based numbers read as 1-based ones by people).
+    named = SliceAligner(SHAPE, AlignSettings(), name="folder", label=lambda index: f"image_{index + 1}.png")
+    named.add(to_gray(moving.slices[0]))
+    with pytest.warns(UserWarning, match="folder: image_2.png could not be aligned reliably"):
+        named.add(noise)
 
 
 def test_alignment_is_reported_per_slice(stacks):

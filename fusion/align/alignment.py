@@ -20,6 +20,7 @@ Transforms are 3x3 matrices mapping reference-frame pixel coordinates (x, y) to 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -180,10 +181,13 @@ def _detail(pixels: np.ndarray) -> float:
 class SliceAligner:
     """Streams slices in; returns for each the transform from the reference frame to it."""
 
-    def __init__(self, shape: tuple[int, int], settings: AlignSettings = AlignSettings(), name: str = "stack"):
+    def __init__(self, shape: tuple[int, int], settings: AlignSettings = AlignSettings(), name: str = "stack",
+                 label: Callable[[int], str] | None = None):
+        """``label``: how warnings name slice k (a folder's file name); default "slice k" (from 0)."""
         self.shape = shape
         self.settings = settings
         self.name = name
+        self._label = label or (lambda index: f"slice {index}")
         self.transforms: list[np.ndarray] = []   # reference frame -> each slice, as used
         self._chained: list[np.ndarray] = []     # ... as registered (the same but for "lens")
         self._breathing = LensBreathing()
@@ -240,7 +244,7 @@ class SliceAligner:
             if step is None or not self._plausible(step):
                 self.fallbacks.append(index)
                 if len(self.fallbacks) == 1:  # once per stack; the report lists every such slice
-                    warnings.warn(f"{self.name}: slice {index} could not be aligned reliably; it keeps the "
+                    warnings.warn(f"{self.name}: {self._label(index)} could not be aligned reliably; it keeps the "
                                   "previous slice's alignment (later ones: see 'fallback' in the report)",
                                   stacklevel=3)
                 step = np.eye(3)
