@@ -91,6 +91,11 @@ def _open_micromanager_core(context: RigContext) -> Opened:
         raise DeviceNotFoundError("Micro-Manager", f"micromanager.config: no configuration file at "
                                                    f"{settings.config}{hint}")
     core = open_mmcore(demo_config_path() if settings.config == "demo" else settings.config)
+    camera = context.profile.camera.label or core.getCameraDevice()
+    if context.profile.camera.exposure_ms is not None and "Exposure" in settings.properties.get(camera, {}):
+        # The later one would win in silence (the properties are set first, exposure_ms after).
+        raise ValueError(f"the exposure is given twice: camera.exposure_ms and micromanager.properties: {camera}: "
+                         "Exposure; keep one")
     set_device_properties(core, settings.properties)
     return Opened(core, lambda: None)  # the devices on it close themselves
 

@@ -183,6 +183,9 @@ def test_demo_adapters_stage_without_sequences_is_named_when_on(tmp_path):
      r"Micro-Manager device Z: micromanager.properties: cannot set UseSequences to 'Maybe'"),
     ({"config": "dem"}, DeviceNotFoundError,
      r"micromanager.config: no configuration file at dem \(the demo adapters' configuration is config: demo\)"),
+    # camera.exposure_ms (2 ms in DEMO_RIG) beside the camera's own Exposure: one would win in silence.
+    ({"properties": {"Camera": {"Exposure": 5}}}, ValueError,
+     r"the exposure is given twice: camera.exposure_ms and micromanager.properties: Camera: Exposure; keep one"),
 ])
 def test_a_bad_micromanager_section_is_named_before_anything_moves(tmp_path, capsys, micromanager, error, message):
     profile = Profile.model_validate({**DEMO_RIG, "micromanager": {"config": "demo", **micromanager}})
