@@ -37,8 +37,6 @@ from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeErro
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
 
-# Worth another try: the device answered late, wrongly, or with an error.
-
 
 Report = TypeVar("Report", SessionReport, MDASessionReport)
 
@@ -194,13 +192,8 @@ class Session:
         self._dropped_in_a_row = 0
         self._waiting_since = None
         t3 = time.perf_counter()
-        with signals_held():
-            self._store(frame, z)
-            t4 = time.perf_counter()
-            self.slices.append(SliceRecord(index=len(self.slices), planned_index=index, z=z,
-                                           move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
-                                           exposure_s=round(t3 - t2, 5), store_s=round(t4 - t3, 5)))
-            self.t_last_slice = t4
+        self._keep(frame, z, index, t3, move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
+                   exposure_s=round(t3 - t2, 5))
 
     def _move_to(self, z: float) -> None:
         self.rig.focus.move_to(z)
@@ -225,14 +218,18 @@ class Session:
                 if isinstance(item, LostSlice):  # an explicit gap, recorded with its z
                     self.dropped.append(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
                     continue
-                t0 = time.perf_counter()
-                with signals_held():
-                    self._store(item.frame, item.z)
-                    t1 = time.perf_counter()
-                    self.slices.append(SliceRecord(index=len(self.slices), planned_index=item.planned_index,
-                                                   z=item.z, **item.timing, store_s=round(t1 - t0, 5)))
-                    self.t_last_slice = t1
+                self._keep(item.frame, item.z, item.planned_index, time.perf_counter(), **item.timing)
                 self.rig.arm_faults(len(self.slices))
+
+    def _keep(self, frame, z: float, planned_index: int, started: float, **timing: float) -> None:
+        """Store the slice and record it (``timing``: its move, settle and exposure seconds) together:
+        a Ctrl-C or SIGTERM between the two would leave a plane on disk that session.json does not count."""
+        with signals_held():
+            self._store(frame, z)
+            stored = time.perf_counter()
+            self.slices.append(SliceRecord(index=len(self.slices), planned_index=planned_index, z=z, **timing,
+                                           store_s=round(stored - started, 5)))
+            self.t_last_slice = stored
 
     def _store(self, frame, z: float) -> None:
         pixels = frame.pixels
