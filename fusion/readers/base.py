@@ -1,6 +1,7 @@
 """What every saved-stack reader promises: slices one at a time, each checked."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from collections.abc import Iterator
@@ -10,6 +11,11 @@ import numpy as np
 from fusion.engine import SUPPORTED_DTYPES
 from fusion.errors import InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError
 from fusion.memory import check_fits_in_memory
+
+
+def positive_size_um(size_um: float) -> float | None:
+    """A pixel size a file gives, or None where it is not one (zero, negative, NaN, infinite)."""
+    return size_um if 0 < size_um < math.inf else None
 
 
 class SavedStack(ABC):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
-from fusion.readers.base import SavedStack
+from fusion.readers.base import SavedStack, positive_size_um
 
 INDEX_FILE = "NDTiff.index"
 Z_METADATA_KEYS = ("ZPosition_um_Intended", "ZPosition_um", "ZPositionUm", "Z-um")
@@ -75,7 +75,7 @@ class NDTiffStack(SavedStack):
             size = float(metadata.get("PixelSizeUm", summary.get("PixelSizeUm", 0)) or 0)
         except Exception:  # metadata that cannot be read says nothing about the pixel size
             return None
-        return size if 0 < size < float("inf") else None
+        return positive_size_um(size)
 
     def slice_label(self, index: int) -> str:
         return f"image at {self._coordinates[index]}"

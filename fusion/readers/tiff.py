@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -14,7 +13,7 @@ import tifffile
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
 from fusion.outputs import pixel_size_um_of
-from fusion.readers.base import SavedStack
+from fusion.readers.base import SavedStack, positive_size_um
 
 # Leading axes that can carry the focus sweep, by preference. tifffile names a plain
 # multi-page file's axis I or Q; T is a time-lapse, taken only when nothing else varies.
@@ -82,20 +81,19 @@ class TiffStack(SavedStack):
     def pixel_size_um(self) -> float | None:
         """OME's PhysicalSizeX, else the first page's resolution tags: in centimetres (ours, most
         writers) or in ImageJ's unit (µm, micron)."""
-        if self._tiff.is_ome:
-            parsed = _ome_root(self._tiff.ome_metadata)
-            pixels = None if parsed is None else parsed[0].find(f"{parsed[1]}Image/{parsed[1]}Pixels")
-            if pixels is not None and pixels.get("PhysicalSizeX") is not None:
-                return _positive(float(pixels.get("PhysicalSizeX", "nan")) * _to_um(pixels.get("PhysicalSizeXUnit")))
+        found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
+        size = None if found is None else found[0].get("PhysicalSizeX")
+        if found is not None and size is not None:
+            return positive_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")))
         page = self._tiff.pages.first
         recorded = pixel_size_um_of(page)
         if recorded is not None:
-            return _positive(recorded)
+            return positive_size_um(recorded)
         unit = str((self._tiff.imagej_metadata or {}).get("unit", ""))
         resolution = page.tags.get("XResolution")
         if unit in IMAGEJ_MICRONS and resolution is not None and resolution.value[0]:
             numerator, denominator = resolution.value
-            return _positive(denominator / numerator)
+            return positive_size_um(denominator / numerator)
         return None
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
@@ -295,15 +293,22 @@ def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float],
     return [float(z) for z in positions[:n_slices]], str(described["focus_unit"])
 
 
-def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
-    """PositionZ of each TheZ plane of the first image (first channel and time point)."""
+def _ome_pixels(ome_xml: str | None) -> tuple[ElementTree.Element, str] | None:
+    """The first image's Pixels element and the namespace prefix, or None."""
     parsed = _ome_root(ome_xml)
     if parsed is None:
         return None
     root, namespace = parsed
     pixels = root.find(f"{namespace}Image/{namespace}Pixels")
-    if pixels is None:
+    return None if pixels is None else (pixels, namespace)
+
+
+def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
+    """PositionZ of each TheZ plane of the first image (first channel and time point)."""
+    found = _ome_pixels(ome_xml)
+    if found is None:
         return None
+    pixels, namespace = found
     by_z: dict[int, float] = {}
     for plane in pixels.findall(f"{namespace}Plane"):
         z = plane.get("PositionZ")
@@ -323,10 +328,6 @@ _UNITS_IN_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e
 
 def _to_um(unit: str | None) -> float:
     return _UNITS_IN_UM.get(unit, 1.0)
-
-
-def _positive(size_um: float) -> float | None:
-    return size_um if math.isfinite(size_um) and size_um > 0 else None
 
 
 def _ranges(indices: list[int]) -> str:
