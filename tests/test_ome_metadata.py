@@ -101,3 +101,19 @@ def test_a_refused_stack_keeps_its_pixel_size(tmp_path, write, pixel_size_um):
         with tifffile.TiffFile(report.outputs[kind]) as tiff:
             assert pixel_size_um_of(tiff.pages[0]) == pytest.approx(pixel_size_um) if pixel_size_um else \
                 pixel_size_um_of(tiff.pages[0]) is None
+
+
+def test_a_pixel_size_that_is_not_a_number_is_a_warning_not_a_failed_refusion(tmp_path):
+    from fusion.refuse import refuse_stack
+
+    data = np.stack([np.full((48, 64), 30 * k, np.uint8) for k in range(3)])
+    data[:, ::7, ::5] = 255
+    path = tmp_path / "odd.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5})
+    with tifffile.TiffFile(path, mode="r+") as tiff:  # as a writer with a bug would leave it
+        tiff.pages[0].tags["ImageDescription"].overwrite(tiff.ome_metadata.replace('PhysicalSizeX="0.5"',
+                                                                                   'PhysicalSizeX="abc"'))
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    assert any("the OME PhysicalSizeX 'abc' is not a number" in w for w in report.warnings)
+    with tifffile.TiffFile(report.outputs["fused"]) as tiff:
+        assert pixel_size_um_of(tiff.pages[0]) is None

@@ -84,7 +84,11 @@ class TiffStack(SavedStack):
         found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
         size = None if found is None else found[0].get("PhysicalSizeX")
         if found is not None and size is not None:
-            return positive_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")))
+            try:
+                return positive_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")))
+            except ValueError:  # a pixel size that is not a number does not stop the fusion
+                warnings.warn(f"{self.path}: the OME PhysicalSizeX {size!r} is not a number; the fused image "
+                              "has no pixel size from it", stacklevel=2)
         page = self._tiff.pages.first
         recorded = pixel_size_um_of(page)
         if recorded is not None:
