@@ -532,7 +532,7 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a YAML profile; every problem is a ProfileError naming file and key."""
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(), Loader=_ProfileLoader)  # noqa: S506  (a SafeLoader)
+        data = yaml.load(path.read_text(), Loader=_ProfileLoader)  # a SafeLoader: no arbitrary objects
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile") from None
     except yaml.YAMLError as error:
