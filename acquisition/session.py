@@ -24,6 +24,7 @@ from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
 from acquisition.pre_sweep import RangeFound, find_z_range
 from fusion.fusion_worker import FusionWorker, slices_in_memory_for
+from fusion.held_signals import signals_deferred, signals_held
 from fusion.kernel_warmup import warm_kernels
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile
@@ -32,7 +33,6 @@ from acquisition.session_events import SessionEvents, SessionListener
 from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
 from acquisition.session_writer import SessionOutputWriter
 from fusion.stack_buffer import StackBuffer
-from acquisition.stop_signals import signals_deferred, signals_held
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs

@@ -11,6 +11,7 @@ import glob
 import json
 import logging
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError, StackNotFoundError
+from fusion.held_signals import signals_deferred, signals_held
 from fusion.outputs import write_json
 from fusion.readers import stack_name
 from fusion.readers.image_folder import image_files, multipage_tiffs
@@ -196,39 +198,69 @@ class _Outcomes(dict):
 
 
 def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
     cluster = None
     numba_threads = None
-    if scheduler is None:
-        n_workers = n_workers or os.cpu_count() or 1
-        numba_threads = max(1, (os.cpu_count() or 1) // n_workers)
-        # Loopback only and no dashboard: nothing else listens.
-        # (The scheduler's small HTTP server, health checks only, on a free loopback port: on 8787 a
-        # second batch would print a warning that the port is taken.)
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-    client = Client(cluster if cluster is not None else scheduler, timeout="30s")
     try:
-        futures = {}
-        for index in todo:
-            future = client.submit(refuse_for_batch, _absolute(stacks[index]), _absolute(out_dir), settings,
-                                   numba_threads,
-                                   key=f"refuse-{index}-{stack_name(stacks[index])}", pure=False)
-            futures[future] = index
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                outcomes[index] = future.result()
-            except Exception as error:  # KilledWorker, lost connection: recorded per stack
-                outcomes[index] = StackOutcome(str(stacks[index]), stack_name(stacks[index]), "failed",
-                                               error=f"{stacks[index]}: {type(error).__name__}: {error}")
-            bar.update(1)
+        if scheduler is None:
+            n_workers = n_workers or os.cpu_count() or 1
+            numba_threads = max(1, (os.cpu_count() or 1) // n_workers)
+            # Loopback only and no dashboard: nothing else listens.
+            # (The scheduler's small HTTP server, health checks only, on a free loopback port: on 8787 a
+            # second batch would print a warning that the port is taken.)
+            # A Ctrl-C while it starts waits until it has: cut short, its half-started workers could not be
+            # closed (dask's exit hook then failed with a traceback).
+            with signals_held():
+                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                       preload=[__name__])  # dask_setup below, in each worker process
+        client = Client(cluster if cluster is not None else scheduler, timeout="30s")
+        try:
+            _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar)
+        finally:
+            with _closing_notice():
+                client.close()
     finally:
-        client.close()
         if cluster is not None:
-            cluster.close()
+            with _closing_notice():
+                cluster.close()
+
+
+def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar) -> None:
+    """Submit every stack to the cluster and record each outcome as it comes."""
+    from distributed import as_completed
+
+    futures = {}
+    for index in todo:
+        future = client.submit(refuse_for_batch, _absolute(stacks[index]), _absolute(out_dir), settings,
+                               numba_threads, key=f"refuse-{index}-{stack_name(stacks[index])}", pure=False)
+        futures[future] = index
+    for future in as_completed(futures):
+        index = futures[future]
+        try:
+            outcomes[index] = future.result()
+        except Exception as error:  # KilledWorker, lost connection: recorded per stack
+            outcomes[index] = StackOutcome(str(stacks[index]), stack_name(stacks[index]), "failed",
+                                           error=f"{stacks[index]}: {type(error).__name__}: {error}")
+        bar.update(1)
+
+
+def _closing_notice():
+    """Closing the cluster is not cut short by another Ctrl-C (its workers outlived the program, and
+    dask's exit hook held the exit for 10 s); the user is told why the program does not stop at once."""
+    return signals_deferred("stopping the cluster's workers; the program ends when they have (a few seconds)")
+
+
+def dask_setup(worker) -> None:
+    """Run by dask in each worker process of our own local cluster, as it starts (its preload).
+
+    A terminal's Ctrl-C goes to every process in its group: the workers died of it, each printing
+    a KeyboardInterrupt traceback, while this program was closing the cluster anyway. They now
+    leave Ctrl-C to the program that started them. (One still importing dask when Ctrl-C comes,
+    in the first second or two of a batch, dies of it as before.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None) -> Path:

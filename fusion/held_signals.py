@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM held back while a block must not be cut short.
+
+Some steps leave a mess when a signal breaks into them: a slice written to the stack but not
+recorded in the report, a session's outputs half written, a dask cluster half started or half
+closed (its workers then outlive the program, or hold its exit for seconds). These helpers let
+such a step finish first.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+
+@contextlib.contextmanager
+def signals_deferred(notice: str | None = None):
+    """While the block runs, SIGINT and SIGTERM are recorded instead of raised; yields their names.
+    ``notice``: printed on stderr at the first of them, so that a second Ctrl-C is not met by silence.
+
+    Outside the main thread (where signal handlers cannot be set) it defers nothing.
+    """
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in watched}
+
+    def record(signum, frame):
+        received.append(signal.Signals(signum).name)
+        if notice and len(received) == 1:
+            print(f"\n{notice}", file=sys.stderr, flush=True)
+
+    for number in watched:
+        signal.signal(number, record)
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """While the block runs, SIGINT and SIGTERM wait; they are delivered, as usual, when it ends,
+    also when it ends with an error (the stop the user asked for comes first).
+    A slice is written to the stack and recorded in the report together, or not at all (a stop
+    between the two left a plane on disk that session.json did not count)."""
+    try:
+        with signals_deferred() as received:
+            yield
+    finally:
+        for name in dict.fromkeys(received):
+            signal.raise_signal(signal.Signals[name])
