@@ -19,7 +19,7 @@ import numpy as np
 from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
     max_displacement_px, warp_to_reference
 from fusion.decision import default_mode_filter_px
-from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
+from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
 from fusion.overlap import OneAhead, kernels_may_run_concurrently
@@ -286,10 +286,10 @@ class StreamingFusion:
             raise TypeError(f"{self.name}: a slice must be a numpy array, got {type(pixels).__name__}")
         if pixels.shape != self.shape or pixels.dtype != self.dtype:
             raise SliceMismatchError(
-                f"{self.name}: slice {self._pushed} is {pixels.shape} {pixels.dtype}, "
+                f"{self.name}: {slice_name(self._pushed)} is {pixels.shape} {pixels.dtype}, "
                 f"but the stack is {self.shape} {self.dtype}")
         if self.dtype.kind == "f" and not np.isfinite(pixels).all():
-            raise InvalidPixelsError(f"{self.name}: slice {self._pushed} holds NaN or infinity")
+            raise InvalidPixelsError(f"{self.name}: {slice_name(self._pushed)} holds NaN or infinity")
 
 
 class _AlignedSource:

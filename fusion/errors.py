@@ -8,6 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def slice_name(index: int) -> str:
+    """How errors and warnings name a slice by its number: from 0, as the reports' lists count,
+    and saying so (Fiji counts from 1: "slice 7" alone sent users to the wrong plane)."""
+    return f"slice {index} (counting from 0)"
+
+
 class FusionError(Exception):
     """Base of every error raised by the fusion package."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusion.errors import InvalidFocusMeasureError
+from fusion.errors import InvalidFocusMeasureError, slice_name
 
 
 def check_focus_map(focus_map: np.ndarray, measure: str, stack: str, slice_index: int) -> None:
@@ -18,7 +18,7 @@ def check_focus_map(focus_map: np.ndarray, measure: str, stack: str, slice_index
     bad = int(np.count_nonzero(~np.isfinite(focus_map)))
     hint = " (are its weights damaged?)" if measure == "ums" else ""
     raise InvalidFocusMeasureError(
-        f"slice {slice_index}: the focus measure {measure!r} gave NaN or infinity at {bad} of "
+        f"{slice_name(slice_index)}: the focus measure {measure!r} gave NaN or infinity at {bad} of "
         f"{focus_map.size} pixels{hint}; nothing can be ranked by it", stack)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from fusion.errors import slice_name
 from fusion.readers.tiff import SESSION_PLANE_KEY
 
 CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
@@ -56,7 +57,7 @@ class StackBuffer:
         if self._shape is None:
             self._shape, self._dtype = pixels.shape, pixels.dtype
         elif pixels.shape != self._shape or pixels.dtype != self._dtype:
-            raise ValueError(f"{self.path}: slice {self.n_slices} is {pixels.shape} {pixels.dtype}, "
+            raise ValueError(f"{self.path}: {slice_name(self.n_slices)} is {pixels.shape} {pixels.dtype}, "
                              f"the stack is {self._shape} {self._dtype}")
         index = self.n_slices
         plane = {"index": index, "z": float(z), "unit": unit, "time_s": round(float(time_s), 6),

@@ -46,7 +46,8 @@ def test_damaged_weights_without_a_record_give_no_silent_result(tmp_path):
     # Without a record nothing says what the file should hash to; the measure's NaN is caught instead.
     measure = DeepSpatialFrequency(weights=flipped_copy(tmp_path, with_record=False), device="cpu")
     focus_map = measure(np.random.default_rng(0).random((96, 128), dtype=np.float32) * 255)
-    with pytest.raises(InvalidFocusMeasureError, match=r"stack.tif: slice 0: the focus measure 'ums' gave NaN"):
+    with pytest.raises(InvalidFocusMeasureError,
+                       match=r"stack.tif: slice 0 \(counting from 0\): the focus measure 'ums' gave NaN"):
         check_focus_map(focus_map, "ums", "stack.tif", 0)
 
 
@@ -74,7 +75,8 @@ def test_a_focus_measure_that_overflows_is_an_error_naming_it(tmp_path):
                           text=True, cwd=REPO_ROOT, timeout=300)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "extreme.tif: slice 0: the focus measure 'sf' gave NaN or infinity" in errors[0]
+    assert len(errors) == 1
+    assert "extreme.tif: slice 0 (counting from 0): the focus measure 'sf' gave NaN or infinity" in errors[0]
     assert not (tmp_path / "out" / "extreme.fused.tif").exists()
     done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(stack),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO_ROOT,

@@ -120,7 +120,7 @@ def test_finish_without_slices_is_a_clear_error():
 
 @pytest.mark.parametrize("bad,error,match", [
     (np.zeros((10, 12), np.uint8), SliceMismatchError,
-     r"slice 1 is \(10, 12\) uint8, but the stack is \(10, 11\) uint8"),
+     r"slice 1 \(counting from 0\) is \(10, 12\) uint8, but the stack is \(10, 11\) uint8"),
     (np.zeros((10, 11), np.uint16), SliceMismatchError, "uint16"),
 ])
 def test_mismatched_slices_are_rejected_naming_the_slice(bad, error, match):
@@ -135,7 +135,7 @@ def test_nan_and_inf_are_rejected(value):
     engine = StreamingFusion((6, 7), np.float32)
     pixels = np.zeros((6, 7), np.float32)
     pixels[2, 3] = value
-    with pytest.raises(InvalidPixelsError, match="slice 0 holds NaN or infinity"):
+    with pytest.raises(InvalidPixelsError, match=r"slice 0 \(counting from 0\) holds NaN or infinity"):
         engine.push(pixels)
 
 

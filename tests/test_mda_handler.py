@@ -140,7 +140,8 @@ def test_a_frame_that_does_not_fit_its_stack_is_recorded(tmp_path):
     handler.frameReady(np.ones((8, 8), np.uint16), events[2], {})
     handler.sequenceFinished(sequence)
     lost, = handler.summary["frames_not_stored"]
-    assert lost["z_um"] == 1.0 and "slice 1 is (8, 9) uint16, the stack is (8, 8) uint16" in lost["error"]
+    assert lost["z_um"] == 1.0
+    assert "slice 1 (counting from 0) is (8, 9) uint16, the stack is (8, 8) uint16" in lost["error"]
     assert handler.summary["stacks"][0]["slices"] == 2 and handler.summary["failed"] == []
 
 

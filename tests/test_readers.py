@@ -208,7 +208,7 @@ def test_nan_in_float_data(tmp_path):
     data[2, 1, 1] = np.nan
     path = tmp_path / "nan.tif"
     tifffile.imwrite(path, data, photometric="minisblack", metadata={"axes": "ZYX"})
-    with pytest.raises(InvalidPixelsError, match="nan.tif: slice 2 holds NaN"):
+    with pytest.raises(InvalidPixelsError, match=r"nan.tif: slice 2 \(counting from 0\) holds NaN"):
         read_all(path)
 
 

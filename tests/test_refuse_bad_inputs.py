@@ -110,7 +110,8 @@ def test_an_enormous_declared_image_is_refused_before_reading(tmp_path):
     assert done.returncode == 1, done.stderr
     errors = error_lines(done.stderr)
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert "huge.tif: slice 0 declares 100000 x 100000 pixels" in errors[0] and "GB is available" in errors[0]
+    assert "huge.tif: slice 0 (counting from 0) declares 100000 x 100000 pixels" in errors[0]
+    assert "GB is available" in errors[0]
     assert (tmp_path / "out" / "good.fused.tif").is_file()
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from fusion.align import defocus_refine
 from fusion.align.geometry import max_displacement_px
+from fusion.errors import slice_name
 from fusion.align.lens_breathing import LensBreathing
 from fusion.align.phase_tiles import PhaseTiles
 
@@ -187,7 +188,7 @@ class SliceAligner:
         self.shape = shape
         self.settings = settings
         self.name = name
-        self._label = label or (lambda index: f"slice {index}")
+        self._label = label or slice_name
         self.transforms: list[np.ndarray] = []   # reference frame -> each slice, as used
         self._chained: list[np.ndarray] = []     # ... as registered (the same but for "lens")
         self._breathing = LensBreathing()

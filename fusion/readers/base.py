@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from fusion.engine import SUPPORTED_DTYPES
-from fusion.errors import InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError
+from fusion.errors import (InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError,
+                           slice_name)
 from fusion.memory import check_fits_in_memory
 
 
@@ -55,7 +56,7 @@ class SavedStack(ABC):
 
     def slice_label(self, index: int) -> str:
         """How to name slice ``index`` in an error: its file, or its number in this file."""
-        return f"slice {index}"
+        return slice_name(index)
 
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         """(height, width, samples, dtype) of slice ``index`` as its file declares it, read without
