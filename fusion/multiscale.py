@@ -3,7 +3,8 @@
 Each slice is split into a Laplacian pyramid. At every level, each colour channel of each
 slice gets a weight per pixel, and only running sums are kept (weight x band, weight, and the
 largest weight's exponent): memory is about 4/3 x channels x (2 floats + 1 byte) per pixel whatever
-the depth, and one band of scratch. The fused image is the collapse of the per-level weighted means.
+the depth, and a strip of scratch (bands are made, smoothed and folded 128 rows at a time, the
+finest one from the frame itself). The fused image is the collapse of the per-level weighted means.
 
 A slice's weight at level k is the product of two pieces of evidence, each raised to a power:
 - the pooled fine evidence: the slice's per-pixel focus energy (the focus measure's finest
@@ -29,7 +30,9 @@ where the slices do not differ.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -132,6 +135,19 @@ def _band_energy(band: np.ndarray, sigma_px: float, scratch: np.ndarray) -> np.n
     return energy if energy.ndim == 3 else energy[:, :, None]
 
 
+class _FinestBand:
+    """Level 0's band, the frame less its reduction expanded, made a strip of rows at a time: the
+    whole band and the frame's float32 copy that it needs cost 120 MB at 5 MP RGB. The strips hold
+    the same numbers as the whole band, to the bit (``pyramid.expand_rows``)."""
+
+    def __init__(self, pixels: np.ndarray, coarser: np.ndarray):
+        self.pixels, self.coarser, self.shape = pixels, coarser, pixels.shape
+
+    def rows(self, top: int, bottom: int) -> np.ndarray:
+        expanded = pyramid.expand_rows(self.coarser, self.shape, top, bottom)
+        return np.subtract(np.asarray(self.pixels[top:bottom], dtype=np.float32), expanded, out=expanded)
+
+
 def _strips(height: int, halo: int):
     """(top, bottom, lo, hi) per strip of STRIP_ROWS rows: rows top..bottom are computed, rows
     lo..hi (``halo`` more either side, within the image) are read. A strip's smoothed energy then
@@ -201,28 +217,28 @@ class PyramidComposer:
 
     def add(self, pixels: np.ndarray, energy: np.ndarray, z: float, slice_index: int,
             covered: np.ndarray | None = None) -> None:
-        """Fold in one slice: ``pixels`` (H, W[, C]), any real dtype (pass the caller's last reference
-        to a float32 copy and it is freed after the first band); ``energy`` (H, W); ``covered``
-        (H, W) bool, False where an aligned slice shows nothing of the reference frame."""
+        """Fold in one slice: ``pixels`` (H, W[, C]), any real dtype (made float32 a strip at a time:
+        no float32 copy of the whole frame); ``energy`` (H, W); ``covered`` (H, W) bool, False where
+        an aligned slice shows nothing of the reference frame."""
         if self.evidence_floor is None:
             raise RuntimeError("PyramidComposer.calibrate() must come before the first slice")
         w = self.weighting
-        bands = pyramid.laplacian_levels(pixels, self.n_levels)  # lazily: one band in memory at a time
-        del pixels  # (the float32 copy lives in the generator and goes after the first band)
         # The floor is added after smoothing: the blur keeps a constant, and this saves a pass.
         pooled = _smooth(np.ascontiguousarray(energy, np.float32), w.evidence_sigma_px)
         pooled = np.add(pooled, np.float32(self.evidence_floor), out=None if pooled is energy else pooled)
         coverage = None if covered is None else covered.astype(np.float32)
         _track_best(pooled, slice_index, self._best_evidence, self.best_index, _or_empty2(coverage))
-        for level, band in enumerate(bands):
-            band3 = band if band.ndim == 3 else band[:, :, None]
-            if level < self.n_levels and w.band_power > 0:
-                self._fold_with_band_energy(level, band3, pooled, coverage)
-            else:  # the residual (coarsest) level, or no band term: the fine evidence alone
-                _fold_level(band3, pooled, np.float32(self.evidence_floor), _EMPTY3, np.ones(self.channels, np.float32),
-                            _or_empty2(coverage), *_roots(w.evidence_power, 0), self._weighted[level],
-                            self._weights[level], self._top[level])
-            del band3  # before the next band is made (peak memory)
+        levels: Iterator[np.ndarray | _FinestBand]
+        if self.n_levels == 0:  # a frame too small for a band: it is its own residual
+            levels = iter([np.ascontiguousarray(pixels, dtype=np.float32)])
+        else:  # lazily: one band in memory at a time, the finest one strip by strip
+            coarser = pyramid.reduce_in_strips(pixels, STRIP_ROWS)
+            levels = itertools.chain([_FinestBand(pixels, coarser)],
+                                     pyramid.laplacian_levels(coarser, self.n_levels - 1))
+            del coarser  # (the generator keeps it until its first band is made)
+        for level, band in enumerate(levels):
+            self._fold(level, band, pooled, coverage)
+            del band  # before the next band is made (peak memory)
             if level == self.depth_level:
                 _fold_depth(pooled, np.float32(self.evidence_floor), _or_empty2(coverage), w.depth_power,
                             np.float32(z), self._depth_weighted, self._depth_weights, self._depth_top,
@@ -231,19 +247,22 @@ class PyramidComposer:
                 pooled = pyramid.reduce(pooled)
                 coverage = None if coverage is None else pyramid.reduce(coverage)
 
-    def _fold_with_band_energy(self, level: int, band: np.ndarray, pooled: np.ndarray,
-                               coverage: np.ndarray | None) -> None:
-        """Fold one band weighted by the fine evidence and its own smoothed energy, strip by strip
-        (the energies of one strip at a time in memory)."""
-        sigma_px = self.weighting.band_sigma_px
-        floors = self._band_floors[level]
+    def _fold(self, level: int, band: np.ndarray | _FinestBand, pooled: np.ndarray,
+              coverage: np.ndarray | None) -> None:
+        """Fold one level's band, strip by strip, weighted by the fine evidence and (below the
+        residual) by the band's own smoothed energy: one strip of energies in memory, not a band's."""
+        w = self.weighting
+        with_band = level < self.n_levels and w.band_power > 0
+        roots = self._roots if with_band else _roots(w.evidence_power, 0)
+        floors = self._band_floors[level] if with_band else np.ones(self.channels, np.float32)
         sums = (self._weighted[level], self._weights[level], self._top[level])
-        for top, bottom, lo, hi in _strips(band.shape[0], _smooth_radius_px(sigma_px)):
-            energy = _band_energy(band[lo:hi], sigma_px, self._scratch)[top - lo:bottom - lo]
-            rows = slice(top, bottom)
-            _fold_level(band[rows], pooled[rows], np.float32(self.evidence_floor), energy, floors,
-                        _EMPTY2 if coverage is None else coverage[rows], *self._roots,
-                        *(values[rows] for values in sums))
+        for top, bottom, lo, hi in _strips(band.shape[0], _smooth_radius_px(w.band_sigma_px) if with_band else 0):
+            strip = band.rows(lo, hi) if isinstance(band, _FinestBand) else band[lo:hi]
+            strip = strip if strip.ndim == 3 else strip[:, :, None]
+            inner, rows = slice(top - lo, bottom - lo), slice(top, bottom)
+            energy = _band_energy(strip, w.band_sigma_px, self._scratch)[inner] if with_band else _EMPTY3
+            _fold_level(strip[inner], pooled[rows], np.float32(self.evidence_floor), energy, floors,
+                        _EMPTY2 if coverage is None else coverage[rows], *roots, *(values[rows] for values in sums))
 
     def fused_levels(self) -> list[np.ndarray]:
         levels = []

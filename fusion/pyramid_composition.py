@@ -36,8 +36,8 @@ class PyramidComposition:
         energy = self._measure.energy(gray)
         check_focus_map(energy, self._measure_name, self.name, slice_index)
         if slice_index == 0:
-            self._calibrate_noise(np.ascontiguousarray(pixels, dtype=np.float32), gray)
-        # The composer makes its own float32 copy, which it frees as soon as it can (peak memory).
+            self._calibrate_noise(pixels, gray)  # (a channel at a time: no float32 copy of the frame)
+        # The composer reads the pixels a strip of float32 rows at a time (no copy of the whole frame).
         self._composer.add(pixels, energy, float(slice_index), slice_index, covered)
         inside = energy if covered is None else energy[covered]
         return float(inside.mean(dtype=np.float64)) if inside.size else 0.0

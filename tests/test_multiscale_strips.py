@@ -3,7 +3,7 @@ result must be the whole band's, exactly, whatever the strip height."""
 import numpy as np
 import pytest
 
-from fusion import multiscale
+from fusion import multiscale, pyramid
 from fusion.multiscale import PyramidComposer, PyramidWeighting
 
 
@@ -27,3 +27,17 @@ def test_strips_of_any_height_give_the_whole_band_result(shape, monkeypatch):
         image, depth = _fused(slices, energies, coverages, strip_rows, monkeypatch)
         assert np.array_equal(image, whole_image), strip_rows
         assert np.array_equal(depth, whole_depth, equal_nan=True), strip_rows
+
+
+@pytest.mark.parametrize("shape,dtype", [((97, 131, 3), np.uint8), ((61, 90), np.uint16), ((2, 3, 3), np.uint8),
+                                         ((130, 40, 4), np.float64)])
+def test_the_finest_band_made_in_strips_is_the_whole_pyramids(shape, dtype):
+    rng = np.random.default_rng(5)
+    pixels = (rng.random(shape) * 1000).astype(dtype)
+    whole = pyramid.laplacian_pyramid(pixels, 1)[0]  # from a float32 copy of the whole frame
+    for strip_rows in (1, 3, 128):
+        coarser = pyramid.reduce_in_strips(pixels, strip_rows)
+        assert np.array_equal(coarser, pyramid.reduce(pixels.astype(np.float32)))
+        finest = multiscale._FinestBand(pixels, coarser)
+        for top, bottom in [(0, shape[0]), (0, 1), (1, 2), (shape[0] // 2, shape[0]), (max(0, shape[0] - 5), shape[0])]:
+            assert np.array_equal(finest.rows(top, bottom), whole[top:bottom]), (strip_rows, top, bottom)
