@@ -176,7 +176,12 @@ class StreamingFusion:
         covered = None
         if self._aligner is not None:
             align_started = time.perf_counter()
-            pixels, gray, covered = self._align(pixels, gray, z)
+            transform = self._warp_needed(gray, z)
+            if transform is not None:
+                del gray  # before the warp: the warped slice's grey replaces it (20 MB at 5 MP)
+                warped, covered = warp_to_reference(pixels, transform)
+                pixels = warped.reshape(self.shape)
+                gray = to_gray(pixels)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         self._seconds["measure"] += time.perf_counter() - started
         job = (pixels, gray, covered, self._pushed, None if z is None else float(z))
@@ -257,17 +262,15 @@ class StreamingFusion:
             alignment=self._alignment_report(),
         )
 
-    def _align(self, pixels: np.ndarray, gray: np.ndarray, z: float | None):
-        """Register this slice; warp it into the reference frame if it moved (or if align is "on")."""
+    def _warp_needed(self, gray: np.ndarray, z: float | None) -> np.ndarray | None:
+        """Register this slice; the transform to warp it into the reference frame by, or None where it
+        stays as it is (it did not move, or align is "auto" and it moved too little to matter)."""
         transform = self._aligner.add(gray, z)
         moved = max_displacement_px(transform, self.shape[:2]) >= AUTO_MIN_MOTION_PX
         # An identity transform (the reference slice, frames too small to align) has nothing to warp.
         warp = not np.array_equal(transform, np.eye(3)) and (self.settings.align == "on" or moved)
         self._warped.append(bool(warp))
-        if not warp:
-            return pixels, gray, None
-        warped, covered = warp_to_reference(pixels, transform)
-        return warped.reshape(self.shape), to_gray(warped.reshape(self.shape)), covered
+        return transform if warp else None
 
     def warped_slice(self, index: int, pixels: np.ndarray) -> np.ndarray:
         """Slice ``index`` as read back from disk, moved into the reference frame as it was when pushed."""

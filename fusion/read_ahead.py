@@ -49,10 +49,16 @@ def read_ahead(read_slice: Callable[[int], np.ndarray], n_slices: int,
     thread.start()
     try:
         for _ in range(n_slices):
-            index, pixels, seconds = slots.get()
-            if isinstance(pixels, BaseException):
-                raise pixels
-            yield index, pixels, seconds
+            # Yielded without a name in this frame: a slice is not kept alive here while the next is read.
+            yield _raising(slots.get())
     finally:
         stop.set()
         thread.join()
+
+
+def _raising(item: tuple[int, np.ndarray | BaseException, float]) -> tuple[int, np.ndarray, float]:
+    """The reader's (index, pixels, seconds); its error, raised, where reading failed."""
+    index, pixels, seconds = item
+    if isinstance(pixels, BaseException):
+        raise pixels
+    return index, pixels, seconds

@@ -44,6 +44,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             for index, pixels, read_s in read_ahead(stack.read_slice, stack.n_slices):
                 seconds["read"] += read_s
                 engine.push(pixels, None if z is None else z[index])
+                del pixels  # (warped or fused, it is not needed while the next one is read)
                 bar.update(1)
         result = engine.finish()
         blank = no_focus_information(result.focus_scores, str(stack.path))
