@@ -7,6 +7,7 @@ its stack rescheduled on another worker by dask (up to ``distributed.scheduler.a
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -211,7 +212,7 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
             # second batch would print a warning that the port is taken.)
             # A Ctrl-C while it starts waits until it has: cut short, its half-started workers could not be
             # closed (dask's exit hook then failed with a traceback).
-            with signals_held():
+            with signals_held(), _workers_deaf_to_ctrl_c():
                 cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
                                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
@@ -247,6 +248,26 @@ def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, ba
         bar.update(1)
 
 
+@contextlib.contextmanager
+def _workers_deaf_to_ctrl_c():
+    """SIGINT blocked in this thread while the block runs, and so in the threads and worker processes
+    that start meanwhile, which inherit the mask: a terminal's Ctrl-C goes to every process in its
+    group, and a worker still starting died of it ("Fatal Python error" and a traceback each).
+    Blocked, not ignored: a Ctrl-C meanwhile reaches this process when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share a Ctrl-C
+        yield
+        return
+    # multiprocessing's resource tracker unblocks SIGINT in the thread that starts it: first, here.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _closing_notice():
     """Closing the cluster is not cut short by another Ctrl-C (its workers outlived the program, and
     dask's exit hook held the exit for 10 s); the user is told why the program does not stop at once."""
@@ -257,9 +278,9 @@ def dask_setup(worker) -> None:
     """Run by dask in each worker process of our own local cluster, as it starts (its preload).
 
     A terminal's Ctrl-C goes to every process in its group: the workers died of it, each printing
-    a KeyboardInterrupt traceback, while this program was closing the cluster anyway. They now
-    leave Ctrl-C to the program that started them. (One still importing dask when Ctrl-C comes,
-    in the first second or two of a batch, dies of it as before.)"""
+    a KeyboardInterrupt traceback, while this program was closing the cluster anyway. They start
+    with SIGINT blocked (``_workers_deaf_to_ctrl_c``); ignoring it too keeps them deaf should
+    anything in them unblock it (multiprocessing's resource tracker does, in the thread that starts it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

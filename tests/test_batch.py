@@ -210,3 +210,25 @@ def test_single_stack_runs_without_a_cluster(small_stacks, tmp_path):
     good, _ = small_stacks
     outcomes = refuse_many([good[0]], tmp_path, progress=False)
     assert [o.status for o in outcomes] == ["done"] and outcomes[0].slices == 8
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the signal masks from /proc (Linux)")
+def test_worker_processes_started_while_ctrl_c_is_blocked_never_hear_it(default_sigint):
+    # A terminal's Ctrl-C reaches every process in its group; a dask worker still starting died of
+    # it with "Fatal Python error" and a traceback. Started inside this block, they inherit SIGINT
+    # blocked, and a Ctrl-C that came meanwhile reaches this process once the block ends.
+    from distributed import LocalCluster
+
+    from fusion.batch import _workers_deaf_to_ctrl_c
+
+    with pytest.raises(KeyboardInterrupt), _workers_deaf_to_ctrl_c():
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        os.kill(os.getpid(), signal.SIGINT)  # pending: blocked in this thread
+        worker_pid = next(iter(cluster.workers.values())).process.process.pid
+        status = Path(f"/proc/{worker_pid}/status").read_text()
+    try:
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        assert blocked & (1 << (signal.SIGINT - 1)), status
+    finally:
+        cluster.close()
