@@ -40,6 +40,9 @@ def run_one(frames: Path, n_slices: int, composition: str) -> dict:
     import tifffile
 
     from fusion import FusionSettings, StreamingFusion
+    from fusion.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as run_session.py and the batch workers run the engine (fusion/allocator.py)
 
     with tifffile.TiffFile(frames) as tiff:
         n_distinct = len(tiff.pages)

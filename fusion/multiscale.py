@@ -46,7 +46,11 @@ MAX_POWER = 32
 # float stacks) would otherwise give ratios that overflow even float64 once raised to the powers.
 MIN_NOISE_SHARE = 1e-4
 NOISE_PATCH_PX = 256       # side of the flat, noisy patch that calibrates the noise floor
-STRIP_ROWS = 128           # a band's energy is smoothed and folded this many rows at a time
+# Large bands are made, smoothed and folded in strips of rows holding about this many values (4 MB
+# of float32: 135 rows of a 5 MP RGB frame's finest band), so that a 5 MP slice needs no full-size
+# temporaries. Levels of up to pyramid.WHOLE_STRIPS strips' worth go whole (a 1 MP frame's: cut in
+# 128-row strips, it fused 15% slower).
+STRIP_VALUES = 1 << 20
 # No depth where the sharpest slice's pooled evidence exceeds the least sharp one's by less than
 # this many noise floors, or where more than this share of the slices is about as sharp as the
 # sharpest (a flat focus curve): textureless areas, where any z would be a guess.
@@ -135,6 +139,12 @@ def _band_energy(band: np.ndarray, sigma_px: float, scratch: np.ndarray) -> np.n
     return energy if energy.ndim == 3 else energy[:, :, None]
 
 
+def _strip_values_read(shape: tuple[int, ...], halo: int) -> int:
+    """The most values a strip of a level of ``shape`` reads, its halo included (``_strips``)."""
+    rows = pyramid.strip_rows(shape, STRIP_VALUES)
+    return min(shape[0], rows + 2 * halo) * math.prod(shape[1:])
+
+
 class _FinestBand:
     """Level 0's band, the frame less its reduction expanded, made a strip of rows at a time: the
     whole band and the frame's float32 copy that it needs cost 120 MB at 5 MP RGB. The strips hold
@@ -148,13 +158,14 @@ class _FinestBand:
         return np.subtract(np.asarray(self.pixels[top:bottom], dtype=np.float32), expanded, out=expanded)
 
 
-def _strips(height: int, halo: int):
-    """(top, bottom, lo, hi) per strip of STRIP_ROWS rows: rows top..bottom are computed, rows
-    lo..hi (``halo`` more either side, within the image) are read. A strip's smoothed energy then
-    equals the whole band's there: a Gaussian of radius ``halo`` sees the same rows, and the
-    image's own edges are the strip's edges."""
-    for top in range(0, height, STRIP_ROWS):
-        bottom = min(height, top + STRIP_ROWS)
+def _strips(shape: tuple[int, ...], halo: int):
+    """(top, bottom, lo, hi) per strip of an array of ``shape`` (see STRIP_VALUES): rows top..bottom
+    are computed, rows lo..hi (``halo`` more either side, within the image) are read. A strip's
+    smoothed energy then equals the whole band's there: a Gaussian of radius ``halo`` sees the
+    same rows, and the image's own edges are the strip's edges."""
+    height, rows = shape[0], pyramid.strip_rows(shape, STRIP_VALUES)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
         yield top, bottom, max(0, top - halo), min(height, bottom + halo)
 
 
@@ -187,8 +198,7 @@ class PyramidComposer:
         self._top = [np.full(s + (self.channels,), NO_TOP_EXPONENT, np.int8) for s in shapes]
         # One strip of band energies (with its halo), reused: a whole band's cost 60 MB at 5 MP RGB.
         halo = _smooth_radius_px(weighting.band_sigma_px)
-        self._scratch = np.empty((min(STRIP_ROWS + 2 * halo, shapes[0][0])) * shapes[0][1] * self.channels,
-                                 np.float32)
+        self._scratch = np.empty(max(_strip_values_read(s + (self.channels,), halo) for s in shapes), np.float32)
         self._roots = _roots(weighting.evidence_power, weighting.band_power)
         self.depth_level = min(int(weighting.depth_level), self.n_levels)
         depth_shape = shapes[self.depth_level]
@@ -202,6 +212,7 @@ class PyramidComposer:
         self._best_evidence = np.zeros(shapes[0], np.float32)
         self.evidence_floor: float | None = None
         self._band_floors: np.ndarray | None = None   # (levels, channels)
+        self._final = False   # the running sums became the final image (``final_image``)
 
     def calibrate(self, noise_energy: float, channel_noise_var: np.ndarray) -> None:
         """Noise floors from the fine energy that noise alone gives and each colour channel's
@@ -222,6 +233,7 @@ class PyramidComposer:
         an aligned slice shows nothing of the reference frame."""
         if self.evidence_floor is None:
             raise RuntimeError("PyramidComposer.calibrate() must come before the first slice")
+        self._check_not_final()
         w = self.weighting
         # The floor is added after smoothing: the blur keeps a constant, and this saves a pass.
         pooled = _smooth(np.ascontiguousarray(energy, np.float32), w.evidence_sigma_px)
@@ -234,7 +246,7 @@ class PyramidComposer:
         if self.n_levels == 0:  # a frame too small for a band: it is its own residual
             levels = iter([np.ascontiguousarray(pixels, dtype=np.float32)])
         else:  # lazily: one band in memory at a time, the finest one strip by strip
-            coarser = pyramid.reduce_in_strips(pixels, STRIP_ROWS)
+            coarser = pyramid.reduce_in_strips(pixels, STRIP_VALUES)
             levels = itertools.chain([_FinestBand(pixels, coarser)],
                                      pyramid.laplacian_levels(coarser, self.n_levels - 1))
             del coarser  # (the generator keeps it until its first band is made)
@@ -248,7 +260,7 @@ class PyramidComposer:
                             self._most_evidence, self._least_evidence)
             if level < self.n_levels:
                 pooled = pyramid.reduce(pooled)
-                coverage = None if coverage is None else pyramid.reduce_in_strips(coverage, STRIP_ROWS)
+                coverage = None if coverage is None else pyramid.reduce_in_strips(coverage, STRIP_VALUES)
 
     def _fold(self, level: int, band: np.ndarray | _FinestBand, pooled: np.ndarray,
               coverage: np.ndarray | None) -> None:
@@ -259,7 +271,7 @@ class PyramidComposer:
         roots = self._roots if with_band else _roots(w.evidence_power, 0)
         floors = self._band_floors[level] if with_band else np.ones(self.channels, np.float32)
         sums = (self._weighted[level], self._weights[level], self._top[level])
-        for top, bottom, lo, hi in _strips(band.shape[0], _smooth_radius_px(w.band_sigma_px) if with_band else 0):
+        for top, bottom, lo, hi in _strips(band.shape, _smooth_radius_px(w.band_sigma_px) if with_band else 0):
             strip = band.rows(lo, hi) if isinstance(band, _FinestBand) else band[lo:hi]
             strip = strip if strip.ndim == 3 else strip[:, :, None]
             inner, rows = slice(top - lo, bottom - lo), slice(top, bottom)
@@ -268,16 +280,30 @@ class PyramidComposer:
             _fold_level(strip[inner], pooled[rows], np.float32(self.evidence_floor), energy, floors, covered, *roots,
                         *(values[rows] for values in sums))
 
-    def fused_levels(self) -> list[np.ndarray]:
+    def fused_levels(self, in_place: bool = False) -> list[np.ndarray]:
+        """Each level's weighted mean; ``in_place``: made in the running sums themselves (``final_image``)."""
+        self._check_not_final()
         levels = []
         for weighted, weights in zip(self._weighted, self._weights):
-            mean = np.maximum(weights, np.float32(1e-30))
-            levels.append(np.divide(weighted, mean, out=mean))
+            mean = np.maximum(weights, np.float32(1e-30), out=weights if in_place else None)
+            levels.append(np.divide(weighted, mean, out=weighted if in_place else mean))
         return levels
 
     def image(self) -> np.ndarray:
         """The fused image so far, float32 (H, W, C)."""
         return pyramid.collapse(self.fused_levels())
+
+    def final_image(self) -> np.ndarray:
+        """``image()`` once the last slice is in, made in the running sums themselves: no more slices
+        and no more images after it. At the end of a stack this touches 80 MB (5 MP RGB) of fresh
+        memory less, which the end of a live stack waits for (the slices' strips leave little to reuse)."""
+        image = pyramid.collapse(self.fused_levels(in_place=True), in_place=True, strip_values=STRIP_VALUES)
+        self._final = True
+        return image
+
+    def _check_not_final(self) -> None:
+        if self._final:
+            raise RuntimeError("PyramidComposer: its running sums became the final image")
 
     def depth(self, n_slices: int, z_positions: list[float] | None = None) -> np.ndarray:
         """The evidence-weighted mean of the ``z`` given to ``add`` (the engine gives slice
@@ -308,8 +334,11 @@ def _upsample_nan_aware(values: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     size = (shape[1], shape[0])
     total = cv2.resize(filled, size, interpolation=cv2.INTER_LINEAR)
     share = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-    out = total / np.maximum(share, 1e-6)
-    return np.where(share > 0.5, out, np.float32(np.nan)).astype(np.float32)
+    unknown = share <= 0.5
+    # In place: two full-size arrays instead of six (fresh memory is what the end of a stack waits for).
+    out = np.divide(total, np.maximum(share, np.float32(1e-6), out=share), out=total)
+    out[unknown] = np.nan
+    return out
 
 
 @njit(inline="always")

@@ -7,6 +7,7 @@ stays 2-D at every level.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import cv2
@@ -36,15 +37,29 @@ def reduce(image: np.ndarray) -> np.ndarray:
     return reduced.reshape(reduced.shape[:2] + image.shape[2:])
 
 
-def reduce_in_strips(image: np.ndarray, strip_rows: int = 128) -> np.ndarray:
-    """``reduce`` of ``image`` as float32, made strip by strip, without a float32 copy of the
-    whole image (60 MB at 5 MP RGB). The same numbers to the bit: each strip reads two rows more
-    than its 5-tap filter reaches, either side, and the image's own edges are the strips' edges."""
+WHOLE_STRIPS = 8   # a level of up to this many strips' worth goes whole: cutting it only adds calls
+
+
+def strip_rows(shape: tuple[int, ...], strip_values: int) -> int:
+    """Rows per strip of an array of ``shape`` (H, W[, C]) for strips of about ``strip_values`` values
+    (all its rows where it holds no more than WHOLE_STRIPS strips' worth)."""
+    row_values = max(1, math.prod(shape[1:]))
+    if shape[0] * row_values <= WHOLE_STRIPS * strip_values:
+        return max(1, shape[0])
+    return max(1, strip_values // row_values)
+
+
+def reduce_in_strips(image: np.ndarray, strip_values: int = 1 << 20) -> np.ndarray:
+    """``reduce`` of ``image`` as float32, made strip by strip (of about ``strip_values`` values),
+    without a float32 copy of the whole image (60 MB at 5 MP RGB). The same numbers to the bit:
+    each strip reads two rows more than its 5-tap filter reaches, either side, and the image's
+    own edges are the strips' edges."""
     height, width = image.shape[:2]
     out_height = (height + 1) // 2
     reduced = np.empty((out_height, (width + 1) // 2) + image.shape[2:], np.float32)
-    for top in range(0, out_height, strip_rows):
-        bottom = min(out_height, top + strip_rows)
+    rows = strip_rows(reduced.shape, strip_values)
+    for top in range(0, out_height, rows):
+        bottom = min(out_height, top + rows)
         first = max(0, 2 * top - 4)  # even: the strip's rows reduce to rows first // 2 onwards
         strip = reduce(np.ascontiguousarray(image[first:min(height, 2 * bottom + 4)], dtype=np.float32))
         reduced[top:bottom] = strip[top - first // 2:bottom - first // 2]
@@ -96,12 +111,21 @@ def laplacian_levels(image: np.ndarray, n_levels: int) -> Iterator[np.ndarray]:
     yield residual
 
 
-def collapse(levels: list[np.ndarray]) -> np.ndarray:
-    """The image whose Laplacian pyramid is ``levels``."""
+def collapse(levels: list[np.ndarray], in_place: bool = False, strip_values: int = 1 << 20) -> np.ndarray:
+    """The image whose Laplacian pyramid is ``levels``; ``in_place``: summed into the bands (they are
+    overwritten, and the image is the finest one), each coarser level expanded in strips of about
+    ``strip_values`` values: no new memory the size of a level."""
     image = levels[-1]
     for band in reversed(levels[:-1]):
-        expanded = _expand(image, band.shape)
-        image = np.add(band, expanded, out=expanded)
+        if in_place:
+            rows = strip_rows(band.shape, strip_values)
+            for top in range(0, band.shape[0], rows):
+                bottom = min(band.shape[0], top + rows)
+                band[top:bottom] += expand_rows(image, band.shape, top, bottom)
+            image = band
+        else:
+            expanded = _expand(image, band.shape)
+            image = np.add(band, expanded, out=expanded)
     return image
 
 

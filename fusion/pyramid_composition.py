@@ -3,6 +3,8 @@ measure's energy, its noise floors calibrated on the first slice, its depth give
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from fusion import compose
@@ -23,6 +25,8 @@ class PyramidComposition:
         self._mode_filter_px = mode_filter_px
         self._composer = PyramidComposer(shape, weighting)
         self._value_scale = 1.0   # float stacks: fused in units of their own range
+        self._image_lock = threading.Lock()
+        self._final_image: np.ndarray | None = None
 
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
         """Fold one slice in; returns its focus score (its mean fine energy)."""
@@ -54,12 +58,19 @@ class PyramidComposition:
             channel_var = np.array([sigma ** 2])
         self._composer.calibrate(noise_energy, channel_var)
 
-    def fused(self) -> np.ndarray:
-        """The fused image so far, (H, W, C) in the slices' dtype."""
-        image = self._composer.image()
-        if self._value_scale != 1.0:
-            image *= np.float32(self._value_scale)
-        return compose.to_dtype(image, self.dtype, overwrite=True)
+    def fused(self, final: bool = False) -> np.ndarray:
+        """The fused image so far, (H, W, C) in the slices' dtype. ``final``: the last slice is in; the
+        image is made in the composer's running sums (less fresh memory) and kept for later calls."""
+        with self._image_lock:  # a live view may ask from another thread while the stack finishes
+            if self._final_image is not None:
+                return self._final_image
+            image = self._composer.final_image() if final else self._composer.image()
+            if self._value_scale != 1.0:
+                image *= np.float32(self._value_scale)
+            fused = compose.to_dtype(image, self.dtype, overwrite=True)
+            if final:
+                self._final_image = fused
+            return fused
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
         """The depth (a fractional slice index from the pyramid) in the units of ``z_positions``."""
@@ -72,4 +83,4 @@ class PyramidComposition:
         the paper cleans its own, is what a one-slice-per-pixel copy would use (reports, channels
         that follow another's decision); the pyramid itself never picks."""
         decision = clean_decision(np.maximum(self._composer.best_index, 0), len(z_positions), self._mode_filter_px)
-        return self.fused(), decision, self.depth_so_far(z_positions)
+        return self.fused(final=True), decision, self.depth_so_far(z_positions)

@@ -7,13 +7,18 @@ from fusion import multiscale, pyramid
 from fusion.multiscale import PyramidComposer, PyramidWeighting
 
 
-def _fused(slices, energies, coverages, strip_rows, monkeypatch):
-    monkeypatch.setattr(multiscale, "STRIP_ROWS", strip_rows)
+def _fused(slices, energies, coverages, strip_values, monkeypatch):
+    monkeypatch.setattr(multiscale, "STRIP_VALUES", strip_values)
     composer = PyramidComposer(slices[0].shape, PyramidWeighting())
     composer.calibrate(1.0, np.full(slices[0].shape[2] if slices[0].ndim == 3 else 1, 0.5))
     for index, (pixels, energy, covered) in enumerate(zip(slices, energies, coverages)):
         composer.add(pixels, energy, float(index), index, covered)
-    return composer.image(), composer.depth(len(slices))
+    image = composer.image()
+    final = composer.final_image()  # made in the running sums, collapsed strip by strip
+    assert np.array_equal(final, image)
+    with pytest.raises(RuntimeError, match="final image"):
+        composer.image()
+    return image, composer.depth(len(slices))
 
 
 @pytest.mark.parametrize("shape", [(97, 131, 3), (61, 90)])
@@ -23,10 +28,11 @@ def test_strips_of_any_height_give_the_whole_band_result(shape, monkeypatch):
     energies = [(rng.random(shape[:2]) * 50).astype(np.float32) for _ in range(4)]
     coverages = [None, rng.random(shape[:2]) > 0.1, None, rng.random(shape[:2]) > 0.3]
     whole_image, whole_depth = _fused(slices, energies, coverages, 10 ** 6, monkeypatch)
-    for strip_rows in (1, 5, 16):  # narrower than the smoothing's reach, about it, and wider
-        image, depth = _fused(slices, energies, coverages, strip_rows, monkeypatch)
-        assert np.array_equal(image, whole_image), strip_rows
-        assert np.array_equal(depth, whole_depth, equal_nan=True), strip_rows
+    row_values = int(np.prod(shape[1:]))
+    for rows in (1, 5, 11):  # at level 0: narrower than the smoothing's reach, about it, and wider
+        image, depth = _fused(slices, energies, coverages, rows * row_values, monkeypatch)
+        assert np.array_equal(image, whole_image), rows
+        assert np.array_equal(depth, whole_depth, equal_nan=True), rows
 
 
 @pytest.mark.parametrize("shape,dtype", [((97, 131, 3), np.uint8), ((61, 90), np.uint16), ((2, 3, 3), np.uint8),
@@ -35,9 +41,9 @@ def test_the_finest_band_made_in_strips_is_the_whole_pyramids(shape, dtype):
     rng = np.random.default_rng(5)
     pixels = (rng.random(shape) * 1000).astype(dtype)
     whole = pyramid.laplacian_pyramid(pixels, 1)[0]  # from a float32 copy of the whole frame
-    for strip_rows in (1, 3, 128):
-        coarser = pyramid.reduce_in_strips(pixels, strip_rows)
+    for strip_values in (1, 3 * shape[1], 10 ** 9):  # rows of one value, strips of 3 rows or more, whole
+        coarser = pyramid.reduce_in_strips(pixels, strip_values)
         assert np.array_equal(coarser, pyramid.reduce(pixels.astype(np.float32)))
         finest = multiscale._FinestBand(pixels, coarser)
         for top, bottom in [(0, shape[0]), (0, 1), (1, 2), (shape[0] // 2, shape[0]), (max(0, shape[0] - 5), shape[0])]:
-            assert np.array_equal(finest.rows(top, bottom), whole[top:bottom]), (strip_rows, top, bottom)
+            assert np.array_equal(finest.rows(top, bottom), whole[top:bottom]), (strip_values, top, bottom)
