@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -335,9 +336,14 @@ def print_refuse_problems(outcomes) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        status = main()
     except KeyboardInterrupt:
         # Only a stop while starting (imports, reading the options) gets here: once a session or a
         # refusion runs, it saves what it has and says so itself.
         print("interrupted while starting: nothing was acquired or written", file=sys.stderr)
-        sys.exit(interrupted_status())
+        status = interrupted_status()
+    if status in (130, 143):
+        # Already stopping: another Ctrl-C while Python shuts down (dask's exit hooks) must not turn
+        # the exit status into a death by signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)

@@ -212,7 +212,7 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
             # second batch would print a warning that the port is taken.)
             # A Ctrl-C while it starts waits until it has: cut short, its half-started workers could not be
             # closed (dask's exit hook then failed with a traceback).
-            with signals_held(), _workers_deaf_to_ctrl_c():
+            with signals_held("the cluster is starting; the batch stops as soon as it has"), _workers_deaf_to_ctrl_c():
                 cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
                                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},

@@ -42,13 +42,14 @@ def signals_deferred(notice: str | None = None):
 
 
 @contextlib.contextmanager
-def signals_held():
+def signals_held(notice: str | None = None):
     """While the block runs, SIGINT and SIGTERM wait; they are delivered, as usual, when it ends,
-    also when it ends with an error (the stop the user asked for comes first).
+    also when it ends with an error (the stop the user asked for comes first). ``notice``: as
+    ``signals_deferred``'s, said at the first of them.
     A slice is written to the stack and recorded in the report together, or not at all (a stop
     between the two left a plane on disk that session.json did not count)."""
     try:
-        with signals_deferred() as received:
+        with signals_deferred(notice) as received:
             yield
     finally:
         for name in dict.fromkeys(received):

@@ -237,7 +237,8 @@ class PyramidComposer:
         w = self.weighting
         # The floor is added after smoothing: the blur keeps a constant, and this saves a pass.
         pooled = _smooth(np.ascontiguousarray(energy, np.float32), w.evidence_sigma_px)
-        pooled = np.add(pooled, np.float32(self.evidence_floor), out=None if pooled is energy else pooled)
+        # (In place only into the smoothed copy: unsmoothed, ``pooled`` may be the caller's own energy.)
+        pooled = np.add(pooled, np.float32(self.evidence_floor), out=pooled if w.evidence_sigma_px > 0 else None)
         # Full size it stays a bool mask (made float32 a strip at a time: 20 MB less at 5 MP); reduced, float32.
         coverage = None if covered is None else np.ascontiguousarray(covered, dtype=bool)
         _track_best(pooled, slice_index, self._best_evidence, self.best_index,

@@ -26,7 +26,7 @@ class PyramidComposition:
         self._composer = PyramidComposer(shape, weighting)
         self._value_scale = 1.0   # float stacks: fused in units of their own range
         self._image_lock = threading.Lock()
-        self._final_image: np.ndarray | None = None
+        self._final_values: np.ndarray | None = None
 
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
         """Fold one slice in; returns its focus score (its mean fine energy)."""
@@ -60,16 +60,16 @@ class PyramidComposition:
 
     def fused(self, final: bool = False) -> np.ndarray:
         """The fused image so far, (H, W, C) in the slices' dtype. ``final``: the last slice is in; the
-        image is made in the composer's running sums (less fresh memory) and kept for later calls."""
+        image is made in the composer's running sums (less fresh memory), which keep it for later calls."""
         with self._image_lock:  # a live view may ask from another thread while the stack finishes
-            if self._final_image is not None:
-                return self._final_image
+            if self._final_values is not None:  # a fresh array each time, as before the end
+                return compose.to_dtype(self._final_values, self.dtype)
             image = self._composer.final_image() if final else self._composer.image()
             if self._value_scale != 1.0:
                 image *= np.float32(self._value_scale)
-            fused = compose.to_dtype(image, self.dtype, overwrite=True)
+            fused = compose.to_dtype(image, self.dtype, overwrite=True)  # (rounds ``image`` in place)
             if final:
-                self._final_image = fused
+                self._final_values = image  # the composer's sums, already rounded: no more memory
             return fused
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:

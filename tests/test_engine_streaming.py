@@ -178,3 +178,16 @@ def test_chosen_fraction_counts_only_where_the_depth_is_defined():
                                depth_unit="slice index", decision=decision, focus_scores=[1.0, 2.0, 3.0],
                                z_positions=[None, None, None])
     assert textureless.chosen_fraction() == pytest.approx([0.5, 0.25, 0.25], abs=1e-5)  # nothing defined: all
+
+
+def test_the_images_after_finish_are_fresh_arrays(rgb_stack):
+    # The final image is made in the engine's running sums; what it hands out must still be the
+    # caller's own, as before: editing the result of finish() changes no later result().
+    engine = StreamingFusion(rgb_stack.slices[0].shape, rgb_stack.slices[0].dtype)
+    push_all(engine, rgb_stack)
+    finished = engine.finish()
+    kept = finished.fused.copy()
+    later = engine.result()
+    assert not np.shares_memory(later, finished.fused)
+    finished.fused[:] = 0
+    assert np.array_equal(engine.result(), kept) and np.array_equal(later, kept)

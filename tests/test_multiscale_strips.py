@@ -47,3 +47,15 @@ def test_the_finest_band_made_in_strips_is_the_whole_pyramids(shape, dtype):
         finest = multiscale._FinestBand(pixels, coarser)
         for top, bottom in [(0, shape[0]), (0, 1), (1, 2), (shape[0] // 2, shape[0]), (max(0, shape[0] - 5), shape[0])]:
             assert np.array_equal(finest.rows(top, bottom), whole[top:bottom]), (strip_values, top, bottom)
+
+
+def test_the_callers_energy_is_left_as_it_was_even_unsmoothed():
+    # Unsmoothed (evidence_sigma_px 0) the pooled evidence is a view of the caller's own array
+    # (np.ascontiguousarray with a dtype gives a new view, not the same object): the noise floor was
+    # added into it, and the focus score that the caller then took from it moved (found on review).
+    composer = PyramidComposer((40, 50), PyramidWeighting(evidence_sigma_px=0))
+    composer.calibrate(1.0, np.array([0.5]))
+    energy = np.random.default_rng(2).random((40, 50), dtype=np.float32)
+    before = energy.copy()
+    composer.add(np.random.default_rng(3).random((40, 50), dtype=np.float32), energy, 0.0, 0)
+    assert np.array_equal(energy, before)

@@ -75,7 +75,7 @@ class SavedStack(ABC):
 
     def read_slice(self, index: int) -> np.ndarray:
         if not 0 <= index < self.n_slices:
-            raise IndexError(f"{self.path}: no slice {index}; the stack has {self.n_slices}")
+            raise IndexError(f"{self.path}: no {slice_name(index)}; the stack has {self.n_slices}")
         self._check_declared_size(index)
         try:
             pixels = self._read(index)

@@ -168,8 +168,8 @@ class TiffStack(SavedStack):
             return None
         missing = [i for i, plane in enumerate(planes) if plane is None and not (i == 0 and self._tiff.is_ome)]
         if missing and not self._tiff.is_ome:
-            warnings.warn(f"{self.path}: the z of slices {_ranges(missing)} could not be read from their page "
-                          "metadata (missing, or cut off with the file); the depth map is in slice index",
+            warnings.warn(f"{self.path}: the z of slices {_ranges(missing)} (counting from 0) could not be read from "
+                          "their page metadata (missing, or cut off with the file); the depth map is in slice index",
                           stacklevel=3)
         return planes
 
