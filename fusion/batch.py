@@ -253,7 +253,8 @@ def _workers_deaf_to_ctrl_c():
     """SIGINT blocked in this thread while the block runs, and so in the threads and worker processes
     that start meanwhile, which inherit the mask: a terminal's Ctrl-C goes to every process in its
     group, and a worker still starting died of it ("Fatal Python error" and a traceback each).
-    Blocked, not ignored: a Ctrl-C meanwhile reaches this process when the block ends."""
+    Blocked, not ignored: a Ctrl-C meanwhile reaches this process when the block ends. (A thread
+    started before it may take the signal sooner: ``signals_held`` around it keeps the start whole.)"""
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share a Ctrl-C
         yield
         return

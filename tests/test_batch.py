@@ -216,15 +216,17 @@ def test_single_stack_runs_without_a_cluster(small_stacks, tmp_path):
 def test_worker_processes_started_while_ctrl_c_is_blocked_never_hear_it(default_sigint):
     # A terminal's Ctrl-C reaches every process in its group; a dask worker still starting died of
     # it with "Fatal Python error" and a traceback. Started inside this block, they inherit SIGINT
-    # blocked, and a Ctrl-C that came meanwhile reaches this process once the block ends.
+    # blocked, and a Ctrl-C that came meanwhile stops this process once the cluster has started (as
+    # in _run_on_dask: held, since threads started earlier, here pytest's, may take the signal).
     from distributed import LocalCluster
 
     from fusion.batch import _workers_deaf_to_ctrl_c
+    from fusion.held_signals import signals_held
 
-    with pytest.raises(KeyboardInterrupt), _workers_deaf_to_ctrl_c():
+    with pytest.raises(KeyboardInterrupt), signals_held(), _workers_deaf_to_ctrl_c():
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None)
-        os.kill(os.getpid(), signal.SIGINT)  # pending: blocked in this thread
+        os.kill(os.getpid(), signal.SIGINT)  # held until the blocks end
         worker_pid = next(iter(cluster.workers.values())).process.process.pid
         status = Path(f"/proc/{worker_pid}/status").read_text()
     try:
