@@ -342,7 +342,7 @@ if __name__ == "__main__":
         # refusion runs, it saves what it has and says so itself.
         print("interrupted while starting: nothing was acquired or written", file=sys.stderr)
         status = interrupted_status()
-    if status in (130, 143):
+    if status == interrupted_status():
         # Already stopping: another Ctrl-C while Python shuts down (dask's exit hooks) must not turn
         # the exit status into a death by signal.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

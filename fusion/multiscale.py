@@ -3,8 +3,9 @@
 Each slice is split into a Laplacian pyramid. At every level, each colour channel of each
 slice gets a weight per pixel, and only running sums are kept (weight x band, weight, and the
 largest weight's exponent): memory is about 4/3 x channels x (2 floats + 1 byte) per pixel whatever
-the depth, and a strip of scratch (bands are made, smoothed and folded 128 rows at a time, the
-finest one from the frame itself). The fused image is the collapse of the per-level weighted means.
+the depth, and a strip of scratch (large bands are made, smoothed and folded a strip of rows at a
+time, the finest one from the frame itself: STRIP_VALUES). The fused image is the collapse of the
+per-level weighted means.
 
 A slice's weight at level k is the product of two pieces of evidence, each raised to a power:
 - the pooled fine evidence: the slice's per-pixel focus energy (the focus measure's finest
@@ -163,10 +164,8 @@ def _strips(shape: tuple[int, ...], halo: int):
     are computed, rows lo..hi (``halo`` more either side, within the image) are read. A strip's
     smoothed energy then equals the whole band's there: a Gaussian of radius ``halo`` sees the
     same rows, and the image's own edges are the strip's edges."""
-    height, rows = shape[0], pyramid.strip_rows(shape, STRIP_VALUES)
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        yield top, bottom, max(0, top - halo), min(height, bottom + halo)
+    for top, bottom in pyramid.row_strips(shape, STRIP_VALUES):
+        yield top, bottom, max(0, top - halo), min(shape[0], bottom + halo)
 
 
 def band_noise_gains(n_levels: int) -> np.ndarray:
@@ -298,7 +297,7 @@ class PyramidComposer:
         """``image()`` once the last slice is in, made in the running sums themselves: no more slices
         and no more images after it. At the end of a stack this touches 80 MB (5 MP RGB) of fresh
         memory less, which the end of a live stack waits for (the slices' strips leave little to reuse)."""
-        image = pyramid.collapse(self.fused_levels(in_place=True), in_place=True, strip_values=STRIP_VALUES)
+        image = pyramid.collapse_in_place(self.fused_levels(in_place=True), STRIP_VALUES)
         self._final = True
         return image
 

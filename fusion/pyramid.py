@@ -49,7 +49,14 @@ def strip_rows(shape: tuple[int, ...], strip_values: int) -> int:
     return max(1, strip_values // row_values)
 
 
-def reduce_in_strips(image: np.ndarray, strip_values: int = 1 << 20) -> np.ndarray:
+def row_strips(shape: tuple[int, ...], strip_values: int) -> Iterator[tuple[int, int]]:
+    """(top, bottom) of each strip of rows of an array of ``shape``, from the first row to the last."""
+    rows = strip_rows(shape, strip_values)
+    for top in range(0, shape[0], rows):
+        yield top, min(shape[0], top + rows)
+
+
+def reduce_in_strips(image: np.ndarray, strip_values: int) -> np.ndarray:
     """``reduce`` of ``image`` as float32, made strip by strip (of about ``strip_values`` values),
     without a float32 copy of the whole image (60 MB at 5 MP RGB). The same numbers to the bit:
     each strip reads two rows more than its 5-tap filter reaches, either side, and the image's
@@ -57,9 +64,7 @@ def reduce_in_strips(image: np.ndarray, strip_values: int = 1 << 20) -> np.ndarr
     height, width = image.shape[:2]
     out_height = (height + 1) // 2
     reduced = np.empty((out_height, (width + 1) // 2) + image.shape[2:], np.float32)
-    rows = strip_rows(reduced.shape, strip_values)
-    for top in range(0, out_height, rows):
-        bottom = min(out_height, top + rows)
+    for top, bottom in row_strips(reduced.shape, strip_values):
         first = max(0, 2 * top - 4)  # even: the strip's rows reduce to rows first // 2 onwards
         strip = reduce(np.ascontiguousarray(image[first:min(height, 2 * bottom + 4)], dtype=np.float32))
         reduced[top:bottom] = strip[top - first // 2:bottom - first // 2]
@@ -111,21 +116,24 @@ def laplacian_levels(image: np.ndarray, n_levels: int) -> Iterator[np.ndarray]:
     yield residual
 
 
-def collapse(levels: list[np.ndarray], in_place: bool = False, strip_values: int = 1 << 20) -> np.ndarray:
-    """The image whose Laplacian pyramid is ``levels``; ``in_place``: summed into the bands (they are
-    overwritten, and the image is the finest one), each coarser level expanded in strips of about
-    ``strip_values`` values: no new memory the size of a level."""
+def collapse(levels: list[np.ndarray]) -> np.ndarray:
+    """The image whose Laplacian pyramid is ``levels``."""
     image = levels[-1]
     for band in reversed(levels[:-1]):
-        if in_place:
-            rows = strip_rows(band.shape, strip_values)
-            for top in range(0, band.shape[0], rows):
-                bottom = min(band.shape[0], top + rows)
-                band[top:bottom] += expand_rows(image, band.shape, top, bottom)
-            image = band
-        else:
-            expanded = _expand(image, band.shape)
-            image = np.add(band, expanded, out=expanded)
+        expanded = _expand(image, band.shape)
+        image = np.add(band, expanded, out=expanded)
+    return image
+
+
+def collapse_in_place(levels: list[np.ndarray], strip_values: int) -> np.ndarray:
+    """``collapse``, summed into the bands themselves (they are overwritten; the image is the finest
+    one), each coarser level expanded in strips of about ``strip_values`` values: no new memory the
+    size of a level."""
+    image = levels[-1]
+    for band in reversed(levels[:-1]):
+        for top, bottom in row_strips(band.shape, strip_values):
+            band[top:bottom] += expand_rows(image, band.shape, top, bottom)
+        image = band
     return image
 
 
