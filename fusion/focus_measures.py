@@ -50,7 +50,8 @@ class SpatialFrequency:
         return kernels.box_sum(kernels.gradient_magnitude(gray), self.window_px)
 
     def energy(self, gray: np.ndarray) -> np.ndarray:
-        return kernels.gradient_magnitude(gray) ** 2
+        magnitude = kernels.gradient_magnitude(gray)
+        return np.square(magnitude, out=magnitude)  # in place: 20 MB less at 5 MP
 
 
 @dataclass(frozen=True)

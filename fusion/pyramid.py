@@ -64,7 +64,9 @@ def reduce_in_strips(image: np.ndarray, strip_values: int) -> np.ndarray:
     height, width = image.shape[:2]
     out_height = (height + 1) // 2
     reduced = np.empty((out_height, (width + 1) // 2) + image.shape[2:], np.float32)
-    for top, bottom in row_strips(reduced.shape, strip_values):
+    # Strips sized by what they read, 4 of the image's values per reduced one (counted in reduced
+    # values, a 5 MP frame's reduction went whole: a float32 copy of the frame, 60 MB).
+    for top, bottom in row_strips(reduced.shape, max(1, strip_values // 4)):
         first = max(0, 2 * top - 4)  # even: the strip's rows reduce to rows first // 2 onwards
         strip = reduce(np.ascontiguousarray(image[first:min(height, 2 * bottom + 4)], dtype=np.float32))
         reduced[top:bottom] = strip[top - first // 2:bottom - first // 2]

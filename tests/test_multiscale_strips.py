@@ -59,3 +59,20 @@ def test_the_callers_energy_is_left_as_it_was_even_unsmoothed():
     before = energy.copy()
     composer.add(np.random.default_rng(3).random((40, 50), dtype=np.float32), energy, 0.0, 0)
     assert np.array_equal(energy, before)
+
+
+def test_reducing_a_large_frame_holds_no_float_copy_of_it():
+    """The finest band's reduction of a 5 MP RGB frame once converted the whole frame to float32
+    (60 MB) because its strips were counted in reduced values; now a strip reads a few MB."""
+    import tracemalloc
+    frame = np.random.default_rng(0).integers(0, 255, (1944, 2592, 3), dtype=np.uint8)
+    whole = pyramid.reduce(frame.astype(np.float32))
+    tracemalloc.start()
+    try:
+        reduced = pyramid.reduce_in_strips(frame, multiscale.STRIP_VALUES)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(reduced, whole)
+    float_copy_bytes = frame.size * 4
+    assert peak_bytes - reduced.nbytes < float_copy_bytes / 4, (peak_bytes, reduced.nbytes)

@@ -124,16 +124,14 @@ def _make_level(gray: np.ndarray, width_px: int, tile_px: int) -> _Level:
                   tile_px)
 
 
-def _grid_tiles(pixels: np.ndarray, tile_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles overlapping by half, covering the frame; their centres (x, y) and pixels."""
-    height, width = pixels.shape
+def _grid_corners(shape: tuple[int, ...], tile_px: int) -> np.ndarray:
+    """The top-left corners (x, y) of tiles overlapping by half, covering a frame of ``shape``."""
+    height, width = shape
     step = max(1, tile_px // 2)
     ys = np.unique(np.r_[np.arange(0, height - tile_px + 1, step), height - tile_px])
     xs = np.unique(np.r_[np.arange(0, width - tile_px + 1, step), width - tile_px])
     tops, lefts = np.meshgrid(ys, xs, indexing="ij")
-    tops, lefts = tops.ravel(), lefts.ravel()
-    tiles = np.stack([pixels[y:y + tile_px, x:x + tile_px] for y, x in zip(tops, lefts)])
-    return np.stack([lefts + tile_px // 2, tops + tile_px // 2], axis=1).astype(np.float64), tiles
+    return np.stack([lefts.ravel(), tops.ravel()], axis=1)
 
 
 def fit_model(source: np.ndarray, target: np.ndarray, weight: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -336,8 +334,9 @@ class SliceAligner:
         """Find each template tile in the image near where ``estimate`` puts it; refit the model."""
         tile_px = template.tile_px
         if template.template_spectra is None:  # first use of this slice as a template
-            template.template_centres, tiles = _grid_tiles(template.pixels, tile_px)
-            template.template_spectra = self._phase_tiles(tile_px).spectra(tiles)
+            grid = _grid_corners(template.pixels.shape, tile_px)
+            template.template_centres = (grid + tile_px // 2).astype(np.float64)
+            template.template_spectra = self._phase_tiles(tile_px).spectra_at(template.pixels, grid)
         half = tile_px // 2
         assert template.template_centres is not None  # set with the spectra
         predicted = np.c_[template.template_centres, np.ones(len(template.template_centres))] @ \
@@ -348,8 +347,8 @@ class SliceAligner:
                  (corners[:, 0] + tile_px <= width) & (corners[:, 1] + tile_px <= height)
         if inside.sum() < MIN_AGREEING_TILES:
             return None
-        tiles = np.stack([image.pixels[y:y + tile_px, x:x + tile_px] for x, y in corners[inside]])
-        shift, coherence = self._phase_tiles(tile_px).shifts(template.template_spectra[inside], tiles)
+        shift, coherence = self._phase_tiles(tile_px).shifts_at(template.template_spectra, np.flatnonzero(inside),
+                                                                image.pixels, corners[inside])
         usable = (coherence >= MIN_TILE_COHERENCE) & np.all(np.abs(shift) <= tile_px / 4, axis=1) \
             & np.all(np.isfinite(shift), axis=1)
         if usable.sum() < MIN_AGREEING_TILES:

@@ -1,0 +1,46 @@
+"""Tile phase registration measures its tiles a batch at a time (small temporaries); the answers
+must not depend on the batching, and must find the shift the tiles were given."""
+import numpy as np
+import pytest
+
+from fusion.align import phase_tiles
+from fusion.align.phase_tiles import PhaseTiles
+
+
+def _textured(shape, seed=0):
+    import cv2
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 1.5) * 255
+
+
+def test_batched_shifts_equal_one_batch_and_find_the_true_shift(monkeypatch):
+    tile_px, shift_px = 32, (1.25, -0.5)   # (x, y)
+    image = _textured((400, 420))
+    import cv2
+    moved = cv2.warpAffine(image, np.float32([[1, 0, shift_px[0]], [0, 1, shift_px[1]]]), image.shape[::-1],
+                           flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    ys, xs = np.meshgrid(np.arange(16, 400 - 48, 16), np.arange(16, 420 - 48, 16), indexing="ij")
+    corners = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    assert len(corners) > 3 * 64  # several batches, the last one partial
+    phase = PhaseTiles(tile_px)
+    answers = {}
+    for batch in (7, 64, 10 ** 6):
+        monkeypatch.setattr(phase_tiles, "TILES_PER_BATCH", batch)
+        spectra = phase.spectra_at(image, corners)
+        answers[batch] = phase.shifts_at(spectra, np.arange(len(corners)), moved, corners)
+    whole_d, whole_c = answers[10 ** 6]
+    for d, coherence in answers.values():
+        np.testing.assert_allclose(d, whole_d, atol=1e-5)
+        np.testing.assert_allclose(coherence, whole_c, atol=1e-5)
+    assert np.median(whole_d, axis=0) == pytest.approx(shift_px, abs=0.05)
+
+
+def test_tiles_are_matched_to_the_templates_they_name():
+    image = _textured((256, 256), seed=1)
+    phase = PhaseTiles(32)
+    corners = np.array([[10, 10], [100, 40], [200, 200]])
+    spectra = phase.spectra_at(image, corners)
+    # The image tiles at the second and third corners against their own templates, given in another order.
+    d, coherence = phase.shifts_at(spectra, np.array([2, 1]), image, corners[[2, 1]])
+    np.testing.assert_allclose(d, 0.0, atol=1e-3)
+    assert np.all(coherence > 0.9)
