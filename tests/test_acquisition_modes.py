@@ -240,6 +240,23 @@ def test_lens_stream_session_fuses_above_the_best_slice_and_lists_flagged_frames
     assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
 
 
+def test_the_kernel_warm_up_says_nothing_about_its_throwaway_crop():
+    """A stream's or sequence's warm-up fuses a crop of a snapped frame: a warning about that crop
+    ("too small to align") would only repeat, or contradict, what the stack itself reports."""
+    import warnings
+
+    import numpy as np
+
+    from fusion import FusionSettings
+    from fusion.kernel_warmup import warm_kernels
+
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warm_kernels(frame, FusionSettings(align="auto"))  # as a session with alignment sets it
+    assert [str(w.message) for w in caught] == []
+
+
 @pytest.mark.parametrize("plan,message", [
     ({"z": {"range": 10, "step": 1}, "stream": True}, r"plan: stream: a free-running stream sweeps a tunable lens"),
     ({"z": {"range": 10, "step": 1}, "hardware_sequencing": "maybe"},
