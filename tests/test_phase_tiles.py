@@ -25,7 +25,7 @@ def test_batched_shifts_equal_one_batch_and_find_the_true_shift(monkeypatch):
     phase = PhaseTiles(tile_px)
     answers = {}
     for batch in (7, 64, 10 ** 6):
-        monkeypatch.setattr(phase_tiles, "TILES_PER_BATCH", batch)
+        monkeypatch.setattr(phase_tiles, "BATCH_PIXELS", batch * tile_px ** 2)
         spectra = phase.spectra_at(image, corners)
         answers[batch] = phase.shifts_at(spectra, np.arange(len(corners)), moved, corners)
     whole_d, whole_c = answers[10 ** 6]

@@ -20,11 +20,12 @@ LOWEST_FREQUENCY_BINS = 3   # below this many cycles per tile the window's spect
 HIGHEST_FREQUENCY = 0.5     # of Nyquist
 WINDOW_ITERATIONS = 2
 PHASE_FIT_STEPS = 2
-# Tiles are cut and measured this many at a time: each step's temporaries then stay about 4 MB
-# (128 px tiles), where a 5 MP frame's ~165 fine tiles at once held ten of ~10 MB each while the
-# other core composed (a refusion's peak). As fast (scorpion: 1.88 s against 1.89 s for its 14
-# slices); shifts agree to 1e-7 px (NumPy's sums over another batch shape round differently).
-TILES_PER_BATCH = 64
+# Tiles are cut and measured a batch of about this many pixels at a time (64 tiles of 128 px, 256 of
+# 64 px): each step's temporaries then stay about 4 MB, where a 5 MP frame's ~165 fine tiles at once
+# held ten of ~10 MB each while the other core composed (a refusion's peak). As fast, and the same
+# answers (the scorpion's fused image is unchanged to the bit; NumPy may round a sum over another
+# batch shape differently, by about 1e-7 px).
+BATCH_PIXELS = 1 << 20
 
 
 def _hann(positions: np.ndarray, length: int) -> np.ndarray:
@@ -48,18 +49,20 @@ class PhaseTiles:
     def spectra_at(self, pixels: np.ndarray, corners: np.ndarray) -> np.ndarray:
         """Windowed spectra of the tiles of ``pixels`` whose top-left corners (x, y) are ``corners``
         (N, 2); computed once for a template and reused."""
-        batches = [self.spectra(self._cut(pixels, corners[start:start + TILES_PER_BATCH]))
-                   for start in _batch_starts(len(corners))]
+        batches = [self.spectra(self._cut(pixels, corners[batch])) for batch in self._batches(len(corners))]
         return batches[0] if len(batches) == 1 else np.concatenate(batches)
 
     def shifts_at(self, template_spectra: np.ndarray, templates: np.ndarray, pixels: np.ndarray,
                   corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``shifts`` of the tiles of ``pixels`` at ``corners`` (N, 2; x, y of the top left), each
         against the template ``template_spectra[templates[k]]`` (from ``spectra_at``)."""
-        batches = [self.shifts(template_spectra[templates[start:start + TILES_PER_BATCH]],
-                               self._cut(pixels, corners[start:start + TILES_PER_BATCH]))
-                   for start in _batch_starts(len(corners))]
+        batches = [self.shifts(template_spectra[templates[batch]], self._cut(pixels, corners[batch]))
+                   for batch in self._batches(len(corners))]
         return np.concatenate([d for d, _ in batches]), np.concatenate([c for _, c in batches])
+
+    def _batches(self, n_tiles: int) -> list[slice]:
+        size = max(1, BATCH_PIXELS // self.tile_px ** 2)
+        return [slice(start, start + size) for start in range(0, max(n_tiles, 1), size)]
 
     def _cut(self, pixels: np.ndarray, corners: np.ndarray) -> np.ndarray:
         t = self.tile_px
@@ -116,10 +119,6 @@ class PhaseTiles:
         determinant = np.where(np.abs(determinant) > 1e-12, determinant, np.inf)
         shifts = [(syy * bx - sxy * by) / determinant, (sxx * by - sxy * bx) / determinant]
         return np.stack(shifts, axis=1).astype(np.float32)
-
-
-def _batch_starts(n_tiles: int) -> range:
-    return range(0, max(n_tiles, 1), TILES_PER_BATCH)
 
 
 @njit(parallel=True, cache=True, nogil=True)
