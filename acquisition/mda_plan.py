@@ -5,6 +5,8 @@ useq-schema ignores keys it does not know; a profile must not, so a typo such as
 """
 from __future__ import annotations
 
+import difflib
+import typing
 from typing import Annotated, Any
 
 import pydantic
@@ -13,11 +15,27 @@ from pydantic import BeforeValidator
 
 # Keys of the mappings a sequence may hold, by the sequence key they sit under.
 _ITEM_MODELS: dict[str, type[pydantic.BaseModel]] = {"channels": useq.Channel, "stage_positions": useq.Position}
+# The plans whose kind useq tells from their keys: a key that no kind has is a typo (``rang``).
+_PLAN_KEYS = ("z_plan", "time_plan", "grid_plan", "autofocus_plan")
 
 
 def _allowed(model) -> set[str]:
     fields = model.model_fields
     return set(fields) | {f.alias for f in fields.values() if f.alias}
+
+
+def _plan_kinds(key: str) -> list[type[pydantic.BaseModel]]:
+    annotation = useq.MDASequence.model_fields[key].annotation
+    return [kind for kind in typing.get_args(annotation) or (annotation,)
+            if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel)]
+
+
+def _unknown_key(item: Any, allowed: set[str], where: str) -> None:
+    bad = sorted(set(item) - allowed) if isinstance(item, dict) else []
+    if bad:
+        guess = difflib.get_close_matches(str(bad[0]), sorted(allowed), n=1, cutoff=0.75)
+        raise ValueError(f"unknown key {bad[0]!r} in {where}" + (f" (did you mean {guess[0]!r}?)" if guess else "")
+                         + f"; allowed: {', '.join(sorted(allowed))}")
 
 
 def _check_keys(value: Any) -> Any:
@@ -29,10 +47,9 @@ def _check_keys(value: Any) -> Any:
                          f"{', '.join(sorted(k for k in _allowed(useq.MDASequence) if k != 'metadata'))}")
     for key, model in _ITEM_MODELS.items():
         for number, item in enumerate(value.get(key) or []):
-            bad = sorted(set(item) - _allowed(model)) if isinstance(item, dict) else []
-            if bad:
-                raise ValueError(f"unknown key {bad[0]!r} in mda.{key}.{number}; allowed: "
-                                 f"{', '.join(sorted(model.model_fields))}")
+            _unknown_key(item, _allowed(model), f"mda.{key}.{number}")
+    for key in _PLAN_KEYS:
+        _unknown_key(value.get(key), set().union(*map(_allowed, _plan_kinds(key))), f"mda.{key}")
     return value
 
 

@@ -95,7 +95,13 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"mda": {"chanels": ["DAPI"]}}, "mda: unknown key 'chanels' in mda; allowed: .*channels"),
-    ({"mda": {"channels": [{"config": "DAPI", "exposre": 3}]}}, r"unknown key 'exposre' in mda.channels.0"),
+    ({"mda": {"channels": [{"config": "DAPI", "exposre": 3}]}},
+     r"unknown key 'exposre' in mda.channels.0 \(did you mean 'exposure'\?\)"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"rang": 4, "step": 1}}},
+     r"unknown key 'rang' in mda.z_plan \(did you mean 'range'\?\); allowed: .*range"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1, "foo": 1}}}, r"unknown key 'foo' in mda.z_plan"),
+    ({"mda": {"channels": ["DAPI"], "time_plan": {"interval": 1, "loop": 2}}},
+     r"unknown key 'loop' in mda.time_plan \(did you mean 'loops'\?\)"),
     ({"fusion": {"decision_channel": "GFP"}},
      r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
