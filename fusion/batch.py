@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from fusion.outputs import write_json
 from fusion.readers import stack_name
 from fusion.readers.image_folder import image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
+from fusion.stack_fingerprint import stack_fingerprint
 from fusion.output_names import refusion_outputs
 from fusion.refuse import refuse_stack
 from fusion.refuse_report import RefuseReport
@@ -49,9 +51,23 @@ class StackOutcome:
 
 def expand_stack_arguments(arguments: list[str]) -> list[Path]:
     """Files and folders as given; globs expanded (sorted); ``@list.txt`` names one stack per line.
+    A stack given more than once (by a glob and a list, say) is fused once, with a warning.
 
     A glob that matches nothing, or a list file that is missing or empty, is a StackNotFoundError.
     """
+    stacks: list[Path] = []
+    seen: set[Path] = set()
+    for path in _expanded(arguments):
+        real = _real_path(path)
+        if real in seen:
+            warnings.warn(f"{path}: given more than once; fused once", stacklevel=2)
+        else:
+            seen.add(real)
+            stacks.append(path)
+    return stacks
+
+
+def _expanded(arguments: list[str]) -> list[Path]:
     stacks: list[Path] = []
     for argument in arguments:
         if argument.startswith("@"):
@@ -62,7 +78,7 @@ def expand_stack_arguments(arguments: list[str]) -> list[Path]:
             listed = [line for line in lines if line and not line.startswith("#")]
             if not listed:  # an empty run that exits 0 would look like success
                 raise StackNotFoundError("the list file names no stacks", list_file)
-            stacks += expand_stack_arguments(listed)
+            stacks += _expanded(listed)
         elif glob.has_magic(argument):
             matches = sorted(glob.glob(argument))
             if not matches:
@@ -75,20 +91,25 @@ def expand_stack_arguments(arguments: list[str]) -> list[Path]:
 
 def _stacks_in(path: Path) -> list[Path]:
     """``path``, or, for a folder whose images are all multi-page TIFFs, each of those files:
-    such a folder holds stacks, not slices."""
-    if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
+    such a folder holds stacks, not slices. A folder that cannot be listed is one stack: reading it
+    is then that stack's failure, and the others go on."""
+    try:
+        if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
+            return [path]
+        files = image_files(path)
+    except OSError:  # permission denied
         return [path]
-    files = image_files(path)
     stacks = multipage_tiffs(files)
     if files and len(stacks) == len(files):
         return [file for file, _ in stacks]
     return [path]
 
 
-def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> RefuseReport | None:
-    """The report of stack ``name`` when all its outputs are in place (the report is written last)
-    and were made with ``settings``; None when the stack must be fused (again)."""
-    paths = refusion_outputs(out_dir, name)
+def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
+    """The report of ``stack`` when all its outputs are in place (the report is written last), were
+    made with ``settings`` and from this stack as it is now (``stack_fingerprint``: not another one of
+    the same name, nor this one before slices were added or replaced); None when it must be fused (again)."""
+    paths = refusion_outputs(out_dir, stack_name(stack))
     if not all(path.is_file() for path in paths.values()):
         return None
     try:
@@ -97,6 +118,8 @@ def finished_report(out_dir: Path, name: str, settings: FusionSettings) -> Refus
         return None
     # As the report stores them: through JSON, so 32 and 32.0 or a tuple and a list compare equal.
     if report.settings != json.loads(json.dumps(asdict(settings))):
+        return None
+    if report.source_fingerprint is None or report.source_fingerprint != stack_fingerprint(stack):
         return None
     return report
 
@@ -131,6 +154,9 @@ def check_unique_names(stacks: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in stacks:
         name = stack_name(path)
+        if f"{name}.json" == SUMMARY_FILE:
+            raise ValueError(f"{path}: its report would be {SUMMARY_FILE}, which the batch's summary overwrites; "
+                             "rename the stack")
         if name in seen and _real_path(seen[name]) != _real_path(path):
             raise ValueError(f"{seen[name]} and {path} would both write {refusion_outputs(Path(), name)['fused']}; "
                              "refuse them into different --out folders")
@@ -169,7 +195,7 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     outcomes = _Outcomes(on_outcome)
     todo = []
     for index, path in enumerate(stacks):
-        report = finished_report(out_dir, stack_name(path), settings) if resume else None
+        report = finished_report(out_dir, path, settings) if resume else None
         if report is not None:  # the row keeps the numbers of the run that fused it
             outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped", slices=report.n_slices,
                                            seconds=report.seconds.get("total"))

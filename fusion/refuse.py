@@ -18,6 +18,7 @@ from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff,
 from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
 from fusion.refuse_report import RefuseReport
+from fusion.stack_fingerprint import stack_fingerprint
 
 
 def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None = None,
@@ -32,6 +33,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = {"read": 0.0}
     started = time.perf_counter()
+    fingerprint = stack_fingerprint(path)  # before reading: a stack that changes meanwhile is fused again later
     with warnings.catch_warnings(record=True) as caught, open_stack(path) as stack:
         warnings.simplefilter("always")
         shape, dtype = stack.first_slice_format()
@@ -71,6 +73,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
             outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
             warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
+            source_fingerprint=fingerprint,
         )
         with _naming(stack.path):
             write_json(paths["report"], report.to_json())

@@ -33,6 +33,8 @@ class RefuseReport:
     warnings: list[str]
     focus_positions: list[float] | None = None   # where not in µm (a tunable lens's dpt or mA): each
     #                                              slice's focus, in depth_unit
+    source_fingerprint: str | None = None   # the stack's files when it was read (``fusion.stack_fingerprint``):
+    #                                         --resume fuses it again when they differ
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

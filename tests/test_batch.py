@@ -206,6 +206,72 @@ def test_two_stacks_with_one_name_are_refused_up_front(tmp_path):
         check_unique_names([tmp_path / "a" / "s.tif", tmp_path / "b" / "s.tif"])
 
 
+def test_a_stack_given_twice_is_fused_once_with_a_warning(small_stacks, tmp_path):
+    good, _ = small_stacks
+    listing = tmp_path / "again.txt"
+    listing.write_text(f"{good[1]}\n")
+    link = tmp_path / "link.tif"
+    link.symlink_to(good[0])
+    with pytest.warns(UserWarning, match="given more than once; fused once") as caught:
+        assert expand_stack_arguments([str(good[0]), str(good[1]), f"@{listing}", str(link)]) == good[:2]
+    assert len(caught) == 2
+
+
+def test_a_stack_named_summary_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="summary.tif: its report would be summary.json"):
+        check_unique_names([tmp_path / "summary.tif"])
+
+
+def test_an_unlistable_folder_is_one_stack_to_report_not_an_error_before_the_batch(small_stacks, tmp_path,
+                                                                                    monkeypatch):
+    """(A chmod 000 folder, as a user; root reads any folder, so the listing's PermissionError is made here.)"""
+    good, _ = small_stacks
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_iterdir = Path.iterdir
+
+    def refused(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    assert expand_stack_arguments([str(good[0]), str(locked)]) == [good[0], locked]
+
+
+def test_resume_fuses_again_a_different_stack_of_the_same_name_or_one_that_changed(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    stack = write_stack(first / "s.tif", 6, seed=1)
+    write_stack(second / "s.tif", 6, seed=2)
+    out = tmp_path / "out"
+    assert refuse_many([stack], out, progress=False)[0].status == "done"
+    assert refuse_many([stack], out, resume=True, progress=False)[0].status == "skipped"
+    # Another stack of the same name: fused again, and its report says which stack it is.
+    assert refuse_many([second / "s.tif"], out, resume=True, progress=False)[0].status == "done"
+    assert json.loads((out / "s.json").read_text())["stack"].endswith(str(Path("second") / "s.tif"))
+    assert refuse_many([second / "s.tif"], out, resume=True, progress=False)[0].status == "skipped"
+    # The same stack with slices added since: fused again, with all of them.
+    write_stack(second / "s.tif", 9, seed=2)
+    outcome = refuse_many([second / "s.tif"], out, resume=True, progress=False)[0]
+    assert outcome.status == "done" and outcome.slices == 9
+
+
+def test_resume_of_a_folder_ignores_the_outputs_written_into_it(tmp_path):
+    import cv2
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    planes = tifffile.imread(write_stack(tmp_path / "planes.tif", 5, seed=3))
+    for index, plane in enumerate(planes):
+        cv2.imwrite(str(folder / f"z{index}.png"), plane)
+    assert refuse_many([folder], folder, progress=False)[0].status == "done"  # --out inside the stack itself
+    assert refuse_many([folder], folder, resume=True, progress=False)[0].status == "skipped"
+    cv2.imwrite(str(folder / "z9.png"), planes[0])  # a slice added
+    outcome = refuse_many([folder], folder, resume=True, progress=False)[0]
+    assert outcome.status == "done" and outcome.slices == 6
+
+
 def test_single_stack_runs_without_a_cluster(small_stacks, tmp_path):
     good, _ = small_stacks
     outcomes = refuse_many([good[0]], tmp_path, progress=False)
