@@ -38,7 +38,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         warnings.simplefilter("always")
         shape, dtype = stack.first_slice_format()
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path))
-        z, z_unit = stack.focus_positions()  # µm, or a lens's dpt or mA
+        z, z_unit = stack.usable_focus_positions()  # µm, or a lens's dpt or mA
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:

@@ -57,6 +57,28 @@ def test_imagej_hyperstack_with_spacing(tmp_path):
     assert z_um == [0.0, 1.5, 3.0, 4.5, 6.0]
 
 
+@pytest.mark.parametrize("metadata,message", [
+    ({"axes": "ZYX", "PhysicalSizeZ": 1.0, "Plane": {"PositionZ": [12.5] * 5}},
+     "every slice the focus position 12.5 um"),
+    ({"axes": "ZYX", "PhysicalSizeZ": 0.0}, "every slice the focus position 0 um"),
+    ({"axes": "ZYX", "Plane": {"PositionZ": [0.0, 1.0, float("nan"), 3.0, 4.0]}},
+     "a focus position of nan for 1 of 5 slices"),
+])
+def test_focus_positions_that_cannot_place_the_slices_are_dropped_with_a_warning(tmp_path, metadata, message):
+    """A depth map from them would be one value everywhere (or undefined): it counts slices instead."""
+    path = tmp_path / "bad_z.ome.tif"
+    tifffile.imwrite(path, ZYX, metadata=metadata)
+    with open_stack(path) as stack, pytest.warns(UserWarning, match=f"{message}; the depth map counts slices instead"):
+        assert stack.usable_focus_positions() == (None, "um")
+
+
+def test_imagej_spacing_of_nan_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "fiji_nan.tif"
+    tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": float("nan")})
+    with open_stack(path) as stack, pytest.warns(UserWarning, match="a focus position of nan for 5 of 5 slices"):
+        assert stack.usable_focus_positions() == (None, "um")
+
+
 def test_micromanager_ome_tiff_dataset_folder(tmp_path):
     dataset = tmp_path / "scan_1"
     dataset.mkdir()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from collections.abc import Iterator
@@ -46,6 +47,23 @@ class SavedStack(ABC):
         """Each slice's focus position and its unit: micrometres (``z_positions_um``) unless the file
         says otherwise (a tunable lens's stack: focal power in dpt)."""
         return self.z_positions_um, "um"
+
+    def usable_focus_positions(self) -> tuple[list[float] | None, str]:
+        """``focus_positions``, or none (the depth map then counts slices) with a warning where they
+        cannot place the slices: a position that is not a finite number (an ImageJ spacing of NaN), or
+        every slice at one position (a spacing of 0, a writer that repeats one z)."""
+        z, unit = self.focus_positions()
+        if z is None or len(z) < 2:
+            return z, unit
+        bad = [value for value in z if not math.isfinite(value)]
+        if bad:
+            problem = f"the file gives a focus position of {bad[0]} for {len(bad)} of {len(z)} slices"
+        elif min(z) == max(z):
+            problem = f"the file gives every slice the focus position {z[0]:g} {unit}"
+        else:
+            return z, unit
+        warnings.warn(f"{self.path}: {problem}; the depth map counts slices instead", stacklevel=2)
+        return None, "um"
 
     def pixel_size_um(self) -> float | None:
         """The size of a pixel on the specimen (µm), when the file says; the fused image keeps it."""
