@@ -5,13 +5,14 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import useq
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, ValidationError, \
+    ValidationInfo, field_validator, model_validator
 
 from acquisition.mda_plan import MDAPlan, channel_names
 from fusion.align.defaults import default_alignment
@@ -31,6 +32,21 @@ class ProfileError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_or_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic takes ``exposure_ms: true`` for 1 ms; a profile says that a number was expected."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number_type(field.annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _is_number_type(annotation: Any) -> bool:
+    """float or int, or an optional one."""
+    kinds = [kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)]
+    return bool(kinds) and all(kind in (int, float) for kind in kinds)
 
 
 class SpecimenSettings(_Strict):
@@ -491,7 +507,8 @@ def _described(source: str, error: ValidationError) -> str:
     lines: list[tuple[tuple, str, str]] = []
     misspelt: set[tuple] = set()
     for location, problem in problems:
-        key_path = ".".join(str(part) for part in location) or "(top level)"
+        # A whole-profile check (faults, decision_channel, ...) names its own keys in its message.
+        key_path = "".join(f"{part}." for part in location)[:-1]
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             allowed = _allowed_keys(Profile, location)
@@ -501,7 +518,7 @@ def _described(source: str, error: ValidationError) -> str:
             misspelt.update(location[:-1] + (name,) for name in guess)
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
-        lines.append((location, problem["type"], f"{source}: {key_path}: {message}"))
+        lines.append((location, problem["type"], f"{source}: {key_path + ': ' if key_path else ''}{message}"))
     return "\n".join(line for location, kind, line in lines if not (kind == "missing" and location in misspelt))
 
 

@@ -117,6 +117,7 @@ def test_bad_mda_profiles_are_one_clear_error(tmp_path, change, message):
         load_profile(path)
     done = run_cli("--profile", path, "--out", tmp_path / "sessions", timeout_s=120)
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "(top level)" not in done.stderr  # a whole-profile check names its keys itself
 
 
 def test_relative_z_plan_is_centred_on_the_current_position():

@@ -37,6 +37,9 @@ def write_profile(tmp_path, text: str):
      r"rig.yaml: plan.z: the plan visits 480,001 positions; a stack is fused from 32,767 slices at most"),
     (RIG.replace("driver: simulated}", "driver: simulated, exposure_ms: .inf}", 1) + "plan: {z: {range: 4, step: 1}}\n",
      r"rig.yaml: camera.exposure_ms: Input should be a finite number"),
+    # pydantic took "true" for 1 ms.
+    (RIG.replace("driver: simulated}", "driver: simulated, exposure_ms: true}", 1) + "plan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: camera.exposure_ms: expected a number, got true"),
     ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
      "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
      r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
