@@ -126,6 +126,14 @@ def live_view(args, title: str, mode: str):
         server.stop()
 
 
+def make_output_folder(folder: Path, named: str) -> None:
+    """``folder`` made if missing; where it cannot be, an OSError that says which option gave it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"{named} {folder}: cannot make that folder: {error.strerror or error}") from None
+
+
 def run_live(args) -> int:
     """A live session: exit 0 when every planned slice was acquired and fused."""
     import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers: acquisition.rig_registry)
@@ -137,6 +145,7 @@ def run_live(args) -> int:
     try:
         profile = with_fusion_overrides(load_profile(profile_path), fusion_overrides(args))
         out_root = args.out or Path(profile.output.folder)
+        make_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
             return run_mda(args, profile, out_root)
         with live_view(args, profile.name, "session") as view:
@@ -273,6 +282,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     started = time.perf_counter()
     try:
+        make_output_folder(args.out, "--out")
         stacks = expand_stack_arguments(args.refuse)
         with live_view(args, f"refusing {len(stacks)} stacks into {args.out}", "refuse") as view:
             if view is not None:

@@ -552,6 +552,13 @@ def load_profile(path: str | Path) -> Profile:
         data = yaml.load(path.read_text(), Loader=_ProfileLoader)  # a SafeLoader: no arbitrary objects
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{path}: is a folder; give a profile file (profiles/*.yaml)") from None
+    except UnicodeDecodeError as error:
+        raise ProfileError(f"{path}: not a text file (a profile is UTF-8 YAML): byte {error.start} "
+                           "cannot be read") from None
+    except OSError as error:  # permission denied, ...
+        raise ProfileError(f"{path}: cannot be read: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise ProfileError(f"{path}: not valid YAML at {_yaml_problem(error)}") from None
     if not isinstance(data, dict):

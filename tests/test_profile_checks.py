@@ -73,3 +73,29 @@ def test_a_one_position_plan_is_refused_on_the_command_line_before_moving(tmp_pa
         f"error: {path}: plan.z: the step 5 is larger than the range (2): the plan would visit one position; "
         "make the step smaller"]
     assert not (tmp_path / "sessions").exists()
+
+
+def test_a_folder_or_a_binary_file_given_as_a_profile_says_so(tmp_path):
+    with pytest.raises(ProfileError, match=r"is a folder; give a profile file"):
+        load_profile(tmp_path)
+    binary = tmp_path / "photo.yaml"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 a JPEG")
+    with pytest.raises(ProfileError, match=r"photo.yaml: not a text file \(a profile is UTF-8 YAML\)"):
+        load_profile(binary)
+
+
+@pytest.mark.parametrize("option", ["--out", "output.folder"])
+def test_an_output_folder_that_cannot_be_made_names_where_it_came_from(tmp_path, option):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    folder = blocker / "sessions"
+    text = RIG + "plan: {z: {range: 4, step: 1}}\n"
+    if option == "output.folder":
+        text += f"output: {{folder: '{folder}'}}\n"
+    path = write_profile(tmp_path, text)
+    out_args = ["--out", str(folder)] if option == "--out" else []
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), *out_args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    named = "--out" if option == "--out" else f"{path}: output.folder"
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: {named} {folder}: cannot make that folder: Not a directory"]
