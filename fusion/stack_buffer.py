@@ -105,10 +105,10 @@ class StackBuffer:
         if unit != "um":
             description["focus_positions"] = z_values
         metadata: dict[str, Any] = {"axes": "ZYXS" if colour else "ZYX", "Name": self.path.stem,
-                    "Description": json.dumps(description),
-                    "Plane": {"DeltaT": self._delta_t_s(),
-                              "ExposureTime": [p["exposure_ms"] or 0.0 for p in self.planes],
-                              "ExposureTimeUnit": ["ms"] * n}}
+                    "Description": json.dumps(description), "Plane": {"DeltaT": self._delta_t_s()}}
+        exposures_ms = [p["exposure_ms"] for p in self.planes]
+        if None not in exposures_ms:  # a camera that does not say (a GenTL producer without it): none, not 0 ms
+            metadata["Plane"].update(ExposureTime=exposures_ms, ExposureTimeUnit=["ms"] * n)
         if self.pixel_size_um is not None:
             metadata.update(PhysicalSizeX=self.pixel_size_um, PhysicalSizeY=self.pixel_size_um)
         if self.channel is not None:

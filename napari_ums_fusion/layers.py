@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 
 from fusion.outputs import pixel_size_um_of
+from fusion.readers.tiff import ome_session_focus
 
 DEPTH_COLORMAP = "viridis"
 LayerData = tuple[np.ndarray, dict, str]
@@ -50,17 +51,21 @@ def _depth_unit(description: str) -> str:
 
 
 def stack_layer(path: Path, name: str) -> LayerData:
-    """The raw stack as a z-stack layer: z spacing and origin from its OME planes, pixel size from OME."""
+    """The raw stack as a z-stack layer: z spacing and origin from its OME planes (a tunable lens's
+    stack: from the focal powers its description keeps, in the depth map's unit), pixel size from OME."""
     with tifffile.TiffFile(path) as tiff:
         stack = tiff.series[0].asarray()
         pixels = _ome_pixels(tiff)
+        described = ome_session_focus(tiff.ome_metadata, len(stack)) if tiff.is_ome else None
     z_um = [float(p.position_z) for p in pixels.planes if p.position_z is not None] if pixels else []
+    focus, unit = (z_um, "um") if z_um or described is None else described
     pixel_um = float(pixels.physical_size_x) if pixels and pixels.physical_size_x else 1.0
-    dz = float(np.median(np.diff(z_um))) if len(z_um) > 1 and np.ptp(z_um) > 0 else 1.0
-    z0 = z_um[0] if z_um else 0.0
+    dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
+    z0 = focus[0] if focus else 0.0
     return stack, {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
                    "rgb": is_colour(stack) and stack.ndim == 4,
-                   "metadata": {"path": str(path), "z_um": z_um, "pixel_size_um": pixel_um}}, "image"
+                   "metadata": {"path": str(path), "z_um": z_um, "focus_positions": focus, "focus_unit": unit,
+                                "pixel_size_um": pixel_um}}, "image"
 
 
 def _ome_pixels(tiff: tifffile.TiffFile):

@@ -49,6 +49,19 @@ def test_session_folder_opens_as_stack_fused_and_depth_at_their_scale(session_fo
     assert np.nanmin(depth) >= -4.0 and np.nanmax(depth) <= 44.0  # NaN: no texture, no depth
 
 
+def test_a_lens_session_stack_opens_along_its_focal_powers_as_its_depth_map_does(tmp_path):
+    """OME's PositionZ is a length: a tunable lens's dpt live in the stack's description."""
+    profile = small(load_profile(REPO_ROOT / "profiles" / "simulated-etl.yaml"))
+    outcome = run_profile(profile, tmp_path, progress=False)
+    powers = [s.z for s in outcome.report.slices]
+    layers = layers_by_name(outcome.folder)
+    _, stack_attrs, _ = layers[f"{outcome.folder.name} stack"]
+    assert stack_attrs["metadata"]["focus_unit"] == "dpt" and stack_attrs["metadata"]["z_um"] == []
+    assert stack_attrs["translate"][0] == pytest.approx(powers[0])
+    assert stack_attrs["scale"][0] == pytest.approx(float(np.median(np.diff(powers))))
+    assert f"{outcome.folder.name} depth (dpt)" in layers
+
+
 def test_mda_folder_opens_every_stack_and_single_files_open_too(tmp_path):
     from tests.test_mda_handler import slide_core
 

@@ -54,6 +54,9 @@ def test_simulated_profile_end_to_end(name, tmp_path):
         assert tiff.is_ome and tiff.series[0].axes in ("ZYX", "ZYXS")
         assert tiff.series[0].shape[0] == report.planned_slices == report.acquired_slices
         assert "profile" in tiff.ome_metadata
+        # An exposure the camera does not report (Viky's producer has no exposure feature) is left out, not 0 ms.
+        assert ('ExposureTime="0.0"' not in tiff.ome_metadata) and \
+            (("ExposureTime=" in tiff.ome_metadata) == (name != "simulated-genicam-etl"))
     slices = report.slices
     assert [s.z for s in slices] == sorted(s.z for s in slices)
     assert all(s.move_s >= 0 and s.exposure_s > 0 and s.fusion_s > 0 for s in slices)

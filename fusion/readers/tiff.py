@@ -70,7 +70,7 @@ class TiffStack(SavedStack):
         """A live session's lens stack keeps each slice's focal power (dpt) in its OME description
         (finalized) or its pages (cut short): that, else µm."""
         if self._tiff.is_ome:
-            described = _ome_session_focus(self._tiff.ome_metadata, self.n_slices)
+            described = ome_session_focus(self._tiff.ome_metadata, self.n_slices)
             if described is not None:
                 return described
         recorded = self._session_plane_positions()
@@ -278,7 +278,7 @@ def _ome_root(ome_xml: str | None) -> tuple[ElementTree.Element, str] | None:
     return root, (root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else "")
 
 
-def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
+def ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
     """(positions, unit) from a live session's OME image description, where they are not in µm."""
     parsed = _ome_root(ome_xml)
     if parsed is None:
