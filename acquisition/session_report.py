@@ -42,7 +42,7 @@ class DroppedFrame:
 
 @dataclass
 class RetryRecord:
-    """One transient device error that was retried."""
+    """One try of a move or snap that failed with a transient device error (retried while tries were left)."""
 
     slice: int        # planned index
     what: str         # "move" or "snap"

@@ -13,6 +13,7 @@ source changes is compiled again on its next use, and cached again.
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import tempfile
 import time
@@ -83,9 +84,10 @@ def main() -> int:
             run_quietly(["--refuse", str(stack), "--out", str(folder / "fused")])
         for composition in ("blend", "pick"):
             run_quietly(["--refuse", str(stacks[0]), "--out", str(folder / composition), "--composition", composition])
-    cached = sorted({path.parent.relative_to(REPO_ROOT) for path in REPO_ROOT.glob("*/__pycache__/*.nbc")})
-    print(f"numba kernels compiled and cached in {', '.join(map(str, cached))} "
-          f"({time.perf_counter() - started:.0f} s)")
+    elsewhere = os.environ.get("NUMBA_CACHE_DIR")  # numba then writes there, not beside the sources
+    cached = [elsewhere] if elsewhere else \
+        sorted({str(path.parent.relative_to(REPO_ROOT)) for path in REPO_ROOT.glob("*/__pycache__/*.nbc")})
+    print(f"numba kernels compiled and cached in {', '.join(cached)} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 
