@@ -183,7 +183,17 @@ def test_truncated_tiff(tmp_path, keep_fraction):
 def test_corrupt_image_in_a_folder_names_the_image(tmp_path):
     imageio.imwrite(tmp_path / "a1.png", np.zeros((6, 8), np.uint8))
     (tmp_path / "a2.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    with pytest.raises(UnreadableStackError, match="a2.png"):
+    with pytest.raises(UnreadableStackError, match="a2.png") as caught:
+        read_all(tmp_path)
+    assert "\n" not in str(caught.value) and "pip install" not in str(caught.value)  # imageio's plugin hint
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "the file is empty: 0 bytes"),
+                                            (b"a text file", "no decoder reads it: damaged, or not the PNG image")])
+def test_an_empty_or_mislabelled_image_in_a_folder_says_which_in_one_line(tmp_path, content, reason):
+    imageio.imwrite(tmp_path / "a1.png", np.zeros((6, 8), np.uint8))
+    (tmp_path / "a2.png").write_bytes(content)
+    with pytest.raises(UnreadableStackError, match=f"a2.png is not a readable image \\({reason}"):
         read_all(tmp_path)
 
 

@@ -86,12 +86,14 @@ class ImageFolderStack(SavedStack):
     def _read(self, index: int) -> np.ndarray:
         file = self.files[index]
         try:
+            if file.stat().st_size == 0:  # (imageio would try every plugin it has on it first)
+                raise ValueError("the file is empty: 0 bytes")
             if file.suffix.lower() in (".tif", ".tiff"):
                 return tifffile.imread(file, key=0)
             return imageio.imread(file)
         except Exception as error:
-            raise UnreadableStackError(
-                f"{file.name} is not a readable image ({type(error).__name__}: {error})", self.path) from error
+            raise UnreadableStackError(f"{file.name} is not a readable image ({_why_unreadable(file, error)})",
+                                       self.path) from error
 
     @classmethod
     def single_file(cls, file: Path) -> ImageFolderStack:
@@ -100,3 +102,14 @@ class ImageFolderStack(SavedStack):
         SavedStack.__init__(stack, file, file.stem)
         stack.files = [Path(file)]
         return stack
+
+
+def _why_unreadable(file: Path, error: Exception) -> str:
+    """One line: imageio's "no backend" message runs over lines and suggests installing a video
+    plugin, which would not help a damaged or mislabelled image."""
+    text = str(error)
+    if "Could not find a backend" in text:
+        return f"no decoder reads it: damaged, or not the {file.suffix.lstrip('.').upper()} image its name says"
+    if text.startswith("the file is empty"):
+        return text
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
