@@ -111,6 +111,19 @@ def test_a_slice_that_cannot_be_registered_keeps_the_previous_transform(stacks):
         named.add(noise)
 
 
+def test_a_fallback_after_a_heavily_defocused_slice_says_so(stacks):
+    """The real scorpion stack starts far out of focus: its second slice cannot be registered to the
+    first. The warning says why, so that a user knows the slice matters little."""
+    import cv2
+    moving, _ = stacks
+    aligner = SliceAligner(SHAPE, AlignSettings())
+    aligner.add(cv2.GaussianBlur(to_gray(moving.slices[0]), (0, 0), 25))   # next to nothing to register on
+    with pytest.warns(UserWarning, match=r"slice 1 \(counting from 0\) could not be aligned reliably: it or the "
+                                         r"slice before it is heavily defocused"):
+        aligner.add(to_gray(moving.slices[1]))
+    assert aligner.fallbacks == [1]
+
+
 def test_alignment_is_reported_per_slice(stacks):
     moving, _ = stacks
     result = fuse(moving.slices, moving.z_um, align="on", align_model="scale_shift")

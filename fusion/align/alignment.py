@@ -243,15 +243,24 @@ class SliceAligner:
             if step is None or not self._plausible(step):
                 self.fallbacks.append(index)
                 if len(self.fallbacks) == 1:  # once per stack; the report lists every such slice
-                    warnings.warn(f"{self.name}: {self._label(index)} could not be aligned reliably; it keeps the "
-                                  "previous slice's alignment (later ones: see 'fallback' in the report)",
-                                  stacklevel=3)
+                    warnings.warn(f"{self.name}: {self._label(index)} could not be aligned reliably"
+                                  f"{self._why_not_aligned(detail)}; it keeps the previous slice's alignment "
+                                  "(later ones: see 'fallback' in the report)", stacklevel=3)
                 step = np.eye(3)
             transform = step @ self._chained[-1]
         self._previous, self._previous_detail = levels, detail
         if detail > self._key_detail and index not in self.fallbacks:
             self._key, self._key_transform, self._key_detail = levels, transform, detail
         return self._accept(transform, z)
+
+    def _why_not_aligned(self, detail: float) -> str:
+        """The likely cause, where the slices show it: a heavily defocused slice (the stack's first, or
+        the end of a sweep) shares little detail to register on, and it shows little in the fused image."""
+        sharpest = max(detail, self._previous_detail, self._key_detail)
+        if min(detail, self._previous_detail) < KEY_DETAIL_RATIO * sharpest:
+            return (": it or the slice before it is heavily defocused, with little detail to register on "
+                    "(and little to give the fused image)")
+        return ""
 
     def _accept(self, chained: np.ndarray, z: float) -> np.ndarray:
         """Record the registered transform; return the one to use (for "lens": the breathing fit)."""
