@@ -124,6 +124,15 @@ def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> Ref
     return report
 
 
+def _fused_from_another_stack(out_dir: Path, stack: Path) -> str | None:
+    """The stack that ``out_dir``'s outputs of this name were fused from, where it is not ``stack``."""
+    try:
+        earlier = json.loads(refusion_outputs(out_dir, stack_name(stack))["report"].read_text())["stack"]
+        return earlier if _real_path(Path(earlier)) != _real_path(stack) else None
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one of our reports
+        return None
+
+
 def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
                      numba_threads: int | None = None, progress: bool | None = False) -> StackOutcome:
     """Fuse one stack and report it; a stack that cannot be fused is a failed outcome, not an error.
@@ -201,6 +210,10 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
                                            seconds=report.seconds.get("total"))
         else:
             todo.append(index)
+            earlier = _fused_from_another_stack(out_dir, path)
+            if earlier is not None:
+                warnings.warn(f"{path}: replaces {refusion_outputs(out_dir, stack_name(path))['fused']}, "
+                              f"fused earlier from another stack of that name ({earlier})", stacklevel=2)
     if todo and scheduler is None and len(todo) == 1:
         # One stack: no cluster to start; its own bar counts slices.
         outcomes[todo[0]] = refuse_for_batch(stacks[todo[0]], out_dir, settings, progress=progress)

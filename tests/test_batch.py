@@ -249,7 +249,9 @@ def test_resume_fuses_again_a_different_stack_of_the_same_name_or_one_that_chang
     assert refuse_many([stack], out, progress=False)[0].status == "done"
     assert refuse_many([stack], out, resume=True, progress=False)[0].status == "skipped"
     # Another stack of the same name: fused again, and its report says which stack it is.
-    assert refuse_many([second / "s.tif"], out, resume=True, progress=False)[0].status == "done"
+    with pytest.warns(UserWarning, match=r"s.tif: replaces .*s.fused.tif, fused earlier from another stack of "
+                                         r"that name \(.*first.s.tif\)"):
+        assert refuse_many([second / "s.tif"], out, resume=True, progress=False)[0].status == "done"
     assert json.loads((out / "s.json").read_text())["stack"].endswith(str(Path("second") / "s.tif"))
     assert refuse_many([second / "s.tif"], out, resume=True, progress=False)[0].status == "skipped"
     # The same stack with slices added since: fused again, with all of them.
