@@ -251,7 +251,7 @@ def write_profile(tmp_path, text: str) -> Path:
      "plan: {sweep: {start: 0, stop: 1, step: 0.1}}\n",
      r"rig.yaml: focus: a optotune focus drive moves in dpt or mA, not um"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\n",
-     r"rig.yaml: \(top level\): no plan: give plan \(a z-plan or sweep: one z-stack\) or mda"),
+     r"rig.yaml: no plan: give plan \(a z-plan or sweep: one z-stack\) or mda"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\n"
      "plan: {z: {range: 4, step: 1}, sweep: {start: 0, stop: 1, step: 1}}\n",
      r"rig.yaml: plan: give exactly one of z"),
