@@ -212,6 +212,7 @@ class PyramidComposer:
         self.evidence_floor: float | None = None
         self._band_floors: np.ndarray | None = None   # (levels, channels)
         self._final = False   # the running sums became the final image (``final_image``)
+        self._pooled: np.ndarray | None = None   # the next slice's evidence, between ``pool`` and ``fold``
 
     def calibrate(self, noise_energy: float, channel_noise_var: np.ndarray) -> None:
         """Noise floors from the fine energy that noise alone gives and each colour channel's
@@ -230,14 +231,28 @@ class PyramidComposer:
         """Fold in one slice: ``pixels`` (H, W[, C]), any real dtype (made float32 a strip at a time:
         no float32 copy of the whole frame); ``energy`` (H, W); ``covered`` (H, W) bool, False where
         an aligned slice shows nothing of the reference frame."""
+        self.pool(energy)
+        self.fold(pixels, z, slice_index, covered)
+
+    def pool(self, energy: np.ndarray) -> None:
+        """``add`` in two halves, so that a caller can let the slice's ``energy`` go before the pyramid is
+        made (20 MB at 5 MP): ``pool`` keeps the evidence that ``fold`` weighs by (smoothed, over the noise
+        floor), and ``fold`` folds the slice in. The full-size evidence then lives until level 0 is folded."""
         if self.evidence_floor is None:
             raise RuntimeError("PyramidComposer.calibrate() must come before the first slice")
-        self._check_not_final()
         w = self.weighting
         # The floor is added after smoothing: the blur keeps a constant, and this saves a pass.
         pooled = _smooth(np.ascontiguousarray(energy, np.float32), w.evidence_sigma_px)
         # (In place only into the smoothed copy: unsmoothed, ``pooled`` may be the caller's own energy.)
-        pooled = np.add(pooled, np.float32(self.evidence_floor), out=pooled if w.evidence_sigma_px > 0 else None)
+        self._pooled = np.add(pooled, np.float32(self.evidence_floor), out=pooled if w.evidence_sigma_px > 0 else None)
+
+    def fold(self, pixels: np.ndarray, z: float, slice_index: int, covered: np.ndarray | None = None) -> None:
+        """The second half of ``add``, after ``pool``."""
+        if self._pooled is None:
+            raise RuntimeError("PyramidComposer.fold() needs the slice's pool() first")
+        self._check_not_final()
+        pooled, self._pooled = self._pooled, None
+        w = self.weighting
         # Full size it stays a bool mask (made float32 a strip at a time: 20 MB less at 5 MP); reduced, float32.
         coverage = None if covered is None else np.ascontiguousarray(covered, dtype=bool)
         _track_best(pooled, slice_index, self._best_evidence, self.best_index,

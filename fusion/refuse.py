@@ -42,8 +42,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:
-            # The next slices decode on another thread while this one fuses.
-            for index, pixels, read_s in read_ahead(stack.read_slice, stack.n_slices):
+            # The next slice decodes on another thread while this one fuses. One is enough (a 5 MP slice
+            # decodes in ~0.06 s and fuses in ~0.3 s); each more held 15 MB at 5 MP RGB.
+            for index, pixels, read_s in read_ahead(stack.read_slice, stack.n_slices, depth=1):
                 seconds["read"] += read_s
                 engine.push(pixels, None if z is None else z[index])
                 del pixels  # (warped or fused, it is not needed while the next one is read)

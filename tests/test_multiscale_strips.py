@@ -76,3 +76,19 @@ def test_reducing_a_large_frame_holds_no_float_copy_of_it():
     assert np.array_equal(reduced, whole)
     float_copy_bytes = frame.size * 4
     assert peak_bytes - reduced.nbytes < float_copy_bytes / 4, (peak_bytes, reduced.nbytes)
+
+
+def test_pool_then_fold_is_add_and_fold_needs_its_pool():
+    rng = np.random.default_rng(5)
+    slices = [(rng.random((40, 50, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    energies = [(rng.random((40, 50)) * 50).astype(np.float32) for _ in range(3)]
+    composers = [PyramidComposer((40, 50, 3), PyramidWeighting()) for _ in range(2)]
+    for composer in composers:
+        composer.calibrate(1.0, np.full(3, 0.5))
+    for index, (pixels, energy) in enumerate(zip(slices, energies)):
+        composers[0].add(pixels, energy, float(index), index)
+        composers[1].pool(energy)
+        composers[1].fold(pixels, float(index), index)
+    assert np.array_equal(composers[0].image(), composers[1].image())
+    with pytest.raises(RuntimeError, match="needs the slice's pool"):
+        composers[1].fold(slices[0], 3.0, 3)
