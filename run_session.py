@@ -126,12 +126,16 @@ def live_view(args, title: str, mode: str):
         server.stop()
 
 
-def make_output_folder(folder: Path, named: str) -> None:
-    """``folder`` made if missing; where it cannot be, an OSError that says which option gave it."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"{named} {folder}: cannot make that folder: {error.strerror or error}") from None
+def check_output_folder(folder: Path, named: str) -> None:
+    """An OSError that says which option gave ``folder`` where it cannot be made or written, before any
+    work; nothing is made here (a run that fails later, a device missing, leaves no empty folder)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OSError(f"{named} {folder}: cannot make that folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"{named} {folder}: cannot make or write that folder: {existing} is not writable")
 
 
 def run_live(args) -> int:
@@ -145,7 +149,7 @@ def run_live(args) -> int:
     try:
         profile = with_fusion_overrides(load_profile(profile_path), fusion_overrides(args))
         out_root = args.out or Path(profile.output.folder)
-        make_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
+        check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
             return run_mda(args, profile, out_root)
         with live_view(args, profile.name, "session") as view:
@@ -282,7 +286,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     started = time.perf_counter()
     try:
-        make_output_folder(args.out, "--out")
+        check_output_folder(args.out, "--out")
         stacks = expand_stack_arguments(args.refuse)
         with live_view(args, f"refusing {len(stacks)} stacks into {args.out}", "refuse") as view:
             if view is not None:

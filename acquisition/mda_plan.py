@@ -13,6 +13,8 @@ import pydantic
 import useq
 from pydantic import BeforeValidator
 
+from acquisition.number_fields import check_no_yes_or_no
+
 # Keys of the mappings a sequence may hold, by the sequence key they sit under.
 _ITEM_MODELS: dict[str, type[pydantic.BaseModel]] = {"channels": useq.Channel, "stage_positions": useq.Position}
 # The plans whose kind useq tells from their keys: a key that no kind has is a typo (``rang``).
@@ -49,8 +51,36 @@ def _check_keys(value: Any) -> Any:
         for number, item in enumerate(value.get(key) or []):
             _unknown_key(item, _allowed(model), f"mda.{key}.{number}")
     for key in _PLAN_KEYS:
-        _unknown_key(value.get(key), set().union(*map(_allowed, _plan_kinds(key))), f"mda.{key}")
+        _check_plan(key, value.get(key))
     return value
+
+
+def _check_plan(key: str, plan: Any) -> None:
+    """A plan's keys: a typo (no kind of plan has it), or a key of another kind of plan than the one
+    useq makes of it, which useq would drop ({range: 38, step: 2, top: 5} is a ZRangeAround without
+    its top); and no yes or no where it wants a number."""
+    _unknown_key(plan, set().union(*map(_allowed, _plan_kinds(key))), f"mda.{key}")
+    kind = _kind_useq_reads(key, plan)
+    if kind is None or not isinstance(plan, dict):
+        return
+    _unknown_key(plan, _allowed(kind), f"mda.{key} (a {kind.__name__} plan)")
+    for name, field in kind.model_fields.items():
+        try:
+            check_no_yes_or_no(plan.get(name), field.annotation)
+        except ValueError as error:
+            raise ValueError(f"mda.{key}.{name}: {error}") from None
+
+
+def _kind_useq_reads(key: str, plan: Any) -> type[pydantic.BaseModel] | None:
+    """Which kind of plan useq makes of the mapping ``plan``; None where it makes none (its own error
+    then says why)."""
+    if not isinstance(plan, dict):
+        return None
+    try:
+        adapter: pydantic.TypeAdapter = pydantic.TypeAdapter(useq.MDASequence.model_fields[key].annotation)  # type: ignore[arg-type]
+        return type(adapter.validate_python(plan))
+    except (pydantic.ValidationError, TypeError, ValueError):
+        return None
 
 
 MDAPlan = Annotated[useq.MDASequence, BeforeValidator(_check_keys)]

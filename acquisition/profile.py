@@ -5,7 +5,6 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, T
     ValidationInfo, field_validator, model_validator
 
 from acquisition.mda_plan import MDAPlan, channel_names
+from acquisition.number_fields import check_no_yes_or_no
 from fusion.align.defaults import default_alignment
 from fusion.engine import MAX_SLICES, FusionSettings
 from fusion.focus_measures import MEASURES
@@ -38,15 +38,9 @@ class _Strict(BaseModel):
     def _no_yes_or_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         """pydantic takes ``exposure_ms: true`` for 1 ms; a profile says that a number was expected."""
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and _is_number_type(field.annotation):
-            raise ValueError(f"expected a number, got {str(value).lower()}")
+        if field is not None:
+            check_no_yes_or_no(value, field.annotation)
         return value
-
-
-def _is_number_type(annotation: Any) -> bool:
-    """float or int, or an optional one."""
-    kinds = [kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)]
-    return bool(kinds) and all(kind in (int, float) for kind in kinds)
 
 
 class SpecimenSettings(_Strict):
@@ -508,7 +502,7 @@ def _described(source: str, error: ValidationError) -> str:
     misspelt: set[tuple] = set()
     for location, problem in problems:
         # A whole-profile check (faults, decision_channel, ...) names its own keys in its message.
-        key_path = "".join(f"{part}." for part in location)[:-1]
+        key_path = ".".join(str(part) for part in location)
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             allowed = _allowed_keys(Profile, location)

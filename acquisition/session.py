@@ -61,7 +61,10 @@ def new_session_folder(root: Path) -> Path:
     while folder.exists():
         n += 1
         folder = root / f"{stamp}-{n}"
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as error:  # a path below a file, a read-only or vanished parent: one line naming it
+        raise OSError(f"{folder}: cannot make the session folder: {error.strerror or error}") from None
     return folder
 
 

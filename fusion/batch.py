@@ -163,7 +163,7 @@ def check_unique_names(stacks: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in stacks:
         name = stack_name(path)
-        if f"{name}.json" == SUMMARY_FILE:
+        if f"{name}.json".casefold() == SUMMARY_FILE:  # (one file on macOS and Windows, whatever the case)
             raise ValueError(f"{path}: its report would be {SUMMARY_FILE}, which the batch's summary overwrites; "
                              "rename the stack")
         if name in seen and _real_path(seen[name]) != _real_path(path):
@@ -199,7 +199,10 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     """
     settings = settings or FusionSettings()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a path below a file, a read-only or vanished parent: one line naming it
+        raise OSError(f"{out_dir}: cannot make the output folder: {error.strerror or error}") from None
     check_unique_names(stacks)
     outcomes = _Outcomes(on_outcome)
     todo = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 import warnings
 from pathlib import Path
@@ -64,7 +65,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         seconds["write"] = time.perf_counter() - write_started
         seconds["total"] = time.perf_counter() - started
         report = RefuseReport(
-            stack=str(stack.path), name=stack.name, method=settings.measure,
+            stack=os.path.abspath(stack.path), name=stack.name, method=settings.measure,  # (absolute: compared later)
             settings=dataclasses.asdict(settings), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
             depth_unit=depth_unit,
             depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),

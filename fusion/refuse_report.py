@@ -14,7 +14,7 @@ from typing import Any
 class RefuseReport:
     """One refused stack: its input, the settings, the result's shape and scores, where it went."""
 
-    stack: str                          # the path as read
+    stack: str                          # the path as read, made absolute (links kept)
     name: str                           # the outputs' name
     method: str                         # the focus measure
     settings: dict[str, Any]            # fusion.engine.FusionSettings, as JSON

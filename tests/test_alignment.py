@@ -118,10 +118,16 @@ def test_a_fallback_after_a_heavily_defocused_slice_says_so(stacks):
     moving, _ = stacks
     aligner = SliceAligner(SHAPE, AlignSettings())
     aligner.add(cv2.GaussianBlur(to_gray(moving.slices[0]), (0, 0), 25))   # next to nothing to register on
-    with pytest.warns(UserWarning, match=r"slice 1 \(counting from 0\) could not be aligned reliably: it or the "
-                                         r"slice before it is heavily defocused"):
+    with pytest.warns(UserWarning, match=r"slice 1 \(counting from 0\) could not be aligned reliably: the slice "
+                                         r"before it is far out of focus, with little detail to register on;"):
         aligner.add(to_gray(moving.slices[1]))
     assert aligner.fallbacks == [1]
+    # The blurred slice itself: it also has little to give the fused image.
+    blurred_second = SliceAligner(SHAPE, AlignSettings())
+    blurred_second.add(to_gray(moving.slices[0]))
+    with pytest.warns(UserWarning, match=r"slice 1 \(counting from 0\) could not be aligned reliably: it is far "
+                                         r"out of focus, .*\(and little to give the fused image\)"):
+        blurred_second.add(cv2.GaussianBlur(to_gray(moving.slices[1]), (0, 0), 25))
 
 
 def test_alignment_is_reported_per_slice(stacks):

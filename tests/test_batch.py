@@ -217,9 +217,10 @@ def test_a_stack_given_twice_is_fused_once_with_a_warning(small_stacks, tmp_path
     assert len(caught) == 2
 
 
-def test_a_stack_named_summary_is_refused_up_front(tmp_path):
-    with pytest.raises(ValueError, match="summary.tif: its report would be summary.json"):
-        check_unique_names([tmp_path / "summary.tif"])
+@pytest.mark.parametrize("name", ["summary.tif", "Summary.tif"])  # one file on macOS and Windows
+def test_a_stack_named_summary_is_refused_up_front(tmp_path, name):
+    with pytest.raises(ValueError, match=f"{name}: its report would be summary.json"):
+        check_unique_names([tmp_path / name])
 
 
 def test_an_unlistable_folder_is_one_stack_to_report_not_an_error_before_the_batch(small_stacks, tmp_path,
@@ -258,6 +259,34 @@ def test_resume_fuses_again_a_different_stack_of_the_same_name_or_one_that_chang
     write_stack(second / "s.tif", 9, seed=2)
     outcome = refuse_many([second / "s.tif"], out, resume=True, progress=False)[0]
     assert outcome.status == "done" and outcome.slices == 9
+
+
+def test_resume_by_another_path_to_the_same_stack_skips_it_without_a_warning(tmp_path, monkeypatch):
+    """The report keeps the stack's absolute path: a relative one, read from another working folder,
+    named another stack ("replaces ... fused earlier from another stack")."""
+    import warnings
+    (tmp_path / "data").mkdir()
+    write_stack(tmp_path / "data" / "s.tif", 5, seed=4)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    assert refuse_many([Path("data/s.tif")], out, progress=False)[0].status == "done"
+    monkeypatch.chdir(tmp_path / "data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert refuse_many([Path("s.tif")], out, resume=True, progress=False)[0].status == "skipped"
+        assert refuse_many([Path("s.tif")], out, progress=False)[0].status == "done"  # fused again, no warning
+
+
+def test_notes_beside_a_folder_of_slices_do_not_count_as_a_change(tmp_path):
+    import cv2
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for index, plane in enumerate(tifffile.imread(write_stack(tmp_path / "planes.tif", 4, seed=6))):
+        cv2.imwrite(str(folder / f"z{index}.png"), plane)
+    assert refuse_many([folder], tmp_path / "out", progress=False)[0].status == "done"
+    (folder / "notes.txt").write_text("objective 10x")
+    (folder / "Thumbs.db").write_bytes(b"\0")
+    assert refuse_many([folder], tmp_path / "out", resume=True, progress=False)[0].status == "skipped"
 
 
 def test_resume_of_a_folder_ignores_the_outputs_written_into_it(tmp_path):

@@ -102,6 +102,11 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1, "foo": 1}}}, r"unknown key 'foo' in mda.z_plan"),
     ({"mda": {"channels": ["DAPI"], "time_plan": {"interval": 1, "loop": 2}}},
      r"unknown key 'loop' in mda.time_plan \(did you mean 'loops'\?\)"),
+    # A key of another kind of plan, which useq would drop; a yes or no for a number, which it takes for 1.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1, "top": 5}}},
+     r"unknown key 'top' in mda.z_plan \(a ZRangeAround plan\); allowed: go_up, range, step"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": True, "step": 1}}},
+     r"mda.z_plan.range: expected a number, got true"),
     ({"fusion": {"decision_channel": "GFP"}},
      r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),

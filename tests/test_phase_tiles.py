@@ -44,3 +44,12 @@ def test_tiles_are_matched_to_the_templates_they_name():
     d, coherence = phase.shifts_at(spectra, np.array([2, 1]), image, corners[[2, 1]])
     np.testing.assert_allclose(d, 0.0, atol=1e-3)
     assert np.all(coherence > 0.9)
+
+
+def test_no_tiles_give_no_spectra_and_no_shifts():
+    phase = PhaseTiles(32)
+    image = _textured((64, 64))
+    none = np.empty((0, 2), int)
+    spectra = phase.spectra_at(image, none)
+    d, coherence = phase.shifts_at(spectra, np.empty(0, int), image, none)
+    assert spectra.shape == (0, 32, 17) and d.shape == (0, 2) and coherence.shape == (0,)

@@ -40,6 +40,8 @@ def write_profile(tmp_path, text: str):
     # pydantic took "true" for 1 ms.
     (RIG.replace("driver: simulated}", "driver: simulated, exposure_ms: true}", 1) + "plan: {z: {range: 4, step: 1}}\n",
      r"rig.yaml: camera.exposure_ms: expected a number, got true"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated, limits: [true, 1000]}\nplan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: focus.limits: expected a number, got true"),
     ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
      "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
      r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
@@ -98,4 +100,5 @@ def test_an_output_folder_that_cannot_be_made_names_where_it_came_from(tmp_path,
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     named = "--out" if option == "--out" else f"{path}: output.folder"
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"error: {named} {folder}: cannot make that folder: Not a directory"]
+    expected = f"error: {named} {folder}: cannot make that folder: {blocker} is a file"
+    assert done.stderr.strip().splitlines() == [expected]

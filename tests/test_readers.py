@@ -72,6 +72,13 @@ def test_focus_positions_that_cannot_place_the_slices_are_dropped_with_a_warning
         assert stack.usable_focus_positions() == (None, "um")
 
 
+def test_one_slice_with_a_position_of_nan_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "one.ome.tif"
+    tifffile.imwrite(path, ZYX[:1], metadata={"axes": "ZYX", "Plane": {"PositionZ": [float("nan")]}})
+    with open_stack(path) as stack, pytest.warns(UserWarning, match="a focus position of nan for 1 of 1 slices"):
+        assert stack.usable_focus_positions() == (None, "um")
+
+
 def test_imagej_spacing_of_nan_is_dropped_with_a_warning(tmp_path):
     path = tmp_path / "fiji_nan.tif"
     tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": float("nan")})

@@ -254,12 +254,15 @@ class SliceAligner:
         return self._accept(transform, z)
 
     def _why_not_aligned(self, detail: float) -> str:
-        """The likely cause, where the slices show it: a heavily defocused slice (the stack's first, or
-        the end of a sweep) shares little detail to register on, and it shows little in the fused image."""
-        sharpest = max(detail, self._previous_detail, self._key_detail)
-        if min(detail, self._previous_detail) < KEY_DETAIL_RATIO * sharpest:
-            return (": it or the slice before it is heavily defocused, with little detail to register on "
-                    "(and little to give the fused image)")
+        """The likely cause, where the slices show it: a slice with less than KEY_DETAIL_RATIO of the
+        sharpest one's detail (the stack's first, the end of a sweep) shares little to register on; a
+        slice that blurred also has little to give the fused image."""
+        blurred = KEY_DETAIL_RATIO * max(detail, self._previous_detail, self._key_detail)
+        if detail < blurred:
+            return (": it is far out of focus, with little detail to register on (and little to give the "
+                    "fused image)")
+        if self._previous_detail < blurred:
+            return ": the slice before it is far out of focus, with little detail to register on"
         return ""
 
     def _accept(self, chained: np.ndarray, z: float) -> np.ndarray:

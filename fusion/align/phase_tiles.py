@@ -50,6 +50,8 @@ class PhaseTiles:
         """Windowed spectra of the tiles of ``pixels`` whose top-left corners (x, y) are ``corners``
         (N, 2); computed once for a template and reused."""
         batches = [self.spectra(self._cut(pixels, corners[batch])) for batch in self._batches(len(corners))]
+        if not batches:
+            return np.empty((0, self.tile_px, self.tile_px // 2 + 1), np.complex64)
         return batches[0] if len(batches) == 1 else np.concatenate(batches)
 
     def shifts_at(self, template_spectra: np.ndarray, templates: np.ndarray, pixels: np.ndarray,
@@ -58,16 +60,17 @@ class PhaseTiles:
         against the template ``template_spectra[templates[k]]`` (from ``spectra_at``)."""
         batches = [self.shifts(template_spectra[templates[batch]], self._cut(pixels, corners[batch]))
                    for batch in self._batches(len(corners))]
+        if not batches:
+            return np.empty((0, 2)), np.empty(0)
         return np.concatenate([d for d, _ in batches]), np.concatenate([c for _, c in batches])
 
     def _batches(self, n_tiles: int) -> list[slice]:
         size = max(1, BATCH_PIXELS // self.tile_px ** 2)
-        return [slice(start, start + size) for start in range(0, max(n_tiles, 1), size)]
+        return [slice(start, start + size) for start in range(0, n_tiles, size)]
 
     def _cut(self, pixels: np.ndarray, corners: np.ndarray) -> np.ndarray:
         t = self.tile_px
-        return np.stack([pixels[y:y + t, x:x + t] for x, y in corners]) if len(corners) else \
-            np.empty((0, t, t), pixels.dtype)
+        return np.stack([pixels[y:y + t, x:x + t] for x, y in corners])
 
     def spectra(self, tiles: np.ndarray) -> np.ndarray:
         """Windowed spectra of (N, t, t) tiles."""

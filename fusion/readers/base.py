@@ -53,12 +53,12 @@ class SavedStack(ABC):
         cannot place the slices: a position that is not a finite number (an ImageJ spacing of NaN), or
         every slice at one position (a spacing of 0, a writer that repeats one z)."""
         z, unit = self.focus_positions()
-        if z is None or len(z) < 2:
+        if z is None:
             return z, unit
         bad = [value for value in z if not math.isfinite(value)]
         if bad:
             problem = f"the file gives a focus position of {bad[0]} for {len(bad)} of {len(z)} slices"
-        elif min(z) == max(z):
+        elif len(z) > 1 and min(z) == max(z):
             problem = f"the file gives every slice the focus position {z[0]:g} {unit}"
         else:
             return z, unit
