@@ -40,35 +40,43 @@ def _unknown_key(item: Any, allowed: set[str], where: str) -> None:
                          + f"; allowed: {', '.join(sorted(allowed))}")
 
 
-def _check_keys(value: Any) -> Any:
+def _check_keys(value: Any, where: str = "mda") -> Any:
+    """The sequence's keys, and those of what it holds (channels, positions and their own
+    sequences, plans and the phases of a multi-phase time plan), at ``where`` in the profile."""
     if not isinstance(value, dict):
         return value
     unknown = sorted(set(value) - _allowed(useq.MDASequence))
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in mda; allowed: "
+        raise ValueError(f"unknown key {unknown[0]!r} in {where}; allowed: "
                          f"{', '.join(sorted(k for k in _allowed(useq.MDASequence) if k != 'metadata'))}")
     for key, model in _ITEM_MODELS.items():
         for number, item in enumerate(value.get(key) or []):
-            _unknown_key(item, _allowed(model), f"mda.{key}.{number}")
+            _unknown_key(item, _allowed(model), f"{where}.{key}.{number}")
+            if key == "stage_positions" and isinstance(item, dict):
+                _check_keys(item.get("sequence"), f"{where}.{key}.{number}.sequence")
     for key in _PLAN_KEYS:
-        _check_plan(key, value.get(key))
+        plan = value.get(key)
+        _check_plan(key, plan, f"{where}.{key}")
+        if key == "time_plan" and isinstance(plan, dict):
+            for number, phase in enumerate(plan.get("phases") or []):
+                _check_plan(key, phase, f"{where}.{key}.phases.{number}")
     return value
 
 
-def _check_plan(key: str, plan: Any) -> None:
+def _check_plan(key: str, plan: Any, where: str) -> None:
     """A plan's keys: a typo (no kind of plan has it), or a key of another kind of plan than the one
     useq makes of it, which useq would drop ({range: 38, step: 2, top: 5} is a ZRangeAround without
     its top); and no yes or no where it wants a number."""
-    _unknown_key(plan, set().union(*map(_allowed, _plan_kinds(key))), f"mda.{key}")
+    _unknown_key(plan, set().union(*map(_allowed, _plan_kinds(key))), where)
     kind = _kind_useq_reads(key, plan)
     if kind is None or not isinstance(plan, dict):
         return
-    _unknown_key(plan, _allowed(kind), f"mda.{key} (a {kind.__name__} plan)")
+    _unknown_key(plan, _allowed(kind), f"{where} (a {kind.__name__} plan)")
     for name, field in kind.model_fields.items():
         try:
             check_no_yes_or_no(plan.get(name), field.annotation)
         except ValueError as error:
-            raise ValueError(f"mda.{key}.{name}: {error}") from None
+            raise ValueError(f"{where}.{name}: {error}") from None
 
 
 def _kind_useq_reads(key: str, plan: Any) -> type[pydantic.BaseModel] | None:

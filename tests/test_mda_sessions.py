@@ -107,6 +107,13 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
      r"unknown key 'top' in mda.z_plan \(a ZRangeAround plan\); allowed: go_up, range, step"),
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": True, "step": 1}}},
      r"mda.z_plan.range: expected a number, got true"),
+    # Nested: a position's own sequence, a multi-phase time plan's phases.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
+              "stage_positions": [{"x": 0, "y": 0, "sequence": {"z_plan": {"rang": 3, "step": 1}}}]}},
+     r"unknown key 'rang' in mda.stage_positions.0.sequence.z_plan \(did you mean 'range'\?\)"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
+              "time_plan": {"phases": [{"interval": 1, "loops": 2}, {"interval": 2, "loop": 3}]}}},
+     r"unknown key 'loop' in mda.time_plan.phases.1 \(did you mean 'loops'\?\)"),
     ({"fusion": {"decision_channel": "GFP"}},
      r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
