@@ -2,8 +2,8 @@
 
 The stack's name is not enough: another folder of the same name, or the same folder with slices
 added or replaced since, would keep the old result. The fingerprint hashes the stack's real path
-and the names, sizes and modification times of its files (a folder's files, less hidden ones and
-what a refusion writes beside them); reading the pixels again would cost as much as fusing them.
+and the names, sizes and modification times of the files the readers take it from (not notes beside
+them, nor what a refusion writes there); reading the pixels again would cost as much as fusing them.
 """
 from __future__ import annotations
 
