@@ -36,6 +36,7 @@ from fusion.stack_buffer import StackBuffer
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
+from fusion.outputs import make_folder
 
 
 Report = TypeVar("Report", SessionReport, MDASessionReport)
@@ -61,10 +62,7 @@ def new_session_folder(root: Path) -> Path:
     while folder.exists():
         n += 1
         folder = root / f"{stamp}-{n}"
-    try:
-        folder.mkdir(parents=True)
-    except OSError as error:  # a path below a file, a read-only or vanished parent: one line naming it
-        raise OSError(f"{folder}: cannot make the session folder: {error.strerror or error}") from None
+    make_folder(folder, "the session folder", exist_ok=False)
     return folder
 
 

@@ -24,7 +24,7 @@ from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError, StackNotFoundError
 from fusion.held_signals import signals_deferred, signals_held
-from fusion.outputs import write_json
+from fusion.outputs import make_folder, write_json
 from fusion.readers import stack_name
 from fusion.readers.image_folder import image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
@@ -199,10 +199,7 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     """
     settings = settings or FusionSettings()
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # a path below a file, a read-only or vanished parent: one line naming it
-        raise OSError(f"{out_dir}: cannot make the output folder: {error.strerror or error}") from None
+    make_folder(out_dir, "the output folder")
     check_unique_names(stacks)
     outcomes = _Outcomes(on_outcome)
     todo = []

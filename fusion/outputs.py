@@ -25,6 +25,15 @@ class OutputWriteError(OSError):
         return self.strerror or super().__str__()
 
 
+def make_folder(folder: Path, what: str, exist_ok: bool = True) -> None:
+    """``folder`` (and its parents) made; where it cannot be (below a file, a read-only or vanished
+    parent), an OSError of one line naming it as ``what`` ("the output folder")."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as error:
+        raise OSError(f"{folder}: cannot make {what}: {error.strerror or error}") from None
+
+
 def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 

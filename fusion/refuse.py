@@ -15,7 +15,7 @@ from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
 from fusion.focus_checks import no_focus_information
 from fusion.output_names import refusion_outputs
-from fusion.outputs import OutputWriteError, write_depth_tiff, write_image_tiff, write_json
+from fusion.outputs import OutputWriteError, make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
 from fusion.refuse_report import RefuseReport
@@ -31,7 +31,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     """
     settings = settings or FusionSettings()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "the output folder")
     seconds = {"read": 0.0}
     started = time.perf_counter()
     fingerprint = stack_fingerprint(path)  # before reading: a stack that changes meanwhile is fused again later

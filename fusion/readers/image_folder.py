@@ -87,7 +87,7 @@ class ImageFolderStack(SavedStack):
         file = self.files[index]
         try:
             if file.stat().st_size == 0:  # (imageio would try every plugin it has on it first)
-                raise ValueError("the file is empty: 0 bytes")
+                raise _EmptyFile("the file is empty: 0 bytes")
             if file.suffix.lower() in (".tif", ".tiff"):
                 return tifffile.imread(file, key=0)
             return imageio.imread(file)
@@ -104,12 +104,16 @@ class ImageFolderStack(SavedStack):
         return stack
 
 
+class _EmptyFile(ValueError):
+    """A slice's file of 0 bytes: said as it is."""
+
+
 def _why_unreadable(file: Path, error: Exception) -> str:
     """One line: imageio's "no backend" message runs over lines and suggests installing a video
     plugin, which would not help a damaged or mislabelled image."""
     text = str(error)
+    if isinstance(error, _EmptyFile):
+        return text
     if "Could not find a backend" in text:
         return f"no decoder reads it: damaged, or not the {file.suffix.lstrip('.').upper()} image its name says"
-    if text.startswith("the file is empty"):
-        return text
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
