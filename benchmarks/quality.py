@@ -1,6 +1,6 @@
 """Fusion quality against ground truth, beside every peer on the same stacks, in one run.
 
-For each stack of ``benchmarks/quality_stacks.py`` (22 rendered stacks across specimen
+For each stack of ``benchmarks/quality_stacks.py`` (25 rendered stacks across specimen
 families, optics and cameras) and each method (ours, and every peer that is installed: see
 ``benchmarks/peers.py``): PSNR and SSIM against the all-in-focus truth, and PSNR within
 12 px of the truth's strong intensity edges (where halos live). The summary gives per stack
@@ -9,7 +9,11 @@ our default beside the best peer and the gain over it. Then the three real stack
 written side by side as crops to look at: numbers reward halos; eyes do not.
 
     python -m benchmarks.quality [--size 384x512] [--only NAME ...] [--no-ums] [--no-real]
-                                 [--work DIR] [--results benchmarks/results/quality.md]
+                                 [--truth ideal|best-focus] [--work DIR] [--results benchmarks/results/quality.md]
+
+``--truth best-focus`` scores against the truth as the optics show it in focus (blurred by the
+PSF at zero defocus): the best that any fusion of the slices can reach without inventing detail.
+Against the ideal truth every method shares that blur's error, which narrows their differences.
 
 Peers' outputs and rendered stacks are cached in --work (default /tmp/ums-fusion-bench/quality),
 keyed by everything that shapes them; delete it to start afresh.
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peers import available_peers
-from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, render, spec_key
+from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, best_focus_truth, render, spec_key
 from fusion import FusionSettings, StreamingFusion
 from fusion.focus_measures import to_gray
 from fusion.metrics import edge_band, masked_psnr, psnr
@@ -74,15 +78,17 @@ def cached(path: Path, compute):
     return result
 
 
-def score_stacks(specs, shape, methods, peers, work: Path) -> list[dict]:
+def score_stacks(specs, shape, methods, peers, work: Path, truth_kind: str = "ideal") -> list[dict]:
+    """``truth_kind``: "ideal" (the specimen itself) or "best-focus" (as the optics show it in focus)."""
     rows = []
     for spec in specs:
         started = time.perf_counter()
         stack = render(spec, shape, work / "stacks")
+        truth = stack.truth if truth_kind == "ideal" else best_focus_truth(spec, stack.truth)
         moving = spec.breathing_per_um != 0
-        band = edge_band(stack.truth, spec.full_scale, EDGE_BAND_PX)
+        band = edge_band(truth, spec.full_scale, EDGE_BAND_PX)
         row = {"spec": spec, "scores": {}, "seconds": {},
-               "best_slice": max(psnr(s, stack.truth, spec.full_scale) for s in stack.slices)}
+               "best_slice": max(psnr(s, truth, spec.full_scale) for s in stack.slices)}
         for name, run in [*methods.items(), *peers.items()]:
             is_peer = name in peers
             method_started = time.perf_counter()
@@ -96,8 +102,8 @@ def score_stacks(specs, shape, methods, peers, work: Path) -> list[dict]:
                 print(f"  {spec.name}: {name} failed: {str(error).splitlines()[0][:160]}", flush=True)
                 continue
             row["seconds"][name] = time.perf_counter() - method_started
-            row["scores"][name] = (psnr(fused, stack.truth, spec.full_scale), ssim(fused, stack.truth, spec.full_scale),
-                                   masked_psnr(fused, stack.truth, band, spec.full_scale))
+            row["scores"][name] = (psnr(fused, truth, spec.full_scale), ssim(fused, truth, spec.full_scale),
+                                   masked_psnr(fused, truth, band, spec.full_scale))
         peer_scores = {n: v for n, v in row["scores"].items() if n in peers}
         row["best_peer"] = max(peer_scores, key=lambda n: peer_scores[n][0]) if peer_scores else None
         ours = row["scores"][DEFAULT][0]
@@ -223,6 +229,9 @@ def main() -> int:
     parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
     parser.add_argument("--no-peers", action="store_true", help="ours only (quick checks while tuning)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ums-fusion-bench/quality"))
+    parser.add_argument("--truth", choices=("ideal", "best-focus"), default="ideal",
+                        help="score against the specimen itself (default) or as the optics show it at best focus "
+                             "(blurred by the PSF at zero defocus, which every slice carries)")
     parser.add_argument("--results", type=Path, default=None,
                         help="write the tables here as markdown (e.g. benchmarks/results/quality.md)")
     args = parser.parse_args()
@@ -236,15 +245,16 @@ def main() -> int:
     for line in missing:
         print(f"(not run) {line}")
     specs = [s for s in STACKS if available(s) and (not args.only or s.name in args.only)]
-    rows = score_stacks(specs, shape, methods, peers, args.work)
+    rows = score_stacks(specs, shape, methods, peers, args.work, args.truth)
     names = list(methods) + list(peers)
     out = ["# Fusion quality against ground truth", "",
            f"{datetime.date.today()}, {platform.node()} "
            f"({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
            f"command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`", "",
            f"{len(rows)} rendered stacks at {shape[0]}x{shape[1]} (benchmarks/quality_stacks.py). "
-           "PSNR in dB against the "
-           "all-in-focus truth, full scale = the camera's bit depth. Peers not run: "
+           "PSNR in dB against the all-in-focus truth"
+           + (" as the optics show it at best focus (the truth blurred by the PSF at zero defocus)"
+              if args.truth == "best-focus" else "") + ", full scale = the camera's bit depth. Peers not run: "
            + ("; ".join(missing) if missing else "none") + ".", ""]
     if peers:
         out += ["## Our default beside the best peer on each stack", ""] + summary_table(rows, peers) + [""]

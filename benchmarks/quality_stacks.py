@@ -175,6 +175,18 @@ def spec_key(spec: StackSpec, shape: tuple[int, int]) -> str:
     return f"{spec.name}-{shape[0]}x{shape[1]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
+def best_focus_truth(spec: StackSpec, truth: np.ndarray) -> np.ndarray:
+    """The truth as the optics show it at best focus (float32): blurred by the PSF at zero defocus
+    (its base blur: diffraction, residual aberrations), which no slice escapes and no fusion
+    should invent away. The Gaussian renderer has no blur at focus: its truth stays as it is."""
+    if spec.renderer == "gaussian":
+        return truth.astype(np.float32)
+    import cv2
+
+    kernel = spec.psf.kernel(0.0).astype(np.float32)
+    return cv2.filter2D(truth.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
 def render(spec: StackSpec, shape: tuple[int, int], cache: Path | None = None) -> RenderedStack:
     """The stack for ``spec`` at ``shape``, from the cache when it was rendered before."""
     path = None if cache is None else cache / f"{spec_key(spec, shape)}.npz"
