@@ -148,6 +148,7 @@ def run_live(args) -> int:
     profile_path = args.profile or DEFAULT_PROFILE
     try:
         profile = with_fusion_overrides(load_profile(profile_path), fusion_overrides(args))
+        warn_unused_options(args, profile.fusion_settings().composition)
         out_root = args.out or Path(profile.output.folder)
         check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
@@ -270,8 +271,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder (made if missing)")
     if args.refuse is None:
+        given = [option for option, value in (("--workers", args.workers is not None), ("--resume", args.resume),
+                                              ("--scheduler", args.scheduler is not None)) if value]
+        if given:
+            parser.error(f"{', '.join(given)}: only with --refuse (a live session fuses its one stack as it comes)")
         return run_live(args)
     return run_refuse(parser, args)
+
+
+# Options of the single-scale compositions: the pyramid (the default) has no window, exponent or seams.
+SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", "blend and pick"), "sharpness": ("--sharpness", "blend"),
+                        "feather_px": ("--feather-px", "pick")}
+
+
+def warn_unused_options(args, composition: str) -> None:
+    """A warning on stderr for each single-scale option given where the composition does not use it."""
+    for key, (option, used_by) in SINGLE_SCALE_OPTIONS.items():
+        if getattr(args, key) is not None and composition not in used_by.split(" and "):
+            print(f"warning: {option} applies to --composition {used_by}; the {composition} composition "
+                  "does not use it", file=sys.stderr)
 
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
@@ -282,6 +300,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     if args.out is None:
         parser.error("--refuse needs --out DIR")
     settings = refuse_settings(parser, args)
+    warn_unused_options(args, settings.composition)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     started = time.perf_counter()

@@ -67,9 +67,12 @@ def write_image_tiff(path: Path, image: np.ndarray, description: str | None = No
     resolution: dict[str, Any] = {} if not pixel_size_um else {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um),
                                                "resolutionunit": "CENTIMETER"}
     with _written_atomically(path) as partial:
+        # One description: tifffile's shaped JSON, or the caller's (two would leave readers to pick one: Fiji takes
+        # the last, PIL and tifffile the first).
         tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
                          planarconfig="contig" if image.ndim == 3 else None,
-                         metadata={"axes": axes}, description=description, **resolution)
+                         metadata={"axes": axes} if description is None else None, description=description,
+                         **resolution)
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str, pixel_size_um: float | None = None) -> None:

@@ -18,6 +18,7 @@ from fusion.output_names import refusion_outputs
 from fusion.outputs import OutputWriteError, make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
+from fusion.readers.image_folder import ImageFolderStack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_fingerprint import stack_fingerprint
 
@@ -76,6 +77,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
             warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
             source_fingerprint=fingerprint,
+            slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
         )
         with _naming(stack.path):
             write_json(paths["report"], report.to_json())

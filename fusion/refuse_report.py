@@ -35,6 +35,8 @@ class RefuseReport:
     #                                              slice's focus, in depth_unit
     source_fingerprint: str | None = None   # the stack's files when it was read (``fusion.stack_fingerprint``):
     #                                         --resume fuses it again when they differ
+    slice_files: list[str] | None = None    # a folder of slices: each slice's file, in the order fused (the
+    #                                         depth map's slice index counts them)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -114,7 +114,7 @@ class StackBuffer:
         if self.channel is not None:
             metadata["Channel"] = {"Name": self.channel}
         if unit == "um":  # OME's PositionZ is a length; lens powers stay in the description and pages
-            metadata["Plane"]["PositionZ"] = z_values
+            metadata["Plane"].update(PositionZ=z_values, PositionZUnit=["µm"] * n)  # (OME's default unit: none)
             if n > 1:
                 metadata["PhysicalSizeZ"] = abs(float(np.median(np.diff(z_values)))) or 1.0
         ome.addimage(self._dtype, shape, stored, **metadata)

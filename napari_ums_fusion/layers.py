@@ -23,22 +23,30 @@ def is_colour(image: np.ndarray) -> bool:
     return image.ndim >= 3 and image.shape[-1] in (3, 4)
 
 
+def _length_unit(known: bool) -> str:
+    """napari's (pint's) unit of an axis: micrometres where the file says so, else pixels."""
+    return "um" if known else "pixel"
+
+
 def fused_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
-        image, pixel_um = tiff.asarray(), pixel_size_um_of(tiff.pages[0]) or 1.0
-    return image, {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "rgb": is_colour(image),
-                   "metadata": {"path": str(path), "pixel_size_um": pixel_um}}, "image"
+        recorded = pixel_size_um_of(tiff.pages[0])
+        image, pixel_um = tiff.asarray(), recorded or 1.0
+    return image, {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
+                   "rgb": is_colour(image), "metadata": {"path": str(path), "pixel_size_um": pixel_um}}, "image"
 
 
 def depth_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
-        depth, pixel_um = tiff.asarray(), pixel_size_um_of(tiff.pages[0]) or 1.0
+        recorded = pixel_size_um_of(tiff.pages[0])
+        depth, pixel_um = tiff.asarray(), recorded or 1.0
         unit = _depth_unit(tiff.pages[0].description)
     label = "µm" if unit == "um" else unit
     finite = depth[np.isfinite(depth)]
     limits = (float(finite.min()), float(finite.max()) if np.ptp(finite) > 0 else float(finite.min()) + 1.0) \
         if finite.size else (0.0, 1.0)
-    return depth, {"name": f"{name} depth ({label})", "scale": (pixel_um, pixel_um), "colormap": DEPTH_COLORMAP,
+    return depth, {"name": f"{name} depth ({label})", "scale": (pixel_um, pixel_um),
+                   "units": (_length_unit(bool(recorded)),) * 2, "colormap": DEPTH_COLORMAP,
                    "contrast_limits": limits, "visible": False,
                    "metadata": {"path": str(path), "depth_unit": unit, "pixel_size_um": pixel_um}}, "image"
 
@@ -62,7 +70,11 @@ def stack_layer(path: Path, name: str) -> LayerData:
     pixel_um = float(pixels.physical_size_x) if pixels and pixels.physical_size_x else 1.0
     dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
     z0 = focus[0] if focus else 0.0
+    # (A lens's focal powers have no unit napari knows: pint reads "dpt" as decipints. Its z stays unitless.)
+    z_unit = _length_unit(unit == "um" and bool(focus))
+    xy_unit = _length_unit(bool(pixels and pixels.physical_size_x))
     return stack, {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
+                   "units": (z_unit, xy_unit, xy_unit),
                    "rgb": is_colour(stack) and stack.ndim == 4,
                    "metadata": {"path": str(path), "z_um": z_um, "focus_positions": focus, "focus_unit": unit,
                                 "pixel_size_um": pixel_um}}, "image"

@@ -331,3 +331,16 @@ def test_worker_processes_started_while_ctrl_c_is_blocked_never_hear_it(default_
         assert blocked & (1 << (signal.SIGINT - 1)), status
     finally:
         cluster.close()
+
+
+def test_live_sessions_refused_together_are_named_after_their_folders(tmp_path):
+    """Every live session writes stack.ome.tif: refused together they would all be 'stack'."""
+    sessions = []
+    for index, folder in enumerate(("20261127-170533", "20261127-171027")):
+        (tmp_path / folder).mkdir()
+        sessions.append(write_stack(tmp_path / folder / "stack.ome.tif", 5, seed=index))
+    check_unique_names(sessions)  # no "would both write stack.fused.tif"
+    outcomes = refuse_many(sessions, tmp_path / "out", progress=False)
+    assert [outcome.status for outcome in outcomes] == ["done", "done"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.fused.tif")) == \
+        ["20261127-170533.fused.tif", "20261127-171027.fused.tif"]

@@ -85,7 +85,9 @@ def test_reader_declines_what_is_not_ours(tmp_path):
 def viewer_model():
     """napari's viewer without its OpenGL canvas (no GL here): layers, dims, open() through the plugins."""
     from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
 
+    _initialize_plugins()  # (a napari.Viewer does this; the model alone does not: this test may run first)
     return ViewerModel()
 
 
@@ -93,6 +95,9 @@ def test_viewer_opens_a_session_folder_with_the_plugin(session_folder):
     viewer = viewer_model()
     viewer.open(str(session_folder), plugin="ums-fusion")
     assert {layer.name.split(" ", 1)[1] for layer in viewer.layers} == {"stack", "fused", "depth (µm)"}
+    # Scale bars and coordinates in micrometres, as the files say (not "pixel").
+    for layer in viewer.layers:
+        assert all(str(unit) == "micrometer" for unit in layer.units), (layer.name, layer.units)
 
 
 def test_widget_fuses_the_selected_stack_layer(qtbot):

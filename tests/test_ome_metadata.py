@@ -32,9 +32,12 @@ def test_session_stack_has_relative_times_pixel_size_and_exposure_in_ms(name, tm
     assert pixels.physical_size_x == pixels.physical_size_y == profile.camera.pixel_size_um == 0.65
     assert {p.exposure_time for p in pixels.planes} == {10.0}
     assert {p.exposure_time_unit.value for p in pixels.planes} == {"ms"}
+    assert {p.position_z_unit.value for p in pixels.planes} == {"µm"}  # (OME's default is "reference frame")
     for image in ("fused.tif", "depth.tif"):
         with tifffile.TiffFile(outcome.folder / image) as tiff:
             assert pixel_size_um_of(tiff.pages[0]) == pytest.approx(0.65)
+            # One description per image: readers disagree on which of two they show (Fiji the last, tifffile the first).
+            assert len([tag for tag in tiff.pages[0].tags if tag.name == "ImageDescription"]) == 1
 
 
 def test_micromanager_pixel_size_comes_from_the_core(tmp_path):

@@ -57,6 +57,37 @@ def test_imagej_hyperstack_with_spacing(tmp_path):
     assert z_um == [0.0, 1.5, 3.0, 4.5, 6.0]
 
 
+@pytest.mark.parametrize("unit,spacing,per_unit,step_um,pixel_um", [
+    ("nm", 2500, 1 / 500, 2.5, 0.5),    # Fiji's unit for super-resolution and EM stacks
+    ("mm", 0.1, 1 / 0.5, 100.0, 500.0),  # a macro rig's
+    ("micron", 2.0, 2.0, 2.0, 0.5),
+])
+def test_imagej_spacing_and_pixel_size_in_other_units_become_micrometres(tmp_path, unit, spacing, per_unit, step_um,
+                                                                         pixel_um):
+    path = tmp_path / "fiji_units.tif"
+    tifffile.imwrite(path, ZYX, imagej=True, resolution=(per_unit, per_unit),
+                     metadata={"axes": "ZYX", "spacing": spacing, "unit": unit})
+    with open_stack(path) as stack:
+        assert stack.z_positions_um == pytest.approx([k * step_um for k in range(5)])
+        assert stack.pixel_size_um() == pytest.approx(pixel_um)
+
+
+def test_a_tiff_of_several_series_says_that_only_the_first_is_fused(tmp_path):
+    path = tmp_path / "two_positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tiff:
+        tiff.write(ZYX, metadata={"axes": "ZYX"})
+        tiff.write(ZYX[:3], metadata={"axes": "ZYX"})
+    with pytest.warns(UserWarning, match=r"holds 2 image series; only the first \(ZYX 5x"), open_stack(path) as stack:
+        assert stack.n_slices == 5
+
+
+def test_imagej_spacing_in_pixels_is_not_taken_for_micrometres(tmp_path):
+    path = tmp_path / "fiji_pixels.tif"
+    tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": 1.0, "unit": "pixel"})
+    with pytest.warns(UserWarning, match="spacing is in 'pixel', not a length unit"), open_stack(path) as stack:
+        assert stack.z_positions_um is None
+
+
 @pytest.mark.parametrize("metadata,message", [
     ({"axes": "ZYX", "PhysicalSizeZ": 1.0, "Plane": {"PositionZ": [12.5] * 5}},
      "every slice the focus position 12.5 um"),
@@ -125,6 +156,23 @@ def test_folder_of_images_in_natural_order(tmp_path):
     assert z_um is None and name == tmp_path.name
 
 
+def test_a_folder_of_calibrated_tiffs_keeps_their_pixel_size(tmp_path):
+    """Fiji's "Image Sequence" export: one ImageJ TIFF per slice, 0.5 µm pixels (2 per micron)."""
+    from fusion.outputs import pixel_size_um_of
+    from fusion.refuse import refuse_stack
+
+    for index in range(3):
+        plane = np.full((48, 64), 40 * index, np.uint8)
+        plane[::5, ::7] = 255
+        tifffile.imwrite(tmp_path / f"slice_{index:04d}.tif", plane, imagej=True, resolution=(2, 2),
+                         metadata={"unit": "micron"})
+    with open_stack(tmp_path) as stack:
+        assert stack.pixel_size_um() == pytest.approx(0.5)
+    report = refuse_stack(tmp_path, tmp_path / "out", progress=False)
+    with tifffile.TiffFile(report.outputs["fused"]) as fused:
+        assert pixel_size_um_of(fused.pages[0]) == pytest.approx(0.5)
+
+
 def test_a_folder_refused_into_itself_is_refused_again_from_its_slices_alone(tmp_path):
     from fusion.refuse import refuse_stack
 
@@ -133,6 +181,8 @@ def test_a_folder_refused_into_itself_is_refused_again_from_its_slices_alone(tmp
     for _ in range(2):  # the second time the folder also holds the first run's fused and depth images
         report = refuse_stack(tmp_path, tmp_path, progress=False)
         assert report.n_slices == 4
+        # The depth map counts slices: the report says which file each one is.
+        assert report.slice_files == [f"slice_{index}.png" for index in range(4)]
     assert sorted(p.name for p in tmp_path.glob(f"{tmp_path.name}.*")) == \
         sorted(f"{tmp_path.name}.{kind}" for kind in ("depth.tif", "fused.tif", "json"))
 

@@ -85,6 +85,22 @@ def test_bad_options_are_usage_errors(stacks, tmp_path):
     assert done.returncode == 2 and f"--out {tmp_path / 'a.tif'} is a file; give a folder" in done.stderr
 
 
+def test_refusion_options_in_a_live_session_are_usage_errors(tmp_path):
+    done = run_cli("--out", tmp_path, "--workers", "2", "--resume")
+    assert done.returncode == 2 and "--workers, --resume: only with --refuse" in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing acquired, nothing written
+
+
+@pytest.mark.slow
+def test_options_the_composition_does_not_use_are_named_in_a_warning(stacks, tmp_path):
+    done = run_cli("--refuse", stacks["mono12"], "--out", tmp_path, "--window-px", "7", "--sharpness", "2")
+    assert done.returncode == 0, done.stderr
+    assert "warning: --window-px applies to --composition blend and pick; the pyramid composition" in done.stderr
+    assert "warning: --sharpness applies to --composition blend; the pyramid composition" in done.stderr
+    done = run_cli("--refuse", stacks["mono12"], "--out", tmp_path, "--composition", "blend", "--sharpness", "2")
+    assert done.returncode == 0 and "warning: --sharpness" not in done.stderr
+
+
 @pytest.mark.slow
 def test_progress_bar_on_a_terminal(stacks, tmp_path):
     controller, terminal = pty.openpty()

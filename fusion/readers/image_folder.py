@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import imageio.v3 as imageio
 import numpy as np
 import tifffile
 
-from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
+from fusion.errors import EmptyStackError, FusionError, StackLayoutError, UnreadableStackError
 from fusion.output_names import is_fused_output
 from fusion.readers.base import SavedStack
 
@@ -69,6 +70,22 @@ class ImageFolderStack(SavedStack):
 
     def slice_label(self, index: int) -> str:
         return self.files[index].name
+
+    def pixel_size_um(self) -> float | None:
+        """The first slice's, where it is a TIFF that says (Fiji's image sequences, a camera's TIFFs: resolution
+        tags in µm or another length, OME); PNG and JPEG carry none that microscopes write."""
+        first = self.files[0]
+        if first.suffix.lower() not in (".tif", ".tiff"):
+            return None
+        from fusion.readers.tiff import TiffStack
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (about the file as a stack: reading its slice will say what matters)
+                with TiffStack(first) as stack:
+                    return stack.pixel_size_um()
+        except (FusionError, ValueError):
+            return None
 
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         file = self.files[index]

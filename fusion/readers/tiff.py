@@ -12,6 +12,7 @@ import numpy as np
 import tifffile
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
+from fusion.output_names import STACK as SESSION_STACK
 from fusion.outputs import pixel_size_um_of
 from fusion.readers.base import SavedStack, positive_size_um
 
@@ -21,7 +22,10 @@ STACK_AXES = "ZIQT"
 CHANNEL_AXES = "CS"
 OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 MICROMANAGER_TAG = 51123
-IMAGEJ_MICRONS = ("um", "µm", "\\u00B5m", "micron", "microns")  # ImageJ's unit, as its description spells it
+# ImageJ's length units, as its description spells them, in micrometres.
+IMAGEJ_UNITS_IN_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3,
+                      "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6,
+                      "inch": 25400.0}
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
@@ -39,6 +43,10 @@ class TiffStack(SavedStack):
             self.close()
             raise EmptyStackError("the TIFF holds no image", path)
         self._series = series
+        if len(self._tiff.series) > 1:  # an OME-TIFF of several positions, or pages of several sizes
+            warnings.warn(f"{path}: holds {len(self._tiff.series)} image series; only the first ({series.axes} "
+                          f"{'x'.join(map(str, series.shape))}) is fused: save each position as its own file to "
+                          "fuse them all", stacklevel=2)
         self._file_size = os.path.getsize(self.path)
         try:
             self._layout = _StackLayout(series.axes, series.shape, series.pages[0])
@@ -95,9 +103,9 @@ class TiffStack(SavedStack):
             return positive_size_um(recorded)
         unit = str((self._tiff.imagej_metadata or {}).get("unit", ""))
         resolution = page.tags.get("XResolution")
-        if unit in IMAGEJ_MICRONS and resolution is not None and resolution.value[0]:
+        if unit in IMAGEJ_UNITS_IN_UM and resolution is not None and resolution.value[0]:
             numerator, denominator = resolution.value
-            return positive_size_um(denominator / numerator)
+            return positive_size_um(denominator / numerator * IMAGEJ_UNITS_IN_UM[unit])
         return None
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
@@ -200,9 +208,16 @@ class TiffStack(SavedStack):
             if z_um is not None:
                 return z_um
         if self._tiff.is_imagej and self._layout.stack_axis == "Z":
-            spacing = (self._tiff.imagej_metadata or {}).get("spacing")
+            metadata = self._tiff.imagej_metadata or {}
+            spacing = metadata.get("spacing")
             if spacing:
-                return [index * float(spacing) for index in range(self.n_slices)]
+                # ImageJ's spacing is in its unit (none given: taken as µm, as ImageJ's own stacks of microscopes).
+                unit = str(metadata.get("unit") or "um")
+                if unit not in IMAGEJ_UNITS_IN_UM:
+                    warnings.warn(f"{self.path}: ImageJ's slice spacing is in {unit!r}, not a length unit; the depth "
+                                  "map is in slice index", stacklevel=3)
+                    return None
+                return [index * float(spacing) * IMAGEJ_UNITS_IN_UM[unit] for index in range(self.n_slices)]
         return None
 
     def _micromanager_z_positions(self) -> list[float] | None:
@@ -347,8 +362,11 @@ def _ranges(indices: list[int]) -> str:
 
 
 def stack_name(path: Path) -> str:
-    """The outputs' stem: ``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``, a folder -> its name."""
+    """The outputs' stem: ``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``, a folder -> its name, and a live session's
+    ``stack.ome.tif`` -> its session folder's name (sessions refused together do not all write ``stack.*``)."""
     name = Path(path).name
+    if name == SESSION_STACK and Path(path).parent.name:
+        return Path(path).parent.name
     for suffix in (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
                    ".jpeg", ".jpg"):
         if name.lower().endswith(suffix):
