@@ -139,7 +139,7 @@ def check_output_folder(folder: Path, named: str) -> None:
 
 
 def run_live(args) -> int:
-    """A live session: exit 0 when every planned slice was acquired and fused."""
+    """A live session: exit 0 when every planned slice was acquired and fused (1 when one was lost)."""
     import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers: acquisition.rig_registry)
     from acquisition.profile import ProfileError, load_profile, with_fusion_overrides
     from acquisition.session import run_profile
@@ -165,7 +165,8 @@ def run_live(args) -> int:
     print_session_summary(outcome)
     if outcome.interrupted:
         return interrupted_status()
-    return 0 if outcome.completed else 1
+    # Every position visited is not every slice kept: a stack with holes is not a success to a script.
+    return 0 if outcome.completed and not outcome.report.dropped_frames else 1
 
 
 def print_session_summary(outcome) -> None:
@@ -180,8 +181,11 @@ def print_session_summary(outcome) -> None:
     if report.psnr_db is not None:
         print(f"  fused vs ground truth: {report.psnr_db:.2f} dB "
               f"(best single slice {report.best_slice_psnr_db:.2f} dB)")
-    if report.dropped_frames:
-        print(f"  dropped frames: {len(report.dropped_frames)} (see {SESSION_REPORT})", file=sys.stderr)
+    if report.dropped_frames and report.acquired_slices > 0:  # (none acquired: the line below says so)
+        lost = len(report.dropped_frames)
+        z = ", ".join(f"{d.z:g}" for d in report.dropped_frames[:8]) + (", ..." if lost > 8 else "")
+        print(f"error: {lost} planned slice{'s were' if lost > 1 else ' was'} lost after the retries (z {z} "
+              f"{report.focus_unit}): the stack and the fused image lack them (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by and report.acquired_slices == 0:
         print(f"error: the session ended before its first slice: {outcome.ended_by}; nothing was acquired",
               file=sys.stderr)

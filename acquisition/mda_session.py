@@ -63,8 +63,8 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessi
     try:
         while thread.is_alive() and not handler.finished.wait(0.1):
             pass
-    except KeyboardInterrupt:
-        interrupted, ended_by = True, "interrupted (Ctrl-C)"
+    except KeyboardInterrupt as interrupt:  # (SIGTERM arrives as one too, saying so: acquisition.stop_signals)
+        interrupted, ended_by = True, str(interrupt) or "interrupted (Ctrl-C)"
         core.mda.cancel()
         handler.finished.wait(CANCEL_TIMEOUT_S)
     total_s = time.perf_counter() - started

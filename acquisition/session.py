@@ -32,7 +32,7 @@ from acquisition.rig import Rig, open_rig
 from acquisition.session_events import SessionEvents, SessionListener
 from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
 from acquisition.session_writer import SessionOutputWriter
-from fusion.stack_buffer import StackBuffer
+from fusion.stack_buffer import StackBuffer, StackWriteError
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
 from fusion.engine import FusionResult, StreamingFusion
 from fusion.output_names import session_outputs
@@ -99,13 +99,12 @@ class Session:
         self.total_s = 0.0
 
     def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
-        focus, unit = self.rig.focus, self.profile.focus.unit
+        focus = self.rig.focus
         start = focus.position()
         self.acquirer = acquirer_for(self.profile, self.rig)  # None: the stepped loop below
         started = time.perf_counter()
         positions = self._positions(start)
         self.planned = len(positions)
-        result = None
         self.events.session_started(self, len(positions))
         try:
             if self.acquirer is not None:
@@ -123,7 +122,7 @@ class Session:
             if progress or (progress is None and sys.stderr.isatty()):  # fusion may take a while to catch up
                 print(f"\n{self.ended_by}: saving the {len(self.slices)} slices acquired and fusing them "
                       f"({self._slices_behind()} still to fuse)...", file=sys.stderr, flush=True)
-        except DeviceError as error:
+        except (DeviceError, StackWriteError) as error:  # (a full disk: the message says what is safe)
             self.ended_by = str(error)
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
@@ -132,20 +131,31 @@ class Session:
             # (a second one, or a first after the last slice), must not cut that short; it is told so.
             with signals_deferred("still saving and fusing the slices acquired; the session ends by itself "
                                   "when they are safe") as received:
-                try:
-                    result = self._finish_fusion()
-                except Exception as error:
-                    self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
-                finally:
-                    self._return_to(start)
-                    if self.buffer is not None:
-                        self.buffer.finalize(self.profile.model_dump(mode="json"), unit)
-                self.total_s = time.perf_counter() - started
-                report = self._report(positions)
-                self.events.session_ended(self, report, result)
+                report = self._save_and_report(positions, start, started)
         self.interrupted = self.interrupted or bool(received)  # asked to stop while saving: the exit status says so
         return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
                               interrupted=self.interrupted)
+
+    def _save_and_report(self, positions: list[float], start: float, started: float) -> SessionReport:
+        """Fuse what is left, finish the stack, send the drive back, write the outputs and session.json."""
+        result = None
+        try:
+            result = self._finish_fusion()
+        except Exception as error:
+            self.errors.append(f"fusion failed: {type(error).__name__}: {error}")
+        if self.buffer is not None:  # before the return move: a drive that hangs there costs nothing saved
+            try:
+                self.buffer.finalize(self.profile.model_dump(mode="json"), self.profile.focus.unit)
+            except OSError as error:  # the report still says what happened, where it can
+                self.errors.append(str(error))
+        self._return_to(start)
+        self.total_s = time.perf_counter() - started
+        report = self._report(positions)
+        try:
+            self.events.session_ended(self, report, result)
+        except OSError as error:  # outputs that cannot be written (a full disk): the summary still says
+            self.errors.append(str(error))  # what was saved where, and what was not (report.errors is it)
+        return report
 
     # -- acquisition --
     def _positions(self, start: float) -> list[float]:
@@ -326,4 +336,7 @@ def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
                 folder.rmdir()  # only if empty
         raise
     finally:
-        rig.close()
+        # A stop while the devices close (a camera or Micro-Manager slow to let go) must not cut the closing
+        # short, nor pass for one before the session began: the outputs are already saved.
+        with signals_deferred("closing the devices; the session's outputs are saved"):
+            rig.close()

@@ -12,13 +12,19 @@
 from __future__ import annotations
 
 
+MAX_QUOTED_REPLY = 120  # characters of a reply that an error message quotes
+
+
 class DeviceError(Exception):
     """Base of every device error; ``device`` names the device, ``reply`` is its answer if any."""
 
     def __init__(self, device: str, message: str, reply: bytes | str | None = None):
         self.device = device
         self.reply = reply
-        detail = f" (device replied {reply!r})" if reply not in (None, b"", "") else ""
+        quoted = repr(reply) if reply else ""
+        if reply and len(quoted) > MAX_QUOTED_REPLY:  # a port streaming junk: 4 KB of it helps no one read the error
+            quoted = f"{quoted[:MAX_QUOTED_REPLY]}... ({len(reply)} bytes in all)"
+        detail = f" (device replied {quoted})" if quoted else ""
         super().__init__(f"{device}: {message}{detail}")
 
 

@@ -26,9 +26,13 @@ class SerialLink:
         self.port_name = port
         self.timeout_s = timeout_s
         try:
+            # Exclusive: a second session on the same port would interleave its moves with the first's.
             self._port = serial.serial_for_url(port, baudrate=baudrate, timeout=min(timeout_s, 0.05),
-                                               write_timeout=timeout_s)
+                                               write_timeout=timeout_s, exclusive=True)
         except (serial.SerialException, ValueError, OSError) as error:
+            if "exclusively lock" in str(error):
+                raise DeviceNotFoundError(device, f"serial port {port} is in use by another program (another "
+                                                  "session, a terminal, Micro-Manager?): close it first") from error
             raise DeviceNotFoundError(device, f"cannot open serial port {port}: {error}") from error
 
     def write(self, data: bytes) -> None:

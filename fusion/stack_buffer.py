@@ -11,6 +11,7 @@ since the experiment began: since the first plane, unless ``time_origin_s`` says
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from typing import Any
 from pathlib import Path
@@ -22,6 +23,11 @@ from fusion.errors import slice_name
 from fusion.readers.tiff import SESSION_PLANE_KEY
 
 CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
+FINALIZE_MARGIN_BYTES = 1 << 20           # free space beyond the OME description that finalize asks for
+
+
+class StackWriteError(OSError):
+    """A slice, or the stack's OME description, could not be written (a full disk): says what is safe."""
 
 
 class StackBuffer:
@@ -62,10 +68,17 @@ class StackBuffer:
         index = self.n_slices
         plane = {"index": index, "z": float(z), "unit": unit, "time_s": round(float(time_s), 6),
                  "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
+        if self.pixel_size_um is not None:  # in every page too: after kill -9 there is no OME to say it
+            plane["pixel_size_um"] = self.pixel_size_um
         colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
         with self._lock:
-            self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
-                               description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
+            try:
+                self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
+                                   description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
+            except OSError as error:  # a full disk, a removed drive: say where, and what is safe
+                reason = error.strerror or f"only part of it was written ({error}): is the disk full?"
+                raise StackWriteError(f"cannot write {slice_name(index)} to {self.path}: {reason}; "
+                                      f"the {index} slices before it are in the file") from error
             self.planes.append(plane)
         return index
 
@@ -94,6 +107,17 @@ class StackBuffer:
             self._file.close()
         if not self.planes or self._shape is None:
             return
+        xml = self._ome_xml(profile, unit)
+        # tifffile points the first page at the new description before writing it: on a full disk the
+        # pointer would lead past the end, and the first slice's z with it. Without room, the pages keep theirs.
+        if shutil.disk_usage(self.path.parent).free < len(xml) + FINALIZE_MARGIN_BYTES:
+            raise StackWriteError(f"{self.path}: no room on the disk for its OME description; each slice keeps "
+                                  "its z in its own page (run_session.py --refuse reads them)")
+        tifffile.tiffcomment(self.path, comment=xml, pageindex=0)
+
+    def _ome_xml(self, profile: dict, unit: str) -> bytes:
+        """The OME-XML of the slices written: planes' z, time and exposure, pixel size, channel, the profile."""
+        assert self._shape is not None and self._dtype is not None  # (finalize asks only once a slice is in)
         n = len(self.planes)
         colour = len(self._shape) == 3
         shape = (n, *self._shape)
@@ -118,7 +142,7 @@ class StackBuffer:
             if n > 1:
                 metadata["PhysicalSizeZ"] = abs(float(np.median(np.diff(z_values)))) or 1.0
         ome.addimage(self._dtype, shape, stored, **metadata)
-        tifffile.tiffcomment(self.path, comment=ome.tostring().encode(), pageindex=0)
+        return ome.tostring().encode()
 
     def _delta_t_s(self) -> list[float]:
         origin = self.planes[0]["time_s"] if self.time_origin_s is None else self.time_origin_s

@@ -106,6 +106,25 @@ def test_optotune_handshake_failure_is_clear():
             OptotuneLens(simulator.port, timeout_s=0.5)
 
 
+@pytest.mark.parametrize("device", SERIAL_DEVICES)
+def test_a_port_in_use_by_another_session_is_refused_at_open(device):
+    """Two sessions on one stage would interleave their moves (one of them died mid-stack)."""
+    from devices.asi_stage import AsiZStage
+    from devices.optotune_lens import OptotuneLens
+
+    opener, query = SERIAL_DEVICES[device]
+    with opener() as (driver, simulator):
+        second = AsiZStage if device == "asi" else OptotuneLens
+        with pytest.raises(DeviceNotFoundError, match=f"serial port {simulator.port} is in use by another program"):
+            second(simulator.port, timeout_s=0.5)
+        query(driver)  # the first session's link is untouched
+
+
+def test_a_reply_of_junk_is_quoted_short():
+    error = DeviceProtocolError("stage", "garbled answer", b"\x00junk" * 1000)
+    assert len(str(error)) < 250 and "(5000 bytes in all)" in str(error)
+
+
 def test_missing_ports_and_files_are_not_found():
     from devices.asi_stage import AsiZStage
     from devices.genicam import GenICamCamera

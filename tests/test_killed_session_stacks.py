@@ -33,3 +33,53 @@ def test_finalized_stack_keeps_every_z_too(tmp_path):
     buffer.finalize({"name": "test"}, "um")
     with open_stack(buffer.path) as stack:
         assert stack.z_positions_um == [index * 2.0 for index in range(12)]
+
+
+def test_an_unfinalized_stack_keeps_its_pixel_size(tmp_path):
+    """After kill -9 there is no OME-XML: each page's record says the pixel size too."""
+    buffer = StackBuffer(tmp_path / "stack.ome.tif", pixel_size_um=0.65)
+    for index in range(3):
+        buffer.append(np.full((32, 48), index * 5, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
+    buffer._file.close()  # as if the process died: never finalized
+    with open_stack(buffer.path) as stack:
+        assert stack.pixel_size_um() == pytest.approx(0.65)
+
+
+def test_a_full_disk_leaves_the_stack_as_it_was_with_every_z(tmp_path, monkeypatch):
+    """A MOCK of a full disk (free space reported as none; a real one needs a mounted filesystem): finalize
+    does not start the OME description, which tifffile would point at before writing it, past the end."""
+    import shutil
+
+    import fusion.stack_buffer as stack_buffer
+
+    buffer = StackBuffer(tmp_path / "stack.ome.tif")
+    for index in range(4):
+        buffer.append(np.full((32, 48), index * 5, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
+    full = shutil._ntuple_diskusage(total=1 << 30, used=1 << 30, free=0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(stack_buffer.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(stack_buffer.StackWriteError, match="no room on the disk for its OME description; each "
+                                                           "slice keeps its z in its own page"):
+        buffer.finalize({"name": "test"}, "um")
+    with open_stack(buffer.path) as stack:
+        assert stack.z_positions_um == [index * 1.5 for index in range(4)]
+
+
+def test_a_slice_that_cannot_be_written_says_where_and_what_is_safe(tmp_path, monkeypatch):
+    """A MOCK of the write failing as on a full disk (ENOSPC): the error names the file and the slices kept."""
+    import errno
+
+    import fusion.stack_buffer as stack_buffer
+
+    buffer = StackBuffer(tmp_path / "stack.ome.tif")
+    for index in range(2):
+        buffer.append(np.full((32, 48), index, np.uint8), z=float(index), time_s=index, exposure_ms=10.0)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(buffer._writer, "write", no_space)
+    with pytest.raises(stack_buffer.StackWriteError, match=r"cannot write slice 2 \(counting from 0\) to "
+                                                           r".*stack.ome.tif: No space left on device; the 2 slices "
+                                                           r"before it are"):
+        buffer.append(np.zeros((32, 48), np.uint8), z=2.0, time_s=2, exposure_ms=10.0)
+    assert buffer.n_slices == 2

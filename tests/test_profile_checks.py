@@ -37,6 +37,13 @@ def write_profile(tmp_path, text: str):
      r"rig.yaml: plan.z: the plan visits 480,001 positions; a stack is fused from 32,767 slices at most"),
     (RIG.replace("driver: simulated}", "driver: simulated, exposure_ms: .inf}", 1) + "plan: {z: {range: 4, step: 1}}\n",
      r"rig.yaml: camera.exposure_ms: Input should be a finite number"),
+    # A timeout of .inf waited for ever on a silent stage, past every stop signal (kill -9 was the way out).
+    ("camera: {driver: simulated, timeout_s: .inf}\nfocus: {driver: simulated, settle_timeout_s: .inf}\n"
+     "plan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: camera.timeout_s: Input should be a finite number\n.*rig.yaml: focus.settle_timeout_s: Input should "
+     r"be a finite number"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated, settle_ms: .nan}\nplan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: focus.settle_ms: Input should be a finite number"),
     # pydantic took "true" for 1 ms.
     (RIG.replace("driver: simulated}", "driver: simulated, exposure_ms: true}", 1) + "plan: {z: {range: 4, step: 1}}\n",
      r"rig.yaml: camera.exposure_ms: expected a number, got true"),

@@ -125,6 +125,20 @@ def test_a_session_that_sees_no_focus_information_says_so(tmp_path):
     assert any("no focus information" in w for w in report["warnings"])
 
 
+@pytest.mark.slow
+def test_a_session_that_lost_a_slice_exits_1_naming_its_z(tmp_path):
+    """Every position was visited, but the stack has a hole: a script checking $? must not take it as whole."""
+    profile_with(tmp_path, "simulated", {"camera": {"drop_frames": 3, "after_slices": 2}})  # retries: 2
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile",
+                           str(tmp_path / "simulated-faults.yaml"), "--out", str(tmp_path / "sessions")],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    lost_z = report["dropped_frames"][0]["z"]
+    assert f"error: 1 planned slice was lost after the retries (z {lost_z:g} um)" in done.stderr
+    assert report["acquired_slices"] == report["planned_slices"] - 1
+
+
 @pytest.mark.parametrize("name", ["simulated", "simulated-serial-stage", "simulated-micromanager", "simulated-etl"])
 def test_the_commented_examples_in_the_simulated_profiles_validate(tmp_path, name):
     text = (PROFILES / f"{name}.yaml").read_text()

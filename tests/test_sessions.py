@@ -203,7 +203,7 @@ def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
     refused = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(stack),
                               "--out", str(tmp_path / "refused")], capture_output=True, text=True, cwd=REPO_ROOT)
     assert refused.returncode == 0, refused.stderr
-    report = json.loads((tmp_path / "refused" / "stack.json").read_text())
+    report = json.loads((tmp_path / "refused" / f"{stack.parent.name}.json").read_text())  # (its session folder)
     assert 12 <= report["n_slices"] < 21
     # z positions survive in each page's own metadata, every one of them
     assert report["z_positions_um"] == [2.0 * index for index in range(report["n_slices"])]

@@ -97,6 +97,9 @@ class TiffStack(SavedStack):
             except ValueError:  # a pixel size that is not a number does not stop the fusion
                 warnings.warn(f"{self.path}: the OME PhysicalSizeX {size!r} is not a number; the fused image "
                               "has no pixel size from it", stacklevel=2)
+        session_plane = self._session_planes[0] if self._session_planes else None
+        if session_plane is not None and session_plane.get("pixel_size_um") is not None:  # a live session's stack
+            return positive_size_um(float(session_plane["pixel_size_um"]))                  # before its OME (kill -9)
         page = self._tiff.pages.first
         recorded = pixel_size_um_of(page)
         if recorded is not None:
