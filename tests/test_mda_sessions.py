@@ -72,7 +72,9 @@ def test_each_channel_decides_for_itself_without_a_decision_channel(tmp_path):
     assert all(r["psnr_db"] > r["best_slice_psnr_db"] + 1 for r in report["stacks"])
 
 
-def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
+@pytest.mark.parametrize("stop, status, ended_by", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                     (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, status, ended_by):
     profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
     out = tmp_path / "sessions"
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
@@ -81,11 +83,11 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path):
     deadline = time.monotonic() + 120
     while not list(out.glob("*/p0-A1_c1-FITC.stack.ome.tif")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     report = json.loads(next(out.glob("*/session.json")).read_text())
-    assert report["ended_by"] == "interrupted (Ctrl-C)"
+    assert report["ended_by"] == ended_by  # (SIGTERM was reported as Ctrl-C)
     assert 20 < report["acquired_slices"] < 240
     fused = [r for r in report["stacks"] if "fused" in r["outputs"]]
     assert sum(r["slices"] for r in report["stacks"]) == report["acquired_slices"]  # nothing acquired is lost
