@@ -28,12 +28,24 @@ def _length_unit(known: bool) -> str:
     return "um" if known else "pixel"
 
 
+def _channels(attributes: dict, data: np.ndarray, spatial_dims: int) -> dict:
+    """Channels that are not RGB (2, or 5 and more: fluorescence) as napari channels, one layer each, instead
+    of a last axis that napari would take for a spatial one (a slider of 384 steps over a 512 x 2 image)."""
+    if data.ndim == spatial_dims + 1 and not is_colour(data):
+        channels = data.shape[-1]
+        attributes = {**attributes, "channel_axis": data.ndim - 1,
+                      "name": [f"{attributes['name']} c{k}" for k in range(channels)]}
+        attributes.pop("rgb", None)
+    return attributes
+
+
 def fused_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
         recorded = pixel_size_um_of(tiff.pages[0])
         image, pixel_um = tiff.asarray(), recorded or 1.0
-    return image, {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
-                   "rgb": is_colour(image), "metadata": {"path": str(path), "pixel_size_um": pixel_um}}, "image"
+    attributes = {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
+                  "rgb": is_colour(image), "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
+    return image, _channels(attributes, image, 2), "image"
 
 
 def depth_layer(path: Path, name: str) -> LayerData:
@@ -73,11 +85,11 @@ def stack_layer(path: Path, name: str) -> LayerData:
     # (A lens's focal powers have no unit napari knows: pint reads "dpt" as decipints. Its z stays unitless.)
     z_unit = _length_unit(unit == "um" and bool(focus))
     xy_unit = _length_unit(bool(pixels and pixels.physical_size_x))
-    return stack, {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
-                   "units": (z_unit, xy_unit, xy_unit),
-                   "rgb": is_colour(stack) and stack.ndim == 4,
-                   "metadata": {"path": str(path), "z_um": z_um, "focus_positions": focus, "focus_unit": unit,
-                                "pixel_size_um": pixel_um}}, "image"
+    attributes = {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
+                  "units": (z_unit, xy_unit, xy_unit), "rgb": is_colour(stack) and stack.ndim == 4,
+                  "metadata": {"path": str(path), "z_um": z_um, "focus_positions": focus, "focus_unit": unit,
+                               "pixel_size_um": pixel_um}}
+    return stack, _channels(attributes, stack, 3), "image"
 
 
 def _ome_pixels(tiff: tifffile.TiffFile):
