@@ -154,7 +154,8 @@ class Session:
         try:
             self.events.session_ended(self, report, result)
         except OSError as error:  # outputs that cannot be written (a full disk): the summary still says
-            self.errors.append(str(error))  # what was saved where, and what was not (report.errors is it)
+            if str(error) not in self.errors:  # what was saved where, and what was not (report.errors is it)
+                self.errors.append(str(error))
         return report
 
     # -- acquisition --
@@ -325,9 +326,11 @@ def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
 
     rig = open_rig(profile)
     folder = None
+    outcome = None
     try:
         folder = new_session_folder(Path(out_root))
-        return Session(profile, rig, folder, [LiveViewListener(view)] if view is not None else []).run(progress)
+        outcome = Session(profile, rig, folder, [LiveViewListener(view)] if view is not None else []).run(progress)
+        return outcome
     except BaseException:
         # Ended before the session started (a pre-sweep that failed or was interrupted, a plan
         # outside the limits): nothing was written, so no empty timestamped folder is left behind.
@@ -336,7 +339,10 @@ def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
                 folder.rmdir()  # only if empty
         raise
     finally:
-        # A stop while the devices close (a camera or Micro-Manager slow to let go) must not cut the closing
-        # short, nor pass for one before the session began: the outputs are already saved.
-        with signals_deferred("closing the devices; the session's outputs are saved"):
+        try:
             rig.close()
+        except KeyboardInterrupt:  # a stop while the devices let go (slow to): the session's outputs are saved
+            if outcome is None:
+                raise
+            print("stopped while closing the devices; the session's outputs are saved", file=sys.stderr)
+            outcome.interrupted = True

@@ -23,7 +23,8 @@ class DeviceError(Exception):
         self.reply = reply
         quoted = repr(reply) if reply else ""
         if reply and len(quoted) > MAX_QUOTED_REPLY:  # a port streaming junk: 4 KB of it helps no one read the error
-            quoted = f"{quoted[:MAX_QUOTED_REPLY]}... ({len(reply)} bytes in all)"
+            unit = "bytes" if isinstance(reply, bytes) else "characters"
+            quoted = f"{quoted[:MAX_QUOTED_REPLY]}... ({len(reply)} {unit} in all)"
         detail = f" (device replied {quoted})" if quoted else ""
         super().__init__(f"{device}: {message}{detail}")
 

@@ -31,8 +31,8 @@ class SerialLink:
                                                write_timeout=timeout_s, exclusive=True)
         except (serial.SerialException, ValueError, OSError) as error:
             if "exclusively lock" in str(error):
-                raise DeviceNotFoundError(device, f"serial port {port} is in use by another program (another "
-                                                  "session, a terminal, Micro-Manager?): close it first") from error
+                raise DeviceNotFoundError(device, f"serial port {port} is in use by another program that locks it "
+                                                  "(another session?): close that first") from error
             raise DeviceNotFoundError(device, f"cannot open serial port {port}: {error}") from error
 
     def write(self, data: bytes) -> None:

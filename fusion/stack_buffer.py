@@ -30,6 +30,16 @@ class StackWriteError(OSError):
     """A slice, or the stack's OME description, could not be written (a full disk): says what is safe."""
 
 
+def _description_entry(path: Path) -> tuple[int, bytes]:
+    """Where the first page's ImageDescription tag entry is in the file, and its bytes (12, or 20 in BigTIFF)."""
+    with tifffile.TiffFile(path) as tiff:
+        tag = tiff.pages.first.tags[270]
+        length = tiff.tiff.tagsize
+    with open(path, "rb") as handle:
+        handle.seek(tag.offset)
+        return tag.offset, handle.read(length)
+
+
 class StackBuffer:
     """Append-only z-stack in ``path``. Also a ``fusion.slice_store.SliceSource``."""
 
@@ -76,9 +86,11 @@ class StackBuffer:
                 self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
                                    description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
             except OSError as error:  # a full disk, a removed drive: say where, and what is safe
-                reason = error.strerror or f"only part of it was written ({error}): is the disk full?"
+                reason = error.strerror or f"it was not written whole ({error}): is the disk full?"
+                before = "no slice before it" if index == 0 else "the slice before it is" if index == 1 \
+                    else f"the {index} slices before it are"
                 raise StackWriteError(f"cannot write {slice_name(index)} to {self.path}: {reason}; "
-                                      f"the {index} slices before it are in the file") from error
+                                      f"{before} in the file") from error
             self.planes.append(plane)
         return index
 
@@ -108,12 +120,22 @@ class StackBuffer:
         if not self.planes or self._shape is None:
             return
         xml = self._ome_xml(profile, unit)
-        # tifffile points the first page at the new description before writing it: on a full disk the
-        # pointer would lead past the end, and the first slice's z with it. Without room, the pages keep theirs.
+        kept = "each slice keeps its z in its own page (run_session.py --refuse reads them)"
         if shutil.disk_usage(self.path.parent).free < len(xml) + FINALIZE_MARGIN_BYTES:
-            raise StackWriteError(f"{self.path}: no room on the disk for its OME description; each slice keeps "
-                                  "its z in its own page (run_session.py --refuse reads them)")
-        tifffile.tiffcomment(self.path, comment=xml, pageindex=0)
+            raise StackWriteError(f"{self.path}: no room on the disk for its OME description; {kept}")
+        # tifffile points the first page at the new description before writing it: where the write fails all
+        # the same (a quota, a file-size limit), the pointer is put back and the file cut to its old end.
+        entry_offset, entry = _description_entry(self.path)
+        size = self.path.stat().st_size
+        try:
+            tifffile.tiffcomment(self.path, comment=xml, pageindex=0)
+        except OSError as error:
+            with open(self.path, "r+b") as handle:
+                handle.seek(entry_offset)
+                handle.write(entry)
+                handle.truncate(size)
+            raise StackWriteError(f"{self.path}: its OME description could not be written "
+                                  f"({error.strerror or error}); {kept}") from error
 
     def _ome_xml(self, profile: dict, unit: str) -> bytes:
         """The OME-XML of the slices written: planes' z, time and exposure, pixel size, channel, the profile."""

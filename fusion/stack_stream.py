@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fusion.fusion_worker import FusionWorker
-from fusion.stack_buffer import StackBuffer
+from fusion.stack_buffer import StackBuffer, StackWriteError
 from fusion.engine import FusionResult, FusionSettings, StreamingFusion
 from fusion.guided import compose_from_decision
 from fusion.output_names import stack_outputs
@@ -109,8 +109,11 @@ class StackStream:
             self.error = f"{self.info.name}: fusion failed: {type(error).__name__}: {error}"
         finally:
             if self.buffer is not None:
-                self.buffer.finalize({"stack": self.info.name, "settings": dataclasses.asdict(self.settings)},
-                                     "um" if self._has_z() else "slice index")
+                try:
+                    self.buffer.finalize({"stack": self.info.name, "settings": dataclasses.asdict(self.settings)},
+                                         "um" if self._has_z() else "slice index")
+                except StackWriteError as error:  # (a full disk) its slices keep their z: fused images still go out
+                    self.error = self.error or f"{self.info.name}: {error}"
         if self.result is not None:
             write_image_tiff(self.paths["fused"], self.result.fused, pixel_size_um=self.info.pixel_size_um)
             write_depth_tiff(self.paths["depth"], self.result.depth, self.result.depth_unit,

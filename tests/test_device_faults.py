@@ -115,7 +115,8 @@ def test_a_port_in_use_by_another_session_is_refused_at_open(device):
     opener, query = SERIAL_DEVICES[device]
     with opener() as (driver, simulator):
         second = AsiZStage if device == "asi" else OptotuneLens
-        with pytest.raises(DeviceNotFoundError, match=f"serial port {simulator.port} is in use by another program"):
+        with pytest.raises(DeviceNotFoundError,
+                           match=f"serial port {simulator.port} is in use by another program that locks it"):
             second(simulator.port, timeout_s=0.5)
         query(driver)  # the first session's link is untouched
 

@@ -83,3 +83,35 @@ def test_a_slice_that_cannot_be_written_says_where_and_what_is_safe(tmp_path, mo
                                                            r"before it are"):
         buffer.append(np.zeros((32, 48), np.uint8), z=2.0, time_s=2, exposure_ms=10.0)
     assert buffer.n_slices == 2
+
+
+def test_a_description_that_cannot_be_written_leaves_every_z(tmp_path):
+    """Room on the disk but not for this file (a file-size limit, as a quota would): tifffile had already pointed the
+    first page past the end when the write failed, and every slice lost its z. Real: RLIMIT_FSIZE in a child."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = f"""
+import resource, sys
+import numpy as np
+from fusion.stack_buffer import StackBuffer, StackWriteError
+buffer = StackBuffer({str(tmp_path / "stack.ome.tif")!r}, pixel_size_um=0.65)
+for index in range(3):
+    buffer.append(np.full((32, 48), index * 5, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
+size = buffer.path.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 200, resource.RLIM_INFINITY))  # not the OME-XML's room
+try:
+    buffer.finalize({{"name": "x" * 2000}}, "um")
+except StackWriteError as error:
+    print(error)
+    sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "its OME description could not be written" in done.stdout and "stack.ome.tif" in done.stdout
+    with open_stack(tmp_path / "stack.ome.tif") as stack:
+        assert stack.z_positions_um == [0.0, 1.5, 3.0]
+        assert stack.pixel_size_um() == pytest.approx(0.65)
+        assert int(stack.read_slice(2)[0, 0]) == 10

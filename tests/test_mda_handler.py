@@ -200,3 +200,21 @@ def test_unknown_decision_channel_during_a_run_fuses_each_stack_on_its_own(demo,
         demo.mda.run(demo_sequence(), output=handler)
     assert "fused on its own" in handler.summary["error"]
     assert len(list(tmp_path.glob("*.fused.tif"))) == 4
+
+
+def test_a_stack_whose_description_cannot_be_written_still_gets_its_fused_images(tmp_path, monkeypatch):
+    """A MOCK of a full disk at the stack's OME description: the fused and depth images still go out (they were
+    lost with the stack's name), and the stack's record says what failed."""
+    from fusion.stack_buffer import StackBuffer, StackWriteError
+
+    def no_room(self, profile, unit):
+        self.finalized = True
+        raise StackWriteError(f"{self.path}: no room on the disk for its OME description")
+
+    monkeypatch.setattr(StackBuffer, "finalize", no_room)
+    with slide_core(CHANNELS[:1]) as (core, _):
+        handler = StreamingFusionHandler(tmp_path)
+        core.mda.run(useq.MDASequence(channels=CHANNELS[:1], z_plan={"absolute": [0, 5, 10]}), output=handler)
+    record, = handler.summary["stacks"]
+    assert record["name"] != "?" and tifffile.imread(record["outputs"]["fused"]).ndim >= 2
+    assert "no room on the disk for its OME description" in record["error"]

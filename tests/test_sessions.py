@@ -483,3 +483,42 @@ def test_a_genicam_camera_leaves_ctrl_c_to_the_session(tmp_path):
         assert signal.getsignal(signal.SIGINT) is before
     finally:
         rig.close()
+
+
+def test_images_that_cannot_be_written_still_leave_session_json(tmp_path, monkeypatch):
+    """A MOCK of a full disk at fused.tif (ENOSPC from its writer): session.json, small, is the one record of what
+    was saved and what was lost; it is written all the same, and says why the images are missing."""
+    import errno
+
+    import acquisition.session_writer as session_writer
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(session_writer, "write_image_tiff", no_space)
+    outcome = run_profile(small(load_profile(PROFILES / "simulated.yaml")), tmp_path, progress=False)
+    assert not outcome.completed
+    report = json.loads((outcome.folder / "session.json").read_text())
+    assert report["acquired_slices"] == report["planned_slices"]
+    assert [e for e in report["errors"] if "No space left on device" in e and "fused.tif" in e]
+    assert outcome.report.errors.count(report["errors"][-1]) == 1  # said once
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.n_slices == report["acquired_slices"]
+
+
+def test_a_stop_while_the_devices_close_keeps_the_outcome_and_says_so(tmp_path, monkeypatch, capsys):
+    """A MOCK of Ctrl-C arriving while the rig closes (a camera slow to let go): it cut the closing short and was
+    reported as a stop "before the session started; nothing was acquired"."""
+    from acquisition.rig import Rig
+
+    closing = Rig.close
+
+    def interrupted_close(self):
+        closing(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Rig, "close", interrupted_close)
+    outcome = run_profile(small(load_profile(PROFILES / "simulated.yaml")), tmp_path, progress=False)
+    assert outcome.completed and outcome.interrupted  # the exit status is then 130
+    assert (outcome.folder / "session.json").is_file() and (outcome.folder / "fused.tif").is_file()
+    assert "stopped while closing the devices; the session's outputs are saved" in capsys.readouterr().err

@@ -97,9 +97,9 @@ class TiffStack(SavedStack):
             except ValueError:  # a pixel size that is not a number does not stop the fusion
                 warnings.warn(f"{self.path}: the OME PhysicalSizeX {size!r} is not a number; the fused image "
                               "has no pixel size from it", stacklevel=2)
-        session_plane = self._session_planes[0] if self._session_planes else None
-        if session_plane is not None and session_plane.get("pixel_size_um") is not None:  # a live session's stack
-            return positive_size_um(float(session_plane["pixel_size_um"]))                  # before its OME (kill -9)
+        recorded_sizes = [p["pixel_size_um"] for p in self._session_planes or [] if p and p.get("pixel_size_um")]
+        if recorded_sizes:  # a live session's stack before its OME (kill -9, a full disk): its pages say
+            return positive_size_um(float(recorded_sizes[0]))
         page = self._tiff.pages.first
         recorded = pixel_size_um_of(page)
         if recorded is not None:
@@ -368,8 +368,8 @@ def stack_name(path: Path) -> str:
     """The outputs' stem: ``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``, a folder -> its name, and a live session's
     ``stack.ome.tif`` -> its session folder's name (sessions refused together do not all write ``stack.*``)."""
     name = Path(path).name
-    if name == SESSION_STACK and Path(path).parent.name:
-        return Path(path).parent.name
+    if name == SESSION_STACK and Path(path).absolute().parent.name:  # (however the path is spelled: ./stack...)
+        return Path(path).absolute().parent.name
     for suffix in (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
                    ".jpeg", ".jpg"):
         if name.lower().endswith(suffix):
