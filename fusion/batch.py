@@ -259,6 +259,9 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
         client = Client(cluster if cluster is not None else scheduler, timeout="30s")
         try:
             _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar)
+        except KeyboardInterrupt:
+            _quiet_cluster_logs()
+            raise
         finally:
             with _closing_notice():
                 client.close()
@@ -266,6 +269,14 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
         if cluster is not None:
             with _closing_notice():
                 cluster.close()
+
+
+def _quiet_cluster_logs() -> None:
+    """Stopping on Ctrl-C: the cluster's connections close under tasks in flight, and tornado logs each callback
+    that meets a closed one, with a traceback that says nothing about the stacks (the program's own message says
+    what finished). The process is ending: its loggers stay quiet from here."""
+    for name in ("tornado.application", "tornado.general", "distributed", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar) -> None:
