@@ -57,7 +57,7 @@ class FocusDrive(ABC):
         deadline = time.monotonic() + timeout_s
         while self._do_is_busy():
             if time.monotonic() > deadline:
-                raise DeviceTimeoutError(self.name, f"still moving after {timeout_s:g} s")
+                raise DeviceTimeoutError(self.name, f"still moving after {timeout_s:g} s (stuck, or not answering)")
             time.sleep(poll_s)
 
     def position(self) -> float:

@@ -79,17 +79,35 @@ def stack_layer(path: Path, name: str) -> LayerData:
         described = ome_session_focus(tiff.ome_metadata, len(stack)) if tiff.is_ome else None
     z_um = [float(p.position_z) for p in pixels.planes if p.position_z is not None] if pixels else []
     focus, unit = (z_um, "um") if z_um or described is None else described
-    pixel_um = float(pixels.physical_size_x) if pixels and pixels.physical_size_x else 1.0
+    recorded_um = float(pixels.physical_size_x) if pixels and pixels.physical_size_x else None
+    if not focus or recorded_um is None:  # a session's stack never finalized (kill -9, a full disk): its pages say
+        focus, unit, recorded_um = _from_page_records(path, focus, unit, recorded_um)
+    pixel_um = recorded_um or 1.0
     dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
     z0 = focus[0] if focus else 0.0
     # (A lens's focal powers have no unit napari knows: pint reads "dpt" as decipints. Its z stays unitless.)
     z_unit = _length_unit(unit == "um" and bool(focus))
-    xy_unit = _length_unit(bool(pixels and pixels.physical_size_x))
+    xy_unit = _length_unit(recorded_um is not None)
     attributes = {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
                   "units": (z_unit, xy_unit, xy_unit), "rgb": is_colour(stack) and stack.ndim == 4,
                   "metadata": {"path": str(path), "z_um": z_um, "focus_positions": focus, "focus_unit": unit,
                                "pixel_size_um": pixel_um}}
     return stack, _channels(attributes, stack, 3), "image"
+
+
+def _from_page_records(path: Path, focus: list[float], unit: str, pixel_um: float | None):
+    """(focus, unit, pixel size) with what the stack reader finds where OME says nothing (each page's record)."""
+    from fusion.errors import FusionError
+    from fusion.readers.tiff import TiffStack
+
+    try:
+        with TiffStack(path) as saved:
+            recorded, recorded_unit = saved.focus_positions()
+            if not focus and recorded:
+                focus, unit = [float(z) for z in recorded], recorded_unit
+            return focus, unit, pixel_um if pixel_um is not None else saved.pixel_size_um()
+    except (FusionError, ValueError):
+        return focus, unit, pixel_um
 
 
 def _ome_pixels(tiff: tifffile.TiffFile):

@@ -165,3 +165,17 @@ def test_widget_follows_an_mda_and_shows_the_fused_image_building_up(qtbot, tmp_
     last = tifffile.imread(tmp_path / "c1-FITC.fused.tif")
     np.testing.assert_array_equal(viewer.layers["MDA fused"].data, last)  # the final image replaced the preview
     widget.stop_following()
+
+
+def test_a_stack_never_finalized_opens_at_its_z_and_pixel_size(tmp_path):
+    """After kill -9 (or a full disk) the stack has no OME-XML; each page's record still gives z and pixel size."""
+    from fusion.stack_buffer import StackBuffer
+
+    buffer = StackBuffer(tmp_path / "stack.ome.tif", pixel_size_um=0.65)
+    for index in range(4):
+        buffer.append(np.full((32, 48), index * 5, np.uint8), z=10.0 + 2.5 * index, time_s=index, exposure_ms=10.0)
+    buffer._file.close()  # as if the process died: never finalized
+    data, attributes, _ = layers_by_name(tmp_path / "stack.ome.tif")[f"{tmp_path.name} stack"]
+    assert data.shape == (4, 32, 48)
+    assert attributes["scale"] == pytest.approx((2.5, 0.65, 0.65)) and attributes["translate"][0] == 10.0
+    assert attributes["units"] == ("um", "um", "um")

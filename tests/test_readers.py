@@ -81,6 +81,13 @@ def test_a_tiff_of_several_series_says_that_only_the_first_is_fused(tmp_path):
         assert stack.n_slices == 5
 
 
+def test_imagej_z_unit_rules_the_spacing_where_it_differs_from_x_and_y(tmp_path):
+    path = tmp_path / "fiji_zunit.tif"
+    tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": 500, "unit": "micron", "zunit": "nm"})
+    with open_stack(path) as stack:
+        assert stack.z_positions_um == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+
+
 def test_imagej_spacing_in_pixels_is_not_taken_for_micrometres(tmp_path):
     path = tmp_path / "fiji_pixels.tif"
     tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": 1.0, "unit": "pixel"})

@@ -214,8 +214,8 @@ class TiffStack(SavedStack):
             metadata = self._tiff.imagej_metadata or {}
             spacing = metadata.get("spacing")
             if spacing:
-                # ImageJ's spacing is in its unit (none given: taken as µm, as ImageJ's own stacks of microscopes).
-                unit = str(metadata.get("unit") or "um")
+                # ImageJ's spacing is in its z unit, else its unit (none given: taken as µm, as microscopes' stacks).
+                unit = str(metadata.get("zunit") or metadata.get("unit") or "um")
                 if unit not in IMAGEJ_UNITS_IN_UM:
                     warnings.warn(f"{self.path}: ImageJ's slice spacing is in {unit!r}, not a length unit; the depth "
                                   "map is in slice index", stacklevel=3)
