@@ -10,7 +10,9 @@ since the experiment began: since the first plane, unless ``time_origin_s`` says
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import threading
 from typing import Any
@@ -82,10 +84,14 @@ class StackBuffer:
             plane["pixel_size_um"] = self.pixel_size_um
         colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
         with self._lock:
+            size_before = os.fstat(self._file.fileno()).st_size
             try:
                 self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
                                    description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
             except OSError as error:  # a full disk, a removed drive: say where, and what is safe
+                # The part of the slice that was written goes: its room is what session.json needs.
+                with contextlib.suppress(OSError):
+                    self._file.truncate(size_before)
                 reason = error.strerror or f"it was not written whole ({error}): is the disk full?"
                 before = "no slice before it" if index == 0 else "the slice before it is" if index == 1 \
                     else f"the {index} slices before it are"

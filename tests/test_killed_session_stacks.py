@@ -65,7 +65,8 @@ def test_a_full_disk_leaves_the_stack_as_it_was_with_every_z(tmp_path, monkeypat
 
 
 def test_a_slice_that_cannot_be_written_says_where_and_what_is_safe(tmp_path, monkeypatch):
-    """A MOCK of the write failing as on a full disk (ENOSPC): the error names the file and the slices kept."""
+    """A MOCK of the write failing as on a full disk (ENOSPC; a real one: a mounted filesystem): the error names the
+    file and the slices kept, and the part of the slice that was written is taken back."""
     import errno
 
     import fusion.stack_buffer as stack_buffer
@@ -74,7 +75,10 @@ def test_a_slice_that_cannot_be_written_says_where_and_what_is_safe(tmp_path, mo
     for index in range(2):
         buffer.append(np.full((32, 48), index, np.uint8), z=float(index), time_s=index, exposure_ms=10.0)
 
-    def no_space(*args, **kwargs):
+    size = buffer.path.stat().st_size
+
+    def no_space(*args, **kwargs):  # part of the slice reaches the disk, then it is full
+        buffer._file.write(b"\0" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(buffer._writer, "write", no_space)
@@ -83,6 +87,9 @@ def test_a_slice_that_cannot_be_written_says_where_and_what_is_safe(tmp_path, mo
                                                            r"before it are"):
         buffer.append(np.zeros((32, 48), np.uint8), z=2.0, time_s=2, exposure_ms=10.0)
     assert buffer.n_slices == 2
+    assert buffer.path.stat().st_size == size  # the part written is gone: its room is what session.json needs
+    with open_stack(buffer.path) as stack:
+        assert stack.z_positions_um == [0.0, 1.0]
 
 
 def test_a_description_that_cannot_be_written_leaves_every_z(tmp_path):
