@@ -284,16 +284,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Options of the single-scale compositions: the pyramid (the default) has no window, exponent or seams.
-SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", "blend and pick"), "sharpness": ("--sharpness", "blend"),
-                        "feather_px": ("--feather-px", "pick")}
+SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", ("blend", "pick")), "sharpness": ("--sharpness", ("blend",)),
+                        "feather_px": ("--feather-px", ("pick",))}
 
 
 def warn_unused_options(args, composition: str) -> None:
     """A warning on stderr for each single-scale option given where the composition does not use it."""
     for key, (option, used_by) in SINGLE_SCALE_OPTIONS.items():
-        if getattr(args, key) is not None and composition not in used_by.split(" and "):
-            print(f"warning: {option} applies to --composition {used_by}; the {composition} composition "
-                  "does not use it", file=sys.stderr)
+        if getattr(args, key) is not None and composition not in used_by:
+            print(f"warning: {option} applies to --composition {' and '.join(used_by)}; the {composition} "
+                  "composition does not use it", file=sys.stderr)
 
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:

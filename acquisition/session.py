@@ -153,9 +153,8 @@ class Session:
         report = self._report(positions)
         try:
             self.events.session_ended(self, report, result)
-        except OSError as error:  # outputs that cannot be written (a full disk): the summary still says
-            if str(error) not in self.errors:  # what was saved where, and what was not (report.errors is it)
-                self.errors.append(str(error))
+        except OSError as error:  # session.json itself cannot be written (a full disk): the summary still says
+            self.errors.append(str(error))  # what was saved where, and what was not (report.errors is this list)
         return report
 
     # -- acquisition --

@@ -52,9 +52,7 @@ class SessionOutputWriter(SessionListener):
                 self._write_result(session, report, result)
         except OSError as error:  # (a full disk) session.json, small, still says what was saved and what was lost
             report.errors.append(str(error))
-            raise
-        finally:
-            write_json(session.outputs["report"], report.to_json())
+        write_json(session.outputs["report"], report.to_json())
 
     def _write_result(self, session: Session, report: SessionReport, result: FusionResult) -> None:
         unit, paths, pixel_size_um = session.profile.focus.unit, session.outputs, session.pixel_size_um()

@@ -35,6 +35,7 @@ import numpy as np
 from benchmarks.quality import fuse_with_engine
 from benchmarks.quality_stacks import STACKS, available, render, spec_key
 from fusion import FusionSettings, focus_measures
+from fusion.focus_measures import to_gray
 from fusion.metrics import psnr
 from fusion.multiscale import noise_sigma
 from simulators import scenes
@@ -113,7 +114,7 @@ class Trainer:
         self.smoothing = torch.tensor(kernel / kernel.sum(), dtype=torch.float32)
         self.stacks = []
         for slices, truth, full_scale in stacks:
-            gray = slices if slices.ndim == 3 else slices @ np.array([0.299, 0.587, 0.114], np.float32)
+            gray = np.stack([to_gray(pixels) for pixels in slices])  # the grey the engine measures
             gray = gray / full_scale
             self.stacks.append((torch.from_numpy(np.ascontiguousarray(gray[:, None])),
                                 torch.from_numpy(slices / full_scale), torch.from_numpy(truth / full_scale),

@@ -7,13 +7,13 @@ micrometres (numpy order: z, y, x) where the files say so, else in pixels and sl
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from fusion.outputs import pixel_size_um_of
-from fusion.readers.tiff import ome_session_focus
 
 DEPTH_COLORMAP = "viridis"
 LayerData = tuple[np.ndarray, dict, str]
@@ -71,17 +71,12 @@ def _depth_unit(description: str) -> str:
 
 
 def stack_layer(path: Path, name: str) -> LayerData:
-    """The raw stack as a z-stack layer: z spacing and origin from its OME planes (a tunable lens's
-    stack: from the focal powers its description keeps, in the depth map's unit), pixel size from OME."""
+    """The raw stack as a z-stack layer, placed as the stack reader (``fusion.readers.tiff``) places it: z from its
+    OME planes (a tunable lens's stack: the focal powers its description keeps, in the depth map's unit), or the
+    pages' own records where it was never finalized (kill -9, a full disk); the pixel size likewise."""
     with tifffile.TiffFile(path) as tiff:
         stack = tiff.series[0].asarray()
-        pixels = _ome_pixels(tiff)
-        described = ome_session_focus(tiff.ome_metadata, len(stack)) if tiff.is_ome else None
-    z_um = [float(p.position_z) for p in pixels.planes if p.position_z is not None] if pixels else []
-    focus, unit = (z_um, "um") if z_um or described is None else described
-    recorded_um = float(pixels.physical_size_x) if pixels and pixels.physical_size_x else None
-    if not focus or recorded_um is None:  # a session's stack never finalized (kill -9, a full disk): its pages say
-        focus, unit, recorded_um = _from_page_records(path, focus, unit, recorded_um)
+    focus, unit, recorded_um = _placement(path)
     pixel_um = recorded_um or 1.0
     dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
     z0 = focus[0] if focus else 0.0
@@ -90,35 +85,25 @@ def stack_layer(path: Path, name: str) -> LayerData:
     xy_unit = _length_unit(recorded_um is not None)
     attributes = {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
                   "units": (z_unit, xy_unit, xy_unit), "rgb": is_colour(stack) and stack.ndim == 4,
-                  "metadata": {"path": str(path), "z_um": z_um, "focus_positions": focus, "focus_unit": unit,
-                               "pixel_size_um": pixel_um}}
+                  "metadata": {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
+                               "focus_unit": unit, "pixel_size_um": pixel_um}}
     return stack, _channels(attributes, stack, 3), "image"
 
 
-def _from_page_records(path: Path, focus: list[float], unit: str, pixel_um: float | None):
-    """(focus, unit, pixel size) with what the stack reader finds where OME says nothing (each page's record)."""
+def _placement(path: Path) -> tuple[list[float], str, float | None]:
+    """(focus positions, their unit, pixel size in µm) as the stack reader finds them; ([], "um", None) where
+    it cannot read the file as a stack (the layer then opens in slices and pixels)."""
     from fusion.errors import FusionError
     from fusion.readers.tiff import TiffStack
 
     try:
-        with TiffStack(path) as saved:
-            recorded, recorded_unit = saved.focus_positions()
-            if not focus and recorded:
-                focus, unit = [float(z) for z in recorded], recorded_unit
-            return focus, unit, pixel_um if pixel_um is not None else saved.pixel_size_um()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (about fusing the file: a viewer shows it all the same)
+            with TiffStack(path) as saved:
+                focus, unit = saved.focus_positions()
+                return [float(z) for z in focus or []], unit, saved.pixel_size_um()
     except (FusionError, ValueError):
-        return focus, unit, pixel_um
-
-
-def _ome_pixels(tiff: tifffile.TiffFile):
-    if not tiff.is_ome:
-        return None
-    import ome_types
-
-    try:
-        return ome_types.from_xml(tiff.ome_metadata or "").images[0].pixels
-    except Exception:  # an OME-XML we cannot parse: the stack still opens, in pixels and slices
-        return None
+        return [], "um", None
 
 
 def output_group(folder: Path, name: str) -> list[LayerData]:

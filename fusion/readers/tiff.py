@@ -22,10 +22,10 @@ STACK_AXES = "ZIQT"
 CHANNEL_AXES = "CS"
 OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 MICROMANAGER_TAG = 51123
-# ImageJ's length units, as its description spells them, in micrometres.
-IMAGEJ_UNITS_IN_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3,
-                      "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6,
-                      "inch": 25400.0}
+# Length units in micrometres, as OME's symbols and ImageJ's descriptions spell them.
+LENGTH_UNITS_IN_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3,
+                      "nanometer": 1e-3, "pm": 1e-6, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6,
+                      "meter": 1e6, "inch": 25400.0}
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
@@ -78,7 +78,7 @@ class TiffStack(SavedStack):
         """A live session's lens stack keeps each slice's focal power (dpt) in its OME description
         (finalized) or its pages (cut short): that, else µm."""
         if self._tiff.is_ome:
-            described = ome_session_focus(self._tiff.ome_metadata, self.n_slices)
+            described = _ome_session_focus(self._tiff.ome_metadata, self.n_slices)
             if described is not None:
                 return described
         recorded = self._session_plane_positions()
@@ -106,9 +106,9 @@ class TiffStack(SavedStack):
             return positive_size_um(recorded)
         unit = str((self._tiff.imagej_metadata or {}).get("unit", ""))
         resolution = page.tags.get("XResolution")
-        if unit in IMAGEJ_UNITS_IN_UM and resolution is not None and resolution.value[0]:
+        if unit in LENGTH_UNITS_IN_UM and resolution is not None and resolution.value[0]:
             numerator, denominator = resolution.value
-            return positive_size_um(denominator / numerator * IMAGEJ_UNITS_IN_UM[unit])
+            return positive_size_um(denominator / numerator * LENGTH_UNITS_IN_UM[unit])
         return None
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
@@ -216,11 +216,11 @@ class TiffStack(SavedStack):
             if spacing:
                 # ImageJ's spacing is in its z unit, else its unit (none given: taken as µm, as microscopes' stacks).
                 unit = str(metadata.get("zunit") or metadata.get("unit") or "um")
-                if unit not in IMAGEJ_UNITS_IN_UM:
+                if unit not in LENGTH_UNITS_IN_UM:
                     warnings.warn(f"{self.path}: ImageJ's slice spacing is in {unit!r}, not a length unit; the depth "
                                   "map is in slice index", stacklevel=3)
                     return None
-                return [index * float(spacing) * IMAGEJ_UNITS_IN_UM[unit] for index in range(self.n_slices)]
+                return [index * float(spacing) * LENGTH_UNITS_IN_UM[unit] for index in range(self.n_slices)]
         return None
 
     def _micromanager_z_positions(self) -> list[float] | None:
@@ -296,7 +296,7 @@ def _ome_root(ome_xml: str | None) -> tuple[ElementTree.Element, str] | None:
     return root, (root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else "")
 
 
-def ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
+def _ome_session_focus(ome_xml: str | None, n_slices: int) -> tuple[list[float], str] | None:
     """(positions, unit) from a live session's OME image description, where they are not in µm."""
     parsed = _ome_root(ome_xml)
     if parsed is None:
@@ -345,11 +345,9 @@ def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
     return None
 
 
-_UNITS_IN_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6, "cm": 1e4, "pm": 1e-6}
-
-
 def _to_um(unit: str | None) -> float:
-    return _UNITS_IN_UM.get(unit, 1.0)
+    """An OME length unit's size in µm (none given: OME's default, µm)."""
+    return LENGTH_UNITS_IN_UM.get(unit or "um", 1.0)
 
 
 def _ranges(indices: list[int]) -> str:
@@ -368,8 +366,9 @@ def stack_name(path: Path) -> str:
     """The outputs' stem: ``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``, a folder -> its name, and a live session's
     ``stack.ome.tif`` -> its session folder's name (sessions refused together do not all write ``stack.*``)."""
     name = Path(path).name
-    if name == SESSION_STACK and Path(path).absolute().parent.name:  # (however the path is spelled: ./stack...)
-        return Path(path).absolute().parent.name
+    session_folder = Path(path).absolute().parent.name  # (however the path is spelled: ./stack.ome.tif)
+    if name == SESSION_STACK and session_folder:
+        return session_folder
     for suffix in (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
                    ".jpeg", ".jpg"):
         if name.lower().endswith(suffix):
