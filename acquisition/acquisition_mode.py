@@ -48,6 +48,12 @@ def acquirer_for(profile: Profile, rig: Rig) -> Acquirer | None:
                                                   f"hardware-sequenced z-stack: {reason}; set "
                                                   "plan.hardware_sequencing: auto (or off) to step instead")
         return None
+    focus_fault = profile.faults.focus
+    if focus_fault is not None and focus_fault.after_slices > 0:
+        raise UnsupportedFeatureError(rig.focus.name, "faults.focus.after_slices: in a hardware-sequenced stack "
+                                      "the stage steps on the camera's trigger and is sent no command between "
+                                      "slices, so its fault cannot start mid-stack; give after_slices: 0 (it meets "
+                                      "the sequence's first move) or plan.hardware_sequencing: off")
     from acquisition.sequenced import HardwareSequencedAcquirer
 
     return HardwareSequencedAcquirer(rig.camera, rig.focus, frame_timeout_s=profile.camera.timeout_s,

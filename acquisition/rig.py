@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from acquisition.profile import FaultSettings, Profile
-from acquisition.rig_registry import GroundTruth, Opened, RigContext, opener_for
+from acquisition.rig_registry import FaultCommitter, GroundTruth, Opened, RigContext, opener_for
 from devices.camera import Camera
 from devices.focus_drive import FocusDrive
 
@@ -28,19 +28,40 @@ class Rig:
     focus: FocusDrive
     ground_truth: GroundTruth | None = None      # known to simulated cameras only
     simulated: dict[str, Any] = field(default_factory=dict)   # role ("focus", "camera") -> its simulator
-    fault_committers: dict[str, Callable[[FaultSettings], None]] = field(default_factory=dict)  # by role
+    fault_committers: dict[str, FaultCommitter] = field(default_factory=dict)  # by role
     _closers: list[Callable[[], None]] = field(default_factory=list)
-    pending_faults: list[tuple[str, FaultSettings]] = field(default_factory=list)  # (role, the profile's)
-    faults_injected: list[dict] = field(default_factory=list)                     # for the session report
+    pending_faults: list[tuple[str, FaultSettings]] = field(default_factory=list)    # (role, the profile's)
+    committed_faults: list[tuple[str, FaultSettings]] = field(default_factory=list)  # handed to the simulators
 
-    def arm_faults(self, acquired_slices: int) -> None:
-        """Start the profile's faults whose time has come, ``acquired_slices`` slices into the session."""
+    def arm_faults(self, acquired_slices: int, camera_by_frame: bool = False) -> None:
+        """Start the profile's faults whose time has come, ``acquired_slices`` slices into the session.
+
+        ``camera_by_frame``: the camera runs ahead of the session and each of its frames becomes a
+        slice (a hardware sequence), so its fault is handed over now and starts by the camera's own
+        frame count, at exactly the slice it names.
+        """
         for role, settings in list(self.pending_faults):
-            if acquired_slices >= settings.after_slices:
-                self.pending_faults.remove((role, settings))
-                self.fault_committers[role](settings)
-                self.faults_injected.append({"device": role, "after_slices": acquired_slices,
-                                             **settings.model_dump(exclude_defaults=True)})
+            committer = self.fault_committers[role]
+            if role == "camera" and camera_by_frame:
+                committer.commit_at_frame(settings, max(0, settings.after_slices - acquired_slices))
+            elif acquired_slices >= settings.after_slices:
+                committer.commit(settings)
+            else:
+                continue
+            self.pending_faults.remove((role, settings))
+            self.committed_faults.append((role, settings))
+
+    @property
+    def faults_injected(self) -> list[dict]:
+        """The profile's faults that fired (spoiled an answer or a frame), for the session report."""
+        return [{"device": role, "after_slices": settings.after_slices, **settings.model_dump(exclude_defaults=True)}
+                for role, settings in self.committed_faults if self.fault_committers[role].fired()]
+
+    def faults_not_fired(self) -> list[tuple[str, FaultSettings]]:
+        """The profile's faults that never spoiled anything: their slice never came, or the device was
+        not used again after it did."""
+        return [(role, settings) for role, settings in self.pending_faults + self.committed_faults
+                if not self.fault_committers[role].fired()]
 
     def truth_for(self, frame_metadata: dict[str, Any]) -> np.ndarray | None:
         """The all-in-focus frame as the frame with this metadata framed it; None without a ground truth."""
@@ -83,7 +104,7 @@ def open_rig(profile: Profile) -> Rig:
             with contextlib.suppress(Exception):
                 part.close()
         raise
-    committers = {role: part.commit_fault for role, part in opened.items() if part.commit_fault is not None}
+    committers = {role: part.faults for role, part in opened.items() if part.faults is not None}
     faults = [(role, getattr(profile.faults, role)) for role in ("focus", "camera")
               if getattr(profile.faults, role) is not None]
     return Rig(camera=opened["camera"].device, focus=opened["focus"].device,

@@ -38,6 +38,19 @@ class GroundTruth(Protocol):
         """The specimen's lowest and highest surface point (µm, the focus's frame), if known."""
 
 
+class FaultCommitter(Protocol):
+    """How a simulator commits a profile's fault (a ``FaultSettings``), and whether it has done anything."""
+
+    def commit(self, settings: Any) -> None:
+        """Switch the fault on now: the device's next answer or frame meets it."""
+
+    def commit_at_frame(self, settings: Any, frames_before: int) -> None:
+        """Switch it on as the camera begins the frame after its next ``frames_before`` (cameras only)."""
+
+    def fired(self) -> bool:
+        """Whether the fault has spoiled an answer or a frame yet."""
+
+
 @dataclass
 class Opened(Generic[Device]):
     """What an opener returns."""
@@ -45,7 +58,7 @@ class Opened(Generic[Device]):
     device: Device
     close: Callable[[], None]
     simulator: Any = None                                  # the simulator playing this role, if any
-    commit_fault: Callable[[Any], None] | None = None      # commits a profile's FaultSettings
+    faults: FaultCommitter | None = None                   # commits a profile's FaultSettings
     ground_truth: Any = None                               # a GroundTruth (simulated cameras), or for an
                                                            # mda core: truth(x_um, y_um, channel_index)
 

@@ -222,7 +222,9 @@ class Session:
 
     def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
         """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""
-        self.rig.arm_faults(0)
+        # A sequence's camera runs ahead of the store and each of its frames is a slice: its fault
+        # counts the camera's own frames from here (the warm-up snap before this is not one of them).
+        self.rig.arm_faults(len(self.slices), camera_by_frame=acquirer.mode == "sequenced")
         frames = acquirer.frames(positions, self.retries)
         with contextlib.closing(frames):  # stops the devices whatever ends the loop
             for item in frames:
@@ -230,7 +232,8 @@ class Session:
                     self.dropped.append(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
                     continue
                 self._keep(item.frame, item.z, item.planned_index, time.perf_counter(), **item.timing)
-                self.rig.arm_faults(len(self.slices))
+                if item.planned_index + 1 < len(positions):  # as stepped: faults start before a slice, never
+                    self.rig.arm_faults(len(self.slices))    # after the last (they would spoil the return move)
 
     def _keep(self, frame, z: float, planned_index: int, started: float, **timing: float) -> None:
         """Store the slice and record it (``timing``: its move, settle and exposure seconds) together:
@@ -265,6 +268,9 @@ class Session:
         """What the user should know about how the stack was taken: the pre-sweep's (the search range
         cut the specimen) and a settle wait that a hardware sequence cannot honour."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
+        for role, fault in self.rig.faults_not_fired():  # a rehearsal that rehearsed nothing must not pass for one
+            warnings.append(f"faults.{role} did not fire: the {role} was not used again once {fault.after_slices} "
+                            f"slices were acquired (the session acquired {len(self.slices)}), so nothing was rehearsed")
         settle_ms = self.profile.focus.settle_ms
         exposure_ms = self.profile.camera.exposure_ms or 0.0
         if self.acquirer is not None and self.acquirer.mode == "sequenced" and settle_ms > exposure_ms:

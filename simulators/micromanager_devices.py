@@ -76,7 +76,10 @@ class SimulatedZStage(StageDevice):
             return self._physical_um(time.monotonic() if at_s is None else at_s)
 
     def busy(self) -> bool:
-        return self.faults.silent or time.monotonic() < self._arrives + self.settle_s
+        if self.faults.silent:  # never reports that it stopped
+            self.faults.fired = True
+            return True
+        return time.monotonic() < self._arrives + self.settle_s
 
     def home(self) -> None:
         self.set_position_um(-self._origin_um)
@@ -170,12 +173,12 @@ class SpecimenCamera(CameraDevice):
         exposure_s = self._exposure_ms / 1000
         starts_at = time.monotonic()
         while n is None or count < n:
+            self.faults.frame_starting()
             if self.faults.error_reply is not None:
                 code = self.faults.error_reply
                 self.faults.spend_one()
                 raise RuntimeError(f"camera error {code}")
-            if self.faults.drop_frames > 0:
-                self.faults.drop_frames -= 1
+            if self.faults.drop_frame():
                 if n == 1:
                     raise RuntimeError("frame lost: the camera delivered no image")
                 return  # a sequence whose frames stop coming: the core sees it end early

@@ -67,15 +67,15 @@ class SimulatedCamera:
         started, exposure_start_s = time.monotonic(), time.time()
         focus_um, magnification = self.optical_state()  # the whole exposure sees the optics as they are now
         faults = self.faults
-        if faults.disconnected:
+        faults.frame_starting()
+        if faults.gone():
             raise DeviceDisconnectedError(self.name, "the camera is gone (simulated: its cable was pulled)")
         if faults.silent:
             faults.spend_one()
             time.sleep(timeout_s)
             raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (the camera stopped answering)")
         _answer_wrongly_if_asked(faults, self.name, "camera")
-        if self.faults.drop_frames > 0:
-            self.faults.drop_frames -= 1
+        if faults.drop_frame():
             time.sleep(timeout_s)
             raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (frame lost)")
         wait_s = self._exposure_ms / 1000 + faults.delay_s
@@ -148,5 +148,5 @@ class SimulatedStage(FocusDrive):
         return self._stuck or time.monotonic() < self._arrives
 
     def _check_connected(self) -> None:
-        if self.faults.disconnected:
+        if self.faults.gone():
             raise DeviceDisconnectedError(self.name, "the stage is gone (simulated: its cable was pulled)")

@@ -35,14 +35,31 @@ def commit_fault(simulator: Any, settings: FaultSettings) -> None:
     if settings.disconnect:
         if isinstance(simulator, PtySerialDevice):
             simulator.disconnect()  # the port closes under the driver
+            faults.fired = True     # done: whatever the driver sends next fails
         else:
             faults.disconnected = True
+
+
+class SimulatorFaults:
+    """Commits a profile's faults on ``simulator`` (an ``acquisition.rig_registry.FaultCommitter``)."""
+
+    def __init__(self, simulator: Any):
+        self.simulator = simulator
+
+    def commit(self, settings: FaultSettings) -> None:
+        commit_fault(self.simulator, settings)
+
+    def commit_at_frame(self, settings: FaultSettings, frames_before: int) -> None:
+        self.simulator.faults.schedule(frames_before, lambda: commit_fault(self.simulator, settings))
+
+    def fired(self) -> bool:
+        return self.simulator.faults.fired
 
 
 def _simulated(part: Opened, simulator: Any) -> Opened:
     """``part`` played by ``simulator``, which commits the profile's faults for it."""
     part.simulator = simulator
-    part.commit_fault = lambda settings: commit_fault(simulator, settings)
+    part.faults = SimulatorFaults(simulator)
     return part
 
 

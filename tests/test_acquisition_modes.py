@@ -115,12 +115,48 @@ def test_a_position_lost_after_its_retries_is_skipped_and_the_sequence_goes_on_a
     outcome, _ = run_session(tmp_path, profile)
     report = outcome.report.to_json()
     assert outcome.completed and report["ended_by"] is None
-    # One gap: the fault arms once 4 slices are stored, and the camera runs a frame or so ahead of the store.
-    assert report["acquired_slices"] == 12 and len(report["dropped_frames"]) == 1
-    assert report["dropped_frames"][0]["planned_index"] in (4, 5)
+    # One gap, at the slice the fault names: the camera counts its own frames, however far it runs ahead.
+    assert report["acquired_slices"] == 12 and [d["planned_index"] for d in report["dropped_frames"]] == [4]
     lost_z = report["dropped_frames"][0]["z"]
     assert lost_z not in stack_z(outcome.folder) and len(stack_z(outcome.folder)) == 12
     assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
+
+
+@pytest.mark.parametrize("after_slices", [4, 12])   # 12: the last slice (the camera had run past it)
+@pytest.mark.parametrize("name", ["simulated-micromanager", "simulated-sequenced"])
+def test_a_camera_fault_meets_the_slice_it_names_in_a_sequence_as_in_a_stepped_stack(tmp_path, name, after_slices):
+    profile = small(load_profile(PROFILES / f"{name}.yaml"),
+                    faults={"camera": {"drop_frames": 1, "after_slices": after_slices}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report.to_json()
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"] == 13
+    assert [r["slice"] for r in report["retries"]] == [after_slices]   # the frame lost was that slice's, retried
+    assert report["faults_injected"] == [{"device": "camera", "after_slices": after_slices, "drop_frames": 1}]
+    assert stack_z(outcome.folder) == pytest.approx(planned_positions(profile.plan, 0.0))
+
+
+@pytest.mark.parametrize("name", ["simulated-micromanager", "simulated-sequenced"])
+def test_a_fault_after_the_last_slice_is_not_reported_as_injected_and_a_warning_says_so(tmp_path, name):
+    profile = small(load_profile(PROFILES / f"{name}.yaml"), faults={"camera": {"drop_frames": 1, "after_slices": 13}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report.to_json()
+    assert outcome.completed and report["acquired_slices"] == 13 and report["retries"] == []
+    assert report["faults_injected"] == []
+    assert ("faults.camera did not fire: the camera was not used again once 13 slices were acquired (the session "
+            "acquired 13), so nothing was rehearsed") in report["warnings"]
+
+
+def test_a_stage_fault_mid_sequence_is_refused_before_anything_moves(tmp_path):
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
+                    faults={"focus": {"error_reply": 5, "after_slices": 4}})
+    rig = open_rig(profile)
+    try:
+        with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager stage SimZ: faults.focus.after_slices: in a "
+                                                          r"hardware-sequenced stack .* give after_slices: 0"):
+            acquirer_for(profile, rig)
+        assert rig.simulated["focus"].get_position_um() == 0.0 and not rig.faults_injected
+    finally:
+        rig.close()
 
 
 def profile_retries_plus_one() -> int:

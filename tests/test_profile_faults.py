@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from acquisition.plans import planned_positions
 from acquisition.profile import ProfileError, load_profile
 from acquisition.session import run_profile
 from fusion.readers import open_stack
@@ -90,6 +91,26 @@ def test_a_camera_that_delivers_nothing_is_given_up_on_within_the_profile_bound(
     # 0.5 s per try: three tries fit in 1.2 s, where 3 tries x 3 frames were made before.
     assert len([r for r in report.retries if r.what == "snap"]) <= 3
     assert report.acquired_slices == 2 and (outcome.folder / "fused.tif").is_file()
+
+
+def test_a_fault_that_never_met_its_device_is_not_reported_as_injected(tmp_path):
+    # Both due at slice 3: the stage vanishes on that slice's move, so the camera is never asked for its frame.
+    faults = {"focus": {"disconnect": True, "after_slices": 3}, "camera": {"drop_frames": 1, "after_slices": 3}}
+    outcome = run(tmp_path, profile_with(tmp_path, "simulated", faults))
+    report = outcome.report
+    assert "is gone" in report.ended_by and report.acquired_slices == 3
+    assert report.faults_injected == [{"device": "focus", "after_slices": 3, "disconnect": True}]
+    assert report.warnings is not None and any(w.startswith("faults.camera did not fire") for w in report.warnings)
+
+
+def test_a_lens_fault_due_after_the_last_slice_of_a_stream_spoils_nothing(tmp_path):
+    # As in a stepped stack: a fault starts before a slice, never after the last one (it would spoil the return).
+    profile = profile_with(tmp_path, "simulated-etl-stream", {"focus": {"error_reply": 5, "after_slices": 17}})
+    assert profile.plan is not None and len(planned_positions(profile.plan, 0.0)) == 17
+    outcome = run(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed and report.acquired_slices == 17 and report.errors == []
+    assert report.faults_injected == []
 
 
 @pytest.mark.parametrize("name,faults,message", [
