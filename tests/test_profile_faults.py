@@ -113,6 +113,26 @@ def test_a_lens_fault_due_after_the_last_slice_of_a_stream_spoils_nothing(tmp_pa
     assert report.faults_injected == []
 
 
+@pytest.mark.parametrize("name", ["simulated-autorange", "simulated-sequenced"])
+def test_faults_count_the_stacks_slices_and_leave_the_auto_range_pre_sweep_alone(tmp_path, name):
+    # Were the pre-sweep's frames counted, the camera would lose its 2nd one: a pre-sweep frame.
+    data = yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=240, width_px=320)   # 6 x 8 binned tiles: enough to find the range
+    data["camera"]["timeout_s"] = 0.5
+    data["plan"] = {**yaml.safe_load((PROFILES / "simulated-autorange.yaml").read_text())["plan"],
+                    "hardware_sequencing": data["plan"].get("hardware_sequencing", "auto")}
+    data["faults"] = {"camera": {"drop_frames": 3, "after_slices": 1}}   # 3: a try and plan.retries' 2
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(data))
+    outcome = run(tmp_path, load_profile(path))
+    report = outcome.report.to_json()
+    assert report["acquisition_mode"] == ("sequenced" if name == "simulated-sequenced" else "stepped")
+    assert report["pre_sweep"]["frames"] >= 3 and outcome.completed
+    assert [d["planned_index"] for d in report["dropped_frames"]] == [1]   # the fine stack's second slice
+    assert report["acquired_slices"] == report["planned_slices"] - 1
+    assert report["faults_injected"] == [{"device": "camera", "after_slices": 1, "drop_frames": 3}]
+
+
 @pytest.mark.parametrize("name,faults,message", [
     ("simulated-genicam-etl", {"camera": {"drop_frames": 1}},
      r"faults.camera: only this project's simulators commit faults, and this camera \(genicam\) is not one"),
