@@ -104,15 +104,36 @@ class CameraSettings(_Strict):
         return self
 
 
+# Rates serial ports and these devices run at (the MS-2000 offers 9600 to 115200, 28800 among them):
+# a typo (96000) is a profile error, not a line of noise.
+SERIAL_BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 230400, 460800, 921600)
+SERIAL_FOCUS_DRIVERS = ("asi", "optotune")
+
+
 class FocusSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "asi", "optotune"]
     unit: Literal["um", "dpt", "mA"] = "um"
     port: str | None = None           # serial port name or URL; "simulated" starts the simulator
+    baudrate: int | None = None       # serial drives' port speed; default the device's: asi 9600, optotune 115200
     label: str | None = None          # Micro-Manager stage label
     settle_ms: float = Field(0.0, ge=0)  # extra wait after the device reports it has stopped
     settle_timeout_s: float = Field(5.0, gt=0)
     limits: tuple[float, float] | None = None
     speed_um_per_s: float = Field(2000.0, gt=0)   # simulated stage only
+
+    @field_validator("baudrate")
+    @classmethod
+    def _serial_rate(cls, baudrate: int | None, info: ValidationInfo) -> int | None:
+        driver = info.data.get("driver")  # absent when the driver was refused: that error says enough
+        if baudrate is None or driver is None:
+            return baudrate
+        if driver not in SERIAL_FOCUS_DRIVERS:
+            raise ValueError(f"a {driver} focus drive has no serial port to set; baudrate is for "
+                             f"{' and '.join(SERIAL_FOCUS_DRIVERS)} drives")
+        if baudrate not in SERIAL_BAUDRATES:
+            raise ValueError(f"{baudrate} is not a serial baud rate; use one of "
+                             f"{', '.join(str(rate) for rate in SERIAL_BAUDRATES)}")
+        return baudrate
 
     @model_validator(mode="after")
     def _unit_fits_driver(self):

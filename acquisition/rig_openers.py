@@ -37,18 +37,20 @@ def demo_config_path() -> str:
 
 
 def open_asi_stage(context: RigContext, port: str) -> Opened:
-    from devices.asi_stage import AsiZStage
+    from devices.asi_stage import DEFAULT_BAUDRATE, AsiZStage
 
-    stage = AsiZStage(port, limits=stage_limits(context.profile))
+    profile = context.profile
+    stage = AsiZStage(port, limits=stage_limits(profile), baudrate=profile.focus.baudrate or DEFAULT_BAUDRATE)
     return Opened(stage, stage.close)
 
 
 def open_optotune_lens(context: RigContext, port: str) -> Opened:
-    from devices.optotune_lens import OptotuneLens
+    from devices.optotune_lens import DEFAULT_BAUDRATE, OptotuneLens
 
     profile = context.profile
     mode = "current" if profile.focus.unit == "mA" else "focal power"
-    lens = OptotuneLens(port, mode=mode, limits=profile_limits(profile, None))
+    lens = OptotuneLens(port, mode=mode, limits=profile_limits(profile, None),
+                        baudrate=profile.focus.baudrate or DEFAULT_BAUDRATE)
     return Opened(lens, lens.close)
 
 

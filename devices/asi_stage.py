@@ -21,6 +21,7 @@ ERROR_CODES = {
     21: "serial command halted by the HALT command",
 }
 TENTHS_PER_UM = 10.0
+DEFAULT_BAUDRATE = 9600   # the MS-2000's usual setting
 
 
 def describe_error(code: int) -> str:
@@ -35,7 +36,7 @@ class AsiZStage(FocusDrive):
     """The Z axis of an MS-2000. ``port`` is a device name or a pyserial URL."""
 
     def __init__(self, port: str, name: str = "ASI MS-2000 Z stage", axis: str = "Z",
-                 limits: FocusLimits = FocusLimits(-10000.0, 10000.0, "um"), baudrate: int = 9600,
+                 limits: FocusLimits = FocusLimits(-10000.0, 10000.0, "um"), baudrate: int = DEFAULT_BAUDRATE,
                  timeout_s: float = 1.0):
         super().__init__(name, limits)
         self.axis = axis

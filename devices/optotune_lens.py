@@ -21,6 +21,7 @@ FOCAL_POWER_OFFSET_DPT = {"A": 5.0}
 ERROR_CODES = {1: "CRC mismatch in the command", 2: "command not available in this firmware",
                3: "command not recognised", 4: "no lens connected"}
 MODES = {"current": b"D", "focal power": b"C"}
+DEFAULT_BAUDRATE = 115200  # the Lens Driver 4's
 
 
 def crc16_arc(data: bytes) -> int:
@@ -42,11 +43,12 @@ class OptotuneLens(FocusDrive):
     """The lens on channel A. ``mode`` is "current" (unit mA) or "focal power" (unit dpt)."""
 
     def __init__(self, port: str, mode: str = "focal power", name: str = "Optotune lens",
-                 limits: FocusLimits | None = None, timeout_s: float = 1.0):
+                 limits: FocusLimits | None = None, timeout_s: float = 1.0, baudrate: int = DEFAULT_BAUDRATE):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        self._link = SerialLink(name, port, baudrate=115200, timeout_s=timeout_s)
+        self._link = SerialLink(name, port, baudrate=baudrate, timeout_s=timeout_s)
         self.name = name
+        self.baudrate = baudrate
         try:
             self._handshake()
             self.firmware_type = self._firmware_type()
@@ -119,7 +121,9 @@ class OptotuneLens(FocusDrive):
         self._link.write(b"Start")
         answer = self._link.read_until(b"\n", max_bytes=64, what="Ready after Start")
         if answer != b"Ready\r\n":
-            raise DeviceProtocolError(self.name, "handshake failed: expected 'Ready'", answer)
+            # Noise here is most often a port set to another rate than the driver's.
+            raise DeviceProtocolError(self.name, f"handshake failed at {self.baudrate} baud: expected 'Ready' "
+                                                 f"(the Lens Driver 4 talks at {DEFAULT_BAUDRATE})", answer)
 
     def _firmware_type(self) -> str:
         return self._query(b"H", b"H", 1).decode("ascii", "replace")

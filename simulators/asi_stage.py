@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 
+from devices.asi_stage import DEFAULT_BAUDRATE
 from simulators.serial_device import PtySerialDevice, serve_forever
 
 COMMAND = re.compile(r"^\s*(?P<verb>[A-Za-z/\\]+)\s*(?P<args>.*)$")
@@ -17,7 +18,8 @@ COMMAND = re.compile(r"^\s*(?P<verb>[A-Za-z/\\]+)\s*(?P<args>.*)$")
 
 class AsiStageSimulator(PtySerialDevice):
     def __init__(self, speed_um_per_s: float = 2000.0, settle_s: float = 0.01,
-                 travel_um: tuple[float, float] = (-5000.0, 5000.0), axes: str = "XYZ"):
+                 travel_um: tuple[float, float] = (-5000.0, 5000.0), axes: str = "XYZ",
+                 baudrate: int | None = None):
         self.speed_um_per_s = speed_um_per_s
         self.settle_s = settle_s
         self.travel_um = travel_um
@@ -27,7 +29,7 @@ class AsiStageSimulator(PtySerialDevice):
         self._move_s = 0.0
         self._origin_um = 0.0
         self._buffer = b""
-        super().__init__()
+        super().__init__(baudrate or DEFAULT_BAUDRATE)
 
     # -- the physical stage (absolute micrometres) --
     def position_um(self) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import time
 
-from devices.optotune_lens import crc16_arc, frame
+from devices.optotune_lens import DEFAULT_BAUDRATE, crc16_arc, frame
 from simulators.serial_device import PtySerialDevice, serve_forever
 
 # Command -> number of bytes after the command letters (before the CRC).
@@ -20,7 +20,7 @@ COMMANDS = {b"Aw": 2, b"Ar": 2, b"CrMA": 2, b"MwDA": 0, b"MwCA": 0, b"MMA": 0, b
 
 class OptotuneLensSimulator(PtySerialDevice):
     def __init__(self, max_current_ma: float = 292.84, dpt_per_ma: float = 0.05, firmware_type: str = "A",
-                 settle_s: float = 0.005, temperature_c: float = 31.5):
+                 settle_s: float = 0.005, temperature_c: float = 31.5, baudrate: int | None = None):
         self.max_current_ma = max_current_ma
         self.dpt_per_ma = dpt_per_ma
         self.firmware_type = firmware_type
@@ -31,7 +31,7 @@ class OptotuneLensSimulator(PtySerialDevice):
         self._changed = 0.0
         self._buffer = b""
         self._started = False
-        super().__init__()
+        super().__init__(baudrate or DEFAULT_BAUDRATE)
 
     @property
     def offset_dpt(self) -> float:

@@ -136,7 +136,8 @@ def _open_simulated_stage(context: RigContext) -> Opened:
 def _open_asi_simulator(context: RigContext) -> Opened:
     from simulators.asi_stage import AsiStageSimulator
 
-    simulator = AsiStageSimulator(speed_um_per_s=context.profile.focus.speed_um_per_s)
+    focus = context.profile.focus
+    simulator = AsiStageSimulator(speed_um_per_s=focus.speed_um_per_s, baudrate=focus.baudrate)
     try:
         part = open_asi_stage(context, simulator.port)
     except BaseException:
@@ -149,7 +150,7 @@ def _open_asi_simulator(context: RigContext) -> Opened:
 def _open_optotune_simulator(context: RigContext) -> Opened:
     from simulators.optotune_lens import OptotuneLensSimulator
 
-    simulator = OptotuneLensSimulator()
+    simulator = OptotuneLensSimulator(baudrate=context.profile.focus.baudrate)
     try:
         part = open_optotune_lens(context, simulator.port)
     except BaseException:

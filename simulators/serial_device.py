@@ -3,14 +3,18 @@
 The driver opens ``port`` (``/dev/pts/N``) exactly as it would open ``/dev/ttyUSB0``; a
 thread here reads its bytes, hands them to the protocol, and writes the answers back,
 committing whatever ``faults`` asks for. ``disconnect()`` closes the port under the
-driver, as when a USB cable is pulled.
+driver, as when a USB cable is pulled. The device runs at ``baudrate``: a driver that sets the
+port to another rate is neither understood nor understands the answers, as on a real line.
 """
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import pty
 import select
+import sys
+import termios
 import threading
 import time
 import tty
@@ -18,11 +22,30 @@ from abc import ABC, abstractmethod
 
 from simulators.faults import Faults
 
+TCGETS2 = 0x802C542A  # Linux: read struct termios2, whose speeds are plain numbers (any rate, not only B*)
+
+
+def line_speed_baud(fd: int) -> int:
+    """The baud rate the terminal ``fd`` is set to (on a pseudo-terminal: what the driver asked for)."""
+    if sys.platform.startswith("linux"):
+        import fcntl
+
+        settings = array.array("I", [0] * 11)  # c_iflag..c_lflag, c_line and c_cc[19], c_ispeed, c_ospeed
+        fcntl.ioctl(fd, TCGETS2, settings)
+        return settings[10]
+    return termios.tcgetattr(fd)[5]  # the BSDs and macOS keep the rate itself
+
+
+def garbled(n_bytes: int) -> bytes:
+    """Noise ending as a line does, so that a driver reads it at once instead of waiting out its timeout."""
+    return bytes((b * 37 + 11) % 256 for b in os.urandom(n_bytes)) + b"\r\n"
+
 
 class PtySerialDevice(ABC):
     """Base of the serial simulators: subclasses turn received bytes into answers."""
 
-    def __init__(self):
+    def __init__(self, baudrate: int):
+        self.baudrate = baudrate
         self.faults = Faults()
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
@@ -49,12 +72,13 @@ class PtySerialDevice(ABC):
                 if not ready:
                     continue
                 data = os.read(self._master, 4096)
+                line_baud = line_speed_baud(self._slave)  # as the driver set the port, now
             except OSError:  # closed by disconnect() or close()
                 return
             if not data:
                 continue
-            with self._lock:
-                answers = self.handle(data)
+            with self._lock:  # at another rate than the device's, each side hears the other's bytes as noise
+                answers = self.handle(data) if line_baud == self.baudrate else [garbled(len(data))]
             for answer in answers:
                 self._answer(answer)
 
@@ -65,7 +89,7 @@ class PtySerialDevice(ABC):
         if faults.error_reply is not None:
             answer = self.error_answer(faults.error_reply)
         if faults.garbage:
-            answer = bytes((b * 37 + 11) % 256 for b in os.urandom(len(answer) + 3)) + b"\r\n"
+            answer = garbled(len(answer) + 3)
         if spoiled:
             faults.spend_one()
         if silent:

@@ -25,3 +25,13 @@ def test_readme_documents_the_faults_section_and_every_marker():
     for marker in markers:
         assert f"`{marker}`" in README
     assert '-m "not slow"' in README
+
+
+def test_readme_lists_the_baud_rates_a_profile_takes_and_the_drivers_defaults():
+    from acquisition.profile import SERIAL_BAUDRATES
+    from devices.asi_stage import DEFAULT_BAUDRATE as ASI_BAUDRATE
+    from devices.optotune_lens import DEFAULT_BAUDRATE as OPTOTUNE_BAUDRATE
+
+    text = " ".join(README.split())   # as a reader sees it, whatever the line breaks
+    assert f"({', '.join(str(rate) for rate in SERIAL_BAUDRATES)})" in text
+    assert f"{ASI_BAUDRATE} for the ASI MS-2000, {OPTOTUNE_BAUDRATE} for the Optotune Lens Driver 4" in text

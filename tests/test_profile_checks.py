@@ -52,6 +52,19 @@ def write_profile(tmp_path, text: str):
     ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
      "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
      r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
+    # A serial port's speed: a typo is refused (not a line of noise), and only serial drives have one.
+    ("camera: {driver: simulated}\nfocus: {driver: asi, port: /dev/ttyUSB0, baudrate: 96000}\n"
+     "plan: {z: {range: 4, step: 1}}\n",
+     r"^[^\n]*rig.yaml: focus.baudrate: 96000 is not a serial baud rate; use one of 1200, .*, 9600, .*, 115200"),
+    ("camera: {driver: simulated}\nfocus: {driver: optotune, port: /dev/ttyACM0, unit: dpt, baudrate: fast}\n"
+     "plan: {sweep: {start: 0, stop: 2, step: 0.5}}\n",
+     r"^[^\n]*rig.yaml: focus.baudrate: Input should be a valid integer[^\n]*$"),
+    ("camera: {driver: simulated}\nfocus: {driver: asi, port: /dev/ttyUSB0, baudrate: true}\n"
+     "plan: {z: {range: 4, step: 1}}\n",
+     r"^[^\n]*rig.yaml: focus.baudrate: expected a number, got true$"),
+    ("camera: {driver: simulated}\nfocus: {driver: simulated, baudrate: 9600}\nplan: {z: {range: 4, step: 1}}\n",
+     r"^[^\n]*rig.yaml: focus.baudrate: a simulated focus drive has no serial port to set; baudrate is for asi and "
+     r"optotune drives$"),
 ])
 def test_values_that_cannot_work_name_file_and_key(tmp_path, text, message):
     with pytest.raises(ProfileError, match=message):

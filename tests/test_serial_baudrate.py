@@ -1,0 +1,71 @@
+"""A serial focus drive's baud rate: from the profile (focus.baudrate) to the port, over the simulators'
+pseudo-terminals, which hear a driver at another rate than their own as noise, as a real line does."""
+from __future__ import annotations
+
+import pytest
+
+from acquisition.profile import Profile, load_profile
+from acquisition.rig import open_rig
+from acquisition.rig_registry import RigContext, opener_for
+from acquisition.session import Session, new_session_folder
+from devices.errors import DeviceProtocolError
+from simulators.asi_stage import AsiStageSimulator
+from simulators.optotune_lens import OptotuneLensSimulator
+from tests.conftest import REPO_ROOT
+from tests.test_sessions import small
+
+pytestmark = pytest.mark.hardware_sim
+
+# driver -> (its simulator, the focus section's other keys, the device's own rate, another it can be set to)
+SERIAL_DRIVES = {"asi": (AsiStageSimulator, {"unit": "um"}, 9600, 19200),
+                 "optotune": (OptotuneLensSimulator, {"unit": "dpt"}, 115200, 57600)}
+
+
+def rig_on(port: str, driver: str, **focus) -> Profile:
+    _, keys, _, _ = SERIAL_DRIVES[driver]
+    return Profile.model_validate({"camera": {"driver": "simulated"},
+                                   "focus": {"driver": driver, "port": port, **keys, **focus},
+                                   "plan": {"z": {"range": 4, "step": 1}}})
+
+
+def open_and_move(profile: Profile) -> float:
+    """Open the profile's focus drive with the real driver's opener, move it to 1 and say where it is."""
+    part = opener_for("focus", profile.focus.driver, simulated=False)(RigContext(profile))
+    try:
+        part.device.move_to(1.0)
+        part.device.wait_until_settled(2.0)
+        return part.device.position()
+    finally:
+        part.close()
+
+
+@pytest.mark.parametrize("driver", SERIAL_DRIVES)
+def test_the_profiles_baudrate_reaches_the_driver_on_a_named_port(driver):
+    simulator_type, _, default_baud, other_baud = SERIAL_DRIVES[driver]
+    with simulator_type(baudrate=other_baud) as simulator:   # a device set to another rate than its default
+        # Left out, the port runs at the device's default: the device hears noise, and the driver says so.
+        with pytest.raises(DeviceProtocolError, match=rf"unexpected answer|handshake failed at {default_baud} baud"):
+            open_and_move(rig_on(simulator.port, driver))
+        assert open_and_move(rig_on(simulator.port, driver, baudrate=other_baud)) == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_lens_driver_at_another_rate_says_which_rate_it_tried_and_the_devices():
+    from devices.optotune_lens import OptotuneLens
+
+    with OptotuneLensSimulator() as simulator, \
+            pytest.raises(DeviceProtocolError, match=r"Optotune lens: handshake failed at 9600 baud: expected 'Ready' "
+                                                     r"\(the Lens Driver 4 talks at 115200\)"):
+        OptotuneLens(simulator.port, timeout_s=0.5, baudrate=9600)
+
+
+def test_a_simulated_serial_stage_runs_at_the_profiles_baudrate(tmp_path):
+    data = small(load_profile(REPO_ROOT / "profiles" / "simulated-serial-stage.yaml")).model_dump(exclude_none=True)
+    data["focus"]["baudrate"] = 115200
+    profile = Profile.model_validate(data)
+    rig = open_rig(profile)
+    try:
+        assert rig.simulated["focus"].baudrate == 115200   # the simulator is set as the profile says the port is
+        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+    finally:
+        rig.close()
+    assert outcome.completed and outcome.report.acquired_slices == outcome.report.planned_slices
