@@ -79,6 +79,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
             source_fingerprint=fingerprint,
             slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
+            device_used=result.measure_device,  # (settings keep the device asked for: --resume compares them)
         )
         with _naming(stack.path):
             write_json(paths["report"], report.to_json())
