@@ -234,15 +234,14 @@ def run_mda(args, profile, out_root: Path) -> int:
 
 def show_outcome(view, out_dir: Path, outcome) -> None:
     """A finished stack on the live view: its row, and its fused image and depth map."""
-    import tifffile
-
     from fusion.output_names import refusion_outputs
+    from fusion.readers.tiff import read_image_tiff
 
     fused = depth = None
     if outcome.status in ("done", "skipped"):
         paths = refusion_outputs(Path(out_dir), outcome.name)
         try:
-            fused, depth = tifffile.imread(paths["fused"]), tifffile.imread(paths["depth"])
+            fused, depth = read_image_tiff(paths["fused"]), read_image_tiff(paths["depth"])
         except (OSError, ValueError) as error:  # the page is a view: it must never stop the batch
             print(f"warning: the live view cannot show {paths['fused']}: {error}", file=sys.stderr)
     view.stack_done({"name": outcome.name, "slices": outcome.slices, "status": outcome.status,

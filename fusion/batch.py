@@ -25,8 +25,8 @@ from fusion.engine import FusionSettings
 from fusion.errors import FusionError, StackNotFoundError
 from fusion.held_signals import signals_deferred, signals_held
 from fusion.outputs import make_folder, write_json
-from fusion.readers import stack_name
-from fusion.readers.image_folder import image_files, multipage_tiffs
+from fusion.readers import TIFF_SUFFIXES, stack_name
+from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.stack_fingerprint import stack_fingerprint
 from fusion.output_names import refusion_outputs
@@ -34,6 +34,8 @@ from fusion.refuse import refuse_stack
 from fusion.refuse_report import RefuseReport
 
 SUMMARY_FILE = "summary.json"
+# What a glob's match must be called to be taken for a stack, beside folders: the files that ``open_stack`` reads.
+STACK_FILE_SUFFIXES = tuple(dict.fromkeys(TIFF_SUFFIXES + IMAGE_SUFFIXES))
 
 
 @dataclass
@@ -83,9 +85,29 @@ def _expanded(arguments: list[str]) -> list[Path]:
             matches = sorted(glob.glob(argument))
             if not matches:
                 raise StackNotFoundError("the pattern matches nothing", argument)
-            stacks += [Path(match) for match in matches]
+            stacks += _stacks_matched(argument, [Path(match) for match in matches])
         else:
             stacks += _stacks_in(Path(argument))
+    return stacks
+
+
+def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
+    """The matches of a glob that can be stacks, by their names: folders and image files (``STACK_FILE_SUFFIXES``).
+    Other files (a README, a .json beside the stacks) are passed over, with a warning that counts them; a matched
+    image file that cannot be read stays, and is that stack's failed row. A pattern that matches only other files
+    is a StackNotFoundError."""
+    stacks: list[Path] = []
+    others: list[Path] = []
+    for path in matches:
+        (stacks if path.suffix.lower() in STACK_FILE_SUFFIXES or path.is_dir() else others).append(path)
+    if others:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        names = ", ".join(path.name for path in others[:3]) + more
+        counted = (f"{len(others)} {'file' if len(others) == 1 else 'files'} that are not image stacks ({names}); "
+                   f"stacks are folders and {', '.join(STACK_FILE_SUFFIXES)} files")
+        if not stacks:
+            raise StackNotFoundError(f"the pattern matches only {counted}", pattern)
+        warnings.warn(f"{pattern}: skipped {counted}", stacklevel=2)
     return stacks
 
 

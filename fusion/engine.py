@@ -93,6 +93,7 @@ class FusionResult:
     z_positions: list[float | None]
     seconds: dict[str, float] = field(default_factory=dict)
     alignment: list[dict] | None = None  # per slice: scale, rotation, shift, matrix, warped
+    measure_device: str | None = None    # the torch device a deep measure ran on ("cpu", "cuda"); None: no torch
 
     def chosen_fraction(self) -> list[float]:
         """Per slice, the share of pixels that chose it, counted where the depth is defined: where
@@ -260,6 +261,8 @@ class StreamingFusion:
             z_positions=list(self._z_positions),
             seconds=dict(self._seconds),
             alignment=self._alignment_report(),
+            # A deep measure resolves its device ("auto": CUDA when present) as it loads; classical ones have none.
+            measure_device=getattr(self._measure, "device", None),
         )
 
     def _warp_needed(self, gray: np.ndarray, z: float | None) -> np.ndarray | None:

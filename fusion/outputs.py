@@ -55,42 +55,49 @@ def _written_atomically(path: Path):
         raise
 
 
-def write_image_tiff(path: Path, image: np.ndarray, description: str | None = None,
-                     pixel_size_um: float | None = None) -> None:
-    """(H, W) or (H, W, C) image as a TIFF with shaped axes metadata (RGB for 3 or 4 channels).
+def colour_by_shape(shape: tuple[int, ...]) -> bool:
+    """3 or 4 channels taken for the colour samples of one picture (RGB, RGBA), as cameras and photos give them,
+    where nothing says otherwise."""
+    return len(shape) == 3 and shape[2] in (3, 4)
 
-    ``pixel_size_um``, when known, goes into the TIFF resolution tags (pixels per centimetre),
-    which Fiji and ``pixel_size_um_of`` read back.
+
+def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None = None, colour: bool | None = None,
+                     properties: dict[str, str] | None = None) -> None:
+    """(H, W) or (H, W, C) image as a TIFF that Fiji and napari open as what it is.
+
+    ``colour``: whether the C values of a pixel are one colour picture's samples (RGB, RGBA), written as an RGB
+    TIFF, or separate channels (fluorescence), written one plane each as an ImageJ hyperstack, which Fiji opens
+    as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``.
+    ``pixel_size_um`` goes into the resolution tags in pixels per µm, the unit into the ImageJ description
+    (``unit=um``), as Fiji writes them (tags in centimetres Fiji shows in cm for pixels of 1 µm and more);
+    ``pixel_size_um_of`` reads it back. ``properties``: more key=value lines for that one description (ImageJ
+    passes over keys it does not know; two descriptions would leave readers to pick one: Fiji takes the last,
+    tifffile the first).
     """
-    colour = image.ndim == 3 and image.shape[2] in (3, 4)
-    axes = "YXS" if colour else ("YXC" if image.ndim == 3 else "YX")
-    resolution: dict[str, Any] = {} if not pixel_size_um else {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um),
-                                               "resolutionunit": "CENTIMETER"}
+    colour = colour_by_shape(image.shape) if colour is None else colour and image.ndim == 3
+    if image.ndim == 3 and not colour:
+        image = np.moveaxis(image, -1, 0)  # (C, H, W): ImageJ keeps each channel in its own page
+    axes = "YXS" if colour else ("CYX" if image.ndim == 3 else "YX")
+    described: dict[str, Any] = dict(properties or {})
+    if axes == "CYX":
+        described["mode"] = "composite"  # (ImageJ's default for a hyperstack is one channel at a time)
+    resolution: dict[str, Any] = {}
+    if pixel_size_um:
+        described["unit"] = "um"
+        resolution = {"resolution": (1 / pixel_size_um, 1 / pixel_size_um), "resolutionunit": "NONE"}
+    description = tifffile.imagej_description(image.shape, axes=axes, rgb=colour, **described)
     with _written_atomically(path) as partial:
-        # One description: tifffile's shaped JSON, or the caller's (two would leave readers to pick one: Fiji takes
-        # the last, PIL and tifffile the first).
         tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
-                         planarconfig="contig" if image.ndim == 3 else None,
-                         metadata={"axes": axes} if description is None else None, description=description,
+                         planarconfig="contig" if colour else None, description=description, metadata=None,
                          **resolution)
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str, pixel_size_um: float | None = None) -> None:
-    """float32 (H, W) depth map; ``unit`` ("um" or "slice index") goes into the description.
-    NaN marks pixels with no texture to tell depth by (Fiji and napari show them as empty)."""
-    write_image_tiff(path, depth.astype(np.float32),
-                     description=json.dumps({"depth_unit": unit, "nan": "no texture: depth unknown"}),
-                     pixel_size_um=pixel_size_um)
-
-
-def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
-    """The pixel size that ``write_image_tiff`` recorded (centimetre resolution tags), if any."""
-    unit = page.tags.get("ResolutionUnit")
-    x_resolution = page.tags.get("XResolution")
-    if unit is None or x_resolution is None or unit.value != tifffile.RESUNIT.CENTIMETER:
-        return None
-    numerator, denominator = x_resolution.value
-    return 1e4 * denominator / numerator if numerator else None
+    """float32 (H, W) depth map; ``unit`` ("um", "dpt", "slice index"...) goes into its description as
+    ``depth_unit`` (``depth_unit_of`` reads it back). NaN marks pixels with no texture to tell depth by (Fiji
+    and napari show them as empty)."""
+    write_image_tiff(path, depth.astype(np.float32), pixel_size_um=pixel_size_um,
+                     properties={"depth_unit": unit, "nan": "no texture: depth unknown"})
 
 
 def json_safe(value):

@@ -60,7 +60,8 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         paths = refusion_outputs(out_dir, stack.name)
         with _naming(stack.path):
             pixel_size_um = stack.pixel_size_um()  # the input's calibration stays with its fused image
-            write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
+            write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um,
+                             colour=stack.channels_are_colour)  # fluorescence channels stay channels
             depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
             write_depth_tiff(paths["depth"], result.depth, depth_unit, pixel_size_um=pixel_size_um)
         seconds["write"] = time.perf_counter() - write_started
@@ -78,6 +79,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
             source_fingerprint=fingerprint,
             slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
+            device_used=result.measure_device,  # (settings keep the device asked for: --resume compares them)
         )
         with _naming(stack.path):
             write_json(paths["report"], report.to_json())

@@ -37,6 +37,8 @@ class RefuseReport:
     #                                         --resume fuses it again when they differ
     slice_files: list[str] | None = None    # a folder of slices: each slice's file, in the order fused (the
     #                                         depth map's slice index counts them)
+    device_used: str | None = None          # the torch device the deep measure ran on ("cpu", "cuda"): settings'
+    #                                         device as resolved ("auto": CUDA when present); None: a measure without
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

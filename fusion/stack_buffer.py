@@ -53,6 +53,10 @@ class StackBuffer:
             raise ValueError(f"{path}: pixel size must be positive, got {pixel_size_um} µm")
         self.path = Path(path)
         self.pixel_size_um = pixel_size_um
+        # Per page, in centimetres: Fiji's own TIFF opener skips the OME-XML and reads only these (as cm from 1 µm
+        # up, as µm below: an ImageJ description, which would say µm, cannot share the first page with OME's).
+        self._resolution: dict[str, Any] = {} if pixel_size_um is None else {
+            "resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER"}
         self.channel = channel
         self.time_origin_s = time_origin_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +91,8 @@ class StackBuffer:
             size_before = os.fstat(self._file.fileno()).st_size
             try:
                 self._writer.write(pixels, photometric="rgb" if colour else "minisblack", contiguous=False,
-                                   description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None)
+                                   description=json.dumps({SESSION_PLANE_KEY: plane}), metadata=None,
+                                   **self._resolution)
             except OSError as error:  # a full disk, a removed drive: say where, and what is safe
                 # The part of the slice that was written goes: its room is what session.json needs.
                 with contextlib.suppress(OSError):
@@ -162,7 +167,8 @@ class StackBuffer:
         if None not in exposures_ms:  # a camera that does not say (a GenTL producer without it): none, not 0 ms
             metadata["Plane"].update(ExposureTime=exposures_ms, ExposureTimeUnit=["ms"] * n)
         if self.pixel_size_um is not None:
-            metadata.update(PhysicalSizeX=self.pixel_size_um, PhysicalSizeY=self.pixel_size_um)
+            metadata.update(PhysicalSizeX=self.pixel_size_um, PhysicalSizeXUnit="µm", PhysicalSizeY=self.pixel_size_um,
+                            PhysicalSizeYUnit="µm")
         if self.channel is not None:
             metadata["Channel"] = {"Name": self.channel}
         if unit == "um":  # OME's PositionZ is a length; lens powers stay in the description and pages

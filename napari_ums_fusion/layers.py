@@ -6,21 +6,16 @@ micrometres (numpy order: z, y, x) where the files say so, else in pixels and sl
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from fusion.outputs import pixel_size_um_of
+from fusion.readers.tiff import depth_unit_of, pixel_size_um_of
 
 DEPTH_COLORMAP = "viridis"
 LayerData = tuple[np.ndarray, dict, str]
-
-
-def is_colour(image: np.ndarray) -> bool:
-    return image.ndim >= 3 and image.shape[-1] in (3, 4)
 
 
 def _length_unit(known: bool) -> str:
@@ -28,31 +23,34 @@ def _length_unit(known: bool) -> str:
     return "um" if known else "pixel"
 
 
-def _channels(attributes: dict, data: np.ndarray, spatial_dims: int) -> dict:
-    """Channels that are not RGB (2, or 5 and more: fluorescence) as napari channels, one layer each, instead
-    of a last axis that napari would take for a spatial one (a slider of 384 steps over a 512 x 2 image)."""
-    if data.ndim == spatial_dims + 1 and not is_colour(data):
-        channels = data.shape[-1]
-        attributes = {**attributes, "channel_axis": data.ndim - 1,
-                      "name": [f"{attributes['name']} c{k}" for k in range(channels)]}
-        attributes.pop("rgb", None)
-    return attributes
+def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...]) -> dict:
+    """``rgb`` for a picture's colour samples (3 or 4, last: an RGB TIFF); channels that are separate images
+    (an ImageJ hyperstack's C; 2, or 5 and more samples) as napari channels, one layer each, instead of an axis
+    that napari would take for a spatial one (a slider of 384 steps over a 512 x 2 image)."""
+    channel_axis = axes.find("C")
+    if channel_axis < 0 and axes.endswith("S") and shape[-1] not in (3, 4):
+        channel_axis = len(axes) - 1
+    if channel_axis < 0:
+        return {**attributes, "rgb": axes.endswith("S")}
+    return {**attributes, "channel_axis": channel_axis,
+            "name": [f"{attributes['name']} c{k}" for k in range(shape[channel_axis])]}
 
 
 def fused_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
-        recorded = pixel_size_um_of(tiff.pages[0])
-        image, pixel_um = tiff.asarray(), recorded or 1.0
+        series = tiff.series[0]
+        image, recorded = series.asarray(), pixel_size_um_of(tiff.pages.first)
+    pixel_um = recorded or 1.0
     attributes = {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
-                  "rgb": is_colour(image), "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
-    return image, _channels(attributes, image, 2), "image"
+                  "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
+    return image, _image_attributes(attributes, series.axes, image.shape), "image"
 
 
 def depth_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
-        recorded = pixel_size_um_of(tiff.pages[0])
+        recorded = pixel_size_um_of(tiff.pages.first)
         depth, pixel_um = tiff.asarray(), recorded or 1.0
-        unit = _depth_unit(tiff.pages[0].description)
+        unit = depth_unit_of(tiff.pages.first)
     label = "µm" if unit == "um" else unit
     finite = depth[np.isfinite(depth)]
     limits = (float(finite.min()), float(finite.max()) if np.ptp(finite) > 0 else float(finite.min()) + 1.0) \
@@ -63,19 +61,12 @@ def depth_layer(path: Path, name: str) -> LayerData:
                    "metadata": {"path": str(path), "depth_unit": unit, "pixel_size_um": pixel_um}}, "image"
 
 
-def _depth_unit(description: str) -> str:
-    try:
-        return json.loads(description).get("depth_unit", "slice index")
-    except (ValueError, AttributeError):
-        return "slice index"
-
-
 def stack_layer(path: Path, name: str) -> LayerData:
     """The raw stack as a z-stack layer, placed as the stack reader (``fusion.readers.tiff``) places it: z from its
     OME planes (a tunable lens's stack: the focal powers its description keeps, in the depth map's unit), or the
     pages' own records where it was never finalized (kill -9, a full disk); the pixel size likewise."""
     with tifffile.TiffFile(path) as tiff:
-        stack = tiff.series[0].asarray()
+        stack, axes = tiff.series[0].asarray(), tiff.series[0].axes
     focus, unit, recorded_um = _placement(path)
     pixel_um = recorded_um or 1.0
     dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
@@ -84,10 +75,10 @@ def stack_layer(path: Path, name: str) -> LayerData:
     z_unit = _length_unit(unit == "um" and bool(focus))
     xy_unit = _length_unit(recorded_um is not None)
     attributes = {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
-                  "units": (z_unit, xy_unit, xy_unit), "rgb": is_colour(stack) and stack.ndim == 4,
+                  "units": (z_unit, xy_unit, xy_unit),
                   "metadata": {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
                                "focus_unit": unit, "pixel_size_um": pixel_um}}
-    return stack, _channels(attributes, stack, 3), "image"
+    return stack, _image_attributes(attributes, axes, stack.shape), "image"
 
 
 def _placement(path: Path) -> tuple[list[float], str, float | None]:

@@ -347,7 +347,7 @@ def test_a_lens_stack_refused_later_keeps_its_focal_powers_and_its_depth_in_dpt(
     assert report.depth_unit == "dpt" and report.focus_positions == pytest.approx(powers)
     assert report.z_positions_um is None
     with tifffile.TiffFile(report.outputs["depth"]) as depth:
-        assert '"depth_unit": "dpt"' in depth.pages[0].description
+        assert depth.imagej_metadata["depth_unit"] == "dpt"
     assert RefuseReport.from_json(report.to_json()) == report
     older = {k: v for k, v in report.to_json().items() if k != "focus_positions"}  # written before the field
     assert RefuseReport.from_json(older).focus_positions is None

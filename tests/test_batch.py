@@ -199,6 +199,39 @@ def test_stack_arguments_expand_globs_and_lists(small_stacks, tmp_path):
         expand_stack_arguments([f"@{tmp_path / 'empty.txt'}"])
 
 
+def test_a_glob_skips_files_that_are_not_image_stacks_and_says_how_many(small_stacks, tmp_path):
+    """A README or a metadata file beside the stacks is not a failed stack; an image file that cannot be read is."""
+    good, corrupt = small_stacks
+    for path in (good[0], corrupt):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "README.md").write_text("positions 0-3, 2 um steps\n")
+    (tmp_path / "acquisition.json").write_text("{}")
+    (tmp_path / "folder").mkdir()  # a folder is a stack (of slices, or an NDTiff dataset) and stays
+    with pytest.warns(UserWarning, match=r"\*: skipped 2 files that are not image stacks \(README.md, acquisition.json"
+                                         r"\); stacks are folders and .* files") as caught:
+        stacks = expand_stack_arguments([str(tmp_path / "*")])
+    assert len(caught) == 1 and ".tif" in str(caught[0].message) and ".png" in str(caught[0].message)
+    assert stacks == [tmp_path / "broken.tif", tmp_path / "folder", tmp_path / "pos0.tif"]
+    only_notes = str(tmp_path / "*.*[dn]")  # README.md, acquisition.json
+    with pytest.raises(StackNotFoundError, match=r"matches only 2 files that are not image stacks"):
+        expand_stack_arguments([only_notes])
+    assert expand_stack_arguments([str(tmp_path / "README.md")]) == [tmp_path / "README.md"]  # named: its error
+
+
+def test_a_batch_report_has_no_rows_for_the_notes_beside_the_stacks(small_stacks, tmp_path):
+    good, _ = small_stacks
+    source = tmp_path / "data"
+    source.mkdir()
+    (source / good[0].name).write_bytes(good[0].read_bytes())
+    (source / "README.md").write_text("one position\n")
+    (source / "pos0.json").write_text("{}")
+    done = run_cli("--refuse", source / "*", "--out", tmp_path / "out", "--align", "off")
+    assert done.returncode == 0, done.stderr
+    assert "skipped 2 files that are not image stacks" in done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(row["name"], row["status"]) for row in summary["stacks"]] == [("pos0", "done")]
+
+
 def test_two_stacks_with_one_name_are_refused_up_front(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -100,14 +100,17 @@ def test_viewer_opens_a_session_folder_with_the_plugin(session_folder):
         assert all(str(unit) == "micrometer" for unit in layer.units), (layer.name, layer.units)
 
 
-def test_fluorescence_channels_open_as_channels_not_as_a_spatial_axis(tmp_path):
-    """A 2-channel fused image (YXC) opened as one layer was a slider of 96 steps over a 128 x 2 image."""
+@pytest.mark.parametrize("channels", [2, 3])
+def test_fluorescence_channels_open_as_channels_not_as_a_spatial_axis(tmp_path, channels):
+    """A 2-channel fused image (YXC) opened as one layer was a slider of 96 steps over a 128 x 2 image; 3
+    fluorescence channels opened as one RGB picture."""
     from fusion.outputs import write_image_tiff
 
-    write_image_tiff(tmp_path / "cells.fused.tif", np.zeros((96, 128, 2), np.uint16), pixel_size_um=0.5)
+    write_image_tiff(tmp_path / "cells.fused.tif", np.zeros((96, 128, channels), np.uint16), pixel_size_um=0.5,
+                     colour=False)
     viewer = viewer_model()
     viewer.open(str(tmp_path / "cells.fused.tif"), plugin="ums-fusion")
-    assert [layer.name for layer in viewer.layers] == ["cells fused c0", "cells fused c1"]
+    assert [layer.name for layer in viewer.layers] == [f"cells fused c{k}" for k in range(channels)]
     assert all(layer.data.shape == (96, 128) and tuple(layer.scale) == (0.5, 0.5) for layer in viewer.layers)
 
 

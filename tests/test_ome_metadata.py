@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import ome_types
@@ -11,8 +12,9 @@ import tifffile
 from acquisition.profile import load_profile
 from acquisition.session import run_profile
 from fusion.stack_buffer import StackBuffer
-from fusion.outputs import pixel_size_um_of
+from fusion.readers.tiff import pixel_size_um_of
 from tests.conftest import REPO_ROOT
+from tests.fiji import imagej_calibration
 from tests.test_sessions import small
 
 
@@ -120,3 +122,48 @@ def test_a_pixel_size_that_is_not_a_number_is_a_warning_not_a_failed_refusion(tm
     assert any("the OME PhysicalSizeX 'abc' is not a number" in w for w in report.warnings)
     with tifffile.TiffFile(report.outputs["fused"]) as tiff:
         assert pixel_size_um_of(tiff.pages[0]) is None
+
+
+@pytest.mark.parametrize("pixel_size_um", [2.5, 0.65])
+def test_fiji_shows_the_fused_and_depth_pixel_size_in_micrometres(tmp_path, pixel_size_um):
+    """Fiji reads resolution tags in centimetres as cm, turning them into µm only for pixels under 1 µm: our
+    images name their unit in an ImageJ description, as Fiji's own files do."""
+    from fusion.readers import open_stack
+    from fusion.refuse import refuse_stack
+
+    data = np.stack([np.full((48, 64), 30 * k, np.uint8) for k in range(3)])
+    data[:, ::7, ::5] = 255
+    tifffile.imwrite(tmp_path / "cal.tif", data, imagej=True, resolution=(1 / pixel_size_um, 1 / pixel_size_um),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 2.0})
+    report = refuse_stack(tmp_path / "cal.tif", tmp_path / "out", progress=False)
+    for kind in ("fused", "depth"):
+        path = Path(report.outputs[kind])
+        width, unit = imagej_calibration(path)
+        assert unit == "µm" and width == pytest.approx(pixel_size_um)
+        with tifffile.TiffFile(path) as tiff:  # and our own readers (napari's layers, a refusion of it) agree
+            assert pixel_size_um_of(tiff.pages.first) == pytest.approx(pixel_size_um)
+            assert tiff.imagej_metadata["unit"] == "um"
+        with open_stack(path) as again:
+            assert again.pixel_size_um() == pytest.approx(pixel_size_um)
+    with tifffile.TiffFile(report.outputs["depth"]) as tiff:  # the depth map's own unit stays readable
+        assert tiff.imagej_metadata["depth_unit"] == "um"
+
+
+def test_a_stack_carries_its_pixel_size_for_bio_formats_and_for_fijis_own_tiff_opener(tmp_path):
+    """Bio-Formats reads the OME PhysicalSizeX in µm; Fiji's File > Open (ImageJ's TIFF reader, which skips OME-XML)
+    reads the resolution tags of the pages, before and after the OME description is written (a killed session)."""
+    buffer = StackBuffer(tmp_path / "s.ome.tif", pixel_size_um=2.5)
+    for z in range(3):
+        buffer.append(np.zeros((8, 8), np.uint16), z, time.time(), None)
+    lengths_um = {"µm": 1.0, "cm": 1e4}
+
+    def imagej_pixel_um():
+        width, unit = imagej_calibration(buffer.path) or (None, None)
+        assert unit in lengths_um, f"Fiji's TIFF opener sees no length: {width} {unit!r}"
+        return width * lengths_um[unit]
+
+    assert imagej_pixel_um() == pytest.approx(2.5)
+    buffer.finalize({}, "um")
+    assert imagej_pixel_um() == pytest.approx(2.5)
+    pixels = validated_ome(buffer.path).images[0].pixels
+    assert pixels.physical_size_x == 2.5 and pixels.physical_size_x_unit.value == "µm"

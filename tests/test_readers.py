@@ -165,7 +165,7 @@ def test_folder_of_images_in_natural_order(tmp_path):
 
 def test_a_folder_of_calibrated_tiffs_keeps_their_pixel_size(tmp_path):
     """Fiji's "Image Sequence" export: one ImageJ TIFF per slice, 0.5 µm pixels (2 per micron)."""
-    from fusion.outputs import pixel_size_um_of
+    from fusion.readers.tiff import pixel_size_um_of
     from fusion.refuse import refuse_stack
 
     for index in range(3):

@@ -21,7 +21,7 @@ SESSION_KEYS = {"profile", "folder", "planned_slices", "acquired_slices", "dropp
                 "acquisition_mode", "seconds_acquisition", "z_range_um", "truth_range_um"}
 REFUSE_KEYS = {"stack", "name", "method", "settings", "n_slices", "shape", "dtype", "depth_unit",
                "depth_defined_fraction", "z_positions_um", "seconds", "focus_scores", "chosen_fraction", "outputs",
-               "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files"}
+               "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files", "device_used"}
 
 
 @pytest.mark.hardware_sim
@@ -59,3 +59,19 @@ def test_a_refusion_report_round_trips_through_its_json(tmp_path):
 def test_a_json_that_is_not_a_refusion_report_says_which_keys_are_wrong():
     with pytest.raises(ValueError, match=r"missing \[.*'n_slices'.*\], unknown \['slices'\]"):
         RefuseReport.from_json({"stack": "a", "slices": 3})
+
+
+@pytest.mark.parametrize("method,requested", [("ums", "auto"), ("ums", "cpu"), ("sf", "auto")])
+def test_a_refusion_report_records_the_device_the_deep_measure_ran_on(tmp_path, method, requested):
+    """settings.device keeps what was asked ("auto"; --resume compares it); device_used says where it ran."""
+    import torch
+
+    from fusion.engine import FusionSettings
+
+    stack = write_rendered_stack(tmp_path / "gray.ome.tif", rendered(color=False, shape=(48, 64)))["stack"]
+    settings = FusionSettings(measure=method, device=requested)
+    report = refuse_stack(stack, tmp_path / "out", settings, progress=False)
+    written = json.loads((tmp_path / "out" / "gray.json").read_text())
+    used = None if method == "sf" else requested if requested != "auto" else \
+        "cuda" if torch.cuda.is_available() else "cpu"
+    assert written["settings"]["device"] == requested and written["device_used"] == report.device_used == used

@@ -13,6 +13,7 @@ from fusion.engine import SUPPORTED_DTYPES
 from fusion.errors import (InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError,
                            slice_name)
 from fusion.memory import check_fits_in_memory
+from fusion.outputs import colour_by_shape
 
 
 def positive_size_um(size_um: float) -> float | None:
@@ -113,6 +114,13 @@ class SavedStack(ABC):
             self.read_slice(0)
         assert self._shape is not None and self._dtype is not None  # read_slice sets them
         return self._shape, self._dtype
+
+    @property
+    def channels_are_colour(self) -> bool:
+        """Whether a slice's channels (H, W, C) are the colour samples of one picture (RGB, RGBA) rather than
+        separate images (fluorescence channels): the fused image is written as the same kind. Here by their count
+        (``colour_by_shape``); readers whose files say which override it."""
+        return colour_by_shape(self.first_slice_format()[0])
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float | None]]:
         """Yields (slice, z_um or None) in stack order."""

@@ -87,6 +87,17 @@ class ImageFolderStack(SavedStack):
         except (FusionError, ValueError):
             return None
 
+    @property
+    def channels_are_colour(self) -> bool:
+        """PNG and JPEG channels are colour; TIFF slices say so in their first page (``page_has_colour_samples``)."""
+        first = self.files[0]
+        if first.suffix.lower() not in (".tif", ".tiff") or len(self.first_slice_format()[0]) != 3:
+            return super().channels_are_colour
+        from fusion.readers.tiff import page_has_colour_samples
+
+        with tifffile.TiffFile(first) as tiff:
+            return page_has_colour_samples(tiff.pages.first)
+
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         file = self.files[index]
         if file.suffix.lower() in (".tif", ".tiff"):

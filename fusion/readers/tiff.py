@@ -13,7 +13,6 @@ import tifffile
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
 from fusion.output_names import STACK as SESSION_STACK
-from fusion.outputs import pixel_size_um_of
 from fusion.readers.base import SavedStack, positive_size_um
 
 # Leading axes that can carry the focus sweep, by preference. tifffile names a plain
@@ -87,8 +86,7 @@ class TiffStack(SavedStack):
         return self.z_positions_um, "um"
 
     def pixel_size_um(self) -> float | None:
-        """OME's PhysicalSizeX, else the first page's resolution tags: in centimetres (ours, most
-        writers) or in ImageJ's unit (µm, micron)."""
+        """OME's PhysicalSizeX, else the first page's resolution tags (``pixel_size_um_of``)."""
         found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
         size = None if found is None else found[0].get("PhysicalSizeX")
         if found is not None and size is not None:
@@ -100,16 +98,16 @@ class TiffStack(SavedStack):
         recorded_sizes = [p["pixel_size_um"] for p in self._session_planes or [] if p and p.get("pixel_size_um")]
         if recorded_sizes:  # a live session's stack before its OME (kill -9, a full disk): its pages say
             return positive_size_um(float(recorded_sizes[0]))
-        page = self._tiff.pages.first
-        recorded = pixel_size_um_of(page)
-        if recorded is not None:
-            return positive_size_um(recorded)
-        unit = str((self._tiff.imagej_metadata or {}).get("unit", ""))
-        resolution = page.tags.get("XResolution")
-        if unit in LENGTH_UNITS_IN_UM and resolution is not None and resolution.value[0]:
-            numerator, denominator = resolution.value
-            return positive_size_um(denominator / numerator * LENGTH_UNITS_IN_UM[unit])
-        return None
+        recorded = pixel_size_um_of(self._tiff.pages.first)
+        return None if recorded is None else positive_size_um(recorded)
+
+    @property
+    def channels_are_colour(self) -> bool:
+        """Channels kept in pages of their own (ImageJ's channels, OME's SizeC) are separate images; the samples of
+        one page are colour where ``page_has_colour_samples``."""
+        if self._layout.n_channels > 1:
+            return False
+        return page_has_colour_samples(self._series.keyframe)
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
         """(z, unit) from a live session's per-page records, when every slice has one, all in one unit."""
@@ -283,6 +281,56 @@ class _StackLayout:
                 position[self._channel_pos] = channel
             pages.append(int(np.ravel_multi_index(position, self.leading_shape)) if position else 0)
         return pages
+
+
+def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
+    """The pixel size (µm) a page's resolution tags record: in centimetres (TIFF's unit, most writers), else in the
+    unit its ImageJ description names (Fiji's files, and ``fusion.outputs.write_image_tiff``'s); None if neither."""
+    x_resolution, unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
+    if x_resolution is None or not x_resolution.value[0]:
+        return None
+    numerator, denominator = x_resolution.value
+    if unit is not None and unit.value == tifffile.RESUNIT.CENTIMETER:
+        return 1e4 * denominator / numerator
+    described_unit = _imagej_properties(page).get("unit", "")
+    if described_unit in LENGTH_UNITS_IN_UM:
+        return denominator / numerator * LENGTH_UNITS_IN_UM[described_unit]
+    return None
+
+
+def read_image_tiff(path: Path) -> np.ndarray:
+    """An image that ``fusion.outputs.write_image_tiff`` wrote, in numpy order: (H, W) or (H, W, C), its channels
+    last whether they are colour samples or pages of their own (an ImageJ hyperstack's CYX)."""
+    with tifffile.TiffFile(path) as tiff:
+        series = tiff.series[0]
+        image = series.asarray()
+        return np.moveaxis(image, 0, -1) if series.axes == "CYX" else image
+
+
+def depth_unit_of(page: tifffile.TiffPage) -> str:
+    """The unit of a depth map's values, as ``fusion.outputs.write_depth_tiff`` records it (ImageJ description; a
+    JSON description before); "slice index" where it says none."""
+    unit = _imagej_properties(page).get("depth_unit")
+    if unit is None:
+        try:
+            unit = json.loads(page.description).get("depth_unit")
+        except (ValueError, AttributeError):
+            unit = None
+    return str(unit or "slice index")
+
+
+def page_has_colour_samples(page: tifffile.TiffPage) -> bool:
+    """Whether the 3 or 4 samples of a page's pixels are one colour picture's: the page says RGB (YCbCr decodes
+    to RGB), or they are 8-bit, as Fiji reads them; other samples (16-bit, extra samples) are separate channels."""
+    if page.samplesperpixel not in (3, 4):
+        return False
+    return page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR) or page.dtype == np.uint8
+
+
+def _imagej_properties(page: tifffile.TiffPage) -> dict[str, str]:
+    """The key=value lines of a page's ImageJ description ({} where it has none)."""
+    description = page.imagej_description or ""
+    return dict(line.split("=", 1) for line in description.splitlines() if "=" in line)
 
 
 def _ome_root(ome_xml: str | None) -> tuple[ElementTree.Element, str] | None:

@@ -1,0 +1,85 @@
+"""Separate channels (a fluorescence hyperstack) are fused into separate channels, and colour stays colour:
+read back as Fiji opens the fused image (``tests.fiji``), as tifffile and as the napari plugin's reader does."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from fusion.readers import open_stack
+from fusion.readers.tiff import read_image_tiff
+from fusion.refuse import refuse_stack
+from napari_ums_fusion.layers import file_layers
+from tests.conftest import rendered
+from tests.fiji import imagej_image_kind
+
+SHAPE = (64, 80)
+
+
+def fluorescence(dtype) -> np.ndarray:
+    """(Z, C, Y, X): three channels that differ in brightness, so that a mix-up of channels shows."""
+    sweep = np.stack(rendered(color=False, bit_depth=8 * np.dtype(dtype).itemsize, shape=SHAPE).slices)
+    top = np.iinfo(dtype).max
+    return np.stack([sweep, sweep // 4, top - sweep], axis=1).astype(dtype)
+
+
+def write_imagej_hyperstack(path, data):
+    """As Fiji saves a 3-channel z-stack (Image > Hyperstacks, File > Save As > Tiff)."""
+    tifffile.imwrite(path, data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "mode": "composite", "spacing": 3.0, "unit": "um"})
+
+
+def write_ome_planes(path, data):
+    """OME-TIFF with SizeC=3, one plane per channel (Micro-Manager, Bio-Formats' exporter)."""
+    tifffile.imwrite(path, data, ome=True, photometric="minisblack",
+                     metadata={"axes": "ZCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 3.0})
+
+
+@pytest.mark.parametrize("write", [write_imagej_hyperstack, write_ome_planes], ids=["imagej", "ome"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_three_fluorescence_channels_are_fused_into_three_channels_not_an_rgb_picture(tmp_path, write, dtype):
+    data = fluorescence(dtype)
+    write(tmp_path / "cells.tif", data)
+    report = refuse_stack(tmp_path / "cells.tif", tmp_path / "out", progress=False)
+    fused_path = Path(report.outputs["fused"])
+    assert imagej_image_kind(fused_path) == ("composite", 3)  # Fiji: a composite of 3 channels
+    with tifffile.TiffFile(fused_path) as tiff:
+        assert tiff.series[0].axes == "CYX" and tiff.pages.first.photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        fused = tiff.asarray()
+    assert fused.shape == (3, *SHAPE) and fused.dtype == dtype
+    for channel in range(3):  # each channel from its own: the brightness order of the source
+        assert fused[channel].mean() == pytest.approx(data[:, channel].mean(), rel=0.1)
+    assert np.array_equal(read_image_tiff(fused_path), np.moveaxis(fused, 0, -1))  # numpy order, as the live view
+    layers = file_layers(fused_path)  # the napari plugin: one layer per channel, at the pixel size
+    assert len(layers) == 1
+    image, attributes, _ = layers[0]
+    assert not attributes.get("rgb") and attributes["name"] == ["cells fused c0", "cells fused c1", "cells fused c2"]
+    assert image.shape[attributes["channel_axis"]] == 3 and attributes["scale"] == pytest.approx((0.5, 0.5))
+    with open_stack(tmp_path / "cells.tif") as stack:
+        assert not stack.channels_are_colour
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_an_rgb_stack_stays_one_rgb_picture(tmp_path, dtype):
+    sweep = rendered(color=True, bit_depth=8 * np.dtype(dtype).itemsize, shape=SHAPE)
+    tifffile.imwrite(tmp_path / "photo.tif", np.stack(sweep.slices), photometric="rgb", metadata={"axes": "ZYXS"})
+    report = refuse_stack(tmp_path / "photo.tif", tmp_path / "out", progress=False)
+    with tifffile.TiffFile(report.outputs["fused"]) as tiff:
+        assert tiff.series[0].axes == "YXS" and tiff.pages.first.photometric == tifffile.PHOTOMETRIC.RGB
+    # Fiji: 8-bit RGB is one picture; 16-bit RGB it always opens as a composite of its channels (RGB48).
+    assert imagej_image_kind(report.outputs["fused"]) == (("RGB", 1) if dtype == np.uint8 else ("composite", 3))
+    (image, attributes, _), = file_layers(Path(report.outputs["fused"]))
+    assert attributes["rgb"] and "channel_axis" not in attributes and image.shape == (*SHAPE, 3)
+    with open_stack(tmp_path / "photo.tif") as stack:
+        assert stack.channels_are_colour
+
+
+def test_interleaved_16_bit_samples_that_are_not_rgb_are_channels(tmp_path):
+    """Three 16-bit samples per pixel, photometric minisblack (tifffile's YXC): channels; 8-bit ones are a photo."""
+    data = np.moveaxis(fluorescence(np.uint16), 1, -1)  # (Z, Y, X, C)
+    tifffile.imwrite(tmp_path / "samples.tif", data, photometric="minisblack", planarconfig="contig",
+                     metadata={"axes": "ZYXC"})
+    with open_stack(tmp_path / "samples.tif") as stack:
+        assert stack.read_slice(0).shape == (*SHAPE, 3) and not stack.channels_are_colour
