@@ -5,7 +5,7 @@ import queue
 import threading
 
 from devices.camera import Frame
-from devices.errors import DeviceErrorReply, DeviceTimeoutError
+from devices.errors import DeviceError, DeviceTimeoutError
 
 _ENDED = object()
 
@@ -13,7 +13,10 @@ _ENDED = object()
 class FrameStream:
     """``camera.sequence(max_frames)`` in a thread; ``next_frame`` waits for the next frame until a deadline.
 
-    A camera error in the thread is raised by ``next_frame``; ``close`` stops the camera after its
+    A camera error in the thread is raised by ``next_frame``, once; the next call starts the camera
+    streaming again (a camera's ``sequence`` ends at its first error, as a GenICam driver's fetch
+    timeout or a simulator's fault ends it), so a caller that retries gets frames again and one gap
+    never ends the stream. ``restarts`` counts those new starts. ``close`` stops the camera after its
     current frame. Use as a context manager.
     """
 
@@ -22,20 +25,27 @@ class FrameStream:
         self.max_frames = max_frames
         self.frame_timeout_s = frame_timeout_s
         self.frames_delivered = 0
+        self.restarts = 0
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="frame stream", daemon=True)
+        self._failed = False   # the camera's sequence ended with an error, already raised to the caller
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> FrameStream:
-        self._thread.start()
+        self._start(self.max_frames)
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self) -> None:
-        frames = self.camera.sequence(self.max_frames, timeout_s=self.frame_timeout_s)
+    def _start(self, max_frames: int) -> None:
+        self._thread = threading.Thread(target=self._run, args=(max_frames,), name="frame stream", daemon=True)
+        self._thread.start()
+
+    def _run(self, max_frames: int) -> None:
+        frames = None
         try:
+            frames = self.camera.sequence(max_frames, timeout_s=self.frame_timeout_s)
             for frame in frames:
                 self._queue.put(frame)
                 if self._stop.is_set():
@@ -44,24 +54,42 @@ class FrameStream:
         except BaseException as error:  # handed to the consumer, which raises it
             self._queue.put(error)
         finally:
-            frames.close()
+            if frames is not None:
+                frames.close()
 
-    def next_frame(self, timeout_s: float) -> Frame:
-        """The next frame; DeviceTimeoutError when none comes within ``timeout_s``."""
+    def _restart(self) -> None:
+        """Start the camera streaming again after its sequence ended with an error."""
+        self._join()  # the old sequence stops its camera (its generator closes) before a new one starts
+        if self._thread is not None and self._thread.is_alive():
+            raise DeviceTimeoutError(self.camera.name, "its stream did not stop after an error, so it cannot be "
+                                                       "started again")
+        self._failed = False
+        self.restarts += 1
+        self._start(max(1, self.max_frames - self.frames_delivered))
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        """The next frame; None when none comes within ``timeout_s`` (the caller says what it waited for)."""
+        if self._failed:
+            self._restart()
         try:
             item = self._queue.get(timeout=max(0.0, timeout_s))
         except queue.Empty:
-            raise DeviceTimeoutError(self.camera.name, f"no frame within {timeout_s:g} s of streaming") from None
+            return None
         if item is _ENDED:
             self._queue.put(_ENDED)
-            raise DeviceErrorReply(self.camera.name, f"the stream ended after {self.frames_delivered} frames "
-                                                     f"(at most {self.max_frames} were asked for)")
+            # Not transient: the bound on the stream's length is spent, and a retry would not lift it.
+            raise DeviceError(self.camera.name, f"the stream ended after {self.frames_delivered} frames "
+                                               f"(at most {self.max_frames} were asked for)")
         if isinstance(item, BaseException):
+            self._failed = True
             raise item
         self.frames_delivered += 1
         return item
 
+    def _join(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(self.frame_timeout_s + 1.0)
+
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(self.frame_timeout_s + 1.0)
+        self._join()

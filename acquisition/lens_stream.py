@@ -7,6 +7,11 @@ of it. The first still frame at a step becomes that step's slice and the lens is
 once; frames exposed while it moved are flagged and dropped (not stored, not fused: a frame
 focused between two planes would blur the fusion), and extra still frames are counted as
 spares. session.json lists the flagged frames.
+
+A frame the camera drops costs only time: the lens holds still until a frame of its step comes.
+A step whose wait fails with a transient error (no still frame within the timeout; a camera error,
+after which the stream is started again) is retried ``retries`` times and then recorded as lost,
+as in a stepped stack, and the sweep goes on; MAX_LOST_IN_A_ROW lost in a row end it.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, Los
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame
-from devices.errors import DeviceError, DeviceTimeoutError
+from devices.errors import TRANSIENT_ERRORS, DeviceError, DeviceTimeoutError, seconds_text
 
 FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
 
@@ -49,27 +54,32 @@ class LensStreamAcquirer:
         self.spares = 0                 # still frames beyond each step's first
         self.frames_seen = 0
         self._t0_s: float | None = None
+        self._stream: FrameStream | None = None
 
     def frames(self, positions: list[float], retry_log: list[RetryRecord]) -> Generator[Acquired, None, None]:
         trajectory = LensTrajectory(self.settle_s, self.guard_s)
         lost_in_a_row = 0
         with FrameStream(self.camera, len(positions) * FRAMES_PER_STEP_AT_MOST, self.frame_timeout_s) as stream:
+            self._stream = stream
             for index, power in enumerate(positions):
                 t0 = time.perf_counter()
                 with_retries(functools.partial(self.lens.move_to, power), "move", self.retries, retry_log, index)
                 command = trajectory.command(time.time(), power)
                 self._t0_s = self._t0_s if self._t0_s is not None else trajectory.times_s[0]
                 t1 = time.perf_counter()
+                # The lens holds this power until the next command, so a retry (on a stream started
+                # again after a camera error) still finds a frame of this step.
+                wait = functools.partial(self._still_frame, stream, trajectory, command)
                 try:
-                    frame = self._still_frame(stream, trajectory, command)
-                except DeviceTimeoutError as error:
+                    frame = with_retries(wait, "frame", self.retries, retry_log, index)
+                except TRANSIENT_ERRORS as error:  # an explicit gap at this position; the stream goes on
                     lost_in_a_row += 1
                     yield LostSlice(index, power, str(error))
                     if lost_in_a_row >= MAX_LOST_IN_A_ROW:
                         yield from (LostSlice(k, positions[k], str(error)) for k in range(index + 1, len(positions)))
                         raise
                     continue
-                except DeviceError as error:  # the camera failed: what is left is lost
+                except DeviceError as error:  # the camera vanished: what is left is lost
                     yield from (LostSlice(k, positions[k], str(error)) for k in range(index, len(positions)))
                     raise
                 lost_in_a_row = 0
@@ -80,11 +90,10 @@ class LensStreamAcquirer:
         """The first frame exposed wholly while the lens held ``command``'s power."""
         deadline = time.monotonic() + self.frame_timeout_s
         while True:
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
+            frame = stream.next_frame(deadline - time.monotonic())
+            if frame is None:
                 raise DeviceTimeoutError(self.camera.name, f"no frame exposed with the lens still at step {command} "
-                                                           f"within {self.frame_timeout_s:g} s")
-            frame = stream.next_frame(left_s)
+                                                           f"within {seconds_text(self.frame_timeout_s)}")
             self.frames_seen += 1
             start_s, end_s = exposure_window_s(frame)
             seen = trajectory.frame_focus(start_s, end_s)
@@ -102,4 +111,5 @@ class LensStreamAcquirer:
     def report(self) -> dict:
         return {"mode": self.mode, "settle_ms": self.settle_s * 1000, "frames_streamed": self.frames_seen,
                 "flagged_frames": len(self.flagged), "spare_frames": self.spares,
+                "stream_restarts": 0 if self._stream is None else self._stream.restarts,
                 "flagged": self.flagged[:200]}

@@ -15,6 +15,11 @@ from __future__ import annotations
 MAX_QUOTED_REPLY = 120  # characters of a reply that an error message quotes
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration for a message: 3 significant digits ("0.49 s", "12.3 s"), whole seconds from 100 s."""
+    return f"{seconds:.0f} s" if seconds >= 100 else f"{seconds:.3g} s"
+
+
 class DeviceError(Exception):
     """Base of every device error; ``device`` names the device, ``reply`` is its answer if any."""
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from devices.camera import Frame
-from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
+from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError, seconds_text
 
 EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and older names
 GAIN_NODES = ("Gain", "GainRaw")
@@ -133,7 +133,7 @@ class GenICamCamera:
                 pixels = data.reshape(height, width, -1).copy()
                 pixel_format = str(component.data_format)
         except TimeoutException as error:
-            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s") from error
+            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)}") from error
         if pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
         elif pixels.shape[2] == 4:  # RGBa: the alpha byte is padding

@@ -16,7 +16,7 @@ import numpy as np
 
 from devices.camera import Frame
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
-                            PositionOutOfRangeError)
+                            PositionOutOfRangeError, seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
 
 
@@ -71,7 +71,7 @@ class _CoreCaller:
         try:
             return future.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
-            raise DeviceTimeoutError(self.device, f"{method} did not return within {timeout_s:g} s") from None
+            raise DeviceTimeoutError(self.device, f"{method} did not return within {seconds_text(timeout_s)}") from None
         except (ConnectionError, EOFError) as error:
             raise DeviceDisconnectedError(self.device, f"{method} lost the core: {error}") from error
         except RuntimeError as error:  # MMCore's CMMError arrives as RuntimeError
@@ -164,7 +164,7 @@ class MicroManagerCamera:
                                                           f"{n_frames} frames: the rest were lost")
                     if time.monotonic() > deadline:
                         raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames} did not arrive "
-                                                            f"within {timeout_s:g} s")
+                                                            f"within {seconds_text(timeout_s)}")
                     time.sleep(poll_s)
                 if with_metadata:
                     raw, metadata = self._call("popNextImageAndMD")

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from devices.camera import Frame
-from devices.errors import DeviceDisconnectedError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
+from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError,
+                            seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
 from simulators.faults import Faults
 from simulators.optics import CameraNoise, DefocusRenderer, magnify
@@ -64,6 +65,24 @@ class SimulatedCamera:
         return self.noise.ideal(texture if magnification == 1.0 else magnify(texture, magnification))
 
     def snap(self, timeout_s: float = 5.0) -> Frame:
+        frame = self._expose(timeout_s)
+        if frame is None:  # lost on its way: the driver waits for it until its deadline
+            time.sleep(timeout_s)
+            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)} (frame lost)")
+        return frame
+
+    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
+        """Frames back to back. A dropped frame is missing and the stream goes on, as a free-running
+        camera's does (a frame lost in transport is not an error the camera stops for)."""
+        for _ in range(n_frames):
+            frame = self._expose(timeout_s)
+            if frame is None:
+                time.sleep(self._exposure_ms / 1000)  # its exposure took its time all the same
+                continue
+            yield frame
+
+    def _expose(self, timeout_s: float) -> Frame | None:
+        """One exposure as ``faults`` let it happen; None when its frame is lost (faults.drop_frames)."""
         started, exposure_start_s = time.monotonic(), time.time()
         focus_um, magnification = self.optical_state()  # the whole exposure sees the optics as they are now
         faults = self.faults
@@ -73,17 +92,17 @@ class SimulatedCamera:
         if faults.silent:
             faults.spend_one()
             time.sleep(timeout_s)
-            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (the camera stopped answering)")
+            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)} "
+                                                "(the camera stopped answering)")
         _answer_wrongly_if_asked(faults, self.name, "camera")
         if faults.drop_frame():
-            time.sleep(timeout_s)
-            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s (frame lost)")
+            return None
         wait_s = self._exposure_ms / 1000 + faults.delay_s
         if faults.delay_s:
             faults.spend_one()
         if wait_s > timeout_s:
             time.sleep(timeout_s)
-            raise DeviceTimeoutError(self.name, f"no frame within {timeout_s:g} s")
+            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)}")
         pixels = self.renderer.exposed(self.noise, focus_um, self._rng, magnification)
         # Exposure is the device's own time: wait out what rendering did not use.
         time.sleep(max(0.0, started + wait_s - time.monotonic()))
@@ -91,10 +110,6 @@ class SimulatedCamera:
         return Frame(pixels=pixels, exposure_ms=self._exposure_ms, pixel_type=str(pixels.dtype), bit_depth=bits,
                      timestamp_s=time.time(), metadata={"focus_um": focus_um, "magnification": magnification},
                      exposure_start_s=exposure_start_s)
-
-    def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
-        for _ in range(n_frames):
-            yield self.snap(timeout_s)
 
     def close(self) -> None:
         pass

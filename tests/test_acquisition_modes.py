@@ -276,6 +276,46 @@ def test_lens_stream_session_fuses_above_the_best_slice_and_lists_flagged_frames
     assert report["psnr_db"] > report["best_slice_psnr_db"] + 3
 
 
+def lens_stream_with(camera_fault: dict) -> Profile:
+    """The lens-stream profile, small, its camera timing out in 0.5 s, with this camera fault."""
+    return small(load_profile(PROFILES / "simulated-etl-stream.yaml"), **{"camera.timeout_s": 0.5},
+                 faults={"camera": camera_fault})
+
+
+@pytest.mark.parametrize("drop_frames", [1, 3])   # 3: as many as a stepped slice's try and its 2 retries
+def test_frames_dropped_in_a_lens_stream_cost_time_not_positions(tmp_path, drop_frames):
+    # A free-running camera that loses a frame in transport streams on; the lens holds its power
+    # until a frame of its step comes, so nothing is lost (it was: the stream ended, and 13 of 17 with it).
+    outcome, _ = run_session(tmp_path, lens_stream_with({"drop_frames": drop_frames, "after_slices": 4}))
+    report = outcome.report
+    assert outcome.completed and report.acquired_slices == report.planned_slices == 17
+    assert report.dropped_frames == [] and report.retries == []
+    assert report.faults_injected == [{"device": "camera", "after_slices": 4, "drop_frames": drop_frames}]
+
+
+@pytest.mark.parametrize("fault,error", [
+    ({"error_reply": 5}, "simulated camera: camera error 5"),   # ends the camera's sequence at once
+    ({"silent": True}, "simulated camera: no frame exposed with the lens still at step 4 within 0.5 s"),
+])
+def test_a_camera_error_in_a_lens_stream_is_retried_on_a_stream_started_again(tmp_path, fault, error):
+    outcome, _ = run_session(tmp_path, lens_stream_with({**fault, "times": 1, "after_slices": 4}))
+    report = outcome.report.to_json()  # as session.json has it
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"] == 17
+    assert report["dropped_frames"] == [] and report["acquisition"]["stream_restarts"] == 1
+    assert {(r["slice"], r["what"]) for r in report["retries"]} == {(4, "frame")}
+    assert report["retries"][0]["error"] == error   # durations said as given, not as what was left of them
+
+
+def test_a_lens_stream_position_still_failing_after_its_retries_is_the_only_one_lost(tmp_path):
+    # The try and plan.retries' 2 fail, as in a stepped stack: that position is lost, the sweep goes on.
+    outcome, _ = run_session(tmp_path, lens_stream_with({"error_reply": 5, "times": 3, "after_slices": 4}))
+    report = outcome.report
+    assert report.ended_by is None and [d.planned_index for d in report.dropped_frames] == [4]
+    assert [r.attempt for r in report.retries] == [1, 2, 3]
+    kept = [s.planned_index for s in report.slices]
+    assert kept == [k for k in range(17) if k != 4] and report.acquired_slices == 16
+
+
 def test_the_kernel_warm_up_says_nothing_about_its_throwaway_crop():
     """A stream's or sequence's warm-up fuses a crop of a snapped frame: a warning about that crop
     ("too small to align") would only repeat, or contradict, what the stack itself reports."""
