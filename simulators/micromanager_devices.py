@@ -134,8 +134,8 @@ class SpecimenCamera(CameraDevice):
     exposed (for tests).
 
     faults.delay_s makes frames late; faults.drop_frames loses that many frames (snap raises,
-    as a camera whose frame never arrives makes MMCore do; a sequence stops delivering);
-    faults.error_reply raises too.
+    as a camera whose frame never arrives makes MMCore do; a sequence, even of one frame, stops
+    delivering and ends quietly); faults.error_reply raises too.
     """
 
     def __init__(self, renderer: DefocusRenderer, focus_um: Callable[..., float],
@@ -169,6 +169,11 @@ class SpecimenCamera(CameraDevice):
         return self.camera_noise.dtype
 
     def start_sequence(self, n, get_buffer):
+        # UniMMCore snaps by running this generator for one frame in the calling thread, and runs a
+        # sequence by handing it to its acquisition thread: where it runs says which of the two it is.
+        return self._exposures(n, get_buffer, started_in=threading.get_ident())
+
+    def _exposures(self, n, get_buffer, started_in: int):
         count = 0
         exposure_s = self._exposure_ms / 1000
         starts_at = time.monotonic()
@@ -179,9 +184,11 @@ class SpecimenCamera(CameraDevice):
                 self.faults.spend_one()
                 raise RuntimeError(f"camera error {code}")
             if self.faults.drop_frame():
-                if n == 1:
+                if threading.get_ident() == started_in:  # a snap: MMCore's snapImage fails
                     raise RuntimeError("frame lost: the camera delivered no image")
-                return  # a sequence whose frames stop coming: the core sees it end early
+                # A sequence (of any length, one frame too) whose frames stop coming: the core sees it
+                # end early, as a C++ adapter's thread ends, with no error raised in that thread.
+                return
             # The sensor holds one frame: this exposure began when the last one ended, but it
             # cannot end before the last frame's readout (the render below) was done.
             delay_s = self.faults.delay_s

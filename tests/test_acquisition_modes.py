@@ -410,6 +410,28 @@ def test_a_camera_error_in_the_sequence_thread_is_one_line_not_a_traceback(tmp_p
     assert any(line.startswith("warning: ") and "camera error 5" in line for line in err.splitlines())
 
 
+def test_a_frame_lost_in_the_one_frame_retry_of_a_sequence_is_retried_quietly(tmp_path, capsys, monkeypatch):
+    import threading
+
+    import run_session
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
+    profile = yaml.safe_load((PROFILES / "simulated-sequenced.yaml").read_text())
+    profile["camera"]["specimen"].update(height_px=96, width_px=128)
+    # The last slice's frame is lost: the sequence ends early and is retried as a sequence of one frame,
+    # whose frame is lost too; the second retry gets it.
+    profile["faults"] = {"camera": {"drop_frames": 2, "after_slices": 12}}
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    assert run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not any(line.startswith("warning: ") for line in err.splitlines()), err
+    report = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())
+    assert report["acquired_slices"] == report["planned_slices"] == 13 and report["dropped_frames"] == []
+    assert [(r["slice"], r["what"], r["attempt"]) for r in report["retries"]] == [(12, "sequence", 1),
+                                                                                  (12, "sequence", 2)]
+
+
 def test_a_transient_delay_of_the_micromanager_camera_clears_after_its_times(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-micromanager.yaml"),
                     **{"camera.timeout_s": 0.5}, faults={"camera": {"delay_s": 1.0, "times": 1}})

@@ -166,6 +166,21 @@ def test_micromanager_sequence_with_lost_frames_is_an_error_not_a_hang():
         assert time.monotonic() - started < 2.0
 
 
+def test_micromanager_one_frame_sequence_losing_its_frame_ends_early_without_a_thread_error(monkeypatch):
+    """A retry of a sequence's last position is a sequence of one frame: its lost frame ends it early, as a
+    longer sequence's does, not by an exception in UniMMCore's acquisition thread (a traceback on the terminal)."""
+    import threading
+
+    thread_errors: list = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    with unicore_rig() as (_, _, camera, _, simulated_camera):
+        simulated_camera.faults.drop_frames = 1
+        with pytest.raises(DeviceErrorReply, match="ended the sequence after 0 of 1 frames"):
+            list(camera.sequence(1, timeout_s=0.5))
+        assert [frame.pixels.ndim for frame in camera.sequence(1, timeout_s=0.5)] == [3]  # the next one comes
+    assert thread_errors == []
+
+
 def test_genicam_frame_not_in_time_is_a_timeout():
     from devices.genicam import GenICamCamera, bundled_producer
 
