@@ -21,10 +21,12 @@ def seconds_text(seconds: float) -> str:
 
 
 class DeviceError(Exception):
-    """Base of every device error; ``device`` names the device, ``reply`` is its answer if any."""
+    """Base of every device error; ``device`` names the device, ``message`` says what failed, ``reply``
+    is its answer if any."""
 
     def __init__(self, device: str, message: str, reply: bytes | str | None = None):
         self.device = device
+        self.message = message
         self.reply = reply
         quoted = repr(reply) if reply else ""
         if reply and len(quoted) > MAX_QUOTED_REPLY:  # a port streaming junk: 4 KB of it helps no one read the error

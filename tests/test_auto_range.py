@@ -2,6 +2,7 @@
 the fine stack covers it with at most 30% more slices than the true height range needs."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -132,6 +133,67 @@ def test_a_pre_sweep_that_finds_nothing_leaves_no_empty_session_folder(tmp_path)
     with pytest.raises(AutoRangeError, match="no part of the frame came into focus between 200 and 260 µm"):
         run_profile(Profile.model_validate(data), tmp_path / "sessions", progress=False)
     assert list((tmp_path / "sessions").iterdir()) == []
+
+
+def autorange_rig_profile() -> Profile:
+    """The auto-range profile with a small specimen (6 x 8 binned tiles: enough to find its range)."""
+    data = load_profile(REPO_ROOT / "profiles" / "simulated-autorange.yaml").model_dump(exclude_none=True)
+    data["camera"]["specimen"].update(height_px=240, width_px=320)
+    return Profile.model_validate(data)
+
+
+def error_5(rig, role: str, times: int, frames_before: int = 0) -> None:
+    """Have the simulated ``role`` answer with error 5, ``times`` times (a camera: from its frame after
+    ``frames_before`` more)."""
+    from acquisition.profile import FaultSettings
+    from simulators.rigs import commit_fault
+
+    simulator = rig.simulated[role]
+    start = functools.partial(commit_fault, simulator, FaultSettings(error_reply=5, times=times))
+    if frames_before:
+        simulator.faults.schedule(frames_before, start)
+    else:
+        start()
+
+
+@pytest.mark.hardware_sim
+@pytest.mark.parametrize("role,what", [("camera", "snap"), ("focus", "move")])
+def test_a_transient_error_in_the_pre_sweep_is_retried_and_recorded(tmp_path, role, what):
+    from acquisition.rig import open_rig
+    from acquisition.session import Session, new_session_folder
+
+    profile = autorange_rig_profile()
+    rig = open_rig(profile)
+    try:
+        error_5(rig, role, times=1)   # the pre-sweep's first move or frame
+        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+    finally:
+        rig.close()
+    report = outcome.report.to_json()  # as session.json has it
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"] and report["retries"] == []
+    retries = report["pre_sweep"]["retries"]
+    assert [(r["slice"], r["what"], r["attempt"]) for r in retries] == [(0, what, 1)]
+    assert "error 5" in retries[0]["error"]
+
+
+@pytest.mark.hardware_sim
+def test_a_pre_sweep_still_failing_after_its_retries_is_one_clear_error_and_the_focus_goes_back():
+    from acquisition.pre_sweep import find_z_range
+    from acquisition.rig import open_rig
+    from devices.errors import DeviceErrorReply
+
+    profile = autorange_rig_profile()
+    rig = open_rig(profile)
+    try:
+        error_5(rig, "camera", times=3, frames_before=2)   # the third frame's try and plan.retries' 2
+        with pytest.raises(DeviceErrorReply, match=r"^simulated camera: camera error 5, in the auto-range pre-sweep "
+                                                   r"at -18 µm \(coarse frame 3 of 20\) after 3 tries "
+                                                   r"\(plan.retries: 2\); the session did not start$"):
+            find_z_range(profile, rig)
+        rig.focus.wait_until_settled()
+        assert rig.focus.position() == 0.0   # where it was before the pre-sweep
+    finally:
+        rig.close()
 
 
 @pytest.mark.parametrize("auto_range,message", [
