@@ -420,6 +420,11 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _faults_only_where_simulated(self):
+        given = [f"faults.{role}" for role in ("camera", "focus") if getattr(self.faults, role) is not None]
+        if given and self.mda is not None:  # accepted, they would rehearse nothing: refused, not ignored
+            raise ValueError(f"{', '.join(given)}: faults are rehearsed in single-stack sessions (plan:) only; an mda: "
+                             "plan's frames are taken by pymmcore-plus's MDA runner, where no fault is committed: "
+                             "remove faults:, or rehearse them with a plan: profile (simulated-micromanager.yaml)")
         for role in ("camera", "focus"):
             settings = getattr(self.faults, role)
             if settings is None:

@@ -142,6 +142,12 @@ def test_faults_count_the_stacks_slices_and_leave_the_auto_range_pre_sweep_alone
     ("simulated", {"focus": {"silnet": True}},
      r"faults.focus.silnet: unknown key 'silnet' \(did you mean 'silent'\?\); allowed here: .*silent"),
     ("serial-stage", {"focus": {"silent": True}}, r"faults.focus: only this project's simulators commit faults"),
+    # Nothing in an MDA commits faults: accepted, they were silently ignored.
+    ("simulated-mda", {"camera": {"drop_frames": 1}},
+     r"^[^\n]*: faults.camera: faults are rehearsed in single-stack sessions \(plan:\) only; an mda: plan's frames "
+     r"are taken by pymmcore-plus's MDA runner, where no fault is committed: remove faults:, or rehearse them with "
+     r"a plan: profile \(simulated-micromanager.yaml\)$"),
+    ("simulated-mda", {"camera": {"delay_s": 1}, "focus": {"error_reply": 5}}, r": faults.camera, faults.focus: "),
 ])
 def test_faults_that_cannot_be_committed_are_profile_errors(tmp_path, name, faults, message):
     with pytest.raises(ProfileError, match=message):
