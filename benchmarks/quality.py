@@ -8,8 +8,12 @@ our default beside the best peer and the gain over it. Then the three real stack
 ../shared/data are fused by us and by the peers that align (focusweave, focus-stack) and
 written side by side as crops to look at: numbers reward halos; eyes do not.
 
-    python -m benchmarks.quality [--size 384x512] [--only NAME ...] [--no-ums] [--no-real]
-                                 [--truth ideal|best-focus] [--work DIR] [--results benchmarks/results/quality.md]
+    python -m benchmarks.quality [--size 384x512] [--only NAME ...] [--no-ums] [--no-real] [--no-peers]
+                                 [--truth ideal|best-focus] [--seed-offset N] [--work DIR]
+                                 [--results benchmarks/results/quality.md]
+
+``--seed-offset 100 --size 448x576`` renders the same kinds of stack with other noise and other
+random surfaces at another size: a check that a default chosen on the usual stacks holds on others.
 
 ``--truth best-focus`` scores against the truth as the optics show it in focus (blurred by the
 PSF at zero defocus): the best that any fusion of the slices can reach without inventing detail.
@@ -37,6 +41,7 @@ from benchmarks.quality_stacks import SHARED_DATA, STACKS, available, best_focus
 from fusion import FusionSettings, StreamingFusion
 from fusion.focus_measures import to_gray
 from fusion.metrics import edge_band, masked_psnr, psnr
+from fusion.multiscale import PyramidWeighting
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +51,9 @@ OURS = {
     "ours: pyramid laplacian": FusionSettings(measure="laplacian"),
     "ours: blend (before)": FusionSettings(composition="blend"),
     "ours: pick (paper)": FusionSettings(composition="pick"),
+    # The pyramid as it was before its powers grew with the level (one evidence and one band power).
+    "ours: flat powers (before)": FusionSettings(pyramid=PyramidWeighting(evidence_power=4, band_power=12,
+                                                                          evidence_pool_power=1)),
 }
 EDGE_BAND_PX = 12
 
@@ -228,6 +236,9 @@ def main() -> int:
     parser.add_argument("--no-ums", action="store_true", help="skip the deep-feature measure (slow on a CPU)")
     parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
     parser.add_argument("--no-peers", action="store_true", help="ours only (quick checks while tuning)")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="render every stack with its seed plus this (other noise, other random surfaces): "
+                             "stacks that a default was not chosen on")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ums-fusion-bench/quality"))
     parser.add_argument("--truth", choices=("ideal", "best-focus"), default="ideal",
                         help="score against the specimen itself (default) or as the optics show it at best focus "
@@ -244,14 +255,16 @@ def main() -> int:
     peers, missing = ({}, []) if args.no_peers else available_peers()
     for line in missing:
         print(f"(not run) {line}")
-    specs = [s for s in STACKS if available(s) and (not args.only or s.name in args.only)]
+    specs = [dataclasses.replace(s, seed=s.seed + args.seed_offset) for s in STACKS
+             if available(s) and (not args.only or s.name in args.only)]
     rows = score_stacks(specs, shape, methods, peers, args.work, args.truth)
     names = list(methods) + list(peers)
     out = ["# Fusion quality against ground truth", "",
            f"{datetime.date.today()}, {platform.node()} "
            f"({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
            f"command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`", "",
-           f"{len(rows)} rendered stacks at {shape[0]}x{shape[1]} (benchmarks/quality_stacks.py). "
+           f"{len(rows)} rendered stacks at {shape[0]}x{shape[1]} (benchmarks/quality_stacks.py"
+           + (f", seeds + {args.seed_offset}" if args.seed_offset else "") + "). "
            "PSNR in dB against the all-in-focus truth"
            + (" as the optics show it at best focus (the truth blurred by the PSF at zero defocus)"
               if args.truth == "best-focus" else "") + ", full scale = the camera's bit depth. Peers not run: "

@@ -47,7 +47,7 @@ from simulators.specimens import load_texture, make_height_map
 TRAINING_TEXTURES = ("grass", "text", "moon", "coins", "cell")  # none is a benchmark texture
 SURFACES = ("plane", "dome", "steps", "irregular")
 TRAINING_SHAPE = (128, 160)
-EVIDENCE_POWER = 4     # the pyramid's (fusion.multiscale.PyramidWeighting)
+EVIDENCE_POWER = 4     # of the single-scale fusion it trains through (the pyramid's, when its powers were flat)
 NOISE_FLOOR = 4.0
 HELD_OUT_SHARE = 0.2
 
