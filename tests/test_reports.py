@@ -21,7 +21,8 @@ SESSION_KEYS = {"profile", "folder", "planned_slices", "acquired_slices", "dropp
                 "acquisition_mode", "seconds_acquisition", "z_range_um", "truth_range_um"}
 REFUSE_KEYS = {"stack", "name", "method", "settings", "n_slices", "shape", "dtype", "depth_unit",
                "depth_defined_fraction", "z_positions_um", "seconds", "focus_scores", "chosen_fraction", "outputs",
-               "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files", "device_used"}
+               "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files", "device_used",
+               "channel_weights"}
 
 
 @pytest.mark.hardware_sim
