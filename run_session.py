@@ -235,17 +235,19 @@ def run_mda(args, profile, out_root: Path) -> int:
 def show_outcome(view, out_dir: Path, outcome) -> None:
     """A finished stack on the live view: its row, and its fused image and depth map."""
     from fusion.output_names import refusion_outputs
-    from fusion.readers.tiff import read_image_tiff
+    from fusion.readers.tiff import image_tiff_has_colour_samples, read_image_tiff
 
-    fused = depth = None
+    fused = depth = colour = None
     if outcome.status in ("done", "skipped"):
         paths = refusion_outputs(Path(out_dir), outcome.name)
         try:
             fused, depth = read_image_tiff(paths["fused"]), read_image_tiff(paths["depth"])
+            colour = image_tiff_has_colour_samples(paths["fused"])  # 3 fluorescence channels are no RGB picture
         except (OSError, ValueError) as error:  # the page is a view: it must never stop the batch
             print(f"warning: the live view cannot show {paths['fused']}: {error}", file=sys.stderr)
     view.stack_done({"name": outcome.name, "slices": outcome.slices, "status": outcome.status,
-                     "seconds": None if outcome.seconds is None else round(outcome.seconds, 2)}, fused, depth)
+                     "seconds": None if outcome.seconds is None else round(outcome.seconds, 2)}, fused, depth,
+                    fused_colour=colour)
 
 
 def _warning_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -62,7 +62,7 @@ class SessionSeconds:
 
 
 # Keys only a session that fused something has (it has ``seconds``); ``to_json`` leaves them out otherwise.
-_FUSED_ONLY = ("focus_scores", "seconds", "throughput_slices_per_s", "alignment")
+_FUSED_ONLY = ("focus_scores", "seconds", "throughput_slices_per_s", "alignment", "device_used")
 _SCORED_ONLY = ("psnr_db", "best_slice_psnr_db")
 _WHEN_KNOWN = ("warnings", "acquisition", "seconds_acquisition", "z_range_um", "planned_z_range_um", "truth_range_um",
                "pre_sweep")
@@ -88,6 +88,9 @@ class SessionReport:
     seconds: SessionSeconds | None = None
     throughput_slices_per_s: float | None = None
     alignment: list[dict[str, Any]] | None = None
+    # The torch device the deep measure ran on ("cpu", "cuda"): the profile's fusion.device as resolved ("auto":
+    # CUDA when present); None: a measure without one. As the refusion report's.
+    device_used: str | None = None
     warnings: list[str] | None = None
     psnr_db: float | None = None             # fused image against the simulator's ground truth
     best_slice_psnr_db: float | None = None  # the best single slice against it

@@ -74,6 +74,7 @@ class SessionOutputWriter(SessionListener):
             result_after_last_slice=round(session.result_after_last_slice_s(), 4),
             slices_read_back_by_fusion=session.slices_read_back())
         report.alignment = result.alignment
+        report.device_used = result.measure_device
         blank = no_focus_information(result.focus_scores, str(session.folder))
         report.warnings = ([blank] if blank else []) + (report.warnings or [])
         self._score(session, report, result)

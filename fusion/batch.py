@@ -29,7 +29,7 @@ from fusion.readers import TIFF_SUFFIXES, stack_name
 from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.stack_fingerprint import stack_fingerprint
-from fusion.output_names import refusion_outputs
+from fusion.output_names import is_fused_output, refusion_outputs
 from fusion.refuse import refuse_stack
 from fusion.refuse_report import RefuseReport
 
@@ -92,23 +92,39 @@ def _expanded(arguments: list[str]) -> list[Path]:
 
 
 def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
-    """The matches of a glob that can be stacks, by their names: folders and image files (``STACK_FILE_SUFFIXES``).
-    Other files (a README, a .json beside the stacks) are passed over, with a warning that counts them; a matched
-    image file that cannot be read stays, and is that stack's failed row. A pattern that matches only other files
-    is a StackNotFoundError."""
+    """The matches of a glob that can be stacks, by their names: folders and image files (``STACK_FILE_SUFFIXES``)
+    that are not our own outputs (``is_fused_output``: a glob over a folder that is also ``--out`` meets the fused
+    images and depth maps of the run before). The rest (those outputs, a README, a .json beside the stacks) are
+    passed over, with one warning that counts them; a matched image file that cannot be read stays, and is that
+    stack's failed row. A pattern that matches no stack is a StackNotFoundError."""
     stacks: list[Path] = []
+    outputs: list[Path] = []
     others: list[Path] = []
     for path in matches:
-        (stacks if path.suffix.lower() in STACK_FILE_SUFFIXES or path.is_dir() else others).append(path)
-    if others:
-        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-        names = ", ".join(path.name for path in others[:3]) + more
-        counted = (f"{len(others)} {'file' if len(others) == 1 else 'files'} that are not image stacks ({names}); "
-                   f"stacks are folders and {', '.join(STACK_FILE_SUFFIXES)} files")
-        if not stacks:
-            raise StackNotFoundError(f"the pattern matches only {counted}", pattern)
+        if is_fused_output(path) and not path.is_dir():
+            outputs.append(path)
+        elif path.suffix.lower() in STACK_FILE_SUFFIXES or path.is_dir():
+            stacks.append(path)
+        else:
+            others.append(path)
+    skipped = [_counted(outputs, "output of an earlier fusion", "outputs of earlier fusions", "name one to fuse it"),
+               _counted(others, "file that is not an image stack", "files that are not image stacks",
+                        f"stacks are folders and {', '.join(STACK_FILE_SUFFIXES)} files")]
+    counted = " and ".join(part for part in skipped if part)
+    if counted and not stacks:
+        raise StackNotFoundError(f"the pattern matches only {counted}", pattern)
+    if counted:
         warnings.warn(f"{pattern}: skipped {counted}", stacklevel=2)
     return stacks
+
+
+def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:
+    """'2 files that ... (a, b); hint', naming the first three; '' for none."""
+    if not paths:
+        return ""
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    names = ", ".join(path.name for path in paths[:3]) + more
+    return f"{len(paths)} {one if len(paths) == 1 else many} ({names}); {hint}"
 
 
 def _stacks_in(path: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAlign
     max_displacement_px, warp_to_reference
 from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
-from fusion.focus_measures import DEFAULT_WINDOW_PX, make_measure, to_gray
+from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
 from fusion.overlap import OneAhead, kernels_may_run_concurrently
 from fusion.pyramid_composition import PyramidComposition
@@ -94,6 +94,7 @@ class FusionResult:
     seconds: dict[str, float] = field(default_factory=dict)
     alignment: list[dict] | None = None  # per slice: scale, rotation, shift, matrix, warped
     measure_device: str | None = None    # the torch device a deep measure ran on ("cpu", "cuda"); None: no torch
+    channel_weights: list[float] | None = None  # separate channels: each one's weight in the grey that was measured
 
     def chosen_fraction(self) -> list[float]:
         """Per slice, the share of pixels that chose it, counted where the depth is defined: where
@@ -112,10 +113,14 @@ class StreamingFusion:
     ``source`` gives slices back by index when the final composition needs them (a saved
     stack or the session's buffer); without one, and when composing by "pick", pushed
     slices go to a temporary TIFF.
+    ``channels_are_colour``: whether a slice's channels (H, W, C) are one colour picture's samples (a camera's
+    RGB: the focus measure sees their luminance) or separate images (fluorescence channels, as a stack's reader
+    tells: ``SavedStack.channels_are_colour``), which it sees evenly, each scaled by its own light
+    (``even_channel_weights``, from the first slice), so that a dim channel steers the focus as a bright one does.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype, settings: FusionSettings | None = None,
-                 source: SliceSource | None = None, name: str = "pushed stack"):
+                 source: SliceSource | None = None, name: str = "pushed stack", channels_are_colour: bool = True):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.settings = settings or FusionSettings()
@@ -126,6 +131,8 @@ class StreamingFusion:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
                              f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
         self._measure = make_measure(self.settings.measure, self.settings.window_px, self.settings.device)
+        self._even_channels = len(self.shape) == 3 and not channels_are_colour
+        self._channel_weights: np.ndarray | None = None  # (from the first slice: every slice's grey alike)
         # Only "pick" reads slices back; blending keeps all it needs in its running sums.
         needs_slices_back = self.settings.composition == "pick"
         self._own_store = TemporaryTiffStore() if source is None and needs_slices_back else None
@@ -173,7 +180,9 @@ class StreamingFusion:
             self._own_store.append(pixels)
             self._seconds["store"] += time.perf_counter() - started
         started = time.perf_counter()
-        gray = to_gray(pixels)
+        if self._even_channels and self._channel_weights is None:
+            self._channel_weights = even_channel_weights(pixels)
+        gray = to_gray(pixels, self._channel_weights)
         covered = None
         if self._aligner is not None:
             align_started = time.perf_counter()
@@ -182,7 +191,7 @@ class StreamingFusion:
                 del gray  # before the warp: the warped slice's grey replaces it (20 MB at 5 MP)
                 warped, covered = warp_to_reference(pixels, transform)
                 pixels = warped.reshape(self.shape)
-                gray = to_gray(pixels)
+                gray = to_gray(pixels, self._channel_weights)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         self._seconds["measure"] += time.perf_counter() - started
         job = (pixels, gray, covered, self._pushed, None if z is None else float(z))
@@ -263,6 +272,8 @@ class StreamingFusion:
             alignment=self._alignment_report(),
             # A deep measure resolves its device ("auto": CUDA when present) as it loads; classical ones have none.
             measure_device=getattr(self._measure, "device", None),
+            channel_weights=None if self._channel_weights is None else [round(float(w), 5)
+                                                                        for w in self._channel_weights],
         )
 
     def _warp_needed(self, gray: np.ndarray, z: float | None) -> np.ndarray | None:

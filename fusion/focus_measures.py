@@ -13,6 +13,9 @@ import numpy as np
 from fusion import kernels
 
 DEFAULT_WINDOW_PX = 31  # the paper's 31 x 31 window
+# A channel that carries next to no light is lifted at most this much against the brightest one:
+# beyond it, what is lifted is the camera's noise, not detail.
+MAX_CHANNEL_GAIN = 100.0
 
 
 @runtime_checkable
@@ -30,13 +33,31 @@ class FocusMeasure(Protocol):
     def energy(self, gray: np.ndarray) -> np.ndarray: ...
 
 
-def to_gray(pixels: np.ndarray) -> np.ndarray:
-    """A slice (H, W) or (H, W, C) of any supported dtype as float32 luminance (H, W)."""
+def to_gray(pixels: np.ndarray, channel_weights: np.ndarray | None = None) -> np.ndarray:
+    """A slice (H, W) or (H, W, C) of any supported dtype as float32 grey (H, W): colour as its luminance;
+    with ``channel_weights`` (one per channel: ``even_channel_weights``), separate channels as their weighted sum."""
     if pixels.ndim == 2:
         return np.ascontiguousarray(pixels, dtype=np.float32)
+    if channel_weights is not None:
+        return kernels.weighted_channel_sum_f32(np.ascontiguousarray(pixels),
+                                                np.ascontiguousarray(channel_weights, dtype=np.float32))
     if pixels.shape[2] >= 3:
         return kernels.luminance_f32(np.ascontiguousarray(pixels))
     return np.ascontiguousarray(pixels.mean(axis=2, dtype=np.float32))
+
+
+def even_channel_weights(pixels: np.ndarray) -> np.ndarray:
+    """Weights (float32, one per channel, summing to 1) under which each separate channel of a slice (H, W, C),
+    such as fluorescence channels, has the same say in its grey however bright it is: 1 / the light the channel
+    carries above its background (its mean less its 5th percentile). Blur moves light but keeps it, so any slice
+    of a sweep, sharp or not in that channel, gives about the same weights."""
+    sample = pixels[::4, ::4]  # plenty for a mean and a percentile, and quick at 5 MP
+    light = np.array([float(np.mean(sample[:, :, c], dtype=np.float64)) - float(np.percentile(sample[:, :, c], 5))
+                      for c in range(pixels.shape[2])])
+    if not light.max() > 0:  # every channel flat (a blank slice): nothing to even out
+        return np.full(pixels.shape[2], 1.0 / pixels.shape[2], np.float32)
+    weights = 1.0 / np.maximum(light, light.max() / MAX_CHANNEL_GAIN)
+    return (weights / weights.sum()).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,20 @@ def luminance_f32(rgb):
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def weighted_channel_sum_f32(pixels, weights):
+    """(H, W, C) and C float32 weights -> (H, W) float32 sum of the channels, each times its weight."""
+    height, width, channels = pixels.shape
+    out = np.empty((height, width), np.float32)
+    for y in prange(height):
+        for x in range(width):
+            total = np.float32(0.0)
+            for c in range(channels):
+                total += weights[c] * np.float32(pixels[y, x, c])
+            out[y, x] = total
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def gradient_magnitude(gray):
     """sqrt((f(y,x-1)-f)^2 + (f(y-1,x)-f)^2): the paper's spatial-frequency term per pixel.
 

@@ -39,7 +39,8 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     with warnings.catch_warnings(record=True) as caught, open_stack(path) as stack:
         warnings.simplefilter("always")
         shape, dtype = stack.first_slice_format()
-        engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path))
+        engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
+                                 channels_are_colour=stack.channels_are_colour)  # fluorescence: each channel counts
         z, z_unit = stack.usable_focus_positions()  # µm, or a lens's dpt or mA
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
@@ -80,6 +81,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             source_fingerprint=fingerprint,
             slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
             device_used=result.measure_device,  # (settings keep the device asked for: --resume compares them)
+            channel_weights=result.channel_weights,
         )
         with _naming(stack.path):
             write_json(paths["report"], report.to_json())

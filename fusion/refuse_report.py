@@ -39,6 +39,8 @@ class RefuseReport:
     #                                         depth map's slice index counts them)
     device_used: str | None = None          # the torch device the deep measure ran on ("cpu", "cuda"): settings'
     #                                         device as resolved ("auto": CUDA when present); None: a measure without
+    channel_weights: list[float] | None = None  # separate channels (fluorescence): each one's weight in the grey the
+    #                                             focus measure saw, evening out their brightness; None: colour, grey
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -164,6 +164,9 @@ class StackStream:
             record.update(focus_scores=self.result.focus_scores, depth_unit=self.result.depth_unit,
                           chosen_fraction=self.result.chosen_fraction(),
                           decision_from=self.decision_from, note=self.note,
+                          # Where the deep measure ran ("cpu", "cuda"), as a refusion reports it; None: a measure
+                          # without a device, or none at all (a stack composed from another's decision).
+                          device_used=self.result.measure_device,
                           seconds={k: round(v, 4) for k, v in self.result.seconds.items()})
             if self.worker is not None:
                 record["slices_read_back_by_fusion"] = len(self.worker.read_back)

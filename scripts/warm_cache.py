@@ -5,8 +5,8 @@ being ``cache=True``, writes the machine code beside its source: ``fusion/__pyca
 ``simulators/__pycache__`` (``*.nbi`` index, ``*.nbc`` code; ``NUMBA_CACHE_DIR`` moves them).
 Without this the first run after setup spends 10-15 s compiling. So this runs, on tiny data, what
 users run first, through the real entry point: a simulated live session, and refusions of 8-bit
-colour, 12- and 16-bit mono, moving and PNG-folder stacks, with each composition. A kernel whose
-source changes is compiled again on its next use, and cached again.
+colour, 12- and 16-bit mono, 16-bit separate channels, moving and PNG-folder stacks, with each
+composition. A kernel whose source changes is compiled again on its next use, and cached again.
 
     .venv/bin/python scripts/warm_cache.py
 """
@@ -43,6 +43,7 @@ def small_profile(folder: Path) -> Path:
 def rendered_stacks(folder: Path) -> list[Path]:
     """Small stacks of each kind a refusion meets first."""
     import cv2
+    import tifffile
 
     from simulators.motion import moving_sweep
     from simulators.optics import CameraNoise, Optics, RenderedStack, render_stack
@@ -54,6 +55,11 @@ def rendered_stacks(folder: Path) -> list[Path]:
         specimen = VirtualSpecimen(load_texture("astronaut", SHAPE, color=color), make_height_map("dome", SHAPE, 20.0))
         stack = render_stack(specimen, np.linspace(-2, 22, 5), Optics(0.3), CameraNoise(bit_depth=bit_depth))
         stacks.append(write_rendered_stack(folder / f"{name}.ome.tif", stack)["stack"])
+    # Three 16-bit channels as Fiji saves a hyperstack (ZCYX): separate channels, measured on their evened grey.
+    sweep = np.stack(stack.slices)  # (the mono16 one)
+    tifffile.imwrite(folder / "channels16.tif", np.stack([sweep, sweep // 2, sweep // 8], axis=1), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    stacks.append(folder / "channels16.tif")
     moving = moving_sweep("astronaut", "dome", SHAPE, 5, zoom=0.02, max_shift_px=4.0)
     stacks.append(write_rendered_stack(folder / "moving.ome.tif", RenderedStack(
         moving.slices, moving.z_um, moving.truth, moving.height_um))["stack"])

@@ -232,6 +232,30 @@ def test_a_batch_report_has_no_rows_for_the_notes_beside_the_stacks(small_stacks
     assert [(row["name"], row["status"]) for row in summary["stacks"]] == [("pos0", "done")]
 
 
+def test_a_glob_over_its_own_out_folder_passes_over_the_last_runs_outputs(small_stacks, tmp_path):
+    """`--refuse "data/*.tif" --out data`, run again: the fused images and depth maps of the first run (named as
+    ``fusion.output_names`` names them) are not stacks, as they are not in a folder of slices; one warning says so."""
+    good, _ = small_stacks
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / good[0].name).write_bytes(good[0].read_bytes())
+    first = run_cli("--refuse", data / "*.tif", "--out", data, "--align", "off")
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in data.glob("*.tif")) == ["pos0.depth.tif", "pos0.fused.tif", "pos0.tif"]
+    (data / "README.md").write_text("one position\n")
+    again = run_cli("--refuse", data / "*", "--out", data, "--align", "off")
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((data / "summary.json").read_text())
+    assert [(row["name"], row["status"]) for row in summary["stacks"]] == [("pos0", "done")]
+    skipped = [line for line in again.stderr.splitlines() if "skipped" in line]
+    assert len(skipped) == 1, again.stderr  # one warning for all that was passed over
+    assert "skipped 2 outputs of earlier fusions (pos0.depth.tif, pos0.fused.tif)" in skipped[0]
+    assert "and 3 files that are not image stacks (README.md, pos0.json, summary.json)" in skipped[0]
+    with pytest.raises(StackNotFoundError, match=r"matches only 1 output of an earlier fusion \(pos0.fused.tif\)"):
+        expand_stack_arguments([str(data / "*.fused.tif")])
+    assert expand_stack_arguments([str(data / "pos0.fused.tif")]) == [data / "pos0.fused.tif"]  # named: refused
+
+
 def test_two_stacks_with_one_name_are_refused_up_front(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -18,10 +18,11 @@ from tests.test_sessions import small
 SESSION_KEYS = {"profile", "folder", "planned_slices", "acquired_slices", "dropped_frames", "retries", "ended_by",
                 "errors", "focus_unit", "faults_injected", "focus_scores", "seconds", "throughput_slices_per_s",
                 "alignment", "warnings", "psnr_db", "best_slice_psnr_db", "slices", "outputs",
-                "acquisition_mode", "seconds_acquisition", "z_range_um", "truth_range_um"}
+                "acquisition_mode", "seconds_acquisition", "z_range_um", "truth_range_um", "device_used"}
 REFUSE_KEYS = {"stack", "name", "method", "settings", "n_slices", "shape", "dtype", "depth_unit",
                "depth_defined_fraction", "z_positions_um", "seconds", "focus_scores", "chosen_fraction", "outputs",
-               "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files", "device_used"}
+               "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files", "device_used",
+               "channel_weights"}
 
 
 @pytest.mark.hardware_sim
@@ -42,8 +43,9 @@ def test_a_session_that_fused_nothing_leaves_out_the_fused_keys():
     report = SessionReport(profile={}, folder="f", planned_slices=5, acquired_slices=0, focus_unit="um",
                            ended_by="the camera is gone")
     assert set(report.to_json()) == SESSION_KEYS - {"focus_scores", "seconds", "throughput_slices_per_s",
-                                                    "alignment", "warnings", "psnr_db", "best_slice_psnr_db",
-                                                    "seconds_acquisition", "z_range_um", "truth_range_um"}
+                                                    "alignment", "device_used", "warnings", "psnr_db",
+                                                    "best_slice_psnr_db", "seconds_acquisition", "z_range_um",
+                                                    "truth_range_um"}
     assert SessionReport.from_json(report.to_json()) == report
 
 
@@ -75,3 +77,44 @@ def test_a_refusion_report_records_the_device_the_deep_measure_ran_on(tmp_path, 
     used = None if method == "sf" else requested if requested != "auto" else \
         "cuda" if torch.cuda.is_available() else "cpu"
     assert written["settings"]["device"] == requested and written["device_used"] == report.device_used == used
+
+
+def device_resolved(method: str, requested: str) -> str | None:
+    """Where the deep measure runs when ``requested`` ("auto": CUDA when present); None for the classical ones."""
+    import torch
+
+    if method != "ums":
+        return None
+    return requested if requested != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.hardware_sim
+@pytest.mark.parametrize("method", ["ums", "sf"])
+def test_session_json_records_the_device_the_deep_measure_ran_on(tmp_path, method):
+    """As the refusion report does: the profile keeps the device asked for, device_used says where it ran."""
+    profile = small(load_profile(REPO_ROOT / "profiles" / "simulated.yaml"), z={"bottom": 0, "top": 40, "step": 10})
+    profile = profile.model_copy(update={"fusion": profile.fusion.model_copy(update={"method": method,
+                                                                                     "device": "auto"})})
+    outcome = run_profile(profile, tmp_path, progress=False)
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert written["profile"]["fusion"]["device"] == "auto"
+    assert written["device_used"] == outcome.report.device_used == device_resolved(method, "auto")
+
+
+@pytest.mark.parametrize("method,requested", [("ums", "auto"), ("ums", "cpu"), ("sf", "auto")])
+def test_mda_fusion_json_records_the_device_each_stacks_deep_measure_ran_on(tmp_path, method, requested):
+    import numpy as np
+    import useq
+
+    from fusion.mda import SUMMARY_NAME, StreamingFusionHandler
+
+    handler = StreamingFusionHandler(tmp_path, method=method, device=requested)
+    sequence = useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"absolute": [0, 1, 2]}, axis_order="tcz")
+    handler.sequenceStarted(sequence, {})
+    rng = np.random.default_rng(0)
+    for event in sequence:
+        handler.frameReady((rng.random((48, 64)) * 4000).astype(np.uint16), event, {})
+    handler.sequenceFinished(sequence)
+    summary = json.loads((tmp_path / SUMMARY_NAME).read_text())
+    assert summary["settings"]["device"] == requested and summary["failed"] == []
+    assert [record["device_used"] for record in summary["stacks"]] == [device_resolved(method, requested)] * 2

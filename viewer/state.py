@@ -33,6 +33,7 @@ class LiveViewState:
         self.image_versions = {"slice": 0, "fused": 0, "depth": 0}
         self._latest_slice: np.ndarray | None = None
         self._fused: Callable[[], np.ndarray | None] = lambda: None
+        self._fused_colour: bool | None = None  # its channels colour (RGB) or separate (fluorescence); None: by count
         self._depth: Callable[[], np.ndarray | None] = lambda: None
         self._curve: Callable[[], list[tuple[float, float]]] = lambda: []
         self._changed = threading.Condition()
@@ -65,11 +66,15 @@ class LiveViewState:
         self.devices.update(devices)
         self._bump("slice", "fused", "depth")
 
-    def stack_done(self, row: dict, fused: np.ndarray | None, depth: np.ndarray | None) -> None:
+    def stack_done(self, row: dict, fused: np.ndarray | None, depth: np.ndarray | None,
+                   fused_colour: bool | None = None) -> None:
+        """A finished stack's row and images; ``fused_colour``: whether the fused image's channels are colour
+        samples (a photo) or separate channels (fluorescence, shown as a composite); None: by their count."""
         self.stacks.append(row)
         self.acquired = len(self.stacks)
         if fused is not None:
             self._fused, self._depth = (lambda: fused), (lambda: depth)
+            self._fused_colour = fused_colour
             self._bump("fused", "depth")
         else:
             self._bump()
@@ -112,7 +117,7 @@ class LiveViewState:
                 low, high = _value_range(pixels) or (0.0, 1.0)
                 body = depth_png_bytes(pixels, low, high, width)
             else:
-                body = png_bytes(pixels, width)
+                body = png_bytes(pixels, width, self._fused_colour if name == "fused" else None)
             self.encodes += 1
             self._png_cache[(name, full)] = (version, body)
             return body

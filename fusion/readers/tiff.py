@@ -307,6 +307,13 @@ def read_image_tiff(path: Path) -> np.ndarray:
         return np.moveaxis(image, 0, -1) if series.axes == "CYX" else image
 
 
+def image_tiff_has_colour_samples(path: Path) -> bool:
+    """Whether an image that ``write_image_tiff`` wrote holds colour samples (YXS) or a grey image, rather than
+    separate channels in pages of their own (an ImageJ hyperstack's CYX)."""
+    with tifffile.TiffFile(path) as tiff:
+        return tiff.series[0].axes != "CYX"
+
+
 def depth_unit_of(page: tifffile.TiffPage) -> str:
     """The unit of a depth map's values, as ``fusion.outputs.write_depth_tiff`` records it (ImageJ description; a
     JSON description before); "slice index" where it says none."""
