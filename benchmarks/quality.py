@@ -59,12 +59,26 @@ EDGE_BAND_PX = 12
 
 
 def fuse_with_engine(slices, z_um, settings, moving=False):
+    """The fused image."""
+    return fusion_result(slices, z_um, settings, moving).fused
+
+
+def fusion_result(slices, z_um, settings, moving=False):
+    """The engine's whole result (fused image, depth map in µm, ...)."""
     if moving:  # a breathing lens: align as a lens profile does
         settings = dataclasses.replace(settings, align="auto", align_model="lens")
     engine = StreamingFusion(slices[0].shape, slices[0].dtype, settings)
     for pixels, z in zip(slices, z_um):
         engine.push(pixels, z)
-    return engine.finish().fused
+    return engine.finish()
+
+
+def depth_error(depth_um: np.ndarray, height_um: np.ndarray) -> tuple[float, float]:
+    """(share of the frame with a depth, mean absolute error there in µm) of a depth map (NaN: none)."""
+    defined = np.isfinite(depth_um)
+    if not defined.any():
+        return 0.0, float("nan")
+    return float(defined.mean()), float(np.mean(np.abs(depth_um[defined] - height_um[defined])))
 
 
 def ssim(image, truth, full_scale) -> float:
@@ -95,7 +109,7 @@ def score_stacks(specs, shape, methods, peers, work: Path, truth_kind: str = "id
         truth = stack.truth if truth_kind == "ideal" else best_focus_truth(spec, stack.truth)
         moving = spec.breathing_per_um != 0
         band = edge_band(truth, spec.full_scale, EDGE_BAND_PX)
-        row = {"spec": spec, "scores": {}, "seconds": {},
+        row = {"spec": spec, "scores": {}, "seconds": {}, "depth": {},
                "best_slice": max(psnr(s, truth, spec.full_scale) for s in stack.slices)}
         for name, run in [*methods.items(), *peers.items()]:
             is_peer = name in peers
@@ -105,7 +119,10 @@ def score_stacks(specs, shape, methods, peers, work: Path, truth_kind: str = "id
                     fused = cached(work / "peers" / spec_key(spec, shape) / f"{name.replace(' ', '_')}.npy",
                                    functools.partial(run, stack.slices, moving))
                 else:
-                    fused = fuse_with_engine(stack.slices, stack.z_um, run, moving)
+                    result = fusion_result(stack.slices, stack.z_um, run, moving)
+                    fused = result.fused
+                    if not moving:  # (a breathing stack's depth is in its first slice's frame, not the truth's)
+                        row["depth"][name] = depth_error(result.depth, stack.height_um)
             except Exception as error:  # a peer that fails on a stack is a row entry, not the end
                 print(f"  {spec.name}: {name} failed: {str(error).splitlines()[0][:160]}", flush=True)
                 continue
@@ -161,6 +178,26 @@ def matrix_table(rows, names) -> list[str]:
     lines.append("| **mean** | " + " | ".join(means) + " |")
     seconds = [f"{np.mean([row['seconds'][n] for row in rows if n in row['seconds']]):.1f}" for n in names]
     lines.append("| mean s (peers: first run) | " + " | ".join(seconds) + " |")
+    return lines
+
+
+def depth_table(rows, names) -> list[str]:
+    """Our depth maps against the specimen's true height: the share of the frame given a depth (the rest is
+    marked textureless) and the mean absolute error there, in µm and in z steps."""
+    names = [n for n in names if any(n in row["depth"] for row in rows)]
+    short = [n.replace("ours: ", "") for n in names]
+    lines = ["| stack | z step µm | " + " | ".join(f"{n}: defined / MAE µm" for n in short) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for row in rows:
+        cells = [f"{row['depth'][n][0]:.2f} / {row['depth'][n][1]:.2f}" if n in row["depth"] else "-" for n in names]
+        lines.append(f"| {row['spec'].name} | {row['spec'].step_um:g} | " + " | ".join(cells) + " |")
+    means = []
+    for name in names:
+        values = [(row["depth"][name], row["spec"].step_um) for row in rows if name in row["depth"]]
+        defined = np.mean([v[0][0] for v in values])
+        steps = np.nanmean([v[0][1] / v[1] for v in values])
+        means.append(f"{defined:.3f} / {steps:.3f} steps")
+    lines.append("| **mean** (MAE in z steps) | | " + " | ".join(means) + " |")
     return lines
 
 
@@ -273,6 +310,7 @@ def main() -> int:
         out += ["## Our default beside the best peer on each stack", ""] + summary_table(rows, peers) + [""]
     out += ["## PSNR of every method", ""] + matrix_table(rows, names) + [""]
     out += ["## Mean PSNR by family", ""] + family_table(rows, names) + [""]
+    out += ["## Depth maps against the true height (ours)", ""] + depth_table(rows, list(methods)) + [""]
     if not args.no_real and SHARED_DATA.is_dir():
         crops = args.work / "real"
         crops.mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,7 @@ def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> Ref
     except (OSError, ValueError, TypeError):  # unreadable, or written by another version: fuse again
         return None
     # As the report stores them: through JSON, so 32 and 32.0 or a tuple and a list compare equal.
-    if report.settings != json.loads(json.dumps(asdict(settings))):
+    if report.settings != settings.to_json():
         return None
     if report.source_fingerprint is None or report.source_fingerprint != stack_fingerprint(stack):
         return None

@@ -8,11 +8,12 @@ the final, cleaned decision map differs from the running one.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -79,6 +80,12 @@ class FusionSettings:
             raise ValueError(f"feather_px must be 0 (off) or a positive number, got {self.feather_px}")
         if not TORCH_DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+    def to_json(self) -> dict:
+        """The settings as a JSON mapping (per-level powers as lists), as reports record them and
+        ``--resume`` compares them."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 @dataclass

@@ -101,9 +101,10 @@ class PyramidWeighting:
             values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
             if not values:
                 raise ValueError(f"pyramid weighting: {name} needs at least one power")
-            powers = tuple(_whole_power(name, v) for v in values)
-            object.__setattr__(self, name, powers[0] if len(powers) == 1 and not isinstance(value, (list, tuple))
-                               else powers)
+            powers = [_whole_power(name, v) for v in values]
+            while len(powers) > 1 and powers[-1] == powers[-2]:  # one spelling per weighting: --resume compares them
+                powers.pop()
+            object.__setattr__(self, name, powers[0] if len(powers) == 1 else tuple(powers))
         if self.evidence_pool_power not in POOL_POWERS or isinstance(self.evidence_pool_power, bool):
             raise ValueError(f"pyramid weighting: evidence_pool_power must be one of {POOL_POWERS}, "
                              f"got {self.evidence_pool_power}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 import warnings
@@ -69,7 +68,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         seconds["total"] = time.perf_counter() - started
         report = RefuseReport(
             stack=os.path.abspath(stack.path), name=stack.name, method=settings.measure,  # (absolute: compared later)
-            settings=dataclasses.asdict(settings), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
+            settings=settings.to_json(), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
             depth_unit=depth_unit,
             depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
             z_positions_um=z if z_unit == "um" else None,
