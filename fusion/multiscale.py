@@ -76,10 +76,10 @@ class PyramidWeighting:
     depth_power: exponent on that evidence in the depth map's weighted mean over z.
     """
 
-    # Measured on benchmarks/quality.py's 25 stacks and on 25 more rendered with other seeds at another
-    # size (the same per-level schedule won on both): soft at the finest level, where noise and the
-    # PSF's base blur are best averaged, and harder at coarse levels, where a window straddles more
-    # than one depth (ideal truth +0.09 dB mean, best-focus truth +0.3 dB, against 4 and 12 everywhere).
+    # Soft at the finest level, where noise and the PSF's base blur are best averaged, and harder at coarse
+    # levels, where a window straddles more than one depth. Against 4 and 12 at every level (and plain-mean
+    # pooling): +0.08 dB mean on benchmarks/quality.py's 25 stacks (ideal truth; +0.31 against the best-focus
+    # truth), and +0.11 (+0.37) on 25 more rendered with other seeds at 448x576 (--seed-offset 100).
     evidence_power: int | tuple[int, ...] = (2, 6, 6, 8, 12)
     band_power: int | tuple[int, ...] = (10, 12)
     evidence_pool_power: int = 2
