@@ -56,5 +56,8 @@ def acquirer_for(profile: Profile, rig: Rig) -> Acquirer | None:
                                       "the sequence's first move) or plan.hardware_sequencing: off")
     from acquisition.sequenced import HardwareSequencedAcquirer
 
+    # Each sequence run arms the profile's faults as it starts, from its first planned slice (Rig.arm_faults).
     return HardwareSequencedAcquirer(rig.camera, rig.focus, frame_timeout_s=profile.camera.timeout_s,
-                                     settle_timeout_s=profile.focus.settle_timeout_s, retries=plan.retries)
+                                     settle_timeout_s=profile.focus.settle_timeout_s, retries=plan.retries,
+                                     before_sequence=lambda first_index: rig.arm_faults(first_index,
+                                                                                        sequence_starts=True))
