@@ -94,6 +94,7 @@ class Session:
         self.t_last_slice: float | None = None
         self.t_acquisition_started: float | None = None
         self.acquirer: Acquirer | None = None
+        self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
         self.total_s = 0.0
@@ -101,7 +102,7 @@ class Session:
     def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
         focus = self.rig.focus
         start = focus.position()
-        self.acquirer = acquirer_for(self.profile, self.rig)  # None: the stepped loop below
+        self.acquirer = acquirer_for(self.profile, self.rig, self.mode_warnings)  # None: the stepped loop below
         started = time.perf_counter()
         positions = self._positions(start)
         self.planned = len(positions)
@@ -268,8 +269,10 @@ class Session:
 
     def acquisition_warnings(self) -> list[str]:
         """What the user should know about how the stack was taken: the pre-sweep's (the search range
-        cut the specimen), faults that did not fire, and a settle wait that a hardware sequence cannot honour."""
+        cut the specimen), why it was stepped where it could have been sequenced, faults that did not
+        fire, and a settle wait that a hardware sequence cannot honour."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
+        warnings += self.mode_warnings
         # A rehearsal that rehearsed nothing must not pass for one.
         for role, fault in self.rig.faults_never_due():
             warnings.append(f"faults.{role} did not fire: its slice ({fault.after_slices}) never came: the session "

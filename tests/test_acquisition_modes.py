@@ -146,17 +146,39 @@ def test_a_fault_after_the_last_slice_is_not_reported_as_injected_and_a_warning_
             "so nothing was rehearsed") in report["warnings"]
 
 
-def test_a_stage_fault_mid_sequence_is_refused_before_anything_moves(tmp_path):
+def test_a_stage_fault_mid_sequence_is_refused_before_anything_moves_when_sequencing_is_on(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
                     faults={"focus": {"error_reply": 5, "after_slices": 4}})
+    assert profile.plan is not None and profile.plan.hardware_sequencing == "on"
     rig = open_rig(profile)
     try:
         with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager stage SimZ: faults.focus.after_slices: in a "
-                                                          r"hardware-sequenced stack .* give after_slices: 0"):
+                                                          r"hardware-sequenced stack .* give after_slices: 0 \(it "
+                                                          r"meets the sequence's first move\) or plan.hardware_"
+                                                          r"sequencing: auto to step instead"):
             acquirer_for(profile, rig)
         assert rig.simulated["focus"].get_position_um() == 0.0 and not rig.faults_injected
     finally:
         rig.close()
+
+
+def test_auto_steps_a_stack_whose_stage_fault_starts_mid_stack_and_says_why(tmp_path, capsys):
+    # The rehearsal is what the user asked for; auto leaves the choice of mode to the system.
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"), **{"plan.hardware_sequencing": "auto"},
+                    faults={"focus": {"error_reply": 5, "times": 1, "after_slices": 4}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report.to_json()
+    assert outcome.completed and report["acquisition_mode"] == "stepped" and report["acquired_slices"] == 13
+    assert [(r["what"], r["slice"]) for r in report["retries"]] == [("move", 4)]   # the fault met slice 4
+    assert report["faults_injected"] == [{"device": "focus", "after_slices": 4, "error_reply": 5, "times": 1}]
+    why = ("the stack was stepped, not hardware-sequenced (plan.hardware_sequencing: auto), so that faults.focus "
+           "(after_slices: 4) could start mid-stack: a sequenced stage steps on the camera's trigger and is sent "
+           "no command between slices")
+    assert why in report["warnings"]
+    from run_session import print_session_summary
+
+    print_session_summary(outcome)   # the terminal says it as it says other warnings
+    assert f"warning: {why}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name,faults,lost,later", [
