@@ -1,8 +1,9 @@
 """Which acquisition a profile gets on an opened rig: stepped, hardware-sequenced, or a lens stream.
 
 ``plan.hardware_sequencing``: ``auto`` sequences when the focus stage takes z-sequences and the
-camera runs sequence acquisitions; ``on`` demands it, and a device that cannot is an error that
-names it; ``off`` steps. ``plan.stream`` sweeps a tunable lens with the camera free-running.
+camera runs sequence acquisitions (and no focus fault is to start mid-stack); ``on`` demands it,
+and a device that cannot is an error that names it; ``off`` steps. ``plan.stream`` sweeps a
+tunable lens with the camera free-running.
 """
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ def why_not_sequenced(rig: Rig) -> tuple[str, str] | None:
     return None
 
 
-def acquirer_for(profile: Profile, rig: Rig) -> Acquirer | None:
-    """The acquirer the profile asks for on this rig; None for the session's own stepped loop."""
+def acquirer_for(profile: Profile, rig: Rig, warnings: list[str] | None = None) -> Acquirer | None:
+    """The acquirer the profile asks for on this rig; None for the session's own stepped loop.
+
+    A choice the user should hear of (``auto`` stepping on a rig that could sequence) goes into ``warnings``.
+    """
     plan = profile.plan
     if plan is None:  # an MDA profile: its sequence runs in mda_session
         return None
@@ -49,12 +53,23 @@ def acquirer_for(profile: Profile, rig: Rig) -> Acquirer | None:
                                                   "plan.hardware_sequencing: auto (or off) to step instead")
         return None
     focus_fault = profile.faults.focus
-    if focus_fault is not None and focus_fault.after_slices > 0:
-        raise UnsupportedFeatureError(rig.focus.name, "faults.focus.after_slices: in a hardware-sequenced stack "
-                                      "the stage steps on the camera's trigger and is sent no command between "
-                                      "slices, so its fault cannot start mid-stack; give after_slices: 0 (it meets "
-                                      "the sequence's first move) or plan.hardware_sequencing: off")
+    if focus_fault is not None and focus_fault.after_slices > 0:  # the stage hears nothing mid-sequence
+        if plan.hardware_sequencing == "on":
+            raise UnsupportedFeatureError(rig.focus.name, "faults.focus.after_slices: in a hardware-sequenced "
+                                          "stack the stage steps on the camera's trigger and is sent no command "
+                                          "between slices, so its fault cannot start mid-stack; give after_slices: 0 "
+                                          "(it meets the sequence's first move) or plan.hardware_sequencing: auto "
+                                          "to step instead")
+        # auto leaves the mode to the system; the rehearsal is what the user asked for: step, and say so.
+        if warnings is not None:
+            warnings.append(f"the stack was stepped, not hardware-sequenced (plan.hardware_sequencing: auto), so "
+                            f"that faults.focus (after_slices: {focus_fault.after_slices}) could start mid-stack: "
+                            "a sequenced stage steps on the camera's trigger and is sent no command between slices")
+        return None
     from acquisition.sequenced import HardwareSequencedAcquirer
 
+    # Each sequence run arms the profile's faults as it starts, from its first planned slice (Rig.arm_faults).
     return HardwareSequencedAcquirer(rig.camera, rig.focus, frame_timeout_s=profile.camera.timeout_s,
-                                     settle_timeout_s=profile.focus.settle_timeout_s, retries=plan.retries)
+                                     settle_timeout_s=profile.focus.settle_timeout_s, retries=plan.retries,
+                                     before_sequence=lambda first_index: rig.arm_faults(first_index,
+                                                                                        sequence_starts=True))

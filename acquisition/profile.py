@@ -366,7 +366,7 @@ class OutputSettings(_Strict):
 class FaultSettings(_Strict):
     """A fault for a simulated device to commit during the session, to rehearse failures."""
 
-    after_slices: int = Field(0, ge=0)         # starts once this many slices are acquired
+    after_slices: int = Field(0, ge=0)         # starts at this planned slice (from 0, lost ones counted)
     silent: bool = False                       # stops answering
     garbage: bool = False                      # answers with random bytes
     error_reply: int | None = Field(None, ge=0, le=255)   # answers with this device error code

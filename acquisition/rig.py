@@ -30,38 +30,42 @@ class Rig:
     simulated: dict[str, Any] = field(default_factory=dict)   # role ("focus", "camera") -> its simulator
     fault_committers: dict[str, FaultCommitter] = field(default_factory=dict)  # by role
     _closers: list[Callable[[], None]] = field(default_factory=list)
-    pending_faults: list[tuple[str, FaultSettings]] = field(default_factory=list)    # (role, the profile's)
-    committed_faults: list[tuple[str, FaultSettings]] = field(default_factory=list)  # handed to the simulators
+    profile_faults: list[tuple[str, FaultSettings]] = field(default_factory=list)   # (role, the profile's entry)
 
-    def arm_faults(self, acquired_slices: int, camera_by_frame: bool = False) -> None:
-        """Start the profile's faults whose time has come, ``acquired_slices`` slices into the session.
+    def arm_faults(self, planned_index: int, sequence_starts: bool = False) -> None:
+        """Start the profile's faults whose slice has come, as planned slice ``planned_index`` (from 0,
+        slices lost before it counted, as session.json's ``planned_index``) is about to be taken.
 
-        ``camera_by_frame``: the camera runs ahead of the session and each of its frames becomes a
-        slice (a hardware sequence), so its fault is handed over now and starts by the camera's own
-        frame count, at exactly the slice it names.
+        ``sequence_starts``: a hardware sequence starts at that slice. Its camera runs ahead of the
+        session, and its frame k is planned slice ``planned_index + k``, so a camera fault is handed
+        over to start by frame count, at exactly the slice it names; a sequence started anew (a retry,
+        or the next after a lost slice) hands it over again, counting from its own first slice.
         """
-        for role, settings in list(self.pending_faults):
+        for role, settings in self.profile_faults:
             committer = self.fault_committers[role]
-            if role == "camera" and camera_by_frame:
-                committer.commit_at_frame(settings, max(0, settings.after_slices - acquired_slices))
-            elif acquired_slices >= settings.after_slices:
-                committer.commit(settings)
-            else:
+            if committer.started():
                 continue
-            self.pending_faults.remove((role, settings))
-            self.committed_faults.append((role, settings))
+            if role == "camera" and sequence_starts:
+                # (past its slice, which was lost before the camera's turn: the sequence's first frame)
+                committer.commit_at_frame(settings, max(0, settings.after_slices - planned_index))
+            elif planned_index >= settings.after_slices:
+                committer.commit(settings)
 
     @property
     def faults_injected(self) -> list[dict]:
         """The profile's faults that fired (spoiled an answer or a frame), for the session report."""
         return [{"device": role, "after_slices": settings.after_slices, **settings.model_dump(exclude_defaults=True)}
-                for role, settings in self.committed_faults if self.fault_committers[role].fired()]
+                for role, settings in self.profile_faults if self.fault_committers[role].fired()]
 
-    def faults_not_fired(self) -> list[tuple[str, FaultSettings]]:
-        """The profile's faults that never spoiled anything: their slice never came, or the device was
-        not used again after it did."""
-        return [(role, settings) for role, settings in self.pending_faults + self.committed_faults
-                if not self.fault_committers[role].fired()]
+    def faults_never_due(self) -> list[tuple[str, FaultSettings]]:
+        """The profile's faults whose slice never came (in a sequence: the camera's frame for it)."""
+        return [(role, settings) for role, settings in self.profile_faults
+                if not self.fault_committers[role].started()]
+
+    def faults_unused(self) -> list[tuple[str, FaultSettings]]:
+        """The profile's faults switched on at their slice that spoiled nothing: the device was not used again."""
+        return [(role, settings) for role, settings in self.profile_faults
+                if self.fault_committers[role].started() and not self.fault_committers[role].fired()]
 
     def truth_for(self, frame_metadata: dict[str, Any]) -> np.ndarray | None:
         """The all-in-focus frame as the frame with this metadata framed it; None without a ground truth."""
@@ -111,4 +115,4 @@ def open_rig(profile: Profile) -> Rig:
                ground_truth=opened["camera"].ground_truth,
                simulated={role: part.simulator for role, part in opened.items() if part.simulator is not None},
                fault_committers=committers, _closers=[part.close for part in opened.values()],
-               pending_faults=faults)
+               profile_faults=faults)

@@ -42,10 +42,14 @@ class FaultCommitter(Protocol):
     """How a simulator commits a profile's fault (a ``FaultSettings``), and whether it has done anything."""
 
     def commit(self, settings: Any) -> None:
-        """Switch the fault on now: the device's next answer or frame meets it."""
+        """Switch the fault on now: the device's next answer or frame meets it (once: a fault on stays on)."""
 
     def commit_at_frame(self, settings: Any, frames_before: int) -> None:
-        """Switch it on as the camera begins the frame after its next ``frames_before`` (cameras only)."""
+        """Switch it on as the camera begins the frame after its next ``frames_before`` (cameras only);
+        called again before then (a sequence started anew), the count starts over from this call."""
+
+    def started(self) -> bool:
+        """Whether the fault is on (one waiting for its frame is not yet)."""
 
     def fired(self) -> bool:
         """Whether the fault has spoiled an answer or a frame yet."""

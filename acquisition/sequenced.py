@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 from acquisition.session_report import RetryRecord
 from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice
@@ -31,12 +31,14 @@ class HardwareSequencedAcquirer:
 
     mode = "sequenced"
 
-    def __init__(self, camera, focus, frame_timeout_s: float = 5.0, settle_timeout_s: float = 5.0, retries: int = 2):
+    def __init__(self, camera, focus, frame_timeout_s: float = 5.0, settle_timeout_s: float = 5.0, retries: int = 2,
+                 before_sequence: Callable[[int], None] = lambda first_index: None):
         self.camera = camera
         self.focus = focus
         self.frame_timeout_s = frame_timeout_s
         self.settle_timeout_s = settle_timeout_s
         self.retries = retries
+        self.before_sequence = before_sequence  # told each run's first planned index (the rig arms its faults)
         self.max_length = focus.sequence_max_length()
         self.sequences: list[dict] = []   # per sequence run: first planned index, frames asked, frames got
         self.cleanup_errors: list[str] = []
@@ -47,6 +49,7 @@ class HardwareSequencedAcquirer:
             chunk = positions[done:done + self.max_length]
             record = {"first_index": done, "frames_asked": len(chunk), "frames_got": 0}
             self.sequences.append(record)
+            self.before_sequence(done)
             previous_s = time.perf_counter()
             sequence = self._sequence(chunk)
             try:

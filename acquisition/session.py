@@ -94,6 +94,7 @@ class Session:
         self.t_last_slice: float | None = None
         self.t_acquisition_started: float | None = None
         self.acquirer: Acquirer | None = None
+        self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
         self.total_s = 0.0
@@ -101,7 +102,7 @@ class Session:
     def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
         focus = self.rig.focus
         start = focus.position()
-        self.acquirer = acquirer_for(self.profile, self.rig)  # None: the stepped loop below
+        self.acquirer = acquirer_for(self.profile, self.rig, self.mode_warnings)  # None: the stepped loop below
         started = time.perf_counter()
         positions = self._positions(start)
         self.planned = len(positions)
@@ -182,7 +183,7 @@ class Session:
     def acquire_slice(self, index: int, z: float) -> None:
         """Move to ``z``, settle, snap, store and hand the slice to fusion; a frame still lost after
         the retries is recorded as dropped (with its z), and too many lost ones end the session."""
-        self.rig.arm_faults(len(self.slices))  # a profile's faults: section (simulators only)
+        self.rig.arm_faults(index)  # a profile's faults: section (simulators only)
         retries = self.plan.retries
         t0 = time.perf_counter()
         with_retries(lambda: self._move_to(z), "move", retries, self.retries, index)
@@ -222,18 +223,20 @@ class Session:
 
     def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
         """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""
-        # A sequence's camera runs ahead of the store and each of its frames is a slice: its fault
-        # counts the camera's own frames from here (the warm-up snap before this is not one of them).
-        self.rig.arm_faults(len(self.slices), camera_by_frame=acquirer.mode == "sequenced")
+        # A sequence's camera runs ahead of the store: the sequence arms the faults itself as each of
+        # its runs starts (acquisition_mode.acquirer_for). A stream's are armed here, slice by slice.
+        arms_here = acquirer.mode != "sequenced"
+        if arms_here:
+            self.rig.arm_faults(0)
         frames = acquirer.frames(positions, self.retries)
         with contextlib.closing(frames):  # stops the devices whatever ends the loop
             for item in frames:
                 if isinstance(item, LostSlice):  # an explicit gap, recorded with its z
                     self.dropped.append(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
-                    continue
-                self._keep(item.frame, item.z, item.planned_index, time.perf_counter(), **item.timing)
-                if item.planned_index + 1 < len(positions):  # as stepped: faults start before a slice, never
-                    self.rig.arm_faults(len(self.slices))    # after the last (they would spoil the return move)
+                else:
+                    self._keep(item.frame, item.z, item.planned_index, time.perf_counter(), **item.timing)
+                if arms_here and item.planned_index + 1 < len(positions):  # as stepped: before a slice, never
+                    self.rig.arm_faults(item.planned_index + 1)           # after the last (it would spoil the return)
 
     def _keep(self, frame, z: float, planned_index: int, started: float, **timing: float) -> None:
         """Store the slice and record it (``timing``: its move, settle and exposure seconds) together:
@@ -266,11 +269,17 @@ class Session:
 
     def acquisition_warnings(self) -> list[str]:
         """What the user should know about how the stack was taken: the pre-sweep's (the search range
-        cut the specimen) and a settle wait that a hardware sequence cannot honour."""
+        cut the specimen), why it was stepped where it could have been sequenced, faults that did not
+        fire, and a settle wait that a hardware sequence cannot honour."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
-        for role, fault in self.rig.faults_not_fired():  # a rehearsal that rehearsed nothing must not pass for one
-            warnings.append(f"faults.{role} did not fire: the {role} was not used again once {fault.after_slices} "
-                            f"slices were acquired (the session acquired {len(self.slices)}), so nothing was rehearsed")
+        warnings += self.mode_warnings
+        # A rehearsal that rehearsed nothing must not pass for one.
+        for role, fault in self.rig.faults_never_due():
+            warnings.append(f"faults.{role} did not fire: its slice ({fault.after_slices}) never came: the session "
+                            f"acquired {len(self.slices)} of the {self.planned} planned, so nothing was rehearsed")
+        for role, fault in self.rig.faults_unused():
+            warnings.append(f"faults.{role} did not fire: it was switched on at its slice ({fault.after_slices}), "
+                            f"but the {role} was not used again, so nothing was rehearsed")
         settle_ms = self.profile.focus.settle_ms
         exposure_ms = self.profile.camera.exposure_ms or 0.0
         if self.acquirer is not None and self.acquirer.mode == "sequenced" and settle_ms > exposure_ms:

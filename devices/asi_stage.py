@@ -40,6 +40,7 @@ class AsiZStage(FocusDrive):
                  timeout_s: float = 1.0):
         super().__init__(name, limits)
         self.axis = axis
+        self.baudrate = baudrate
         self._link = SerialLink(name, port, baudrate=baudrate, timeout_s=timeout_s)
 
     def move_to_um(self, z_um: float) -> None:
@@ -73,7 +74,7 @@ class AsiZStage(FocusDrive):
             self._raise_error(answer)
         status = answer.lstrip(b":A").strip()
         if status not in (b"B", b"N"):
-            raise DeviceProtocolError(self.name, "busy status is neither B nor N", answer)
+            raise self._unexpected("busy status is neither B nor N", answer)
         return status == b"B"
 
     def _command(self, command: str, allow_halt: bool = False) -> str:
@@ -86,7 +87,13 @@ class AsiZStage(FocusDrive):
             if allow_halt and answer == b":N-21":
                 return ""
             self._raise_error(answer)
-        raise DeviceProtocolError(self.name, f"unexpected answer to {command!r}", answer)
+        raise self._unexpected(f"unexpected answer to {command!r}", answer)
+
+    def _unexpected(self, what: str, answer: bytes) -> DeviceProtocolError:
+        # The MS-2000 answers in printable ASCII: anything else is most often a port at another rate.
+        if any(not 32 <= byte < 127 for byte in answer):
+            what += f" at {self.baudrate} baud; set focus.baudrate to the controller's rate"
+        return DeviceProtocolError(self.name, what, answer)
 
     def _raise_error(self, answer: bytes):
         try:

@@ -60,7 +60,8 @@ class Faults:
 
     def schedule(self, frames_before: int, start: Callable[[], None]) -> None:
         """Have ``start`` switch faults on as a camera begins the frame after the next ``frames_before``:
-        a camera that runs ahead of whoever arms the fault still spoils exactly that frame."""
+        a camera that runs ahead of whoever arms the fault still spoils exactly that frame. A schedule
+        still waiting is replaced."""
         self._scheduled = (frames_before, start)
 
     def frame_starting(self) -> None:

@@ -45,12 +45,19 @@ class SimulatorFaults:
 
     def __init__(self, simulator: Any):
         self.simulator = simulator
+        self._started = False
 
     def commit(self, settings: FaultSettings) -> None:
+        if self._started:  # a schedule replaced by a sequence started anew may have started it already
+            return
+        self._started = True
         commit_fault(self.simulator, settings)
 
     def commit_at_frame(self, settings: FaultSettings, frames_before: int) -> None:
-        self.simulator.faults.schedule(frames_before, lambda: commit_fault(self.simulator, settings))
+        self.simulator.faults.schedule(frames_before, lambda: self.commit(settings))
+
+    def started(self) -> bool:
+        return self._started
 
     def fired(self) -> bool:
         return self.simulator.faults.fired

@@ -37,8 +37,9 @@ def line_speed_baud(fd: int) -> int:
 
 
 def garbled(n_bytes: int) -> bytes:
-    """Noise ending as a line does, so that a driver reads it at once instead of waiting out its timeout."""
-    return bytes((b * 37 + 11) % 256 for b in os.urandom(n_bytes)) + b"\r\n"
+    """Noise ending as a line does, so that a driver reads it at once instead of waiting out its timeout.
+    Its bytes lie outside ASCII: random ones could hold a line end, or pass for text, by chance (a flaky test)."""
+    return bytes(0x80 | byte for byte in os.urandom(n_bytes)) + b"\r\n"
 
 
 class PtySerialDevice(ABC):

@@ -142,21 +142,64 @@ def test_a_fault_after_the_last_slice_is_not_reported_as_injected_and_a_warning_
     report = outcome.report.to_json()
     assert outcome.completed and report["acquired_slices"] == 13 and report["retries"] == []
     assert report["faults_injected"] == []
-    assert ("faults.camera did not fire: the camera was not used again once 13 slices were acquired (the session "
-            "acquired 13), so nothing was rehearsed") in report["warnings"]
+    assert ("faults.camera did not fire: its slice (13) never came: the session acquired 13 of the 13 planned, "
+            "so nothing was rehearsed") in report["warnings"]
 
 
-def test_a_stage_fault_mid_sequence_is_refused_before_anything_moves(tmp_path):
+def test_a_stage_fault_mid_sequence_is_refused_before_anything_moves_when_sequencing_is_on(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"),
                     faults={"focus": {"error_reply": 5, "after_slices": 4}})
+    assert profile.plan is not None and profile.plan.hardware_sequencing == "on"
     rig = open_rig(profile)
     try:
         with pytest.raises(UnsupportedFeatureError, match=r"Micro-Manager stage SimZ: faults.focus.after_slices: in a "
-                                                          r"hardware-sequenced stack .* give after_slices: 0"):
+                                                          r"hardware-sequenced stack .* give after_slices: 0 \(it "
+                                                          r"meets the sequence's first move\) or plan.hardware_"
+                                                          r"sequencing: auto to step instead"):
             acquirer_for(profile, rig)
         assert rig.simulated["focus"].get_position_um() == 0.0 and not rig.faults_injected
     finally:
         rig.close()
+
+
+def test_auto_steps_a_stack_whose_stage_fault_starts_mid_stack_and_says_why(tmp_path, capsys):
+    # The rehearsal is what the user asked for; auto leaves the choice of mode to the system.
+    profile = small(load_profile(PROFILES / "simulated-sequenced.yaml"), **{"plan.hardware_sequencing": "auto"},
+                    faults={"focus": {"error_reply": 5, "times": 1, "after_slices": 4}})
+    outcome, _ = run_session(tmp_path, profile)
+    report = outcome.report.to_json()
+    assert outcome.completed and report["acquisition_mode"] == "stepped" and report["acquired_slices"] == 13
+    assert [(r["what"], r["slice"]) for r in report["retries"]] == [("move", 4)]   # the fault met slice 4
+    assert report["faults_injected"] == [{"device": "focus", "after_slices": 4, "error_reply": 5, "times": 1}]
+    why = ("the stack was stepped, not hardware-sequenced (plan.hardware_sequencing: auto), so that faults.focus "
+           "(after_slices: 4) could start mid-stack: a sequenced stage steps on the camera's trigger and is sent "
+           "no command between slices")
+    assert why in report["warnings"]
+    from run_session import print_session_summary
+
+    print_session_summary(outcome)   # the terminal says it as it says other warnings
+    assert f"warning: {why}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,faults,lost,later", [
+    # A stepped stage's move that keeps failing ends the stack, so here the camera loses slice 2 and the
+    # stage's fault comes later (it met the 8th planned slice, once 6 were acquired).
+    ("simulated-micromanager", {"camera": {"drop_frames": 3, "after_slices": 2},
+                                "focus": {"error_reply": 5, "times": 1, "after_slices": 6}}, 2, ("move", 6)),
+    # The stage refuses the sequence's first move three times (a try and plan.retries' 2): slice 0 is lost and
+    # the camera's frames begin at slice 1 (its fault met the camera's 5th frame: slice 5).
+    ("simulated-sequenced", {"focus": {"error_reply": 5, "times": 3},
+                             "camera": {"drop_frames": 1, "after_slices": 4}}, 0, ("sequence", 4)),
+])
+def test_a_later_fault_meets_the_planned_slice_it_names_after_a_slice_was_lost(tmp_path, name, faults, lost, later):
+    """after_slices: n is planned slice n (from 0), lost slices before it counted, stepped or sequenced alike."""
+    outcome, _ = run_session(tmp_path, small(load_profile(PROFILES / f"{name}.yaml"), faults=faults))
+    report = outcome.report.to_json()
+    assert report["ended_by"] is None
+    assert report["acquisition_mode"] == ("sequenced" if name == "simulated-sequenced" else "stepped")
+    assert [d["planned_index"] for d in report["dropped_frames"]] == [lost] and report["acquired_slices"] == 12
+    assert [(r["what"], r["slice"]) for r in report["retries"] if r["slice"] != lost] == [later]
+    assert len(report["faults_injected"]) == 2 and not report.get("warnings")
 
 
 def profile_retries_plus_one() -> int:

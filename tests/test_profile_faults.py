@@ -100,7 +100,22 @@ def test_a_fault_that_never_met_its_device_is_not_reported_as_injected(tmp_path)
     report = outcome.report
     assert "is gone" in report.ended_by and report.acquired_slices == 3
     assert report.faults_injected == [{"device": "focus", "after_slices": 3, "disconnect": True}]
-    assert report.warnings is not None and any(w.startswith("faults.camera did not fire") for w in report.warnings)
+    assert report.warnings == ["faults.camera did not fire: it was switched on at its slice (3), but the camera was "
+                               "not used again, so nothing was rehearsed"]
+
+
+@pytest.mark.parametrize("faults,acquired", [
+    ({"focus": {"silent": True, "after_slices": 20}}, 17),    # past the 17-slice stack's end
+    # The camera vanishes at slice 3, before the stage's fault is due.
+    ({"camera": {"disconnect": True, "after_slices": 3}, "focus": {"silent": True, "after_slices": 5}}, 3),
+])
+def test_a_fault_whose_slice_never_came_says_so(tmp_path, faults, acquired):
+    report = run(tmp_path, profile_with(tmp_path, "simulated", faults)).report
+    assert report.planned_slices == 17 and report.acquired_slices == acquired
+    assert report.warnings is not None
+    assert [w for w in report.warnings if w.startswith("faults.focus")] == [
+        f"faults.focus did not fire: its slice ({faults['focus']['after_slices']}) never came: the session acquired "
+        f"{acquired} of the 17 planned, so nothing was rehearsed"]
 
 
 def test_a_lens_fault_due_after_the_last_slice_of_a_stream_spoils_nothing(tmp_path):

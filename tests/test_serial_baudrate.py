@@ -19,6 +19,10 @@ pytestmark = pytest.mark.hardware_sim
 # driver -> (its simulator, the focus section's other keys, the device's own rate, another it can be set to)
 SERIAL_DRIVES = {"asi": (AsiStageSimulator, {"unit": "um"}, 9600, 19200),
                  "optotune": (OptotuneLensSimulator, {"unit": "dpt"}, 115200, 57600)}
+# What each driver says when it hears noise at the rate it tried.
+WRONG_RATE_SAYS = {"asi": r"unexpected answer to 'M Z=10' at {baud} baud; set focus.baudrate to the controller's "
+                          r"rate \(device replied b'",
+                   "optotune": r"handshake failed at {baud} baud: expected 'Ready'"}
 
 
 def rig_on(port: str, driver: str, **focus) -> Profile:
@@ -43,8 +47,9 @@ def open_and_move(profile: Profile) -> float:
 def test_the_profiles_baudrate_reaches_the_driver_on_a_named_port(driver):
     simulator_type, _, default_baud, other_baud = SERIAL_DRIVES[driver]
     with simulator_type(baudrate=other_baud) as simulator:   # a device set to another rate than its default
-        # Left out, the port runs at the device's default: the device hears noise, and the driver says so.
-        with pytest.raises(DeviceProtocolError, match=rf"unexpected answer|handshake failed at {default_baud} baud"):
+        # Left out, the port runs at the device's default: the device hears noise, and the driver says
+        # which rate it tried.
+        with pytest.raises(DeviceProtocolError, match=WRONG_RATE_SAYS[driver].format(baud=default_baud)):
             open_and_move(rig_on(simulator.port, driver))
         assert open_and_move(rig_on(simulator.port, driver, baudrate=other_baud)) == pytest.approx(1.0, abs=0.01)
 
@@ -69,3 +74,24 @@ def test_a_simulated_serial_stage_runs_at_the_profiles_baudrate(tmp_path):
     finally:
         rig.close()
     assert outcome.completed and outcome.report.acquired_slices == outcome.report.planned_slices
+
+
+class StageAnsweringText(AsiStageSimulator):
+    """Understands the driver (same rate) but answers readable text that is not the protocol's."""
+
+    def handle(self, data: bytes) -> list[bytes]:
+        return [b"?? unknown\r\n"]
+
+
+def test_a_readable_answer_the_stage_should_not_give_is_not_blamed_on_the_rate():
+    from devices.asi_stage import AsiZStage
+
+    with StageAnsweringText() as simulator:
+        stage = AsiZStage(simulator.port, timeout_s=0.5)
+        try:
+            with pytest.raises(DeviceProtocolError) as raised:
+                stage.move_to(1.0)
+        finally:
+            stage.close()
+    assert "unexpected answer to 'M Z=10' (device replied b'?? unknown')" in str(raised.value)
+    assert "baud" not in str(raised.value)
