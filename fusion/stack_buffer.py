@@ -22,6 +22,7 @@ import numpy as np
 import tifffile
 
 from fusion.errors import slice_name
+from fusion.outputs import colour_by_shape
 from fusion.readers.tiff import SESSION_PLANE_KEY
 
 CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
@@ -86,7 +87,7 @@ class StackBuffer:
                  "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
         if self.pixel_size_um is not None:  # in every page too: after kill -9 there is no OME to say it
             plane["pixel_size_um"] = self.pixel_size_um
-        colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+        colour = colour_by_shape(pixels.shape)  # (a camera's frame: nothing else says)
         with self._lock:
             size_before = os.fstat(self._file.fileno()).st_size
             try:
