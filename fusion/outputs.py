@@ -55,6 +55,10 @@ def _written_atomically(path: Path):
         raise
 
 
+# The samples ImageJ opens in an RGB TIFF (its TiffDecoder: "ImageJ can only open 8 and 16 bit/channel images").
+IMAGEJ_SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
 def colour_by_shape(shape: tuple[int, ...]) -> bool:
     """3 or 4 channels taken for the colour samples of one picture (RGB, RGBA), as cameras and photos give them,
     where nothing says otherwise."""
@@ -67,7 +71,8 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
 
     ``colour``: whether the C values of a pixel are one colour picture's samples (RGB, RGBA), written as an RGB
     TIFF, or separate channels (fluorescence), written one plane each as an ImageJ hyperstack, which Fiji opens
-    as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``.
+    as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``. Colour of other
+    types than 8 and 16 bits (float) is written as channels too: Fiji opens no RGB TIFF of them.
     ``pixel_size_um`` goes into the resolution tags in pixels per µm, the unit into the ImageJ description
     (``unit=um``), as Fiji writes them (tags in centimetres Fiji shows in cm for pixels of 1 µm and more);
     ``pixel_size_um_of`` reads it back. ``properties``: more key=value lines for that one description (ImageJ
@@ -75,6 +80,8 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     tifffile the first).
     """
     colour = colour_by_shape(image.shape) if colour is None else colour and image.ndim == 3
+    if colour and image.dtype not in IMAGEJ_SAMPLE_DTYPES:
+        colour = False  # ImageJ refuses wider colour samples (float): a composite of their channels it opens
     if image.ndim == 3 and not colour:
         image = np.moveaxis(image, -1, 0)  # (C, H, W): ImageJ keeps each channel in its own page
     axes = "YXS" if colour else ("CYX" if image.ndim == 3 else "YX")

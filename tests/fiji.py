@@ -12,6 +12,19 @@ import tifffile
 TIFF_RESOLUTION_UNITS = {1: " ", 2: "inch", 3: "cm"}  # TiffDecoder's names for ResolutionUnit
 
 
+class ImageJCannotOpen(ValueError):
+    """Fiji's TIFF opener refuses the file (TiffDecoder's error, as Fiji shows it)."""
+
+
+def _first_page(tiff: tifffile.TiffFile) -> tifffile.TiffPage:
+    """The page TiffDecoder reads first, or ImageJCannotOpen where it stops there: samples of a pixel (more than
+    one: BitsPerSample has a count) must be of 8 or 16 bits."""
+    page = tiff.pages.first
+    if page.samplesperpixel > 1 and page.bitspersample not in (8, 16):
+        raise ImageJCannotOpen(f"ImageJ can only open 8 and 16 bit/channel images ({page.bitspersample})")
+    return page
+
+
 def _last_description(page: tifffile.TiffPage) -> str | None:
     """TiffDecoder keeps the last ImageDescription of the first image (tifffile reads the first)."""
     descriptions = [tag.value for tag in page.tags if tag.code == 270]
@@ -26,9 +39,10 @@ def _imagej_properties(description: str | None) -> dict[str, str] | None:
 
 
 def imagej_calibration(path: Path) -> tuple[float, str] | None:
-    """(pixel width, unit) as Fiji's File > Open shows them, or None for an uncalibrated image."""
+    """(pixel width, unit) as Fiji's File > Open shows them, or None for an uncalibrated image; ImageJCannotOpen
+    where Fiji cannot open it."""
     with tifffile.TiffFile(path) as tiff:
-        page = tiff.pages.first
+        page = _first_page(tiff)
         x_resolution, resolution_unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
         pixel_width, unit = 1.0, None
         if x_resolution is not None and x_resolution.value[0]:
@@ -51,9 +65,10 @@ def imagej_calibration(path: Path) -> tuple[float, str] | None:
 
 
 def imagej_image_kind(path: Path) -> tuple[str, int]:
-    """("RGB", 1) for one colour picture, else (display mode, channels): "composite", "color" or "grayscale"."""
+    """("RGB", 1) for one colour picture, else (display mode, channels): "composite", "color" or "grayscale";
+    ImageJCannotOpen where Fiji cannot open it."""
     with tifffile.TiffFile(path) as tiff:
-        page = tiff.pages.first
+        page = _first_page(tiff)
         bits, samples = page.bitspersample, page.samplesperpixel
         properties = _imagej_properties(_last_description(page)) or {}
     mode = properties.get("mode")

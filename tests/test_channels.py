@@ -14,7 +14,7 @@ from fusion.readers.tiff import read_image_tiff
 from fusion.refuse import refuse_stack
 from napari_ums_fusion.layers import file_layers
 from tests.conftest import rendered
-from tests.fiji import imagej_image_kind
+from tests.fiji import ImageJCannotOpen, imagej_calibration, imagej_image_kind
 
 SHAPE = (64, 80)
 
@@ -130,3 +130,19 @@ def test_napari_opens_a_stack_of_channel_samples_as_channels_as_the_fusion_reads
     (image, attributes, _), = file_layers(tmp_path / "cells.stack.ome.tif")
     assert not attributes.get("rgb") and image.shape[attributes["channel_axis"]] == 3
     assert attributes["name"] == ["cells stack c0", "cells stack c1", "cells stack c2"]
+
+
+def test_float_colour_is_fused_into_a_composite_that_fiji_opens(tmp_path):
+    """A float32 RGB stack was fused into a 32-bit RGB TIFF, which Fiji refuses: a composite of its 3 channels."""
+    data = np.stack(rendered(color=True, shape=SHAPE).slices).astype(np.float32) / 255
+    tifffile.imwrite(tmp_path / "photo.tif", data, photometric="rgb", metadata={"axes": "ZYXS"})
+    with pytest.raises(ImageJCannotOpen, match=r"ImageJ can only open 8 and 16 bit/channel images \(32\)"):
+        imagej_image_kind(tmp_path / "photo.tif")  # (as Fiji's File > Open says of it)
+    with open_stack(tmp_path / "photo.tif") as stack:
+        assert stack.channels_are_colour
+    report = refuse_stack(tmp_path / "photo.tif", tmp_path / "out", progress=False)
+    fused_path = Path(report.outputs["fused"])
+    assert imagej_image_kind(fused_path) == ("composite", 3) and imagej_calibration(fused_path) == (1.0, "pixel")
+    fused = read_image_tiff(fused_path)
+    assert fused.dtype == np.float32 and fused.shape == (*SHAPE, 3)
+    assert fused.mean(axis=(0, 1)) == pytest.approx(data.mean(axis=(0, 1, 2)), rel=0.1)  # R, G, B in order
