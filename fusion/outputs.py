@@ -73,9 +73,10 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     TIFF, or separate channels (fluorescence), written one plane each as an ImageJ hyperstack, which Fiji opens
     as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``. Colour of other
     types than 8 and 16 bits (float) is written as channels too: Fiji opens no RGB TIFF of them.
-    ``pixel_size_um`` goes into the resolution tags in pixels per µm, the unit into the ImageJ description
-    (``unit=um``), as Fiji writes them (tags in centimetres Fiji shows in cm for pixels of 1 µm and more);
-    ``pixel_size_um_of`` reads it back. ``properties``: more key=value lines for that one description (ImageJ
+    ``pixel_size_um`` goes into the resolution tags in pixels per centimetre (TIFF's unit, which tifffile, PIL and
+    other plain readers take), and ``unit=um`` into the ImageJ description: Fiji turns centimetre tags into µm for
+    exactly that unit, whatever the size (without it, it shows pixels over 10 µm in cm); ``pixel_size_um_of`` reads
+    it back. ``properties``: more key=value lines for that one description (ImageJ
     passes over keys it does not know; two descriptions would leave readers to pick one: Fiji takes the last,
     tifffile the first).
     """
@@ -90,8 +91,9 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
         described["mode"] = "composite"  # (ImageJ's default for a hyperstack is one channel at a time)
     resolution: dict[str, Any] = {}
     if pixel_size_um:
-        described["unit"] = "um"
-        resolution = {"resolution": (1 / pixel_size_um, 1 / pixel_size_um), "resolutionunit": "NONE"}
+        described["unit"] = "um"  # (exactly "um": ImageJ converts cm tags for no other spelling)
+        per_cm = 1e4 / pixel_size_um
+        resolution = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
     description = tifffile.imagej_description(image.shape, axes=axes, rgb=colour, **described)
     with _written_atomically(path) as partial:
         tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",

@@ -54,8 +54,8 @@ class StackBuffer:
             raise ValueError(f"{path}: pixel size must be positive, got {pixel_size_um} µm")
         self.path = Path(path)
         self.pixel_size_um = pixel_size_um
-        # Per page, in centimetres: Fiji's own TIFF opener skips the OME-XML and reads only these (as cm from 1 µm
-        # up, as µm below: an ImageJ description, which would say µm, cannot share the first page with OME's).
+        # Per page, in centimetres: Fiji's own TIFF opener skips the OME-XML and reads only these (as µm up to 10 µm,
+        # as cm above: an ImageJ description, which would say µm, cannot share the first page with OME's).
         self._resolution: dict[str, Any] = {} if pixel_size_um is None else {
             "resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER"}
         self.channel = channel

@@ -54,12 +54,14 @@ def imagej_calibration(path: Path) -> tuple[float, str] | None:
         properties = _imagej_properties(_last_description(page))
     if properties is not None:
         described_unit = properties.get("unit", "")
-        if unit == "cm" and described_unit == "um":
+        if unit == "cm" and described_unit == "um":  # decodeDescriptionString: for exactly "um", no other spelling
             pixel_width *= 1e4
         unit = described_unit
     if unit is None or not pixel_width > 0:
         return None
-    if unit == "cm" and pixel_width <= 1e-4:  # FileOpener.setCalibration (Prefs.convertToMicrons)
+    # FileOpener.setCalibration (Prefs.convertToMicrons): cm up to 0.001 (10 µm) shown in µm; up to 1e-4 (1 µm)
+    # where an ImageJ description named the unit cm.
+    if unit == "cm" and pixel_width <= (1e-4 if properties is not None else 1e-3):
         pixel_width, unit = pixel_width * 1e4, "um"
     return pixel_width, {"um": "µm", "": "pixel"}.get(unit, unit)  # Calibration.sanitizeUnit
 

@@ -284,8 +284,9 @@ class _StackLayout:
 
 
 def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
-    """The pixel size (µm) a page's resolution tags record: in centimetres (TIFF's unit, most writers), else in the
-    unit its ImageJ description names (Fiji's files, and ``fusion.outputs.write_image_tiff``'s); None if neither."""
+    """The pixel size (µm) a page's resolution tags record: in centimetres (TIFF's unit: most writers, and
+    ``fusion.outputs.write_image_tiff``), else in the unit its ImageJ description names (Fiji's files, and
+    ``write_image_tiff``'s before, with ResolutionUnit NONE); None if neither."""
     x_resolution, unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
     if x_resolution is None or not x_resolution.value[0]:
         return None
