@@ -102,11 +102,15 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str, pixel_size_um: float | None = None) -> None:
-    """float32 (H, W) depth map; ``unit`` ("um", "dpt", "slice index"...) goes into its description as
-    ``depth_unit`` (``depth_unit_of`` reads it back). NaN marks pixels with no texture to tell depth by (Fiji
-    and napari show them as empty)."""
-    write_image_tiff(path, depth.astype(np.float32), pixel_size_um=pixel_size_um,
-                     properties={"depth_unit": unit, "nan": "no texture: depth unknown"})
+    """float32 (H, W) depth map; ``unit`` ("um", "dpt", "mA", "slice index") goes into its description as
+    ``depth_unit`` (``depth_unit_of`` reads it back) and, but for slice indices, as ImageJ's value unit ``vunit``,
+    which Fiji shows beside each value. NaN marks pixels with no texture to tell depth by (Fiji and napari show
+    them as empty)."""
+    properties = {"depth_unit": unit, "nan": "no texture: depth unknown"}
+    if unit != "slice index":
+        # (ImageJ reads the description as Java properties, which decode \u escapes: µm, in ASCII)
+        properties["vunit"] = "\\u00B5m" if unit == "um" else unit
+    write_image_tiff(path, depth.astype(np.float32), pixel_size_um=pixel_size_um, properties=properties)
 
 
 def json_safe(value):

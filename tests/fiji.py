@@ -5,6 +5,7 @@ Ported from ImageJ's rules (not from our writer), so that tests check our files 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import tifffile
@@ -32,10 +33,12 @@ def _last_description(page: tifffile.TiffPage) -> str | None:
 
 
 def _imagej_properties(description: str | None) -> dict[str, str] | None:
-    """FileOpener.decodeDescriptionString: only a description that starts with "ImageJ" is read."""
+    """FileOpener.decodeDescriptionString: only a description that starts with "ImageJ" is read, as Java
+    properties (whose values decode \\uXXXX escapes)."""
     if not description or not description.startswith("ImageJ"):
         return None
-    return dict(line.split("=", 1) for line in description.splitlines() if "=" in line)
+    lines = (line.split("=", 1) for line in description.splitlines() if "=" in line)
+    return {key: re.sub(r"\\u([0-9a-fA-F]{4})", lambda code: chr(int(code[1], 16)), value) for key, value in lines}
 
 
 def imagej_calibration(path: Path) -> tuple[float, str] | None:
@@ -64,6 +67,16 @@ def imagej_calibration(path: Path) -> tuple[float, str] | None:
     if unit == "cm" and pixel_width <= (1e-4 if properties is not None else 1e-3):
         pixel_width, unit = pixel_width * 1e4, "um"
     return pixel_width, {"um": "µm", "": "pixel"}.get(unit, unit)  # Calibration.sanitizeUnit
+
+
+def imagej_value_unit(path: Path) -> str | None:
+    """The unit Fiji shows beside a pixel's value (Calibration.getValueUnit): a 32-bit image's ``vunit``; None where
+    it keeps its default ("Gray Value")."""
+    with tifffile.TiffFile(path) as tiff:
+        page = _first_page(tiff)
+        bits, samples = page.bitspersample, page.samplesperpixel
+        properties = _imagej_properties(_last_description(page)) or {}
+    return properties.get("vunit") if bits == 32 and samples == 1 else None  # FileOpener.setCalibration
 
 
 def imagej_image_kind(path: Path) -> tuple[str, int]:

@@ -14,7 +14,7 @@ from acquisition.session import run_profile
 from fusion.stack_buffer import StackBuffer
 from fusion.readers.tiff import pixel_size_um_of
 from tests.conftest import REPO_ROOT
-from tests.fiji import imagej_calibration
+from tests.fiji import imagej_calibration, imagej_value_unit
 from tests.test_sessions import small
 
 
@@ -155,6 +155,19 @@ def test_fiji_shows_the_fused_and_depth_pixel_size_in_micrometres(tmp_path, pixe
             assert again.pixel_size_um() == pytest.approx(pixel_size_um)
     with tifffile.TiffFile(report.outputs["depth"]) as tiff:  # the depth map's own unit stays readable
         assert tiff.imagej_metadata["depth_unit"] == "um"
+
+
+@pytest.mark.parametrize("unit,shown", [("um", "µm"), ("dpt", "dpt"), ("mA", "mA"), ("slice index", None)])
+def test_fiji_shows_depth_values_in_the_depth_unit(tmp_path, unit, shown):
+    """ImageJ's ``vunit``: Fiji shows a depth map's values with their unit (a slice index has none to show)."""
+    from fusion.outputs import write_depth_tiff
+    from fusion.readers.tiff import depth_unit_of
+
+    write_depth_tiff(tmp_path / "depth.tif", np.zeros((48, 64), np.float32), unit, pixel_size_um=0.5)
+    assert imagej_value_unit(tmp_path / "depth.tif") == shown
+    assert imagej_calibration(tmp_path / "depth.tif") == pytest.approx((0.5, "µm"))
+    with tifffile.TiffFile(tmp_path / "depth.tif") as tiff:  # our reader's unit, as before
+        assert depth_unit_of(tiff.pages.first) == unit and tiff.imagej_metadata["depth_unit"] == unit
 
 
 @pytest.mark.parametrize("kind", ["fused", "depth"])
