@@ -235,14 +235,14 @@ def run_mda(args, profile, out_root: Path) -> int:
 def show_outcome(view, out_dir: Path, outcome) -> None:
     """A finished stack on the live view: its row, and its fused image and depth map."""
     from fusion.output_names import refusion_outputs
-    from fusion.readers.tiff import image_tiff_has_colour_samples, read_image_tiff
+    from fusion.readers.tiff import fused_tiff_is_colour, read_image_tiff
 
     fused = depth = colour = None
     if outcome.status in ("done", "skipped"):
         paths = refusion_outputs(Path(out_dir), outcome.name)
         try:
             fused, depth = read_image_tiff(paths["fused"]), read_image_tiff(paths["depth"])
-            colour = image_tiff_has_colour_samples(paths["fused"])  # 3 fluorescence channels are no RGB picture
+            colour = fused_tiff_is_colour(paths["fused"])  # 3 fluorescence channels are no RGB picture
         except (OSError, ValueError) as error:  # the page is a view: it must never stop the batch
             print(f"warning: the live view cannot show {paths['fused']}: {error}", file=sys.stderr)
     view.stack_done({"name": outcome.name, "slices": outcome.slices, "status": outcome.status,

@@ -55,6 +55,10 @@ def _written_atomically(path: Path):
         raise
 
 
+# The samples ImageJ opens in an RGB TIFF (its TiffDecoder: "ImageJ can only open 8 and 16 bit/channel images").
+IMAGEJ_SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
 def colour_by_shape(shape: tuple[int, ...]) -> bool:
     """3 or 4 channels taken for the colour samples of one picture (RGB, RGBA), as cameras and photos give them,
     where nothing says otherwise."""
@@ -67,14 +71,18 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
 
     ``colour``: whether the C values of a pixel are one colour picture's samples (RGB, RGBA), written as an RGB
     TIFF, or separate channels (fluorescence), written one plane each as an ImageJ hyperstack, which Fiji opens
-    as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``.
-    ``pixel_size_um`` goes into the resolution tags in pixels per µm, the unit into the ImageJ description
-    (``unit=um``), as Fiji writes them (tags in centimetres Fiji shows in cm for pixels of 1 µm and more);
-    ``pixel_size_um_of`` reads it back. ``properties``: more key=value lines for that one description (ImageJ
+    as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``. Colour of other
+    types than 8 and 16 bits (float) is written as channels too: Fiji opens no RGB TIFF of them.
+    ``pixel_size_um`` goes into the resolution tags in pixels per centimetre (TIFF's unit, which tifffile, PIL and
+    other plain readers take), and ``unit=um`` into the ImageJ description: Fiji turns centimetre tags into µm for
+    exactly that unit, whatever the size (without it, it shows pixels over 10 µm in cm); ``pixel_size_um_of`` reads
+    it back. ``properties``: more key=value lines for that one description (ImageJ
     passes over keys it does not know; two descriptions would leave readers to pick one: Fiji takes the last,
     tifffile the first).
     """
     colour = colour_by_shape(image.shape) if colour is None else colour and image.ndim == 3
+    if colour and image.dtype not in IMAGEJ_SAMPLE_DTYPES:
+        colour = False  # ImageJ refuses wider colour samples (float): a composite of their channels it opens
     if image.ndim == 3 and not colour:
         image = np.moveaxis(image, -1, 0)  # (C, H, W): ImageJ keeps each channel in its own page
     axes = "YXS" if colour else ("CYX" if image.ndim == 3 else "YX")
@@ -83,8 +91,9 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
         described["mode"] = "composite"  # (ImageJ's default for a hyperstack is one channel at a time)
     resolution: dict[str, Any] = {}
     if pixel_size_um:
-        described["unit"] = "um"
-        resolution = {"resolution": (1 / pixel_size_um, 1 / pixel_size_um), "resolutionunit": "NONE"}
+        described["unit"] = "um"  # (exactly "um": ImageJ converts cm tags for no other spelling)
+        per_cm = 1e4 / pixel_size_um
+        resolution = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
     description = tifffile.imagej_description(image.shape, axes=axes, rgb=colour, **described)
     with _written_atomically(path) as partial:
         tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
@@ -93,11 +102,15 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str, pixel_size_um: float | None = None) -> None:
-    """float32 (H, W) depth map; ``unit`` ("um", "dpt", "slice index"...) goes into its description as
-    ``depth_unit`` (``depth_unit_of`` reads it back). NaN marks pixels with no texture to tell depth by (Fiji
-    and napari show them as empty)."""
-    write_image_tiff(path, depth.astype(np.float32), pixel_size_um=pixel_size_um,
-                     properties={"depth_unit": unit, "nan": "no texture: depth unknown"})
+    """float32 (H, W) depth map; ``unit`` ("um", "dpt", "mA", "slice index") goes into its description as
+    ``depth_unit`` (``depth_unit_of`` reads it back) and, but for slice indices, as ImageJ's value unit ``vunit``,
+    which Fiji shows beside each value. NaN marks pixels with no texture to tell depth by (Fiji and napari show
+    them as empty)."""
+    properties = {"depth_unit": unit, "nan": "no texture: depth unknown"}
+    if unit != "slice index":
+        # (ImageJ reads the description as Java properties, which decode \u escapes: µm, in ASCII)
+        properties["vunit"] = "\\u00B5m" if unit == "um" else unit
+    write_image_tiff(path, depth.astype(np.float32), pixel_size_um=pixel_size_um, properties=properties)
 
 
 def json_safe(value):

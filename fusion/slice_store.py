@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import tifffile
 
+from fusion.outputs import colour_by_shape
+
 
 @runtime_checkable
 class SliceSource(Protocol):
@@ -37,7 +39,7 @@ class TemporaryTiffStore:
     def append(self, pixels: np.ndarray) -> None:
         if self._writer is None:
             raise RuntimeError("slices cannot be appended once reading back has begun")
-        photometric = "rgb" if pixels.ndim == 3 and pixels.shape[2] in (3, 4) else "minisblack"
+        photometric = "rgb" if colour_by_shape(pixels.shape) else "minisblack"
         self._writer.write(pixels, photometric=photometric, contiguous=False)
         self.n_slices += 1
 

@@ -22,6 +22,7 @@ import numpy as np
 import tifffile
 
 from fusion.errors import slice_name
+from fusion.outputs import colour_by_shape
 from fusion.readers.tiff import SESSION_PLANE_KEY
 
 CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
@@ -53,8 +54,8 @@ class StackBuffer:
             raise ValueError(f"{path}: pixel size must be positive, got {pixel_size_um} µm")
         self.path = Path(path)
         self.pixel_size_um = pixel_size_um
-        # Per page, in centimetres: Fiji's own TIFF opener skips the OME-XML and reads only these (as cm from 1 µm
-        # up, as µm below: an ImageJ description, which would say µm, cannot share the first page with OME's).
+        # Per page, in centimetres: Fiji's own TIFF opener skips the OME-XML and reads only these (as µm up to 10 µm,
+        # as cm above: an ImageJ description, which would say µm, cannot share the first page with OME's).
         self._resolution: dict[str, Any] = {} if pixel_size_um is None else {
             "resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER"}
         self.channel = channel
@@ -86,7 +87,7 @@ class StackBuffer:
                  "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
         if self.pixel_size_um is not None:  # in every page too: after kill -9 there is no OME to say it
             plane["pixel_size_um"] = self.pixel_size_um
-        colour = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+        colour = colour_by_shape(pixels.shape)  # (a camera's frame: nothing else says)
         with self._lock:
             size_before = os.fstat(self._file.fileno()).st_size
             try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from fusion.readers.tiff import depth_unit_of, pixel_size_um_of
+from fusion.readers.tiff import depth_unit_of, page_has_colour_samples, pixel_size_um_of
 
 DEPTH_COLORMAP = "viridis"
 LayerData = tuple[np.ndarray, dict, str]
@@ -23,12 +23,13 @@ def _length_unit(known: bool) -> str:
     return "um" if known else "pixel"
 
 
-def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...]) -> dict:
-    """``rgb`` for a picture's colour samples (3 or 4, last: an RGB TIFF); channels that are separate images
-    (an ImageJ hyperstack's C; 2, or 5 and more samples) as napari channels, one layer each, instead of an axis
-    that napari would take for a spatial one (a slider of 384 steps over a 512 x 2 image)."""
+def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...], colour_samples: bool) -> dict:
+    """``rgb`` for a picture's colour samples (``colour_samples``: ``page_has_colour_samples`` of the first page, the
+    fusion's own rule); channels that are separate images (an ImageJ hyperstack's C; samples that are not colour)
+    as napari channels, one layer each, instead of an axis that napari would take for a spatial one (a slider of
+    384 steps over a 512 x 2 image)."""
     channel_axis = axes.find("C")
-    if channel_axis < 0 and axes.endswith("S") and shape[-1] not in (3, 4):
+    if channel_axis < 0 and axes.endswith("S") and not colour_samples:
         channel_axis = len(axes) - 1
     if channel_axis < 0:
         return {**attributes, "rgb": axes.endswith("S")}
@@ -40,10 +41,11 @@ def fused_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
         series = tiff.series[0]
         image, recorded = series.asarray(), pixel_size_um_of(tiff.pages.first)
+        colour = page_has_colour_samples(tiff.pages.first)
     pixel_um = recorded or 1.0
     attributes = {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
                   "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
-    return image, _image_attributes(attributes, series.axes, image.shape), "image"
+    return image, _image_attributes(attributes, series.axes, image.shape, colour), "image"
 
 
 def depth_layer(path: Path, name: str) -> LayerData:
@@ -67,6 +69,7 @@ def stack_layer(path: Path, name: str) -> LayerData:
     pages' own records where it was never finalized (kill -9, a full disk); the pixel size likewise."""
     with tifffile.TiffFile(path) as tiff:
         stack, axes = tiff.series[0].asarray(), tiff.series[0].axes
+        colour = page_has_colour_samples(tiff.pages.first)
     focus, unit, recorded_um = _placement(path)
     pixel_um = recorded_um or 1.0
     dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
@@ -78,7 +81,7 @@ def stack_layer(path: Path, name: str) -> LayerData:
                   "units": (z_unit, xy_unit, xy_unit),
                   "metadata": {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
                                "focus_unit": unit, "pixel_size_um": pixel_um}}
-    return stack, _image_attributes(attributes, axes, stack.shape), "image"
+    return stack, _image_attributes(attributes, axes, stack.shape, colour), "image"
 
 
 def _placement(path: Path) -> tuple[list[float], str, float | None]:

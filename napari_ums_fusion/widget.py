@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit
 
 from fusion.engine import COMPOSITIONS, FusionResult, FusionSettings
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
+from fusion.outputs import colour_by_shape
 from napari_ums_fusion.layer_stack import fuse_layer_stack, layer_stack
 from napari_ums_fusion.layers import DEPTH_COLORMAP
 
@@ -119,7 +120,7 @@ class FusionWidget(QWidget):
             self.progress.setValue(item[0])
 
     def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um"):
-        colour = fused.ndim == 3 and fused.shape[2] in (3, 4)
+        colour = colour_by_shape(fused.shape)  # (only an RGB layer's slices have samples to fuse)
         self._put_layer(f"{name} fused", fused, scale=pixel_scale, rgb=colour)
         self._put_layer(f"{name} depth", depth, scale=pixel_scale, colormap=DEPTH_COLORMAP,
                         metadata={"depth_unit": depth_unit})

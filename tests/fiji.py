@@ -5,11 +5,25 @@ Ported from ImageJ's rules (not from our writer), so that tests check our files 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import tifffile
 
 TIFF_RESOLUTION_UNITS = {1: " ", 2: "inch", 3: "cm"}  # TiffDecoder's names for ResolutionUnit
+
+
+class ImageJCannotOpen(ValueError):
+    """Fiji's TIFF opener refuses the file (TiffDecoder's error, as Fiji shows it)."""
+
+
+def _first_page(tiff: tifffile.TiffFile) -> tifffile.TiffPage:
+    """The page TiffDecoder reads first, or ImageJCannotOpen where it stops there: samples of a pixel (more than
+    one: BitsPerSample has a count) must be of 8 or 16 bits."""
+    page = tiff.pages.first
+    if page.samplesperpixel > 1 and page.bitspersample not in (8, 16):
+        raise ImageJCannotOpen(f"ImageJ can only open 8 and 16 bit/channel images ({page.bitspersample})")
+    return page
 
 
 def _last_description(page: tifffile.TiffPage) -> str | None:
@@ -19,16 +33,19 @@ def _last_description(page: tifffile.TiffPage) -> str | None:
 
 
 def _imagej_properties(description: str | None) -> dict[str, str] | None:
-    """FileOpener.decodeDescriptionString: only a description that starts with "ImageJ" is read."""
+    """FileOpener.decodeDescriptionString: only a description that starts with "ImageJ" is read, as Java
+    properties (whose values decode \\uXXXX escapes)."""
     if not description or not description.startswith("ImageJ"):
         return None
-    return dict(line.split("=", 1) for line in description.splitlines() if "=" in line)
+    lines = (line.split("=", 1) for line in description.splitlines() if "=" in line)
+    return {key: re.sub(r"\\u([0-9a-fA-F]{4})", lambda code: chr(int(code[1], 16)), value) for key, value in lines}
 
 
 def imagej_calibration(path: Path) -> tuple[float, str] | None:
-    """(pixel width, unit) as Fiji's File > Open shows them, or None for an uncalibrated image."""
+    """(pixel width, unit) as Fiji's File > Open shows them, or None for an uncalibrated image; ImageJCannotOpen
+    where Fiji cannot open it."""
     with tifffile.TiffFile(path) as tiff:
-        page = tiff.pages.first
+        page = _first_page(tiff)
         x_resolution, resolution_unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
         pixel_width, unit = 1.0, None
         if x_resolution is not None and x_resolution.value[0]:
@@ -40,20 +57,33 @@ def imagej_calibration(path: Path) -> tuple[float, str] | None:
         properties = _imagej_properties(_last_description(page))
     if properties is not None:
         described_unit = properties.get("unit", "")
-        if unit == "cm" and described_unit == "um":
+        if unit == "cm" and described_unit == "um":  # decodeDescriptionString: for exactly "um", no other spelling
             pixel_width *= 1e4
         unit = described_unit
     if unit is None or not pixel_width > 0:
         return None
-    if unit == "cm" and pixel_width <= 1e-4:  # FileOpener.setCalibration (Prefs.convertToMicrons)
+    # FileOpener.setCalibration (Prefs.convertToMicrons): cm up to 0.001 (10 µm) shown in µm; up to 1e-4 (1 µm)
+    # where an ImageJ description named the unit cm.
+    if unit == "cm" and pixel_width <= (1e-4 if properties is not None else 1e-3):
         pixel_width, unit = pixel_width * 1e4, "um"
     return pixel_width, {"um": "µm", "": "pixel"}.get(unit, unit)  # Calibration.sanitizeUnit
 
 
-def imagej_image_kind(path: Path) -> tuple[str, int]:
-    """("RGB", 1) for one colour picture, else (display mode, channels): "composite", "color" or "grayscale"."""
+def imagej_value_unit(path: Path) -> str | None:
+    """The unit Fiji shows beside a pixel's value (Calibration.getValueUnit): a 32-bit image's ``vunit``; None where
+    it keeps its default ("Gray Value")."""
     with tifffile.TiffFile(path) as tiff:
-        page = tiff.pages.first
+        page = _first_page(tiff)
+        bits, samples = page.bitspersample, page.samplesperpixel
+        properties = _imagej_properties(_last_description(page)) or {}
+    return properties.get("vunit") if bits == 32 and samples == 1 else None  # FileOpener.setCalibration
+
+
+def imagej_image_kind(path: Path) -> tuple[str, int]:
+    """("RGB", 1) for one colour picture, else (display mode, channels): "composite", "color" or "grayscale";
+    ImageJCannotOpen where Fiji cannot open it."""
+    with tifffile.TiffFile(path) as tiff:
+        page = _first_page(tiff)
         bits, samples = page.bitspersample, page.samplesperpixel
         properties = _imagej_properties(_last_description(page)) or {}
     mode = properties.get("mode")

@@ -2,6 +2,7 @@
 read back as Fiji opens the fused image (``tests.fiji``), as tifffile and as the napari plugin's reader does."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from fusion.readers.tiff import read_image_tiff
 from fusion.refuse import refuse_stack
 from napari_ums_fusion.layers import file_layers
 from tests.conftest import rendered
-from tests.fiji import imagej_image_kind
+from tests.fiji import ImageJCannotOpen, imagej_calibration, imagej_image_kind
 
 SHAPE = (64, 80)
 
@@ -76,10 +77,72 @@ def test_an_rgb_stack_stays_one_rgb_picture(tmp_path, dtype):
         assert stack.channels_are_colour
 
 
-def test_interleaved_16_bit_samples_that_are_not_rgb_are_channels(tmp_path):
-    """Three 16-bit samples per pixel, photometric minisblack (tifffile's YXC): channels; 8-bit ones are a photo."""
-    data = np.moveaxis(fluorescence(np.uint16), 1, -1)  # (Z, Y, X, C)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_interleaved_samples_that_are_not_rgb_are_channels(tmp_path, dtype):
+    """Three samples per pixel, photometric minisblack (tifffile's YXC): channels, 8-bit ones too."""
+    data = np.moveaxis(fluorescence(dtype), 1, -1)  # (Z, Y, X, C)
     tifffile.imwrite(tmp_path / "samples.tif", data, photometric="minisblack", planarconfig="contig",
                      metadata={"axes": "ZYXC"})
     with open_stack(tmp_path / "samples.tif") as stack:
         assert stack.read_slice(0).shape == (*SHAPE, 3) and not stack.channels_are_colour
+
+
+def without_photometric_tag(path: Path) -> None:
+    """As some writers leave a TIFF: no PhotometricInterpretation (its entries renamed to Threshholding, unused)."""
+    with tifffile.TiffFile(path) as tiff:
+        offsets = [page.tags[262].offset for page in tiff.pages]
+    with open(path, "r+b") as file:
+        for offset in offsets:
+            file.seek(offset)
+            file.write(struct.pack("<H", 263))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_8_bit_samples_a_page_calls_minisblack_are_fused_as_channels_not_an_rgba_picture(tmp_path, channels):
+    """4 fluorescence channels as 8-bit samples of one page (tifffile's ZYXC, photometric minisblack) were taken for
+    RGBA: the fused image was an RGB TIFF (napari: the 4th channel as transparency; Fiji: ARGB)."""
+    data = np.concatenate([fluorescence(np.uint8)] * 2, axis=1)[:, :channels]  # (Z, C, Y, X)
+    tifffile.imwrite(tmp_path / "cells.tif", np.moveaxis(data, 1, -1), photometric="minisblack",
+                     planarconfig="contig")
+    with open_stack(tmp_path / "cells.tif") as stack:
+        assert stack.read_slice(0).shape == (*SHAPE, channels) and not stack.channels_are_colour
+    report = refuse_stack(tmp_path / "cells.tif", tmp_path / "out", progress=False)
+    assert imagej_image_kind(report.outputs["fused"]) == ("composite", channels)
+    (image, attributes, _), = file_layers(Path(report.outputs["fused"]))
+    assert not attributes.get("rgb") and image.shape[attributes["channel_axis"]] == channels
+
+
+def test_8_bit_samples_of_a_page_that_does_not_say_what_they_are_are_colour(tmp_path):
+    """Without a PhotometricInterpretation tag, 3 8-bit samples are taken for RGB, as Fiji takes them."""
+    sweep = rendered(color=True, shape=SHAPE)
+    tifffile.imwrite(tmp_path / "photo.tif", np.stack(sweep.slices), photometric="rgb")
+    without_photometric_tag(tmp_path / "photo.tif")
+    with open_stack(tmp_path / "photo.tif") as stack:
+        assert stack.read_slice(0).shape == (*SHAPE, 3) and stack.channels_are_colour
+
+
+def test_napari_opens_a_stack_of_channel_samples_as_channels_as_the_fusion_reads_it(tmp_path):
+    """The napari plugin judged colour by the count of samples, the reader by the page: 16-bit minisblack samples
+    were fused as 3 channels and shown as one RGB picture."""
+    data = np.moveaxis(fluorescence(np.uint16), 1, -1)  # (Z, Y, X, C)
+    tifffile.imwrite(tmp_path / "cells.stack.ome.tif", data, photometric="minisblack", planarconfig="contig",
+                     metadata={"axes": "ZYXC"})  # (OME-TIFF, as its name says: axes ZYXS)
+    (image, attributes, _), = file_layers(tmp_path / "cells.stack.ome.tif")
+    assert not attributes.get("rgb") and image.shape[attributes["channel_axis"]] == 3
+    assert attributes["name"] == ["cells stack c0", "cells stack c1", "cells stack c2"]
+
+
+def test_float_colour_is_fused_into_a_composite_that_fiji_opens(tmp_path):
+    """A float32 RGB stack was fused into a 32-bit RGB TIFF, which Fiji refuses: a composite of its 3 channels."""
+    data = np.stack(rendered(color=True, shape=SHAPE).slices).astype(np.float32) / 255
+    tifffile.imwrite(tmp_path / "photo.tif", data, photometric="rgb", metadata={"axes": "ZYXS"})
+    with pytest.raises(ImageJCannotOpen, match=r"ImageJ can only open 8 and 16 bit/channel images \(32\)"):
+        imagej_image_kind(tmp_path / "photo.tif")  # (as Fiji's File > Open says of it)
+    with open_stack(tmp_path / "photo.tif") as stack:
+        assert stack.channels_are_colour
+    report = refuse_stack(tmp_path / "photo.tif", tmp_path / "out", progress=False)
+    fused_path = Path(report.outputs["fused"])
+    assert imagej_image_kind(fused_path) == ("composite", 3) and imagej_calibration(fused_path) == (1.0, "pixel")
+    fused = read_image_tiff(fused_path)
+    assert fused.dtype == np.float32 and fused.shape == (*SHAPE, 3)
+    assert fused.mean(axis=(0, 1)) == pytest.approx(data.mean(axis=(0, 1, 2)), rel=0.1)  # R, G, B in order

@@ -14,7 +14,7 @@ from acquisition.session import run_profile
 from fusion.stack_buffer import StackBuffer
 from fusion.readers.tiff import pixel_size_um_of
 from tests.conftest import REPO_ROOT
-from tests.fiji import imagej_calibration
+from tests.fiji import imagej_calibration, imagej_value_unit
 from tests.test_sessions import small
 
 
@@ -124,10 +124,13 @@ def test_a_pixel_size_that_is_not_a_number_is_a_warning_not_a_failed_refusion(tm
         assert pixel_size_um_of(tiff.pages[0]) is None
 
 
-@pytest.mark.parametrize("pixel_size_um", [2.5, 0.65])
+@pytest.mark.parametrize("pixel_size_um", [25.0, 2.5, 0.65])
 def test_fiji_shows_the_fused_and_depth_pixel_size_in_micrometres(tmp_path, pixel_size_um):
-    """Fiji reads resolution tags in centimetres as cm, turning them into µm only for pixels under 1 µm: our
-    images name their unit in an ImageJ description, as Fiji's own files do."""
+    """Fiji reads resolution tags in centimetres as cm, turning them into µm only for pixels up to 10 µm, but for
+    any size where an ImageJ description says ``unit=um``: our images have both, and plain readers (tifffile, PIL),
+    which know no ImageJ description, read the size from the tags in cm (a unit of NONE gave them none)."""
+    from PIL import Image
+
     from fusion.readers import open_stack
     from fusion.refuse import refuse_stack
 
@@ -143,10 +146,68 @@ def test_fiji_shows_the_fused_and_depth_pixel_size_in_micrometres(tmp_path, pixe
         with tifffile.TiffFile(path) as tiff:  # and our own readers (napari's layers, a refusion of it) agree
             assert pixel_size_um_of(tiff.pages.first) == pytest.approx(pixel_size_um)
             assert tiff.imagej_metadata["unit"] == "um"
+            page = tiff.pages.first  # plain tags: pixels per cm
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+            assert 1e4 / page.get_resolution()[0] == pytest.approx(pixel_size_um)
+        with Image.open(path) as image:  # (PIL gives centimetre tags in dots per inch)
+            assert 25400 / image.info["dpi"][0] == pytest.approx(pixel_size_um)
         with open_stack(path) as again:
             assert again.pixel_size_um() == pytest.approx(pixel_size_um)
     with tifffile.TiffFile(report.outputs["depth"]) as tiff:  # the depth map's own unit stays readable
         assert tiff.imagej_metadata["depth_unit"] == "um"
+
+
+@pytest.mark.parametrize("unit,shown", [("um", "µm"), ("dpt", "dpt"), ("mA", "mA"), ("slice index", None)])
+def test_fiji_shows_depth_values_in_the_depth_unit(tmp_path, unit, shown):
+    """ImageJ's ``vunit``: Fiji shows a depth map's values with their unit (a slice index has none to show)."""
+    from fusion.outputs import write_depth_tiff
+    from fusion.readers.tiff import depth_unit_of
+
+    write_depth_tiff(tmp_path / "depth.tif", np.zeros((48, 64), np.float32), unit, pixel_size_um=0.5)
+    assert imagej_value_unit(tmp_path / "depth.tif") == shown
+    assert imagej_calibration(tmp_path / "depth.tif") == pytest.approx((0.5, "µm"))
+    with tifffile.TiffFile(tmp_path / "depth.tif") as tiff:  # our reader's unit, as before
+        assert depth_unit_of(tiff.pages.first) == unit and tiff.imagej_metadata["depth_unit"] == unit
+
+
+@pytest.mark.parametrize("kind", ["fused", "depth"])
+def test_our_reader_reads_the_pixel_size_of_images_written_before_with_resolution_unit_none(tmp_path, kind):
+    """Before, the tags were in pixels per µm with ResolutionUnit NONE and ``unit=um`` in the ImageJ description."""
+    from fusion.readers import open_stack
+
+    image = np.zeros((48, 64), np.float32 if kind == "depth" else np.uint16)
+    properties = {"depth_unit": "um"} if kind == "depth" else {}
+    description = tifffile.imagej_description(image.shape, axes="YX", unit="um", **properties)
+    tifffile.imwrite(tmp_path / f"old.{kind}.tif", image, resolution=(1 / 0.65, 1 / 0.65), resolutionunit="NONE",
+                     description=description, metadata=None)
+    with tifffile.TiffFile(tmp_path / f"old.{kind}.tif") as tiff:
+        assert pixel_size_um_of(tiff.pages.first) == pytest.approx(0.65)
+    with open_stack(tmp_path / f"old.{kind}.tif") as again:
+        assert again.pixel_size_um() == pytest.approx(0.65)
+    assert imagej_calibration(tmp_path / f"old.{kind}.tif") == pytest.approx((0.65, "µm"))  # (Fiji read them too)
+
+
+@pytest.mark.parametrize("pixel_size_um,imagej_description,shown", [
+    (5.0, False, (5.0, "µm")),      # tags in cm alone: up to 0.001 cm (10 µm) Fiji shows µm ...
+    (10.0, False, (10.0, "µm")),
+    (25.0, False, (0.0025, "cm")),  # ... above, cm
+    (5.0, True, (0.0005, "cm")),    # an ImageJ description that says cm: µm only up to 1e-4 cm (1 µm)
+    (0.5, True, (0.5, "µm")),
+])
+def test_fiji_model_shows_centimetre_tags_in_micrometres_up_to_imagejs_threshold(tmp_path, pixel_size_um,
+                                                                                   imagej_description, shown):
+    """Recent ImageJ's FileOpener.setCalibration: threshold 0.001 cm, 1e-4 cm where the description starts with
+    "ImageJ" (older releases, and this model before, had 1e-4 cm for every file)."""
+    per_cm = 1e4 / pixel_size_um
+    if imagej_description:
+        tifffile.imwrite(tmp_path / "cal.tif", np.zeros((8, 8), np.uint8), resolution=(per_cm, per_cm),
+                         resolutionunit="CENTIMETER", metadata=None,
+                         description=tifffile.imagej_description((8, 8), axes="YX", unit="cm"))
+    else:
+        tifffile.imwrite(tmp_path / "cal.tif", np.zeros((8, 8), np.uint8), resolution=(per_cm, per_cm),
+                         resolutionunit="CENTIMETER", metadata=None)
+    width, unit = imagej_calibration(tmp_path / "cal.tif")
+    assert (width, unit) == (pytest.approx(shown[0]), shown[1])
 
 
 def test_a_stack_carries_its_pixel_size_for_bio_formats_and_for_fijis_own_tiff_opener(tmp_path):

@@ -73,3 +73,33 @@ def test_refuse_view_shows_a_fused_fluorescence_hyperstack_as_a_composite(tmp_pa
     show_outcome(view, tmp_path / "out", StackOutcome(report.stack, report.name, "done", report.n_slices, 1.0))
     shown = decoded_rgb(view.png("fused", full=True))
     assert shown.shape == (*data.shape[2:], 3) and shown[:, :, 2].max() >= 250
+
+
+def test_refuse_view_shows_grey_and_older_two_channel_fused_images(tmp_path):
+    """The fused TIFF's first page says whether it is colour: a grey image is not, nor 2 channels kept as the
+    samples of one page (YXC, as an earlier version wrote them), which went down the RGB path and failed there
+    (OpenCV has no RGB of 2 samples)."""
+    import tifffile
+
+    from fusion.batch import StackOutcome
+    from fusion.outputs import write_depth_tiff, write_image_tiff
+    from fusion.readers.tiff import fused_tiff_is_colour
+    from run_session import show_outcome
+    from viewer.state import LiveViewState
+
+    two = np.zeros((32, 48, 2), np.uint16)
+    two[:, :24, 0] = two[:, 24:, 1] = 3000
+    tifffile.imwrite(tmp_path / "old.fused.tif", two, photometric="minisblack", planarconfig="contig")
+    write_image_tiff(tmp_path / "grey.fused.tif", two[:, :, 0])
+    write_image_tiff(tmp_path / "photo.fused.tif", np.zeros((32, 48, 3), np.uint8))
+    write_image_tiff(tmp_path / "cells.fused.tif", two, colour=False)
+    assert [fused_tiff_is_colour(tmp_path / f"{name}.fused.tif") for name in ("old", "grey", "photo", "cells")] == \
+        [False, False, True, False]
+    for name in ("old", "grey"):
+        write_depth_tiff(tmp_path / f"{name}.depth.tif", np.zeros((32, 48), np.float32), "um")
+        view = LiveViewState("refusing", mode="refuse")
+        show_outcome(view, tmp_path, StackOutcome(str(tmp_path / f"{name}.tif"), name, "done", 3, 1.0))
+        assert view._fused_colour is False
+        shown = decoded_rgb(view.png("fused", full=True))
+        assert shown.shape == (32, 48, 3)
+    assert tuple(shown[0, 0]) == (255, 255, 255) and tuple(shown[0, -1]) == (0, 0, 0)  # grey: left bright

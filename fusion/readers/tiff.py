@@ -284,8 +284,9 @@ class _StackLayout:
 
 
 def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
-    """The pixel size (µm) a page's resolution tags record: in centimetres (TIFF's unit, most writers), else in the
-    unit its ImageJ description names (Fiji's files, and ``fusion.outputs.write_image_tiff``'s); None if neither."""
+    """The pixel size (µm) a page's resolution tags record: in centimetres (TIFF's unit: most writers, and
+    ``fusion.outputs.write_image_tiff``), else in the unit its ImageJ description names (Fiji's files, and
+    ``write_image_tiff``'s before, with ResolutionUnit NONE); None if neither."""
     x_resolution, unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
     if x_resolution is None or not x_resolution.value[0]:
         return None
@@ -307,11 +308,12 @@ def read_image_tiff(path: Path) -> np.ndarray:
         return np.moveaxis(image, 0, -1) if series.axes == "CYX" else image
 
 
-def image_tiff_has_colour_samples(path: Path) -> bool:
-    """Whether an image that ``write_image_tiff`` wrote holds colour samples (YXS) or a grey image, rather than
-    separate channels in pages of their own (an ImageJ hyperstack's CYX)."""
+def fused_tiff_is_colour(path: Path) -> bool:
+    """Whether an image that ``write_image_tiff`` wrote is one colour picture (``page_has_colour_samples`` of its
+    first page): False for a grey image, separate channels in pages of their own (CYX) and channels kept as the
+    samples of one page (YXC, as an earlier version wrote 2 channels)."""
     with tifffile.TiffFile(path) as tiff:
-        return tiff.series[0].axes != "CYX"
+        return page_has_colour_samples(tiff.pages.first)
 
 
 def depth_unit_of(page: tifffile.TiffPage) -> str:
@@ -328,10 +330,15 @@ def depth_unit_of(page: tifffile.TiffPage) -> str:
 
 def page_has_colour_samples(page: tifffile.TiffPage) -> bool:
     """Whether the 3 or 4 samples of a page's pixels are one colour picture's: the page says RGB (YCbCr decodes
-    to RGB), or they are 8-bit, as Fiji reads them; other samples (16-bit, extra samples) are separate channels."""
+    to RGB), or it says nothing (no PhotometricInterpretation) and they are 8-bit, as Fiji reads them. A page that
+    says otherwise (minisblack: tifffile's YXC channels), 16-bit samples it does not call RGB, and any other count
+    of samples hold separate channels. The one rule by page (``fusion.outputs.colour_by_shape``: by shape)."""
     if page.samplesperpixel not in (3, 4):
         return False
-    return page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR) or page.dtype == np.uint8
+    if page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR):
+        return True
+    # (tifffile reads a missing tag as 0, MINISWHITE, so ask whether the page has the tag.)
+    return "PhotometricInterpretation" not in page.tags and page.dtype == np.uint8
 
 
 def _imagej_properties(page: tifffile.TiffPage) -> dict[str, str]:
