@@ -16,7 +16,7 @@ import tifffile
 import yaml
 
 from acquisition.plans import planned_positions
-from acquisition.profile import PlanSettings, ProfileError, load_profile
+from acquisition.profile import FaultSettings, FaultsProfile, PlanSettings, ProfileError, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
 from fusion.engine import FusionSettings
@@ -148,11 +148,15 @@ def test_transient_error_is_retried_and_recorded(tmp_path):
 
 def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
     profile = small(load_profile(PROFILES / "simulated.yaml"))
-
-    def lose_one_slice(rig):
-        rig.simulated["camera"].faults.drop_frames = profile.plan.retries + 1
-
-    outcome = run_with_fault(tmp_path, profile, lose_one_slice)
+    # Armed by the profile's faults at planned slice 3 (a watcher thread that set the fault once 3 slices were
+    # in could wake after the 4th had been taken, under load: the loss then landed on slice 4).
+    lose_one_slice = FaultSettings(after_slices=3, drop_frames=profile.plan.retries + 1)
+    profile = profile.model_copy(update={"faults": FaultsProfile(camera=lose_one_slice)})
+    rig = open_rig(profile)
+    try:
+        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+    finally:
+        rig.close()
     report = outcome.report
     assert outcome.completed
     assert len(report.dropped_frames) == 1 and report.dropped_frames[0].planned_index == 3
