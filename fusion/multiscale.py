@@ -7,9 +7,11 @@ the depth, and a strip of scratch (large bands are made, smoothed and folded a s
 time, the finest one from the frame itself: STRIP_VALUES). The fused image is the collapse of the
 per-level weighted means.
 
-A slice's weight at level k is the product of two pieces of evidence, each raised to a power:
+A slice's weight at level k is the product of two pieces of evidence, each raised to a power of
+that level's own (``PyramidWeighting``: soft at the finest level, harder at coarse ones):
 - the pooled fine evidence: the slice's per-pixel focus energy (the focus measure's finest
-  response, e.g. the squared Laplacian), smoothed, then reduced k times. Coarse levels thus
+  response, e.g. the squared Laplacian), smoothed, then reduced k times (as a root mean square,
+  so that a sharp edge's energy is not diluted by the flat side of the window). Coarse levels thus
   decide from the *finest* detail in a window that grows with the level: at a dark/bright
   edge a defocused slice spreads its weaker gradients outside the edge, but the sharp slice's
   concentrated energy dominates every window that reaches the edge, so the defocused slice
