@@ -81,7 +81,6 @@ class FusionSettings:
         if not TORCH_DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
-
     def to_json(self) -> dict:
         """The settings as a JSON mapping (per-level powers as lists), as reports record them and
         ``--resume`` compares them."""

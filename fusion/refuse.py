@@ -38,8 +38,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     with warnings.catch_warnings(record=True) as caught, open_stack(path) as stack:
         warnings.simplefilter("always")
         shape, dtype = stack.first_slice_format()
+        channels_are_colour = stack.channels_are_colour  # (a folder of TIFFs opens its first file to say)
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
-                                 channels_are_colour=stack.channels_are_colour)  # fluorescence: each channel counts
+                                 channels_are_colour=channels_are_colour)  # fluorescence: each channel counts
         z, z_unit = stack.usable_focus_positions()  # µm, or a lens's dpt or mA
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
@@ -61,7 +62,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         with _naming(stack.path):
             pixel_size_um = stack.pixel_size_um()  # the input's calibration stays with its fused image
             write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um,
-                             colour=stack.channels_are_colour)  # fluorescence channels stay channels
+                             colour=channels_are_colour)  # fluorescence channels stay channels
             depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
             write_depth_tiff(paths["depth"], result.depth, depth_unit, pixel_size_um=pixel_size_um)
         seconds["write"] = time.perf_counter() - write_started

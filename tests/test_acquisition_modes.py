@@ -436,7 +436,8 @@ def test_a_lens_stack_refused_later_keeps_its_focal_powers_and_its_depth_in_dpt(
     assert RefuseReport.from_json(older).focus_positions is None
 
 
-def test_a_camera_error_in_the_sequence_thread_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+def run_sequenced_from_the_command_line(tmp_path, monkeypatch, faults: dict) -> int:
+    """``run_session.main`` on the small sequenced profile with ``faults``; its exit status."""
     import threading
 
     import run_session
@@ -444,29 +445,25 @@ def test_a_camera_error_in_the_sequence_thread_is_one_line_not_a_traceback(tmp_p
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
     profile = yaml.safe_load((PROFILES / "simulated-sequenced.yaml").read_text())
     profile["camera"]["specimen"].update(height_px=96, width_px=128)
-    profile["faults"] = {"camera": {"error_reply": 5, "times": 1}}
+    profile["faults"] = faults
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(profile))
-    assert run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")]) == 0  # retried, complete
+    return run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")])
+
+
+def test_a_camera_error_in_the_sequence_thread_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    faults = {"camera": {"error_reply": 5, "times": 1}}
+    assert run_sequenced_from_the_command_line(tmp_path, monkeypatch, faults) == 0  # retried, complete
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert any(line.startswith("warning: ") and "camera error 5" in line for line in err.splitlines())
 
 
 def test_a_frame_lost_in_the_one_frame_retry_of_a_sequence_is_retried_quietly(tmp_path, capsys, monkeypatch):
-    import threading
-
-    import run_session
-
-    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
-    profile = yaml.safe_load((PROFILES / "simulated-sequenced.yaml").read_text())
-    profile["camera"]["specimen"].update(height_px=96, width_px=128)
     # The last slice's frame is lost: the sequence ends early and is retried as a sequence of one frame,
     # whose frame is lost too; the second retry gets it.
-    profile["faults"] = {"camera": {"drop_frames": 2, "after_slices": 12}}
-    path = tmp_path / "rig.yaml"
-    path.write_text(yaml.safe_dump(profile))
-    assert run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")]) == 0
+    faults = {"camera": {"drop_frames": 2, "after_slices": 12}}
+    assert run_sequenced_from_the_command_line(tmp_path, monkeypatch, faults) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err and not any(line.startswith("warning: ") for line in err.splitlines()), err
     report = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())

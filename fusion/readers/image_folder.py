@@ -13,7 +13,13 @@ from fusion.errors import EmptyStackError, FusionError, StackLayoutError, Unread
 from fusion.output_names import is_fused_output
 from fusion.readers.base import SavedStack
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+SLICE_TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = SLICE_TIFF_SUFFIXES + (".png", ".jpg", ".jpeg")
+
+
+def is_tiff(path: Path) -> bool:
+    """Whether a slice file is a TIFF (read by tifffile, with pages and tags), not a PNG or JPEG."""
+    return path.suffix.lower() in SLICE_TIFF_SUFFIXES
 
 
 def natural_key(path: Path) -> list:
@@ -31,7 +37,7 @@ def multipage_tiffs(files: list[Path]) -> list[tuple[Path, int]]:
     """The TIFF files among ``files`` that hold more than one page, with their page counts."""
     found = []
     for file in files:
-        if file.suffix.lower() not in (".tif", ".tiff"):
+        if not is_tiff(file):
             continue
         try:
             with tifffile.TiffFile(file) as tiff:
@@ -75,7 +81,7 @@ class ImageFolderStack(SavedStack):
         """The first slice's, where it is a TIFF that says (Fiji's image sequences, a camera's TIFFs: resolution
         tags in µm or another length, OME); PNG and JPEG carry none that microscopes write."""
         first = self.files[0]
-        if first.suffix.lower() not in (".tif", ".tiff"):
+        if not is_tiff(first):
             return None
         from fusion.readers.tiff import TiffStack
 
@@ -91,7 +97,7 @@ class ImageFolderStack(SavedStack):
     def channels_are_colour(self) -> bool:
         """PNG and JPEG channels are colour; TIFF slices say so in their first page (``page_has_colour_samples``)."""
         first = self.files[0]
-        if first.suffix.lower() not in (".tif", ".tiff") or len(self.first_slice_format()[0]) != 3:
+        if not is_tiff(first) or len(self.first_slice_format()[0]) != 3:
             return super().channels_are_colour
         from fusion.readers.tiff import page_has_colour_samples
 
@@ -100,7 +106,7 @@ class ImageFolderStack(SavedStack):
 
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         file = self.files[index]
-        if file.suffix.lower() in (".tif", ".tiff"):
+        if is_tiff(file):
             with tifffile.TiffFile(file) as tiff:
                 page = tiff.pages.first
                 return page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype
@@ -116,7 +122,7 @@ class ImageFolderStack(SavedStack):
         try:
             if file.stat().st_size == 0:  # (imageio would try every plugin it has on it first)
                 raise _EmptyFile("the file is empty: 0 bytes")
-            if file.suffix.lower() in (".tif", ".tiff"):
+            if is_tiff(file):
                 return tifffile.imread(file, key=0)
             return imageio.imread(file)
         except Exception as error:
