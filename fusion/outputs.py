@@ -57,6 +57,10 @@ def _written_atomically(path: Path):
 
 # The samples ImageJ opens in an RGB TIFF (its TiffDecoder: "ImageJ can only open 8 and 16 bit/channel images").
 IMAGEJ_SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+# The ImageJ description's key saying that a composite's channels are one colour picture's samples ("RGB", "RGBA"):
+# float colour, which no RGB TIFF holds for ImageJ (Fiji shows the composite in red, green, blue; ImageJ passes over
+# the key). ``fusion.readers.tiff.described_as_colour`` reads it back, so that it is fused again as colour.
+COLOUR_SAMPLES_KEY = "colour_samples"
 
 
 def colour_by_shape(shape: tuple[int, ...]) -> bool:
@@ -72,7 +76,8 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     ``colour``: whether the C values of a pixel are one colour picture's samples (RGB, RGBA), written as an RGB
     TIFF, or separate channels (fluorescence), written one plane each as an ImageJ hyperstack, which Fiji opens
     as a composite of C channels and the napari plugin as C layers; None: ``colour_by_shape``. Colour of other
-    types than 8 and 16 bits (float) is written as channels too: Fiji opens no RGB TIFF of them.
+    types than 8 and 16 bits (float) is written as channels too, Fiji opening no RGB TIFF of them; its description
+    says that they are colour (``COLOUR_SAMPLES_KEY``).
     ``pixel_size_um`` goes into the resolution tags in pixels per centimetre (TIFF's unit, which tifffile, PIL and
     other plain readers take), and ``unit=um`` into the ImageJ description: Fiji turns centimetre tags into µm for
     exactly that unit, whatever the size (without it, it shows pixels over 10 µm in cm); ``pixel_size_um_of`` reads
@@ -81,12 +86,13 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     tifffile the first).
     """
     colour = colour_by_shape(image.shape) if colour is None else colour and image.ndim == 3
+    described: dict[str, Any] = dict(properties or {})
     if colour and image.dtype not in IMAGEJ_SAMPLE_DTYPES:
         colour = False  # ImageJ refuses wider colour samples (float): a composite of their channels it opens
+        described[COLOUR_SAMPLES_KEY] = "RGBA"[: image.shape[2]]  # (which says that they are colour)
     if image.ndim == 3 and not colour:
         image = np.moveaxis(image, -1, 0)  # (C, H, W): ImageJ keeps each channel in its own page
     axes = "YXS" if colour else ("CYX" if image.ndim == 3 else "YX")
-    described: dict[str, Any] = dict(properties or {})
     if axes == "CYX":
         described["mode"] = "composite"  # (ImageJ's default for a hyperstack is one channel at a time)
     resolution: dict[str, Any] = {}

@@ -153,7 +153,8 @@ class StackStream:
         z_here = [s["z_um"] for s in self.slices]
         fused = compose_from_decision(guide.decision, self.buffer, self.settings.feather_px)
         return FusionResult(fused=fused, depth=guide.depth, depth_unit=guide.depth_unit, decision=guide.decision,
-                            focus_scores=[], z_positions=list(z_here), seconds={}, alignment=None)
+                            focus_scores=[], z_positions=list(z_here), seconds={}, alignment=None,
+                            measure_device=guide.measure_device)  # (where the decision it follows was measured)
 
     def report(self) -> dict:
         record: dict[str, Any] = {"name": self.info.name, "channel": self.info.channel, "position": self.info.position,
@@ -164,8 +165,8 @@ class StackStream:
             record.update(focus_scores=self.result.focus_scores, depth_unit=self.result.depth_unit,
                           chosen_fraction=self.result.chosen_fraction(),
                           decision_from=self.decision_from, note=self.note,
-                          # Where the deep measure ran ("cpu", "cuda"), as a refusion reports it; None: a measure
-                          # without a device, or none at all (a stack composed from another's decision).
+                          # Where the deep measure ran ("cpu", "cuda"), as a refusion reports it (a stack composed
+                          # from another's decision: where that one's ran); None: a measure without a device.
                           device_used=self.result.measure_device,
                           seconds={k: round(v, 4) for k, v in self.result.seconds.items()})
             if self.worker is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from fusion.readers.tiff import depth_unit_of, page_has_colour_samples, pixel_size_um_of
+from fusion.readers.tiff import depth_unit_of, described_as_colour, page_has_colour_samples, pixel_size_um_of
 
 DEPTH_COLORMAP = "viridis"
 LayerData = tuple[np.ndarray, dict, str]
@@ -40,12 +40,14 @@ def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...], colou
 def fused_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
         series = tiff.series[0]
-        image, recorded = series.asarray(), pixel_size_um_of(tiff.pages.first)
+        image, axes, recorded = series.asarray(), series.axes, pixel_size_um_of(tiff.pages.first)
         colour = page_has_colour_samples(tiff.pages.first)
+        if axes == "CYX" and described_as_colour(tiff.pages.first, image.shape[0]):
+            image, axes, colour = np.moveaxis(image, 0, -1), "YXS", True  # float colour: one picture, not channels
     pixel_um = recorded or 1.0
     attributes = {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
                   "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
-    return image, _image_attributes(attributes, series.axes, image.shape, colour), "image"
+    return image, _image_attributes(attributes, axes, image.shape, colour), "image"
 
 
 def depth_layer(path: Path, name: str) -> LayerData:

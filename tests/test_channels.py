@@ -10,7 +10,8 @@ import pytest
 import tifffile
 
 from fusion.readers import open_stack
-from fusion.readers.tiff import read_image_tiff
+from fusion.outputs import COLOUR_SAMPLES_KEY
+from fusion.readers.tiff import fused_tiff_is_colour, read_image_tiff
 from fusion.refuse import refuse_stack
 from napari_ums_fusion.layers import file_layers
 from tests.conftest import rendered
@@ -146,3 +147,51 @@ def test_float_colour_is_fused_into_a_composite_that_fiji_opens(tmp_path):
     fused = read_image_tiff(fused_path)
     assert fused.dtype == np.float32 and fused.shape == (*SHAPE, 3)
     assert fused.mean(axis=(0, 1)) == pytest.approx(data.mean(axis=(0, 1, 2)), rel=0.1)  # R, G, B in order
+
+
+def float_colour_stack(path: Path) -> np.ndarray:
+    """A float32 RGB z-stack (Z, Y, X, 3) in [0, 1], as a camera's frames or a processed photo series hold it."""
+    data = np.stack(rendered(color=True, shape=SHAPE).slices).astype(np.float32) / 255
+    tifffile.imwrite(path, data, photometric="rgb", metadata={"axes": "ZYXS"})
+    return data
+
+
+def test_a_float_colour_fused_image_is_read_back_as_colour(tmp_path):
+    """Float colour is written as a composite of its channels (Fiji opens no 32-bit RGB TIFF), which was read back
+    as 3 separate channels: refused again, each weighted evenly instead of by luminance; napari showed 3 layers."""
+    float_colour_stack(tmp_path / "photo.tif")
+    fused_path = Path(refuse_stack(tmp_path / "photo.tif", tmp_path / "out", progress=False).outputs["fused"])
+    assert imagej_image_kind(fused_path) == ("composite", 3)  # still what Fiji opens
+    assert fused_tiff_is_colour(fused_path)  # (the live view of --refuse --view)
+    with open_stack(fused_path) as stack:
+        assert stack.channels_are_colour
+    again = refuse_stack(fused_path, tmp_path / "again", progress=False)
+    assert again.channel_weights is None  # fused as colour: by luminance
+    assert fused_tiff_is_colour(Path(again.outputs["fused"]))
+    (image, attributes, _), = file_layers(fused_path)  # the napari plugin: one RGB picture
+    assert attributes["rgb"] and "channel_axis" not in attributes and image.shape == (*SHAPE, 3)
+
+
+def test_a_stack_of_float_colour_composites_is_fused_as_colour(tmp_path):
+    """Slices as the fused image keeps float colour (channels in pages of their own, described as colour samples)."""
+    data = np.moveaxis(float_colour_stack(tmp_path / "photo.tif"), -1, 1)  # (Z, C, Y, X)
+    tifffile.imwrite(tmp_path / "slices.tif", data, imagej=True,
+                     metadata={"axes": "ZCYX", "mode": "composite", COLOUR_SAMPLES_KEY: "RGB"})
+    with open_stack(tmp_path / "slices.tif") as stack:
+        assert stack.read_slice(0).shape == (*SHAPE, 3) and stack.channels_are_colour
+    report = refuse_stack(tmp_path / "slices.tif", tmp_path / "out", progress=False)
+    assert report.channel_weights is None and fused_tiff_is_colour(Path(report.outputs["fused"]))
+
+
+def test_float_fluorescence_channels_stay_separate_channels(tmp_path):
+    """A composite that does not say its channels are colour (Fiji's, and ours of separate channels) is channels."""
+    write_imagej_hyperstack(tmp_path / "cells.tif", fluorescence(np.uint16).astype(np.float32) / 65535)
+    with open_stack(tmp_path / "cells.tif") as stack:
+        assert not stack.channels_are_colour
+    report = refuse_stack(tmp_path / "cells.tif", tmp_path / "out", progress=False)
+    fused_path = Path(report.outputs["fused"])
+    assert report.channel_weights is not None and not fused_tiff_is_colour(fused_path)
+    with open_stack(fused_path) as stack:
+        assert not stack.channels_are_colour
+    (_, attributes, _), = file_layers(fused_path)
+    assert not attributes.get("rgb") and attributes["channel_axis"] == 0

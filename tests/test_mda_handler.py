@@ -202,6 +202,17 @@ def test_unknown_decision_channel_during_a_run_fuses_each_stack_on_its_own(demo,
     assert len(list(tmp_path.glob("*.fused.tif"))) == 4
 
 
+@pytest.mark.parametrize("method", ["ums", "sf"])
+def test_a_stack_that_follows_another_channels_decision_records_that_ones_device(demo, tmp_path, method):
+    """A follower's record said device_used null while the channel whose decision it took said "cpu"."""
+    handler = StreamingFusionHandler(tmp_path, decision_channel="FITC", method=method, device="cpu")
+    demo.mda.run(demo_sequence(), output=handler)
+    records = json.loads((tmp_path / SUMMARY_NAME).read_text())["stacks"]
+    followers = [r for r in records if r["decision_from"] is not None]
+    assert len(followers) == 2 and all(r["channel"] == "DAPI" for r in followers)
+    assert [r["device_used"] for r in records] == [None if method == "sf" else "cpu"] * 4
+
+
 def test_a_stack_whose_description_cannot_be_written_still_gets_its_fused_images(tmp_path, monkeypatch):
     """A MOCK of a full disk at the stack's OME description: the fused and depth images still go out (they were
     lost with the stack's name), and the stack's record says what failed."""

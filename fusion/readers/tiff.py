@@ -13,6 +13,7 @@ import tifffile
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
 from fusion.output_names import STACK as SESSION_STACK
+from fusion.outputs import COLOUR_SAMPLES_KEY
 from fusion.readers.base import SavedStack, positive_size_um
 
 # Leading axes that can carry the focus sweep, by preference. tifffile names a plain
@@ -103,10 +104,11 @@ class TiffStack(SavedStack):
 
     @property
     def channels_are_colour(self) -> bool:
-        """Channels kept in pages of their own (ImageJ's channels, OME's SizeC) are separate images; the samples of
-        one page are colour where ``page_has_colour_samples``."""
+        """Channels kept in pages of their own (ImageJ's channels, OME's SizeC) are separate images, unless the
+        description says they are colour (``described_as_colour``: float colour); the samples of one page are colour
+        where ``page_has_colour_samples``."""
         if self._layout.n_channels > 1:
-            return False
+            return described_as_colour(self._tiff.pages.first, self._layout.n_channels)
         return page_has_colour_samples(self._series.keyframe)
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
@@ -310,10 +312,13 @@ def read_image_tiff(path: Path) -> np.ndarray:
 
 def fused_tiff_is_colour(path: Path) -> bool:
     """Whether an image that ``write_image_tiff`` wrote is one colour picture (``page_has_colour_samples`` of its
-    first page): False for a grey image, separate channels in pages of their own (CYX) and channels kept as the
-    samples of one page (YXC, as an earlier version wrote 2 channels)."""
+    first page, or float colour in pages of their own that its description calls colour: ``described_as_colour``):
+    False for a grey image, separate channels in pages of their own (CYX) and channels kept as the samples of one
+    page (YXC, as an earlier version wrote 2 channels)."""
     with tifffile.TiffFile(path) as tiff:
-        return page_has_colour_samples(tiff.pages.first)
+        series = tiff.series[0]
+        return page_has_colour_samples(tiff.pages.first) or described_as_colour(tiff.pages.first,
+                                                                                series.sizes.get("channel", 1))
 
 
 def depth_unit_of(page: tifffile.TiffPage) -> str:
@@ -339,6 +344,13 @@ def page_has_colour_samples(page: tifffile.TiffPage) -> bool:
         return True
     # (tifffile reads a missing tag as 0, MINISWHITE, so ask whether the page has the tag.)
     return "PhotometricInterpretation" not in page.tags and page.dtype == np.uint8
+
+
+def described_as_colour(page: tifffile.TiffPage, n_channels: int) -> bool:
+    """Whether the ImageJ description of a file's first page says that its ``n_channels`` channels, in pages of their
+    own (a composite), are one colour picture's samples, as ``fusion.outputs.write_image_tiff`` writes float colour
+    (``COLOUR_SAMPLES_KEY``). Separate channels (fluorescence) say nothing."""
+    return n_channels in (3, 4) and _imagej_properties(page).get(COLOUR_SAMPLES_KEY) == "RGBA"[:n_channels]
 
 
 def _imagej_properties(page: tifffile.TiffPage) -> dict[str, str]:
