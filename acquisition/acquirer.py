@@ -7,13 +7,14 @@ stores, fuses and records each one as it comes, exactly as it does a stepped sli
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
 from devices.camera import Frame
-from devices.errors import TRANSIENT_ERRORS
+from devices.errors import TRANSIENT_ERRORS, DeviceError
 
 # Stepped, sequenced or streamed alike: a camera that loses this many positions in a row has stopped.
 MAX_LOST_IN_A_ROW = 3
@@ -29,6 +30,38 @@ def with_retries(action, what: str, retries: int, log: list[RetryRecord], index:
             log.append(RetryRecord(slice=index, what=what, attempt=attempt + 1, error=str(error)))
             if attempt == retries:
                 raise
+
+
+class FrameWait:
+    """How long the camera has kept the acquisition waiting for a frame: retries and lost frames in a
+    row wait ``give_up_after_s`` at most, all together (the profile's camera.give_up_after_s), stepped,
+    sequenced or streamed alike. The clock runs from the first try after the last frame that came."""
+
+    def __init__(self, camera_name: str, timeout_s: float, give_up_after_s: float):
+        self.camera_name = camera_name
+        self.timeout_s = timeout_s
+        self.give_up_after_s = give_up_after_s
+        self._since_s: float | None = None   # perf_counter() when the wait began; None: a frame just came
+
+    def next_timeout_s(self, lost_in_a_row: int) -> float:
+        """The next try's timeout: camera.timeout_s, or less where that is all that is left of the
+        limit; a DeviceError (not transient: retrying would only wait longer) once it is spent."""
+        now_s = time.perf_counter()
+        if self._since_s is None:
+            self._since_s = now_s
+        waited_s = now_s - self._since_s
+        if waited_s >= self.give_up_after_s:
+            raise DeviceError(self.camera_name, f"no frame for {waited_s:.1f} s ({lost_in_a_row} lost in a row): "
+                                                f"gave up after camera.give_up_after_s = {self.give_up_after_s:g} s")
+        return min(self.timeout_s, self.give_up_after_s - waited_s)
+
+    def waiting_since(self, since_s: float) -> None:
+        """The wait began at ``since_s`` (perf_counter()), unless it was already running."""
+        if self._since_s is None:
+            self._since_s = since_s
+
+    def frame_came(self) -> None:
+        self._since_s = None
 
 
 @dataclass

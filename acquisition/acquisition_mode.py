@@ -27,6 +27,24 @@ def why_not_sequenced(rig: Rig) -> tuple[str, str] | None:
     return None
 
 
+def _lens_stream(profile: Profile, rig: Rig) -> Acquirer:
+    """The free-running lens sweep on this rig; a camera it cannot use is an error naming it."""
+    from acquisition.lens_stream import LensStreamAcquirer
+
+    assert profile.plan is not None  # a stream is a plan's
+    camera = rig.camera
+    if not hasattr(camera, "sequence"):
+        raise UnsupportedFeatureError(camera.name, "plan.stream needs a camera that streams frames")
+    if camera.exposure_ms is None:  # a frame's exposure window is what says which power it saw
+        raise UnsupportedFeatureError(camera.name, "plan.stream needs a camera that reports its exposure time, to "
+                                      "tell which focal power each frame saw and whether the lens held still; this "
+                                      "one reports none (a GenICam camera without ExposureTime): set plan.stream: "
+                                      "false to step the sweep")
+    return LensStreamAcquirer(camera, rig.focus, settle_s=profile.focus.settle_ms / 1000,
+                              frame_timeout_s=profile.camera.timeout_s, retries=profile.plan.retries,
+                              give_up_after_s=profile.camera.give_up_after_s)
+
+
 def acquirer_for(profile: Profile, rig: Rig, warnings: list[str] | None = None) -> Acquirer | None:
     """The acquirer the profile asks for on this rig; None for the session's own stepped loop.
 
@@ -36,12 +54,7 @@ def acquirer_for(profile: Profile, rig: Rig, warnings: list[str] | None = None) 
     if plan is None:  # an MDA profile: its sequence runs in mda_session
         return None
     if plan.stream:
-        from acquisition.lens_stream import LensStreamAcquirer
-
-        if not hasattr(rig.camera, "sequence"):
-            raise UnsupportedFeatureError(rig.camera.name, "plan.stream needs a camera that streams frames")
-        return LensStreamAcquirer(rig.camera, rig.focus, settle_s=profile.focus.settle_ms / 1000,
-                                  frame_timeout_s=profile.camera.timeout_s, retries=plan.retries)
+        return _lens_stream(profile, rig)
     if plan.hardware_sequencing == "off":
         return None
     problem = why_not_sequenced(rig)
@@ -71,5 +84,6 @@ def acquirer_for(profile: Profile, rig: Rig, warnings: list[str] | None = None) 
     # Each sequence run arms the profile's faults as it starts, from its first planned slice (Rig.arm_faults).
     return HardwareSequencedAcquirer(rig.camera, rig.focus, frame_timeout_s=profile.camera.timeout_s,
                                      settle_timeout_s=profile.focus.settle_timeout_s, retries=plan.retries,
+                                     give_up_after_s=profile.camera.give_up_after_s,
                                      before_sequence=lambda first_index: rig.arm_faults(first_index,
                                                                                         sequence_starts=True))

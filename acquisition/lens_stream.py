@@ -11,7 +11,8 @@ spares. session.json lists the flagged frames.
 A frame the camera drops costs only time: the lens holds still until a frame of its step comes.
 A step whose wait fails with a transient error (no still frame within the timeout; a camera error,
 after which the stream is started again) is retried ``retries`` times and then recorded as lost,
-as in a stepped stack, and the sweep goes on; MAX_LOST_IN_A_ROW lost in a row end it.
+as in a stepped stack, and the sweep goes on; MAX_LOST_IN_A_ROW lost in a row end it, and so does
+waiting ``give_up_after_s`` in all for a still frame (``acquisition.acquirer.FrameWait``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice, with_retries
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice, with_retries
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame
@@ -43,12 +44,13 @@ class LensStreamAcquirer:
     mode = "stream"
 
     def __init__(self, camera, lens, settle_s: float, frame_timeout_s: float = 5.0, retries: int = 2,
-                 guard_s: float = 0.001):
+                 give_up_after_s: float = 20.0, guard_s: float = 0.001):
         self.camera = camera
         self.lens = lens
         self.settle_s = settle_s
         self.frame_timeout_s = frame_timeout_s
         self.retries = retries
+        self.frame_wait = FrameWait(camera.name, frame_timeout_s, give_up_after_s)
         self.guard_s = guard_s
         self.flagged: list[dict] = []   # frames exposed while the lens moved
         self.spares = 0                 # still frames beyond each step's first
@@ -69,7 +71,7 @@ class LensStreamAcquirer:
                 t1 = time.perf_counter()
                 # The lens holds this power until the next command, so a retry (on a stream started
                 # again after a camera error) still finds a frame of this step.
-                wait = functools.partial(self._still_frame, stream, trajectory, command)
+                wait = functools.partial(self._still_frame, stream, trajectory, command, lost_in_a_row)
                 try:
                     frame = with_retries(wait, "frame", self.retries, retry_log, index)
                 except TRANSIENT_ERRORS as error:  # an explicit gap at this position; the stream goes on
@@ -83,17 +85,19 @@ class LensStreamAcquirer:
                     yield from (LostSlice(k, positions[k], str(error)) for k in range(index, len(positions)))
                     raise
                 lost_in_a_row = 0
+                self.frame_wait.frame_came()
                 yield AcquiredSlice(frame, power, index, {"move_s": round(t1 - t0, 5), "settle_s": 0.0,
                                                           "exposure_s": round(time.perf_counter() - t1, 5)})
 
-    def _still_frame(self, stream: FrameStream, trajectory: LensTrajectory, command: int) -> Frame:
+    def _still_frame(self, stream: FrameStream, trajectory: LensTrajectory, command: int, lost_in_a_row: int) -> Frame:
         """The first frame exposed wholly while the lens held ``command``'s power."""
-        deadline = time.monotonic() + self.frame_timeout_s
+        timeout_s = self.frame_wait.next_timeout_s(lost_in_a_row)
+        deadline = time.monotonic() + timeout_s
         while True:
             frame = stream.next_frame(deadline - time.monotonic())
             if frame is None:
                 raise DeviceTimeoutError(self.camera.name, f"no frame exposed with the lens still at step {command} "
-                                                           f"within {seconds_text(self.frame_timeout_s)}")
+                                                           f"within {seconds_text(timeout_s)}")
             self.frames_seen += 1
             start_s, end_s = exposure_window_s(frame)
             seen = trajectory.frame_focus(start_s, end_s)

@@ -80,7 +80,7 @@ class CameraSettings(_Strict):
     exposure_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
     timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
-    # session after this long.
+    # session after this long: stepped, hardware-sequenced or streamed (acquisition.acquirer.FrameWait).
     give_up_after_s: float = Field(20.0, gt=0)
     pixel_size_um: float | None = Field(None, gt=0)  # on the specimen; default: what the camera or core says
     # genicam

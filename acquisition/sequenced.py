@@ -9,8 +9,9 @@ stage's sequence memory run as several sequences.
 A sequence the camera ends early (a lost frame, a timeout) is retried from the first position
 that has no frame, ``retries`` times in a row; after that, as in a stepped stack, that position
 is reported lost (with its z) and the next sequence starts from the one after it. Only
-MAX_LOST_IN_A_ROW lost positions in a row end the session; positions never tried are not
-reported lost (the frames already acquired are stored and fused by then).
+MAX_LOST_IN_A_ROW lost positions in a row end the session, and so does waiting ``give_up_after_s``
+in all for a frame (``acquisition.acquirer.FrameWait``); positions never tried are not reported
+lost (the frames already acquired are stored and fused by then).
 Assumes the camera delivers every frame it exposes: one that exposed a frame and lost it
 silently would shift the stamps of those after it (MMCore's circular buffer cannot tell).
 """
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice
 from devices.errors import TRANSIENT_ERRORS, DeviceError
 
 
@@ -32,10 +33,10 @@ class HardwareSequencedAcquirer:
     mode = "sequenced"
 
     def __init__(self, camera, focus, frame_timeout_s: float = 5.0, settle_timeout_s: float = 5.0, retries: int = 2,
-                 before_sequence: Callable[[int], None] = lambda first_index: None):
+                 give_up_after_s: float = 20.0, before_sequence: Callable[[int], None] = lambda first_index: None):
         self.camera = camera
         self.focus = focus
-        self.frame_timeout_s = frame_timeout_s
+        self.frame_wait = FrameWait(camera.name, frame_timeout_s, give_up_after_s)
         self.settle_timeout_s = settle_timeout_s
         self.retries = retries
         self.before_sequence = before_sequence  # told each run's first planned index (the rig arms its faults)
@@ -49,20 +50,24 @@ class HardwareSequencedAcquirer:
             chunk = positions[done:done + self.max_length]
             record = {"first_index": done, "frames_asked": len(chunk), "frames_got": 0}
             self.sequences.append(record)
+            # Every frame of the run may wait this long; a shorter one only while the limit runs out.
+            frame_timeout_s = self.frame_wait.next_timeout_s(lost_in_a_row)
             self.before_sequence(done)
             previous_s = time.perf_counter()
-            sequence = self._sequence(chunk)
+            sequence = self._sequence(chunk, frame_timeout_s)
             try:
                 with contextlib.closing(sequence):  # closing stops the camera and the stage at once
                     for offset, frame in enumerate(sequence):
                         now_s = time.perf_counter()
                         failures_in_a_row = lost_in_a_row = 0  # a frame arrived: what failed before was not in a row
+                        self.frame_wait.frame_came()
                         record["frames_got"] += 1
                         yield AcquiredSlice(frame, chunk[offset], done, {"move_s": 0.0, "settle_s": 0.0,
                                                                          "exposure_s": round(now_s - previous_s, 5)})
                         done += 1
                         previous_s = time.perf_counter()
             except TRANSIENT_ERRORS as error:
+                self.frame_wait.waiting_since(previous_s)  # the failed frame was awaited since the last one came
                 failures_in_a_row += 1
                 retry_log.append(RetryRecord(slice=done, what="sequence", attempt=failures_in_a_row, error=str(error)))
                 if failures_in_a_row > self.retries:
@@ -71,14 +76,14 @@ class HardwareSequencedAcquirer:
                     if lost_in_a_row >= MAX_LOST_IN_A_ROW:
                         raise
 
-    def _sequence(self, chunk: list[float]) -> Generator:
+    def _sequence(self, chunk: list[float], frame_timeout_s: float) -> Generator:
         """Move to the first position, arm the stage with ``chunk``, and stream as many frames."""
         self.focus.move_to(chunk[0])
         self.focus.wait_until_settled(self.settle_timeout_s)
         self.focus.load_sequence(chunk)
         self.focus.start_sequence()
         try:
-            yield from self.camera.sequence(len(chunk), timeout_s=self.frame_timeout_s)
+            yield from self.camera.sequence(len(chunk), timeout_s=frame_timeout_s)
         finally:
             try:
                 self.focus.stop_sequence()

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquirer, LostSlice, with_retries
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquirer, FrameWait, LostSlice, with_retries
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.acquisition_report import acquisition_report
 from acquisition.pre_sweep import RangeFound, find_z_range
@@ -175,7 +175,8 @@ class Session:
 
     def _acquire(self, positions: list[float], progress: bool | None) -> None:
         self._dropped_in_a_row = 0
-        self._waiting_since: float | None = None  # the first try for a frame since the last one that came
+        self._frame_wait = FrameWait(self.rig.camera.name, self.profile.camera.timeout_s,
+                                     self.profile.camera.give_up_after_s)
         bar = tqdm(positions, desc="slices", unit="slice", disable=None if progress is None else not progress)
         for index, z in enumerate(bar):
             self.acquire_slice(index, z)
@@ -190,8 +191,6 @@ class Session:
         t1 = time.perf_counter()
         time.sleep(self.profile.focus.settle_ms / 1000)
         t2 = time.perf_counter()
-        if self._waiting_since is None:
-            self._waiting_since = t2
         try:
             frame = with_retries(self._snap, "snap", retries, self.retries, index)
         except TRANSIENT_ERRORS as error:
@@ -202,7 +201,7 @@ class Session:
                 raise
             return
         self._dropped_in_a_row = 0
-        self._waiting_since = None
+        self._frame_wait.frame_came()
         t3 = time.perf_counter()
         self._keep(frame, z, index, t3, move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
                    exposure_s=round(t3 - t2, 5))
@@ -212,14 +211,7 @@ class Session:
         self.rig.focus.wait_until_settled(self.profile.focus.settle_timeout_s)
 
     def _snap(self):
-        # Retries and lost frames in a row wait camera.give_up_after_s at most, all together.
-        give_up_after_s = self.profile.camera.give_up_after_s
-        waited_s = time.perf_counter() - self._waiting_since
-        if waited_s >= give_up_after_s:
-            raise DeviceError(self.rig.camera.name, f"no frame for {waited_s:.1f} s ({self._dropped_in_a_row} lost "
-                                                    f"in a row): gave up after camera.give_up_after_s = "
-                                                    f"{give_up_after_s:g} s")
-        return self.rig.camera.snap(timeout_s=min(self.profile.camera.timeout_s, give_up_after_s - waited_s))
+        return self.rig.camera.snap(timeout_s=self._frame_wait.next_timeout_s(self._dropped_in_a_row))
 
     def _acquire_streamed(self, acquirer: Acquirer, positions: list[float]) -> None:
         """Store and fuse each slice a sequenced or streaming acquirer delivers, as it comes."""

@@ -3,6 +3,7 @@ real MMCore with the demo adapters), the free-running tunable-lens stream, and w
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import tifffile
@@ -14,9 +15,10 @@ from acquisition.lens_stream import LensStreamAcquirer
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.acquirer import MAX_LOST_IN_A_ROW
+from acquisition.frame_stream import FrameStream
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
-from devices.errors import DeviceErrorReply, DeviceNotFoundError, UnsupportedFeatureError
+from devices.errors import DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
 from fusion.readers import open_stack
 from tests.conftest import REPO_ROOT
 
@@ -357,6 +359,67 @@ def test_a_lens_stream_position_still_failing_after_its_retries_is_the_only_one_
     assert [r.attempt for r in report.retries] == [1, 2, 3]
     kept = [s.planned_index for s in report.slices]
     assert kept == [k for k in range(17) if k != 4] and report.acquired_slices == 16
+
+
+# -- a camera that stops answering in a sequence or a stream: camera.give_up_after_s ends it, as a stepped stack --
+
+STOPS_ANSWERING = {
+    # Frames 1.5 s late, past the 0.3 s timeout (a try lasts as long: stopping waits for the exposure under way).
+    "simulated-sequenced": {"delay_s": 1.5, "after_slices": 4},
+    "simulated-etl-stream": {"silent": True, "after_slices": 4},
+}
+
+
+@pytest.mark.parametrize("name", STOPS_ANSWERING)
+def test_a_camera_that_stops_answering_mid_stack_is_given_up_on_after_give_up_after_s(tmp_path, name):
+    # Without the limit: 11 tries of 0.3 s or more for each of 3 positions in a row (19 s streamed, 51 s sequenced).
+    profile = small(load_profile(PROFILES / f"{name}.yaml"), faults={"camera": STOPS_ANSWERING[name]},
+                    **{"camera.timeout_s": 0.3, "camera.give_up_after_s": 1.0, "plan.retries": 10})
+    started_s = time.monotonic()
+    outcome, _ = run_session(tmp_path, profile)
+    took_s = time.monotonic() - started_s
+    assert took_s < 15, f"took {took_s:.1f} s"  # 5x the ~3 s it takes idle, the rig's opening included
+    report = outcome.report
+    assert report.ended_by is not None and "gave up after camera.give_up_after_s = 1 s" in report.ended_by
+    assert profile.plan is not None and len(report.retries) < profile.plan.retries  # the limit ended it, not them
+    # What came before the camera stopped is kept: on disk with its z, in session.json, and fused.
+    first_four = planned_positions(profile.plan, 0.0)[:4]
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        assert stack.focus_positions() == (pytest.approx(first_four), profile.focus.unit)
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert written["ended_by"] == report.ended_by and written["acquired_slices"] == 4
+    assert [s["z"] for s in written["slices"]] == pytest.approx(first_four)
+    assert (outcome.folder / "fused.tif").is_file()
+
+
+# -- a lens stream on the GenICam camera --
+
+def test_a_lens_stream_on_a_camera_without_an_exposure_time_is_refused_before_anything_moves(tmp_path):
+    # Viky, the genicam wheel's camera, has no ExposureTime: when each frame was exposed, and so which power
+    # it saw, cannot be told. It ran, stamping each frame with the step it arrived in; now it is an error.
+    profile = small(load_profile(PROFILES / "simulated-genicam-etl.yaml"), **{"plan.stream": True})
+    with pytest.raises(UnsupportedFeatureError, match=r"GenICam camera \(0\): plan.stream needs a camera that "
+                                                      r"reports its exposure time.*set plan.stream: false"):
+        run_profile(profile, tmp_path / "sessions", progress=False)
+    assert list((tmp_path / "sessions").iterdir()) == []  # no session folder left behind
+
+
+def test_a_genicam_stream_stopped_by_a_fetch_timeout_is_started_again_and_never_hangs():
+    """The GenICam driver stops acquiring at a fetch timeout; the stream's next wait starts it again."""
+    from devices.genicam import GenICamCamera, bundled_producer
+
+    camera = GenICamCamera(bundled_producer(), serial_number="0")
+    try:
+        started_s = time.monotonic()
+        with FrameStream(camera, max_frames=10, frame_timeout_s=1e-4) as stream:  # no frame comes that soon
+            for restarts in (0, 1):
+                with pytest.raises(DeviceTimeoutError, match=r"GenICam camera \(0\): no frame within 0.0001 s"):
+                    stream.next_frame(timeout_s=5.0)
+                assert stream.restarts == restarts
+        assert time.monotonic() - started_s < 5.0  # it takes 0.3 s idle; a hang would never end
+        assert camera.snap(timeout_s=5.0).pixels.shape[:2] == (400, 400)  # stopped and started, it still delivers
+    finally:
+        camera.close()
 
 
 def test_the_kernel_warm_up_says_nothing_about_its_throwaway_crop():
