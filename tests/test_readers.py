@@ -313,3 +313,15 @@ def test_several_positions_and_times_are_not_one_stack(tmp_path):
     tifffile.imwrite(path, np.zeros((2, 3, 6, 8), np.uint8), metadata={"axes": "TZYX"})
     with pytest.raises(StackLayoutError, match="tz.ome.tif: axes TZYX"):
         open_stack(path)
+
+
+@pytest.mark.parametrize("dtype, detail", [(np.float64, "7 significant digits"), (np.uint32, "beyond 2^24"),
+                                           (np.int16, "")])
+def test_pixel_types_fused_as_float32_say_so_once(tmp_path, dtype, detail):
+    path = tmp_path / "odd.tif"
+    tifffile.imwrite(path, (ZYX // 2).astype(dtype), metadata={"axes": "ZYX"})
+    with open_stack(path) as stack, pytest.warns(UserWarning, match=f"{np.dtype(dtype)} pixels are fused as float32") \
+            as caught:
+        slices = [pixels for pixels, _ in stack]
+    assert all(s.dtype == np.float32 for s in slices)
+    assert len(caught) == 1 and detail in str(caught[0].message)

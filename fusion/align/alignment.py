@@ -396,6 +396,9 @@ def warp_to_reference(pixels: np.ndarray, transform: np.ndarray, border_px: int 
         warped = cv2.warpAffine(pixels, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
         if pixels.ndim == 3 and warped.ndim == 2:
             warped = warped[:, :, None]
+    # Cubic interpolation overshoots at strong edges (ringing): a warped slice keeps to the values the slice
+    # holds, or the fused image (clipped to the slices' range) would reach past them (4136 in a 12-bit stack).
+    np.clip(warped, pixels.min(), pixels.max(), out=warped)
     inside = np.zeros((height, width), np.uint8)
     inside[border_px:height - border_px, border_px:width - border_px] = 1
     covered = cv2.warpAffine(inside, matrix, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,

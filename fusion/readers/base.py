@@ -139,6 +139,8 @@ class SavedStack(ABC):
 
     def _checked(self, index: int, pixels: np.ndarray) -> np.ndarray:
         if pixels.dtype not in SUPPORTED_DTYPES:
+            if self._shape is None and pixels.dtype != np.bool_:  # once per stack: every slice is converted alike
+                warnings.warn(conversion_note(pixels.dtype, self.path), stacklevel=3)
             pixels = convert_dtype(pixels, self.path, self.slice_label(index))
         if self._shape is None:
             self._shape, self._dtype = pixels.shape, pixels.dtype
@@ -158,6 +160,17 @@ def normalise_layout(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim not in (2, 3):
         raise UnreadableStackError(f"a slice must be 2-D or 2-D with colour, got shape {pixels.shape}")
     return pixels
+
+
+def conversion_note(dtype: np.dtype, path: Path) -> str:
+    """What ``convert_dtype`` does to a stack of ``dtype``, said once: the fused image is float32 then, and
+    integers wider than float32's 24-bit mantissa lose their lowest bits."""
+    note = f"{path}: {dtype} pixels are fused as float32, and the fused image is float32"
+    if dtype.kind in "ui" and dtype.itemsize >= 4:
+        note += " (values beyond 2^24 = 16777216 keep 7 significant digits)"
+    elif dtype.kind == "f" and dtype.itemsize > 4:
+        note += " (7 significant digits)"
+    return note
 
 
 def convert_dtype(pixels: np.ndarray, path: Path, label: str) -> np.ndarray:
