@@ -325,3 +325,22 @@ def test_pixel_types_fused_as_float32_say_so_once(tmp_path, dtype, detail):
         slices = [pixels for pixels, _ in stack]
     assert all(s.dtype == np.float32 for s in slices)
     assert len(caught) == 1 and detail in str(caught[0].message)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_slices_taken_with_the_camera_turned_are_read_as_they_are_shown(tmp_path, suffix):
+    from PIL import Image, ImageOps
+
+    stored = RNG.integers(0, 255, (3, 24, 32, 3)).astype(np.uint8)  # landscape as the sensor stores it
+    for k, pixels in enumerate(stored):
+        image = Image.fromarray(pixels)
+        exif = image.getexif()
+        exif[0x0112] = 6  # the camera held a quarter turn clockwise: shown portrait
+        image.save(tmp_path / f"s{k}{suffix}", exif=exif, quality=95)
+    with open_stack(tmp_path) as stack:
+        assert stack.declared_size(0)[:2] == (32, 24)
+        slices = [pixels for pixels, _ in stack]
+    for k, pixels in enumerate(slices):
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / f"s{k}{suffix}")))  # as viewers show it
+        assert pixels.shape == (32, 24, 3)
+        np.testing.assert_array_equal(pixels, shown)

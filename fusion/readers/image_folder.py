@@ -114,6 +114,8 @@ class ImageFolderStack(SavedStack):
 
         with Image.open(file) as image:  # reads the header only
             width, height = image.size
+            if _orientation(image) in SIDEWAYS_ORIENTATIONS:  # shown a quarter turn round: as ``_read`` gives it
+                width, height = height, width
             return height, width, len(image.getbands()), np.dtype(np.uint16 if image.mode.startswith("I;16")
                                                                   else np.uint8)
 
@@ -124,7 +126,7 @@ class ImageFolderStack(SavedStack):
                 raise _EmptyFile("the file is empty: 0 bytes")
             if is_tiff(file):
                 return tifffile.imread(file, key=0)
-            return imageio.imread(file)
+            return upright(imageio.imread(file), exif_orientation(file))
         except Exception as error:
             raise UnreadableStackError(f"{file.name} is not a readable image ({_why_unreadable(file, error)})",
                                        self.path) from error
@@ -136,6 +138,35 @@ class ImageFolderStack(SavedStack):
         SavedStack.__init__(stack, file, file.stem)
         stack.files = [Path(file)]
         return stack
+
+
+# EXIF Orientation (tag 274): how a camera held sideways or upside down wants its pixels shown. Viewers,
+# Helicon and Zerene honour it, so a fused image that did not would come out turned from its slices.
+EXIF_ORIENTATION_TAG = 0x0112
+SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _orientation(image) -> int:
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # a damaged EXIF block: the pixels as they are stored
+        return 1
+
+
+def exif_orientation(file: Path) -> int:
+    """A PNG or JPEG file's EXIF orientation (1: as stored), from its header."""
+    from PIL import Image
+
+    with Image.open(file) as image:
+        return _orientation(image)
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels (H, W[, C]) as stored, turned and mirrored as EXIF ``orientation`` says they are shown."""
+    transposed = pixels.swapaxes(0, 1)
+    shown = {2: pixels[:, ::-1], 3: pixels[::-1, ::-1], 4: pixels[::-1], 5: transposed, 6: transposed[:, ::-1],
+             7: transposed[::-1, ::-1], 8: transposed[::-1]}.get(orientation, pixels)
+    return np.ascontiguousarray(shown)
 
 
 class _EmptyFile(ValueError):
