@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from fusion.channel_look import ChannelLook
+
 
 class OutputWriteError(OSError):
     """Raised when an output file cannot be written (a full disk, no permission); names the file.
@@ -70,7 +72,7 @@ def colour_by_shape(shape: tuple[int, ...]) -> bool:
 
 
 def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None = None, colour: bool | None = None,
-                     properties: dict[str, str] | None = None) -> None:
+                     properties: dict[str, str] | None = None, channel_look: ChannelLook | None = None) -> None:
     """(H, W) or (H, W, C) image as a TIFF that Fiji and napari open as what it is.
 
     ``colour``: whether the C values of a pixel are one colour picture's samples (RGB, RGBA), written as an RGB
@@ -83,7 +85,9 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     exactly that unit, whatever the size (without it, it shows pixels over 10 µm in cm); ``pixel_size_um_of`` reads
     it back. ``properties``: more key=value lines for that one description (ImageJ
     passes over keys it does not know; two descriptions would leave readers to pick one: Fiji takes the last,
-    tifffile the first).
+    tifffile the first). ``channel_look``: separate channels' names, colour tables and display ranges, as the stack
+    gave them (ImageJ's Labels, LUTs and Ranges: Fiji shows each channel in its own colour again, napari names
+    its layers).
     """
     colour = colour_by_shape(image.shape) if colour is None else colour and image.ndim == 3
     described: dict[str, Any] = dict(properties or {})
@@ -101,10 +105,12 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
         per_cm = 1e4 / pixel_size_um
         resolution = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
     description = tifffile.imagej_description(image.shape, axes=axes, rgb=colour, **described)
+    look = channel_look.imagej_metadata(image.shape[0]) if channel_look is not None and axes == "CYX" else {}
+    extratags = tifffile.imagej_metadata_tag(look, "<") if look else ()
     with _written_atomically(path) as partial:
         tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
                          planarconfig="contig" if colour else None, description=description, metadata=None,
-                         **resolution)
+                         extratags=extratags, byteorder="<", **resolution)
 
 
 def write_depth_tiff(path: Path, depth: np.ndarray, unit: str, pixel_size_um: float | None = None) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from fusion import channel_look
+from fusion.channel_look import ChannelLook
 from fusion.readers.tiff import depth_unit_of, described_as_colour, page_has_colour_samples, pixel_size_um_of
 
 DEPTH_COLORMAP = "viridis"
@@ -23,7 +25,8 @@ def _length_unit(known: bool) -> str:
     return "um" if known else "pixel"
 
 
-def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...], colour_samples: bool) -> dict:
+def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...], colour_samples: bool,
+                      look: ChannelLook | None = None) -> dict:
     """``rgb`` for a picture's colour samples (``colour_samples``: ``page_has_colour_samples`` of the first page, the
     fusion's own rule); channels that are separate images (an ImageJ hyperstack's C; samples that are not colour)
     as napari channels, one layer each, instead of an axis that napari would take for a spatial one (a slider of
@@ -33,8 +36,13 @@ def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...], colou
         channel_axis = len(axes) - 1
     if channel_axis < 0:
         return {**attributes, "rgb": axes.endswith("S")}
-    return {**attributes, "channel_axis": channel_axis,
-            "name": [f"{attributes['name']} c{k}" for k in range(shape[channel_axis])]}
+    n_channels = shape[channel_axis]
+    names = look.names if look is not None and look.names and len(look.names) == n_channels else \
+        [f"c{k}" for k in range(n_channels)]
+    channels = {**attributes, "channel_axis": channel_axis, "name": [f"{attributes['name']} {n}" for n in names]}
+    if look is not None and look.luts and len(look.luts) == n_channels:  # the stack's colours (Fiji's LUTs)
+        channels["colormap"] = [np.c_[lut.T / 255.0, np.ones(lut.shape[1])] for lut in look.luts]
+    return channels
 
 
 def fused_layer(path: Path, name: str) -> LayerData:
@@ -44,10 +52,12 @@ def fused_layer(path: Path, name: str) -> LayerData:
         colour = page_has_colour_samples(tiff.pages.first)
         if axes == "CYX" and described_as_colour(tiff.pages.first, image.shape[0]):
             image, axes, colour = np.moveaxis(image, 0, -1), "YXS", True  # float colour: one picture, not channels
+        look = channel_look.from_imagej(tiff.imagej_metadata or {}, list(range(image.shape[0]))) \
+            if axes == "CYX" else None  # (our fused files: one page per channel)
     pixel_um = recorded or 1.0
     attributes = {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
                   "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
-    return image, _image_attributes(attributes, axes, image.shape, colour), "image"
+    return image, _image_attributes(attributes, axes, image.shape, colour, look), "image"
 
 
 def depth_layer(path: Path, name: str) -> LayerData:

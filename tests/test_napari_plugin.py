@@ -182,3 +182,16 @@ def test_a_stack_never_finalized_opens_at_its_z_and_pixel_size(tmp_path):
     assert data.shape == (4, 32, 48)
     assert attributes["scale"] == pytest.approx((2.5, 0.65, 0.65)) and attributes["translate"][0] == 10.0
     assert attributes["units"] == ("um", "um", "um")
+
+
+def test_fused_channels_keep_the_names_and_colours_the_stack_gave_them(tmp_path):
+    from fusion.channel_look import ChannelLook, lut_towards
+    from fusion.outputs import write_image_tiff
+
+    look = ChannelLook(("DAPI", "FITC"), (lut_towards(0, 0, 255), lut_towards(0, 255, 0)))
+    write_image_tiff(tmp_path / "cells.fused.tif", np.zeros((96, 128, 2), np.uint16), colour=False, channel_look=look)
+    viewer = viewer_model()
+    viewer.open(str(tmp_path / "cells.fused.tif"), plugin="ums-fusion")
+    assert [layer.name for layer in viewer.layers] == ["cells fused DAPI", "cells fused FITC"]
+    brightest = [tuple(layer.colormap.colors[-1][:3]) for layer in viewer.layers]
+    assert brightest == [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0)]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from fusion.channel_look import ChannelLook
 from fusion.engine import SUPPORTED_DTYPES
 from fusion.errors import (InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError,
                            slice_name)
@@ -114,6 +115,11 @@ class SavedStack(ABC):
             self.read_slice(0)
         assert self._shape is not None and self._dtype is not None  # read_slice sets them
         return self._shape, self._dtype
+
+    def channel_look(self) -> ChannelLook | None:
+        """How the stack names and shows its separate channels (names, colour tables, display ranges), for the
+        fused image to keep; None where it says nothing (readers whose files can say override it)."""
+        return None
 
     @property
     def channels_are_colour(self) -> bool:

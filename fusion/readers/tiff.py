@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from fusion import channel_look
+from fusion.channel_look import ChannelLook
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
 from fusion.output_names import STACK as SESSION_STACK
 from fusion.outputs import COLOUR_SAMPLES_KEY
@@ -110,6 +112,20 @@ class TiffStack(SavedStack):
         if self._layout.n_channels > 1:
             return described_as_colour(self._tiff.pages.first, self._layout.n_channels)
         return page_has_colour_samples(self._series.keyframe)
+
+    def channel_look(self) -> ChannelLook | None:
+        """Separate channels' names, colour tables and display ranges, from the ImageJ hyperstack's metadata or
+        OME's Channel elements."""
+        if self._layout.n_channels < 2 or self.channels_are_colour:
+            return None
+        if self._tiff.is_imagej:
+            return channel_look.from_imagej(self._tiff.imagej_metadata or {}, self._layout.pages_of(0))
+        found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
+        if found is None:
+            return None
+        pixels, namespace = found
+        return channel_look.from_ome([dict(c.attrib) for c in pixels.findall(f"{namespace}Channel")],
+                                     self._layout.n_channels)
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
         """(z, unit) from a live session's per-page records, when every slice has one, all in one unit."""
