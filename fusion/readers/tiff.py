@@ -269,6 +269,13 @@ class _StackLayout:
 
     def __init__(self, axes: str, shape: tuple[int, ...], first_page):
         page_axes = first_page.axes if first_page is not None else "YX"
+        frame_shape = tuple(shape[len(shape) - len(page_axes):])
+        if first_page is not None and tuple(first_page.shape) != frame_shape:
+            # (tifffile keeps frames 1 px wide several to a page: the series' frames are not its pages)
+            raise StackLayoutError(
+                f"axes {axes} (shape {'x'.join(map(str, shape))}) are not one frame per page (its pages are "
+                f"{page_axes} {'x'.join(map(str, first_page.shape if first_page is not None else ()))}): frames "
+                "this thin cannot be fused; save a stack of frames at least 2 px on each side, one frame per page")
         self.page_samples_first = page_axes.startswith("S")
         leading_axes = axes[: len(axes) - len(page_axes)]
         self.leading_shape = tuple(shape[: len(leading_axes)])
