@@ -346,11 +346,11 @@ def test_slices_taken_with_the_camera_turned_are_read_as_they_are_shown(tmp_path
         np.testing.assert_array_equal(pixels, shown)
 
 
-@pytest.mark.parametrize("metadata", [None, {"axes": "ZYX"}])
-def test_frames_one_pixel_wide_are_refused_as_such_not_as_a_corrupt_file(tmp_path, metadata):
+@pytest.mark.parametrize("written_as", [{}, {"photometric": "minisblack", "metadata": {"axes": "ZYX"}}])
+def test_frames_one_pixel_wide_are_refused_as_such_not_as_a_corrupt_file(tmp_path, written_as):
     # tifffile keeps frames 1 px wide several to a page: read page by page, the stack looked truncated, or like
     # one that runs along Y.
     path = tmp_path / "thin.tif"
-    tifffile.imwrite(path, np.zeros((7, 256, 1), np.uint8), photometric="minisblack", metadata=metadata)
+    tifffile.imwrite(path, np.zeros((7, 256, 1), np.uint8), **written_as)
     with pytest.raises(StackLayoutError, match="not one frame per page .* frames this thin cannot be fused"):
         open_stack(path)
