@@ -32,12 +32,22 @@ def _plan_kinds(key: str) -> list[type[pydantic.BaseModel]]:
             if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel)]
 
 
-def _unknown_key(item: Any, allowed: set[str], where: str) -> None:
+def closest_key(typo: str, allowed: list[str]) -> str | None:
+    """The allowed key that ``typo`` most likely misspells: one with the same letters (stpe: step, not
+    stop), else the closest by difflib; None where none is close."""
+    guesses = [key for key in allowed if sorted(key) == sorted(typo)] \
+        or difflib.get_close_matches(typo, allowed, n=1, cutoff=0.75)
+    return guesses[0] if guesses else None
+
+
+def _unknown_key(item: Any, allowed: set[str], where: str, unlisted: frozenset[str] = frozenset()) -> None:
+    """A ValueError naming the first key of ``item`` not ``allowed`` and the allowed ones (less ``unlisted``)."""
     bad = sorted(set(item) - allowed) if isinstance(item, dict) else []
     if bad:
-        guess = difflib.get_close_matches(str(bad[0]), sorted(allowed), n=1, cutoff=0.75)
-        raise ValueError(f"unknown key {bad[0]!r} in {where}" + (f" (did you mean {guess[0]!r}?)" if guess else "")
-                         + f"; allowed: {', '.join(sorted(allowed))}")
+        listed = sorted(allowed - unlisted)
+        guess = closest_key(str(bad[0]), listed)
+        raise ValueError(f"unknown key {bad[0]!r} in {where}" + (f" (did you mean {guess!r}?)" if guess else "")
+                         + f"; allowed: {', '.join(listed)}")
 
 
 def _check_keys(value: Any, where: str = "mda") -> Any:
@@ -45,10 +55,8 @@ def _check_keys(value: Any, where: str = "mda") -> Any:
     sequences, plans and the phases of a multi-phase time plan), at ``where`` in the profile."""
     if not isinstance(value, dict):
         return value
-    unknown = sorted(set(value) - _allowed(useq.MDASequence))
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in {where}; allowed: "
-                         f"{', '.join(sorted(k for k in _allowed(useq.MDASequence) if k != 'metadata'))}")
+    # (metadata is allowed, and not offered: a profile has no use for it)
+    _unknown_key(value, _allowed(useq.MDASequence), where, unlisted=frozenset({"metadata"}))
     for key, model in _ITEM_MODELS.items():
         for number, item in enumerate(value.get(key) or []):
             _unknown_key(item, _allowed(model), f"{where}.{key}.{number}")

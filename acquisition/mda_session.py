@@ -17,7 +17,7 @@ import tifffile
 from acquisition.mda_plan import around_current_position, channel_names
 from acquisition.mda_rig import MDARig, open_mda_rig
 from acquisition.profile import Profile
-from acquisition.session import SessionOutcome, new_session_folder
+from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
 from acquisition.session_report import MDASessionReport
 from acquisition.session_writer import full_scale
 from fusion.mda import StreamingFusionHandler
@@ -37,7 +37,9 @@ def session_sequence(profile: Profile, core):
 
 
 def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome[MDASessionReport]:
-    """Open the core, run the sequence into ``out_root/<timestamp>/`` fusing every z-stack, close it."""
+    """Check that fusion can run, open the core, run the sequence into ``out_root/<timestamp>/`` fusing every
+    z-stack, close it."""
+    check_fusion_can_run(profile)
     rig = open_mda_rig(profile)
     try:
         folder = new_session_folder(Path(out_root))

@@ -9,6 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from acquisition.profile import PlanSettings
+from devices.focus_drive import FocusDrive
+
+# Positions are kept to 1e-9 of their unit: far below any drive's step, and free of float noise
+# (a sweep's 0.19999999999999996 is 0.2).
+POSITION_DECIMALS = 9
+
+
+def tidy_position(position: float) -> float:
+    """``position`` rounded to ``POSITION_DECIMALS``, never -0.0."""
+    return round(float(position), POSITION_DECIMALS) + 0.0  # (+ 0.0 turns -0.0 into 0.0)
 
 
 def planned_positions(plan: PlanSettings, start: float) -> list[float]:
@@ -17,9 +27,25 @@ def planned_positions(plan: PlanSettings, start: float) -> list[float]:
         sweep = plan.sweep
         direction = 1.0 if sweep.stop >= sweep.start else -1.0
         count = int(np.floor(abs(sweep.stop - sweep.start) / sweep.step + 1e-9)) + 1
-        return [float(sweep.start + direction * sweep.step * k) for k in range(count)]
+        return [tidy_position(sweep.start + direction * sweep.step * k) for k in range(count)]
     z = plan.z
     if z is None:
         raise ValueError(f"a plan needs z or sweep, got {plan!r}")
     offset = start if z.is_relative else 0.0
-    return [offset + float(position) for position in z]
+    return [tidy_position(offset + float(position)) for position in z]
+
+
+def repeated_focus_warning(positions: list[float], drive: FocusDrive) -> str | None:
+    """A warning where positions closer together than the drive's smallest step (``FocusDrive.resolution``)
+    would be taken at one focus setting (a sweep of 0.0001 dpt on a lens that steps by 0.005); None where
+    each position has its own setting, or the drive does not say its step."""
+    resolution = drive.resolution
+    if resolution is None or len(positions) < 2:
+        return None
+    settings = len({round(position / resolution) for position in positions})
+    if settings == len(positions):
+        return None
+    unit = drive.unit
+    return (f"{drive.name} steps by {resolution:g} {unit}: the {len(positions)} planned positions ({min(positions):g} "
+            f"to {max(positions):g} {unit}) reach only {settings} focus setting{'s' if settings > 1 else ''}, and "
+            f"slices at one setting repeat the same focus; space the positions at least {resolution:g} {unit} apart")

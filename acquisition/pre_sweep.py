@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from acquisition.acquirer import with_retries
 from acquisition.auto_range import PreSweepAnalysis, binned, coarse_positions, fine_positions, within
+from acquisition.plans import tidy_position
 from acquisition.profile import Profile
 from acquisition.session_report import RetryRecord
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
@@ -95,7 +96,8 @@ def find_z_range(profile: Profile, rig) -> RangeFound:
     low_cut, high_cut = analysis.ends_in_detail()
     bottom = max(focus.limits.lower, settings.search_um[0] if low_cut else -math.inf)
     top = min(focus.limits.upper, settings.search_um[1] if high_cut else math.inf)
-    positions = within(fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps), bottom, top)
+    positions = [tidy_position(z) for z in within(fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps),
+                                                  bottom, top)]
     return RangeFound(lo_um, hi_um, positions,
                       list(analysis.z_um), analysis.frame_curve, stopped_early, time.perf_counter() - started,
                       analysis.edge_warnings(), retries)

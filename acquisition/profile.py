@@ -5,15 +5,16 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import useq
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, ValidationError, \
-    ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, \
+    ValidationError, ValidationInfo, field_validator, model_validator
 
-from acquisition.mda_plan import MDAPlan, channel_names
+from acquisition.mda_plan import MDAPlan, channel_names, closest_key
 from acquisition.number_fields import check_no_yes_or_no
 from fusion.align.defaults import default_alignment
 from fusion.engine import MAX_SLICES, FusionSettings
@@ -28,6 +29,25 @@ SPECIMEN_TEXTURES = ("astronaut", "coffee", "chelsea", "gravel", "brick", "grass
 
 class ProfileError(ValueError):
     """Raised when a profile cannot be read or does not validate; names file and key."""
+
+
+def _at_most(limit: float, unit: str, said: str) -> AfterValidator:
+    """Refuses a time past ``limit`` under its key: finite is not enough (settle_ms: 1e12 waited for ever)."""
+    def check(value: float | None) -> float | None:
+        if value is not None and value > limit:
+            raise ValueError(f"at most {limit:g} {unit} ({said}), got {value:g} {unit}: a session would seem to hang")
+        return value
+    return AfterValidator(check)
+
+
+MINUTE_MS = _at_most(60_000, "ms", "a minute")        # a settle wait: stages take ms, lenses tens of ms
+TEN_MINUTES_MS = _at_most(600_000, "ms", "10 minutes")   # an exposure
+HOUR_S = _at_most(3600, "s", "an hour")               # timeouts, and how long to wait for frames that do not come
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "an optotune", "a simulated"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 class _Strict(BaseModel):
@@ -77,11 +97,11 @@ class CameraNoiseSettings(_Strict):
 
 class CameraSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
-    exposure_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
-    timeout_s: float = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
+    exposure_ms: Annotated[float | None, TEN_MINUTES_MS] = Field(None, gt=0, allow_inf_nan=False)
+    timeout_s: Annotated[float, HOUR_S] = Field(5.0, gt=0)   # a frame later than this is lost (and retried)
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
     # session after this long: stepped, hardware-sequenced or streamed (acquisition.acquirer.FrameWait).
-    give_up_after_s: float = Field(20.0, gt=0)
+    give_up_after_s: Annotated[float, HOUR_S] = Field(20.0, gt=0)
     pixel_size_um: float | None = Field(None, gt=0)  # on the specimen; default: what the camera or core says
     # genicam
     cti: str | None = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
@@ -116,8 +136,8 @@ class FocusSettings(_Strict):
     port: str | None = None           # serial port name or URL; "simulated" starts the simulator
     baudrate: int | None = None       # serial drives' port speed; default the device's: asi 9600, optotune 115200
     label: str | None = None          # Micro-Manager stage label
-    settle_ms: float = Field(0.0, ge=0)  # extra wait after the device reports it has stopped
-    settle_timeout_s: float = Field(5.0, gt=0)
+    settle_ms: Annotated[float, MINUTE_MS] = Field(0.0, ge=0)  # extra wait after the device reports it has stopped
+    settle_timeout_s: Annotated[float, HOUR_S] = Field(5.0, gt=0)
     limits: tuple[float, float] | None = None
     speed_um_per_s: float = Field(2000.0, gt=0)   # simulated stage only
 
@@ -128,7 +148,7 @@ class FocusSettings(_Strict):
         if baudrate is None or driver is None:
             return baudrate
         if driver not in SERIAL_FOCUS_DRIVERS:
-            raise ValueError(f"a {driver} focus drive has no serial port to set; baudrate is for "
+            raise ValueError(f"{_a(driver)} focus drive has no serial port to set; baudrate is for "
                              f"{' and '.join(SERIAL_FOCUS_DRIVERS)} drives")
         if baudrate not in SERIAL_BAUDRATES:
             raise ValueError(f"{baudrate} is not a serial baud rate; use one of "
@@ -140,7 +160,7 @@ class FocusSettings(_Strict):
         allowed = {"simulated": ("um",), "micromanager": ("um",), "pycromanager": ("um",), "asi": ("um",),
                    "optotune": ("dpt", "mA")}[self.driver]
         if self.unit not in allowed:
-            raise ValueError(f"a {self.driver} focus drive moves in {' or '.join(allowed)}, not {self.unit}")
+            raise ValueError(f"{_a(self.driver)} focus drive moves in {' or '.join(allowed)}, not {self.unit}")
         if self.driver in ("asi", "optotune") and not self.port:
             raise ValueError(f"the {self.driver} focus drive needs port: a serial port name, URL, or 'simulated'")
         if self.limits is not None and not self.limits[0] < self.limits[1]:
@@ -370,7 +390,7 @@ class FaultSettings(_Strict):
     silent: bool = False                       # stops answering
     garbage: bool = False                      # answers with random bytes
     error_reply: int | None = Field(None, ge=0, le=255)   # answers with this device error code
-    delay_s: float = Field(0.0, ge=0)          # answers this late
+    delay_s: Annotated[float, HOUR_S] = Field(0.0, ge=0)   # answers this late
     drop_frames: int = Field(0, ge=0)          # cameras: loses this many frames
     disconnect: bool = False                   # vanishes, as when its cable is pulled
     times: int | None = Field(None, ge=1)   # spoils this many answers, then recovers (default: never)
@@ -482,22 +502,27 @@ class Profile(_Strict):
         return self.fusion.settings(**default_alignment("tunable lens" if self.focus.driver == "optotune" else "stage"))
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation holds: itself, or the members of an optional, a union or a list of them."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+
+
 def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str] | None:
-    """The keys allowed at ``location`` inside ``model`` (for 'extra key' errors)."""
-    current: Any = model
+    """The keys allowed at ``location`` inside ``model`` (for 'extra key' errors). ``location`` is pydantic's,
+    with the tag that names a union's member (plan.z's ZTopBottom), by which the member is found."""
+    candidates = [model]
     for part in location[:-1]:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+        tagged = [candidate for candidate in candidates if candidate.__name__ == part]
+        if tagged or isinstance(part, int):  # a union member's tag; an item of a list
+            candidates = tagged or candidates
+            continue
+        fields = [candidate.model_fields[part] for candidate in candidates if part in candidate.model_fields]
+        if len(fields) != 1:
             return None
-        field = current.model_fields.get(part)
-        if field is None:
-            return None
-        annotation = field.annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,))
-                      if isinstance(a, type) and issubclass(a, BaseModel)]
-        if len(candidates) != 1:
-            return None
-        current = candidates[0]
-    return sorted(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        candidates = _models_in(fields[0].annotation)
+    return sorted(candidates[0].model_fields) if len(candidates) == 1 else None
 
 
 def with_fusion_overrides(profile: Profile, overrides: dict[str, Any], source: str = "command line") -> Profile:
@@ -516,8 +541,6 @@ def with_fusion_overrides(profile: Profile, overrides: dict[str, Any], source: s
 def _described(source: str, error: ValidationError) -> str:
     """Each problem on a line: source, key path, what is wrong (and for an unknown key what is allowed,
     and the allowed key it misspells: then the "Field required" of that key is not repeated)."""
-    import difflib
-
     def without_tags(loc: tuple) -> tuple:
         """The location without pydantic's union-member tags (capitalised model names); an unknown
         key (the last part of an extra_forbidden location) stays whatever its case."""
@@ -532,11 +555,12 @@ def _described(source: str, error: ValidationError) -> str:
         key_path = ".".join(str(part) for part in location)
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
-            allowed = _allowed_keys(Profile, location)
-            guess = difflib.get_close_matches(str(location[-1]), allowed or [], n=1, cutoff=0.75)
-            message = f"unknown key {location[-1]!r}" + (f" (did you mean {guess[0]!r}?)" if guess else "") \
+            allowed = _allowed_keys(Profile, problem["loc"])
+            guess = closest_key(str(location[-1]), allowed or [])
+            message = f"unknown key {location[-1]!r}" + (f" (did you mean {guess!r}?)" if guess else "") \
                 + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-            misspelt.update(location[:-1] + (name,) for name in guess)
+            if guess:
+                misspelt.add(location[:-1] + (guess,))
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
         lines.append((location, problem["type"], f"{source}: {key_path + ': ' if key_path else ''}{message}"))

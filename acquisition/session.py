@@ -26,15 +26,16 @@ from acquisition.pre_sweep import RangeFound, find_z_range
 from fusion.fusion_worker import FusionWorker, slices_in_memory_for
 from fusion.held_signals import signals_deferred, signals_held
 from fusion.kernel_warmup import warm_kernels
-from acquisition.plans import planned_positions
-from acquisition.profile import Profile
+from acquisition.plans import planned_positions, repeated_focus_warning
+from acquisition.profile import Profile, ProfileError
 from acquisition.rig import Rig, open_rig
 from acquisition.session_events import SessionEvents, SessionListener
 from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
 from acquisition.session_writer import SessionOutputWriter
 from fusion.stack_buffer import StackBuffer, StackWriteError
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
-from fusion.engine import FusionResult, StreamingFusion
+from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
+from fusion.errors import FusionError
 from fusion.output_names import session_outputs
 from fusion.outputs import make_folder
 
@@ -95,6 +96,7 @@ class Session:
         self.t_acquisition_started: float | None = None
         self.acquirer: Acquirer | None = None
         self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
+        self.plan_warnings: list[str] = []  # positions the drive cannot tell apart
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
         self.total_s = 0.0
@@ -171,6 +173,8 @@ class Session:
         if outside:
             raise PositionOutOfRangeError(focus.name, f"the plan goes to {outside[0]:g} {unit}, outside the limits "
                                                       f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
+        repeated = repeated_focus_warning(positions, focus)
+        self.plan_warnings = [repeated] if repeated else []
         return positions
 
     def _acquire(self, positions: list[float], progress: bool | None) -> None:
@@ -262,9 +266,9 @@ class Session:
     def acquisition_warnings(self) -> list[str]:
         """What the user should know about how the stack was taken: the pre-sweep's (the search range
         cut the specimen), why it was stepped where it could have been sequenced, faults that did not
-        fire, and a settle wait that a hardware sequence cannot honour."""
+        fire, and a settle wait that a hardware sequence cannot honour; positions the drive cannot tell apart."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
-        warnings += self.mode_warnings
+        warnings += self.plan_warnings + self.mode_warnings
         # A rehearsal that rehearsed nothing must not pass for one.
         for role, fault in self.rig.faults_never_due():
             warnings.append(f"faults.{role} did not fire: its slice ({fault.after_slices}) never came: the session "
@@ -322,14 +326,25 @@ class Session:
         return dataclasses.replace(report, **acquisition_report(self, positions))
 
 
+def check_fusion_can_run(profile: Profile) -> None:
+    """Before any device opens or moves: the profile's focus measure can run here (the "ums" measure's
+    torch device and weights), else a ProfileError with the measure's own message; found at the end, it
+    cost a whole stack acquired and not fused."""
+    try:
+        check_measure_can_run(profile.fusion_settings())
+    except FusionError as error:
+        raise ProfileError(str(error)) from None
+
+
 def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
                 view=None) -> SessionOutcome[SessionReport]:
-    """Open the rig, run one session into ``out_root/<timestamp>/``, close the rig.
+    """Check that fusion can run, open the rig, run one session into ``out_root/<timestamp>/``, close the rig.
 
     ``view``: a ``viewer.state.LiveViewState`` that follows the session, or None.
     """
     from acquisition.live_view_listener import LiveViewListener
 
+    check_fusion_can_run(profile)
     rig = open_rig(profile)
     folder = None
     outcome = None

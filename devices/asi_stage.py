@@ -57,6 +57,11 @@ class AsiZStage(FocusDrive):
         """Make the current position zero (``H Z``)."""
         self._command(f"H {self.axis}")
 
+    @property
+    def resolution(self) -> float:
+        """The controller counts in tenths of a micrometre."""
+        return 1 / TENTHS_PER_UM
+
     def _do_move_to(self, z_um: float) -> None:
         self._command(f"M {self.axis}={round(z_um * TENTHS_PER_UM)}")
 

@@ -64,6 +64,11 @@ class FocusDrive(ABC):
         """The position the device reports, in ``unit``."""
         return self._do_read_position()
 
+    @property
+    def resolution(self) -> float | None:
+        """The smallest step the drive makes, in ``unit``; None where the driver does not know it."""
+        return None
+
     def close(self) -> None:  # noqa: B027 -- optional: a drive that holds no port has nothing to release
         """Release the port or handle; idempotent."""
 

@@ -97,6 +97,11 @@ class OptotuneLens(FocusDrive):
         return low / FOCAL_POWER_STEPS_PER_DPT - offset, high / FOCAL_POWER_STEPS_PER_DPT - offset
 
     # -- FocusDrive --
+    @property
+    def resolution(self) -> float:
+        """One step of the register the driver writes: of the current, or of the focal power."""
+        return self.max_current_ma / CURRENT_STEPS if self.mode == "current" else 1.0 / FOCAL_POWER_STEPS_PER_DPT
+
     def _do_move_to(self, position: float) -> None:
         if self.mode == "current":
             raw = round(position / self.max_current_ma * CURRENT_STEPS)
@@ -110,11 +115,11 @@ class OptotuneLens(FocusDrive):
         return self.current_ma() if self.mode == "current" else self.focal_power_dpt()
 
     def _do_is_busy(self) -> bool:
-        # The driver has no busy flag: the lens has settled when it reads back the target.
+        # The driver has no busy flag: the lens has settled when it reads back the target, to the register's
+        # rounding (half a step). A whole step's tolerance took a one-step move as settled before it began.
         if self._target is None:
             return False
-        tolerance = self.max_current_ma / CURRENT_STEPS if self.mode == "current" else 1.0 / FOCAL_POWER_STEPS_PER_DPT
-        return abs(self._do_read_position() - self._target) > tolerance
+        return abs(self._do_read_position() - self._target) > 0.6 * self.resolution
 
     # -- protocol --
     def _handshake(self) -> None:

@@ -32,6 +32,11 @@ COMPOSITIONS = ("pyramid", "blend", "pick")
 TORCH_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the deep measure's devices
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
+# Widths beyond any frame's side change nothing and only cost time (a feather's cost grows with its sigma:
+# 1e4 px on a 320 x 256 frame ran for minutes) or overflow the kernels' integers.
+MAX_WIDTH_PX = 1000
+# (measure / best) ** 1000 is already 1.7e-9 for a slice 2% less sharp than the best: beyond it, blend is pick.
+MAX_SHARPNESS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,18 @@ class FusionSettings:
             raise ValueError(f"unknown composition {self.composition!r}; choose one of {COMPOSITIONS}")
         if not 0 < self.sharpness < math.inf:  # NaN too: it gave an all-black image
             raise ValueError(f"sharpness must be a positive number, got {self.sharpness}")
+        if self.sharpness > MAX_SHARPNESS:
+            raise ValueError(f"sharpness must be at most {MAX_SHARPNESS:g}, got {self.sharpness:g}: beyond it the "
+                             "blend weighs only the sharpest slice; compose by pick instead")
         if self.mode_filter_px is not None and self.mode_filter_px < 0:
             raise ValueError(f"mode_filter_px must be 0 (off) or more, got {self.mode_filter_px}")
         if not 0 <= self.feather_px < math.inf:
             raise ValueError(f"feather_px must be 0 (off) or a positive number, got {self.feather_px}")
+        for name in ("window_px", "mode_filter_px", "feather_px"):
+            width_px = getattr(self, name)
+            if width_px is not None and width_px > MAX_WIDTH_PX:
+                raise ValueError(f"{name} must be at most {MAX_WIDTH_PX} px, got {width_px}: wider than a "
+                                 "frame changes nothing, and costs time")
         if not TORCH_DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
@@ -85,6 +98,16 @@ class FusionSettings:
         """The settings as a JSON mapping (per-level powers as lists), as reports record them and
         ``--resume`` compares them."""
         return json.loads(json.dumps(asdict(self)))
+
+
+def check_measure_can_run(settings: FusionSettings) -> None:
+    """Load what the settings' focus measure needs (the "ums" measure: its weights, onto its torch device)
+    now, as a session starts, not at its first slice: raises the measure's own error (``WeightsError``,
+    ``DeviceUnavailableError``). Classical measures need nothing."""
+    measure = make_measure(settings.measure, settings.window_px, settings.device)
+    load = getattr(measure, "load", None)
+    if load is not None:
+        load()
 
 
 @dataclass
@@ -200,7 +223,7 @@ class StreamingFusion:
                 gray = to_gray(pixels, self._channel_weights)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         self._seconds["measure"] += time.perf_counter() - started
-        job = (pixels, gray, covered, self._pushed, None if z is None else float(z))
+        job = (pixels, gray, covered, self._pushed, None if z is None else float(z) + 0.0)  # (+ 0.0: never -0.0)
         self._pushed += 1
         if self._overlap is None:
             self._record(self._compose(*job))

@@ -66,6 +66,27 @@ def test_focus_drive_refuses_moves_beyond_its_limits(name, request):
         assert drive.position() == pytest.approx(before)
 
 
+@pytest.mark.parametrize("name,resolution", [("asi", 0.1), ("optotune-dpt", 0.005), ("optotune-mA", None)])
+def test_a_drive_that_knows_its_smallest_step_makes_it_and_no_smaller_one(name, resolution, request):
+    with drive_named(name, request) as (drive, positions, _):
+        step = drive.resolution
+        assert step == pytest.approx(resolution or drive.max_current_ma / 4096)  # mA: the driver's full scale
+
+        def reached(position):
+            drive.move_to(position)
+            drive.wait_until_settled(timeout_s=2.0)
+            return drive.position()
+
+        here = reached(positions[0])  # on the drive's own grid
+        assert reached(here + step) == pytest.approx(here + step)
+        assert reached(here + 0.3 * step) == pytest.approx(here)  # a smaller move keeps the setting
+
+
+def test_drives_that_do_not_know_their_smallest_step_say_none(request):
+    with drive_named("unicore-python", request) as (drive, _, _):
+        assert drive.resolution is None
+
+
 def test_asi_stage_takes_time_to_travel_and_reports_busy():
     with asi_stage() as (stage, simulator):
         simulator.speed_um_per_s = 1000.0

@@ -44,6 +44,14 @@ def test_a_profile_without_fusion_settings_takes_the_engines_defaults():
     ("{window_px: many}", r"rig.yaml: fusion.window_px: Input should be a valid integer"),
     ("{window_px: 0}", r"rig.yaml: fusion.window_px: focus window must be at least 1 pixel, got 0"),
     ("{method: tenengrad}", r"rig.yaml: fusion.method: unknown fusion method 'tenengrad'; choose one of"),
+    # Finite, but a feather of 1e4 px on a 320 x 256 frame ran for minutes, deaf to SIGTERM in the native call;
+    # windows past 2**63 failed in the kernels after the whole stack was acquired.
+    ("{feather_px: 1.0e+4}", r"rig.yaml: fusion: feather_px must be at most 1000 px, got 10000.0: wider than a frame"),
+    ("{window_px: 100000000000000000000}",
+     r"rig.yaml: fusion: window_px must be at most 1000 px, got 100000000000000000000"),
+    ("{mode_filter_px: 1000001}", r"rig.yaml: fusion: mode_filter_px must be at most 1000 px, got 1000001"),
+    ("{sharpness: 1.0e+300}", r"rig.yaml: fusion: sharpness must be at most 1000, got 1e\+300: beyond it the blend "
+                              r"weighs only the sharpest slice; compose by pick instead"),
 ])
 def test_a_bad_fusion_section_names_the_key(tmp_path, fusion, message):
     with pytest.raises(ProfileError, match=message):
@@ -94,3 +102,98 @@ def test_cuda_without_a_gpu_names_the_device_not_the_weights():
 
     with pytest.raises(DeviceUnavailableError, match=r"device 'cuda': torch sees no CUDA GPU here"):
         load_encoder(device="cuda")
+
+
+def test_widths_and_sharpness_up_to_their_limits_are_taken():
+    settings = FusionSettings(composition="pick", window_px=1000, mode_filter_px=1000, feather_px=1000.0)
+    assert (settings.window_px, settings.mode_filter_px, settings.feather_px) == (1000, 1000, 1000.0)
+    assert FusionSettings(composition="blend", sharpness=1000.0).sharpness == 1000.0
+
+
+def test_a_z_of_minus_zero_is_fused_as_zero():
+    import math
+
+    import numpy as np
+
+    from fusion.engine import StreamingFusion
+
+    engine = StreamingFusion((32, 32), np.uint8)
+    rng = np.random.default_rng(0)
+    for z in (-0.0, -2.0):  # a stack with a negative PhysicalSizeZ: 0 * -2.0 is -0.0
+        engine.push(rng.integers(0, 255, (32, 32), dtype=np.uint8), z)
+    first = engine.finish().z_positions[0]
+    assert first == 0.0 and math.copysign(1.0, first) == 1.0
+
+
+def _no_torch_device(kind: str):
+    """Skip unless torch is installed and has no ``kind`` ("cuda" or "mps") GPU here."""
+    torch = pytest.importorskip("torch")
+    present = torch.cuda.is_available() if kind == "cuda" else torch.backends.mps.is_available()
+    if present:
+        pytest.skip(f"this machine has a {kind} GPU that torch can use")
+
+
+def test_mps_without_an_apple_gpu_names_the_device_not_the_weights():
+    _no_torch_device("mps")
+    from fusion.deep.deep_measure import DeviceUnavailableError, load_encoder
+
+    # It said "not a readable weights file: it is damaged ... restore the shipped file".
+    with pytest.raises(DeviceUnavailableError, match=r"^device 'mps': torch sees no Apple GPU here "
+                                                     r"\(torch.backends.mps.is_available\(\) is False\); use "
+                                                     r"--device cpu, or auto$"):
+        load_encoder(device="mps")
+
+
+def test_a_cuda_index_past_the_gpus_torch_sees_names_the_ones_there(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from fusion.deep.deep_measure import DeviceUnavailableError, load_encoder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, as a one-GPU machine has
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceUnavailableError, match=r"^device 'cuda:1': torch sees 1 CUDA GPU here \(cuda:0 to "
+                                                     r"cuda:0\); use one of them, --device cpu, or auto$"):
+        load_encoder(device="cuda:1")
+
+
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_a_live_session_whose_fusion_device_is_missing_fails_before_anything_moves(tmp_path, kind):
+    _no_torch_device(kind)
+    # It acquired all 17 slices, then wrote no fused image: "error: fusion failed: DeviceUnavailableError".
+    path = write_profile(tmp_path, RIG + PLAN + f"fusion: {{method: ums, device: {kind}}}\n")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",
+                           str(tmp_path / "sessions")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 1
+    gpu = "CUDA GPU" if kind == "cuda" else "Apple GPU"
+    assert done.stderr.strip().splitlines() == [
+        f"error: device '{kind}': torch sees no {gpu} here (torch.{'cuda' if kind == 'cuda' else 'backends.mps'}"
+        ".is_available() is False); use --device cpu, or auto"]
+    assert not (tmp_path / "sessions").exists()  # no session folder: no device was opened, nothing acquired
+
+
+def test_an_mda_session_whose_fusion_device_is_missing_fails_before_the_core_opens(tmp_path, monkeypatch):
+    _no_torch_device("cuda")
+    import acquisition.mda_session as mda_session
+
+    def core_opened(profile):
+        raise AssertionError("the core was opened before fusion was checked")
+
+    monkeypatch.setattr(mda_session, "open_mda_rig", core_opened)
+    profile = with_fusion_overrides(load_profile(REPO_ROOT / "profiles" / "simulated-mda.yaml"),
+                                    {"method": "ums", "device": "cuda"})
+    with pytest.raises(ProfileError, match=r"^device 'cuda': torch sees no CUDA GPU here"):
+        mda_session.run_mda_profile(profile, tmp_path / "sessions")
+    assert not (tmp_path / "sessions").exists()
+
+
+def test_damaged_weights_fail_a_live_session_before_anything_moves(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from acquisition import session
+    from fusion.deep import deep_measure
+
+    record = tmp_path / "ums_unetpp.json"  # a record whose sha256 the shipped weights do not have: damaged
+    record.write_text('{"sha256": "%s"}' % ("0" * 64))
+    monkeypatch.setattr(deep_measure, "weights_record", lambda weights: record)
+    monkeypatch.setattr(session, "open_rig", lambda profile: pytest.fail("the rig opened before fusion was checked"))
+    profile = load_profile(write_profile(tmp_path, RIG + PLAN + "fusion: {method: ums, device: cpu}\n"))
+    with pytest.raises(ProfileError, match=r"ums_unetpp.pt: the weights file is damaged \(its sha256 is"):
+        session.run_profile(profile, tmp_path / "sessions", progress=False)

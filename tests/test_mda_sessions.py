@@ -96,7 +96,9 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, stat
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"mda": {"chanels": ["DAPI"]}}, "mda: unknown key 'chanels' in mda; allowed: .*channels"),
+    ({"mda": {"chanels": ["DAPI"]}},
+     r"mda: unknown key 'chanels' in mda \(did you mean 'channels'\?\); allowed: autofocus_plan, axis_order, "
+     r"channels, "),
     ({"mda": {"channels": [{"config": "DAPI", "exposre": 3}]}},
      r"unknown key 'exposre' in mda.channels.0 \(did you mean 'exposure'\?\)"),
     ({"mda": {"channels": ["DAPI"], "z_plan": {"rang": 4, "step": 1}}},

@@ -65,10 +65,31 @@ def write_profile(tmp_path, text: str):
     ("camera: {driver: simulated}\nfocus: {driver: simulated, baudrate: 9600}\nplan: {z: {range: 4, step: 1}}\n",
      r"^[^\n]*rig.yaml: focus.baudrate: a simulated focus drive has no serial port to set; baudrate is for asi and "
      r"optotune drives$"),
+    ("camera: {driver: simulated}\nfocus: {driver: micromanager, baudrate: 9600}\nplan: {z: {range: 4, step: 1}}\n",
+     r"^[^\n]*rig.yaml: focus.baudrate: a micromanager focus drive has no serial port to set"),
+    # Finite, and still for ever: settle_ms: 1e12 waited past any session (and so would the others).
+    ("camera: {driver: simulated}\nfocus: {driver: simulated, settle_ms: 1e12}\nplan: {z: {range: 4, step: 1}}\n",
+     r"^[^\n]*rig.yaml: focus.settle_ms: at most 60000 ms \(a minute\), got 1e\+12 ms: a session would seem to "
+     r"hang$"),
+    ("camera: {driver: simulated, exposure_ms: 1e9, timeout_s: 1e9, give_up_after_s: 86401}\n"
+     "focus: {driver: simulated, settle_timeout_s: 3601}\nplan: {z: {range: 4, step: 1}}\n",
+     r"^[^\n]*rig.yaml: camera.exposure_ms: at most 600000 ms \(10 minutes\), got 1e\+09 ms: .*\n"
+     r"[^\n]*rig.yaml: camera.timeout_s: at most 3600 s \(an hour\), got 1e\+09 s: .*\n"
+     r"[^\n]*rig.yaml: camera.give_up_after_s: at most 3600 s \(an hour\), got 86401 s: .*\n"
+     r"[^\n]*rig.yaml: focus.settle_timeout_s: at most 3600 s \(an hour\), got 3601 s: a session would seem to hang$"),
+    (RIG + "plan: {z: {range: 4, step: 1}}\nfaults: {focus: {delay_s: 1e12}}\n",
+     r"^[^\n]*rig.yaml: faults.focus.delay_s: at most 3600 s \(an hour\), got 1e\+12 s"),
 ])
 def test_values_that_cannot_work_name_file_and_key(tmp_path, text, message):
     with pytest.raises(ProfileError, match=message):
         load_profile(write_profile(tmp_path, text))
+
+
+def test_waits_up_to_their_limits_are_taken(tmp_path):
+    text = ("camera: {driver: simulated, exposure_ms: 600000, timeout_s: 3600, give_up_after_s: 3600}\n"
+            "focus: {driver: simulated, settle_ms: 60000, settle_timeout_s: 3600}\nplan: {z: {range: 4, step: 1}}\n")
+    profile = load_profile(write_profile(tmp_path, text))
+    assert (profile.camera.exposure_ms, profile.focus.settle_ms) == (600000, 60000)
 
 
 @pytest.mark.parametrize("text,message", [

@@ -253,7 +253,7 @@ def write_profile(tmp_path, text: str) -> Path:
      r"rig.yaml: plan.z.range: Input should be a valid number"),
     ("camera: {driver: simulated}\nfocus: {driver: optotune, unit: um, port: simulated}\n"
      "plan: {sweep: {start: 0, stop: 1, step: 0.1}}\n",
-     r"rig.yaml: focus: a optotune focus drive moves in dpt or mA, not um"),
+     r"rig.yaml: focus: an optotune focus drive moves in dpt or mA, not um"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\n",
      r"rig.yaml: no plan: give plan \(a z-plan or sweep: one z-stack\) or mda"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated}\n"
@@ -394,6 +394,31 @@ def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: the session ended before its first slice: simulated camera: no frame within "
                       "0.004 s; nothing was acquired"]
+
+
+def test_a_sweep_finer_than_the_lens_can_step_is_warned_of(tmp_path, capsys):
+    import run_session
+
+    # 11 slices of 0 to 0.0001 dpt on a lens that steps by 0.005 dpt ran without a word: one focus, 11 times.
+    profile = tmp_path / "rig.yaml"
+    profile.write_text("camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                       "focus: {driver: optotune, port: simulated, unit: dpt}\n"
+                       "plan: {sweep: {start: 0, stop: 0.0001, step: 0.00001}}\nfusion: {align: off}\n")
+    assert run_session.main(["--profile", str(profile), "--out", str(tmp_path / "out")]) == 0
+    warning = ("Optotune lens steps by 0.005 dpt: the 11 planned positions (0 to 0.0001 dpt) reach only 1 focus "
+               "setting, and slices at one setting repeat the same focus; space the positions at least 0.005 dpt apart")
+    assert f"warning: {warning}" in capsys.readouterr().err.splitlines()
+    report = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())
+    assert report["warnings"] == [warning]
+
+
+def test_a_sweep_the_lens_can_step_has_no_such_warning():
+    from acquisition.plans import repeated_focus_warning
+    from tests.devices_fixtures import optotune_lens
+
+    with optotune_lens() as (lens, _):
+        assert repeated_focus_warning([0.0, 0.005, 0.01], lens) is None
+        assert "reach only 2 focus settings" in repeated_focus_warning([0.0, 0.002, 0.005], lens)
 
 
 def _interrupted_at_the_fourth_slice(tmp_path, ctrl_c_again_while_saving: bool = False):

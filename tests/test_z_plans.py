@@ -22,7 +22,12 @@ def test_a_z_plan_is_useqs_own_model_and_visits_what_useq_says(z, model, positio
 
 
 @pytest.mark.parametrize("z,message", [
-    ("{range: 4, stp: 1}", r"rig.yaml: plan.z.stp: unknown key 'stp'"),
+    ("{range: 4, stp: 1}", r"rig.yaml: plan.z.stp: unknown key 'stp' \(did you mean 'step'\?\); allowed here: go_up, "
+                           r"range, step$"),
+    # The one typo without a guess and the keys allowed: the plan's kind is a union member.
+    ("{bottom: -4, top: 44, step: 3, stpe: 3}", r"rig.yaml: plan.z.stpe: unknown key 'stpe' \(did you mean 'step'\?\); "
+                                               r"allowed here: bottom, go_up, step, top$"),
+    ("{absolute: [1, 2], step: 1}", r"rig.yaml: plan.z.step: unknown key 'step'; allowed here: absolute, go_up$"),
     ("{bottom: 4, top: 0, step: 1}", r"rig.yaml: plan.z: top \(0\) is below bottom \(4\): swap them"),
     ("{range: 4, step: 0}", r"rig.yaml: plan.z.step: Input should be greater than 0"),
     ("{absolute: [3]}", r"rig.yaml: plan.z.absolute: List should have at least 2 items"),
@@ -30,3 +35,26 @@ def test_a_z_plan_is_useqs_own_model_and_visits_what_useq_says(z, model, positio
 def test_a_bad_z_plan_names_the_key(tmp_path, z, message):
     with pytest.raises(ProfileError, match=message):
         load_profile(write_profile(tmp_path, RIG + f"plan: {{z: {z}}}\n"))
+
+
+def test_a_sweep_typo_guesses_the_key_with_the_same_letters(tmp_path):
+    text = "camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n" \
+           "plan: {sweep: {start: 0, stop: 2, stpe: 0.5}}\n"
+    with pytest.raises(ProfileError, match=r"plan.sweep.stpe: unknown key 'stpe' \(did you mean 'step'\?\)"):
+        load_profile(write_profile(tmp_path, text))
+
+
+@pytest.mark.parametrize("plan,positions", [
+    # Float noise in session.json and the stack: 0.19999999999999996, -0.39999999999999947.
+    ({"sweep": {"start": 4.4, "stop": -0.4, "step": 0.3}},
+     [4.4, 4.1, 3.8, 3.5, 3.2, 2.9, 2.6, 2.3, 2.0, 1.7, 1.4, 1.1, 0.8, 0.5, 0.2, -0.1, -0.4]),
+    ({"sweep": {"start": -0.4, "stop": 0.2, "step": 0.3}}, [-0.4, -0.1, 0.2]),
+    ({"z": {"bottom": 0.1, "top": 0.7, "step": 0.2}}, [0.1, 0.3, 0.5, 0.7]),
+    ({"sweep": {"start": 0.3, "stop": -0.3, "step": 0.1}}, [0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3]),  # 0: -5.6e-17
+])
+def test_planned_positions_carry_no_float_noise_and_no_minus_zero(plan, positions):
+    import math
+
+    planned = planned_positions(PlanSettings.model_validate(plan), 0.0)
+    assert planned == positions  # exactly: as the profile wrote them
+    assert all(math.copysign(1.0, p) == 1.0 for p in planned if p == 0)

@@ -25,7 +25,8 @@ class WeightsError(FusionError):
 
 
 class DeviceUnavailableError(FusionError):
-    """The torch device asked for is not there (CUDA without a GPU that torch can use)."""
+    """Raised when the torch device asked for is not there (CUDA or MPS without a GPU that torch can use, a
+    CUDA index past the GPUs torch sees)."""
 
 
 GOOD_WEIGHTS = ("restore the shipped file (git checkout -- fusion/deep/weights/ums_unetpp.pt) "
@@ -64,24 +65,41 @@ def check_weights_digest(weights: Path) -> None:
                            f"{record_path.name} says {str(expected)[:12]}...); {GOOD_WEIGHTS}")
 
 
+def usable_device(device: str = "auto") -> str:
+    """``device`` as torch will use it ("auto": CUDA when present, else the CPU); DeviceUnavailableError
+    where torch cannot use it here (no CUDA GPU, no GPU of that index, no Apple GPU for "mps")."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    wanted = torch.device(device)
+    if wanted.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceUnavailableError(f"device {device!r}: torch sees no CUDA GPU here "
+                                         "(torch.cuda.is_available() is False); use --device cpu, or auto")
+        if wanted.index is not None and wanted.index >= count:
+            raise DeviceUnavailableError(f"device {device!r}: torch sees {count} CUDA GPU{'s' if count > 1 else ''} "
+                                         f"here (cuda:0 to cuda:{count - 1}); use one of them, --device cpu, or auto")
+    elif wanted.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"device {device!r}: torch sees no Apple GPU here "
+                                     "(torch.backends.mps.is_available() is False); use --device cpu, or auto")
+    return device
+
+
 def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
-    """The trained UNet++ encoder in eval mode, on CUDA when asked or available ("auto")."""
+    """The trained UNet++ encoder in eval mode, on ``device`` (see ``usable_device``), and that device."""
     import torch
 
     from fusion.deep.network import UNetPlusPlus
 
     weights = Path(weights)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        # Else torch.load fails on it and the weights file would be blamed.
-        raise DeviceUnavailableError(f"device {device!r}: torch sees no CUDA GPU here "
-                                     "(torch.cuda.is_available() is False); use --device cpu, or auto")
+    device = usable_device(device)  # first: a device that is not there is no fault of the weights file
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such weights file (train with python -m fusion.deep.train --export PATH)")
     check_weights_digest(weights)
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
+    try:  # read on the CPU, so that only the file can fail here; the encoder moves to the device below
+        state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:
         # torch's own message runs to many lines and suggests loading the file unsafely: one line instead.
         raise WeightsError(f"{weights}: not a readable weights file: it is damaged or not a PyTorch state_dict "
@@ -94,7 +112,12 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
     except (RuntimeError, AttributeError) as error:
         first = str(error).strip().splitlines()[0]
         raise WeightsError(f"{weights}: these weights do not fit the UMS-Fusion UNet++ ({first})") from None
-    encoder = encoder.to(device).eval()
+    try:
+        encoder = encoder.to(device).eval()
+    except RuntimeError as error:  # there, but torch cannot use it (out of memory, a driver fault)
+        first = str(error).strip().splitlines()[0]
+        raise DeviceUnavailableError(f"device {device!r}: torch cannot put the network there ({first}); "
+                                     "use --device cpu") from None
     if device == "cpu":
         encoder = encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it; documented in Module.to
     return encoder, device
@@ -128,6 +151,12 @@ class DeepSpatialFrequency:
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         return self.measure_batch([gray])[0]
 
+    def load(self) -> None:
+        """Load the weights onto the device now (else on first use); raises WeightsError or
+        DeviceUnavailableError. ``device`` then names the device resolved ("auto": cuda or cpu)."""
+        if self._encoder is None:
+            self._encoder, self.device = load_encoder(self.weights, self.device)
+
     def energy(self, gray: np.ndarray) -> np.ndarray:
         """The deep-feature SF per pixel (no window), squared: what the pyramid pools."""
         return self.measure_batch([gray], window_px=1)[0] ** 2
@@ -140,8 +169,7 @@ class DeepSpatialFrequency:
 
         from fusion.deep.network import feature_spatial_frequency
 
-        if self._encoder is None:
-            self._encoder, self.device = load_encoder(self.weights, self.device)
+        self.load()
         if self._scale is None:  # one intensity scale for the whole stack, so slices compare
             self._scale = max(float(np.percentile(grays[0][::4, ::4], 99.9)), 1e-6)
         height, width = grays[0].shape
