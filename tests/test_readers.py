@@ -354,3 +354,11 @@ def test_frames_one_pixel_wide_are_refused_as_such_not_as_a_corrupt_file(tmp_pat
     tifffile.imwrite(path, np.zeros((7, 256, 1), np.uint8), **written_as)
     with pytest.raises(StackLayoutError, match="not one frame per page .* frames this thin cannot be fused"):
         open_stack(path)
+
+
+def test_a_negative_z_step_starts_at_zero_not_minus_zero(tmp_path):
+    path = tmp_path / "down.ome.tif"
+    tifffile.imwrite(path, ZYX, ome=True, metadata={"axes": "ZYX", "PhysicalSizeZ": -2.0})
+    with open_stack(path) as stack:
+        z_um = stack.z_positions_um
+    assert z_um == [0.0, -2.0, -4.0, -6.0, -8.0] and str(z_um[0]) == "0.0"

@@ -438,7 +438,8 @@ def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
         return [by_z[index] for index in range(n_slices)]
     step = pixels.get("PhysicalSizeZ")
     if step is not None and int(pixels.get("SizeZ", 1)) == n_slices:
-        return [index * float(step) * _to_um(pixels.get("PhysicalSizeZUnit")) for index in range(n_slices)]
+        step_um = float(step) * _to_um(pixels.get("PhysicalSizeZUnit"))
+        return [index * step_um + 0.0 for index in range(n_slices)]  # (+ 0.0: a negative step's first is not -0.0)
     return None
 
 
