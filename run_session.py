@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -36,6 +37,34 @@ from acquisition.stop_signals import stop_on_sigterm, was_terminated
 
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent / "profiles" / "simulated.yaml"
+# The live view's options, given or not (None: not given, so that one given without --view is named in a warning).
+VIEW_DEFAULTS = {"port": 8765, "view_host": "127.0.0.1", "view_linger_s": 3.0}
+# A local cluster of more worker processes than this per core only takes memory (each one is a Python
+# process of ~150 MB with numba and OpenCV loaded): fusion is CPU-bound.
+MAX_WORKERS_PER_CORE = 4
+MAX_VIEW_LINGER_S = 3600.0  # an hour to look at the result; Ctrl-C ends the lingering sooner
+
+
+def port_number(text: str) -> int:
+    """A TCP port for the live view: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 takes any free one)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535; 0 takes any free one)")
+    return port
+
+
+def linger_seconds(text: str) -> float:
+    """How long the live view stays up after the end: a finite number of seconds, 0 to ``MAX_VIEW_LINGER_S``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_VIEW_LINGER_S:  # (NaN fails it too)
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds from 0 to {MAX_VIEW_LINGER_S:g}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,16 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="an existing dask scheduler (default: a local cluster for several stacks)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="local cluster size (default: one worker per core)")
+                        help="local cluster size: worker processes (default: one per core; never more than the "
+                             f"stacks to fuse; at most {MAX_WORKERS_PER_CORE} per core)")
     parser.add_argument("--resume", action="store_true",
                         help="skip stacks whose outputs in --out are complete and were made with the same settings")
     parser.add_argument("--view", action="store_true",
                         help="show a live view in the browser (serves http://127.0.0.1:PORT/ while it runs)")
-    parser.add_argument("--port", type=int, default=8765, help="live view port (0: any free port)")
-    parser.add_argument("--view-host", default="127.0.0.1",
-                        help="live view interface; anything but loopback exposes the page to the network")
-    parser.add_argument("--view-linger-s", type=float, default=3.0,
-                        help="keep the live view up this long after the end, so the page shows the result")
+    parser.add_argument("--port", type=port_number, default=None,
+                        help=f"live view port, 0 to 65535 (0: any free port) (default: {VIEW_DEFAULTS['port']})")
+    parser.add_argument("--view-host", default=None,
+                        help="live view interface; anything but loopback exposes the page to the network "
+                             f"(default: {VIEW_DEFAULTS['view_host']})")
+    parser.add_argument("--view-linger-s", type=linger_seconds, default=None,
+                        help="keep the live view up this long after the end, so the page shows the result: "
+                             f"0 to {MAX_VIEW_LINGER_S:g} s (default: {VIEW_DEFAULTS['view_linger_s']:g})")
     # Fusion settings: left out, a refusion takes FusionSettings' defaults and a live session its
     # profile's fusion: section; given, they override either.
     defaults = FusionSettings()
@@ -148,7 +181,7 @@ def run_live(args) -> int:
     profile_path = args.profile or DEFAULT_PROFILE
     try:
         profile = with_fusion_overrides(load_profile(profile_path), fusion_overrides(args))
-        warn_unused_options(args, profile.fusion_settings().composition)
+        warn_unused_options(args, profile.fusion_settings())
         out_root = args.out or Path(profile.output.folder)
         check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
@@ -265,6 +298,7 @@ def _thread_error_in_one_line(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with_view_defaults(args)
     warnings.showwarning = _warning_in_one_line
     threading.excepthook = _thread_error_in_one_line
     from fusion.allocator import keep_freed_memory  # here: importing fusion loads OpenCV and numba
@@ -289,12 +323,25 @@ SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", ("blend", "pick")), "sharpn
                         "feather_px": ("--feather-px", ("pick",))}
 
 
-def warn_unused_options(args, composition: str) -> None:
-    """A warning on stderr for each single-scale option given where the composition does not use it."""
+def warn_unused_options(args, settings) -> None:
+    """A warning on stderr for each fusion option given where ``settings`` (a FusionSettings) do not use it."""
     for key, (option, used_by) in SINGLE_SCALE_OPTIONS.items():
-        if getattr(args, key) is not None and composition not in used_by:
-            print(f"warning: {option} applies to --composition {' and '.join(used_by)}; the {composition} "
+        if getattr(args, key) is not None and settings.composition not in used_by:
+            print(f"warning: {option} applies to --composition {' and '.join(used_by)}; the {settings.composition} "
                   "composition does not use it", file=sys.stderr)
+    if args.align_model is not None and settings.align == "off":
+        print("warning: --align-model has no effect: alignment is off (--align auto or on uses it)", file=sys.stderr)
+
+
+def with_view_defaults(args) -> None:
+    """The live view's options that were not given set to their defaults; those given without --view named in
+    a warning, as they have no effect."""
+    for key, default in VIEW_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+        elif not args.view:
+            print(f"warning: --{key.replace('_', '-')} has no effect without --view (no live view is served)",
+                  file=sys.stderr)
 
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
@@ -305,9 +352,8 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     if args.out is None:
         parser.error("--refuse needs --out DIR")
     settings = refuse_settings(parser, args)
-    warn_unused_options(args, settings.composition)
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
+    warn_unused_options(args, settings)
+    check_workers(parser, args)
     started = time.perf_counter()
     try:
         check_output_folder(args.out, "--out")
@@ -334,6 +380,23 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     print(format_table(outcomes))
     print(f"summary: {summary}")
     return 1 if print_refuse_problems(outcomes) else 0
+
+
+def check_workers(parser: argparse.ArgumentParser, args) -> None:
+    """--workers from 1 to ``MAX_WORKERS_PER_CORE`` per core (a usage error otherwise), and only for a local
+    cluster (a warning where --scheduler names one: its workers are the cluster's own)."""
+    if args.workers is None:
+        return
+    cores = os.cpu_count() or 1
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > MAX_WORKERS_PER_CORE * cores:
+        parser.error(f"--workers {args.workers} is more than this machine can use: at most "
+                     f"{MAX_WORKERS_PER_CORE * cores} ({MAX_WORKERS_PER_CORE} per core, {cores} cores); each worker "
+                     "is a process of its own that holds memory")
+    if args.scheduler is not None:
+        print("warning: --workers has no effect with --scheduler: the cluster there has its own workers",
+              file=sys.stderr)
 
 
 # The command line's fusion options, by the profile's key (the fusion: section) and by FusionSettings' field.

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import tifffile
 from tqdm import tqdm
 
 from fusion.allocator import keep_freed_memory
@@ -29,7 +30,8 @@ from fusion.readers import TIFF_SUFFIXES, stack_name
 from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.stack_fingerprint import stack_fingerprint
-from fusion.output_names import is_fused_output, refusion_outputs
+from fusion.mda import SUMMARY_NAME as MDA_SUMMARY
+from fusion.output_names import DEPTH, FUSED, SESSION_REPORT, is_fused_output, refusion_outputs
 from fusion.refuse import refuse_stack
 from fusion.refuse_report import RefuseReport
 
@@ -52,62 +54,107 @@ class StackOutcome:
 
 
 def expand_stack_arguments(arguments: list[str]) -> list[Path]:
-    """Files and folders as given; globs expanded (sorted); ``@list.txt`` names one stack per line.
-    A stack given more than once (by a glob and a list, say) is fused once, with a warning.
+    """Files and folders as given; globs expanded (sorted); ``@list.txt`` names one stack per line, relative
+    to the list's folder. A stack given more than once (by a glob and a list, say) is fused once, with a warning.
+    Our own outputs (``is_our_output``), however they are given, are passed over with one warning.
 
-    A glob that matches nothing, or a list file that is missing or empty, is a StackNotFoundError.
+    A glob that matches nothing, a list file that is missing or empty, a listed path that does not exist, or
+    arguments that name only our outputs, is a StackNotFoundError.
     """
     stacks: list[Path] = []
     seen: set[Path] = set()
-    for path in _expanded(arguments):
+    named_outputs: list[Path] = []
+    for path in _expanded(arguments, named_outputs):
         real = _real_path(path)
         if real in seen:
             warnings.warn(f"{path}: given more than once; fused once", stacklevel=2)
         else:
             seen.add(real)
             stacks.append(path)
+    skipped = _counted(named_outputs, "output of an earlier fusion", "outputs of earlier fusions", OUTPUTS_HINT)
+    if skipped and not stacks:
+        raise StackNotFoundError(f"the stacks given are only {skipped}")
+    if skipped:
+        warnings.warn(f"skipped {skipped}", stacklevel=2)
     return stacks
 
 
-def _expanded(arguments: list[str]) -> list[Path]:
+OUTPUTS_HINT = "our results, not stacks"
+
+
+def _expanded(arguments: list[str], named_outputs: list[Path]) -> list[Path]:
+    """The stacks ``arguments`` give; files named that are our outputs go to ``named_outputs`` instead."""
     stacks: list[Path] = []
     for argument in arguments:
         if argument.startswith("@"):
-            list_file = Path(argument[1:])
-            if not list_file.is_file():
-                raise StackNotFoundError("no such list file", list_file)
-            lines = [line.strip() for line in list_file.read_text().splitlines()]
-            listed = [line for line in lines if line and not line.startswith("#")]
-            if not listed:  # an empty run that exits 0 would look like success
-                raise StackNotFoundError("the list file names no stacks", list_file)
-            stacks += _expanded(listed)
+            stacks += _listed(Path(argument[1:]), named_outputs)
         elif glob.has_magic(argument):
-            matches = sorted(glob.glob(argument))
-            if not matches:
-                raise StackNotFoundError("the pattern matches nothing", argument)
-            stacks += _stacks_matched(argument, [Path(match) for match in matches])
+            stacks += _globbed(argument)
         else:
-            stacks += _stacks_in(Path(argument))
+            stacks += _named(Path(argument), named_outputs)
+    return stacks
+
+
+def _named(path: Path, named_outputs: list[Path]) -> list[Path]:
+    if is_our_output(path):
+        named_outputs.append(path)
+        return []
+    return _stacks_in(path)
+
+
+def _globbed(pattern: str) -> list[Path]:
+    matches = sorted(glob.glob(pattern))
+    if not matches:
+        raise StackNotFoundError("the pattern matches nothing", pattern)
+    return _stacks_matched(pattern, [Path(match) for match in matches])
+
+
+def _listed(list_file: Path, named_outputs: list[Path]) -> list[Path]:
+    """The stacks a list file names, one per line (blank lines and ``#`` comments aside); a relative path is
+    the list's folder's, as the list was written there. A line naming nothing is an error naming the line."""
+    if not list_file.is_file():
+        raise StackNotFoundError("no such list file", list_file)
+    lines = enumerate((line.strip() for line in list_file.read_text().splitlines()), start=1)
+    listed = [(number, line) for number, line in lines if line and not line.startswith("#")]
+    if not listed:  # an empty run that exits 0 would look like success
+        raise StackNotFoundError("the list file names no stacks", list_file)
+    stacks: list[Path] = []
+    for number, line in listed:
+        path = list_file.parent / line.removeprefix("@")  # (an absolute path stays as it is)
+        try:
+            if line.startswith("@"):
+                stacks += _listed(path, named_outputs)
+            elif glob.has_magic(line):  # (the list's folder taken literally, whatever its name holds)
+                stacks += _globbed(os.path.join(glob.escape(str(list_file.parent)), line))
+            elif not os.path.lexists(path):  # (a broken link is that stack's failed row)
+                raise StackNotFoundError("no such file or folder", path)
+            else:
+                stacks += _named(path, named_outputs)
+        except StackNotFoundError as error:
+            raise StackNotFoundError(f"{error.reason} (line {number} of {list_file})", error.path) from None
     return stacks
 
 
 def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
-    """The matches of a glob that can be stacks, by their names: folders and image files (``STACK_FILE_SUFFIXES``)
-    that are not our own outputs (``is_fused_output``: a glob over a folder that is also ``--out`` meets the fused
-    images and depth maps of the run before). The rest (those outputs, a README, a .json beside the stacks) are
-    passed over, with one warning that counts them; a matched image file that cannot be read stays, and is that
-    stack's failed row. A pattern that matches no stack is a StackNotFoundError."""
+    """The matches of a glob that can be stacks, by their names: folders (as ``_stacks_in`` reads a folder named
+    alone) and image files (``STACK_FILE_SUFFIXES``) that are not our own outputs (``is_our_output``: a glob over a
+    folder that is also ``--out`` meets the fused images and depth maps of the run before). The rest (those
+    outputs, a README, a .json beside the stacks) are passed over, with one warning that counts them; a matched
+    image file that cannot be read stays, and is that stack's failed row. A pattern that matches no stack is a
+    StackNotFoundError."""
     stacks: list[Path] = []
     outputs: list[Path] = []
     others: list[Path] = []
     for path in matches:
-        if is_fused_output(path) and not path.is_dir():
+        if path.is_dir():
+            stacks += _stacks_in(path)
+        elif is_our_output(path):
             outputs.append(path)
-        elif path.suffix.lower() in STACK_FILE_SUFFIXES or path.is_dir():
+        elif path.suffix.lower() in STACK_FILE_SUFFIXES:
             stacks.append(path)
         else:
             others.append(path)
-    skipped = [_counted(outputs, "output of an earlier fusion", "outputs of earlier fusions", "name one to fuse it"),
+    skipped = [_counted(outputs, "output of an earlier fusion", "outputs of earlier fusions", OUTPUTS_HINT),
                _counted(others, "file that is not an image stack", "files that are not image stacks",
                         f"stacks are folders and {', '.join(STACK_FILE_SUFFIXES)} files")]
     counted = " and ".join(part for part in skipped if part)
@@ -116,6 +163,28 @@ def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
     if counted:
         warnings.warn(f"{pattern}: skipped {counted}", stacklevel=2)
     return stacks
+
+
+def is_our_output(path: Path) -> bool:
+    """Whether ``path`` is a fused image, depth map or focus curve that we wrote: named as we name them
+    (``is_fused_output``) and known for one, by a report of ours beside it (a refusion's ``<name>.json``, a live
+    session's, a multi-dimensional session's) or, for a depth map, by the ``depth_unit`` its description carries.
+    A file only named so (someone else's ``x.fused.tif``) is a stack like any other."""
+    if not is_fused_output(path) or not path.is_file():
+        return False
+    prefixed = next((path.name[: -len(suffix)] for suffix in (f".{FUSED}", f".{DEPTH}")
+                     if path.name.endswith(suffix)), None)
+    reports = [SESSION_REPORT] if prefixed is None else [f"{prefixed}.json", MDA_SUMMARY]
+    return any(path.with_name(report).is_file() for report in reports) or _described_as_depth_map(path)
+
+
+def _described_as_depth_map(path: Path) -> bool:
+    """Whether a TIFF's description holds the ``depth_unit`` that ``fusion.outputs.write_depth_tiff`` writes."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            return "depth_unit" in (tiff.pages.first.imagej_description or tiff.pages.first.description or "")
+    except (OSError, ValueError):  # not a TIFF (a PNG focus curve), or a damaged one
+        return False
 
 
 def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:
@@ -130,13 +199,20 @@ def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:
 def _stacks_in(path: Path) -> list[Path]:
     """``path``, or, for a folder whose images are all multi-page TIFFs, each of those files:
     such a folder holds stacks, not slices. A folder that cannot be listed is one stack: reading it
-    is then that stack's failure, and the others go on."""
+    is then that stack's failure, and the others go on. A refusion's outputs written into the folder
+    (``<name>.fused.tif``, ...: ``--out`` was the folder) are passed over, with a warning."""
     try:
         if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
             return [path]
         files = image_files(path)
+        # (A live session's own fused.tif and depth.tif beside its stack go without saying.)
+        outputs = [file for file in path.iterdir() if file.name.endswith((f".{FUSED}", f".{DEPTH}"))
+                   and is_our_output(file)]
     except OSError:  # permission denied
         return [path]
+    if outputs:
+        counted = _counted(sorted(outputs), "output of an earlier fusion", "outputs of earlier fusions", OUTPUTS_HINT)
+        warnings.warn(f"{path}: skipped {counted}", stacklevel=2)
     stacks = multipage_tiffs(files)
     if files and len(stacks) == len(files):
         return [file for file, _ in stacks]
@@ -144,9 +220,10 @@ def _stacks_in(path: Path) -> list[Path]:
 
 
 def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
-    """The report of ``stack`` when all its outputs are in place (the report is written last), were
-    made with ``settings`` and from this stack as it is now (``stack_fingerprint``: not another one of
-    the same name, nor this one before slices were added or replaced); None when it must be fused (again)."""
+    """The report of ``stack`` when all its outputs are in place (the report is written last) and whole
+    (``_tiff_of_size``), were made with ``settings`` and from this stack as it is now (``stack_fingerprint``:
+    not another one of the same name, nor this one before slices were added or replaced); None when it must
+    be fused (again)."""
     paths = refusion_outputs(out_dir, stack_name(stack))
     if not all(path.is_file() for path in paths.values()):
         return None
@@ -159,7 +236,25 @@ def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> Ref
         return None
     if report.source_fingerprint is None or report.source_fingerprint != stack_fingerprint(stack):
         return None
+    height, width = report.shape[:2]
+    if not (_tiff_of_size(paths["fused"], height, width) and _tiff_of_size(paths["depth"], height, width)):
+        return None
     return report
+
+
+def _tiff_of_size(path: Path, height: int, width: int) -> bool:
+    """Whether ``path`` is a TIFF whose every page is ``height`` x ``width`` and whose file holds all their pixel
+    data (not cut short), by its header alone: a damaged output is fused again, not skipped."""
+    try:
+        size = path.stat().st_size
+        with tifffile.TiffFile(path) as tiff:
+            pages = list(tiff.pages)
+            return bool(pages) and all(
+                page.shape[:2] == (height, width)
+                and max(offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)) <= size
+                for page in pages)
+    except (OSError, ValueError):  # not a TIFF at all (tifffile's TiffFileError is a ValueError)
+        return False
 
 
 def _fused_from_another_stack(out_dir: Path, stack: Path) -> str | None:
@@ -231,8 +326,8 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
 
     With ``scheduler`` (``tcp://host:port``) the work goes to that dask cluster; otherwise a
     single stack is fused in this process and several go to a LocalCluster of ``n_workers``
-    processes (default: one per core). ``resume`` skips stacks whose outputs are complete and
-    were made with the same settings.
+    processes (default: one per core; no more than the stacks to fuse). ``resume`` skips stacks whose
+    outputs are complete and whole and were made with the same settings.
     ``on_outcome(outcome)`` is called in this process as each stack finishes (e.g. a live view).
     """
     settings = settings or FusionSettings()
@@ -275,6 +370,12 @@ class _Outcomes(dict):
             self._on_outcome(outcome)
 
 
+def local_cluster_size(n_workers: int | None, n_stacks: int) -> int:
+    """The worker processes of our local cluster: ``n_workers`` (default one per core), never more than the
+    stacks to fuse (a worker without a stack would only take memory)."""
+    return min(n_workers or os.cpu_count() or 1, n_stacks)
+
+
 def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
     from distributed import Client, LocalCluster
 
@@ -282,7 +383,7 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
     numba_threads = None
     try:
         if scheduler is None:
-            n_workers = n_workers or os.cpu_count() or 1
+            n_workers = local_cluster_size(n_workers, len(todo))
             numba_threads = max(1, (os.cpu_count() or 1) // n_workers)
             # Loopback only and no dashboard: nothing else listens.
             # (The scheduler's small HTTP server, health checks only, on a free loopback port: on 8787 a

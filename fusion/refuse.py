@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
 from fusion.focus_checks import no_focus_information
 from fusion.output_names import refusion_outputs
-from fusion.outputs import OutputWriteError, make_folder, write_depth_tiff, write_image_tiff, write_json
+from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
 from fusion.readers import open_stack
 from fusion.readers.image_folder import ImageFolderStack
@@ -58,40 +61,82 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
             warnings.warn(blank, stacklevel=1)
         seconds.update(result.seconds)
         write_started = time.perf_counter()
-        paths = refusion_outputs(out_dir, stack.name)
-        with _naming(stack.path):
+        outputs = _StagedOutputs(refusion_outputs(out_dir, stack.name), stack.path)
+        try:
             pixel_size_um = stack.pixel_size_um()  # the input's calibration stays with its fused image
-            write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um,
-                             colour=channels_are_colour)  # fluorescence channels stay channels
+            outputs.write("fused", lambda path: write_image_tiff(path, result.fused, pixel_size_um=pixel_size_um,
+                                                                 colour=channels_are_colour))  # channels stay
             depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
-            write_depth_tiff(paths["depth"], result.depth, depth_unit, pixel_size_um=pixel_size_um)
-        seconds["write"] = time.perf_counter() - write_started
-        seconds["total"] = time.perf_counter() - started
-        report = RefuseReport(
-            stack=os.path.abspath(stack.path), name=stack.name, method=settings.measure,  # (absolute: compared later)
-            settings=settings.to_json(), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
-            depth_unit=depth_unit,
-            depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
-            z_positions_um=z if z_unit == "um" else None,
-            focus_positions=z if z_unit != "um" else None,
-            seconds={phase: round(value, 4) for phase, value in seconds.items()},
-            focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
-            outputs={kind: str(p) for kind, p in paths.items()}, alignment=result.alignment,
-            warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
-            source_fingerprint=fingerprint,
-            slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
-            device_used=result.measure_device,  # (settings keep the device asked for: --resume compares them)
-            channel_weights=result.channel_weights,
-        )
-        with _naming(stack.path):
-            write_json(paths["report"], report.to_json())
+            outputs.write("depth", lambda path: write_depth_tiff(path, result.depth, depth_unit,
+                                                                 pixel_size_um=pixel_size_um))
+            seconds["write"] = time.perf_counter() - write_started
+            seconds["total"] = time.perf_counter() - started
+            report = RefuseReport(
+                stack=os.path.abspath(stack.path), name=stack.name, method=settings.measure,  # (absolute: compared)
+                settings=settings.to_json(), n_slices=engine.n_slices, shape=list(shape), dtype=str(dtype),
+                depth_unit=depth_unit,
+                depth_defined_fraction=round(float(np.isfinite(result.depth).mean()), 5),
+                z_positions_um=z if z_unit == "um" else None,
+                focus_positions=z if z_unit != "um" else None,
+                seconds={phase: round(value, 4) for phase, value in seconds.items()},
+                focus_scores=result.focus_scores, chosen_fraction=result.chosen_fraction(),
+                outputs={kind: str(p) for kind, p in outputs.paths.items()}, alignment=result.alignment,
+                warnings=list(dict.fromkeys(str(w.message) for w in caught)),  # each once
+                source_fingerprint=fingerprint,
+                slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
+                device_used=result.measure_device,  # (settings keep the device asked for: --resume compares them)
+                channel_weights=result.channel_weights,
+            )
+            outputs.write("report", lambda path: write_json(path, report.to_json()))
+            outputs.move_into_place()
+        finally:
+            outputs.discard()
     return report
 
 
-@contextlib.contextmanager
-def _naming(stack: Path):
-    """An output that cannot be written (a full disk) is that stack's error, naming it."""
-    try:
-        yield
-    except OutputWriteError as error:
-        raise OutputError(str(error), stack) from None
+class _StagedOutputs:
+    """A stack's outputs, written into a hidden folder beside their places (``write``) and moved there together
+    once all are written (``move_into_place``): a full disk or anything in the way leaves none of them, so
+    neither ``--resume`` nor a person meets a fused image without its depth map and report."""
+
+    ORDER = ("fused", "depth", "report")  # the report last: --resume takes a set with a report for finished
+
+    def __init__(self, paths: dict[str, Path], stack: Path):
+        self.paths = paths
+        self.stack = stack
+        report = paths["report"]
+        self.folder = report.with_name(f".{report.stem}.partial")  # (hidden: no glob or folder takes it for a stack)
+
+    def write(self, kind: str, writer: Callable[[Path], None]) -> None:
+        """``writer(path)`` writes output ``kind`` at the temporary ``path`` it is given."""
+        try:
+            self.folder.mkdir(exist_ok=True)
+            writer(self.folder / self.paths[kind].name)
+        except OSError as error:
+            raise self._cannot_write(kind, error) from None
+
+    def move_into_place(self) -> None:
+        moved = False
+        for kind in self.ORDER:
+            try:
+                os.replace(self.folder / self.paths[kind].name, self.paths[kind])
+            except OSError as error:
+                if moved:  # a set of this run's and an earlier run's files would look finished: none, then
+                    for path in self.paths.values():
+                        with contextlib.suppress(OSError):  # (what stood in the way may not go either)
+                            path.unlink()
+                raise self._cannot_write(kind, error) from None
+            moved = True
+
+    def discard(self) -> None:
+        """The temporary folder removed, with whatever is left in it (all of it, after a failure)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _cannot_write(self, kind: str, error: OSError) -> OutputError:
+        """One line naming the output and its folder (not the temporary one) and why."""
+        path = self.paths[kind]
+        # (fusion.outputs names the temporary file it was writing: the reason alone, after that)
+        why = os.strerror(error.errno) if error.errno else \
+            str(error).removeprefix(f"cannot write {path.name} into {self.folder}: ")
+        advice = "; free some space there or write elsewhere" if error.errno == errno.ENOSPC else ""
+        return OutputError(f"cannot write {path.name} into {path.parent}: {why}{advice}", self.stack)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,122 @@ def test_a_glob_over_its_own_out_folder_passes_over_the_last_runs_outputs(small_
     assert "and 3 files that are not image stacks (README.md, pos0.json, summary.json)" in skipped[0]
     with pytest.raises(StackNotFoundError, match=r"matches only 1 output of an earlier fusion \(pos0.fused.tif\)"):
         expand_stack_arguments([str(data / "*.fused.tif")])
-    assert expand_stack_arguments([str(data / "pos0.fused.tif")]) == [data / "pos0.fused.tif"]  # named: refused
+    with pytest.raises(StackNotFoundError, match=r"the stacks given are only 1 output of an earlier fusion"):
+        expand_stack_arguments([str(data / "pos0.fused.tif")])  # named alone, it is still a result, not a stack
+
+
+def test_our_outputs_are_passed_over_however_they_are_named(small_stacks, tmp_path):
+    """`--refuse data/*.tif --out data` run twice, the shell's glob naming the first run's outputs one by one:
+    they are known for ours (named so, with their report beside) and passed over with one line, as they are by a
+    quoted glob and in a folder; a depth map alone is known by its description; a fused image named so without a
+    report of ours beside it is anyone's image, and a stack."""
+    good, _ = small_stacks
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / good[0].name).write_bytes(good[0].read_bytes())
+    assert run_cli("--refuse", data / "pos0.tif", "--out", data, "--align", "off").returncode == 0
+    as_a_shell_expands = sorted(data.glob("*.tif"))
+    assert [p.name for p in as_a_shell_expands] == ["pos0.depth.tif", "pos0.fused.tif", "pos0.tif"]
+    again = run_cli("--refuse", *as_a_shell_expands, "--out", data, "--align", "off")
+    assert again.returncode == 0, again.stderr
+    skipped = [line for line in again.stderr.splitlines() if "skipped" in line]
+    assert skipped == ["warning: skipped 2 outputs of earlier fusions (pos0.depth.tif, pos0.fused.tif); "
+                       "our results, not stacks"], again.stderr
+    assert sorted(p.name for p in data.glob("*.tif")) == ["pos0.depth.tif", "pos0.fused.tif", "pos0.tif"]
+    summary = json.loads((data / "summary.json").read_text())
+    assert [(row["name"], row["status"]) for row in summary["stacks"]] == [("pos0", "done")]
+
+    with pytest.warns(UserWarning, match=r"\*.tif: skipped 2 outputs of earlier fusions"):
+        assert expand_stack_arguments([str(data / "*.tif")]) == [data / "pos0.tif"]
+    with pytest.warns(UserWarning, match=r"data: skipped 2 outputs of earlier fusions"):
+        assert expand_stack_arguments([str(data)]) == [data / "pos0.tif"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("pos0.depth.tif", "pos0.fused.tif"):
+        (alone / name).write_bytes((data / name).read_bytes())
+    with pytest.raises(StackNotFoundError, match=r"only 1 output of an earlier fusion \(pos0.depth.tif\)"):
+        expand_stack_arguments([str(alone / "pos0.depth.tif")])
+    assert expand_stack_arguments([str(alone / "pos0.fused.tif")]) == [alone / "pos0.fused.tif"]
+
+
+@pytest.mark.slow
+def test_a_glob_over_session_folders_refuses_each_sessions_stack(tmp_path):
+    """A glob's folders are read as the same folders named one by one: a live session's folder holds its stack
+    (stack.ome.tif) beside its fused.tif and depth.tif, and is refused as that stack."""
+    sessions = tmp_path / "sessions"
+    names = ["20261127-211834", "20261127-211834-2"]
+    for index, name in enumerate(names):
+        (sessions / name).mkdir(parents=True)
+        write_stack(sessions / name / "stack.ome.tif", 6, seed=index)
+        tifffile.imwrite(sessions / name / "fused.tif", np.zeros((128, 160), np.uint8))
+        tifffile.imwrite(sessions / name / "depth.tif", np.zeros((128, 160), np.float32))
+        (sessions / name / "session.json").write_text("{}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a session's own fused.tif and depth.tif go without saying)
+        assert expand_stack_arguments([str(sessions / "*")]) == [sessions / name / "stack.ome.tif" for name in names]
+    done = run_cli("--refuse", sessions / "*", "--out", tmp_path / "out", "--workers", "1", "--align", "off")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(row["name"], row["status"], row["slices"]) for row in summary["stacks"]] == \
+        [(name, "done", 6) for name in names]
+
+
+@pytest.mark.slow
+def test_a_local_cluster_has_no_more_workers_than_stacks_to_fuse(small_stacks, tmp_path):
+    from distributed import default_client
+
+    good, _ = small_stacks
+    workers_seen = []  # by the scheduler, as each stack comes back
+    outcomes = refuse_many(good[:2], tmp_path, n_workers=5, progress=False,
+                           on_outcome=lambda outcome: workers_seen.append(len(default_client().nthreads())))
+    assert [outcome.status for outcome in outcomes] == ["done", "done"]
+    assert workers_seen == [2, 2]
+
+
+def test_more_workers_than_the_machine_can_use_is_a_usage_error(tmp_path):
+    cores = os.cpu_count() or 1
+    done = run_cli("--refuse", tmp_path / "s.tif", "--out", tmp_path / "out", "--workers", 4 * cores + 1)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--workers {4 * cores + 1} is more than this machine can use: at most {4 * cores} (4 per core" \
+        in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_fuses_again_a_stack_whose_outputs_are_damaged(small_stacks, tmp_path):
+    """Only a whole set is skipped: each output must open as a TIFF of the stack's size holding all its pixels."""
+    good, _ = small_stacks
+    out = tmp_path / "out"
+    assert refuse_many([good[0]], out, progress=False)[0].status == "done"
+    fused, depth = out / "pos0.fused.tif", out / "pos0.depth.tif"
+    damages = {"not a TIFF": lambda: depth.write_text("junk\n"),
+               "cut short": lambda: fused.write_bytes(fused.read_bytes()[: fused.stat().st_size // 2]),
+               "another size": lambda: tifffile.imwrite(depth, np.zeros((64, 160), np.float32))}
+    for damage, make in damages.items():
+        make()
+        assert refuse_many([good[0]], out, resume=True, progress=False)[0].status == "done", damage
+        assert refuse_many([good[0]], out, resume=True, progress=False)[0].status == "skipped", damage
+    assert tifffile.imread(fused).shape == tifffile.imread(depth).shape == (128, 160)
+
+
+def test_a_lists_relative_paths_are_its_folders_and_a_missing_one_names_its_line(small_stacks, tmp_path,
+                                                                                  monkeypatch):
+    good, _ = small_stacks
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pos0.tif").write_bytes(good[0].read_bytes())
+    listing = data / "stacks.txt"
+    listing.write_text(f"# written beside the stacks\npos0.tif\n{good[1]}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert expand_stack_arguments(["@../data/stacks.txt"]) == [Path("../data/pos0.tif"), good[1]]
+    listing.write_text("pos0.tif\n\nmissing.tif\n")
+    with pytest.raises(StackNotFoundError, match=r"data/missing.tif: no such file or folder "
+                                                 r"\(line 3 of \.\./data/stacks.txt\)"):
+        expand_stack_arguments(["@../data/stacks.txt"])
+    listing.write_text("pos0.tif\nnone*.tif\n")
+    with pytest.raises(StackNotFoundError, match=r"the pattern matches nothing \(line 2 of \.\./data/stacks.txt\)"):
+        expand_stack_arguments(["@../data/stacks.txt"])
 
 
 def test_two_stacks_with_one_name_are_refused_up_front(tmp_path):

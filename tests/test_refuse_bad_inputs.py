@@ -121,15 +121,56 @@ def test_a_full_output_disk_names_the_stack_and_the_folder_and_leaves_no_partial
     out = tmp_path / "out"
     out.mkdir()
     stack = write_stack(tmp_path / "full.tif", 6)
-    # The fused image is written under this temporary name first: on /dev/full, as on a full disk,
-    # every write fails with ENOSPC.
-    (out / ".full.fused.tif.partial").symlink_to("/dev/full")
+    # The outputs are written into a hidden folder first, each under a temporary name there: on /dev/full,
+    # as on a full disk, every write fails with ENOSPC.
+    (out / ".full.partial").mkdir()
+    (out / ".full.partial" / ".full.fused.tif.partial").symlink_to("/dev/full")
     done = run_cli("--refuse", stack, "--out", out)
     assert done.returncode == 1
     errors = error_lines(done.stderr)
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"{stack}: cannot write full.fused.tif into {out}: No space left on device" in errors[0]
     assert not list(out.glob(".*.partial")) and not (out / "full.fused.tif").exists()
+
+
+@pytest.mark.parametrize("obstacle", ["full disk", "folder in the way"])
+def test_a_depth_map_that_cannot_be_written_leaves_no_fused_image_nor_report(tmp_path, obstacle):
+    """A stack's outputs are all there or none is: a fused image alone looks like a finished result."""
+    from fusion.batch import refuse_many
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stack = write_stack(tmp_path / "s.tif", 6)
+    if obstacle == "full disk":  # the fused image fits; the depth map, written next, meets a full disk
+        (out / ".s.partial").mkdir()
+        (out / ".s.partial" / ".s.depth.tif.partial").symlink_to("/dev/full")
+        why = "No space left on device; free some space there or write elsewhere"
+    else:  # all are written; the depth map cannot take its place
+        (out / "s.depth.tif").mkdir()
+        (out / "s.depth.tif" / "notes.txt").write_text("in the way")
+        why = "Is a directory"
+    outcome = refuse_many([stack], out, progress=False)[0]
+    assert outcome.status == "failed"
+    assert outcome.error == f"{stack}: cannot write s.depth.tif into {out}: {why}"
+    assert sorted(p.name for p in out.iterdir()) == ([] if obstacle == "full disk" else ["s.depth.tif"])
+
+
+def test_a_full_tmpfs_leaves_none_of_a_stacks_outputs(tmp_path):
+    """As the full disk above, on a real one: a tmpfs that holds the fused image and not the depth map."""
+    out = tmp_path / "small"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(out)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.decode().strip()}")
+    try:
+        from fusion.batch import refuse_many
+
+        stack = write_stack(tmp_path / "s.tif", 6, shape=(128, 160))  # fused 20 kB, depth map 80 kB
+        outcome = refuse_many([stack], out, progress=False)[0]
+        assert outcome.status == "failed" and f"cannot write s.depth.tif into {out}" in outcome.error
+        assert list(out.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
 
 
 # ---- 11: no focus information, one slice ----

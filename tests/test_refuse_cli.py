@@ -134,3 +134,31 @@ def test_a_truncated_multipage_tiff_is_one_clear_error_line(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert any(line.startswith(f"error: {cut}: truncated or corrupt") for line in errors), done.stderr
     assert not any("tifffile" in line or "Traceback" in line or "list index" in line for line in errors), done.stderr
+
+
+@pytest.mark.parametrize("mode", ["refuse", "live"])
+def test_live_view_options_out_of_range_are_usage_errors_before_anything_moves(tmp_path, mode):
+    given = ["--refuse", tmp_path / "s.tif"] if mode == "refuse" else []
+    for option, value, why in [("--port", "99999", "99999 is not a port number (0 to 65535"),
+                               ("--port", "-1", "-1 is not a port number (0 to 65535"),
+                               ("--view-linger-s", "1e308", "'1e308': give a number of seconds from 0 to 3600"),
+                               ("--view-linger-s", "nan", "'nan': give a number of seconds from 0 to 3600")]:
+        done = run_cli(*given, "--out", tmp_path / "out", "--view", option, value)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"error: argument {option}: {why}" in done.stderr
+        assert not (tmp_path / "out").exists()  # nothing acquired, fused or written
+
+
+def test_options_that_have_no_effect_say_so(tmp_path):
+    from tests.test_batch import write_stack
+
+    stack = write_stack(tmp_path / "s.tif", 6)
+    done = run_cli("--refuse", stack, "--out", tmp_path / "out", "--align", "off", "--align-model", "affine",
+                   "--port", "9000", "--view-linger-s", "1", "--view-host", "127.0.0.2")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "has no effect" in line]
+    assert warnings == [
+        "warning: --port has no effect without --view (no live view is served)",
+        "warning: --view-host has no effect without --view (no live view is served)",
+        "warning: --view-linger-s has no effect without --view (no live view is served)",
+        "warning: --align-model has no effect: alignment is off (--align auto or on uses it)"], done.stderr
