@@ -97,6 +97,7 @@ class Session:
         self.acquirer: Acquirer | None = None
         self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
         self.plan_warnings: list[str] = []  # positions the drive cannot tell apart
+        self.late_interrupt: str | None = None  # a Ctrl-C or SIGTERM that came once every slice was acquired
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
         self.total_s = 0.0
@@ -120,11 +121,15 @@ class Session:
             else:
                 self._acquire_streamed(self.acquirer, positions)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
-            self.interrupted = True
-            self.ended_by = str(interrupt) or "interrupted (Ctrl-C)"
-            if progress or (progress is None and sys.stderr.isatty()):  # fusion may take a while to catch up
-                print(f"\n{self.ended_by}: saving the {len(self.slices)} slices acquired and fusing them "
-                      f"({self._slices_behind()} still to fuse)...", file=sys.stderr, flush=True)
+            said = str(interrupt) or "interrupted (Ctrl-C)"
+            if self._every_position_done():  # after the last slice: the stack is whole, and nothing was cut short
+                self.late_interrupt = said
+            else:
+                self.interrupted = True
+                self.ended_by = said
+                if progress or (progress is None and sys.stderr.isatty()):  # fusion may take a while to catch up
+                    print(f"\n{self.ended_by}: saving the {len(self.slices)} slices acquired and fusing them "
+                          f"({self._slices_behind()} still to fuse)...", file=sys.stderr, flush=True)
         except (DeviceError, StackWriteError) as error:  # (a full disk: the message says what is safe)
             self.ended_by = str(error)
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
@@ -259,6 +264,10 @@ class Session:
         self.worker.submit(index, pixels, z)
         self.events.slice_acquired(self, index, pixels, z, dict(frame.metadata or {}))
 
+    def _every_position_done(self) -> bool:
+        """Whether each planned position has its slice, or was recorded lost: the acquisition ran to its end."""
+        return self.planned > 0 and len(self.slices) + len(self.dropped) >= self.planned
+
     def _slices_behind(self) -> int:
         """Slices acquired that fusion has not folded in yet."""
         return len(self.slices) - (len(self.worker.fusion_s) if self.worker is not None else 0)
@@ -269,6 +278,9 @@ class Session:
         fire, and a settle wait that a hardware sequence cannot honour; positions the drive cannot tell apart."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
         warnings += self.plan_warnings + self.mode_warnings
+        if self.late_interrupt:
+            warnings.append(f"{self.late_interrupt} after the last slice was acquired: the stack is whole, so the "
+                            "session saved, fused and ended as planned")
         # A rehearsal that rehearsed nothing must not pass for one.
         for role, fault in self.rig.faults_never_due():
             warnings.append(f"faults.{role} did not fire: its slice ({fault.after_slices}) never came: the session "

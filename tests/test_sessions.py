@@ -551,3 +551,27 @@ def test_a_stop_while_the_devices_close_keeps_the_outcome_and_says_so(tmp_path, 
     assert outcome.completed and outcome.interrupted  # the exit status is then 130
     assert (outcome.folder / "session.json").is_file() and (outcome.folder / "fused.tif").is_file()
     assert "stopped while closing the devices; the session's outputs are saved" in capsys.readouterr().err
+
+
+def test_ctrl_c_once_every_slice_is_acquired_ends_the_session_as_planned(tmp_path):
+    # Stopped at its last slice, a whole stack was reported as "ended early: interrupted" (exit 130).
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+    acquire_slice = session.acquire_slice
+
+    def interrupted_after_the_last(index, z):
+        acquire_slice(index, z)
+        if index == session.planned - 1:
+            raise KeyboardInterrupt
+
+    session.acquire_slice = interrupted_after_the_last  # type: ignore[method-assign]
+    try:
+        outcome = session.run(progress=False)
+    finally:
+        rig.close()
+    assert outcome.completed and not outcome.interrupted and outcome.report.ended_by is None
+    assert outcome.report.acquired_slices == outcome.report.planned_slices
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert any("after the last slice was acquired: the stack is whole" in w for w in written["warnings"])
+    assert written["outputs"]["fused"]
