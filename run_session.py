@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "at full resolution; pick: copy each pixel from its chosen slice, as the paper "
                              f"does (default: {defaults.composition})")
     fusion.add_argument("--device", default=None,
-                        help=f"torch device for --method ums: cuda, cpu, or auto (CUDA when present) "
+                        help=f"torch device for --method ums: cuda, cuda:N, mps, cpu, or auto (CUDA when present) "
                              f"(default: {defaults.device})")
     fusion.add_argument("--window-px", type=int, default=None,
                         help=f"focus measure window of blend and pick (default: {DEFAULT_WINDOW_PX})")

@@ -34,3 +34,21 @@ def no_focus_information(focus_scores: list[float], stack: str) -> str | None:
     what = "blank" if float(np.abs(scores).max()) == 0.0 else "equally sharp (identical?)"
     return (f"{stack}: no focus information: all {len(focus_scores)} slices are {what}; the fused image is "
             "their average and the depth map says nothing")
+
+
+# Below this share of the frame with a depth, the slices barely differ in focus anywhere. Sparse specimens
+# (beads, a few cells on an empty field) still give several per cent; a drive that moves no focus gives ~1%.
+LITTLE_DEPTH_SHARE = 0.02
+
+
+def little_focus_information(depth: np.ndarray, focus_scores: list[float], stack: str) -> str | None:
+    """A warning when a depth is known at less than LITTLE_DEPTH_SHARE of the frame (and the slices are not simply
+    all alike: ``no_focus_information`` says that): the focus barely changed through the stack."""
+    if len(focus_scores) < 2 or no_focus_information(focus_scores, stack) is not None:
+        return None
+    share = float(np.isfinite(depth).mean()) if depth.size else 0.0
+    if share >= LITTLE_DEPTH_SHARE:
+        return None
+    return (f"{stack}: little focus information: a depth is known at only {100 * share:.1f}% of the frame, so the "
+            "slices barely differ in focus anywhere (does the focus drive move the focus? is the specimen within "
+            "the sweep?); the fused image is close to their average")

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
-from fusion.focus_checks import no_focus_information
+from fusion.focus_checks import little_focus_information, no_focus_information
 from fusion.output_names import refusion_outputs
 from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
@@ -56,16 +56,19 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
                 del pixels  # (warped or fused, it is not needed while the next one is read)
                 bar.update(1)
         result = engine.finish()
-        blank = no_focus_information(result.focus_scores, str(stack.path))
-        if blank:
-            warnings.warn(blank, stacklevel=1)
+        for said in (no_focus_information(result.focus_scores, str(stack.path)),
+                     little_focus_information(result.depth, result.focus_scores, str(stack.path))):
+            if said:
+                warnings.warn(said, stacklevel=1)
+        look = None if channels_are_colour else stack.channel_look()  # names and colours of separate channels
         seconds.update(result.seconds)
         write_started = time.perf_counter()
         outputs = _StagedOutputs(refusion_outputs(out_dir, stack.name), stack.path)
         try:
             pixel_size_um = stack.pixel_size_um()  # the input's calibration stays with its fused image
             outputs.write("fused", lambda path: write_image_tiff(path, result.fused, pixel_size_um=pixel_size_um,
-                                                                 colour=channels_are_colour))  # channels stay
+                                                                 colour=channels_are_colour,  # channels stay
+                                                                 channel_look=look))
             depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
             outputs.write("depth", lambda path: write_depth_tiff(path, result.depth, depth_unit,
                                                                  pixel_size_um=pixel_size_um))
@@ -86,6 +89,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
                 slice_files=[file.name for file in stack.files] if isinstance(stack, ImageFolderStack) else None,
                 device_used=result.measure_device,  # (settings keep the device asked for: --resume compares them)
                 channel_weights=result.channel_weights,
+                channels=None if look is None else look.to_json(),
             )
             outputs.write("report", lambda path: write_json(path, report.to_json()))
             outputs.move_into_place()

@@ -41,6 +41,7 @@ class RefuseReport:
     #                                         device as resolved ("auto": CUDA when present); None: a measure without
     channel_weights: list[float] | None = None  # separate channels (fluorescence): each one's weight in the grey the
     #                                             focus measure saw, evening out their brightness; None: colour, grey
+    channels: dict | None = None  # separate channels' names and colours (#rrggbb) as the stack gave them, if it did
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

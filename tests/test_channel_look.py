@@ -64,3 +64,16 @@ def test_the_fused_image_keeps_the_look_for_fiji(tmp_path):
     assert [tuple(lut[:, -1]) for lut in metadata["LUTs"]] == [(0, 0, 255), (0, 255, 0), (255, 0, 255)]
     with open_stack(tmp_path / "cells.fused.tif") as fused:  # refused again, it keeps the look
         assert fused.channel_look().names == NAMES
+
+
+def test_a_refused_hyperstack_keeps_its_channels_look_and_the_report_names_them(tmp_path):
+    from fusion.refuse import refuse_stack
+
+    path = tmp_path / "cells.tif"
+    labels = [NAMES[c] for z in range(4) for c in range(3)]
+    tifffile.imwrite(path, ZCYX, imagej=True, metadata={"axes": "ZCYX", "Labels": labels, "LUTs": list(LUTS)})
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    assert report.channels == {"names": list(NAMES), "colours": ["#0000ff", "#00ff00", "#ff00ff"]}
+    with tifffile.TiffFile(report.outputs["fused"]) as tiff:
+        assert tiff.imagej_metadata["Labels"] == list(NAMES)
+        assert [tuple(lut[:, -1]) for lut in tiff.imagej_metadata["LUTs"]] == [(0, 0, 255), (0, 255, 0), (255, 0, 255)]

@@ -191,6 +191,25 @@ def test_a_stack_without_focus_information_says_so(tmp_path, kind):
     assert any("no focus information" in w for w in report["warnings"])
 
 
+def test_a_stack_whose_focus_barely_changes_says_so(tmp_path):
+    # The same sharp frame with fresh noise in each slice (a focus drive that moves no focus): the scores differ,
+    # but a depth is known almost nowhere.
+    rng = np.random.default_rng(0)
+    texture = ndimage.gaussian_filter(rng.random((96, 128)), 1.0) * 200
+    planes = np.stack([np.clip(texture + rng.normal(0, 2, texture.shape), 0, 255) for _ in range(6)]).astype(np.uint8)
+    stack = tmp_path / "still.tif"
+    tifffile.imwrite(stack, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    done = run_cli("--refuse", stack, "--out", tmp_path / "out", "--align", "off")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "still.json").read_text())
+    assert report["depth_defined_fraction"] < 0.02
+    assert [w for w in report["warnings"] if "little focus information" in w], report["warnings"]
+    assert "no focus information" not in done.stderr and "little focus information" in done.stderr
+    # A real sweep does not say it.
+    done = run_cli("--refuse", write_stack(tmp_path / "sweep.tif", 6, shape=(96, 128)), "--out", tmp_path / "out")
+    assert done.returncode == 0 and "focus information" not in done.stderr, done.stderr
+
+
 def test_a_one_slice_stack_warns_on_stderr(tmp_path):
     done = run_cli("--refuse", write_stack(tmp_path / "single.tif", 1), "--out", tmp_path / "out")
     assert done.returncode == 0, done.stderr
