@@ -7,26 +7,48 @@ pymmcore-plus calls ``sequenceStarted``, ``frameReady`` and ``sequenceFinished``
 thread, so acquisition never waits for them. One engine runs per (position, time, channel,
 ...) stack, for any ``axis_order``; each stack's slices go to ``<name>.stack.ome.tif`` as they
 arrive, and when its last slice is in, its fused image and depth map (µm, from the events'
-z) are written beside it. ``mda_fusion.json`` sums the sequence up. The run returns once
-every output is written (pymmcore-plus waits for its handlers).
+z) are written beside it. ``mda_fusion.json`` sums the sequence up and names it (its uid and
+start). The run returns once every output is written (pymmcore-plus waits for its handlers).
+
+Nothing acquired is overwritten: a sequence writes into the folder it was given unless that
+folder already holds an MDA's outputs (an earlier sequence through the same handler, as napari's
+"Follow MDA" sends them all, or an earlier run); then into a new subfolder of it,
+``mda-<YYYYMMDD-HHMMSS>-<first 8 of the sequence's uid>``. ``handler.out_dir`` is the folder the
+current (or last) sequence writes into; ``handler.folder`` the one it was given.
+
+A stack of one slice (a sequence with no z-plan, or none at one position) is stored and not
+fused: the handler says so once per sequence, in a warning and in ``mda_fusion.json``.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
+import json
 import logging
+import os
+import sys
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from fusion.engine import FusionSettings
-from fusion.mda_stacks import StackKey, channel_name, expected_slices, stack_key, stack_name
+from fusion.mda_stacks import PlannedStack, StackKey, channel_name, planned_stacks, stack_key, stack_name
+from fusion.output_names import DEPTH, FUSED, STACK
 from fusion.outputs import write_json
 from fusion.stack_stream import FINISH_TIMEOUT_S, StackInfo, StackStream
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "mda_fusion.json"
+SEQUENCE_FOLDER_PREFIX = "mda-"
+# Frames a warning skips to point at whoever called the handler: its own modules, and the MDA
+# machinery between (so a sequence run in the caller's thread points at the caller's ``run``).
+_NOT_THE_CALLER = ("fusion.mda", "fusion.stack_stream", "napari_ums_fusion.mda_follow", "pymmcore_plus",
+                   "psygnal", "contextlib", "threading", "concurrent.futures")
 
 
 def fusion_settings(**settings) -> FusionSettings:
@@ -47,6 +69,9 @@ class StreamingFusionHandler:
     position and time follow, so that they stay in register. ``keep_stacks=False`` deletes
     each raw stack once it is fused (keep it when no other writer saves the data).
     ``pixel_size_um`` overrides what the core reports (0 or nothing where it has no pixel size).
+
+    Each sequence writes into ``out_dir`` unless it already holds an MDA's outputs, else into a
+    subfolder of its own (see the module's docstring): one handler may run any number of MDAs.
     """
 
     def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
@@ -59,7 +84,8 @@ class StreamingFusionHandler:
         if pixel_size_um is not None and not pixel_size_um > 0:
             raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}")
         self.pixel_size_um = pixel_size_um
-        self.out_dir = Path(out_dir)
+        self.folder = Path(out_dir)     # as given: the first sequence's folder, the others' parent
+        self.out_dir = self.folder      # the current (or last) sequence's folder
         self.decision_channel = decision_channel
         self.keep_stacks = keep_stacks
         self.max_slices_in_memory = max_slices_in_memory
@@ -82,6 +108,11 @@ class StreamingFusionHandler:
         self.error: str | None = None
         self.summary: dict | None = None
         self.latest: StackStream | None = None
+        self._sequence: Any = None
+        self._sequence_uid: str | None = None
+        self._started_at = datetime.datetime.now().astimezone()
+        self._planned: dict[StackKey, PlannedStack] | None = None
+        self._one_slice_note: str | None = None   # said once per sequence
 
     # -- checks anyone may call before running --
     def check(self, sequence) -> None:
@@ -98,9 +129,12 @@ class StreamingFusionHandler:
         with self._lock:
             self._reset()
             self.finished.clear()
-            self.out_dir.mkdir(parents=True, exist_ok=True)
             self._sequence = sequence
-            self._expected = expected_slices(sequence)
+            uid = getattr(sequence, "uid", None)
+            self._sequence_uid = None if uid is None else str(uid)
+            self.out_dir = self._claim_folder()
+            self._planned = planned_stacks(sequence)
+            self._expected = None if self._planned is None else {k: p.slices for k, p in self._planned.items()}
             infos = (meta or {}).get("image_infos") or [{}]
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
             self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fusion-finish")
@@ -110,7 +144,10 @@ class StreamingFusionHandler:
                 # pymmcore-plus only logs what a handler raises: say it, and fuse each stack on its own.
                 self.error = f"{error}; each stack was fused on its own"
                 log.error("StreamingFusionHandler: %s", self.error)
-                warnings.warn(f"StreamingFusionHandler: {self.error}", stacklevel=2)
+                _warn(f"StreamingFusionHandler: {self._describe()}: {self.error}")
+            if self._planned is not None:
+                self._say_one_slice_stacks([p.name for p in self._planned.values() if p.slices == 1],
+                                           len(self._planned))
 
     def frameReady(self, image, event, meta: dict | None = None) -> None:
         meta = meta or {}
@@ -141,8 +178,71 @@ class StreamingFusionHandler:
             for key in list(self._waiting):  # their guide never finished: fuse them on their own
                 self._submit(self._waiting.pop(key), None)
         self._wait_for_finishing()
+        if self._planned is None:  # events not known in advance: said now, from what arrived
+            self._say_one_slice_stacks([r["name"] for r in self._records if r.get("slices") == 1],
+                                       len(self._records))
         self._write_summary(sequence)
         self.finished.set()
+
+    # -- the sequence's folder, and what it is told --
+    def _claim_folder(self) -> Path:
+        """The folder this sequence writes into: the one given, unless it already holds an MDA's
+        outputs; else a new ``mda-<start>-<uid>`` subfolder. Claimed by creating its mda_fusion.json."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not holds_mda_outputs(self.folder) and self._claim(self.folder):
+            return self.folder
+        stamp = self._started_at.strftime("%Y%m%d-%H%M%S")
+        label = (self._sequence_uid or uuid.uuid4().hex)[:8]
+        base = f"{SEQUENCE_FOLDER_PREFIX}{stamp}-{label}"
+        n = 1
+        while True:
+            folder = self.folder / (base if n == 1 else f"{base}-{n}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                n += 1
+                continue
+            self._claim(folder)
+            log.info("StreamingFusionHandler: %s holds an earlier MDA's outputs; MDA sequence %s goes to %s",
+                     self.folder, self._sequence_uid, folder)
+            return folder
+
+    def _claim(self, folder: Path) -> bool:
+        """Create ``folder``'s mda_fusion.json saying which sequence is being acquired; False if one exists."""
+        try:
+            descriptor = os.open(folder / SUMMARY_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "w") as file:
+            json.dump({**self._identity(folder), "finished": False,
+                       "note": "being acquired; replaced by the sequence's summary when it ends"}, file, indent=2)
+            file.write("\n")
+        return True
+
+    def _identity(self, folder: Path) -> dict:
+        return {"sequence_uid": self._sequence_uid, "started": self._started_at.isoformat(timespec="seconds"),
+                "out_dir": str(folder)}
+
+    def _describe(self) -> str:
+        """The sequence in a message: its uid and the folder it writes into."""
+        uid = self._sequence_uid or "without a uid"
+        return f"MDA sequence {uid} (outputs in {self.out_dir})"
+
+    def _say_one_slice_stacks(self, names: list[str], n_stacks: int) -> None:
+        """Warn once per sequence that stacks of one slice are kept and not fused."""
+        if not names or self._one_slice_note is not None:
+            return
+        self._one_slice_note = self._one_slice_text(names, n_stacks)
+        _warn(f"StreamingFusionHandler: {self._describe()}: {self._one_slice_note}")
+
+    @staticmethod
+    def _one_slice_text(names: list[str], n_stacks: int) -> str:
+        if len(names) == n_stacks:
+            return (f"the sequence has no z-plan: each of its {n_stacks} stacks is one frame, so there is nothing "
+                    f"to fuse; the frames are kept as <name>.{STACK}, without fused images or depth maps")
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return (f"{len(names)} of its {n_stacks} stacks have one slice (no z-plan there: {shown}); they are kept "
+                f"as <name>.{STACK}, without fused images or depth maps; the others are fused")
 
     # -- stacks --
     def _open_stack(self, key: StackKey, event, meta: dict) -> StackStream:
@@ -191,7 +291,8 @@ class StreamingFusionHandler:
 
     def _finish_one(self, stream: StackStream, like: StackStream | None) -> None:
         record = stream.finish(like)
-        if not self.keep_stacks and record["error"] is None and "fused" in record["outputs"]:
+        # Deleted once fused, or once found to be one frame (kept by the writer that keeps the data).
+        if not self.keep_stacks and record["error"] is None and ("fused" in record["outputs"] or record["slices"] == 1):
             stream.paths["stack"].unlink(missing_ok=True)
             record["outputs"].pop("stack", None)
         with self._lock:
@@ -211,7 +312,11 @@ class StreamingFusionHandler:
 
     def _write_summary(self, sequence) -> None:
         records = sorted(self._records, key=lambda r: r["name"])
-        summary = {"out_dir": str(self.out_dir), "settings": dataclasses.asdict(self.settings),
+        one_slice = [r["name"] for r in records if r.get("slices") == 1]
+        summary = {**self._identity(self.out_dir), "finished": True,
+                   "note": self._one_slice_note,
+                   "one_slice_stacks": one_slice,
+                   "settings": dataclasses.asdict(self.settings),
                    "decision_channel": self.decision_channel, "error": self.error, "frames": self._frames,
                    "frames_not_stored": self._frame_errors,
                    "stacks": records, "failed": [r["name"] for r in records if r.get("error")],
@@ -232,6 +337,30 @@ class StreamingFusionHandler:
             return stream.info.name, stream.result.fused, stream.result.depth
         images = stream.preview()
         return None if images is None else (stream.info.name, *images)
+
+
+def holds_mda_outputs(folder: Path) -> bool:
+    """Whether ``folder`` holds an MDA's summary, or stacks, fused images or depth maps of ours."""
+    if (folder / SUMMARY_NAME).exists():
+        return True
+    return any(True for suffix in (STACK, FUSED, DEPTH) for _ in folder.glob(f"*.{suffix}"))
+
+
+def _warn(message: str) -> None:
+    """Warn, pointing at whoever called the handler (the user's code where it is on this thread's
+    stack), not at a line of the handler; the message names the sequence and the stacks itself."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
+    first_outside = None
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not any(module == name or module.startswith(name + ".") for name in _NOT_THE_CALLER):
+            break
+        if first_outside is None and not module.startswith(("fusion.", "napari_ums_fusion.")):
+            first_outside = level
+        frame, level = frame.f_back, level + 1
+    # On pymmcore-plus's relay thread no user code is on the stack: point at the handler's caller there.
+    warnings.warn(message, UserWarning, stacklevel=level if frame is not None else (first_outside or 2))
 
 
 def _z_um(event, meta: dict) -> float | None:

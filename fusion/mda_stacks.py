@@ -1,4 +1,4 @@
-"""Which z-stack an MDA event belongs to, what its files are called, and how many slices it has.
+"""Which z-stack an MDA event belongs to, what its files are called, and how many slices it will have.
 
 A useq-schema ``MDAEvent`` carries an index per axis (``t`` time, ``p`` position, ``g`` grid,
 ``c`` channel, ``z``...). Every index but ``z`` names a stack: the events that share them are
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 # Axes in the order their parts appear in file names; any other axis follows, sorted.
@@ -49,15 +50,30 @@ def channel_name(event) -> str | None:
     return None if event.channel is None else event.channel.config
 
 
-def expected_slices(sequence: Any) -> dict[StackKey, int] | None:
-    """Slices per stack in ``sequence``; None when the events are not known in advance.
+@dataclass(frozen=True)
+class PlannedStack:
+    """A stack as the sequence plans it: its file-name stem and how many slices it will have."""
+
+    name: str
+    slices: int
+
+
+def planned_stacks(sequence: Any) -> dict[StackKey, PlannedStack] | None:
+    """The stacks of ``sequence``, in the order they begin; None when the events are not known in advance.
 
     Iterating the sequence is what pymmcore-plus's runner does too, so per-position
-    sub-sequences (a different z-plan at one position) are counted as they will run.
+    sub-sequences (a different z-plan at one position, or none) are counted as they will run.
     """
     import useq
 
     # pymmcore-plus runs a bare iterable of events under a placeholder sequence that describes none.
     if not isinstance(sequence, useq.MDASequence) or type(sequence).__name__ == "GeneratorMDASequence":
         return None
-    return dict(Counter(stack_key(event) for event in sequence))
+    counts: Counter[StackKey] = Counter()
+    names: dict[StackKey, str] = {}
+    for event in sequence:
+        key = stack_key(event)
+        counts[key] += 1
+        names.setdefault(key, stack_name(event))
+    return {key: PlannedStack(names[key], counts[key]) for key in names}
+

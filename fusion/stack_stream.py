@@ -4,6 +4,8 @@ Memory stays O(H x W) whatever the depth: the worker holds at most a few slices 
 the rest back from the stack file when it falls behind (see ``fusion.fusion_worker``).
 A stack may instead follow another's decision (``fuse=False``, then ``finish(like=other)``): it
 only buffers, and is composed from the other stack's decision map once that one is done.
+A stack of one slice (an MDA with no z-plan, or none at its position) is stored and not fused:
+its "fused image" would be the frame itself, so it gets no fused image or depth map.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from fusion.output_names import stack_outputs
 from fusion.outputs import write_depth_tiff, write_image_tiff
 
 FINISH_TIMEOUT_S = 600.0  # fusion catching up after the last slice; far beyond any stack we measured
+ONE_SLICE_NOTE = "one slice: nothing to fuse; the frame is kept in its raw stack, without a fused image or depth map"
 
 
 @dataclass
@@ -64,6 +67,11 @@ class StackStream:
         return len(self.slices)
 
     @property
+    def one_slice(self) -> bool:
+        """Whether the stack is a single frame, which is stored and not fused."""
+        return self.n_slices == 1
+
+    @property
     def complete(self) -> bool:
         return self.expected_slices is not None and self.n_slices >= self.expected_slices
 
@@ -83,7 +91,7 @@ class StackStream:
         expected = pixels.nbytes * (self.expected_slices or 1)
         self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected, pixel_size_um=self.info.pixel_size_um,
                                   channel=self.info.channel, time_origin_s=self.info.time_origin_s)
-        if not self.fuse:
+        if not self.fuse or self.expected_slices == 1:  # (one frame: nothing to fuse)
             return
         try:
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.settings, source=self.buffer,
@@ -103,7 +111,10 @@ class StackStream:
         Whatever fails is recorded in the report's ``error``; the stack file is complete either way.
         """
         try:
-            if self.buffer is not None and self.error is None:
+            if self.one_slice:
+                self._stop_fusing()
+                self.note = ONE_SLICE_NOTE
+            elif self.buffer is not None and self.error is None:
                 self.result = self._fused(like)
         except Exception as error:  # recorded: the other stacks of the sequence go on
             self.error = f"{self.info.name}: fusion failed: {type(error).__name__}: {error}"
@@ -119,6 +130,13 @@ class StackStream:
             write_depth_tiff(self.paths["depth"], self.result.depth, self.result.depth_unit,
                              pixel_size_um=self.info.pixel_size_um)
         return self.report()
+
+    def _stop_fusing(self) -> None:
+        """Let the fusion thread of a stack that will not be fused end (it was started before the count was known)."""
+        if self.worker is not None:
+            self.worker.finish(FINISH_TIMEOUT_S)
+            self.worker = None
+        self.engine = None
 
     def _has_z(self) -> bool:
         return all(s["z_um"] is not None for s in self.slices)
@@ -171,6 +189,8 @@ class StackStream:
                           seconds={k: round(v, 4) for k, v in self.result.seconds.items()})
             if self.worker is not None:
                 record["slices_read_back_by_fusion"] = len(self.worker.read_back)
+        elif self.note is not None:
+            record["note"] = self.note
         record["outputs"] = {kind: str(path) for kind, path in self.paths.items()
                              if path.exists() and (kind == "stack" or self.result is not None)}
         return record

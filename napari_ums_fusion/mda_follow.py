@@ -3,6 +3,8 @@
 napari-micromanager starts MDAs on ``CMMCorePlus.instance()`` with its own writers; following
 that core's MDA signals with a ``StreamingFusionHandler`` fuses every stack of every MDA it
 runs, while a viewer polls ``handler.preview()`` to show the fused image building up.
+The first MDA writes into the folder given, each later one into a subfolder of its own
+(``mda-<start>-<uid>``, see ``fusion.mda``); ``handler.out_dir`` is the current one's.
 """
 from __future__ import annotations
 

@@ -1,0 +1,236 @@
+"""The MDA handler across runs and sequence shapes: one handler (or napari's "Follow MDA") running
+several MDAs into one folder, MDAs without a z-plan, and where its warnings point."""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import useq
+
+from fusion.mda import SUMMARY_NAME, StreamingFusionHandler
+from fusion.stack_stream import ONE_SLICE_NOTE
+from tests.devices_fixtures import demo_config
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from devices.micromanager import open_mmcore
+
+    core = open_mmcore(demo_config())
+    core.setProperty("Camera", "OnCameraCCDXSize", 128)
+    core.setProperty("Camera", "OnCameraCCDYSize", 96)
+    return core
+
+
+def pages(path) -> int:
+    with tifffile.TiffFile(path) as tiff:
+        return len(tiff.pages)
+
+
+def summary_of(folder) -> dict:
+    return json.loads((folder / SUMMARY_NAME).read_text())
+
+
+def snapshot(folder) -> dict[str, tuple[int, int]]:
+    """Every file directly in ``folder``: (size, mtime in ns)."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+def sequence_folder_pattern(sequence) -> str:
+    return rf"mda-\d{{8}}-\d{{6}}-{str(sequence.uid)[:8]}(-\d+)?"
+
+
+def run_by_hand(handler, sequence, shape=(8, 8)):
+    """The handler protocol called directly, as pymmcore-plus calls it, with a frame per event."""
+    handler.sequenceStarted(sequence, {})
+    for k, event in enumerate(sequence):
+        handler.frameReady(np.full(shape, k, np.uint16), event, {})
+    handler.sequenceFinished(sequence)
+
+
+# -- several MDAs, one folder --
+
+def test_a_second_and_third_mda_through_one_handler_go_to_folders_of_their_own(demo, tmp_path):
+    """The second MDA through one handler overwrote the first's stack (11 pages became 3), fused image,
+    depth map and mda_fusion.json."""
+    handler = StreamingFusionHandler(tmp_path, method="sf")
+    first = useq.MDASequence(z_plan={"range": 10, "step": 1})
+    demo.mda.run(first, output=handler)
+    assert handler.out_dir == tmp_path and pages(tmp_path / "stack.stack.ome.tif") == 11
+    before = snapshot(tmp_path)
+    assert set(before) == {"stack.stack.ome.tif", "stack.fused.tif", "stack.depth.tif", SUMMARY_NAME}
+
+    second = useq.MDASequence(z_plan={"range": 4, "step": 2})
+    demo.mda.run(second, output=handler)
+    demo.mda.run(second, output=handler)  # the same sequence again: the same uid, a folder of its own still
+    assert snapshot(tmp_path) == before   # the first MDA's files, untouched
+    summary = summary_of(tmp_path)
+    assert summary["sequence_uid"] == str(first.uid) and summary["finished"] is True
+    assert [r["slices"] for r in summary["stacks"]] == [11]
+
+    folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(folders) == 2 and handler.out_dir == folders[-1] and handler.folder == tmp_path
+    for folder in folders:
+        assert re.fullmatch(sequence_folder_pattern(second), folder.name), folder.name
+        assert pages(folder / "stack.stack.ome.tif") == 3
+        assert (folder / "stack.fused.tif").is_file() and (folder / "stack.depth.tif").is_file()
+        summary = summary_of(folder)
+        assert summary["sequence_uid"] == str(second.uid) and summary["out_dir"] == str(folder)
+        record, = summary["stacks"]
+        assert all(Path(path).parent == folder for path in record["outputs"].values())
+
+
+def test_follow_mda_keeps_every_mda_the_core_runs(demo, tmp_path):
+    """napari's "Follow MDA" sends every MDA the core runs into one folder: the second replaced the first."""
+    from napari_ums_fusion.mda_follow import MDAFollower
+
+    follower = MDAFollower(demo, tmp_path, measure="sf")
+    try:
+        first = useq.MDASequence(channels=["DAPI"], stage_positions=[(0, 0, 0)], z_plan={"range": 10, "step": 1})
+        demo.mda.run(first)
+        assert follower.handler.finished.wait(60)
+        second = useq.MDASequence(channels=["DAPI"], stage_positions=[(0, 0, 100)], z_plan={"range": 4, "step": 2})
+        demo.mda.run(second)
+        assert follower.handler.finished.wait(60)
+    finally:
+        follower.stop()
+    assert pages(tmp_path / "p0_c0-DAPI.stack.ome.tif") == 11
+    assert summary_of(tmp_path)["sequence_uid"] == str(first.uid)
+    folder, = (p for p in tmp_path.iterdir() if p.is_dir())
+    assert re.fullmatch(sequence_folder_pattern(second), folder.name)
+    assert pages(folder / "p0_c0-DAPI.stack.ome.tif") == 3
+    assert summary_of(folder)["stacks"][0]["z_um"] == [98.0, 100.0, 102.0]
+
+
+def test_a_folder_holding_an_earlier_runs_outputs_is_not_written_over(tmp_path):
+    sequence = useq.MDASequence(z_plan={"absolute": [0, 1, 2]})
+    run_by_hand(StreamingFusionHandler(tmp_path, method="sf"), sequence)
+    before = snapshot(tmp_path)
+    later = StreamingFusionHandler(tmp_path, method="sf")   # a new handler (the script run again)
+    run_by_hand(later, sequence)
+    assert snapshot(tmp_path) == before and later.out_dir.parent == tmp_path
+
+    # Stacks without a summary (a run that died) are kept too; other files (another writer's) take nothing.
+    crashed, shared = tmp_path / "crashed", tmp_path / "shared"
+    crashed.mkdir()
+    shared.mkdir()
+    (crashed / "stack.stack.ome.tif").write_bytes(b"the slices of a run that died")
+    (shared / "raw.ome.tiff").write_bytes(b"pymmcore-plus's own file")
+    after_crash, beside_raw = (StreamingFusionHandler(folder, method="sf") for folder in (crashed, shared))
+    run_by_hand(after_crash, sequence)
+    run_by_hand(beside_raw, sequence)
+    assert (crashed / "stack.stack.ome.tif").read_bytes() == b"the slices of a run that died"
+    assert after_crash.out_dir.parent == crashed and pages(after_crash.out_dir / "stack.stack.ome.tif") == 3
+    assert beside_raw.out_dir == shared and pages(shared / "stack.stack.ome.tif") == 3
+
+
+def test_mda_fusion_json_names_its_sequence_while_and_after_it_is_acquired(tmp_path):
+    sequence = useq.MDASequence(z_plan={"absolute": [0, 1, 2]})
+    handler = StreamingFusionHandler(tmp_path, method="sf")
+    handler.sequenceStarted(sequence, {})
+    acquiring = summary_of(tmp_path)  # (after a crash, this is what is left)
+    assert acquiring["sequence_uid"] == str(sequence.uid) and acquiring["finished"] is False
+    for event in sequence:
+        handler.frameReady(np.ones((8, 8), np.uint16), event, {})
+    handler.sequenceFinished(sequence)
+    done = summary_of(tmp_path)
+    assert done["sequence_uid"] == str(sequence.uid) and done["finished"] is True
+    assert done["started"] == acquiring["started"] and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d",
+                                                                     done["started"])
+
+
+# -- sequences without a z-plan --
+
+def user_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_an_mda_without_a_z_plan_says_so_once_and_writes_no_fused_images(demo, tmp_path):
+    """Each frame was a "z-stack": a raw stack, a depth map and a fused image identical to the frame,
+    and an "only one slice" warning each."""
+    sequence = useq.MDASequence(channels=["DAPI", "FITC"], time_plan={"interval": 0, "loops": 3})
+    handler = StreamingFusionHandler(tmp_path, method="sf")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        demo.mda.run(sequence, output=handler)
+    said = user_warnings(caught)
+    assert not any("only one slice" in message for message in said), said
+    no_z, = (message for message in said if "z-plan" in message)
+    assert str(sequence.uid) in no_z and "nothing to fuse" in no_z
+    assert not list(tmp_path.glob("*.fused.tif")) and not list(tmp_path.glob("*.depth.tif"))
+    stacks = sorted(tmp_path.glob("*.stack.ome.tif"))
+    assert len(stacks) == 6 and all(pages(path) == 1 for path in stacks)  # the frames are kept
+    summary = summary_of(tmp_path)
+    assert "has no z-plan" in summary["note"] and "nothing to fuse" in summary["note"]
+    assert len(summary["one_slice_stacks"]) == 6 and summary["failed"] == []
+    assert all(r["note"] == ONE_SLICE_NOTE and list(r["outputs"]) == ["stack"] for r in summary["stacks"])
+
+
+def test_a_position_without_z_is_kept_and_the_positions_with_z_are_fused(demo, tmp_path):
+    sequence = useq.MDASequence(
+        channels=["DAPI"],
+        stage_positions=[{"x": 0, "y": 0, "z": 10, "sequence": {"z_plan": {"range": 4, "step": 1}}},
+                         {"x": 100, "y": 100, "z": 12}])
+    handler = StreamingFusionHandler(tmp_path, method="sf")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        demo.mda.run(sequence, output=handler)
+    said = [message for message in user_warnings(caught) if "one slice" in message]
+    assert len(said) == 1 and "1 of its 2 stacks" in said[0] and "p1_c0-DAPI" in said[0], said
+    records = {r["name"]: r for r in summary_of(tmp_path)["stacks"]}
+    assert records["p0_c0-DAPI"]["slices"] == 5 and (tmp_path / "p0_c0-DAPI.fused.tif").is_file()
+    assert records["p1_c0-DAPI"]["note"] == ONE_SLICE_NOTE and not (tmp_path / "p1_c0-DAPI.fused.tif").exists()
+    assert summary_of(tmp_path)["one_slice_stacks"] == ["p1_c0-DAPI"]
+
+
+def test_events_not_known_in_advance_without_z_are_told_once_at_the_end(tmp_path):
+    """A bare list of events runs under a placeholder sequence: the handler learns the stacks as they come."""
+    events = list(useq.MDASequence(channels=["DAPI", "FITC"], time_plan={"interval": 0, "loops": 2}))
+    handler = StreamingFusionHandler(tmp_path, method="sf", keep_stacks=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handler.sequenceStarted(None, {})
+        for k, event in enumerate(events):
+            handler.frameReady(np.full((8, 8), k, np.uint16), event, {})
+        handler.sequenceFinished(None)
+    said = [message for message in user_warnings(caught) if "z-plan" in message]
+    assert len(said) == 1 and "each of its 4 stacks is one frame" in said[0]
+    # keep_stacks=False: another writer keeps the frames, and there is nothing fused to keep.
+    assert [p.name for p in tmp_path.iterdir()] == [SUMMARY_NAME]
+    assert len(handler.summary["one_slice_stacks"]) == 4
+
+
+# -- where warnings point --
+
+def test_handler_warnings_point_at_the_callers_line_and_name_the_sequence(tmp_path):
+    """The "only one slice" warning's only source line was ``return self.engine.finish()``."""
+    sequence = useq.MDASequence(channels=["DAPI"], time_plan={"interval": 0, "loops": 2})
+    handler = StreamingFusionHandler(tmp_path, method="sf", decision_channel="GFP")
+    with pytest.warns(UserWarning) as caught:
+        handler.sequenceStarted(sequence, {})
+    assert [w.filename for w in caught] == [__file__, __file__]
+    assert all(str(sequence.uid) in str(w.message) for w in caught)
+    assert "decision_channel 'GFP'" in str(caught[0].message) and "no z-plan" in str(caught[1].message)
+    for event in sequence:
+        handler.frameReady(np.ones((8, 8), np.uint16), event, {})
+    with warnings.catch_warnings(record=True) as finishing:
+        warnings.simplefilter("always")
+        handler.sequenceFinished(sequence)
+    assert user_warnings(finishing) == []  # said once, at the start
+
+
+def test_following_an_mda_run_on_this_thread_warns_at_the_run(demo, tmp_path):
+    from napari_ums_fusion.mda_follow import MDAFollower
+
+    follower = MDAFollower(demo, tmp_path, measure="sf")
+    try:
+        with pytest.warns(UserWarning, match="no z-plan") as caught:
+            demo.mda.run(useq.MDASequence(channels=["DAPI"]))
+    finally:
+        follower.stop()
+    assert {w.filename for w in caught if "no z-plan" in str(w.message)} == {__file__}
