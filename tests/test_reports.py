@@ -22,7 +22,7 @@ SESSION_KEYS = {"profile", "folder", "planned_slices", "acquired_slices", "dropp
 REFUSE_KEYS = {"stack", "name", "method", "settings", "n_slices", "shape", "dtype", "depth_unit",
                "depth_defined_fraction", "z_positions_um", "seconds", "focus_scores", "chosen_fraction", "outputs",
                "alignment", "warnings", "focus_positions", "source_fingerprint", "slice_files", "device_used",
-               "channel_weights"}
+               "channel_weights", "channels"}
 
 
 @pytest.mark.hardware_sim
