@@ -1,20 +1,24 @@
 """A napari image layer seen as a focus stack: which axis is z, where each slice is, and fusing it.
 
 The z axis is the one just before the image's (y, x[, rgb]) axes; any axes before it (time,
-channel...) are held at the viewer's current position. Slice z comes from the layer's
-scale and translate along that axis (µm where the layer was opened with its scale).
+channel...) are held where the viewer's sliders are (napari lines a layer's axes up with the
+viewer's last ones). Slice z comes from the layer's ``focus_positions`` where its reader kept them
+(ours do: napari places slices evenly, and an MDA's ``absolute`` z-plan is not), else from the
+layer's scale and translate along that axis (µm where the layer was opened with its scale).
+Pixel types that fusion does not take natively are converted as the stack readers convert them.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusion.engine import FusionResult, FusionSettings, StreamingFusion
-
-_CONVERTIBLE = {np.dtype(np.float64): np.float32, np.dtype(np.float16): np.float32}
+from fusion.engine import SUPPORTED_DTYPES, FusionResult, FusionSettings, StreamingFusion
+from fusion.readers.base import conversion_note, convert_dtype
 
 
 @dataclass
@@ -25,28 +29,68 @@ class LayerStack:
     leading_index: tuple[int, ...]
     z_um: list[float]
     pixel_scale: tuple[float, float]
+    z_unit: str = "um"           # the unit of ``z_um``: a tunable lens's stack is in dpt
+    z_from: str = "scale"        # "focus_positions" (the layer's metadata) or "scale" (its scale and translate)
 
     @property
     def n_slices(self) -> int:
         return len(self.z_um)
 
+    @property
+    def conversion(self) -> str | None:
+        """What fusing does to the layer's pixel type, in a line; None where it fuses it as it is."""
+        dtype = np.dtype(self.data.dtype)
+        if dtype in SUPPORTED_DTYPES:
+            return None
+        if dtype == np.bool_:
+            return f"{self.name}: bool pixels are fused as uint8 (0 and 1)"
+        return conversion_note(dtype, Path(self.name))
+
     def slice(self, index: int) -> np.ndarray:
         pixels = np.asarray(self.data[self.leading_index + (index,)])
-        convert = _CONVERTIBLE.get(pixels.dtype)
-        return pixels.astype(convert) if convert is not None else pixels
+        if pixels.dtype in SUPPORTED_DTYPES:
+            return pixels
+        return convert_dtype(pixels, Path(self.name), f"{self.name} slice {index}")
 
 
-def layer_stack(name: str, data, rgb: bool, scale, translate, current_step=()) -> LayerStack:
-    """The focus stack in a layer; ValueError (one line) when the layer has no z axis."""
+def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Sequence[float] = (),
+                metadata: dict | None = None) -> LayerStack:
+    """The focus stack in a layer; ValueError (one line) when the layer has no z axis.
+
+    ``data_position``: where the viewer's sliders are, in the layer's data coordinates (napari's
+    ``layer.world_to_data(viewer.dims.point)``); the axes before z are held there (0 where not given).
+    ``metadata``: the layer's; its ``focus_positions`` (and ``focus_unit``) place the slices when there
+    is one for each.
+    """
     image_axes = 3 if rgb else 2
     z_axis = data.ndim - image_axes - 1
     if z_axis < 0:
         raise ValueError(f"layer {name!r} is a single image ({data.shape}); fusion needs a z-stack")
-    leading = tuple(int(i) for i in (tuple(current_step) + (0,) * z_axis)[:z_axis])
-    leading = tuple(min(i, data.shape[axis] - 1) for axis, i in enumerate(leading))
+    if np.dtype(data.dtype).kind not in "biuf":
+        raise ValueError(f"layer {name!r} has pixel type {data.dtype}, which cannot be fused")
+    position = tuple(data_position)[:z_axis]
+    position += (0.0,) * (z_axis - len(position))
+    leading = tuple(min(max(_index(p), 0), data.shape[axis] - 1) for axis, p in enumerate(position))
     count = data.shape[z_axis]
+    pixel_scale = (float(scale[-2]), float(scale[-1]))  # (scale has no rgb axis)
+    focus = (metadata or {}).get("focus_positions")
+    if isinstance(focus, (list, tuple)) and len(focus) == count and all(_finite(z) for z in focus):
+        unit = str((metadata or {}).get("focus_unit") or "um")
+        return LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit, "focus_positions")
     z_um = [float(translate[z_axis]) + float(scale[z_axis]) * k for k in range(count)]
-    return LayerStack(name, data, z_axis, leading, z_um, (float(scale[-2]), float(scale[-1])))  # scale has no rgb axis
+    return LayerStack(name, data, z_axis, leading, z_um, pixel_scale)
+
+
+def _index(position: float) -> int:
+    """The slice at a data coordinate (napari shows slice k from k - 0.5 to k + 0.5)."""
+    return int(math.floor(float(position) + 0.5)) if math.isfinite(float(position)) else 0
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def fuse_layer_stack(stack: LayerStack, settings: FusionSettings) -> Iterator[tuple[int, int] | FusionResult]:

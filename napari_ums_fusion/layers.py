@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -17,7 +18,7 @@ from fusion.channel_look import ChannelLook
 from fusion.readers.tiff import depth_unit_of, described_as_colour, page_has_colour_samples, pixel_size_um_of
 
 DEPTH_COLORMAP = "viridis"
-LayerData = tuple[np.ndarray, dict, str]
+LayerData = tuple[Any, dict, str]  # (numpy or dask array, napari's layer attributes, layer type)
 
 
 def _length_unit(known: bool) -> str:
@@ -78,22 +79,100 @@ def depth_layer(path: Path, name: str) -> LayerData:
 def stack_layer(path: Path, name: str) -> LayerData:
     """The raw stack as a z-stack layer, placed as the stack reader (``fusion.readers.tiff``) places it: z from its
     OME planes (a tunable lens's stack: the focal powers its description keeps, in the depth map's unit), or the
-    pages' own records where it was never finalized (kill -9, a full disk); the pixel size likewise."""
+    pages' own records where it was never finalized (kill -9, a full disk); the pixel size likewise.
+
+    The pixels are read lazily (``lazy_pages``: a page when napari shows it), so that opening a stack of
+    gigabytes costs little memory. A stack of one slice (a session stopped after it, an MDA without a z-plan)
+    is a 2-D image. napari places slices evenly: where the focus positions are not evenly spaced (an MDA's
+    ``absolute`` z-plan) a warning says so and how they are shown, and the layer's ``focus_positions`` keep the
+    true ones (the dock widget fuses at them)."""
     with tifffile.TiffFile(path) as tiff:
-        stack, axes = tiff.series[0].asarray(), tiff.series[0].axes
+        axes = tiff.series[0].axes
         colour = page_has_colour_samples(tiff.pages.first)
+    stack = lazy_pages(path)
     focus, unit, recorded_um = _placement(path)
     pixel_um = recorded_um or 1.0
-    dz = float(np.median(np.diff(focus))) if len(focus) > 1 and np.ptp(focus) > 0 else 1.0
-    z0 = focus[0] if focus else 0.0
+    xy_unit = _length_unit(recorded_um is not None)
+    metadata = {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
+                "focus_unit": unit, "pixel_size_um": pixel_um}
+    attributes: dict = {"name": f"{name} stack", "metadata": metadata}
+    layer_attributes = _image_attributes(attributes, axes, stack.shape, colour)
+    spatial_ndim = stack.ndim - ("channel_axis" in layer_attributes) - bool(layer_attributes.get("rgb"))
+    if spatial_ndim < 3:  # one slice: an image (its z stays in the metadata)
+        layer_attributes.update(scale=(pixel_um,) * spatial_ndim, units=(xy_unit,) * spatial_ndim)
+        return stack, layer_attributes, "image"
+    z_step, z0, z_unit = _z_axis(focus, unit, path)
+    leading = spatial_ndim - 3  # (axes before z: none in our stacks, but never a scale napari cannot take)
+    layer_attributes.update(scale=(1.0,) * leading + (z_step, pixel_um, pixel_um),
+                            translate=(0.0,) * leading + (z0, 0.0, 0.0),
+                            units=("pixel",) * leading + (z_unit, xy_unit, xy_unit))
+    return stack, layer_attributes, "image"
+
+
+EVEN_TOLERANCE = 0.1  # of a step: how far a slice may lie from its evenly spaced height and be shown there
+
+
+def evenly_spaced(focus: list[float]) -> tuple[float, float] | None:
+    """(step, first position) where every position lies within ``EVEN_TOLERANCE`` of a step of
+    ``first + k * step``; None where they are not evenly spaced. One position, or all at one: step 1."""
+    if len(focus) < 2 or np.ptp(focus) == 0:
+        return 1.0, (focus[0] if focus else 0.0)
+    step = (focus[-1] - focus[0]) / (len(focus) - 1)
+    deviation = max(abs(z - (focus[0] + k * step)) for k, z in enumerate(focus))
+    return (step, focus[0]) if step != 0 and deviation <= EVEN_TOLERANCE * abs(step) else None
+
+
+def _z_axis(focus: list[float], unit: str, path: Path) -> tuple[float, float, str]:
+    """(scale, translate, napari unit) of a stack's z axis; a warning where napari cannot place its slices."""
     # (A lens's focal powers have no unit napari knows: pint reads "dpt" as decipints. Its z stays unitless.)
     z_unit = _length_unit(unit == "um" and bool(focus))
-    xy_unit = _length_unit(recorded_um is not None)
-    attributes = {"name": f"{name} stack", "scale": (dz, pixel_um, pixel_um), "translate": (z0, 0.0, 0.0),
-                  "units": (z_unit, xy_unit, xy_unit),
-                  "metadata": {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
-                               "focus_unit": unit, "pixel_size_um": pixel_um}}
-    return stack, _image_attributes(attributes, axes, stack.shape, colour), "image"
+    if not focus:
+        return 1.0, 0.0, z_unit
+    even = evenly_spaced(focus)
+    if even is not None:
+        return even[0], even[1], z_unit
+    label = "µm" if unit == "um" else unit
+    shown = ", ".join(f"{z:g}" for z in focus[:8]) + (", ..." if len(focus) > 8 else "")
+    note = (f"{path}: the slices' focus positions ({shown} {label}) are not evenly spaced, and napari places a "
+            "layer's slices evenly")
+    steps = np.diff(focus)
+    if (steps > 0).all() or (steps < 0).all():  # in order: the first and last slices at their heights
+        step = (focus[-1] - focus[0]) / (len(focus) - 1)
+        warnings.warn(f"{note}: they are shown evenly between the first and the last; their true positions are "
+                      "in the layer's metadata (focus_positions), and the dock widget fuses at them", stacklevel=3)
+        return step, focus[0], z_unit
+    warnings.warn(f"{note}: they are shown in the order acquired, one step per slice; their true positions are "
+                  "in the layer's metadata (focus_positions), and the dock widget fuses at them", stacklevel=3)
+    return 1.0, 0.0, "pixel"
+
+
+def lazy_pages(path: Path):
+    """The first image series of a TIFF as a dask array of one chunk per page, each read from the file when
+    napari (or the dock widget) asks for it; nothing is read here but the file's layout."""
+    import dask
+    import dask.array as da
+
+    with tifffile.TiffFile(path) as tiff:
+        series = tiff.series[0]
+        shape, dtype = tuple(series.shape), series.dtype
+        page_shape = tuple(series.keyframe.shape)
+        indices = [None if page is None else page.index for page in series.pages]
+        planes_are_pages = int(np.prod(page_shape)) * len(indices) == int(np.prod(shape)) and \
+            all(page is None or (page.parent is tiff and isinstance(page.index, int)) for page in series.pages)
+        if not planes_are_pages:  # (another file's pages, SubIFDs, pages that are not the planes): read it all
+            return series.asarray()
+    read = dask.delayed(_read_page, pure=True)
+    planes = [da.from_delayed(read(str(path), index, page_shape, dtype), page_shape, dtype=dtype)
+              for index in indices]
+    return da.stack(planes).reshape(shape)
+
+
+def _read_page(path: str, index: int | None, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """One page's pixels (zeros for a page the series names but the file lacks, as tifffile reads it)."""
+    if index is None:
+        return np.zeros(shape, dtype)
+    with tifffile.TiffFile(path) as tiff:
+        return tiff.pages[index].asarray().reshape(shape)
 
 
 def _placement(path: Path) -> tuple[list[float], str, float | None]:
@@ -123,7 +202,10 @@ def output_group(folder: Path, name: str) -> list[LayerData]:
     for suffix, build in (("stack.ome.tif", stack_layer), ("fused.tif", fused_layer), ("depth.tif", depth_layer)):
         path = folder / f"{prefix}{suffix}"
         if path.is_file():
-            layers.append(build(path, label))
+            try:
+                layers.append(build(path, label))
+            except Exception as error:  # one damaged file does not keep the folder's others from opening
+                warnings.warn(f"{path} was not opened: {type(error).__name__}: {error}", stacklevel=2)
     return layers
 
 

@@ -18,7 +18,7 @@ from fusion.engine import COMPOSITIONS, FusionResult, FusionSettings
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
 from fusion.outputs import colour_by_shape
 from napari_ums_fusion.layer_stack import fuse_layer_stack, layer_stack
-from napari_ums_fusion.layers import DEPTH_COLORMAP
+from napari_ums_fusion.layers import DEPTH_COLORMAP, evenly_spaced
 
 PREVIEW_INTERVAL_MS = 300
 
@@ -95,8 +95,9 @@ class FusionWidget(QWidget):
             return None
         layer = self.viewer.layers[name]
         try:
+            # (napari lines a layer's axes up with the viewer's last ones: ask the layer where the sliders are)
             stack = layer_stack(name, layer.data, layer.rgb, layer.scale, layer.translate,
-                                self.viewer.dims.current_step)
+                                layer.world_to_data(self.viewer.dims.point), layer.metadata)
             settings = self.settings()
         except ValueError as error:
             self._say(str(error))
@@ -104,18 +105,22 @@ class FusionWidget(QWidget):
         self.progress.setRange(0, stack.n_slices)
         self.progress.setValue(0)
         self.fuse_button.setEnabled(False)
-        self._say(f"fusing {stack.n_slices} slices of {name}...")
-        self.worker = create_worker(fuse_layer_stack, stack, settings)
-        self.worker.yielded.connect(lambda item: self._fusion_step(item, stack))
-        self.worker.errored.connect(lambda error: self._say(f"fusion failed: {error}"))
-        self.worker.finished.connect(lambda: self.fuse_button.setEnabled(True))
+        notes = [note for note in (stack.conversion, _placement_note(stack)) if note]
+        self._say(" ".join([f"fusing {stack.n_slices} slices of {name}...", *notes]))
+        # Connected at creation: an "errored" connected later leaves superqt's own, which raises the error
+        # again in Qt's thread (a plain Qt host aborts).
+        self.worker = create_worker(fuse_layer_stack, stack, settings, _connect={
+            "yielded": lambda item: self._fusion_step(item, stack, notes),
+            "errored": lambda error: self._say(f"fusion of {name} failed: {type(error).__name__}: {error}"),
+            "finished": lambda: self.fuse_button.setEnabled(True)}, _start_thread=False)
         self.worker.start()
         return self.worker
 
-    def _fusion_step(self, item, stack):
+    def _fusion_step(self, item, stack, notes=()):
         if isinstance(item, FusionResult):
-            self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, item.depth_unit)
-            self._say(f"fused {stack.n_slices} slices of {stack.name}")
+            depth_unit = stack.z_unit if item.depth_unit == "um" else item.depth_unit
+            self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit)
+            self._say(" ".join([f"fused {stack.n_slices} slices of {stack.name}.", *notes]))
         else:
             self.progress.setValue(item[0])
 
@@ -176,3 +181,12 @@ class FusionWidget(QWidget):
 
     def _say(self, message: str):
         self.status.setText(message)
+
+
+def _placement_note(stack) -> str | None:
+    """Where the slices' z come from, when the layer's own placement would not give them."""
+    if stack.z_from != "focus_positions":
+        return None
+    if evenly_spaced(stack.z_um) is None:
+        return "Its slices are not evenly spaced: fused at their focus positions from the layer's metadata."
+    return None

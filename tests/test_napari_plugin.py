@@ -1,6 +1,8 @@
 """The napari plugin, headless: the reader on our outputs, the fusion dock widget, following an MDA."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import tifffile
@@ -195,3 +197,205 @@ def test_fused_channels_keep_the_names_and_colours_the_stack_gave_them(tmp_path)
     assert [layer.name for layer in viewer.layers] == ["cells fused DAPI", "cells fused FITC"]
     brightest = [tuple(layer.colormap.colors[-1][:3]) for layer in viewer.layers]
     assert brightest == [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0)]
+
+
+def wait_until_fused(qtbot, widget, worker):
+    """Until the worker has finished and the widget has heard so (a worker that fails at once may have finished
+    before a waitSignal would connect)."""
+    assert worker is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.fuse_button.isEnabled() and not worker.is_running, timeout=60_000)
+
+
+def saved_stack(path, slices, z, pixel_size_um=0.5):
+    """A stack as a session or an MDA saves it (finalized: an OME-TIFF with each plane's z)."""
+    from fusion.stack_buffer import StackBuffer
+
+    buffer = StackBuffer(path, pixel_size_um=pixel_size_um)
+    for index, (pixels, position) in enumerate(zip(slices, z)):
+        buffer.append(pixels, z=float(position), time_s=float(index), exposure_ms=10.0)
+    buffer.finalize({}, "um")
+    return path
+
+
+def test_a_folder_of_one_slice_stacks_opens_them_as_images(tmp_path):
+    """A session stopped after its first slice, or an MDA without a z-plan, saves stacks of one slice: the reader
+    gave their 2-D images a z scale, napari refused them, and nothing in the folder opened."""
+    from fusion.outputs import write_image_tiff
+
+    for name, colour in (("t0_c0-DAPI", False), ("t0_rgb", True)):
+        image = np.full((32, 48, 3) if colour else (32, 48), 7, np.uint8)
+        saved_stack(tmp_path / f"{name}.stack.ome.tif", [image], [10.0])
+        write_image_tiff(tmp_path / f"{name}.fused.tif", image, pixel_size_um=0.5, colour=colour)
+    viewer = viewer_model()
+    viewer.open(str(tmp_path), plugin="ums-fusion")
+    assert sorted(layer.name for layer in viewer.layers) == sorted(
+        f"{name} {kind}" for name in ("t0_c0-DAPI", "t0_rgb") for kind in ("stack", "fused"))
+    for name, shape in (("t0_c0-DAPI", (32, 48)), ("t0_rgb", (32, 48, 3))):
+        stack = viewer.layers[f"{name} stack"]
+        assert stack.data.shape == shape and stack.ndim == 2 and tuple(stack.scale) == (0.5, 0.5)
+        assert stack.metadata["focus_positions"] == [10.0]  # (its z, which a 2-D layer cannot show)
+
+
+def test_a_damaged_file_in_a_folder_is_skipped_with_a_warning_and_the_rest_opens(tmp_path):
+    from fusion.outputs import write_image_tiff
+
+    (tmp_path / "broken.stack.ome.tif").write_bytes(b"II*\x00 not a TIFF after all")
+    write_image_tiff(tmp_path / "good.fused.tif", np.zeros((16, 16), np.uint8), pixel_size_um=0.5, colour=False)
+    viewer = viewer_model()
+    with pytest.warns(UserWarning, match=r"broken\.stack\.ome\.tif was not opened"):
+        viewer.open(str(tmp_path), plugin="ums-fusion")
+    assert [layer.name for layer in viewer.layers] == ["good fused"]
+
+
+def test_a_stack_at_uneven_z_says_so_and_the_widget_fuses_it_at_its_true_z(tmp_path, qtbot):
+    """An MDA's ``absolute: [3, 1, 7, 2]`` z-plan: napari spaces a layer's slices evenly, so the reader showed them
+    at 3, 1, -1, -3 (scale -2, translate 3) and the widget fused a depth map from -3 to 3; the stack's own runs
+    1..7. The widget fuses at the positions the layer's metadata keeps, as the MDA handler fused them."""
+    from fusion.engine import StreamingFusion
+    from napari_ums_fusion.widget import FusionWidget
+
+    sweep = rendered(shape=(64, 96), color=False, depth_um=6.0, step_um=1.0)  # z -1..7
+    z = [3.0, 1.0, 7.0, 2.0]
+    slices = [sweep.slices[list(sweep.z_um).index(position)] for position in z]
+    path = saved_stack(tmp_path / "p0.stack.ome.tif", slices, z)
+    viewer = viewer_model()
+    with pytest.warns(UserWarning, match=r"\(3, 1, 7, 2 µm\) are not evenly spaced.*focus_positions"):
+        viewer.open(str(path), plugin="ums-fusion")
+    layer = viewer.layers["p0 stack"]
+    assert layer.metadata["focus_positions"] == z
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_box.setCurrentText("p0 stack")
+    worker = widget.fuse_selected()
+    wait_until_fused(qtbot, widget, worker)
+    depth = viewer.layers["p0 stack depth"].data
+    known = depth[np.isfinite(depth)]
+    assert known.size and known.min() >= 1.0 and known.max() <= 7.0 and known.max() > 3.0
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, widget.settings())
+    for pixels, position in zip(slices, z):
+        engine.push(pixels, position)
+    np.testing.assert_allclose(depth, engine.finish().depth, equal_nan=True)
+    assert "not evenly spaced" in widget.status.text()
+
+
+@pytest.mark.parametrize("z, scale, translate", [([0.0, 2.0, 4.0, 6.0], 2.0, 0.0),
+                                                 ([0.0, 2.1, 3.9, 6.0], 2.0, 0.0),     # a stage's jitter
+                                                 ([0.0, 1.0, 2.0, 6.0], 2.0, 0.0),     # in order, uneven
+                                                 ([3.0, 1.0, 7.0, 2.0], 1.0, 0.0)])   # out of order
+def test_stack_z_placement_is_even_where_the_positions_are(tmp_path, z, scale, translate):
+    from napari_ums_fusion.layers import stack_layer
+
+    path = saved_stack(tmp_path / "s.stack.ome.tif", [np.zeros((8, 8), np.uint8)] * len(z), z)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, attributes, _ = stack_layer(path, "s")
+    uneven = z in ([0.0, 1.0, 2.0, 6.0], [3.0, 1.0, 7.0, 2.0])
+    assert any("not evenly spaced" in str(w.message) for w in caught) == uneven
+    assert attributes["scale"][0] == pytest.approx(scale) and attributes["translate"][0] == pytest.approx(translate)
+    assert attributes["metadata"]["focus_positions"] == z
+
+
+def test_widget_holds_a_layers_leading_axes_where_the_viewers_sliders_are(qtbot):
+    """napari lines a layer's axes up with the viewer's last ones: with a 5-D layer in the viewer, a 4-D (c, z, y,
+    x) layer's channel is the viewer's axis 1. The widget took the viewer's axis 0 and fused channel 0."""
+    from napari_ums_fusion.widget import FusionWidget
+
+    rng = np.random.default_rng(0)
+    viewer = viewer_model()
+    viewer.add_image(np.zeros((3, 2, 4, 64, 64), np.uint8), name="five")
+    channels = np.zeros((3, 4, 64, 64), np.uint8)
+    channels[2] = rng.integers(0, 255, (4, 64, 64))
+    viewer.add_image(channels, name="cz", scale=(1.0, 2.0, 0.5, 0.5))
+    viewer.dims.set_current_step(0, 0)
+    viewer.dims.set_current_step(1, 2)
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_box.setCurrentText("cz")
+    worker = widget.fuse_selected()
+    wait_until_fused(qtbot, widget, worker)
+    assert viewer.layers["cz fused"].data.max() > 0  # channel 2, the only one with anything in it
+
+
+@pytest.mark.parametrize("dtype, fused_dtype, note", [(np.int16, np.float32, "int16 pixels are fused as float32"),
+                                                      (np.int8, np.float32, "int8 pixels are fused as float32"),
+                                                      (np.bool_, np.uint8, "bool pixels are fused as uint8")])
+def test_widget_fuses_the_pixel_types_refusion_converts_and_says_so(qtbot, dtype, fused_dtype, note):
+    """The widget refused int8, int16 and bool ("unsupported pixel type int16") where --refuse converts them."""
+    from napari_ums_fusion.widget import FusionWidget
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(-100, 4000, (4, 64, 64)) if dtype != np.bool_ else rng.random((4, 64, 64)) > 0.5
+    viewer = viewer_model()
+    viewer.add_image(np.asarray(data).astype(dtype), name="odd")
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    worker = widget.fuse_selected()
+    assert worker is not None, widget.status.text()
+    wait_until_fused(qtbot, widget, worker)
+    assert viewer.layers["odd fused"].data.dtype == fused_dtype
+    assert "fused 4 slices of odd" in widget.status.text() and note in widget.status.text()
+
+
+def test_widget_says_why_a_fusion_failed_in_its_status_instead_of_raising(qtbot):
+    """A layer whose pixels cannot be read (a lazy array over a disk that went away): the worker's error came back
+    through superqt's own "errored" connection and was raised in Qt's thread (a plain Qt host aborts; pytest-qt
+    fails the test)."""
+    import dask
+    import dask.array as da
+
+    from napari_ums_fusion.widget import FusionWidget
+
+    disk = {"there": True}
+
+    def read_plane():
+        if not disk["there"]:
+            raise OSError("the disk went away")
+        return np.zeros((32, 32), np.uint16)
+
+    planes = [da.from_delayed(dask.delayed(read_plane, pure=False)(), (32, 32), dtype=np.uint16) for _ in range(3)]
+    viewer = viewer_model()
+    viewer.add_image(da.stack(planes), name="remote", contrast_limits=(0, 1))
+    disk["there"] = False
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    worker = widget.fuse_selected()
+    wait_until_fused(qtbot, widget, worker)
+    assert widget.status.text() == "fusion of remote failed: OSError: the disk went away"
+    assert widget.fuse_button.isEnabled() and "remote fused" not in viewer.layers
+
+
+def test_widget_says_so_when_a_lazily_opened_stack_went_away(qtbot, tmp_path):
+    from napari_ums_fusion.widget import FusionWidget
+
+    path = saved_stack(tmp_path / "gone.stack.ome.tif", [np.full((32, 32), k, np.uint16) for k in range(3)],
+                       [0.0, 1.0, 2.0])
+    viewer = viewer_model()
+    viewer.open(str(path), plugin="ums-fusion")
+    path.unlink()
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    worker = widget.fuse_selected()
+    wait_until_fused(qtbot, widget, worker)
+    assert "fusion of gone stack failed" in widget.status.text() and "gone.stack.ome.tif" in widget.status.text()
+    assert widget.fuse_button.isEnabled() and "gone stack fused" not in viewer.layers
+
+
+def test_a_raw_stack_opens_lazily(tmp_path):
+    """Opening a folder read the whole raw stack (a 391 MB one peaked at 641 MB): its pages are read when shown."""
+    import tracemalloc
+
+    from napari_ums_fusion.reader import read
+
+    slices = [np.full((512, 512), k, np.uint16) for k in range(40)]  # 20 MB
+    path = saved_stack(tmp_path / "big.stack.ome.tif", slices, np.arange(40.0))
+    tracemalloc.start()
+    try:
+        [(data, attributes, _)] = read(str(path))
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 2_000_000, peak_bytes
+    assert not isinstance(data, np.ndarray) and data.shape == (40, 512, 512) and data.dtype == np.uint16
+    assert attributes["scale"] == pytest.approx((1.0, 0.5, 0.5))
+    np.testing.assert_array_equal(np.asarray(data[17]), slices[17])
+    np.testing.assert_array_equal(np.asarray(data[::13, :3, :3]), np.stack(slices[::13])[:, :3, :3])
