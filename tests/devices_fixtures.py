@@ -16,6 +16,16 @@ def demo_config() -> str:
     return os.path.join(mm_test_adapters.device_adapter_path(), "MMConfig_demo.cfg")
 
 
+def small_demo_core(width_px: int = 128, height_px: int = 96):
+    """The real MMCore on the demo config, its camera cropped small (quick MDAs)."""
+    from devices.micromanager import open_mmcore
+
+    core = open_mmcore(demo_config())
+    core.setProperty("Camera", "OnCameraCCDXSize", width_px)
+    core.setProperty("Camera", "OnCameraCCDYSize", height_px)
+    return core
+
+
 @contextlib.contextmanager
 def asi_stage():
     from devices.asi_stage import AsiZStage

@@ -12,19 +12,14 @@ import useq
 
 from fusion.mda import SUMMARY_NAME, StreamingFusionHandler
 from fusion.metrics import psnr
-from tests.devices_fixtures import demo_config
+from tests.devices_fixtures import small_demo_core
 
 CHANNELS = ["DAPI", "FITC", "Cy5"]
 
 
 @pytest.fixture(scope="module")
 def demo():
-    from devices.micromanager import open_mmcore
-
-    core = open_mmcore(demo_config())
-    core.setProperty("Camera", "OnCameraCCDXSize", 128)
-    core.setProperty("Camera", "OnCameraCCDYSize", 96)
-    return core
+    return small_demo_core()
 
 
 @contextlib.contextmanager

@@ -14,17 +14,12 @@ import useq
 
 from fusion.mda import SUMMARY_NAME, StreamingFusionHandler
 from fusion.stack_stream import ONE_SLICE_NOTE
-from tests.devices_fixtures import demo_config
+from tests.devices_fixtures import small_demo_core
 
 
 @pytest.fixture(scope="module")
 def demo():
-    from devices.micromanager import open_mmcore
-
-    core = open_mmcore(demo_config())
-    core.setProperty("Camera", "OnCameraCCDXSize", 128)
-    core.setProperty("Camera", "OnCameraCCDYSize", 96)
-    return core
+    return small_demo_core()
 
 
 def pages(path) -> int:

@@ -383,28 +383,30 @@ def test_small_frames_wait_for_fusion_in_memory_and_large_ones_within_the_budget
     assert slices_in_memory_for(10 * QUEUE_BUDGET_BYTES) == 4
 
 
-def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_path, capsys):
+def run_profile_text(tmp_path, yaml_text: str) -> int:
+    """run_session's exit status for a profile written from ``yaml_text``; outputs in tmp_path / "out"."""
     import run_session
 
     profile = tmp_path / "rig.yaml"
-    profile.write_text("camera: {driver: simulated, timeout_s: 0.004, give_up_after_s: 0.05, "
-                       "specimen: {height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
-                       "plan: {z: {range: 4, step: 1}}\n")
-    assert run_session.main(["--profile", str(profile), "--out", str(tmp_path / "out")]) == 1
+    profile.write_text(yaml_text)
+    return run_session.main(["--profile", str(profile), "--out", str(tmp_path / "out")])
+
+
+def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_path, capsys):
+    assert run_profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.004, give_up_after_s: 0.05, "
+                                      "specimen: {height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
+                                      "plan: {z: {range: 4, step: 1}}\n") == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: the session ended before its first slice: simulated camera: no frame within "
                       "0.004 s; nothing was acquired"]
 
 
 def test_a_sweep_finer_than_the_lens_can_step_is_warned_of(tmp_path, capsys):
-    import run_session
-
     # 11 slices of 0 to 0.0001 dpt on a lens that steps by 0.005 dpt ran without a word: one focus, 11 times.
-    profile = tmp_path / "rig.yaml"
-    profile.write_text("camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
-                       "focus: {driver: optotune, port: simulated, unit: dpt}\n"
-                       "plan: {sweep: {start: 0, stop: 0.0001, step: 0.00001}}\nfusion: {align: off}\n")
-    assert run_session.main(["--profile", str(profile), "--out", str(tmp_path / "out")]) == 0
+    assert run_profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                                      "focus: {driver: optotune, port: simulated, unit: dpt}\n"
+                                      "plan: {sweep: {start: 0, stop: 0.0001, step: 0.00001}}\n"
+                                      "fusion: {align: off}\n") == 0
     warning = ("Optotune lens steps by 0.005 dpt: the 11 planned positions (0 to 0.0001 dpt) reach only 1 focus "
                "setting, and slices at one setting repeat the same focus; space the positions at least 0.005 dpt apart")
     assert f"warning: {warning}" in capsys.readouterr().err.splitlines()
