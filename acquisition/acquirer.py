@@ -32,6 +32,10 @@ def with_retries(action, what: str, retries: int, log: list[RetryRecord], index:
                 raise
 
 
+class GaveUpWaiting(DeviceError):
+    """No frame for camera.give_up_after_s: the acquisition ends; positions never tried are not lost ones."""
+
+
 class FrameWait:
     """How long the camera has kept the acquisition waiting for a frame: retries and lost frames in a
     row wait ``give_up_after_s`` at most, all together (the profile's camera.give_up_after_s), stepped,
@@ -51,8 +55,8 @@ class FrameWait:
             self._since_s = now_s
         waited_s = now_s - self._since_s
         if waited_s >= self.give_up_after_s:
-            raise DeviceError(self.camera_name, f"no frame for {waited_s:.1f} s ({lost_in_a_row} lost in a row): "
-                                                f"gave up after camera.give_up_after_s = {self.give_up_after_s:g} s")
+            raise GaveUpWaiting(self.camera_name, f"no frame for {waited_s:.1f} s ({lost_in_a_row} lost in a row): "
+                                                  f"gave up after camera.give_up_after_s = {self.give_up_after_s:g} s")
         return min(self.timeout_s, self.give_up_after_s - waited_s)
 
     def waiting_since(self, since_s: float) -> None:

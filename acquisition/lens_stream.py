@@ -21,7 +21,8 @@ import time
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice, with_retries
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, GaveUpWaiting, LostSlice, \
+    with_retries
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame
@@ -81,6 +82,8 @@ class LensStreamAcquirer:
                         yield from (LostSlice(k, positions[k], str(error)) for k in range(index + 1, len(positions)))
                         raise
                     continue
+                except GaveUpWaiting:  # as in stepped and sequenced stacks: the session ends here, none is "lost"
+                    raise
                 except DeviceError as error:  # the camera vanished: what is left is lost
                     yield from (LostSlice(k, positions[k], str(error)) for k in range(index, len(positions)))
                     raise

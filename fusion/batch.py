@@ -30,8 +30,7 @@ from fusion.readers import TIFF_SUFFIXES, stack_name
 from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, multipage_tiffs
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 from fusion.stack_fingerprint import stack_fingerprint
-from fusion.mda import SUMMARY_NAME as MDA_SUMMARY
-from fusion.output_names import DEPTH, FUSED, SESSION_REPORT, is_fused_output, refusion_outputs
+from fusion.output_names import DEPTH, FUSED, is_our_output, refusion_outputs
 from fusion.refuse import refuse_stack
 from fusion.refuse_report import RefuseReport
 
@@ -163,28 +162,6 @@ def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
     if counted:
         warnings.warn(f"{pattern}: skipped {counted}", stacklevel=2)
     return stacks
-
-
-def is_our_output(path: Path) -> bool:
-    """Whether ``path`` is a fused image, depth map or focus curve that we wrote: named as we name them
-    (``is_fused_output``) and known for one, by a report of ours beside it (a refusion's ``<name>.json``, a live
-    session's, a multi-dimensional session's) or, for a depth map, by the ``depth_unit`` its description carries.
-    A file only named so (someone else's ``x.fused.tif``) is a stack like any other."""
-    if not is_fused_output(path) or not path.is_file():
-        return False
-    prefixed = next((path.name[: -len(suffix)] for suffix in (f".{FUSED}", f".{DEPTH}")
-                     if path.name.endswith(suffix)), None)
-    reports = [SESSION_REPORT] if prefixed is None else [f"{prefixed}.json", MDA_SUMMARY]
-    return any(path.with_name(report).is_file() for report in reports) or _described_as_depth_map(path)
-
-
-def _described_as_depth_map(path: Path) -> bool:
-    """Whether a TIFF's description holds the ``depth_unit`` that ``fusion.outputs.write_depth_tiff`` writes."""
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            return "depth_unit" in (tiff.pages.first.imagej_description or tiff.pages.first.description or "")
-    except (OSError, ValueError):  # not a TIFF (a PNG focus curve), or a damaged one
-        return False
 
 
 def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:

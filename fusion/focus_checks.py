@@ -43,7 +43,8 @@ LITTLE_DEPTH_SHARE = 0.02
 
 def little_focus_information(depth: np.ndarray, focus_scores: list[float], stack: str) -> str | None:
     """A warning when a depth is known at less than LITTLE_DEPTH_SHARE of the frame (and the slices are not simply
-    all alike: ``no_focus_information`` says that): the focus barely changed through the stack."""
+    all alike: ``no_focus_information`` says that): the focus barely changed through the stack. Only the pyramid
+    composition leaves a depth undefined (textureless areas); blend and pick give every pixel one, and never warn."""
     if len(focus_scores) < 2 or no_focus_information(focus_scores, stack) is not None:
         return None
     share = float(np.isfinite(depth).mean()) if depth.size else 0.0

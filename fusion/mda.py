@@ -38,12 +38,12 @@ from typing import Any
 
 from fusion.engine import FusionSettings
 from fusion.mda_stacks import PlannedStack, StackKey, channel_name, planned_stacks, stack_key, stack_name
-from fusion.output_names import DEPTH, FUSED, STACK
+from fusion.output_names import DEPTH, FUSED, MDA_SUMMARY, STACK
 from fusion.outputs import write_json
 from fusion.stack_stream import FINISH_TIMEOUT_S, StackInfo, StackStream
 
 log = logging.getLogger(__name__)
-SUMMARY_NAME = "mda_fusion.json"
+SUMMARY_NAME = MDA_SUMMARY  # (fusion.output_names names every output)
 SEQUENCE_FOLDER_PREFIX = "mda-"
 # Frames a warning skips to point at whoever called the handler: its own modules, and the MDA
 # machinery between (so a sequence run in the caller's thread points at the caller's ``run``).
@@ -291,8 +291,8 @@ class StreamingFusionHandler:
 
     def _finish_one(self, stream: StackStream, like: StackStream | None) -> None:
         record = stream.finish(like)
-        # Deleted once fused, or once found to be one frame (kept by the writer that keeps the data).
-        if not self.keep_stacks and record["error"] is None and ("fused" in record["outputs"] or record["slices"] == 1):
+        # Deleted once fused: a stack of one frame is never fused, so it is kept (it may be the only copy).
+        if not self.keep_stacks and record["error"] is None and "fused" in record["outputs"]:
             stream.paths["stack"].unlink(missing_ok=True)
             record["outputs"].pop("stack", None)
         with self._lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fusion.output_names import is_fused_output
+from fusion.output_names import is_our_output
 from fusion.readers.image_folder import image_files
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 
@@ -42,4 +42,4 @@ def _stack_files(real: Path) -> list[Path]:
 
 
 def _written_beside(file: Path) -> bool:
-    return file.name.startswith(".") or is_fused_output(file) or file.suffix.lower() in _WRITTEN_BESIDE
+    return file.name.startswith(".") or is_our_output(file) or file.suffix.lower() in _WRITTEN_BESIDE

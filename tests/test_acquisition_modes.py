@@ -388,6 +388,8 @@ def test_a_camera_that_stops_answering_mid_stack_is_given_up_on_after_give_up_af
         assert stack.focus_positions() == (pytest.approx(first_four), profile.focus.unit)
     written = json.loads((outcome.folder / "session.json").read_text())
     assert written["ended_by"] == report.ended_by and written["acquired_slices"] == 4
+    # Positions the stack never got to are not lost ones (the stream listed all 13 left as "lost after the retries").
+    assert written["dropped_frames"] == []
     assert [s["z"] for s in written["slices"]] == pytest.approx(first_four)
     assert (outcome.folder / "fused.tif").is_file()
 

@@ -362,3 +362,15 @@ def test_a_negative_z_step_starts_at_zero_not_minus_zero(tmp_path):
     with open_stack(path) as stack:
         z_um = stack.z_positions_um
     assert z_um == [0.0, -2.0, -4.0, -6.0, -8.0] and str(z_um[0]) == "0.0"
+
+
+def test_a_folder_passes_over_our_outputs_but_not_slices_only_named_like_them(tmp_path):
+    # One rule for "ours" in folders as on the command line: named as ours and with a report of ours beside it.
+    for k in range(3):
+        imageio.imwrite(tmp_path / f"s{k}.png", RNG.integers(0, 255, (24, 32)).astype(np.uint8))
+    imageio.imwrite(tmp_path / "s3.fused.tif", RNG.integers(0, 255, (24, 32)).astype(np.uint8))  # someone's slice
+    with open_stack(tmp_path) as stack:
+        assert stack.n_slices == 4
+    (tmp_path / "s3.json").write_text("{}")  # now it is a refusion's output, with its report
+    with open_stack(tmp_path) as stack:
+        assert stack.n_slices == 3

@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from fusion.errors import EmptyStackError, FusionError, StackLayoutError, UnreadableStackError
-from fusion.output_names import is_fused_output
+from fusion.output_names import is_our_output
 from fusion.readers.base import SavedStack
 
 SLICE_TIFF_SUFFIXES = (".tif", ".tiff")
@@ -29,7 +29,7 @@ def natural_key(path: Path) -> list:
 
 def image_files(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not p.name.startswith(".") and not is_fused_output(p)]
+             and not p.name.startswith(".") and not is_our_output(p)]
     return sorted(files, key=natural_key)
 
 
