@@ -266,24 +266,39 @@ def real_stack_crops(out: Path, peers) -> list[str]:
     return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and render the benchmark's stacks (``chosen_stacks``); benchmarks.quality_ceiling
+    takes them too."""
     parser.add_argument("--size", default="384x512", help="HxW of the rendered stacks")
-    parser.add_argument("--only", nargs="*", help="stack names to run (default: all)")
-    parser.add_argument("--no-ums", action="store_true", help="skip the deep-feature measure (slow on a CPU)")
-    parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
-    parser.add_argument("--no-peers", action="store_true", help="ours only (quick checks while tuning)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="render every stack with its seed plus this (other noise, other random surfaces): "
                              "stacks that a default was not chosen on")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ums-fusion-bench/quality"))
+
+
+def chosen_stacks(args: argparse.Namespace, only: list[str] | None = None) -> tuple[tuple[int, int], list]:
+    """(shape, specs) that ``add_stack_arguments``' options ask for: the stacks whose sources are here, their seeds
+    offset, those named in ``only`` if given."""
+    height_px, width_px = (int(n) for n in args.size.split("x"))
+    specs = [dataclasses.replace(s, seed=s.seed + args.seed_offset) for s in STACKS
+             if available(s) and (not only or s.name in only)]
+    return (height_px, width_px), specs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stack_arguments(parser)
+    parser.add_argument("--only", nargs="*", help="stack names to run (default: all)")
+    parser.add_argument("--no-ums", action="store_true", help="skip the deep-feature measure (slow on a CPU)")
+    parser.add_argument("--no-real", action="store_true", help="skip the real stacks in ../shared/data")
+    parser.add_argument("--no-peers", action="store_true", help="ours only (quick checks while tuning)")
     parser.add_argument("--truth", choices=("ideal", "best-focus"), default="ideal",
                         help="score against the specimen itself (default) or as the optics show it at best focus "
                              "(blurred by the PSF at zero defocus, which every slice carries)")
     parser.add_argument("--results", type=Path, default=None,
                         help="write the tables here as markdown (e.g. benchmarks/results/quality.md)")
     args = parser.parse_args()
-    shape = tuple(int(n) for n in args.size.split("x"))
+    shape, specs = chosen_stacks(args, args.only)
     methods = dict(OURS)
     from fusion.deep.deep_measure import DEFAULT_WEIGHTS
 
@@ -292,8 +307,6 @@ def main() -> int:
     peers, missing = ({}, []) if args.no_peers else available_peers()
     for line in missing:
         print(f"(not run) {line}")
-    specs = [dataclasses.replace(s, seed=s.seed + args.seed_offset) for s in STACKS
-             if available(s) and (not args.only or s.name in args.only)]
     rows = score_stacks(specs, shape, methods, peers, args.work, args.truth)
     names = list(methods) + list(peers)
     out = ["# Fusion quality against ground truth", "",

@@ -17,7 +17,6 @@ frame only). Uses the quality benchmark's stacks, peers and cache (``benchmarks.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import platform
@@ -27,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peers import available_peers
-from benchmarks.quality import DEFAULT, OURS, score_stacks
-from benchmarks.quality_stacks import STACKS, available, render
+from benchmarks.quality import DEFAULT, OURS, add_stack_arguments, chosen_stacks, score_stacks
+from benchmarks.quality_stacks import render
 from fusion.metrics import psnr
 from simulators.optics import RenderedStack
 
@@ -73,15 +72,11 @@ def ceiling_table(rows, stacks: dict[str, RenderedStack]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="384x512", help="HxW of the rendered stacks")
-    parser.add_argument("--seed-offset", type=int, default=0, help="as benchmarks.quality's")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/ums-fusion-bench/quality"))
+    add_stack_arguments(parser)
     parser.add_argument("--results", type=Path, default=None, help="write the table here as markdown")
     args = parser.parse_args()
-    height_px, width_px = (int(n) for n in args.size.split("x"))
-    shape = (height_px, width_px)
-    specs = [dataclasses.replace(s, seed=s.seed + args.seed_offset) for s in STACKS
-             if available(s) and s.breathing_per_um == 0]
+    shape, specs = chosen_stacks(args)
+    specs = [spec for spec in specs if spec.breathing_per_um == 0]
     peers, missing = available_peers()
     rows = score_stacks(specs, shape, {DEFAULT: OURS[DEFAULT]}, peers, args.work)
     stacks = {spec.name: render(spec, shape, args.work / "stacks") for spec in specs}
