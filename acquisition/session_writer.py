@@ -15,7 +15,7 @@ from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
 from acquisition.session_events import SessionListener
 from acquisition.session_report import SessionReport, SessionSeconds
-from fusion.focus_checks import little_focus_information, no_focus_information
+from fusion.focus_checks import focus_warning
 from fusion.metrics import psnr
 from fusion.outputs import write_depth_tiff, write_image_tiff, write_json
 
@@ -75,9 +75,8 @@ class SessionOutputWriter(SessionListener):
             slices_read_back_by_fusion=session.slices_read_back())
         report.alignment = result.alignment
         report.device_used = result.measure_device
-        said = [no_focus_information(result.focus_scores, str(session.folder)),
-                little_focus_information(result.depth, result.focus_scores, str(session.folder))]
-        report.warnings = [w for w in said if w] + (report.warnings or [])
+        said = focus_warning(result.focus_scores, result.depth, str(session.folder))
+        report.warnings = ([said] if said else []) + (report.warnings or [])
         self._score(session, report, result)
 
     def _score(self, session: Session, report: SessionReport, result: FusionResult) -> None:

@@ -41,15 +41,17 @@ def no_focus_information(focus_scores: list[float], stack: str) -> str | None:
 LITTLE_DEPTH_SHARE = 0.02
 
 
-def little_focus_information(depth: np.ndarray, focus_scores: list[float], stack: str) -> str | None:
-    """A warning when a depth is known at less than LITTLE_DEPTH_SHARE of the frame (and the slices are not simply
-    all alike: ``no_focus_information`` says that): the focus barely changed through the stack. Only the pyramid
-    composition leaves a depth undefined (textureless areas); blend and pick give every pixel one, and never warn."""
-    if len(focus_scores) < 2 or no_focus_information(focus_scores, stack) is not None:
+def focus_warning(focus_scores: list[float], depth: np.ndarray, stack: str) -> str | None:
+    """What a fused stack should say about its focus, if anything: ``no_focus_information`` where the slices are
+    all alike; else "little focus information" where a depth is known at less than LITTLE_DEPTH_SHARE of the
+    frame: the focus barely changed through the stack. Only the pyramid composition leaves a depth undefined
+    (textureless areas); blend and pick give every pixel one, and never say the second."""
+    if len(focus_scores) < 2:
         return None
+    blank = no_focus_information(focus_scores, stack)
     share = float(np.isfinite(depth).mean()) if depth.size else 0.0
-    if share >= LITTLE_DEPTH_SHARE:
-        return None
+    if blank is not None or share >= LITTLE_DEPTH_SHARE:
+        return blank
     return (f"{stack}: little focus information: a depth is known at only {100 * share:.1f}% of the frame, so the "
             "slices barely differ in focus anywhere (does the focus drive move the focus? is the specimen within "
             "the sweep?); the fused image is close to their average")

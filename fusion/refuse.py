@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.errors import OutputError
-from fusion.focus_checks import little_focus_information, no_focus_information
+from fusion.focus_checks import focus_warning
 from fusion.output_names import refusion_outputs
 from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
@@ -56,10 +56,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
                 del pixels  # (warped or fused, it is not needed while the next one is read)
                 bar.update(1)
         result = engine.finish()
-        for said in (no_focus_information(result.focus_scores, str(stack.path)),
-                     little_focus_information(result.depth, result.focus_scores, str(stack.path))):
-            if said:
-                warnings.warn(said, stacklevel=1)
+        said = focus_warning(result.focus_scores, result.depth, str(stack.path))
+        if said:
+            warnings.warn(said, stacklevel=1)
         look = None if channels_are_colour else stack.channel_look()  # names and colours of separate channels
         seconds.update(result.seconds)
         write_started = time.perf_counter()
