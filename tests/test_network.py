@@ -126,3 +126,42 @@ def test_batched_and_reduced_precision_measures_agree_with_single_float32(rgb_st
     assert (half.argmax(axis=0) == reference.argmax(axis=0)).mean() > 0.9
     with pytest.raises(ValueError, match="unknown precision"):
         DeepSpatialFrequency(precision="float8")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
+def test_a_live_session_with_the_deep_measure_reads_its_weights_once(tmp_path, monkeypatch):
+    """The check before anything is acquired and the fusion after it share one read of the weights
+    (it read them twice: 0.05 to 0.3 s of a session)."""
+    from acquisition.profile import load_profile
+    from acquisition.session import run_profile
+    from fusion.deep import deep_measure
+    from tests.test_profile_checks import RIG, write_profile
+
+    monkeypatch.setattr(deep_measure, "_last_loaded", None, raising=False)  # as in a new process
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda file, *args, **kwargs: reads.append(file) or real_load(file, *args,
+                                                                                                    **kwargs))
+    profile = load_profile(write_profile(tmp_path, RIG + "plan: {z: {range: 4, step: 1}}\n"
+                                                         "fusion: {method: ums, device: cpu}\n"))
+    outcome = run_profile(profile, tmp_path / "sessions", progress=False)
+    assert outcome.completed and (outcome.folder / "fused.tif").is_file()
+    assert outcome.report.device_used == "cpu"
+    assert reads == [DEFAULT_WEIGHTS]
+
+
+def test_weights_changed_after_loading_are_checked_again(tmp_path):
+    """A weights file read once is not taken as read again once it has changed: damage found later is found."""
+    import shutil
+
+    weights = tmp_path / "ums_unetpp.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), weights.with_suffix(".json"))
+    encoder, _ = load_encoder(weights, "cpu")
+    assert load_encoder(weights, "cpu")[0] is encoder  # unchanged: the same encoder, not read again
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))  # same size, rewritten in place
+    with pytest.raises(WeightsError, match="ums_unetpp.pt: the weights file is damaged"):
+        load_encoder(weights, "cpu")

@@ -87,16 +87,49 @@ def usable_device(device: str = "auto") -> str:
     return device
 
 
-def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
-    """The trained UNet++ encoder in eval mode, on ``device`` (see ``usable_device``), and that device."""
-    import torch
+# The encoder last loaded, by weights file (as it was then: its record too) and device. A session checks that its
+# measure can run before it acquires (fusion.engine.check_measure_can_run), then its engine loads the measure
+# again, as does each z-stack of a multi-dimensional session and each stack of a batch on a worker: read once.
+# One entry: the network holds 3 MB, on the GPU too, for as long as the process lives.
+_last_loaded: tuple[tuple, Any] | None = None
 
-    from fusion.deep.network import UNetPlusPlus
+
+def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
+    """The trained UNet++ encoder in eval mode, on ``device`` (see ``usable_device``), and that device.
+
+    The same weights file, unchanged, onto the same device is read once in a process: the encoder returned
+    is then shared, for inference only. A file changed since (or its record) is read and checked again."""
+    global _last_loaded
 
     weights = Path(weights)
     device = usable_device(device)  # first: a device that is not there is no fault of the weights file
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such weights file (train with python -m fusion.deep.train --export PATH)")
+    key = (_file_identity(weights), _file_identity(weights_record(weights)), device)
+    if _last_loaded is not None and _last_loaded[0] == key:
+        return _last_loaded[1], device
+    encoder = _read_encoder(weights, device)
+    _last_loaded = (key, encoder)
+    return encoder, device
+
+
+def _file_identity(path: Path) -> tuple | None:
+    """What tells a file from another or from itself rewritten: its device and inode, size and times of change
+    (None: no file)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _read_encoder(weights: Path, device: str):
+    """``load_encoder`` without its cache: the weights file checked against its record, read, and put on the
+    (usable) ``device``."""
+    import torch
+
+    from fusion.deep.network import UNetPlusPlus
+
     check_weights_digest(weights)
     try:  # read on the CPU, so that only the file can fail here; the encoder moves to the device below
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -120,7 +153,7 @@ def load_encoder(weights: Path = DEFAULT_WEIGHTS, device: str = "auto"):
                                      "use --device cpu") from None
     if device == "cpu":
         encoder = encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it; documented in Module.to
-    return encoder, device
+    return encoder
 
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
