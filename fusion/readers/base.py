@@ -99,7 +99,7 @@ class SavedStack(ABC):
         self._check_declared_size(index)
         try:
             pixels = self._read(index)
-        except (UnreadableStackError, SliceMismatchError, InvalidPixelsError):
+        except (UnreadableStackError, SliceMismatchError, InvalidPixelsError, StackTooLargeError):  # (said already)
             raise
         except MemoryError:
             raise StackTooLargeError(f"{self.slice_label(index)} does not fit in memory", self.path) from None

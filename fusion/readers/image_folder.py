@@ -9,7 +9,8 @@ import imageio.v3 as imageio
 import numpy as np
 import tifffile
 
-from fusion.errors import EmptyStackError, FusionError, StackLayoutError, UnreadableStackError
+from fusion.errors import EmptyStackError, FusionError, StackLayoutError, StackTooLargeError, UnreadableStackError
+from fusion.memory import check_fits_in_memory
 from fusion.output_names import is_our_output
 from fusion.readers.base import SavedStack
 
@@ -110,14 +111,16 @@ class ImageFolderStack(SavedStack):
             with tifffile.TiffFile(file) as tiff:
                 page = tiff.pages.first
                 return page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype
-        from PIL import Image
-
-        with Image.open(file) as image:  # reads the header only
-            width, height = image.size
+        with imageio.imopen(file, "r") as image:
+            height, width, samples, dtype = _stored_size(image)
             if _orientation(image) in SIDEWAYS_ORIENTATIONS:  # shown a quarter turn round: as ``_read`` gives it
-                width, height = height, width
-            return height, width, len(image.getbands()), np.dtype(np.uint16 if image.mode.startswith("I;16")
-                                                                  else np.uint8)
+                height, width = width, height  # (a PNG is decoded to find its EXIF block, which may follow the pixels)
+            return height, width, samples, dtype
+
+    def _check_declared_size(self, index: int) -> None:
+        if is_tiff(self.files[index]):
+            super()._check_declared_size(index)
+        # (a PNG's or JPEG's is checked by ``_read``, from the one opening of the file that also decodes it)
 
     def _read(self, index: int) -> np.ndarray:
         file = self.files[index]
@@ -126,7 +129,15 @@ class ImageFolderStack(SavedStack):
                 raise _EmptyFile("the file is empty: 0 bytes")
             if is_tiff(file):
                 return tifffile.imread(file, key=0)
-            return upright(imageio.imread(file), exif_orientation(file))
+            # Opened once: its header, pixels and EXIF orientation (read apart, Pillow parsed the EXIF block three
+            # times a slice, and decoded a PNG for each: its EXIF may follow the pixels).
+            with imageio.imopen(file, "r") as image:
+                height, width, samples, dtype = _stored_size(image)  # (a quarter turn needs as much memory)
+                check_fits_in_memory(height, width, samples, dtype, self.path, self.slice_label(index))
+                pixels = np.asarray(image.read())  # (as imageio.imread)
+                return upright(pixels, _orientation(image))
+        except StackTooLargeError:
+            raise
         except Exception as error:
             raise UnreadableStackError(f"{file.name} is not a readable image ({_why_unreadable(file, error)})",
                                        self.path) from error
@@ -142,23 +153,24 @@ class ImageFolderStack(SavedStack):
 
 # EXIF Orientation (tag 274): how a camera held sideways or upside down wants its pixels shown. Viewers,
 # Helicon and Zerene honour it, so a fused image that did not would come out turned from its slices.
-EXIF_ORIENTATION_TAG = 0x0112
+EXIF_ORIENTATION = "Orientation"  # tag 274 (0x0112), by the name imageio gives it (Pillow's ExifTags.TAGS)
 SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)
 
 
 def _orientation(image) -> int:
+    """The EXIF orientation of an image that imageio has open (1: as stored, or no EXIF that says)."""
     try:
-        return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+        return int(image.metadata(exclude_applied=False).get(EXIF_ORIENTATION, 1))
     except Exception:  # a damaged EXIF block: the pixels as they are stored
         return 1
 
 
-def exif_orientation(file: Path) -> int:
-    """A PNG or JPEG file's EXIF orientation (1: as stored), from its header."""
-    from PIL import Image
-
-    with Image.open(file) as image:
-        return _orientation(image)
+def _stored_size(image) -> tuple[int, int, int, np.dtype]:
+    """(height, width, samples, dtype) of the pixels of an image that imageio has open, as stored, from its
+    header (not decoded)."""
+    header = image.properties()
+    height, width = header.shape[:2]
+    return height, width, header.shape[2] if len(header.shape) == 3 else 1, np.dtype(header.dtype)
 
 
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
