@@ -77,8 +77,37 @@ def test_a_tiff_of_several_series_says_that_only_the_first_is_fused(tmp_path):
     with tifffile.TiffWriter(path, ome=True) as tiff:
         tiff.write(ZYX, metadata={"axes": "ZYX"})
         tiff.write(ZYX[:3], metadata={"axes": "ZYX"})
-    with pytest.warns(UserWarning, match=r"holds 2 image series; only the first \(ZYX 5x"), open_stack(path) as stack:
+    with pytest.warns(UserWarning, match=r"holds 2 image series \(positions or time points\); only the first "
+                                         r"\(ZYX 5x"), open_stack(path) as stack:
         assert stack.n_slices == 5
+
+
+def test_pages_appended_one_at_a_time_are_one_stack(tmp_path):
+    path = tmp_path / "appended.tif"
+    for plane in ZYXS:  # as acquisition scripts write a stack: tifffile makes each page a series of its own
+        tifffile.imwrite(path, plane, photometric="rgb", append=True)
+    data, _, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYXS)
+
+
+def test_stacks_appended_one_after_another_fuse_the_first_and_say_so(tmp_path):
+    path = tmp_path / "two_times.tif"
+    tifffile.imwrite(path, ZYX, append=True)
+    tifffile.imwrite(path, ZYX[::-1], append=True)
+    with pytest.warns(UserWarning, match=r"holds 2 image series \(positions or time points\); only the first"):
+        data, _, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYX)
+
+
+@pytest.mark.parametrize("odd_page", [ZYX[2, :10, :12], ZYX[2].astype(np.uint8), np.stack([ZYX[2]] * 3, axis=-1)],
+                         ids=["smaller", "8-bit", "rgb"])
+def test_a_page_unlike_the_others_is_named_not_dropped(tmp_path, odd_page):
+    path = tmp_path / "odd.tif"
+    with tifffile.TiffWriter(path) as writer:  # a plain multi-page file, as PIL or a camera's software writes one
+        for index, plane in enumerate(ZYX):
+            writer.write(odd_page if index == 2 else plane, metadata=None)
+    with pytest.raises(SliceMismatchError, match="odd.tif: page 2 is .* but page 0 is 24x32 uint16"):
+        open_stack(path)
 
 
 def test_imagej_z_unit_rules_the_spacing_where_it_differs_from_x_and_y(tmp_path):

@@ -13,7 +13,7 @@ import tifffile
 
 from fusion import channel_look
 from fusion.channel_look import ChannelLook
-from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
+from fusion.errors import EmptyStackError, SliceMismatchError, StackLayoutError, UnreadableStackError
 from fusion.output_names import STACK as SESSION_STACK
 from fusion.outputs import COLOUR_SAMPLES_KEY
 from fusion.readers.base import SavedStack, positive_size_um
@@ -44,11 +44,9 @@ class TiffStack(SavedStack):
         if series is None or not series.pages:
             self.close()
             raise EmptyStackError("the TIFF holds no image", path)
+        if len(self._tiff.series) > 1:
+            series = self._one_series(series)
         self._series = series
-        if len(self._tiff.series) > 1:  # an OME-TIFF of several positions, or pages of several sizes
-            warnings.warn(f"{path}: holds {len(self._tiff.series)} image series; only the first ({series.axes} "
-                          f"{'x'.join(map(str, series.shape))}) is fused: save each position as its own file to "
-                          "fuse them all", stacklevel=2)
         self._file_size = os.path.getsize(self.path)
         try:
             self._layout = _StackLayout(series.axes, series.shape, series.pages[0])
@@ -67,6 +65,30 @@ class TiffStack(SavedStack):
                           f"stack; if its planes are {series.shape[0]} slices, save them with "
                           "photometric='minisblack' (tifffile) or as a stack from Fiji", stacklevel=2)
         self._z_um = self._read_z_positions()
+
+    def _one_series(self, first: tifffile.TiffPageSeries) -> tifffile.TiffPageSeries:
+        """The series to fuse, of a TIFF that tifffile reads as several:
+        - pages of one size and type, each its own series (written one at a time, ``tifffile.imwrite(...,
+          append=True)``, as acquisition scripts often do): one stack of all of them;
+        - a page unlike the others (size, pixel type, samples): an error naming it, as a folder's odd slice is (tifffile
+          would set it apart as a series of its own, and the slices after it would shift in the depth map);
+        - several stacks alike (an OME-TIFF's positions, stacks appended one after another): the first, with a warning.
+        """
+        all_series = self._tiff.series
+        odd = next((s for s in all_series[1:] if _frame_of(s) != _frame_of(first)), None)
+        if odd is not None and not self._tiff.is_ome:
+            self.close()
+            raise SliceMismatchError(
+                f"page {_first_page_index(odd)} is {_frame_text(odd)} but page {_first_page_index(first)} is "
+                f"{_frame_text(first)}: every page of a stack must have the same size and pixel type", self.path)
+        if odd is None and not self._tiff.is_ome and all(len(s.pages) == 1 for s in all_series):
+            pages = [s.pages[0] for s in all_series]
+            return tifffile.TiffPageSeries(pages, (len(pages),) + tuple(first.shape), first.dtype, "I" + first.axes,
+                                           parent=self._tiff, kind="generic")
+        warnings.warn(f"{self.path}: holds {len(all_series)} image series (positions or time points); only the "
+                      f"first ({first.axes} {'x'.join(map(str, first.shape))}) is fused: save each as its own file "
+                      "to fuse them all", stacklevel=3)
+        return first
 
     @property
     def n_slices(self) -> int:
@@ -262,6 +284,22 @@ class TiffStack(SavedStack):
         tiff = getattr(self, "_tiff", None)
         if tiff is not None:
             tiff.close()
+
+
+def _frame_of(series: tifffile.TiffPageSeries) -> tuple:
+    """The shape and pixel type of a series' pages."""
+    keyframe = series.keyframe
+    return tuple(keyframe.shape), keyframe.dtype
+
+
+def _first_page_index(series: tifffile.TiffPageSeries) -> int:
+    page = series.pages[0]
+    return int(getattr(page, "index", 0))
+
+
+def _frame_text(series: tifffile.TiffPageSeries) -> str:
+    shape, dtype = _frame_of(series)
+    return f"{'x'.join(map(str, shape))} {dtype}"
 
 
 class _StackLayout:
