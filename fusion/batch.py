@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
-from fusion.errors import FusionError, StackNotFoundError
+from fusion.errors import FusionError, StackError, StackNotFoundError
 from fusion.held_signals import signals_deferred, signals_held
 from fusion.outputs import make_folder, write_json
 from fusion.readers import TIFF_SUFFIXES, stack_name
@@ -185,7 +185,7 @@ def _stacks_in(path: Path) -> list[Path]:
         # (A live session's own fused.tif and depth.tif beside its stack go without saying.)
         outputs = [file for file in path.iterdir() if file.name.endswith((f".{FUSED}", f".{DEPTH}"))
                    and is_our_output(file)]
-    except OSError:  # permission denied
+    except (OSError, StackError):  # permission denied, a slice's link broken: reading it says so
         return [path]
     if outputs:
         counted = _counted(sorted(outputs), "output of an earlier fusion", "outputs of earlier fusions", OUTPUTS_HINT)

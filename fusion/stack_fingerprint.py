@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from fusion.errors import StackError
 from fusion.output_names import is_our_output
 from fusion.readers.image_folder import image_files
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
@@ -22,7 +23,7 @@ def stack_fingerprint(path: str | Path) -> str | None:
     try:
         real = Path(path).resolve(strict=True)
         entries = sorted((p.name, stat.st_size, stat.st_mtime_ns) for p in _stack_files(real) for stat in (p.stat(),))
-    except (OSError, RuntimeError):  # missing, unreadable, a symlink loop: nothing to compare
+    except (OSError, RuntimeError, StackError):  # missing, unreadable, a symlink loop, a broken link: nothing to say
         return None
     return hashlib.sha256(repr((str(real), entries)).encode()).hexdigest()[:16]
 

@@ -413,6 +413,19 @@ def test_an_unlistable_folder_is_one_stack_to_report_not_an_error_before_the_bat
     assert expand_stack_arguments([str(good[0]), str(locked)]) == [good[0], locked]
 
 
+def test_a_folder_with_a_broken_slice_link_fails_alone_and_the_others_are_fused(small_stacks, tmp_path):
+    good, _ = small_stacks
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    for k, plane in enumerate(tifffile.imread(good[0])[:3]):
+        tifffile.imwrite(slices / f"s{k}.tif", plane)
+    (slices / "s3.tif").symlink_to(tmp_path / "offline" / "s3.tif")
+    assert expand_stack_arguments([str(good[1]), str(slices)]) == [good[1], slices]
+    done = run_cli("--refuse", good[1], slices, "--out", tmp_path / "out")
+    assert done.returncode == 1
+    assert "s3.tif is a link to" in done.stderr and (tmp_path / "out" / f"{good[1].stem}.fused.tif").is_file()
+
+
 def test_resume_fuses_again_a_different_stack_of_the_same_name_or_one_that_changed(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()

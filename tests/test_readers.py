@@ -375,6 +375,55 @@ def test_slices_taken_with_the_camera_turned_are_read_as_they_are_shown(tmp_path
         np.testing.assert_array_equal(pixels, shown)
 
 
+def test_one_slice_turned_by_its_exif_orientation_is_named_as_the_cause(tmp_path):
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS[:3]):
+        image = Image.fromarray(pixels)
+        exif = image.getexif()
+        if k == 2:
+            exif[0x0112] = 6  # this one shot with the camera turned (or turned by a viewer that set the tag)
+        image.save(tmp_path / f"s{k}.jpg", exif=exif)
+    with pytest.raises(SliceMismatchError, match="s2.jpg is 32x24x3 uint8 but s0.jpg is 24x32x3 uint8: s2.jpg is "
+                                                 "shown a quarter turn round, as its EXIF orientation says"):
+        read_all(tmp_path)
+
+
+def test_cmyk_jpeg_slices_are_read_as_their_rgb_colours(tmp_path):
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS):
+        Image.fromarray(pixels).convert("CMYK").save(tmp_path / f"s{k}.jpg", quality=95)
+    data, _, _ = read_all(tmp_path)
+    assert data.shape == ZYXS.shape  # not 4 samples, which were written as RGB plus alpha (K): see-through, inverted
+    for k in range(len(ZYXS)):
+        np.testing.assert_array_equal(data[k], np.asarray(Image.open(tmp_path / f"s{k}.jpg").convert("RGB")))
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_alpha_is_not_fused_and_transparency_is_said_once(tmp_path, mode, recwarn):
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS):
+        image = np.asarray(Image.fromarray(pixels).convert(mode)).copy()
+        image[:4, :, -1] = 0 if k == 1 else 255  # part of one slice transparent
+        Image.fromarray(image, mode).save(tmp_path / f"s{k}.png")
+    data, _, _ = read_all(tmp_path)
+    expected = [np.asarray(Image.open(tmp_path / f"s{k}.png").convert(mode[:-1])) for k in range(len(ZYXS))]
+    np.testing.assert_array_equal(data, np.stack(expected))  # grey or RGB: alpha steered a grey stack's focus
+    said = [w for w in recwarn if "alpha channel (transparency) is not fused" in str(w.message)]
+    assert len(said) == 1
+
+
+def test_a_slice_whose_link_leads_nowhere_is_named_not_passed_over(tmp_path):
+    for k, pixels in enumerate(ZYX):
+        tifffile.imwrite(tmp_path / f"s{k}.tif", pixels)
+    (tmp_path / "s2.tif").unlink()
+    (tmp_path / "s2.tif").symlink_to(tmp_path / "unmounted" / "s2.tif")  # a share not mounted
+    with pytest.raises(UnreadableStackError, match=r"s2.tif is a link to .*unmounted/s2.tif, which does not exist"):
+        open_stack(tmp_path)
+
+
 @pytest.mark.parametrize("suffix,orientation", [(".png", None), (".png", 8), (".jpg", None), (".jpg", 3)])
 def test_an_image_slice_is_opened_and_decoded_once(tmp_path, monkeypatch, suffix, orientation):
     """Its size was checked, its pixels decoded and its EXIF orientation read by three openings of the file;

@@ -1,15 +1,18 @@
 """A folder of single-image files (TIFF, PNG, JPEG), one slice each, in natural sort order."""
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import imageio.v3 as imageio
 import numpy as np
 import tifffile
 
-from fusion.errors import EmptyStackError, FusionError, StackLayoutError, StackTooLargeError, UnreadableStackError
+from fusion.errors import (EmptyStackError, FusionError, SliceMismatchError, StackLayoutError, StackTooLargeError,
+                           UnreadableStackError)
 from fusion.memory import check_fits_in_memory
 from fusion.output_names import is_our_output
 from fusion.readers.base import SavedStack
@@ -29,9 +32,17 @@ def natural_key(path: Path) -> list:
 
 
 def image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    """The folder's slices in natural order. A slice's name that is a link leading nowhere (a network share
+    not mounted, a copy half synced) is an error naming it: passed over, the slices after it would shift in
+    the depth map."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
              and not p.name.startswith(".") and not is_our_output(p)]
-    return sorted(files, key=natural_key)
+    broken = sorted((p for p in files if p.is_symlink() and not p.exists()), key=natural_key)
+    if broken:
+        raise UnreadableStackError(f"{broken[0].name} is a link to {os.readlink(broken[0])}, which does not exist"
+                                   f"{f' (and {len(broken) - 1} more such links)' if len(broken) > 1 else ''}: "
+                                   "mount or copy the slices it names, or remove the link", folder)
+    return sorted((p for p in files if p.is_file()), key=natural_key)
 
 
 def multipage_tiffs(files: list[Path]) -> list[tuple[Path, int]]:
@@ -54,9 +65,13 @@ class ImageFolderStack(SavedStack):
     """Each image file in the folder is one slice; other files (licences, notes) and our own outputs
     (``fused.tif``, ``<name>.depth.tif``, ...) are ignored."""
 
+    _sideways: dict[int, bool]   # by slice read: shown a quarter turn round (EXIF), for the mismatch error
+    _said_alpha: bool            # the warning that alpha is not fused was given
+
     def __init__(self, folder: Path, name: str | None = None):
         super().__init__(folder, name or Path(folder).name)
         self.files = image_files(Path(folder))
+        self._init_reading()
         if not self.files:
             raise EmptyStackError(
                 f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", folder)
@@ -134,13 +149,42 @@ class ImageFolderStack(SavedStack):
             with imageio.imopen(file, "r") as image:
                 height, width, samples, dtype = _stored_size(image)  # (a quarter turn needs as much memory)
                 check_fits_in_memory(height, width, samples, dtype, self.path, self.slice_label(index))
-                pixels = np.asarray(image.read())  # (as imageio.imread)
-                return upright(pixels, _orientation(image))
+                if samples == 4 and file.suffix.lower() != ".png":  # a JPEG's 4 samples are CMYK (or YCCK)
+                    pixels = np.asarray(cast(Any, image).read(mode="RGB"))  # (Pillow's plugin takes a mode)
+                else:
+                    pixels = self._without_alpha(np.asarray(image.read()), samples)  # (as imageio.imread)
+                orientation = _orientation(image)
+                self._sideways[index] = orientation in SIDEWAYS_ORIENTATIONS
+                return upright(pixels, orientation)
         except StackTooLargeError:
             raise
         except Exception as error:
             raise UnreadableStackError(f"{file.name} is not a readable image ({_why_unreadable(file, error)})",
                                        self.path) from error
+
+    def _without_alpha(self, pixels: np.ndarray, samples: int) -> np.ndarray:
+        """A PNG's grey or colour samples without its alpha (LA, RGBA): transparency is no part of the scene, and
+        a fused alpha steered the focus (grey + alpha: 99% of the weight) or made a see-through fused image."""
+        if samples not in (2, 4) or pixels.ndim != 3:
+            return pixels
+        alpha = pixels[:, :, -1]
+        if not self._said_alpha and alpha.min() < np.iinfo(pixels.dtype).max:
+            self._said_alpha = True
+            warnings.warn(f"{self.path}: the slices' alpha channel (transparency) is not fused: the fused image is "
+                          "opaque, with the colours as stored under the transparent parts", stacklevel=4)
+        return pixels[:, :, :-1]
+
+    def read_slice(self, index: int) -> np.ndarray:
+        try:
+            return super().read_slice(index)
+        except SliceMismatchError as error:
+            if self._sideways.get(index, False) == self._sideways.get(0, False):
+                raise
+            turned, other = (self.files[index], self.files[0]) if self._sideways.get(index) else \
+                (self.files[0], self.files[index])
+            raise SliceMismatchError(
+                f"{error.reason}: {turned.name} is shown a quarter turn round, as its EXIF orientation says (as "
+                f"viewers show it), and {other.name} is not; turn its pixels or the others' alike", self.path) from None
 
     @classmethod
     def single_file(cls, file: Path) -> ImageFolderStack:
@@ -148,7 +192,12 @@ class ImageFolderStack(SavedStack):
         stack = cls.__new__(cls)
         SavedStack.__init__(stack, file, file.stem)
         stack.files = [Path(file)]
+        stack._init_reading()
         return stack
+
+    def _init_reading(self) -> None:
+        self._sideways = {}
+        self._said_alpha = False
 
 
 # EXIF Orientation (tag 274): how a camera held sideways or upside down wants its pixels shown. Viewers,
