@@ -346,7 +346,8 @@ def with_view_defaults(args) -> None:
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     """Offline refusion of saved stacks: exit 0 when every stack was fused."""
-    from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
+    from fusion.batch import (expand_stack_arguments, format_table, refuse_many, write_interrupted_summary,
+                              write_summary)
     from fusion.errors import FusionError
 
     if args.out is None:
@@ -355,15 +356,22 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     warn_unused_options(args, settings)
     check_workers(parser, args)
     started = time.perf_counter()
+    stacks: list[Path] = []
+    finished: list = []  # outcomes as they come: a Ctrl-C's summary keeps them
     try:
         check_output_folder(args.out, "--out")
         stacks = expand_stack_arguments(args.refuse)
         with live_view(args, f"refusing {len(stacks)} stacks into {args.out}", "refuse") as view:
             if view is not None:
                 view.begin(len(stacks), "um", {})
+
+            def arrived(outcome) -> None:
+                finished.append(outcome)
+                if view is not None:
+                    show_outcome(view, args.out, outcome)
+
             outcomes = refuse_many(stacks, args.out, settings, scheduler=args.scheduler, n_workers=args.workers,
-                                   resume=args.resume, on_outcome=None if view is None else
-                                   (lambda outcome: show_outcome(view, args.out, outcome)))
+                                   resume=args.resume, on_outcome=arrived)
             summary = write_summary(args.out, outcomes, time.perf_counter() - started, args.scheduler)
             if view is not None:
                 failed = [o for o in outcomes if o.status == "failed"]
@@ -374,8 +382,16 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         return 1
     except KeyboardInterrupt as interrupt:
         # Outputs are written atomically: what finished is complete, the rest is redone.
-        print(f"{str(interrupt) or 'interrupted'}: run the same command with --resume to finish the stacks "
-              f"left in {args.out}", file=sys.stderr)
+        said = f"{str(interrupt) or 'interrupted'}: run the same command with --resume to finish the stacks left " \
+               f"in {args.out}"
+        if stacks:  # the summary says which stacks finished and which did not
+            try:
+                summary = write_interrupted_summary(args.out, stacks, finished, settings,
+                                                    time.perf_counter() - started, args.scheduler)
+                said += f" ({summary} says which finished)"
+            except OSError as error:
+                print(f"warning: cannot write the summary: {error}", file=sys.stderr)
+        print(said, file=sys.stderr)
         return interrupted_status()
     print(format_table(outcomes))
     print(f"summary: {summary}")

@@ -451,15 +451,34 @@ def dask_setup(worker) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None) -> Path:
+def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None,
+                  interrupted: bool = False) -> Path:
+    """``summary.json``: a row per stack; ``interrupted``: the run was stopped (rows of status "interrupted")."""
     path = Path(out_dir) / SUMMARY_FILE
+    statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted else ())
     write_json(path, {
         "scheduler": scheduler or "local",
         "seconds": round(seconds, 3),
-        "counts": {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")},
+        **({"interrupted": True} if interrupted else {}),
+        "counts": {status: sum(o.status == status for o in outcomes) for status in statuses},
         "stacks": [asdict(outcome) for outcome in outcomes],
     })
     return path
+
+
+def write_interrupted_summary(out_dir: Path, stacks: list[Path], finished: list[StackOutcome],
+                              settings: FusionSettings, seconds: float, scheduler: str | None) -> Path:
+    """The summary of a run stopped by Ctrl-C: the outcomes that came, then each other stack as "done" where its
+    outputs are complete all the same (a worker finishing it while the cluster closed), else "interrupted"."""
+    came = {outcome.name: outcome for outcome in finished}
+    rows = []
+    for stack in stacks:
+        name = stack_name(stack)
+        report = None if name in came else finished_report(out_dir, stack, settings)
+        rows.append(came[name] if name in came else
+                    StackOutcome(str(stack), name, "interrupted") if report is None else
+                    StackOutcome(str(stack), name, "done", slices=report.n_slices, seconds=report.seconds.get("total")))
+    return write_summary(out_dir, rows, seconds, scheduler, interrupted=True)
 
 
 def format_table(outcomes: list[StackOutcome]) -> str:

@@ -163,8 +163,13 @@ def test_resume_after_an_interrupted_run(small_stacks, tmp_path):
     assert cli.returncode == 130, stderr
     assert "--resume" in stderr
     assert "Traceback" not in stderr  # the workers leave Ctrl-C to the program, which closes them
-    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json") if p.name != "summary.json"}
     assert 0 < len(finished) < len(stacks)
+    stopped = json.loads((out / "summary.json").read_text())  # which stacks finished, and which did not
+    assert stopped["interrupted"] is True
+    assert sorted(f"{row['name']}.json" for row in stopped["stacks"] if row["status"] == "done") == sorted(finished)
+    assert [row["status"] for row in stopped["stacks"] if row["name"] == "waiting"] == ["interrupted"]
+    assert stopped["counts"]["interrupted"] == len(stacks) - len(finished)
 
     waiting.unlink()
     write_stack(waiting, 8, seed=9)  # the stack that could not be read is a file now
