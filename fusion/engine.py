@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 import time
 import warnings
@@ -202,6 +203,7 @@ class StreamingFusion:
         if self._finished:
             raise RuntimeError(f"{self.name}: push() after finish()")
         self._check(pixels)
+        self._check_z(z)
         if self._pushed >= MAX_SLICES:
             raise ValueError(f"{self.name}: more than {MAX_SLICES} slices in one stack")
         if self._own_store is not None:
@@ -326,6 +328,18 @@ class StreamingFusion:
             return None
         return [{**describe(t), "warped": w, "fallback": i in self._aligner.fallbacks}
                 for i, (t, w) in enumerate(zip(self._aligner.transforms, self._warped))]
+
+    def _check_z(self, z) -> None:
+        """A focus position is a finite number, or None where it is not known: NaN or infinity made the whole
+        depth map NaN, and text or a bool was taken for a number."""
+        if z is None:
+            return
+        if isinstance(z, (bool, np.bool_)) or not isinstance(z, numbers.Real):
+            raise TypeError(f"{self.name}: the z of {slice_name(self._pushed)} must be a number or None, "
+                            f"got {type(z).__name__} {z!r}")
+        if not math.isfinite(z):
+            raise ValueError(f"{self.name}: the z of {slice_name(self._pushed)} is {z}; give a finite number, or "
+                             "None where it is not known (the depth map then counts slices)")
 
     def _check(self, pixels: np.ndarray) -> None:
         if not isinstance(pixels, np.ndarray):

@@ -139,6 +139,18 @@ def test_nan_and_inf_are_rejected(value):
         engine.push(pixels)
 
 
+@pytest.mark.parametrize("z,error,match", [(float("nan"), ValueError, "the z of slice 1 .* is nan"),
+                                            (float("inf"), ValueError, "is inf; give a finite number"),
+                                            ("1", TypeError, "must be a number or None, got str '1'"),
+                                            (True, TypeError, "got bool True")])
+def test_a_z_that_is_no_finite_number_is_rejected_naming_the_slice(z, error, match):
+    """(NaN or infinity made the whole depth map NaN without a word.)"""
+    engine = StreamingFusion((16, 16), np.uint8)
+    engine.push(np.zeros((16, 16), np.uint8), np.float32(0.0))
+    with pytest.raises(error, match=match):
+        engine.push(np.zeros((16, 16), np.uint8), z)
+
+
 def test_unsupported_settings_and_formats_are_clear_errors():
     with pytest.raises(ValueError, match="unknown focus measure 'sharp'"):
         FusionSettings(measure="sharp")
