@@ -64,14 +64,29 @@ class _Strict(BaseModel):
         return value
 
 
+# A simulated frame's side. The simulator builds a ladder of 13 blurred copies of the specimen, about
+# 300 bytes a colour pixel at its peak (measured): 5 GB at 4096 x 4096, already more than many bench PCs
+# spare beside fusion, and as wide as common microscope sensors (sCMOS: 2048 to 4096 px). 100000 px a side
+# asked numpy for 112 GiB and crashed with a traceback.
+MAX_SPECIMEN_SIDE_PX = 4096
+
+
+def _side_at_most(side_px: int) -> int:
+    if side_px > MAX_SPECIMEN_SIDE_PX:
+        raise ValueError(f"at most {MAX_SPECIMEN_SIDE_PX} px, got {side_px}: the simulator needs about 300 bytes a "
+                         f"pixel (5 GB at {MAX_SPECIMEN_SIDE_PX} x {MAX_SPECIMEN_SIDE_PX}); rehearse a larger "
+                         "sensor on a crop of it")
+    return side_px
+
+
 class SpecimenSettings(_Strict):
     """The virtual specimen a simulated camera looks at."""
 
     texture: str = "astronaut"
     surface: Literal["plane", "dome", "steps", "irregular"] = "dome"
     depth_um: float = Field(40.0, ge=0)
-    height_px: int = Field(768, ge=16)
-    width_px: int = Field(1024, ge=16)
+    height_px: Annotated[int, AfterValidator(_side_at_most)] = Field(768, ge=16)
+    width_px: Annotated[int, AfterValidator(_side_at_most)] = Field(1024, ge=16)
     color: bool = True
     seed: int = 0
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from acquisition.profile import ProfileError, load_profile
+from acquisition.profile import MAX_SPECIMEN_SIDE_PX, ProfileError, load_profile
 from tests.conftest import REPO_ROOT
 
 RIG = "camera: {driver: simulated}\nfocus: {driver: simulated}\n"
@@ -116,6 +116,32 @@ def test_a_one_position_plan_is_refused_on_the_command_line_before_moving(tmp_pa
         f"error: {path}: plan.z: the step 5 is larger than the range (2): the plan would visit one position; "
         "make the step smaller"]
     assert not (tmp_path / "sessions").exists()
+
+
+def test_a_huge_simulated_specimen_is_one_line_per_key_not_a_memory_traceback(tmp_path):
+    # 100000 px a side asked numpy for 112 GiB in simulators/specimens.py and crashed with a traceback.
+    path = write_profile(tmp_path, "camera: {driver: simulated, specimen: {height_px: 100000, width_px: 100000}}\n"
+                                   "focus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\n")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path), "--out",
+                           str(tmp_path / "sessions")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(": at most")[0] for line in lines] == [
+        f"error: {path}: camera.specimen.height_px", f"{path}: camera.specimen.width_px"]
+    assert all(f"at most {MAX_SPECIMEN_SIDE_PX} px, got 100000" in line for line in lines)
+    assert not (tmp_path / "sessions").exists()
+
+
+def test_a_specimen_at_the_largest_side_is_taken(tmp_path):
+    side = MAX_SPECIMEN_SIDE_PX
+    profile = load_profile(write_profile(tmp_path, f"camera: {{driver: simulated, specimen: {{height_px: {side}, "
+                                                   f"width_px: 16}}}}\nfocus: {{driver: simulated}}\n"
+                                                   "plan: {z: {range: 4, step: 1}}\n"))
+    assert (profile.camera.specimen.height_px, profile.camera.specimen.width_px) == (side, 16)
+    with pytest.raises(ProfileError, match=rf"rig.yaml: camera.specimen.width_px: at most {side} px, got {side + 1}"):
+        load_profile(write_profile(tmp_path, f"camera: {{driver: simulated, specimen: {{width_px: {side + 1}}}}}\n"
+                                             "focus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\n"))
 
 
 def test_a_folder_or_a_binary_file_given_as_a_profile_says_so(tmp_path):
