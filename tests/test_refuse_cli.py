@@ -154,11 +154,14 @@ def test_options_that_have_no_effect_say_so(tmp_path):
 
     stack = write_stack(tmp_path / "s.tif", 6)
     done = run_cli("--refuse", stack, "--out", tmp_path / "out", "--align", "off", "--align-model", "affine",
-                   "--port", "9000", "--view-linger-s", "1", "--view-host", "127.0.0.2")
+                   "--port", "9000", "--view-linger-s", "1", "--view-host", "127.0.0.2", "--device", "cuda")
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "has no effect" in line]
     assert warnings == [
         "warning: --port has no effect without --view (no live view is served)",
         "warning: --view-host has no effect without --view (no live view is served)",
         "warning: --view-linger-s has no effect without --view (no live view is served)",
-        "warning: --align-model has no effect: alignment is off (--align auto or on uses it)"], done.stderr
+        "warning: --align-model has no effect: alignment is off (--align auto or on uses it)",
+        # The default measure (sf) has no torch device: --device cuda was taken in silence.
+        "warning: --device has no effect: it applies to --method ums; the sf measure runs without torch, "
+        "on the CPU"], done.stderr

@@ -417,6 +417,32 @@ def test_a_sweep_finer_than_the_lens_can_step_is_warned_of(tmp_path, capsys):
         [w for w in report["warnings"] if "no focus information" in w], report["warnings"]
 
 
+def test_a_torch_device_for_a_measure_without_torch_is_warned_of(tmp_path, capsys):
+    rig = ("camera: {driver: simulated, specimen: {height_px: 64, width_px: 80}}\nfocus: {driver: simulated}\n"
+           "plan: {z: {range: 4, step: 2}}\n")
+    assert run_profile_text(tmp_path, rig + "fusion: {method: sf, device: cuda}\n") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "has no effect" in line]
+    assert warnings == [f"warning: {tmp_path / 'rig.yaml'}: fusion.device has no effect: it applies to fusion.method "
+                        "ums; the sf measure runs without torch, on the CPU"]
+    import run_session
+
+    # The command line's --device (over a profile without one) is warned of as in a refusion.
+    (tmp_path / "rig.yaml").write_text(rig + "fusion: {method: laplacian}\n")
+    assert run_session.main(["--profile", str(tmp_path / "rig.yaml"), "--out", str(tmp_path / "out"),
+                             "--device", "mps"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "has no effect" in line]
+    assert warnings == ["warning: --device has no effect: it applies to --method ums; the laplacian measure runs "
+                        "without torch, on the CPU"]
+
+
+def test_a_torch_device_for_the_deep_measure_is_not_warned_of(capsys):
+    args = build_parser().parse_args(["--refuse", "s.tif", "--out", "out", "--method", "ums", "--device", "cpu"])
+    from run_session import warn_unused_options
+
+    warn_unused_options(args, refuse_settings(build_parser(), args))
+    assert "has no effect" not in capsys.readouterr().err
+
+
 def test_a_sweep_the_lens_can_step_has_no_such_warning():
     from acquisition.plans import repeated_focus_warning
     from tests.devices_fixtures import optotune_lens
