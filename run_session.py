@@ -228,8 +228,10 @@ def print_session_summary(outcome) -> None:
     elif outcome.ended_by:
         acquired = f"the {report.acquired_slices} slices acquired are" if report.acquired_slices > 1 \
             else "the one slice acquired is"
+        # "and fused" only where the fused image is on disk (a full disk can stop it; the errors below say so).
+        fused = " and fused" if "fused" in report.outputs else "; no fused image was written (see below)"
         print(f"error: the session ended early: {outcome.ended_by}; {acquired} saved in "
-              f"{report.outputs.get('stack', 'no stack')} and fused", file=sys.stderr)
+              f"{report.outputs.get('stack', 'no stack')}{fused}", file=sys.stderr)
     for warning in report.warnings or []:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in report.errors:

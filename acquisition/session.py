@@ -14,6 +14,7 @@ import datetime
 import sys
 import time
 from dataclasses import dataclass
+from warnings import catch_warnings
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -101,8 +102,24 @@ class Session:
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
         self.total_s = 0.0
+        self.caught_warnings: list = []  # warnings.WarningMessage, while run() runs (see there)
 
     def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
+        # Python warnings raised while the session runs, from any thread (fusion's "only one slice", alignment's,
+        # a device library's) are kept, not printed as they come: session.json records them with the
+        # session's own, and the summary prints them from there, so what is printed is what is recorded.
+        with catch_warnings(record=True) as caught:
+            self.caught_warnings = caught
+            return self._run(progress)
+
+    def warnings_raised(self) -> list[str]:
+        """The Python warnings raised while the session ran, each once, in order; of a category other than
+        UserWarning, with its name."""
+        said = [str(caught.message) if issubclass(caught.category, UserWarning) else
+                f"{caught.category.__name__}: {caught.message}" for caught in self.caught_warnings]
+        return list(dict.fromkeys(said))
+
+    def _run(self, progress: bool | None) -> SessionOutcome[SessionReport]:
         focus = self.rig.focus
         start = focus.position()
         self.acquirer = acquirer_for(self.profile, self.rig, self.mode_warnings)  # None: the stepped loop below

@@ -47,11 +47,16 @@ class SessionOutputWriter(SessionListener):
         # What acquisition noticed (a search range that cuts the specimen, a settle time not waited)
         # stands whether or not fusion made anything.
         report.warnings = list(session.acquisition_warnings())
+        if result is not None:  # said before the images are written: it stands when the disk is full
+            said = focus_warning(result.focus_scores, result.depth, str(session.folder))
+            report.warnings = ([said] if said else []) + report.warnings
         try:
             if result is not None:
                 self._write_result(session, report, result)
         except OSError as error:  # (a full disk) session.json, small, still says what was saved and what was lost
             report.errors.append(str(error))
+        # Last, so that those raised while writing count too; the summary prints report.warnings, all of them.
+        report.warnings += [said for said in session.warnings_raised() if said not in report.warnings]
         write_json(session.outputs["report"], report.to_json())
 
     def _write_result(self, session: Session, report: SessionReport, result: FusionResult) -> None:
@@ -59,12 +64,15 @@ class SessionOutputWriter(SessionListener):
         slices = report.slices
         for record in slices:
             record.fusion_s = round(self.fusion_s.get(record.index, float("nan")), 5)
+        # Each output named once it is written: the summary claims a fused image only where one is on disk.
         write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
+        report.outputs["fused"] = str(paths["fused"])
         write_depth_tiff(paths["depth"], result.depth, unit if result.depth_unit == "um" else "slice index",
                          pixel_size_um=pixel_size_um)
+        report.outputs["depth"] = str(paths["depth"])
         plot_focus_curve(paths["focus_curve"], [s.z for s in slices], result.focus_scores, unit,
                          result.chosen_fraction())
-        report.outputs.update({kind: str(paths[kind]) for kind in ("fused", "depth", "focus_curve")})
+        report.outputs["focus_curve"] = str(paths["focus_curve"])
         total_s = session.total_s
         device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in slices)
         report.focus_scores = result.focus_scores
@@ -75,8 +83,6 @@ class SessionOutputWriter(SessionListener):
             slices_read_back_by_fusion=session.slices_read_back())
         report.alignment = result.alignment
         report.device_used = result.measure_device
-        said = focus_warning(result.focus_scores, result.depth, str(session.folder))
-        report.warnings = ([said] if said else []) + (report.warnings or [])
         self._score(session, report, result)
 
     def _score(self, session: Session, report: SessionReport, result: FusionResult) -> None:

@@ -566,6 +566,37 @@ def test_images_that_cannot_be_written_still_leave_session_json(tmp_path, monkey
         assert stack.n_slices == report["acquired_slices"]
 
 
+def test_a_full_disk_after_one_slice_claims_no_fused_image_and_records_every_warning_printed(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """A MOCK of a full disk at fused.tif (ENOSPC from its writer), after a stage that vanished at the second
+    slice (a profile fault): on a 3 MB tmpfs the summary said the one slice was "saved ... and fused" while
+    fused.tif was missing, and printed fusion's "only one slice" warning that session.json's warnings lacked."""
+    import errno
+
+    import acquisition.session_writer as session_writer
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(session_writer, "write_image_tiff", no_space)
+    assert run_profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 64, width_px: 80}}\n"
+                                      "focus: {driver: simulated}\nplan: {z: {range: 4, step: 2}}\n"
+                                      "faults: {focus: {disconnect: true, after_slices: 1}}\n") == 1
+    err = capsys.readouterr().err.splitlines()
+    ended = [line for line in err if line.startswith("error: the session ended early")]
+    assert len(ended) == 1 and "the one slice acquired is saved in" in ended[0], err
+    assert "fused" not in ended[0].split("the one slice acquired is")[1].replace("no fused image was written", "")
+    assert ended[0].endswith("; no fused image was written (see below)")
+    folder = next((tmp_path / "out").iterdir())
+    assert not (folder / "fused.tif").exists()
+    report = json.loads((folder / "session.json").read_text())
+    printed = [line.removeprefix("warning: ") for line in err if line.startswith("warning: ")]
+    assert any("only one slice; it is returned as it is" in said for said in printed), err
+    assert report["warnings"] == printed
+    assert "fused" not in report["outputs"]
+    assert [e for e in report["errors"] if "No space left on device" in e and "fused.tif" in e]
+
+
 def test_a_stop_while_the_devices_close_keeps_the_outcome_and_says_so(tmp_path, monkeypatch, capsys):
     """A MOCK of Ctrl-C arriving while the rig closes (a camera slow to let go): it cut the closing short and was
     reported as a stop "before the session started; nothing was acquired"."""
