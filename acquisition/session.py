@@ -94,6 +94,7 @@ class Session:
         self.ended_by: str | None = None
         self.interrupted = False
         self.t_last_slice: float | None = None
+        self.first_frame_time_s: float | None = None  # on the camera clock (epoch s): planes count time from it
         self.t_acquisition_started: float | None = None
         self.acquirer: Acquirer | None = None
         self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
@@ -271,7 +272,11 @@ class Session:
         if self.buffer is None:
             self.buffer = StackBuffer(self.outputs["stack"], expected_bytes=pixels.nbytes * self.planned,
                                       pixel_size_um=self.pixel_size_um())
-        index = self.buffer.append(pixels, z, frame.timestamp_s, frame.exposure_ms, unit=self.profile.focus.unit)
+        if self.first_frame_time_s is None:
+            self.first_frame_time_s = frame.timestamp_s
+        # Time since the first plane, in every page as in OME's DeltaT (README): the epoch time was there before.
+        index = self.buffer.append(pixels, z, frame.timestamp_s - self.first_frame_time_s, frame.exposure_ms,
+                                   unit=self.profile.focus.unit)
         if self.engine is None:
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.profile.fusion_settings(),
                                           source=self.buffer, name=str(self.buffer.path))

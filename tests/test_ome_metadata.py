@@ -1,6 +1,7 @@
 """The OME-XML that stacks carry, validated against the OME schema with ome-types."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import tifffile
 from acquisition.profile import load_profile
 from acquisition.session import run_profile
 from fusion.stack_buffer import StackBuffer
-from fusion.readers.tiff import pixel_size_um_of
+from fusion.readers.tiff import SESSION_PLANE_KEY, pixel_size_um_of
 from tests.conftest import REPO_ROOT
 from tests.fiji import imagej_calibration, imagej_value_unit
 from tests.test_sessions import small
@@ -31,6 +32,11 @@ def test_session_stack_has_relative_times_pixel_size_and_exposure_in_ms(name, tm
     pixels = validated_ome(outcome.folder / "stack.ome.tif").images[0].pixels
     delta_t = [plane.delta_t for plane in pixels.planes]
     assert delta_t[0] == 0 and delta_t == sorted(delta_t) and delta_t[-1] < time.time() - started
+    # Each page's own time_s (what a stack cut short by kill -9 keeps) is the same time since the first plane:
+    # it was the epoch time (1795820848.85...). Page 0 holds the OME-XML once finalized.
+    with tifffile.TiffFile(outcome.folder / "stack.ome.tif") as tiff:
+        page_times = [json.loads(page.description)[SESSION_PLANE_KEY]["time_s"] for page in tiff.pages[1:]]
+    assert page_times == pytest.approx(delta_t[1:], abs=1e-5) and page_times[0] > 0
     assert pixels.physical_size_x == pixels.physical_size_y == profile.camera.pixel_size_um == 0.65
     assert {p.exposure_time for p in pixels.planes} == {10.0}
     assert {p.exposure_time_unit.value for p in pixels.planes} == {"ms"}
