@@ -4,7 +4,8 @@ The z axis is the one just before the image's (y, x[, rgb]) axes; any axes befor
 channel...) are held where the viewer's sliders are (napari lines a layer's axes up with the
 viewer's last ones). Slice z comes from the layer's ``focus_positions`` where its reader kept them
 (ours do: napari places slices evenly, and an MDA's ``absolute`` z-plan is not), else from the
-layer's scale and translate along that axis (µm where the layer was opened with its scale).
+layer's scale and translate along that axis (µm where the layer was opened with its scale); a layer
+with no physical scale along z (scale 1 in napari's default unit, pixels) is placed at slice indices.
 Pixel types that fusion does not take natively are converted as the stack readers convert them.
 """
 from __future__ import annotations
@@ -54,13 +55,14 @@ class LayerStack:
 
 
 def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Sequence[float] = (),
-                metadata: dict | None = None) -> LayerStack:
+                metadata: dict | None = None, units: Sequence[Any] | None = None) -> LayerStack:
     """The focus stack in a layer; ValueError (one line) when the layer has no z axis.
 
     ``data_position``: where the viewer's sliders are, in the layer's data coordinates (napari's
     ``layer.world_to_data(viewer.dims.point)``); the axes before z are held there (0 where not given).
     ``metadata``: the layer's; its ``focus_positions`` (and ``focus_unit``) place the slices when there
-    is one for each.
+    is one for each. ``units``: the layer's (napari's ``layer.units``, one per axis); where z's is pixels and its
+    scale 1, the slices have no physical position: z is the slice index, and so is the depth map's unit.
     """
     image_axes = 3 if rgb else 2
     z_axis = data.ndim - image_axes - 1
@@ -77,8 +79,15 @@ def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Seq
     if isinstance(focus, (list, tuple)) and len(focus) == count and all(_finite(z) for z in focus):
         unit = str((metadata or {}).get("focus_unit") or "um")
         return LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit, "focus_positions")
+    if units is not None and len(units) == data.ndim - (1 if rgb else 0) and str(units[z_axis]) in PIXEL_UNITS \
+            and float(scale[z_axis]) == 1.0:
+        return LayerStack(name, data, z_axis, leading, [float(k) for k in range(count)], pixel_scale, SLICE_INDEX)
     z_um = [float(translate[z_axis]) + float(scale[z_axis]) * k for k in range(count)]
     return LayerStack(name, data, z_axis, leading, z_um, pixel_scale)
+
+
+PIXEL_UNITS = ("pixel", "px")  # napari's default unit (pint's "pixel"): no physical scale was given
+SLICE_INDEX = "slice index"   # the unit of a depth map in slices, as the refusion's and the engine's say
 
 
 def _index(position: float) -> int:

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit
                             QSpinBox, QVBoxLayout, QWidget)
 
 from fusion.engine import COMPOSITIONS, FusionResult, FusionSettings
+from fusion.focus_checks import focus_warning
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
 from fusion.outputs import colour_by_shape
 from napari_ums_fusion.layer_stack import fuse_layer_stack, layer_stack
@@ -97,7 +98,8 @@ class FusionWidget(QWidget):
         try:
             # (napari lines a layer's axes up with the viewer's last ones: ask the layer where the sliders are)
             stack = layer_stack(name, layer.data, layer.rgb, layer.scale, layer.translate,
-                                layer.world_to_data(self.viewer.dims.point), layer.metadata)
+                                layer.world_to_data(self.viewer.dims.point), layer.metadata,
+                                getattr(layer, "units", None))
             settings = self.settings()
         except ValueError as error:
             self._say(str(error))
@@ -106,7 +108,7 @@ class FusionWidget(QWidget):
         self.progress.setValue(0)
         self.fuse_button.setEnabled(False)
         notes = [note for note in (stack.conversion, _placement_note(stack)) if note]
-        self._say(" ".join([f"fusing {stack.n_slices} slices of {name}...", *notes]))
+        self._say(" ".join([f"fusing {_slices(stack.n_slices)} of {name}...", *notes]))
         # Connected at creation: an "errored" connected later leaves superqt's own, which raises the error
         # again in Qt's thread (a plain Qt host aborts).
         self.worker = create_worker(fuse_layer_stack, stack, settings, _connect={
@@ -120,7 +122,11 @@ class FusionWidget(QWidget):
         if isinstance(item, FusionResult):
             depth_unit = stack.z_unit if item.depth_unit == "um" else item.depth_unit
             self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit)
-            self._say(" ".join([f"fused {stack.n_slices} slices of {stack.name}.", *notes]))
+            # What --refuse would warn of: one slice has nothing to fuse; alike or blank slices no focus to tell.
+            said = "Only one slice: it is shown as it is, with nothing to fuse." if stack.n_slices == 1 else \
+                focus_warning(item.focus_scores, item.depth, stack.name)
+            said_all = [*notes, *([said] if said else [])]
+            self._say(" ".join([f"fused {_slices(stack.n_slices)} of {stack.name}.", *said_all]))
         else:
             self.progress.setValue(item[0])
 
@@ -181,6 +187,10 @@ class FusionWidget(QWidget):
 
     def _say(self, message: str):
         self.status.setText(message)
+
+
+def _slices(count: int) -> str:
+    return f"{count} slice{'' if count == 1 else 's'}"
 
 
 def _placement_note(stack) -> str | None:

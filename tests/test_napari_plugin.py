@@ -399,3 +399,44 @@ def test_a_raw_stack_opens_lazily(tmp_path):
     assert attributes["scale"] == pytest.approx((1.0, 0.5, 0.5))
     np.testing.assert_array_equal(np.asarray(data[17]), slices[17])
     np.testing.assert_array_equal(np.asarray(data[::13, :3, :3]), np.stack(slices[::13])[:, :3, :3])
+
+
+def fused_in_widget(qtbot, data, name, **attributes):
+    """The widget's status after fusing ``data`` added as layer ``name``, and the viewer."""
+    from napari_ums_fusion.widget import FusionWidget
+
+    viewer = viewer_model()
+    viewer.add_image(data, name=name, **attributes)
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_box.setCurrentText(name)
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    return widget.status.text(), viewer
+
+
+def test_widget_says_what_refusion_says_of_blank_slices_and_of_one_slice(qtbot):
+    """An all-zero stack said "fused 5 slices of zeros." and nothing of the depth map meaning nothing; one slice
+    said "fused 1 slices of one." and nothing of there being nothing to fuse."""
+    status, _ = fused_in_widget(qtbot, np.zeros((5, 64, 64), np.uint8), "zeros")
+    assert status == ("fused 5 slices of zeros. zeros: no focus information: all 5 slices are blank; the fused image "
+                      "is their average and the depth map says nothing")
+    one = np.random.default_rng(0).integers(0, 255, (1, 64, 64)).astype(np.uint8)
+    status, viewer = fused_in_widget(qtbot, one, "one")
+    assert status == "fused 1 slice of one. Only one slice: it is shown as it is, with nothing to fuse."
+    np.testing.assert_array_equal(viewer.layers["one fused"].data, one[0])
+
+
+def test_widget_depth_of_a_layer_without_physical_scale_is_in_slice_indices(qtbot):
+    """A layer in pixels (napari's default: scale 1, no unit) got a depth layer that said µm of slice indices."""
+    stack = rendered(shape=(96, 128))
+    status, viewer = fused_in_widget(qtbot, np.stack(stack.slices), "plain", rgb=True)
+    depth = viewer.layers["plain depth"]
+    assert depth.metadata == {"depth_unit": "slice index"}, status
+    known = depth.data[np.isfinite(depth.data)]
+    assert known.size and known.min() >= 0 and known.max() <= len(stack.slices) - 1
+    # Given a length unit, its positions stand: depth in µm, within the layer's z.
+    _, viewer = fused_in_widget(qtbot, np.stack(stack.slices), "um", rgb=True, scale=(3.0, 0.5, 0.5),
+                                translate=(-3.0, 0, 0), units=("um", "um", "um"))
+    depth = viewer.layers["um depth"]
+    known = depth.data[np.isfinite(depth.data)]
+    assert depth.metadata == {"depth_unit": "um"} and known.min() >= -3.0 and known.max() > len(stack.slices)
