@@ -165,3 +165,47 @@ def test_options_that_have_no_effect_say_so(tmp_path):
         # The default measure (sf) has no torch device: --device cuda was taken in silence.
         "warning: --device has no effect: it applies to --method ums; the sf measure runs without torch, "
         "on the CPU"], done.stderr
+
+
+def a_closed_port() -> int:
+    """A loopback port that nothing listens on (just let go by the system)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_scheduler_that_refuses_is_one_line_naming_it_and_what_to_check(tmp_path):
+    """dask retried a refused connection for 30 s, then said "Timed out trying to connect" and nothing more."""
+    from tests.test_batch import write_stack
+
+    stack = write_stack(tmp_path / "s.tif", 6)
+    address = f"tcp://127.0.0.1:{a_closed_port()}"
+    done = run_cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", address)
+    assert done.returncode == 1 and "Timed out" not in done.stderr and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"error: --scheduler {address}: cannot reach a dask scheduler there: the connection "
+                                "was refused: nothing listens on port")
+    assert "check that the scheduler is running" in errors[0] and "leave --scheduler out" in errors[0]
+    assert not list((tmp_path / "out").glob("*.fused.tif"))
+
+
+def test_something_else_listening_at_the_scheduler_address_is_said_after_dasks_connect_timeout():
+    """A listener that never answers (as the dashboard's HTTP port does to dask's handshake): dask waited for ever."""
+    import socket
+
+    import dask
+    import distributed  # noqa: F401  (its config defaults first: leaving dask.config.set would drop them)
+
+    from run_session import check_scheduler
+
+    with socket.socket() as deaf:
+        deaf.bind(("127.0.0.1", 0))
+        deaf.listen(4)  # connections complete in the backlog; nothing reads or answers them
+        address = f"tcp://127.0.0.1:{deaf.getsockname()[1]}"
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+                pytest.raises(OSError, match=rf"^--scheduler {address}: something listens on port \d+ of 127.0.0.1, "
+                                             r"but it did not answer as a dask scheduler within 1 s"):
+            check_scheduler(address)
