@@ -361,8 +361,7 @@ def with_view_defaults(args) -> None:
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     """Offline refusion of saved stacks: exit 0 when every stack was fused."""
-    from fusion.batch import (expand_stack_arguments, format_table, refuse_many, write_interrupted_summary,
-                              write_summary)
+    from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
     from fusion.errors import FusionError
 
     if args.out is None:
@@ -398,21 +397,26 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
-        # Outputs are written atomically: what finished is complete, the rest is redone.
-        said = f"{str(interrupt) or 'interrupted'}: run the same command with --resume to finish the stacks left " \
-               f"in {args.out}"
-        if stacks:  # the summary says which stacks finished and which did not
-            try:
-                summary = write_interrupted_summary(args.out, stacks, finished, settings,
-                                                    time.perf_counter() - started, args.scheduler)
-                said += f" ({summary} says which finished)"
-            except OSError as error:
-                print(f"warning: cannot write the summary: {error}", file=sys.stderr)
-        print(said, file=sys.stderr)
-        return interrupted_status()
+        return stopped_refusion(args, str(interrupt), stacks, finished, settings, time.perf_counter() - started)
     print(format_table(outcomes))
     print(f"summary: {summary}")
     return 1 if print_refuse_problems(outcomes) else 0
+
+
+def stopped_refusion(args, reason: str, stacks: list[Path], finished: list, settings, seconds: float) -> int:
+    """A refusion stopped by a signal: its summary (which stacks finished, which did not), and how to finish."""
+    from fusion.batch import write_interrupted_summary
+
+    # Outputs are written atomically: what finished is complete, the rest is redone.
+    said = f"{reason or 'interrupted'}: run the same command with --resume to finish the stacks left in {args.out}"
+    if stacks:
+        try:
+            summary = write_interrupted_summary(args.out, stacks, finished, settings, seconds, args.scheduler)
+            said += f" ({summary} says which finished)"
+        except OSError as error:
+            print(f"warning: cannot write the summary: {error}", file=sys.stderr)
+    print(said, file=sys.stderr)
+    return interrupted_status()
 
 
 DASK_SCHEDULER_PORT = 8786  # where `dask scheduler` listens unless told otherwise (and an address without a port)
