@@ -199,7 +199,7 @@ def test_something_else_listening_at_the_scheduler_address_is_said_after_dasks_c
     import dask
     import distributed  # noqa: F401  (its config defaults first: leaving dask.config.set would drop them)
 
-    from run_session import check_scheduler
+    from fusion.scheduler_check import check_scheduler
 
     with socket.socket() as deaf:
         deaf.bind(("127.0.0.1", 0))
