@@ -4,7 +4,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from devices.camera import Frame
+from devices.camera import Frame, frame_wait_s
 from devices.errors import DeviceError, DeviceTimeoutError
 
 _ENDED = object()
@@ -88,7 +88,8 @@ class FrameStream:
 
     def _join(self) -> None:
         if self._thread is not None and self._thread.is_alive():
-            self._thread.join(self.frame_timeout_s + 1.0)
+            # The camera's own wait for its current frame (devices.camera.frame_wait_s) ends before this.
+            self._thread.join(frame_wait_s(self.frame_timeout_s, self.camera.exposure_ms) + 1.0)
 
     def close(self) -> None:
         self._stop.set()

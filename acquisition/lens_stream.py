@@ -25,7 +25,7 @@ from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, Fra
     with_retries
 from acquisition.frame_stream import FrameStream
 from acquisition.lens_settling import LensTrajectory
-from devices.camera import Frame
+from devices.camera import Frame, exposure_text, frame_wait_s
 from devices.errors import TRANSIENT_ERRORS, DeviceError, DeviceTimeoutError, seconds_text
 
 FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
@@ -95,12 +95,18 @@ class LensStreamAcquirer:
     def _still_frame(self, stream: FrameStream, trajectory: LensTrajectory, command: int, lost_in_a_row: int) -> Frame:
         """The first frame exposed wholly while the lens held ``command``'s power."""
         timeout_s = self.frame_wait.next_timeout_s(lost_in_a_row)
-        deadline = time.monotonic() + timeout_s
+        exposure_ms = self.camera.exposure_ms
+        # The drivers' rule (devices.camera.frame_wait_s) for the frame wanted, which may begin only as the
+        # one exposing while the lens moved ends, after the settle: one exposure and the settle more.
+        wait_s = self.settle_s + frame_wait_s(timeout_s, 2 * (exposure_ms or 0.0))
+        deadline = time.monotonic() + wait_s
         while True:
             frame = stream.next_frame(deadline - time.monotonic())
             if frame is None:
+                exposure = f"two {exposure_text(exposure_ms)} exposures, " if exposure_ms else ""
                 raise DeviceTimeoutError(self.camera.name, f"no frame exposed with the lens still at step {command} "
-                                                           f"within {seconds_text(timeout_s)}")
+                                                           f"within {seconds_text(wait_s)} ({exposure}the settle and "
+                                                           f"the {seconds_text(timeout_s)} timeout)")
             self.frames_seen += 1
             start_s, end_s = exposure_window_s(frame)
             seen = trajectory.frame_focus(start_s, end_s)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from devices.errors import seconds_text
+
 
 @dataclass
 class Frame:
@@ -21,9 +23,30 @@ class Frame:
     exposure_start_s: float | None = None   # time.time() when the exposure began, where the camera tells
 
 
+def frame_wait_s(timeout_s: float, exposure_ms: float | None) -> float:
+    """How long a camera waits for a frame: its exposure, then ``timeout_s`` beyond it (a 6 s exposure
+    with a 5 s timeout waits 11 s). A timeout shorter than the exposure would lose every frame."""
+    return max(0.0, exposure_ms or 0.0) / 1000 + timeout_s
+
+
+def exposure_text(exposure_ms: float | None) -> str:
+    """An exposure for a message: "10 ms", "6 s"."""
+    exposure_ms = exposure_ms or 0.0
+    return f"{exposure_ms:.3g} ms" if exposure_ms < 1000 else seconds_text(exposure_ms / 1000)
+
+
+def no_frame_within(timeout_s: float, exposure_ms: float | None, why: str = "") -> str:
+    """What a camera's DeviceTimeoutError says: how long it waited, and of that how much was the exposure."""
+    parts = [f"{exposure_text(exposure_ms)} exposure + {seconds_text(timeout_s)} timeout"] if exposure_ms else []
+    parts += [why] if why else []
+    detail = f" ({'; '.join(parts)})" if parts else ""
+    return f"no frame within {seconds_text(frame_wait_s(timeout_s, exposure_ms))}{detail}"
+
+
 @runtime_checkable
 class Camera(Protocol):
-    """A camera. ``name`` appears in every error; ``snap`` waits at most ``timeout_s``."""
+    """A camera. ``name`` appears in every error; ``snap`` and each frame of ``sequence`` wait for the
+    exposure and then ``timeout_s`` more at most (``frame_wait_s``: one rule for every driver)."""
 
     name: str
 

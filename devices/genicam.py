@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from devices.camera import Frame
-from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError, seconds_text
+from devices.camera import Frame, frame_wait_s, no_frame_within
+from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
 
 EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and older names
 GAIN_NODES = ("Gain", "GainRaw")
@@ -125,20 +125,21 @@ class GenICamCamera:
     def _fetch(self, timeout_s: float) -> Frame:
         from genicam.gentl import TimeoutException
 
+        exposure_ms = self.exposure_ms
         try:
-            with self._acquirer.fetch(timeout=timeout_s) as buffer:
+            with self._acquirer.fetch(timeout=frame_wait_s(timeout_s, exposure_ms)) as buffer:
                 component = buffer.payload.components[0]
                 data = np.asarray(component.data)
                 height, width = component.height, component.width
                 pixels = data.reshape(height, width, -1).copy()
                 pixel_format = str(component.data_format)
         except TimeoutException as error:
-            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)}") from error
+            raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, exposure_ms)) from error
         if pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
         elif pixels.shape[2] == 4:  # RGBa: the alpha byte is padding
             pixels = np.ascontiguousarray(pixels[:, :, :3])
-        return Frame(pixels=pixels, exposure_ms=self.exposure_ms, pixel_type=pixel_format,
+        return Frame(pixels=pixels, exposure_ms=exposure_ms, pixel_type=pixel_format,
                      bit_depth=BIT_DEPTHS.get(pixel_format, 8 * pixels.dtype.itemsize),
                      timestamp_s=time.time(), metadata={})
 

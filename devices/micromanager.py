@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from devices.camera import Frame
+from devices.camera import Frame, frame_wait_s, no_frame_within
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
                             PositionOutOfRangeError, seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
@@ -140,13 +140,19 @@ class MicroManagerCamera:
                      bit_depth=bit_depth, timestamp_s=time.time(), metadata=dict(metadata or {}))
 
     def snap(self, timeout_s: float = 5.0) -> Frame:
-        self._call("snapImage", timeout_s=timeout_s + self.exposure_ms / 1000)
+        exposure_ms = self.exposure_ms
+        try:
+            self._call("snapImage", timeout_s=frame_wait_s(timeout_s, exposure_ms))
+        except DeviceTimeoutError:
+            raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, exposure_ms, "snapImage did not "
+                                                                                        "return")) from None
         return self._frame(self._call("getImage"))
 
     def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Generator[Frame, None, None]:
         """Hardware sequence acquisition, frames popped from the core's circular buffer as they come.
 
-        A frame not delivered within ``timeout_s`` of the previous one is a DeviceTimeoutError; a
+        A frame not delivered within its exposure and ``timeout_s`` more (``frame_wait_s``) after the
+        previous one is a DeviceTimeoutError; a
         sequence the camera ends early is a DeviceErrorReply saying how many frames came.
         """
         with_metadata = hasattr(self._core, "popNextImageAndMD")  # pymmcore-plus; pycromanager's core has not
@@ -156,15 +162,16 @@ class MicroManagerCamera:
             image_format = self._image_format()
             # A frame comes every exposure at best: polling faster only takes CPU from the render and fusion.
             poll_s = min(0.002, max(0.0005, image_format.exposure_ms / 1000 / 8))
+            wait_s = frame_wait_s(timeout_s, image_format.exposure_ms)
             for index in range(n_frames):
-                deadline = time.monotonic() + timeout_s
+                deadline = time.monotonic() + wait_s
                 while self._call("getRemainingImageCount") == 0:
                     if not self._call("isSequenceRunning") and self._call("getRemainingImageCount") == 0:
                         raise DeviceErrorReply(self.name, f"the camera ended the sequence after {index} of "
                                                           f"{n_frames} frames: the rest were lost")
                     if time.monotonic() > deadline:
-                        raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames} did not arrive "
-                                                            f"within {seconds_text(timeout_s)}")
+                        raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames}: "
+                                                            f"{no_frame_within(timeout_s, image_format.exposure_ms)}")
                     time.sleep(poll_s)
                 if with_metadata:
                     raw, metadata = self._call("popNextImageAndMD")

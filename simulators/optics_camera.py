@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from devices.camera import Frame
-from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError,
-                            seconds_text)
+from devices.camera import Frame, frame_wait_s, no_frame_within
+from devices.errors import DeviceDisconnectedError, DeviceErrorReply, DeviceProtocolError, DeviceTimeoutError
 from devices.focus_drive import FocusDrive, FocusLimits
 from simulators.faults import Faults
 from simulators.optics import CameraNoise, DefocusRenderer, magnify
@@ -65,10 +64,11 @@ class SimulatedCamera:
         return self.noise.ideal(texture if magnification == 1.0 else magnify(texture, magnification))
 
     def snap(self, timeout_s: float = 5.0) -> Frame:
+        started = time.monotonic()
         frame = self._expose(timeout_s)
         if frame is None:  # lost on its way: the driver waits for it until its deadline
-            time.sleep(timeout_s)
-            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)} (frame lost)")
+            time.sleep(max(0.0, started + frame_wait_s(timeout_s, self._exposure_ms) - time.monotonic()))
+            raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, self._exposure_ms, "frame lost"))
         return frame
 
     def sequence(self, n_frames: int, timeout_s: float = 5.0) -> Iterator[Frame]:
@@ -89,20 +89,22 @@ class SimulatedCamera:
         faults.frame_starting()
         if faults.gone():
             raise DeviceDisconnectedError(self.name, "the camera is gone (simulated: its cable was pulled)")
+        # As every driver waits (devices.camera.frame_wait_s): the exposure, then timeout_s more.
+        deadline_s = frame_wait_s(timeout_s, self._exposure_ms)
         if faults.silent:
             faults.spend_one()
-            time.sleep(timeout_s)
-            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)} "
-                                                "(the camera stopped answering)")
+            time.sleep(deadline_s)
+            raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, self._exposure_ms,
+                                                                "the camera stopped answering"))
         _answer_wrongly_if_asked(faults, self.name, "camera")
         if faults.drop_frame():
             return None
         wait_s = self._exposure_ms / 1000 + faults.delay_s
         if faults.delay_s:
             faults.spend_one()
-        if wait_s > timeout_s:
-            time.sleep(timeout_s)
-            raise DeviceTimeoutError(self.name, f"no frame within {seconds_text(timeout_s)}")
+        if wait_s > deadline_s:
+            time.sleep(deadline_s)
+            raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, self._exposure_ms))
         pixels = self.renderer.exposed(self.noise, focus_um, self._rng, magnification)
         # Exposure is the device's own time: wait out what rendering did not use.
         time.sleep(max(0.0, started + wait_s - time.monotonic()))

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from devices.camera import Camera, Frame
-from devices.errors import PositionOutOfRangeError, UnsupportedFeatureError
+from devices.errors import DeviceTimeoutError, PositionOutOfRangeError, UnsupportedFeatureError
 from devices.focus_drive import UNITS, FocusDrive
+from simulators.optics import DefocusRenderer, Optics
+from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 from tests.devices_fixtures import asi_stage, demo_core, optotune_lens, unicore_rig
 from tests.devices_fixtures import pycromanager_core  # noqa: F401  (fixture)
 
@@ -154,9 +156,18 @@ def camera_named(name, request):
         camera = GenICamCamera(bundled_producer(), serial_number="0")
         yield camera, (400, 400, 3), np.uint8
         camera.close()
+    elif name == "simulated-optics":
+        from simulators.optics_camera import SimulatedCamera, SimulatedStage
+
+        shape = (64, 80)
+        stage = SimulatedStage()
+        specimen = VirtualSpecimen(load_texture("astronaut", shape), make_height_map("dome", shape, 20.0))
+        camera = SimulatedCamera(DefocusRenderer(specimen, Optics(0.3)), lambda: (stage.physical_um(), 1.0))
+        yield camera, (64, 80, 3), np.uint8
+        camera.close()
 
 
-CAMERAS = ["mmcore-demo", "unicore-specimen", "pycromanager", "genicam-viky"]
+CAMERAS = ["mmcore-demo", "unicore-specimen", "pycromanager", "genicam-viky", "simulated-optics"]
 
 
 @pytest.mark.parametrize("name", CAMERAS)
@@ -188,6 +199,25 @@ def test_camera_exposure_is_set_or_clearly_unsupported(name, request):
             camera.set_exposure_ms(20.0)
             assert camera.exposure_ms == pytest.approx(20.0)
             assert camera.snap().exposure_ms == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("name", [c for c in CAMERAS if c != "genicam-viky"])  # (viky has no exposure to set)
+def test_an_exposure_longer_than_the_timeout_is_waited_out_and_the_timeout_runs_beyond_it(name, request):
+    """One rule for every camera (devices.camera.frame_wait_s): a 6 s exposure with camera.timeout_s 5 is
+    waited for 11 s; the simulated camera lost every such frame, and a Micro-Manager sequence every frame."""
+    with camera_named(name, request) as (camera, shape, _):
+        camera.set_exposure_ms(300.0)
+        assert camera.snap(timeout_s=0.05).pixels.shape == shape
+        frames = list(camera.sequence(2, timeout_s=0.05))
+        assert [frame.pixels.shape for frame in frames] == [shape, shape]
+
+
+def test_a_frame_later_than_its_exposure_and_the_timeout_says_both():
+    with camera_named("simulated-optics", None) as (camera, _, _):
+        camera.set_exposure_ms(200.0)
+        camera.faults.delay_s = 0.5
+        with pytest.raises(DeviceTimeoutError, match=r"no frame within 0.25 s \(200 ms exposure \+ 0.05 s timeout\)"):
+            camera.snap(timeout_s=0.05)
 
 
 def test_specimen_camera_renders_sharper_where_the_stage_focuses():

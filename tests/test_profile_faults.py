@@ -211,3 +211,20 @@ def test_the_commented_examples_in_the_simulated_profiles_validate(tmp_path, nam
         entry = example[1:].split("  #")[0]
         path.write_text(text + "faults:\n" + entry + "\n")
         assert getattr(load_profile(path).faults, entry.split(":")[0].strip()) is not None
+
+
+@pytest.mark.filterwarnings("ignore:.*too small to align")
+@pytest.mark.parametrize("name,plan", [
+    ("simulated", {"z": {"bottom": 0, "top": 6, "step": 3}}),
+    ("simulated-etl-stream", {"sweep": {"start": 0, "stop": 0.6, "step": 0.3}, "stream": True}),
+    ("simulated-sequenced", {"z": {"bottom": 0, "top": 6, "step": 3}, "hardware_sequencing": "on"})])
+def test_an_exposure_longer_than_camera_timeout_s_is_waited_for_stepped_streamed_or_sequenced(tmp_path, name, plan):
+    """camera.timeout_s runs beyond the exposure (devices.camera.frame_wait_s): with an exposure of 6 s and
+    timeout_s 5 every snap of the simulated camera timed out and the session gave up."""
+    profile = profile_with(tmp_path, name, {}, plan, exposure_ms=150, timeout_s=0.05)
+    outcome = run(tmp_path, profile)
+    report = outcome.report
+    assert outcome.completed and report.ended_by is None, report.ended_by
+    assert report.acquired_slices == report.planned_slices == 3 and report.retries == []
+    assert report.acquisition_mode == {"simulated": "stepped", "simulated-etl-stream": "stream",
+                                        "simulated-sequenced": "sequenced"}[name]

@@ -393,12 +393,12 @@ def run_profile_text(tmp_path, yaml_text: str) -> int:
 
 
 def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_path, capsys):
-    assert run_profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.004, give_up_after_s: 0.05, "
+    assert run_profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.004, give_up_after_s: 0.5, "
                                       "specimen: {height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
-                                      "plan: {z: {range: 4, step: 1}}\n") == 1
+                                      "plan: {z: {range: 4, step: 1}}\nfaults: {camera: {silent: true}}\n") == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: the session ended before its first slice: simulated camera: no frame within "
-                      "0.004 s; nothing was acquired"]
+                      "0.014 s (10 ms exposure + 0.004 s timeout; the camera stopped answering); nothing was acquired"]
 
 
 def test_a_sweep_finer_than_the_lens_can_step_is_warned_of(tmp_path, capsys):
