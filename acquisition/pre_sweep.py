@@ -21,7 +21,7 @@ from acquisition.auto_range import PreSweepAnalysis, binned, coarse_positions, f
 from acquisition.plans import tidy_position
 from acquisition.profile import Profile
 from acquisition.session_report import RetryRecord
-from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
+from devices.errors import TRANSIENT_ERRORS, DeviceError
 
 
 @dataclass
@@ -55,10 +55,7 @@ def find_z_range(profile: Profile, rig) -> RangeFound:
         raise ValueError("find_z_range needs a profile with plan.auto_range")
     focus, camera = rig.focus, rig.camera
     coarse = coarse_positions(settings.search_um, settings.coarse_step)
-    outside = [z for z in coarse if not focus.limits.contains(z)]
-    if outside:
-        raise PositionOutOfRangeError(focus.name, f"plan.auto_range.search_um reaches {outside[0]:g} µm, outside the "
-                                                  f"limits {focus.limits.lower:g}..{focus.limits.upper:g} µm")
+    focus.check_reachable(coarse, "plan.auto_range.search_um")
     start = focus.position()
     analysis = PreSweepAnalysis()
     stopped_early = False
@@ -94,8 +91,9 @@ def find_z_range(profile: Profile, rig) -> RangeFound:
     # The margin does not reach past an end where the search cut the specimen (nothing is known
     # beyond it), nor past the drive's limits.
     low_cut, high_cut = analysis.ends_in_detail()
-    bottom = max(focus.limits.lower, settings.search_um[0] if low_cut else -math.inf)
-    top = min(focus.limits.upper, settings.search_um[1] if high_cut else math.inf)
+    reach = focus.device_range or focus.limits
+    bottom = max(focus.limits.lower, reach.lower, settings.search_um[0] if low_cut else -math.inf)
+    top = min(focus.limits.upper, reach.upper, settings.search_um[1] if high_cut else math.inf)
     positions = [tidy_position(z) for z in within(fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps),
                                                   bottom, top)]
     return RangeFound(lo_um, hi_um, positions,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from acquisition.plans import planned_positions
 from acquisition.profile import FaultSettings, Profile
 from acquisition.rig_registry import FaultCommitter, GroundTruth, Opened, RigContext, opener_for
 from devices.camera import Camera
@@ -90,6 +91,18 @@ def micromanager_driver(profile: Profile) -> str | None:
     return "micromanager" if "micromanager" in drivers else None
 
 
+def check_plan_reachable(profile: Profile, focus: FocusDrive) -> None:
+    """As the rig opens, before anything moves: every planned position is within focus.limits and within
+    what the focus drive itself reports it can reach (``FocusDrive.device_range``: a lens's maximum current
+    or focal-power range), else a PositionOutOfRangeError naming the position and both ranges. (An
+    auto_range plan's positions are found by its pre-sweep, which checks its search range.)"""
+    plan = profile.plan
+    if plan is None or plan.auto_range is not None:
+        return
+    relative = plan.z is not None and plan.z.is_relative
+    focus.check_reachable(planned_positions(plan, focus.position() if relative else 0.0), "the plan")
+
+
 def open_rig(profile: Profile) -> Rig:
     """Open camera and focus drive; on any failure, close what was opened and re-raise."""
     context = RigContext(profile)
@@ -103,6 +116,13 @@ def open_rig(profile: Profile) -> Rig:
         for role in ("focus", "camera"):
             driver = getattr(profile, role).driver
             opened[role] = opener_for(role, driver, profile.simulator_of(role) is not None)(context)
+    except BaseException:
+        for part in reversed(opened.values()):
+            with contextlib.suppress(Exception):
+                part.close()
+        raise
+    try:
+        check_plan_reachable(profile, opened["focus"].device)
     except BaseException:
         for part in reversed(opened.values()):
             with contextlib.suppress(Exception):

@@ -2,7 +2,10 @@
 
 A Z stage moves in micrometres ("um"), a tunable lens in diopters ("dpt") or milliamps
 ("mA"). ``move_to`` checks the limits in one place and then calls the driver's
-``_do_move_to``; drivers stay small and never see an out-of-range request.
+``_do_move_to``; drivers stay small and never see an out-of-range request. Two ranges are
+checked: ``limits`` (the profile's focus.limits, or the driver's default) and ``device_range``
+(what the device itself reports it can reach, where it says: a lens's maximum current or
+focal-power range), since a device asked beyond its range clamps in silence or refuses.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ class FocusLimits:
     lower: float
     upper: float
     unit: str
+    source: str = ""   # where a device's range comes from, for messages ("its maximum current, CrMA")
 
     def __post_init__(self):
         if self.unit not in UNITS:
@@ -31,6 +35,10 @@ class FocusLimits:
 
     def contains(self, position: float) -> bool:
         return self.lower <= position <= self.upper
+
+    def text(self) -> str:
+        """"-292.84..292.84 mA"."""
+        return f"{self.lower:g}..{self.upper:g} {self.unit}"
 
 
 class FocusDrive(ABC):
@@ -46,11 +54,30 @@ class FocusDrive(ABC):
 
     def move_to(self, position: float) -> None:
         """Start a move to ``position`` (in ``unit``); use ``wait_until_settled`` to wait for it."""
-        if not self.limits.contains(position):
-            raise PositionOutOfRangeError(
-                self.name, f"{position:g} {self.unit} is outside the limits "
-                           f"{self.limits.lower:g}..{self.limits.upper:g} {self.unit}")
+        self.check_reachable([position])
         self._do_move_to(float(position))
+
+    def check_reachable(self, positions, what: str | None = None) -> None:
+        """Raise PositionOutOfRangeError for the first of ``positions`` outside ``limits`` or beyond
+        ``device_range``, naming it and both ranges; nothing is sent. ``what``: whose positions they
+        are ("the plan"), for the message; None for a single move."""
+        device_range = self.device_range
+        for position in positions:
+            where = f"{what} goes to {position:g} {self.unit}," if what else f"{position:g} {self.unit} is"
+            if not self.limits.contains(position):
+                raise PositionOutOfRangeError(self.name, f"{where} outside the limits {self.limits.text()}"
+                                                         f"{' (focus.limits)' if what else ''}")
+            if device_range is not None and not device_range.contains(position):
+                source = f" ({device_range.source})" if device_range.source else ""
+                raise PositionOutOfRangeError(
+                    self.name, f"{where} beyond what the device reports it can reach: {device_range.text()}{source}; "
+                               f"focus.limits ({self.limits.text()}) do not rule it out: set focus.limits within "
+                               "the device's range and keep the plan inside them")
+
+    @property
+    def device_range(self) -> FocusLimits | None:
+        """What the device itself reports it can reach, in ``unit``; None where it does not say."""
+        return None
 
     def wait_until_settled(self, timeout_s: float = 5.0, poll_s: float = 0.005) -> None:
         """Block until the drive reports it is no longer moving, or raise DeviceTimeoutError."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from devices.camera import Frame, frame_wait_s, no_frame_within
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
-                            PositionOutOfRangeError, seconds_text)
+                            seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
 
 
@@ -225,10 +225,7 @@ class MicroManagerFocusDrive(FocusDrive):
 
     def load_sequence(self, positions_um: list[float]) -> None:
         """Load ``positions_um`` (each within the limits) into the stage; start_sequence arms it."""
-        for z_um in positions_um:
-            if not self.limits.contains(z_um):
-                raise PositionOutOfRangeError(self.name, f"the sequence goes to {z_um:g} µm, outside the limits "
-                                                         f"{self.limits.lower:g}..{self.limits.upper:g} µm")
+        self.check_reachable(positions_um, "the sequence")
         self._call("loadStageSequence", self.label, [float(z) for z in positions_um])
 
     def start_sequence(self) -> None:

@@ -22,6 +22,9 @@ ERROR_CODES = {1: "CRC mismatch in the command", 2: "command not available in th
                3: "command not recognised", 4: "no lens connected"}
 MODES = {"current": b"D", "focal power": b"C"}
 DEFAULT_BAUDRATE = 115200  # the Lens Driver 4's
+# The temperatures the focal-power range is asked for as the lens opens (PwTA): the driver answers the
+# range it can hold across them, and the lens warms as it works.
+TEMPERATURE_LIMITS_C = (20.0, 45.0)
 
 
 def crc16_arc(data: bytes) -> int:
@@ -43,7 +46,8 @@ class OptotuneLens(FocusDrive):
     """The lens on channel A. ``mode`` is "current" (unit mA) or "focal power" (unit dpt)."""
 
     def __init__(self, port: str, mode: str = "focal power", name: str = "Optotune lens",
-                 limits: FocusLimits | None = None, timeout_s: float = 1.0, baudrate: int = DEFAULT_BAUDRATE):
+                 limits: FocusLimits | None = None, timeout_s: float = 1.0, baudrate: int = DEFAULT_BAUDRATE,
+                 temperature_limits_c: tuple[float, float] = TEMPERATURE_LIMITS_C):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         self._link = SerialLink(name, port, baudrate=baudrate, timeout_s=timeout_s)
@@ -54,13 +58,15 @@ class OptotuneLens(FocusDrive):
             self.firmware_type = self._firmware_type()
             self.max_current_ma = self._read_max_current_ma()
             self._set_mode(mode)
+            self.mode = mode
+            # What the lens can reach, as the driver reports it: checked before any move (FocusDrive).
+            self._focal_power_range_dpt = (None if mode == "current"
+                                           else self.set_temperature_limits_c(*temperature_limits_c))
         except Exception:
             self._link.close()
             raise
-        self.mode = mode
         if limits is None:
-            limits = (FocusLimits(-self.max_current_ma, self.max_current_ma, "mA") if mode == "current"
-                      else FocusLimits(-5.0, 15.0, "dpt"))
+            limits = self.device_range if mode == "current" else FocusLimits(-5.0, 15.0, "dpt")
         super().__init__(name, limits)
         self._target: float | None = None
 
@@ -94,9 +100,25 @@ class OptotuneLens(FocusDrive):
         answer = self._query(payload, b"PTA", 4)
         high, low = struct.unpack(">hh", answer)
         offset = self._offset_dpt()
-        return low / FOCAL_POWER_STEPS_PER_DPT - offset, high / FOCAL_POWER_STEPS_PER_DPT - offset
+        self._focal_power_range_dpt = (low / FOCAL_POWER_STEPS_PER_DPT - offset,
+                                       high / FOCAL_POWER_STEPS_PER_DPT - offset)
+        self._temperature_limits_c = (lower_c, upper_c)
+        return self._focal_power_range_dpt
 
     # -- FocusDrive --
+    @property
+    def device_range(self) -> FocusLimits:
+        """In current mode: what the current register reaches (its maximum current, CrMA, scaled to
+        -4096..4095 steps); in focal-power mode: the range the driver answered for the temperature limits."""
+        if self.mode == "current":
+            return FocusLimits(-self.max_current_ma, self.max_current_ma * (CURRENT_STEPS - 1) / CURRENT_STEPS, "mA",
+                               f"the lens's maximum current, CrMA: {self.max_current_ma:g} mA")
+        assert self._focal_power_range_dpt is not None  # asked as the lens opened in focal-power mode
+        low_dpt, high_dpt = self._focal_power_range_dpt
+        low_c, high_c = self._temperature_limits_c
+        return FocusLimits(low_dpt, high_dpt, "dpt", f"the lens's focal-power range for {low_c:g} to {high_c:g} °C, "
+                                                     "as the driver answered PwTA")
+
     @property
     def resolution(self) -> float:
         """One step of the register the driver writes: of the current, or of the focal power."""

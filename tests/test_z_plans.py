@@ -58,3 +58,53 @@ def test_planned_positions_carry_no_float_noise_and_no_minus_zero(plan, position
     planned = planned_positions(PlanSettings.model_validate(plan), 0.0)
     assert planned == positions  # exactly: as the profile wrote them
     assert all(math.copysign(1.0, p) == 1.0 for p in planned if p == 0)
+
+
+def run_session_errors(tmp_path, profile: str, capsys, **sections) -> list[str]:
+    """run_session's "error:" lines for a shipped simulated profile, small, with ``sections`` merged in."""
+    import yaml
+
+    import run_session
+    from tests.conftest import REPO_ROOT
+
+    data = yaml.safe_load((REPO_ROOT / "profiles" / f"{profile}.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if key != "plan" else value
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(data))
+    status = run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 1 and not list((tmp_path / "out").glob("*/stack.ome.tif"))  # refused before anything moved
+    return errors
+
+
+@pytest.mark.hardware_sim
+@pytest.mark.parametrize("focus,sweep,message", [
+    # The lens driver clamped 300 mA to its 292.84 mA in silence; the settle check then failed mid-sweep.
+    ({"unit": "mA", "limits": [-1000, 1000]}, {"start": 0, "stop": 600, "step": 50},
+     "error: Optotune lens: the plan goes to 300 mA, beyond what the device reports it can reach: "
+     "-292.84..292.769 mA (the lens's maximum current, CrMA: 292.84 mA); focus.limits (-1000..1000 mA) do not "
+     "rule it out: set focus.limits within the device's range and keep the plan inside them"),
+    # A 0..60 dpt sweep 'succeeded' on a lens that reaches about 14 dpt.
+    ({"limits": [-100, 100]}, {"start": 0, "stop": 60, "step": 5},
+     "error: Optotune lens: the plan goes to 15 dpt, beyond what the device reports it can reach: "
+     "-13.91..13.91 dpt (the lens's focal-power range for 20 to 45 °C, as the driver answered PwTA); "
+     "focus.limits (-100..100 dpt) do not rule it out"),
+])
+def test_a_lens_plan_beyond_what_the_lens_reports_it_reaches_is_refused_as_the_rig_opens(tmp_path, capsys, focus,
+                                                                                          sweep, message):
+    errors = run_session_errors(tmp_path, "simulated-etl", capsys, focus=focus, plan={"sweep": sweep})
+    assert len(errors) == 1 and errors[0].startswith(message)
+
+
+@pytest.mark.hardware_sim
+def test_a_lens_in_current_mode_without_focus_limits_is_limited_to_what_its_register_reaches():
+    from devices.errors import PositionOutOfRangeError
+    from tests.devices_fixtures import optotune_lens
+
+    with optotune_lens("current") as (lens, _):
+        lens.check_reachable([-292.84, 0.0, 292.7], "the plan")
+        # The register's top is a step below CrMA: sent there, the lens stopped short and never 'settled'.
+        with pytest.raises(PositionOutOfRangeError, match=r"292.84 mA is outside the limits -292.84..292.769 mA"):
+            lens.move_to(292.84)
