@@ -5,7 +5,7 @@ tenths of a micrometre. In this API: micrometres.
 """
 from __future__ import annotations
 
-from devices.errors import DeviceErrorReply, DeviceProtocolError
+from devices.errors import DeviceErrorReply, DeviceProtocolError, PositionOutOfRangeError
 from devices.focus_drive import FocusDrive, FocusLimits
 from devices.serial_link import SerialLink
 
@@ -20,6 +20,7 @@ ERROR_CODES = {
     7: "invalid card address",
     21: "serial command halted by the HALT command",
 }
+PARAMETER_OUT_OF_RANGE = 4   # the answer to a move beyond the travel
 TENTHS_PER_UM = 10.0
 DEFAULT_BAUDRATE = 9600   # the MS-2000's usual setting
 
@@ -63,7 +64,15 @@ class AsiZStage(FocusDrive):
         return 1 / TENTHS_PER_UM
 
     def _do_move_to(self, z_um: float) -> None:
-        self._command(f"M {self.axis}={round(z_um * TENTHS_PER_UM)}")
+        try:
+            self._command(f"M {self.axis}={round(z_um * TENTHS_PER_UM)}")
+        except DeviceErrorReply as error:
+            if error.code != PARAMETER_OUT_OF_RANGE:
+                raise
+            # Deterministic: the controller refuses the same z again, so this is no error to retry.
+            raise PositionOutOfRangeError(self.name, f"refused to move to {z_um:g} µm: {error.message}, beyond the "
+                                                     f"stage's travel; set focus.limits (now {self.limits.text()}) to "
+                                                     "the stage's travel", error.reply) from None
 
     def _do_read_position(self) -> float:
         answer = self._command(f"W {self.axis}")
@@ -105,7 +114,8 @@ class AsiZStage(FocusDrive):
             code = int(answer[3:] if answer.startswith(b":N-") else answer[2:])
         except ValueError:
             raise DeviceProtocolError(self.name, "malformed error answer", answer) from None
-        raise DeviceErrorReply(self.name, f"error {code}: {describe_error(code)}", answer.decode("ascii", "replace"))
+        raise DeviceErrorReply(self.name, f"error {code}: {describe_error(code)}", answer.decode("ascii", "replace"),
+                               code=code)
 
     def close(self) -> None:
         self._link.close()

@@ -7,7 +7,8 @@
     ├── DeviceProtocolError      the answer was not valid for the protocol (garbage, bad CRC)
     ├── DeviceDisconnectedError  the port closed or the device vanished mid-use
     ├── UnsupportedFeatureError  the device has no such feature (e.g. a camera without Gain)
-    └── PositionOutOfRangeError  a move was asked for beyond the device's limits
+    └── PositionOutOfRangeError  a move was asked for beyond the limits, or the device refused it as
+                                 beyond its travel (deterministic: never retried)
 """
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ class DeviceTimeoutError(DeviceError):
 
 
 class DeviceErrorReply(DeviceError):
-    """Raised when a device answers with one of its error codes."""
+    """Raised when a device answers with one of its error codes; ``code`` holds it where the protocol numbers them."""
+
+    def __init__(self, device: str, message: str, reply: bytes | str | None = None, code: int | None = None):
+        super().__init__(device, message, reply)
+        self.code = code
 
 
 class DeviceProtocolError(DeviceError):
@@ -61,9 +66,10 @@ class UnsupportedFeatureError(DeviceError):
 
 
 class PositionOutOfRangeError(DeviceError):
-    """Raised when a move is asked for outside the device's limits; nothing is sent."""
+    """Raised when a move is asked for outside the limits (nothing is sent), or the device itself refused
+    the position as beyond its travel. Never retried: the same position is refused again."""
 
 
-# Errors that may pass on a retry (a late answer, a refused command, a garbled reply); a lost
-# connection or a missing device will not.
+# Errors that may pass on a retry (a late answer, an error answer, a garbled reply); a lost
+# connection, a missing device or a position beyond the travel will not.
 TRANSIENT_ERRORS = (DeviceTimeoutError, DeviceErrorReply, DeviceProtocolError)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceProtocolError,
-                            DeviceTimeoutError)
+                            DeviceTimeoutError, PositionOutOfRangeError)
 from tests.devices_fixtures import asi_stage, optotune_lens, unicore_rig
 
 pytestmark = pytest.mark.hardware_sim
@@ -72,19 +72,23 @@ def test_asi_error_codes_say_what_they_mean(code, meaning):
     with asi_stage() as (stage, simulator):
         simulator.faults.error_reply = code
         with pytest.raises(DeviceErrorReply, match=f"error {code}: .*{meaning}") as caught:
-            stage.move_to(10.0)
-        assert caught.value.reply == f":N-{code}"
+            stage.position()  # (error 4 to a move is the travel's end: PositionOutOfRangeError, below)
+        assert caught.value.reply == f":N-{code}" and caught.value.code == code
 
 
-def test_asi_stage_travel_limit_of_the_controller_is_an_error_reply():
+def test_asi_stage_travel_limit_of_the_controller_is_a_position_out_of_range_not_a_transient_error():
     from devices.asi_stage import AsiZStage
+    from devices.errors import TRANSIENT_ERRORS
     from devices.focus_drive import FocusLimits
     from simulators.asi_stage import AsiStageSimulator
 
     with AsiStageSimulator(travel_um=(-100.0, 100.0)) as simulator:
         stage = AsiZStage(simulator.port, limits=FocusLimits(-1000, 1000, "um"), timeout_s=0.5)
-        with pytest.raises(DeviceErrorReply, match="error 4: parameter out of range"):
+        with pytest.raises(PositionOutOfRangeError, match=r"refused to move to 500 µm: error 4: parameter out of "
+                                                          r"range, beyond the stage's travel; set focus.limits "
+                                                          r"\(now -1000..1000 um\) to the stage's travel") as caught:
             stage.move_to(500.0)
+        assert not isinstance(caught.value, TRANSIENT_ERRORS) and caught.value.reply == ":N-4"
         stage.close()
 
 

@@ -19,13 +19,14 @@ pytestmark = pytest.mark.hardware_sim
 PROFILES = REPO_ROOT / "profiles"
 
 
-def profile_with(tmp_path, name: str, faults: dict, plan: dict | None = None, **camera):
+def profile_with(tmp_path, name: str, faults: dict, plan: dict | None = None, focus: dict | None = None, **camera):
     """A shipped simulated profile, small and quick, with a faults: section, written as YAML and loaded."""
     data = yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
     if "specimen" in data["camera"]:
         data["camera"]["specimen"].update(height_px=96, width_px=128)
     data["camera"].update({"timeout_s": 0.5, **camera})
     data["focus"]["settle_timeout_s"] = 0.5  # a stage that never settles is given up on sooner
+    data["focus"].update(focus or {})
     if plan:
         data["plan"] = plan
     data["faults"] = faults
@@ -228,3 +229,15 @@ def test_an_exposure_longer_than_camera_timeout_s_is_waited_for_stepped_streamed
     assert report.acquired_slices == report.planned_slices == 3 and report.retries == []
     assert report.acquisition_mode == {"simulated": "stepped", "simulated-etl-stream": "stream",
                                         "simulated-sequenced": "sequenced"}[name]
+
+
+def test_a_z_beyond_a_serial_stages_travel_ends_the_session_at_once_naming_the_z_and_focus_limits(tmp_path):
+    # Within the default limits (±10000 µm), beyond the controller's ±5000: it answered ':N-4', which was
+    # retried 3 times as if transient and named neither the z nor focus.limits.
+    profile = profile_with(tmp_path, "simulated-serial-stage", {}, {"z": {"bottom": 4994, "top": 5006, "step": 3}},
+                           focus={"speed_um_per_s": 100000})  # (there from 0 well within the settle timeout)
+    report = run(tmp_path, profile).report
+    assert report.retries == [] and report.acquired_slices == 3   # 4994, 4997, 5000; not 5003
+    assert report.ended_by == ("ASI MS-2000 Z stage: refused to move to 5003 µm: error 4: parameter out of range, "
+                               "beyond the stage's travel; set focus.limits (now -10000..10000 um) to the stage's "
+                               "travel (device replied ':N-4')")
