@@ -89,12 +89,15 @@ class AsiZStage(FocusDrive):
         status = answer.lstrip(b":A").strip()
         if status not in (b"B", b"N"):
             raise self._unexpected("busy status is neither B nor N", answer)
+        self._link.understood = True
         return status == b"B"
 
     def _command(self, command: str, allow_halt: bool = False) -> str:
         """Send one command; return the text after ``:A``, or raise the error it answered."""
         self._link.write(command.encode("ascii") + b"\r")
         answer = self._link.read_until(b"\n", what=f"the answer to {command!r}").strip()
+        if answer.startswith(b":A") or answer.startswith(b":N"):
+            self._link.understood = True
         if answer.startswith(b":A"):
             return answer[2:].decode("ascii", "replace").strip()
         if answer.startswith(b":N"):
@@ -104,9 +107,13 @@ class AsiZStage(FocusDrive):
         raise self._unexpected(f"unexpected answer to {command!r}", answer)
 
     def _unexpected(self, what: str, answer: bytes) -> DeviceProtocolError:
-        # The MS-2000 answers in printable ASCII: anything else is most often a port at another rate.
+        # The MS-2000 answers in printable ASCII: anything else, before it has ever answered well, is most
+        # often a port at another rate; once it has, the rate is right and the answer was garbled on the line.
         if any(not 32 <= byte < 127 for byte in answer):
-            what += f" at {self.baudrate} baud; set focus.baudrate to the controller's rate"
+            if self._link.understood:
+                what += ", garbled on the line: the controller answered correctly before on this port"
+            else:
+                what += f" at {self.baudrate} baud; set focus.baudrate to the controller's rate"
         return DeviceProtocolError(self.name, what, answer)
 
     def _raise_error(self, answer: bytes):

@@ -25,6 +25,9 @@ class SerialLink:
         self.device = device
         self.port_name = port
         self.timeout_s = timeout_s
+        # Whether the device has given a valid answer on this port (the driver says so): garbage before
+        # that suggests a port at another baud rate; after it, noise on a line that works.
+        self.understood = False
         try:
             # Exclusive: a second session on the same port would interleave its moves with the first's.
             self._port = serial.serial_for_url(port, baudrate=baudrate, timeout=min(timeout_s, 0.05),

@@ -95,3 +95,22 @@ def test_a_readable_answer_the_stage_should_not_give_is_not_blamed_on_the_rate()
             stage.close()
     assert "unexpected answer to 'M Z=10' (device replied b'?? unknown')" in str(raised.value)
     assert "baud" not in str(raised.value)
+
+
+def test_one_garbled_answer_after_good_ones_is_not_blamed_on_the_rate(tmp_path):
+    # The port answered correctly many times, then one answer came as noise: the retry was recorded as
+    # "unexpected answer to 'M Z=30' at 9600 baud; set focus.baudrate to the controller's rate".
+    from tests.test_profile_faults import profile_with
+
+    profile = profile_with(tmp_path, "simulated-serial-stage", {"focus": {"garbage": True, "times": 1,
+                                                                          "after_slices": 2}})
+    rig = open_rig(profile)
+    try:
+        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+    finally:
+        rig.close()
+    assert outcome.completed and [(r.slice, r.what) for r in outcome.report.retries] == [(2, "move")]
+    error = outcome.report.retries[0].error
+    assert error.startswith("ASI MS-2000 Z stage: unexpected answer to 'M Z=30', garbled on the line: the controller "
+                            "answered correctly before on this port (device replied b'")
+    assert "baud" not in error
