@@ -5,7 +5,6 @@ camera and focus on a core with simulated devices): a simulator is met through t
 """
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 
@@ -105,18 +104,18 @@ def _open_micromanager_core(context: RigContext) -> Opened:
 def set_device_properties(core, properties: dict[str, dict[str, str]]) -> None:
     """Set the profile's micromanager.properties: an unknown device is a DeviceNotFoundError, an unknown
     property an UnsupportedFeatureError (both with the nearest name), a value refused a DeviceErrorReply."""
-    from devices.errors import DeviceErrorReply, DeviceNotFoundError, UnsupportedFeatureError
+    from devices.errors import DeviceErrorReply, DeviceNotFoundError, UnsupportedFeatureError, did_you_mean
 
     loaded = list(core.getLoadedDevices())
     for device, values in properties.items():
         if device not in loaded:
             raise DeviceNotFoundError(f"Micro-Manager device {device}", "micromanager.properties names a device "
-                                      f"the configuration does not load ({_did_you_mean(device, loaded, 'devices')})")
+                                      f"the configuration does not load ({did_you_mean(device, loaded, 'devices')})")
         names = list(core.getDevicePropertyNames(device))
         for name, value in values.items():
             if name not in names:  # asked first: setting it would also log pymmcore-plus's own warning
                 raise UnsupportedFeatureError(f"Micro-Manager device {device}", f"micromanager.properties: no "
-                                              f"property {name!r} ({_did_you_mean(name, names, 'properties')})")
+                                              f"property {name!r} ({did_you_mean(name, names, 'properties')})")
             if core.isPropertyReadOnly(device, name):  # MMCore would leave it as it is, without a word
                 raise UnsupportedFeatureError(f"Micro-Manager device {device}", f"micromanager.properties: {name} "
                                               "is read-only; leave it out")
@@ -126,13 +125,6 @@ def set_device_properties(core, properties: dict[str, dict[str, str]]) -> None:
                 raise DeviceErrorReply(f"Micro-Manager device {device}",
                                        f"micromanager.properties: cannot set {name} to {value!r}",
                                        str(error)) from error
-
-
-def _did_you_mean(name: str, known: list[str], what: str) -> str:
-    if not known:
-        return f"it has no {what}"
-    guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f"did you mean {guess[0]!r}?" if guess else f"its {what}: {', '.join(known)}"
 
 
 def _open_pycromanager_core(context: RigContext) -> Opened:

@@ -13,12 +13,22 @@
 from __future__ import annotations
 
 
+import difflib
+
 MAX_QUOTED_REPLY = 120  # characters of a reply that an error message quotes
 
 
 def seconds_text(seconds: float) -> str:
     """A duration for a message: 3 significant digits ("0.49 s", "12.3 s"), whole seconds from 100 s."""
     return f"{seconds:.0f} s" if seconds >= 100 else f"{seconds:.3g} s"
+
+
+def did_you_mean(name: str, known: list[str], what: str) -> str:
+    """For a name not found among ``known`` (``what``: "devices"): the nearest, else all of them."""
+    if not known:
+        return f"it has no {what}"
+    guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean {guess[0]!r}?" if guess else f"its {what}: {', '.join(known)}"
 
 
 class DeviceError(Exception):

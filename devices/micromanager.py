@@ -16,7 +16,7 @@ import numpy as np
 
 from devices.camera import Frame, frame_wait_s, no_frame_within
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
-                            seconds_text)
+                            did_you_mean, seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
 
 
@@ -94,6 +94,16 @@ def as_image(raw, width: int, height: int, components: int) -> np.ndarray:
     return image.reshape(height, width)
 
 
+def _require_loaded(call: _CoreCaller, label: str, key: str, device: str) -> None:
+    """A DeviceNotFoundError unless the core has loaded a device called ``label`` (the profile's ``key``),
+    with the nearest loaded name, or all of them."""
+    loaded = [str(name) for name in call("getLoadedDevices") if str(name) != "Core"]  # (the core itself)
+    if label not in loaded:
+        call.close()
+        raise DeviceNotFoundError(device, f"{key}: no device {label!r} is loaded "
+                                          f"({did_you_mean(label, loaded, 'loaded devices')})")
+
+
 class _ImageFormat(NamedTuple):
     width: int
     height: int
@@ -113,6 +123,7 @@ class MicroManagerCamera:
         self._core = core
         self._call = _CoreCaller(core, self.name)
         if label is not None:
+            _require_loaded(self._call, label, "camera.label", self.name)
             self._call("setCameraDevice", label)
 
     @property
@@ -201,8 +212,7 @@ class MicroManagerFocusDrive(FocusDrive):
         super().__init__(name or f"Micro-Manager stage {label}", limits)
         self.label = label
         self._call = _CoreCaller(core, self.name)
-        if label not in self._call("getLoadedDevices"):
-            raise DeviceNotFoundError(self.name, f"no device {label!r} is loaded")
+        _require_loaded(self._call, label, "focus.label", self.name)
 
     def move_to_um(self, z_um: float) -> None:
         self.move_to(z_um)

@@ -227,3 +227,18 @@ def test_micromanager_stage_error_is_an_error_reply():
         stage.faults.error_reply = 7
         with pytest.raises(DeviceErrorReply, match="setPosition failed.*stage error 7"):
             drive.move_to(10.0)
+
+
+@pytest.mark.parametrize("role,label,says", [
+    ("focus", "ZStage", r"Micro-Manager stage ZStage: focus.label: no device 'ZStage' is loaded \(its loaded devices: "
+                        r"DHub, Camera, .*, Z, .*, XY, .*\)$"),
+    ("camera", "Camra", r"Micro-Manager camera Camra: camera.label: no device 'Camra' is loaded "
+                        r"\(did you mean 'Camera'\?\)$"),
+])
+def test_a_micromanager_label_not_loaded_names_the_nearest_or_lists_the_loaded_devices(role, label, says):
+    from devices.micromanager import MicroManagerCamera, MicroManagerFocusDrive
+    from tests.devices_fixtures import demo_core
+
+    with demo_core() as core, pytest.raises(DeviceNotFoundError, match=says) as caught:
+        (MicroManagerFocusDrive if role == "focus" else MicroManagerCamera)(core, label=label)
+    assert "Core" not in str(caught.value).split("(", 1)[1]
