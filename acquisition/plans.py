@@ -35,17 +35,43 @@ def planned_positions(plan: PlanSettings, start: float) -> list[float]:
     return [tidy_position(offset + float(position)) for position in z]
 
 
+# A position off the drive's grid by more than this share of the plan's spacing is recorded off by as much.
+OFF_GRID_SHARE = 0.01
+
+
 def repeated_focus_warning(positions: list[float], drive: FocusDrive) -> str | None:
     """A warning where positions closer together than the drive's smallest step (``FocusDrive.resolution``)
-    would be taken at one focus setting (a sweep of 0.0001 dpt on a lens that steps by 0.005); None where
-    each position has its own setting, or the drive does not say its step."""
+    would be taken at one focus setting (a sweep of 0.0001 dpt on a lens that steps by 0.005); else the
+    ``off_grid_warning``, if any; None where each position has its own setting on the drive's grid, or the
+    drive does not say its step."""
     resolution = drive.resolution
     if resolution is None or len(positions) < 2:
         return None
     settings = len({round(position / resolution) for position in positions})
     if settings == len(positions):
-        return None
+        return off_grid_warning(positions, drive)
     unit = drive.unit
     return (f"{drive.name} steps by {resolution:g} {unit}: the {len(positions)} planned positions ({min(positions):g} "
             f"to {max(positions):g} {unit}) reach only {settings} focus setting{'s' if settings > 1 else ''}, and "
             f"slices at one setting repeat the same focus; space the positions at least {resolution:g} {unit} apart")
+
+
+def off_grid_warning(positions: list[float], drive: FocusDrive) -> str | None:
+    """A warning where planned positions fall between the drive's steps (``FocusDrive.resolution``) by more
+    than OFF_GRID_SHARE of the plan's spacing: the drive goes to the nearest step, but the stack records the
+    planned position (0.15 µm on a stage that steps by 0.1 goes to 0.1 or 0.2). None otherwise."""
+    resolution = drive.resolution
+    if resolution is None or len(positions) < 2:
+        return None
+    spacing = min((abs(b - a) for a, b in zip(sorted(positions), sorted(positions)[1:]) if b != a), default=0.0)
+    off = [(position, abs(position - round(position / resolution) * resolution)) for position in positions]
+    off = [(position, error) for position, error in off if error > OFF_GRID_SHARE * spacing and error > 1e-9]
+    if not off:
+        return None
+    unit = drive.unit
+    named = ", ".join(f"{position:g}" for position, _ in off[:5]) + (", ..." if len(off) > 5 else "")
+    worst = max(error for _, error in off)
+    return (f"{drive.name} steps by {resolution:g} {unit}: {len(off)} of the {len(positions)} planned positions "
+            f"({named} {unit}) fall between its steps, so the drive goes to the nearest step while the stack records "
+            f"the planned position (off by up to {worst:.3g} {unit}); make the plan's step and start multiples of "
+            f"{resolution:g} {unit}")

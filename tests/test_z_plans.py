@@ -108,3 +108,27 @@ def test_a_lens_in_current_mode_without_focus_limits_is_limited_to_what_its_regi
         # The register's top is a step below CrMA: sent there, the lens stopped short and never 'settled'.
         with pytest.raises(PositionOutOfRangeError, match=r"292.84 mA is outside the limits -292.84..292.769 mA"):
             lens.move_to(292.84)
+
+
+@pytest.mark.hardware_sim
+def test_a_z_step_between_the_stages_steps_is_warned_of_naming_both(tmp_path):
+    # The ASI stage steps by 0.1 µm: 0.15 and 0.45 were recorded as planned while the stage went to 0.1-µm steps.
+    from acquisition.session import run_profile
+    from tests.test_profile_faults import profile_with
+
+    profile = profile_with(tmp_path, "simulated-serial-stage", {}, {"z": {"bottom": 0, "top": 0.6, "step": 0.15}})
+    report = run_profile(profile, tmp_path / "sessions", progress=False).report.to_json()
+    assert ("ASI MS-2000 Z stage steps by 0.1 um: 2 of the 5 planned positions (0.15, 0.45 um) fall between its "
+            "steps, so the drive goes to the nearest step while the stack records the planned position (off by up "
+            "to 0.05 um); make the plan's step and start multiples of 0.1 um") in report["warnings"]
+
+
+@pytest.mark.hardware_sim
+def test_positions_on_the_drives_grid_or_off_it_by_a_hair_of_their_spacing_are_not_warned_of():
+    from acquisition.plans import off_grid_warning, repeated_focus_warning
+    from tests.devices_fixtures import asi_stage, optotune_lens
+
+    with asi_stage() as (stage, _):
+        assert repeated_focus_warning([-3.0, 0.0, 3.0, 0.3], stage) is None
+    with optotune_lens("current") as (lens, _):   # steps by 0.0715 mA: 50 mA apart, 0.036 at most is 0.07%
+        assert off_grid_warning([0.0, 50.0, 100.0, 150.0], lens) is None
