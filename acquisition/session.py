@@ -33,6 +33,7 @@ from acquisition.rig import Rig, open_rig
 from acquisition.session_events import SessionEvents, SessionListener
 from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
 from acquisition.session_writer import SessionOutputWriter
+from acquisition.stop_signals import INTERRUPTED, stop_said
 from fusion.stack_buffer import StackBuffer, StackWriteError
 from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
@@ -83,7 +84,8 @@ class Session:
         self.rig = rig
         self.folder = folder
         self.outputs = session_outputs(folder)
-        self.events = SessionEvents([SessionOutputWriter(), *(listeners or [])])
+        self.writer = SessionOutputWriter()
+        self.events = SessionEvents([self.writer, *(listeners or [])])
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
         self.worker: FusionWorker | None = None
@@ -99,7 +101,10 @@ class Session:
         self.acquirer: Acquirer | None = None
         self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
         self.plan_warnings: list[str] = []  # positions the drive cannot tell apart
-        self.late_interrupt: str | None = None  # a Ctrl-C or SIGTERM that came once every slice was acquired
+        # A Ctrl-C or SIGTERM that came once the acquisition was over (every slice acquired, or a device had ended
+        # it): it cuts nothing short, and is a warning, not the session's end.
+        self.late_interrupt: str | None = None
+        self._stops_while_saving = 0
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
         self.total_s = 0.0
@@ -139,7 +144,7 @@ class Session:
             else:
                 self._acquire_streamed(self.acquirer, positions)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (acquisition.stop_signals)
-            said = str(interrupt) or "interrupted (Ctrl-C)"
+            said = str(interrupt) or INTERRUPTED
             if self._every_position_done():  # after the last slice: the stack is whole, and nothing was cut short
                 self.late_interrupt = said
             else:
@@ -154,13 +159,46 @@ class Session:
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
         finally:
             # Ctrl-C or SIGTERM while the slices are saved, fused and written, session.json included
-            # (a second one, or a first after the last slice), must not cut that short; it is told so.
-            with signals_deferred("still saving and fusing the slices acquired; the session ends by itself "
-                                  "when they are safe") as received:
+            # (a second one, or a first once the acquisition was over), must not cut that short; it is told so.
+            # A first one there ends nothing (the acquisition had ended): it is recorded as a warning, and the
+            # exit status is the session's own (README: 0 for a whole stack).
+            with signals_deferred(on_signal=self._stop_asked_while_saving):
                 report = self._save_and_report(positions, start, started)
-        self.interrupted = self.interrupted or bool(received)  # asked to stop while saving: the exit status says so
+                self._record_late_stop(report)
         return SessionOutcome(self.folder, report, completed=self.ended_by is None and not self.errors,
                               interrupted=self.interrupted)
+
+    def _stop_asked_while_saving(self, signal_name: str) -> None:
+        """A SIGINT or SIGTERM while the session saves: the first after the acquisition's end is the late stop that
+        session.json names; each is told, once, that the saving goes on."""
+        said = stop_said(signal_name)
+        if not self.interrupted and self.late_interrupt is None:
+            self.late_interrupt = said
+        self._stops_while_saving += 1
+        if self._stops_while_saving == 1:  # a second Ctrl-C is not met by silence, nor a third by a repeat
+            print(f"\n{said}: still saving and fusing the slices acquired; the session ends by itself when they are "
+                  "safe", file=sys.stderr, flush=True)
+
+    def _record_late_stop(self, report: SessionReport) -> None:
+        """A late stop that came after session.json was written (while the live view was told): added to it."""
+        said = self.late_stop_warning()
+        if said is None or report.warnings is None or said in report.warnings:
+            return
+        report.warnings.append(said)
+        try:
+            self.writer.write_report(self, report)
+        except OSError as error:
+            self.errors.append(str(error))
+
+    def late_stop_warning(self) -> str | None:
+        """What session.json says of a Ctrl-C or SIGTERM that came once the acquisition was over; None: none came."""
+        if self.late_interrupt is None:
+            return None
+        if self.ended_by is None:
+            return (f"{self.late_interrupt} after the last slice was acquired: it cut nothing short, so the session "
+                    "saved, fused and ended as planned")
+        return (f"{self.late_interrupt} after the session had ended ({self.ended_by}): it cut nothing short; what was "
+                "acquired was saved as it would have been")
 
     def _save_and_report(self, positions: list[float], start: float, started: float) -> SessionReport:
         """Fuse what is left, finish the stack, send the drive back, write the outputs and session.json."""
@@ -300,9 +338,9 @@ class Session:
         fire, and a settle wait that a hardware sequence cannot honour; positions the drive cannot tell apart."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
         warnings += self.plan_warnings + self.mode_warnings
-        if self.late_interrupt:
-            warnings.append(f"{self.late_interrupt} after the last slice was acquired: the stack is whole, so the "
-                            "session saved, fused and ended as planned")
+        late = self.late_stop_warning()
+        if late:
+            warnings.append(late)
         # A rehearsal that rehearsed nothing must not pass for one.
         for role, fault in self.rig.faults_never_due():
             warnings.append(f"faults.{role} did not fire: its slice ({fault.after_slices}) never came: the session "

@@ -57,6 +57,10 @@ class SessionOutputWriter(SessionListener):
             report.errors.append(str(error))
         # Last, so that those raised while writing count too; the summary prints report.warnings, all of them.
         report.warnings += [said for said in session.warnings_raised() if said not in report.warnings]
+        self.write_report(session, report)
+
+    def write_report(self, session: Session, report: SessionReport) -> None:
+        """``report`` as session.json (again, where something was added to it after the end)."""
         write_json(session.outputs["report"], report.to_json())
 
     def _write_result(self, session: Session, report: SessionReport, result: FusionResult) -> None:

@@ -13,12 +13,15 @@ import threading
 
 _terminated = threading.Event()
 
+INTERRUPTED = "interrupted (Ctrl-C)"
+TERMINATED = "terminated (SIGTERM)"
+
 
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM once ``stop_on_sigterm`` is installed."""
 
     def __str__(self) -> str:
-        return "terminated (SIGTERM)"
+        return TERMINATED
 
 
 def _raise_terminated(signum, frame):
@@ -34,3 +37,8 @@ def stop_on_sigterm() -> None:
 def was_terminated() -> bool:
     """True once a SIGTERM has arrived (exit status 143, as the shell reports a process it ended)."""
     return _terminated.is_set()
+
+
+def stop_said(signal_name: str) -> str:
+    """What a stop signal is called in messages and reports: "SIGINT" is Ctrl-C, "SIGTERM" a termination."""
+    return TERMINATED if signal_name == "SIGTERM" else INTERRUPTED

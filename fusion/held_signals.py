@@ -11,12 +11,14 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 
 @contextlib.contextmanager
-def signals_deferred(notice: str | None = None):
+def signals_deferred(notice: str | None = None, on_signal: Callable[[str], None] | None = None):
     """While the block runs, SIGINT and SIGTERM are recorded instead of raised; yields their names.
     ``notice``: printed on stderr at the first of them, so that a second Ctrl-C is not met by silence.
+    ``on_signal``: called with each one's name ("SIGINT", "SIGTERM") as it arrives, in the main thread.
 
     Outside the main thread (where signal handlers cannot be set) it defers nothing.
     """
@@ -29,6 +31,8 @@ def signals_deferred(notice: str | None = None):
 
     def record(signum, frame):
         received.append(signal.Signals(signum).name)
+        if on_signal is not None:
+            on_signal(received[-1])
         if notice and len(received) == 1:
             print(f"\n{notice}", file=sys.stderr, flush=True)
 

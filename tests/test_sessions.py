@@ -507,10 +507,13 @@ def test_ctrl_c_while_the_outputs_are_written_still_writes_session_json(tmp_path
         outcome = session.run(progress=False)
     finally:
         rig.close()
-    assert outcome.interrupted and outcome.report.acquired_slices == outcome.report.planned_slices
+    # The stack was whole: the stop cut nothing short, so the session ended as planned (exit status 0, README).
+    assert outcome.completed and not outcome.interrupted and outcome.report.ended_by is None
+    assert outcome.report.acquired_slices == outcome.report.planned_slices
     written = json.loads((outcome.folder / "session.json").read_text())
     assert written["acquired_slices"] == outcome.report.planned_slices and written["outputs"]["fused"]
-    assert "still saving and fusing the slices acquired" in capsys.readouterr().err
+    assert [w for w in written["warnings"] if w.startswith("interrupted (Ctrl-C) after the last slice was acquired")]
+    assert "interrupted (Ctrl-C): still saving and fusing the slices acquired" in capsys.readouterr().err
 
 
 def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path, default_sigint):
@@ -635,5 +638,60 @@ def test_ctrl_c_once_every_slice_is_acquired_ends_the_session_as_planned(tmp_pat
     assert outcome.completed and not outcome.interrupted and outcome.report.ended_by is None
     assert outcome.report.acquired_slices == outcome.report.planned_slices
     written = json.loads((outcome.folder / "session.json").read_text())
-    assert any("after the last slice was acquired: the stack is whole" in w for w in written["warnings"])
+    assert any("after the last slice was acquired: it cut nothing short" in w for w in written["warnings"])
     assert written["outputs"]["fused"]
+
+
+def test_a_stop_after_a_device_ended_the_session_cuts_nothing_short_and_is_recorded(tmp_path, capsys):
+    # The stage vanished at the third slice; SIGTERM came while the two slices acquired were fused.
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    profile = profile.model_copy(update={"faults": FaultsProfile(focus=FaultSettings(after_slices=2,
+                                                                                     disconnect=True))})
+    rig = open_rig(profile)
+    session = Session(profile, rig, new_session_folder(tmp_path))
+    finish_fusion = session._finish_fusion
+
+    def terminated_while_fusing():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return finish_fusion()
+
+    session._finish_fusion = terminated_while_fusing  # type: ignore[method-assign]
+    try:
+        outcome = session.run(progress=False)
+    finally:
+        rig.close()
+    assert not outcome.completed and not outcome.interrupted  # the exit status is the failed session's: 1
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert written["ended_by"] and written["acquired_slices"] == 2
+    assert [w for w in written["warnings"] if w.startswith("terminated (SIGTERM) after the session had ended")]
+    assert written["outputs"]["fused"]
+
+
+def _slow_fusion_profile(tmp_path) -> Path:
+    """The default rig fused by the deep measure on the CPU: fusion catches up for seconds after the last slice."""
+    data = yaml.safe_load((PROFILES / "simulated.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=384, width_px=512)
+    data["fusion"].update(method="ums", device="cpu")
+    path = tmp_path / "slow-fusion.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number,said", [(signal.SIGINT, "interrupted (Ctrl-C)"),
+                                                (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_a_stop_while_fusion_catches_up_after_the_last_slice_ends_the_session_as_planned(tmp_path, signal_number,
+                                                                                         said):
+    # It exited 130 for both signals, printed no warning, and session.json said ended_by null, warnings [].
+    out = tmp_path / "sessions"
+    process = start_session_process(_slow_fusion_profile(tmp_path), out)
+    stack = wait_for_slices(out, 17, timeout_s=120)  # every planned slice is on disk
+    process.send_signal(signal_number)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "session: 17 of 17 slices" in stdout
+    report = json.loads((stack.parent / "session.json").read_text())
+    assert report["ended_by"] is None and report["acquired_slices"] == 17 and report["outputs"]["fused"]
+    late = [w for w in report["warnings"] if w.startswith(f"{said} after the last slice was acquired")]
+    assert len(late) == 1, report["warnings"]
+    assert f"warning: {late[0]}" in stderr.splitlines()
