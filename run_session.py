@@ -30,7 +30,7 @@ from pathlib import Path
 # so fusion's parallel kernels do not take the CPU from acquisition (or from anything else running).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from acquisition.stop_signals import stop_on_sigterm, was_terminated
+from acquisition.stop_signals import INTERRUPTED, stop_on_sigterm, was_terminated
 
 # Each mode imports what it needs when it runs (a live session no dask, a refusion no pydantic):
 # importing everything up front cost 1.8 s before the first thing happened.
@@ -151,12 +151,32 @@ def live_view(args, title: str, mode: str):
     print(f"live view: {server.url}", flush=True)
     try:
         yield state
+    except BaseException as error:
+        if state.status in ("starting", "running"):  # ended before the session could say: the terminal's words
+            state.end(*ended_before_the_end(error, mode))
+        raise
     finally:
         if state.status in ("starting", "running"):
             state.end("failed", "stopped before the end")
         with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
             time.sleep(max(0.0, args.view_linger_s))
         server.stop()
+
+
+def ended_before_the_end(error: BaseException, mode: str) -> tuple[str, str]:
+    """The live view's status and message for what ended a run before the session or the batch told it: what the
+    terminal says of the same error (run_live, run_refuse), so that the page says what failed."""
+    from devices.errors import DeviceError
+    from fusion.errors import FusionError
+
+    if isinstance(error, KeyboardInterrupt):
+        said = str(error) or INTERRUPTED
+        if mode == "refuse":  # (as stopped_refusion says)
+            return "interrupted", f"{said}: run the same command with --resume to finish the stacks left"
+        return "interrupted", f"{said} before the session started; nothing was acquired"
+    if isinstance(error, (DeviceError, FusionError, ValueError, OSError)):  # (a ProfileError is a ValueError)
+        return "failed", f"error: {error}"
+    return "failed", f"unexpected {type(error).__name__}: {error}"
 
 
 def check_output_folder(folder: Path, named: str) -> None:

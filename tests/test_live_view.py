@@ -1,6 +1,7 @@
 """The live view in a real browser: images update during a simulated session, the result appears."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -35,6 +36,27 @@ def start(args: list[str]) -> tuple[subprocess.Popen, str]:
     first = process.stdout.readline()
     assert first.startswith("live view: http://127.0.0.1:"), first + process.stderr.read()
     return process, first.split()[-1]
+
+
+def final_state(url: str, timeout_s: float = 120.0) -> dict:
+    """What the page is told last: the event stream's state once the run has ended (its status is no longer
+    starting or running)."""
+    deadline = time.monotonic() + timeout_s
+    with urllib.request.urlopen(url + "events", timeout=30) as stream:
+        for raw in stream:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                state = json.loads(line.removeprefix("data: "))
+                if state["status"] not in ("starting", "running"):
+                    return state
+            assert time.monotonic() < deadline, "the live view never said the run ended"
+    raise AssertionError("the event stream closed before the run ended")
+
+
+def profile_text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rig.yaml"
+    path.write_text(text)
+    return path
 
 
 def image_state(browser, name: str) -> tuple[str, int]:
@@ -176,3 +198,19 @@ def test_server_listens_on_loopback_only_and_serves_only_its_own_paths(tmp_path)
     # ... and it stops with the session.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.hardware_sim
+def test_page_says_what_failed_before_the_first_slice(tmp_path):
+    # It said only "failed: stopped before the end" while the terminal said what was wrong.
+    profile = profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                                     "focus: {driver: simulated, limits: [-1000, 1000]}\n"
+                                     "plan: {z: {bottom: 900, top: 1100, step: 50}}\n")
+    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    try:
+        state = final_state(url)
+    finally:
+        _, stderr = process.communicate(timeout=60)
+    said = "error: simulated stage: the plan goes to 1050 um, outside the limits -1000..1000 um"
+    assert said in stderr.splitlines() and process.returncode == 1
+    assert state["status"] == "failed" and state["message"] == said
