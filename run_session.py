@@ -227,8 +227,6 @@ def run_live(args) -> int:
 
 def print_session_summary(outcome) -> None:
     """What a live session made and where, on stdout; what went wrong, on stderr."""
-    from fusion.output_names import SESSION_REPORT
-
     report = outcome.report  # an acquisition.session_report.SessionReport
     print(f"session: {report.acquired_slices} of {report.planned_slices} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
@@ -237,11 +235,9 @@ def print_session_summary(outcome) -> None:
     if report.psnr_db is not None:
         print(f"  fused vs ground truth: {report.psnr_db:.2f} dB "
               f"(best single slice {report.best_slice_psnr_db:.2f} dB)")
-    if report.dropped_frames and report.acquired_slices > 0:  # (none acquired: the line below says so)
-        lost = len(report.dropped_frames)
-        z = ", ".join(f"{d.z:g}" for d in report.dropped_frames[:8]) + (", ..." if lost > 8 else "")
-        print(f"error: {lost} planned slice{'s were' if lost > 1 else ' was'} lost after the retries (z {z} "
-              f"{report.focus_unit}): the stack and the fused image lack them (see {SESSION_REPORT})", file=sys.stderr)
+    lost = report.lost_slices_said()  # (none acquired: the line below says so)
+    if lost:
+        print(f"error: {lost}", file=sys.stderr)
     if outcome.ended_by and report.acquired_slices == 0:
         print(f"error: the session ended before its first slice: {outcome.ended_by}; nothing was acquired",
               file=sys.stderr)

@@ -64,16 +64,22 @@ class LiveViewListener(SessionListener):
         if result is not None:  # the final, cleaned result replaces the running preview
             curve = list(zip([s.z for s in report.slices], result.focus_scores))
             self.view.attach_fusion(lambda: result.fused, lambda: result.depth, lambda: curve)
+        # The page ends as the terminal does (run_session's summary and exit status): failed wherever the
+        # exit status is 1 (a lost slice, an error), with the same errors and warnings.
+        fused = " and fused" if "fused" in outputs else "; no fused image was written"
         if session.interrupted:
             status = "interrupted"
-            message = f"{(session.ended_by or '').capitalize()}. {report.acquired_slices} slices saved and fused."
+            message = f"{(session.ended_by or '').capitalize()}. {report.acquired_slices} slices saved{fused}."
         elif session.ended_by:
             status, message = "failed", (f"The session ended early: {session.ended_by}\n"
                                          f"Saved: the {report.acquired_slices} slices acquired"
-                                         + (f" in {outputs['stack']}, fused." if "stack" in outputs
+                                         + (f" in {outputs['stack']}{fused}." if "stack" in outputs
                                             else "; nothing to save."))
         else:
-            status, message = "done", ""
-        if report.errors:
-            message += ("\n" if message else "") + "\n".join(report.errors)
+            status = "failed" if report.dropped_frames or report.errors else "done"
+            message = ""
+        lost = report.lost_slices_said()
+        said = [*([f"error: {lost}"] if lost else []), *(f"warning: {warning}" for warning in report.warnings or []),
+                *(f"error: {problem}" for problem in report.errors)]
+        message = "\n".join(([message] if message else []) + said)
         self.view.end(status, message, outputs)

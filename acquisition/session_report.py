@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from fusion.output_names import SESSION_REPORT
+
 
 @dataclass
 class SliceRecord:
@@ -105,6 +107,16 @@ class SessionReport:
     planned_z_range_um: list[float] | None = None
     truth_range_um: list[float] | None = None
     pre_sweep: dict[str, Any] | None = None
+
+    def lost_slices_said(self) -> str | None:
+        """The error a session with lost slices ends with (the terminal's and the live view's); None: none lost,
+        or none acquired (the session then ended before its first slice, which says so)."""
+        lost = len(self.dropped_frames)
+        if not lost or self.acquired_slices == 0:
+            return None
+        z = ", ".join(f"{d.z:g}" for d in self.dropped_frames[:8]) + (", ..." if lost > 8 else "")
+        return (f"{lost} planned slice{'s were' if lost > 1 else ' was'} lost after the retries (z {z} "
+                f"{self.focus_unit}): the stack and the fused image lack them (see {SESSION_REPORT})")
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -214,3 +214,22 @@ def test_page_says_what_failed_before_the_first_slice(tmp_path):
     said = "error: simulated stage: the plan goes to 1050 um, outside the limits -1000..1000 um"
     assert said in stderr.splitlines() and process.returncode == 1
     assert state["status"] == "failed" and state["message"] == said
+
+
+@pytest.mark.hardware_sim
+def test_page_ends_failed_with_the_terminals_error_when_a_slice_was_lost(tmp_path):
+    # It ended "done" with no message while the terminal said a slice was lost and the exit status was 1.
+    profile = profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.3, specimen: {height_px: 96, "
+                                     "width_px: 128}}\nfocus: {driver: simulated}\n"
+                                     "plan: {z: {bottom: 0, top: 8, step: 1}}\n"
+                                     "faults: {camera: {drop_frames: 3, after_slices: 2}}\n")
+    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    try:
+        state = final_state(url)
+    finally:
+        _, stderr = process.communicate(timeout=60)
+    said = ("error: 1 planned slice was lost after the retries (z 2 um): the stack and the fused image lack them "
+            "(see session.json)")
+    assert said in stderr.splitlines() and process.returncode == 1
+    assert state["status"] == "failed" and said in state["message"].splitlines()
+    assert state["saved"]["fused"]
