@@ -1,9 +1,10 @@
 """What session.json says about the acquisition itself: its mode, speed and z-range.
 
 ``throughput_slices_per_s`` counts acquisition only: slices acquired per second from the first
-move (after any pre-sweep) to the last slice handed to fusion; fusion's own finish is in
-``seconds.result_after_last_slice``. ``z_range_um`` is the range the acquired slices cover (µm
-drives; ``planned_z_range_um`` beside it when a session ended early or lost its end slices),
+move (after any pre-sweep) to the end of the acquisition (the last slice handed to fusion, or the
+last try for a frame that never came); fusion's own finish is in ``seconds.result_after_last_slice``.
+``z_range_um`` is the range the acquired slices cover (µm drives; ``planned_z_range_um`` beside it
+when a session ended early or lost its end slices),
 ``truth_range_um`` the simulated specimen's true height range.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ def acquisition_report(session, positions: list[float]) -> dict:
     report: dict = {"acquisition_mode": acquirer.mode if acquirer is not None else "stepped"}
     if acquirer is not None:
         report["acquisition"] = acquirer.report()
-    if session.t_acquisition_started is not None and session.t_last_slice is not None and session.slices:
-        acquisition_s = session.t_last_slice - session.t_acquisition_started
+    acquisition_s = session.acquisition_s()
+    if acquisition_s is not None and session.slices:
         report["seconds_acquisition"] = round(acquisition_s, 4)
         report["throughput_slices_per_s"] = round(len(session.slices) / acquisition_s, 3) if acquisition_s > 0 else None
     if session.profile.focus.unit == "um" and positions:

@@ -98,6 +98,7 @@ class Session:
         self.t_last_slice: float | None = None
         self.first_frame_time_s: float | None = None  # on the camera clock (epoch s): planes count time from it
         self.t_acquisition_started: float | None = None
+        self.t_acquisition_ended: float | None = None  # the last slice, or the last try for a frame that never came
         self.acquirer: Acquirer | None = None
         self.mode_warnings: list[str] = []  # why the acquisition mode is not the one the user may expect
         self.plan_warnings: list[str] = []  # positions the drive cannot tell apart
@@ -158,6 +159,8 @@ class Session:
         except Exception as error:  # a bug: still save and fuse what was acquired, then report it
             self.ended_by = f"unexpected {type(error).__name__}: {error}"
         finally:
+            if self.t_acquisition_started is not None:
+                self.t_acquisition_ended = time.perf_counter()
             # Ctrl-C or SIGTERM while the slices are saved, fused and written, session.json included
             # (a second one, or a first once the acquisition was over), must not cut that short; it is told so.
             # A first one there ends nothing (the acquisition had ended): it is recorded as a warning, and the
@@ -377,9 +380,26 @@ class Session:
             self.errors.append(f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}")
 
     def result_after_last_slice_s(self) -> float:
-        """Seconds from the last slice on disk to the final result."""
-        assert self.t_result_ready is not None and self.t_last_slice is not None  # a result was made
-        return self.t_result_ready - self.t_last_slice
+        """Seconds from the end of the acquisition to the final result: from the last slice on disk, or from the
+        last try for a frame that never came (that wait is the devices', not fusion's)."""
+        assert self.t_result_ready is not None and self.t_acquisition_ended is not None  # a result was made
+        return max(0.0, self.t_result_ready - self.t_acquisition_ended)
+
+    def acquisition_s(self) -> float | None:
+        """Seconds from the first move to the end of the acquisition (None: it never started)."""
+        if self.t_acquisition_started is None or self.t_acquisition_ended is None:
+            return None
+        return self.t_acquisition_ended - self.t_acquisition_started
+
+    def seconds_on_slices_not_acquired(self) -> float:
+        """Seconds the devices spent on planned slices that gave none: lost after the retries, or the try that
+        ended the session (a frame waited for until camera.give_up_after_s). The slices kept account for the rest
+        of the acquisition's time (move, settle, exposure and store each); 0 where every planned slice was kept."""
+        acquisition_s = self.acquisition_s()
+        if acquisition_s is None or (not self.dropped and len(self.slices) >= self.planned):
+            return 0.0
+        kept_s = sum(s.move_s + s.settle_s + s.exposure_s + s.store_s for s in self.slices)
+        return max(0.0, acquisition_s - kept_s)
 
     def slices_read_back(self) -> int:
         """How many slices fusion caught up on from the stack on disk (it fell behind)."""

@@ -57,10 +57,12 @@ class SessionSeconds:
     """Where the session's time went (seconds)."""
 
     total: float
-    devices: float                       # move + settle + exposure, summed over the slices
+    devices: float                       # move + settle + exposure, summed over the slices, + slices_not_acquired
     overhead_fraction: float             # of the total, spent on anything but the devices
-    result_after_last_slice: float       # latency of the final result
+    result_after_last_slice: float       # latency of the final result, from the end of the acquisition
     slices_read_back_by_fusion: int      # a count: slices the engine read back from disk
+    # Of ``devices``: on planned slices that gave none (lost after the retries, or the try that ended the session).
+    slices_not_acquired: float = 0.0
 
 
 # Keys only a session that fused something has (it has ``seconds``); ``to_json`` leaves them out otherwise.

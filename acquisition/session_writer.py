@@ -78,13 +78,14 @@ class SessionOutputWriter(SessionListener):
                          result.chosen_fraction())
         report.outputs["focus_curve"] = str(paths["focus_curve"])
         total_s = session.total_s
-        device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in slices)
+        not_acquired_s = session.seconds_on_slices_not_acquired()  # failed tries' waits are the devices' time too
+        device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in slices) + not_acquired_s
         report.focus_scores = result.focus_scores
         report.seconds = SessionSeconds(
             total=round(total_s, 4), devices=round(device_s, 4),
             overhead_fraction=round(max(0.0, 1 - device_s / total_s), 4),
             result_after_last_slice=round(session.result_after_last_slice_s(), 4),
-            slices_read_back_by_fusion=session.slices_read_back())
+            slices_read_back_by_fusion=session.slices_read_back(), slices_not_acquired=round(not_acquired_s, 4))
         report.alignment = result.alignment
         report.device_used = result.measure_device
         self._score(session, report, result)

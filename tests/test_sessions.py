@@ -392,6 +392,30 @@ def run_profile_text(tmp_path, yaml_text: str) -> int:
     return run_session.main(["--profile", str(profile), "--out", str(tmp_path / "out")])
 
 
+def test_waits_for_frames_that_never_came_are_device_time_not_fusion_latency(tmp_path):
+    # The wait for frames that never came (20 s by default) was billed as result_after_last_slice, with
+    # devices 0.04 s, overhead_fraction 0.998 and a throughput counted up to the last slice kept only.
+    assert run_profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.3, give_up_after_s: 2, "
+                                      "specimen: {height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
+                                      "plan: {z: {bottom: 0, top: 8, step: 1}}\n"
+                                      "faults: {camera: {drop_frames: 99, after_slices: 2}}\n") == 1
+    report = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())
+    assert report["acquired_slices"] == 2 and "gave up after camera.give_up_after_s = 2 s" in report["ended_by"]
+    seconds = report["seconds"]
+    assert seconds["slices_not_acquired"] >= 2  # every try since the last slice kept, until the session gave up
+    assert seconds["devices"] >= seconds["slices_not_acquired"] and seconds["overhead_fraction"] < 0.5
+    assert seconds["result_after_last_slice"] < seconds["slices_not_acquired"]  # fusion had long finished
+    assert report["seconds_acquisition"] >= seconds["slices_not_acquired"]
+    assert report["throughput_slices_per_s"] == pytest.approx(2 / report["seconds_acquisition"], rel=0.01)
+
+
+def test_a_whole_session_spends_nothing_on_slices_not_acquired(tmp_path):
+    assert run_profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                                      "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 4, step: 1}}\n") == 0
+    seconds = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())["seconds"]
+    assert seconds["slices_not_acquired"] == 0
+
+
 def test_a_camera_that_never_delivers_says_nothing_was_acquired_in_one_line(tmp_path, capsys):
     assert run_profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.004, give_up_after_s: 0.5, "
                                       "specimen: {height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
