@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -147,7 +149,7 @@ def live_view(args, title: str, mode: str):
         server = LiveViewServer(state, args.view_host, args.port).start()
     except OSError as error:
         raise OSError(f"the live view cannot listen on {args.view_host}:{args.port}: {error}; "
-                      "choose another --port (0 takes any free one)") from error
+                      f"{view_listen_advice(error)}") from error
     print(f"live view: {server.url}", flush=True)
     try:
         yield state
@@ -161,6 +163,15 @@ def live_view(args, title: str, mode: str):
         with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
             time.sleep(max(0.0, args.view_linger_s))
         server.stop()
+
+
+def view_listen_advice(error: OSError) -> str:
+    """What to change where the live view cannot listen: --view-host where the host is the problem (a name not
+    known here, an address not this machine's), --port where the port is (taken, or privileged)."""
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        return (f"give a --view-host that names this machine (default {VIEW_DEFAULTS['view_host']}; 0.0.0.0 "
+                "listens on every interface)")
+    return "choose another --port (0 takes any free one)"
 
 
 def ended_before_the_end(error: BaseException, mode: str) -> tuple[str, str]:

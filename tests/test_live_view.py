@@ -233,3 +233,23 @@ def test_page_ends_failed_with_the_terminals_error_when_a_slice_was_lost(tmp_pat
     assert said in stderr.splitlines() and process.returncode == 1
     assert state["status"] == "failed" and said in state["message"].splitlines()
     assert state["saved"]["fused"]
+
+
+def test_a_view_host_that_cannot_be_listened_on_points_at_view_host_and_a_taken_port_at_port(tmp_path, capsys):
+    import run_session
+
+    # The option to change was always --port, also where the host was the problem.
+    args = ["--profile", str(REPO_ROOT / "profiles" / "simulated.yaml"), "--out", str(tmp_path / "out"), "--view"]
+    assert run_session.main([*args, "--view-host", "nosuchhost.invalid", "--port", "0"]) == 1
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and "cannot listen on nosuchhost.invalid:0" in said[0]
+    assert "give a --view-host that names this machine" in said[0] and "--port" not in said[0]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert run_session.main([*args, "--port", str(port)]) == 1
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and f"cannot listen on 127.0.0.1:{port}" in said[0]
+    assert said[0].endswith("choose another --port (0 takes any free one)") and "--view-host" not in said[0]
+    assert not (tmp_path / "out").exists()  # nothing ran
