@@ -24,6 +24,22 @@ def device_status(session: Session, z: float | None = None) -> dict[str, str]:
             "dropped frames": str(len(session.dropped)), "retries": str(len(session.retries))}
 
 
+def device_status_at_end(session: Session) -> dict[str, str]:
+    """Where the devices ended, as far as the session knows without asking them (a stage that vanished would not
+    answer): the focus back where it started, or the last position it was sent to, said as such."""
+    unit = {"um": "µm"}.get(session.profile.focus.unit, session.profile.focus.unit)
+    focus = session.rig.focus.name
+    if session.focus_returned_to is not None:
+        where = f"back at {session.focus_returned_to:g} {unit}"
+    else:
+        last = f"; last at {session.slices[-1].z:g} {unit}, as of the last slice" if session.slices else ""
+        where = f"could not be sent back ({session.focus_return_error or 'the session ended first'}){last}"
+    acquired = len(session.slices)
+    return {"camera": f"{session.rig.camera.name}: stopped after {acquired} slice{'' if acquired == 1 else 's'}",
+            "focus": f"{focus}: {where}", "dropped frames": str(len(session.dropped)),
+            "retries": str(len(session.retries))}
+
+
 class LiveViewListener(SessionListener):
     def __init__(self, view: LiveViewState):
         self.view = view
@@ -82,4 +98,4 @@ class LiveViewListener(SessionListener):
         said = [*([f"error: {lost}"] if lost else []), *(f"warning: {warning}" for warning in report.warnings or []),
                 *(f"error: {problem}" for problem in report.errors)]
         message = "\n".join(([message] if message else []) + said)
-        self.view.end(status, message, outputs)
+        self.view.end(status, message, outputs, device_status_at_end(session))

@@ -108,6 +108,8 @@ class Session:
         self._stops_while_saving = 0
         self.range_found: RangeFound | None = None
         self.t_result_ready: float | None = None
+        self.focus_returned_to: float | None = None  # where the drive went back to at the end; None: not (yet)
+        self.focus_return_error: str | None = None   # why it could not
         self.total_s = 0.0
         self.caught_warnings: list = []  # warnings.WarningMessage, while run() runs (see there)
 
@@ -376,7 +378,9 @@ class Session:
         try:
             self.rig.focus.move_to(start)
             self.rig.focus.wait_until_settled(self.profile.focus.settle_timeout_s)
+            self.focus_returned_to = start
         except Exception as error:  # recorded; the session's own outcome matters more
+            self.focus_return_error = str(error)
             self.errors.append(f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}")
 
     def result_after_last_slice_s(self) -> float:

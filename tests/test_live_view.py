@@ -233,6 +233,26 @@ def test_page_ends_failed_with_the_terminals_error_when_a_slice_was_lost(tmp_pat
     assert said in stderr.splitlines() and process.returncode == 1
     assert state["status"] == "failed" and said in state["message"].splitlines()
     assert state["saved"]["fused"]
+    # Where the devices ended (it said "at 8 µm", the last slice's, though the stage had gone back to 0).
+    assert state["devices"]["focus"] == "simulated stage: back at 0 µm"
+    assert state["devices"]["camera"] == "simulated camera: stopped after 8 slices"
+    assert state["devices"]["dropped frames"] == "1"
+
+
+@pytest.mark.hardware_sim
+def test_page_says_a_stage_that_vanished_was_not_sent_back_and_where_it_was_last(tmp_path):
+    profile = profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                                     "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 8, step: 1}}\n"
+                                     "faults: {focus: {disconnect: true, after_slices: 4}}\n")
+    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    try:
+        state = final_state(url)
+    finally:
+        process.communicate(timeout=60)
+    assert process.returncode == 1 and state["status"] == "failed"
+    focus = state["devices"]["focus"]
+    assert focus.startswith("simulated stage: could not be sent back (") and "the stage is gone" in focus
+    assert focus.endswith("; last at 3 µm, as of the last slice")
 
 
 def test_a_view_host_that_cannot_be_listened_on_points_at_view_host_and_a_taken_port_at_port(tmp_path, capsys):

@@ -79,8 +79,11 @@ class LiveViewState:
         else:
             self._bump()
 
-    def end(self, status: str, message: str = "", saved: dict[str, str] | None = None) -> None:
+    def end(self, status: str, message: str = "", saved: dict[str, str] | None = None,
+            devices: dict[str, str] | None = None) -> None:
+        """The run's end: its status, what to say, what was saved, and (``devices``) where the devices ended."""
         self.status, self.message, self.saved = status, message, dict(saved or {})
+        self.devices.update(devices or {})
         self._bump("fused", "depth")
 
     # -- reads (from the server) --
