@@ -8,6 +8,7 @@ With the slide simulator, session.json scores every fused image against its grou
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -26,6 +27,14 @@ from fusion.output_names import SESSION_REPORT
 from fusion.outputs import write_json
 
 CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusion of what arrived
+
+
+class _CancelNotLogged(logging.Filter):
+    """pymmcore-plus logs a cancel as a coloured warning holding the whole sequence's repr; where the session
+    cancelled, it says so itself, in one line ("the session ended early: terminated (SIGTERM)")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("MDA Canceled")
 
 
 def session_sequence(profile: Profile, core):
@@ -67,8 +76,13 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessi
             pass
     except KeyboardInterrupt as interrupt:  # (SIGTERM arrives as one too, saying so: acquisition.stop_signals)
         interrupted, ended_by = True, str(interrupt) or "interrupted (Ctrl-C)"
-        core.mda.cancel()
-        handler.finished.wait(CANCEL_TIMEOUT_S)
+        quiet, mm_log = _CancelNotLogged(), logging.getLogger("pymmcore-plus")
+        mm_log.addFilter(quiet)
+        try:
+            core.mda.cancel()
+            handler.finished.wait(CANCEL_TIMEOUT_S)  # (the runner logs the cancel before the handler finishes)
+        finally:
+            mm_log.removeFilter(quiet)
     total_s = time.perf_counter() - started
     summary = handler.summary or {"stacks": [], "failed": [], "missing_slices": {}, "frames": 0,
                                   "error": "the MDA ended before its handler summed it up"}

@@ -88,6 +88,9 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, stat
     assert process.returncode == status, stderr
     report = json.loads(next(out.glob("*/session.json")).read_text())
     assert report["ended_by"] == ended_by  # (SIGTERM was reported as Ctrl-C)
+    # The product's own line, without pymmcore-plus's coloured log line holding the whole sequence's repr.
+    assert f"error: the session ended early: {ended_by}" in stderr
+    assert "MDA Canceled" not in stderr and "\x1b[" not in stderr and "MDASequence" not in stderr, stderr
     assert 20 < report["acquired_slices"] < 240
     fused = [r for r in report["stacks"] if "fused" in r["outputs"]]
     assert sum(r["slices"] for r in report["stacks"]) == report["acquired_slices"]  # nothing acquired is lost
