@@ -279,17 +279,23 @@ def run_mda(args, profile, out_root: Path) -> int:
         raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
     outcome = run_mda_profile(profile, out_root)
     report = outcome.report  # an acquisition.session_report.MDASessionReport
+    fused, stacks = len(report.stacks_fused()), len(report.stacks)
+    # Only stacks whose fused image was written count as fused (a one-slice stack, a full disk: not).
     print(f"session: {report.acquired_slices} of {report.planned_slices} frames, "
-          f"{len(report.stacks)} z-stacks fused in {outcome.folder} ({report.seconds['total']:.1f} s)")
+          f"{fused if fused == stacks else f'{fused} of {stacks}'} z-stacks fused in {outcome.folder} "
+          f"({report.seconds['total']:.1f} s)")
     for record in report.stacks:
         score = (f", fused {record['psnr_db']:.2f} dB vs best slice {record['best_slice_psnr_db']:.2f} dB"
                  if "psnr_db" in record else "")
-        print(f"  {record['name']}: {record['slices']} slices{score}")
+        print(f"  {record['name']}: {record.get('slices', '?')} slices{score}")
     for name, count in report.missing_slices.items():
         print(f"  {name}: {count} slices missing (see {SESSION_REPORT})", file=sys.stderr)
     if outcome.ended_by:
-        print(f"error: the session ended early: {outcome.ended_by}; what was acquired is saved and fused",
-              file=sys.stderr)
+        saved = ("saved and fused" if fused == stacks > 0 else f"saved; {fused} of its {stacks} z-stacks fused "
+                 f"(see {SESSION_REPORT})" if stacks else "saved; no z-stack was fused")
+        print(f"error: the session ended early: {outcome.ended_by}; what was acquired is {saved}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:

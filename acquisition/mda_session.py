@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import fields
 from pathlib import Path
+from warnings import catch_warnings
 
 import tifffile
 
@@ -52,12 +53,23 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
     rig = open_mda_rig(profile)
     try:
         folder = new_session_folder(Path(out_root))
-        return _run(profile, rig, folder)
+        # Warnings raised while it runs, from any thread (the handler's "only one slice"), are kept for
+        # session.json, and printed from there: what is printed is what is recorded (as in a live session).
+        with catch_warnings(record=True) as caught:
+            outcome = _run(profile, rig, folder, caught)
+        return outcome
     finally:
         rig.close()
 
 
-def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessionReport]:
+def _said(caught: list) -> list[str]:
+    """Each warning caught once, in order; of a category other than UserWarning, with its name."""
+    said = [str(c.message) if issubclass(c.category, UserWarning) else f"{c.category.__name__}: {c.message}"
+            for c in caught]
+    return list(dict.fromkeys(said))
+
+
+def _run(profile: Profile, rig: MDARig, folder: Path, caught: list) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
     settings = profile.fusion_settings()
@@ -96,6 +108,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path) -> SessionOutcome[MDASessi
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
         stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
     _score(report, profile, rig, sequence)
+    report.warnings = _said(caught)
     write_json(folder / SESSION_REPORT, report.to_json())
     completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)

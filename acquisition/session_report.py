@@ -164,6 +164,12 @@ class MDASessionReport:
     stacks: list[dict[str, Any]]
     outputs: dict[str, str]
     kind: str = "mda"
+    # Every warning the session printed: those the fusion handler or a device library raised while it ran.
+    warnings: list[str] = field(default_factory=list)
+
+    def stacks_fused(self) -> list[dict[str, Any]]:
+        """The z-stacks whose fused image was written."""
+        return [record for record in self.stacks if "fused" in record.get("outputs", {})]
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -290,7 +290,11 @@ class StreamingFusionHandler:
         self._pending.append(self._finisher.submit(self._finish_one, stream, like))
 
     def _finish_one(self, stream: StackStream, like: StackStream | None) -> None:
-        record = stream.finish(like)
+        try:
+            record = stream.finish(like)
+        except OSError as error:  # (a full disk) its images could not be written: its own record says so, by name
+            stream.error = stream.error or f"{stream.info.name}: {error}"
+            record = stream.report()
         # Deleted once fused: a stack of one frame is never fused, so it is kept (it may be the only copy).
         if not self.keep_stacks and record["error"] is None and "fused" in record["outputs"]:
             stream.paths["stack"].unlink(missing_ok=True)

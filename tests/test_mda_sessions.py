@@ -98,6 +98,54 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, stat
     assert report["missing_slices"]  # the stack cut short says how many slices it lacks
 
 
+def test_stacks_not_fused_are_not_claimed_and_the_warnings_printed_are_recorded(tmp_path):
+    # One slice per stack: nothing can be fused. The summary said "4 z-stacks fused" and session.json had no
+    # warnings, while the handler warned that stacks of one slice are not fused.
+    profile = small_mda_profile(tmp_path, mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                               "z_plan": {"range": 0, "step": 2}})
+    done = run_cli("--profile", profile, "--out", tmp_path / "sessions")
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert [r["slices"] for r in report["stacks"]] == [1, 1, 1]
+    assert not [r for r in report["stacks"] if "fused" in r["outputs"]]
+    assert "0 of 3 z-stacks fused" in done.stdout, done.stdout
+    printed = [line.removeprefix("warning: ") for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert printed and report["warnings"] == printed, done.stderr
+
+
+def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(tmp_path, monkeypatch, capsys,
+                                                                              default_sigint):
+    """A MOCK of a full disk at every fused image (ENOSPC from its writer), and a real Ctrl-C once the first
+    stack is on disk: the end line said 'what was acquired is saved and fused'."""
+    import errno
+    import os
+    import threading
+
+    import fusion.stack_stream as stack_stream
+    import run_session
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(stack_stream, "write_image_tiff", no_space)
+    out = tmp_path / "sessions"
+
+    def ctrl_c_once_a_stack_is_on_disk():
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/p0-A1_c1-FITC.stack.ome.tif")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=ctrl_c_once_a_stack_is_on_disk)
+    presser.start()
+    status = run_session.main(["--profile", str(small_mda_profile(tmp_path, camera={"exposure_ms": 40})),
+                               "--out", str(out)])
+    presser.join()
+    assert status == 130
+    ended = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: the session ended")]
+    assert len(ended) == 1 and "saved and fused" not in ended[0], ended
+    assert "what was acquired is saved; 0 of its" in ended[0]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"mda": {"chanels": ["DAPI"]}},
      r"mda: unknown key 'chanels' in mda \(did you mean 'channels'\?\); allowed: autofocus_plan, axis_order, "
