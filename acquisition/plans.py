@@ -41,19 +41,24 @@ OFF_GRID_SHARE = 0.01
 
 def repeated_focus_warning(positions: list[float], drive: FocusDrive) -> str | None:
     """A warning where positions closer together than the drive's smallest step (``FocusDrive.resolution``)
-    would be taken at one focus setting (a sweep of 0.0001 dpt on a lens that steps by 0.005); else the
-    ``off_grid_warning``, if any; None where each position has its own setting on the drive's grid, or the
-    drive does not say its step."""
+    would be taken at one focus setting (a sweep of 0.0001 dpt on a lens that steps by 0.005); None where
+    each position has its own setting, or the drive does not say its step."""
     resolution = drive.resolution
     if resolution is None or len(positions) < 2:
         return None
     settings = len({round(position / resolution) for position in positions})
     if settings == len(positions):
-        return off_grid_warning(positions, drive)
+        return None
     unit = drive.unit
     return (f"{drive.name} steps by {resolution:g} {unit}: the {len(positions)} planned positions ({min(positions):g} "
             f"to {max(positions):g} {unit}) reach only {settings} focus setting{'s' if settings > 1 else ''}, and "
             f"slices at one setting repeat the same focus; space the positions at least {resolution:g} {unit} apart")
+
+
+def step_warning(positions: list[float], drive: FocusDrive) -> str | None:
+    """What the drive's smallest step does to the planned ``positions``: some share a focus setting
+    (``repeated_focus_warning``), else some fall between its steps (``off_grid_warning``); None: neither."""
+    return repeated_focus_warning(positions, drive) or off_grid_warning(positions, drive)
 
 
 def off_grid_warning(positions: list[float], drive: FocusDrive) -> str | None:

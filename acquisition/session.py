@@ -27,7 +27,7 @@ from acquisition.pre_sweep import RangeFound, find_z_range
 from fusion.fusion_worker import FusionWorker, slices_in_memory_for
 from fusion.held_signals import signals_deferred, signals_held
 from fusion.kernel_warmup import warm_kernels
-from acquisition.plans import planned_positions, repeated_focus_warning
+from acquisition.plans import planned_positions, step_warning
 from acquisition.profile import Profile, ProfileError
 from acquisition.rig import Rig, open_rig
 from acquisition.session_events import SessionEvents, SessionListener
@@ -35,7 +35,7 @@ from acquisition.session_report import DroppedFrame, MDASessionReport, RetryReco
 from acquisition.session_writer import SessionOutputWriter
 from acquisition.stop_signals import INTERRUPTED, stop_said
 from fusion.stack_buffer import StackBuffer, StackWriteError
-from devices.errors import TRANSIENT_ERRORS, DeviceError, PositionOutOfRangeError
+from devices.errors import TRANSIENT_ERRORS, DeviceError
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
 from fusion.errors import FusionError
 from fusion.output_names import session_outputs
@@ -229,18 +229,15 @@ class Session:
     # -- acquisition --
     def _positions(self, start: float) -> list[float]:
         """The plan's z-positions (found by a pre-sweep for auto_range), all within the drive's limits."""
-        focus, unit = self.rig.focus, self.profile.focus.unit
+        focus = self.rig.focus
         if self.plan.auto_range is not None:
             self.range_found = find_z_range(self.profile, self.rig)
             positions = self.range_found.positions_um
         else:
             positions = planned_positions(self.plan, start)
-        outside = [p for p in positions if not focus.limits.contains(p)]
-        if outside:
-            raise PositionOutOfRangeError(focus.name, f"the plan goes to {outside[0]:g} {unit}, outside the limits "
-                                                      f"{focus.limits.lower:g}..{focus.limits.upper:g} {unit}")
-        repeated = repeated_focus_warning(positions, focus)
-        self.plan_warnings = [repeated] if repeated else []
+        focus.check_reachable(positions, "the plan")  # (an auto range's too: the rig checked the planned one)
+        said = step_warning(positions, focus)
+        self.plan_warnings = [said] if said else []
         return positions
 
     def _acquire(self, positions: list[float], progress: bool | None) -> None:

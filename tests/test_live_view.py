@@ -211,7 +211,7 @@ def test_page_says_what_failed_before_the_first_slice(tmp_path):
         state = final_state(url)
     finally:
         _, stderr = process.communicate(timeout=60)
-    said = "error: simulated stage: the plan goes to 1050 um, outside the limits -1000..1000 um"
+    said = "error: simulated stage: the plan goes to 1050 um, outside the limits -1000..1000 um (focus.limits)"
     assert said in stderr.splitlines() and process.returncode == 1
     assert state["status"] == "failed" and state["message"] == said
 
