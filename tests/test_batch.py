@@ -26,7 +26,7 @@ def write_stack(path: Path, n_slices: int, shape=(128, 160), seed=0) -> Path:
     texture = ndimage.gaussian_filter(rng.random(shape), 1.0)
     levels = [ndimage.gaussian_filter(texture, sigma) for sigma in (0.1, 1, 2, 3, 2, 1)]
     planes = np.stack([(levels[i % len(levels)] * 255).astype(np.uint8) for i in range(n_slices)])
-    tifffile.imwrite(path, planes, metadata={"axes": "ZYX"})
+    tifffile.imwrite(path, planes, photometric="minisblack", metadata={"axes": "ZYX"})
     return path
 
 
