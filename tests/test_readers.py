@@ -90,6 +90,28 @@ def test_pages_appended_one_at_a_time_are_one_stack(tmp_path):
     np.testing.assert_array_equal(data, ZYXS)
 
 
+def test_pages_appended_one_at_a_time_and_cut_short_give_the_complete_ones(tmp_path):
+    path = tmp_path / "killed.tif"
+    for plane in ZYX:
+        tifffile.imwrite(path, plane, append=True)
+    path.write_bytes(path.read_bytes()[:-600])  # a script killed while writing its last page
+    with pytest.warns(UserWarning, match="the file ends inside the last slice.*using the 4 complete slices"):
+        data, _, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYX[:4])
+
+
+@pytest.mark.parametrize("photometric,thumbnail", [("minisblack", np.zeros((6, 8), np.uint16)),
+                                                   ("rgb", np.zeros((6, 8, 3), np.uint8))])
+def test_a_thumbnail_page_is_no_slice(tmp_path, recwarn, photometric, thumbnail):
+    path = tmp_path / "with_preview.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(ZYX, photometric="minisblack", metadata=None)
+        writer.write(thumbnail, subfiletype=1, photometric=photometric, metadata=None)  # reduced resolution
+    data, _, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYX)
+    assert not [w for w in recwarn if "series" in str(w.message)]
+
+
 def test_stacks_appended_one_after_another_fuse_the_first_and_say_so(tmp_path):
     path = tmp_path / "two_times.tif"
     tifffile.imwrite(path, ZYX, append=True)
@@ -421,6 +443,11 @@ def test_a_slice_whose_link_leads_nowhere_is_named_not_passed_over(tmp_path):
     (tmp_path / "s2.tif").unlink()
     (tmp_path / "s2.tif").symlink_to(tmp_path / "unmounted" / "s2.tif")  # a share not mounted
     with pytest.raises(UnreadableStackError, match=r"s2.tif is a link to .*unmounted/s2.tif, which does not exist"):
+        open_stack(tmp_path)
+    (tmp_path / "s2.tif").unlink()
+    (tmp_path / "s2.tif").symlink_to("s9.tif")
+    (tmp_path / "s9.tif").symlink_to("s2.tif")
+    with pytest.raises(UnreadableStackError, match=r"s2.tif is a link to s9.tif, which leads round in a loop"):
         open_stack(tmp_path)
 
 

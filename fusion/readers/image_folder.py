@@ -39,7 +39,9 @@ def image_files(folder: Path) -> list[Path]:
              and not p.name.startswith(".") and not is_our_output(p)]
     broken = sorted((p for p in files if p.is_symlink() and not p.exists()), key=natural_key)
     if broken:
-        raise UnreadableStackError(f"{broken[0].name} is a link to {os.readlink(broken[0])}, which does not exist"
+        looped = os.path.lexists(os.path.join(broken[0].parent, os.readlink(broken[0])))  # (the target is a link)
+        leads = "which leads round in a loop of links" if looped else "which does not exist"
+        raise UnreadableStackError(f"{broken[0].name} is a link to {os.readlink(broken[0])}, {leads}"
                                    f"{f' (and {len(broken) - 1} more such links)' if len(broken) > 1 else ''}: "
                                    "mount or copy the slices it names, or remove the link", folder)
     return sorted((p for p in files if p.is_file()), key=natural_key)

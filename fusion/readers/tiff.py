@@ -38,15 +38,16 @@ class TiffStack(SavedStack):
         super().__init__(path, name or stack_name(path))
         try:
             self._tiff = tifffile.TiffFile(self.path)
-            series = self._tiff.series[0] if self._tiff.series else None
+            # Thumbnails and previews (reduced-resolution pages: a camera's, an LSM's) are no part of the stack.
+            images = [s for s in self._tiff.series if not s.keyframe.is_reduced] or list(self._tiff.series)
         except Exception as error:
             raise UnreadableStackError(f"not a readable TIFF ({type(error).__name__}: {error})", path) from error
-        if series is None or not series.pages:
+        if not images or not images[0].pages:
             self.close()
             raise EmptyStackError("the TIFF holds no image", path)
-        if len(self._tiff.series) > 1:
-            series = self._one_series(series)
+        series = images[0] if len(images) == 1 else self._one_series(images)
         self._series = series
+        self._appended_pages = series is not images[0]  # pages written one at a time: the last may be cut short
         self._file_size = os.path.getsize(self.path)
         try:
             self._layout = _StackLayout(series.axes, series.shape, series.pages[0])
@@ -54,7 +55,7 @@ class TiffStack(SavedStack):
             self.close()
             raise StackLayoutError(error.reason, path) from None
         self._session_planes = self._read_session_planes()
-        if self._session_planes is not None:
+        if self._session_planes is not None or self._appended_pages:  # written a page at a time, and maybe killed
             self._drop_incomplete_last_slice()
         if self._layout.n_slices == 0:
             self.close()
@@ -66,7 +67,7 @@ class TiffStack(SavedStack):
                           "photometric='minisblack' (tifffile) or as a stack from Fiji", stacklevel=2)
         self._z_um = self._read_z_positions()
 
-    def _one_series(self, first: tifffile.TiffPageSeries) -> tifffile.TiffPageSeries:
+    def _one_series(self, all_series: list[tifffile.TiffPageSeries]) -> tifffile.TiffPageSeries:
         """The series to fuse, of a TIFF that tifffile reads as several:
         - pages of one size and type, each its own series (written one at a time, ``tifffile.imwrite(...,
           append=True)``, as acquisition scripts often do): one stack of all of them;
@@ -74,7 +75,7 @@ class TiffStack(SavedStack):
           would set it apart as a series of its own, and the slices after it would shift in the depth map);
         - several stacks alike (an OME-TIFF's positions, stacks appended one after another): the first, with a warning.
         """
-        all_series = self._tiff.series
+        first = all_series[0]
         odd = next((s for s in all_series[1:] if _frame_of(s) != _frame_of(first)), None)
         if odd is not None and not self._tiff.is_ome:
             self.close()
