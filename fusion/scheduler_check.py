@@ -42,20 +42,32 @@ def check_scheduler(address: str) -> None:
         else:
             why = error.strerror or str(error)
         raise OSError(f"--scheduler {address}: cannot reach a dask scheduler there: {why}; {check}") from None
-    if scheme == "tcp" and not _answers_as_dask(address, timeout_s):
+    if scheme != "tcp":
+        return
+    kind = _dask_identity(address, timeout_s)
+    if kind == "Worker":
+        raise OSError(f"--scheduler {address}: that is a dask worker's address, not its scheduler's; give the address "
+                      f"`dask scheduler` printed (port {DASK_SCHEDULER_PORT} unless told otherwise)")
+    if kind != "Scheduler":
         raise OSError(f"--scheduler {address}: something listens on port {port} of {host}, but it did not answer as a "
                       f"dask scheduler within {timeout_s:g} s (dask's distributed.comm.timeouts.connect): is it the "
-                      f"dashboard's port (8787)? {check}")
+                      f"dashboard's port (8787), or another server? {check}")
 
 
-def _answers_as_dask(address: str, timeout_s: float) -> bool:
-    """Whether a dask comm (a scheduler's, or a worker's) answers the handshake at ``address`` within ``timeout_s``."""
-    async def handshake() -> None:
+def _dask_identity(address: str, timeout_s: float) -> str | None:
+    """What answers dask's handshake and its "identity" request at ``address`` within ``timeout_s``: "Scheduler",
+    "Worker" (or another dask server's type); None where nothing answers as dask does."""
+    async def identity():
         comm = await connect(address, timeout=timeout_s)
-        await comm.close()
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            await comm.close()
 
     try:
-        asyncio.run(asyncio.wait_for(handshake(), timeout_s))
-    except (asyncio.TimeoutError, OSError):
-        return False
-    return True
+        answer = asyncio.run(asyncio.wait_for(identity(), timeout_s))
+    except Exception:  # noqa: BLE001 -- a timeout, a closed connection, or bytes that are no dask message at all
+        #                 (an HTTP server's answer read as a frame length: numpy asked for 3 EiB)
+        return None
+    return answer.get("type") if isinstance(answer, dict) else None

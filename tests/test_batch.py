@@ -106,6 +106,14 @@ def test_existing_cluster_through_scheduler_address(separate_cluster, small_stac
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["scheduler"] == address and summary["counts"]["done"] == 4
+    from distributed import Client
+
+    from fusion.scheduler_check import check_scheduler
+
+    with Client(address, timeout="30s") as client:
+        worker = next(iter(client.scheduler_info()["workers"]))
+    with pytest.raises(OSError, match="that is a dask worker's address, not its scheduler's"):
+        check_scheduler(worker)  # an easy mistake: dask then failed with a TypeError traceback
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """`run_session.py --refuse`: outputs, reports, failures per stack, progress only on a terminal."""
+import contextlib
 import fcntl
 import json
 import os
@@ -208,4 +209,29 @@ def test_something_else_listening_at_the_scheduler_address_is_said_after_dasks_c
         with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
                 pytest.raises(OSError, match=rf"^--scheduler {address}: something listens on port \d+ of 127.0.0.1, "
                                              r"but it did not answer as a dask scheduler within 1 s"):
+            check_scheduler(address)
+
+
+def test_a_server_that_answers_in_another_protocol_at_the_scheduler_address_is_one_error_line():
+    """An HTTP server's answer, read by dask as a frame length, asked numpy for 3 EiB: a traceback."""
+    import socket
+    import threading
+
+    from fusion.scheduler_check import check_scheduler
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+
+        def answer() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 8)
+                with contextlib.suppress(OSError):
+                    connection.recv(1024)
+
+        threading.Thread(target=answer, daemon=True).start()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(OSError, match=rf"^--scheduler {address}: something listens on port \d+ of 127.0.0.1, "
+                                          r"but it did not answer as a dask scheduler"):
             check_scheduler(address)
