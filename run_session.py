@@ -215,7 +215,8 @@ def run_live(args) -> int:
         profile = with_fusion_overrides(loaded, fusion_overrides(args))
         warn_unused_options(args, profile.fusion_settings())
         if loaded.fusion.device is not None and args.device is None:  # (--device replaced it: warned above)
-            warn_unused_device(f"{profile_path}: fusion.device", "fusion.method", profile.fusion_settings().measure)
+            warn_unused_device(f"{profile_path}: fusion.device", loaded.fusion.device, "fusion.method",
+                               profile.fusion_settings().measure)
         out_root = args.out or Path(profile.output.folder)
         check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
@@ -370,13 +371,14 @@ def warn_unused_options(args, settings) -> None:
     if args.align_model is not None and settings.align == "off":
         print("warning: --align-model has no effect: alignment is off (--align auto or on uses it)", file=sys.stderr)
     if args.device is not None:
-        warn_unused_device("--device", "--method", settings.measure)
+        warn_unused_device("--device", args.device, "--method", settings.measure)
 
 
-def warn_unused_device(given_as: str, method_key: str, measure: str) -> None:
+def warn_unused_device(given_as: str, device: str, method_key: str, measure: str) -> None:
     """A warning on stderr where a torch device is given (``given_as``: the option or the profile key) for
-    a focus measure that runs without torch: only the deep measure ("ums") has a device."""
-    if measure != "ums":
+    a focus measure that runs without torch: only the deep measure ("ums") has a device. "auto", the default,
+    asks for none in particular (the shipped profile template spells it out)."""
+    if measure != "ums" and device != "auto":
         print(f"warning: {given_as} has no effect: it applies to {method_key} ums; the {measure} measure "
               "runs without torch, on the CPU", file=sys.stderr)
 

@@ -457,6 +457,10 @@ def test_a_torch_device_for_a_measure_without_torch_is_warned_of(tmp_path, capsy
     warnings = [line for line in capsys.readouterr().err.splitlines() if "has no effect" in line]
     assert warnings == ["warning: --device has no effect: it applies to --method ums; the laplacian measure runs "
                         "without torch, on the CPU"]
+    # "auto", the default (spelled out in profiles/microscope.yaml), asks for no device: nothing to warn of.
+    (tmp_path / "rig.yaml").write_text(rig + "fusion: {method: sf, device: auto}\n")
+    assert run_profile_text(tmp_path, rig + "fusion: {method: sf, device: auto}\n") == 0
+    assert not [line for line in capsys.readouterr().err.splitlines() if "has no effect" in line]
 
 
 def test_a_torch_device_for_the_deep_measure_is_not_warned_of(capsys):
