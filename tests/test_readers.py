@@ -112,10 +112,11 @@ def test_a_thumbnail_page_is_no_slice(tmp_path, recwarn, photometric, thumbnail)
     assert not [w for w in recwarn if "series" in str(w.message)]
 
 
-def test_stacks_appended_one_after_another_fuse_the_first_and_say_so(tmp_path):
+@pytest.mark.parametrize("second", [ZYX[::-1], ZYX[:4, :12, :16]], ids=["alike", "smaller"])
+def test_stacks_appended_one_after_another_fuse_the_first_and_say_so(tmp_path, second):
     path = tmp_path / "two_times.tif"
     tifffile.imwrite(path, ZYX, append=True)
-    tifffile.imwrite(path, ZYX[::-1], append=True)
+    tifffile.imwrite(path, second, photometric="minisblack", append=True)
     with pytest.warns(UserWarning, match=r"holds 2 image series \(positions or time points\); only the first"):
         data, _, _ = read_all(path)
     np.testing.assert_array_equal(data, ZYX)

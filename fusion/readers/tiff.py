@@ -73,11 +73,12 @@ class TiffStack(SavedStack):
           append=True)``, as acquisition scripts often do): one stack of all of them;
         - a page unlike the others (size, pixel type, samples): an error naming it, as a folder's odd slice is (tifffile
           would set it apart as a series of its own, and the slices after it would shift in the depth map);
-        - several stacks alike (an OME-TIFF's positions, stacks appended one after another): the first, with a warning.
+        - several stacks (an OME-TIFF's positions, stacks appended one after another, of any size): the first, with a
+          warning.
         """
         first = all_series[0]
         odd = next((s for s in all_series[1:] if _frame_of(s) != _frame_of(first)), None)
-        if odd is not None and not self._tiff.is_ome:
+        if odd is not None and len(odd.pages) == 1 and not self._tiff.is_ome:
             self.close()
             raise SliceMismatchError(
                 f"page {_first_page_index(odd)} is {_frame_text(odd)} but page {_first_page_index(first)} is "
