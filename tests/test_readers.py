@@ -133,6 +133,24 @@ def test_a_page_unlike_the_others_is_named_not_dropped(tmp_path, odd_page):
         open_stack(path)
 
 
+@pytest.mark.parametrize("bad_z", ["a", None, True])
+def test_a_session_stacks_page_records_with_a_z_that_is_no_number_leave_the_depth_in_slice_index(tmp_path, bad_z):
+    """(Text or null gave an 'unexpected ValueError'; a bool was read as 1 or 0.)"""
+    import json
+
+    from fusion.readers.tiff import SESSION_PLANE_KEY
+
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path) as writer:
+        for k, plane in enumerate(ZYX):
+            record = {"z": bad_z if k == 2 else 3.0 * k, "unit": "um", "time_s": 0.1 * k}
+            writer.write(plane, description=json.dumps({SESSION_PLANE_KEY: record}), metadata=None)
+    with pytest.warns(UserWarning, match="the z recorded in its pages is not a number on every page"):
+        data, z_um, _ = read_all(path)
+    np.testing.assert_array_equal(data, ZYX)
+    assert z_um is None
+
+
 def test_imagej_z_unit_rules_the_spacing_where_it_differs_from_x_and_y(tmp_path):
     path = tmp_path / "fiji_zunit.tif"
     tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": 500, "unit": "micron", "zunit": "nm"})

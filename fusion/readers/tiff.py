@@ -155,11 +155,17 @@ class TiffStack(SavedStack):
         """(z, unit) from a live session's per-page records, when every slice has one, all in one unit."""
         if self._session_planes is None:
             return None
-        planes = self._session_planes[: self.n_slices]
-        units = {p.get("unit", "um") for p in planes if p is not None}
-        if None in planes or len(units) != 1:
+        planes = [p for p in self._session_planes[: self.n_slices] if isinstance(p, dict)]
+        if len(planes) < self.n_slices:
             return None
-        return [float(p["z"]) for p in planes if p is not None], units.pop()
+        units = {str(p.get("unit", "um")) for p in planes}
+        z = [p.get("z") for p in planes]
+        numbers = [float(v) for v in z if isinstance(v, (int, float)) and not isinstance(v, bool)]  # (JSON: not text,
+        if len(numbers) < len(z):                                                                  # null or a bool)
+            warnings.warn(f"{self.path}: the z recorded in its pages is not a number on every page; the depth map is "
+                          "in slice index", stacklevel=3)
+            return None
+        return (numbers, units.pop()) if len(units) == 1 else None
 
     def declared_size(self, index: int) -> tuple[int, int, int, np.dtype] | None:
         page = self._series.pages[self._layout.pages_of(index)[0]]
