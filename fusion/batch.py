@@ -317,7 +317,7 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
         report = finished_report(out_dir, path, settings) if resume else None
         if report is not None:  # the row keeps the numbers of the run that fused it
             outcomes[index] = StackOutcome(str(path), stack_name(path), "skipped", slices=report.n_slices,
-                                           seconds=report.seconds.get("total"))
+                                           seconds=report.seconds.get("total"), warnings=list(report.warnings))
         else:
             todo.append(index)
             earlier = _fused_from_another_stack(out_dir, path)
@@ -477,7 +477,8 @@ def write_interrupted_summary(out_dir: Path, stacks: list[Path], finished: list[
         report = None if name in came else finished_report(out_dir, stack, settings)
         rows.append(came[name] if name in came else
                     StackOutcome(str(stack), name, "interrupted") if report is None else
-                    StackOutcome(str(stack), name, "done", slices=report.n_slices, seconds=report.seconds.get("total")))
+                    StackOutcome(str(stack), name, "done", slices=report.n_slices, seconds=report.seconds.get("total"),
+                                 warnings=list(report.warnings)))
     return write_summary(out_dir, rows, seconds, scheduler, interrupted=True)
 
 

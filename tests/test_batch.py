@@ -348,6 +348,17 @@ def test_more_workers_than_the_machine_can_use_is_a_usage_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_resume_keeps_a_skipped_stacks_warnings_in_the_summary_and_does_not_repeat_them(small_stacks, tmp_path):
+    good, _ = small_stacks
+    first = run_cli("--refuse", good[0], "--out", tmp_path)
+    said = [line for line in first.stderr.splitlines() if line.startswith("warning:")]
+    assert said  # (frames of 128x160 px are too small to align)
+    again = run_cli("--refuse", good[0], "--out", tmp_path, "--resume")
+    assert again.returncode == 0 and not [line for line in again.stderr.splitlines() if line.startswith("warning:")]
+    row = json.loads((tmp_path / "summary.json").read_text())["stacks"][0]
+    assert row["status"] == "skipped" and [f"warning: {w}" for w in row["warnings"]] == said
+
+
 def test_resume_fuses_again_a_stack_whose_outputs_are_damaged(small_stacks, tmp_path):
     """Only a whole set is skipped: each output must open as a TIFF of the stack's size holding all its pixels."""
     good, _ = small_stacks
