@@ -200,19 +200,25 @@ def test_server_listens_on_loopback_only_and_serves_only_its_own_paths(tmp_path)
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def session_to_its_end(profile, tmp_path) -> tuple[dict, str, int]:
+    """Run the live session of ``profile`` with its page: the page's final state, stderr and the exit status."""
+    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    try:
+        state = final_state(url)
+    finally:
+        _, stderr = process.communicate(timeout=60)
+    return state, stderr, process.returncode
+
+
 @pytest.mark.hardware_sim
 def test_page_says_what_failed_before_the_first_slice(tmp_path):
     # It said only "failed: stopped before the end" while the terminal said what was wrong.
     profile = profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
                                      "focus: {driver: simulated, limits: [-1000, 1000]}\n"
                                      "plan: {z: {bottom: 900, top: 1100, step: 50}}\n")
-    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
-    try:
-        state = final_state(url)
-    finally:
-        _, stderr = process.communicate(timeout=60)
+    state, stderr, status = session_to_its_end(profile, tmp_path)
     said = "error: simulated stage: the plan goes to 1050 um, outside the limits -1000..1000 um (focus.limits)"
-    assert said in stderr.splitlines() and process.returncode == 1
+    assert said in stderr.splitlines() and status == 1
     assert state["status"] == "failed" and state["message"] == said
 
 
@@ -223,14 +229,10 @@ def test_page_ends_failed_with_the_terminals_error_when_a_slice_was_lost(tmp_pat
                                      "width_px: 128}}\nfocus: {driver: simulated}\n"
                                      "plan: {z: {bottom: 0, top: 8, step: 1}}\n"
                                      "faults: {camera: {drop_frames: 3, after_slices: 2}}\n")
-    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
-    try:
-        state = final_state(url)
-    finally:
-        _, stderr = process.communicate(timeout=60)
+    state, stderr, status = session_to_its_end(profile, tmp_path)
     said = ("error: 1 planned slice was lost after the retries (z 2 um): the stack and the fused image lack them "
             "(see session.json)")
-    assert said in stderr.splitlines() and process.returncode == 1
+    assert said in stderr.splitlines() and status == 1
     assert state["status"] == "failed" and said in state["message"].splitlines()
     assert state["saved"]["fused"]
     # Where the devices ended (it said "at 8 µm", the last slice's, though the stage had gone back to 0).
@@ -244,12 +246,8 @@ def test_page_says_a_stage_that_vanished_was_not_sent_back_and_where_it_was_last
     profile = profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
                                      "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 8, step: 1}}\n"
                                      "faults: {focus: {disconnect: true, after_slices: 4}}\n")
-    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
-    try:
-        state = final_state(url)
-    finally:
-        process.communicate(timeout=60)
-    assert process.returncode == 1 and state["status"] == "failed"
+    state, _, status = session_to_its_end(profile, tmp_path)
+    assert status == 1 and state["status"] == "failed"
     focus = state["devices"]["focus"]
     assert focus.startswith("simulated stage: could not be sent back (") and "the stage is gone" in focus
     assert focus.endswith("; last at 3 µm, as of the last slice")
