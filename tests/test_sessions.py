@@ -480,29 +480,49 @@ def test_a_sweep_the_lens_can_step_has_no_such_warning():
         assert "reach only 2 focus settings" in repeated_focus_warning([0.0, 0.002, 0.005], lens)
 
 
-def _interrupted_at_the_fourth_slice(tmp_path, ctrl_c_again_while_saving: bool = False):
-    """A small session stopped by Ctrl-C at its fourth slice (and, if asked, again while it saves)."""
+def run_small_session(tmp_path, patch, progress: bool = False):
+    """A small simulated session run in this process, ``patch(session)`` called before it runs (to stop it at a
+    chosen moment); its outcome."""
     profile = small(load_profile(PROFILES / "simulated.yaml"))
     rig = open_rig(profile)
     session = Session(profile, rig, new_session_folder(tmp_path))
-    acquire_slice, finish_fusion = session.acquire_slice, session._finish_fusion
-
-    def interrupted_at_the_fourth(index, z):
-        if index == 3:
-            raise KeyboardInterrupt
-        acquire_slice(index, z)
-
-    def impatient_user_presses_again():
-        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while fusion catches up
-        return finish_fusion()
-
-    session.acquire_slice = interrupted_at_the_fourth  # type: ignore[method-assign]
-    if ctrl_c_again_while_saving:
-        session._finish_fusion = impatient_user_presses_again  # type: ignore[method-assign]
+    patch(session)
     try:
-        return session.run(progress=True)
+        return session.run(progress=progress)
     finally:
         rig.close()
+
+
+def _interrupted_at_the_fourth_slice(tmp_path, ctrl_c_again_while_saving: bool = False):
+    """A small session stopped by Ctrl-C at its fourth slice (and, if asked, again while it saves)."""
+    def patch(session):
+        acquire_slice, finish_fusion = session.acquire_slice, session._finish_fusion
+
+        def interrupted_at_the_fourth(index, z):
+            if index == 3:
+                raise KeyboardInterrupt
+            acquire_slice(index, z)
+
+        def impatient_user_presses_again():
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while fusion catches up
+            return finish_fusion()
+
+        session.acquire_slice = interrupted_at_the_fourth
+        if ctrl_c_again_while_saving:
+            session._finish_fusion = impatient_user_presses_again
+
+    return run_small_session(tmp_path, patch, progress=True)
+
+
+def _ended_as_planned(outcome) -> dict:
+    """Asserts that a session stopped once every slice was acquired ended as planned (exit status 0, README),
+    its stack whole and fused, session.json naming the late stop; returns session.json."""
+    assert outcome.completed and not outcome.interrupted and outcome.report.ended_by is None
+    assert outcome.report.acquired_slices == outcome.report.planned_slices
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert written["acquired_slices"] == outcome.report.planned_slices and written["outputs"]["fused"]
+    assert any("after the last slice was acquired: it cut nothing short" in w for w in written["warnings"])
+    return written
 
 
 def test_ctrl_c_says_what_it_is_saving_and_fusing_while_fusion_catches_up(tmp_path, capsys):
@@ -521,45 +541,33 @@ def test_a_second_ctrl_c_while_saving_is_told_to_wait_and_saves_all(tmp_path, ca
 
 def test_ctrl_c_while_the_outputs_are_written_still_writes_session_json(tmp_path, capsys):
     # After the last slice: the first Ctrl-C comes while the report is made and the outputs written.
-    profile = small(load_profile(PROFILES / "simulated.yaml"))
-    rig = open_rig(profile)
-    session = Session(profile, rig, new_session_folder(tmp_path))
-    make_report = session._report
+    def patch(session):
+        make_report = session._report
 
-    def user_presses_ctrl_c(positions):
-        os.kill(os.getpid(), signal.SIGINT)
-        return make_report(positions)
+        def user_presses_ctrl_c(positions):
+            os.kill(os.getpid(), signal.SIGINT)
+            return make_report(positions)
 
-    session._report = user_presses_ctrl_c  # type: ignore[method-assign]
-    try:
-        outcome = session.run(progress=False)
-    finally:
-        rig.close()
+        session._report = user_presses_ctrl_c
+
     # The stack was whole: the stop cut nothing short, so the session ended as planned (exit status 0, README).
-    assert outcome.completed and not outcome.interrupted and outcome.report.ended_by is None
-    assert outcome.report.acquired_slices == outcome.report.planned_slices
-    written = json.loads((outcome.folder / "session.json").read_text())
-    assert written["acquired_slices"] == outcome.report.planned_slices and written["outputs"]["fused"]
+    written = _ended_as_planned(run_small_session(tmp_path, patch))
     assert [w for w in written["warnings"] if w.startswith("interrupted (Ctrl-C) after the last slice was acquired")]
     assert "interrupted (Ctrl-C): still saving and fusing the slices acquired" in capsys.readouterr().err
 
 
 def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path, default_sigint):
-    profile = small(load_profile(PROFILES / "simulated.yaml"))
-    rig = open_rig(profile)
-    session = Session(profile, rig, new_session_folder(tmp_path))
-    store = session._store
+    def patch(session):
+        store = session._store
 
-    def stopped_while_storing_the_second(frame, z):
-        if len(session.slices) == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # between the plane on disk and its record
-        store(frame, z)
+        def stopped_while_storing_the_second(frame, z):
+            if len(session.slices) == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # between the plane on disk and its record
+            store(frame, z)
 
-    session._store = stopped_while_storing_the_second  # type: ignore[method-assign]
-    try:
-        outcome = session.run(progress=False)
-    finally:
-        rig.close()
+        session._store = stopped_while_storing_the_second
+
+    outcome = run_small_session(tmp_path, patch)
     assert outcome.interrupted and outcome.report.acquired_slices == 2
     with tifffile.TiffFile(outcome.folder / "stack.ome.tif") as tiff:
         assert len(tiff.series[0].pages) == 2
@@ -648,26 +656,17 @@ def test_a_stop_while_the_devices_close_keeps_the_outcome_and_says_so(tmp_path, 
 
 def test_ctrl_c_once_every_slice_is_acquired_ends_the_session_as_planned(tmp_path):
     # Stopped at its last slice, a whole stack was reported as "ended early: interrupted" (exit 130).
-    profile = small(load_profile(PROFILES / "simulated.yaml"))
-    rig = open_rig(profile)
-    session = Session(profile, rig, new_session_folder(tmp_path))
-    acquire_slice = session.acquire_slice
+    def patch(session):
+        acquire_slice = session.acquire_slice
 
-    def interrupted_after_the_last(index, z):
-        acquire_slice(index, z)
-        if index == session.planned - 1:
-            raise KeyboardInterrupt
+        def interrupted_after_the_last(index, z):
+            acquire_slice(index, z)
+            if index == session.planned - 1:
+                raise KeyboardInterrupt
 
-    session.acquire_slice = interrupted_after_the_last  # type: ignore[method-assign]
-    try:
-        outcome = session.run(progress=False)
-    finally:
-        rig.close()
-    assert outcome.completed and not outcome.interrupted and outcome.report.ended_by is None
-    assert outcome.report.acquired_slices == outcome.report.planned_slices
-    written = json.loads((outcome.folder / "session.json").read_text())
-    assert any("after the last slice was acquired: it cut nothing short" in w for w in written["warnings"])
-    assert written["outputs"]["fused"]
+        session.acquire_slice = interrupted_after_the_last
+
+    _ended_as_planned(run_small_session(tmp_path, patch))
 
 
 def test_a_stop_after_a_device_ended_the_session_cuts_nothing_short_and_is_recorded(tmp_path, capsys):
