@@ -285,6 +285,14 @@ def chosen_stacks(args: argparse.Namespace, only: list[str] | None = None) -> tu
     return (height_px, width_px), specs
 
 
+def show_and_save(text: str, results: Path | None) -> None:
+    """A benchmark's results on the terminal, and into ``results`` (a Markdown file) when given."""
+    print("\n" + text)
+    if results:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text.rstrip("\n") + "\n")  # (one newline at the end, as before)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_stack_arguments(parser)
@@ -329,10 +337,7 @@ def main() -> int:
         crops.mkdir(parents=True, exist_ok=True)
         out += ["## Real stacks side by side (look at them)", ""] + real_stack_crops(crops, peers) + [""]
     text = "\n".join(out)
-    print("\n" + text)
-    if args.results:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text)
+    show_and_save(text, args.results)
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peers import available_peers
-from benchmarks.quality import DEFAULT, OURS, add_stack_arguments, chosen_stacks, score_stacks
+from benchmarks.quality import DEFAULT, OURS, add_stack_arguments, chosen_stacks, score_stacks, show_and_save
 from benchmarks.quality_stacks import render
 from fusion.metrics import psnr
 from simulators.optics import RenderedStack
@@ -88,9 +88,7 @@ def main() -> int:
            "PSNR in dB against the ideal truth. Peers not run: " + ("; ".join(missing) if missing else "none") + ".",
            ""] + ceiling_table(rows, stacks)
     text = "\n".join(out)
-    print("\n" + text)
-    if args.results:
-        args.results.write_text(text + "\n")
+    show_and_save(text, args.results)
     return 0
 
 

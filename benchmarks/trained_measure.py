@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.quality import fuse_with_engine
+from benchmarks.quality import fuse_with_engine, show_and_save
 from benchmarks.quality_stacks import STACKS, available, render, spec_key
 from fusion import FusionSettings, focus_measures
 from fusion.focus_measures import to_gray
@@ -254,9 +254,7 @@ def main() -> int:
            f"trained {trained_held_out:.2f} dB.", "",
            "## In the pyramid, on the quality benchmark's stacks (PSNR dB; gains over the best cached peer)", ""]
     text = "\n".join(out + table)
-    print("\n" + text)
-    if args.results:
-        args.results.write_text(text + "\n")
+    show_and_save(text, args.results)
     return 0
 
 
