@@ -104,7 +104,8 @@ def check_plan_reachable(profile: Profile, focus: FocusDrive) -> None:
 
 
 def open_rig(profile: Profile) -> Rig:
-    """Open camera and focus drive; on any failure, close what was opened and re-raise."""
+    """Open camera and focus drive and check the plan against the drive; on any failure, close what was opened
+    and re-raise."""
     context = RigContext(profile)
     opened: dict[str, Opened] = {}
     try:
@@ -116,12 +117,6 @@ def open_rig(profile: Profile) -> Rig:
         for role in ("focus", "camera"):
             driver = getattr(profile, role).driver
             opened[role] = opener_for(role, driver, profile.simulator_of(role) is not None)(context)
-    except BaseException:
-        for part in reversed(opened.values()):
-            with contextlib.suppress(Exception):
-                part.close()
-        raise
-    try:
         check_plan_reachable(profile, opened["focus"].device)
     except BaseException:
         for part in reversed(opened.values()):
