@@ -96,7 +96,7 @@ class AsiZStage(FocusDrive):
         """Send one command; return the text after ``:A``, or raise the error it answered."""
         self._link.write(command.encode("ascii") + b"\r")
         answer = self._link.read_until(b"\n", what=f"the answer to {command!r}").strip()
-        if answer.startswith(b":A") or answer.startswith(b":N"):
+        if answer.startswith((b":A", b":N")):  # an answer of the protocol: the rate is right
             self._link.understood = True
         if answer.startswith(b":A"):
             return answer[2:].decode("ascii", "replace").strip()
