@@ -20,7 +20,7 @@ from acquisition.mda_plan import around_current_position, channel_names
 from acquisition.mda_rig import MDARig, open_mda_rig
 from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
-from acquisition.session_report import MDASessionReport
+from acquisition.session_report import MDASessionReport, warnings_said
 from acquisition.session_writer import full_scale
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
@@ -62,13 +62,6 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
         rig.close()
 
 
-def _said(caught: list) -> list[str]:
-    """Each warning caught once, in order; of a category other than UserWarning, with its name."""
-    said = [str(c.message) if issubclass(c.category, UserWarning) else f"{c.category.__name__}: {c.message}"
-            for c in caught]
-    return list(dict.fromkeys(said))
-
-
 def _run(profile: Profile, rig: MDARig, folder: Path, caught: list) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
@@ -108,7 +101,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list) -> SessionOu
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
         stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
     _score(report, profile, rig, sequence)
-    report.warnings = _said(caught)
+    report.warnings = warnings_said(caught)
     write_json(folder / SESSION_REPORT, report.to_json())
     completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)

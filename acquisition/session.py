@@ -31,7 +31,8 @@ from acquisition.plans import planned_positions, step_warning
 from acquisition.profile import Profile, ProfileError
 from acquisition.rig import Rig, open_rig
 from acquisition.session_events import SessionEvents, SessionListener
-from acquisition.session_report import DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord
+from acquisition.session_report import (DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord,
+                                        warnings_said)
 from acquisition.session_writer import SessionOutputWriter
 from acquisition.stop_signals import INTERRUPTED, stop_said
 from fusion.stack_buffer import StackBuffer, StackWriteError
@@ -122,11 +123,8 @@ class Session:
             return self._run(progress)
 
     def warnings_raised(self) -> list[str]:
-        """The Python warnings raised while the session ran, each once, in order; of a category other than
-        UserWarning, with its name."""
-        said = [str(caught.message) if issubclass(caught.category, UserWarning) else
-                f"{caught.category.__name__}: {caught.message}" for caught in self.caught_warnings]
-        return list(dict.fromkeys(said))
+        """The Python warnings raised while the session ran, as session.json says them (``warnings_said``)."""
+        return warnings_said(self.caught_warnings)
 
     def _run(self, progress: bool | None) -> SessionOutcome[SessionReport]:
         focus = self.rig.focus

@@ -13,6 +13,14 @@ from typing import Any
 from fusion.output_names import SESSION_REPORT
 
 
+def warnings_said(caught: list) -> list[str]:
+    """Python warnings caught while a session ran (``warnings.WarningMessage``), as session.json says them: each
+    once, in order; of a category other than UserWarning, with its name."""
+    said = [str(c.message) if issubclass(c.category, UserWarning) else f"{c.category.__name__}: {c.message}"
+            for c in caught]
+    return list(dict.fromkeys(said))
+
+
 @dataclass
 class SliceRecord:
     """One acquired slice: where it was taken and how long each step took, in seconds."""
