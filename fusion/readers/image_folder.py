@@ -39,9 +39,10 @@ def image_files(folder: Path) -> list[Path]:
              and not p.name.startswith(".") and not is_our_output(p)]
     broken = sorted((p for p in files if p.is_symlink() and not p.exists()), key=natural_key)
     if broken:
-        looped = os.path.lexists(os.path.join(broken[0].parent, os.readlink(broken[0])))  # (the target is a link)
+        target = os.readlink(broken[0])
+        looped = os.path.lexists(broken[0].parent / target)  # (the target is itself a link, round in a loop)
         leads = "which leads round in a loop of links" if looped else "which does not exist"
-        raise UnreadableStackError(f"{broken[0].name} is a link to {os.readlink(broken[0])}, {leads}"
+        raise UnreadableStackError(f"{broken[0].name} is a link to {target}, {leads}"
                                    f"{f' (and {len(broken) - 1} more such links)' if len(broken) > 1 else ''}: "
                                    "mount or copy the slices it names, or remove the link", folder)
     return sorted((p for p in files if p.is_file()), key=natural_key)
