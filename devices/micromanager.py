@@ -94,14 +94,43 @@ def as_image(raw, width: int, height: int, components: int) -> np.ndarray:
     return image.reshape(height, width)
 
 
-def _require_loaded(call: _CoreCaller, label: str, key: str, device: str) -> None:
-    """A DeviceNotFoundError unless the core has loaded a device called ``label`` (the profile's ``key``),
-    with the nearest loaded name, or all of them."""
+# MMCore's DeviceType numbers (MMDeviceConstants.h), for what a label names when it is not what the profile wants.
+CAMERA_DEVICE, STAGE_DEVICE = 2, 5
+DEVICE_TYPE_WORDS = {2: "a camera", 3: "a shutter", 4: "a state device (a turret or wheel)", 5: "a stage",
+                     6: "an XY stage", 9: "an autofocus", 15: "a hub"}
+KIND_WORDS = {CAMERA_DEVICE: ("camera", "cameras"), STAGE_DEVICE: ("focus stage", "focus stages")}
+
+
+def _device_types(call: _CoreCaller, names: list[str]) -> dict[str, int | None]:
+    """Each device's MMCore type number; None where the core does not say it as a number (a Java core's enum)."""
+    types: dict[str, int | None] = {}
+    for name in names:
+        try:
+            types[name] = int(call("getDeviceType", name))
+        except (TypeError, ValueError, DeviceErrorReply):
+            types[name] = None
+    return types
+
+
+def _require_loaded(call: _CoreCaller, label: str, key: str, device: str, kind: int) -> None:
+    """A DeviceNotFoundError unless the core has loaded a device called ``label`` (the profile's ``key``) of MMCore
+    type ``kind`` (CAMERA_DEVICE, STAGE_DEVICE), naming the nearest loaded device of that type, or them all: a
+    camera's label given to the focus opened, and failed only at the first move, with "wrong type"."""
     loaded = [str(name) for name in call("getLoadedDevices") if str(name) != "Core"]  # (the core itself)
+    types = _device_types(call, loaded)
+    wanted, wanted_plural = KIND_WORDS[kind]
+    of_kind = [name for name in loaded if types[name] in (kind, None)]
+    candidates = (of_kind, wanted_plural) if of_kind else (loaded, "loaded devices")
     if label not in loaded:
-        call.close()
-        raise DeviceNotFoundError(device, f"{key}: no device {label!r} is loaded "
-                                          f"({did_you_mean(label, loaded, 'loaded devices')})")
+        problem = f"no device {label!r} is loaded ({did_you_mean(label, *candidates)})"
+    elif types[label] not in (kind, None):
+        what = DEVICE_TYPE_WORDS.get(types[label] or 0, "another kind of device")
+        others = f"its {wanted_plural}: {', '.join(of_kind)}" if of_kind else f"the configuration loads no {wanted}"
+        problem = f"{label!r} is {what}, not a {wanted} ({others})"
+    else:
+        return
+    call.close()
+    raise DeviceNotFoundError(device, f"{key}: {problem}")
 
 
 class _ImageFormat(NamedTuple):
@@ -123,7 +152,7 @@ class MicroManagerCamera:
         self._core = core
         self._call = _CoreCaller(core, self.name)
         if label is not None:
-            _require_loaded(self._call, label, "camera.label", self.name)
+            _require_loaded(self._call, label, "camera.label", self.name, CAMERA_DEVICE)
             self._call("setCameraDevice", label)
 
     @property
@@ -212,7 +241,7 @@ class MicroManagerFocusDrive(FocusDrive):
         super().__init__(name or f"Micro-Manager stage {label}", limits)
         self.label = label
         self._call = _CoreCaller(core, self.name)
-        _require_loaded(self._call, label, "focus.label", self.name)
+        _require_loaded(self._call, label, "focus.label", self.name, STAGE_DEVICE)
 
     def move_to_um(self, z_um: float) -> None:
         self.move_to(z_um)
