@@ -18,9 +18,9 @@ def modules_with_kernels() -> list[str]:
     """Every project module that compiles numba kernels."""
     names = []
     for package in ("fusion", "simulators"):
-        for path in sorted((REPO_ROOT / package).glob("*.py")):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):  # (subpackages too: fusion/align's)
             if "@njit" in path.read_text():
-                names.append(f"{package}.{path.stem}")
+                names.append(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
     return names
 
 
