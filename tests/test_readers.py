@@ -546,3 +546,155 @@ def test_an_image_slice_too_large_for_memory_is_refused_by_its_header(tmp_path, 
         stack.read_slice(0)
     assert str(caught.value).startswith(f"{tmp_path}: s0{suffix} declares 24 x 32 pixels x 3 of uint8: fusing it "
                                         "needs about")
+
+
+# ---- PNGs that Pillow reads wrong: 16-bit colour, and transparency in a tRNS chunk ----
+
+def write_png16(path, pixels):
+    """A 16-bit PNG as a scientific camera's software or a script writes one with OpenCV, which takes BGR(A): the
+    channels flipped so that the file holds ``pixels``' RGB(A). Grey + alpha, which OpenCV does not write, by
+    libpng (imagecodecs)."""
+    import cv2
+    import imagecodecs
+
+    if pixels.ndim == 3 and pixels.shape[2] == 2:
+        path.write_bytes(imagecodecs.png_encode(pixels))
+    else:
+        assert cv2.imwrite(str(path), pixels[:, :, [2, 1, 0, 3][:pixels.shape[2]]] if pixels.ndim == 3 else pixels)
+    assert path.read_bytes()[24] == 16  # IHDR's bit depth
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import zlib
+
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+WIDE = RNG.integers(0, 65536, (3, 24, 32, 4)).astype(np.uint16)  # every bit used, the low byte too
+
+
+@pytest.mark.parametrize("samples", [3, 4, 2, 1], ids=["rgb", "rgba", "grey+alpha", "grey"])
+def test_16_bit_pngs_are_read_at_their_depth(tmp_path, samples, recwarn):
+    """Pillow decoded 16-bit RGB, RGBA and grey + alpha to 8 bits (grey + alpha to RGBA): the fused image lost the
+    low byte of every sample. 16-bit grey it read whole."""
+    stored = WIDE[..., :samples] if samples > 1 else WIDE[..., 0]
+    if samples in (2, 4):
+        stored = stored.copy()
+        stored[..., -1] = 65535  # opaque: nothing to say about alpha
+    for k, pixels in enumerate(stored):
+        write_png16(tmp_path / f"s{k}.png", pixels)
+    with open_stack(tmp_path) as stack:
+        assert stack.declared_size(0) == (24, 32, samples, np.dtype(np.uint16))
+    data, _, _ = read_all(tmp_path)
+    np.testing.assert_array_equal(data, stored[..., :-1].squeeze(-1) if samples == 2 else
+                                  stored[..., :3] if samples == 4 else stored)
+    assert not [w for w in recwarn if "alpha" in str(w.message)]
+
+
+def test_a_16_bit_colour_png_shown_turned_is_read_as_shown_and_decoded_once(tmp_path, monkeypatch):
+    """Its EXIF orientation is honoured as an 8-bit PNG's, also where the eXIf chunk follows the pixels; Pillow's PNG
+    reader would decode the pixels (at 8 bits) to look there."""
+    from PIL import Image, ImageFile
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown a quarter turn clockwise
+    for k, pixels in enumerate(WIDE[:2, ..., :3]):
+        write_png16(tmp_path / f"s{k}.png", pixels)
+        data = (tmp_path / f"s{k}.png").read_bytes()  # eXIf between the last IDAT and IEND
+        (tmp_path / f"s{k}.png").write_bytes(data[:-12] + png_chunk(b"eXIf", exif.tobytes()[6:]) + data[-12:])
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def counted_load(image):
+        if image.tile:
+            decoded.append(image)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counted_load)
+    with open_stack(tmp_path) as stack:
+        assert stack.declared_size(1) == (32, 24, 3, np.dtype(np.uint16))
+        pixels = stack.read_slice(1)
+    np.testing.assert_array_equal(pixels, np.rot90(WIDE[1, ..., :3], -1))
+    assert not decoded
+
+
+def test_a_16_bit_colour_png_too_large_for_memory_is_refused_by_its_header(tmp_path, monkeypatch):
+    import fusion.memory
+    from fusion.errors import StackTooLargeError
+
+    write_png16(tmp_path / "s0.png", WIDE[0, ..., :3])
+    monkeypatch.setattr(fusion.memory, "available_memory_bytes", lambda: 1000)
+    with open_stack(tmp_path) as stack, pytest.raises(StackTooLargeError, match="s0.png declares 24 x 32 pixels x 3 "
+                                                                                 "of uint16: fusing it needs about"):
+        stack.read_slice(0)
+
+
+def test_a_damaged_16_bit_colour_png_is_named_in_one_line(tmp_path):
+    write_png16(tmp_path / "s0.png", WIDE[0, ..., :3])
+    write_png16(tmp_path / "s1.png", WIDE[1, ..., :3])
+    data = (tmp_path / "s1.png").read_bytes()
+    (tmp_path / "s1.png").write_bytes(data[:len(data) // 2])  # cut inside its pixels
+    with pytest.raises(UnreadableStackError, match=r"s1.png is not a readable image \(") as caught:
+        read_all(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_stack_of_16_bit_colour_pngs_is_fused_at_16_bits(tmp_path):
+    from scipy import ndimage
+
+    from fusion.refuse import refuse_stack
+
+    texture = ndimage.gaussian_filter(np.random.default_rng(3).random((64, 80, 3)), (1, 1, 0))
+    low_bits = np.random.default_rng(4).integers(0, 256, texture.shape)
+    slices = [(ndimage.gaussian_filter(texture, (sigma, sigma, 0)) * 60000).astype(np.uint16) | low_bits.astype(
+        np.uint16) for sigma in (0.1, 1.5, 3.0, 1.5)]
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for k, pixels in enumerate(slices):
+        write_png16(folder / f"s{k}.png", pixels)
+    report = refuse_stack(folder, tmp_path / "out", progress=False)
+    fused = tifffile.imread(report.outputs["fused"])
+    assert fused.shape == (64, 80, 3) and fused.dtype == np.uint16
+    assert len(np.unique(fused & 0xFF)) > 200  # the low byte is the slices', not 0 or a copy of the high byte
+    assert np.abs(fused.astype(float) - slices[0]).mean() < 16  # the sharp slice, to its low bits (1.2 here)
+
+
+def _palette_png(path, indices, transparent_index):
+    from PIL import Image
+
+    image = Image.fromarray(indices, "P")
+    image.putpalette(np.random.default_rng(5).integers(0, 256, 16 * 3).astype(np.uint8).tobytes())
+    image.save(path, **({} if transparent_index is None else {"transparency": transparent_index}))
+
+
+def _colour_key_png(path, pixels, key):
+    from PIL import Image
+
+    Image.fromarray(pixels).save(path, transparency=key)  # a tRNS chunk: this one RGB colour is transparent
+
+
+@pytest.mark.parametrize("kind,transparent", [("palette", True), ("palette", False), ("palette without tRNS", False),
+                                              ("colour key", True), ("colour key", False)])
+def test_transparency_of_a_trns_chunk_is_said_once_and_a_palette_is_fused_as_its_colours(tmp_path, recwarn, kind,
+                                                                                        transparent):
+    """A palette PNG's transparent entries and an RGB PNG's transparent colour (tRNS) went unsaid, as LA and RGBA
+    PNGs' alpha did not; said only where some pixel is transparent."""
+    from PIL import Image
+
+    for k in range(3):
+        planted = transparent and k == 1  # part of one slice transparent
+        if kind.startswith("palette"):
+            indices = np.random.default_rng(k).integers(0, 15, (24, 32)).astype(np.uint8)
+            if planted:
+                indices[:4] = 15
+            _palette_png(tmp_path / f"s{k}.png", indices, None if "without" in kind else 15)
+        else:
+            pixels = ZYXS[k] | 1  # (no pixel is black but those planted)
+            if planted:
+                pixels[:4] = 0
+            _colour_key_png(tmp_path / f"s{k}.png", pixels, (0, 0, 0))
+    data, _, _ = read_all(tmp_path)
+    expected = [np.asarray(Image.open(tmp_path / f"s{k}.png").convert("RGB")) for k in range(3)]
+    np.testing.assert_array_equal(data, np.stack(expected))  # the colours, not the palette's indices
+    said = [w for w in recwarn if "alpha channel (transparency) is not fused" in str(w.message)]
+    assert len(said) == int(transparent)

@@ -1,15 +1,20 @@
 """A folder of single-image files (TIFF, PNG, JPEG), one slice each, in natural sort order."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
+import imagecodecs
 import imageio.v3 as imageio
 import numpy as np
 import tifffile
+from PIL import ExifTags, Image
 
 from fusion.errors import (EmptyStackError, FusionError, SliceMismatchError, StackLayoutError, StackTooLargeError,
                            UnreadableStackError)
@@ -129,11 +134,19 @@ class ImageFolderStack(SavedStack):
             with tifffile.TiffFile(file) as tiff:
                 page = tiff.pages.first
                 return page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype
-        with imageio.imopen(file, "r") as image:
-            height, width, samples, dtype = _stored_size(image)
-            if _orientation(image) in SIDEWAYS_ORIENTATIONS:  # shown a quarter turn round: as ``_read`` gives it
-                height, width = width, height  # (a PNG is decoded to find its EXIF block, which may follow the pixels)
-            return height, width, samples, dtype
+        png = png_header(file)
+        if png is not None and png.pillow_misreads:
+            height, width, samples, dtype = png.decoded_size()
+            with open(file, "rb") as stream:
+                sideways = _png_orientation(stream) in SIDEWAYS_ORIENTATIONS
+        else:
+            with imageio.imopen(file, "r") as image:
+                height, width, samples, dtype = _stored_size(image)
+                # (a PNG is decoded to find its EXIF block, which may follow the pixels)
+                sideways = _orientation(image) in SIDEWAYS_ORIENTATIONS
+        if sideways:  # shown a quarter turn round: as ``_read`` gives it
+            height, width = width, height
+        return height, width, samples, dtype
 
     def _check_declared_size(self, index: int) -> None:
         if is_tiff(self.files[index]):
@@ -147,18 +160,24 @@ class ImageFolderStack(SavedStack):
                 raise _EmptyFile("the file is empty: 0 bytes")
             if is_tiff(file):
                 return tifffile.imread(file, key=0)
-            # Opened once: its header, pixels and EXIF orientation (read apart, Pillow parsed the EXIF block three
-            # times a slice, and decoded a PNG for each: its EXIF may follow the pixels).
-            with imageio.imopen(file, "r") as image:
-                height, width, samples, dtype = _stored_size(image)  # (a quarter turn needs as much memory)
-                check_fits_in_memory(height, width, samples, dtype, self.path, self.slice_label(index))
-                if samples == 4 and file.suffix.lower() != ".png":  # a JPEG's 4 samples are CMYK (or YCCK)
-                    pixels = np.asarray(cast(Any, image).read(mode="RGB"))  # (Pillow's plugin takes a mode)
-                else:
-                    pixels = self._without_alpha(np.asarray(image.read()), samples)  # (as imageio.imread)
-                orientation = _orientation(image)
-                self._sideways[index] = orientation in SIDEWAYS_ORIENTATIONS
-                return upright(pixels, orientation)
+            png = png_header(file)
+            if png is not None and png.pillow_misreads:
+                check_fits_in_memory(*png.decoded_size(), self.path, self.slice_label(index))
+                pixels, orientation = _decode_png(file)
+                pixels = self._without_alpha(pixels, pixels.shape[2] if pixels.ndim == 3 else 1)
+            else:
+                # Opened once: its header, pixels and EXIF orientation (read apart, Pillow parsed the EXIF block
+                # three times a slice, and decoded a PNG for each: its EXIF may follow the pixels).
+                with imageio.imopen(file, "r") as image:
+                    height, width, samples, dtype = _stored_size(image)  # (a quarter turn needs as much memory)
+                    check_fits_in_memory(height, width, samples, dtype, self.path, self.slice_label(index))
+                    if samples == 4 and file.suffix.lower() != ".png":  # a JPEG's 4 samples are CMYK (or YCCK)
+                        pixels = np.asarray(cast(Any, image).read(mode="RGB"))  # (Pillow's plugin takes a mode)
+                    else:
+                        pixels = self._without_alpha(np.asarray(image.read()), samples)  # (as imageio.imread)
+                    orientation = _orientation(image)
+            self._sideways[index] = orientation in SIDEWAYS_ORIENTATIONS
+            return upright(pixels, orientation)
         except StackTooLargeError:
             raise
         except Exception as error:
@@ -166,8 +185,9 @@ class ImageFolderStack(SavedStack):
                                        self.path) from error
 
     def _without_alpha(self, pixels: np.ndarray, samples: int) -> np.ndarray:
-        """A PNG's grey or colour samples without its alpha (LA, RGBA): transparency is no part of the scene, and
-        a fused alpha steered the focus (grey + alpha: 99% of the weight) or made a see-through fused image."""
+        """A PNG's grey or colour samples without its alpha (LA, RGBA, a tRNS chunk's): transparency is no part of
+        the scene, and a fused alpha steered the focus (grey + alpha: 99% of the weight) or made a see-through fused
+        image."""
         if samples not in (2, 4) or pixels.ndim != 3:
             return pixels
         alpha = pixels[:, :, -1]
@@ -223,6 +243,92 @@ def _stored_size(image) -> tuple[int, int, int, np.dtype]:
     header = image.properties()
     height, width = header.shape[:2]
     return height, width, header.shape[2] if len(header.shape) == 3 else 1, np.dtype(header.dtype)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# By PNG colour type: samples per pixel as libpng decodes them (grey, RGB, palette as its RGB colours, grey + alpha,
+# RGBA), before a tRNS chunk adds an alpha sample.
+PNG_SAMPLES = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """What a PNG says before its pixels: its IHDR chunk, and whether a tRNS chunk makes some colour transparent."""
+    height: int
+    width: int
+    bit_depth: int
+    colour_type: int
+    has_transparency_chunk: bool
+
+    @property
+    def pillow_misreads(self) -> bool:
+        """Whether Pillow would read it wrong: it decodes 16-bit RGB, RGBA and grey + alpha to 8 bits (grey +
+        alpha even to RGBA), and drops a tRNS chunk's transparency without a word. libpng (``imagecodecs``)
+        reads these at their depth, with tRNS as an alpha sample. (16-bit grey Pillow reads whole.)"""
+        return self.has_transparency_chunk or (self.bit_depth == 16 and self.colour_type != 0)
+
+    def decoded_size(self) -> tuple[int, int, int, np.dtype]:
+        """(height, width, samples, dtype) as libpng decodes it, alpha included."""
+        samples = PNG_SAMPLES[self.colour_type] + int(self.has_transparency_chunk)
+        return self.height, self.width, samples, np.dtype(np.uint16 if self.bit_depth == 16 else np.uint8)
+
+
+def png_header(file: Path) -> PngHeader | None:
+    """The header of an image file that is a PNG (whatever its name), read from the chunks before its pixels;
+    None where it is no PNG or its IHDR is damaged (Pillow then reads it, or says what is wrong)."""
+    with open(file, "rb") as stream:
+        if stream.read(8) != PNG_SIGNATURE:
+            return None
+        chunks = _png_chunks(stream)
+        if next(chunks, None) != (b"IHDR", 13):
+            return None
+        ihdr = stream.read(13)
+        if len(ihdr) != 13 or ihdr[9] not in PNG_SAMPLES or ihdr[8] not in (1, 2, 4, 8, 16):
+            return None
+        transparent = False
+        for kind, _ in chunks:
+            if kind == b"IDAT":  # (tRNS must come before the pixels)
+                break
+            transparent = transparent or kind == b"tRNS"
+    return PngHeader(height=int.from_bytes(ihdr[4:8], "big"), width=int.from_bytes(ihdr[:4], "big"),
+                     bit_depth=ihdr[8], colour_type=ihdr[9], has_transparency_chunk=transparent)
+
+
+def _png_chunks(stream: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """(type, data length) of each chunk of a PNG stream past its signature, the stream at the chunk's data as
+    each is yielded (the caller may read it); ends at IEND or where the stream does."""
+    while len(head := stream.read(8)) == 8:
+        kind, data_at = head[4:], stream.tell()
+        yield kind, int.from_bytes(head[:4], "big")
+        if kind == b"IEND":
+            return
+        stream.seek(data_at + int.from_bytes(head[:4], "big") + 4)  # past the data and its CRC
+
+
+def _decode_png(file: Path) -> tuple[np.ndarray, int]:
+    """A PNG's pixels as libpng decodes them (16 bits kept, a palette as its colours, tRNS as alpha), and its EXIF
+    orientation."""
+    with open(file, "rb") as stream:
+        orientation = _png_orientation(stream)
+        stream.seek(0)
+        return imagecodecs.png_decode(stream.read()), orientation
+
+
+def _png_orientation(stream: BinaryIO) -> int:
+    """A PNG's EXIF orientation as Pillow reads it (eXIf chunk, ImageMagick's raw profile, XMP) wherever its
+    chunks lie, from the PNG without its pixels: Pillow's PNG reader decodes them (at 8 bits) to look for EXIF
+    after them."""
+    stream.seek(0)
+    kept = [stream.read(8)]
+    for kind, length in _png_chunks(stream):
+        if kind != b"IDAT":
+            kept.append(length.to_bytes(4, "big") + kind + stream.read(length + 4))
+    try:
+        with Image.open(io.BytesIO(b"".join(kept))) as header:
+            # (Pillow's base getexif: its PNG reader's own would try to decode the pixels left out)
+            return int(Image.Image.getexif(header).get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a damaged EXIF block: the pixels as they are stored
+        return 1
 
 
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
