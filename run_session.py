@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 # Before numba and torch load their OpenMP runtime: idle OpenMP threads sleep instead of spinning,
@@ -202,8 +203,10 @@ def check_output_folder(folder: Path, named: str) -> None:
         raise OSError(f"{named} {folder}: cannot make or write that folder: {existing} is not writable")
 
 
-def run_live(args) -> int:
-    """A live session: exit 0 when every planned slice was acquired and fused (1 when one was lost)."""
+def run_live(args, said: list[str]) -> int:
+    """A live session: exit 0 when every planned slice was acquired and fused (1 when one was lost).
+
+    ``said``: the warnings printed so far (options with no effect), which session.json records too."""
     import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers: acquisition.rig_registry)
     from acquisition.profile import ProfileError, load_profile, with_fusion_overrides
     from acquisition.session import run_profile
@@ -213,16 +216,16 @@ def run_live(args) -> int:
     try:
         loaded = load_profile(profile_path)
         profile = with_fusion_overrides(loaded, fusion_overrides(args))
-        warn_unused_options(args, profile.fusion_settings())
+        said = said + print_warnings(unused_option_warnings(args, profile.fusion_settings()))
         if loaded.fusion.device is not None and args.device is None:  # (--device replaced it: warned above)
-            warn_unused_device(f"{profile_path}: fusion.device", loaded.fusion.device, "fusion.method",
-                               profile.fusion_settings().measure)
+            said += print_warnings([unused_device_warning(f"{profile_path}: fusion.device", loaded.fusion.device,
+                                                          "fusion.method", profile.fusion_settings().measure)])
         out_root = args.out or Path(profile.output.folder)
         check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
-            return run_mda(args, profile, out_root)
+            return run_mda(args, profile, out_root, said)
         with live_view(args, profile.name, "session") as view:
-            outcome = run_profile(profile, out_root, view=view)
+            outcome = run_profile(profile, out_root, view=view, warnings_before=said)
     except (ProfileError, DeviceError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -230,15 +233,16 @@ def run_live(args) -> int:
         print(f"{str(interrupt) or 'interrupted (Ctrl-C)'} before the session started; nothing was acquired",
               file=sys.stderr)
         return interrupted_status()
-    print_session_summary(outcome)
+    print_session_summary(outcome, said)
     if outcome.interrupted:
         return interrupted_status()
     # Every position visited is not every slice kept: a stack with holes is not a success to a script.
     return 0 if outcome.completed and not outcome.report.dropped_frames else 1
 
 
-def print_session_summary(outcome) -> None:
-    """What a live session made and where, on stdout; what went wrong, on stderr."""
+def print_session_summary(outcome, said: Collection[str] = ()) -> None:
+    """What a live session made and where, on stdout; what went wrong, on stderr (its warnings but those in
+    ``said``, printed as it started)."""
     report = outcome.report  # an acquisition.session_report.SessionReport
     print(f"session: {report.acquired_slices} of {report.planned_slices} slices in {outcome.folder}")
     for name in ("fused", "depth", "stack", "focus_curve"):
@@ -260,8 +264,7 @@ def print_session_summary(outcome) -> None:
         fused = " and fused" if "fused" in report.outputs else "; no fused image was written (see below)"
         print(f"error: the session ended early: {outcome.ended_by}; {acquired} saved in "
               f"{report.outputs.get('stack', 'no stack')}{fused}", file=sys.stderr)
-    for warning in report.warnings or []:
-        print(f"warning: {warning}", file=sys.stderr)
+    print_warnings([warning for warning in report.warnings or [] if warning not in said])
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
 
@@ -271,14 +274,15 @@ def interrupted_status() -> int:
     return 143 if was_terminated() else 130
 
 
-def run_mda(args, profile, out_root: Path) -> int:
-    """A multi-dimensional session (the profile's mda plan): exit 0 when every frame was acquired and fused."""
+def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
+    """A multi-dimensional session (the profile's mda plan): exit 0 when every frame was acquired and fused.
+    ``said``: as run_live's."""
     from acquisition.mda_session import run_mda_profile
     from fusion.output_names import SESSION_REPORT
 
     if args.view:
         raise ValueError("--view shows single-stack sessions; for an mda plan open the session folder in napari")
-    outcome = run_mda_profile(profile, out_root)
+    outcome = run_mda_profile(profile, out_root, warnings_before=said)
     report = outcome.report  # an acquisition.session_report.MDASessionReport
     fused, stacks = len(report.stacks_fused()), len(report.stacks)
     # Only stacks whose fused image was written count as fused (a one-slice stack, a full disk: not).
@@ -295,8 +299,7 @@ def run_mda(args, profile, out_root: Path) -> int:
         saved = ("saved and fused" if fused == stacks > 0 else f"saved; {fused} of its {stacks} z-stacks fused "
                  f"(see {SESSION_REPORT})" if stacks else "saved; no z-stack was fused")
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is {saved}", file=sys.stderr)
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    print_warnings([warning for warning in report.warnings if warning not in said])
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:
@@ -337,7 +340,7 @@ def _thread_error_in_one_line(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with_view_defaults(args)
+    said = print_warnings(with_view_defaults(args))
     warnings.showwarning = _warning_in_one_line
     threading.excepthook = _thread_error_in_one_line
     from fusion.allocator import keep_freed_memory  # here: importing fusion loads OpenCV and numba
@@ -353,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                                               ("--scheduler", args.scheduler is not None)) if value]
         if given:
             parser.error(f"{', '.join(given)}: only with --refuse (a live session fuses its one stack as it comes)")
-        return run_live(args)
+        return run_live(args, said)
     return run_refuse(parser, args)
 
 
@@ -362,36 +365,47 @@ SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", ("blend", "pick")), "sharpn
                         "feather_px": ("--feather-px", ("pick",))}
 
 
-def warn_unused_options(args, settings) -> None:
-    """A warning on stderr for each fusion option given where ``settings`` (a FusionSettings) do not use it."""
-    for key, (option, used_by) in SINGLE_SCALE_OPTIONS.items():
-        if getattr(args, key) is not None and settings.composition not in used_by:
-            print(f"warning: {option} applies to --composition {' and '.join(used_by)}; the {settings.composition} "
-                  "composition does not use it", file=sys.stderr)
+def print_warnings(said: Iterable[str | None]) -> list[str]:
+    """Each warning (None: none) on stderr; returns those printed, for a session to record."""
+    printed = [warning for warning in said if warning is not None]
+    for warning in printed:
+        print(f"warning: {warning}", file=sys.stderr)
+    return printed
+
+
+def unused_option_warnings(args, settings) -> list[str]:
+    """A warning for each fusion option given where ``settings`` (a FusionSettings) do not use it."""
+    said: list[str | None] = [
+        f"{option} applies to --composition {' and '.join(used_by)}; the {settings.composition} composition does "
+        "not use it" for key, (option, used_by) in SINGLE_SCALE_OPTIONS.items()
+        if getattr(args, key) is not None and settings.composition not in used_by]
     if args.align_model is not None and settings.align == "off":
-        print("warning: --align-model has no effect: alignment is off (--align auto or on uses it)", file=sys.stderr)
+        said.append("--align-model has no effect: alignment is off (--align auto or on uses it)")
     if args.device is not None:
-        warn_unused_device("--device", args.device, "--method", settings.measure)
+        said.append(unused_device_warning("--device", args.device, "--method", settings.measure))
+    return [warning for warning in said if warning is not None]
 
 
-def warn_unused_device(given_as: str, device: str, method_key: str, measure: str) -> None:
-    """A warning on stderr where a torch device is given (``given_as``: the option or the profile key) for
-    a focus measure that runs without torch: only the deep measure ("ums") has a device. "auto", the default,
-    asks for none in particular (the shipped profile template spells it out)."""
+def unused_device_warning(given_as: str, device: str, method_key: str, measure: str) -> str | None:
+    """The warning where a torch device is given (``given_as``: the option or the profile key) for a focus
+    measure that runs without torch: only the deep measure ("ums") has a device; None otherwise. "auto", the
+    default, asks for none in particular (the shipped profile template spells it out)."""
     if measure != "ums" and device != "auto":
-        print(f"warning: {given_as} has no effect: it applies to {method_key} ums; the {measure} measure "
-              "runs without torch, on the CPU", file=sys.stderr)
+        return (f"{given_as} has no effect: it applies to {method_key} ums; the {measure} measure runs without "
+                "torch, on the CPU")
+    return None
 
 
-def with_view_defaults(args) -> None:
-    """The live view's options that were not given set to their defaults; those given without --view named in
-    a warning, as they have no effect."""
+def with_view_defaults(args) -> list[str]:
+    """The live view's options that were not given set to their defaults; returns a warning for each given
+    without --view, as they have no effect."""
+    said = []
     for key, default in VIEW_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
         elif not args.view:
-            print(f"warning: --{key.replace('_', '-')} has no effect without --view (no live view is served)",
-                  file=sys.stderr)
+            said.append(f"--{key.replace('_', '-')} has no effect without --view (no live view is served)")
+    return said
 
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
@@ -402,7 +416,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     if args.out is None:
         parser.error("--refuse needs --out DIR")
     settings = refuse_settings(parser, args)
-    warn_unused_options(args, settings)
+    print_warnings(unused_option_warnings(args, settings))
     check_workers(parser, args)
     started = time.perf_counter()
     stacks: list[Path] = []

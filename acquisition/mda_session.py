@@ -46,9 +46,11 @@ def session_sequence(profile: Profile, core):
     return around_current_position(profile.mda, None, None, core.getPosition())
 
 
-def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None) -> SessionOutcome[MDASessionReport]:
+def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None,
+                    warnings_before: list[str] | None = None) -> SessionOutcome[MDASessionReport]:
     """Check that fusion can run, open the core, run the sequence into ``out_root/<timestamp>/`` fusing every
-    z-stack, close it."""
+    z-stack, close it. ``warnings_before``: warnings said before it started (options with no effect), recorded
+    first in session.json."""
     check_fusion_can_run(profile)
     rig = open_mda_rig(profile)
     try:
@@ -56,13 +58,14 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
         # Warnings raised while it runs, from any thread (the handler's "only one slice"), are kept for
         # session.json, and printed from there: what is printed is what is recorded (as in a live session).
         with catch_warnings(record=True) as caught:
-            outcome = _run(profile, rig, folder, caught)
+            outcome = _run(profile, rig, folder, caught, list(warnings_before or []))
         return outcome
     finally:
         rig.close()
 
 
-def _run(profile: Profile, rig: MDARig, folder: Path, caught: list) -> SessionOutcome[MDASessionReport]:
+def _run(profile: Profile, rig: MDARig, folder: Path, caught: list,
+         warnings_before: list[str]) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
     settings = profile.fusion_settings()
@@ -101,7 +104,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list) -> SessionOu
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
         stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
     _score(report, profile, rig, sequence)
-    report.warnings = warnings_said(caught)
+    report.warnings = list(dict.fromkeys([*warnings_before, *warnings_said(caught)]))  # each once
     write_json(folder / SESSION_REPORT, report.to_json())
     completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)

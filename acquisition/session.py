@@ -74,10 +74,12 @@ class Session:
     """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``.
 
     ``listeners`` follow it (``SessionListener``); the output writer always comes first, so the
-    report they are given at the end already names the outputs.
+    report they are given at the end already names the outputs. ``warnings_before``: warnings said before
+    it started (options or profile keys that have no effect), which session.json records with its own.
     """
 
-    def __init__(self, profile: Profile, rig: Rig, folder: Path, listeners: list[SessionListener] | None = None):
+    def __init__(self, profile: Profile, rig: Rig, folder: Path, listeners: list[SessionListener] | None = None,
+                 warnings_before: list[str] | None = None):
         if profile.plan is None:
             raise ValueError("a single-stack session needs a plan (z or sweep); an mda plan runs in mda_session")
         self.profile = profile
@@ -113,6 +115,7 @@ class Session:
         self.focus_return_error: str | None = None   # why it could not
         self.total_s = 0.0
         self.caught_warnings: list = []  # warnings.WarningMessage, while run() runs (see there)
+        self.warnings_before = list(warnings_before or [])
 
     def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
         # Python warnings raised while the session runs, from any thread (fusion's "only one slice", alignment's,
@@ -427,11 +430,11 @@ def check_fusion_can_run(profile: Profile) -> None:
         raise ProfileError(str(error)) from None
 
 
-def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
-                view=None) -> SessionOutcome[SessionReport]:
+def run_profile(profile: Profile, out_root: Path, progress: bool | None = None, view=None,
+                warnings_before: list[str] | None = None) -> SessionOutcome[SessionReport]:
     """Check that fusion can run, open the rig, run one session into ``out_root/<timestamp>/``, close the rig.
 
-    ``view``: a ``viewer.state.LiveViewState`` that follows the session, or None.
+    ``view``: a ``viewer.state.LiveViewState`` that follows the session, or None; ``warnings_before``: as Session's.
     """
     from acquisition.live_view_listener import LiveViewListener
 
@@ -441,7 +444,8 @@ def run_profile(profile: Profile, out_root: Path, progress: bool | None = None,
     outcome = None
     try:
         folder = new_session_folder(Path(out_root))
-        outcome = Session(profile, rig, folder, [LiveViewListener(view)] if view is not None else []).run(progress)
+        listeners: list[SessionListener] = [LiveViewListener(view)] if view is not None else []
+        outcome = Session(profile, rig, folder, listeners, warnings_before).run(progress)
         return outcome
     except BaseException:
         # Ended before the session started (a pre-sweep that failed or was interrupted, a plan

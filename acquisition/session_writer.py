@@ -44,9 +44,9 @@ class SessionOutputWriter(SessionListener):
         self.fusion_s[index] = fusion_s
 
     def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
-        # What acquisition noticed (a search range that cuts the specimen, a settle time not waited)
-        # stands whether or not fusion made anything.
-        report.warnings = list(session.acquisition_warnings())
+        # What was said as it started (options with no effect) and what acquisition noticed (a search range
+        # that cuts the specimen, a settle time not waited) stand whether or not fusion made anything.
+        report.warnings = [*session.warnings_before, *session.acquisition_warnings()]
         if result is not None:  # said before the images are written: it stands when the disk is full
             said = focus_warning(result.focus_scores, result.depth, str(session.folder))
             report.warnings = ([said] if said else []) + report.warnings

@@ -195,3 +195,14 @@ def test_relative_z_plan_is_centred_on_the_current_position():
     assert [e.z_pos for e in around_current_position(positions, 0, 0, 10.0)] == [9.0, 11.0, 49.0, 51.0]
     absolute = useq.MDASequence(z_plan={"absolute": [1, 2]})
     assert around_current_position(absolute, 0, 0, 10.0) is absolute
+
+
+def test_options_that_have_no_effect_are_recorded_in_an_mda_session_json(tmp_path):
+    profile = small_mda_profile(tmp_path, mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                               "z_plan": {"range": 4, "step": 2}})
+    done = run_cli("--profile", profile, "--out", tmp_path / "sessions", "--view-linger-s", "1")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert report["warnings"][0] == "--view-linger-s has no effect without --view (no live view is served)"
+    printed = [line.removeprefix("warning: ") for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert report["warnings"] == printed, done.stderr

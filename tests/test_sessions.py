@@ -463,12 +463,31 @@ def test_a_torch_device_for_a_measure_without_torch_is_warned_of(tmp_path, capsy
     assert not [line for line in capsys.readouterr().err.splitlines() if "has no effect" in line]
 
 
-def test_a_torch_device_for_the_deep_measure_is_not_warned_of(capsys):
-    args = build_parser().parse_args(["--refuse", "s.tif", "--out", "out", "--method", "ums", "--device", "cpu"])
-    from run_session import warn_unused_options
+def test_options_and_profile_keys_that_have_no_effect_are_recorded_in_session_json(tmp_path, capsys):
+    # They were printed as the session started, and session.json, read later, said nothing of them.
+    import run_session
 
-    warn_unused_options(args, refuse_settings(build_parser(), args))
-    assert "has no effect" not in capsys.readouterr().err
+    (tmp_path / "rig.yaml").write_text("camera: {driver: simulated, specimen: {height_px: 64, width_px: 80}}\n"
+                                       "focus: {driver: simulated}\nplan: {z: {range: 4, step: 2}}\n"
+                                       "fusion: {method: sf, composition: pyramid, device: cuda}\n")
+    assert run_session.main(["--profile", str(tmp_path / "rig.yaml"), "--out", str(tmp_path / "out"),
+                             "--port", "9000", "--window-px", "5"]) == 0
+    ignored = ["--port has no effect without --view (no live view is served)",
+               "--window-px applies to --composition blend and pick; the pyramid composition does not use it",
+               f"{tmp_path / 'rig.yaml'}: fusion.device has no effect: it applies to fusion.method ums; the sf "
+               "measure runs without torch, on the CPU"]
+    report = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())
+    assert report["warnings"][:3] == ignored, report["warnings"]
+    printed = [line.removeprefix("warning: ") for line in capsys.readouterr().err.splitlines()
+               if line.startswith("warning: ")]
+    assert printed == report["warnings"]  # each said once, as the session started: what is printed is recorded
+
+
+def test_a_torch_device_for_the_deep_measure_is_not_warned_of():
+    args = build_parser().parse_args(["--refuse", "s.tif", "--out", "out", "--method", "ums", "--device", "cpu"])
+    from run_session import unused_option_warnings
+
+    assert unused_option_warnings(args, refuse_settings(build_parser(), args)) == []
 
 
 def test_a_sweep_the_lens_can_step_has_no_such_warning():
