@@ -10,16 +10,16 @@ from pathlib import Path
 
 from acquisition.profile import Profile
 from acquisition.rig_registry import Opened, RigContext, register_opener
-from devices.focus_drive import FocusLimits
+from devices.focus_drive import PROFILE_LIMITS, FocusLimits
 
 STAGE_LIMITS = FocusLimits(-10000, 10000, "um")  # a stage's, when the profile gives none
 
 
 def profile_limits(profile: Profile, default: FocusLimits | None) -> FocusLimits | None:
-    """The profile's focus.limits, in its unit; else ``default``."""
+    """The profile's focus.limits, in its unit (their source says so, for messages); else ``default``."""
     if profile.focus.limits is None:
         return default
-    return FocusLimits(profile.focus.limits[0], profile.focus.limits[1], profile.focus.unit)
+    return FocusLimits(profile.focus.limits[0], profile.focus.limits[1], profile.focus.unit, PROFILE_LIMITS)
 
 
 def stage_limits(profile: Profile) -> FocusLimits:

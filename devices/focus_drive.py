@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from devices.errors import DeviceTimeoutError, PositionOutOfRangeError
 
 UNITS = ("um", "dpt", "mA")
+# The source of limits a profile set: a plan beyond them names that key. Others are the driver's default, which the
+# profile did not choose, so a message must not send the user to a focus.limits they never set.
+PROFILE_LIMITS = "focus.limits"
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class FocusLimits:
     lower: float
     upper: float
     unit: str
-    source: str = ""   # where a device's range comes from, for messages ("its maximum current, CrMA")
+    source: str = ""   # where the range comes from, for messages ("its maximum current, CrMA"; PROFILE_LIMITS)
 
     def __post_init__(self):
         if self.unit not in UNITS:
@@ -59,20 +62,36 @@ class FocusDrive(ABC):
 
     def check_reachable(self, positions, what: str | None = None) -> None:
         """Raise PositionOutOfRangeError for the first of ``positions`` outside ``limits`` or beyond
-        ``device_range``, naming it and both ranges; nothing is sent. ``what``: whose positions they
-        are ("the plan"), for the message; None for a single move."""
+        ``device_range``, naming it, the range it is outside and where that range comes from (the profile's
+        focus.limits, the device, the driver's default); nothing is sent. ``what``: whose positions they are
+        ("the plan"), for the message and what to change; None for a single move."""
         device_range = self.device_range
+        profile_set = self.limits.source == PROFILE_LIMITS
         for position in positions:
             where = f"{what} goes to {position:g} {self.unit}," if what else f"{position:g} {self.unit} is"
-            if not self.limits.contains(position):
-                raise PositionOutOfRangeError(self.name, f"{where} outside the limits {self.limits.text()}"
-                                                         f"{' (focus.limits)' if what else ''}")
+            if profile_set and not self.limits.contains(position):
+                raise PositionOutOfRangeError(self.name, f"{where} outside the limits {self.limits.text()} "
+                                                         "(focus.limits)")
+            # Before the driver's default limits: the device's own range is what no setting can widen.
             if device_range is not None and not device_range.contains(position):
-                source = f" ({device_range.source})" if device_range.source else ""
-                raise PositionOutOfRangeError(
-                    self.name, f"{where} beyond what the device reports it can reach: {device_range.text()}{source}; "
-                               f"focus.limits ({self.limits.text()}) do not rule it out: set focus.limits within "
-                               "the device's range and keep the plan inside them")
+                raise PositionOutOfRangeError(self.name, self._beyond_device_range(where, device_range, what))
+            if not self.limits.contains(position):
+                raise PositionOutOfRangeError(self.name, self._outside_default_limits(where, what))
+
+    def _beyond_device_range(self, where: str, device_range: FocusLimits, what: str | None) -> str:
+        """The message for a position beyond what the device reports it can reach, and what to change."""
+        source = f" ({device_range.source})" if device_range.source else ""
+        said = f"{where} beyond what the device reports it can reach: {device_range.text()}{source}"
+        if self.limits.source == PROFILE_LIMITS:  # the profile's limits let it through: they are wrong too
+            return (f"{said}; focus.limits ({self.limits.text()}) do not rule it out: set focus.limits within the "
+                    "device's range and keep the plan inside them")
+        return f"{said}; keep {what} inside it" if what else said
+
+    def _outside_default_limits(self, where: str, what: str | None) -> str:
+        """The message for a position outside limits the profile did not set (the driver's default)."""
+        said = f"{where} outside the limits {self.limits.text()}, the driver's default (no focus.limits given)"
+        return f"{said}: keep {what} inside them, or set focus.limits to the range the device really reaches" \
+            if what else said
 
     @property
     def device_range(self) -> FocusLimits | None:

@@ -99,6 +99,34 @@ def test_a_lens_plan_beyond_what_the_lens_reports_it_reaches_is_refused_as_the_r
 
 
 @pytest.mark.hardware_sim
+@pytest.mark.parametrize("profile,focus,plan,message", [
+    # The profile sets no focus.limits: the stage's are the driver's default, and setting them can widen them.
+    ("simulated-serial-stage", {}, {"z": {"bottom": 0, "top": 20000, "step": 5000}},
+     "error: ASI MS-2000 Z stage: the plan goes to 15000 um, outside the limits -10000..10000 um, the driver's "
+     "default (no focus.limits given): keep the plan inside them, or set focus.limits to the range the device "
+     "really reaches"),
+    # A lens in current mode without focus.limits is limited to its own register: no focus.limits widens that.
+    ("simulated-etl", {"unit": "mA"}, {"sweep": {"start": 0, "stop": 400, "step": 100}},
+     "error: Optotune lens: the plan goes to 300 mA, beyond what the device reports it can reach: "
+     "-292.84..292.769 mA (the lens's maximum current, CrMA: 292.84 mA); keep the plan inside it"),
+    ("simulated-etl", {}, {"sweep": {"start": 0, "stop": 20, "step": 5}},
+     "error: Optotune lens: the plan goes to 15 dpt, beyond what the device reports it can reach: -13.91..13.91 dpt "
+     "(the lens's focal-power range for 20 to 45 °C, as the driver answered PwTA); keep the plan inside it"),
+])
+def test_a_plan_beyond_the_drives_own_range_names_the_device_not_a_focus_limits_the_profile_lacks(
+        tmp_path, capsys, profile, focus, plan, message):
+    # It said "(focus.limits)", or "focus.limits (-5..15 dpt) do not rule it out", of a profile without them.
+    assert run_session_errors(tmp_path, profile, capsys, focus=focus, plan=plan) == [message]
+
+
+@pytest.mark.hardware_sim
+def test_a_plan_beyond_the_profiles_focus_limits_names_them(tmp_path, capsys):
+    errors = run_session_errors(tmp_path, "simulated", capsys, plan={"z": {"bottom": 0, "top": 2000, "step": 500}})
+    assert errors == ["error: simulated stage: the plan goes to 1500 um, outside the limits -1000..1000 um "
+                      "(focus.limits)"]
+
+
+@pytest.mark.hardware_sim
 def test_a_lens_in_current_mode_without_focus_limits_is_limited_to_what_its_register_reaches():
     from devices.errors import PositionOutOfRangeError
     from tests.devices_fixtures import optotune_lens
@@ -106,7 +134,8 @@ def test_a_lens_in_current_mode_without_focus_limits_is_limited_to_what_its_regi
     with optotune_lens("current") as (lens, _):
         lens.check_reachable([-292.84, 0.0, 292.7], "the plan")
         # The register's top is a step below CrMA: sent there, the lens stopped short and never 'settled'.
-        with pytest.raises(PositionOutOfRangeError, match=r"292.84 mA is outside the limits -292.84..292.769 mA"):
+        with pytest.raises(PositionOutOfRangeError, match=r"292.84 mA is beyond what the device reports it can "
+                                                          r"reach: -292.84..292.769 mA \(the lens's maximum current"):
             lens.move_to(292.84)
 
 
