@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import time
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
@@ -19,8 +21,9 @@ from fusion.focus_checks import focus_warning
 from fusion.output_names import refusion_outputs
 from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
-from fusion.readers import open_stack
+from fusion.readers import SavedStack, open_stack
 from fusion.readers.image_folder import ImageFolderStack
+from fusion.readers.tiff import SESSION_PLANE_KEY, TiffStack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_fingerprint import stack_fingerprint
 
@@ -40,6 +43,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     fingerprint = stack_fingerprint(path)  # before reading: a stack that changes meanwhile is fused again later
     with warnings.catch_warnings(record=True) as caught, open_stack(path) as stack:
         warnings.simplefilter("always")
+        unfinished = unfinished_session_warning(stack)
+        if unfinished:
+            warnings.warn(unfinished, stacklevel=1)
         shape, dtype = stack.first_slice_format()
         channels_are_colour = stack.channels_are_colour  # (a folder of TIFFs opens its first file to say)
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
@@ -95,6 +101,28 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         finally:
             outputs.discard()
     return report
+
+
+def unfinished_session_warning(stack: SavedStack) -> str | None:
+    """Where ``stack`` is a live session's stack that its session never finished, a warning that it may lack
+    planned slices; else None. Such a stack (fusion.stack_buffer before ``finalize``) has each page's own record
+    of its z in the first page's description, where a finished one has OME-XML; the plan is in neither page
+    record, so how many slices were planned cannot be said."""
+    if not isinstance(stack, TiffStack):
+        return None
+    with tifffile.TiffFile(stack.path) as tiff:  # (the first page only: cheap)
+        description = tiff.pages.first.description
+    try:
+        record = json.loads(description)
+    except ValueError:  # OME-XML (a finished session's), or another writer's text
+        return None
+    if not isinstance(record, dict) or SESSION_PLANE_KEY not in record:
+        return None
+    n = stack.n_slices
+    return (f"{stack.path}: a live session's stack that its session never finished (no OME description: the session "
+            f"was killed, is still running, or had no room to write it): it holds the {n} slice{'s' if n > 1 else ''} "
+            "written before it stopped, which may be fewer than the session planned; the stack does not record how "
+            "many it planned")
 
 
 class _StagedOutputs:

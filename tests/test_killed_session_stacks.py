@@ -122,3 +122,38 @@ except StackWriteError as error:
         assert stack.z_positions_um == [0.0, 1.5, 3.0]
         assert stack.pixel_size_um() == pytest.approx(0.65)
         assert int(stack.read_slice(2)[0, 0]) == 10
+
+
+UNFINISHED = ("a live session's stack that its session never finished (no OME description: the session was killed, "
+              "is still running, or had no room to write it): it holds the {n} slices written before it stopped, "
+              "which may be fewer than the session planned; the stack does not record how many it planned")
+
+
+def test_refusing_an_unfinished_session_stack_says_it_may_lack_planned_slices(tmp_path):
+    # A stack cut short by kill -9 was refused as if whole: nothing said it may lack the plan's later slices.
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    buffer = unfinalized_stack(tmp_path / "20260101-120000" / "stack.ome.tif", 5)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(buffer.path),
+                           "--out", str(tmp_path / "refused")], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    said = f"{buffer.path}: {UNFINISHED.format(n=5)}"
+    assert f"warning: {said}" in done.stderr.splitlines(), done.stderr
+    assert said in json.loads((tmp_path / "refused" / "20260101-120000.json").read_text())["warnings"]  # its report
+    summary = json.loads((tmp_path / "refused" / "summary.json").read_text())
+    assert said in summary["stacks"][0]["warnings"]
+
+
+def test_a_finished_session_stack_is_refused_without_that_warning(tmp_path):
+    from fusion.refuse import refuse_stack
+
+    buffer = StackBuffer(tmp_path / "session" / "stack.ome.tif")
+    for index in range(5):
+        buffer.append(np.full((32, 48), index * 5, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
+    buffer.finalize({"name": "test"}, "um")
+    report = refuse_stack(buffer.path, tmp_path / "refused", progress=False)
+    assert not [warning for warning in report.warnings if "never finished" in warning], report.warnings
