@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import time
@@ -12,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
@@ -23,7 +21,7 @@ from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, writ
 from fusion.read_ahead import read_ahead
 from fusion.readers import SavedStack, open_stack
 from fusion.readers.image_folder import ImageFolderStack
-from fusion.readers.tiff import SESSION_PLANE_KEY, TiffStack
+from fusion.readers.tiff import TiffStack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_fingerprint import stack_fingerprint
 
@@ -43,9 +41,9 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     fingerprint = stack_fingerprint(path)  # before reading: a stack that changes meanwhile is fused again later
     with warnings.catch_warnings(record=True) as caught, open_stack(path) as stack:
         warnings.simplefilter("always")
-        unfinished = unfinished_session_warning(stack)
-        if unfinished:
-            warnings.warn(unfinished, stacklevel=1)
+        missing = missing_slices_warning(stack)
+        if missing:
+            warnings.warn(missing, stacklevel=1)
         shape, dtype = stack.first_slice_format()
         channels_are_colour = stack.channels_are_colour  # (a folder of TIFFs opens its first file to say)
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
@@ -103,26 +101,24 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     return report
 
 
-def unfinished_session_warning(stack: SavedStack) -> str | None:
-    """Where ``stack`` is a live session's stack that its session never finished, a warning that it may lack
-    planned slices; else None. Such a stack (fusion.stack_buffer before ``finalize``) has each page's own record
-    of its z in the first page's description, where a finished one has OME-XML; the plan is in neither page
-    record, so how many slices were planned cannot be said."""
-    if not isinstance(stack, TiffStack):
+def missing_slices_warning(stack: SavedStack) -> str | None:
+    """Where ``stack`` is a live session's stack with fewer slices than its session planned, or one its session never
+    finished (killed: no OME description), a warning that says so and how many it holds of how many; else None."""
+    said = stack.session_slices() if isinstance(stack, TiffStack) else None
+    if said is None:
         return None
-    with tifffile.TiffFile(stack.path) as tiff:  # (the first page only: cheap)
-        description = tiff.pages.first.description
-    try:
-        record = json.loads(description)
-    except ValueError:  # OME-XML (a finished session's), or another writer's text
-        return None
-    if not isinstance(record, dict) or SESSION_PLANE_KEY not in record:
-        return None
+    finished, planned = said
     n = stack.n_slices
-    return (f"{stack.path}: a live session's stack that its session never finished (no OME description: the session "
-            f"was killed, is still running, or had no room to write it): it holds the {n} slice{'s' if n > 1 else ''} "
-            "written before it stopped, which may be fewer than the session planned; the stack does not record how "
-            "many it planned")
+    holds = f"it holds {n} of the {planned} slices its session planned" if planned is not None and n < planned else \
+        f"it holds all {planned} slices its session planned" if planned is not None else \
+        f"it holds the {n} slice{'s' if n > 1 else ''} written before it stopped, which may be fewer than the " \
+        "session planned (the stack does not record how many)"
+    if not finished:
+        return (f"{stack.path}: a live session's stack that its session never finished (no OME description: the "
+                f"session was killed, is still running, or had no room to write it): {holds}")
+    if planned is not None and n < planned:  # ended early (Ctrl-C, a device that failed): its session.json says why
+        return f"{stack.path}: a live session's stack that ended early: {holds}"
+    return None
 
 
 class _StagedOutputs:

@@ -47,9 +47,10 @@ class StackBuffer:
     """Append-only z-stack in ``path``. Also a ``fusion.slice_store.SliceSource``."""
 
     def __init__(self, path: str | Path, expected_bytes: int = 0, pixel_size_um: float | None = None,
-                 channel: str | None = None, time_origin_s: float | None = None):
+                 channel: str | None = None, time_origin_s: float | None = None, planned_slices: int | None = None):
         """``pixel_size_um`` and ``channel`` go into the OME-XML when given; ``time_origin_s`` is
-        when the experiment began, on the clock of ``append``'s ``time_s`` (default: the first plane)."""
+        when the experiment began, on the clock of ``append``'s ``time_s`` (default: the first plane);
+        ``planned_slices``, when known, goes into every page: after kill -9 it says how many are missing."""
         if pixel_size_um is not None and not pixel_size_um > 0:
             raise ValueError(f"{path}: pixel size must be positive, got {pixel_size_um} µm")
         self.path = Path(path)
@@ -60,6 +61,7 @@ class StackBuffer:
             "resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER"}
         self.channel = channel
         self.time_origin_s = time_origin_s
+        self.planned_slices = planned_slices
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 -- open for the buffer's life; finalize closes it
         self._writer = tifffile.TiffWriter(self._file, bigtiff=expected_bytes > CLASSIC_TIFF_LIMIT_BYTES)
@@ -87,6 +89,8 @@ class StackBuffer:
                  "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
         if self.pixel_size_um is not None:  # in every page too: after kill -9 there is no OME to say it
             plane["pixel_size_um"] = self.pixel_size_um
+        if self.planned_slices is not None:
+            plane["planned_slices"] = self.planned_slices
         colour = colour_by_shape(pixels.shape)  # (a camera's frame: nothing else says)
         with self._lock:
             size_before = os.fstat(self._file.fileno()).st_size

@@ -90,7 +90,8 @@ class StackStream:
     def _open(self, pixels: np.ndarray) -> None:
         expected = pixels.nbytes * (self.expected_slices or 1)
         self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected, pixel_size_um=self.info.pixel_size_um,
-                                  channel=self.info.channel, time_origin_s=self.info.time_origin_s)
+                                  channel=self.info.channel, time_origin_s=self.info.time_origin_s,
+                                  planned_slices=self.expected_slices)
         if not self.fuse or self.expected_slices == 1:  # (one frame: nothing to fuse)
             return
         try:

@@ -8,8 +8,8 @@ from fusion.stack_buffer import StackBuffer
 from fusion.readers import open_stack
 
 
-def unfinalized_stack(path, n_slices: int) -> StackBuffer:
-    buffer = StackBuffer(path)
+def unfinalized_stack(path, n_slices: int, planned_slices: int | None = None) -> StackBuffer:
+    buffer = StackBuffer(path, planned_slices=planned_slices)
     for index in range(n_slices):
         buffer.append(np.full((32, 48), index * 5, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
     buffer._file.close()  # as if the process died: never finalized
@@ -125,35 +125,47 @@ except StackWriteError as error:
 
 
 UNFINISHED = ("a live session's stack that its session never finished (no OME description: the session was killed, "
-              "is still running, or had no room to write it): it holds the {n} slices written before it stopped, "
-              "which may be fewer than the session planned; the stack does not record how many it planned")
+              "is still running, or had no room to write it): it holds {n} of the {planned} slices its session "
+              "planned")
+# (a stack written before its pages recorded the plan)
+UNFINISHED_UNKNOWN_PLAN = ("a live session's stack that its session never finished (no OME description: the session "
+                           "was killed, is still running, or had no room to write it): it holds the {n} slices written "
+                           "before it stopped, which may be fewer than the session planned (the stack does not record "
+                           "how many)")
 
 
-def test_refusing_an_unfinished_session_stack_says_it_may_lack_planned_slices(tmp_path):
-    # A stack cut short by kill -9 was refused as if whole: nothing said it may lack the plan's later slices.
+@pytest.mark.parametrize("planned_slices,says", [(21, UNFINISHED.format(n=5, planned=21)),
+                                                 (None, UNFINISHED_UNKNOWN_PLAN.format(n=5))])
+def test_refusing_an_unfinished_session_stack_says_how_many_slices_it_lacks(tmp_path, planned_slices, says):
+    # A stack cut short by kill -9 was refused as if whole: nothing said it lacks the plan's later slices.
     import json
     import subprocess
     import sys
 
     from tests.conftest import REPO_ROOT
 
-    buffer = unfinalized_stack(tmp_path / "20260101-120000" / "stack.ome.tif", 5)
+    buffer = unfinalized_stack(tmp_path / "20260101-120000" / "stack.ome.tif", 5, planned_slices)
     done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(buffer.path),
                            "--out", str(tmp_path / "refused")], capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
-    said = f"{buffer.path}: {UNFINISHED.format(n=5)}"
+    said = f"{buffer.path}: {says}"
     assert f"warning: {said}" in done.stderr.splitlines(), done.stderr
     assert said in json.loads((tmp_path / "refused" / "20260101-120000.json").read_text())["warnings"]  # its report
     summary = json.loads((tmp_path / "refused" / "summary.json").read_text())
     assert said in summary["stacks"][0]["warnings"]
 
 
-def test_a_finished_session_stack_is_refused_without_that_warning(tmp_path):
+@pytest.mark.parametrize("planned_slices,says", [
+    (5, None), (None, None),  # whole (or planned as it stands): nothing to say
+    (8, "a live session's stack that ended early: it holds 5 of the 8 slices its session planned"),
+])
+def test_a_finished_session_stack_says_only_the_slices_it_lacks(tmp_path, planned_slices, says):
     from fusion.refuse import refuse_stack
 
-    buffer = StackBuffer(tmp_path / "session" / "stack.ome.tif")
+    buffer = StackBuffer(tmp_path / "session" / "stack.ome.tif", planned_slices=planned_slices)
     for index in range(5):
         buffer.append(np.full((32, 48), index * 5, np.uint8), z=index * 1.5, time_s=index, exposure_ms=10.0)
     buffer.finalize({"name": "test"}, "um")
     report = refuse_stack(buffer.path, tmp_path / "refused", progress=False)
-    assert not [warning for warning in report.warnings if "never finished" in warning], report.warnings
+    said = [warning for warning in report.warnings if "live session's stack" in warning]
+    assert said == ([] if says is None else [f"{buffer.path}: {says}"])

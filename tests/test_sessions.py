@@ -209,10 +209,10 @@ def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
     assert refused.returncode == 0, refused.stderr
     report = json.loads((tmp_path / "refused" / f"{stack.parent.name}.json").read_text())  # (its session folder)
     assert 12 <= report["n_slices"] < 21
-    # ... and says that it may lack planned slices (it said nothing: the stack passed for a whole one).
+    # ... and says how many of the planned slices it holds (it said nothing: the stack passed for a whole one).
     from tests.test_killed_session_stacks import UNFINISHED
 
-    said = f"{stack}: {UNFINISHED.format(n=report['n_slices'])}"
+    said = f"{stack}: {UNFINISHED.format(n=report['n_slices'], planned=21)}"
     assert said in report["warnings"] and f"warning: {said}" in refused.stderr.splitlines()
     # z positions survive in each page's own metadata, every one of them
     assert report["z_positions_um"] == [2.0 * index for index in range(report["n_slices"])]

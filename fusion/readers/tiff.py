@@ -128,6 +128,14 @@ class TiffStack(SavedStack):
         recorded = pixel_size_um_of(self._tiff.pages.first)
         return None if recorded is None else positive_size_um(recorded)
 
+    def session_slices(self) -> tuple[bool, int | None] | None:
+        """For a live session's stack: (whether its session finished it: wrote its OME description, and how many
+        slices the session planned, where its pages say: older stacks' do not); None for other stacks."""
+        if self._session_planes is None:
+            return None
+        planned = [p["planned_slices"] for p in self._session_planes if p and isinstance(p.get("planned_slices"), int)]
+        return self._tiff.is_ome, (max(planned) if planned else None)
+
     @property
     def channels_are_colour(self) -> bool:
         """Channels kept in pages of their own (ImageJ's channels, OME's SizeC) are separate images, unless the
