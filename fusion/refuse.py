@@ -116,8 +116,8 @@ def missing_slices_warning(stack: SavedStack) -> str | None:
     if not finished:
         return (f"{stack.path}: a live session's stack that its session never finished (no OME description: the "
                 f"session was killed, is still running, or had no room to write it): {holds}")
-    if planned is not None and n < planned:  # ended early (Ctrl-C, a device that failed): its session.json says why
-        return f"{stack.path}: a live session's stack that ended early: {holds}"
+    if planned is not None and n < planned:  # ended early (Ctrl-C, a device that failed) or lost frames
+        return f"{stack.path}: a live session's stack short of its plan (its session.json says why): {holds}"
     return None
 
 

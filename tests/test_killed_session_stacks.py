@@ -157,7 +157,8 @@ def test_refusing_an_unfinished_session_stack_says_how_many_slices_it_lacks(tmp_
 
 @pytest.mark.parametrize("planned_slices,says", [
     (5, None), (None, None),  # whole (or planned as it stands): nothing to say
-    (8, "a live session's stack that ended early: it holds 5 of the 8 slices its session planned"),
+    (8, "a live session's stack short of its plan (its session.json says why): it holds 5 of the 8 slices its "
+        "session planned"),
 ])
 def test_a_finished_session_stack_says_only_the_slices_it_lacks(tmp_path, planned_slices, says):
     from fusion.refuse import refuse_stack
