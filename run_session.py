@@ -410,7 +410,8 @@ def with_view_defaults(args) -> list[str]:
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     """Offline refusion of saved stacks: exit 0 when every stack was fused."""
-    from fusion.batch import expand_stack_arguments, format_table, refuse_many, write_summary
+    from fusion.batch import format_table, refuse_many, write_summary
+    from fusion.stack_arguments import expand_stack_arguments
     from fusion.errors import FusionError
 
     if args.out is None:

@@ -14,7 +14,8 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from fusion.batch import check_unique_names, expand_stack_arguments, refuse_many
+from fusion.batch import refuse_many
+from fusion.stack_arguments import check_unique_names, expand_stack_arguments
 from fusion.errors import StackNotFoundError
 from tests.conftest import REPO_ROOT, with_default_sigint
 
