@@ -515,14 +515,19 @@ def _ranges(indices: list[int]) -> str:
 
 
 def stack_name(path: Path) -> str:
-    """The outputs' stem: ``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``, a folder -> its name, and a live session's
+    """The name a stack's outputs are written under (``<name>.fused.tif``), as its reader names the stack:
+    a folder (of slices, an NDTiff or Micro-Manager dataset) -> its whole name (``exp.1``, ``2024.05.01``);
+    a file -> its name less its image suffix (``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``); a live session's
     ``stack.ome.tif`` -> its session folder's name (sessions refused together do not all write ``stack.*``)."""
-    name = Path(path).name
-    session_folder = Path(path).absolute().parent.name  # (however the path is spelled: ./stack.ome.tif)
-    if name == SESSION_STACK and session_folder:
-        return session_folder
+    # Absolute as a batch hands stacks to its workers: ".", "../x" and "x/" are named as they are there.
+    path = Path(os.path.abspath(path))
+    name = path.name
+    if path.is_dir():  # (not Path.stem: "exp.1" and "exp.2" are two folders, not two "exp")
+        return name
+    if name == SESSION_STACK and path.parent.name:
+        return path.parent.name
     for suffix in (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
                    ".jpeg", ".jpg"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name
-    return Path(path).stem or name
+    return path.stem or name
