@@ -2,6 +2,7 @@
 a folder of multi-page TIFFs as its files; our own outputs passed over; and names that two stacks would share."""
 from __future__ import annotations
 
+import codecs
 import glob
 import os
 import warnings
@@ -20,11 +21,14 @@ STACK_FILE_SUFFIXES = tuple(dict.fromkeys(TIFF_SUFFIXES + IMAGE_SUFFIXES))
 
 def expand_stack_arguments(arguments: list[str]) -> list[Path]:
     """Files and folders as given; globs expanded (sorted); ``@list.txt`` names one stack per line, relative
-    to the list's folder. A stack given more than once (by a glob and a list, say) is fused once, with a warning.
-    Our own outputs (``is_our_output``), however they are given, are passed over with one warning.
+    to the list's folder. An argument or line that names an existing file or folder is taken as it is, even
+    with ``[ ]``, ``*`` or ``?`` in its name (``well[A1].tif``); only otherwise is it a glob. A stack given more
+    than once (by a glob and a list, say) is fused once, with a warning. Our own outputs (``is_our_output``),
+    however they are given, are passed over with one warning.
 
-    A glob that matches nothing, a list file that is missing or empty, a listed path that does not exist, or
-    arguments that name only our outputs, is a StackNotFoundError.
+    A glob that matches nothing, a list file that is missing, empty, not text or that includes itself, a listed
+    path that does not exist, or arguments that name only our outputs, is a StackNotFoundError; every such
+    problem is told in one error, so that one run shows all there is to fix.
     """
     stacks: list[Path] = []
     seen: set[Path] = set()
@@ -45,19 +49,37 @@ def expand_stack_arguments(arguments: list[str]) -> list[Path]:
 
 
 OUTPUTS_HINT = "our results, not stacks"
+MOST_PROBLEMS_TOLD = 10  # beyond these, "and N more": the first screenful is enough to start fixing
 
 
 def _expanded(arguments: list[str], named_outputs: list[Path]) -> list[Path]:
-    """The stacks ``arguments`` give; files named that are our outputs go to ``named_outputs`` instead."""
+    """The stacks ``arguments`` give; files named that are our outputs go to ``named_outputs`` instead.
+    Every argument is looked at before a StackNotFoundError tells all their problems."""
     stacks: list[Path] = []
+    problems: list[StackNotFoundError] = []
     for argument in arguments:
-        if argument.startswith("@"):
-            stacks += _listed(Path(argument[1:]), named_outputs)
-        elif glob.has_magic(argument):
-            stacks += _globbed(argument)
-        else:
-            stacks += _named(Path(argument), named_outputs)
+        try:
+            if argument.startswith("@"):
+                stacks += _listed(Path(argument[1:]), named_outputs, problems, ())
+            elif glob.has_magic(argument) and not os.path.lexists(argument):
+                stacks += _globbed(argument)
+            else:
+                stacks += _named(Path(argument), named_outputs)
+        except StackNotFoundError as error:
+            problems.append(error)
+    if problems:
+        raise _all_told(problems)
     return stacks
+
+
+def _all_told(problems: list[StackNotFoundError]) -> StackNotFoundError:
+    """One error for all ``problems``: the one itself, or each on a line of its own."""
+    if len(problems) == 1:
+        return problems[0]
+    told = "".join(f"\n  {problem}" for problem in problems[:MOST_PROBLEMS_TOLD])
+    more = f"\n  and {len(problems) - MOST_PROBLEMS_TOLD} more" if len(problems) > MOST_PROBLEMS_TOLD else ""
+    return StackNotFoundError(f"{len(problems)} of the stacks given cannot be found or read:{told}{more}\n"
+                              "fix or remove each of them, then run again")
 
 
 def _named(path: Path, named_outputs: list[Path]) -> list[Path]:
@@ -68,36 +90,85 @@ def _named(path: Path, named_outputs: list[Path]) -> list[Path]:
 
 
 def _globbed(pattern: str) -> list[Path]:
-    matches = sorted(glob.glob(pattern))
+    matches = sorted(glob.glob(_with_literal_folder(pattern)))
     if not matches:
         raise StackNotFoundError("the pattern matches nothing", pattern)
     return _stacks_matched(pattern, [Path(match) for match in matches])
 
 
-def _listed(list_file: Path, named_outputs: list[Path]) -> list[Path]:
+def _with_literal_folder(pattern: str) -> str:
+    """``pattern`` with the longest folder it starts with that exists taken literally: ``Pos[3]/*.tif`` is the
+    .tif files in the folder ``Pos[3]``, as the folder named alone would be, not in ``Pos3``."""
+    folder = os.path.dirname(pattern)
+    while folder and not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:  # (the root, or a drive)
+            return pattern
+        folder = parent
+    return glob.escape(folder) + pattern[len(folder):] if folder else pattern
+
+
+def _listed(list_file: Path, named_outputs: list[Path], problems: list[StackNotFoundError],
+            including: tuple[tuple[Path, int, str], ...]) -> list[Path]:
     """The stacks a list file names, one per line (blank lines and ``#`` comments aside); a relative path is
-    the list's folder's, as the list was written there. A line naming nothing is an error naming the line."""
+    the list's folder's, as the list was written there. A line naming nothing is a problem naming the line,
+    added to ``problems`` while the other lines are read. ``including``: the lists, line numbers and lines
+    by which an ``@list`` line led here (a list that includes itself, however far round, is a problem)."""
     if not list_file.is_file():
         raise StackNotFoundError("no such list file", list_file)
-    lines = enumerate((line.strip() for line in list_file.read_text().splitlines()), start=1)
+    lines = enumerate((line.strip() for line in _list_text(list_file).splitlines()), start=1)
     listed = [(number, line) for number, line in lines if line and not line.startswith("#")]
     if not listed:  # an empty run that exits 0 would look like success
         raise StackNotFoundError("the list file names no stacks", list_file)
+    place = "".join(f", included by line {number} of {outer}" for outer, number, _ in reversed(including))
     stacks: list[Path] = []
     for number, line in listed:
         path = list_file.parent / line.removeprefix("@")  # (an absolute path stays as it is)
         try:
             if line.startswith("@"):
-                stacks += _listed(path, named_outputs)
-            elif glob.has_magic(line):  # (the list's folder taken literally, whatever its name holds)
-                stacks += _globbed(os.path.join(glob.escape(str(list_file.parent)), line))
-            elif not os.path.lexists(path):  # (a broken link is that stack's failed row)
-                raise StackNotFoundError("no such file or folder", path)
-            else:
+                chain = (*including, (list_file, number, line))
+                stacks += _listed(path, named_outputs, problems, chain) if not _loop(path, chain, problems) else []
+            elif os.path.lexists(path):  # (named as it is, [ ] and all; a broken link is that stack's failed row)
                 stacks += _named(path, named_outputs)
+            elif glob.has_magic(line):
+                stacks += _globbed(str(path))
+            else:
+                raise StackNotFoundError("no such file or folder", path)
         except StackNotFoundError as error:
-            raise StackNotFoundError(f"{error.reason} (line {number} of {list_file})", error.path) from None
+            problems.append(StackNotFoundError(f"{error.reason} (line {number} of {list_file}{place})", error.path))
     return stacks
+
+
+def _loop(list_file: Path, chain: tuple[tuple[Path, int, str], ...], problems: list[StackNotFoundError]) -> bool:
+    """Whether ``list_file`` is one of the lists that ``chain`` of ``@list`` lines went through, which would include
+    one another for ever; if so, a problem that names those lines is added to ``problems``."""
+    real = real_path(list_file)
+    start = next((index for index, (outer, _, _) in enumerate(chain) if real_path(outer) == real), None)
+    if start is None:
+        return False
+    steps = ", ".join(f"line {number} of {outer} is {line}" for outer, number, line in chain[start:])
+    which = "that line" if len(chain) - start == 1 else "one of those lines"
+    problems.append(StackNotFoundError(f"the list includes itself ({steps}); remove {which}", list_file))
+    return True
+
+
+def _list_text(list_file: Path) -> str:
+    """A list file's text: UTF-8, with or without the byte-order mark Notepad and Excel write, or UTF-16 by its
+    byte-order mark (PowerShell 5's ``>``). Anything else is a StackNotFoundError saying how to save it."""
+    try:
+        data = list_file.read_bytes()
+    except OSError as error:
+        raise StackNotFoundError(f"cannot read the list file ({error.strerror or error})", list_file) from None
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].decode(encoding, errors="replace").count("\n") + 1
+        written = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        guess = " (saved as ANSI or Latin-1?)" if written == "UTF-8" else ""
+        raise StackNotFoundError(
+            f"the list file is not {written} text: line {line} holds byte 0x{data[error.start]:02x}, which {written} "
+            f"cannot{guess}; save it as UTF-8 (in Notepad: Save As, Encoding UTF-8) and run again", list_file) from None
 
 
 def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
@@ -163,17 +234,34 @@ def _stacks_in(path: Path) -> list[Path]:
 
 
 def check_unique_names(stacks: list[Path]) -> None:
-    """Two stacks with one name would overwrite each other's outputs: refuse up front."""
-    seen: dict[str, Path] = {}
+    """Two stacks with one name would overwrite each other's outputs, and a stack named ``summary`` the batch's
+    summary: refuse up front, with one ValueError that names every such stack."""
+    by_name: dict[str, list[Path]] = {}
     for path in stacks:
-        name = stack_name(path)
+        sharing = by_name.setdefault(stack_name(path), [])
+        if all(real_path(other) != real_path(path) for other in sharing):  # (one stack twice is not two)
+            sharing.append(path)
+    told: list[tuple[str, str, str]] = []  # what would happen; what to do, said of it alone; said of several
+    for name, paths in by_name.items():
         if f"{name}.json".casefold() == SUMMARY_FILE:  # (one file on macOS and Windows, whatever the case)
-            raise ValueError(f"{path}: its report would be {SUMMARY_FILE}, which the batch's summary overwrites; "
-                             "rename the stack")
-        if name in seen and real_path(seen[name]) != real_path(path):
-            raise ValueError(f"{seen[name]} and {path} would both write {refusion_outputs(Path(), name)['fused']}; "
-                             "refuse them into different --out folders")
-        seen[name] = path
+            told.append((f"{paths[0]}: its report would be {SUMMARY_FILE}, which the batch's summary overwrites",
+                         "rename the stack", f"rename a stack named {name}"))
+        if len(paths) > 1:
+            told.append((f"{_together(paths)} would {'both' if len(paths) == 2 else 'all'} write "
+                         f"{refusion_outputs(Path(), name)['fused']}", "refuse them into different --out folders",
+                         "refuse stacks that share a name into different --out folders"))
+    if len(told) == 1:
+        raise ValueError(f"{told[0][0]}; {told[0][1]}")
+    if told:
+        more = f"\n  and {len(told) - MOST_PROBLEMS_TOLD} more" if len(told) > MOST_PROBLEMS_TOLD else ""
+        raise ValueError(f"{len(told)} stack names would overwrite outputs:"
+                         + "".join(f"\n  {what}" for what, _, _ in told[:MOST_PROBLEMS_TOLD])
+                         + f"{more}\n{'; '.join(dict.fromkeys(advice for _, _, advice in told))}; then run again")
+
+
+def _together(paths: list[Path]) -> str:
+    """'a and b', 'a, b and c'."""
+    return " and ".join(filter(None, [", ".join(map(str, paths[:-1])), str(paths[-1])]))
 
 
 def real_path(path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Which stacks a refusion's arguments name, and the names their outputs are written under."""
+"""Which stacks a refusion's arguments name, and the names their outputs are written under: dotted folders,
+literal ``[ ]`` in names, list files as editors save them, lists that include themselves, every problem at once."""
 import json
 import subprocess
 import sys
@@ -11,8 +12,9 @@ from scipy import ndimage
 
 from fusion.batch import refuse_many, write_interrupted_summary
 from fusion.engine import FusionSettings
+from fusion.errors import StackNotFoundError
 from fusion.readers import open_stack, stack_name
-from fusion.stack_arguments import absolute_path
+from fusion.stack_arguments import absolute_path, check_unique_names, expand_stack_arguments
 from tests.conftest import REPO_ROOT
 
 SHAPE = (128, 160)
@@ -138,3 +140,118 @@ def test_an_interrupted_batchs_summary_names_dotted_folders_and_counts_the_finis
                                                                                ("b.v1", "interrupted")]
         assert summary["counts"]["done"] == 1
     assert refuse_many(stacks[:1], out, settings, resume=True, progress=False)[0].status == "skipped"
+
+
+def test_a_name_with_brackets_that_exists_is_taken_as_it_is(tmp_path, monkeypatch):
+    """``s[1].tif`` fused ``s1.tif`` instead; ``well[A1].tif`` with no ``wellA.tif`` "matched nothing"."""
+    plain = multipage_stack(tmp_path / "s1.tif")
+    bracketed = multipage_stack(tmp_path / "s[1].tif", seed=1)
+    well = multipage_stack(tmp_path / "well[A1].tif", seed=2)
+    position = folder_of_slices(tmp_path / "Pos[3]")
+    plate = multipage_stack(tmp_path / "plate[B]" / "p.tif", seed=3)
+    assert expand_stack_arguments([str(bracketed), str(well), str(position)]) == [bracketed, well, position]
+    assert expand_stack_arguments([str(tmp_path / "plate[B]" / "*.tif")]) == [plate]  # its folder as it is
+    assert expand_stack_arguments([str(tmp_path / "s[12].tif")]) == [plain]  # no such file: a glob
+    listing = tmp_path / "stacks.txt"
+    listing.write_text("s[1].tif\nwell[A1].tif\nPos[3]\nplate[B]/*.tif\n")
+    monkeypatch.chdir(tmp_path)
+    assert expand_stack_arguments(["@stacks.txt"]) == [
+        Path("s[1].tif"), Path("well[A1].tif"), Path("Pos[3]"), Path("plate[B]/p.tif")]
+    assert expand_stack_arguments(["s[1].tif"]) == [Path("s[1].tif")]
+
+
+@pytest.mark.parametrize("saved_as", ["utf-8-sig", "utf-16", "utf-16-be-with-bom"])
+def test_a_list_saved_by_windows_editors_is_read(tmp_path, saved_as):
+    """Notepad and Excel write a UTF-8 byte-order mark; PowerShell 5's ``>`` writes UTF-16."""
+    stacks = [multipage_stack(tmp_path / "µ-stäcks" / "a b.tif"), multipage_stack(tmp_path / "c.tif", seed=1)]
+    text = "# my list\r\n\r\nµ-stäcks/a b.tif\r\n  c.tif  \r\n"
+    listing = tmp_path / "list.txt"
+    if saved_as == "utf-16-be-with-bom":
+        listing.write_bytes("\ufeff".encode("utf-16-be") + text.encode("utf-16-be"))
+    else:
+        listing.write_bytes(text.encode(saved_as))
+    assert expand_stack_arguments([f"@{listing}"]) == stacks
+
+
+def test_a_list_that_is_not_utf8_says_which_file_and_how_to_save_it(tmp_path):
+    multipage_stack(tmp_path / "a.tif")
+    listing = tmp_path / "latin.txt"
+    listing.write_bytes("a.tif\ncafé.tif\n".encode("latin-1"))
+    with pytest.raises(StackNotFoundError) as raised:
+        expand_stack_arguments([f"@{listing}"])
+    assert str(raised.value) == (f"{listing}: the list file is not UTF-8 text: line 2 holds byte 0xe9, which UTF-8 "
+                                 "cannot (saved as ANSI or Latin-1?); save it as UTF-8 (in Notepad: Save As, "
+                                 "Encoding UTF-8) and run again")
+
+
+def test_lists_that_include_themselves_name_the_lines_that_loop(tmp_path):
+    (tmp_path / "self.txt").write_text("@self.txt\n")
+    with pytest.raises(StackNotFoundError) as raised:
+        expand_stack_arguments([f"@{tmp_path / 'self.txt'}"])
+    assert str(raised.value) == (f"{tmp_path / 'self.txt'}: the list includes itself (line 1 of "
+                                 f"{tmp_path / 'self.txt'} is @self.txt); remove that line")
+    (tmp_path / "a.txt").write_text("# positions\n@b.txt\n")
+    (tmp_path / "b.txt").write_text("@a.txt\n")
+    with pytest.raises(StackNotFoundError) as raised:
+        expand_stack_arguments([f"@{tmp_path / 'a.txt'}"])
+    assert str(raised.value) == (f"{tmp_path / 'a.txt'}: the list includes itself (line 2 of {tmp_path / 'a.txt'} "
+                                 f"is @b.txt, line 1 of {tmp_path / 'b.txt'} is @a.txt); remove one of those lines")
+
+
+def test_a_list_included_twice_but_not_by_itself_is_no_loop(tmp_path):
+    stack = multipage_stack(tmp_path / "a.tif")
+    (tmp_path / "shared.txt").write_text("a.tif\n")
+    (tmp_path / "b.txt").write_text("@shared.txt\n")
+    (tmp_path / "main.txt").write_text("@shared.txt\n@b.txt\n")
+    with pytest.warns(UserWarning, match="given more than once; fused once"):
+        assert expand_stack_arguments([f"@{tmp_path / 'main.txt'}"]) == [stack]
+
+
+def test_every_missing_line_of_a_list_is_told_at_once(tmp_path):
+    """The user fixed one line, ran again, met the next, twelve times over."""
+    multipage_stack(tmp_path / "found.tif")
+    listing = tmp_path / "stacks.txt"
+    listing.write_text("found.tif\n" + "".join(f"gone{index}.tif\n" for index in range(12)))
+    with pytest.raises(StackNotFoundError) as raised:
+        expand_stack_arguments([f"@{listing}"])
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "12 of the stacks given cannot be found or read:"
+    assert lines[1:11] == [f"  {tmp_path / f'gone{index}.tif'}: no such file or folder (line {index + 2} of {listing})"
+                           for index in range(10)]
+    assert lines[11:] == ["  and 2 more", "fix or remove each of them, then run again"]
+
+
+def test_problems_in_several_arguments_and_nested_lists_are_told_together(tmp_path):
+    (tmp_path / "inner.txt").write_text("gone.tif\n")
+    (tmp_path / "outer.txt").write_text("@inner.txt\n@nolist.txt\n")
+    with pytest.raises(StackNotFoundError) as raised:
+        expand_stack_arguments([f"@{tmp_path / 'outer.txt'}", str(tmp_path / "none*.tif")])
+    assert str(raised.value).splitlines() == [
+        "3 of the stacks given cannot be found or read:",
+        f"  {tmp_path / 'gone.tif'}: no such file or folder (line 1 of {tmp_path / 'inner.txt'}, included by "
+        f"line 1 of {tmp_path / 'outer.txt'})",
+        f"  {tmp_path / 'nolist.txt'}: no such list file (line 2 of {tmp_path / 'outer.txt'})",
+        f"  {tmp_path / 'none*.tif'}: the pattern matches nothing",
+        "fix or remove each of them, then run again"]
+
+
+def test_every_name_two_stacks_share_is_told_at_once(tmp_path):
+    stacks = [tmp_path / folder / name for folder, name in
+              (("a", "s.tif"), ("b", "s.tif"), ("c", "s.tif"), ("a", "t.tif"), ("b", "t.tif"), ("a", "u.tif"),
+               ("a", "Summary.tif"))]
+    with pytest.raises(ValueError) as raised:
+        check_unique_names(stacks)
+    a, b, c = (tmp_path / folder for folder in "abc")
+    assert str(raised.value).splitlines() == [
+        "3 stack names would overwrite outputs:",
+        f"  {a / 's.tif'}, {b / 's.tif'} and {c / 's.tif'} would all write s.fused.tif",
+        f"  {a / 't.tif'} and {b / 't.tif'} would both write t.fused.tif",
+        f"  {a / 'Summary.tif'}: its report would be summary.json, which the batch's summary overwrites",
+        "refuse stacks that share a name into different --out folders; rename a stack named Summary; then run again"]
+
+
+def test_one_stack_named_twice_is_no_clash(tmp_path):
+    stack = multipage_stack(tmp_path / "a" / "s.tif")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "s.tif").symlink_to(stack)
+    check_unique_names([stack, tmp_path / "a" / ".." / "a" / "s.tif", tmp_path / "b" / "s.tif"])
