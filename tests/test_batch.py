@@ -68,6 +68,15 @@ def test_local_cluster_of_two_workers_fuses_good_stacks_and_reports_the_corrupt_
     assert "pos3" in done.stdout and "broken" in done.stdout and "failed" in done.stdout
 
 
+def _address_when_written(scheduler_file: Path, deadline: float) -> str:
+    """The scheduler's address once its file is whole: it exists for a moment before the JSON is in it."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            return json.loads(scheduler_file.read_text())["address"]
+        time.sleep(0.1)
+    raise AssertionError(f"the dask scheduler wrote no address to {scheduler_file}")
+
+
 @pytest.fixture
 def separate_cluster(tmp_path):
     """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, without nannies."""
@@ -76,10 +85,7 @@ def separate_cluster(tmp_path):
     processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                    "--scheduler-file", str(scheduler_file)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    deadline = time.monotonic() + 60
-    while not scheduler_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    address = json.loads(scheduler_file.read_text())["address"]
+    address = _address_when_written(scheduler_file, deadline=time.monotonic() + 60)
     workers = {}
     for name in ("w1", "w2"):
         workers[name] = subprocess.Popen(
