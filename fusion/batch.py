@@ -3,15 +3,25 @@
 Workers read stacks by path and write their outputs straight to the output folder; only
 small reports (a few numbers per stack) travel through the scheduler. A stack that cannot
 be fused is one failed row, never the end of the batch. A worker that dies mid-stack has
-its stack rescheduled on another worker by dask (up to ``distributed.scheduler.allowed-failures``).
+its stack rescheduled on another worker by dask (up to ``distributed.scheduler.allowed-failures``);
+a stack whose workers all died is tried once more, alone, once the others are done (dask gave up
+on every stack queued beside the one that killed them). An output folder that fills up ends the
+batch: the stacks left are not run. A batch's task keys carry a token of its own: on a scheduler
+that others use, nobody else's task is ever taken for its own.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import logging
 import os
+import re
+import secrets
 import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,17 +42,30 @@ from fusion.refuse import refuse_stack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_arguments import SUMMARY_FILE, absolute_path, check_unique_names, real_path
 
+NOT_RUN = "not run"  # the status of a stack left unfused because the output folder filled up
+NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
+STOP_WAIT_S = 10.0  # after a stop, how long a scheduler's workers are given to let go of the batch's stacks
+# numpy's (and so tifffile's) short write: a full disk, said without an errno
+_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written\b")
+
+
+class ClusterStartError(FusionError):
+    """Raised when the local cluster cannot start its worker processes (one died as it started: most often for
+    lack of memory)."""
+
+
 @dataclass
 class StackOutcome:
     """One row of a batch: what became of one stack."""
 
     stack: str
     name: str
-    status: str                 # "done", "failed" or "skipped" (outputs already complete)
+    status: str                 # "done", "failed", "skipped" (outputs already complete) or "not run" (--out full)
     slices: int | None = None
     seconds: float | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)   # e.g. one slice only, no focus information
+    out_full: bool = False      # failed for want of space in the output folder (the batch stops; not in the summary)
 
 
 def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
@@ -93,10 +116,12 @@ def _fused_from_another_stack(out_dir: Path, stack: Path) -> str | None:
 
 
 def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
-                     numba_threads: int | None = None, progress: bool | None = False) -> StackOutcome:
+                     numba_threads: int | None = None, progress: bool | None = False,
+                     run: str | None = None) -> StackOutcome:
     """Fuse one stack and report it; a stack that cannot be fused is a failed outcome, not an error.
 
-    Runs on a dask worker: nothing but this small record goes back to the client.
+    Runs on a dask worker: nothing but this small record goes back to the client. ``run``: the batch's token, by
+    which ``_stop_stacks_of`` stops it.
     """
     if numba_threads:  # a worker of our own LocalCluster: the process is ours to tune
         import numba
@@ -107,14 +132,93 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     name = stack_name(path)
     started = time.perf_counter()
     try:
-        report = refuse_stack(path, out_dir, settings, progress=progress)
+        with _stoppable(run):
+            report = refuse_stack(path, out_dir, settings, progress=progress)
+    except _StackStopped:  # (its future is cancelled: nobody reads this)
+        return StackOutcome(str(path), name, "interrupted", seconds=time.perf_counter() - started)
     except (FusionError, OSError) as error:
-        return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started, error=str(error))
+        return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started, error=str(error),
+                            out_full=_for_want_of_space(error))
     except Exception as error:  # a bug must cost one stack, and say so, not the whole batch
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
     return StackOutcome(str(path), report.name, "done", slices=report.n_slices,
                         seconds=report.seconds["total"], error=None, warnings=report.warnings)
+
+
+def _for_want_of_space(error: BaseException) -> bool:
+    """Whether ``error``, or one it was raised from (``fusion.refuse`` says which output, from the OSError), is a
+    full disk or quota: ENOSPC, EDQUOT, their words in its message, or a short write that gave no errno ("N requested
+    and M written")."""
+    full = (errno.ENOSPC, errno.EDQUOT)
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        said = str(cause)
+        if isinstance(cause, OSError) and cause.errno in full:
+            return True
+        if _SHORT_WRITE.search(said) or any(os.strerror(number) in said for number in full):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+class _StackStopped(BaseException):
+    """Raised in a worker's thread that fuses a stack of a batch that was stopped (Ctrl-C, --out full); it unwinds
+    refusion as Ctrl-C does, leaving no outputs. A BaseException, as KeyboardInterrupt: no ``except Exception``
+    on the way swallows it, and dask records a task that raises one as erred, nothing worse."""
+
+
+# On a worker: the threads fusing a stack, with their batch's token. Dask's cancel leaves a running task to finish
+# (it cannot stop a thread): a stopped batch's stacks wrote their outputs after the program ended, and a prompt
+# --resume fused them a second time beside them.
+_fusing_lock = threading.Lock()
+_fusing: dict[int, str] = {}
+
+
+def _raise_in_thread(ident: int, exception: type[BaseException] | None) -> None:
+    """``exception`` raised in thread ``ident`` as it next runs Python code; None: a pending one withdrawn."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                               None if exception is None else ctypes.py_object(exception))
+
+
+@contextlib.contextmanager
+def _stoppable(run: str | None):
+    """While the block runs in this thread, ``_stop_stacks_of(run)`` stops it with ``_StackStopped``; never once it
+    has left: a stop that comes as it ends is withdrawn, so it cannot hit dask's own code, or the next task."""
+    if run is None:
+        yield
+        return
+    ident = threading.get_ident()
+    try:
+        with _fusing_lock:
+            _fusing[ident] = run
+        yield
+    finally:
+        while True:  # a stop that lands here, before the entry is gone, is caught and the entry removed after all
+            try:
+                with _fusing_lock:
+                    _fusing.pop(ident, None)
+                    _raise_in_thread(ident, None)
+                break
+            except _StackStopped:
+                continue
+
+
+def _stop_stacks_of(run: str) -> int:
+    """On a worker (``Client.run``): stop each stack of batch ``run`` it is fusing; returns how many."""
+    with _fusing_lock:
+        threads = [ident for ident, owner in _fusing.items() if owner == run]
+        for ident in threads:
+            _raise_in_thread(ident, _StackStopped)
+    return len(threads)
+
+
+def _stacks_fusing(run: str) -> int:
+    """On a worker (``Client.run``): how many stacks of batch ``run`` it is still fusing."""
+    with _fusing_lock:
+        return sum(owner == run for owner in _fusing.values())
 
 
 def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | None = None,
@@ -189,13 +293,22 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
             # A Ctrl-C while it starts waits until it has: cut short, its half-started workers could not be
             # closed (dask's exit hook then failed with a traceback).
             with signals_held("the cluster is starting; the batch stops as soon as it has"), _workers_deaf_to_ctrl_c():
-                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                       preload=[__name__])  # dask_setup below, in each worker process
+                try:
+                    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                           preload=[__name__])  # dask_setup below, in each worker process
+                except (RuntimeError, TimeoutError) as error:  # "Nanny failed to start.", "... start timed out"
+                    # (dask closed what had started; its traceback said nothing a person can act on)
+                    raise ClusterStartError(
+                        f"the local cluster could not start its worker processes ({n_workers} asked; dask: "
+                        f"{type(error).__name__}): one died, or hung, as it started, most often out of memory; try "
+                        "--workers 1, or close other programs") from None
         client = Client(cluster if cluster is not None else scheduler, timeout="30s")
         try:
-            _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar)
+            if cluster is None:
+                _wait_for_workers(client, scheduler)
+            _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, local=cluster is not None)
         except KeyboardInterrupt:
             _quiet_cluster_logs()
             raise
@@ -208,6 +321,18 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
                 cluster.close()
 
 
+def _wait_for_workers(client, address: str) -> None:
+    """Returns once the scheduler at ``address`` has a worker (dask waits for one silently, for ever: a cluster whose
+    jobs are still queued, or were never started, looked like a hung program). After ``NO_WORKERS_NOTE_S`` without
+    one, a note says so, once; Ctrl-C still ends the wait."""
+    try:
+        client.wait_for_workers(1, timeout=NO_WORKERS_NOTE_S)
+    except TimeoutError:  # (dask's WorkerStartTimeoutError)
+        tqdm.write(f"note: the scheduler at {address} has no workers yet; start some with `dask worker {address}` "
+                   "(or your cluster's jobs); waiting for them (Ctrl-C stops)", file=sys.stderr)
+        client.wait_for_workers(1)
+
+
 def _quiet_cluster_logs() -> None:
     """Stopping on Ctrl-C: the cluster's connections close under tasks in flight, and tornado logs each callback
     that meets a closed one, with a traceback that says nothing about the stacks (the program's own message says
@@ -216,23 +341,147 @@ def _quiet_cluster_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar) -> None:
-    """Submit every stack to the cluster and record each outcome as it comes."""
-    from distributed import as_completed
+def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, local: bool) -> None:
+    """Submit every stack to the cluster and record each outcome as it comes; those whose workers all died (dask's
+    KilledWorker) once more, each alone, after the others. A stop (Ctrl-C) stops what is left of the batch on the
+    cluster before it goes on."""
+    batch = _DaskBatch(client, stacks, out_dir, settings, numba_threads, local, outcomes, bar)
+    try:
+        batch.fuse(todo)
+        # Dask gives up on every stack that was on a worker when it died, the innocent beside the one that killed it:
+        # alone, the innocent is fused, and the culprit fails on its own.
+        while batch.alone_next and not batch.out_full:
+            batch.fuse([batch.alone_next.pop(0)], alone=True)
+    except BaseException:
+        with signals_deferred("stopping this batch's stacks on the cluster; the program ends when it has"):
+            batch.stop()
+        raise
 
-    futures = {}
-    for index in todo:
-        future = client.submit(refuse_for_batch, absolute_path(stacks[index]), absolute_path(out_dir), settings,
-                               numba_threads, key=f"refuse-{index}-{stack_name(stacks[index])}", pure=False)
-        futures[future] = index
-    for future in as_completed(futures):
-        index = futures[future]
+
+class _DaskBatch:
+    """One batch's stacks on a dask cluster.
+
+    Its task keys carry a token of its own: dask gives a second client that submits a key the first client's
+    task and result, so two batches on one scheduler naming their stacks alike (``day1/stack_001.tif`` and
+    ``day2/stack_001.tif``) took each other's, and one wrote nothing and said every stack was done."""
+
+    def __init__(self, client, stacks, out_dir, settings, numba_threads, local: bool, outcomes, bar):
+        self.client = client
+        self.stacks = stacks
+        self.out_dir = out_dir
+        self.settings = settings
+        self.numba_threads = numba_threads
+        self.local = local
+        self.outcomes = outcomes
+        self.bar = bar
+        self.token = secrets.token_hex(8)
+        self.pending: dict = {}  # future: stack index, of the futures submitted and not yet recorded
+        self.alone_next: list[int] = []  # stacks whose workers all died, to fuse once more, each alone
+        self.out_full = False  # a stack failed for want of space in the output folder: the rest are not run
+
+    def fuse(self, indices: list[int], alone: bool = False) -> None:
+        """Submit ``indices`` and record each outcome as it comes."""
+        from distributed import as_completed
+
+        for index in indices:
+            path = self.stacks[index]
+            future = self.client.submit(
+                refuse_for_batch, absolute_path(path), absolute_path(self.out_dir), self.settings, self.numba_threads,
+                run=self.token, key=f"refuse-{self.token}-{index}-{stack_name(path)}{'-alone' if alone else ''}",
+                pure=False)
+            self.pending[future] = index
+        for future in as_completed(list(self.pending)):
+            index = self.pending.pop(future, None)
+            if index is None:  # recorded already (the rest of the batch, once the output folder filled up)
+                continue
+            outcome = self._outcome(future, index, alone)
+            if outcome is None:
+                self.alone_next.append(index)
+            elif outcome.out_full:
+                self._stop_for_want_of_space(index, outcome)
+                return
+            else:
+                self._record(index, outcome)
+
+    def _outcome(self, future, index: int, alone: bool) -> StackOutcome | None:
+        """What the cluster says of stack ``index``; None where its workers all died and it is to be tried alone."""
+        from distributed import KilledWorker
+
+        path = self.stacks[index]
         try:
-            outcomes[index] = future.result()
-        except Exception as error:  # KilledWorker, lost connection: recorded per stack
-            outcomes[index] = StackOutcome(str(stacks[index]), stack_name(stacks[index]), "failed",
-                                           error=f"{stacks[index]}: {type(error).__name__}: {error}")
-        bar.update(1)
+            outcome = future.result()
+        except KilledWorker as error:
+            if not alone:
+                return None
+            advice = ("try fewer --workers, e.g. --workers 1" if self.local else
+                      "give the cluster's workers more memory each, or run fewer of them on each machine")
+            return StackOutcome(str(path), stack_name(path), "failed", error=(
+                f"{path}: the worker process died while fusing it, on {error.allowed_failures + 1} workers one after "
+                f"another, with no other stack beside it (most often out of memory: {advice})"))
+        except Exception as error:  # a lost connection, a task cancelled by someone else: recorded per stack
+            return StackOutcome(str(path), stack_name(path), "failed", error=f"{path}: {type(error).__name__}: {error}")
+        if not isinstance(outcome, StackOutcome) or outcome.stack != str(absolute_path(path)):
+            # (never with keys of our own; were it to happen, this stack was not fused, whatever the result says)
+            said = outcome.stack if isinstance(outcome, StackOutcome) else repr(outcome)
+            return StackOutcome(str(path), stack_name(path), "failed", error=(
+                f"{path}: the cluster answered for another stack ({said}): this one was not fused; run it again"))
+        return outcome
+
+    def _record(self, index: int, outcome: StackOutcome) -> None:
+        self.outcomes[index] = outcome
+        self.bar.update(1)
+
+    def _stop_for_want_of_space(self, index: int, full: StackOutcome) -> None:
+        """Stack ``index`` could not be written for want of space: every stack left is not run (each was fused in full
+        and failed at its write, for hours on a large batch), and one line, the failed stack's, says so. Those that
+        finished meanwhile keep their outcome, but a want of space (or workers that died) is "not run" too."""
+        self.out_full = True
+        came = {future: self.pending.pop(future) for future in list(self.pending)
+                if future.status in ("finished", "error")}
+        self.stop()
+        rows = {}
+        for future, other in came.items():
+            outcome = self._outcome(future, other, alone=False)
+            if outcome is not None and not outcome.out_full:
+                rows[other] = outcome
+        left = sorted(set(self.stacks_left()) - set(rows) - {index})
+        self.alone_next.clear()
+        for other in left:
+            path = self.stacks[other]
+            rows[other] = StackOutcome(str(path), stack_name(path), NOT_RUN, error=f"not run: {self.out_dir} is full")
+        if left:
+            full.error = (f"{full.error}; {len(left)} more stack{'s were' if len(left) > 1 else ' was'} not run: "
+                          f"{self.out_dir} is full (free some space there and run the same command with --resume)")
+        self._record(index, full)
+        for other in sorted(rows):
+            self._record(other, rows[other])
+
+    def stacks_left(self) -> list[int]:
+        """The stacks that have no outcome yet."""
+        return [index for index in range(len(self.stacks)) if index not in self.outcomes]
+
+    def stop(self) -> None:
+        """Cancel what is left of this batch on the cluster and stop the stacks its workers are fusing (dask's cancel
+        leaves a running task to finish: it wrote its outputs after the program had ended). With a scheduler, waits
+        up to ``STOP_WAIT_S`` for the workers to let go of them (a local cluster is closed next). A cluster that does
+        not answer is given up on after ``3 * STOP_WAIT_S``: the program must end."""
+        left = list(self.pending)
+        self.pending.clear()
+
+        def stop_on_the_cluster() -> None:
+            with contextlib.suppress(Exception):  # a cluster that is gone runs nothing more
+                if left:
+                    self.client.cancel(left, reason="the batch stopped")
+                self.client.run(_stop_stacks_of, self.token, on_error="ignore", callback_timeout=STOP_WAIT_S)
+                deadline = time.monotonic() + STOP_WAIT_S
+                while not self.local and time.monotonic() < deadline and any(self.client.run(
+                        _stacks_fusing, self.token, on_error="ignore", callback_timeout=STOP_WAIT_S).values()):
+                    time.sleep(0.1)
+
+        # (dask's cancel has no timeout of its own)
+        stopping = threading.Thread(target=stop_on_the_cluster, name="stopping the batch", daemon=True)
+        stopping.start()
+        stopping.join(timeout=3 * STOP_WAIT_S)
 
 
 @contextlib.contextmanager
@@ -276,15 +525,22 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
                   interrupted: bool = False) -> Path:
     """``summary.json``: a row per stack; ``interrupted``: the run was stopped (rows of status "interrupted")."""
     path = Path(out_dir) / SUMMARY_FILE
-    statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted else ())
+    statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted else ()) + \
+        ((NOT_RUN,) if any(o.status == NOT_RUN for o in outcomes) else ())
     write_json(path, {
         "scheduler": scheduler or "local",
         "seconds": round(seconds, 3),
         **({"interrupted": True} if interrupted else {}),
         "counts": {status: sum(o.status == status for o in outcomes) for status in statuses},
-        "stacks": [asdict(outcome) for outcome in outcomes],
+        "stacks": [_summary_row(outcome) for outcome in outcomes],
     })
     return path
+
+
+def _summary_row(outcome: StackOutcome) -> dict:
+    row = asdict(outcome)
+    del row["out_full"]  # (the batch's own business: the error says it)
+    return row
 
 
 def write_interrupted_summary(out_dir: Path, stacks: list[Path], finished: list[StackOutcome],

@@ -1,0 +1,308 @@
+"""Batches on a dask scheduler that others use too, or whose workers die, stop, fill the disk or never come."""
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from tests.conftest import REPO_ROOT, with_default_sigint
+
+
+def write_stack(path: Path, n_slices: int, shape=(128, 160), seed=0) -> Path:
+    """A mono stack: one texture at a few blur levels, cycled to n_slices."""
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    levels = [ndimage.gaussian_filter(texture, sigma) for sigma in (0.1, 1, 2, 3, 2, 1)]
+    planes = np.stack([(levels[i % len(levels)] * 255).astype(np.uint8) for i in range(n_slices)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    return path
+
+
+def cli(*args, env=None, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """run_session.py started, SIGINT at its default (a test may interrupt it)."""
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO_ROOT, env=env,
+                            preexec_fn=with_default_sigint)
+
+
+@contextlib.contextmanager
+def killed_at_the_end(*runs: subprocess.Popen):
+    """The runs (and those added to the list it yields) killed where the test ends before they do: a failed
+    assertion must not leave one waiting."""
+    started = list(runs)
+    try:
+        yield started
+    finally:
+        for run in started:
+            if run.poll() is None:
+                run.kill()
+                run.communicate(timeout=60)
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def errors_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture
+def one_worker_cluster():
+    """A scheduler in this process and one worker process of one thread, as `dask scheduler` and `dask worker`
+    on a shared machine would be; a worker dying twice while a task runs gives up on that task."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
+    client = Client(cluster, timeout="30s")
+    try:
+        yield cluster.scheduler_address, client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _release(fifo: Path) -> None:
+    """Open the pipe for writing and close it: a reader blocked opening it reads an empty stream."""
+    with contextlib.suppress(OSError):  # nobody has it open for reading (yet, or any more)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def _wanted_refusions(dask_scheduler) -> int:
+    """On the scheduler: how many (task, client) pairs wait for a refusion."""
+    return sum(len(task.who_wants or ()) for key, task in dask_scheduler.tasks.items() if "refuse" in str(key))
+
+
+@pytest.mark.slow
+def test_two_batches_on_one_scheduler_with_the_same_stack_names_each_fuse_their_own(one_worker_cluster, tmp_path):
+    address, client = one_worker_cluster
+    # Two days' lists, both 'stack_001'. The first day's is a named pipe: its fusion waits on it until the second
+    # batch has submitted, whatever the machine's speed; then it reads an empty stream and fails.
+    day1 = tmp_path / "day1" / "stack_001.tif"
+    day1.parent.mkdir()
+    os.mkfifo(day1)
+    day2 = write_stack(tmp_path / "day2" / "stack_001.tif", 6, seed=2)
+    first = cli("--refuse", day1, "--out", tmp_path / "out1", "--scheduler", address, "--align", "off")
+    with killed_at_the_end(first) as runs:
+        deadline = time.monotonic() + 120
+        while client.run_on_scheduler(_wanted_refusions) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = cli("--refuse", day2, "--out", tmp_path / "out2", "--scheduler", address, "--align", "off")
+        runs.append(second)
+        while client.run_on_scheduler(_wanted_refusions) < 2 and time.monotonic() < deadline \
+                and second.poll() is None:
+            time.sleep(0.1)
+        while first.poll() is None and time.monotonic() < deadline + 60:
+            _release(day1)
+            time.sleep(0.1)
+        _, first_err = first.communicate(timeout=120)
+        _, second_err = second.communicate(timeout=300)
+    assert first.returncode == 1 and "day1/stack_001.tif" in "".join(errors_in(first_err))
+    # The second batch fused its own stack into its own folder, and says so; nothing of the first's.
+    assert second.returncode == 0, second_err
+    rows = summary_of(tmp_path / "out2")["stacks"]
+    assert [(row["status"], Path(row["stack"])) for row in rows] == [("done", day2)]
+    assert tifffile.imread(tmp_path / "out2" / "stack_001.fused.tif").shape == (128, 160)
+    assert json.loads((tmp_path / "out2" / "stack_001.json").read_text())["stack"] == str(day2)
+    assert "day1" not in second_err
+    assert not (tmp_path / "out1" / "stack_001.fused.tif").exists()
+
+
+def _fusing(dask_worker) -> list:
+    """On a worker: the tasks its threads are running."""
+    return list(dask_worker.active_threads.values())
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_a_scheduler_stops_the_runs_stacks_on_its_workers(one_worker_cluster, tmp_path):
+    address, client = one_worker_cluster
+    stacks = [write_stack(tmp_path / "stacks" / f"deep{i}.tif", 80, shape=(384, 512), seed=i) for i in range(2)]
+    out = tmp_path / "out"
+    run = cli("--refuse", *stacks, "--out", out, "--scheduler", address, "--align", "off")
+    with killed_at_the_end(run):
+        deadline = time.monotonic() + 120
+        while not any(client.run(_fusing).values()) and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # well into the first stack (it takes seconds)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    # Nothing of this run is left running on the cluster, nor writes into --out after the program ended.
+    assert not any(client.run(_fusing).values())
+    assert not client.processing() or not any(client.processing().values())
+    summary = summary_of(out)
+    assert summary["interrupted"] is True
+    assert [row["status"] for row in summary["stacks"]] == ["interrupted", "interrupted"]
+    time.sleep(3)
+    assert not list(out.glob("*.tif")) and not list(out.glob(".*.partial"))
+    # A prompt --resume fuses each stack once.
+    again = cli("--refuse", *stacks, "--out", out, "--scheduler", address, "--align", "off", "--resume")
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert summary_of(out)["counts"]["done"] == 2
+
+
+class DiesFusing(WorkerPlugin):
+    """A worker plugin that kills its worker process, as the kernel's out-of-memory killer would, whenever it starts
+    a task of the stack named ``name``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and f"-{self.name}" in str(key):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_stack_that_kills_its_workers_fails_alone_and_says_why(one_worker_cluster, tmp_path):
+    address, client = one_worker_cluster
+    client.register_plugin(DiesFusing("hog"), name="dies-fusing-hog")
+    # One worker of one thread: the innocent stack waits on the worker beside the hog each time it dies.
+    hog = write_stack(tmp_path / "stacks" / "hog.tif", 6, seed=1)
+    innocent = write_stack(tmp_path / "stacks" / "innocent.tif", 6, seed=2)
+    out = tmp_path / "out"
+    run = cli("--refuse", hog, innocent, "--out", out, "--scheduler", address, "--align", "off")
+    stdout, stderr = run.communicate(timeout=400)
+    assert run.returncode == 1, stderr
+    rows = {row["name"]: row for row in summary_of(out)["stacks"]}
+    assert rows["innocent"]["status"] == "done"
+    assert tifffile.imread(out / "innocent.fused.tif").shape == (128, 160)
+    assert rows["hog"]["status"] == "failed"
+    errors = errors_in(stderr)
+    assert len(errors) == 1 and str(hog) in errors[0]
+    assert "worker process died while fusing it" in errors[0] and "out of memory" in errors[0]
+    assert "KilledWorker" not in stderr and "Attempted to run task" not in stderr
+    assert "worker process died while fusing it" in rows["hog"]["error"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a file system of 300 kB (a tmpfs: root only)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_once_out_is_full_the_other_stacks_are_not_run_and_one_line_says_so(small_disk, tmp_path):
+    # Each stack's outputs take about 110 kB: two fit, the third does not.
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i}.tif", 6, seed=i) for i in range(8)]
+    run = cli("--refuse", *stacks, "--out", small_disk, "--workers", "1", "--align", "off")
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr
+    statuses = [row["status"] for row in summary_of(small_disk)["stacks"]]
+    assert statuses == ["done", "done", "failed"] + ["not run"] * 5, stderr
+    assert summary_of(small_disk)["counts"]["not run"] == 5
+    errors = errors_in(stderr)
+    assert len(errors) == 1, stderr
+    assert "s2.tif" in errors[0] and "5 more stacks were not run" in errors[0] and "--resume" in errors[0]
+    assert "not run" in stdout  # the table
+    rows = summary_of(small_disk)["stacks"]
+    assert all(f"{small_disk} is full" in row["error"] for row in rows[3:])
+    assert sorted(p.name for p in small_disk.glob("*.fused.tif")) == ["s0.fused.tif", "s1.fused.tif"]
+
+
+@pytest.fixture
+def scheduler_without_workers():
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+                           silence_logs=logging.CRITICAL)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout_s: float) -> float | None:
+    """Seconds until ``text`` appeared in the file ``path``, or None (the process ended, or ``timeout_s``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s and process.poll() is None:
+        if text in path.read_text():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_is_said_once_and_the_batch_waits_for_them(scheduler_without_workers, tmp_path):
+    cluster = scheduler_without_workers
+    stack = write_stack(tmp_path / "stacks" / "s0.tif", 6)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        run = cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", cluster.scheduler_address,
+                  "--align", "off", stderr=stderr)
+        with killed_at_the_end(run):
+            # The note comes after 10 s without workers; the program starts in a few (5x that, on a busy machine).
+            assert _wait_for_line(log, "has no workers yet", run, timeout_s=75) is not None, log.read_text()
+            cluster.scale(1)
+            run.communicate(timeout=300)
+    said = log.read_text()
+    assert run.returncode == 0, said
+    note = [line for line in said.splitlines() if "has no workers yet" in line]
+    assert len(note) == 1 and f"dask worker {cluster.scheduler_address}" in note[0]
+    assert tifffile.imread(tmp_path / "out" / "s0.fused.tif").shape == (128, 160)
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_wait_for_workers(scheduler_without_workers, tmp_path):
+    cluster = scheduler_without_workers
+    stack = write_stack(tmp_path / "stacks" / "s0.tif", 6)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        run = cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", cluster.scheduler_address,
+                  stderr=stderr)
+        with killed_at_the_end(run):
+            assert _wait_for_line(log, "has no workers yet", run, timeout_s=75) is not None, log.read_text()
+            run.send_signal(signal.SIGINT)
+            run.communicate(timeout=60)
+    assert run.returncode == 130, log.read_text()
+    assert summary_of(tmp_path / "out")["counts"]["interrupted"] == 1
+
+
+@pytest.mark.slow
+def test_workers_that_die_as_the_local_cluster_starts_are_one_error_line(tmp_path):
+    # Each worker process dies as it starts, as one the kernel kills for lack of memory.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "if '--multiprocessing-fork' in sys.orig_argv:\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i}.tif", 6, seed=i) for i in range(2)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO_ROOT)])}
+    run = cli("--refuse", *stacks, "--out", tmp_path / "out", "--workers", "2", env=env)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr
+    assert "Traceback" not in stderr and "Nanny failed" not in stderr, stderr
+    assert errors_in(stderr) == [line for line in stderr.splitlines() if line.strip()], stderr
+    [error] = errors_in(stderr)
+    assert "the local cluster could not start its worker processes" in error
+    assert "out of memory" in error and "--workers 1" in error
