@@ -559,6 +559,25 @@ def write_interrupted_summary(out_dir: Path, stacks: list[Path], finished: list[
     return write_summary(out_dir, rows, seconds, scheduler, interrupted=True)
 
 
+def stack_warning_lines(outcomes: list[StackOutcome]) -> list[str]:
+    """The stacks' warnings to print after the table, each once: warnings that differ only by the stack they name
+    are one line, the first stack's, with how many more said it ("... (and 299 more stacks)"; 300 tiny stacks gave
+    300 lines). A skipped stack's are left out (said when it was fused). ``summary.json`` keeps every stack's own."""
+    said: dict[str, list[str]] = {}  # by the warning with its stack's path taken out, in the order first said
+    for outcome in outcomes:
+        if outcome.status == "skipped":
+            continue
+        paths = sorted({outcome.stack, os.path.abspath(outcome.stack)}, key=len, reverse=True)
+        for warning in dict.fromkeys(outcome.warnings):
+            pattern = warning
+            for path in paths:
+                pattern = pattern.replace(path, "\0")
+            said.setdefault(pattern, []).append(warning)
+    return [warnings[0] if len(warnings) == 1 else
+            f"{warnings[0]} (and {len(warnings) - 1} more stack{'s' if len(warnings) > 2 else ''})"
+            for warnings in said.values()]
+
+
 def format_table(outcomes: list[StackOutcome]) -> str:
     """A plain-text table: stack, slices, seconds, status."""
     width = max([len("stack")] + [len(o.name) for o in outcomes])

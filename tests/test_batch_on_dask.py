@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from fusion.batch import StackOutcome
 from tests.conftest import REPO_ROOT, with_default_sigint
 
 
@@ -306,3 +307,22 @@ def test_workers_that_die_as_the_local_cluster_starts_are_one_error_line(tmp_pat
     [error] = errors_in(stderr)
     assert "the local cluster could not start its worker processes" in error
     assert "out of memory" in error and "--workers 1" in error
+
+
+def test_warnings_that_differ_only_by_their_stack_are_one_line_with_a_count(tmp_path):
+    from fusion.batch import stack_warning_lines
+
+    small = "frames of 64x64 px are too small to align (at least 192 px on the short side); slices are not aligned"
+    outcomes = [StackOutcome(str(tmp_path / f"s{i:04}.tif"), f"s{i:04}", "done", 6, 0.1,
+                             warnings=[f"{tmp_path / f's{i:04}.tif'}: {small}"]) for i in range(300)]
+    outcomes[7].warnings.append(f"{tmp_path / 's0007.tif'}: little focus information")
+    outcomes[9] = StackOutcome(str(tmp_path / "s0009.tif"), "s0009", "skipped", 6, 0.1,
+                               warnings=[f"{tmp_path / 's0009.tif'}: {small}"])  # said when it was fused
+    assert stack_warning_lines(outcomes) == [
+        f"{tmp_path / 's0000.tif'}: {small} (and 298 more stacks)",
+        f"{tmp_path / 's0007.tif'}: little focus information",
+    ]
+    two = outcomes[:2]
+    assert stack_warning_lines(two) == [f"{tmp_path / 's0000.tif'}: {small} (and 1 more stack)"]
+    # The summary keeps every stack's own.
+    assert [len(outcome.warnings) for outcome in two] == [1, 1]
