@@ -519,6 +519,13 @@ def dask_setup(worker) -> None:
     with SIGINT blocked (``_workers_deaf_to_ctrl_c``); ignoring it too keeps them deaf should
     anything in them unblock it (multiprocessing's resource tracker does, in the thread that starts it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The scheduler lives in this program, and goes first when it stops: a heartbeat in flight then logged a
+    # connection traceback that says nothing about the stacks (this program says what became of them).
+    logging.getLogger("distributed.worker").addFilter(_not_a_lost_heartbeat)
+
+
+def _not_a_lost_heartbeat(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Failed to communicate with scheduler during heartbeat")
 
 
 def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None,
