@@ -251,7 +251,10 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
                               f"fused earlier from another stack of that name ({earlier})", stacklevel=2)
     if todo and scheduler is None and len(todo) == 1:
         # One stack: no cluster to start; its own bar counts slices.
-        outcomes[todo[0]] = refuse_for_batch(stacks[todo[0]], out_dir, settings, progress=progress)
+        lone = stacks[todo[0]]
+        # "." or "..": named as the folder it is (its outputs were ".fused.tif"), as a worker gets it (absolute)
+        lone = absolute_path(lone) if lone.name in ("", "..") else lone
+        outcomes[todo[0]] = refuse_for_batch(lone, out_dir, settings, progress=progress)
     elif todo:
         with tqdm(total=len(stacks), initial=len(outcomes), desc="stacks", unit="stack",
                   disable=None if progress is None else not progress) as bar:

@@ -101,6 +101,16 @@ def test_a_folders_name_however_it_is_spelled_is_the_one_a_worker_writes_under(t
     assert session.is_file()
 
 
+def test_the_current_folder_refused_alone_is_named_as_the_folder_it_is(tmp_path):
+    # `--refuse .` wrote hidden, nameless outputs (.fused.tif, .depth.tif, .json) that --resume never matched.
+    folder = folder_of_slices(tmp_path / "exp.1")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", ".", "--out", "../out"],
+                          capture_output=True, text=True, cwd=folder, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        ["exp.1.depth.tif", "exp.1.fused.tif", "exp.1.json", "summary.json"]
+
+
 @pytest.mark.slow
 def test_dotted_folders_fuse_in_one_batch_and_resume_skips_them(tmp_path):
     """``exp.1`` and ``exp.2`` were both "exp": the batch was refused as if they would overwrite each other."""
