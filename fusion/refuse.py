@@ -1,20 +1,15 @@
 """Offline refusion: one saved stack in, fused image + depth map + JSON report out."""
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import shutil
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
-from fusion.errors import OutputError
 from fusion.focus_checks import focus_warning
 from fusion.output_names import refusion_outputs
 from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
@@ -24,6 +19,7 @@ from fusion.readers.image_folder import ImageFolderStack
 from fusion.readers.tiff import TiffStack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_fingerprint import stack_fingerprint
+from fusion.staged_outputs import StagedOutputs
 
 
 def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None = None,
@@ -66,7 +62,7 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         look = None if channels_are_colour else stack.channel_look()  # names and colours of separate channels
         seconds.update(result.seconds)
         write_started = time.perf_counter()
-        outputs = _StagedOutputs(refusion_outputs(out_dir, stack.name), stack.path)
+        outputs = StagedOutputs(refusion_outputs(out_dir, stack.name), stack.path)  # (aside: one run's set, or none)
         try:
             pixel_size_um = stack.pixel_size_um()  # the input's calibration stays with its fused image
             outputs.write("fused", lambda path: write_image_tiff(path, result.fused, pixel_size_um=pixel_size_um,
@@ -119,51 +115,3 @@ def missing_slices_warning(stack: SavedStack) -> str | None:
     if planned is not None and n < planned:  # ended early (Ctrl-C, a device that failed) or lost frames
         return f"{stack.path}: a live session's stack short of its plan (its session.json says why): {holds}"
     return None
-
-
-class _StagedOutputs:
-    """A stack's outputs, written into a hidden folder beside their places (``write``) and moved there together
-    once all are written (``move_into_place``): a full disk or anything in the way leaves none of them, so
-    neither ``--resume`` nor a person meets a fused image without its depth map and report."""
-
-    ORDER = ("fused", "depth", "report")  # the report last: --resume takes a set with a report for finished
-
-    def __init__(self, paths: dict[str, Path], stack: Path):
-        self.paths = paths
-        self.stack = stack
-        report = paths["report"]
-        self.folder = report.with_name(f".{report.stem}.partial")  # (hidden: no glob or folder takes it for a stack)
-
-    def write(self, kind: str, writer: Callable[[Path], None]) -> None:
-        """``writer(path)`` writes output ``kind`` at the temporary ``path`` it is given."""
-        try:
-            self.folder.mkdir(exist_ok=True)
-            writer(self.folder / self.paths[kind].name)
-        except OSError as error:
-            raise self._cannot_write(kind, error) from None
-
-    def move_into_place(self) -> None:
-        moved = False
-        for kind in self.ORDER:
-            try:
-                os.replace(self.folder / self.paths[kind].name, self.paths[kind])
-            except OSError as error:
-                if moved:  # a set of this run's and an earlier run's files would look finished: none, then
-                    for path in self.paths.values():
-                        with contextlib.suppress(OSError):  # (what stood in the way may not go either)
-                            path.unlink()
-                raise self._cannot_write(kind, error) from None
-            moved = True
-
-    def discard(self) -> None:
-        """The temporary folder removed, with whatever is left in it (all of it, after a failure)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _cannot_write(self, kind: str, error: OSError) -> OutputError:
-        """One line naming the output and its folder (not the temporary one) and why."""
-        path = self.paths[kind]
-        # (fusion.outputs names the temporary file it was writing: the reason alone, after that)
-        why = os.strerror(error.errno) if error.errno else \
-            str(error).removeprefix(f"cannot write {path.name} into {self.folder}: ")
-        advice = "; free some space there or write elsewhere" if error.errno == errno.ENOSPC else ""
-        return OutputError(f"cannot write {path.name} into {path.parent}: {why}{advice}", self.stack)

@@ -118,32 +118,33 @@ def test_an_enormous_declared_image_is_refused_before_reading(tmp_path):
 # ---- 10: a full disk ----
 
 def test_a_full_output_disk_names_the_stack_and_the_folder_and_leaves_no_partial_files(tmp_path):
+    from tests.test_refuse_outputs import cli_with_trap
+
     out = tmp_path / "out"
     out.mkdir()
     stack = write_stack(tmp_path / "full.tif", 6)
-    # The outputs are written into a hidden folder first, each under a temporary name there: on /dev/full,
-    # as on a full disk, every write fails with ENOSPC.
-    (out / ".full.partial").mkdir()
-    (out / ".full.partial" / ".full.fused.tif.partial").symlink_to("/dev/full")
-    done = run_cli("--refuse", stack, "--out", out)
+    # The outputs are written into a hidden folder of the run's own first, each under a temporary name there: on
+    # /dev/full, as on a full disk, every write fails with ENOSPC.
+    done = subprocess.run(cli_with_trap(".full.fused.tif.partial", "/dev/full", "--refuse", stack, "--out", out),
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert done.returncode == 1
     errors = error_lines(done.stderr)
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"{stack}: cannot write full.fused.tif into {out}: No space left on device" in errors[0]
-    assert not list(out.glob(".*.partial")) and not (out / "full.fused.tif").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # no staging folder, lock file, fused image
 
 
 @pytest.mark.parametrize("obstacle", ["full disk", "folder in the way"])
-def test_a_depth_map_that_cannot_be_written_leaves_no_fused_image_nor_report(tmp_path, obstacle):
+def test_a_depth_map_that_cannot_be_written_leaves_no_fused_image_nor_report(tmp_path, obstacle, monkeypatch):
     """A stack's outputs are all there or none is: a fused image alone looks like a finished result."""
     from fusion.batch import refuse_many
+    from tests.test_refuse_outputs import trap_staging
 
     out = tmp_path / "out"
     out.mkdir()
     stack = write_stack(tmp_path / "s.tif", 6)
     if obstacle == "full disk":  # the fused image fits; the depth map, written next, meets a full disk
-        (out / ".s.partial").mkdir()
-        (out / ".s.partial" / ".s.depth.tif.partial").symlink_to("/dev/full")
+        trap_staging(monkeypatch, ".s.depth.tif.partial", "/dev/full")
         why = "No space left on device; free some space there or write elsewhere"
     else:  # all are written; the depth map cannot take its place
         (out / "s.depth.tif").mkdir()

@@ -64,32 +64,30 @@ def test_ctrl_c_while_starting_is_one_line_and_status_130(monkeypatch, capsys):
 
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_refusion_killed_while_writing_leaves_nothing_that_the_next_run_keeps(tmp_path, resume):
-    """SIGKILL (the OOM killer, kill -9) mid-write leaves the stack's hidden staging folder: the next run of the
+    """SIGKILL (the OOM killer, kill -9) mid-write leaves the run's hidden staging folder: the next run of the
     stack into that folder writes its own outputs, none of the dead run's, and leaves no staging folder."""
     import numpy as np
     import tifffile
 
     from fusion.batch import refuse_many
     from tests.test_refuse_bad_inputs import write_stack
+    from tests.test_refuse_outputs import cli_with_trap
 
     out = tmp_path / "out"
     out.mkdir()
     stack = write_stack(tmp_path / "s.tif", 6, seed=1)
     # The depth map's temporary file is a named pipe: writing it waits for a reader that never comes, so the
-    # run is certainly killed with its fused image written into the staging folder and its depth map not.
-    staging = out / ".s.partial"
-    staging.mkdir()
-    os.mkfifo(staging / ".s.depth.tif.partial")
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", str(stack),
-                                "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=REPO_ROOT)
+    # run is certainly killed with its fused image written into its staging folder and its depth map not.
+    process = subprocess.Popen(cli_with_trap(".s.depth.tif.partial", "fifo", "--refuse", stack, "--out", out),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     deadline = time.monotonic() + 120
     while process.poll() is None and _wchan(process.pid) != "wait_for_partner":
         assert time.monotonic() < deadline, "the refusion never reached its depth map"
         time.sleep(0.01)
     process.kill()
     process.wait(timeout=60)
-    assert (staging / "s.fused.tif").is_file() and not (out / "s.fused.tif").exists()  # the dead run's
+    [staging] = (out / ".s.partial").iterdir()  # the dead run's own
+    assert (staging / "s.fused.tif").is_file() and not (out / "s.fused.tif").exists()
     (staging / ".s.depth.tif.partial").unlink()
     (staging / ".s.depth.tif.partial").write_bytes(b"II*\0")  # as a write cut short leaves it
     (staging / "s.json").write_text('{"stale": true}')  # (even a report of the dead run's, there)

@@ -1,0 +1,150 @@
+"""How a refusion writes its outputs and ends: two runs writing one stack at once."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+# ---- the staging folder: tests put a trap (/dev/full, a named pipe) in a writer's own folder ----
+
+# Runs run_session.py with each staging folder made as usual, then given ``name``: a symbolic link to ``target``, or
+# (target "fifo") a named pipe. Arguments: name, target, then run_session.py's own.
+_RUN_WITH_TRAP = """
+import os, runpy, sys
+from fusion.staged_outputs import StagedOutputs
+name, target = sys.argv[1:3]
+del sys.argv[1:3]
+made = StagedOutputs.new_folder
+def new_folder(self):
+    folder = made(self)
+    if target == "fifo":
+        os.mkfifo(folder / name)
+    else:
+        (folder / name).symlink_to(target)
+    return folder
+StagedOutputs.new_folder = new_folder
+sys.argv[0] = "run_session.py"
+runpy.run_path("run_session.py", run_name="__main__")
+"""
+
+
+def cli_with_trap(name: str, target: str, *args) -> list[str]:
+    """The command line of run_session.py ``args`` whose staging folders each hold ``name``: a link to ``target``
+    (/dev/full: every write fails with ENOSPC), or a named pipe (``target`` "fifo": a write there waits for ever)."""
+    return [sys.executable, "-c", _RUN_WITH_TRAP, name, target, *map(str, args)]
+
+
+def trap_staging(monkeypatch, name: str, target: str) -> None:
+    """As ``cli_with_trap``, in this process."""
+    from fusion.staged_outputs import StagedOutputs
+
+    made = StagedOutputs.new_folder
+
+    def new_folder(self):
+        folder = made(self)
+        (folder / name).symlink_to(target)
+        return folder
+
+    monkeypatch.setattr(StagedOutputs, "new_folder", new_folder)
+
+
+# ---- 1: two runs writing the same stack into the same folder at once ----
+
+def _refuse_meeting_the_other(stack: str, out: str, window_px: int, met, said) -> None:
+    """Fuse ``stack`` with ``window_px``; once its fused image and depth map are written (aside), wait for the other
+    run to have written its own: both then write their reports and move their sets at once."""
+    import fusion.refuse
+    from fusion.engine import FusionSettings
+
+    write_depth = fusion.refuse.write_depth_tiff
+
+    def depth_then_meet(*args, **kwargs):
+        write_depth(*args, **kwargs)
+        met.wait(timeout=120)
+
+    fusion.refuse.write_depth_tiff = depth_then_meet
+    try:
+        fusion.refuse.refuse_stack(stack, out, FusionSettings(composition="pick", window_px=window_px), progress=False)
+    except Exception as error:
+        said.put(f"window {window_px}: {error}")
+    else:
+        said.put(None)
+
+
+@pytest.mark.slow
+def test_two_runs_writing_one_stack_at_once_each_finish_and_leave_one_runs_whole_set(tmp_path):
+    """Both runs used the one hidden folder .s.partial: one failed ("cannot write s.fused.tif into ...: No such file
+    or directory"), or the set left mixed one run's report with the other's images, which --resume then kept."""
+    from fusion.engine import FusionSettings
+    from fusion.refuse import refuse_stack
+
+    stack = write_depth_stack(tmp_path / "s.tif")
+    expected = {}
+    for window_px in (9, 31):  # each run's outputs, made alone
+        refuse_stack(stack, tmp_path / f"w{window_px}", FusionSettings(composition="pick", window_px=window_px),
+                     progress=False)
+        expected[window_px] = {kind: tifffile.imread(tmp_path / f"w{window_px}" / f"s.{kind}.tif")
+                               for kind in ("fused", "depth")}
+    for kind in ("fused", "depth"):  # (which run's image it is shows)
+        assert not np.array_equal(expected[9][kind], expected[31][kind], equal_nan=True)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    context = multiprocessing.get_context("spawn")
+    met, said = context.Barrier(2), context.Queue()
+    runs = [context.Process(target=_refuse_meeting_the_other, args=(str(stack), str(out), window_px, met, said))
+            for window_px in (9, 31)]
+    for run in runs:
+        run.start()
+    errors = [said.get(timeout=300) for _ in runs]
+    for run in runs:
+        run.join(timeout=60)
+    assert errors == [None, None]
+    assert sorted(p.name for p in out.iterdir()) == ["s.depth.tif", "s.fused.tif", "s.json"]  # no folder, no lock
+    window_px = json.loads((out / "s.json").read_text())["settings"]["window_px"]
+    for kind in ("fused", "depth"):
+        np.testing.assert_array_equal(tifffile.imread(out / f"s.{kind}.tif"), expected[window_px][kind])
+
+
+def write_depth_stack(path: Path, n_slices: int = 6, shape=(96, 128)) -> Path:
+    """A stack whose slice k is sharp in the k-th band of columns and blurred more the farther a band is from it:
+    its depth map steps across the image, and the window of the focus measure moves the steps."""
+    from scipy import ndimage
+
+    texture = ndimage.gaussian_filter(np.random.default_rng(3).random(shape), 1.0)
+    band = np.arange(shape[1]) * n_slices // shape[1]
+    planes = []
+    for k in range(n_slices):
+        blurred = [ndimage.gaussian_filter(texture, 0.1 + 1.5 * distance) for distance in range(n_slices)]
+        planes.append(np.stack([blurred[abs(b - k)][:, column] for column, b in enumerate(band)], axis=1))
+    tifffile.imwrite(path, (np.stack(planes) * 255).astype(np.uint8), photometric="minisblack",
+                     metadata={"axes": "ZYX"})
+    return path
+
+
+def test_another_live_writers_folder_is_left_alone_and_a_dead_ones_removed(tmp_path):
+    from fusion.output_names import refusion_outputs
+    from fusion.outputs import write_json
+    from fusion.staged_outputs import StagedOutputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    live = StagedOutputs(refusion_outputs(out, "s"), tmp_path / "s.tif")
+    live.write("report", lambda path: write_json(path, {"from": "live"}))
+    dead = out / ".s.partial" / "1-dead"  # a writer killed mid-write: its folder, nobody holding its lock
+    dead.mkdir()
+    (dead / ".writer").touch()
+    (dead / "s.fused.tif").write_bytes(b"II*\0")
+    other = StagedOutputs(refusion_outputs(out, "s"), tmp_path / "s.tif")
+    other.write("report", lambda path: write_json(path, {"from": "other"}))
+    assert not dead.exists()
+    assert json.loads((live.folder / "s.json").read_text()) == {"from": "live"}  # (untouched)
+    other.discard()
+    assert live.folder.is_dir()
+    live.discard()
+    assert sorted(p.name for p in out.iterdir()) == []
