@@ -10,6 +10,8 @@ import errno
 import json
 import math
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +50,41 @@ def _written_atomically(path: Path):
         yield partial
         os.replace(partial, path)
     except BaseException as error:
+        unwritten = error if isinstance(error, OSError) and not isinstance(error, OutputWriteError) else None
+        # (while the temporary file still holds what was written: a full disk has room again once it goes)
+        number, why = (None, "") if unwritten is None else _why_unwritten(unwritten, path.parent)
         with contextlib.suppress(OSError):
             partial.unlink()
-        if isinstance(error, OSError) and not isinstance(error, OutputWriteError):
-            advice = "; free some space there or write elsewhere" if error.errno == errno.ENOSPC else ""
-            raise OutputWriteError(error.errno, f"cannot write {path.name} into {path.parent}: "
-                                                f"{error.strerror or error}{advice}") from None
+        if unwritten is not None:
+            advice = "; free some space there or write elsewhere" if number == errno.ENOSPC else ""
+            raise OutputWriteError(number, f"cannot write {path.name} into {path.parent}: {why}{advice}") from None
         raise
+
+
+# A write that came short, as numpy says it (``ndarray.tofile``, which tifffile writes pixels with): no errno.
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+# Room a filesystem may keep for its own records (block maps, a journal) while a file's write runs out of space.
+FULL_DISK_MARGIN_BYTES = 1 << 20
+
+
+def _why_unwritten(error: OSError, folder: Path) -> tuple[int | None, str]:
+    """The errno and the words for ``error``, met writing into ``folder``. A write that came short carries no errno
+    (numpy's "147456 requested and 76716 written"): where the disk there has less room left than the write still
+    needed, that is a full disk (ENOSPC) and said so; otherwise a quota or a file size limit stopped it."""
+    if error.errno:
+        return error.errno, error.strerror or str(error)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # (the folder gone meanwhile: nothing to tell by)
+        return None, str(error)
+    short = _SHORT_WRITE.search(str(error))
+    still_needed = int(short[1]) - int(short[2]) if short else 0
+    if free < still_needed + FULL_DISK_MARGIN_BYTES:
+        return errno.ENOSPC, os.strerror(errno.ENOSPC)
+    if short:
+        return None, (f"the write came short ({short[2]} of {short[1]} bytes written) with room left on that disk: "
+                      "a disk quota or a file size limit (ulimit -f) may have been reached")
+    return None, str(error)
 
 
 # The samples ImageJ opens in an RGB TIFF (its TiffDecoder: "ImageJ can only open 8 and 16 bit/channel images").

@@ -1,14 +1,20 @@
-"""How a refusion writes its outputs and ends: two runs writing one stack at once."""
+"""How a refusion writes its outputs and ends: two runs writing one stack at once, a disk that fills during a
+write."""
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+
+from tests.test_refuse_bad_inputs import error_lines, run_cli, write_stack
 
 # ---- the staging folder: tests put a trap (/dev/full, a named pipe) in a writer's own folder ----
 
@@ -148,3 +154,58 @@ def test_another_live_writers_folder_is_left_alone_and_a_dead_ones_removed(tmp_p
     assert live.folder.is_dir()
     live.discard()
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+# ---- 2: a disk that fills during a write ----
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (mounting needs root: skipped where it is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def fill(disk: Path, leave_bytes: int) -> None:
+    """``disk`` filled but for about ``leave_bytes``."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * (free - leave_bytes))
+
+
+def test_a_disk_that_fills_during_a_tiff_write_is_said_to_be_full(tmp_path, small_disk):
+    """It said "cannot write s.depth.tif into DIR: 147456 requested and 76716 written": numpy's short write, under
+    tifffile, carries no errno."""
+    stack = write_stack(tmp_path / "s.tif", 6, shape=(192, 192))  # fused image 37 kB, depth map 148 kB
+    out = small_disk / "out"
+    out.mkdir()
+    fill(small_disk, 100_000)
+    done = run_cli("--refuse", stack, "--out", out)
+    assert done.returncode == 1, done.stderr
+    assert error_lines(done.stderr) == [f"error: {stack}: cannot write s.depth.tif into {out}: No space left on "
+                                        "device; free some space there or write elsewhere"], done.stderr
+    assert sorted(p.name for p in out.iterdir() if p.name != "summary.json") == []  # none of the stack's outputs
+
+
+def test_a_short_write_with_room_left_on_the_disk_is_not_called_a_full_disk(tmp_path):
+    """A file size limit (or a quota) cuts the depth map short while the disk has room: said so, not as a full
+    disk, nor as numpy's "36864 requested and 7100 written"."""
+    stack = write_stack(tmp_path / "s.tif", 6, shape=(192, 192))  # fused image 37 kB, depth map 148 kB
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def limit_files_to_100_kb():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+
+    done = run_cli("--refuse", stack, "--out", out, preexec_fn=limit_files_to_100_kb)
+    assert done.returncode == 1, done.stderr
+    errors = error_lines(done.stderr)
+    assert errors[0].startswith(f"error: {stack}: cannot write s.depth.tif into {out}: the write came short ("), errors
+    assert errors[0].endswith("bytes written) with room left on that disk: a disk quota or a file size limit "
+                              "(ulimit -f) may have been reached"), errors
+    assert not list(out.glob("s.*"))
