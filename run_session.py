@@ -410,7 +410,7 @@ def with_view_defaults(args) -> list[str]:
 
 def run_refuse(parser: argparse.ArgumentParser, args) -> int:
     """Offline refusion of saved stacks: exit 0 when every stack was fused."""
-    from fusion.batch import format_table, refuse_many, write_summary
+    from fusion.batch import refuse_many
     from fusion.stack_arguments import expand_stack_arguments
     from fusion.errors import FusionError
 
@@ -440,19 +440,47 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
 
             outcomes = refuse_many(stacks, args.out, settings, scheduler=args.scheduler, n_workers=args.workers,
                                    resume=args.resume, on_outcome=arrived)
-            summary = write_summary(args.out, outcomes, time.perf_counter() - started, args.scheduler)
-            if view is not None:
-                failed = [o for o in outcomes if o.status == "failed"]
-                view.end("failed" if failed else "done", "\n".join(o.error or "" for o in failed),
-                         {"summary": str(summary)})
+            summary = summarise_refusion(args, outcomes, time.perf_counter() - started, view)
     except (FusionError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
         return stopped_refusion(args, str(interrupt), stacks, finished, settings, time.perf_counter() - started)
+    return print_refusion_end(outcomes, summary)
+
+
+def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
+    """summary.json written, and the live view told the end; where summary.json cannot be written (a full disk),
+    the error, for ``print_refusion_end`` to say after the stacks' rows and errors, which are no less true."""
+    from fusion.batch import write_summary
+
+    summary: Path | OSError
+    try:
+        summary = write_summary(args.out, outcomes, seconds, args.scheduler)
+    except OSError as error:
+        summary = error
+    if view is not None:
+        errors = [o.error or "" for o in outcomes if o.status == "failed"]
+        errors += [str(summary)] if isinstance(summary, OSError) else []
+        view.end("failed" if errors else "done", "\n".join(errors),
+                 {"summary": str(summary)} if isinstance(summary, Path) else {})
+    return summary
+
+
+def print_refusion_end(outcomes, summary: Path | OSError) -> int:
+    """A finished refusion's table and summary file on stdout, its stacks' warnings and errors on stderr, then why
+    summary.json could not be written, where it could not (last: the line a user reads first); the exit status:
+    0 when every stack was fused and summary.json written."""
+    from fusion.batch import format_table
+
     print(format_table(outcomes))
-    print(f"summary: {summary}")
-    return 1 if print_refuse_problems(outcomes) else 0
+    if isinstance(summary, Path):
+        print(f"summary: {summary}")
+    failures = print_refuse_problems(outcomes)
+    if isinstance(summary, OSError):
+        print(f"error: {summary}", file=sys.stderr)
+        return 1
+    return 1 if failures else 0
 
 
 def stopped_refusion(args, reason: str, stacks: list[Path], finished: list, settings, seconds: float) -> int:

@@ -1,5 +1,5 @@
 """How a refusion writes its outputs and ends: two runs writing one stack at once, a disk that fills during a
-write."""
+write, a summary that cannot be written."""
 from __future__ import annotations
 
 import json
@@ -209,3 +209,24 @@ def test_a_short_write_with_room_left_on_the_disk_is_not_called_a_full_disk(tmp_
     assert errors[0].endswith("bytes written) with room left on that disk: a disk quota or a file size limit "
                               "(ulimit -f) may have been reached"), errors
     assert not list(out.glob("s.*"))
+
+
+# ---- 3: a summary that cannot be written ----
+
+@pytest.mark.slow
+def test_a_summary_that_cannot_be_written_still_shows_the_table_and_each_stacks_error(tmp_path):
+    """Only "error: cannot write summary.json into ..." was printed: no table, no stack's error, no count."""
+    good = write_stack(tmp_path / "good.tif", 6)
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a TIFF")
+    out = tmp_path / "out"
+    (out / "summary.json").mkdir(parents=True)  # as a full disk would, it takes no summary
+    done = run_cli("--refuse", good, bad, "--out", out, "--workers", "1", "--align", "off")
+    assert done.returncode == 1, done.stderr
+    rows = {line.split()[0]: line.split()[-1] for line in done.stdout.splitlines()[1:]}
+    assert rows == {"good": "done", "bad": "failed"}, done.stdout
+    assert "summary:" not in done.stdout
+    lines = done.stderr.splitlines()
+    assert lines[-3].startswith(f"error: {bad}: ")
+    assert lines[-2:] == ["1 of 2 stacks failed", f"error: cannot write summary.json into {out}: Is a directory"]
+    assert (out / "good.fused.tif").is_file()
