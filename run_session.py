@@ -33,7 +33,7 @@ from pathlib import Path
 # so fusion's parallel kernels do not take the CPU from acquisition (or from anything else running).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from acquisition.stop_signals import INTERRUPTED, stop_on_sigterm, was_terminated
+from acquisition.stop_signals import INTERRUPTED, exit_status_after_stop, stop_on_signals
 
 # Each mode imports what it needs when it runs (a live session no dask, a refusion no pydantic):
 # importing everything up front cost 1.8 s before the first thing happened.
@@ -270,8 +270,9 @@ def print_session_summary(outcome, said: Collection[str] = ()) -> None:
 
 
 def interrupted_status() -> int:
-    """The shell's exit status for a program ended by a signal: 130 after Ctrl-C, 143 after SIGTERM."""
-    return 143 if was_terminated() else 130
+    """The shell's exit status for a program ended by a signal: 130 after Ctrl-C, 143 after SIGTERM, 129 after
+    SIGHUP."""
+    return exit_status_after_stop()
 
 
 def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
@@ -348,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     # A damaged TIFF is reported as one "error: <path>: ..." line by our readers; tifffile's own
     # log lines about the same damage would only add noise (library users keep their logging).
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
-    stop_on_sigterm()  # timeout, systemd and schedulers stop with SIGTERM: end as Ctrl-C does
+    # timeout, systemd and schedulers stop with SIGTERM, a terminal or ssh session that closes with SIGHUP:
+    # end as Ctrl-C does (a session saves what it acquired, a batch its summary and its cluster's close).
+    stop_on_signals()
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder (made if missing)")
     if args.refuse is None:
@@ -561,7 +564,10 @@ if __name__ == "__main__":
         print("interrupted while starting: nothing was acquired or written", file=sys.stderr)
         status = interrupted_status()
     if status == interrupted_status():
-        # Already stopping: another Ctrl-C while Python shuts down (dask's exit hooks) must not turn
-        # the exit status into a death by signal.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Already stopping: another Ctrl-C, SIGTERM or SIGHUP while Python shuts down (dask's exit hooks)
+        # must not turn the exit status into a death by signal.
+        from fusion.held_signals import STOP_SIGNALS
+
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
     sys.exit(status)

@@ -1,44 +1,68 @@
-"""SIGTERM ends a session as Ctrl-C does, and neither can cut the saving of a session short.
+"""SIGTERM and SIGHUP end a session as Ctrl-C does, and none of them can cut the saving of a session short.
 
-``timeout``, systemd and cluster schedulers stop a program with SIGTERM, whose default is to
-die on the spot: no session.json, no fused image, an unfinalized stack, the focus left where
-it was. ``stop_on_sigterm`` turns SIGTERM into ``Terminated`` (a KeyboardInterrupt), so the
-session's own Ctrl-C handling saves, fuses and returns the focus; ``fusion.held_signals`` keeps
-a second signal from breaking into that saving.
+``timeout``, systemd and cluster schedulers stop a program with SIGTERM; a terminal that closes, or an
+ssh session that drops, sends SIGHUP. The default of both is to die on the spot: no session.json, no
+fused image, an unfinalized stack, the focus left where it was, a batch's cluster left to leak.
+``stop_on_signals`` turns each into ``Terminated`` (a KeyboardInterrupt), so the session's or the
+batch's own Ctrl-C handling saves, fuses and returns the focus; ``fusion.held_signals`` keeps a second
+signal from breaking into that saving.
 """
 from __future__ import annotations
 
 import signal
-import threading
 
-_terminated = threading.Event()
+from fusion.held_signals import STOP_SIGNALS, quiet_a_hung_up_terminal
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 TERMINATED = "terminated (SIGTERM)"
+HUNG_UP = "hung up (SIGHUP)"
+
+# What each stop signal is called in messages and reports, and the exit status the shell gives a process it
+# ended (128 + the signal's number): a script that waits for the program sees the same either way.
+_SAID = {"SIGINT": INTERRUPTED, "SIGTERM": TERMINATED, "SIGHUP": HUNG_UP}
+_EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+
+_first_stop: list[str] = []  # the first of SIGTERM and SIGHUP that came (Ctrl-C needs no record: 130)
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread on SIGTERM once ``stop_on_sigterm`` is installed."""
+    """Raised in the main thread on SIGTERM or SIGHUP once ``stop_on_signals`` is installed; says which."""
+
+    def __init__(self, signal_name: str = "SIGTERM"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
 
     def __str__(self) -> str:
-        return TERMINATED
+        return stop_said(self.signal_name)
 
 
 def _raise_terminated(signum, frame):
-    _terminated.set()
-    raise Terminated()
+    name = signal.Signals(signum).name
+    if not _first_stop:  # (no lock: handlers run in the main thread, and one may run inside another)
+        _first_stop.append(name)
+    if name == "SIGHUP":
+        quiet_a_hung_up_terminal()
+    raise Terminated(name)
 
 
-def stop_on_sigterm() -> None:
-    """From now on SIGTERM raises Terminated in the main thread (call it from the main thread)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+def stop_on_signals() -> None:
+    """From now on SIGTERM and SIGHUP raise Terminated in the main thread (call it from the main thread). A SIGHUP
+    ignored already stays ignored: ``nohup`` asked for the program to outlive its terminal."""
+    for number in STOP_SIGNALS:
+        if number == signal.SIGINT:  # (Python's own handler raises KeyboardInterrupt)
+            continue
+        if number == getattr(signal, "SIGHUP", None) and signal.getsignal(number) is signal.SIG_IGN:
+            continue
+        signal.signal(number, _raise_terminated)
 
 
-def was_terminated() -> bool:
-    """True once a SIGTERM has arrived (exit status 143, as the shell reports a process it ended)."""
-    return _terminated.is_set()
+def exit_status_after_stop() -> int:
+    """The shell's exit status for a program ended by a signal: 130 after Ctrl-C, 143 after SIGTERM, 129 after
+    SIGHUP (the first of them, where both came)."""
+    return _EXIT_STATUS[_first_stop[0]] if _first_stop else _EXIT_STATUS["SIGINT"]
 
 
 def stop_said(signal_name: str) -> str:
-    """What a stop signal is called in messages and reports: "SIGINT" is Ctrl-C, "SIGTERM" a termination."""
-    return TERMINATED if signal_name == "SIGTERM" else INTERRUPTED
+    """What a stop signal is called in messages and reports: "SIGINT" is Ctrl-C, "SIGTERM" a termination, "SIGHUP"
+    a terminal that hung up."""
+    return _SAID.get(signal_name, INTERRUPTED)

@@ -47,8 +47,10 @@ def shared_data() -> Path:
 def with_default_sigint() -> None:
     """For ``subprocess.Popen(preexec_fn=...)`` of a child a test interrupts: where the tests were
     started in the background (``pytest &``), the shell made SIGINT ignored, and children inherit
-    that; Python turns SIGINT into KeyboardInterrupt only when it starts with the default."""
+    that; Python turns SIGINT into KeyboardInterrupt only when it starts with the default. SIGHUP too:
+    under ``nohup`` it is ignored, and the program leaves it so (acquisition.stop_signals)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture

@@ -73,7 +73,8 @@ def test_each_channel_decides_for_itself_without_a_decision_channel(tmp_path):
 
 
 @pytest.mark.parametrize("stop, status, ended_by", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
-                                                     (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+                                                     (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                     (signal.SIGHUP, 129, "hung up (SIGHUP)")])
 def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, status, ended_by):
     profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
     out = tmp_path / "sessions"

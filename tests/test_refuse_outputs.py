@@ -1,20 +1,30 @@
 """How a refusion writes its outputs and ends: two runs writing one stack at once, a disk that fills during a
-write, a summary that cannot be written."""
+write, a summary that cannot be written, a terminal that hangs up."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import multiprocessing
 import os
+import pty
 import resource
+import select
+import signal
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from tests.conftest import REPO_ROOT, with_default_sigint
 from tests.test_refuse_bad_inputs import error_lines, run_cli, write_stack
+from tests.test_refuse_signals import _wchan
 
 # ---- the staging folder: tests put a trap (/dev/full, a named pipe) in a writer's own folder ----
 
@@ -230,3 +240,104 @@ def test_a_summary_that_cannot_be_written_still_shows_the_table_and_each_stacks_
     assert lines[-3].startswith(f"error: {bad}: ")
     assert lines[-2:] == ["1 of 2 stacks failed", f"error: cannot write summary.json into {out}: Is a directory"]
     assert (out / "good.fused.tif").is_file()
+
+
+# ---- 4: SIGHUP: a terminal that closes, an ssh session that drops ----
+
+def _refusion_waiting_on_a_pipe(tmp_path, stacks=(), options=(), **popen) -> tuple[subprocess.Popen, Path, Path]:
+    """A refusion of ``stacks`` and a stack that is a named pipe, with ``options``, started: opening the pipe waits
+    for a writer that never comes, so the refusion is certainly still running when a signal comes."""
+    waiting = tmp_path / "waiting.tif"
+    os.mkfifo(waiting)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse", *map(str, stacks),
+                                str(waiting), "--out", str(out), *options], cwd=REPO_ROOT, **popen)
+    return process, waiting, out
+
+
+def _wait_until_blocked_on_the_pipe(process) -> None:
+    deadline = time.monotonic() + 120
+    while process.poll() is None and _wchan(process.pid) != "wait_for_partner":
+        assert time.monotonic() < deadline, "the refusion never opened the stack"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_sighup_during_a_batch_ends_it_as_sigterm_does(tmp_path):
+    """It died of the signal (exit 129, no message, no summary), and the resource tracker warned of leaked
+    semaphores: the cluster was never closed."""
+    good = write_stack(tmp_path / "good.tif", 6)
+    process, waiting, out = _refusion_waiting_on_a_pipe(
+        tmp_path, [good], ["--workers", "1", "--align", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=with_default_sigint)
+    deadline = time.monotonic() + 180
+    while not (out / "good.json").exists():  # the cluster runs: its one worker has fused the good stack
+        assert time.monotonic() < deadline and process.poll() is None, "the batch never fused its good stack"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        with_a_writer_that_goes(waiting)  # the worker waiting on the pipe reads an empty stream: the cluster closes
+        time.sleep(0.1)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 129, stderr
+    assert (f"hung up (SIGHUP): run the same command with --resume to finish the stacks left in {out} "
+            f"({out / 'summary.json'} says which finished)") in stderr.splitlines()
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert {row["name"]: row["status"] for row in summary["stacks"]} == {"good": "done", "waiting": "interrupted"}
+
+
+def with_a_writer_that_goes(fifo: Path) -> None:
+    """Open the pipe for writing and close it: a reader blocked opening it reads an empty stream."""
+    with contextlib.suppress(OSError):  # nobody has it open for reading (yet, or any more)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_terminal_that_hangs_up_ends_a_refusion_with_its_summary_and_status_129(tmp_path):
+    """The program's terminal closes (an ssh session drops): every write to it fails from then on (EIO), which
+    must not cut the summary short nor change the exit status."""
+    terminal, program_side = pty.openpty()
+
+    def on_that_terminal():
+        with_default_sigint()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # (start_new_session: the program leads a session of its own)
+
+    process, _, out = _refusion_waiting_on_a_pipe(tmp_path, stdin=program_side, stdout=program_side,
+                                                  stderr=program_side, start_new_session=True,
+                                                  preexec_fn=on_that_terminal)
+    os.close(program_side)
+    try:
+        _wait_until_blocked_on_the_pipe(process)
+    finally:
+        _drain(terminal)
+        os.close(terminal)  # the hang-up: SIGHUP to the program, and its terminal gone
+    assert process.wait(timeout=120) == 129
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["counts"]["interrupted"] == 1
+
+
+def _drain(terminal: int) -> None:
+    """What the program wrote so far read (a full terminal would hold its writes)."""
+    while select.select([terminal], [], [], 0)[0]:
+        try:
+            if not os.read(terminal, 65536):
+                return
+        except OSError as error:
+            assert error.errno == errno.EIO
+            return
+
+
+def test_sighup_ignored_by_nohup_stays_ignored(tmp_path):
+    def as_nohup_starts_it():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    process, _, _ = _refusion_waiting_on_a_pipe(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                preexec_fn=as_nohup_starts_it)
+    _wait_until_blocked_on_the_pipe(process)
+    process.send_signal(signal.SIGHUP)  # (had it stopped the run, the exit status would say SIGHUP's 129)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGTERM): run the same command with --resume" in stderr and "hung up" not in stderr

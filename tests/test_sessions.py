@@ -221,9 +221,10 @@ def test_session_killed_with_sigkill_leaves_a_stack_that_refuses(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_number,status,ended_by", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
-                                                            (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+                                                            (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                            (signal.SIGHUP, 129, "hung up (SIGHUP)")])
 def test_ctrl_c_or_sigterm_saves_finalizes_fuses_and_returns_the_focus(tmp_path, signal_number, status, ended_by):
-    # SIGTERM is what timeout, systemd and cluster schedulers send.
+    # SIGTERM is what timeout, systemd and cluster schedulers send; SIGHUP, a terminal that closes.
     out = tmp_path / "sessions"
     process = start_session_process(write_slow_profile(tmp_path), out)
     stack = wait_for_slices(out, 3)
@@ -730,7 +731,8 @@ def _slow_fusion_profile(tmp_path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_number,said", [(signal.SIGINT, "interrupted (Ctrl-C)"),
-                                                (signal.SIGTERM, "terminated (SIGTERM)")])
+                                                (signal.SIGTERM, "terminated (SIGTERM)"),
+                                                (signal.SIGHUP, "hung up (SIGHUP)")])
 def test_a_stop_while_fusion_catches_up_after_the_last_slice_ends_the_session_as_planned(tmp_path, signal_number,
                                                                                          said):
     # It exited 130 for both signals, printed no warning, and session.json said ended_by null, warnings [].
