@@ -216,7 +216,7 @@ def test_a_short_write_with_room_left_on_the_disk_is_not_called_a_full_disk(tmp_
     assert done.returncode == 1, done.stderr
     errors = error_lines(done.stderr)
     assert errors[0].startswith(f"error: {stack}: cannot write s.depth.tif into {out}: the write came short ("), errors
-    assert errors[0].endswith("bytes written) with room left on that disk: a disk quota or a file size limit "
+    assert errors[0].endswith(" written) with room left on that disk: a disk quota or a file size limit "
                               "(ulimit -f) may have been reached"), errors
     assert not list(out.glob("s.*"))
 
