@@ -544,9 +544,10 @@ def refuse_settings(parser: argparse.ArgumentParser, args):
 
 def print_refuse_problems(outcomes) -> int:
     """Each stack's warnings and errors on stderr; returns how many stacks failed."""
-    for outcome in outcomes:
-        for warning in outcome.warnings if outcome.status != "skipped" else []:  # (said when it was fused)
-            print(f"warning: {warning}", file=sys.stderr)
+    from fusion.batch import stack_warning_lines
+
+    for warning in stack_warning_lines(outcomes):  # (one line for a warning many stacks share; skipped ones' aside)
+        print(f"warning: {warning}", file=sys.stderr)
     failures = [outcome for outcome in outcomes if outcome.status == "failed"]
     for outcome in failures:
         print(f"error: {outcome.error}", file=sys.stderr)

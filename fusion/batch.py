@@ -501,7 +501,8 @@ def _workers_deaf_to_ctrl_c():
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # (SIGHUP too: a terminal that closes sends it to the whole group, and the program ends the batch itself)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
         yield
     finally:
@@ -522,6 +523,7 @@ def dask_setup(worker) -> None:
     with SIGINT blocked (``_workers_deaf_to_ctrl_c``); ignoring it too keeps them deaf should
     anything in them unblock it (multiprocessing's resource tracker does, in the thread that starts it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (as Ctrl-C: a closed terminal's hangup reaches the whole group)
     # The scheduler lives in this program, and goes first when it stops: a heartbeat in flight then logged a
     # connection traceback that says nothing about the stacks (this program says what became of them).
     logging.getLogger("distributed.worker").addFilter(_not_a_lost_heartbeat)

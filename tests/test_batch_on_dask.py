@@ -326,3 +326,15 @@ def test_warnings_that_differ_only_by_their_stack_are_one_line_with_a_count(tmp_
     assert stack_warning_lines(two) == [f"{tmp_path / 's0000.tif'}: {small} (and 1 more stack)"]
     # The summary keeps every stack's own.
     assert [len(outcome.warnings) for outcome in two] == [1, 1]
+
+
+@pytest.mark.slow
+def test_a_batchs_shared_warning_is_printed_once_with_a_count(tmp_path):
+    stacks = [write_stack(tmp_path / f"s{i}.tif", 5, shape=(64, 80), seed=i) for i in range(3)]
+    run = cli("--refuse", *stacks, "--out", tmp_path / "out", "--workers", "1")
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    small = [line for line in stderr.splitlines() if "too small to align" in line]
+    assert small == [f"warning: {stacks[0]}: frames of 80x64 px are too small to align (at least 192 px on the short "
+                     "side); slices are not aligned (and 2 more stacks)"]
+    assert all(len(row["warnings"]) >= 1 for row in summary_of(tmp_path / "out")["stacks"])  # (each its own)
