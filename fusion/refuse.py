@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -22,13 +23,25 @@ from fusion.stack_fingerprint import stack_fingerprint
 from fusion.staged_outputs import StagedOutputs
 
 
+# One stack at a time in a process: a stack's warnings are caught by ``warnings.catch_warnings``, whose state is the
+# process's, not the thread's; a ``dask worker`` with several threads fusing stacks side by side lost some stacks'
+# warnings or gave them to another stack. (Each stack's kernels use every core anyway.)
+_ONE_STACK_AT_A_TIME = threading.Lock()
+
+
 def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None = None,
                  progress: bool | None = None) -> RefuseReport:
     """Fuse the stack at ``path`` into ``out_dir``; returns the report also written as JSON.
 
     Raises a ``fusion.errors.StackError`` naming the file when the stack cannot be fused.
-    ``progress``: None shows a bar only on a terminal.
+    ``progress``: None shows a bar only on a terminal. Threads of one process fuse their stacks one after another.
     """
+    with _ONE_STACK_AT_A_TIME:
+        return _refuse_stack(path, out_dir, settings, progress)
+
+
+def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None,
+                  progress: bool | None) -> RefuseReport:
     settings = settings or FusionSettings()
     out_dir = Path(out_dir)
     make_folder(out_dir, "the output folder")

@@ -341,3 +341,25 @@ def test_sighup_ignored_by_nohup_stays_ignored(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
     assert "terminated (SIGTERM): run the same command with --resume" in stderr and "hung up" not in stderr
+
+
+def test_stacks_fused_side_by_side_in_threads_each_keep_their_own_warnings(tmp_path):
+    # A `dask worker` with several threads fuses stacks side by side: warnings.catch_warnings is the process's, so
+    # some stacks lost their warnings or got another's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tifffile
+
+    from fusion.refuse import refuse_stack
+
+    rng = np.random.default_rng(0)
+    stacks = []
+    for index in range(8):
+        path = tmp_path / f"s{index}.tif"
+        tifffile.imwrite(path, (rng.random((4, 48, 64)) * 255).astype(np.uint8), photometric="minisblack")
+        stacks.append(path)
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda path: refuse_stack(path, tmp_path / "out", progress=False), stacks))
+    for path, report in zip(stacks, reports):
+        assert report.warnings and all(warning.startswith(f"{path}:") for warning in report.warnings), \
+            (path, report.warnings)
