@@ -1,6 +1,7 @@
 """Shared fixtures: rendered stacks with a known ground truth, and the real stacks in shared/."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Before torch and numba load their OpenMP runtime: idle OpenMP threads sleep instead of spinning.
@@ -8,6 +9,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """``folder`` (made) as a file system of ``size`` ("300k", "2m"): a tmpfs, which only root may mount; the
+    test is skipped where mounting is not permitted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

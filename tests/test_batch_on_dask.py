@@ -3,7 +3,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from scipy import ndimage
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from fusion.batch import StackOutcome
-from tests.conftest import REPO_ROOT, with_default_sigint
+from tests.conftest import REPO_ROOT, small_tmpfs, with_default_sigint
 
 
 def write_stack(path: Path, n_slices: int, shape=(128, 160), seed=0) -> Path:
@@ -196,19 +195,9 @@ def test_a_stack_that_kills_its_workers_fails_alone_and_says_why(one_worker_clus
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A folder on a file system of 300 kB (a tmpfs: root only)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    """A folder on a file system of 300 kB."""
+    with small_tmpfs(tmp_path / "small", "300k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.slow
@@ -252,19 +241,27 @@ def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout_s: 
     return None
 
 
-@pytest.mark.slow
-def test_a_scheduler_without_workers_is_said_once_and_the_batch_waits_for_them(scheduler_without_workers, tmp_path):
-    cluster = scheduler_without_workers
+@contextlib.contextmanager
+def said_to_have_no_workers(cluster, tmp_path: Path, *options):
+    """A one-stack batch on ``cluster``'s scheduler, which has no workers, once it has said so; yields the run and
+    its stderr's file. The note comes after 10 s without workers; the program starts in a few (5x that on a busy
+    machine)."""
     stack = write_stack(tmp_path / "stacks" / "s0.tif", 6)
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
-        run = cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", cluster.scheduler_address,
-                  "--align", "off", stderr=stderr)
+        run = cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", cluster.scheduler_address, *options,
+                  stderr=stderr)
         with killed_at_the_end(run):
-            # The note comes after 10 s without workers; the program starts in a few (5x that, on a busy machine).
             assert _wait_for_line(log, "has no workers yet", run, timeout_s=75) is not None, log.read_text()
-            cluster.scale(1)
-            run.communicate(timeout=300)
+            yield run, log
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_is_said_once_and_the_batch_waits_for_them(scheduler_without_workers, tmp_path):
+    cluster = scheduler_without_workers
+    with said_to_have_no_workers(cluster, tmp_path, "--align", "off") as (run, log):
+        cluster.scale(1)
+        run.communicate(timeout=300)
     said = log.read_text()
     assert run.returncode == 0, said
     note = [line for line in said.splitlines() if "has no workers yet" in line]
@@ -274,16 +271,9 @@ def test_a_scheduler_without_workers_is_said_once_and_the_batch_waits_for_them(s
 
 @pytest.mark.slow
 def test_ctrl_c_ends_the_wait_for_workers(scheduler_without_workers, tmp_path):
-    cluster = scheduler_without_workers
-    stack = write_stack(tmp_path / "stacks" / "s0.tif", 6)
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        run = cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", cluster.scheduler_address,
-                  stderr=stderr)
-        with killed_at_the_end(run):
-            assert _wait_for_line(log, "has no workers yet", run, timeout_s=75) is not None, log.read_text()
-            run.send_signal(signal.SIGINT)
-            run.communicate(timeout=60)
+    with said_to_have_no_workers(scheduler_without_workers, tmp_path) as (run, log):
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=60)
     assert run.returncode == 130, log.read_text()
     assert summary_of(tmp_path / "out")["counts"]["interrupted"] == 1
 

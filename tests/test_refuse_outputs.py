@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.conftest import REPO_ROOT, with_default_sigint
+from tests.conftest import REPO_ROOT, small_tmpfs, with_default_sigint
 from tests.test_refuse_bad_inputs import error_lines, run_cli, write_stack
 from tests.test_refuse_signals import _wchan
 
@@ -170,16 +170,9 @@ def test_another_live_writers_folder_is_left_alone_and_a_dead_ones_removed(tmp_p
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MB tmpfs (mounting needs root: skipped where it is not permitted)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A 2 MB file system."""
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def fill(disk: Path, leave_bytes: int) -> None:
