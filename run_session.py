@@ -326,8 +326,14 @@ def show_outcome(view, out_dir: Path, outcome) -> None:
                     fused_colour=colour)
 
 
+# The warnings this program said itself (not a stack's, which its report keeps): a refusion's summary.json records
+# them (a stack given twice, outputs passed over, options with no effect).
+SAID_WARNINGS: list[str] = []
+
+
 def _warning_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings for people: what happened, without the source line that raised it."""
+    SAID_WARNINGS.append(str(message))
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
@@ -371,6 +377,7 @@ SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", ("blend", "pick")), "sharpn
 def print_warnings(said: Iterable[str | None]) -> list[str]:
     """Each warning (None: none) on stderr; returns those printed, for a session to record."""
     printed = [warning for warning in said if warning is not None]
+    SAID_WARNINGS.extend(printed)
     for warning in printed:
         print(f"warning: {warning}", file=sys.stderr)
     return printed
@@ -459,7 +466,7 @@ def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
 
     summary: Path | OSError
     try:
-        summary = write_summary(args.out, outcomes, seconds, args.scheduler)
+        summary = write_summary(args.out, outcomes, seconds, args.scheduler, run_warnings=SAID_WARNINGS)
     except OSError as error:
         summary = error
     if view is not None:
@@ -494,7 +501,8 @@ def stopped_refusion(args, reason: str, stacks: list[Path], finished: list, sett
     said = f"{reason or 'interrupted'}: run the same command with --resume to finish the stacks left in {args.out}"
     if stacks:
         try:
-            summary = write_interrupted_summary(args.out, stacks, finished, settings, seconds, args.scheduler)
+            summary = write_interrupted_summary(args.out, stacks, finished, settings, seconds, args.scheduler,
+                                                run_warnings=SAID_WARNINGS)
             said += f" ({summary} says which finished)"
         except OSError as error:
             print(f"warning: cannot write the summary: {error}", file=sys.stderr)

@@ -534,8 +534,9 @@ def _not_a_lost_heartbeat(record: logging.LogRecord) -> bool:
 
 
 def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None,
-                  interrupted: bool = False) -> Path:
-    """``summary.json``: a row per stack; ``interrupted``: the run was stopped (rows of status "interrupted")."""
+                  interrupted: bool = False, run_warnings: list[str] | None = None) -> Path:
+    """``summary.json``: a row per stack; ``interrupted``: the run was stopped (rows of status "interrupted");
+    ``run_warnings``: the run's own (a stack given twice, outputs passed over), beside each stack's in its row."""
     path = Path(out_dir) / SUMMARY_FILE
     statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted else ()) + \
         ((NOT_RUN,) if any(o.status == NOT_RUN for o in outcomes) else ())
@@ -544,6 +545,7 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
         "seconds": round(seconds, 3),
         **({"interrupted": True} if interrupted else {}),
         "counts": {status: sum(o.status == status for o in outcomes) for status in statuses},
+        "warnings": list(dict.fromkeys(run_warnings or [])),
         "stacks": [_summary_row(outcome) for outcome in outcomes],
     })
     return path
@@ -556,7 +558,8 @@ def _summary_row(outcome: StackOutcome) -> dict:
 
 
 def write_interrupted_summary(out_dir: Path, stacks: list[Path], finished: list[StackOutcome],
-                              settings: FusionSettings, seconds: float, scheduler: str | None) -> Path:
+                              settings: FusionSettings, seconds: float, scheduler: str | None,
+                              run_warnings: list[str] | None = None) -> Path:
     """The summary of a run stopped by Ctrl-C: the outcomes that came, then each other stack as "done" where its
     outputs are complete all the same (a worker finishing it while the cluster closed), else "interrupted"."""
     came = {outcome.name: outcome for outcome in finished}
@@ -568,7 +571,7 @@ def write_interrupted_summary(out_dir: Path, stacks: list[Path], finished: list[
                     StackOutcome(str(stack), name, "interrupted") if report is None else
                     StackOutcome(str(stack), name, "done", slices=report.n_slices, seconds=report.seconds.get("total"),
                                  warnings=list(report.warnings)))
-    return write_summary(out_dir, rows, seconds, scheduler, interrupted=True)
+    return write_summary(out_dir, rows, seconds, scheduler, interrupted=True, run_warnings=run_warnings)
 
 
 def stack_warning_lines(outcomes: list[StackOutcome]) -> list[str]:

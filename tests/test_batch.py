@@ -268,6 +268,8 @@ def test_a_glob_over_its_own_out_folder_passes_over_the_last_runs_outputs(small_
     assert again.returncode == 0, again.stderr
     summary = json.loads((data / "summary.json").read_text())
     assert [(row["name"], row["status"]) for row in summary["stacks"]] == [("pos0", "done")]
+    # The run's own warnings are in its summary too, not only on the terminal.
+    assert summary["warnings"] == [skipped[0].removeprefix("warning: ")]
     skipped = [line for line in again.stderr.splitlines() if "skipped" in line]
     assert len(skipped) == 1, again.stderr  # one warning for all that was passed over
     assert "skipped 2 outputs of earlier fusions (pos0.depth.tif, pos0.fused.tif)" in skipped[0]
@@ -298,6 +300,8 @@ def test_our_outputs_are_passed_over_however_they_are_named(small_stacks, tmp_pa
     assert sorted(p.name for p in data.glob("*.tif")) == ["pos0.depth.tif", "pos0.fused.tif", "pos0.tif"]
     summary = json.loads((data / "summary.json").read_text())
     assert [(row["name"], row["status"]) for row in summary["stacks"]] == [("pos0", "done")]
+    # The run's own warnings are in its summary too, not only on the terminal.
+    assert summary["warnings"] == [skipped[0].removeprefix("warning: ")]
 
     with pytest.warns(UserWarning, match=r"\*.tif: skipped 2 outputs of earlier fusions"):
         assert expand_stack_arguments([str(data / "*.tif")]) == [data / "pos0.tif"]
