@@ -10,8 +10,7 @@ signal from breaking into that saving.
 from __future__ import annotations
 
 import signal
-
-from fusion.held_signals import STOP_SIGNALS, quiet_a_hung_up_terminal
+from collections.abc import Callable
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 TERMINATED = "terminated (SIGTERM)"
@@ -23,6 +22,7 @@ _SAID = {"SIGINT": INTERRUPTED, "SIGTERM": TERMINATED, "SIGHUP": HUNG_UP}
 _EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 _first_stop: list[str] = []  # the first of SIGTERM and SIGHUP that came (Ctrl-C needs no record: 130)
+_on_hang_up: list[Callable[[], None]] = []  # fusion.held_signals.quiet_a_hung_up_terminal, once installed
 
 
 class Terminated(KeyboardInterrupt):
@@ -40,14 +40,19 @@ def _raise_terminated(signum, frame):
     name = signal.Signals(signum).name
     if not _first_stop:  # (no lock: handlers run in the main thread, and one may run inside another)
         _first_stop.append(name)
-    if name == "SIGHUP":
-        quiet_a_hung_up_terminal()
+    if name == "SIGHUP" and _on_hang_up:
+        _on_hang_up[0]()
     raise Terminated(name)
 
 
 def stop_on_signals() -> None:
     """From now on SIGTERM and SIGHUP raise Terminated in the main thread (call it from the main thread). A SIGHUP
     ignored already stays ignored: ``nohup`` asked for the program to outlive its terminal."""
+    # Here, not at the top: importing the fusion package loads numba, OpenCV and SciPy (a second), and importing
+    # run_session.py must stay light (``--help``, tests/test_warm_start.py).
+    from fusion.held_signals import STOP_SIGNALS, quiet_a_hung_up_terminal
+
+    _on_hang_up[:] = [quiet_a_hung_up_terminal]
     for number in STOP_SIGNALS:
         if number == signal.SIGINT:  # (Python's own handler raises KeyboardInterrupt)
             continue

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.focus_checks import focus_warning
-from fusion.output_names import refusion_outputs
+from fusion.output_names import SESSION_REPORT, refusion_outputs
 from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
 from fusion.read_ahead import read_ahead
 from fusion.readers import SavedStack, open_stack
@@ -126,5 +126,5 @@ def missing_slices_warning(stack: SavedStack) -> str | None:
         return (f"{stack.path}: a live session's stack that its session never finished (no OME description: the "
                 f"session was killed, is still running, or had no room to write it): {holds}")
     if planned is not None and n < planned:  # ended early (Ctrl-C, a device that failed) or lost frames
-        return f"{stack.path}: a live session's stack short of its plan (its session.json says why): {holds}"
+        return f"{stack.path}: a live session's stack short of its plan (its {SESSION_REPORT} says why): {holds}"
     return None
