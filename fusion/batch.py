@@ -17,7 +17,6 @@ import errno
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
@@ -34,7 +33,7 @@ from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred, signals_held
-from fusion.outputs import make_folder, write_json
+from fusion.outputs import SHORT_WRITE, make_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
 from fusion.output_names import refusion_outputs
@@ -45,8 +44,6 @@ from fusion.stack_arguments import SUMMARY_FILE, absolute_path, check_unique_nam
 NOT_RUN = "not run"  # the status of a stack left unfused because the output folder filled up
 NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
 STOP_WAIT_S = 10.0  # after a stop, how long a scheduler's workers are given to let go of the batch's stacks
-# numpy's (and so tifffile's) short write: a full disk, said without an errno
-_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written\b")
 
 
 class ClusterStartError(FusionError):
@@ -158,7 +155,7 @@ def _for_want_of_space(error: BaseException) -> bool:
         said = str(cause)
         if isinstance(cause, OSError) and cause.errno in full:
             return True
-        if _SHORT_WRITE.search(said) or any(os.strerror(number) in said for number in full):
+        if SHORT_WRITE.search(said) or any(os.strerror(number) in said for number in full):
             return True
         cause = cause.__cause__ or cause.__context__
     return False

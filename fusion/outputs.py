@@ -62,7 +62,7 @@ def _written_atomically(path: Path):
 
 
 # A write that came short, as numpy says it (``ndarray.tofile``, which tifffile writes pixels with): no errno.
-_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+SHORT_WRITE = re.compile(r"\b(\d+) requested and (\d+) written\b")
 # Room a filesystem may keep for its own records (block maps, a journal) while a file's write runs out of space.
 FULL_DISK_MARGIN_BYTES = 1 << 20
 
@@ -77,7 +77,7 @@ def _why_unwritten(error: OSError, folder: Path) -> tuple[int | None, str]:
         free = shutil.disk_usage(folder).free
     except OSError:  # (the folder gone meanwhile: nothing to tell by)
         return None, str(error)
-    short = _SHORT_WRITE.search(str(error))
+    short = SHORT_WRITE.search(str(error))
     still_needed = int(short[1]) - int(short[2]) if short else 0
     if free < still_needed + FULL_DISK_MARGIN_BYTES:
         return errno.ENOSPC, os.strerror(errno.ENOSPC)
