@@ -1,9 +1,12 @@
 """A tunable lens's commanded trajectory and its settling: which focus a frame saw, and whether it held still.
 
-Step model: after a command at time t the lens moves for ``settle_s`` and then holds the
-commanded power until the next command. A frame whose exposure [start, end] lies wholly in a
-held stretch (with ``guard_s`` of slack each side for clock jitter) saw that command's power;
-one that overlaps a settling stretch, or a command, was exposed while the lens moved.
+Step model: a command is sent at time t_sent; the lens takes it no later than t_taken (when the driver
+answered a query sent after it: a serial device takes its commands in order), moves for ``settle_s`` from
+then, and holds the commanded power until the next command is sent. A frame whose exposure [start, end]
+lies wholly in a held stretch (with ``guard_s`` of slack each side for clock jitter) saw that command's
+power; one that overlaps a settling stretch, or a command, was exposed while the lens moved. (The
+settle counted from t_sent alone took frames exposed before a late lens had moved, under a busy host or a
+USB-serial adapter's latency, for frames of the new power.)
 Times are ``time.time()`` seconds, the clock of frame timestamps.
 """
 from __future__ import annotations
@@ -29,14 +32,20 @@ class LensTrajectory:
             raise ValueError(f"settle_s ({settle_s}) and guard_s ({guard_s}) must not be negative")
         self.settle_s = settle_s
         self.guard_s = guard_s
-        self.times_s: list[float] = []
+        self.times_s: list[float] = []          # when each command was sent
+        self._taken_by_s: list[float] = []      # when the lens had surely taken it
         self.powers: list[float] = []
 
-    def command(self, at_s: float, power: float) -> int:
-        """Record a command sent at ``at_s``; returns its index."""
+    def command(self, at_s: float, power: float, taken_by_s: float | None = None) -> int:
+        """Record a command sent at ``at_s`` and taken by the lens no later than ``taken_by_s`` (default: at
+        once); returns its index."""
+        taken_by_s = at_s if taken_by_s is None else taken_by_s
         if self.times_s and at_s < self.times_s[-1]:
             raise ValueError(f"commands must come in time order: {at_s} is before {self.times_s[-1]}")
+        if taken_by_s < at_s:
+            raise ValueError(f"a command cannot be taken ({taken_by_s}) before it is sent ({at_s})")
         self.times_s.append(at_s)
+        self._taken_by_s.append(taken_by_s)
         self.powers.append(power)
         return len(self.times_s) - 1
 
@@ -48,7 +57,7 @@ class LensTrajectory:
         before = bisect.bisect_right(self.times_s, start_s) - 1  # the last command before the exposure
         if before < 0:
             return FrameFocus(None, False)
-        settled = self.times_s[before] + self.settle_s <= start_s
+        settled = self._taken_by_s[before] + self.settle_s <= start_s
         next_command_in_exposure = before + 1 < len(self.times_s) and self.times_s[before + 1] < end_s
         return FrameFocus(before, settled and not next_command_in_exposure)
 

@@ -1,7 +1,8 @@
 """A tunable-lens sweep with the camera free-running: every frame's focus is known from its time.
 
 The camera streams without pause (``acquisition.frame_stream``) while the lens is stepped
-through the sweep. Each command is logged with its time (``acquisition.lens_settling``); each
+through the sweep. Each command is logged with the time it was sent and the time the lens had
+surely taken it (its position read back after it: ``acquisition.lens_settling``); each
 frame's exposure window then says which power it saw and whether the lens held still for all
 of it. The first still frame at a step becomes that step's slice and the lens is sent on at
 once; frames exposed while it moved are flagged and dropped (not stored, not fused: a frame
@@ -66,8 +67,9 @@ class LensStreamAcquirer:
             self._stream = stream
             for index, power in enumerate(positions):
                 t0 = time.perf_counter()
-                with_retries(functools.partial(self.lens.move_to, power), "move", self.retries, retry_log, index)
-                command = trajectory.command(time.time(), power)
+                sent_s = time.time()  # (before a retry's first try: the lens may have taken that one)
+                with_retries(functools.partial(self._send_lens_to, power), "move", self.retries, retry_log, index)
+                command = trajectory.command(sent_s, power, taken_by_s=time.time())
                 self._t0_s = self._t0_s if self._t0_s is not None else trajectory.times_s[0]
                 t1 = time.perf_counter()
                 # The lens holds this power until the next command, so a retry (on a stream started
@@ -91,6 +93,13 @@ class LensStreamAcquirer:
                 self.frame_wait.frame_came()
                 yield AcquiredSlice(frame, power, index, {"move_s": round(t1 - t0, 5), "settle_s": 0.0,
                                                           "exposure_s": round(time.perf_counter() - t1, 5)})
+
+    def _send_lens_to(self, power: float) -> None:
+        """Command the lens, then read its position: the answer comes once the driver has taken the command
+        (a serial device takes them in order), so the settle counts from a time the lens had surely begun,
+        and a lens that answers with an error or falls silent is met at its step, not at the return move."""
+        self.lens.move_to(power)
+        self.lens.position()
 
     def _still_frame(self, stream: FrameStream, trajectory: LensTrajectory, command: int, lost_in_a_row: int) -> Frame:
         """The first frame exposed wholly while the lens held ``command``'s power."""

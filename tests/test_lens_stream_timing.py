@@ -1,0 +1,101 @@
+"""A free-running tunable-lens stream on the real driver and the lens simulator over a pseudo-terminal: each
+kept frame is stamped with the power the lens really had, even when the lens takes its commands late, and
+a lens that errs or falls silent is met at its own step."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from acquisition.acquisition_mode import acquirer_for
+from acquisition.lens_settling import LensTrajectory
+from acquisition.lens_stream import LensStreamAcquirer
+from acquisition.plans import planned_positions
+from acquisition.profile import Profile, load_profile
+from acquisition.rig import open_rig
+from acquisition.session import run_profile
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.hardware_sim
+
+STREAM_PROFILE = REPO_ROOT / "profiles" / "simulated-etl-stream.yaml"
+# A USB-serial adapter holds short writes up to its latency timer (1-16 ms), and a busy host delays a
+# driver thread as long: 20 ms is four times the lens's 5 ms settle.
+LATE_LENS_S = 0.02
+
+
+def small_stream(**changes) -> Profile:
+    """The lens-stream profile with a small specimen (quick), changed as given (dotted keys)."""
+    data = load_profile(STREAM_PROFILE).model_dump(exclude_none=True)
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    for path, value in changes.items():
+        *parents, key = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return Profile.model_validate(data)
+
+
+@pytest.mark.parametrize("start,end,seen,still", [
+    (1.006, 1.016, 0, False),      # settled by the clock of the sending, but the lens took the command at 1.008
+    (1.014, 1.019, 0, True),       # settled 5 ms after it was taken
+    (1.021, 1.031, 1, False),      # command 1 (sent 1.020, taken at once)
+    (1.026, 1.036, 1, True),
+])
+def test_the_settle_counts_from_when_the_lens_had_taken_the_command(start, end, seen, still):
+    trajectory = LensTrajectory(settle_s=0.005, guard_s=0.0005)
+    trajectory.command(1.000, 0.5, taken_by_s=1.008)
+    trajectory.command(1.020, 0.8)
+    focus = trajectory.frame_focus(start, end)
+    assert (focus.command, focus.still) == (seen, still)
+
+
+def test_a_command_cannot_be_taken_before_it_is_sent():
+    with pytest.raises(ValueError, match="before it is sent"):
+        LensTrajectory(settle_s=0.005).command(1.0, 0.5, taken_by_s=0.9)
+
+
+def test_a_lens_that_takes_its_commands_late_never_gets_a_frame_stamped_with_a_power_it_had_not_reached():
+    profile = small_stream()
+    rig = open_rig(profile)
+    try:
+        lens = rig.simulated["focus"]
+        takes = lens.handle
+
+        def late(data: bytes) -> list[bytes]:  # the simulator hears the command LATE_LENS_S after it was sent
+            time.sleep(LATE_LENS_S)
+            return takes(data)
+
+        lens.handle = late
+        acquirer = acquirer_for(profile, rig)
+        assert isinstance(acquirer, LensStreamAcquirer)
+        positions = planned_positions(profile.plan, 0.0)
+        items = list(acquirer.frames(positions, []))
+    finally:
+        rig.close()
+    assert [item.planned_index for item in items] == list(range(len(positions)))
+    um_per_dpt = profile.camera.optics.um_per_dpt
+    # What the optics simulator rendered (the lens's power as the exposure began) is the power stamped.
+    assert [round(item.frame.metadata["focus_um"], 1) for item in items] == \
+        [round(um_per_dpt * item.z, 1) for item in items]
+
+
+def test_a_lens_error_in_a_stream_is_retried_at_its_step_and_the_sweep_completes(tmp_path):
+    # Before, a stream never asked the lens anything mid-sweep: the fault spoiled the return move at the end.
+    profile = small_stream(faults={"focus": {"error_reply": 3, "times": 2, "after_slices": 5}})
+    outcome = run_profile(profile, tmp_path, progress=False)
+    report = outcome.report.to_json()  # as session.json has it
+    assert outcome.completed and report["acquired_slices"] == report["planned_slices"] == 17
+    assert [(r["slice"], r["what"]) for r in report["retries"]] == [(5, "move"), (5, "move")]
+    assert "error 3: command not recognised" in report["retries"][0]["error"]
+    assert report["faults_injected"] == [{"device": "focus", "after_slices": 5, "error_reply": 3, "times": 2}]
+
+
+def test_a_lens_that_falls_silent_mid_stream_ends_the_session_there_with_its_slices_saved(tmp_path):
+    profile = small_stream(faults={"focus": {"silent": True, "after_slices": 6}})
+    outcome = run_profile(profile, tmp_path, progress=False)
+    report = outcome.report.to_json()
+    assert not outcome.completed
+    assert report["acquired_slices"] == 6 and [s["planned_index"] for s in report["slices"]] == list(range(6))
+    assert any("Optotune" in error and "no complete answer" in error for error in report["errors"])
