@@ -8,7 +8,10 @@ stage's sequence memory run as several sequences.
 
 A sequence the camera ends early (a lost frame, a timeout) is retried from the first position
 that has no frame, ``retries`` times in a row; after that, as in a stepped stack, that position
-is reported lost (with its z) and the next sequence starts from the one after it. Only
+is reported lost (with its z) and the next sequence starts from the one after it. The stage's part
+of each run (the move to its first position, the settle, the sequence loaded and started) is the
+stage's, as a stepped stack's move is: retried as a ``move``, and a stage still failing after that
+ends the session with the stage's own error (never the camera's: no frame was asked for). Only
 MAX_LOST_IN_A_ROW lost positions in a row end the session, and so does waiting ``give_up_after_s``
 in all for a frame (``acquisition.acquirer.FrameWait``); positions never tried are not reported
 lost (the frames already acquired are stored and fused by then).
@@ -18,11 +21,12 @@ silently would shift the stamps of those after it (MMCore's circular buffer cann
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice, with_retries
 from devices.errors import TRANSIENT_ERRORS, DeviceError
 
 
@@ -48,13 +52,14 @@ class HardwareSequencedAcquirer:
         done, failures_in_a_row, lost_in_a_row = 0, 0, 0
         while done < len(positions):
             chunk = positions[done:done + self.max_length]
+            self.before_sequence(done)
+            # The stage's failure is not the camera's: retried as a stepped stack's move, and one that persists
+            # ends the session with the stage's error, before the camera's clock (give_up_after_s) is started.
+            with_retries(functools.partial(self._arm_stage, chunk), "move", self.retries, retry_log, done)
             record = {"first_index": done, "frames_asked": len(chunk), "frames_got": 0}
             self.sequences.append(record)
-            # Every frame of the run may wait this long; a shorter one only while the limit runs out.
-            frame_timeout_s = self.frame_wait.next_timeout_s(lost_in_a_row)
-            self.before_sequence(done)
             previous_s = time.perf_counter()
-            sequence = self._sequence(chunk, frame_timeout_s)
+            sequence = self._sequence(len(chunk), lost_in_a_row)
             try:
                 with contextlib.closing(sequence):  # closing stops the camera and the stage at once
                     for offset, frame in enumerate(sequence):
@@ -76,14 +81,19 @@ class HardwareSequencedAcquirer:
                     if lost_in_a_row >= MAX_LOST_IN_A_ROW:
                         raise
 
-    def _sequence(self, chunk: list[float], frame_timeout_s: float) -> Generator:
-        """Move to the first position, arm the stage with ``chunk``, and stream as many frames."""
+    def _arm_stage(self, chunk: list[float]) -> None:
+        """Move to the first position, settle, and arm the stage with ``chunk`` (it steps on each trigger)."""
         self.focus.move_to(chunk[0])
         self.focus.wait_until_settled(self.settle_timeout_s)
         self.focus.load_sequence(chunk)
         self.focus.start_sequence()
+
+    def _sequence(self, n_frames: int, lost_in_a_row: int) -> Generator:
+        """Stream ``n_frames`` from the camera on the armed stage; stop the stage's sequence however it ends."""
         try:
-            yield from self.camera.sequence(len(chunk), timeout_s=frame_timeout_s)
+            # Every frame of the run may wait this long; a shorter one only while the limit runs out.
+            frame_timeout_s = self.frame_wait.next_timeout_s(lost_in_a_row)
+            yield from self.camera.sequence(n_frames, timeout_s=frame_timeout_s)
         finally:
             try:
                 self.focus.stop_sequence()

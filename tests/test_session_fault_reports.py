@@ -1,0 +1,62 @@
+"""What a session says when a device fails: the device it names, the counts it gives, the warnings and
+timings session.json keeps. Real parts: the simulated Micro-Manager rigs (UniMMCore Python devices) the
+shipped profiles use, sessions written to real folders."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from acquisition.profile import Profile, load_profile
+from acquisition.rig import open_rig
+from acquisition.session import Session, new_session_folder
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.hardware_sim
+
+PROFILES = REPO_ROOT / "profiles"
+
+
+def small(name: str, **changes) -> Profile:
+    """Shipped profile ``name`` with a small specimen and ``changes`` ("camera.timeout_s": 0.3), to keep tests quick."""
+    data = load_profile(PROFILES / f"{name}.yaml").model_dump(exclude_none=True)
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    for path, value in changes.items():
+        *parents, key = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return Profile.model_validate(data)
+
+
+def run_session(tmp_path, profile: Profile):
+    """A session in this process; its outcome and session.json as written."""
+    rig = open_rig(profile)
+    try:
+        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+    finally:
+        rig.close()
+    return outcome, json.loads((outcome.folder / "session.json").read_text())
+
+
+# -- a stage that fails in a hardware-sequenced stack is the stage's failure, as in a stepped one --
+
+def test_a_silent_stage_in_a_sequenced_stack_ends_the_session_naming_the_stage(tmp_path):
+    # The camera's give_up_after_s (1 s) runs out before three positions could be lost to the stage's 0.3 s settle
+    # timeout: the session ended "camera SimCamera: no frame for 1.2 s", though no frame was ever asked for.
+    profile = small("simulated-sequenced", faults={"focus": {"silent": True}},
+                    **{"focus.settle_timeout_s": 0.3, "camera.give_up_after_s": 1.0})
+    started_s = time.monotonic()
+    outcome, written = run_session(tmp_path, profile)
+    took_s = time.monotonic() - started_s
+    assert took_s < 13, f"took {took_s:.1f} s"  # 5x the ~2.6 s it takes idle, the rig's opening included
+    stage = outcome.report.ended_by
+    assert stage is not None and stage.startswith("Micro-Manager stage SimZ: still moving after 0.3 s"), stage
+    assert written["ended_by"] == stage
+    # As a stepped stack's move: retried, then the session ends; no position was lost to the camera.
+    assert [(r["what"], r["attempt"]) for r in written["retries"]] == [("move", 1), ("move", 2), ("move", 3)]
+    assert all(r["error"] == stage for r in written["retries"])
+    assert written["dropped_frames"] == [] and written["acquisition"]["sequences"] == []
+
