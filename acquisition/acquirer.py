@@ -46,26 +46,37 @@ class FrameWait:
         self.timeout_s = timeout_s
         self.give_up_after_s = give_up_after_s
         self._since_s: float | None = None   # perf_counter() when the wait began; None: a frame just came
+        self._tries = 0   # tries for a frame since the last one came (each asked for its timeout here)
 
     def next_timeout_s(self, lost_in_a_row: int) -> float:
         """The next try's timeout: camera.timeout_s, or less where that is all that is left of the
-        limit; a DeviceError (not transient: retrying would only wait longer) once it is spent."""
+        limit; a DeviceError (not transient: retrying would only wait longer) once it is spent.
+        ``lost_in_a_row``: positions given up on since the last frame, which the error names."""
         now_s = time.perf_counter()
         if self._since_s is None:
             self._since_s = now_s
         waited_s = now_s - self._since_s
         if waited_s >= self.give_up_after_s:
-            raise GaveUpWaiting(self.camera_name, f"no frame for {waited_s:.1f} s ({lost_in_a_row} lost in a row): "
+            # Every try since the last frame failed (or this would not be asked again): the count the user can check.
+            tries = f"{self._tries} {'try' if self._tries == 1 else 'tries'} failed"
+            lost = f"{lost_in_a_row} position{'' if lost_in_a_row == 1 else 's'} lost in a row"
+            raise GaveUpWaiting(self.camera_name, f"no frame for {waited_s:.1f} s ({tries}, {lost}): "
                                                   f"gave up after camera.give_up_after_s = {self.give_up_after_s:g} s")
+        self._tries += 1
         return min(self.timeout_s, self.give_up_after_s - waited_s)
 
     def waiting_since(self, since_s: float) -> None:
-        """The wait began at ``since_s`` (perf_counter()), unless it was already running."""
+        """A try failed whose wait began at ``since_s`` (perf_counter()), unless the wait was already running.
+
+        Where it was not, a frame came during that try (a sequence's run brings several), and the try then failed
+        waiting for the next: it counts as a failed try, though it asked for its timeout before that frame came."""
         if self._since_s is None:
             self._since_s = since_s
+            self._tries += 1
 
     def frame_came(self) -> None:
         self._since_s = None
+        self._tries = 0
 
 
 @dataclass

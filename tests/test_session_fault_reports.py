@@ -60,3 +60,18 @@ def test_a_silent_stage_in_a_sequenced_stack_ends_the_session_naming_the_stage(t
     assert all(r["error"] == stage for r in written["retries"])
     assert written["dropped_frames"] == [] and written["acquisition"]["sequences"] == []
 
+
+# -- the give-up message counts what failed --
+
+def test_giving_up_on_a_sequenced_camera_counts_the_tries_that_failed(tmp_path):
+    # The camera runs late from its fifth frame: each try (a sequence run) fails, until give_up_after_s ends it.
+    # The message said "(0 lost in a row)" after two tries had failed.
+    profile = small("simulated-sequenced", faults={"camera": {"delay_s": 1.0, "after_slices": 4}},
+                    **{"camera.timeout_s": 0.3, "camera.give_up_after_s": 2.0})
+    outcome, written = run_session(tmp_path, profile)
+    ended_by = outcome.report.ended_by
+    assert ended_by is not None and "gave up after camera.give_up_after_s = 2 s" in ended_by, ended_by
+    failed = [r for r in written["retries"] if r["slice"] == 4]  # every try since the fourth slice came
+    assert written["acquired_slices"] == 4 and len(failed) == len(written["retries"]) >= 1
+    tries = f"{len(failed)} {'try' if len(failed) == 1 else 'tries'} failed"
+    assert f"({tries}, 0 positions lost in a row)" in ended_by, ended_by
