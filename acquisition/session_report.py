@@ -73,11 +73,13 @@ class SessionSeconds:
     slices_not_acquired: float = 0.0
 
 
-# Keys only a session that fused something has (it has ``seconds``); ``to_json`` leaves them out otherwise.
-_FUSED_ONLY = ("focus_scores", "seconds", "throughput_slices_per_s", "alignment", "device_used")
+# Keys only a session that fused something has (it has ``seconds``, set as fusion ends, before any image is
+# written: a full disk leaves them in); ``to_json`` leaves them out otherwise.
+_FUSED_ONLY = ("focus_scores", "seconds", "alignment", "device_used")
 _SCORED_ONLY = ("psnr_db", "best_slice_psnr_db")
-_WHEN_KNOWN = ("warnings", "acquisition", "seconds_acquisition", "z_range_um", "planned_z_range_um", "truth_range_um",
-               "pre_sweep")
+# (throughput counts acquisition only: it is there whenever a slice was acquired, fused or not)
+_WHEN_KNOWN = ("warnings", "acquisition", "seconds_acquisition", "throughput_slices_per_s", "z_range_um",
+               "planned_z_range_um", "truth_range_um", "pre_sweep")
 
 
 @dataclass

@@ -64,19 +64,26 @@ class SessionOutputWriter(SessionListener):
         write_json(session.outputs["report"], report.to_json())
 
     def _write_result(self, session: Session, report: SessionReport, result: FusionResult) -> None:
+        # What fusion made and how long it all took are known before any image is written: a full disk that
+        # stops the images must not take them out of session.json too.
+        self._record_fusion(session, report, result)
         unit, paths, pixel_size_um = session.profile.focus.unit, session.outputs, session.pixel_size_um()
-        slices = report.slices
-        for record in slices:
-            record.fusion_s = round(self.fusion_s.get(record.index, float("nan")), 5)
         # Each output named once it is written: the summary claims a fused image only where one is on disk.
         write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
         report.outputs["fused"] = str(paths["fused"])
         write_depth_tiff(paths["depth"], result.depth, unit if result.depth_unit == "um" else "slice index",
                          pixel_size_um=pixel_size_um)
         report.outputs["depth"] = str(paths["depth"])
-        plot_focus_curve(paths["focus_curve"], [s.z for s in slices], result.focus_scores, unit,
+        plot_focus_curve(paths["focus_curve"], [s.z for s in report.slices], result.focus_scores, unit,
                          result.chosen_fraction())
         report.outputs["focus_curve"] = str(paths["focus_curve"])
+        self._score(session, report, result)
+
+    def _record_fusion(self, session: Session, report: SessionReport, result: FusionResult) -> None:
+        """Each slice's fusion time, the focus scores, where the session's time went, alignment and device."""
+        slices = report.slices
+        for record in slices:
+            record.fusion_s = round(self.fusion_s.get(record.index, float("nan")), 5)
         total_s = session.total_s
         not_acquired_s = session.seconds_on_slices_not_acquired()  # failed tries' waits are the devices' time too
         device_s = sum(s.move_s + s.settle_s + s.exposure_s for s in slices) + not_acquired_s
@@ -88,7 +95,6 @@ class SessionOutputWriter(SessionListener):
             slices_read_back_by_fusion=session.slices_read_back(), slices_not_acquired=round(not_acquired_s, 4))
         report.alignment = result.alignment
         report.device_used = result.measure_device
-        self._score(session, report, result)
 
     def _score(self, session: Session, report: SessionReport, result: FusionResult) -> None:
         """PSNR of the fused image and of the best slice against the rig's ground truth, when it has one."""

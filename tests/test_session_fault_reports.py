@@ -11,7 +11,7 @@ import pytest
 from acquisition.profile import Profile, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, small_tmpfs
 
 pytestmark = pytest.mark.hardware_sim
 
@@ -75,3 +75,23 @@ def test_giving_up_on_a_sequenced_camera_counts_the_tries_that_failed(tmp_path):
     assert written["acquired_slices"] == 4 and len(failed) == len(written["retries"]) >= 1
     tries = f"{len(failed)} {'try' if len(failed) == 1 else 'tries'} failed"
     assert f"({tries}, 0 positions lost in a row)" in ended_by, ended_by
+
+
+# -- a full disk: session.json keeps the session's timings --
+
+# Sizes where the stack fills the disk before its last slice, and the room its end leaves takes session.json
+# (a stream's is longer: it lists its flagged frames) but not the fused image.
+@pytest.mark.parametrize(("name", "disk_size"), [("simulated-sequenced", "300k"), ("simulated-etl-stream", "600k")])
+def test_a_full_disk_leaves_the_timings_in_session_json(tmp_path, name, disk_size):
+    # The fused image finds no room: the timings were set only after the images were written, so session.json
+    # lacked seconds and throughput_slices_per_s.
+    with small_tmpfs(tmp_path / "disk", disk_size) as disk:
+        outcome, written = run_session(disk, small(name))
+        assert "fused" not in written["outputs"] and written["errors"], written["errors"]  # the disk was full
+        acquired = written["acquired_slices"]
+        assert 0 < acquired < written["planned_slices"]
+        assert written["throughput_slices_per_s"] == pytest.approx(acquired / written["seconds_acquisition"],
+                                                                   rel=0.01)
+        seconds = written["seconds"]
+        assert seconds["total"] >= written["seconds_acquisition"] and 0 < seconds["devices"] <= seconds["total"]
+        assert written["focus_scores"] is not None and len(written["focus_scores"]) == acquired
