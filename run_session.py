@@ -338,10 +338,11 @@ def _warning_in_one_line(message, category, filename, lineno, file=None, line=No
 
 
 def _thread_error_in_one_line(args) -> None:
-    """An error in a device library's own thread (a camera's sequence thread) is one line: the session
-    sees its effect (a lost frame, retried and recorded) and reports that; a traceback would only alarm."""
-    print(f"warning: {args.thread.name if args.thread else 'a thread'}: {args.exc_type.__name__}: {args.exc_value}",
-          file=sys.stderr)
+    """An error in a device library's own thread (a camera's sequence thread) outside a session (which records it
+    in session.json) is one line naming the device where the thread says which; a traceback would only alarm."""
+    from devices.library_threads import ThreadError
+
+    print(f"warning: {ThreadError.from_hook(args).said()}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from acquisition.session_writer import SessionOutputWriter
 from acquisition.stop_signals import INTERRUPTED, stop_said
 from fusion.stack_buffer import StackBuffer, StackWriteError
 from devices.errors import TRANSIENT_ERRORS, DeviceError
+from devices.library_threads import ThreadError, ThreadErrors
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
 from fusion.errors import FusionError
 from fusion.output_names import session_outputs
@@ -115,19 +116,27 @@ class Session:
         self.focus_return_error: str | None = None   # why it could not
         self.total_s = 0.0
         self.caught_warnings: list = []  # warnings.WarningMessage, while run() runs (see there)
+        self.thread_errors: list[ThreadError] = []  # errors that ended a device library's thread, while run() runs
         self.warnings_before = list(warnings_before or [])
 
     def run(self, progress: bool | None = None) -> SessionOutcome[SessionReport]:
         # Python warnings raised while the session runs, from any thread (fusion's "only one slice", alignment's,
         # a device library's) are kept, not printed as they come: session.json records them with the
         # session's own, and the summary prints them from there, so what is printed is what is recorded.
-        with catch_warnings(record=True) as caught:
+        # So are errors that end a device library's own thread (a camera's sequence thread): the driver tells the
+        # session what they cost (a sequence ended early, retried); the warning names the device, not "Thread-1".
+        with catch_warnings(record=True) as caught, ThreadErrors() as thread_errors:
             self.caught_warnings = caught
+            self.thread_errors = thread_errors.caught
             return self._run(progress)
 
     def warnings_raised(self) -> list[str]:
-        """The Python warnings raised while the session ran, as session.json says them (``warnings_said``)."""
-        return warnings_said(self.caught_warnings)
+        """The Python warnings raised while the session ran, as session.json says them (``warnings_said``), then
+        the errors that ended a device library's thread, each naming its device; each once."""
+        labels = {getattr(device, "label", None): device.name for device in (self.rig.camera, self.rig.focus)}
+        devices = {label: name for label, name in labels.items() if isinstance(label, str)}  # (Micro-Manager's)
+        said = warnings_said(self.caught_warnings) + [error.said(devices) for error in self.thread_errors]
+        return list(dict.fromkeys(said))
 
     def _run(self, progress: bool | None) -> SessionOutcome[SessionReport]:
         focus = self.rig.focus

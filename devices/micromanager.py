@@ -18,6 +18,7 @@ from devices.camera import Frame, frame_wait_s, no_frame_within
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
                             did_you_mean, seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
+from devices.library_threads import ThreadErrors
 
 
 def open_mmcore(config_path: str | Path | None = None, adapter_paths: list[str] | None = None,
@@ -193,8 +194,16 @@ class MicroManagerCamera:
 
         A frame not delivered within its exposure and ``timeout_s`` more (``frame_wait_s``) after the
         previous one is a DeviceTimeoutError; a
-        sequence the camera ends early is a DeviceErrorReply saying how many frames came.
+        sequence the camera ends early is a DeviceErrorReply saying how many frames came, and what the
+        camera said where its error ended the sequence.
         """
+        # A Python camera's error ends UniMMCore's acquisition thread, not a call here: kept, it says why the
+        # sequence ended (and it is handed on: a session records it too).
+        with ThreadErrors(device=self.label, hand_on=True) as thread_errors:
+            yield from self._sequence_frames(n_frames, timeout_s, thread_errors)
+
+    def _sequence_frames(self, n_frames: int, timeout_s: float, thread_errors: ThreadErrors
+                         ) -> Generator[Frame, None, None]:
         with_metadata = hasattr(self._core, "popNextImageAndMD")  # pymmcore-plus; pycromanager's core has not
         self._call("startSequenceAcquisition", n_frames, 0.0, True)
         try:
@@ -208,7 +217,8 @@ class MicroManagerCamera:
                 while self._call("getRemainingImageCount") == 0:
                     if not self._call("isSequenceRunning") and self._call("getRemainingImageCount") == 0:
                         raise DeviceErrorReply(self.name, f"the camera ended the sequence after {index} of "
-                                                          f"{n_frames} frames: the rest were lost")
+                                                          f"{n_frames} frames: the rest were lost",
+                                           thread_errors.last_said_by_device())
                     if time.monotonic() > deadline:
                         raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames}: "
                                                             f"{no_frame_within(timeout_s, image_format.exposure_ms)}")

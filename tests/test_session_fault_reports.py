@@ -4,9 +4,11 @@ shipped profiles use, sessions written to real folders."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
+import yaml
 
 from acquisition.profile import Profile, load_profile
 from acquisition.rig import open_rig
@@ -75,6 +77,31 @@ def test_giving_up_on_a_sequenced_camera_counts_the_tries_that_failed(tmp_path):
     assert written["acquired_slices"] == 4 and len(failed) == len(written["retries"]) >= 1
     tries = f"{len(failed)} {'try' if len(failed) == 1 else 'tries'} failed"
     assert f"({tries}, 0 positions lost in a row)" in ended_by, ended_by
+
+
+# -- a camera error in the device library's own thread: named, recorded, and carried by the retry --
+
+def test_a_camera_error_in_the_sequence_thread_is_a_warning_in_session_json_naming_the_camera(tmp_path, capsys,
+                                                                                             monkeypatch):
+    # UniMMCore runs the camera's sequence in its own thread, where the camera's error ends it: the terminal said
+    # "warning: Thread-1: RuntimeError: ...camera error 3", session.json's warnings were empty, and its retry
+    # record said only that the sequence ended early.
+    import run_session
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
+    profile = small("simulated-sequenced", faults={"camera": {"error_reply": 3, "times": 1, "after_slices": 6}})
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(profile.model_dump(mode="json", exclude_none=True)))
+    assert run_session.main(["--profile", str(path), "--out", str(tmp_path / "out")]) == 0  # retried, whole
+    written = json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())
+    said = [w for w in written["warnings"] if "camera error 3" in w]
+    assert len(said) == 1 and said[0].startswith("Micro-Manager camera SimCamera: ") and "Thread-" not in said[0]
+    printed = [line.removeprefix("warning: ") for line in capsys.readouterr().err.splitlines()
+               if line.startswith("warning: ")]
+    assert printed == written["warnings"]  # what is printed is what is recorded, once
+    assert [(r["slice"], r["what"]) for r in written["retries"]] == [(6, "sequence")]
+    assert "the camera ended the sequence after 6 of 13 frames" in written["retries"][0]["error"]
+    assert "(device replied 'camera error 3')" in written["retries"][0]["error"]
 
 
 # -- a full disk: session.json keeps the session's timings --
