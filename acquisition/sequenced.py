@@ -8,10 +8,10 @@ stage's sequence memory run as several sequences.
 
 A sequence the camera ends early (a lost frame, a timeout) is retried from the first position
 that has no frame, ``retries`` times in a row; after that, as in a stepped stack, that position
-is reported lost (with its z) and the next sequence starts from the one after it. The stage's part
-of each run (the move to its first position, the settle, the sequence loaded and started) is the
-stage's, as a stepped stack's move is: retried as a ``move``, and a stage still failing after that
-ends the session with the stage's own error (never the camera's: no frame was asked for). Only
+is reported lost (with its z) and the next sequence starts from the one after it. A run whose stage
+fails to arm (the move to its first position, the settle, the sequence loaded and started) is
+retried and lost alike, recorded as a ``move``: the error is the stage's, and its waits are not the
+camera's (they do not count towards ``give_up_after_s``: no frame was asked for). Only
 MAX_LOST_IN_A_ROW lost positions in a row end the session, and so does waiting ``give_up_after_s``
 in all for a frame (``acquisition.acquirer.FrameWait``); positions never tried are not reported
 lost (the frames already acquired are stored and fused by then).
@@ -21,12 +21,11 @@ silently would shift the stamps of those after it (MMCore's circular buffer cann
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Callable, Generator
 
 from acquisition.session_report import RetryRecord
-from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice, with_retries
+from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, LostSlice
 from devices.errors import TRANSIENT_ERRORS, DeviceError
 
 
@@ -52,15 +51,15 @@ class HardwareSequencedAcquirer:
         done, failures_in_a_row, lost_in_a_row = 0, 0, 0
         while done < len(positions):
             chunk = positions[done:done + self.max_length]
-            self.before_sequence(done)
-            # The stage's failure is not the camera's: retried as a stepped stack's move, and one that persists
-            # ends the session with the stage's error, before the camera's clock (give_up_after_s) is started.
-            with_retries(functools.partial(self._arm_stage, chunk), "move", self.retries, retry_log, done)
             record = {"first_index": done, "frames_asked": len(chunk), "frames_got": 0}
             self.sequences.append(record)
-            previous_s = time.perf_counter()
-            sequence = self._sequence(len(chunk), lost_in_a_row)
+            self.before_sequence(done)
+            stage_ready = False
             try:
+                self._arm_stage(chunk)
+                stage_ready = True
+                previous_s = time.perf_counter()
+                sequence = self._sequence(len(chunk), lost_in_a_row)
                 with contextlib.closing(sequence):  # closing stops the camera and the stage at once
                     for offset, frame in enumerate(sequence):
                         now_s = time.perf_counter()
@@ -72,9 +71,12 @@ class HardwareSequencedAcquirer:
                         done += 1
                         previous_s = time.perf_counter()
             except TRANSIENT_ERRORS as error:
-                self.frame_wait.waiting_since(previous_s)  # the failed frame was awaited since the last one came
+                # A stage that failed asked the camera for nothing: its waits are not the camera's (give_up_after_s).
+                if stage_ready:
+                    self.frame_wait.waiting_since(previous_s)  # the failed frame was awaited since the last one came
                 failures_in_a_row += 1
-                retry_log.append(RetryRecord(slice=done, what="sequence", attempt=failures_in_a_row, error=str(error)))
+                retry_log.append(RetryRecord(slice=done, what="sequence" if stage_ready else "move",
+                                             attempt=failures_in_a_row, error=str(error)))
                 if failures_in_a_row > self.retries:
                     yield LostSlice(done, positions[done], str(error))   # an explicit gap; go on past it
                     done, failures_in_a_row, lost_in_a_row = done + 1, 0, lost_in_a_row + 1
