@@ -33,7 +33,12 @@ def with_rig(profile: Profile, args, step_um: float, bottom_um: float, **plan) -
                                       surface="irregular", depth_um=30.0)
     data["camera"]["exposure_ms"] = args.exposure_ms
     data["camera"].setdefault("optics", {})["um_per_dpt"] = UM_PER_DPT
-    data["focus"]["settle_ms"] = args.settle_ms
+    if plan.get("stream"):
+        # A stream's settle_ms is its settling model (the lens reaches a power this long after a command), not a
+        # wait: below the lens's own (the profile's) it takes frames exposed while the lens moved for still ones.
+        data["focus"]["settle_ms"] = max(args.settle_ms, data["focus"]["settle_ms"])
+    else:
+        data["focus"]["settle_ms"] = args.settle_ms
     data["fusion"]["align"] = "off"  # the lens does not breathe here: compare acquisition, not registration
     top_um = bottom_um + step_um * (args.slices - 1)
     if data["focus"]["unit"] == "dpt":
@@ -51,7 +56,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640, help="frame width in px (default: 640)")
     parser.add_argument("--exposure-ms", type=float, default=10.0, help="camera exposure (default: 10 ms)")
     parser.add_argument("--settle-ms", type=float, default=0.0,
-                        help="the profile's settle wait per step (stepped modes)")
+                        help="the profile's settle wait per step (stepped modes; the lens stream's settling "
+                             "model is the larger of this and its profile's)")
     args = parser.parse_args()
     if args.slices < 2:
         parser.error("--slices: a stack needs 2 slices at least")
