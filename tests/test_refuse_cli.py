@@ -219,19 +219,35 @@ def test_a_server_that_answers_in_another_protocol_at_the_scheduler_address_is_o
 
     from fusion.scheduler_check import check_scheduler
 
+    answered = []
+    done = threading.Event()
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(4)
+        server.settimeout(0.1)  # accept() wakes to see ``done``
 
         def answer() -> None:
-            connection, _ = server.accept()
-            with connection:
-                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 8)
-                with contextlib.suppress(OSError):
-                    connection.recv(1024)
+            # Every connection: the first is check_scheduler's TCP probe, dask's handshake the second (answering one
+            # only left dask's unanswered, to wait out its 30 s connect timeout: the case of the test above).
+            while not done.is_set():
+                try:
+                    connection, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 8)
+                    answered.append(True)
+                    with contextlib.suppress(OSError):
+                        connection.recv(1024)
 
-        threading.Thread(target=answer, daemon=True).start()
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
         address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(OSError, match=rf"^--scheduler {address}: something listens on port \d+ of 127.0.0.1, "
-                                          r"but it did not answer as a dask scheduler"):
-            check_scheduler(address)
+        try:
+            with pytest.raises(OSError, match=rf"^--scheduler {address}: something listens on port \d+ of 127.0.0.1, "
+                                              r"but it did not answer as a dask scheduler"):
+                check_scheduler(address)
+        finally:
+            done.set()
+            thread.join(timeout=10)
+    assert len(answered) >= 2  # dask's own connection was answered in HTTP, not left waiting
