@@ -76,19 +76,31 @@ def test_method_and_composition_are_recorded(stacks, tmp_path):
     assert report["method"] == "laplacian" and report["settings"]["composition"] == "pick"
 
 
-def test_bad_options_are_usage_errors(stacks, tmp_path):
-    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--method", "sharpest")
-    assert done.returncode == 2 and "invalid choice: 'sharpest'" in done.stderr
-    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path, "--window-px", "0")
-    assert done.returncode == 2 and "focus window must be at least 1 pixel" in done.stderr
+def usage_error(capsys, *args) -> str:
+    """The stderr of the program's entry, run in this process on ``args``, which must end in a usage error (exit
+    status 2, as argparse exits). Checked before anything runs, so a separate process (2 s of imports) adds nothing;
+    an exception other than the exit fails the test as a traceback would."""
+    import run_session
+
+    with pytest.raises(SystemExit) as exited:
+        run_session.main([*map(str, args)])
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_bad_options_are_usage_errors(stacks, tmp_path, capsys):
+    assert "invalid choice: 'sharpest'" in usage_error(capsys, "--refuse", stacks["colour"], "--out", tmp_path,
+                                                       "--method", "sharpest")
+    assert "focus window must be at least 1 pixel" in usage_error(capsys, "--refuse", stacks["colour"], "--out",
+                                                                  tmp_path, "--window-px", "0")
     (tmp_path / "a.tif").write_bytes(b"")  # --out naming a file (a stack, say): not "[Errno 17] File exists"
-    done = run_cli("--refuse", stacks["colour"], "--out", tmp_path / "a.tif")
-    assert done.returncode == 2 and f"--out {tmp_path / 'a.tif'} is a file; give a folder" in done.stderr
+    assert f"--out {tmp_path / 'a.tif'} is a file; give a folder" in usage_error(capsys, "--refuse", stacks["colour"],
+                                                                                "--out", tmp_path / "a.tif")
 
 
-def test_refusion_options_in_a_live_session_are_usage_errors(tmp_path):
-    done = run_cli("--out", tmp_path, "--workers", "2", "--resume")
-    assert done.returncode == 2 and "--workers, --resume: only with --refuse" in done.stderr
+def test_refusion_options_in_a_live_session_are_usage_errors(tmp_path, capsys):
+    assert "--workers, --resume: only with --refuse" in usage_error(capsys, "--out", tmp_path, "--workers", "2",
+                                                                    "--resume")
     assert not any(tmp_path.iterdir())  # nothing acquired, nothing written
 
 
@@ -138,15 +150,14 @@ def test_a_truncated_multipage_tiff_is_one_clear_error_line(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["refuse", "live"])
-def test_live_view_options_out_of_range_are_usage_errors_before_anything_moves(tmp_path, mode):
+def test_live_view_options_out_of_range_are_usage_errors_before_anything_moves(tmp_path, capsys, mode):
     given = ["--refuse", tmp_path / "s.tif"] if mode == "refuse" else []
     for option, value, why in [("--port", "99999", "99999 is not a port number (0 to 65535"),
                                ("--port", "-1", "-1 is not a port number (0 to 65535"),
                                ("--view-linger-s", "1e308", "'1e308': give a number of seconds from 0 to 3600"),
                                ("--view-linger-s", "nan", "'nan': give a number of seconds from 0 to 3600")]:
-        done = run_cli(*given, "--out", tmp_path / "out", "--view", option, value)
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert f"error: argument {option}: {why}" in done.stderr
+        stderr = usage_error(capsys, *given, "--out", tmp_path / "out", "--view", option, value)
+        assert f"error: argument {option}: {why}" in stderr, stderr
         assert not (tmp_path / "out").exists()  # nothing acquired, fused or written
 
 
