@@ -90,3 +90,15 @@ def small_tmpfs(folder: Path, size: str):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+def usage_error(capsys, *args) -> str:
+    """The stderr of the program's entry, run in this process on ``args``, which must end in a usage error (exit
+    status 2, as argparse exits). Checked before anything runs, so a separate process (2 s of imports) adds nothing;
+    an exception other than the exit fails the test as a traceback would."""
+    import run_session
+
+    with pytest.raises(SystemExit) as exited:
+        run_session.main([*map(str, args)])
+    assert exited.value.code == 2
+    return capsys.readouterr().err

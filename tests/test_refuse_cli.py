@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from simulators.render_stack import write_rendered_stack
-from tests.conftest import REPO_ROOT, rendered
+from tests.conftest import REPO_ROOT, rendered, usage_error
 
 
 def run_cli(*args, **kwargs):
@@ -74,18 +74,6 @@ def test_method_and_composition_are_recorded(stacks, tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "colour.json").read_text())
     assert report["method"] == "laplacian" and report["settings"]["composition"] == "pick"
-
-
-def usage_error(capsys, *args) -> str:
-    """The stderr of the program's entry, run in this process on ``args``, which must end in a usage error (exit
-    status 2, as argparse exits). Checked before anything runs, so a separate process (2 s of imports) adds nothing;
-    an exception other than the exit fails the test as a traceback would."""
-    import run_session
-
-    with pytest.raises(SystemExit) as exited:
-        run_session.main([*map(str, args)])
-    assert exited.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_bad_options_are_usage_errors(stacks, tmp_path, capsys):
