@@ -24,6 +24,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def small_profile(profile, **changes):
+    """``profile`` (an acquisition.profile.Profile) with a 96x128 px specimen, to keep sessions quick, and
+    ``changes`` by dotted key ("camera.timeout_s": 0.5; faults={...})."""
+    data = profile.model_dump(exclude_none=True)
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    for path, value in changes.items():
+        *parents, key = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return type(profile).model_validate(data)
+
+
 def rendered(texture="astronaut", surface="dome", color=True, bit_depth=8, shape=(192, 256),
              depth_um=30.0, step_um=3.0, blur_px_per_um=0.3, seed=0) -> RenderedStack:
     """A small focus sweep over a virtual specimen, from just below to just above it."""

@@ -11,7 +11,6 @@ import yaml
 
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.lens_settling import LensTrajectory
-from acquisition.lens_stream import LensStreamAcquirer
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.acquirer import MAX_LOST_IN_A_ROW
@@ -20,24 +19,11 @@ from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder, run_profile
 from devices.errors import DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
 from fusion.readers import open_stack
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, small_profile as small
 
 pytestmark = pytest.mark.hardware_sim
 
 PROFILES = REPO_ROOT / "profiles"
-
-
-def small(profile: Profile, **changes) -> Profile:
-    """The profile with a small specimen, and optionally plan or profile changes, to keep tests quick."""
-    data = profile.model_dump(exclude_none=True)
-    data["camera"]["specimen"].update(height_px=96, width_px=128)
-    for path, value in changes.items():
-        *parents, key = path.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[key] = value
-    return Profile.model_validate(data)
 
 
 def stack_z(folder) -> list[float]:
@@ -291,25 +277,6 @@ def test_lens_trajectory_says_which_step_a_frame_saw_and_whether_the_lens_was_st
     trajectory.command(1.020, 0.8)
     focus = trajectory.frame_focus(start, end)
     assert (focus.command, focus.still) == (seen, still)
-
-
-def test_lens_stream_stamps_each_kept_frame_with_the_power_it_was_exposed_at():
-    profile = small(load_profile(PROFILES / "simulated-etl-stream.yaml"))
-    rig = open_rig(profile)
-    try:
-        acquirer = acquirer_for(profile, rig)
-        assert isinstance(acquirer, LensStreamAcquirer)
-        positions = planned_positions(profile.plan, 0.0)
-        items = list(acquirer.frames(positions, []))
-    finally:
-        rig.close()
-    assert [item.planned_index for item in items] == list(range(len(positions)))
-    um_per_dpt = profile.camera.optics.um_per_dpt
-    for item in items:  # what the optics simulator rendered is the power the frame was stamped with
-        assert item.frame.metadata["focus_um"] == pytest.approx(um_per_dpt * item.z, abs=0.06)
-    report = acquirer.report()
-    assert report["flagged_frames"] > 0  # the frame in flight when the lens was sent on is never kept
-    assert report["frames_streamed"] == len(positions) + report["flagged_frames"] + report["spare_frames"]
 
 
 def test_lens_stream_session_fuses_above_the_best_slice_and_lists_flagged_frames(tmp_path):

@@ -14,7 +14,7 @@ from acquisition.plans import planned_positions
 from acquisition.profile import Profile, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import run_profile
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, small_profile
 
 pytestmark = pytest.mark.hardware_sim
 
@@ -25,16 +25,8 @@ LATE_LENS_S = 0.02
 
 
 def small_stream(**changes) -> Profile:
-    """The lens-stream profile with a small specimen (quick), changed as given (dotted keys)."""
-    data = load_profile(STREAM_PROFILE).model_dump(exclude_none=True)
-    data["camera"]["specimen"].update(height_px=96, width_px=128)
-    for path, value in changes.items():
-        *parents, key = path.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[key] = value
-    return Profile.model_validate(data)
+    """The lens-stream profile, small (quick), changed as given (dotted keys)."""
+    return small_profile(load_profile(STREAM_PROFILE), **changes)
 
 
 @pytest.mark.parametrize("start,end,seen,still", [
@@ -56,15 +48,16 @@ def test_a_command_cannot_be_taken_before_it_is_sent():
         LensTrajectory(settle_s=0.005).command(1.0, 0.5, taken_by_s=0.9)
 
 
-def test_a_lens_that_takes_its_commands_late_never_gets_a_frame_stamped_with_a_power_it_had_not_reached():
+@pytest.mark.parametrize("lens_late_s", [0.0, LATE_LENS_S])
+def test_each_kept_frame_is_stamped_with_the_power_it_was_exposed_at_even_from_a_late_lens(lens_late_s):
     profile = small_stream()
     rig = open_rig(profile)
     try:
         lens = rig.simulated["focus"]
         takes = lens.handle
 
-        def late(data: bytes) -> list[bytes]:  # the simulator hears the command LATE_LENS_S after it was sent
-            time.sleep(LATE_LENS_S)
+        def late(data: bytes) -> list[bytes]:  # the simulator hears each command lens_late_s after it was sent
+            time.sleep(lens_late_s)
             return takes(data)
 
         lens.handle = late
@@ -79,6 +72,9 @@ def test_a_lens_that_takes_its_commands_late_never_gets_a_frame_stamped_with_a_p
     # What the optics simulator rendered (the lens's power as the exposure began) is the power stamped.
     assert [round(item.frame.metadata["focus_um"], 1) for item in items] == \
         [round(um_per_dpt * item.z, 1) for item in items]
+    report = acquirer.report()
+    assert report["flagged_frames"] > 0  # the frame in flight when the lens was sent on is never kept
+    assert report["frames_streamed"] == len(positions) + report["flagged_frames"] + report["spare_frames"]
 
 
 def test_a_lens_error_in_a_stream_is_retried_at_its_step_and_the_sweep_completes(tmp_path):

@@ -13,7 +13,7 @@ import yaml
 from acquisition.profile import Profile, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder
-from tests.conftest import REPO_ROOT, small_tmpfs
+from tests.conftest import REPO_ROOT, small_profile, small_tmpfs
 
 pytestmark = pytest.mark.hardware_sim
 
@@ -21,16 +21,8 @@ PROFILES = REPO_ROOT / "profiles"
 
 
 def small(name: str, **changes) -> Profile:
-    """Shipped profile ``name`` with a small specimen and ``changes`` ("camera.timeout_s": 0.3), to keep tests quick."""
-    data = load_profile(PROFILES / f"{name}.yaml").model_dump(exclude_none=True)
-    data["camera"]["specimen"].update(height_px=96, width_px=128)
-    for path, value in changes.items():
-        *parents, key = path.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[key] = value
-    return Profile.model_validate(data)
+    """Shipped profile ``name``, small, with ``changes`` ("camera.timeout_s": 0.3)."""
+    return small_profile(load_profile(PROFILES / f"{name}.yaml"), **changes)
 
 
 def run_session(tmp_path, profile: Profile):
