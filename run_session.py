@@ -346,6 +346,7 @@ def _thread_error_in_one_line(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    SAID_WARNINGS.clear()  # this run's own: a second main() in one process must not report the first's
     parser = build_parser()
     args = parser.parse_args(argv)
     said = print_warnings(with_view_defaults(args))

@@ -102,6 +102,17 @@ def test_options_the_composition_does_not_use_are_named_in_a_warning(stacks, tmp
     assert done.returncode == 0 and "warning: --sharpness" not in done.stderr
 
 
+def test_a_second_run_in_one_process_reports_only_its_own_warnings(stacks, tmp_path, capsys):
+    import run_session
+
+    assert run_session.main(["--refuse", str(stacks["colour"]), "--out", str(tmp_path / "a"), "--window-px", "7"]) == 0
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())["warnings"]
+    assert any(warning.startswith("--window-px applies to") for warning in first)
+    assert run_session.main(["--refuse", str(stacks["colour"]), "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["warnings"] == []
+    capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_progress_bar_on_a_terminal(stacks, tmp_path):
     controller, terminal = pty.openpty()
