@@ -13,6 +13,7 @@ from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
 from fusion.multiscale import PyramidComposer, PyramidWeighting, flat_noisy_patch, minimum_noise_sigma, \
     noise_sigma
+from fusion.pixel_range import PixelRange
 
 
 class PyramidComposition:
@@ -27,14 +28,14 @@ class PyramidComposition:
         self._value_scale = 1.0   # float stacks: fused in units of their own range
         self._image_lock = threading.Lock()
         self._final_values: np.ndarray | None = None
-        # The least and greatest value of any slice: the pyramid's sums overshoot at strong edges (ringing),
-        # and a fused value that no slice holds (above a 12-bit sensor's 4095 in uint16) is no measurement.
-        self._value_range = (np.inf, -np.inf)
+        # The pyramid's sums overshoot at strong edges (ringing) and where slices disagree: a fused value that
+        # no slice holds at that pixel (above a 12-bit sensor's 4095 in uint16, darker than every slice) is no
+        # measurement of it.
+        self._value_range = PixelRange()
 
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
         """Fold one slice in; returns its focus score (its mean fine energy)."""
-        least, most = self._value_range
-        self._value_range = (min(least, float(pixels.min())), max(most, float(pixels.max())))
+        self._value_range.add(pixels)
         if slice_index == 0 and self.dtype.kind == "f":
             # Float data of any magnitude (1e-30 or 1e30): squared energies and band powers
             # would otherwise leave float32.
@@ -75,7 +76,7 @@ class PyramidComposition:
             image = self._composer.final_image() if final else self._composer.image()
             if self._value_scale != 1.0:
                 image *= np.float32(self._value_scale)
-            np.clip(image, *self._value_range, out=image)
+            self._value_range.clip(image)
             fused = compose.to_dtype(image, self.dtype, overwrite=True)  # (rounds ``image`` in place)
             if final:
                 self._final_values = image  # the composer's sums, already rounded: no more memory
