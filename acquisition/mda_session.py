@@ -22,12 +22,17 @@ from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
 from acquisition.session_report import MDASessionReport, warnings_said
 from acquisition.session_writer import full_scale
+from devices.library_threads import ThreadError, ThreadErrors
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
 from fusion.output_names import SESSION_REPORT
 from fusion.outputs import write_json
 
 CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusion of what arrived
+# The runner's thread ends just after its handler has finished (an error that ended it, just after that): waited
+# for this long, so that session.json has that error.
+RUNNER_END_TIMEOUT_S = 5.0
+RUNNER = "pymmcore-plus's MDA runner"  # its thread, in a warning: Python calls it "Thread-2 (run)"
 
 
 class _CancelNotLogged(logging.Filter):
@@ -57,14 +62,16 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
         folder = new_session_folder(Path(out_root))
         # Warnings raised while it runs, from any thread (the handler's "only one slice"), are kept for
         # session.json, and printed from there: what is printed is what is recorded (as in a live session).
-        with catch_warnings(record=True) as caught:
-            outcome = _run(profile, rig, folder, caught, list(warnings_before or []))
+        # So are errors that end a thread of the device library's (UniMMCore's sequence thread, pymmcore-plus's
+        # runner): Python would print them as a traceback of "Thread-2", and session.json would not say them.
+        with catch_warnings(record=True) as caught, ThreadErrors() as thread_errors:
+            outcome = _run(profile, rig, folder, caught, thread_errors.caught, list(warnings_before or []))
         return outcome
     finally:
         rig.close()
 
 
-def _run(profile: Profile, rig: MDARig, folder: Path, caught: list,
+def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_errors: list[ThreadError],
          warnings_before: list[str]) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
@@ -91,7 +98,17 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list,
             handler.finished.wait(CANCEL_TIMEOUT_S)  # (the runner logs the cancel before the handler finishes)
         finally:
             mm_log.removeFilter(quiet)
+    late_stops = []
+    try:
+        thread.join(RUNNER_END_TIMEOUT_S)
+    except KeyboardInterrupt as interrupt:  # the MDA had ended: a stop now cuts nothing short (as a live session's)
+        late_stops.append(f"{str(interrupt) or 'interrupted (Ctrl-C)'} after the MDA had ended: it cut nothing short")
     total_s = time.perf_counter() - started
+    devices, threads = _device_names(core), {thread.name: RUNNER}
+    # An error that ended the runner's thread ended the MDA: it stopped at the event under way.
+    runner_error = next((error for error in thread_errors if error.thread_name == thread.name), None)
+    if runner_error is not None and ended_by is None:
+        ended_by = runner_error.said(devices, threads)
     summary = handler.summary or {"stacks": [], "failed": [], "missing_slices": {}, "frames": 0,
                                   "error": "the MDA ended before its handler summed it up"}
     if summary.get("error") and ended_by is None:
@@ -104,10 +121,18 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list,
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
         stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
     _score(report, profile, rig, sequence)
-    report.warnings = list(dict.fromkeys([*warnings_before, *warnings_said(caught)]))  # each once
+    report.warnings = list(dict.fromkeys([*warnings_before, *warnings_said(caught),  # each once
+                                          *(error.said(devices, threads) for error in thread_errors), *late_stops]))
     write_json(folder / SESSION_REPORT, report.to_json())
     completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
+
+
+def _device_names(core) -> dict[str, str]:
+    """The core's camera and stages by label, named as the single-stack session's devices are in its errors."""
+    devices = ((core.getCameraDevice(), "camera"), (core.getFocusDevice(), "stage"),
+               (core.getXYStageDevice(), "XY stage"))
+    return {label: f"Micro-Manager {kind} {label}" for label, kind in devices if label}
 
 
 def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) -> None:

@@ -36,12 +36,13 @@ class ThreadError:
         cause = self.error.__cause__
         return str(cause or self.error) or None
 
-    def said(self, device_names: dict[str, str] | None = None) -> str:
-        """One line for people, naming the device (``device_names``: label -> the name its errors use)."""
+    def said(self, device_names: dict[str, str] | None = None, thread_names: dict[str, str] | None = None) -> str:
+        """One line for people, naming the device (``device_names``: label -> the name its errors use), else the
+        thread (``thread_names``: a thread's name -> what it is to people, as "pymmcore-plus's MDA runner")."""
         if self.device is not None:
             who = (device_names or {}).get(self.device, f"device {self.device!r}")
         else:
-            who = f"thread {self.thread_name!r}"
+            who = (thread_names or {}).get(self.thread_name, f"thread {self.thread_name!r}")
         return f"{who}: an error in the device library's own thread: {type(self.error).__name__}: {self.error}"
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from pymmcore_plus.experimental.unicore import CameraDevice, StateDevice, XYStageDevice
 
+from simulators.faults import Faults
 from simulators.optics import CameraNoise, DefocusRenderer, Optics
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
@@ -69,7 +70,8 @@ class FilterWheel(StateDevice):
 
 
 class SlideCamera(CameraDevice):
-    """Renders the field under ``xy_um()`` in channel ``channel_index()`` at ``focus_um()``, with noise."""
+    """Renders the field under ``xy_um()`` in channel ``channel_index()`` at ``focus_um()``, with noise;
+    ``faults.error_reply`` raises as a frame starts (in a sequence, in UniMMCore's acquisition thread)."""
 
     def __init__(self, shape: tuple[int, int], depth_um: float, focus_um: Callable[[], float],
                  xy_um: Callable[[], tuple[float, float]], channel_index: Callable[[], int],
@@ -83,6 +85,7 @@ class SlideCamera(CameraDevice):
         self._renderers: dict[tuple[tuple[int, int], int], DefocusRenderer] = {}
         self._exposure_ms = 10.0
         self._rng = np.random.default_rng(seed)
+        self.faults = Faults()
 
     def field_at(self, x_um: float, y_um: float) -> tuple[int, int]:
         return int(round(x_um / FIELD_PITCH_UM)), int(round(y_um / FIELD_PITCH_UM))
@@ -121,6 +124,11 @@ class SlideCamera(CameraDevice):
     def start_sequence(self, n, get_buffer):
         count = 0
         while n is None or count < n:
+            self.faults.frame_starting()
+            if self.faults.error_reply is not None:
+                code = self.faults.error_reply
+                self.faults.spend_one()
+                raise RuntimeError(f"camera error {code}")
             started = time.monotonic()
             renderer = self._renderer(self.field_at(*self.xy_um()), self.channel_index())
             image = get_buffer(self.shape(), self.dtype())

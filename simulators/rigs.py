@@ -250,6 +250,7 @@ def _open_slide_core(context: RigContext) -> Opened:
     slide = SlideCamera((spec.height_px, spec.width_px), spec.depth_um, z.focus_um, xy.get_position_um,
                         wheel.get_state, Optics(blur_px_per_um=profile.camera.optics.blur_px_per_um),
                         camera_noise(profile), spec.surface, spec.seed)
+    context.shared.update(mm_stage=z, mm_camera=slide)  # (as the single-stack core leaves its own: their faults)
     core = open_mmcore(python_devices={"SimZ": z, "SimXY": xy, "Wheel": wheel, "SimCamera": slide})
     core.setFocusDevice("SimZ")
     core.setXYStageDevice("SimXY")

@@ -212,3 +212,83 @@ def test_options_that_have_no_effect_are_recorded_in_an_mda_session_json(tmp_pat
     assert report["warnings"][0] == "--view-linger-s has no effect without --view (no live view is served)"
     printed = [line.removeprefix("warning: ") for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert report["warnings"] == printed, done.stderr
+
+
+# -- an error that ends a thread of the device library's: recorded in session.json, naming the device --
+
+def slide_with(request, switch_on):
+    """The slide simulator's core, opened as a profile opens it; ``switch_on(camera, stage, core)`` is called as it
+    opens (to switch a simulator's faults on). The opener the simulators register is back after the test."""
+    import simulators.rigs  # noqa: F401  (registers the simulated openers)
+    from acquisition.rig_registry import opener_for, register_opener
+
+    real = opener_for("mda_core", "micromanager", True)
+
+    def opener(context):
+        opened = real(context)
+        switch_on(context.shared["mm_camera"], context.shared["mm_stage"], opened.device)
+        return opened
+
+    register_opener("mda_core", "micromanager", opener, simulated=True)
+    request.addfinalizer(lambda: register_opener("mda_core", "micromanager", real, simulated=True))
+
+
+def run_in_process(monkeypatch, capsys, profile, out):
+    """run_session.main on ``profile``: its exit status, session.json, and the warnings it printed."""
+    import threading
+
+    import run_session
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
+    status = run_session.main(["--profile", str(profile), "--out", str(out)])
+    stderr = capsys.readouterr().err
+    report = json.loads(next(out.glob("*/session.json")).read_text())
+    return status, report, stderr
+
+
+def test_a_camera_error_in_its_sequence_thread_is_a_warning_in_an_mda_session_json(tmp_path, request, monkeypatch,
+                                                                                  capsys):
+    # A burst (time plan without intervals) runs as one hardware sequence, in UniMMCore's acquisition thread, where
+    # the camera's error ends it: Python printed it as a traceback of "Thread-3", and session.json had no word of it.
+    slide_with(request, lambda camera, stage, core: camera.faults.schedule(
+        3, lambda: setattr(camera.faults, "error_reply", 3)))
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], "stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                     "z_plan": None, "time_plan": {"interval": 0, "loops": 8}})
+    status, report, stderr = run_in_process(monkeypatch, capsys, profile, tmp_path / "sessions")
+    assert status == 1 and report["acquired_slices"] == 3 and report["planned_slices"] == 8
+    said = [w for w in report["warnings"] if "camera error 3" in w]
+    assert len(said) == 1 and said[0].startswith("Micro-Manager camera SimCamera: an error in the device library's "
+                                                 "own thread: RuntimeError: "), report["warnings"]
+    # (Python's own hook prints "Exception in thread Thread-3:" and a traceback; pymmcore-plus logs to a stream of its
+    # own, which an earlier test's capture may have closed: its "--- Logging error ---" is no concern here.)
+    assert "Thread-" not in said[0] and "Exception in thread" not in stderr
+    printed = [line.removeprefix("warning: ") for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert printed == report["warnings"]  # what is printed is what is recorded, once
+
+
+def test_a_stage_error_that_ends_the_mda_runner_ends_the_session_and_is_recorded(tmp_path, request, monkeypatch,
+                                                                               capsys):
+    # The stage fails once the first stack is in: pymmcore-plus's runner thread ends with the stage's error. The
+    # session said nothing of why 20 of its 40 frames came (ended_by null, no warning); Python printed a traceback.
+    def stage_fails_after_the_first_stack(camera, stage, core):
+        frames = []
+
+        def frame_came(*args):
+            frames.append(1)
+            if len(frames) == 20:
+                stage.faults.error_reply = 7
+
+        core.mda.events.frameReady.connect(frame_came)
+
+    slide_with(request, stage_fails_after_the_first_stack)
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI", "FITC"], "stage_positions": [{"x": 0, "y": 0, "z": 15}]})
+    status, report, stderr = run_in_process(monkeypatch, capsys, profile, tmp_path / "sessions")
+    assert status == 1 and report["acquired_slices"] == 20 and report["planned_slices"] == 40
+    said = "pymmcore-plus's MDA runner: an error in the device library's own thread: RuntimeError: stage error 7"
+    assert report["ended_by"] == said and said in report["warnings"]
+    assert f"error: the session ended early: {said}; what was acquired is saved" in stderr
+    assert "Exception in thread" not in stderr and "Thread-" not in said
+    fused = [r["name"] for r in report["stacks"] if "fused" in r["outputs"]]
+    assert fused == ["p0_c0-DAPI"], report["stacks"]  # the stack acquired before the stage failed is fused
