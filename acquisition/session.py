@@ -35,7 +35,7 @@ from acquisition.session_report import (DroppedFrame, MDASessionReport, RetryRec
                                         warnings_said)
 from acquisition.session_writer import SessionOutputWriter
 from acquisition.stop_signals import INTERRUPTED, stop_said
-from fusion.stack_buffer import StackBuffer, StackWriteError
+from fusion.stack_buffer import StackBuffer, StackWriteError, check_room_for_stack
 from devices.errors import TRANSIENT_ERRORS, DeviceError
 from devices.library_threads import ThreadError, ThreadErrors
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
@@ -145,12 +145,12 @@ class Session:
         started = time.perf_counter()
         positions = self._positions(start)
         self.planned = len(positions)
+        first_look = self._look_before_the_stack(start)
         self.events.session_started(self, len(positions))
         try:
             if self.acquirer is not None:
                 # A sequence or stream will not wait for a first-use compile: fusion's kernels load first.
-                warm_kernels(self.rig.camera.snap(timeout_s=self.profile.camera.timeout_s).pixels,
-                             self.profile.fusion_settings())
+                warm_kernels(first_look.pixels, self.profile.fusion_settings())
             self.t_acquisition_started = time.perf_counter()
             if self.acquirer is None:
                 self._acquire(positions, progress)
@@ -249,6 +249,26 @@ class Session:
         said = step_warning(positions, focus)
         self.plan_warnings = [said] if said else []
         return positions
+
+    def _look_before_the_stack(self, start: float):
+        """One frame where the drive is, before the stack's first move: its size and the planned slices tell the
+        room the stack needs, and a disk without it ends the session before it starts (a StackWontFitError), the
+        drive back where it was (an auto range's pre-sweep moved it). Returns the frame."""
+        try:
+            frame = with_retries(lambda: self.rig.camera.snap(timeout_s=self.profile.camera.timeout_s), "snap",
+                                 self.plan.retries, [], 0)
+            if self.range_found is None:
+                check_room_for_stack(self.folder, self.planned, frame.pixels.nbytes)
+            else:  # known only now: the pre-sweep found the range, which the step cuts into slices
+                check_room_for_stack(self.folder, self.planned, frame.pixels.nbytes,
+                                     "the plan (the range its auto-range pre-sweep found)",
+                                     smaller="a larger plan.auto_range.step_um")
+        except BaseException:
+            if self.range_found is not None:
+                with contextlib.suppress(DeviceError):  # the refusal, or the camera's error, says more
+                    self._move_to(start)
+            raise
+        return frame
 
     def _acquire(self, positions: list[float], progress: bool | None) -> None:
         self._dropped_in_a_row = 0

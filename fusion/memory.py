@@ -57,8 +57,12 @@ def check_fits_in_memory(height: int, width: int, samples: int, dtype, path, lab
         return
     raise StackTooLargeError(
         f"{label} declares {height} x {width} pixels x {samples} of {np.dtype(dtype)}: fusing it needs about "
-        f"{_gb(needed)} of memory and {_gb(available)} is available; crop or bin the stack first", path)
+        f"{size_said(needed)} of memory and {size_said(available)} is available; crop or bin the stack first", path)
 
 
-def _gb(n_bytes: int) -> str:
-    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.0f} MB"
+def size_said(n_bytes: int) -> str:
+    """A size for people: GB with one decimal; below a tenth of a GB, MB ("0.0 GB" would say nothing), and below a
+    tenth of a MB, kB."""
+    if n_bytes >= 1e8:
+        return f"{n_bytes / 1e9:.1f} GB"
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.0f} kB"

@@ -22,15 +22,46 @@ import numpy as np
 import tifffile
 
 from fusion.errors import slice_name
+from fusion.memory import size_said
 from fusion.outputs import colour_by_shape
 from fusion.readers.tiff import SESSION_PLANE_KEY
 
 CLASSIC_TIFF_LIMIT_BYTES = 3_500_000_000  # beyond this, BigTIFF
 FINALIZE_MARGIN_BYTES = 1 << 20           # free space beyond the OME description that finalize asks for
+# What each slice adds to the file besides its pixels: its page's tags and JSON description (352 bytes measured) and
+# its plane in the OME description (about 150); the description's fixed part (the profile) is in the margin above.
+METADATA_BYTES_PER_SLICE = 1024
 
 
 class StackWriteError(OSError):
     """A slice, or the stack's OME description, could not be written (a full disk): says what is safe."""
+
+
+class StackWontFitError(OSError):
+    """Raised before a stack is acquired, where the disk it is to be written to has not the room for it: nothing was
+    acquired (``check_room_for_stack``)."""
+
+
+def stack_bytes(slices: int, frame_bytes: int) -> int:
+    """About the room a stack of ``slices`` frames of ``frame_bytes`` takes on disk, its OME description included."""
+    return slices * (frame_bytes + METADATA_BYTES_PER_SLICE) + FINALIZE_MARGIN_BYTES
+
+
+def check_room_for_stack(folder: Path, slices: int, frame_bytes: int, plan: str = "the plan", unit: str = "slices",
+                         smaller: str = "a larger step or a shorter range") -> None:
+    """Before anything moves: a StackWontFitError of one line where the disk of ``folder`` has not the room for
+    ``slices`` frames of ``frame_bytes`` (``plan``: whose they are; ``smaller``: how to plan fewer). A plan that
+    cannot fit would otherwise run for hours and meet a full disk. (Where the disk cannot say, nothing is refused.)"""
+    needed = stack_bytes(slices, frame_bytes)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed <= free:
+        return
+    raise StackWontFitError(f"{plan} has {slices} {unit} of {size_said(frame_bytes)}: its raw stack needs about "
+                            f"{size_said(needed)} and the disk of {folder} has {size_said(free)} free; nothing was "
+                            f"acquired: plan fewer {unit} ({smaller}) or write to a disk with more room (--out)")
 
 
 def _description_entry(path: Path) -> tuple[int, bytes]:

@@ -4,6 +4,7 @@ shipped profiles use, sessions written to real folders."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -13,6 +14,7 @@ import yaml
 from acquisition.profile import Profile, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder
+from acquisition.session_events import SessionListener
 from tests.conftest import REPO_ROOT, small_profile, small_tmpfs
 
 pytestmark = pytest.mark.hardware_sim
@@ -25,11 +27,11 @@ def small(name: str, **changes) -> Profile:
     return small_profile(load_profile(PROFILES / f"{name}.yaml"), **changes)
 
 
-def run_session(tmp_path, profile: Profile):
-    """A session in this process; its outcome and session.json as written."""
+def run_session(tmp_path, profile: Profile, listeners=None):
+    """A session in this process (``listeners`` following it); its outcome and session.json as written."""
     rig = open_rig(profile)
     try:
-        outcome = Session(profile, rig, new_session_folder(tmp_path)).run(progress=False)
+        outcome = Session(profile, rig, new_session_folder(tmp_path), listeners).run(progress=False)
     finally:
         rig.close()
     return outcome, json.loads((outcome.folder / "session.json").read_text())
@@ -99,14 +101,26 @@ def test_a_camera_error_in_the_sequence_thread_is_a_warning_in_session_json_nami
 
 # -- a full disk: session.json keeps the session's timings --
 
-# Sizes where the stack fills the disk before its last slice, and the room its end leaves takes session.json
+class FillsTheDisk(SessionListener):
+    """Another program that fills the disk as the session starts (past its check that the stack fits), leaving
+    ``room_bytes`` free."""
+
+    def __init__(self, disk, room_bytes: int):
+        self.disk, self.room_bytes = disk, room_bytes
+
+    def session_started(self, session, planned_slices: int) -> None:
+        (self.disk / "another-program.bin").write_bytes(bytes(shutil.disk_usage(self.disk).free - self.room_bytes))
+
+
+# Room where the stack fills the disk before its last slice, and the room its end leaves takes session.json
 # (a stream's is longer: it lists its flagged frames) but not the fused image.
-@pytest.mark.parametrize(("name", "disk_size"), [("simulated-sequenced", "300k"), ("simulated-etl-stream", "600k")])
-def test_a_full_disk_leaves_the_timings_in_session_json(tmp_path, name, disk_size):
+@pytest.mark.parametrize(("name", "room_bytes"), [("simulated-sequenced", 300 << 10),
+                                                  ("simulated-etl-stream", 600 << 10)])
+def test_a_full_disk_leaves_the_timings_in_session_json(tmp_path, name, room_bytes):
     # The fused image finds no room: the timings were set only after the images were written, so session.json
     # lacked seconds and throughput_slices_per_s.
-    with small_tmpfs(tmp_path / "disk", disk_size) as disk:
-        outcome, written = run_session(disk, small(name))
+    with small_tmpfs(tmp_path / "disk", "4m") as disk:
+        outcome, written = run_session(disk, small(name), [FillsTheDisk(disk, room_bytes)])
         assert "fused" not in written["outputs"] and written["errors"], written["errors"]  # the disk was full
         acquired = written["acquired_slices"]
         assert 0 < acquired < written["planned_slices"]

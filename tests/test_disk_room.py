@@ -1,0 +1,74 @@
+"""A plan the output disk has no room for is refused before anything moves, in one line that says what it needs.
+
+Real parts: small file systems (tmpfs, where mounting is permitted), the simulated rigs, the program's own
+entry run in this process."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from acquisition.profile import load_profile
+from acquisition.rig import open_rig
+from acquisition.session import Session, new_session_folder
+from fusion.stack_buffer import StackWontFitError
+from tests.conftest import REPO_ROOT, small_profile, small_tmpfs
+
+pytestmark = pytest.mark.hardware_sim
+
+PROFILES = REPO_ROOT / "profiles"
+# What the refusal says: the plan's count, the room needed and the room free (GB, or MB below a tenth of a GB),
+# and how to go on.
+REFUSAL = (r"error: {plan} has {count} {unit} of [\d.]+ kB: its raw stack needs about (?P<needed>{size}) and the "
+           r"disk of \S+ has (?P<free>{size}) free; nothing was acquired: plan fewer {unit} \({smaller}\) or write "
+           r"to a disk with more room \(--out\)")
+
+
+def in_bytes(size: str) -> float:
+    number, unit = size.split()
+    return float(number) * {"GB": 1e9, "MB": 1e6, "kB": 1e3}[unit]
+
+
+def refused_in_one_line(stderr: str, **said: str) -> re.Match:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    refusal = re.fullmatch(REFUSAL.format(size=r"[\d.]+ [GMk]B", **said), lines[0])
+    assert refusal is not None, lines[0]
+    assert in_bytes(refusal["needed"]) > in_bytes(refusal["free"])
+    return refusal
+
+
+def test_a_plan_longer_than_the_disk_has_room_for_is_refused_before_it_starts(tmp_path, capsys):
+    # 201 slices of 37 kB on a 2 MB disk: the session ran until the disk was full, 50 slices in.
+    import run_session
+
+    profile = tmp_path / "rig.yaml"
+    profile.write_text("camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                       "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 200, step: 1}}\n")
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        assert run_session.main(["--profile", str(profile), "--out", str(disk)]) == 1
+        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=201, unit="slices",
+                            smaller="a larger step or a shorter range")
+        assert list(disk.iterdir()) == []  # no session folder, no stack
+
+
+def test_an_auto_range_too_fine_for_the_disk_is_refused_after_its_pre_sweep_with_the_focus_back(tmp_path):
+    # The slice count is known once the pre-sweep has found the range: a step of 0.01 µm gives thousands.
+    profile = small_profile(load_profile(PROFILES / "simulated-autorange.yaml"),
+                            **{"plan.auto_range.step_um": 0.01, "plan.auto_range.binning": 1})
+    rig = open_rig(profile)
+    try:
+        start = rig.focus.position()
+        with small_tmpfs(tmp_path / "disk", "2m") as disk:
+            session = Session(profile, rig, new_session_folder(disk))
+            with pytest.raises(StackWontFitError) as refused:
+                session.run(progress=False)
+            assert session.range_found is not None and session.planned > 3000  # its pre-sweep ran
+            refused_in_one_line(f"error: {refused.value}",
+                                plan=r"the plan \(the range its auto-range pre-sweep found\)", count=session.planned,
+                                unit="slices", smaller=r"a larger plan\.auto_range\.step_um")
+            assert not (session.folder / "stack.ome.tif").exists()
+        assert rig.focus.position() == pytest.approx(start)  # where the user had it, as a failed pre-sweep leaves it
+    finally:
+        rig.close()
+
