@@ -8,6 +8,7 @@ With the slide simulator, session.json scores every fused image against its grou
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import fields
@@ -27,6 +28,7 @@ from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
 from fusion.output_names import SESSION_REPORT
 from fusion.outputs import write_json
+from fusion.stack_buffer import check_room_for_stack
 
 CANCEL_TIMEOUT_S = 60.0  # after Ctrl-C: the event under way finishes, then fusion of what arrived
 # The runner's thread ends just after its handler has finished (an error that ended it, just after that): waited
@@ -58,6 +60,7 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
     first in session.json."""
     check_fusion_can_run(profile)
     rig = open_mda_rig(profile)
+    folder = None
     try:
         folder = new_session_folder(Path(out_root))
         # Warnings raised while it runs, from any thread (the handler's "only one slice"), are kept for
@@ -67,6 +70,12 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
         with catch_warnings(record=True) as caught, ThreadErrors() as thread_errors:
             outcome = _run(profile, rig, folder, caught, thread_errors.caught, list(warnings_before or []))
         return outcome
+    except BaseException:
+        # Refused before the sequence started (a plan the disk has no room for): no empty folder is left behind.
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
     finally:
         rig.close()
 
@@ -81,6 +90,9 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                                      **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
     planned = sum(1 for _ in sequence)
+    # Before anything moves: the frames at the camera's present size (every stack's raw frames are kept).
+    check_room_for_stack(folder, planned, core.getImageBufferSize() * core.getNumberOfCameraChannels(),
+                         "the mda plan", unit="frames", smaller="fewer positions, channels, time points or z steps")
     interrupted, ended_by = False, None
     started = time.perf_counter()
     thread = core.run_mda(sequence, output=handler)

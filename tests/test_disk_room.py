@@ -1,7 +1,7 @@
 """A plan the output disk has no room for is refused before anything moves, in one line that says what it needs.
 
-Real parts: small file systems (tmpfs, where mounting is permitted), the simulated rigs, the program's own
-entry run in this process."""
+Real parts: small file systems (tmpfs, where mounting is permitted), the simulated rigs, the slide simulator's
+UniMMCore for an MDA, the program's own entry run in this process."""
 from __future__ import annotations
 
 import re
@@ -13,6 +13,7 @@ from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder
 from fusion.stack_buffer import StackWontFitError
 from tests.conftest import REPO_ROOT, small_profile, small_tmpfs
+from tests.test_mda_sessions import small_mda_profile
 
 pytestmark = pytest.mark.hardware_sim
 
@@ -72,3 +73,13 @@ def test_an_auto_range_too_fine_for_the_disk_is_refused_after_its_pre_sweep_with
     finally:
         rig.close()
 
+
+def test_an_mda_plan_longer_than_the_disk_has_room_for_is_refused_before_it_starts(tmp_path, capsys):
+    # 240 frames of 38 kB on a 2 MB disk: the MDA ran to its end, every frame after the 50th not stored.
+    import run_session
+
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        assert run_session.main(["--profile", str(small_mda_profile(tmp_path)), "--out", str(disk)]) == 1
+        refused_in_one_line(capsys.readouterr().err, plan="the mda plan", count=240, unit="frames",
+                            smaller="fewer positions, channels, time points or z steps")
+        assert list(disk.iterdir()) == []
