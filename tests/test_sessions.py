@@ -60,7 +60,10 @@ def test_simulated_profile_end_to_end(name, tmp_path):
     slices = report.slices
     assert [s.z for s in slices] == sorted(s.z for s in slices)
     assert all(s.move_s >= 0 and s.exposure_s > 0 and s.fusion_s > 0 for s in slices)
-    assert report.seconds.result_after_last_slice < 5
+    # The final result soon after the last slice: 5x what it measures idle. Viky's frames are its own 400x400
+    # (small() cannot shrink them), which fusion folds in about as fast as they come: ~1.5 s idle (5.6-7.6 s
+    # under a load of 5-7 on 2 cores failed 5 s); the other profiles' 96x128 ones ~0.02 s.
+    assert report.seconds.result_after_last_slice < (7.5 if name == "simulated-genicam-etl" else 5)
     fused = tifffile.imread(folder / "fused.tif")
     assert fused.shape == tifffile.imread(folder / "stack.ome.tif", key=0).shape
     if name != "simulated-genicam-etl":  # Viky's test pattern has no ground truth
