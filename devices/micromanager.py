@@ -7,6 +7,7 @@ through ``devices.pycromanager_core``. Every core call that can block runs with 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 from pathlib import Path
 from collections.abc import Generator
@@ -80,6 +81,25 @@ class _CoreCaller:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+SEQUENCE_THREAD_EXIT_S = 2.0  # how long a camera's own thread may take to finish its exit once its sequence ended
+
+
+def _native_threads() -> frozenset[int]:
+    """The ids of this process's threads, native ones included (Linux: /proc/self/task); empty where the OS
+    does not list them."""
+    try:
+        return frozenset(int(tid) for tid in os.listdir("/proc/self/task"))
+    except (OSError, ValueError):
+        return frozenset()
+
+
+def _wait_until_ended(threads: frozenset[int], deadline_s: float) -> None:
+    """Wait, until ``deadline_s`` at most, for each of ``threads`` (native ids) to be gone from this process."""
+    deadline = time.monotonic() + deadline_s
+    while threads & _native_threads() and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def as_image(raw, width: int, height: int, components: int) -> np.ndarray:
@@ -205,10 +225,17 @@ class MicroManagerCamera:
     def _sequence_frames(self, n_frames: int, timeout_s: float, thread_errors: ThreadErrors
                          ) -> Generator[Frame, None, None]:
         with_metadata = hasattr(self._core, "popNextImageAndMD")  # pymmcore-plus; pycromanager's core has not
+        # Asked once: the core does not change them while a sequence runs, and each call is a thread hop.
+        image_format = self._image_format()
+        # A camera whose sequence ends by itself (its last frame taken) says it is no longer running before its
+        # own thread has finished (Micro-Manager's demo camera tells the core from that thread as it exits), and
+        # stopSequenceAcquisition then returns without waiting for it: a core unloaded or freed in between
+        # (a test's teardown, a rig closed) crashed the process. The threads that came with the first frame are
+        # the camera's: the sequence is over once they are gone.
+        threads_before = _native_threads()
+        camera_threads: frozenset[int] = frozenset()
         self._call("startSequenceAcquisition", n_frames, 0.0, True)
         try:
-            # Asked once: the core does not change them while a sequence runs, and each call is a thread hop.
-            image_format = self._image_format()
             # A frame comes every exposure at best: polling faster only takes CPU from the render and fusion.
             poll_s = min(0.002, max(0.0005, image_format.exposure_ms / 1000 / 8))
             wait_s = frame_wait_s(timeout_s, image_format.exposure_ms)
@@ -223,6 +250,8 @@ class MicroManagerCamera:
                         raise DeviceTimeoutError(self.name, f"frame {index} of {n_frames}: "
                                                             f"{no_frame_within(timeout_s, image_format.exposure_ms)}")
                     time.sleep(poll_s)
+                if index == 0:
+                    camera_threads = _native_threads() - threads_before
                 if with_metadata:
                     raw, metadata = self._call("popNextImageAndMD")
                     metadata = {key: metadata[key] for key in metadata.keys()}  # noqa: SIM118 -- pymmcore's Metadata is not iterable
@@ -231,6 +260,7 @@ class MicroManagerCamera:
                 yield self._frame(raw, {**metadata, "sequence_index": index}, image_format)
         finally:
             self._call("stopSequenceAcquisition")
+            _wait_until_ended(camera_threads, SEQUENCE_THREAD_EXIT_S)
 
     def can_run_sequences(self) -> bool:
         """Micro-Manager cameras run sequence acquisitions (the core emulates one where the adapter has none)."""

@@ -74,9 +74,15 @@ def unicore_rig(shape=(64, 80)):
 
 @contextlib.contextmanager
 def demo_core():
+    """The real MMCore on the demo config, its devices unloaded at the end: not whenever the garbage collector
+    frees it, inside a later test."""
     from devices.micromanager import open_mmcore
 
-    yield open_mmcore(demo_config())
+    core = open_mmcore(demo_config())
+    try:
+        yield core
+    finally:
+        core.unloadAllDevices()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,6 +16,7 @@ from simulators.optics import DefocusRenderer, Optics
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 from tests.devices_fixtures import asi_stage, demo_core, optotune_lens, unicore_rig
 from tests.devices_fixtures import pycromanager_core  # noqa: F401  (fixture)
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.hardware_sim
 
@@ -35,8 +38,10 @@ def drive_named(name, request):
     elif name == "mmcore-demo":
         with demo_core() as core:
             drive = MicroManagerFocusDrive(core)
-            yield drive, [12.5, -3.0, 0.0], 0.01
-            drive.close()
+            try:
+                yield drive, [12.5, -3.0, 0.0], 0.01
+            finally:
+                drive.close()
     elif name == "unicore-python":
         with unicore_rig() as (_, drive, _, _, _):
             yield drive, [15.0, 4.0, 0.0], 1e-6
@@ -145,8 +150,10 @@ def camera_named(name, request):
     if name == "mmcore-demo":
         with demo_core() as core:
             camera = MicroManagerCamera(core)
-            yield camera, (512, 512), np.uint16
-            camera.close()
+            try:
+                yield camera, (512, 512), np.uint16
+            finally:
+                camera.close()
     elif name == "unicore-specimen":
         with unicore_rig() as (_, _, camera, _, _):
             yield camera, (64, 80, 3), np.uint8
@@ -188,6 +195,31 @@ def test_camera_sequence_delivers_every_frame(name, request):
     with camera_named(name, request) as (camera, shape, _):
         frames = list(camera.sequence(4, timeout_s=5.0))
         assert len(frames) == 4 and all(f.pixels.shape == shape for f in frames)
+
+
+# A core freed the moment its sequence has ended, 30 times (run in a process of its own: a failure is a crash).
+FREED_AFTER_SEQUENCES = """
+import gc
+from devices.micromanager import MicroManagerCamera, open_mmcore
+from tests.devices_fixtures import demo_config
+for _ in range(30):
+    core = open_mmcore(demo_config())
+    camera = MicroManagerCamera(core)
+    assert len(list(camera.sequence(4, timeout_s=5.0))) == 4
+    camera.close()
+    del core, camera
+    gc.collect()
+"""
+
+
+@pytest.mark.slow  # 30 cores opened: ~10-25 s
+def test_a_core_freed_as_soon_as_its_sequence_ends_does_not_crash():
+    """Micro-Manager's demo camera says its sequence is over (and stopSequenceAcquisition returns at once) while
+    its own thread still tells the core so: the sequence waits for that thread. Without the wait 3 such processes
+    in 3 segfaulted within 30 sequences (in CDemoCamera::OnThreadExiting, while ~CMMCore ran in the main thread)."""
+    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", FREED_AFTER_SEQUENCES], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 @pytest.mark.parametrize("name", CAMERAS)
