@@ -191,9 +191,12 @@ def wait_for_slices(out: Path, n_slices: int, timeout_s: float = 60) -> Path:
     while time.monotonic() < deadline:
         stacks = list(out.glob("*/stack.ome.tif"))
         if stacks:
-            with tifffile.TiffFile(stacks[0]) as tiff:
-                if len(tiff.pages) >= n_slices:
-                    return stacks[0]
+            try:
+                with tifffile.TiffFile(stacks[0]) as tiff:
+                    if len(tiff.pages) >= n_slices:
+                        return stacks[0]
+            except tifffile.TiffFileError:  # the session has made the file and not yet written its header
+                pass
         time.sleep(0.05)
     raise AssertionError("the session never wrote the slices")
 
