@@ -12,7 +12,6 @@ that others use, nobody else's task is ever taken for its own.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import logging
@@ -37,7 +36,7 @@ from fusion.outputs import SHORT_WRITE, make_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
 from fusion.output_names import refusion_outputs
-from fusion.refuse import refuse_stack
+from fusion.refuse import RefusionStopped, refuse_stack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_arguments import SUMMARY_FILE, absolute_path, check_unique_names, real_path
 
@@ -129,9 +128,9 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     name = stack_name(path)
     started = time.perf_counter()
     try:
-        with _stoppable(run):
-            report = refuse_stack(path, out_dir, settings, progress=progress)
-    except _StackStopped:  # (its future is cancelled: nobody reads this)
+        with _stoppable(run) as stop:
+            report = refuse_stack(path, out_dir, settings, progress=progress, stop=stop)
+    except RefusionStopped:  # (its future is cancelled: nobody reads this)
         return StackOutcome(str(path), name, "interrupted", seconds=time.perf_counter() - started)
     except (FusionError, OSError) as error:
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started, error=str(error),
@@ -161,61 +160,45 @@ def _for_want_of_space(error: BaseException) -> bool:
     return False
 
 
-class _StackStopped(BaseException):
-    """Raised in a worker's thread that fuses a stack of a batch that was stopped (Ctrl-C, --out full); it unwinds
-    refusion as Ctrl-C does, leaving no outputs. A BaseException, as KeyboardInterrupt: no ``except Exception``
-    on the way swallows it, and dask records a task that raises one as erred, nothing worse."""
-
-
-# On a worker: the threads fusing a stack, with their batch's token. Dask's cancel leaves a running task to finish
-# (it cannot stop a thread): a stopped batch's stacks wrote their outputs after the program ended, and a prompt
-# --resume fused them a second time beside them.
+# On a worker: the threads fusing a stack, with their batch's token and the event that stops the stack. Dask's cancel
+# leaves a running task to finish (it cannot stop a thread): a stopped batch's stacks wrote their outputs after the
+# program ended, and a prompt --resume fused them a second time beside them. The stack stops itself at its next slice
+# (``refuse_stack``'s ``stop``): an exception raised into the thread from outside (PyThreadState_SetAsyncExc) could
+# land inside a library's own bookkeeping, and one that landed in numba's first load of a kernel left every later
+# stack on that worker failing ("generator raised StopIteration").
 _fusing_lock = threading.Lock()
-_fusing: dict[int, str] = {}
-
-
-def _raise_in_thread(ident: int, exception: type[BaseException] | None) -> None:
-    """``exception`` raised in thread ``ident`` as it next runs Python code; None: a pending one withdrawn."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
-                                               None if exception is None else ctypes.py_object(exception))
+_fusing: dict[int, tuple[str, threading.Event]] = {}
 
 
 @contextlib.contextmanager
 def _stoppable(run: str | None):
-    """While the block runs in this thread, ``_stop_stacks_of(run)`` stops it with ``_StackStopped``; never once it
-    has left: a stop that comes as it ends is withdrawn, so it cannot hit dask's own code, or the next task."""
+    """While the block runs in this thread, ``_stop_stacks_of(run)`` sets the event it yields (None without a run)."""
     if run is None:
-        yield
+        yield None
         return
-    ident = threading.get_ident()
+    ident, stop = threading.get_ident(), threading.Event()
+    with _fusing_lock:
+        _fusing[ident] = (run, stop)
     try:
-        with _fusing_lock:
-            _fusing[ident] = run
-        yield
+        yield stop
     finally:
-        while True:  # a stop that lands here, before the entry is gone, is caught and the entry removed after all
-            try:
-                with _fusing_lock:
-                    _fusing.pop(ident, None)
-                    _raise_in_thread(ident, None)
-                break
-            except _StackStopped:
-                continue
+        with _fusing_lock:
+            _fusing.pop(ident, None)
 
 
 def _stop_stacks_of(run: str) -> int:
     """On a worker (``Client.run``): stop each stack of batch ``run`` it is fusing; returns how many."""
     with _fusing_lock:
-        threads = [ident for ident, owner in _fusing.items() if owner == run]
-        for ident in threads:
-            _raise_in_thread(ident, _StackStopped)
-    return len(threads)
+        stops = [stop for owner, stop in _fusing.values() if owner == run]
+    for stop in stops:
+        stop.set()
+    return len(stops)
 
 
 def _stacks_fusing(run: str) -> int:
     """On a worker (``Client.run``): how many stacks of batch ``run`` it is still fusing."""
     with _fusing_lock:
-        return sum(owner == run for owner in _fusing.values())
+        return sum(owner == run for owner, _ in _fusing.values())
 
 
 def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | None = None,

@@ -328,3 +328,27 @@ def test_a_batchs_shared_warning_is_printed_once_with_a_count(tmp_path):
     assert small == [f"warning: {stacks[0]}: frames of 80x64 px are too small to align (at least 192 px on the short "
                      "side); slices are not aligned (and 2 more stacks)"]
     assert all(len(row["warnings"]) >= 1 for row in summary_of(tmp_path / "out")["stacks"])  # (each its own)
+
+
+def test_a_stopped_refusion_ends_at_its_next_slice_and_writes_nothing(tmp_path):
+    # A batch's stop is an event that the stack checks between slices, not an exception raised into the worker's
+    # thread from outside: one that landed inside numba's first load of a kernel left every later stack on that
+    # worker failing ("generator raised StopIteration").
+    import threading
+
+    from fusion.refuse import RefusionStopped, refuse_stack
+
+    class SetAtTheFifthLook(threading.Event):  # (as if the batch stopped while slice 4 was read)
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            return self.looks >= 5
+
+    stack = write_stack(tmp_path / "stack.tif", 40, shape=(96, 128))
+    stop = SetAtTheFifthLook()
+    with pytest.raises(RefusionStopped):
+        refuse_stack(stack, tmp_path / "out", stop=stop)
+    assert stop.looks == 5 and not list((tmp_path / "out").iterdir())
+    report = refuse_stack(stack, tmp_path / "again", stop=threading.Event())  # the next stack fuses as usual
+    assert report.n_slices == 40
