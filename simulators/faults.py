@@ -45,6 +45,14 @@ class Faults:
             self.delay_s = 0.0
             self.times = None
 
+    def raise_error_reply(self, kind: str) -> None:
+        """Where ``error_reply`` is on: spend it and raise what a Python device in UniMMCore raises for a device error
+        (a RuntimeError, "<kind> error <code>"), which the core passes on as the adapter's error."""
+        if self.error_reply is not None:
+            code = self.error_reply
+            self.spend_one()
+            raise RuntimeError(f"{kind} error {code}")
+
     def drop_frame(self) -> bool:
         """Whether the frame being made is lost (drop_frames counts the losses down)."""
         if self.drop_frames <= 0:

@@ -61,10 +61,7 @@ class SimulatedZStage(StageDevice):
         return self._from_um + (self._target_um - self._from_um) * fraction
 
     def set_position_um(self, val: float) -> None:
-        if self.faults.error_reply is not None:
-            code = self.faults.error_reply
-            self.faults.spend_one()
-            raise RuntimeError(f"stage error {code}")
+        self.faults.raise_error_reply("stage")
         self._go_to(val + self._origin_um)
 
     def get_position_um(self) -> float:
@@ -179,10 +176,7 @@ class SpecimenCamera(CameraDevice):
         starts_at = time.monotonic()
         while n is None or count < n:
             self.faults.frame_starting()
-            if self.faults.error_reply is not None:
-                code = self.faults.error_reply
-                self.faults.spend_one()
-                raise RuntimeError(f"camera error {code}")
+            self.faults.raise_error_reply("camera")
             if self.faults.drop_frame():
                 if threading.get_ident() == started_in:  # a snap: MMCore's snapImage fails
                     raise RuntimeError("frame lost: the camera delivered no image")

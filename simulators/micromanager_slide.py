@@ -125,10 +125,7 @@ class SlideCamera(CameraDevice):
         count = 0
         while n is None or count < n:
             self.faults.frame_starting()
-            if self.faults.error_reply is not None:
-                code = self.faults.error_reply
-                self.faults.spend_one()
-                raise RuntimeError(f"camera error {code}")
+            self.faults.raise_error_reply("camera")
             started = time.monotonic()
             renderer = self._renderer(self.field_at(*self.xy_um()), self.channel_index())
             image = get_buffer(self.shape(), self.dtype())
