@@ -430,6 +430,32 @@ def test_one_slice_turned_by_its_exif_orientation_is_named_as_the_cause(tmp_path
         read_all(tmp_path)
 
 
+@pytest.mark.parametrize("mode, options", [("RGB", {}), ("RGB", {"progressive": True}), ("RGB", {"subsampling": 0}),
+                                           ("L", {}), ("L", {"progressive": True})])
+def test_jpeg_slices_read_as_pillow_decodes_them(tmp_path, mode, options):
+    """The fast JPEG decoder (libjpeg-turbo by imagecodecs) gives Pillow's values to the bit, and a JPEG named .png
+    (the scorpion stack's) is read as the JPEG it is."""
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS):
+        Image.fromarray(pixels).convert(mode).save(tmp_path / f"s{k}{'.png' if k == 1 else '.jpg'}", "JPEG", **options)
+    data, _, _ = read_all(tmp_path)
+    expected = [np.asarray(Image.open(path)) for path in sorted(tmp_path.iterdir())]
+    np.testing.assert_array_equal(data, np.stack(expected))
+
+
+@pytest.mark.parametrize("cut_bytes", [2, 200])
+def test_a_truncated_jpeg_is_named_not_fused_with_grey_where_it_was_cut(tmp_path, cut_bytes):
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS):
+        Image.fromarray(pixels).save(tmp_path / f"s{k}.jpg", quality=95)
+    whole = (tmp_path / "s2.jpg").read_bytes()
+    (tmp_path / "s2.jpg").write_bytes(whole[:-cut_bytes])
+    with pytest.raises(UnreadableStackError, match="s2.jpg is not a readable image .*truncated"):
+        read_all(tmp_path)
+
+
 def test_cmyk_jpeg_slices_are_read_as_their_rgb_colours(tmp_path):
     from PIL import Image
 
@@ -474,7 +500,8 @@ def test_a_slice_whose_link_leads_nowhere_is_named_not_passed_over(tmp_path):
 def test_an_image_slice_is_opened_and_decoded_once(tmp_path, monkeypatch, suffix, orientation):
     """Its size was checked, its pixels decoded and its EXIF orientation read by three openings of the file;
     Pillow decodes a PNG without EXIF to look for it after the pixels, so such a PNG was decoded three times
-    (a 5 MP slice read in 0.31 s, not 0.12 s)."""
+    (a 5 MP slice read in 0.31 s, not 0.12 s). A JPEG's pixels are decoded by imagecodecs, a PNG's by Pillow."""
+    import imagecodecs
     from PIL import Image, ImageFile, ImageOps
 
     for k, pixels in enumerate(RNG.integers(0, 255, (2, 24, 32, 3)).astype(np.uint8)):
@@ -495,11 +522,18 @@ def test_an_image_slice_is_opened_and_decoded_once(tmp_path, monkeypatch, suffix
             decoded.append(image)
         return real_load(image)
 
+    real_jpeg_decode = imagecodecs.jpeg8_decode
+
+    def counted_jpeg_decode(data, *args, **kwargs):
+        decoded.append(data)
+        return real_jpeg_decode(data, *args, **kwargs)
+
     with open_stack(tmp_path) as stack:
         shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / f"s1{suffix}")))  # as viewers show it
         stack.read_slice(0)
         monkeypatch.setattr(Image, "open", counted_open)
         monkeypatch.setattr(ImageFile.ImageFile, "load", counted_load)
+        monkeypatch.setattr(imagecodecs, "jpeg8_decode", counted_jpeg_decode)
         pixels = stack.read_slice(1)
     assert len(opened) == 1 and len(decoded) == 1
     np.testing.assert_array_equal(pixels, shown)

@@ -171,7 +171,10 @@ class ImageFolderStack(SavedStack):
                 with imageio.imopen(file, "r") as image:
                     height, width, samples, dtype = _stored_size(image)  # (a quarter turn needs as much memory)
                     check_fits_in_memory(height, width, samples, dtype, self.path, self.slice_label(index))
-                    if samples == 4 and file.suffix.lower() != ".png":  # a JPEG's 4 samples are CMYK (or YCCK)
+                    jpeg = _whole_jpeg(file, (height, width, samples, dtype))
+                    if jpeg is not None:
+                        pixels = jpeg
+                    elif samples == 4 and file.suffix.lower() != ".png":  # a JPEG's 4 samples are CMYK (or YCCK)
                         pixels = np.asarray(cast(Any, image).read(mode="RGB"))  # (Pillow's plugin takes a mode)
                     else:
                         pixels = self._without_alpha(np.asarray(image.read()), samples)  # (as imageio.imread)
@@ -235,6 +238,30 @@ def _orientation(image) -> int:
         return int(image.metadata(exclude_applied=False).get(EXIF_ORIENTATION, 1))
     except Exception:  # a damaged EXIF block: the pixels as they are stored
         return 1
+
+
+JPEG_START = b"\xff\xd8\xff"   # SOI and the next marker's first byte
+JPEG_END = b"\xff\xd9"          # EOI
+
+
+def _whole_jpeg(file: Path, stored: tuple[int, int, int, np.dtype]) -> np.ndarray | None:
+    """An 8-bit grey or colour JPEG's pixels as stored, by libjpeg-turbo through imagecodecs: the same values as
+    Pillow's decoder (checked on every JPEG in ../shared/data and on progressive, 4:4:4 and grey ones) in about
+    half its CPU time (a 5 MP slice: 38 ms against 68). None (then Pillow decodes it, or says why it cannot) for
+    anything else, and for a file that does not end in the end-of-image marker: imagecodecs decodes a truncated
+    JPEG without a word, greying what is missing, where Pillow says 'image file is truncated'."""
+    height, width, samples, dtype = stored
+    if samples not in (1, 3) or dtype != np.uint8:
+        return None
+    data = file.read_bytes()
+    if not (data.startswith(JPEG_START) and data.endswith(JPEG_END)):
+        return None
+    try:
+        pixels = imagecodecs.jpeg8_decode(data)
+    except imagecodecs.Jpeg8Error:
+        return None
+    expected = (height, width) if samples == 1 else (height, width, samples)
+    return pixels if pixels.shape == expected and pixels.dtype == np.uint8 else None
 
 
 def _stored_size(image) -> tuple[int, int, int, np.dtype]:
