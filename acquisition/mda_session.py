@@ -24,6 +24,7 @@ from acquisition.session import SessionOutcome, check_fusion_can_run, new_sessio
 from acquisition.session_report import MDASessionReport, warnings_said
 from acquisition.session_writer import full_scale
 from devices.library_threads import ThreadError, ThreadErrors
+from devices.micromanager import device_name
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
 from fusion.output_names import SESSION_REPORT
@@ -144,7 +145,7 @@ def _device_names(core) -> dict[str, str]:
     """The core's camera and stages by label, named as the single-stack session's devices are in its errors."""
     devices = ((core.getCameraDevice(), "camera"), (core.getFocusDevice(), "stage"),
                (core.getXYStageDevice(), "XY stage"))
-    return {label: f"Micro-Manager {kind} {label}" for label, kind in devices if label}
+    return {label: device_name(kind, label) for label, kind in devices if label}
 
 
 def _score(report: MDASessionReport, profile: Profile, rig: MDARig, sequence) -> None:

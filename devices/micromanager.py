@@ -162,6 +162,11 @@ class _ImageFormat(NamedTuple):
     exposure_ms: float
 
 
+def device_name(kind: str, label: str) -> str:
+    """What errors and reports call a core's device: "Micro-Manager camera Camera", "Micro-Manager stage Z"."""
+    return f"Micro-Manager {kind} {label}"
+
+
 class MicroManagerCamera:
     """The core's current camera (or ``label``)."""
 
@@ -169,7 +174,7 @@ class MicroManagerCamera:
         self.label = label or core.getCameraDevice()
         if not self.label:
             raise DeviceNotFoundError(name or "Micro-Manager camera", "the configuration has no camera")
-        self.name = name or f"Micro-Manager camera {self.label}"
+        self.name = name or device_name("camera", self.label)
         self._core = core
         self._call = _CoreCaller(core, self.name)
         if label is not None:
@@ -278,7 +283,7 @@ class MicroManagerFocusDrive(FocusDrive):
         label = label or core.getFocusDevice()
         if not label:
             raise DeviceNotFoundError(name or "Micro-Manager focus drive", "the configuration has no focus stage")
-        super().__init__(name or f"Micro-Manager stage {label}", limits)
+        super().__init__(name or device_name("stage", label), limits)
         self.label = label
         self._call = _CoreCaller(core, self.name)
         _require_loaded(self._call, label, "focus.label", self.name, STAGE_DEVICE)
