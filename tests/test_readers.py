@@ -416,16 +416,51 @@ def test_slices_taken_with_the_camera_turned_are_read_as_they_are_shown(tmp_path
         np.testing.assert_array_equal(pixels, shown)
 
 
-def test_one_slice_turned_by_its_exif_orientation_is_named_as_the_cause(tmp_path):
+@pytest.mark.parametrize("orientation", [3, 6, 2])
+def test_a_slice_whose_exif_orientation_alone_differs_is_turned_as_the_first_one_is(tmp_path, orientation, recwarn):
+    """A camera pointing straight down writes its orientation tag at random: followed, slice 2 came out upside down
+    (or turned) over the same scene, and the fused image was a double exposure with only an alignment warning."""
     from PIL import Image
 
     for k, pixels in enumerate(ZYXS[:3]):
         image = Image.fromarray(pixels)
         exif = image.getexif()
         if k == 2:
-            exif[0x0112] = 6  # this one shot with the camera turned (or turned by a viewer that set the tag)
+            exif[0x0112] = orientation
+        image.save(tmp_path / f"s{k}.png", exif=exif)
+    data, _, _ = read_all(tmp_path)
+    np.testing.assert_array_equal(data, ZYXS[:3])  # as stored, as the first slice is shown
+    said = [str(w.message) for w in recwarn if "EXIF orientation" in str(w.message)]
+    assert len(said) == 1 and f"s2.png's EXIF orientation ({orientation}: shown " in said[0], said
+    assert "differs from s0.png's (1: shown as stored), though their pixels are stored alike" in said[0], said
+
+
+def test_a_slice_taken_turned_is_read_as_its_exif_orientation_shows_it(tmp_path, recwarn):
+    """Where a slice's pixels are stored turned (the camera was turned for it, and says so), its tag is followed."""
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS[:3]):
+        stored = np.ascontiguousarray(np.rot90(pixels, 1)) if k == 2 else pixels  # 32x24 as stored
+        image = Image.fromarray(stored)
+        exif = image.getexif()
+        if k == 2:
+            exif[0x0112] = 6  # shown a quarter turn clockwise: 24x32, as the others
+        image.save(tmp_path / f"s{k}.png", exif=exif)
+    data, _, _ = read_all(tmp_path)
+    np.testing.assert_array_equal(data, ZYXS[:3])
+    assert not [w for w in recwarn if "EXIF orientation" in str(w.message)]
+
+
+def test_a_slice_of_another_size_turned_by_its_exif_orientation_is_named_as_the_cause(tmp_path):
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS[:3]):
+        image = Image.fromarray(pixels[:, :30] if k == 2 else pixels)
+        exif = image.getexif()
+        if k == 2:
+            exif[0x0112] = 6  # this one shot with the camera turned, and cropped
         image.save(tmp_path / f"s{k}.jpg", exif=exif)
-    with pytest.raises(SliceMismatchError, match="s2.jpg is 32x24x3 uint8 but s0.jpg is 24x32x3 uint8: s2.jpg is "
+    with pytest.raises(SliceMismatchError, match="s2.jpg is 30x24x3 uint8 but s0.jpg is 24x32x3 uint8: s2.jpg is "
                                                  "shown a quarter turn round, as its EXIF orientation says"):
         read_all(tmp_path)
 
@@ -444,27 +479,42 @@ def test_jpeg_slices_read_as_pillow_decodes_them(tmp_path, mode, options):
     np.testing.assert_array_equal(data, np.stack(expected))
 
 
-@pytest.mark.parametrize("cut_bytes", [2, 200])
-def test_a_truncated_jpeg_is_named_not_fused_with_grey_where_it_was_cut(tmp_path, cut_bytes):
+@pytest.mark.parametrize("kept_bytes", [3, 4, 10, 20, 200, -200, -2])
+def test_a_truncated_jpeg_is_named_not_fused_with_grey_where_it_was_cut(tmp_path, kept_bytes):
     from PIL import Image
 
     for k, pixels in enumerate(ZYXS):
         Image.fromarray(pixels).save(tmp_path / f"s{k}.jpg", quality=95)
     whole = (tmp_path / "s2.jpg").read_bytes()
-    (tmp_path / "s2.jpg").write_bytes(whole[:-cut_bytes])
-    with pytest.raises(UnreadableStackError, match="s2.jpg is not a readable image .*truncated"):
+    (tmp_path / "s2.jpg").write_bytes(whole[:kept_bytes])
+    with pytest.raises(UnreadableStackError, match=r"s2.jpg is not a readable image \(truncated or damaged: the file "
+                                                   "ends before its image does"):
         read_all(tmp_path)
 
 
-def test_cmyk_jpeg_slices_are_read_as_their_rgb_colours(tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_cmyk_jpeg_slices_are_read_as_their_rgb_colours(tmp_path, suffix, recwarn):
+    """Also under a .png name: its C, M, Y were read as red, green, blue and its K dropped as "alpha"."""
     from PIL import Image
 
     for k, pixels in enumerate(ZYXS):
-        Image.fromarray(pixels).convert("CMYK").save(tmp_path / f"s{k}.jpg", quality=95)
+        Image.fromarray(pixels).convert("CMYK").save(tmp_path / f"s{k}{suffix}", "JPEG", quality=95)
     data, _, _ = read_all(tmp_path)
     assert data.shape == ZYXS.shape  # not 4 samples, which were written as RGB plus alpha (K): see-through, inverted
     for k in range(len(ZYXS)):
-        np.testing.assert_array_equal(data[k], np.asarray(Image.open(tmp_path / f"s{k}.jpg").convert("RGB")))
+        np.testing.assert_array_equal(data[k], np.asarray(Image.open(tmp_path / f"s{k}{suffix}").convert("RGB")))
+    assert not [w for w in recwarn if "alpha" in str(w.message)]
+
+
+def test_an_rgba_png_named_jpg_is_said_to_lose_its_transparency(tmp_path, recwarn):
+    from PIL import Image
+
+    for k, pixels in enumerate(ZYXS):
+        image = np.dstack([pixels, np.full(pixels.shape[:2], 255 if k else 0, np.uint8)])
+        Image.fromarray(image, "RGBA").save(tmp_path / f"s{k}.jpg", "PNG")
+    data, _, _ = read_all(tmp_path)
+    np.testing.assert_array_equal(data, ZYXS)
+    assert len([w for w in recwarn if "alpha channel (transparency) is not fused" in str(w.message)]) == 1
 
 
 @pytest.mark.parametrize("mode", ["LA", "RGBA"])

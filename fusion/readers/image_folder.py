@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class ImageFolderStack(SavedStack):
 
     _sideways: dict[int, bool]   # by slice read: shown a quarter turn round (EXIF), for the mismatch error
     _said_alpha: bool            # the warning that alpha is not fused was given
+    _said_orientation: bool      # the warning that a slice's EXIF orientation was overruled was given
+    _first_look: tuple[int, int, int, np.dtype, int] | None  # the first slice's ``_stored_look``, once needed
 
     def __init__(self, folder: Path, name: str | None = None):
         super().__init__(folder, name or Path(folder).name)
@@ -134,17 +137,8 @@ class ImageFolderStack(SavedStack):
             with tifffile.TiffFile(file) as tiff:
                 page = tiff.pages.first
                 return page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype
-        png = png_header(file)
-        if png is not None and png.pillow_misreads:
-            height, width, samples, dtype = png.decoded_size()
-            with open(file, "rb") as stream:
-                sideways = _png_orientation(stream) in SIDEWAYS_ORIENTATIONS
-        else:
-            with imageio.imopen(file, "r") as image:
-                height, width, samples, dtype = _stored_size(image)
-                # (a PNG is decoded to find its EXIF block, which may follow the pixels)
-                sideways = _orientation(image) in SIDEWAYS_ORIENTATIONS
-        if sideways:  # shown a quarter turn round: as ``_read`` gives it
+        height, width, samples, dtype, orientation = _stored_look(file)
+        if self._shown_as(index, (height, width), orientation) in SIDEWAYS_ORIENTATIONS:  # as ``_read`` gives it
             height, width = width, height
         return height, width, samples, dtype
 
@@ -174,11 +168,15 @@ class ImageFolderStack(SavedStack):
                     jpeg = _whole_jpeg(file, (height, width, samples, dtype))
                     if jpeg is not None:
                         pixels = jpeg
-                    elif samples == 4 and file.suffix.lower() != ".png":  # a JPEG's 4 samples are CMYK (or YCCK)
+                    elif samples == 4 and _starts_as_jpeg(file):  # its 4 samples are CMYK (or YCCK), not RGBA
                         pixels = np.asarray(cast(Any, image).read(mode="RGB"))  # (Pillow's plugin takes a mode)
                     else:
                         pixels = self._without_alpha(np.asarray(image.read()), samples)  # (as imageio.imread)
                     orientation = _orientation(image)
+            if index == 0:  # (the other slices are turned as it is where only their tags differ: ``_shown_as``)
+                self._first_look = (*pixels.shape[:2], pixels.shape[2] if pixels.ndim == 3 else 1, pixels.dtype,
+                                    orientation)
+            orientation = self._shown_as(index, pixels.shape[:2], orientation)
             self._sideways[index] = orientation in SIDEWAYS_ORIENTATIONS
             return upright(pixels, orientation)
         except StackTooLargeError:
@@ -199,6 +197,29 @@ class ImageFolderStack(SavedStack):
             warnings.warn(f"{self.path}: the slices' alpha channel (transparency) is not fused: the fused image is "
                           "opaque, with the colours as stored under the transparent parts", stacklevel=4)
         return pixels[:, :, :-1]
+
+    def _shown_as(self, index: int, stored_size: tuple[int, ...], orientation: int) -> int:
+        """The EXIF orientation slice ``index`` is turned by: its own, or the first slice's where the two differ but
+        their pixels are stored alike. A camera pointing straight down (a copy stand, a microscope's phototube)
+        writes this tag at random from shot to shot; followed, it turned one slice of the same scene upside down
+        and the fused image was a double exposure. The slices of one stack come from one camera in one place, so
+        the pixels as stored are what lines up."""
+        first = self.files[0]
+        if index == 0 or is_tiff(first) or is_tiff(self.files[index]):
+            return orientation
+        if self._first_look is None:
+            self._first_look = _stored_look(first)
+        first_height, first_width, _, _, first_orientation = self._first_look
+        if orientation == first_orientation or tuple(stored_size) != (first_height, first_width):
+            return orientation
+        if not self._said_orientation:
+            self._said_orientation = True
+            warnings.warn(
+                f"{self.path}: {self.files[index].name}'s EXIF orientation ({_orientation_said(orientation)}) "
+                f"differs from {first.name}'s ({_orientation_said(first_orientation)}), though their pixels are "
+                f"stored alike: it is turned as {first.name} is (a camera pointing straight down writes this tag at "
+                "random); turn its pixels if it was really taken turned", stacklevel=4)
+        return first_orientation
 
     def read_slice(self, index: int) -> np.ndarray:
         try:
@@ -224,6 +245,8 @@ class ImageFolderStack(SavedStack):
     def _init_reading(self) -> None:
         self._sideways = {}
         self._said_alpha = False
+        self._said_orientation = False
+        self._first_look = None
 
 
 # EXIF Orientation (tag 274): how a camera held sideways or upside down wants its pixels shown. Viewers,
@@ -244,6 +267,12 @@ JPEG_START = b"\xff\xd8\xff"   # SOI and the next marker's first byte
 JPEG_END = b"\xff\xd9"          # EOI
 
 
+def _starts_as_jpeg(file: Path) -> bool:
+    """What the file holds, not what its name says (the scorpion stack's JPEGs are named .png)."""
+    with open(file, "rb") as stream:
+        return stream.read(len(JPEG_START)) == JPEG_START
+
+
 def _whole_jpeg(file: Path, stored: tuple[int, int, int, np.dtype]) -> np.ndarray | None:
     """An 8-bit grey or colour JPEG's pixels as stored, by libjpeg-turbo through imagecodecs: the same values as
     Pillow's decoder (checked on every JPEG in ../shared/data and on progressive, 4:4:4 and grey ones) in about
@@ -262,6 +291,27 @@ def _whole_jpeg(file: Path, stored: tuple[int, int, int, np.dtype]) -> np.ndarra
         return None
     expected = (height, width) if samples == 1 else (height, width, samples)
     return pixels if pixels.shape == expected and pixels.dtype == np.uint8 else None
+
+
+def _stored_look(file: Path) -> tuple[int, int, int, np.dtype, int]:
+    """(height, width, samples, dtype, EXIF orientation) of a PNG or JPEG as stored, from its header (a PNG's EXIF
+    block may follow its pixels: Pillow decodes those to find it, ``_png_orientation`` does not)."""
+    png = png_header(file)
+    if png is not None and png.pillow_misreads:
+        with open(file, "rb") as stream:
+            return (*png.decoded_size(), _png_orientation(stream))
+    with imageio.imopen(file, "r") as image:
+        return (*_stored_size(image), _orientation(image))
+
+
+ORIENTATIONS_SAID = {1: "as stored", 2: "mirrored", 3: "upside down", 4: "upside down and mirrored",
+                     5: "a quarter turn round and mirrored", 6: "a quarter turn clockwise",
+                     7: "a quarter turn round and mirrored", 8: "a quarter turn anticlockwise"}
+
+
+def _orientation_said(orientation: int) -> str:
+    return f"{orientation}: shown {ORIENTATIONS_SAID[orientation]}" if orientation in ORIENTATIONS_SAID \
+        else f"{orientation}: not an orientation, shown as stored"
 
 
 def _stored_size(image) -> tuple[int, int, int, np.dtype]:
@@ -378,4 +428,9 @@ def _why_unreadable(file: Path, error: Exception) -> str:
         return text
     if "Could not find a backend" in text:
         return f"no decoder reads it: damaged, or not the {file.suffix.lstrip('.').upper()} image its name says"
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    said = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    if isinstance(error, (SyntaxError, struct.error, EOFError)) or "runcated" in text:
+        # Pillow's words for a file cut short in or after its header ("not identified by this driver",
+        # "unpack_from requires a buffer of at least 2 bytes", "Truncated File Read"): what a user can act on first.
+        return f"truncated or damaged: the file ends before its image does, or its bytes were changed; {said}"
+    return said
