@@ -257,12 +257,13 @@ class Session:
         try:
             frame = with_retries(lambda: self.rig.camera.snap(timeout_s=self.profile.camera.timeout_s), "snap",
                                  self.plan.retries, [], 0)
+            pixels = frame.pixels.shape[0] * frame.pixels.shape[1]
             if self.range_found is None:
-                check_room_for_stack(self.folder, self.planned, frame.pixels.nbytes)
+                check_room_for_stack(self.folder, self.planned, frame.pixels.nbytes, frame_pixels=pixels)
             else:  # known only now: the pre-sweep found the range, which the step cuts into slices
                 check_room_for_stack(self.folder, self.planned, frame.pixels.nbytes,
                                      "the plan (the range its auto-range pre-sweep found)",
-                                     smaller="a larger plan.auto_range.step_um")
+                                     smaller="a larger plan.auto_range.step_um", frame_pixels=pixels)
         except BaseException:
             if self.range_found is not None:
                 with contextlib.suppress(DeviceError):  # the refusal, or the camera's error, says more

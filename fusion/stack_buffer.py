@@ -31,6 +31,7 @@ FINALIZE_MARGIN_BYTES = 1 << 20           # free space beyond the OME descriptio
 # What each slice adds to the file besides its pixels: its page's tags and JSON description (352 bytes measured) and
 # its plane in the OME description (about 150); the description's fixed part (the profile) is in the margin above.
 METADATA_BYTES_PER_SLICE = 1024
+OUTPUT_MARGIN_BYTES = 256 << 10            # a stack's focus curve (PNG) and report (JSON): tens of kB
 
 
 class StackWriteError(OSError):
@@ -47,21 +48,30 @@ def stack_bytes(slices: int, frame_bytes: int) -> int:
     return slices * (frame_bytes + METADATA_BYTES_PER_SLICE) + FINALIZE_MARGIN_BYTES
 
 
+def outputs_bytes(frame_bytes: int, frame_pixels: int) -> int:
+    """About the room one stack's outputs take: the fused image (a frame), the depth map (float32 per pixel: four
+    times an 8-bit mono frame), the focus curve and the report."""
+    return frame_bytes + 4 * frame_pixels + OUTPUT_MARGIN_BYTES
+
+
 def check_room_for_stack(folder: Path, slices: int, frame_bytes: int, plan: str = "the plan", unit: str = "slices",
-                         smaller: str = "a larger step or a shorter range") -> None:
+                         smaller: str = "a larger step or a shorter range", frame_pixels: int | None = None,
+                         stacks: int = 1) -> None:
     """Before anything moves: a StackWontFitError of one line where the disk of ``folder`` has not the room for
-    ``slices`` frames of ``frame_bytes`` (``plan``: whose they are; ``smaller``: how to plan fewer). A plan that
-    cannot fit would otherwise run for hours and meet a full disk. (Where the disk cannot say, nothing is refused.)"""
-    needed = stack_bytes(slices, frame_bytes)
+    ``slices`` frames of ``frame_bytes`` (``frame_pixels`` each; unknown: as many as bytes) and the outputs of
+    ``stacks`` stacks (``plan``: whose they are; ``smaller``: how to plan fewer). A plan that cannot fit would otherwise
+    run for hours and meet a full disk. (Where the disk cannot say, nothing is refused.)"""
+    pixels = frame_bytes if frame_pixels is None else frame_pixels
+    needed = stack_bytes(slices, frame_bytes) + stacks * outputs_bytes(frame_bytes, pixels)
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
         return
     if needed <= free:
         return
-    raise StackWontFitError(f"{plan} has {slices} {unit} of {size_said(frame_bytes)}: its raw stack needs about "
-                            f"{size_said(needed)} and the disk of {folder} has {size_said(free)} free; nothing was "
-                            f"acquired: plan fewer {unit} ({smaller}) or write to a disk with more room (--out)")
+    raise StackWontFitError(f"{plan} has {slices} {unit} of {size_said(frame_bytes)}: with the fused images, it needs "
+                            f"about {size_said(needed)} and the disk of {folder} has {size_said(free)} free; nothing "
+                            f"was acquired: plan fewer {unit} ({smaller}) or write to a disk with more room (--out)")
 
 
 def _description_entry(path: Path) -> tuple[int, bytes]:

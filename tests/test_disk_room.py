@@ -20,9 +20,9 @@ pytestmark = pytest.mark.hardware_sim
 PROFILES = REPO_ROOT / "profiles"
 # What the refusal says: the plan's count, the room needed and the room free (GB, or MB below a tenth of a GB),
 # and how to go on.
-REFUSAL = (r"error: {plan} has {count} {unit} of [\d.]+ kB: its raw stack needs about (?P<needed>{size}) and the "
-           r"disk of \S+ has (?P<free>{size}) free; nothing was acquired: plan fewer {unit} \({smaller}\) or write "
-           r"to a disk with more room \(--out\)")
+REFUSAL = (r"error: {plan} has {count} {unit} of [\d.]+ [kM]B: with the fused images, it needs about "
+           r"(?P<needed>{size}) and the disk of \S+ has (?P<free>{size}) free; nothing was acquired: plan fewer {unit} "
+           r"\({smaller}\) or write to a disk with more room \(--out\)")
 
 
 def in_bytes(size: str) -> float:
@@ -51,6 +51,21 @@ def test_a_plan_longer_than_the_disk_has_room_for_is_refused_before_it_starts(tm
         refused_in_one_line(capsys.readouterr().err, plan="the plan", count=201, unit="slices",
                             smaller="a larger step or a shorter range")
         assert list(disk.iterdir()) == []  # no session folder, no stack
+
+
+def test_a_plan_whose_stack_fits_but_not_its_fused_images_is_refused_before_it_starts(tmp_path, capsys):
+    # 2 mono 8-bit frames of 1024x768 (1.6 MB) fit a 3 MB disk, their float32 depth map (3.1 MB) does not: the session
+    # acquired both slices, wrote fused.tif and ended on 'cannot write depth.tif', without its focus curve.
+    import run_session
+
+    profile = tmp_path / "rig.yaml"
+    profile.write_text("camera: {driver: simulated, specimen: {height_px: 768, width_px: 1024, color: false}}\n"
+                       "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 10, step: 10}}\n")
+    with small_tmpfs(tmp_path / "disk", "3m") as disk:
+        assert run_session.main(["--profile", str(profile), "--out", str(disk)]) == 1
+        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=2, unit="slices",
+                            smaller="a larger step or a shorter range")
+        assert list(disk.iterdir()) == []
 
 
 def test_an_auto_range_too_fine_for_the_disk_is_refused_after_its_pre_sweep_with_the_focus_back(tmp_path):
