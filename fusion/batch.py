@@ -125,6 +125,9 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
         available = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba sets it at import
         numba.set_num_threads(max(1, min(numba_threads, available)))
         keep_freed_memory()
+        # Its stderr is the user's terminal: a damaged TIFF is said in the stack's own error line, as in a process
+        # of one stack (run_session.py), not also in tifffile's log lines without a file name.
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     name = stack_name(path)
     started = time.perf_counter()
     try:
