@@ -78,6 +78,7 @@ STACK_KINDS = {
     "OME-TIFF": (lambda root: multipage_stack(root / "a.b.ome.tif"), "a.b"),
     "TIFF": (lambda root: multipage_stack(root / "pos.2.TIF"), "pos.2"),
     "live session's stack": (lambda root: multipage_stack(root / "2026.11.27" / "stack.ome.tif"), "2026.11.27"),
+    "MDA session's stack": (lambda root: multipage_stack(root / "run" / "p0-A1_c0.stack.ome.tif"), "p0-A1_c0"),
     "single PNG": (lambda root: single_image(root / "one.v1.png"), "one.v1"),
 }
 

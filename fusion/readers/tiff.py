@@ -518,7 +518,9 @@ def stack_name(path: Path) -> str:
     """The name a stack's outputs are written under (``<name>.fused.tif``), as its reader names the stack:
     a folder (of slices, an NDTiff or Micro-Manager dataset) -> its whole name (``exp.1``, ``2024.05.01``);
     a file -> its name less its image suffix (``a.ome.tif`` -> ``a``, ``b.tif`` -> ``b``); a live session's
-    ``stack.ome.tif`` -> its session folder's name (sessions refused together do not all write ``stack.*``)."""
+    ``stack.ome.tif`` -> its session folder's name (sessions refused together do not all write ``stack.*``); a
+    multi-dimensional session's ``p0-A1_c0-DAPI.stack.ome.tif`` -> ``p0-A1_c0-DAPI``, as that session named its
+    fused image (not ``p0-A1_c0-DAPI.stack.fused.tif``)."""
     # Absolute as a batch hands stacks to its workers: ".", "../x" and "x/" are named as they are there.
     path = Path(os.path.abspath(path))
     name = path.name
@@ -526,7 +528,7 @@ def stack_name(path: Path) -> str:
         return name
     if name == SESSION_STACK and path.parent.name:
         return path.parent.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
+    for suffix in (f".{SESSION_STACK}", ".ome.tiff", ".ome.tif", ".ome.btf", ".tiff", ".tif", ".btf", ".tf8", ".png",
                    ".jpeg", ".jpg"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name
