@@ -291,14 +291,18 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
           f"{fused if fused == stacks else f'{fused} of {stacks}'} z-stacks fused in {outcome.folder} "
           f"({report.seconds['total']:.1f} s)")
     for record in report.stacks:
-        score = (f", fused {record['psnr_db']:.2f} dB vs best slice {record['best_slice_psnr_db']:.2f} dB"
-                 if "psnr_db" in record else "")
-        print(f"  {record['name']}: {record.get('slices', '?')} slices{score}")
+        print(f"  {record['name']}: {record.get('slices', '?')} slices, {stack_said(record)}")
+    # (a full disk may have left no session.json: then these lines are all there is)
+    see = SESSION_REPORT if (outcome.folder / SESSION_REPORT).is_file() else "above"
     for name, count in report.missing_slices.items():
-        print(f"  {name}: {count} slices missing (see {SESSION_REPORT})", file=sys.stderr)
+        print(f"  {name}: {count} {'slice' if count == 1 else 'slices'} missing (see {see})", file=sys.stderr)
+    not_started = report.stacks_not_started
+    if not_started:
+        shown = ", ".join(not_started[:5]) + (f" and {len(not_started) - 5} more" if len(not_started) > 5 else "")
+        print(f"  {len(not_started)} planned z-stacks not started: {shown}", file=sys.stderr)
     if outcome.ended_by:
         saved = ("saved and fused" if fused == stacks > 0 else f"saved; {fused} of its {stacks} z-stacks fused "
-                 f"(see {SESSION_REPORT})" if stacks else "saved; no z-stack was fused")
+                 f"(see {see})" if stacks else "saved; no z-stack was fused")
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is {saved}", file=sys.stderr)
     print_warnings([warning for warning in report.warnings if warning not in said])
     for problem in report.errors:
@@ -306,6 +310,15 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
     if outcome.interrupted:
         return interrupted_status()
     return 0 if outcome.completed else 1
+
+
+def stack_said(record: dict) -> str:
+    """What an MDA session made of one z-stack, for its line in the summary (its files are named after it)."""
+    outputs = record.get("outputs", {})
+    if "fused" in outputs:
+        return (f"fused {record['psnr_db']:.2f} dB vs best slice {record['best_slice_psnr_db']:.2f} dB"
+                if "psnr_db" in record else "fused")
+    return "not fused, its raw stack kept" if "stack" in outputs else "nothing stored"
 
 
 def show_outcome(view, out_dir: Path, outcome) -> None:

@@ -3,14 +3,18 @@
 The sequence (positions, channels, time, z) runs on the core's own MDA runner, in its own
 thread, with ``fusion.mda.StreamingFusionHandler`` as its output: each stack is written and
 fused as it is acquired, into ``<out>/<timestamp>/``, named by position, time and channel.
-Ctrl-C cancels the run at the next event; what was acquired is saved and fused (exit 130).
+Ctrl-C cancels the run at the next event; what was acquired is saved and fused (exit 130). A frame that cannot
+be stored (a full disk) cancels it too: no more frames are exposed for nothing, and the session ends naming the stack.
 With the slide simulator, session.json scores every fused image against its ground truth.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
+import traceback
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from warnings import catch_warnings
@@ -27,7 +31,7 @@ from devices.library_threads import ThreadError, ThreadErrors
 from devices.micromanager import device_name
 from fusion.mda import StreamingFusionHandler
 from fusion.metrics import psnr
-from fusion.output_names import SESSION_REPORT
+from fusion.output_names import MDA_SUMMARY, SESSION_REPORT
 from fusion.outputs import write_json
 from fusion.stack_buffer import check_room_for_stack
 
@@ -38,12 +42,33 @@ RUNNER_END_TIMEOUT_S = 5.0
 RUNNER = "pymmcore-plus's MDA runner"  # its thread, in a warning: Python calls it "Thread-2 (run)"
 
 
-class _CancelNotLogged(logging.Filter):
-    """pymmcore-plus logs a cancel as a coloured warning holding the whole sequence's repr; where the session
-    cancelled, it says so itself, in one line ("the session ended early: terminated (SIGTERM)")."""
+class _SaidBySession(logging.Filter):
+    """What the session says itself, in one line ("the session ended early: terminated (SIGTERM)"), is not logged
+    too: pymmcore-plus's cancel (a coloured warning holding the whole sequence's repr) and the fusion handler's
+    stop on a full disk and its summary that could not be written."""
+
+    def __init__(self, handler: StreamingFusionHandler):
+        super().__init__()
+        self.handler = handler
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("MDA Canceled")
+        if str(record.msg).startswith("MDA Canceled"):
+            return False
+        said = [text for text in (self.handler.stopped_by, self.handler.summary_error) if text]
+        return not (said and any(text in record.getMessage() for text in said))
+
+
+@contextlib.contextmanager
+def _said_by_session(handler: StreamingFusionHandler) -> Iterator[None]:
+    quiet = _SaidBySession(handler)
+    loggers = [logging.getLogger("pymmcore-plus"), logging.getLogger("fusion.mda")]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def session_sequence(profile: Profile, core):
@@ -61,24 +86,40 @@ def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = No
     first in session.json."""
     check_fusion_can_run(profile)
     rig = open_mda_rig(profile)
-    folder = None
     try:
-        folder = new_session_folder(Path(out_root))
+        return _run_in_new_folder(profile, rig, Path(out_root), list(warnings_before or []))
+    except BaseException as error:
+        traceback.clear_frames(error.__traceback__)  # their locals hold the core, which is freed below
+        raise
+    finally:
+        _close_and_free(rig)
+
+
+def _close_and_free(rig: MDARig) -> None:
+    """Unload the core's devices and free the core now, in this thread. The core sits in reference cycles (its
+    signals, its MDA runner) that only the garbage collector frees, whenever it next runs; after a session that ended
+    on an error (a full disk) that was at the interpreter's exit, where the core's native threads met a finalising
+    interpreter and the process aborted ('FATAL: exception not rethrown', exit 134)."""
+    rig.close()
+    rig.core = None
+    gc.collect()
+
+
+def _run_in_new_folder(profile: Profile, rig: MDARig, out_root: Path,
+                       warnings_before: list[str]) -> SessionOutcome[MDASessionReport]:
+    folder = new_session_folder(out_root)
+    try:
         # Warnings raised while it runs, from any thread (the handler's "only one slice"), are kept for
         # session.json, and printed from there: what is printed is what is recorded (as in a live session).
         # So are errors that end a thread of the device library's (UniMMCore's sequence thread, pymmcore-plus's
         # runner): Python would print them as a traceback of "Thread-2", and session.json would not say them.
         with catch_warnings(record=True) as caught, ThreadErrors() as thread_errors:
-            outcome = _run(profile, rig, folder, caught, thread_errors.caught, list(warnings_before or []))
-        return outcome
+            return _run(profile, rig, folder, caught, thread_errors.caught, warnings_before)
     except BaseException:
         # Refused before the sequence started (a plan the disk has no room for): no empty folder is left behind.
-        if folder is not None:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
         raise
-    finally:
-        rig.close()
 
 
 def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_errors: list[ThreadError],
@@ -86,8 +127,10 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
     core = rig.core
     sequence = session_sequence(profile, core)
     settings = profile.fusion_settings()
+    # A frame that cannot be stored (a full disk) stops the MDA, as a single-stack session ends: the frames after it
+    # would be exposed for nothing.
     handler = StreamingFusionHandler(folder, decision_channel=profile.fusion.decision_channel,
-                                     pixel_size_um=profile.camera.pixel_size_um,
+                                     pixel_size_um=profile.camera.pixel_size_um, stop_mda=core.mda.cancel,
                                      **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
     planned = sum(1 for _ in sequence)
@@ -96,27 +139,26 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                          "the mda plan", unit="frames", smaller="fewer positions, channels, time points or z steps")
     interrupted, ended_by = False, None
     started = time.perf_counter()
-    thread = core.run_mda(sequence, output=handler)
-    # Waiting on the handler, not on thread.join(): a join interrupted by Ctrl-C marks the thread
-    # as ended in Python 3.11, and later joins would return at once.
-    try:
-        while thread.is_alive() and not handler.finished.wait(0.1):
-            pass
-    except KeyboardInterrupt as interrupt:  # (SIGTERM arrives as one too, saying so: acquisition.stop_signals)
-        interrupted, ended_by = True, str(interrupt) or "interrupted (Ctrl-C)"
-        quiet, mm_log = _CancelNotLogged(), logging.getLogger("pymmcore-plus")
-        mm_log.addFilter(quiet)
+    late_stops = []
+    with _said_by_session(handler):
+        thread = core.run_mda(sequence, output=handler)
+        # Waiting on the handler, not on thread.join(): a join interrupted by Ctrl-C marks the thread
+        # as ended in Python 3.11, and later joins would return at once.
         try:
+            while thread.is_alive() and not handler.finished.wait(0.1):
+                pass
+        except KeyboardInterrupt as interrupt:  # (SIGTERM arrives as one too, saying so: acquisition.stop_signals)
+            interrupted, ended_by = True, str(interrupt) or "interrupted (Ctrl-C)"
             core.mda.cancel()
             handler.finished.wait(CANCEL_TIMEOUT_S)  # (the runner logs the cancel before the handler finishes)
-        finally:
-            mm_log.removeFilter(quiet)
-    late_stops = []
-    try:
-        thread.join(RUNNER_END_TIMEOUT_S)
-    except KeyboardInterrupt as interrupt:  # the MDA had ended: a stop now cuts nothing short (as a live session's)
-        late_stops.append(f"{str(interrupt) or 'interrupted (Ctrl-C)'} after the MDA had ended: it cut nothing short")
+        try:
+            thread.join(RUNNER_END_TIMEOUT_S)
+        except KeyboardInterrupt as interrupt:  # the MDA had ended: a stop now cuts nothing short (as a live one's)
+            late_stops.append(f"{str(interrupt) or 'interrupted (Ctrl-C)'} after the MDA had ended: it cut nothing "
+                              "short")
     total_s = time.perf_counter() - started
+    if handler.stopped_by is not None and ended_by is None:  # a frame could not be stored: the handler stopped it
+        ended_by = handler.stopped_by
     devices, threads = _device_names(core), {thread.name: RUNNER}
     # An error that ended the runner's thread ended the MDA: it stopped at the event under way.
     runner_error = next((error for error in thread_errors if error.thread_name == thread.name), None)
@@ -126,17 +168,23 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                                   "error": "the MDA ended before its handler summed it up"}
     if summary.get("error") and ended_by is None:
         ended_by = summary["error"]
+    summary_written = handler.summary is not None and handler.summary_error is None
     report = MDASessionReport(
         profile=profile.model_dump(mode="json"), folder=str(folder), planned_slices=planned,
         acquired_slices=summary["frames"], ended_by=ended_by,
-        errors=[r["error"] for r in summary["stacks"] if r.get("error")], missing_slices=summary["missing_slices"],
-        seconds={"total": round(total_s, 4)},
+        errors=[*(r["error"] for r in summary["stacks"] if r.get("error")),
+                *([handler.summary_error] if handler.summary_error else [])],
+        missing_slices=summary["missing_slices"], seconds={"total": round(total_s, 4)},
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
-        stacks=summary["stacks"], outputs={"summary": str(folder / "mda_fusion.json")})
+        stacks=summary["stacks"], outputs={"summary": str(folder / MDA_SUMMARY)} if summary_written else {})
+    report.stacks_not_started = list(summary.get("stacks_not_started", []))
     _score(report, profile, rig, sequence)
     report.warnings = list(dict.fromkeys([*warnings_before, *warnings_said(caught),  # each once
                                           *(error.said(devices, threads) for error in thread_errors), *late_stops]))
-    write_json(folder / SESSION_REPORT, report.to_json())
+    try:
+        write_json(folder / SESSION_REPORT, report.to_json())
+    except OSError as error:  # (a full disk) the summary printed still says what was saved where; this says why
+        report.errors.append(str(error))  # there is no session.json
     completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
 

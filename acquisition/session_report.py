@@ -176,6 +176,8 @@ class MDASessionReport:
     kind: str = "mda"
     # Every warning the session printed: those the fusion handler or a device library raised while it ran.
     warnings: list[str] = field(default_factory=list)
+    # The plan's z-stacks of which no frame came (an MDA cancelled, or stopped by a full disk), in plan order.
+    stacks_not_started: list[str] = field(default_factory=list)
 
     def stacks_fused(self) -> list[dict[str, Any]]:
         """The z-stacks whose fused image was written."""

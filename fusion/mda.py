@@ -18,20 +18,27 @@ current (or last) sequence writes into; ``handler.folder`` the one it was given.
 
 A stack of one slice (a sequence with no z-plan, or none at one position) is stored and not
 fused: the handler says so once per sequence, in a warning and in ``mda_fusion.json``.
+
+A frame that cannot be stored (a full disk) is recorded in ``mda_fusion.json``. Given ``stop_mda``
+(``core.mda.cancel``), the handler also stops the MDA there, as a single-stack session ends, instead of
+exposing every remaining frame for nothing: ``handler.stopped_by`` says why, naming the stack and the folder.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
 import datetime
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,13 +76,16 @@ class StreamingFusionHandler:
     position and time follow, so that they stay in register. ``keep_stacks=False`` deletes
     each raw stack once it is fused (keep it when no other writer saves the data).
     ``pixel_size_um`` overrides what the core reports (0 or nothing where it has no pixel size).
+    ``stop_mda`` (e.g. ``core.mda.cancel``) is called, once, when a frame cannot be stored (a full disk): the
+    frames taken while the MDA stops are recorded as not stored, and no new stack file is started.
 
     Each sequence writes into ``out_dir`` unless it already holds an MDA's outputs, else into a
     subfolder of its own (see the module's docstring): one handler may run any number of MDAs.
     """
 
     def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
-                 max_slices_in_memory: int = 4, pixel_size_um: float | None = None, **settings):
+                 max_slices_in_memory: int = 4, pixel_size_um: float | None = None,
+                 stop_mda: Callable[[], object] | None = None, **settings):
         if "method" in settings:
             settings["measure"] = settings.pop("method")
         self.settings = fusion_settings(**settings)
@@ -89,6 +99,7 @@ class StreamingFusionHandler:
         self.decision_channel = decision_channel
         self.keep_stacks = keep_stacks
         self.max_slices_in_memory = max_slices_in_memory
+        self._stop_mda = stop_mda
         self._lock = threading.RLock()  # frameReady may start the sequence itself
         self.finished = threading.Event()  # set once a sequence's outputs and summary are written
         self._reset()
@@ -96,6 +107,7 @@ class StreamingFusionHandler:
     def _reset(self) -> None:
         self._expected: dict[StackKey, int] | None = None
         self._open: dict[StackKey, StackStream] = {}
+        self._started_keys: set[StackKey] = set()
         self._done: dict[StackKey, StackStream] = {}
         self._waiting: dict[StackKey, StackStream] = {}   # complete, waiting for their guide's decision
         self._records: list[dict] = []
@@ -106,7 +118,9 @@ class StreamingFusionHandler:
         self._frames = 0
         self._frame_errors: list[dict] = []
         self.error: str | None = None
+        self.stopped_by: str | None = None       # with stop_mda: the frame that could not be stored, and why
         self.summary: dict | None = None
+        self.summary_error: str | None = None    # mda_fusion.json could not be written (``summary`` says it all)
         self.latest: StackStream | None = None
         self._sequence: Any = None
         self._sequence_uid: str | None = None
@@ -155,16 +169,25 @@ class StreamingFusionHandler:
             if self._finisher is None:  # called without sequenceStarted (e.g. connected by hand mid-run)
                 self.sequenceStarted(getattr(event, "sequence", None), None)
             key = stack_key(event)
-            stream = self._open.get(key) or self._open_stack(key, event, meta)
             self._frames += 1
             z_um = _z_um(event, meta)
+            if self.stopped_by is not None:  # taken while the MDA stops: nothing more goes to that disk
+                self._frame_errors.append({"stack": stack_name(event), "z_um": z_um,
+                                           "error": "not stored: the MDA was stopping, a frame before it could not "
+                                                    "be stored"})
+                return
+            stream = self._open.get(key) or self._open_stack(key, event, meta)
             time_s = meta.get("runner_time_ms", (time.perf_counter() - self._started) * 1000) / 1000
             try:
                 stream.add(image, z_um, time_s, meta.get("exposure_ms"), event.index.get("z"))
             except (ValueError, OSError) as error:  # e.g. the frame size changed mid-stack: recorded, never silent
                 self._frame_errors.append({"stack": stream.info.name, "z_um": z_um, "error": str(error)})
-                log.error("StreamingFusionHandler: frame at z=%s of %s not stored: %s", z_um, stream.info.name, error)
-                stream.expected_slices = None if stream.expected_slices is None else stream.expected_slices - 1
+                if isinstance(error, OSError) and self._stop_mda is not None:
+                    self._stop(stream, z_um, getattr(image, "nbytes", 0), error)
+                else:
+                    log.error("StreamingFusionHandler: frame at z=%s of %s not stored: %s", z_um, stream.info.name,
+                              error)
+                    stream.expected_slices = None if stream.expected_slices is None else stream.expected_slices - 1
             self.latest = stream
             if stream.complete:
                 self._close(key)
@@ -177,12 +200,28 @@ class StreamingFusionHandler:
                 self._close(key)
             for key in list(self._waiting):  # their guide never finished: fuse them on their own
                 self._submit(self._waiting.pop(key), None)
-        self._wait_for_finishing()
-        if self._planned is None:  # events not known in advance: said now, from what arrived
-            self._say_one_slice_stacks([r["name"] for r in self._records if r.get("slices") == 1],
-                                       len(self._records))
-        self._write_summary(sequence)
-        self.finished.set()
+        try:
+            self._wait_for_finishing()
+            if self._planned is None:  # events not known in advance: said now, from what arrived
+                self._say_one_slice_stacks([r["name"] for r in self._records if r.get("slices") == 1],
+                                           len(self._records))
+            self._write_summary(sequence)
+        finally:  # whoever waits for the outputs is never left waiting
+            self.finished.set()
+
+    def _stop(self, stream: StackStream, z_um: float | None, frame_bytes: int, error: OSError) -> None:
+        """A frame could not be stored (a full disk): every later one would fail too, so stop the MDA now."""
+        where = f"z={z_um:g} µm" if z_um is not None else f"slice {stream.n_slices}"
+        what = "the disk is full" if _disk_full(error, self.out_dir, frame_bytes) else "a frame could not be stored"
+        folder = "" if str(self.out_dir) in str(error) else f" (in {self.out_dir})"  # (the error names its file)
+        self.stopped_by = (f"{what}: the frame at {where} of stack {stream.info.name} was not stored: {error}{folder}; "
+                           "the MDA was stopped there")
+        log.error("StreamingFusionHandler: %s", self.stopped_by)
+        assert self._stop_mda is not None  # (called only with one)
+        try:
+            self._stop_mda()
+        except Exception as stop_error:  # the MDA runs on: its frames are still recorded as not stored
+            log.error("StreamingFusionHandler: could not stop the MDA: %s: %s", type(stop_error).__name__, stop_error)
 
     # -- the sequence's folder, and what it is told --
     def _claim_folder(self) -> Path:
@@ -257,6 +296,7 @@ class StreamingFusionHandler:
         stream = StackStream(info, self.out_dir, self.settings, expected, fuse=not follows,
                              max_slices_in_memory=self.max_slices_in_memory)
         self._open[key] = stream
+        self._started_keys.add(key)
         return stream
 
     def _follows_another(self, event) -> bool:
@@ -326,10 +366,18 @@ class StreamingFusionHandler:
                    "stacks": records, "failed": [r["name"] for r in records if r.get("error")],
                    "missing_slices": {r["name"]: r["expected_slices"] - r["slices"] for r in records
                                       if r.get("expected_slices") and r["slices"] < r["expected_slices"]},
+                   # Planned, and not one frame came (a cancelled or stopped MDA): no record, no file.
+                   "stacks_not_started": [] if self._planned is None else
+                   [planned.name for key, planned in self._planned.items() if key not in self._started_keys],
                    "seconds": round(time.perf_counter() - self._started, 4),
+                   "stopped_by": self.stopped_by,
                    "sequence": _sequence_json(sequence)}
-        write_json(self.out_dir / SUMMARY_NAME, summary)
         self.summary = summary
+        try:
+            write_json(self.out_dir / SUMMARY_NAME, summary)
+        except OSError as error:  # (a full disk) ``summary`` still says what was made where, to whoever asks
+            self.summary_error = str(error)
+            log.error("StreamingFusionHandler: %s", error)
 
     # -- for viewers --
     def preview(self):
@@ -365,6 +413,20 @@ def _warn(message: str) -> None:
         frame, level = frame.f_back, level + 1
     # On pymmcore-plus's relay thread no user code is on the stack: point at the handler's caller there.
     warnings.warn(message, UserWarning, stacklevel=level if frame is not None else (first_outside or 2))
+
+
+def _disk_full(error: BaseException, folder: Path, frame_bytes: int) -> bool:
+    """Whether ``error`` (or what it came from) says the disk is full or its quota used up. A short write (numpy,
+    under tifffile) carries no errno: then whether the disk of ``folder`` has less room than a frame."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        cause = cause.__cause__
+    try:
+        return shutil.disk_usage(folder).free < frame_bytes
+    except OSError:
+        return False
 
 
 def _z_um(event, meta: dict) -> float | None:

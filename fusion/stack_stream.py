@@ -89,9 +89,14 @@ class StackStream:
 
     def _open(self, pixels: np.ndarray) -> None:
         expected = pixels.nbytes * (self.expected_slices or 1)
-        self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected, pixel_size_um=self.info.pixel_size_um,
-                                  channel=self.info.channel, time_origin_s=self.info.time_origin_s,
-                                  planned_slices=self.expected_slices)
+        try:
+            self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected,
+                                      pixel_size_um=self.info.pixel_size_um, channel=self.info.channel,
+                                      time_origin_s=self.info.time_origin_s, planned_slices=self.expected_slices)
+        except OSError as error:  # (a full disk) the file was made, its header not written: no empty file is left
+            self.paths["stack"].unlink(missing_ok=True)
+            raise StackWriteError(f"cannot start {self.paths['stack']}: {error.strerror or error}; no slice of "
+                                  f"{self.info.name} was written") from error
         if not self.fuse or self.expected_slices == 1:  # (one frame: nothing to fuse)
             return
         try:
@@ -126,6 +131,8 @@ class StackStream:
                                          "um" if self._has_z() else "slice index")
                 except StackWriteError as error:  # (a full disk) its slices keep their z: fused images still go out
                     self.error = self.error or f"{self.info.name}: {error}"
+                if not self.slices:  # its first slice found the disk full: a file of no slice is no stack
+                    self.paths["stack"].unlink(missing_ok=True)
         if self.result is not None:
             write_image_tiff(self.paths["fused"], self.result.fused, pixel_size_um=self.info.pixel_size_um)
             write_depth_tiff(self.paths["depth"], self.result.depth, self.result.depth_unit,
