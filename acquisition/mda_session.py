@@ -30,6 +30,7 @@ from acquisition.session_writer import full_scale
 from devices.library_threads import ThreadError, ThreadErrors
 from devices.micromanager import device_name
 from fusion.mda import StreamingFusionHandler
+from fusion.mda_stacks import stack_key
 from fusion.metrics import psnr
 from fusion.output_names import MDA_SUMMARY, SESSION_REPORT
 from fusion.outputs import write_json
@@ -133,10 +134,15 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                                      pixel_size_um=profile.camera.pixel_size_um, stop_mda=core.mda.cancel,
                                      **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
-    planned = sum(1 for _ in sequence)
-    # Before anything moves: the frames at the camera's present size (every stack's raw frames are kept).
-    check_room_for_stack(folder, planned, core.getImageBufferSize() * core.getNumberOfCameraChannels(),
-                         "the mda plan", unit="frames", smaller="fewer positions, channels, time points or z steps")
+    events = list(sequence)
+    planned = len(events)
+    # Before anything moves: the frames at the camera's present size (every stack's raw frames are kept), and each
+    # stack's fused image and depth map.
+    channels = core.getNumberOfCameraChannels()
+    check_room_for_stack(folder, planned, core.getImageBufferSize() * channels,
+                         "the mda plan", unit="frames", smaller="fewer positions, channels, time points or z steps",
+                         frame_pixels=core.getImageWidth() * core.getImageHeight() * channels,
+                         stacks=len({stack_key(event) for event in events}))
     interrupted, ended_by = False, None
     started = time.perf_counter()
     late_stops = []
