@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
-from numba import njit, prange
+from numba import njit
 
 LOWEST_FREQUENCY_BINS = 3   # below this many cycles per tile the window's spectrum dominates
 HIGHEST_FREQUENCY = 0.5     # of Nyquist
@@ -43,8 +43,17 @@ class PhaseTiles:
         fx = np.fft.rfftfreq(tile_px)[None, :] * 2 * np.pi
         radius = np.hypot(fx, fy)
         self.band = (radius > LOWEST_FREQUENCY_BINS * 2 * np.pi / tile_px) & (radius <= HIGHEST_FREQUENCY * np.pi)
-        self._wx = np.broadcast_to(fx, radius.shape)[self.band].astype(np.float32)
-        self._wy = np.broadcast_to(fy, radius.shape)[self.band].astype(np.float32)
+        # The band by its row (y frequency) and column (x frequency): its exp(-i w.d) is a row's factor
+        # times a column's, so a tile needs cos and sin of ~1.25 t phases rather than of ~t^2/10.
+        self._band_rows, self._band_cols = np.nonzero(self.band)
+        self._band_width = int(self._band_cols.max()) + 1 if self.band.any() else 0   # columns 0 .. this - 1
+        # A row's share of the band (an annulus, x frequencies >= 0) is one run of neighbouring columns:
+        # the runs as (the band index of its first entry, its row, its first column).
+        starts = np.flatnonzero(np.r_[True, np.diff(self._band_rows) != 0])
+        self._band_runs = np.stack([starts, self._band_rows[starts], self._band_cols[starts]], axis=1)
+        assert np.all(np.diff(self._band_cols)[np.diff(self._band_rows) == 0] == 1)
+        self._fy = fy[:, 0].astype(np.float32).astype(np.float64)   # radians per px, as the fit has used them
+        self._fx = fx[0, :self._band_width].astype(np.float32).astype(np.float64)
 
     def spectra_at(self, pixels: np.ndarray, corners: np.ndarray) -> np.ndarray:
         """Windowed spectra of the tiles of ``pixels`` whose top-left corners (x, y) are ``corners``
@@ -91,7 +100,7 @@ class PhaseTiles:
         peak_y, peak_x = np.divmod(peak, t)
         d = -np.stack([(peak_x + t // 2) % t - t // 2, (peak_y + t // 2) % t - t // 2], axis=1).astype(np.float32)
         positions = np.arange(t, dtype=np.float32)
-        template_band = template_spectra[:, self.band]
+        template_band = np.ascontiguousarray(template_spectra[:, self.band])
         for _ in range(WINDOW_ITERATIONS):
             wx = _hann(positions[None, :] - d[:, :1], t)   # (N, t)
             wy = _hann(positions[None, :] - d[:, 1:], t)
@@ -99,37 +108,99 @@ class PhaseTiles:
             # fits by up to 0.2 px and tips one slice into a fallback: fits there sit at their thresholds.)
             window = wy[:, :, None] * wx[:, None, :]
             mean = (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum(axis=(1, 2), keepdims=True)
-            band = template_band * np.conj(scipy.fft.rfft2((tiles - mean) * window, workers=-1)[:, self.band])
-            weight = np.abs(band)
-            for _ in range(PHASE_FIT_STEPS):
-                d = d + self._phase_slope(band, weight, d)
-        return d.astype(np.float64), _coherence(band, self._wx, self._wy, d.astype(np.float64))
+            band = template_band * np.conj(self._band_spectra((tiles - mean) * window))
+            d = _fit_phase_slope(band, self._band_runs, self._fx, self._fy, d, PHASE_FIT_STEPS)
+        return d.astype(np.float64), _coherence(band, self._band_runs, self._fx, self._fy, d.astype(np.float64))
 
-    def _unshift(self, d: np.ndarray) -> np.ndarray:
-        """exp(-i w.d) over the band, per tile: takes the shift d out of the phase."""
-        phase = self._wx[None] * d[:, :1] + self._wy[None] * d[:, 1:]
-        return (np.cos(phase) - 1j * np.sin(phase)).astype(np.complex64)
+    def _band_spectra(self, tiles: np.ndarray) -> np.ndarray:
+        """The band's entries of rfft2(tiles), (N, band size): the transform along y is taken
+        only over the band's columns (the same values to the bit as the whole rfft2's; 15% less time)."""
+        rows = scipy.fft.rfft(tiles, axis=2, workers=-1)[:, :, :self._band_width]
+        spectra = scipy.fft.fft(rows, axis=1, workers=-1, overwrite_x=True)
+        return spectra[:, self._band_rows, self._band_cols]
 
-    def _phase_slope(self, band: np.ndarray, weight: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Gauss-Newton step (float32 NumPy: its vectorised sin, cos and arctan2 beat a numba loop's
-        scalar ones): weighted least-squares slope of the phase left after shifting by d."""
-        left = band * self._unshift(d)
-        residual = 0.5 * np.angle(left * left)  # doubled: blind to bands whose sign defocus flipped
-        wx, wy = self._wx[None], self._wy[None]
-        sxx, sxy, syy = (weight * wx * wx).sum(1), (weight * wx * wy).sum(1), (weight * wy * wy).sum(1)
-        bx, by = (weight * wx * residual).sum(1), (weight * wy * residual).sum(1)
+
+# atan(a) = a * P(a^2) on [0, 1] within 4e-8 rad (a near-minimax fit; NumPy's float32 arctan2, scalar
+# without AVX-512 at 40 ns a value, was half a phase fit's time, and is within 3e-7)
+ATAN_POLYNOMIAL = (0.999999335574614, -0.333298607619391, 0.1994656534236899, -0.13908627803407003,
+                   0.09642192439045412, -0.05591225506612356, 0.021862905112745537, -0.00405455185257482)
+
+
+@njit(inline="always")
+def _half_turn_angle(re, im):
+    """atan(im / re): the angle of re + i im folded into [-pi/2, pi/2], which is half the angle of its square."""
+    ax, ay = abs(re), abs(im)
+    big, small = max(ax, ay), min(ax, ay)
+    a = small / big if big > 0.0 else 0.0
+    z = a * a
+    c0, c1, c2, c3, c4, c5, c6, c7 = ATAN_POLYNOMIAL
+    angle = a * (c0 + z * (c1 + z * (c2 + z * (c3 + z * (c4 + z * (c5 + z * (c6 + z * c7)))))))
+    if ay > ax:
+        angle = 0.5 * np.pi - angle
+    return -angle if (re < 0.0) != (im < 0.0) else angle
+
+
+@njit(cache=True, nogil=True)
+def _fit_phase_slope(band, runs, fx, fy, d, steps):
+    """``steps`` Gauss-Newton steps from the shifts d (N, 2; float32): each the weighted (by |band|)
+    least-squares slope of the phase left after shifting by d, doubled first (blind to bands whose sign
+    defocus flipped) and halved after; the new d (float32). ``runs``: the band's rows as
+    (first entry, row, first column), each a run of columns."""
+    n, m = band.shape
+    out = d.copy()
+    weight = np.empty(m)
+    for tile in range(n):
+        sxx = sxy = syy = 0.0
+        for run in range(len(runs)):  # the weights stay over the steps, and so do the normal equations
+            first, row, first_column = runs[run]
+            end = runs[run + 1, 0] if run + 1 < len(runs) else m
+            row_w = row_wx = row_wxx = 0.0
+            for k in range(first, end):
+                value = band[tile, k]
+                w = np.sqrt(np.float64(value.real) ** 2 + np.float64(value.imag) ** 2)
+                weight[k] = w
+                wx = fx[first_column + k - first]
+                row_w += w
+                row_wx += w * wx
+                row_wxx += w * wx * wx
+            sxx += row_wxx
+            sxy += row_wx * fy[row]
+            syy += row_w * fy[row] * fy[row]
         determinant = sxx * syy - sxy * sxy
-        determinant = np.where(np.abs(determinant) > 1e-12, determinant, np.inf)
-        shifts = [(syy * bx - sxy * by) / determinant, (sxx * by - sxy * bx) / determinant]
-        return np.stack(shifts, axis=1).astype(np.float32)
+        for _ in range(steps):
+            if abs(determinant) <= 1e-12:
+                break
+            # exp(-i w.d) is a column's factor times a row's: cos and sin of t/4 + 1 + one a row
+            dx, dy = np.float64(out[tile, 0]), np.float64(out[tile, 1])
+            column_re, column_im = np.cos(fx * dx), -np.sin(fx * dx)
+            bx = by = 0.0
+            for run in range(len(runs)):
+                first, row, first_column = runs[run]
+                end = runs[run + 1, 0] if run + 1 < len(runs) else m
+                row_re, row_im = np.cos(fy[row] * dy), -np.sin(fy[row] * dy)
+                row_x = row_sum = 0.0
+                for k in range(first, end):
+                    c = first_column + k - first
+                    value = band[tile, k]
+                    re = value.real * row_re - value.imag * row_im
+                    im = value.real * row_im + value.imag * row_re
+                    re, im = re * column_re[c] - im * column_im[c], re * column_im[c] + im * column_re[c]
+                    residual = weight[k] * _half_turn_angle(re, im)
+                    row_x += fx[c] * residual
+                    row_sum += residual
+                bx += row_x
+                by += fy[row] * row_sum
+            out[tile, 0] += np.float32((syy * bx - sxy * by) / determinant)
+            out[tile, 1] += np.float32((sxx * by - sxy * bx) / determinant)
+    return out
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _whitened_cross(template, image):
     """template * conj(image), each frequency scaled to unit magnitude (the phase correlation's input)."""
     out = np.empty_like(template)
     flat_t, flat_i, flat_o = template.reshape(-1), image.reshape(-1), out.reshape(-1)
-    for k in prange(flat_o.size):
+    for k in range(flat_o.size):
         a, b = flat_t[k], flat_i[k]
         re = a.real * b.real + a.imag * b.imag
         im = a.imag * b.real - a.real * b.imag
@@ -138,23 +209,28 @@ def _whitened_cross(template, image):
     return out
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _coherence(band, wx, wy, d):
+@njit(cache=True, nogil=True)
+def _coherence(band, runs, fx, fy, d):
     """|sum of the cross-spectrum with the shift d taken out, its phase doubled (as in the fit),
     over the band| / sum of its magnitudes, per tile, in [0, 1]."""
     n, m = band.shape
     out = np.zeros(n)
-    for tile in prange(n):
+    for tile in range(n):
+        column_re, column_im = np.cos(fx * d[tile, 0]), -np.sin(fx * d[tile, 0])
         total_re = total_im = total_w = 0.0
-        for k in range(m):
-            value = band[tile, k]
-            phase = wx[k] * d[tile, 0] + wy[k] * d[tile, 1]
-            c, s = np.cos(phase), np.sin(phase)
-            re = value.real * c + value.imag * s
-            im = value.imag * c - value.real * s
-            w = abs(value)
-            total_re += (re * re - im * im) / (w + 1e-12)   # (re + i im)^2: the doubled phase
-            total_im += 2.0 * re * im / (w + 1e-12)
-            total_w += w
+        for run in range(len(runs)):
+            first, row, first_column = runs[run]
+            end = runs[run + 1, 0] if run + 1 < len(runs) else m
+            row_re, row_im = np.cos(fy[row] * d[tile, 1]), -np.sin(fy[row] * d[tile, 1])
+            for k in range(first, end):
+                c = first_column + k - first
+                value = band[tile, k]
+                re = value.real * row_re - value.imag * row_im
+                im = value.real * row_im + value.imag * row_re
+                re, im = re * column_re[c] - im * column_im[c], re * column_im[c] + im * column_re[c]
+                w = np.sqrt(re * re + im * im)   # = |band|: the shift only turns it
+                total_re += (re * re - im * im) / (w + 1e-12)   # (re + i im)^2: the doubled phase
+                total_im += 2.0 * re * im / (w + 1e-12)
+                total_w += w
         out[tile] = np.hypot(total_re, total_im) / (total_w + 1e-12)
     return out
