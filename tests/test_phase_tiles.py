@@ -52,7 +52,7 @@ def test_no_tiles_give_no_spectra_and_no_shifts():
     none = np.empty((0, 2), int)
     spectra = phase.spectra_at(image, none)
     d, coherence = phase.shifts_at(spectra, np.empty(0, int), image, none)
-    assert spectra.shape == (0, 32, 17) and d.shape == (0, 2) and coherence.shape == (0,)
+    assert spectra.shape == (0, 32, 32) and d.shape == (0, 2) and coherence.shape == (0,)
 
 
 def test_phase_fit_kernels_are_the_documented_numpy_fit():
@@ -60,7 +60,8 @@ def test_phase_fit_kernels_are_the_documented_numpy_fit():
     Gauss-Newton steps and the coherence of the fit written out in NumPy, to well under 0.001 px."""
     rng = np.random.default_rng(4)
     phase = PhaseTiles(32)
-    wx, wy = np.broadcast_arrays(phase._fx[phase._band_cols], phase._fy[phase._band_rows])
+    rows, cols = np.nonzero(phase.band)
+    wx, wy = phase._fx[cols], phase._fy[rows]
     band = (rng.normal(size=(5, len(wx))) + 1j * rng.normal(size=(5, len(wx)))).astype(np.complex64)
     band *= np.exp(1j * (wx * 0.7 - wy * 0.4)).astype(np.complex64)   # mostly a shift of (0.7, -0.4)
     d = rng.uniform(-0.5, 0.5, (5, 2)).astype(np.float32)
@@ -86,3 +87,24 @@ def test_half_turn_angle_is_half_the_angle_of_the_square():
     z = rng.normal(size=2000) * rng.choice([1e-3, 1.0, 1e3], 2000) + 1j * rng.normal(size=2000) * 10.0
     angles = np.array([phase_tiles._half_turn_angle(value.real, value.imag) for value in z])
     np.testing.assert_allclose(angles, 0.5 * np.angle(z * z), atol=5e-8)
+
+
+@pytest.mark.parametrize("tile_px", [16, 32, 64, 128])
+def test_packed_spectra_hold_the_band_and_the_correlation_of_numpys_rfft2(tile_px):
+    """Tiles' spectra are kept in cv2.dft's packed layout: the band read from it is rfft2's band, and the
+    whitened cross-correlation computed in it peaks where rfft2's does."""
+    import scipy.fft
+    rng = np.random.default_rng(tile_px)
+    phase = PhaseTiles(tile_px)
+    template, image = (rng.normal(size=(6, tile_px, tile_px)).astype(np.float32) for _ in range(2))
+    expected = scipy.fft.rfft2(template)[:, phase.band]
+    np.testing.assert_allclose(phase._band_of(phase_tiles._dft_each(template)), expected,
+                               atol=1e-5 * np.abs(expected).max())
+    image = np.roll(template, (3, -2), axis=(1, 2)) + 0.5 * image
+    cross = phase_tiles._whitened_cross(phase_tiles._dft_each(template), phase_tiles._dft_each(image))
+    correlation = phase_tiles._dft_each(cross, phase_tiles.cv2.DFT_INVERSE | phase_tiles.cv2.DFT_REAL_OUTPUT)
+    a, b = scipy.fft.rfft2(template), scipy.fft.rfft2(image)
+    product = a * np.conj(b)
+    expected = scipy.fft.irfft2(product / (np.abs(product) + 1e-12), s=(tile_px, tile_px)) * tile_px ** 2
+    np.testing.assert_allclose(correlation, expected, atol=1e-3)
+    assert np.all(correlation.reshape(6, -1).argmax(axis=1) == (tile_px - 3) * tile_px + 2)
