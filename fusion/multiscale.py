@@ -40,7 +40,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 
 from fusion import pyramid
 
@@ -203,7 +206,8 @@ class _FinestBand:
 
     def rows(self, top: int, bottom: int) -> np.ndarray:
         expanded = pyramid.expand_rows(self.coarser, self.shape, top, bottom)
-        return np.subtract(np.asarray(self.pixels[top:bottom], dtype=np.float32), expanded, out=expanded)
+        # (The pixels made float32 as they are read: no float32 copy of the strip.)
+        return np.subtract(self.pixels[top:bottom], expanded, out=expanded, dtype=np.float32)
 
 
 def _strips(shape: tuple[int, ...], halo: int):
@@ -449,6 +453,42 @@ NO_TOP_EXPONENT = -128       # int8's least: below any root's exponent
 SMALLEST_TOP_EXPONENT = -99  # 2^-99 ~ 1.6e-30: a slice that shows nothing (coverage 0) before any other
 
 
+@intrinsic
+def _float32_bits(typingctx, value):
+    """The bits of a float32 as an int32 (a bitcast the vectoriser keeps in registers, unlike an array view)."""
+    if value != types.float32:
+        return None
+    return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose bits are ``bits`` (int32): ``_float32_bits`` undone."""
+    if bits != types.int32:
+        return None
+    return types.float32(types.int32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
+
+
+@njit(inline="always")
+def _row_roots(y, pooled, coverage, energy_rows, inverse_pooled_floor, inverse_floors, evidence_root, band_root,
+               coverage_root, limit, channels, score):
+    """Row ``y``'s weight roots per (x, channel) into ``score``: ``_fold_level``'s first half."""
+    width = pooled.shape[1]
+    evidence = np.empty(width, np.float32)
+    for x in range(width):
+        evidence[x] = _power32(min(pooled[y, x] * inverse_pooled_floor, limit), evidence_root)
+    if coverage.shape[0] > 0:
+        for x in range(width):
+            evidence[x] *= _power32(coverage[y, x], coverage_root)  # 0 where the slice shows nothing
+    for x in range(width):
+        for c in range(channels):
+            score[x * channels + c] = evidence[x]
+    if energy_rows.shape[0] > 0:
+        one = np.float32(1.0)
+        for j in range(score.size):
+            score[j] *= _power32(min(one + energy_rows[y, j] * inverse_floors[j], limit), band_root)
+
+
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evidence_root, band_root, shared, cap,
                 weighted, weights, top):
@@ -458,47 +498,35 @@ def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evide
     two above the largest root so far, and the sums are kept relative to 2^(e * shared), rescaled
     (exactly: by a power of two) when a larger root arrives.
 
-    Each row is one flat run over (x, channel) without branches, so that it vectorises
-    (3x faster than a branch per pixel on AVX-512); the arrays must be C-contiguous."""
+    Each row is a few flat runs without branches, over x (the per-pixel evidence) and over
+    (x, channel) (the rest, fused into one run), so that they vectorise; the arrays must be
+    C-contiguous."""
     height, width, channels = band.shape
     n = width * channels
     band_rows, weighted_rows = band.reshape(height, n), weighted.reshape(height, n)
     weight_rows, top_rows = weights.reshape(height, n), top.reshape(height, n)
     with_band = band_energy.shape[0] > 0
     energy_rows = band_energy.reshape(height, n) if with_band else band_energy.reshape(0, 0)
-    with_coverage = coverage.shape[0] > 0
     coverage_root = max(1, 8 // shared)
     inverse_floors = np.empty(n, np.float32)  # per (x, channel): the channel's
     for j in range(n):
         inverse_floors[j] = np.float32(1.0) / floors[j % channels]
     inverse_pooled_floor = np.float32(1.0) / np.float32(pooled_floor)
     limit = np.float32(cap)
-    one = np.float32(1.0)
     for y in prange(height):
         score = np.empty(n, np.float32)
-        score_bits = score.view(np.int32)
-        scale_bits = np.empty(2 * n, np.int32)  # per (x, channel): 2^-e_new, then the rescale 2^((e - e_new) g)
-        scales = scale_bits.view(np.float32)
-        for x in range(width):
-            base = _power32(min(pooled[y, x] * inverse_pooled_floor, limit), evidence_root)
-            if with_coverage:
-                base *= _power32(coverage[y, x], coverage_root)  # 0 where the slice shows nothing
-            for c in range(channels):
-                score[x * channels + c] = base
-        if with_band:
-            for j in range(n):
-                score[j] *= _power32(min(one + energy_rows[y, j] * inverse_floors[j], limit), band_root)
+        _row_roots(y, pooled, coverage, energy_rows, inverse_pooled_floor, inverse_floors, evidence_root, band_root,
+                   coverage_root, limit, channels, score)
         for j in range(n):
+            root = score[j]
             # Roots are >= 0 and below 2^124 (the cap): the exponent field e gives 2^(e-127) <= root < 2^(e-126).
             current = np.int32(top_rows[y, j])
-            above = max(((score_bits[j] >> 23) & 0xFF) - 126, SMALLEST_TOP_EXPONENT)
-            new_top = max(current, above)
-            scale_bits[2 * j] = (127 - new_top) << 23                                   # 2^-new_top
-            scale_bits[2 * j + 1] = (127 + max((current - new_top) * shared, -126)) << 23  # 1 unless a new top
+            new_top = max(current, max(((_float32_bits(root) >> 23) & 0xFF) - 126, SMALLEST_TOP_EXPONENT))
             top_rows[y, j] = new_top
-        for j in range(n):
-            added = _power32(score[j] * scales[2 * j], shared)   # this slice's weight
-            kept = scales[2 * j + 1]
+            scale = _float32_from_bits(np.int32((127 - new_top) << 23))  # 2^-new_top
+            # 2^((current - new_top) * shared): 1 unless this root is a new top
+            kept = _float32_from_bits(np.int32((127 + max((current - new_top) * shared, -126)) << 23))
+            added = _power32(root * scale, shared)   # this slice's weight
             weight_rows[y, j] = weight_rows[y, j] * kept + added
             weighted_rows[y, j] = weighted_rows[y, j] * kept + added * band_rows[y, j]
 
