@@ -222,7 +222,7 @@ class StreamingFusion:
                 del gray  # before the warp: the warped slice's grey replaces it (20 MB at 5 MP)
                 warped, covered = warp_to_reference(pixels, transform)
                 pixels = warped.reshape(self.shape)
-                gray = to_gray(pixels, self._channel_weights)
+                gray = None  # made where the slice is composed: this thread, which aligns, is the slower one
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         self._seconds["measure"] += time.perf_counter() - started
         job = (pixels, gray, covered, self._pushed, None if z is None else float(z) + 0.0)  # (+ 0.0: never -0.0)
@@ -232,8 +232,11 @@ class StreamingFusion:
         else:  # returns when the previous slice is composed (raising its error, if it failed)
             self._record(self._overlap.submit(self._compose, *job))
 
-    def _compose(self, pixels, gray, covered, index: int, z: float | None) -> tuple[float, float | None, float]:
+    def _compose(self, pixels, gray: np.ndarray | None, covered, index: int,
+                 z: float | None) -> tuple[float, float | None, float]:
         started = time.perf_counter()
+        if gray is None:  # a warped slice's
+            gray = to_gray(pixels, self._channel_weights)
         score = self._composition.add(pixels, gray, covered, index)
         return score, z, time.perf_counter() - started
 
