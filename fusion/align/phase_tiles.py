@@ -218,10 +218,7 @@ def _fit_phase_slope(band, runs, fx, fy, d, steps):
                 row_x = row_sum = 0.0
                 for k in range(first, end):
                     c = first_column + k - first
-                    value = band[tile, k]
-                    re = value.real * row_re - value.imag * row_im
-                    im = value.real * row_im + value.imag * row_re
-                    re, im = re * column_re[c] - im * column_im[c], re * column_im[c] + im * column_re[c]
+                    re, im = _turned(band[tile, k], row_re, row_im, column_re[c], column_im[c])
                     residual = weight[k] * _half_turn_angle(re, im)
                     row_x += fx[c] * residual
                     row_sum += residual
@@ -230,6 +227,14 @@ def _fit_phase_slope(band, runs, fx, fy, d, steps):
             out[tile, 0] += np.float32((syy * bx - sxy * by) / determinant)
             out[tile, 1] += np.float32((sxx * by - sxy * bx) / determinant)
     return out
+
+
+@njit(inline="always")
+def _turned(value, row_re, row_im, column_re, column_im):
+    """A band value times exp(-i w.d), given as its row's factor and its column's: (re, im)."""
+    re = value.real * row_re - value.imag * row_im
+    im = value.real * row_im + value.imag * row_re
+    return re * column_re - im * column_im, re * column_im + im * column_re
 
 
 @njit(inline="always")
@@ -275,10 +280,7 @@ def _coherence(band, runs, fx, fy, d):
             row_re, row_im = np.cos(fy[row] * d[tile, 1]), -np.sin(fy[row] * d[tile, 1])
             for k in range(first, end):
                 c = first_column + k - first
-                value = band[tile, k]
-                re = value.real * row_re - value.imag * row_im
-                im = value.real * row_im + value.imag * row_re
-                re, im = re * column_re[c] - im * column_im[c], re * column_im[c] + im * column_re[c]
+                re, im = _turned(band[tile, k], row_re, row_im, column_re[c], column_im[c])
                 w = np.sqrt(re * re + im * im)   # = |band|: the shift only turns it
                 total_re += (re * re - im * im) / (w + 1e-12)   # (re + i im)^2: the doubled phase
                 total_im += 2.0 * re * im / (w + 1e-12)
