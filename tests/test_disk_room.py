@@ -39,33 +39,32 @@ def refused_in_one_line(stderr: str, **said: str) -> re.Match:
     return refusal
 
 
-def test_a_plan_longer_than_the_disk_has_room_for_is_refused_before_it_starts(tmp_path, capsys):
-    # 201 slices of 37 kB on a 2 MB disk: the session ran until the disk was full, 50 slices in.
+def refused_before_it_starts(tmp_path, capsys, specimen: str, plan: str, disk_size: str, count: int) -> None:
+    """A simulated rig's session with this ``specimen`` and z ``plan`` on a disk of ``disk_size``: refused in one line,
+    nothing left on the disk."""
     import run_session
 
     profile = tmp_path / "rig.yaml"
-    profile.write_text("camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
-                       "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 200, step: 1}}\n")
-    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+    profile.write_text(f"camera: {{driver: simulated, specimen: {{{specimen}}}}}\n"
+                       f"focus: {{driver: simulated}}\nplan: {{z: {{{plan}}}}}\n")
+    with small_tmpfs(tmp_path / "disk", disk_size) as disk:
         assert run_session.main(["--profile", str(profile), "--out", str(disk)]) == 1
-        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=201, unit="slices",
+        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=count, unit="slices",
                             smaller="a larger step or a shorter range")
         assert list(disk.iterdir()) == []  # no session folder, no stack
+
+
+def test_a_plan_longer_than_the_disk_has_room_for_is_refused_before_it_starts(tmp_path, capsys):
+    # 201 slices of 37 kB on a 2 MB disk: the session ran until the disk was full, 50 slices in.
+    refused_before_it_starts(tmp_path, capsys, "height_px: 96, width_px: 128", "bottom: 0, top: 200, step: 1", "2m",
+                             count=201)
 
 
 def test_a_plan_whose_stack_fits_but_not_its_fused_images_is_refused_before_it_starts(tmp_path, capsys):
     # 2 mono 8-bit frames of 1024x768 (1.6 MB) fit a 3 MB disk, their float32 depth map (3.1 MB) does not: the session
     # acquired both slices, wrote fused.tif and ended on 'cannot write depth.tif', without its focus curve.
-    import run_session
-
-    profile = tmp_path / "rig.yaml"
-    profile.write_text("camera: {driver: simulated, specimen: {height_px: 768, width_px: 1024, color: false}}\n"
-                       "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 10, step: 10}}\n")
-    with small_tmpfs(tmp_path / "disk", "3m") as disk:
-        assert run_session.main(["--profile", str(profile), "--out", str(disk)]) == 1
-        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=2, unit="slices",
-                            smaller="a larger step or a shorter range")
-        assert list(disk.iterdir()) == []
+    refused_before_it_starts(tmp_path, capsys, "height_px: 768, width_px: 1024, color: false",
+                             "bottom: 0, top: 10, step: 10", "3m", count=2)
 
 
 def test_an_auto_range_too_fine_for_the_disk_is_refused_after_its_pre_sweep_with_the_focus_back(tmp_path):
