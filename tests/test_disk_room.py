@@ -49,7 +49,7 @@ def refused_before_it_starts(tmp_path, capsys, specimen: str, plan: str, disk_si
                        f"focus: {{driver: simulated}}\nplan: {{z: {{{plan}}}}}\n")
     with small_tmpfs(tmp_path / "disk", disk_size) as disk:
         assert run_session.main(["--profile", str(profile), "--out", str(disk)]) == 1
-        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=count, unit="slices",
+        refused_in_one_line(capsys.readouterr().err, plan="the plan", count=str(count), unit="slices",
                             smaller="a larger step or a shorter range")
         assert list(disk.iterdir()) == []  # no session folder, no stack
 
