@@ -12,7 +12,6 @@ that others use, nobody else's task is ever taken for its own.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred, signals_held
-from fusion.outputs import SHORT_WRITE, make_folder, write_json
+from fusion.outputs import for_want_of_space, make_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
 from fusion.output_names import refusion_outputs
@@ -137,30 +136,12 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
         return StackOutcome(str(path), name, "interrupted", seconds=time.perf_counter() - started)
     except (FusionError, OSError) as error:
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started, error=str(error),
-                            out_full=_for_want_of_space(error))
+                            out_full=for_want_of_space(error))
     except Exception as error:  # a bug must cost one stack, and say so, not the whole batch
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
     return StackOutcome(str(path), report.name, "done", slices=report.n_slices,
                         seconds=report.seconds["total"], error=None, warnings=report.warnings)
-
-
-def _for_want_of_space(error: BaseException) -> bool:
-    """Whether ``error``, or one it was raised from (``fusion.refuse`` says which output, from the OSError), is a
-    full disk or quota: ENOSPC, EDQUOT, their words in its message, or a short write that gave no errno ("N requested
-    and M written")."""
-    full = (errno.ENOSPC, errno.EDQUOT)
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        said = str(cause)
-        if isinstance(cause, OSError) and cause.errno in full:
-            return True
-        if SHORT_WRITE.search(said) or any(os.strerror(number) in said for number in full):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
 
 
 # On a worker: the threads fusing a stack, with their batch's token and the event that stops the stack. Dask's cancel

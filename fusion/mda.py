@@ -28,7 +28,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
-import errno
 import json
 import logging
 import os
@@ -46,7 +45,7 @@ from typing import Any
 from fusion.engine import FusionSettings
 from fusion.mda_stacks import PlannedStack, StackKey, channel_name, planned_stacks, stack_key, stack_name
 from fusion.output_names import DEPTH, FUSED, MDA_SUMMARY, STACK
-from fusion.outputs import write_json
+from fusion.outputs import for_want_of_space, write_json
 from fusion.stack_stream import FINISH_TIMEOUT_S, StackInfo, StackStream
 
 log = logging.getLogger(__name__)
@@ -416,13 +415,10 @@ def _warn(message: str) -> None:
 
 
 def _disk_full(error: BaseException, folder: Path, frame_bytes: int) -> bool:
-    """Whether ``error`` (or what it came from) says the disk is full or its quota used up. A short write (numpy,
-    under tifffile) carries no errno: then whether the disk of ``folder`` has less room than a frame."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        cause = cause.__cause__
+    """Whether ``error`` says the disk is full or its quota used up (``for_want_of_space``), or, where it says
+    nothing that tells, whether the disk of ``folder`` has less room than a frame."""
+    if for_want_of_space(error):
+        return True
     try:
         return shutil.disk_usage(folder).free < frame_bytes
     except OSError:

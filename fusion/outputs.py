@@ -87,6 +87,24 @@ def _why_unwritten(error: OSError, folder: Path) -> tuple[int | None, str]:
     return None, str(error)
 
 
+def for_want_of_space(error: BaseException) -> bool:
+    """Whether ``error``, or one it was raised from (``fusion.refuse`` says which output, a stack's buffer which slice,
+    from the OSError), is a full disk or quota: ENOSPC, EDQUOT, their words in its message, or a short write that gave
+    no errno ("N requested and M written")."""
+    full = (errno.ENOSPC, errno.EDQUOT)
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        said = str(cause)
+        if isinstance(cause, OSError) and cause.errno in full:
+            return True
+        if SHORT_WRITE.search(said) or any(os.strerror(number) in said for number in full):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 # The samples ImageJ opens in an RGB TIFF (its TiffDecoder: "ImageJ can only open 8 and 16 bit/channel images").
 IMAGEJ_SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 # The ImageJ description's key saying that a composite's channels are one colour picture's samples ("RGB", "RGBA"):
