@@ -182,8 +182,8 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                 *([handler.summary_error] if handler.summary_error else [])],
         missing_slices=summary["missing_slices"], seconds={"total": round(total_s, 4)},
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
-        stacks=summary["stacks"], outputs={"summary": str(folder / MDA_SUMMARY)} if summary_written else {})
-    report.stacks_not_started = list(summary.get("stacks_not_started", []))
+        stacks=summary["stacks"], outputs={"summary": str(folder / MDA_SUMMARY)} if summary_written else {},
+        stacks_not_started=list(summary.get("stacks_not_started", [])))
     _score(report, profile, rig, sequence)
     report.warnings = list(dict.fromkeys([*warnings_before, *warnings_said(caught),  # each once
                                           *(error.said(devices, threads) for error in thread_errors), *late_stops]))

@@ -77,7 +77,7 @@ class ImageFolderStack(SavedStack):
     _sideways: dict[int, bool]   # by slice read: shown a quarter turn round (EXIF), for the mismatch error
     _said_alpha: bool            # the warning that alpha is not fused was given
     _said_orientation: bool      # the warning that a slice's EXIF orientation was overruled was given
-    _first_look: tuple[int, int, int, np.dtype, int] | None  # the first slice's ``_stored_look``, once needed
+    _first_look: tuple[int, int, int] | None  # the first slice's stored height, width and EXIF orientation, once needed
 
     def __init__(self, folder: Path, name: str | None = None):
         super().__init__(folder, name or Path(folder).name)
@@ -174,8 +174,7 @@ class ImageFolderStack(SavedStack):
                         pixels = self._without_alpha(np.asarray(image.read()), samples)  # (as imageio.imread)
                     orientation = _orientation(image)
             if index == 0:  # (the other slices are turned as it is where only their tags differ: ``_shown_as``)
-                self._first_look = (*pixels.shape[:2], pixels.shape[2] if pixels.ndim == 3 else 1, pixels.dtype,
-                                    orientation)
+                self._first_look = (pixels.shape[0], pixels.shape[1], orientation)
             orientation = self._shown_as(index, pixels.shape[:2], orientation)
             self._sideways[index] = orientation in SIDEWAYS_ORIENTATIONS
             return upright(pixels, orientation)
@@ -208,8 +207,9 @@ class ImageFolderStack(SavedStack):
         if index == 0 or is_tiff(first) or is_tiff(self.files[index]):
             return orientation
         if self._first_look is None:
-            self._first_look = _stored_look(first)
-        first_height, first_width, _, _, first_orientation = self._first_look
+            first_height, first_width, _, _, first_orientation = _stored_look(first)
+            self._first_look = (first_height, first_width, first_orientation)
+        first_height, first_width, first_orientation = self._first_look
         if orientation == first_orientation or tuple(stored_size) != (first_height, first_width):
             return orientation
         if not self._said_orientation:
