@@ -1,9 +1,19 @@
 """The default composition as the engine drives it: ``fusion.multiscale`` fed with the focus
-measure's energy, its noise floors calibrated on the first slice, its depth given in z.
+measure's energy, its noise floors calibrated on the first slice with detail, its depth given in z.
+
+A blank slice (one value throughout, in every channel: a dark frame, a camera that started before the
+light) says nothing about the stack's value scale or noise. Calibrated on it, the floors were in units
+unrelated to the data (1e-4 whatever the range): under a uint16 stack's detail, every slice's evidence
+passed the weights' cap and tied, and over a float stack in units of 1e-3 or less, none left the floor;
+either way the fused image was the slices' average. Blank slices before the first one with detail are
+held, as their value alone, and then given no weight: they show nothing of the specimen, as an aligned
+slice shows nothing outside its coverage (folded with coverage 0 they would change none of the sums).
+A stack of blank slices only is fused as before, calibrated on its first slice: to their mean.
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +36,7 @@ class PyramidComposition:
         self._mode_filter_px = mode_filter_px
         self._composer = PyramidComposer(shape, weighting)
         self._value_scale = 1.0   # float stacks: fused in units of their own range
+        self._blank: list[_BlankSlice] = []   # blank slices before the first with detail, in order
         self._image_lock = threading.Lock()
         self._final_values: np.ndarray | None = None
         # The pyramid's sums overshoot at strong edges (ringing) and where slices disagree: a fused value that
@@ -35,8 +46,23 @@ class PyramidComposition:
 
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
         """Fold one slice in; returns its focus score (its mean fine energy)."""
+        if self._composer.evidence_floor is not None:
+            self._value_range.add(pixels)
+            return self._fold(pixels, gray, covered, slice_index)
+        values = _blank_values(pixels)
+        if values is not None:  # held, in case every slice is blank (see the module's docstring)
+            self._blank.append(_BlankSlice(values, float(gray.flat[0]), slice_index))
+            energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
+            check_focus_map(energy, self._measure_name, self.name, slice_index)
+            return _score(energy, covered)
+        self._blank.clear()  # no weight beside a slice with detail
         self._value_range.add(pixels)
-        if slice_index == 0 and self.dtype.kind == "f":
+        return self._fold(pixels, gray, covered, slice_index, calibrate=True)
+
+    def _fold(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
+              calibrate: bool = False) -> float:
+        """Fold one slice into the composer (``calibrate``: the value scale and noise floors from it first)."""
+        if calibrate and self.dtype.kind == "f":
             # Float data of any magnitude (1e-30 or 1e30): squared energies and band powers
             # would otherwise leave float32.
             peak = float(np.percentile(np.abs(gray[::4, ::4]), 99.9))
@@ -45,18 +71,26 @@ class PyramidComposition:
             pixels, gray = pixels / np.float32(self._value_scale), gray / np.float32(self._value_scale)
         energy = self._measure.energy(gray)
         check_focus_map(energy, self._measure_name, self.name, slice_index)
-        if slice_index == 0:
+        if calibrate:
             self._calibrate_noise(pixels, gray)  # (a channel at a time: no float32 copy of the frame)
-        inside = energy if covered is None else energy[covered]
-        score = float(inside.mean(dtype=np.float64)) if inside.size else 0.0
+        score = _score(energy, covered)
         self._composer.pool(energy)
-        del energy, inside  # not needed while the pyramid is made (20 MB at 5 MP)
+        del energy  # not needed while the pyramid is made (20 MB at 5 MP)
         # The composer reads the pixels a strip of float32 rows at a time (no copy of the whole frame).
         self._composer.fold(pixels, float(slice_index), slice_index, covered)
         return score
 
+    def _fold_blank(self) -> None:
+        """A stack of blank slices only, at its end: its slices folded in as any stack's, each remade from its
+        value (one frame at a time), the first calibrating."""
+        for n, blank in enumerate(self._blank):
+            pixels, gray = blank.frame(self.shape, self.dtype)
+            self._value_range.add(pixels)
+            self._fold(pixels, gray, None, blank.index, calibrate=n == 0)
+        self._blank.clear()
+
     def _calibrate_noise(self, image: np.ndarray, gray: np.ndarray) -> None:
-        """Noise floors from the first slice: its noise, seen by the measure on a flat patch."""
+        """Noise floors from the slice that calibrates: its noise, seen by the measure on a flat patch."""
         least = minimum_noise_sigma(image)
         sigma = max(noise_sigma(gray), least)
         patch = flat_noisy_patch(float(gray.mean()), sigma)
@@ -73,6 +107,10 @@ class PyramidComposition:
         with self._image_lock:  # a live view may ask from another thread while the stack finishes
             if self._final_values is not None:  # a fresh array each time, as before the end
                 return compose.to_dtype(self._final_values, self.dtype)
+            if self._composer.evidence_floor is None:  # only blank slices so far
+                if not final:
+                    return self._blank_mean()
+                self._fold_blank()
             image = self._composer.final_image() if final else self._composer.image()
             if self._value_scale != 1.0:
                 image *= np.float32(self._value_scale)
@@ -86,11 +124,50 @@ class PyramidComposition:
         """The depth (a fractional slice index from the pyramid) in the units of ``z_positions``."""
         if len(z_positions) == 1:  # nothing to compare: the one slice is where focus is
             return np.full(self.shape[:2], z_positions[0], np.float32)
+        if self._composer.evidence_floor is None:  # only blank slices so far: no depth anywhere
+            return np.full(self.shape[:2], np.nan, np.float32)
         return self._composer.depth(len(z_positions), z_positions)
 
     def finish(self, z_positions: list[float], source=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused, decision, depth). The decision, the slice with the most fine evidence cleaned as
         the paper cleans its own, is what a one-slice-per-pixel copy would use (reports, channels
         that follow another's decision); the pyramid itself never picks."""
+        fused = self.fused(final=True)  # (first: a stack of blank slices only is folded in then)
         decision = clean_decision(np.maximum(self._composer.best_index, 0), len(z_positions), self._mode_filter_px)
-        return self.fused(final=True), decision, self.depth_so_far(z_positions)
+        return fused, decision, self.depth_so_far(z_positions)
+
+    def _blank_mean(self) -> np.ndarray:
+        """The blank slices' mean, (H, W, C) in the slices' dtype: what they fuse to (a live view's)."""
+        mean = np.mean([blank.values for blank in self._blank], axis=0, dtype=np.float64)
+        channels = self.shape[2] if len(self.shape) == 3 else 1
+        image = np.broadcast_to(np.asarray(mean, np.float32), self.shape[:2] + (channels,)).copy()
+        return compose.to_dtype(self._value_range.clip(image), self.dtype, overwrite=True)
+
+
+@dataclass(frozen=True)
+class _BlankSlice:
+    """A blank slice held until a slice with detail comes: its value per channel, its grey's, its index."""
+
+    values: np.ndarray   # () or (C,), in the slices' dtype
+    gray: float
+    index: int
+
+    def frame(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The slice and its grey, remade."""
+        return np.full(shape, self.values, dtype), np.full(shape[:2], self.gray, np.float32)
+
+
+def _score(energy: np.ndarray, covered: np.ndarray | None) -> float:
+    """A slice's focus score: its mean fine energy where it covers the frame."""
+    inside = energy if covered is None else energy[covered]
+    return float(inside.mean(dtype=np.float64)) if inside.size else 0.0
+
+
+def _blank_values(pixels: np.ndarray) -> np.ndarray | None:
+    """The slice's value per channel where every channel holds one value throughout, else None."""
+    first = pixels[0, 0]
+    if not np.all(pixels[0] == first):  # (a slice with detail nearly always shows it in its first row)
+        return None
+    if not np.array_equal(np.min(pixels, axis=(0, 1)), np.max(pixels, axis=(0, 1))):
+        return None
+    return np.array(first, copy=True)
