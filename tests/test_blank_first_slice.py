@@ -1,0 +1,111 @@
+"""A stack whose first slices are blank (one value throughout: a dark frame, a camera that started
+before the light) fuses as well as the same stack without them, and a stack of blank slices only
+fuses to their value.
+
+The pyramid calibrated its value scale and noise floors on the first slice; on a blank one they came
+out in units unrelated to the data, and the fused image was about the average of the slices."""
+import numpy as np
+import pytest
+
+from fusion import StreamingFusion
+from fusion.metrics import psnr
+from tests.conftest import rendered
+
+SHAPE = (96, 128)  # small frames: each stack fuses in well under a second
+# (colour, bit depth, value units): float 0..1, float in units of a thousandth, float in thousands,
+# 8- and 16-bit integers, mono and colour.
+CASES = {
+    "mono-float-0..1": (False, 0, 1.0),
+    "rgb-float-0..0.001": (True, 0, 1e-3),
+    "mono-float-0..1000": (False, 0, 1e3),
+    "mono-uint16": (False, 16, 1.0),
+    "rgb-uint8": (True, 8, 1.0),
+}
+
+
+def _stack(color, bit_depth, units):
+    """(slices, z in um, truth, height map in um, full scale) of a small rendered sweep."""
+    stack = rendered("astronaut", "dome", color=color, bit_depth=bit_depth, shape=SHAPE)
+    slices, truth = list(stack.slices), stack.truth
+    if units != 1.0:
+        slices = [(pixels * np.float32(units)).astype(np.float32) for pixels in slices]
+        truth = (truth * np.float32(units)).astype(np.float32)
+    full_scale = units if bit_depth == 0 else 2.0 ** bit_depth - 1
+    return slices, list(stack.z_um), truth, stack.height_um, full_scale
+
+
+def _fuse(slices, z_um):
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype)
+    for pixels, z in zip(slices, z_um):
+        engine.push(pixels, z)
+    return engine.finish()
+
+
+def _with_blank_first(slices, z_um, n_blank=1, value=0):
+    step_um = z_um[1] - z_um[0]
+    blank = [np.full_like(slices[0], value) for _ in range(n_blank)]
+    return blank + slices, [z_um[0] - step_um * (n_blank - k) for k in range(n_blank)] + z_um
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_blank_first_slice_fuses_as_well_as_the_stack_without_it(case):
+    slices, z_um, truth, _, full_scale = _stack(*CASES[case])
+    without_db = psnr(_fuse(slices, z_um).fused, truth, full_scale)
+    result = _fuse(*_with_blank_first(slices, z_um))
+    with_db = psnr(result.fused, truth, full_scale)
+    average = np.mean([pixels.astype(np.float64) for pixels in [np.zeros_like(slices[0])] + slices], axis=0)
+    assert with_db > without_db - 0.5, (with_db, without_db)
+    assert with_db > psnr(average, truth, full_scale) + 10.0, with_db
+    assert result.fused.dtype == slices[0].dtype and np.isfinite(result.fused).all()
+
+
+@pytest.mark.parametrize("case", ["mono-uint16", "rgb-float-0..0.001"])
+def test_the_blank_slice_is_chosen_nowhere_and_the_depth_holds(case):
+    slices, z_um, _, height_um, _ = _stack(*CASES[case])
+    spacing_um = z_um[1] - z_um[0]
+
+    def within_one_spacing(depth):
+        defined = np.isfinite(depth)
+        return defined.mean(), (np.abs(depth - height_um)[defined] <= spacing_um).mean()
+
+    defined, within = within_one_spacing(_fuse(slices, z_um).depth)
+    result = _fuse(*_with_blank_first(slices, z_um))
+    assert not (result.decision == 0).any()
+    blank_defined, blank_within = within_one_spacing(result.depth)
+    assert blank_defined > defined - 0.02 and blank_within > within - 0.02, (blank_defined, blank_within)
+
+
+def test_several_blank_slices_at_any_level_then_a_sweep():
+    """Three dark frames at the camera's offset, not at 0; the live view meanwhile shows that offset."""
+    slices, z_um, truth, _, full_scale = _stack(False, 16, 1.0)
+    blank_slices, blank_z = _with_blank_first(slices, z_um, n_blank=3, value=100)
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype)
+    for k, (pixels, z) in enumerate(zip(blank_slices, blank_z)):
+        engine.push(pixels, z)
+        if k == 2:  # only the blank slices so far
+            assert (engine.result() == 100).all()
+            assert np.isnan(engine.preview()[1]).all()
+    result = engine.finish()
+    assert psnr(result.fused, truth, full_scale) > psnr(_fuse(slices, z_um).fused, truth, full_scale) - 0.5
+    assert not (result.decision < 3).any()
+    assert result.focus_scores[:3] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("shape,dtype,value", [
+    (SHAPE, np.uint16, 1234),
+    (SHAPE + (3,), np.uint8, (10, 200, 0)),
+    (SHAPE, np.float32, 0.0),
+    (SHAPE + (3,), np.float32, (0.25, 1e-3, 0.5)),
+    (SHAPE, np.float32, 1e-6),
+])
+def test_a_stack_of_blank_slices_only_fuses_to_their_value(shape, dtype, value):
+    frame = np.empty(shape, dtype)
+    frame[...] = value
+    engine = StreamingFusion(shape, dtype)
+    for z in range(4):
+        engine.push(frame.copy(), float(z))
+        np.testing.assert_array_equal(engine.result(), frame)
+    result = engine.finish()
+    np.testing.assert_array_equal(result.fused, frame)
+    assert result.fused.dtype == np.dtype(dtype)
+    assert result.depth.shape == SHAPE and result.decision.shape == SHAPE
