@@ -109,3 +109,33 @@ def test_a_disk_that_fills_during_an_mda_stops_it_at_once(tmp_path, request, mon
         refused = run_session.main(["--refuse", str(folder), "--out", str(tmp_path / "refused")])
         assert refused == 0, capsys.readouterr().err
     assert not os.path.ismount(tmp_path / "disk")
+
+
+def test_an_mda_followed_from_napari_stops_when_the_disk_fills(tmp_path):
+    """napari-micromanager runs the MDA; the follower's handler cancels it at the first frame it cannot store
+    (it went on exposing the remaining frames of the sweep for nothing)."""
+    import useq
+
+    from napari_ums_fusion.mda_follow import MDAFollower
+    from tests.test_mda_handler import slide_core
+
+    planned, filled_at = 20, 4
+    taken: list[int] = []
+    with slide_core(["DAPI"]) as (core, camera), small_tmpfs(tmp_path / "disk", "1m") as disk:
+        camera.set_exposure(20.0)
+        follower = MDAFollower(core, disk)
+
+        def frame_came(*args):  # (the runner's thread, before the handler sees the frame)
+            taken.append(1)
+            if len(taken) == filled_at:
+                fill(disk)
+
+        core.mda.events.frameReady.connect(frame_came)
+        try:
+            core.mda.run(useq.MDASequence(channels=["DAPI"], z_plan={"range": 2 * (planned - 1), "step": 2}))
+        finally:
+            follower.stop()
+        assert follower.handler.stopped_by is not None and "the disk is full" in follower.handler.stopped_by
+        # Stopped within a few frames: the handler stores on a thread of its own, a frame or two behind the camera.
+        assert filled_at <= len(taken) <= filled_at + 4, len(taken)
+        (disk / "filler").unlink()
