@@ -255,7 +255,12 @@ class PyramidComposer:
                         _roots(weighting.evidence_power_at(k), 0)) for k in range(self.n_levels + 1)]
         self.depth_level = min(int(weighting.depth_level), self.n_levels)
         depth_shape = shapes[self.depth_level]
+        # Two weighted means with the same weights: of the slices' z (relative to the first slice's, which keeps
+        # float32 sums of stage positions like 5000 um fine-grained) and of their indices, for slices without a
+        # z (``depth``'s index_positions). O(H x W) whatever the depth: a 16th of a frame each at level 2.
         self._depth_weighted = np.zeros(depth_shape, np.float32)
+        self._depth_weighted_index = np.zeros(depth_shape, np.float32)
+        self._depth_z_origin: float | None = None
         self._depth_weights = np.zeros(depth_shape, np.float32)
         self._depth_top = np.zeros(depth_shape, np.float64)
         self._most_evidence = np.zeros(depth_shape, np.float32)
@@ -323,9 +328,12 @@ class PyramidComposer:
             self._fold(level, band, pooled, coverage)
             del band  # before the next band is made (peak memory)
             if level == self.depth_level:
+                if self._depth_z_origin is None:
+                    self._depth_z_origin = float(z)
                 _fold_depth(pooled, np.float32(self.evidence_floor),
                             _EMPTY2 if coverage is None else coverage.astype(np.float32, copy=False), w.depth_power,
-                            np.float32(z), self._depth_weighted, self._depth_weights, self._depth_top,
+                            np.float32(float(z) - self._depth_z_origin), np.float32(slice_index),
+                            self._depth_weighted, self._depth_weighted_index, self._depth_weights, self._depth_top,
                             self._most_evidence, self._least_evidence)
             if level < self.n_levels:
                 pooled = _pooled_reduce(pooled, w.evidence_pool_power)
@@ -374,18 +382,28 @@ class PyramidComposer:
         if self._final:
             raise RuntimeError("PyramidComposer: its running sums became the final image")
 
-    def depth(self, n_slices: int, z_positions: list[float] | None = None) -> np.ndarray:
-        """The evidence-weighted mean of the ``z`` given to ``add`` (the engine gives slice
-        indices), per full-resolution pixel; NaN where the slices do not differ (textureless
-        areas have no depth to measure). ``z_positions``: each slice's position, to turn the
-        (index) ``z`` into, before the depth is upsampled (a 16th of the pixels to map)."""
-        depth = self._depth_weighted / np.maximum(self._depth_weights, np.float32(1e-30))
+    def depth(self, n_slices: int, index_positions: list[float] | None = None) -> np.ndarray:
+        """The evidence-weighted mean of the ``z`` given to ``add``, per full-resolution pixel, whatever
+        order the slices came in; NaN where the slices do not differ (textureless areas have no depth
+        to measure). ``index_positions``: instead, the weighted mean slice index, turned into these
+        positions (one per slice) by interpolating between neighbouring indices, before the depth is
+        upsampled: for slices whose ``z`` was not known (their index stood in for it). A fractional
+        index means a z only where z grows or falls with the index: slices 0 and 2 of z 20 and 44
+        average to index 1, whose z may be anything."""
+        if index_positions is None:
+            mean = self._depth_weighted / np.maximum(self._depth_weights, np.float32(1e-30))
+            # (The origin added in float64, as interpolating between slices' z did: a stack in z order whose step
+            # is a power of two, 8 um or 0.5 um, gets the depth it got then, to the bit.)
+            origin = 0.0 if self._depth_z_origin is None else self._depth_z_origin
+            depth = (mean.astype(np.float64) + origin).astype(np.float32)
+        else:
+            depth = self._depth_weighted_index / np.maximum(self._depth_weights, np.float32(1e-30))
         contrast = self._most_evidence - self._least_evidence
         flat = self._depth_weights > max(2.0, FLAT_CURVE_SHARE * n_slices)
         textureless = flat | ~(contrast >= np.float32(TEXTURELESS_CONTRAST * self.evidence_floor))
         depth = np.where(textureless, np.float32(np.nan), depth).astype(np.float32)
-        if z_positions is not None:
-            depth = np.interp(depth, np.arange(len(z_positions)), z_positions).astype(np.float32)
+        if index_positions is not None:
+            depth = np.interp(depth, np.arange(len(index_positions)), index_positions).astype(np.float32)
         if self.depth_level == 0:
             return depth
         height, width = self.shape[:2]
@@ -532,8 +550,8 @@ def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evide
 
 
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
-def _fold_depth(pooled, pooled_floor, coverage, power, z, weighted, weights, top, most, least):
-    """Online weighted mean of z over slices with weight (pooled / floor) ** power."""
+def _fold_depth(pooled, pooled_floor, coverage, power, z, index, weighted, weighted_index, weights, top, most, least):
+    """Online weighted means of z and of the slice index over slices, with weight (pooled / floor) ** power."""
     height, width = pooled.shape
     with_coverage = coverage.shape[0] > 0
     for y in prange(height):
@@ -551,11 +569,13 @@ def _fold_depth(pooled, pooled_floor, coverage, power, z, weighted, weights, top
                 rescale = np.float32(current / score)
                 weights[y, x] = weights[y, x] * rescale + np.float32(1.0)
                 weighted[y, x] = weighted[y, x] * rescale + z
+                weighted_index[y, x] = weighted_index[y, x] * rescale + index
                 top[y, x] = score
             else:
                 weight = np.float32(score / current)
                 weights[y, x] += weight
                 weighted[y, x] += weight * z
+                weighted_index[y, x] += weight * index
 
 
 def warm_parallel_layer() -> None:

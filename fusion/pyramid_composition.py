@@ -37,6 +37,9 @@ class PyramidComposition:
         self._composer = PyramidComposer(shape, weighting)
         self._value_scale = 1.0   # float stacks: fused in units of their own range
         self._blank: list[_BlankSlice] = []   # blank slices before the first with detail, in order
+        # Whether every slice so far came with its z: the depth is then their weighted mean z, in whatever
+        # order they came; else a weighted mean slice index (see ``depth_so_far``).
+        self._every_z_known = True
         self._image_lock = threading.Lock()
         self._final_values: np.ndarray | None = None
         # The pyramid's sums overshoot at strong edges (ringing) and where slices disagree: a fused value that
@@ -44,22 +47,25 @@ class PyramidComposition:
         # measurement of it.
         self._value_range = PixelRange()
 
-    def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
-        """Fold one slice in; returns its focus score (its mean fine energy)."""
+    def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
+            z: float | None = None) -> float:
+        """Fold one slice in; returns its focus score (its mean fine energy). ``z``: its focus position, if known."""
+        self._every_z_known = self._every_z_known and z is not None
+        z = float(slice_index) if z is None else float(z)
         if self._composer.evidence_floor is not None:
             self._value_range.add(pixels)
-            return self._fold(pixels, gray, covered, slice_index)
+            return self._fold(pixels, gray, covered, slice_index, z)
         values = _blank_values(pixels)
         if values is not None:  # held, in case every slice is blank (see the module's docstring)
-            self._blank.append(_BlankSlice(values, float(gray.flat[0]), slice_index))
+            self._blank.append(_BlankSlice(values, float(gray.flat[0]), slice_index, z))
             energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
             check_focus_map(energy, self._measure_name, self.name, slice_index)
             return _score(energy, covered)
         self._blank.clear()  # no weight beside a slice with detail
         self._value_range.add(pixels)
-        return self._fold(pixels, gray, covered, slice_index, calibrate=True)
+        return self._fold(pixels, gray, covered, slice_index, z, calibrate=True)
 
-    def _fold(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
+    def _fold(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int, z: float,
               calibrate: bool = False) -> float:
         """Fold one slice into the composer (``calibrate``: the value scale and noise floors from it first)."""
         if calibrate and self.dtype.kind == "f":
@@ -77,7 +83,7 @@ class PyramidComposition:
         self._composer.pool(energy)
         del energy  # not needed while the pyramid is made (20 MB at 5 MP)
         # The composer reads the pixels a strip of float32 rows at a time (no copy of the whole frame).
-        self._composer.fold(pixels, float(slice_index), slice_index, covered)
+        self._composer.fold(pixels, z, slice_index, covered)
         return score
 
     def _fold_blank(self) -> None:
@@ -86,7 +92,7 @@ class PyramidComposition:
         for n, blank in enumerate(self._blank):
             pixels, gray = blank.frame(self.shape, self.dtype)
             self._value_range.add(pixels)
-            self._fold(pixels, gray, None, blank.index, calibrate=n == 0)
+            self._fold(pixels, gray, None, blank.index, blank.z, calibrate=n == 0)
         self._blank.clear()
 
     def _calibrate_noise(self, image: np.ndarray, gray: np.ndarray) -> None:
@@ -121,19 +127,24 @@ class PyramidComposition:
             return fused
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
-        """The depth (a fractional slice index from the pyramid) in the units of ``z_positions``."""
+        """The depth in the units of ``z_positions`` (each slice's z, or its index): where every slice came
+        with its z, their weighted mean z, which needs no order (an ``absolute`` plan's [20, -4, 44, 4] is as
+        good as [-4, 4, 20, 44]); else the weighted mean slice index, turned into ``z_positions``."""
         if len(z_positions) == 1:  # nothing to compare: the one slice is where focus is
             return np.full(self.shape[:2], z_positions[0], np.float32)
         if self._composer.evidence_floor is None:  # only blank slices so far: no depth anywhere
             return np.full(self.shape[:2], np.nan, np.float32)
-        return self._composer.depth(len(z_positions), z_positions)
+        if self._every_z_known:  # (then ``z_positions`` are the z given to ``add``)
+            return self._composer.depth(len(z_positions))
+        return self._composer.depth(len(z_positions), index_positions=z_positions)
 
     def finish(self, z_positions: list[float], source=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused, decision, depth). The decision, the slice with the most fine evidence cleaned as
         the paper cleans its own, is what a one-slice-per-pixel copy would use (reports, channels
         that follow another's decision); the pyramid itself never picks."""
         fused = self.fused(final=True)  # (first: a stack of blank slices only is folded in then)
-        decision = clean_decision(np.maximum(self._composer.best_index, 0), len(z_positions), self._mode_filter_px)
+        decision = clean_decision(np.maximum(self._composer.best_index, 0), len(z_positions), self._mode_filter_px,
+                                  z_positions)
         return fused, decision, self.depth_so_far(z_positions)
 
     def _blank_mean(self) -> np.ndarray:
@@ -151,6 +162,7 @@ class _BlankSlice:
     values: np.ndarray   # () or (C,), in the slices' dtype
     gray: float
     index: int
+    z: float             # its z, or its index where z is not known
 
     def frame(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """The slice and its grey, remade."""

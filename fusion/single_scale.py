@@ -33,8 +33,10 @@ class SingleScaleComposition:
         self._weighted_sum = np.zeros((height, width, channels) if blend else (0, 0, 0), np.float32)
         self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
 
-    def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int) -> float:
-        """Fold one slice in; returns its focus score (the mean windowed measure)."""
+    def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
+            z: float | None = None) -> float:
+        """Fold one slice in; returns its focus score (the mean windowed measure). ``z`` is not needed: the
+        depth is the chosen slice's z (``finish``), whatever order the slices came in."""
         measure = self._measure(gray)
         check_focus_map(measure, self._measure_name, self.name, slice_index)
         if covered is not None:
@@ -60,7 +62,7 @@ class SingleScaleComposition:
             decision = self.best_index.copy()
             fused = self._picked.copy()
         else:
-            decision = clean_decision(self.best_index, n_slices, self._mode_filter_px)
+            decision = clean_decision(self.best_index, n_slices, self._mode_filter_px, z_positions)
             if self._blend:
                 fused = self.fused()
             elif self._feather_px > 0:
