@@ -237,7 +237,7 @@ class StreamingFusion:
         started = time.perf_counter()
         if gray is None:  # a warped slice's
             gray = to_gray(pixels, self._channel_weights)
-        score = self._composition.add(pixels, gray, covered, index)
+        score = self._composition.add(pixels, gray, covered, index, z)  # (the pyramid's depth is a mean z)
         return score, z, time.perf_counter() - started
 
     def _record(self, composed: tuple[float, float | None, float] | None) -> None:
