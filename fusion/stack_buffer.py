@@ -219,8 +219,9 @@ class StackBuffer:
             metadata["Channel"] = {"Name": self.channel}
         if unit == "um":  # OME's PositionZ is a length; lens powers stay in the description and pages
             metadata["Plane"].update(PositionZ=z_values, PositionZUnit=["µm"] * n)  # (OME's default unit: none)
-            if n > 1:
-                metadata["PhysicalSizeZ"] = abs(float(np.median(np.diff(z_values)))) or 1.0
+            if n > 1:  # the step between planes neighbouring in z, not in time: [20, -4, 44, 4] is 8 um apart
+                steps = np.diff(np.unique(np.asarray(z_values, np.float64)))
+                metadata["PhysicalSizeZ"] = float(np.median(steps)) if steps.size else 1.0
         ome.addimage(self._dtype, shape, stored, **metadata)
         return ome.tostring().encode()
 
