@@ -111,7 +111,10 @@ class PhaseTiles:
             # single tiles by up to 8e-4 px and the scorpion's transforms by 0.12 px.)
             window = wy[:, :, None] * wx[:, None, :]
             mean = (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum(axis=(1, 2), keepdims=True)
-            band = template_band * np.conj(self._band_of(_dft_each((tiles - mean) * window)))
+            # template * conj(tile), written as NumPy computes it on more than 256 KiB (in place in the
+            # temporary, the factors swapped, which rounds differently): the same bits for any batch
+            band = np.conj(self._band_of(_dft_each((tiles - mean) * window)))
+            band *= template_band
             d = _fit_phase_slope(band, self._band_runs, self._fx, self._fy, d, PHASE_FIT_STEPS)
         return d.astype(np.float64), _coherence(band, self._band_runs, self._fx, self._fy, d.astype(np.float64))
 
