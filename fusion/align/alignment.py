@@ -41,6 +41,7 @@ MIN_AGREEING_TILES = 6      # fewer tiles than this that agree with the fit: a p
 MIN_TILE_COHERENCE = 0.3    # a tile whose frequencies agree less than this carries no shift
 MAX_MISFIT_PX = 1.0         # a tile agrees with the fit when it lands within this (level px) ...
 MIN_AGREEING_FRACTION = 0.25  # ... and a fit needs this share of the usable tiles' weight to agree
+FIRST_LOOK_MIN_TILES = 12   # a tile pass judges by its first quarter of tiles only with this many usable
 MAX_REFINEMENT_PX = 2.0     # a refinement that moves the phase estimate further (level px) went astray
 MAX_SCALE_STEP = 0.15       # implausible between neighbouring slices: more than 15% zoom ...
 MAX_SHIFT_FRACTION = 0.2    # ... or a shift of a fifth of the frame
@@ -87,14 +88,31 @@ def describe(transform: np.ndarray) -> dict:
 
 
 @dataclass
+class _Templates:
+    """A level's grid of template tiles and their spectra."""
+
+    corners: np.ndarray       # (N, 2) top-left corners (x, y) of the grid tiles, level coords
+    centres: np.ndarray       # (N, 2) their centres, float
+    first_look: np.ndarray    # (N,) bool: every other tile of every other grid row (``_tile_pass``)
+    spectra: np.ndarray       # (N, t, t) packed spectra
+
+    @classmethod
+    def of(cls, pixels: np.ndarray, tile_px: int, phase: PhaseTiles) -> _Templates:
+        corners = _grid_corners(pixels.shape, tile_px)
+        columns = len(np.unique(corners[:, 0]))
+        row, column = np.divmod(np.arange(len(corners)), columns)
+        return cls(corners, (corners + tile_px // 2).astype(np.float64), (row % 2 == 0) & (column % 2 == 0),
+                   phase.spectra_at(pixels, corners))
+
+
+@dataclass
 class _Level:
-    """One pyramid level of a slice: pixels, the map from full-resolution coordinates, template spectra."""
+    """One pyramid level of a slice: pixels, the map from full-resolution coordinates, template tiles."""
 
     pixels: np.ndarray
     to_level: np.ndarray              # 3x3, full-resolution pixel coords -> level pixel coords
     tile_px: int
-    template_centres: np.ndarray | None = None  # (N, 2) centres of the grid tiles, level coords
-    template_spectra: np.ndarray | None = None
+    templates: _Templates | None = None   # made on the level's first use as a template
     # This (coarse) level's fits against templates, by the template's id: "auto"'s stillness
     # check and the registration after it ask for the same one.
     coarse_fits: dict[int, np.ndarray | None] = field(default_factory=dict)
@@ -167,6 +185,43 @@ def fit_model(source: np.ndarray, target: np.ndarray, weight: np.ndarray, model:
     transform[:2, :2] = linear
     transform[:2, 2] = centre + shift - linear @ centre
     return transform, misfit
+
+
+@dataclass(frozen=True)
+class _TileFit:
+    """The model fitted to tile shifts, and how many tiles and how much of their weight agree with it."""
+
+    transform: np.ndarray   # level coords
+    usable: int
+    agreeing: int
+    agreeing_weight: float
+    weight: float
+
+    @property
+    def agrees_enough(self) -> bool:
+        """Whether MIN_AGREEING_FRACTION of the usable tiles' weight agrees."""
+        return not self.agreeing_weight < MIN_AGREEING_FRACTION * self.weight
+
+    @property
+    def agrees(self) -> bool:
+        """Whether the fit holds: enough tiles and enough of their weight agree."""
+        return self.agreeing >= MIN_AGREEING_TILES and self.agrees_enough
+
+
+def _tile_fit(centres: np.ndarray, corners: np.ndarray, shift: np.ndarray, coherence: np.ndarray, tiles: np.ndarray,
+              tile_px: int, model: str) -> _TileFit | None:
+    """The model fitted to the usable ones of the tiles ``tiles`` (a mask), from the template's tile
+    ``centres`` to where they were found (``corners`` plus half a tile plus ``shift``); None when fewer
+    than MIN_AGREEING_TILES are usable."""
+    usable = tiles & (coherence >= MIN_TILE_COHERENCE) & np.all(np.abs(shift) <= tile_px / 4, axis=1) \
+        & np.all(np.isfinite(shift), axis=1)
+    if usable.sum() < MIN_AGREEING_TILES:
+        return None
+    weight = coherence[usable] ** 4
+    fitted, misfit = fit_model(centres[usable], corners[usable] + tile_px // 2 + shift[usable], weight, model)
+    agreeing = misfit <= MAX_MISFIT_PX
+    return _TileFit(fitted, int(usable.sum()), int(agreeing.sum()), float(weight[agreeing].sum()),
+                    float(weight.sum()))
 
 
 WORKING_RANGE_MAX = 65535.0  # registration works on intensities up to 16 bits
@@ -360,34 +415,39 @@ class SliceAligner:
     def _tile_pass(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray | None:
         """Find each template tile in the image near where ``estimate`` puts it; refit the model."""
         tile_px = template.tile_px
-        if template.template_spectra is None:  # first use of this slice as a template
-            grid = _grid_corners(template.pixels.shape, tile_px)
-            template.template_centres = (grid + tile_px // 2).astype(np.float64)
-            template.template_spectra = self._phase_tiles(tile_px).spectra_at(template.pixels, grid)
-        half = tile_px // 2
-        assert template.template_centres is not None  # set with the spectra
-        predicted = np.c_[template.template_centres, np.ones(len(template.template_centres))] @ \
-            template.on_level(estimate).T
-        corners = np.rint(predicted[:, :2]).astype(int) - half
+        if template.templates is None:  # first use of this slice as a template
+            template.templates = _Templates.of(template.pixels, tile_px, self._phase_tiles(tile_px))
+        grid = template.templates
+        predicted = np.c_[grid.centres, np.ones(len(grid.centres))] @ template.on_level(estimate).T
+        corners = np.rint(predicted[:, :2]).astype(int) - tile_px // 2
         height, width = image.pixels.shape
         inside = (corners[:, 0] >= 0) & (corners[:, 1] >= 0) & \
                  (corners[:, 0] + tile_px <= width) & (corners[:, 1] + tile_px <= height)
         if inside.sum() < MIN_AGREEING_TILES:
             return None
-        shift, coherence = self._phase_tiles(tile_px).shifts_at(template.template_spectra, np.flatnonzero(inside),
-                                                                image.pixels, corners[inside])
-        usable = (coherence >= MIN_TILE_COHERENCE) & np.all(np.abs(shift) <= tile_px / 4, axis=1) \
-            & np.all(np.isfinite(shift), axis=1)
-        if usable.sum() < MIN_AGREEING_TILES:
+        shift, coherence = np.zeros((len(corners), 2)), np.zeros(len(corners))  # (unmeasured: incoherent)
+        # A quarter of the tiles first, spread over the frame: where their own fit does not agree,
+        # neither would the whole's (bright-field stacks whose motion is no similarity at the fine
+        # level's precision: the scorpion, 9 of 10 fine passes), and the rest are not measured.
+        # A tile's shift is the same measured alone or with others (the same bits), and so is the fit.
+        first = inside & grid.first_look
+        self._measure(template, image, corners, first, shift, coherence)
+        look = _tile_fit(grid.centres, corners, shift, coherence, first, tile_px, self.settings.pair_model)
+        if look is not None and look.usable >= FIRST_LOOK_MIN_TILES and not look.agrees_enough:
             return None
-        source = template.template_centres[inside][usable]
-        target = corners[inside][usable] + half + shift[usable]
-        weight = coherence[usable] ** 4
-        fitted, misfit = fit_model(source, target, weight, self.settings.pair_model)
-        agreeing = misfit <= MAX_MISFIT_PX
-        if agreeing.sum() < MIN_AGREEING_TILES or weight[agreeing].sum() < MIN_AGREEING_FRACTION * weight.sum():
-            return None
-        return template.to_full(fitted)
+        self._measure(template, image, corners, inside & ~first, shift, coherence)
+        fit = _tile_fit(grid.centres, corners, shift, coherence, inside, tile_px, self.settings.pair_model)
+        return None if fit is None or not fit.agrees else template.to_full(fit.transform)
+
+    def _measure(self, template: _Level, image: _Level, corners: np.ndarray, tiles: np.ndarray, shift: np.ndarray,
+                 coherence: np.ndarray) -> None:
+        """Into ``shift`` and ``coherence``: those of the template's grid tiles ``tiles`` (a mask) found in
+        the image at ``corners``."""
+        assert template.templates is not None  # made by the tile pass
+        phase = self._phase_tiles(template.tile_px)
+        chosen = np.flatnonzero(tiles)
+        shift[chosen], coherence[chosen] = phase.shifts_at(template.templates.spectra, chosen, image.pixels,
+                                                           corners[chosen])
 
     def _plausible(self, step: np.ndarray) -> bool:
         scale = np.sqrt(abs(np.linalg.det(step[:2, :2])))
