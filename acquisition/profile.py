@@ -19,6 +19,7 @@ from acquisition.number_fields import check_no_yes_or_no
 from fusion.align.defaults import default_alignment
 from fusion.engine import MAX_SLICES, FusionSettings
 from fusion.focus_measures import MEASURES
+from fusion.outputs import PIXEL_SIZE_RANGE_UM
 
 
 # The simulated camera's specimen textures (scikit-image samples that simulators.specimens loads):
@@ -79,6 +80,16 @@ def _side_at_most(side_px: int) -> int:
     return side_px
 
 
+def _a_pixel_size_on_a_specimen(size_um: float | None) -> float | None:
+    """Within ``PIXEL_SIZE_RANGE_UM``: 1e-30 ended the session at its first slice (no TIFF resolution holds it),
+    1e30 wrote outputs whose resolution readers divide by zero."""
+    low, high = PIXEL_SIZE_RANGE_UM
+    if size_um is not None and not low <= size_um <= high:
+        raise ValueError(f"a pixel on the specimen is {low:g} to {high:g} µm (0.1 nm to 1 cm), got {size_um:g} µm: "
+                         "is it in µm?")
+    return size_um
+
+
 class SpecimenSettings(_Strict):
     """The virtual specimen a simulated camera looks at."""
 
@@ -117,7 +128,8 @@ class CameraSettings(_Strict):
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
     # session after this long: stepped, hardware-sequenced or streamed (acquisition.acquirer.FrameWait).
     give_up_after_s: Annotated[float, HOUR_S] = Field(20.0, gt=0)
-    pixel_size_um: float | None = Field(None, gt=0)  # on the specimen; default: what the camera or core says
+    # On the specimen; default: what the camera or core says.
+    pixel_size_um: Annotated[float | None, AfterValidator(_a_pixel_size_on_a_specimen)] = Field(None, gt=0)
     # genicam
     cti: str | None = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
     serial_number: str | None = None

@@ -41,7 +41,7 @@ from devices.library_threads import ThreadError, ThreadErrors
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
 from fusion.errors import FusionError
 from fusion.output_names import session_outputs
-from fusion.outputs import make_folder
+from fusion.outputs import make_folder, plausible_pixel_size_um
 
 
 Report = TypeVar("Report", SessionReport, MDASessionReport)
@@ -392,7 +392,10 @@ class Session:
 
     def pixel_size_um(self) -> float | None:
         """On the specimen: the profile's, else what the camera knows (a Micro-Manager pixel size), else None."""
-        return self.profile.camera.pixel_size_um or getattr(self.rig.camera, "pixel_size_um", None)
+        if self.profile.camera.pixel_size_um is not None:
+            return self.profile.camera.pixel_size_um
+        said = getattr(self.rig.camera, "pixel_size_um", None)
+        return plausible_pixel_size_um(said, self.rig.camera.name, "pixel size the camera gives")
 
     def _finish_fusion(self) -> FusionResult | None:
         if self.worker is None or self.engine is None:

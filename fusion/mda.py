@@ -45,7 +45,7 @@ from typing import Any
 from fusion.engine import FusionSettings
 from fusion.mda_stacks import PlannedStack, StackKey, channel_name, planned_stacks, stack_key, stack_name
 from fusion.output_names import DEPTH, FUSED, MDA_SUMMARY, STACK
-from fusion.outputs import for_want_of_space, write_json
+from fusion.outputs import for_want_of_space, plausible_pixel_size_um, write_json
 from fusion.stack_stream import FINISH_TIMEOUT_S, StackInfo, StackStream
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,8 @@ class StreamingFusionHandler:
         name = stack_name(event)
         if key in self._done or key in self._waiting:  # more frames than the sequence planned: a stack of its own
             name = f"{name}-again{sum(1 for r in self._records if r['name'].startswith(name)) + 1}"
-        pixel_size_um = self.pixel_size_um or meta.get("pixel_size_um") or self._pixel_size_um
+        pixel_size_um = self.pixel_size_um or plausible_pixel_size_um(  # (1e-30 failed the stack's first frame)
+            meta.get("pixel_size_um") or self._pixel_size_um, "Micro-Manager", "pixel size the core gives")
         info = StackInfo(name=name, channel=channel_name(event), position=event.pos_name,
                          indices=dict(key), pixel_size_um=pixel_size_um, time_origin_s=0.0)
         expected = None if self._expected is None else self._expected.get(key)

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,28 @@ IMAGEJ_SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 COLOUR_SAMPLES_KEY = "colour_samples"
 
 
+# The pixel sizes (µm on the specimen) that outputs record: 0.1 nm to 1 cm a pixel. No light microscope resolves
+# below ~0.1 µm (pixels of a few nm are already oversampled a hundredfold), and a focus stack of a whole object at
+# 1 cm a pixel is 40 m across on a 4000 px sensor. Outside it, the number is a unit mistake (m for µm) or
+# garbage, and TIFF cannot hold it: its resolution is a fraction of two 32-bit integers, in pixels per cm, so
+# 1e-30 µm failed the writer and 1e30 µm was written as 0/1, which readers divide by.
+PIXEL_SIZE_RANGE_UM = (1e-4, 1e4)
+
+
+def plausible_pixel_size_um(size_um: float | None, source: str, said: str = "pixel size") -> float | None:
+    """``size_um`` where it is a pixel size in ``PIXEL_SIZE_RANGE_UM``; else None, with a warning naming
+    ``source`` (the file or device that gave it) where it is a number outside that range. None, zero, negative,
+    NaN: None, without a word (they say that there is no calibration)."""
+    if size_um is None or not size_um > 0 or math.isnan(size_um):
+        return None
+    low, high = PIXEL_SIZE_RANGE_UM
+    if not low <= size_um <= high:
+        warnings.warn(f"{source}: the {said} {size_um:g} µm is not a pixel size on a specimen ({low:g} to "
+                      f"{high:g} µm); the outputs are written without one", stacklevel=2)
+        return None
+    return size_um
+
+
 def colour_by_shape(shape: tuple[int, ...]) -> bool:
     """3 or 4 channels taken for the colour samples of one picture (RGB, RGBA), as cameras and photos give them,
     where nothing says otherwise."""
@@ -148,6 +171,7 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     if axes == "CYX":
         described["mode"] = "composite"  # (ImageJ's default for a hyperstack is one channel at a time)
     resolution: dict[str, Any] = {}
+    pixel_size_um = plausible_pixel_size_um(pixel_size_um, str(path))
     if pixel_size_um:
         described["unit"] = "um"  # (exactly "um": ImageJ converts cm tags for no other spelling)
         per_cm = 1e4 / pixel_size_um

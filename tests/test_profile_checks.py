@@ -85,6 +85,24 @@ def test_values_that_cannot_work_name_file_and_key(tmp_path, text, message):
         load_profile(write_profile(tmp_path, text))
 
 
+@pytest.mark.parametrize("size", ["1e-30", "5e-5", "20000", "1e30"])
+def test_a_pixel_size_out_of_all_proportion_is_a_profile_error(tmp_path, size):
+    # 1e-30 opened the devices and ended the session at its first slice (a ValueError of TIFF's fractions),
+    # leaving a header-only stack; 1e30 wrote outputs whose resolution was 0/1.
+    text = RIG.replace("driver: simulated}", f"driver: simulated, pixel_size_um: {size}}}", 1) \
+        + "plan: {z: {range: 4, step: 1}}\n"
+    with pytest.raises(ProfileError, match=r"^[^\n]*rig.yaml: camera.pixel_size_um: a pixel on the specimen is "
+                                           r"0.0001 to 10000 µm \(0.1 nm to 1 cm\), got [^\n]* µm: is it in µm\?$"):
+        load_profile(write_profile(tmp_path, text))
+
+
+@pytest.mark.parametrize("size", [1e-4, 0.065, 1e4])
+def test_pixel_sizes_from_a_tenth_of_a_nanometre_to_a_centimetre_are_taken(tmp_path, size):
+    text = RIG.replace("driver: simulated}", f"driver: simulated, pixel_size_um: {size}}}", 1) \
+        + "plan: {z: {range: 4, step: 1}}\n"
+    assert load_profile(write_profile(tmp_path, text)).camera.pixel_size_um == size
+
+
 def test_waits_up_to_their_limits_are_taken(tmp_path):
     text = ("camera: {driver: simulated, exposure_ms: 600000, timeout_s: 3600, give_up_after_s: 3600}\n"
             "focus: {driver: simulated, settle_ms: 60000, settle_timeout_s: 3600}\nplan: {z: {range: 4, step: 1}}\n")

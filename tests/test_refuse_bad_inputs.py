@@ -261,3 +261,23 @@ def test_resume_redoes_stacks_made_with_other_settings_and_keeps_the_numbers_of_
     assert summary["counts"] == {"done": 0, "skipped": 1, "failed": 0}
     row = summary["stacks"][0]
     assert row["slices"] == 6 and row["seconds"] == redone["seconds"]["total"] != first["seconds"]["total"]
+
+
+# ---- a pixel size out of all proportion in the metadata ----
+
+@pytest.mark.parametrize("size_um", [1e-30, 1e30])
+def test_a_stack_whose_metadata_give_an_absurd_pixel_size_is_fused_without_one_and_a_warning(tmp_path, size_um):
+    # 1e-30 µm failed the fused TIFF's writer (no TIFF resolution holds 1e34 pixels a cm); 1e30 µm wrote it as 0/1,
+    # which readers divide by.
+    from fusion.readers.tiff import pixel_size_um_of
+    from fusion.refuse import refuse_stack
+
+    stack = tmp_path / "odd.ome.tif"
+    planes = tifffile.imread(write_stack(tmp_path / "plain.tif", 6))
+    tifffile.imwrite(stack, planes, metadata={"axes": "ZYX", "PhysicalSizeX": size_um, "PhysicalSizeY": size_um})
+    report = refuse_stack(stack, tmp_path / "out", progress=False)
+    assert f"{stack}: the OME PhysicalSizeX {size_um:g} µm is not a pixel size on a specimen (0.0001 to 10000 µm); " \
+        "the outputs are written without one" in report.warnings
+    for kind in ("fused", "depth"):
+        with tifffile.TiffFile(report.outputs[kind]) as written:
+            assert pixel_size_um_of(written.pages[0]) is None

@@ -14,12 +14,14 @@ from fusion.engine import SUPPORTED_DTYPES
 from fusion.errors import (InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError,
                            slice_name)
 from fusion.memory import check_fits_in_memory
-from fusion.outputs import colour_by_shape
+from fusion.outputs import colour_by_shape, plausible_pixel_size_um
 
 
-def positive_size_um(size_um: float) -> float | None:
-    """A pixel size a file gives, or None where it is not one (zero, negative, NaN, infinite)."""
-    return size_um if 0 < size_um < math.inf else None
+def positive_size_um(size_um: float, path: Path | str, said: str = "pixel size") -> float | None:
+    """A pixel size a file gives, or None where it is not one (zero, negative, NaN), with a warning naming
+    the file and ``said`` (the metadata it came from) where it is out of all proportion (1e30 µm, infinite:
+    ``fusion.outputs.PIXEL_SIZE_RANGE_UM``)."""
+    return plausible_pixel_size_um(size_um, str(path), said)
 
 
 class SavedStack(ABC):

@@ -75,7 +75,7 @@ class NDTiffStack(SavedStack):
             size = float(metadata.get("PixelSizeUm", summary.get("PixelSizeUm", 0)) or 0)
         except Exception:  # metadata that cannot be read says nothing about the pixel size
             return None
-        return positive_size_um(size)
+        return positive_size_um(size, self.path, "PixelSizeUm")
 
     def slice_label(self, index: int) -> str:
         return f"image at {self._coordinates[index]}"

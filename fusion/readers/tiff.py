@@ -118,15 +118,16 @@ class TiffStack(SavedStack):
         size = None if found is None else found[0].get("PhysicalSizeX")
         if found is not None and size is not None:
             try:
-                return positive_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")))
+                return positive_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")), self.path,
+                                        "OME PhysicalSizeX")
             except ValueError:  # a pixel size that is not a number does not stop the fusion
                 warnings.warn(f"{self.path}: the OME PhysicalSizeX {size!r} is not a number; the fused image "
                               "has no pixel size from it", stacklevel=2)
         recorded_sizes = [p["pixel_size_um"] for p in self._session_planes or [] if p and p.get("pixel_size_um")]
         if recorded_sizes:  # a live session's stack before its OME (kill -9, a full disk): its pages say
-            return positive_size_um(float(recorded_sizes[0]))
+            return positive_size_um(float(recorded_sizes[0]), self.path, "pixel size its pages record")
         recorded = pixel_size_um_of(self._tiff.pages.first)
-        return None if recorded is None else positive_size_um(recorded)
+        return None if recorded is None else positive_size_um(recorded, self.path, "resolution tags' pixel size")
 
     def session_slices(self) -> tuple[bool, int | None] | None:
         """For a live session's stack: (whether its session finished it: wrote its OME description, and how many
