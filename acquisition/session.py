@@ -227,6 +227,10 @@ class Session:
                 self.buffer.finalize(self.profile.model_dump(mode="json"), self.profile.focus.unit)
             except OSError as error:  # the report still says what happened, where it can
                 self.errors.append(str(error))
+            if self.buffer.n_slices == 0:  # the first slice was not stored: a header of 8 bytes, no stack
+                with contextlib.suppress(OSError):
+                    self.buffer.path.unlink()
+                self.buffer = None
         self._return_to(start)
         self.total_s = time.perf_counter() - started
         report = self._report(positions)

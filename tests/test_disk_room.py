@@ -4,6 +4,7 @@ Real parts: small file systems (tmpfs, where mounting is permitted), the simulat
 UniMMCore for an MDA, the program's own entry run in this process."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 from acquisition.profile import load_profile
 from acquisition.rig import open_rig
 from acquisition.session import Session, new_session_folder
+from acquisition.session_events import SessionListener
+from fusion.errors import EmptyStackError
+from fusion.readers import open_stack
 from fusion.stack_buffer import StackWontFitError
 from tests.conftest import REPO_ROOT, small_profile, small_tmpfs
 from tests.test_mda_sessions import small_mda_profile
@@ -97,3 +101,29 @@ def test_an_mda_plan_longer_than_the_disk_has_room_for_is_refused_before_it_star
         refused_in_one_line(capsys.readouterr().err, plan="the mda plan", count=240, unit="frames",
                             smaller="fewer positions, channels, time points or z steps")
         assert list(disk.iterdir()) == []
+
+
+class _FillsTheDisk(SessionListener):
+    """Another program fills the disk while the session starts: after its room was checked, before its first slice."""
+
+    def session_started(self, session, planned_slices):
+        free = os.statvfs(session.folder).f_bavail * os.statvfs(session.folder).f_frsize
+        (session.folder.parent / "filler").write_bytes(b"\0" * (free - 4096))  # room for a TIFF header, not a slice
+
+
+def test_a_session_whose_disk_fills_before_its_first_slice_leaves_no_empty_stack(tmp_path):
+    # It left an 8-byte stack.ome.tif (a TIFF header, no slice), which --refuse then called "a slice must be 2-D or
+    # 2-D with colour, got shape (0,)".
+    profile = small_profile(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    try:
+        with small_tmpfs(tmp_path / "disk", "2m") as disk:
+            outcome = Session(profile, rig, new_session_folder(disk), [_FillsTheDisk()]).run(progress=False)
+            assert outcome.report.acquired_slices == 0 and "cannot write slice 0" in outcome.report.ended_by
+            assert not (outcome.folder / "stack.ome.tif").exists() and "stack" not in outcome.report.outputs
+            (disk / "filler").unlink()
+            with pytest.raises(EmptyStackError, match=f"^{outcome.folder}: a live session's folder with no stack: its "
+                                                      r"session acquired no slice \(its session.json says why\)$"):
+                open_stack(outcome.folder)
+    finally:
+        rig.close()

@@ -281,3 +281,30 @@ def test_a_stack_whose_metadata_give_an_absurd_pixel_size_is_fused_without_one_a
     for kind in ("fused", "depth"):
         with tifffile.TiffFile(report.outputs[kind]) as written:
             assert pixel_size_um_of(written.pages[0]) is None
+
+
+# ---- a live session's stack of no slices ----
+
+def test_a_session_stack_of_no_slices_is_refused_naming_it(tmp_path):
+    # A session that ended before its first slice left a TIFF header, no page: refusing its folder said "a slice must
+    # be 2-D or 2-D with colour, got shape (0,)", naming no file.
+    from fusion.stack_buffer import StackBuffer
+
+    folder = tmp_path / "20260101-120000"
+    buffer = StackBuffer(folder / "stack.ome.tif")
+    buffer.finalize({}, "um")
+    (folder / "session.json").write_text("{}")
+    said = f"error: {folder / 'stack.ome.tif'}: the stack holds no slices: its session ended before its first slice " \
+        "(its session.json says why)"
+    for given in (folder, folder / "stack.ome.tif"):
+        done = run_cli("--refuse", given, "--out", tmp_path / "out")
+        assert done.returncode == 1 and error_lines(done.stderr) == [said], done.stderr
+
+
+def test_an_empty_tiff_among_a_folders_slices_is_named(tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((64, 80), np.uint8))
+    tifffile.TiffWriter(folder / "b.tif").close()  # a header, no image
+    with open_stack(folder) as stack, pytest.raises(Exception, match=f"^{folder}: b.tif holds no image$"):
+        stack.read_slice(1)

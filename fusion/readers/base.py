@@ -109,7 +109,13 @@ class SavedStack(ABC):
             raise UnreadableStackError(
                 f"cannot read {self.slice_label(index)}: {type(error).__name__}: {error}", self.path
             ) from error
-        return self._checked(index, normalise_layout(pixels))
+        if pixels.size == 0:  # (an empty TIFF page among a folder's slices: its shape said nothing to a user)
+            raise UnreadableStackError(f"{self.slice_label(index)} holds no image", self.path)
+        try:
+            pixels = normalise_layout(pixels)
+        except UnreadableStackError as error:
+            raise UnreadableStackError(f"{self.slice_label(index)}: {error.reason}", self.path) from None
+        return self._checked(index, pixels)
 
     def first_slice_format(self) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype of the slices (reads the first one if not known yet)."""

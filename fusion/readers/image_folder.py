@@ -20,7 +20,7 @@ from PIL import ExifTags, Image
 from fusion.errors import (EmptyStackError, FusionError, SliceMismatchError, StackLayoutError, StackTooLargeError,
                            UnreadableStackError)
 from fusion.memory import check_fits_in_memory
-from fusion.output_names import is_our_output
+from fusion.output_names import SESSION_REPORT, STACK as SESSION_STACK, is_our_output
 from fusion.readers.base import SavedStack
 
 SLICE_TIFF_SUFFIXES = (".tif", ".tiff")
@@ -70,6 +70,15 @@ def multipage_tiffs(files: list[Path]) -> list[tuple[Path, int]]:
     return found
 
 
+def _holds_no_page(path: Path) -> bool:
+    """Whether the TIFF at ``path`` is a header with no page (a live session's stack before its first slice)."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            return len(tiff.pages) == 0
+    except Exception:  # unreadable: reading it will say so
+        return False
+
+
 class ImageFolderStack(SavedStack):
     """Each image file in the folder is one slice; other files (licences, notes) and our own outputs
     (``fused.tif``, ``<name>.depth.tif``, ...) are ignored."""
@@ -83,9 +92,18 @@ class ImageFolderStack(SavedStack):
         super().__init__(folder, name or Path(folder).name)
         self.files = image_files(Path(folder))
         self._init_reading()
+        report = Path(folder) / SESSION_REPORT
+        if not self.files and report.is_file():
+            raise EmptyStackError(f"a live session's folder with no stack: its session acquired no slice (its "
+                                  f"{SESSION_REPORT} says why)", folder)
         if not self.files:
             raise EmptyStackError(
                 f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", folder)
+        stack = Path(folder) / SESSION_STACK
+        if report.is_file() and stack in self.files and _holds_no_page(stack):
+            from fusion.readers.tiff import NO_SLICES_IN_SESSION_STACK
+
+            raise EmptyStackError(NO_SLICES_IN_SESSION_STACK, stack)
         stacks = multipage_tiffs(self.files)
         if stacks:
             # Reading page 0 of each would fuse the wrong images and say nothing.

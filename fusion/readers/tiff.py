@@ -14,7 +14,7 @@ import tifffile
 from fusion import channel_look
 from fusion.channel_look import ChannelLook
 from fusion.errors import EmptyStackError, SliceMismatchError, StackLayoutError, UnreadableStackError
-from fusion.output_names import STACK as SESSION_STACK
+from fusion.output_names import SESSION_REPORT, STACK as SESSION_STACK
 from fusion.outputs import COLOUR_SAMPLES_KEY
 from fusion.readers.base import SavedStack, positive_size_um
 
@@ -31,6 +31,16 @@ LENGTH_UNITS_IN_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "mi
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
+# A live session that ended before its first slice (a device that failed at once) leaves no slice in its stack.
+NO_SLICES_IN_SESSION_STACK = ("the stack holds no slices: its session ended before its first slice (its "
+                              f"{SESSION_REPORT} says why)")
+
+
+def is_session_stack(path: Path) -> bool:
+    """Whether ``path`` is named as a live session's stack (``stack.ome.tif``, ``<name>.stack.ome.tif``)."""
+    return path.name == SESSION_STACK or path.name.endswith(f".{SESSION_STACK}")
+
+
 class TiffStack(SavedStack):
     """One z-stack in a TIFF: axes ZYX, ZYXC/ZYXS, ZCYX (and their T/I/Q equivalents)."""
 
@@ -44,7 +54,8 @@ class TiffStack(SavedStack):
             raise UnreadableStackError(f"not a readable TIFF ({type(error).__name__}: {error})", path) from error
         if not images or not images[0].pages:
             self.close()
-            raise EmptyStackError("the TIFF holds no image", path)
+            said = NO_SLICES_IN_SESSION_STACK if is_session_stack(self.path) else "the TIFF holds no image"
+            raise EmptyStackError(said, path)
         series = images[0] if len(images) == 1 else self._one_series(images)
         self._series = series
         self._appended_pages = series is not images[0]  # pages written one at a time: the last may be cut short
