@@ -224,6 +224,61 @@ def test_ndtiff_dataset_as_pycromanager_writes_it(tmp_path):
         assert stack.pixel_size_um() == 0.325  # the fused image keeps it
 
 
+def write_ndtiff(folder, metadata=lambda index: {"ZPosition_um_Intended": 50.0 + 0.5 * index}):
+    """An NDTiff dataset of 5 frames of 96 x 128 (ndtiff 3.1 fails on frames under 8 kB), as pycromanager writes it."""
+    from ndtiff import NDTiffDataset
+
+    frames = RNG.integers(0, 4096, (5, 96, 128)).astype(np.uint16)
+    writer = NDTiffDataset(str(folder), summary_metadata={}, writable=True)
+    for index, plane in enumerate(frames):
+        writer.put_image({"z": index}, plane, metadata(index))
+    writer.finish()
+    writer.close()
+    return frames
+
+
+@pytest.mark.parametrize("metadata,said", [
+    # 'abc' failed the stack: "unexpected ValueError: could not convert string to float: 'abc'".
+    (lambda index: {"ZPosition_um_Intended": "abc" if index == 2 else index},
+     r"image at {'z': 2} gives ZPosition_um_Intended 'abc', not a number"),
+    # One image without a z gave a depth map in slice indices without a word.
+    (lambda index: {} if index == 3 else {"ZPosition_um": index},
+     r"image at {'z': 3} has no z position \(ZPosition_um_Intended, ZPosition_um, ZPositionUm, Z-um\)"),
+])
+def test_an_ndtiff_image_whose_z_is_not_a_number_or_missing_counts_slices_with_a_warning(tmp_path, metadata, said):
+    folder = tmp_path / "acq_1"
+    frames = write_ndtiff(folder, metadata)
+    with pytest.warns(UserWarning, match=f"^{folder}: {said}; the depth map counts slices instead$"):
+        data, z_um, _ = read_all(folder)
+    assert z_um is None
+    np.testing.assert_array_equal(data, frames)
+
+
+def test_an_ndtiff_dataset_cut_short_is_fused_from_its_complete_images_with_a_warning(tmp_path):
+    # It failed the stack: "cannot read image at {'z': 3}: ValueError: cannot reshape array of size 0", where a TIFF
+    # cut short keeps its complete slices.
+    folder = tmp_path / "acq_1"
+    frames = write_ndtiff(folder)
+    data_file = next(folder.glob("*.tif"))
+    with open(data_file, "r+b") as handle:
+        handle.truncate(data_file.stat().st_size - 30_000)  # into the 4th image's pixels
+    with pytest.warns(UserWarning, match=rf"^{folder}: 2 of its 5 images are cut short \(image at {{'z': 3}}, image "
+                                         r"at {'z': 4}\): their file ends before them .*; using the 3 complete slices"):
+        data, z_um, _ = read_all(folder)
+    np.testing.assert_array_equal(data, frames[:3])
+    assert z_um == [50.0, 50.5, 51.0]
+
+
+def test_an_ndtiff_dataset_missing_its_data_file_names_it(tmp_path):
+    folder = tmp_path / "acq_1"
+    write_ndtiff(folder)
+    data_file = next(folder.glob("*.tif"))
+    data_file.unlink()
+    with pytest.raises(UnreadableStackError, match=f"^{folder}: {data_file.name}, which holds image at {{'z': 0}} "
+                                                   r"\(its NDTiff.index says\), is missing"):
+        open_stack(folder)
+
+
 def test_folder_of_images_in_natural_order(tmp_path):
     for index in (1, 2, 10, 11, 3):
         imageio.imwrite(tmp_path / f"slice_{index}.png", np.full((6, 8, 3), index, np.uint8))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from fusion.readers.base import SavedStack, positive_size_um
 
 INDEX_FILE = "NDTiff.index"
 Z_METADATA_KEYS = ("ZPosition_um_Intended", "ZPosition_um", "ZPositionUm", "Z-um")
+# An index entry's pixel type (ndtiff's NDTiffIndexEntry: 0 8-bit, 2 8-bit RGB) and the bytes a pixel takes in its
+# file as ndtiff reads it; the others (10 to 16 bits) take 2.
+BYTES_PER_PIXEL = {0: 1, 2: 3}
 
 
 def is_ndtiff_dataset(folder: Path) -> bool:
@@ -35,6 +39,9 @@ class NDTiffStack(SavedStack):
         if not self._coordinates:
             self.close()
             raise EmptyStackError("the NDTiff dataset holds no image", folder)
+        self._coordinates = self._complete_images()
+        self._z_um: list[float] | None = None
+        self._z_read = False  # (read once, when first asked: its warning is said once)
 
     def _slice_coordinates(self) -> list[dict]:
         axes = {name: sorted(values) for name, values in self._dataset.axes.items()}
@@ -49,23 +56,77 @@ class NDTiffStack(SavedStack):
                 "export one channel, position and time point", self.path)
         return [{**fixed, sweep: value} for value in axes[sweep]]
 
+    def _complete_images(self) -> list[dict]:
+        """The slices whose pixels and metadata lie whole in their file: a dataset copied or written only in part
+        (an acquisition interrupted, a copy cut short) is fused from them, with a warning naming those left out,
+        as a cut-short TIFF is; a file that its index names and that is gone is an error naming it."""
+        complete: list[dict] = []
+        cut: list[dict] = []
+        sizes: dict[str, int] = {}
+        for coordinates in self._coordinates:
+            entry = self._dataset.index.get(frozenset(coordinates.items()))
+            if entry is None:  # (another layout of index: reading will say what is wrong)
+                complete.append(coordinates)
+                continue
+            if entry.filename not in sizes:
+                try:
+                    sizes[entry.filename] = (self.path / entry.filename).stat().st_size
+                except OSError:
+                    self.close()
+                    raise UnreadableStackError(f"{entry.filename}, which holds {self._label(coordinates)} (its "
+                                               f"{INDEX_FILE} says), is missing: copy the whole dataset folder",
+                                               self.path) from None
+            bytes_per_pixel = BYTES_PER_PIXEL.get(entry.pixel_type, 2)
+            end = max(entry.pix_offset + entry.image_width * entry.image_height * bytes_per_pixel,
+                      entry.metadata_offset + entry.metadata_length)
+            (complete if end <= sizes[entry.filename] else cut).append(coordinates)
+        if cut and not complete:
+            self.close()
+            raise EmptyStackError(f"its files end before its first image: none of its {len(cut)} images is whole "
+                                  "(a copy cut short?)", self.path)
+        if cut:
+            named = ", ".join(self._label(c) for c in cut[:3]) + (f" and {len(cut) - 3} more" if len(cut) > 3 else "")
+            warnings.warn(f"{self.path}: {len(cut)} of its {len(self._coordinates)} images are cut short ({named}): "
+                          "their file ends before them (an acquisition interrupted while writing, or a copy cut "
+                          f"short); using the {len(complete)} complete slices", stacklevel=3)
+        return complete
+
     @property
     def n_slices(self) -> int:
         return len(self._coordinates)
 
     @property
     def z_positions_um(self) -> list[float] | None:
-        z_um = []
+        """Each image's z from its metadata (``Z_METADATA_KEYS``); None where no image gives one, and, with a
+        warning naming the image, where one gives none while others do, or one that is not a number: the depth map
+        then counts slices."""
+        if not self._z_read:
+            self._z_um, self._z_read = self._read_z_positions(), True
+        return self._z_um
+
+    def _read_z_positions(self) -> list[float] | None:
+        z_um: list[float] = []
+        problems: list[str] = []
         for coordinates in self._coordinates:
             try:
                 metadata = self._dataset.read_metadata(**coordinates) or {}
-            except Exception:
+            except Exception:  # (reading its pixels will say what is wrong)
                 return None
-            value = next((metadata[key] for key in Z_METADATA_KEYS if key in metadata), None)
-            if value is None:
-                return None
-            z_um.append(float(value))
-        return z_um
+            key = next((key for key in Z_METADATA_KEYS if key in metadata), None)
+            if key is None:
+                problems.append(f"{self._label(coordinates)} has no z position ({', '.join(Z_METADATA_KEYS)})")
+                continue
+            try:
+                z_um.append(float(metadata[key]))
+            except (TypeError, ValueError):
+                problems.append(f"{self._label(coordinates)} gives {key} {metadata[key]!r}, not a number")
+        if not problems:
+            return z_um
+        if len(problems) == len(self._coordinates) and not any("not a number" in p for p in problems):
+            return None  # no image says where it was: a dataset without z, as many are
+        more = f" (and {len(problems) - 1} more images)" if len(problems) > 1 else ""
+        warnings.warn(f"{self.path}: {problems[0]}{more}; the depth map counts slices instead", stacklevel=4)
+        return None
 
     def pixel_size_um(self) -> float | None:
         """Micro-Manager's PixelSizeUm, from the first image's metadata or the dataset's summary."""
@@ -78,7 +139,11 @@ class NDTiffStack(SavedStack):
         return positive_size_um(size, self.path, "PixelSizeUm")
 
     def slice_label(self, index: int) -> str:
-        return f"image at {self._coordinates[index]}"
+        return self._label(self._coordinates[index])
+
+    @staticmethod
+    def _label(coordinates: dict) -> str:
+        return f"image at {coordinates}"
 
     def _read(self, index: int) -> np.ndarray:
         return np.asarray(self._dataset.read_image(**self._coordinates[index]))
