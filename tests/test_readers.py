@@ -224,6 +224,47 @@ def test_ndtiff_dataset_as_pycromanager_writes_it(tmp_path):
         assert stack.pixel_size_um() == 0.325  # the fused image keeps it
 
 
+def write_split_micromanager_dataset(folder):
+    """A Micro-Manager OME-TIFF dataset whose 6 planes are split over two files, 3 each, as MM splits them at 4 GB; each
+    file's OME metadata names both by UUID."""
+    planes = RNG.integers(0, 4096, (6, 24, 32)).astype(np.uint16)
+    names = ("exp_MMStack_Pos0.ome.tif", "exp_MMStack_Pos0_1.ome.tif")
+    uuids = [f"urn:uuid:{digit * 8}-{digit * 4}-{digit * 4}-{digit * 4}-{digit * 12}" for digit in "12"]
+    tiff_data = "".join(f'<TiffData FirstZ="{3 * i}" FirstC="0" FirstT="0" IFD="0" PlaneCount="3"><UUID '
+                        f'FileName="{name}">{uuid}</UUID></TiffData>'
+                        for i, (name, uuid) in enumerate(zip(names, uuids)))
+    folder.mkdir()
+    for i, (name, uuid) in enumerate(zip(names, uuids)):
+        ome = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+               f'UUID="{uuid}"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" '
+               'SizeX="32" SizeY="24" SizeZ="6" SizeC="1" SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+               f'{tiff_data}</Pixels></Image></OME>')
+        with tifffile.TiffWriter(folder / name) as writer:
+            for index in range(3 * i, 3 * i + 3):
+                writer.write(planes[index], description=ome if index == 3 * i else None, metadata=None,
+                             contiguous=False)
+    return planes, names
+
+
+def test_a_micromanager_dataset_split_over_two_files_reads_without_warnings(tmp_path, recwarn):
+    # Its second file's slices each said "<tifffile.TiffPage 0 @8> reading array from closed file" (stderr and the
+    # report's warnings).
+    planes, _ = write_split_micromanager_dataset(tmp_path / "exp")
+    data, _, name = read_all(tmp_path / "exp")
+    np.testing.assert_array_equal(data, planes)
+    assert name == "exp" and [str(w.message) for w in recwarn] == []
+
+
+def test_a_micromanager_dataset_missing_one_of_its_files_names_it(tmp_path):
+    _, names = write_split_micromanager_dataset(tmp_path / "exp")
+    (tmp_path / "exp" / names[1]).unlink()
+    with open_stack(tmp_path / "exp") as stack, pytest.raises(
+            UnreadableStackError, match=f"page 3 is missing: it is in another file of the dataset, and {names[1]}, "
+                                        "which its OME metadata names, is not there: copy the whole dataset folder"):
+        for _ in stack:
+            pass
+
+
 def write_ndtiff(folder, metadata=lambda index: {"ZPosition_um_Intended": 50.0 + 0.5 * index}):
     """An NDTiff dataset of 5 frames of 96 x 128 (ndtiff 3.1 fails on frames under 8 kB), as pycromanager writes it."""
     from ndtiff import NDTiffDataset

@@ -46,6 +46,7 @@ class TiffStack(SavedStack):
 
     def __init__(self, path: Path, name: str | None = None):
         super().__init__(path, name or stack_name(path))
+        self._reopened: list[tifffile.FileHandle] = []  # the dataset's other files, opened to read their slices
         try:
             self._tiff = tifffile.TiffFile(self.path)
             # Thumbnails and previews (reduced-resolution pages: a camera's, an LSM's) are no part of the stack.
@@ -212,6 +213,11 @@ class TiffStack(SavedStack):
             raise UnreadableStackError(
                 f"truncated or corrupt: page {page_index} cannot be read ({error})", self.path) from error
         if page is None:
+            gone = self._missing_dataset_files()
+            if gone:  # a Micro-Manager dataset split over files (one each 4 GB), not all of them copied
+                raise UnreadableStackError(
+                    f"page {page_index} is missing: it is in another file of the dataset, and {', '.join(gone)}, "
+                    "which its OME metadata names, is not there: copy the whole dataset folder", self.path)
             raise UnreadableStackError(
                 f"page {page_index} is missing: the file is truncated or its metadata is wrong", self.path)
         # tifffile fills a truncated page with zeros rather than failing: check the bytes exist.
@@ -220,6 +226,10 @@ class TiffStack(SavedStack):
             raise UnreadableStackError(
                 f"truncated: page {page_index} needs bytes up to {max(ends)} but the file has "
                 f"{self._file_size}", self.path)
+        handle = page.parent.filehandle
+        if handle.closed:  # another file of the dataset: tifffile closed it once it had read its headers
+            handle.open()  # (kept open until this stack closes; asarray reopened it each time, with a warning)
+            self._reopened.append(handle)
         pixels = page.asarray()
         if pixels.ndim == 3 and self._layout.page_samples_first:
             pixels = np.moveaxis(pixels, 0, -1)  # planar RGB page (S, Y, X)
@@ -308,7 +318,18 @@ class TiffStack(SavedStack):
             z_um.append(float(z))
         return z_um
 
+    def _missing_dataset_files(self) -> list[str]:
+        """The files that the OME metadata names (``UUID FileName``) and that are not beside this one."""
+        parsed = _ome_root(self._tiff.ome_metadata) if self._tiff.is_ome else None
+        if parsed is None:
+            return []
+        root, namespace = parsed
+        named = dict.fromkeys(uuid.get("FileName") for uuid in root.iter(f"{namespace}UUID"))
+        return [name for name in named if name and not (self.path.parent / name).exists()]
+
     def close(self) -> None:
+        for handle in getattr(self, "_reopened", []):
+            handle.close()
         tiff = getattr(self, "_tiff", None)
         if tiff is not None:
             tiff.close()
