@@ -171,6 +171,12 @@ def test_imagej_spacing_in_pixels_is_not_taken_for_micrometres(tmp_path):
     ({"axes": "ZYX", "PhysicalSizeZ": 0.0}, "every slice the focus position 0 um"),
     ({"axes": "ZYX", "Plane": {"PositionZ": [0.0, 1.0, float("nan"), 3.0, 4.0]}},
      "a focus position of nan for 1 of 5 slices"),
+    # Accepted in silence: a depth map of 0 and 1 only.
+    ({"axes": "ZYX", "Plane": {"PositionZ": [0.0, 0.0, 0.0, 1.0, 1.0]}},
+     r"several slices one focus position \(slices 0-2 share 0 um; slices 3-4 share 1 um\)"),
+    # numpy's "overflow encountered in cast" and a depth map of NaN everywhere.
+    ({"axes": "ZYX", "Plane": {"PositionZ": [0.0, 1e300, 2.0, 3.0, 4.0]}},
+     r"a focus position of 1e\+300 um for 1 of 5 slices, beyond any focus drive's travel \(±1e\+06\)"),
 ])
 def test_focus_positions_that_cannot_place_the_slices_are_dropped_with_a_warning(tmp_path, metadata, message):
     """A depth map from them would be one value everywhere (or undefined): it counts slices instead."""

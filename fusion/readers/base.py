@@ -17,6 +17,31 @@ from fusion.memory import check_fits_in_memory
 from fusion.outputs import colour_by_shape, plausible_pixel_size_um
 
 
+# A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
+# or hundreds of mA. A writer's garbage (1e300) overflowed the depth map's float32 into NaN everywhere.
+FOCUS_POSITION_LIMIT = 1e6
+
+
+def index_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts, start = [], None
+    for position, index in enumerate(indices):
+        if start is None:
+            start = index
+        if position + 1 == len(indices) or indices[position + 1] != index + 1:
+            parts.append(str(start) if start == index else f"{start}-{index}")
+            start = None
+    return ", ".join(parts)
+
+
+def _slices_sharing_a_position(z: list[float]) -> list[tuple[float, list[int]]]:
+    """Each position that more than one slice has, with those slices, in the order of the first of them."""
+    by_position: dict[float, list[int]] = {}
+    for index, position in enumerate(z):
+        by_position.setdefault(position, []).append(index)
+    return [(position, slices) for position, slices in by_position.items() if len(slices) > 1]
+
+
 def positive_size_um(size_um: float, path: Path | str, said: str = "pixel size") -> float | None:
     """A pixel size a file gives, or None where it is not one (zero, negative, NaN), with a warning naming
     the file and ``said`` (the metadata it came from) where it is out of all proportion (1e30 µm, infinite:
@@ -54,16 +79,26 @@ class SavedStack(ABC):
 
     def usable_focus_positions(self) -> tuple[list[float] | None, str]:
         """``focus_positions``, or none (the depth map then counts slices) with a warning where they
-        cannot place the slices: a position that is not a finite number (an ImageJ spacing of NaN), or
-        every slice at one position (a spacing of 0, a writer that repeats one z)."""
+        cannot place the slices: a position that is not a finite number (an ImageJ spacing of NaN), or one
+        out of all proportion (``FOCUS_POSITION_LIMIT``: 1e300 overflowed the depth map's float32), or slices
+        that share a position (a spacing of 0, a writer that repeats one z, or some of them)."""
         z, unit = self.focus_positions()
         if z is None:
             return z, unit
         bad = [value for value in z if not math.isfinite(value)]
+        absurd = [value for value in z if math.isfinite(value) and abs(value) > FOCUS_POSITION_LIMIT]
+        shared = _slices_sharing_a_position(z)
         if bad:
             problem = f"the file gives a focus position of {bad[0]} for {len(bad)} of {len(z)} slices"
+        elif absurd:
+            problem = (f"the file gives a focus position of {absurd[0]:g} {unit} for {len(absurd)} of {len(z)} "
+                       f"slices, beyond any focus drive's travel (±{FOCUS_POSITION_LIMIT:g})")
         elif len(z) > 1 and min(z) == max(z):
             problem = f"the file gives every slice the focus position {z[0]:g} {unit}"
+        elif shared:
+            listed = "; ".join(f"slices {index_ranges(slices)} share {position:g} {unit}"
+                               for position, slices in shared[:3]) + (" ..." if len(shared) > 3 else "")
+            problem = f"the file gives several slices one focus position ({listed})"
         else:
             return z, unit
         warnings.warn(f"{self.path}: {problem}; the depth map counts slices instead", stacklevel=2)

@@ -16,7 +16,7 @@ from fusion.channel_look import ChannelLook
 from fusion.errors import EmptyStackError, SliceMismatchError, StackLayoutError, UnreadableStackError
 from fusion.output_names import SESSION_REPORT, STACK as SESSION_STACK
 from fusion.outputs import COLOUR_SAMPLES_KEY
-from fusion.readers.base import SavedStack, positive_size_um
+from fusion.readers.base import SavedStack, index_ranges, positive_size_um
 
 # Leading axes that can carry the focus sweep, by preference. tifffile names a plain
 # multi-page file's axis I or Q; T is a time-lapse, taken only when nothing else varies.
@@ -255,9 +255,9 @@ class TiffStack(SavedStack):
             return None
         missing = [i for i, plane in enumerate(planes) if plane is None and not (i == 0 and self._tiff.is_ome)]
         if missing and not self._tiff.is_ome:
-            warnings.warn(f"{self.path}: the z of slices {_ranges(missing)} (counting from 0) could not be read from "
-                          "their page metadata (missing, or cut off with the file); the depth map is in slice index",
-                          stacklevel=3)
+            warnings.warn(f"{self.path}: the z of slices {index_ranges(missing)} (counting from 0) could not be read "
+                          "from their page metadata (missing, or cut off with the file); the depth map is in slice "
+                          "index", stacklevel=3)
         return planes
 
     def _drop_incomplete_last_slice(self) -> None:
@@ -533,18 +533,6 @@ def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
 def _to_um(unit: str | None) -> float:
     """An OME length unit's size in µm (none given: OME's default, µm)."""
     return LENGTH_UNITS_IN_UM.get(unit or "um", 1.0)
-
-
-def _ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> "0-2, 5"."""
-    parts, start = [], None
-    for position, index in enumerate(indices):
-        if start is None:
-            start = index
-        if position + 1 == len(indices) or indices[position + 1] != index + 1:
-            parts.append(str(start) if start == index else f"{start}-{index}")
-            start = None
-    return ", ".join(parts)
 
 
 def stack_name(path: Path) -> str:
