@@ -513,6 +513,19 @@ class Profile(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _mda_stacks_of_two_slices_at_least(self):
+        z_plan = None if self.mda is None else self.mda.z_plan
+        # (Counted, not listed, where it says 3 or more: a typo's step gives millions. It says 2 for a range of 0.5
+        # every 1, and lists one.)
+        if z_plan is not None and z_plan.num_positions() < 3 and len(list(z_plan)) < 2:
+            # It ran, fused nothing and warned that the sequence had no z-plan.
+            raise ValueError(f"mda.z_plan: it gives one z position per stack ({', '.join(f'{z:g}' for z in z_plan)} "
+                             "µm): nothing to fuse; give a range or top and bottom larger than the step, or two "
+                             "absolute positions at least (or leave z_plan out to take one frame where each "
+                             "position is)")
+        return self
+
+    @model_validator(mode="after")
     def _plan_fits_rig(self):
         if self.plan is None:
             return self
@@ -565,6 +578,28 @@ def with_fusion_overrides(profile: Profile, overrides: dict[str, Any], source: s
         raise ProfileError(_described(source, error)) from None
 
 
+def _of_the_meant_members(problems: list) -> list:
+    """pydantic's errors, where a value fits no member of a union (useq's time_plan: interval and loops, duration and
+    loops, ...), kept only for the members the value meant: those missing the fewest keys. Each member said its
+    own, so that {interval: 0, loops: 0} gave 'phases: Field required', 'duration: Field required' twice and 'loops:
+    Input should be greater than 0' twice, for 'loops: Input should be greater than 0'."""
+    def tagged(problem) -> tuple[tuple, str] | None:
+        location = problem["loc"]
+        at = next((i for i, part in enumerate(location) if isinstance(part, str) and part[:1].isupper()), None)
+        return None if at is None else (location[:at], location[at])
+
+    missing: dict[tuple, dict[str, int]] = {}
+    for problem in problems:
+        found = tagged(problem)
+        if found is not None:
+            by_member = missing.setdefault(found[0], {})
+            by_member[found[1]] = by_member.get(found[1], 0) + (problem["type"] == "missing")
+    meant = {union: {member for member, count in by_member.items() if count == min(by_member.values())}
+             for union, by_member in missing.items()}
+    return [problem for problem in problems
+            if (found := tagged(problem)) is None or found[1] in meant[found[0]]]
+
+
 def _described(source: str, error: ValidationError) -> str:
     """Each problem on a line: source, key path, what is wrong (and for an unknown key what is allowed,
     and the allowed key it misspells: then the "Field required" of that key is not repeated)."""
@@ -574,7 +609,7 @@ def _described(source: str, error: ValidationError) -> str:
         return tuple(part for part in loc if not (isinstance(part, str) and part[:1].isupper()))
 
     problems = [(without_tags(problem["loc"][:-1]) + problem["loc"][-1:] if problem["type"] == "extra_forbidden"
-                 else without_tags(problem["loc"]), problem) for problem in error.errors()]
+                 else without_tags(problem["loc"]), problem) for problem in _of_the_meant_members(error.errors())]
     lines: list[tuple[tuple, str, str]] = []
     misspelt: set[tuple] = set()
     for location, problem in problems:
@@ -591,7 +626,8 @@ def _described(source: str, error: ValidationError) -> str:
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
         lines.append((location, problem["type"], f"{source}: {key_path + ': ' if key_path else ''}{message}"))
-    return "\n".join(line for location, kind, line in lines if not (kind == "missing" and location in misspelt))
+    return "\n".join(dict.fromkeys(line for location, kind, line in lines  # (each once: union members repeat them)
+                                    if not (kind == "missing" and location in misspelt)))
 
 
 class _ProfileLoader(yaml.SafeLoader):

@@ -273,10 +273,12 @@ class StreamingFusionHandler:
         self._one_slice_note = self._one_slice_text(names, n_stacks)
         _warn(f"StreamingFusionHandler: {self._describe()}: {self._one_slice_note}")
 
-    @staticmethod
-    def _one_slice_text(names: list[str], n_stacks: int) -> str:
+    def _one_slice_text(self, names: list[str], n_stacks: int) -> str:
         if len(names) == n_stacks:
-            return (f"the sequence has no z-plan: each of its {n_stacks} stacks is one frame, so there is nothing "
+            z_plan = getattr(self._sequence, "z_plan", None)
+            why = ("the sequence has no z-plan" if z_plan is None else
+                   f"its z-plan ({z_plan!r}) gives one z position per stack")
+            return (f"{why}: each of its {n_stacks} stacks is one frame, so there is nothing "
                     f"to fuse; the frames are kept as <name>.{STACK}, without fused images or depth maps")
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         return (f"{len(names)} of its {n_stacks} stacks have one slice (no z-plan there: {shown}); they are kept "

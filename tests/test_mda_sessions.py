@@ -102,8 +102,7 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, stat
 def test_stacks_not_fused_are_not_claimed_and_the_warnings_printed_are_recorded(tmp_path):
     # One slice per stack: nothing can be fused. The summary said "4 z-stacks fused" and session.json had no
     # warnings, while the handler warned that stacks of one slice are not fused.
-    profile = small_mda_profile(tmp_path, mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}],
-                                               "z_plan": {"range": 0, "step": 2}})
+    profile = small_mda_profile(tmp_path, mda={"stage_positions": [{"x": 0, "y": 0, "z": 15}], "z_plan": None})
     done = run_cli("--profile", profile, "--out", tmp_path / "sessions")
     report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
     assert [r["slices"] for r in report["stacks"]] == [1, 1, 1]
@@ -170,6 +169,16 @@ def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
               "time_plan": {"phases": [{"interval": 1, "loops": 2}, {"interval": 2, "loop": 3}]}}},
      r"unknown key 'loop' in mda.time_plan.phases.1 \(did you mean 'loops'\?\)"),
+    # A z-plan of one position ran, fused nothing and warned that the sequence had no z-plan.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 0.5, "step": 1}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it gives one z position per stack \(-0.25 µm\): nothing to fuse; give a range or "
+     r"top and bottom larger than the step, or two absolute positions at least"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"absolute": [5]}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it gives one z position per stack \(5 µm\): nothing to fuse"),
+    # Each problem once, of the kind of time plan meant (interval and loops): it said 'phases: Field required',
+    # 'duration: Field required' twice and 'loops: Input should be greater than 0' twice.
+    ({"mda": {"channels": ["DAPI"], "time_plan": {"interval": 0, "loops": 0}}},
+     r"^[^\n]*bad.yaml: mda.time_plan.loops: Input should be greater than 0$"),
     ({"fusion": {"decision_channel": "GFP"}},
      r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
