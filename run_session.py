@@ -220,6 +220,7 @@ def run_live(args, said: list[str]) -> int:
         if loaded.fusion.device is not None and args.device is None:  # (--device replaced it: warned above)
             said += print_warnings([unused_device_warning(f"{profile_path}: fusion.device", loaded.fusion.device,
                                                           "fusion.method", profile.fusion_settings().measure)])
+        said += print_warnings(unused_profile_fusion_warnings(profile_path, loaded, args, profile.fusion_settings()))
         out_root = args.out or Path(profile.output.folder)
         check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
@@ -409,6 +410,19 @@ def unused_option_warnings(args, settings) -> list[str]:
     if args.device is not None:
         said.append(unused_device_warning("--device", args.device, "--method", settings.measure))
     return [warning for warning in said if warning is not None]
+
+
+def unused_profile_fusion_warnings(profile_path, loaded, args, settings) -> list[str]:
+    """As ``unused_option_warnings``, for the profile's fusion: keys that the command line did not replace: each
+    named as ``<profile>: fusion.<key>``."""
+    fusion = loaded.fusion  # (the profile as read, before the command line's options)
+    said = [f"{profile_path}: fusion.{key} applies to fusion.composition {' and '.join(used_by)}; the "
+            f"{settings.composition} composition does not use it" for key, (_, used_by) in SINGLE_SCALE_OPTIONS.items()
+            if getattr(fusion, key) is not None and getattr(args, key) is None and settings.composition not in used_by]
+    if fusion.align_model is not None and args.align_model is None and settings.align == "off":
+        said.append(f"{profile_path}: fusion.align_model has no effect: alignment is off (fusion.align auto or on "
+                    "uses it)")
+    return said
 
 
 def unused_device_warning(given_as: str, device: str, method_key: str, measure: str) -> str | None:

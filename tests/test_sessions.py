@@ -475,6 +475,24 @@ def test_a_torch_device_for_a_measure_without_torch_is_warned_of(tmp_path, capsy
     assert not [line for line in capsys.readouterr().err.splitlines() if "has no effect" in line]
 
 
+@pytest.mark.parametrize("fusion,warning", [
+    ("{composition: pyramid, window_px: 50}",
+     "fusion.window_px applies to fusion.composition blend and pick; the pyramid composition does not use it"),
+    ("{composition: blend, feather_px: 2}",
+     "fusion.feather_px applies to fusion.composition pick; the blend composition does not use it"),
+    ("{align: off, align_model: lens}",
+     "fusion.align_model has no effect: alignment is off (fusion.align auto or on uses it)"),
+])
+def test_profile_fusion_keys_that_have_no_effect_are_warned_of_as_the_options_are(tmp_path, capsys, fusion, warning):
+    # The same options on the command line were warned of; in the profile, not a word.
+    rig = ("camera: {driver: simulated, specimen: {height_px: 64, width_px: 80}}\nfocus: {driver: simulated}\n"
+           "plan: {z: {range: 4, step: 2}}\n")
+    assert run_profile_text(tmp_path, rig + f"fusion: {fusion}\n") == 0
+    said = f"{tmp_path / 'rig.yaml'}: {warning}"
+    assert f"warning: {said}" in capsys.readouterr().err.splitlines()
+    assert said in json.loads(next((tmp_path / "out").glob("*/session.json")).read_text())["warnings"]
+
+
 def test_options_and_profile_keys_that_have_no_effect_are_recorded_in_session_json(tmp_path, capsys):
     # They were printed as the session started, and session.json, read later, said nothing of them.
     import run_session
