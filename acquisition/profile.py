@@ -166,7 +166,9 @@ class FocusSettings(_Strict):
     settle_ms: Annotated[float, MINUTE_MS] = Field(0.0, ge=0)  # extra wait after the device reports it has stopped
     settle_timeout_s: Annotated[float, HOUR_S] = Field(5.0, gt=0)
     limits: tuple[float, float] | None = None
-    speed_um_per_s: float = Field(2000.0, gt=0)   # simulated stage only
+    # A stage's travel speed: the simulated stages move at it, and the wait for a move (asi, micromanager, simulated)
+    # allows its distance at this speed beyond settle_timeout_s, which is for settling, not for travel.
+    speed_um_per_s: float = Field(2000.0, ge=1)   # (slower, a 10 µm step would take more than 10 s)
 
     @field_validator("baudrate")
     @classmethod

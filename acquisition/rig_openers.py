@@ -39,7 +39,8 @@ def open_asi_stage(context: RigContext, port: str) -> Opened:
     from devices.asi_stage import DEFAULT_BAUDRATE, AsiZStage
 
     profile = context.profile
-    stage = AsiZStage(port, limits=stage_limits(profile), baudrate=profile.focus.baudrate or DEFAULT_BAUDRATE)
+    stage = AsiZStage(port, limits=stage_limits(profile), baudrate=profile.focus.baudrate or DEFAULT_BAUDRATE,
+                      speed_um_per_s=profile.focus.speed_um_per_s)
     return Opened(stage, stage.close)
 
 
@@ -58,6 +59,7 @@ def open_micromanager_focus(context: RigContext) -> Opened:
 
     focus = MicroManagerFocusDrive(context.shared["core"], label=context.profile.focus.label,
                                    limits=stage_limits(context.profile))
+    focus.travel_speed = context.profile.focus.speed_um_per_s  # (the core does not say how fast its stage moves)
     return Opened(focus, focus.close)
 
 

@@ -114,6 +114,7 @@ class Session:
         self.t_result_ready: float | None = None
         self.focus_returned_to: float | None = None  # where the drive went back to at the end; None: not (yet)
         self.focus_return_error: str | None = None   # why it could not
+        self.return_warning: str | None = None   # what session.json says of it, where the session had not failed
         self.total_s = 0.0
         self.caught_warnings: list = []  # warnings.WarningMessage, while run() runs (see there)
         self.thread_errors: list[ThreadError] = []  # errors that ended a device library's thread, while run() runs
@@ -375,6 +376,8 @@ class Session:
         fire, and a settle wait that a hardware sequence cannot honour; positions the drive cannot tell apart."""
         warnings = list(self.range_found.warnings) if self.range_found is not None else []
         warnings += self.plan_warnings + self.mode_warnings
+        if self.return_warning is not None:
+            warnings.append(self.return_warning)
         late = self.late_stop_warning()
         if late:
             warnings.append(late)
@@ -416,7 +419,11 @@ class Session:
             self.focus_returned_to = start
         except Exception as error:  # recorded; the session's own outcome matters more
             self.focus_return_error = str(error)
-            self.errors.append(f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}")
+            said = f"could not return the focus to {start:g} {self.profile.focus.unit}: {error}"
+            if self.ended_by is not None:  # one more failure of a session that failed already
+                self.errors.append(said)
+            else:  # every slice was acquired, saved and fused: a drive that did not come back fails none of that
+                self.return_warning = f"{said}; every slice was acquired, saved and fused"
 
     def result_after_last_slice_s(self) -> float:
         """Seconds from the end of the acquisition to the final result: from the last slice on disk, or from the

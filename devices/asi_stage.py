@@ -38,8 +38,11 @@ class AsiZStage(FocusDrive):
 
     def __init__(self, port: str, name: str = "ASI MS-2000 Z stage", axis: str = "Z",
                  limits: FocusLimits = FocusLimits(-10000.0, 10000.0, "um"), baudrate: int = DEFAULT_BAUDRATE,
-                 timeout_s: float = 1.0):
+                 timeout_s: float = 1.0, speed_um_per_s: float | None = None):
+        """``speed_um_per_s``: the stage's travel speed (the profile's focus.speed_um_per_s), which the wait for
+        a move allows for beyond its settle timeout; None: no allowance."""
         super().__init__(name, limits)
+        self.travel_speed = speed_um_per_s
         self.axis = axis
         self.baudrate = baudrate
         self._link = SerialLink(name, port, baudrate=baudrate, timeout_s=timeout_s)
@@ -53,10 +56,12 @@ class AsiZStage(FocusDrive):
     def halt(self) -> None:
         """Stop any motion now (``\\``). The controller may answer :N-21 to the interrupted move."""
         self._command("\\", allow_halt=True)
+        self._known_position = None  # (it stopped somewhere on the way)
 
     def zero_here(self) -> None:
         """Make the current position zero (``H Z``)."""
         self._command(f"H {self.axis}")
+        self._known_position = 0.0
 
     @property
     def resolution(self) -> float:

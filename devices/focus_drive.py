@@ -49,16 +49,29 @@ class FocusDrive(ABC):
 
     name: str
     unit: str
+    # How fast the drive travels, in ``unit`` per second, where known (a stage's speed): ``wait_until_settled``
+    # allows the last move's distance at that speed beyond its timeout, which is for settling, not for travel.
+    travel_speed: float | None = None
 
     def __init__(self, name: str, limits: FocusLimits):
         self.name = name
         self.limits = limits
         self.unit = limits.unit
+        self._known_position: float | None = None   # the last position read or moved to
+        self._last_travel = 0.0                     # how far the last move went from there (0: not known)
 
     def move_to(self, position: float) -> None:
         """Start a move to ``position`` (in ``unit``); use ``wait_until_settled`` to wait for it."""
         self.check_reachable([position])
         self._do_move_to(float(position))
+        known = self._known_position
+        if known != float(position):  # (the same move again, a retry: it may still have that way to go)
+            self._last_travel = 0.0 if known is None else abs(float(position) - known)
+        self._known_position = float(position)
+
+    def travel_s(self) -> float:
+        """How long the last move takes to travel at ``travel_speed`` (0 where either is not known)."""
+        return self._last_travel / self.travel_speed if self.travel_speed else 0.0
 
     def check_reachable(self, positions, what: str | None = None) -> None:
         """Raise PositionOutOfRangeError for the first of ``positions`` outside ``limits`` or beyond
@@ -99,16 +112,26 @@ class FocusDrive(ABC):
         return None
 
     def wait_until_settled(self, timeout_s: float = 5.0, poll_s: float = 0.005) -> None:
-        """Block until the drive reports it is no longer moving, or raise DeviceTimeoutError."""
-        deadline = time.monotonic() + timeout_s
+        """Block until the drive reports it is no longer moving, or raise DeviceTimeoutError once ``timeout_s``
+        has passed beyond the last move's travel (``travel_s``): 20 mm at 2 mm/s takes 10 s before it settles."""
+        travel_s = self.travel_s()
+        deadline = time.monotonic() + travel_s + timeout_s
+        self._wait_for_arrival(deadline)
         while self._do_is_busy():
             if time.monotonic() > deadline:
-                raise DeviceTimeoutError(self.name, f"still moving after {timeout_s:g} s (stuck, or not answering)")
+                travel = f" beyond {travel_s:g} s of travel ({self._last_travel:g} {self.unit} at " \
+                         f"{self.travel_speed:g} {self.unit}/s)" if travel_s else ""
+                raise DeviceTimeoutError(self.name, f"still moving after {timeout_s:g} s{travel} (stuck, or not "
+                                                    "answering)")
             time.sleep(poll_s)
+
+    def _wait_for_arrival(self, deadline: float) -> None:  # noqa: B027 -- optional: most drives are polled
+        """Before polling: a drive that knows when its move ends waits for that, up to ``deadline``."""
 
     def position(self) -> float:
         """The position the device reports, in ``unit``."""
-        return self._do_read_position()
+        self._known_position = self._do_read_position()
+        return self._known_position
 
     @property
     def resolution(self) -> float | None:

@@ -123,7 +123,7 @@ class SimulatedStage(FocusDrive):
     def __init__(self, speed_um_per_s: float = 2000.0, limits: FocusLimits = FocusLimits(-10000, 10000, "um"),
                  name: str = "simulated stage"):
         super().__init__(name, limits)
-        self.speed_um_per_s = speed_um_per_s
+        self.speed_um_per_s = self.travel_speed = speed_um_per_s
         self._from_um = self._to_um = 0.0
         self._started = self._arrives = 0.0
         self._stuck = False
@@ -149,12 +149,12 @@ class SimulatedStage(FocusDrive):
         self._started = time.monotonic()
         self._arrives = self._started + abs(z_um - self._from_um) / self.speed_um_per_s + extra_s
 
-    def wait_until_settled(self, timeout_s: float = 5.0, poll_s: float = 0.005) -> None:
-        """As any drive, but a move that will end is waited out to its end, not to the next poll
-        after it (a 3 um step takes 1.5 ms; polling made it 5): as a blocking move command would."""
+    def _wait_for_arrival(self, deadline: float) -> None:
+        """A move that will end is waited out to its end, not to the next poll after it (a 3 um step takes
+        1.5 ms; polling made it 5): as a blocking move command would. Within the drive's one deadline: this wait
+        and the polling after it took up to twice settle_timeout_s, so that a long move passed by luck."""
         if not (self._stuck or self.faults.disconnected):
-            time.sleep(min(max(0.0, self._arrives - time.monotonic()), timeout_s))
-        super().wait_until_settled(timeout_s, poll_s)
+            time.sleep(max(0.0, min(self._arrives, deadline) - time.monotonic()))
 
     def _do_read_position(self) -> float:
         self._check_connected()

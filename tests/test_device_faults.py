@@ -1,7 +1,9 @@
 """Every fault a simulator can commit becomes the driver's typed error, within its timeout."""
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Any
 
 import pytest
 
@@ -213,7 +215,9 @@ def test_pycromanager_without_micromanager_running_is_a_clear_error():
     from tests.conftest import REPO_ROOT
 
     code = """
+import contextlib
 import time
+from typing import Any
 import pycromanager  # (imported first: its ~1 s import is not the connection's time)
 from devices.errors import DeviceDisconnectedError
 from devices.pycromanager_core import connect
@@ -262,3 +266,47 @@ def test_a_micromanager_label_not_loaded_names_the_nearest_or_lists_the_devices_
     with demo_core() as core, pytest.raises(DeviceNotFoundError, match=says) as caught:
         (MicroManagerFocusDrive if role == "focus" else MicroManagerCamera)(core, label=label)
     assert "Core" not in str(caught.value).split("(", 1)[1]
+
+
+# ---- a long move: the settle timeout is for settling, not for travel ----
+
+@contextlib.contextmanager
+def slow_stage(kind: str, speed_um_per_s: float):
+    """A stage that travels at ``speed_um_per_s``: the simulated one, or the ASI driver on its simulator's pty."""
+    if kind == "simulated":
+        from simulators.optics_camera import SimulatedStage
+
+        stage: Any = SimulatedStage(speed_um_per_s)
+        yield stage, stage
+        return
+    from devices.asi_stage import AsiZStage
+    from simulators.asi_stage import AsiStageSimulator
+
+    with AsiStageSimulator(speed_um_per_s=speed_um_per_s) as simulator:
+        stage = AsiZStage(simulator.port, timeout_s=0.5, speed_um_per_s=speed_um_per_s)
+        try:
+            yield stage, simulator
+        finally:
+            stage.close()
+
+
+@pytest.mark.parametrize("kind", ["simulated", "asi"])
+def test_a_move_that_travels_longer_than_the_settle_timeout_is_waited_for(kind):
+    # 400 µm at 500 µm/s takes 0.8 s: with a settle timeout of 0.2 s, the simulated stage gave up on it after twice
+    # the timeout (a sleep, then polling), the ASI driver after once, while it was still travelling.
+    with slow_stage(kind, 500) as (stage, _):
+        stage.position()  # (where it starts: the session reads it before its first move)
+        started = time.monotonic()
+        stage.move_to(400)
+        stage.wait_until_settled(timeout_s=0.2)
+        assert time.monotonic() - started >= 0.75 and stage.position() == pytest.approx(400)
+
+
+def test_a_stuck_stage_is_given_up_on_after_its_travel_and_the_settle_timeout():
+    with slow_stage("simulated", 500) as (stage, _):
+        stage.position()
+        stage.faults.silent = True
+        stage.move_to(400)
+        with pytest.raises(DeviceTimeoutError, match=r"^simulated stage: still moving after 0.2 s beyond 0.8 s of "
+                                                      r"travel \(400 um at 500 um/s\) \(stuck, or not answering\)$"):
+            elapsed(lambda: stage.wait_until_settled(timeout_s=0.2), bound_s=2)

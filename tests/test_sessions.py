@@ -128,6 +128,31 @@ def test_stage_that_stops_answering_ends_the_session_with_the_partial_stack_fuse
     assert any("could not return the focus" in e for e in report.errors)
 
 
+def test_a_stage_that_cannot_return_after_a_whole_stack_is_a_warning_not_a_failed_session(tmp_path):
+    # Every slice acquired and fused, and the session failed (exit status 1) on 'error: could not return the focus
+    # to 0 um: simulated stage: still moving after 5 s'.
+    from acquisition.session_events import SessionListener
+
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    profile = profile.model_copy(update={"focus": profile.focus.model_copy(update={"settle_timeout_s": 0.2})})
+
+    class StuckAfterTheLastSlice(SessionListener):
+        def slice_acquired(self, session, index, pixels, z, frame_metadata):
+            if index == session.planned - 1:
+                rig.simulated["focus"].faults.silent = True  # the next move, the return, never ends
+
+    rig = open_rig(profile)
+    try:
+        outcome = Session(profile, rig, new_session_folder(tmp_path), [StuckAfterTheLastSlice()]).run(progress=False)
+    finally:
+        rig.close()
+    report = outcome.report
+    assert outcome.completed and report.errors == [] and report.acquired_slices == report.planned_slices
+    assert "could not return the focus to 0 um: simulated stage: still moving after 0.2" in " ".join(report.warnings)
+    assert any(w.endswith("; every slice was acquired, saved and fused") for w in report.warnings)
+    assert (outcome.folder / "fused.tif").is_file()
+
+
 def test_vanished_stage_ends_the_session_without_retries(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
     outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulated["focus"].disconnect())
