@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import tifffile
 
 from acquisition.profile import Profile
 from acquisition.report import plot_focus_curve
@@ -103,5 +104,8 @@ class SessionOutputWriter(SessionListener):
             return
         scale = full_scale(session.profile)
         report.psnr_db = round(psnr(result.fused, truth, scale), 3)
-        report.best_slice_psnr_db = round(max(psnr(session.buffer.read_slice(i), truth, scale)
-                                              for i in range(len(report.slices))), 3)
+        # Read here, not through the buffer: it is finalized, and its reader, opened again, stayed open (an unclosed
+        # file that Python warned of at some later point, inside whatever ran then).
+        with tifffile.TiffFile(session.buffer.path) as stack:
+            report.best_slice_psnr_db = round(max(psnr(stack.pages[i].asarray(), truth, scale)
+                                                  for i in range(len(report.slices))), 3)
