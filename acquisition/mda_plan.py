@@ -13,7 +13,7 @@ import pydantic
 import useq
 from pydantic import BeforeValidator
 
-from acquisition.number_fields import check_no_yes_or_no
+from acquisition.number_fields import check_finite, check_no_yes_or_no
 
 # Keys of the mappings a sequence may hold, by the sequence key they sit under.
 _ITEM_MODELS: dict[str, type[pydantic.BaseModel]] = {"channels": useq.Channel, "stage_positions": useq.Position}
@@ -60,6 +60,7 @@ def _check_keys(value: Any, where: str = "mda") -> Any:
     for key, model in _ITEM_MODELS.items():
         for number, item in enumerate(value.get(key) or []):
             _unknown_key(item, _allowed(model), f"{where}.{key}.{number}")
+            _check_numbers(item, model, f"{where}.{key}.{number}")  # (x: .inf would send the stage there)
             if key == "stage_positions" and isinstance(item, dict):
                 _check_keys(item.get("sequence"), f"{where}.{key}.{number}.sequence")
     for key in _PLAN_KEYS:
@@ -74,15 +75,24 @@ def _check_keys(value: Any, where: str = "mda") -> Any:
 def _check_plan(key: str, plan: Any, where: str) -> None:
     """A plan's keys: a typo (no kind of plan has it), or a key of another kind of plan than the one
     useq makes of it, which useq would drop ({range: 38, step: 2, top: 5} is a ZRangeAround without
-    its top); and no yes or no where it wants a number."""
+    its top); and no yes or no where it wants a number, and no infinity or NaN (useq counts the positions of
+    {top: .inf} with a traceback)."""
     _unknown_key(plan, set().union(*map(_allowed, _plan_kinds(key))), where)
     kind = _kind_useq_reads(key, plan)
     if kind is None or not isinstance(plan, dict):
         return
     _unknown_key(plan, _allowed(kind), f"{where} (a {kind.__name__} plan)")
-    for name, field in kind.model_fields.items():
+    _check_numbers(plan, kind, where)
+
+
+def _check_numbers(item: Any, model: type[pydantic.BaseModel], where: str) -> None:
+    """No yes or no where ``model`` wants a number, and no infinity or NaN, in the mapping ``item``."""
+    if not isinstance(item, dict):
+        return
+    for name, field in model.model_fields.items():
         try:
-            check_no_yes_or_no(plan.get(name), field.annotation)
+            check_no_yes_or_no(item.get(name), field.annotation)
+            check_finite(item.get(name))
         except ValueError as error:
             raise ValueError(f"{where}.{name}: {error}") from None
 

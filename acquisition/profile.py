@@ -51,18 +51,18 @@ def _a(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
+def _no_yes_or_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+    """pydantic takes ``exposure_ms: true`` for 1 ms; a profile says that a number was expected."""
+    field = cls.model_fields.get(info.field_name or "")
+    if field is not None:
+        check_no_yes_or_no(value, field.annotation)
+    return value
+
+
 class _Strict(BaseModel):
     # (No infinity or NaN: ".inf" for a timeout waited for ever, past every stop signal.)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_yes_or_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """pydantic takes ``exposure_ms: true`` for 1 ms; a profile says that a number was expected."""
-        field = cls.model_fields.get(info.field_name or "")
-        if field is not None:
-            check_no_yes_or_no(value, field.annotation)
-        return value
+    _numbers_are_numbers = field_validator("*", mode="before")(_no_yes_or_no_for_a_number)
 
 
 # A simulated frame's side. The simulator builds a ladder of 13 blurred copies of the specimen, about
@@ -215,8 +215,10 @@ def _fusion_takes(n_positions: float) -> None:
 class ZRangeAround(useq.ZRangeAround):
     """useq-schema's own z-plan: ``range`` centred on where the drive is, every ``step`` (µm)."""
 
-    model_config = ConfigDict(extra="forbid")   # useq ignores unknown keys; a profile names them
-    range: float = Field(gt=0, allow_inf_nan=False)   # a negative one gave a session of no slices
+    # useq ignores unknown keys, and takes "step: true" for 1 and "top: .inf": a profile names them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _numbers_are_numbers = field_validator("*", mode="before")(_no_yes_or_no_for_a_number)
+    range: float = Field(gt=0)   # a negative one gave a session of no slices
     step: float = Field(gt=0)
 
     @model_validator(mode="after")
@@ -228,7 +230,8 @@ class ZRangeAround(useq.ZRangeAround):
 class ZTopBottom(useq.ZTopBottom):
     """useq-schema's own z-plan: from ``bottom`` to ``top`` (µm), every ``step``; ``go_up: false`` goes down."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _numbers_are_numbers = field_validator("*", mode="before")(_no_yes_or_no_for_a_number)
     step: float = Field(gt=0)
 
     @model_validator(mode="after")
@@ -243,7 +246,8 @@ class ZTopBottom(useq.ZTopBottom):
 class ZAbsolutePositions(useq.ZAbsolutePositions):
     """useq-schema's own z-plan: these positions (µm), in this order."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _numbers_are_numbers = field_validator("*", mode="before")(_no_yes_or_no_for_a_number)
     absolute: list[FiniteFloat] = Field(min_length=2)
 
     @model_validator(mode="after")

@@ -162,6 +162,16 @@ def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(
      r"unknown key 'top' in mda.z_plan \(a ZRangeAround plan\); allowed: go_up, range, step"),
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": True, "step": 1}}},
      r"mda.z_plan.range: expected a number, got true"),
+    # useq counted the positions of top: .inf with a traceback; a stage was sent to x: .inf.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"bottom": 0, "top": float("inf"), "step": 1}}},
+     r"mda.z_plan.top: Input should be a finite number, got inf"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": float("nan")}}},
+     r"mda.z_plan.step: Input should be a finite number, got nan"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
+              "stage_positions": [{"x": float("inf"), "y": 0}]}},
+     r"mda.stage_positions.0.x: Input should be a finite number, got inf"),
+    ({"mda": {"channels": [{"config": "DAPI", "exposure": True}], "z_plan": {"range": 4, "step": 1}}},
+     r"mda.channels.0.exposure: expected a number, got true"),
     # Nested: a position's own sequence, a multi-phase time plan's phases.
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
               "stage_positions": [{"x": 0, "y": 0, "sequence": {"z_plan": {"rang": 3, "step": 1}}}]}},

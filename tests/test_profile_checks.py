@@ -49,6 +49,11 @@ def write_profile(tmp_path, text: str):
      r"rig.yaml: camera.exposure_ms: expected a number, got true"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated, limits: [true, 1000]}\nplan: {z: {range: 4, step: 1}}\n",
      r"rig.yaml: focus.limits: expected a number, got true"),
+    # useq's own z-plans took "step: true" for a 1 µm step (49 slices), and infinity or NaN for a number.
+    (RIG + "plan: {z: {bottom: 0, top: 48, step: true}}\n", r"rig.yaml: plan.z.step: expected a number, got true"),
+    (RIG + "plan: {z: {absolute: [1, true]}}\n", r"rig.yaml: plan.z.absolute: expected a number, got true"),
+    (RIG + "plan: {z: {bottom: 0, top: .inf, step: 1}}\n", r"rig.yaml: plan.z.top: Input should be a finite number"),
+    (RIG + "plan: {z: {range: 4, step: .nan}}\n", r"rig.yaml: plan.z.step: Input should be a finite number"),
     ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
      "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
      r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
