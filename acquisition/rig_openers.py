@@ -94,6 +94,13 @@ def _open_micromanager_core(context: RigContext) -> Opened:
         raise DeviceNotFoundError("Micro-Manager", f"micromanager.config: no configuration file at "
                                                    f"{settings.config}{hint}")
     core = open_mmcore(demo_config_path() if settings.config == "demo" else settings.config)
+    if settings.config is None and set(core.getLoadedDevices()) <= {"Core"}:
+        from devices.errors import DeviceNotFoundError
+
+        # (It said "the configuration has no focus stage", of a configuration never given.)
+        raise DeviceNotFoundError("Micro-Manager", "micromanager.config is not set, so the core has no devices: "
+                                                   "give a configuration file (.cfg), or config: demo for the demo "
+                                                   "adapters")
     camera = context.profile.camera.label or core.getCameraDevice()
     if context.profile.camera.exposure_ms is not None and "Exposure" in settings.properties.get(camera, {}):
         # The later one would win in silence (the properties are set first, exposure_ms after).

@@ -250,6 +250,9 @@ def test_demo_adapters_stage_without_sequences_is_named_when_on(tmp_path):
      r"Micro-Manager device Z: micromanager.properties: cannot set UseSequences to 'Maybe'"),
     ({"config": "dem"}, DeviceNotFoundError,
      r"micromanager.config: no configuration file at dem \(the demo adapters' configuration is config: demo\)"),
+    # It said "the configuration has no focus stage", of a configuration never given.
+    ({"config": None}, DeviceNotFoundError,
+     r"^Micro-Manager: micromanager.config is not set, so the core has no devices: give a configuration file"),
     # camera.exposure_ms (2 ms in DEMO_RIG) beside the camera's own Exposure: one would win in silence.
     ({"properties": {"Camera": {"Exposure": 5}}}, ValueError,
      r"the exposure is given twice: camera.exposure_ms and micromanager.properties: Camera: Exposure; keep one"),
