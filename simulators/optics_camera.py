@@ -120,10 +120,12 @@ class SimulatedCamera:
 class SimulatedStage(FocusDrive):
     """A focus stage in micrometres that takes |distance| / speed to travel; its position is the optics' focus."""
 
+    travel_speed: float   # um per s: it always knows its own
+
     def __init__(self, speed_um_per_s: float = 2000.0, limits: FocusLimits = FocusLimits(-10000, 10000, "um"),
                  name: str = "simulated stage"):
         super().__init__(name, limits)
-        self.speed_um_per_s = self.travel_speed = speed_um_per_s
+        self.travel_speed = speed_um_per_s
         self._from_um = self._to_um = 0.0
         self._started = self._arrives = 0.0
         self._stuck = False
@@ -147,7 +149,7 @@ class SimulatedStage(FocusDrive):
             faults.spend_one()
         self._from_um, self._to_um = self.physical_um(), z_um
         self._started = time.monotonic()
-        self._arrives = self._started + abs(z_um - self._from_um) / self.speed_um_per_s + extra_s
+        self._arrives = self._started + abs(z_um - self._from_um) / self.travel_speed + extra_s
 
     def _wait_for_arrival(self, deadline: float) -> None:
         """A move that will end is waited out to its end, not to the next poll after it (a 3 um step takes

@@ -91,8 +91,7 @@ def describe(transform: np.ndarray) -> dict:
 class _Templates:
     """A level's grid of template tiles and their spectra."""
 
-    corners: np.ndarray       # (N, 2) top-left corners (x, y) of the grid tiles, level coords
-    centres: np.ndarray       # (N, 2) their centres, float
+    centres: np.ndarray       # (N, 2) the centres of the grid tiles, level coords, float
     first_look: np.ndarray    # (N,) bool: every other tile of every other grid row (``_tile_pass``)
     spectra: np.ndarray       # (N, t, t) packed spectra
 
@@ -101,7 +100,7 @@ class _Templates:
         corners = _grid_corners(pixels.shape, tile_px)
         columns = len(np.unique(corners[:, 0]))
         row, column = np.divmod(np.arange(len(corners)), columns)
-        return cls(corners, (corners + tile_px // 2).astype(np.float64), (row % 2 == 0) & (column % 2 == 0),
+        return cls((corners + tile_px // 2).astype(np.float64), (row % 2 == 0) & (column % 2 == 0),
                    phase.spectra_at(pixels, corners))
 
 

@@ -14,7 +14,7 @@ from fusion.engine import SUPPORTED_DTYPES
 from fusion.errors import (InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError,
                            slice_name)
 from fusion.memory import check_fits_in_memory
-from fusion.outputs import colour_by_shape, plausible_pixel_size_um
+from fusion.outputs import colour_by_shape
 
 
 # A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
@@ -40,13 +40,6 @@ def _slices_sharing_a_position(z: list[float]) -> list[tuple[float, list[int]]]:
     for index, position in enumerate(z):
         by_position.setdefault(position, []).append(index)
     return [(position, slices) for position, slices in by_position.items() if len(slices) > 1]
-
-
-def positive_size_um(size_um: float, path: Path | str, said: str = "pixel size") -> float | None:
-    """A pixel size a file gives, or None where it is not one (zero, negative, NaN), with a warning naming
-    the file and ``said`` (the metadata it came from) where it is out of all proportion (1e30 µm, infinite:
-    ``fusion.outputs.PIXEL_SIZE_RANGE_UM``)."""
-    return plausible_pixel_size_um(size_um, str(path), said)
 
 
 class SavedStack(ABC):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from fusion.errors import EmptyStackError, StackLayoutError, UnreadableStackError
-from fusion.readers.base import SavedStack, positive_size_um
+from fusion.outputs import plausible_pixel_size_um
+from fusion.readers.base import SavedStack
 
 INDEX_FILE = "NDTiff.index"
 Z_METADATA_KEYS = ("ZPosition_um_Intended", "ZPosition_um", "ZPositionUm", "Z-um")
@@ -40,8 +42,6 @@ class NDTiffStack(SavedStack):
             self.close()
             raise EmptyStackError("the NDTiff dataset holds no image", folder)
         self._coordinates = self._complete_images()
-        self._z_um: list[float] | None = None
-        self._z_read = False  # (read once, when first asked: its warning is said once)
 
     def _slice_coordinates(self) -> list[dict]:
         axes = {name: sorted(values) for name, values in self._dataset.axes.items()}
@@ -95,18 +95,14 @@ class NDTiffStack(SavedStack):
     def n_slices(self) -> int:
         return len(self._coordinates)
 
-    @property
+    @functools.cached_property
     def z_positions_um(self) -> list[float] | None:
         """Each image's z from its metadata (``Z_METADATA_KEYS``); None where no image gives one, and, with a
         warning naming the image, where one gives none while others do, or one that is not a number: the depth map
-        then counts slices."""
-        if not self._z_read:
-            self._z_um, self._z_read = self._read_z_positions(), True
-        return self._z_um
-
-    def _read_z_positions(self) -> list[float] | None:
+        then counts slices. (Read once, when first asked: its warning is said once.)"""
         z_um: list[float] = []
         problems: list[str] = []
+        not_a_number = False
         for coordinates in self._coordinates:
             try:
                 metadata = self._dataset.read_metadata(**coordinates) or {}
@@ -120,9 +116,10 @@ class NDTiffStack(SavedStack):
                 z_um.append(float(metadata[key]))
             except (TypeError, ValueError):
                 problems.append(f"{self._label(coordinates)} gives {key} {metadata[key]!r}, not a number")
+                not_a_number = True
         if not problems:
             return z_um
-        if len(problems) == len(self._coordinates) and not any("not a number" in p for p in problems):
+        if len(problems) == len(self._coordinates) and not not_a_number:
             return None  # no image says where it was: a dataset without z, as many are
         more = f" (and {len(problems) - 1} more images)" if len(problems) > 1 else ""
         warnings.warn(f"{self.path}: {problems[0]}{more}; the depth map counts slices instead", stacklevel=4)
@@ -136,7 +133,7 @@ class NDTiffStack(SavedStack):
             size = float(metadata.get("PixelSizeUm", summary.get("PixelSizeUm", 0)) or 0)
         except Exception:  # metadata that cannot be read says nothing about the pixel size
             return None
-        return positive_size_um(size, self.path, "PixelSizeUm")
+        return plausible_pixel_size_um(size, str(self.path), "PixelSizeUm")
 
     def slice_label(self, index: int) -> str:
         return self._label(self._coordinates[index])

@@ -15,8 +15,8 @@ from fusion import channel_look
 from fusion.channel_look import ChannelLook
 from fusion.errors import EmptyStackError, SliceMismatchError, StackLayoutError, UnreadableStackError
 from fusion.output_names import SESSION_REPORT, STACK as SESSION_STACK
-from fusion.outputs import COLOUR_SAMPLES_KEY
-from fusion.readers.base import SavedStack, index_ranges, positive_size_um
+from fusion.outputs import COLOUR_SAMPLES_KEY, plausible_pixel_size_um
+from fusion.readers.base import SavedStack, index_ranges
 
 # Leading axes that can carry the focus sweep, by preference. tifffile names a plain
 # multi-page file's axis I or Q; T is a time-lapse, taken only when nothing else varies.
@@ -130,16 +130,18 @@ class TiffStack(SavedStack):
         size = None if found is None else found[0].get("PhysicalSizeX")
         if found is not None and size is not None:
             try:
-                return positive_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")), self.path,
-                                        "OME PhysicalSizeX")
+                return plausible_pixel_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")),
+                                               str(self.path), "OME PhysicalSizeX")
             except ValueError:  # a pixel size that is not a number does not stop the fusion
                 warnings.warn(f"{self.path}: the OME PhysicalSizeX {size!r} is not a number; the fused image "
                               "has no pixel size from it", stacklevel=2)
         recorded_sizes = [p["pixel_size_um"] for p in self._session_planes or [] if p and p.get("pixel_size_um")]
         if recorded_sizes:  # a live session's stack before its OME (kill -9, a full disk): its pages say
-            return positive_size_um(float(recorded_sizes[0]), self.path, "pixel size its pages record")
+            return plausible_pixel_size_um(float(recorded_sizes[0]), str(self.path), "pixel size its pages record")
         recorded = pixel_size_um_of(self._tiff.pages.first)
-        return None if recorded is None else positive_size_um(recorded, self.path, "resolution tags' pixel size")
+        if recorded is None:
+            return None
+        return plausible_pixel_size_um(recorded, str(self.path), "resolution tags' pixel size")
 
     def session_slices(self) -> tuple[bool, int | None] | None:
         """For a live session's stack: (whether its session finished it: wrote its OME description, and how many
