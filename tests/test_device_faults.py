@@ -292,14 +292,15 @@ def slow_stage(kind: str, speed_um_per_s: float):
 
 @pytest.mark.parametrize("kind", ["simulated", "asi"])
 def test_a_move_that_travels_longer_than_the_settle_timeout_is_waited_for(kind):
-    # 400 µm at 500 µm/s takes 0.8 s: with a settle timeout of 0.2 s, the simulated stage gave up on it after twice
-    # the timeout (a sleep, then polling), the ASI driver after once, while it was still travelling.
+    # 800 µm at 500 µm/s takes 1.6 s: with a settle timeout of 0.5 s, the simulated stage gave up on it after twice
+    # the timeout (a sleep, then polling), the ASI driver after once, while it was still travelling. (The timeout
+    # is the slack the serial round trips to the ASI simulator get on a busy machine.)
     with slow_stage(kind, 500) as (stage, _):
         stage.position()  # (where it starts: the session reads it before its first move)
         started = time.monotonic()
-        stage.move_to(400)
-        stage.wait_until_settled(timeout_s=0.2)
-        assert time.monotonic() - started >= 0.75 and stage.position() == pytest.approx(400)
+        stage.move_to(800)
+        stage.wait_until_settled(timeout_s=0.5)
+        assert time.monotonic() - started >= 1.55 and stage.position() == pytest.approx(800)
 
 
 def test_a_stuck_stage_is_given_up_on_after_its_travel_and_the_settle_timeout():
