@@ -9,6 +9,9 @@ either way the fused image was the slices' average. Blank slices before the firs
 held, as their value alone, and then given no weight: they show nothing of the specimen, as an aligned
 slice shows nothing outside its coverage (folded with coverage 0 they would change none of the sums).
 A stack of blank slices only is fused as before, calibrated on its first slice: to their mean.
+
+A blank slice later in the stack (a black frame from a shutter that missed, the light going off) gets no weight
+either: its evidence would tie with the noise of the flat areas, and each such slice darkened them by up to 1/n.
 """
 from __future__ import annotations
 
@@ -53,18 +56,17 @@ class PyramidComposition:
         """Fold one slice in; returns its focus score (its mean fine energy). ``z``: its focus position, if known."""
         self._every_z_known = self._every_z_known and z is not None
         z = float(slice_index) if z is None else float(z)
-        if self._composer.evidence_floor is not None:
-            self._value_range.add(pixels)
-            return self._fold(pixels, gray, covered, slice_index, z)
         values = _blank_values(pixels)
-        if values is not None:  # held, in case every slice is blank (see the module's docstring)
-            self._blank.append(_BlankSlice(values, float(gray.flat[0]), slice_index, z))
+        if values is not None:
+            if self._composer.evidence_floor is None:  # held, in case every slice is blank (module docstring)
+                self._blank.append(_BlankSlice(values, float(gray.flat[0]), slice_index, z))
             energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
             check_focus_map(energy, self._measure_name, self.name, slice_index)
             return _score(energy, covered)
+        calibrate = self._composer.evidence_floor is None
         self._blank.clear()  # no weight beside a slice with detail
         self._value_range.add(pixels)
-        return self._fold(pixels, gray, covered, slice_index, z, calibrate=True)
+        return self._fold(pixels, gray, covered, slice_index, z, calibrate=calibrate)
 
     def _fold(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int, z: float,
               calibrate: bool = False) -> float:

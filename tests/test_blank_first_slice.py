@@ -1,6 +1,6 @@
 """A stack whose first slices are blank (one value throughout: a dark frame, a camera that started
 before the light) fuses as well as the same stack without them, and a stack of blank slices only
-fuses to their value.
+fuses to their value; blank slices later in the stack change nothing.
 
 The pyramid calibrated its value scale and noise floors on the first slice; on a blank one they came
 out in units unrelated to the data, and the fused image was about the average of the slices."""
@@ -109,3 +109,40 @@ def test_a_stack_of_blank_slices_only_fuses_to_their_value(shape, dtype, value):
     np.testing.assert_array_equal(result.fused, frame)
     assert result.fused.dtype == np.dtype(dtype)
     assert result.depth.shape == SHAPE and result.decision.shape == SHAPE
+
+
+@pytest.mark.parametrize("case", ["rgb-uint8", "mono-float-0..1000"])
+def test_blank_slices_in_the_middle_of_a_stack_change_nothing(case):
+    """A black frame (a shutter that missed) and a saturated one mid-sweep: the fused image and the depth map are
+    those of the stack without them (their evidence tied with the noise in flat areas: each darkened or brightened
+    them by up to 1/n), and neither is chosen anywhere."""
+    slices, z_um, _, _, full_scale = _stack(*CASES[case])
+    middle = len(slices) // 2
+    with_blanks = slices[:middle] + [np.zeros_like(slices[0]), np.full_like(slices[0], full_scale)] + slices[middle:]
+    step_um = z_um[middle] - z_um[middle - 1]
+    blank_z = [z_um[middle - 1] + 0.25 * step_um, z_um[middle - 1] + 0.5 * step_um]
+    expected = _fuse(slices, z_um)
+    result = _fuse(with_blanks, z_um[:middle] + blank_z + z_um[middle:])
+    np.testing.assert_array_equal(result.fused, expected.fused)
+    np.testing.assert_array_equal(result.depth, expected.depth)
+    assert not np.isin(result.decision, [middle, middle + 1]).any()
+    assert result.focus_scores[middle:middle + 2] == [0.0, 0.0]
+
+
+def test_a_black_frame_in_a_moving_stack_is_skipped_with_a_warning_that_says_it_is_blank():
+    from fusion import FusionSettings
+    from simulators.motion import moving_sweep
+
+    stack = moving_sweep("coffee", "dome", (256, 320), 7, 0.02, 8.0, moving=True)
+
+    def fuse(slices, z_um):
+        engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(align="auto"))
+        for pixels, z in zip(slices, z_um):
+            engine.push(pixels, z)
+        return engine.finish()
+
+    expected = fuse(stack.slices, stack.z_um)
+    with pytest.warns(UserWarning, match=r"slice 3 .*could not be aligned reliably: it is blank"):
+        result = fuse(stack.slices[:3] + [np.zeros_like(stack.slices[0])] + stack.slices[3:],
+                      stack.z_um[:3] + [(stack.z_um[2] + stack.z_um[3]) / 2] + stack.z_um[3:])
+    np.testing.assert_array_equal(result.fused, expected.fused)

@@ -320,6 +320,8 @@ class SliceAligner:
         sharpest one's detail (the stack's first, the end of a sweep) shares little to register on; a
         slice that blurred also has little to give the fused image."""
         blurred = KEY_DETAIL_RATIO * max(detail, self._previous_detail, self._key_detail)
+        if detail == 0:
+            return ": it is blank, one value throughout (a dark frame?), with nothing to register on or to fuse"
         if detail < blurred:
             return (": it is far out of focus, with little detail to register on (and little to give the "
                     "fused image)")
