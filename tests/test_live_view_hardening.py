@@ -159,6 +159,33 @@ def test_the_configured_view_host_is_accepted():
     assert everywhere.accepts_host("192.168.1.20:8765") and not everywhere.accepts_host("evil.example")
 
 
+def test_a_view_on_every_interface_names_an_address_a_remote_browser_can_use():
+    """0.0.0.0 is where it listens, not where anyone can look: the start-up line and the refusal of a name
+    give this machine's reachable address where one is known."""
+    from viewer.server import reachable_address
+
+    with pytest.warns(UserWarning, match="anyone who can reach this machine"):
+        everywhere = LiveViewServer(LiveViewState("everywhere"), "0.0.0.0", 0).start()
+    try:
+        address, port = reachable_address(), everywhere._server.server_address[1]
+        assert everywhere.url == f"http://{address or '0.0.0.0'}:{port}/"
+        status, _, body = request(everywhere, "/", f"{socket.gethostname()}.example:{port}")
+        assert status == 421 and everywhere.url.encode() in body and b"written as numbers" in body
+        if address is not None:
+            assert "0.0.0.0" not in everywhere.url and request(everywhere, "/", f"{address}:{port}")[0] == 200
+    finally:
+        everywhere.stop()
+
+
+def test_a_host_the_view_cannot_listen_on_is_one_error_without_a_warning_before_it():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(OSError):
+        warnings.simplefilter("always")
+        LiveViewServer(LiveViewState("nowhere"), "256.1.1.1", 0)
+    assert not [w for w in caught if "anyone who can reach" in str(w.message)]
+
+
 def test_event_streams_are_capped(served):
     port = served._server.server_address[1]
     clients = []

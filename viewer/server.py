@@ -11,9 +11,11 @@ multiplies work: at most ``max_streams`` pages follow the event stream, each at 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import re
+import socket
 import sys
 import threading
 import warnings
@@ -45,6 +47,19 @@ def _is_ip_literal(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def reachable_address() -> str | None:
+    """An address of this machine that others on its network may reach it by: the one its route to the outside
+    leaves from (found without sending anything), else its name's; None where it has only loopback ones."""
+    candidates = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): a UDP "connect" only picks the interface
+        candidates.append(probe.getsockname()[0])
+    with contextlib.suppress(OSError):
+        candidates.append(socket.gethostbyname(socket.gethostname()))
+    usable = [a for a in candidates if not _is_loopback(a) and a not in WILDCARD_HOSTS]
+    return usable[0] if usable else None
 
 
 def host_name(header: str | None) -> str | None:
@@ -82,9 +97,6 @@ class _Server(ThreadingHTTPServer):
 
 class LiveViewServer:
     def __init__(self, state: LiveViewState, host: str = "127.0.0.1", port: int = 0, max_streams: int = MAX_STREAMS):
-        if not _is_loopback(host):
-            warnings.warn(f"the live view listens on {host}: anyone who can reach this machine can see it",
-                          stacklevel=2)
         self.state = state
         self.host = host
         self._stopping = threading.Event()
@@ -102,14 +114,28 @@ class LiveViewServer:
         handler = type("Handler", (_Handler,), {"view": self})
         self._server = _Server((host, port), handler)
         self._server.view = self
+        if not _is_loopback(host):  # (once it listens: a host it cannot listen on is the one error, not this too)
+            warnings.warn(f"the live view listens on {host}: anyone who can reach this machine can see it",
+                          stacklevel=2)
         # Polling every 0.1 s: stop() waits for the next poll.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="live view",
                                         daemon=True)
 
     @property
     def url(self) -> str:
+        """Where a browser finds the view: on every interface (0.0.0.0), at an address of this machine that
+        others can reach (0.0.0.0 is none), where one is known."""
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/"
+        host = str(host)
+        if host in WILDCARD_HOSTS:
+            host = reachable_address() or host
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def refusal(self) -> str:
+        """Why a request addressed to another name is not answered, and where to look instead."""
+        if self.host in WILDCARD_HOSTS:  # (names are refused: DNS rebinding needs one)
+            return f"this live view answers only to this machine's addresses written as numbers, such as {self.url}"
+        return f"this live view answers only to {self.url}"
 
     def start(self) -> LiveViewServer:
         self._thread.start()
@@ -165,8 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if not self.view.accepts_host(self.headers.get("Host")):
-            return self.send_error(HTTPStatus.MISDIRECTED_REQUEST,
-                                   f"this live view answers only to {self.view.url}")
+            return self.send_error(HTTPStatus.MISDIRECTED_REQUEST, self.view.refusal())
         url = urlparse(self.path)
         if url.path == "/":
             return self._send(self.view.page, "text/html; charset=utf-8")
