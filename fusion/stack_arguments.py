@@ -8,6 +8,8 @@ import os
 import warnings
 from pathlib import Path
 
+import tifffile
+
 from fusion.errors import StackError, StackNotFoundError
 from fusion.output_names import DEPTH, FUSED, is_our_output, refusion_outputs
 from fusion.readers import TIFF_SUFFIXES, stack_name
@@ -198,7 +200,40 @@ def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
         raise StackNotFoundError(f"the pattern matches only {counted}", pattern)
     if counted:
         warnings.warn(f"{pattern}: skipped {counted}", stacklevel=2)
+    slices = _slices_of_one_folder(stacks)
+    if slices is not None:
+        warnings.warn(f"{pattern}: each of the {len(slices)} images of {slices[0].parent} it matches is fused as a "
+                      f"stack of one slice; to fuse them as one stack, give the folder ({slices[0].parent})",
+                      stacklevel=2)
     return stacks
+
+
+def _slices_of_one_folder(stacks: list[Path]) -> list[Path] | None:
+    """The image files among ``stacks`` of the first folder that gives at least two of them, where its first two
+    hold one image each: "folder/*" over a folder of slices makes each slice a stack of its own. (Two files are
+    looked into, not all: a glob over a thousand multi-page stacks stays quick.)"""
+    by_folder: dict[Path, list[Path]] = {}
+    for path in stacks:
+        if path.is_file():
+            by_folder.setdefault(path.parent, []).append(path)
+    for files in by_folder.values():
+        if len(files) >= 2 and all(_one_image(file) for file in files[:2]):
+            return files
+    return None
+
+
+def _one_image(file: Path) -> bool:
+    """Whether an image file holds one image (a PNG or JPEG; a TIFF of one page), as far as can be told quickly."""
+    if file.suffix.lower() not in TIFF_SUFFIXES:
+        return True
+    try:
+        with tifffile.TiffFile(file) as tiff:
+            tiff.pages[1]  # (reads two pages' headers, not all of a long stack's)
+    except IndexError:
+        return True
+    except Exception:  # unreadable: reading it as a stack will say so
+        return False
+    return False
 
 
 def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:

@@ -449,6 +449,19 @@ def test_empty_folder(tmp_path):
         open_stack(tmp_path)
 
 
+def test_a_folder_of_slice_folders_says_how_to_refuse_each_of_them(tmp_path):
+    """A folder of sessions or of slice folders holds no slices itself: the error says to give them all."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "z0.tif", np.zeros((8, 8), np.uint8))
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(EmptyStackError, match=r"no image files .* it holds 2 folders of stacks or slices \(e.g. a\): "
+                                              r"to refuse each, give them all, e.g. --refuse .*/\*"):
+        open_stack(tmp_path)
+    with pytest.raises(EmptyStackError, match=r"in this folder$"):  # no hint where no folder holds slices
+        open_stack(tmp_path / "notes")
+
+
 def test_ndtiff_dataset_with_zero_images(tmp_path):
     folder = tmp_path / "empty_acq"
     folder.mkdir()

@@ -266,3 +266,23 @@ def test_one_stack_named_twice_is_no_clash(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "s.tif").symlink_to(stack)
     check_unique_names([stack, tmp_path / "a" / ".." / "a" / "s.tif", tmp_path / "b" / "s.tif"])
+
+
+def test_a_glob_over_a_folder_of_slices_says_to_give_the_folder(tmp_path):
+    """"slices/*" fuses each slice as a stack of its own: legal, but rarely meant, so a warning says how to fuse
+    them as one stack. A glob over a folder of multi-page stacks (the usual batch) says nothing of the kind."""
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    for k, plane in enumerate(planes(3)):
+        tifffile.imwrite(slices / f"z{k}.tif", plane)
+    with pytest.warns(UserWarning, match=r"each of the 3 images of .*slices it matches is fused as a stack of one "
+                                         r"slice; to fuse them as one stack, give the folder"):
+        assert len(expand_stack_arguments([str(slices / "*")])) == 3
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    for k in range(2):
+        multipage_stack(stacks / f"s{k}.tif", seed=k)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(expand_stack_arguments([str(stacks / "*.tif")])) == 2

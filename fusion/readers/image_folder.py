@@ -1,9 +1,11 @@
 """A folder of single-image files (TIFF, PNG, JPEG), one slice each, in natural sort order."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import shlex
 import struct
 import warnings
 from collections.abc import Iterator
@@ -79,6 +81,19 @@ def _holds_no_page(path: Path) -> bool:
         return False
 
 
+def _stacks_inside_hint(folder: Path) -> str:
+    """Where a folder holds no slices but folders that do (a folder of sessions, of slice folders): how to
+    refuse each of them."""
+    with contextlib.suppress(OSError):
+        inside = sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        holding = [entry for entry in inside if (entry / SESSION_REPORT).is_file() or image_files(entry)]
+        if holding:
+            pattern = shlex.quote(str(folder / "*"))
+            return (f"; it holds {len(holding)} folder{'s' if len(holding) > 1 else ''} of stacks or slices "
+                    f"(e.g. {holding[0].name}): to refuse each, give them all, e.g. --refuse {pattern}")
+    return ""
+
+
 class ImageFolderStack(SavedStack):
     """Each image file in the folder is one slice; other files (licences, notes) and our own outputs
     (``fused.tif``, ``<name>.depth.tif``, ...) are ignored."""
@@ -98,7 +113,8 @@ class ImageFolderStack(SavedStack):
                                   f"{SESSION_REPORT} says why)", folder)
         if not self.files:
             raise EmptyStackError(
-                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", folder)
+                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder{_stacks_inside_hint(Path(folder))}",
+                folder)
         stack = Path(folder) / SESSION_STACK
         if report.is_file() and stack in self.files and _holds_no_page(stack):
             from fusion.readers.tiff import NO_SLICES_IN_SESSION_STACK
