@@ -8,7 +8,7 @@ tunable lens with the camera free-running.
 from __future__ import annotations
 
 from acquisition.acquirer import Acquirer
-from acquisition.profile import Profile
+from acquisition.profile import Profile, ProfileError
 from acquisition.rig import Rig
 from devices.errors import UnsupportedFeatureError
 
@@ -29,7 +29,7 @@ def why_not_sequenced(rig: Rig) -> tuple[str, str] | None:
 
 def _lens_stream(profile: Profile, rig: Rig) -> Acquirer:
     """The free-running lens sweep on this rig; a camera it cannot use is an error naming it."""
-    from acquisition.lens_stream import LensStreamAcquirer
+    from acquisition.lens_stream import SETTLE_FRAMES_AT_MOST, LensStreamAcquirer, settle_frames
 
     assert profile.plan is not None  # a stream is a plan's
     camera = rig.camera
@@ -40,7 +40,14 @@ def _lens_stream(profile: Profile, rig: Rig) -> Acquirer:
                                       "tell which focal power each frame saw and whether the lens held still; this "
                                       "one reports none (a GenICam camera without ExposureTime): set plan.stream: "
                                       "false to step the sweep")
-    return LensStreamAcquirer(camera, rig.focus, settle_s=profile.focus.settle_ms / 1000,
+    settle_ms, exposure_ms = profile.focus.settle_ms, camera.exposure_ms
+    if settle_frames(settle_ms / 1000, exposure_ms) > SETTLE_FRAMES_AT_MOST:
+        raise ProfileError(f"focus.settle_ms: {settle_ms:g} ms is {settle_frames(settle_ms / 1000, exposure_ms)} "
+                           f"exposures of camera.exposure_ms ({exposure_ms:g} ms): a lens stream would take and "
+                           f"discard that many frames at each position while the lens settles (at most "
+                           f"{SETTLE_FRAMES_AT_MOST}); set plan.stream: false to step the sweep (it waits out the "
+                           f"settle, then snaps), or a shorter focus.settle_ms or a longer camera.exposure_ms")
+    return LensStreamAcquirer(camera, rig.focus, settle_s=settle_ms / 1000,
                               frame_timeout_s=profile.camera.timeout_s, retries=profile.plan.retries,
                               give_up_after_s=profile.camera.give_up_after_s)
 

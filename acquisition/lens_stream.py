@@ -14,22 +14,49 @@ A step whose wait fails with a transient error (no still frame within the timeou
 after which the stream is started again) is retried ``retries`` times and then recorded as lost,
 as in a stepped stack, and the sweep goes on; MAX_LOST_IN_A_ROW lost in a row end it, and so does
 waiting ``give_up_after_s`` in all for a still frame (``acquisition.acquirer.FrameWait``).
+
+The stream is bounded by the frames each position can take (``frames_per_step``: the settle's frames at one an
+exposure, and those the stream keeps while the session stores a slice), so a long settle or a short exposure
+runs out of none; a settle of more than SETTLE_FRAMES_AT_MOST exposures is refused (``acquisition_mode``).
 """
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Generator
 
 from acquisition.session_report import RetryRecord
 from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquired, AcquiredSlice, FrameWait, GaveUpWaiting, LostSlice, \
     with_retries
-from acquisition.frame_stream import FrameStream
+from acquisition.frame_stream import QUEUED_FRAMES_AT_MOST, FrameStream
 from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame, exposure_text, frame_wait_s
 from devices.errors import TRANSIENT_ERRORS, DeviceError, DeviceTimeoutError, seconds_text
 
-FRAMES_PER_STEP_AT_MOST = 20    # bounds the camera's stream
+# A stream that would take more frames than this at each position while the lens settles is refused: it
+# would discard them all, and a stepped sweep (plan.stream: false) waits out the same settle without them.
+SETTLE_FRAMES_AT_MOST = 1000
+
+
+def settle_frames(settle_s: float, exposure_ms: float) -> int:
+    """The frames a free-running camera can expose while the lens settles: one an exposure at most (no
+    camera streams faster than its exposure; a camera's frame period may be longer, never shorter)."""
+    return math.ceil(settle_s * 1000 / exposure_ms)
+
+
+def frames_per_step(settle_s: float, exposure_ms: float) -> int:
+    """The frames one position can take from the stream, at most: those kept waiting while the session stored
+    the last slice and the lens was sent on (FrameStream keeps QUEUED_FRAMES_AT_MOST), the one under way as the
+    lens was sent, those exposed while it settled, and the still frame."""
+    return QUEUED_FRAMES_AT_MOST + 1 + settle_frames(settle_s, exposure_ms) + 1
+
+
+def stream_bound(positions: int, settle_s: float, exposure_ms: float) -> tuple[int, str]:
+    """The stream's bound for ``positions`` positions, and a note on it for the error once it is spent."""
+    per_step = frames_per_step(settle_s, exposure_ms)
+    return positions * per_step, (f"{per_step} a position for {positions}: focus.settle_ms {settle_s * 1000:g} "
+                                  f"over camera.exposure_ms {exposure_ms:g}, and {QUEUED_FRAMES_AT_MOST + 2} more")
 
 
 def exposure_window_s(frame: Frame) -> tuple[float, float]:
@@ -63,7 +90,9 @@ class LensStreamAcquirer:
     def frames(self, positions: list[float], retry_log: list[RetryRecord]) -> Generator[Acquired, None, None]:
         trajectory = LensTrajectory(self.settle_s, self.guard_s)
         lost_in_a_row = 0
-        with FrameStream(self.camera, len(positions) * FRAMES_PER_STEP_AT_MOST, self.frame_timeout_s) as stream:
+        # Bounded by the frames each position can take (the settle's over the exposure), so that none runs out of them.
+        max_frames, bound = stream_bound(len(positions), self.settle_s, self.camera.exposure_ms)
+        with FrameStream(self.camera, max_frames, self.frame_timeout_s, bound) as stream:
             self._stream = stream
             for index, power in enumerate(positions):
                 t0 = time.perf_counter()
@@ -134,4 +163,5 @@ class LensStreamAcquirer:
         return {"mode": self.mode, "settle_ms": self.settle_s * 1000, "frames_streamed": self.frames_seen,
                 "flagged_frames": len(self.flagged), "spare_frames": self.spares,
                 "stream_restarts": 0 if self._stream is None else self._stream.restarts,
+                "frames_discarded": 0 if self._stream is None else self._stream.discarded,
                 "flagged": self.flagged[:200]}

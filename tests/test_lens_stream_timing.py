@@ -8,12 +8,15 @@ import time
 import pytest
 
 from acquisition.acquisition_mode import acquirer_for
+from acquisition.frame_stream import QUEUED_FRAMES_AT_MOST, FrameStream
 from acquisition.lens_settling import LensTrajectory
 from acquisition.lens_stream import LensStreamAcquirer
 from acquisition.plans import planned_positions
-from acquisition.profile import Profile, load_profile
+from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.rig import open_rig
 from acquisition.session import run_profile
+from devices.camera import Frame
+from devices.errors import DeviceError
 from tests.conftest import REPO_ROOT, small_profile
 
 pytestmark = pytest.mark.hardware_sim
@@ -95,3 +98,55 @@ def test_a_lens_that_falls_silent_mid_stream_ends_the_session_there_with_its_sli
     assert not outcome.completed
     assert report["acquired_slices"] == 6 and [s["planned_index"] for s in report["slices"]] == list(range(6))
     assert any("Optotune" in error and "no complete answer" in error for error in report["errors"])
+
+
+# -- the stream's bound on its frames follows the settle and the exposure --
+
+@pytest.mark.parametrize("settle_ms,exposure_ms,sweep", [
+    (60, 1, None),                                         # a realistic settle, a short exposure: 60 frames a step
+    (300, 10, {"start": -0.4, "stop": 1.4, "step": 0.3}),  # the shipped exposure, a slow lens: 30 frames a step
+])
+def test_a_settle_of_many_exposures_loses_no_slice(tmp_path, settle_ms, exposure_ms, sweep):
+    # The stream was bounded at 20 frames a position: it ran out (at 60 ms / 1 ms, 3 of 17 slices lost and
+    # "the stream ended after 340 frames" ended the session). Its bound now counts the settle's frames.
+    changes = {"focus.settle_ms": settle_ms, "camera.exposure_ms": exposure_ms}
+    profile = small_stream(**changes, **({"plan.sweep": sweep} if sweep else {}))
+    outcome = run_profile(profile, tmp_path, progress=False)
+    report = outcome.report.to_json()  # as session.json has it
+    assert outcome.completed and report["errors"] == [] and report["dropped_frames"] == []
+    assert report["acquired_slices"] == report["planned_slices"] == len(planned_positions(profile.plan, 0.0))
+    assert report["acquisition"]["flagged_frames"] >= report["planned_slices"]  # frames exposed while it settled
+
+
+def test_a_settle_too_long_for_a_stream_is_refused_naming_the_settings_before_anything_moves(tmp_path):
+    # focus.settle_ms 30000 (the profile allows up to 60000) ended the stream before its first slice, and the
+    # error blamed the camera's stream ("the stream ended after 60 frames").
+    profile = small_stream(**{"focus.settle_ms": 30000})
+    with pytest.raises(ProfileError, match=r"focus.settle_ms: 30000 ms is 3000 exposures of camera.exposure_ms "
+                                           r"\(10 ms\).*at most 1000.*set plan.stream: false"):
+        run_profile(profile, tmp_path / "sessions", progress=False)
+    assert list((tmp_path / "sessions").iterdir()) == []  # no session folder left behind
+
+
+def test_a_stream_keeps_few_frames_while_its_reader_is_away_and_still_gives_all_it_allows():
+    # While the session stores a slice the camera streams on: the frames that pile up are old ones. The stream
+    # keeps the newest QUEUED_FRAMES_AT_MOST (they were all kept, the stream's whole bound at worst) and starts
+    # the camera again for the frames its run spent on discarded ones.
+    rig = open_rig(small_stream(**{"camera.exposure_ms": 2}))
+    try:
+        with FrameStream(rig.camera, max_frames=60, frame_timeout_s=1.0, bound="as a test sets it") as stream:
+            deadline = time.monotonic() + 10
+            while stream.discarded < 40 and time.monotonic() < deadline:  # the camera's first run is spent
+                time.sleep(0.05)
+            waiting = [item for item in list(stream._queue.queue) if isinstance(item, Frame)]
+            assert len(waiting) == QUEUED_FRAMES_AT_MOST  # (after them, the end of the camera's run)
+            frames = [stream.next_frame(timeout_s=2.0) for _ in range(60)]
+            assert all(frame is not None for frame in frames)
+            times = [frame.timestamp_s for frame in frames if frame is not None]
+            assert times == sorted(times)  # in the order they were exposed
+            with pytest.raises(DeviceError, match=r"the stream ended after 60 frames, all it was allowed "
+                                                  r"\(as a test sets it\)"):
+                stream.next_frame(timeout_s=2.0)
+            assert stream.restarts == 0  # none was started again after an error
+    finally:
+        rig.close()
