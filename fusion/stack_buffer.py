@@ -35,7 +35,8 @@ OUTPUT_MARGIN_BYTES = 64 << 10             # a stack's focus curve (PNG, ~30 kB)
 
 
 class StackWriteError(OSError):
-    """A slice, or the stack's OME description, could not be written (a full disk): says what is safe."""
+    """A slice, the stack's OME description, or the file itself could not be written (a full disk): says what is
+    safe. A stack that could not be started leaves no file."""
 
 
 class StackWontFitError(OSError):
@@ -104,8 +105,17 @@ class StackBuffer:
         self.time_origin_s = time_origin_s
         self.planned_slices = planned_slices
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 -- open for the buffer's life; finalize closes it
-        self._writer = tifffile.TiffWriter(self._file, bigtiff=expected_bytes > CLASSIC_TIFF_LIMIT_BYTES)
+        try:
+            self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 -- open for the buffer's life; finalize closes it
+        except OSError as error:
+            raise StackWriteError(f"cannot start {self.path}: {error.strerror or error}") from error
+        try:
+            self._writer = tifffile.TiffWriter(self._file, bigtiff=expected_bytes > CLASSIC_TIFF_LIMIT_BYTES)
+        except OSError as error:  # (a full disk) the file was made, its header not written: no empty file is left
+            self._file.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise StackWriteError(f"cannot start {self.path}: {error.strerror or error}") from error
         self.planes: list[dict] = []
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None

@@ -93,10 +93,8 @@ class StackStream:
             self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected,
                                       pixel_size_um=self.info.pixel_size_um, channel=self.info.channel,
                                       time_origin_s=self.info.time_origin_s, planned_slices=self.expected_slices)
-        except OSError as error:  # (a full disk) the file was made, its header not written: no empty file is left
-            self.paths["stack"].unlink(missing_ok=True)
-            raise StackWriteError(f"cannot start {self.paths['stack']}: {error.strerror or error}; no slice of "
-                                  f"{self.info.name} was written") from error
+        except StackWriteError as error:  # (a full disk) it leaves no empty file
+            raise StackWriteError(f"{error}; no slice of {self.info.name} was written") from error
         if not self.fuse or self.expected_slices == 1:  # (one frame: nothing to fuse)
             return
         try:

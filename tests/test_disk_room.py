@@ -127,3 +127,36 @@ def test_a_session_whose_disk_fills_before_its_first_slice_leaves_no_empty_stack
                 open_stack(outcome.folder)
     finally:
         rig.close()
+
+
+def test_a_disk_filled_whole_before_the_first_slice_says_so_naming_the_stack_and_leaves_no_file(tmp_path, monkeypatch,
+                                                                                               capsys):
+    # Filled to its last byte, the disk had no room for the stack's TIFF header: "the session ended before its first
+    # slice: unexpected OSError: [Errno 28] No space left on device", naming no file, and a 0-byte stack.ome.tif was
+    # left, which --refuse called "not a readable image (the file is empty: 0 bytes)".
+    import run_session
+    from acquisition.session import Session as SessionClass
+    from tests.test_mda_disk_full import fill
+
+    looked = SessionClass._look_before_the_stack
+
+    def then_another_program_fills_the_disk(session, start):
+        frame = looked(session, start)   # (after the room was checked)
+        fill(session.folder.parent)
+        return frame
+
+    monkeypatch.setattr(SessionClass, "_look_before_the_stack", then_another_program_fills_the_disk)
+    profile = tmp_path / "rig.yaml"
+    profile.write_text("camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                       "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 4, step: 2}}\n")
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        assert run_session.main(["--profile", str(profile), "--out", str(disk)]) == 1
+        err = capsys.readouterr().err
+        folder, = [path for path in disk.iterdir() if path.is_dir()]
+        assert f"error: the session ended before its first slice: cannot start {folder / 'stack.ome.tif'}: No space " \
+               "left on device; nothing was acquired" in err.splitlines(), err
+        assert "unexpected" not in err and "Errno" not in err
+        assert not (folder / "stack.ome.tif").exists()
+        (disk / "filler").unlink()
+        with pytest.raises(EmptyStackError, match=f"^{folder}: "):
+            open_stack(folder)
