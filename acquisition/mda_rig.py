@@ -15,6 +15,7 @@ import numpy as np
 
 from acquisition.mda_plan import channel_names
 from acquisition.profile import Profile
+from acquisition.rig_openers import stage_limits
 from acquisition.rig_registry import RigContext, opener_for
 from devices.errors import DeviceNotFoundError
 
@@ -46,3 +47,44 @@ def open_mda_rig(profile: Profile) -> MDARig:
         raise DeviceNotFoundError("Micro-Manager", f"the channel group {group} has no preset {missing[0]!r}; "
                                                    f"it has {', '.join(core.getAvailableConfigs(group)) or 'none'}")
     return MDARig(core, opened.close, opened.ground_truth)
+
+
+def check_mda_reachable(profile: Profile, sequence, core) -> None:
+    """Before anything moves: every z the sequence visits (``sequence``: the profile's, relative z-plans centred as
+    the session runs them) is within focus.limits (or the stage driver's default limits), as a single stack's plan
+    is (``acquisition.rig.check_plan_reachable``); else a PositionOutOfRangeError naming the z, the profile's keys
+    it comes from and the limits."""
+    from devices.micromanager import MicroManagerFocusDrive
+
+    visits: dict[str, dict[float, None]] = {}  # whence (profile keys) -> its z positions, in the order visited
+    for event in sequence:
+        if event.z_pos is not None:
+            visits.setdefault(_z_source(profile, sequence, event), {})[float(event.z_pos)] = None
+    if not visits:
+        return  # no z is set: the stage stays where it is
+    focus = MicroManagerFocusDrive(core, label=profile.focus.label, limits=stage_limits(profile))
+    try:
+        for whence, positions in visits.items():
+            focus.check_reachable(list(positions), whence)
+    finally:
+        focus.close()
+
+
+def _z_source(profile: Profile, sequence, event) -> str:
+    """The profile's keys that an event's z comes from: "mda.stage_positions.0.z (5000 um) with mda.z_plan",
+    "mda.z_plan" (absolute), "mda.z_plan around the stage's current z (12 um)", "mda.stage_positions.1.z"."""
+    assert profile.mda is not None  # an mda rig runs an mda profile
+    p = event.index.get("p")
+    position = sequence.stage_positions[p] if p is not None and p < len(sequence.stage_positions) else None
+    own_plan = position.sequence.z_plan if position is not None and position.sequence is not None else None
+    plan, plan_key = (own_plan, f"mda.stage_positions.{p}.sequence.z_plan") if own_plan is not None \
+        else (sequence.z_plan, "mda.z_plan")
+    if plan is None:
+        return f"mda.stage_positions.{p}.z"
+    if not plan.is_relative:
+        return plan_key
+    given = profile.mda.stage_positions[p] if p is not None and p < len(profile.mda.stage_positions) else None
+    if given is not None and given.z is not None:
+        return f"mda.stage_positions.{p}.z ({given.z:g} um) with {plan_key}"
+    centre = position.z if position is not None and position.z is not None else 0.0
+    return f"{plan_key} around the stage's current z ({centre:g} um)"

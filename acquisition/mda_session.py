@@ -22,7 +22,7 @@ from warnings import catch_warnings
 import tifffile
 
 from acquisition.mda_plan import around_current_position, channel_names
-from acquisition.mda_rig import MDARig, open_mda_rig
+from acquisition.mda_rig import MDARig, check_mda_reachable, open_mda_rig
 from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
 from acquisition.session_report import MDASessionReport, warnings_said
@@ -127,6 +127,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
          warnings_before: list[str]) -> SessionOutcome[MDASessionReport]:
     core = rig.core
     sequence = session_sequence(profile, core)
+    check_mda_reachable(profile, sequence, core)  # before anything moves, as a single stack's plan is
     settings = profile.fusion_settings()
     # A frame that cannot be stored (a full disk) stops the MDA, as a single-stack session ends: the frames after it
     # would be exposed for nothing.

@@ -311,3 +311,59 @@ def test_a_stage_error_that_ends_the_mda_runner_ends_the_session_and_is_recorded
     assert "Exception in thread" not in stderr and "Thread-" not in said
     fused = [r["name"] for r in report["stacks"] if "fused" in r["outputs"]]
     assert fused == ["p0_c0-DAPI"], report["stacks"]  # the stack acquired before the stage failed is fused
+
+
+# -- every z the MDA visits is checked against focus.limits before anything moves, as a single stack's plan is --
+
+@pytest.mark.parametrize("limits, mda, said", [
+    # A position's z with a relative z-plan: the stage went to 4981..5019 µm past focus.limits of ±100, without a word.
+    ([-100, 100], {"stage_positions": [{"x": 0, "y": 0, "z": 5000}], "z_plan": {"range": 38, "step": 2}},
+     "mda.stage_positions.0.z (5000 um) with mda.z_plan goes to 4981 um, outside the limits -100..100 um "
+     "(focus.limits)"),
+    # A position without z takes the stage's current z (40 µm here): its plan around it reaches -110.
+    ([-100, 100], {"stage_positions": [{"x": 0, "y": 0}], "z_plan": {"range": 300, "step": 100}},
+     "mda.z_plan around the stage's current z (40 um) goes to -110 um, outside the limits -100..100 um (focus.limits)"),
+    ([-100, 100], {"z_plan": {"absolute": [1, 200]}},
+     "mda.z_plan goes to 200 um, outside the limits -100..100 um (focus.limits)"),
+    # A position's own sequence, with its own z-plan; a position's z alone, without a z-plan.
+    ([-100, 100], {"stage_positions": [{"x": 0, "y": 0, "z": 15},
+                                       {"x": 1000, "y": 0, "sequence": {"z_plan": {"absolute": [-5, -150]}}}],
+                   "z_plan": {"range": 4, "step": 2}},
+     "mda.stage_positions.1.sequence.z_plan goes to -150 um, outside the limits -100..100 um (focus.limits)"),
+    ([-100, 100], {"stage_positions": [{"x": 0, "y": 0, "z": 15}, {"x": 1000, "y": 0, "z": 500}], "z_plan": None,
+                   "time_plan": {"interval": 0, "loops": 3}},
+     "mda.stage_positions.1.z goes to 500 um, outside the limits -100..100 um (focus.limits)"),
+    # Without focus.limits, the stage driver's default: a z of 1e9 ran into "Wait for device 'SimZ' timed out".
+    (None, {"stage_positions": [{"x": 0, "y": 0, "z": 1e9}], "z_plan": {"range": 38, "step": 2}},
+     "mda.stage_positions.0.z (1e+09 um) with mda.z_plan goes to 1e+09 um, outside the limits -10000..10000 um, the "
+     "driver's default (no focus.limits given): keep mda.stage_positions.0.z (1e+09 um) with mda.z_plan inside "
+     "them, or set focus.limits to the range the device really reaches"),
+], ids=["position-z", "current-z", "absolute", "position-sequence", "no-z-plan", "default-limits"])
+def test_an_mda_beyond_the_limits_is_refused_before_the_stage_moves(tmp_path, request, capsys, limits, mda, said):
+    import run_session
+
+    moves = []
+
+    def record_moves(camera, stage, core):
+        stage.set_position_um(40.0)  # (where the stage is when the session starts)
+        real_move = stage.set_position_um
+        stage.set_position_um = lambda z_um: (moves.append(z_um), real_move(z_um))
+
+    slide_with(request, record_moves)
+    profile = small_mda_profile(tmp_path, focus={"limits": limits}, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], **mda})
+    status = run_session.main(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    stderr = capsys.readouterr().err
+    assert status == 1 and stderr == f"error: Micro-Manager stage SimZ: {said}\n"
+    assert moves == []  # the stage never moved
+    assert not list((tmp_path / "sessions").glob("*"))  # no frame taken, no session folder left behind
+
+
+def test_an_mda_within_the_limits_runs(tmp_path):
+    profile = small_mda_profile(tmp_path, focus={"limits": [-20, 20]}, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], "stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                     "z_plan": {"range": 4, "step": 2}})  # 13..17 µm
+    done = run_cli("--profile", profile, "--out", tmp_path / "sessions")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert report["acquired_slices"] == 3 and [r["z_um"] for r in report["stacks"]] == [[13.0, 15.0, 17.0]]
