@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import time
 import traceback
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
 from acquisition.session_report import MDASessionReport, warnings_said
 from acquisition.session_writer import full_scale
+from devices.errors import DeviceProtocolError
 from devices.library_threads import ThreadError, ThreadErrors
 from devices.micromanager import device_name
 from fusion.mda import StreamingFusionHandler
@@ -75,9 +77,13 @@ def _said_by_session(handler: StreamingFusionHandler) -> Iterator[None]:
 def session_sequence(profile: Profile, core):
     """The profile's sequence, a relative z-plan centred where the stage is now."""
     assert profile.mda is not None  # an mda session runs an mda profile
+    z_um = core.getPosition()
+    if not math.isfinite(z_um):  # a plan centred on it would go to nan, and name the limits instead
+        raise DeviceProtocolError(device_name("stage", core.getFocusDevice()),
+                                  f"reported a position that is not a number ({z_um} um)")
     if core.getXYStageDevice():
-        return around_current_position(profile.mda, core.getXPosition(), core.getYPosition(), core.getPosition())
-    return around_current_position(profile.mda, None, None, core.getPosition())
+        return around_current_position(profile.mda, core.getXPosition(), core.getYPosition(), z_um)
+    return around_current_position(profile.mda, None, None, z_um)
 
 
 def run_mda_profile(profile: Profile, out_root: Path, progress: bool | None = None,

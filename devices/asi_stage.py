@@ -5,6 +5,8 @@ tenths of a micrometre. In this API: micrometres.
 """
 from __future__ import annotations
 
+import math
+
 from devices.errors import DeviceErrorReply, DeviceProtocolError, PositionOutOfRangeError
 from devices.focus_drive import FocusDrive, FocusLimits
 from devices.serial_link import SerialLink
@@ -82,9 +84,12 @@ class AsiZStage(FocusDrive):
     def _do_read_position(self) -> float:
         answer = self._command(f"W {self.axis}")
         try:
-            return float(answer.split()[0]) / TENTHS_PER_UM
+            tenths = float(answer.split()[0])
         except (IndexError, ValueError):
-            raise DeviceProtocolError(self.name, "position answer is not a number", answer) from None
+            tenths = math.nan
+        if not math.isfinite(tenths):  # (float() reads "nan" and "inf": a plan centred there went to nan um)
+            raise DeviceProtocolError(self.name, "reported a position that is not a number", answer)
+        return tenths / TENTHS_PER_UM
 
     def _do_is_busy(self) -> bool:
         self._link.write(b"/\r")

@@ -9,11 +9,12 @@ focal-power range), since a device asked beyond its range clamps in silence or r
 """
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from devices.errors import DeviceTimeoutError, PositionOutOfRangeError
+from devices.errors import DeviceProtocolError, DeviceTimeoutError, PositionOutOfRangeError
 
 UNITS = ("um", "dpt", "mA")
 # The source of limits a profile set: a plan beyond them names that key. Others are the driver's default, which the
@@ -129,9 +130,12 @@ class FocusDrive(ABC):
         """Before polling: a drive that knows when its move ends waits for that, up to ``deadline``."""
 
     def position(self) -> float:
-        """The position the device reports, in ``unit``."""
-        self._known_position = self._do_read_position()
-        return self._known_position
+        """The position the device reports, in ``unit``; a DeviceProtocolError where it is not a number (NaN, inf)."""
+        position = self._do_read_position()
+        if not math.isfinite(position):  # a plan centred on it would go to nan, and name the limits instead
+            raise DeviceProtocolError(self.name, f"reported a position that is not a number ({position} {self.unit})")
+        self._known_position = position
+        return position
 
     @property
     def resolution(self) -> float | None:

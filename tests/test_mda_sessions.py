@@ -367,3 +367,21 @@ def test_an_mda_within_the_limits_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
     assert report["acquired_slices"] == 3 and [r["z_um"] for r in report["stacks"]] == [[13.0, 15.0, 17.0]]
+
+
+def test_an_mda_on_a_stage_reporting_a_position_that_is_not_a_number_is_named_as_such(tmp_path, request, capsys):
+    # A relative z-plan centred on a stage that reports NaN: "mda.z_plan around the stage's current z (nan um) goes
+    # to nan um, outside the limits", of a plan that was fine.
+    import run_session
+
+    def reports_nan(camera, stage, core):
+        stage.get_position_um = lambda: float("nan")
+
+    slide_with(request, reports_nan)
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], "stage_positions": [{"x": 0, "y": 0}],
+                                     "z_plan": {"range": 4, "step": 2}})
+    status = run_session.main(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    stderr = capsys.readouterr().err
+    assert status == 1 and stderr == "error: Micro-Manager stage SimZ: reported a position that is not a number " \
+                                     "(nan um)\n"

@@ -241,3 +241,46 @@ def test_a_z_beyond_a_serial_stages_travel_ends_the_session_at_once_naming_the_z
     assert report.ended_by == ("ASI MS-2000 Z stage: refused to move to 5003 µm: error 4: parameter out of range, "
                                "beyond the stage's travel; set focus.limits (now -10000..10000 um) to the stage's "
                                "travel (device replied ':N-4')")
+
+
+
+def _asi_answers(answer):
+    def spoil(context, opened):
+        opened.simulator._where = lambda args: f":A {answer}\r\n".encode()  # (the controller's answer to W Z)
+    return spoil
+
+
+def _micromanager_stage_reports_nan(context, opened):
+    context.shared["mm_stage"].get_position_um = lambda: float("nan")
+
+
+@pytest.mark.parametrize("name, driver, spoil, said", [
+    # The ASI controller answered 'W Z' with ':A nan': float() read it, the plan was centred there, and the session
+    # said "the plan goes to nan um, outside the limits -10000..10000 um", of a plan that was fine.
+    ("simulated-serial-stage", "asi", _asi_answers("nan"),
+     "ASI MS-2000 Z stage: reported a position that is not a number (device replied 'nan')"),
+    ("simulated-serial-stage", "asi", _asi_answers("inf"),
+     "ASI MS-2000 Z stage: reported a position that is not a number (device replied 'inf')"),
+    ("simulated-micromanager", "micromanager", _micromanager_stage_reports_nan,
+     "Micro-Manager stage SimZ: reported a position that is not a number (nan um)"),
+], ids=["asi-nan", "asi-inf", "micromanager-nan"])
+def test_a_stage_reporting_a_position_that_is_not_a_number_is_named_as_such(tmp_path, request, name, driver, spoil,
+                                                                            said):
+    import simulators.rigs  # noqa: F401  (registers the simulated openers)
+    from acquisition.rig_registry import opener_for, register_opener
+    from devices.errors import DeviceProtocolError
+
+    real = opener_for("focus", driver, True)
+
+    def opener(context):
+        opened = real(context)
+        spoil(context, opened)
+        return opened
+
+    register_opener("focus", driver, opener, simulated=True)
+    request.addfinalizer(lambda: register_opener("focus", driver, real, simulated=True))
+    profile = profile_with(tmp_path, name, {}, {"z": {"range": 4, "step": 2}})  # centred on the stage's z
+    with pytest.raises(DeviceProtocolError) as caught:
+        run(tmp_path, profile)
+    assert str(caught.value) == said
+    assert not list((tmp_path / "sessions").glob("*"))  # refused before a frame was taken
