@@ -100,8 +100,12 @@ class OptotuneLens(FocusDrive):
         answer = self._query(payload, b"PTA", 4)
         high, low = struct.unpack(">hh", answer)
         offset = self._offset_dpt()
-        self._focal_power_range_dpt = (low / FOCAL_POWER_STEPS_PER_DPT - offset,
-                                       high / FOCAL_POWER_STEPS_PER_DPT - offset)
+        low_dpt, high_dpt = low / FOCAL_POWER_STEPS_PER_DPT - offset, high / FOCAL_POWER_STEPS_PER_DPT - offset
+        if not low_dpt < high_dpt:
+            raise DeviceProtocolError(self.name, f"answered PwTA (its focal-power range for {lower_c:g} to "
+                                                 f"{upper_c:g} °C) with {high_dpt:g} dpt at most and {low_dpt:g} at "
+                                                 "least: no range", answer)
+        self._focal_power_range_dpt = (low_dpt, high_dpt)
         self._temperature_limits_c = (lower_c, upper_c)
         return self._focal_power_range_dpt
 
@@ -156,7 +160,12 @@ class OptotuneLens(FocusDrive):
         return self._query(b"H", b"H", 1).decode("ascii", "replace")
 
     def _read_max_current_ma(self) -> float:
-        return struct.unpack(">h", self._query(b"CrMA\x00\x00", b"CMA", 2))[0] / 100.0
+        answer = self._query(b"CrMA\x00\x00", b"CMA", 2)
+        max_current_ma = struct.unpack(">h", answer)[0] / 100.0
+        if max_current_ma <= 0:  # every current is scaled by it: the range would be upside down, or 0..0
+            raise DeviceProtocolError(self.name, f"answered CrMA (its maximum current) with {max_current_ma:g} mA; "
+                                                 "a lens's maximum current is above 0 mA", answer)
+        return max_current_ma
 
     def _set_mode(self, mode: str) -> None:
         code = MODES[mode]

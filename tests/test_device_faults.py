@@ -311,3 +311,29 @@ def test_a_stuck_stage_is_given_up_on_after_its_travel_and_the_settle_timeout():
         with pytest.raises(DeviceTimeoutError, match=r"^simulated stage: still moving after 0.2 s beyond 0.8 s of "
                                                       r"travel \(400 um at 500 um/s\) \(stuck, or not answering\)$"):
             elapsed(lambda: stage.wait_until_settled(timeout_s=0.2), bound_s=2)
+
+
+@pytest.mark.parametrize("mode", ["current", "focal power"])
+@pytest.mark.parametrize("max_current_ma", [-100.0, 0.0])
+def test_an_optotune_lens_answering_a_maximum_current_not_above_0_is_a_device_error_naming_it(mode, max_current_ma):
+    # It said "lower limit 100 is above upper limit -99.9756", naming no device nor what it answered (0 mA read
+    # "-0..0 mA").
+    from devices.optotune_lens import OptotuneLens
+    from simulators.optotune_lens import OptotuneLensSimulator
+
+    with OptotuneLensSimulator(max_current_ma=max_current_ma) as simulator, \
+            pytest.raises(DeviceProtocolError) as caught:
+        OptotuneLens(simulator.port, mode=mode, timeout_s=0.5)
+    assert str(caught.value).startswith(f"Optotune lens: answered CrMA (its maximum current) with {max_current_ma:g} "
+                                        "mA; a lens's maximum current is above 0 mA (device replied ")
+
+
+def test_an_optotune_lens_answering_a_focal_power_range_upside_down_is_a_device_error_naming_it():
+    from devices.optotune_lens import OptotuneLens
+    from simulators.optotune_lens import OptotuneLensSimulator
+
+    # (its range from PwTA at 45 °C: -13.91 dpt up to 13.91, upside down)
+    with OptotuneLensSimulator(dpt_per_ma=-0.05) as simulator, pytest.raises(DeviceProtocolError) as caught:
+        OptotuneLens(simulator.port, timeout_s=0.5)
+    assert str(caught.value).startswith("Optotune lens: answered PwTA (its focal-power range for 20 to 45 °C) with "
+                                        "-13.91 dpt at most and 13.91 at least: no range (device replied ")
