@@ -538,6 +538,9 @@ class Profile(_Strict):
         if self.plan.auto_range is not None and self.focus.unit != "um":
             raise ValueError("plan.auto_range: an automatic z-range is found with a stage in µm; this focus drive "
                              f"moves in {self.focus.unit}: give plan.sweep")
+        if self.plan.z is not None and self.focus.unit != "um":  # (it ran 0..4 µm as 0..4 dpt, without a word)
+            raise ValueError(f"plan.z: a z-plan is in µm, for a stage; this focus drive moves in {self.focus.unit}: "
+                             f"give plan.sweep ({{start, stop, step}} in {self.focus.unit})")
         if self.micromanager.simulated_sequencing and not self.micromanager.simulated_devices:
             raise ValueError("micromanager.simulated_sequencing: needs simulated_devices: true")
         return self

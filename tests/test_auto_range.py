@@ -216,6 +216,19 @@ def test_bad_auto_range_settings_are_named(tmp_path, auto_range, message):
         load_profile(path)
 
 
+@pytest.mark.parametrize("unit", ["dpt", "mA"])
+def test_a_z_plan_in_um_on_a_tunable_lens_is_refused_naming_plan_z_and_the_lens_unit(tmp_path, unit):
+    # plan.z {bottom: 0, top: 4, step: 0.5} (µm, as the README says) ran on a lens as 0..4 dpt, without a word.
+    path = tmp_path / "etl.yaml"
+    path.write_text("camera: {driver: simulated}\n"
+                    f"focus: {{driver: optotune, port: simulated, unit: {unit}}}\n"
+                    "plan: {z: {bottom: 0, top: 4, step: 0.5}}\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert str(caught.value) == f"{path}: plan.z: a z-plan is in µm, for a stage; this focus drive moves in {unit}: " \
+                                f"give plan.sweep ({{start, stop, step}} in {unit})"
+
+
 def test_auto_range_with_a_tunable_lens_is_refused():
     with pytest.raises(ValueError, match=r"an automatic z-range is found with a stage in µm"):
         Profile.model_validate({"camera": {"driver": "simulated"},

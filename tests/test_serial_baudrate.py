@@ -29,7 +29,8 @@ def rig_on(port: str, driver: str, **focus) -> Profile:
     _, keys, _, _ = SERIAL_DRIVES[driver]
     return Profile.model_validate({"camera": {"driver": "simulated"},
                                    "focus": {"driver": driver, "port": port, **keys, **focus},
-                                   "plan": {"z": {"range": 4, "step": 1}}})
+                                   "plan": {"z": {"range": 4, "step": 1}} if keys["unit"] == "um"
+                                   else {"sweep": {"start": 0, "stop": 2, "step": 1}}})
 
 
 def open_and_move(profile: Profile) -> float:
