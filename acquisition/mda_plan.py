@@ -113,7 +113,9 @@ MDAPlan = Annotated[useq.MDASequence, BeforeValidator(_check_keys)]
 
 
 def channel_names(sequence: useq.MDASequence) -> list[str]:
-    return [channel.config for channel in sequence.channels]
+    """Each channel's name once, in the plan's order (a channel listed twice, at two exposures say, is one
+    filter-wheel position and one ground truth in the slide simulator)."""
+    return list(dict.fromkeys(channel.config for channel in sequence.channels))
 
 
 def around_current_position(sequence: useq.MDASequence, x_um: float | None, y_um: float | None,

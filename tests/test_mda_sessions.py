@@ -72,6 +72,18 @@ def test_each_channel_decides_for_itself_without_a_decision_channel(tmp_path):
     assert all(r["psnr_db"] > r["best_slice_psnr_db"] + 1 for r in report["stacks"])
 
 
+def test_a_channel_listed_twice_is_one_wheel_position_and_scored_against_its_own_truth(tmp_path):
+    """[DAPI, DAPI] (two exposures of one channel, say): the simulated wheel put DAPI at its last position,
+    whose specimen is FITC's, while the score used the first's truth: 6.9 dB for a good fusion."""
+    profile = small_mda_profile(tmp_path, mda={"channels": ["DAPI", "DAPI"], "z_plan": {"range": 30, "step": 3},
+                                               "stage_positions": [{"x": 0, "y": 0, "z": 15}]})
+    done = run_cli("--profile", profile, "--out", tmp_path / "sessions")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert [r["name"] for r in report["stacks"]] == ["p0_c0-DAPI", "p0_c1-DAPI"]
+    assert all(r["psnr_db"] > r["best_slice_psnr_db"] + 1 for r in report["stacks"]), report["stacks"]
+
+
 @pytest.mark.parametrize("stop, status, ended_by", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                                      (signal.SIGHUP, 129, "hung up (SIGHUP)")])
