@@ -57,3 +57,23 @@ def test_laplacian_squared_matches_scipy():
     gray = np.random.default_rng(5).random((25, 33)).astype(np.float32)
     expected = ndimage.laplace(gray.astype(np.float64), mode="nearest") ** 2
     np.testing.assert_allclose(kernels.laplacian_squared(gray), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 3), (np.uint16, 3), (np.float32, 3), (np.uint8, 4),
+                                             (np.uint16, 4)])
+def test_luminance_is_rec601_of_the_first_three_channels(dtype, channels):
+    rng = np.random.default_rng(3)
+    rgb = (rng.random((17, 23, channels)) * (255 if dtype == np.uint8 else 4095)).astype(dtype)
+    f = rgb.astype(np.float32)
+    expected = np.float32(0.299) * f[:, :, 0] + np.float32(0.587) * f[:, :, 1] + np.float32(0.114) * f[:, :, 2]
+    np.testing.assert_array_equal(kernels.luminance_f32(rgb), expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (9, 1), (1, 1), (2, 2)])
+def test_gradient_magnitude_of_one_row_or_column_frames(shape):
+    gray = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) ** 2
+    dx = np.zeros_like(gray)
+    dy = np.zeros_like(gray)
+    dx[:, 1:] = gray[:, :-1] - gray[:, 1:]
+    dy[1:, :] = gray[:-1, :] - gray[1:, :]
+    np.testing.assert_array_equal(kernels.gradient_magnitude(gray), np.sqrt(dx * dx + dy * dy))
