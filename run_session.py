@@ -485,13 +485,13 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
         return 1
     except KeyboardInterrupt as interrupt:
         return stopped_refusion(args, str(interrupt), stacks, finished, settings, time.perf_counter() - started)
-    return print_refusion_end(outcomes, summary)
+    return print_refusion_end(outcomes, summary, args.scheduler)
 
 
 def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
     """summary.json written, and the live view told the end; where summary.json cannot be written (a full disk),
     the error, for ``print_refusion_end`` to say after the stacks' rows and errors, which are no less true."""
-    from fusion.batch import write_summary
+    from fusion.batch import LOST, write_summary
 
     summary: Path | OSError
     try:
@@ -499,14 +499,14 @@ def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
     except OSError as error:
         summary = error
     if view is not None:
-        errors = [o.error or "" for o in outcomes if o.status == "failed"]
+        errors = [o.error or "" for o in outcomes if o.status in ("failed", LOST)]
         errors += [str(summary)] if isinstance(summary, OSError) else []
         view.end("failed" if errors else "done", "\n".join(errors),
                  {"summary": str(summary)} if isinstance(summary, Path) else {})
     return summary
 
 
-def print_refusion_end(outcomes, summary: Path | OSError) -> int:
+def print_refusion_end(outcomes, summary: Path | OSError, scheduler: str | None) -> int:
     """A finished refusion's table and summary file on stdout, its stacks' warnings and errors on stderr, then why
     summary.json could not be written, where it could not (last: the line a user reads first); the exit status:
     0 when every stack was fused and summary.json written."""
@@ -515,7 +515,7 @@ def print_refusion_end(outcomes, summary: Path | OSError) -> int:
     print(format_table(outcomes))
     if isinstance(summary, Path):
         print(f"summary: {summary}")
-    failures = print_refuse_problems(outcomes)
+    failures = print_refuse_problems(outcomes, scheduler)
     if isinstance(summary, OSError):
         print(f"error: {summary}", file=sys.stderr)
         return 1
@@ -579,9 +579,10 @@ def refuse_settings(parser: argparse.ArgumentParser, args):
         parser.error(str(error))
 
 
-def print_refuse_problems(outcomes) -> int:
-    """Each stack's warnings and errors on stderr; returns how many stacks failed."""
-    from fusion.batch import stack_warning_lines
+def print_refuse_problems(outcomes, scheduler: str | None = None) -> int:
+    """Each stack's warnings and errors on stderr, and one line where the scheduler went away (stacks lost); returns
+    how many stacks failed or were lost."""
+    from fusion.batch import LOST, scheduler_gone_line, stack_warning_lines
 
     for warning in stack_warning_lines(outcomes):  # (one line for a warning many stacks share; skipped ones' aside)
         print(f"warning: {warning}", file=sys.stderr)
@@ -590,7 +591,10 @@ def print_refuse_problems(outcomes) -> int:
         print(f"error: {outcome.error}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(outcomes)} stacks failed", file=sys.stderr)
-    return len(failures)
+    gone = scheduler_gone_line(outcomes, scheduler)
+    if gone is not None:
+        print(f"error: {gone}", file=sys.stderr)
+    return len(failures) + sum(outcome.status == LOST for outcome in outcomes)
 
 
 if __name__ == "__main__":

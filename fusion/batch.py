@@ -6,8 +6,10 @@ be fused is one failed row, never the end of the batch. A worker that dies mid-s
 its stack rescheduled on another worker by dask (up to ``distributed.scheduler.allowed-failures``);
 a stack whose workers all died is tried once more, alone, once the others are done (dask gave up
 on every stack queued beside the one that killed them). An output folder that fills up ends the
-batch: the stacks left are not run. A batch's task keys carry a token of its own: on a scheduler
-that others use, nobody else's task is ever taken for its own.
+batch: the stacks left are not run. A scheduler that goes away mid-batch ends it: each stack whose
+outputs are then complete is done, the others lost (its workers stop them when they lose it). A
+batch's task keys carry a token of its own: on a scheduler that others use, nobody else's task is
+ever taken for its own.
 """
 from __future__ import annotations
 
@@ -34,14 +36,19 @@ from fusion.held_signals import signals_deferred, signals_held
 from fusion.outputs import for_want_of_space, make_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
+from fusion.staged_outputs import writing_now
 from fusion.output_names import refusion_outputs
 from fusion.refuse import RefusionStopped, refuse_stack
 from fusion.refuse_report import RefuseReport
 from fusion.stack_arguments import SUMMARY_FILE, absolute_path, check_unique_names, real_path
 
 NOT_RUN = "not run"  # the status of a stack left unfused because the output folder filled up
+LOST = "lost"  # the status of a stack left unfused because the scheduler went away mid-batch
 NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
 STOP_WAIT_S = 10.0  # after a stop, how long a scheduler's workers are given to let go of the batch's stacks
+# After the scheduler went away: how long without a worker writing one of the batch's stacks into --out before the
+# stacks are counted (a worker that loses its scheduler stops its stacks at their next slice: well under a second)
+SETTLE_S = 1.5
 
 
 class ClusterStartError(FusionError):
@@ -55,7 +62,8 @@ class StackOutcome:
 
     stack: str
     name: str
-    status: str                 # "done", "failed", "skipped" (outputs already complete) or "not run" (--out full)
+    status: str                 # "done", "failed", "skipped" (outputs already complete), "not run" (--out full)
+    #                             or "lost" (the scheduler went away before it was fused)
     slices: int | None = None
     seconds: float | None = None
     error: str | None = None
@@ -154,13 +162,47 @@ _fusing_lock = threading.Lock()
 _fusing: dict[int, tuple[str, threading.Event]] = {}
 
 
+class _StopOrSchedulerGone(threading.Event):
+    """A stack's stop on a worker: set by ``_stop_stacks_of``, and as good as set once the worker has lost its
+    scheduler. A ``dask worker`` outlives a scheduler that is killed, and finished its stacks into --out after the
+    program had given them up for lost and written its summary; the program cannot reach the worker any more, so the
+    worker stops them itself."""
+
+    def __init__(self, worker):
+        super().__init__()
+        self._worker = worker
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._worker is not None and _lost_its_scheduler(self._worker))
+
+
+def _lost_its_scheduler(worker) -> bool:
+    """Whether ``worker`` (a dask Worker) has lost its connection to its scheduler, or is closing (which it does
+    when it has)."""
+    from distributed.worker import WORKER_ANY_RUNNING
+
+    comm = getattr(worker.batched_stream, "comm", None)
+    return worker.status not in WORKER_ANY_RUNNING or comm is None or comm.closed()
+
+
+def _this_worker():
+    """The dask Worker running this task, or None (a plain thread: a stack fused in the program's own process)."""
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:  # ("No worker found")
+        return None
+
+
 @contextlib.contextmanager
 def _stoppable(run: str | None):
-    """While the block runs in this thread, ``_stop_stacks_of(run)`` sets the event it yields (None without a run)."""
+    """While the block runs in this thread, ``_stop_stacks_of(run)`` sets the event it yields (None without a run);
+    on a worker that loses its scheduler, the event reads as set."""
     if run is None:
         yield None
         return
-    ident, stop = threading.get_ident(), threading.Event()
+    ident, stop = threading.get_ident(), _StopOrSchedulerGone(_this_worker())
     with _fusing_lock:
         _fusing[ident] = (run, stop)
     try:
@@ -275,7 +317,8 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
         try:
             if cluster is None:
                 _wait_for_workers(client, scheduler)
-            _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, local=cluster is not None)
+            _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar,
+                    scheduler_said=which_scheduler(scheduler))
         except KeyboardInterrupt:
             _quiet_cluster_logs()
             raise
@@ -286,6 +329,25 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
         if cluster is not None:
             with _closing_notice():
                 cluster.close()
+
+
+def which_scheduler(scheduler: str | None) -> str:
+    """The scheduler in a person's words: "the scheduler at ADDRESS", or the local cluster's."""
+    return f"the scheduler at {scheduler}" if scheduler else "the local cluster's scheduler"
+
+
+def scheduler_gone_line(outcomes: list[StackOutcome], scheduler: str | None) -> str | None:
+    """The one line that says the scheduler went away mid-batch, where it did (stacks ``LOST``): how many stacks were
+    lost, and what to do; None otherwise."""
+    lost = sum(outcome.status == LOST for outcome in outcomes)
+    if not lost:
+        return None
+    done = sum(outcome.status in ("done", "skipped") for outcome in outcomes)
+    return (f"{which_scheduler(scheduler)} went away mid-batch (the connection to it was lost): {lost} of "
+            f"{len(outcomes)} stacks were not fused ({done} are, their outputs complete); start it again (or leave "
+            "--scheduler out) and run the same command with --resume to fuse the rest; its workers stop the "
+            "batch's stacks when they lose it, but one that has not noticed yet may still finish one, which --resume "
+            "then skips")
 
 
 def _wait_for_workers(client, address: str) -> None:
@@ -301,23 +363,27 @@ def _wait_for_workers(client, address: str) -> None:
 
 
 def _quiet_cluster_logs() -> None:
-    """Stopping on Ctrl-C: the cluster's connections close under tasks in flight, and tornado logs each callback
-    that meets a closed one, with a traceback that says nothing about the stacks (the program's own message says
-    what finished). The process is ending: its loggers stay quiet from here."""
-    for name in ("tornado.application", "tornado.general", "distributed", "asyncio"):
+    """Stopping on Ctrl-C, or the scheduler gone: the cluster's connections close under tasks in flight, and tornado
+    and dask log each callback that meets a closed one (a reconnection cut short), with a traceback that says nothing
+    about the stacks (the program's own message says what finished). The batch is ending: its loggers stay quiet
+    from here."""
+    roots = ("tornado.application", "tornado.general", "distributed", "asyncio")
+    # (dask's logging config gives some of its loggers a level of their own, "distributed.client" among them: the
+    # parent's level does not reach those)
+    for name in [*roots, *(name for name in list(logging.root.manager.loggerDict) if name.startswith(roots))]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, local: bool) -> None:
+def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, scheduler_said: str) -> None:
     """Submit every stack to the cluster and record each outcome as it comes; those whose workers all died (dask's
     KilledWorker) once more, each alone, after the others. A stop (Ctrl-C) stops what is left of the batch on the
     cluster before it goes on."""
-    batch = _DaskBatch(client, stacks, out_dir, settings, numba_threads, local, outcomes, bar)
+    batch = _DaskBatch(client, stacks, out_dir, settings, numba_threads, scheduler_said, outcomes, bar)
     try:
         batch.fuse(todo)
         # Dask gives up on every stack that was on a worker when it died, the innocent beside the one that killed it:
         # alone, the innocent is fused, and the culprit fails on its own.
-        while batch.alone_next and not batch.out_full:
+        while batch.alone_next and not batch.out_full and not batch.scheduler_lost:
             batch.fuse([batch.alone_next.pop(0)], alone=True)
     except BaseException:
         with signals_deferred("stopping this batch's stacks on the cluster; the program ends when it has"):
@@ -332,19 +398,22 @@ class _DaskBatch:
     task and result, so two batches on one scheduler naming their stacks alike (``day1/stack_001.tif`` and
     ``day2/stack_001.tif``) took each other's, and one wrote nothing and said every stack was done."""
 
-    def __init__(self, client, stacks, out_dir, settings, numba_threads, local: bool, outcomes, bar):
+    def __init__(self, client, stacks, out_dir, settings, numba_threads, scheduler_said: str, outcomes, bar):
+        """``scheduler_said``: ``which_scheduler``'s words (our own local cluster's: numba_threads is set)."""
         self.client = client
         self.stacks = stacks
         self.out_dir = out_dir
         self.settings = settings
         self.numba_threads = numba_threads
-        self.local = local
+        self.local = numba_threads is not None
+        self.scheduler_said = scheduler_said
         self.outcomes = outcomes
         self.bar = bar
         self.token = secrets.token_hex(8)
         self.pending: dict = {}  # future: stack index, of the futures submitted and not yet recorded
         self.alone_next: list[int] = []  # stacks whose workers all died, to fuse once more, each alone
         self.out_full = False  # a stack failed for want of space in the output folder: the rest are not run
+        self.scheduler_lost = False  # the scheduler went away: the stacks left are done (on disk) or lost
 
     def fuse(self, indices: list[int], alone: bool = False) -> None:
         """Submit ``indices`` and record each outcome as it comes."""
@@ -361,7 +430,11 @@ class _DaskBatch:
             index = self.pending.pop(future, None)
             if index is None:  # recorded already (the rest of the batch, once the output folder filled up)
                 continue
-            outcome = self._outcome(future, index, alone)
+            try:
+                outcome = self._outcome(future, index, alone)
+            except _SchedulerGone:
+                self._count_what_is_on_disk()
+                return
             if outcome is None:
                 self.alone_next.append(index)
             elif outcome.out_full:
@@ -385,7 +458,9 @@ class _DaskBatch:
             return StackOutcome(str(path), stack_name(path), "failed", error=(
                 f"{path}: the worker process died while fusing it, on {error.allowed_failures + 1} workers one after "
                 f"another, with no other stack beside it (most often out of memory: {advice})"))
-        except Exception as error:  # a lost connection, a task cancelled by someone else: recorded per stack
+        except Exception as error:  # a task cancelled by someone else, a bug: recorded per stack
+            if _connection_lost(error):
+                raise _SchedulerGone from None
             return StackOutcome(str(path), stack_name(path), "failed", error=f"{path}: {type(error).__name__}: {error}")
         if not isinstance(outcome, StackOutcome) or outcome.stack != str(absolute_path(path)):
             # (never with keys of our own; were it to happen, this stack was not fused, whatever the result says)
@@ -423,6 +498,31 @@ class _DaskBatch:
         for other in sorted(rows):
             self._record(other, rows[other])
 
+    def _count_what_is_on_disk(self) -> None:
+        """The scheduler went away (its futures are cancelled, results cannot be fetched): once its workers have let
+        go of the batch's stacks (each stops at its next slice when it loses the scheduler; up to ``STOP_WAIT_S``),
+        each stack left is done where its outputs are complete, and lost where they are not: dask said
+        "cancelled" of them all, stacks a worker had finished among them."""
+        self.scheduler_lost = True
+        _quiet_cluster_logs()  # dask's own lines (a reconnection that fails, with tracebacks) say nothing of the stacks
+        self.pending.clear()
+        self.alone_next.clear()
+        left = self.stacks_left()
+        deadline = quiet_since = time.monotonic()
+        deadline += STOP_WAIT_S
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < SETTLE_S:
+            if any(writing_now(self.out_dir, stack_name(self.stacks[index])) for index in left):
+                quiet_since = time.monotonic()
+            time.sleep(0.1)
+        for index in left:
+            path = self.stacks[index]
+            report = finished_report(self.out_dir, path, self.settings)
+            self._record(index, StackOutcome(str(path), stack_name(path), LOST, error=(
+                f"{path}: lost: {self.scheduler_said} went away before it was fused; run the same command with "
+                "--resume to fuse it")) if report is None else
+                StackOutcome(str(path), report.name, "done", slices=report.n_slices,
+                             seconds=report.seconds.get("total"), warnings=list(report.warnings)))
+
     def stacks_left(self) -> list[int]:
         """The stacks that have no outcome yet."""
         return [index for index in range(len(self.stacks)) if index not in self.outcomes]
@@ -449,6 +549,19 @@ class _DaskBatch:
         stopping = threading.Thread(target=stop_on_the_cluster, name="stopping the batch", daemon=True)
         stopping.start()
         stopping.join(timeout=3 * STOP_WAIT_S)
+
+
+class _SchedulerGone(Exception):
+    """Raised within a batch when the connection to its scheduler is lost (the scheduler died, or its machine went
+    away): no more results can be had."""
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """Whether ``error``, raised for a stack's future, says the client lost its scheduler: dask cancels every
+    future then ("scheduler-connection-lost"), and a result being fetched meanwhile fails with CommClosedError."""
+    from distributed.comm import CommClosedError
+
+    return isinstance(error, CommClosedError) or getattr(error, "reason", None) == "scheduler-connection-lost"
 
 
 @contextlib.contextmanager
@@ -503,7 +616,7 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
     ``run_warnings``: the run's own (a stack given twice, outputs passed over), beside each stack's in its row."""
     path = Path(out_dir) / SUMMARY_FILE
     statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted else ()) + \
-        ((NOT_RUN,) if any(o.status == NOT_RUN for o in outcomes) else ())
+        tuple(status for status in (NOT_RUN, LOST) if any(o.status == status for o in outcomes))
     write_json(path, {
         "scheduler": scheduler or "local",
         "seconds": round(seconds, 3),

@@ -213,3 +213,13 @@ def _writer_alive(folder: Path) -> bool:
         return not _lock_now(fd)
     finally:
         os.close(fd)
+
+
+def writing_now(out_dir: Path, name: str) -> bool:
+    """Whether a live writer (of any process on any machine that shares ``out_dir``, where flock reaches it) is
+    writing the outputs of stack ``name`` into ``out_dir`` now."""
+    try:
+        folders = [entry for entry in (Path(out_dir) / f".{name}.partial").iterdir() if entry.is_dir()]
+    except OSError:  # none: nobody writes that stack
+        return False
+    return any(_writer_alive(folder) for folder in folders)

@@ -352,3 +352,73 @@ def test_a_stopped_refusion_ends_at_its_next_slice_and_writes_nothing(tmp_path):
     assert stop.looks == 5 and not list((tmp_path / "out").iterdir())
     report = refuse_stack(stack, tmp_path / "again", stop=threading.Event())  # the next stack fuses as usual
     assert report.n_slices == 40
+
+
+@contextlib.contextmanager
+def cluster_started_by_hand(tmp_path: Path, n_workers: int = 2):
+    """`dask scheduler` and ``n_workers`` of `dask worker ADDRESS --nthreads 1 --no-nanny` on 127.0.0.1, as a user
+    starts them (without a nanny, as on machines of their own, a worker outlives its scheduler until its task ends);
+    yields the address and the scheduler's process. Each is killed at the end."""
+    from tests.test_batch import _address_when_written
+
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    started = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(scheduler_file)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        address = _address_when_written(scheduler_file, deadline=time.monotonic() + 60)
+        started += [subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True)
+            for _ in range(n_workers)]
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(n_workers, timeout=60)
+        yield address, started[0]
+    finally:
+        for process in started:  # (each in a session of its own: its group is it and its children)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_batch_leaves_a_summary_that_says_what_is_on_disk(tmp_path):
+    # s0 is small: once its outputs are in place, the other worker is still well into s1, which takes seconds.
+    stacks = [write_stack(tmp_path / "stacks" / "s0.tif", 6)] + [
+        write_stack(tmp_path / "stacks" / f"s{i}.tif", 160, shape=(512, 640), seed=i) for i in range(1, 6)]
+    out = tmp_path / "out"
+    with cluster_started_by_hand(tmp_path) as (address, scheduler):
+        run = cli("--refuse", *stacks, "--out", out, "--scheduler", address, "--align", "off")
+        with killed_at_the_end(run):
+            deadline = time.monotonic() + 180
+            while not list(out.glob("s[0-9]*.json")) and time.monotonic() < deadline and run.poll() is None:
+                time.sleep(0.05)
+            scheduler.kill()  # as `kill -9`: its workers live on, one with s1 in hand
+            stdout, stderr = run.communicate(timeout=120)
+        summary_s = (out / "summary.json").stat().st_mtime
+        time.sleep(8)  # what a worker that outlived its scheduler was still to write, it has
+    assert run.returncode == 1, stderr
+    # One line says what happened and what to do; no traceback of dask's.
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr
+    [error] = errors_in(stderr)
+    assert f"the scheduler at {address} went away" in error and "--resume" in error
+    # Each row says what is on disk: done where the stack's outputs are complete, lost where none are.
+    rows = {row["name"]: row for row in summary_of(out)["stacks"]}
+    complete = {path.name.removesuffix(".json") for path in out.glob("s[0-9]*.json")}
+    assert {name for name, row in rows.items() if row["status"] == "done"} == complete, stderr
+    assert {row["status"] for row in rows.values()} == {"done", "lost"}, rows
+    assert all("went away" in row["error"] for row in rows.values() if row["status"] == "lost")
+    assert "failed" not in stdout and "lost" in stdout  # the table
+    assert summary_of(out)["counts"]["lost"] == len(stacks) - len(complete)
+    assert all(path.stat().st_mtime <= summary_s for path in out.glob("s[0-9]*.*")), "written after the summary"
+    for name in complete:
+        assert tifffile.imread(out / f"{name}.fused.tif").shape == ((128, 160) if name == "s0" else (512, 640))
+    # --resume fuses the lost stacks, and only those.
+    again = cli("--refuse", *stacks, "--out", out, "--workers", "1", "--align", "off", "--resume")
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert summary_of(out)["counts"] == {"done": len(stacks) - len(complete), "skipped": len(complete), "failed": 0}
