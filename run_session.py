@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Options of the single-scale compositions: the pyramid (the default) has no window, exponent or seams.
-SINGLE_SCALE_OPTIONS = {"window_px": ("--window-px", ("blend", "pick")), "sharpness": ("--sharpness", ("blend",)),
-                        "feather_px": ("--feather-px", ("pick",))}
+SINGLE_SCALE_OPTIONS = {"window_px": "--window-px", "sharpness": "--sharpness", "feather_px": "--feather-px"}
 
 
 def print_warnings(said: Iterable[str | None]) -> list[str]:
@@ -400,11 +399,14 @@ def print_warnings(said: Iterable[str | None]) -> list[str]:
 
 
 def unused_option_warnings(args, settings) -> list[str]:
-    """A warning for each fusion option given where ``settings`` (a FusionSettings) do not use it."""
+    """A warning for each fusion option given where ``settings`` (a FusionSettings) do not use it (the settings
+    that ``FusionSettings.that_count`` leaves out: --resume does not fuse again for them)."""
+    from fusion.engine import SINGLE_SCALE_SETTINGS
+
     said: list[str | None] = [
-        f"{option} applies to --composition {' and '.join(used_by)}; the {settings.composition} composition does "
-        "not use it" for key, (option, used_by) in SINGLE_SCALE_OPTIONS.items()
-        if getattr(args, key) is not None and settings.composition not in used_by]
+        f"{option} applies to --composition {' and '.join(SINGLE_SCALE_SETTINGS[key])}; the {settings.composition} "
+        "composition does not use it" for key, option in SINGLE_SCALE_OPTIONS.items()
+        if getattr(args, key) is not None and settings.composition not in SINGLE_SCALE_SETTINGS[key]]
     if args.align_model is not None and settings.align == "off":
         said.append("--align-model has no effect: alignment is off (--align auto or on uses it)")
     if args.device is not None:
@@ -415,9 +417,11 @@ def unused_option_warnings(args, settings) -> list[str]:
 def unused_profile_fusion_warnings(profile_path, loaded, args, settings) -> list[str]:
     """As ``unused_option_warnings``, for the profile's fusion: keys that the command line did not replace: each
     named as ``<profile>: fusion.<key>``."""
+    from fusion.engine import SINGLE_SCALE_SETTINGS
+
     fusion = loaded.fusion  # (the profile as read, before the command line's options)
     said = [f"{profile_path}: fusion.{key} applies to fusion.composition {' and '.join(used_by)}; the "
-            f"{settings.composition} composition does not use it" for key, (_, used_by) in SINGLE_SCALE_OPTIONS.items()
+            f"{settings.composition} composition does not use it" for key, used_by in SINGLE_SCALE_SETTINGS.items()
             if getattr(fusion, key) is not None and getattr(args, key) is None and settings.composition not in used_by]
     if fusion.align_model is not None and args.align_model is None and settings.align == "off":
         said.append(f"{profile_path}: fusion.align_model has no effect: alignment is off (fusion.align auto or on "

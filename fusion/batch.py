@@ -73,9 +73,9 @@ class StackOutcome:
 
 def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
     """The report of ``stack`` when all its outputs are in place (the report is written last) and whole
-    (``_tiff_of_size``), were made with ``settings`` and from this stack as it is now (``stack_fingerprint``:
-    not another one of the same name, nor this one before slices were added or replaced); None when it must
-    be fused (again)."""
+    (``_tiff_of_size``), were made with ``settings`` (those that change the outputs: ``that_count``; an option with
+    no effect fuses nothing again) and from this stack as it is now (``stack_fingerprint``: not another one of the
+    same name, nor this one before slices were added or replaced); None when it must be fused (again)."""
     paths = refusion_outputs(out_dir, stack_name(stack))
     if not all(path.is_file() for path in paths.values()):
         return None
@@ -83,8 +83,15 @@ def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> Ref
         report = RefuseReport.from_json(json.loads(paths["report"].read_text()))
     except (OSError, ValueError, TypeError):  # unreadable, or written by another version: fuse again
         return None
-    # As the report stores them: through JSON, so 32 and 32.0 or a tuple and a list compare equal.
-    if report.settings != settings.to_json():
+    # Those that change the outputs, as the report stores them: through JSON, so 32 and 32.0 or a tuple and a list
+    # compare equal. Settings of another version's (other keys, values it took and this one does not): fuse again.
+    if not isinstance(report.settings, dict) or set(report.settings) != set(settings.to_json()):
+        return None
+    try:
+        made_with = FusionSettings(**report.settings).that_count()
+    except (TypeError, ValueError):
+        return None
+    if made_with != settings.that_count():
         return None
     if report.source_fingerprint is None or report.source_fingerprint != stack_fingerprint(stack):
         return None

@@ -14,7 +14,7 @@ import numbers
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -38,6 +38,8 @@ MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
 MAX_WIDTH_PX = 1000
 # (measure / best) ** 1000 is already 1.7e-9 for a slice 2% less sharp than the best: beyond it, blend is pick.
 MAX_SHARPNESS = 1000.0
+# The single-scale compositions' settings, each with the compositions that use it (the pyramid uses none of them).
+SINGLE_SCALE_SETTINGS = {"window_px": ("blend", "pick"), "sharpness": ("blend",), "feather_px": ("pick",)}
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,19 @@ class FusionSettings:
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
     def to_json(self) -> dict:
-        """The settings as a JSON mapping (per-level powers as lists), as reports record them and
-        ``--resume`` compares them."""
+        """The settings as a JSON mapping (per-level powers as lists), as reports record them (as asked)."""
         return json.loads(json.dumps(asdict(self)))
+
+    def that_count(self) -> dict:
+        """``to_json`` with each setting that changes nothing in the outputs at its default: a single-scale
+        composition's setting under another composition (``SINGLE_SCALE_SETTINGS``), ``align_model`` with alignment
+        off, ``device`` for a measure without torch. Two settings that fuse alike give the same mapping: ``--resume``
+        compares these (an option that the run itself said has no effect fused every stack again)."""
+        defaults = FusionSettings()
+        unused = [name for name, used_by in SINGLE_SCALE_SETTINGS.items() if self.composition not in used_by]
+        unused += ["align_model"] if self.align == "off" else []
+        unused += ["device"] if self.measure != "ums" else []
+        return replace(self, **{name: getattr(defaults, name) for name in unused}).to_json()
 
 
 def check_measure_can_run(settings: FusionSettings) -> None:

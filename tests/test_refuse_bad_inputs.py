@@ -308,3 +308,27 @@ def test_an_empty_tiff_among_a_folders_slices_is_named(tmp_path):
     tifffile.TiffWriter(folder / "b.tif").close()  # a header, no image
     with open_stack(folder) as stack, pytest.raises(Exception, match=f"^{folder}: b.tif holds no image$"):
         stack.read_slice(1)
+
+
+@pytest.mark.slow
+def test_resume_skips_stacks_when_only_options_with_no_effect_differ(tmp_path):
+    # Each of these the run itself warns "has no effect" (the pyramid composition, the sf measure): the outputs
+    # would be the same, so the stacks fused before are kept.
+    stacks = [write_stack(tmp_path / f"s{i}.tif", 6, seed=i) for i in range(2)]
+    out = tmp_path / "out"
+    assert run_cli("--refuse", *stacks, "--out", out).returncode == 0
+    reports = {path.name: path.read_text() for path in out.glob("s[0-9].json")}
+    for options in (["--feather-px", "3"], ["--window-px", "15"], ["--sharpness", "8"], ["--device", "cpu"],
+                    ["--feather-px", "3", "--window-px", "15", "--device", "cpu"]):
+        done = run_cli("--refuse", *stacks, "--out", out, "--resume", *options)
+        assert done.returncode == 0, done.stderr
+        assert "has no effect" in done.stderr or "does not use it" in done.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert [row["status"] for row in summary["stacks"]] == ["skipped", "skipped"], options
+        assert {path.name: path.read_text() for path in out.glob("s[0-9].json")} == reports  # untouched
+    # An option that changes the outputs still fuses again, and what counts is recorded as asked.
+    done = run_cli("--refuse", *stacks, "--out", out, "--resume", "--composition", "pick", "--feather-px", "3")
+    assert json.loads((out / "summary.json").read_text())["counts"]["done"] == 2, done.stderr
+    assert json.loads((out / "s0.json").read_text())["settings"]["feather_px"] == 3
+    done = run_cli("--refuse", *stacks, "--out", out, "--resume", "--composition", "pick", "--feather-px", "2")
+    assert json.loads((out / "summary.json").read_text())["counts"]["done"] == 2, done.stderr
