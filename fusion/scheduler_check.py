@@ -8,8 +8,10 @@ import dask
 from dask.utils import parse_timedelta
 from distributed.comm import connect
 from distributed.comm.addressing import parse_address, parse_host_port
+from distributed.comm.registry import get_backend
 
 DASK_SCHEDULER_PORT = 8786  # where `dask scheduler` listens unless told otherwise (and an address without a port)
+MAX_PORT = 65535
 
 
 def check_scheduler(address: str) -> None:
@@ -19,13 +21,9 @@ def check_scheduler(address: str) -> None:
     (the dashboard's port, 8787), after dask's connect timeout (``distributed.comm.timeouts.connect``): dask itself
     waited for ever on the latter's handshake. tls:// is checked as far as the TCP connection; other schemes are
     left to dask."""
-    try:
-        scheme, location = parse_address(address)
-        if scheme not in ("tcp", "tls"):
-            return
-        host, port = parse_host_port(location, default_port=DASK_SCHEDULER_PORT)
-    except ValueError as error:
-        raise ValueError(f"--scheduler {address}: not a scheduler address ({error}); give tcp://HOST:PORT") from None
+    scheme, host, port = _where(address)
+    if host is None or port is None:  # (a scheme dask knows that is not a TCP one: left to dask)
+        return
     timeout_s = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
     check = (f"check that the scheduler is running (`dask scheduler` listens on port {DASK_SCHEDULER_PORT}) and that "
              "this is the address it printed, with no firewall in between; or leave --scheduler out to fuse on a "
@@ -52,6 +50,37 @@ def check_scheduler(address: str) -> None:
         raise OSError(f"--scheduler {address}: something listens on port {port} of {host}, but it did not answer as a "
                       f"dask scheduler within {timeout_s:g} s (dask's distributed.comm.timeouts.connect): is it the "
                       f"dashboard's port (8787), or another server? {check}")
+
+
+GIVE = "give the address `dask scheduler` printed, tcp://HOST:PORT, or leave --scheduler out to fuse on a local cluster"
+
+
+def _where(address: str) -> tuple[str, str | None, int | None]:
+    """The scheme, host and port that ``address`` names (host and port None for a scheme dask knows that is not
+    tcp:// or tls://); a ValueError that says what is wrong with it in a person's words where it names none:
+    empty, a scheme dask does not speak (the dashboard's http://), no host, a port that is no port."""
+    if not address.strip():
+        raise ValueError(f"--scheduler is empty; {GIVE}")
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+    except ValueError:  # (dask's own words list its schemes as a Python list)
+        scheme = address.split("://", 1)[0]
+        dashboard = " (the dashboard's page is not the scheduler)" if scheme.lower() in ("http", "https") else ""
+        raise ValueError(f"--scheduler {address}: not a scheduler address: dask does not speak {scheme}://"
+                         f"{dashboard}; {GIVE}") from None
+    if scheme not in ("tcp", "tls"):
+        return scheme, None, None
+    try:
+        host, port = parse_host_port(location, default_port=DASK_SCHEDULER_PORT)
+    except ValueError:  # (int() of what follows the last colon)
+        raise ValueError(f"--scheduler {address}: {location.rpartition(':')[2]!r} is not a port (1 to {MAX_PORT}); "
+                         f"{GIVE}") from None
+    if not host:
+        raise ValueError(f"--scheduler {address}: names no host; {GIVE}")
+    if not 0 < port <= MAX_PORT:
+        raise ValueError(f"--scheduler {address}: {port} is not a port (1 to {MAX_PORT}); {GIVE}")
+    return scheme, host, port
 
 
 def _dask_identity(address: str, timeout_s: float) -> str | None:

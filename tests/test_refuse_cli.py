@@ -203,6 +203,29 @@ def test_a_scheduler_that_refuses_is_one_line_naming_it_and_what_to_check(tmp_pa
     assert not list((tmp_path / "out").glob("*.fused.tif"))
 
 
+@pytest.mark.parametrize("address, said", [
+    ("http://127.0.0.1:8787", "--scheduler http://127.0.0.1:8787: not a scheduler address: dask does not speak http:// "
+                              "(the dashboard's page is not the scheduler)"),
+    ("tcp://127.0.0.1:99999", "--scheduler tcp://127.0.0.1:99999: 99999 is not a port (1 to 65535)"),
+    ("tcp://127.0.0.1:x86", "--scheduler tcp://127.0.0.1:x86: 'x86' is not a port (1 to 65535)"),
+    ("", "--scheduler is empty"),
+    ("tcp://:8786", "--scheduler tcp://:8786: names no host"),
+])
+def test_a_scheduler_address_that_names_no_scheduler_says_what_is_wrong_with_it(tmp_path, address, said):
+    """dask said "unknown address scheme 'http' (known schemes: [...])"; port 99999 was "nothing listens on port
+    99999"; an empty address "the host '' is not known here"."""
+    from tests.test_batch import write_stack
+
+    stack = write_stack(tmp_path / "s.tif", 6)
+    done = run_cli("--refuse", stack, "--out", tmp_path / "out", "--scheduler", address)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"error: {said}; give the address `dask scheduler` printed, tcp://HOST:PORT"), errors
+    assert "leave --scheduler out" in errors[0] and "known schemes" not in errors[0]
+    assert not list((tmp_path / "out").glob("*.fused.tif"))
+
+
 def test_something_else_listening_at_the_scheduler_address_is_said_after_dasks_connect_timeout():
     """A listener that never answers (as the dashboard's HTTP port does to dask's handshake): dask waited for ever."""
     import socket
