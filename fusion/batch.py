@@ -581,10 +581,17 @@ def _workers_deaf_to_ctrl_c():
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to share a Ctrl-C
         yield
         return
-    # multiprocessing's resource tracker unblocks SIGINT in the thread that starts it: first, here.
+    # multiprocessing's resource tracker unblocks SIGINT in the thread that starts it: first, here. It ignores SIGINT
+    # and SIGTERM, not SIGHUP: started with SIGHUP blocked (a mask its process keeps), it outlives a closed terminal's
+    # hangup. (Killed by it, it was started again, and said "process died unexpectedly" and a KeyError traceback for
+    # each semaphore the workers then let go: a dozen tracebacks after the program's own line.)
     from multiprocessing import resource_tracker
 
-    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     # (SIGHUP too: a terminal that closes sends it to the whole group, and the program ends the batch itself)
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
