@@ -57,6 +57,11 @@ def open_mmcore(config_path: str | Path | None = None, adapter_paths: list[str] 
             core.initializeAllDevices()
     except (RuntimeError, OSError) as error:
         raise DeviceErrorReply(name, "loading the configuration failed", str(error)) from error
+    if config_path is not None and not python_devices and list(core.getLoadedDevices()) in ([], ["Core"]):
+        # (MMCore passes over lines it does not know: a file of anything else loads without a word.)
+        raise DeviceNotFoundError(name, f"{config_path} loaded no device: is it a Micro-Manager configuration "
+                                        "(Device, Property and Parent lines, as Micro-Manager's Hardware "
+                                        "Configuration Wizard saves them)?")
     return core
 
 

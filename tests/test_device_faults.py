@@ -145,6 +145,18 @@ def test_missing_ports_and_files_are_not_found():
         GenICamCamera("/nowhere/producer.cti")
 
 
+@pytest.mark.parametrize("text", ["garbage line\n", "", "# a comment only\n"])
+def test_a_configuration_that_loads_no_device_says_so(tmp_path, text):
+    """MMCore passes over lines it does not know: such a file loaded without a word, and the session then said
+    'the configuration has no focus stage'."""
+    from devices.micromanager import open_mmcore
+
+    config = tmp_path / "rig.cfg"
+    config.write_text(text)
+    with pytest.raises(DeviceNotFoundError, match=r"rig.cfg loaded no device: is it a Micro-Manager configuration"):
+        open_mmcore(config)
+
+
 def test_micromanager_dropped_frame_is_an_error_reply():
     with unicore_rig() as (_, _, camera, _, simulated_camera):
         simulated_camera.faults.drop_frames = 1
