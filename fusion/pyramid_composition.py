@@ -16,11 +16,11 @@ either: its evidence would tie with the noise of the flat areas, and each such s
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
 from fusion import compose
+from fusion.blank_slices import BlankSlice, blank_values, mean_frame
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
@@ -40,7 +40,7 @@ class PyramidComposition:
         self._mode_filter_px = mode_filter_px
         self._composer = PyramidComposer(shape, weighting)
         self._value_scale = 1.0   # float stacks: fused in units of their own range
-        self._blank: list[_BlankSlice] = []   # blank slices before the first with detail, in order
+        self._blank: list[BlankSlice] = []   # blank slices before the first with detail, in order
         # Whether every slice so far came with its z: the depth is then their weighted mean z, in whatever
         # order they came; else a weighted mean slice index (see ``depth_so_far``).
         self._every_z_known = True
@@ -56,10 +56,10 @@ class PyramidComposition:
         """Fold one slice in; returns its focus score (its mean fine energy). ``z``: its focus position, if known."""
         self._every_z_known = self._every_z_known and z is not None
         z = float(slice_index) if z is None else float(z)
-        values = _blank_values(pixels)
+        values = blank_values(pixels)
         if values is not None:
             if self._composer.evidence_floor is None:  # held, in case every slice is blank (module docstring)
-                self._blank.append(_BlankSlice(values, float(gray.flat[0]), slice_index, z))
+                self._blank.append(BlankSlice(values, float(gray.flat[0]), slice_index, z))
             energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
             check_focus_map(energy, self._measure_name, self.name, slice_index)
             return _score(energy, covered)
@@ -159,37 +159,11 @@ class PyramidComposition:
 
     def _blank_mean(self) -> np.ndarray:
         """The blank slices' mean, (H, W, C) in the slices' dtype: what they fuse to (a live view's)."""
-        mean = np.mean([blank.values for blank in self._blank], axis=0, dtype=np.float64)
-        channels = self.shape[2] if len(self.shape) == 3 else 1
-        image = np.broadcast_to(np.asarray(mean, np.float32), self.shape[:2] + (channels,)).copy()
+        image = mean_frame(self._blank, self.shape)
         return compose.to_dtype(self._value_range.clip(image), self.dtype, overwrite=True)
-
-
-@dataclass(frozen=True)
-class _BlankSlice:
-    """A blank slice held until a slice with detail comes: its value per channel, its grey's, its index."""
-
-    values: np.ndarray   # () or (C,), in the slices' dtype
-    gray: float
-    index: int
-    z: float             # its z, or its index where z is not known
-
-    def frame(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """The slice and its grey, remade."""
-        return np.full(shape, self.values, dtype), np.full(shape[:2], self.gray, np.float32)
 
 
 def _score(energy: np.ndarray, covered: np.ndarray | None) -> float:
     """A slice's focus score: its mean fine energy where it covers the frame."""
     inside = energy if covered is None else energy[covered]
     return float(inside.mean(dtype=np.float64)) if inside.size else 0.0
-
-
-def _blank_values(pixels: np.ndarray) -> np.ndarray | None:
-    """The slice's value per channel where every channel holds one value throughout, else None."""
-    first = pixels[0, 0]
-    if not np.all(pixels[0] == first):  # (a slice with detail nearly always shows it in its first row)
-        return None
-    if not np.array_equal(np.min(pixels, axis=(0, 1)), np.max(pixels, axis=(0, 1))):
-        return None
-    return np.array(first, copy=True)

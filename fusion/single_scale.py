@@ -3,12 +3,17 @@
 Per pixel the running maps keep the best windowed focus measure so far, the slice that had it,
 that slice's pixels, and (for "blend") running weighted sums. "pick" reads slices back from the
 engine's source only where the final, cleaned decision map differs from the running one.
+
+Blank slices (``fusion.blank_slices``) get no say: where no slice shows any detail (noise-free flat areas,
+renders and float data) every slice's measure ties, and a black first frame was picked there ("pick": the flats
+came out black) or averaged in ("blend": darker by 1/n). A stack of blank slices only is folded in at its end.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from fusion import compose, kernels
+from fusion.blank_slices import BlankSlice, blank_values, mean_frame
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
@@ -32,6 +37,8 @@ class SingleScaleComposition:
         self._picked = np.zeros((height, width, channels), self.dtype)
         self._weighted_sum = np.zeros((height, width, channels) if blend else (0, 0, 0), np.float32)
         self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
+        self._blank: list[BlankSlice] = []   # blank slices, while no slice with detail has come
+        self._detail_seen = False
 
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
             z: float | None = None) -> float:
@@ -39,15 +46,34 @@ class SingleScaleComposition:
         depth is the chosen slice's z (``finish``), whatever order the slices came in."""
         measure = self._measure(gray)
         check_focus_map(measure, self._measure_name, self.name, slice_index)
+        score = float(measure.mean(dtype=np.float64))
+        values = blank_values(pixels)
+        if values is not None:  # no say; held while every slice so far is blank (a stack of them is fused)
+            if not self._detail_seen:
+                self._blank.append(BlankSlice(values, float(gray.flat[0]), slice_index, float(z or 0.0)))
+            return score
+        self._detail_seen, self._blank = True, []
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
+        self._update(pixels, measure, slice_index)
+        return score
+
+    def _update(self, pixels: np.ndarray, measure: np.ndarray, slice_index: int) -> None:
         kernels.update_running_maps(
             compose.as_channels_last(pixels), measure, slice_index, self._sharpness, self._blend,
             self._best_measure, self.best_index, self._picked, self._weighted_sum, self._weight_sum)
-        return float(measure.mean(dtype=np.float64))
+
+    def _fold_blank(self) -> None:
+        """A stack of blank slices only, at its end: folded in as any slices are (each remade from its value)."""
+        for blank in self._blank:
+            pixels, gray = blank.frame(self.shape, self.dtype)
+            self._update(pixels, self._measure(gray), blank.index)
+        self._blank = []
 
     def fused(self) -> np.ndarray:
         """The running result (before cleaning), (H, W, C) in the slices' dtype."""
+        if not self._detail_seen and self._blank:  # only blank slices so far: what they fuse to
+            return compose.to_dtype(mean_frame(self._blank, self.shape), self.dtype, overwrite=True)
         if self._blend:
             return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype, overwrite=True)
         return self._picked.copy()
@@ -58,6 +84,8 @@ class SingleScaleComposition:
     def finish(self, z_positions: list[float], source: SliceSource | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused, cleaned decision, depth in the units of ``z_positions``)."""
         n_slices = len(z_positions)
+        if not self._detail_seen:
+            self._fold_blank()
         if n_slices == 1:
             decision = self.best_index.copy()
             fused = self._picked.copy()

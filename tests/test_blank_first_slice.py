@@ -4,6 +4,7 @@ fuses to their value; blank slices later in the stack change nothing.
 
 The pyramid calibrated its value scale and noise floors on the first slice; on a blank one they came
 out in units unrelated to the data, and the fused image was about the average of the slices."""
+import cv2
 import numpy as np
 import pytest
 
@@ -98,10 +99,13 @@ def test_several_blank_slices_at_any_level_then_a_sweep():
     (SHAPE + (3,), np.float32, (0.25, 1e-3, 0.5)),
     (SHAPE, np.float32, 1e-6),
 ])
-def test_a_stack_of_blank_slices_only_fuses_to_their_value(shape, dtype, value):
+@pytest.mark.parametrize("composition", ["pyramid", "blend", "pick"])
+def test_a_stack_of_blank_slices_only_fuses_to_their_value(shape, dtype, value, composition):
+    from fusion import FusionSettings
+
     frame = np.empty(shape, dtype)
     frame[...] = value
-    engine = StreamingFusion(shape, dtype)
+    engine = StreamingFusion(shape, dtype, FusionSettings(composition=composition))
     for z in range(4):
         engine.push(frame.copy(), float(z))
         np.testing.assert_array_equal(engine.result(), frame)
@@ -146,3 +150,29 @@ def test_a_black_frame_in_a_moving_stack_is_skipped_with_a_warning_that_says_it_
         result = fuse(stack.slices[:3] + [np.zeros_like(stack.slices[0])] + stack.slices[3:],
                       stack.z_um[:3] + [(stack.z_um[2] + stack.z_um[3]) / 2] + stack.z_um[3:])
     np.testing.assert_array_equal(result.fused, expected.fused)
+
+
+@pytest.mark.parametrize("composition", ["blend", "pick"])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_black_frame_has_no_say_in_the_single_scale_compositions_either(composition, where):
+    """Noise-free flat areas (renders, float data): every slice's measure ties there, and a black first frame was
+    picked ("pick": the flats came out black) or averaged in ("blend": darker by 1/n)."""
+    from fusion import FusionSettings
+
+    rng = np.random.default_rng(0)
+    specimen = np.full((96, 128), 128.0)
+    specimen[30:60, 40:90] += 60 * rng.standard_normal((30, 50))
+    slices = [np.clip(cv2.GaussianBlur(specimen, (0, 0), 0.5 + abs(k - 3) * 1.5), 0, 255).astype(np.uint8)
+              for k in range(7)]
+    at = {"first": 0, "middle": 3, "last": len(slices)}[where]
+    with_black = slices[:at] + [np.zeros_like(slices[0])] + slices[at:]
+
+    def fused(stack):
+        engine = StreamingFusion(stack[0].shape, stack[0].dtype, FusionSettings(composition=composition))
+        for pixels in stack:
+            engine.push(pixels)
+        return engine.finish().fused
+
+    expected = fused(slices)
+    assert abs(float(expected[:20].mean()) - 128) < 2  # the flat area
+    np.testing.assert_array_equal(fused(with_black), expected)
