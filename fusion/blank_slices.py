@@ -32,8 +32,27 @@ class BlankSlice:
         return np.full(shape, self.values, dtype), np.full(shape[:2], self.gray, np.float32)
 
 
-def mean_frame(blanks: list[BlankSlice], shape: tuple[int, ...]) -> np.ndarray:
-    """The blank slices' mean as a float32 frame (H, W, C): what they fuse to."""
-    mean = np.mean([blank.values for blank in blanks], axis=0, dtype=np.float64)
-    channels = shape[2] if len(shape) == 3 else 1
-    return np.broadcast_to(np.asarray(mean, np.float32), shape[:2] + (channels,)).copy()
+class HeldBlanks:
+    """A composition's blank slices: each is told apart as it comes (``take``), and held while no slice with
+    detail has come (``only_blank``), so that a stack of blank slices only can be fused from them at its end."""
+
+    def __init__(self):
+        self.held: list[BlankSlice] = []
+        self.only_blank = True   # no slice with detail so far
+
+    def take(self, pixels: np.ndarray, gray: np.ndarray, index: int, z: float) -> bool:
+        """Whether the slice (``pixels``, its ``gray``) is blank: then it is held, while every slice so far is;
+        a slice with detail lets go of those held (they get no say beside it)."""
+        values = blank_values(pixels)
+        if values is None:
+            self.only_blank, self.held = False, []
+            return False
+        if self.only_blank:
+            self.held.append(BlankSlice(values, float(gray.flat[0]), index, z))
+        return True
+
+    def mean_frame(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The held slices' mean as a float32 frame (H, W, C): what they fuse to."""
+        mean = np.mean([blank.values for blank in self.held], axis=0, dtype=np.float64)
+        channels = shape[2] if len(shape) == 3 else 1
+        return np.broadcast_to(np.asarray(mean, np.float32), shape[:2] + (channels,)).copy()

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from fusion import compose
-from fusion.blank_slices import BlankSlice, blank_values, mean_frame
+from fusion.blank_slices import HeldBlanks
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
@@ -40,7 +40,7 @@ class PyramidComposition:
         self._mode_filter_px = mode_filter_px
         self._composer = PyramidComposer(shape, weighting)
         self._value_scale = 1.0   # float stacks: fused in units of their own range
-        self._blank: list[BlankSlice] = []   # blank slices before the first with detail, in order
+        self._blanks = HeldBlanks()   # blank slices before the first with detail, in order
         # Whether every slice so far came with its z: the depth is then their weighted mean z, in whatever
         # order they came; else a weighted mean slice index (see ``depth_so_far``).
         self._every_z_known = True
@@ -56,15 +56,11 @@ class PyramidComposition:
         """Fold one slice in; returns its focus score (its mean fine energy). ``z``: its focus position, if known."""
         self._every_z_known = self._every_z_known and z is not None
         z = float(slice_index) if z is None else float(z)
-        values = blank_values(pixels)
-        if values is not None:
-            if self._composer.evidence_floor is None:  # held, in case every slice is blank (module docstring)
-                self._blank.append(BlankSlice(values, float(gray.flat[0]), slice_index, z))
+        if self._blanks.take(pixels, gray, slice_index, z):  # (held, in case every slice is blank: module docstring)
             energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
             check_focus_map(energy, self._measure_name, self.name, slice_index)
             return _score(energy, covered)
         calibrate = self._composer.evidence_floor is None
-        self._blank.clear()  # no weight beside a slice with detail
         self._value_range.add(pixels)
         return self._fold(pixels, gray, covered, slice_index, z, calibrate=calibrate)
 
@@ -92,11 +88,11 @@ class PyramidComposition:
     def _fold_blank(self) -> None:
         """A stack of blank slices only, at its end: its slices folded in as any stack's, each remade from its
         value (one frame at a time), the first calibrating."""
-        for n, blank in enumerate(self._blank):
+        for n, blank in enumerate(self._blanks.held):
             pixels, gray = blank.frame(self.shape, self.dtype)
             self._value_range.add(pixels)
             self._fold(pixels, gray, None, blank.index, blank.z, calibrate=n == 0)
-        self._blank.clear()
+        self._blanks.held = []
 
     def _calibrate_noise(self, image: np.ndarray, gray: np.ndarray) -> None:
         """Noise floors from the slice that calibrates: its noise, seen by the measure on a flat patch."""
@@ -159,7 +155,7 @@ class PyramidComposition:
 
     def _blank_mean(self) -> np.ndarray:
         """The blank slices' mean, (H, W, C) in the slices' dtype: what they fuse to (a live view's)."""
-        image = mean_frame(self._blank, self.shape)
+        image = self._blanks.mean_frame(self.shape)
         return compose.to_dtype(self._value_range.clip(image), self.dtype, overwrite=True)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusion import compose, kernels
-from fusion.blank_slices import BlankSlice, blank_values, mean_frame
+from fusion.blank_slices import HeldBlanks
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
@@ -37,8 +37,7 @@ class SingleScaleComposition:
         self._picked = np.zeros((height, width, channels), self.dtype)
         self._weighted_sum = np.zeros((height, width, channels) if blend else (0, 0, 0), np.float32)
         self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
-        self._blank: list[BlankSlice] = []   # blank slices, while no slice with detail has come
-        self._detail_seen = False
+        self._blanks = HeldBlanks()
 
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
             z: float | None = None) -> float:
@@ -47,12 +46,8 @@ class SingleScaleComposition:
         measure = self._measure(gray)
         check_focus_map(measure, self._measure_name, self.name, slice_index)
         score = float(measure.mean(dtype=np.float64))
-        values = blank_values(pixels)
-        if values is not None:  # no say; held while every slice so far is blank (a stack of them is fused)
-            if not self._detail_seen:
-                self._blank.append(BlankSlice(values, float(gray.flat[0]), slice_index, float(z or 0.0)))
+        if self._blanks.take(pixels, gray, slice_index, float(z or 0.0)):  # no say (a stack of them only is fused)
             return score
-        self._detail_seen, self._blank = True, []
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
         self._update(pixels, measure, slice_index)
@@ -65,15 +60,15 @@ class SingleScaleComposition:
 
     def _fold_blank(self) -> None:
         """A stack of blank slices only, at its end: folded in as any slices are (each remade from its value)."""
-        for blank in self._blank:
+        for blank in self._blanks.held:
             pixels, gray = blank.frame(self.shape, self.dtype)
             self._update(pixels, self._measure(gray), blank.index)
-        self._blank = []
+        self._blanks.held = []
 
     def fused(self) -> np.ndarray:
         """The running result (before cleaning), (H, W, C) in the slices' dtype."""
-        if not self._detail_seen and self._blank:  # only blank slices so far: what they fuse to
-            return compose.to_dtype(mean_frame(self._blank, self.shape), self.dtype, overwrite=True)
+        if self._blanks.held:  # only blank slices so far: what they fuse to
+            return compose.to_dtype(self._blanks.mean_frame(self.shape), self.dtype, overwrite=True)
         if self._blend:
             return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype, overwrite=True)
         return self._picked.copy()
@@ -84,7 +79,7 @@ class SingleScaleComposition:
     def finish(self, z_positions: list[float], source: SliceSource | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused, cleaned decision, depth in the units of ``z_positions``)."""
         n_slices = len(z_positions)
-        if not self._detail_seen:
+        if self._blanks.only_blank:
             self._fold_blank()
         if n_slices == 1:
             decision = self.best_index.copy()
