@@ -123,12 +123,24 @@ def around_current_position(sequence: useq.MDASequence, x_um: float | None, y_um
     """A relative z-plan is centred where the stage is, as the single-stack plans are.
 
     (pymmcore-plus centres a relative plan on a position's z, and on 0 when the position
-    has none.) Positions without z get ``z_um``; a sequence without positions gets one here.
+    has none: a position's own relative z-plan too.) Positions without z that run a relative
+    plan, the sequence's or their own, get ``z_um``; a sequence with a relative plan and no
+    positions gets one here.
     """
-    if sequence.z_plan is None or not sequence.z_plan.is_relative:
-        return sequence
     if not sequence.stage_positions:
+        if sequence.z_plan is None or not sequence.z_plan.is_relative:
+            return sequence
         here = useq.Position(x=x_um, y=y_um, z=z_um)
         return sequence.model_copy(update={"stage_positions": (here,)})
-    positions = tuple(p if p.z is not None else p.model_copy(update={"z": z_um}) for p in sequence.stage_positions)
+    if not any(_runs_relative_plan(sequence, p) for p in sequence.stage_positions if p.z is None):
+        return sequence
+    positions = tuple(p.model_copy(update={"z": z_um}) if p.z is None and _runs_relative_plan(sequence, p) else p
+                      for p in sequence.stage_positions)
     return sequence.model_copy(update={"stage_positions": positions})
+
+
+def _runs_relative_plan(sequence: useq.MDASequence, position: useq.Position) -> bool:
+    """Whether ``position`` runs a relative z-plan: its own sequence's, else the sequence's."""
+    own = position.sequence.z_plan if position.sequence is not None else None
+    plan = own if own is not None else sequence.z_plan
+    return plan is not None and plan.is_relative

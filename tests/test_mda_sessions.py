@@ -232,6 +232,11 @@ def test_relative_z_plan_is_centred_on_the_current_position():
     assert [e.z_pos for e in around_current_position(positions, 0, 0, 10.0)] == [9.0, 11.0, 49.0, 51.0]
     absolute = useq.MDASequence(z_plan={"absolute": [1, 2]})
     assert around_current_position(absolute, 0, 0, 10.0) is absolute
+    # A position's own relative plan: pymmcore-plus ran it around 0 (-2, 0, 2), wherever the stage was.
+    own = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, sequence={"z_plan": {"range": 4, "step": 2}}),
+                                            useq.Position(x=1, y=1, sequence={"z_plan": {"absolute": [1, 2]}}),
+                                            useq.Position(x=2, y=2)])
+    assert [e.z_pos for e in around_current_position(own, 0, 0, 10.0)] == [8.0, 10.0, 12.0, 1.0, 2.0, None]
 
 
 def test_options_that_have_no_effect_are_recorded_in_an_mda_session_json(tmp_path):
@@ -342,6 +347,10 @@ def test_a_stage_error_that_ends_the_mda_runner_ends_the_session_and_is_recorded
                                        {"x": 1000, "y": 0, "sequence": {"z_plan": {"absolute": [-5, -150]}}}],
                    "z_plan": {"range": 4, "step": 2}},
      "mda.stage_positions.1.sequence.z_plan goes to -150 um, outside the limits -100..100 um (focus.limits)"),
+    # A position's own relative plan without a z: around the stage's current z (40 um), not around 0.
+    ([-100, 100], {"stage_positions": [{"x": 0, "y": 0, "sequence": {"z_plan": {"range": 300, "step": 100}}}]},
+     "mda.stage_positions.0.sequence.z_plan around the stage's current z (40 um) goes to -110 um, outside the "
+     "limits -100..100 um (focus.limits)"),
     ([-100, 100], {"stage_positions": [{"x": 0, "y": 0, "z": 15}, {"x": 1000, "y": 0, "z": 500}], "z_plan": None,
                    "time_plan": {"interval": 0, "loops": 3}},
      "mda.stage_positions.1.z goes to 500 um, outside the limits -100..100 um (focus.limits)"),
@@ -350,7 +359,8 @@ def test_a_stage_error_that_ends_the_mda_runner_ends_the_session_and_is_recorded
      "mda.stage_positions.0.z (1e+09 um) with mda.z_plan goes to 1e+09 um, outside the limits -10000..10000 um, the "
      "driver's default (no focus.limits given): keep mda.stage_positions.0.z (1e+09 um) with mda.z_plan inside "
      "them, or set focus.limits to the range the device really reaches"),
-], ids=["position-z", "current-z", "absolute", "position-sequence", "no-z-plan", "default-limits"])
+], ids=["position-z", "current-z", "absolute", "position-sequence", "own-plan-current-z", "no-z-plan",
+         "default-limits"])
 def test_an_mda_beyond_the_limits_is_refused_before_the_stage_moves(tmp_path, request, capsys, limits, mda, said):
     import run_session
 
