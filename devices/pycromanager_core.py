@@ -6,9 +6,11 @@ and focus drive of ``devices.micromanager`` speak camelCase. ``SnakeCaseCore`` t
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from devices.errors import DeviceDisconnectedError, DeviceNotFoundError
+from devices.library_threads import ThreadErrors
 from devices.micromanager import MicroManagerCamera, MicroManagerFocusDrive
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -38,10 +40,15 @@ def connect(headless_adapters: str | Path | None = None, config_path: str | Path
             raise DeviceNotFoundError("pycromanager", f"no Micro-Manager configuration file at {config_path}")
         start_headless(str(headless_adapters), str(config_path), python_backend=True)
     try:
-        core = Core(port=port) if port is not None else Core()
+        # A failed connection also ends pyjavaz's socket thread with "cannot join current thread": a second
+        # line, before the one that says what is wrong, about the library's insides (kept from the hook).
+        with ThreadErrors() as connecting:
+            core = Core(port=port) if port is not None else Core()
     except Exception as error:  # pyjavaz raises plain Exceptions when nothing listens
         raise DeviceDisconnectedError("pycromanager", "cannot reach Micro-Manager: start it with the "
                                       "pycromanager server enabled, or use headless mode", str(error)) from error
+    for caught in connecting.caught:  # connected: an error in its thread is news
+        warnings.warn(caught.said(), RuntimeWarning, stacklevel=2)
     return SnakeCaseCore(core)
 
 
