@@ -20,6 +20,7 @@ import numpy as np
 
 from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
     max_displacement_px, warp_to_reference
+from fusion.blank_slices import left_out_warning
 from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
@@ -303,6 +304,8 @@ class StreamingFusion:
             # Depth in z where every slice has one, else in slice indices.
             z_or_index = list(range(self.n_slices)) if None in self._z_positions else self.z_positions_so_far()
             fused, decision, depth = self._composition.finish(z_or_index, self._source)
+            if self._composition.left_out:
+                warnings.warn(left_out_warning(self.name, self._composition.left_out), stacklevel=2)
         finally:
             if self._own_store is not None:
                 self._own_store.close()

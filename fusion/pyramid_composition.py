@@ -51,6 +51,11 @@ class PyramidComposition:
         # measurement of it.
         self._value_range = PixelRange()
 
+    @property
+    def left_out(self) -> list[int]:
+        """The slices given no say beside slices with detail (``fusion.blank_slices``)."""
+        return self._blanks.left_out
+
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
             z: float | None = None) -> float:
         """Fold one slice in; returns its focus score (its mean fine energy). ``z``: its focus position, if known."""

@@ -39,6 +39,11 @@ class SingleScaleComposition:
         self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
         self._blanks = HeldBlanks()
 
+    @property
+    def left_out(self) -> list[int]:
+        """The slices given no say beside slices with detail (``fusion.blank_slices``)."""
+        return self._blanks.left_out
+
     def add(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
             z: float | None = None) -> float:
         """Fold one slice in; returns its focus score (the mean windowed measure). ``z`` is not needed: the
