@@ -251,6 +251,7 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
     check_unique_names(stacks)
     outcomes = _Outcomes(on_outcome)
     todo = []
+    replacing: dict[int, str] = {}  # by stack index: the other stack of that name whose outputs are in out_dir
     for index, path in enumerate(stacks):
         report = finished_report(out_dir, path, settings) if resume else None
         if report is not None:  # the row keeps the numbers of the run that fused it
@@ -260,8 +261,20 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
             todo.append(index)
             earlier = _fused_from_another_stack(out_dir, path)
             if earlier is not None:
-                warnings.warn(f"{path}: replaces {refusion_outputs(out_dir, stack_name(path))['fused']}, "
-                              f"fused earlier from another stack of that name ({earlier})", stacklevel=2)
+                replacing[index] = earlier
+    try:
+        _fuse_todo(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, progress)
+    finally:  # said once the outputs are replaced: said before, it was wrong for a stack that then failed
+        for index, earlier in replacing.items():
+            if index in outcomes and outcomes[index].status == "done":
+                fused = refusion_outputs(out_dir, stack_name(stacks[index]))["fused"]
+                warnings.warn(f"{stacks[index]}: replaced {fused}, fused earlier from another stack of that name "
+                              f"({earlier})", stacklevel=2)
+    return [outcomes[index] for index in range(len(stacks))]
+
+
+def _fuse_todo(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, progress) -> None:
+    """Fuse the stacks at the indices ``todo``: one in this process, several on dask."""
     if todo and scheduler is None and len(todo) == 1:
         # One stack: no cluster to start; its own bar counts slices.
         lone = stacks[todo[0]]
@@ -272,7 +285,6 @@ def refuse_many(stacks: list[Path], out_dir: Path, settings: FusionSettings | No
         with tqdm(total=len(stacks), initial=len(outcomes), desc="stacks", unit="stack",
                   disable=None if progress is None else not progress) as bar:
             _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar)
-    return [outcomes[index] for index in range(len(stacks))]
 
 
 class _Outcomes(dict):

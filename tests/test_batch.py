@@ -472,7 +472,7 @@ def test_resume_fuses_again_a_different_stack_of_the_same_name_or_one_that_chang
     assert refuse_many([stack], out, progress=False)[0].status == "done"
     assert refuse_many([stack], out, resume=True, progress=False)[0].status == "skipped"
     # Another stack of the same name: fused again, and its report says which stack it is.
-    with pytest.warns(UserWarning, match=r"s.tif: replaces .*s.fused.tif, fused earlier from another stack of "
+    with pytest.warns(UserWarning, match=r"s.tif: replaced .*s.fused.tif, fused earlier from another stack of "
                                          r"that name \(.*first.s.tif\)"):
         assert refuse_many([second / "s.tif"], out, resume=True, progress=False)[0].status == "done"
     assert json.loads((out / "s.json").read_text())["stack"].endswith(str(Path("second") / "s.tif"))
@@ -481,6 +481,23 @@ def test_resume_fuses_again_a_different_stack_of_the_same_name_or_one_that_chang
     write_stack(second / "s.tif", 9, seed=2)
     outcome = refuse_many([second / "s.tif"], out, resume=True, progress=False)[0]
     assert outcome.status == "done" and outcome.slices == 9
+
+
+def test_a_stack_of_the_same_name_that_fails_replaces_nothing_and_says_so(tmp_path):
+    """It was said to replace the outputs of the stack fused earlier, before it failed and replaced nothing."""
+    import warnings
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    out = tmp_path / "out"
+    assert refuse_many([write_stack(tmp_path / "first" / "s.tif", 6, seed=1)], out, progress=False)[0].status == "done"
+    fused_before = (out / "s.fused.tif").read_bytes()
+    damaged = tmp_path / "second" / "s.tif"
+    damaged.write_bytes(write_stack(tmp_path / "whole.tif", 6, seed=2).read_bytes()[:3000])  # cut short
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert refuse_many([damaged], out, progress=False)[0].status == "failed"
+    assert not [w for w in caught if "replace" in str(w.message)], [str(w.message) for w in caught]
+    assert (out / "s.fused.tif").read_bytes() == fused_before
 
 
 def test_resume_by_another_path_to_the_same_stack_skips_it_without_a_warning(tmp_path, monkeypatch):
