@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
-    max_displacement_px, warp_to_reference
+    max_displacement_px, warp_mask, warp_to_reference
 from fusion.blank_slices import left_out_warning
 from fusion.decision import default_mode_filter_px
-from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
+from fusion.errors import EmptyStackError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
+from fusion.no_data import MissingData, filled, missing_pixels
 from fusion.overlap import OneAhead, kernels_may_run_concurrently
 from fusion.pyramid_composition import PyramidComposition
 from fusion.single_scale import SingleScaleComposition
@@ -180,6 +181,9 @@ class StreamingFusion:
         needs_slices_back = self.settings.composition == "pick"
         self._own_store = TemporaryTiffStore() if source is None and needs_slices_back else None
         self._source: SliceSource | None = source if source is not None else self._own_store
+        if source is not None and self.dtype.kind == "f":  # read back as pushed: NaN filled (fusion/no_data.py)
+            self._source = _FilledSource(source)
+        self._missing = MissingData()
         self._aligner = None
         self._warped: list[bool] = []
         if self.settings.align != "off":
@@ -219,6 +223,7 @@ class StreamingFusion:
         self._check_z(z)
         if self._pushed >= MAX_SLICES:
             raise ValueError(f"{self.name}: more than {MAX_SLICES} slices in one stack")
+        pixels, missing = self._with_missing_filled(pixels)
         if self._own_store is not None:
             started = time.perf_counter()
             self._own_store.append(pixels)
@@ -236,7 +241,9 @@ class StreamingFusion:
                 warped, covered = warp_to_reference(pixels, transform)
                 pixels = warped.reshape(self.shape)
                 gray = None  # made where the slice is composed: this thread, which aligns, is the slower one
+                missing = _moved(missing, transform)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
+        covered = _with_data(covered, missing)
         self._seconds["measure"] += time.perf_counter() - started
         job = (pixels, gray, covered, self._pushed, None if z is None else float(z) + 0.0)  # (+ 0.0: never -0.0)
         self._pushed += 1
@@ -244,6 +251,13 @@ class StreamingFusion:
             self._record(self._compose(*job))
         else:  # returns when the previous slice is composed (raising its error, if it failed)
             self._record(self._overlap.submit(self._compose, *job))
+
+    def _with_missing_filled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout);
+        recorded for the warning and the NaN of the result (fusion/no_data.py)."""
+        missing = missing_pixels(pixels, self.name, self._pushed) if self.dtype.kind == "f" else None
+        self._missing.add(self._pushed, missing)
+        return (pixels, None) if missing is None else (filled(pixels, missing), missing)
 
     def _compose(self, pixels, gray: np.ndarray | None, covered, index: int,
                  z: float | None) -> tuple[float, float | None, float]:
@@ -304,6 +318,13 @@ class StreamingFusion:
             # Depth in z where every slice has one, else in slice indices.
             z_or_index = list(range(self.n_slices)) if None in self._z_positions else self.z_positions_so_far()
             fused, decision, depth = self._composition.finish(z_or_index, self._source)
+            nowhere = self._missing.nowhere()
+            if nowhere is not None:  # no slice had data there: neither has the fused image, nor the depth map
+                fused = fused.reshape(self.shape)
+                fused[nowhere] = np.nan
+                depth[nowhere] = np.nan
+            if self._missing.slices:
+                warnings.warn(self._missing.warning(self.name), stacklevel=2)
             if self._composition.left_out:
                 warnings.warn(left_out_warning(self.name, self._composition.left_out), stacklevel=2)
         finally:
@@ -366,8 +387,30 @@ class StreamingFusion:
             raise SliceMismatchError(
                 f"{self.name}: {slice_name(self._pushed)} is {pixels.shape} {pixels.dtype}, "
                 f"but the stack is {self.shape} {self.dtype}")
-        if self.dtype.kind == "f" and not np.isfinite(pixels).all():
-            raise InvalidPixelsError(f"{self.name}: {slice_name(self._pushed)} holds NaN or infinity")
+
+
+def _moved(missing: np.ndarray | None, transform: np.ndarray) -> np.ndarray | None:
+    """Where a slice moved by ``transform`` has no data (NaN) in the reference frame."""
+    return None if missing is None else ~warp_mask(~missing, transform)
+
+
+def _with_data(covered: np.ndarray | None, missing: np.ndarray | None) -> np.ndarray | None:
+    """The pixels a slice covers (None: all), less those where it has no data."""
+    if missing is None:
+        return covered
+    return ~missing if covered is None else np.logical_and(covered, ~missing)
+
+
+class _FilledSource:
+    """Reads a float slice back from a source with its pixels without data (NaN) filled, as they were pushed."""
+
+    def __init__(self, source: SliceSource):
+        self._source = source
+
+    def read_slice(self, index: int) -> np.ndarray:
+        pixels = self._source.read_slice(index)
+        missing = missing_pixels(pixels, "a slice read back", index)
+        return pixels if missing is None else filled(pixels, missing)
 
 
 class _AlignedSource:

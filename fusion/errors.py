@@ -43,8 +43,13 @@ class SliceMismatchError(StackError):
     """Raised when a slice's shape or dtype differs from the stack's first slice."""
 
 
+# What is wrong with infinity in a slice, and what to do (NaN is no data: fusion/no_data.py).
+INFINITY_SAID = ("holds infinity, which no focus measure can rank: clip it to the largest value the data holds, or "
+                 "mark no data with NaN")
+
+
 class InvalidPixelsError(StackError):
-    """Raised when float data holds NaN or infinity, which no focus measure can rank."""
+    """Raised when float data holds infinity, which no focus measure can rank."""
 
 
 class StackLayoutError(StackError):

@@ -75,7 +75,9 @@ class SingleScaleComposition:
         if self._blanks.held:  # only blank slices so far: what they fuse to
             return compose.to_dtype(self._blanks.mean_frame(self.shape), self.dtype, overwrite=True)
         if self._blend:
-            return compose.to_dtype(self._weighted_sum / self._weight_sum[:, :, None], self.dtype, overwrite=True)
+            with np.errstate(invalid="ignore", divide="ignore"):  # no slice with data there (NaN: fusion/no_data.py)
+                mean = self._weighted_sum / self._weight_sum[:, :, None]
+            return compose.to_dtype(mean, self.dtype, overwrite=True)
         return self._picked.copy()
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:

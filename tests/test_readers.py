@@ -484,12 +484,16 @@ def test_slices_of_different_dtypes(tmp_path):
         read_all(tmp_path)
 
 
-def test_nan_in_float_data(tmp_path):
+def test_infinity_in_float_data(tmp_path):
+    """(NaN reads as it is: no data, which the engine takes from other slices; tests/test_no_data.py.)"""
     data = np.zeros((3, 6, 8), np.float32)
     data[2, 1, 1] = np.nan
     path = tmp_path / "nan.tif"
     tifffile.imwrite(path, data, photometric="minisblack", metadata={"axes": "ZYX"})
-    with pytest.raises(InvalidPixelsError, match=r"nan.tif: slice 2 \(counting from 0\) holds NaN"):
+    assert np.isnan(read_all(path)[0][2, 1, 1])
+    data[2, 1, 1] = -np.inf
+    tifffile.imwrite(path, data, photometric="minisblack", metadata={"axes": "ZYX"})
+    with pytest.raises(InvalidPixelsError, match=r"nan.tif: slice 2 \(counting from 0\) holds infinity"):
         read_all(path)
 
 

@@ -480,3 +480,13 @@ def warp_to_reference(pixels: np.ndarray, transform: np.ndarray, border_px: int 
     covered = cv2.warpAffine(inside, matrix, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
     return warped, covered
+
+
+def warp_mask(mask: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """A (H, W) bool mask of the slice moved into the reference frame as ``warp_to_reference`` moves its pixels
+    (nearest neighbour; False outside the slice)."""
+    height, width = mask.shape
+    moved = cv2.warpAffine(mask.astype(np.uint8), transform[:2].astype(np.float64), (width, height),
+                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+    return moved.astype(bool)

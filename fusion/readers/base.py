@@ -11,8 +11,8 @@ import numpy as np
 
 from fusion.channel_look import ChannelLook
 from fusion.engine import SUPPORTED_DTYPES
-from fusion.errors import (InvalidPixelsError, SliceMismatchError, StackTooLargeError, UnreadableStackError,
-                           slice_name)
+from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError, StackTooLargeError,
+                           UnreadableStackError, slice_name)
 from fusion.memory import check_fits_in_memory
 from fusion.outputs import colour_by_shape
 
@@ -190,8 +190,8 @@ class SavedStack(ABC):
             raise SliceMismatchError(
                 f"{self.slice_label(index)} is {_describe(pixels.shape, pixels.dtype)} but "
                 f"{self.slice_label(0)} is {_describe(self._shape, self._dtype)}", self.path)
-        if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
-            raise InvalidPixelsError(f"{self.slice_label(index)} holds NaN or infinity", self.path)
+        if pixels.dtype.kind == "f" and np.isinf(pixels).any():  # (NaN is no data: fusion/no_data.py)
+            raise InvalidPixelsError(f"{self.slice_label(index)} {INFINITY_SAID}", self.path)
         return pixels
 
 
