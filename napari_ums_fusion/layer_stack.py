@@ -32,6 +32,7 @@ class LayerStack:
     pixel_scale: tuple[float, float]
     z_unit: str = "um"           # the unit of ``z_um``: a tunable lens's stack is in dpt
     z_from: str = "scale"        # "focus_positions" (the layer's metadata) or "scale" (its scale and translate)
+    pixel_units: tuple[str, str] = ("pixel", "pixel")  # napari's units of (y, x): the fused and depth layers take them
 
     @property
     def n_slices(self) -> int:
@@ -62,7 +63,8 @@ def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Seq
     ``layer.world_to_data(viewer.dims.point)``); the axes before z are held there (0 where not given).
     ``metadata``: the layer's; its ``focus_positions`` (and ``focus_unit``) place the slices when there
     is one for each. ``units``: the layer's (napari's ``layer.units``, one per axis); where z's is pixels and its
-    scale 1, the slices have no physical position: z is the slice index, and so is the depth map's unit.
+    scale 1, the slices have no physical position: z is the slice index, and so is the depth map's unit. Its last
+    two (y, x) are the stack's ``pixel_units``, pixels where not given.
     """
     image_axes = 3 if rgb else 2
     z_axis = data.ndim - image_axes - 1
@@ -75,15 +77,18 @@ def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Seq
     leading = tuple(min(max(_index(p), 0), data.shape[axis] - 1) for axis, p in enumerate(position))
     count = data.shape[z_axis]
     pixel_scale = (float(scale[-2]), float(scale[-1]))  # (scale has no rgb axis)
+    pixel_units = (str(units[-2]), str(units[-1])) if units is not None and len(units) >= 2 else ("pixel", "pixel")
     focus = (metadata or {}).get("focus_positions")
     if isinstance(focus, (list, tuple)) and len(focus) == count and all(_finite(z) for z in focus):
         unit = str((metadata or {}).get("focus_unit") or "um")
-        return LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit, "focus_positions")
+        return LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit, "focus_positions",
+                          pixel_units)
     if units is not None and len(units) == data.ndim - (1 if rgb else 0) and str(units[z_axis]) in PIXEL_UNITS \
             and float(scale[z_axis]) == 1.0:
-        return LayerStack(name, data, z_axis, leading, [float(k) for k in range(count)], pixel_scale, SLICE_INDEX)
+        return LayerStack(name, data, z_axis, leading, [float(k) for k in range(count)], pixel_scale, SLICE_INDEX,
+                          pixel_units=pixel_units)
     z_um = [float(translate[z_axis]) + float(scale[z_axis]) * k for k in range(count)]
-    return LayerStack(name, data, z_axis, leading, z_um, pixel_scale)
+    return LayerStack(name, data, z_axis, leading, z_um, pixel_scale, pixel_units=pixel_units)
 
 
 PIXEL_UNITS = ("pixel", "px")  # napari's default unit (pint's "pixel"): no physical scale was given

@@ -121,7 +121,7 @@ class FusionWidget(QWidget):
     def _fusion_step(self, item, stack, notes=()):
         if isinstance(item, FusionResult):
             depth_unit = stack.z_unit if item.depth_unit == "um" else item.depth_unit
-            self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit)
+            self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit, stack.pixel_units)
             # What --refuse would warn of: one slice has nothing to fuse; alike or blank slices no focus to tell.
             said = "Only one slice: it is shown as it is, with nothing to fuse." if stack.n_slices == 1 else \
                 focus_warning(item.focus_scores, item.depth, stack.name)
@@ -130,19 +130,24 @@ class FusionWidget(QWidget):
         else:
             self.progress.setValue(item[0])
 
-    def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um"):
+    def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um", pixel_units=("pixel", "pixel")):
+        """The fused and depth layers at the stack's pixel scale and in its units (y, x), so that scale bars and
+        coordinates agree with the stack's; ``depth_unit`` is that of the depth map's values."""
         colour = colour_by_shape(fused.shape)  # (only an RGB layer's slices have samples to fuse)
-        self._put_layer(f"{name} fused", fused, scale=pixel_scale, rgb=colour)
-        self._put_layer(f"{name} depth", depth, scale=pixel_scale, colormap=DEPTH_COLORMAP,
+        self._put_layer(f"{name} fused", fused, pixel_scale, pixel_units, rgb=colour)
+        self._put_layer(f"{name} depth", depth, pixel_scale, pixel_units, colormap=DEPTH_COLORMAP,
                         metadata={"depth_unit": depth_unit})
 
-    def _put_layer(self, name, data, **attributes):
+    def _put_layer(self, name, data, scale, units, **attributes):
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = data
+            layer.scale, layer.units = scale, units  # (fused again: the stack may be another of that name)
+            if "metadata" in attributes:
+                layer.metadata = attributes["metadata"]
             layer.reset_contrast_limits()
         else:
-            self.viewer.add_image(data, name=name, **attributes)
+            self.viewer.add_image(data, name=name, scale=scale, units=units, **attributes)
 
     # -- following MDAs --
     def _follow_toggled(self, on: bool):
@@ -179,9 +184,10 @@ class FusionWidget(QWidget):
         if preview is None or stream is None:
             return
         name, fused, depth = preview
-        pixel_um = stream.info.pixel_size_um or 1.0
+        pixel_um = stream.info.pixel_size_um
+        unit = "micrometer" if pixel_um else "pixel"
         # One pair of layers shows the stack being acquired; the finished ones are in the folder.
-        self._show_result("MDA", np.asarray(fused), np.asarray(depth), (pixel_um, pixel_um))
+        self._show_result("MDA", np.asarray(fused), np.asarray(depth), (pixel_um or 1.0,) * 2, "um", (unit, unit))
         self.previews_shown += 1
         self._say(f"MDA: {name}, {stream.n_slices} slices so far; outputs in {handler.out_dir}")
 

@@ -140,6 +140,26 @@ def test_widget_fuses_the_selected_stack_layer(qtbot):
     assert psnr(fused.data, stack.truth, 255) > max(psnr(s, stack.truth, 255) for s in stack.slices) + 3
 
 
+def test_widget_result_layers_keep_the_units_of_the_stack_they_fuse(qtbot, session_folder):
+    """A session's stack layer, in micrometres, was fused into layers at its scale but in pixels: their scale bars
+    and coordinates disagreed with the stack's and with the reader's own fused and depth layers."""
+    from napari_ums_fusion.widget import FusionWidget
+
+    viewer = viewer_model()
+    viewer.open(str(session_folder), plugin="ums-fusion")
+    name = f"{session_folder.name} stack"
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.layer_box.setCurrentText(name)
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    read_fused = viewer.layers[f"{session_folder.name} fused"]
+    for result in (viewer.layers[f"{name} fused"], viewer.layers[f"{name} depth"]):
+        assert tuple(str(unit) for unit in result.units) == ("micrometer", "micrometer"), result.name
+        assert tuple(result.units) == tuple(read_fused.units) == tuple(viewer.layers[name].units)[-2:]
+        assert tuple(result.scale) == pytest.approx((0.65, 0.65))
+    assert viewer.layers[f"{name} depth"].metadata == {"depth_unit": "um"}  # the depth values' unit, as before
+
+
 def test_widget_says_why_a_single_image_cannot_be_fused(qtbot):
     from napari_ums_fusion.widget import FusionWidget
 
