@@ -178,7 +178,8 @@ class StreamingFusionHandler:
             stream = self._open.get(key) or self._open_stack(key, event, meta)
             time_s = meta.get("runner_time_ms", (time.perf_counter() - self._started) * 1000) / 1000
             try:
-                stream.add(image, z_um, time_s, meta.get("exposure_ms"), event.index.get("z"))
+                stream.add(image, z_um, time_s, meta.get("exposure_ms"), event.index.get("z"),
+                           _stage_xy_um(event, meta))
             except (ValueError, OSError) as error:  # e.g. the frame size changed mid-stack: recorded, never silent
                 self._frame_errors.append({"stack": stream.info.name, "z_um": z_um, "error": str(error)})
                 if isinstance(error, OSError) and self._stop_mda is not None:
@@ -434,6 +435,15 @@ def _z_um(event, meta: dict) -> float | None:
         return float(event.z_pos)
     z = (meta.get("position") or {}).get("z")
     return None if z is None else float(z)
+
+
+def _stage_xy_um(event, meta: dict) -> tuple[float, float] | None:
+    """Where the XY stage was for the frame, (x, y) µm: the event's position, else where the stage said it was;
+    None without either (a rig with no XY stage)."""
+    said = meta.get("position") or {}
+    x = event.x_pos if event.x_pos is not None else said.get("x")
+    y = event.y_pos if event.y_pos is not None else said.get("y")
+    return None if x is None or y is None else (float(x), float(y))
 
 
 def _sequence_json(sequence):

@@ -3,8 +3,8 @@
 Each slice is one page, written with an unbuffered file so that it is in the file the
 moment ``append`` returns; each page's description holds its z, time and exposure as JSON,
 so even after ``kill -9`` the slices already acquired read back with their positions.
-``finalize`` then puts OME-XML (every plane's z, time and exposure, the pixel size and
-channel name when known, and the profile) into the first page, which makes the file an
+``finalize`` then puts OME-XML (every plane's z, time and exposure, its stage x/y where known, the
+pixel size and channel name when known, and the profile) into the first page, which makes the file an
 OME-TIFF that Fiji (Bio-Formats) and napari open as one z-stack. OME's ``DeltaT`` is time
 since the experiment began: since the first plane, unless ``time_origin_s`` says otherwise.
 """
@@ -128,8 +128,10 @@ class StackBuffer:
     def n_slices(self) -> int:
         return len(self.planes)
 
-    def append(self, pixels: np.ndarray, z: float, time_s: float, exposure_ms: float | None, unit: str = "um") -> int:
-        """Write one slice; returns its index. Slices must all have the first one's shape and dtype."""
+    def append(self, pixels: np.ndarray, z: float, time_s: float, exposure_ms: float | None, unit: str = "um",
+               stage_xy_um: tuple[float, float] | None = None) -> int:
+        """Write one slice; returns its index. Slices must all have the first one's shape and dtype.
+        ``stage_xy_um``: where the XY stage was, (x, y) in µm (an MDA's position), for OME's PositionX/Y."""
         if self._shape is None:
             self._shape, self._dtype = pixels.shape, pixels.dtype
         elif pixels.shape != self._shape or pixels.dtype != self._dtype:
@@ -140,6 +142,8 @@ class StackBuffer:
                  "exposure_ms": None if exposure_ms is None else float(exposure_ms)}
         if self.pixel_size_um is not None:  # in every page too: after kill -9 there is no OME to say it
             plane["pixel_size_um"] = self.pixel_size_um
+        if stage_xy_um is not None:
+            plane["x_um"], plane["y_um"] = float(stage_xy_um[0]), float(stage_xy_um[1])
         if self.planned_slices is not None:
             plane["planned_slices"] = self.planned_slices
         colour = colour_by_shape(pixels.shape)  # (a camera's frame: nothing else says)
@@ -205,7 +209,8 @@ class StackBuffer:
                                   f"({error.strerror or error}); {kept}") from error
 
     def _ome_xml(self, profile: dict, unit: str) -> bytes:
-        """The OME-XML of the slices written: planes' z, time and exposure, pixel size, channel, the profile."""
+        """The OME-XML of the slices written: planes' z, time, exposure and stage x/y, pixel size, channel, the
+        profile."""
         assert self._shape is not None and self._dtype is not None  # (finalize asks only once a slice is in)
         n = len(self.planes)
         colour = len(self._shape) == 3
@@ -222,6 +227,9 @@ class StackBuffer:
         exposures_ms = [p["exposure_ms"] for p in self.planes]
         if None not in exposures_ms:  # a camera that does not say (a GenTL producer without it): none, not 0 ms
             metadata["Plane"].update(ExposureTime=exposures_ms, ExposureTimeUnit=["ms"] * n)
+        if all("x_um" in p for p in self.planes):  # where the stage was: viewers place an MDA's positions apart
+            metadata["Plane"].update(PositionX=[p["x_um"] for p in self.planes], PositionXUnit=["µm"] * n,
+                                     PositionY=[p["y_um"] for p in self.planes], PositionYUnit=["µm"] * n)
         if self.pixel_size_um is not None:
             metadata.update(PhysicalSizeX=self.pixel_size_um, PhysicalSizeXUnit="µm", PhysicalSizeY=self.pixel_size_um,
                             PhysicalSizeYUnit="µm")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion.channel_look import ChannelLook
 from fusion.fusion_worker import FusionWorker
 from fusion.stack_buffer import StackBuffer, StackWriteError
 from fusion.engine import FusionResult, FusionSettings, StreamingFusion
@@ -76,13 +77,15 @@ class StackStream:
         return self.expected_slices is not None and self.n_slices >= self.expected_slices
 
     def add(self, pixels: np.ndarray, z_um: float | None, time_s: float, exposure_ms: float | None,
-            z_index: int | None = None) -> None:
-        """Store one slice on disk, then hand it to fusion (which never holds acquisition up)."""
+            z_index: int | None = None, stage_xy_um: tuple[float, float] | None = None) -> None:
+        """Store one slice on disk (``stage_xy_um``: where the XY stage was, µm), then hand it to fusion (which
+        never holds acquisition up)."""
         if self.buffer is None:
             self._open(pixels)
         assert self.buffer is not None  # _open made it
         unit = "um" if z_um is not None else "slice index"
-        index = self.buffer.append(pixels, self.n_slices if z_um is None else z_um, time_s, exposure_ms, unit=unit)
+        index = self.buffer.append(pixels, self.n_slices if z_um is None else z_um, time_s, exposure_ms, unit=unit,
+                                   stage_xy_um=stage_xy_um)
         self.slices.append({"index": index, "z_index": z_index, "z_um": z_um, "time_s": round(time_s, 4)})
         if self.worker is not None:
             self.worker.submit(index, pixels, z_um)
@@ -132,10 +135,19 @@ class StackStream:
                 if not self.slices:  # its first slice found the disk full: a file of no slice is no stack
                     self.paths["stack"].unlink(missing_ok=True)
         if self.result is not None:
-            write_image_tiff(self.paths["fused"], self.result.fused, pixel_size_um=self.info.pixel_size_um)
+            self._write_fused(self.result.fused)
             write_depth_tiff(self.paths["depth"], self.result.depth, self.result.depth_unit,
                              pixel_size_um=self.info.pixel_size_um)
         return self.report()
+
+    def _write_fused(self, fused: np.ndarray) -> None:
+        """The fused image; a grey one of a known channel as a hyperstack of that one channel, labelled with its name
+        (ImageJ's Labels, as a refused stack's channels are): Fiji shows which channel it is."""
+        if fused.ndim == 2 and self.info.channel:
+            write_image_tiff(self.paths["fused"], fused[..., np.newaxis], pixel_size_um=self.info.pixel_size_um,
+                             colour=False, channel_look=ChannelLook(names=(self.info.channel,)))
+        else:
+            write_image_tiff(self.paths["fused"], fused, pixel_size_um=self.info.pixel_size_um)
 
     def _stop_fusing(self) -> None:
         """Let the fusion thread of a stack that will not be fused end (it was started before the count was known)."""
