@@ -24,10 +24,22 @@ STACK_AXES = "ZIQT"
 CHANNEL_AXES = "CS"
 OME_NAMESPACE_TAG = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 MICROMANAGER_TAG = 51123
-# Length units in micrometres, as OME's symbols and ImageJ's descriptions spell them.
-LENGTH_UNITS_IN_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3,
-                      "nanometer": 1e-3, "pm": 1e-6, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6,
-                      "meter": 1e6, "inch": 25400.0}
+MICROMETRES_PER_INCH = 25400.0
+# Length units in micrometres: every length of OME's UnitsLength (ome.xsd, 2016-06), then the other spellings that
+# ImageJ's descriptions and writers use. OME's two others, "pixel" and "reference frame", are no length on the
+# specimen: a size in them (or in a unit not here) is no size in µm, and ``_um_per`` says so.
+LENGTH_UNITS_IN_UM = {
+    "Ym": 1e30, "Zm": 1e27, "Em": 1e24, "Pm": 1e21, "Tm": 1e18, "Gm": 1e15, "Mm": 1e12, "km": 1e9, "hm": 1e8,
+    "dam": 1e7, "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "nm": 1e-3, "pm": 1e-6, "fm": 1e-9,
+    "am": 1e-12, "zm": 1e-15, "ym": 1e-18, "Å": 1e-4,
+    "thou": MICROMETRES_PER_INCH / 1000, "li": MICROMETRES_PER_INCH / 12, "in": MICROMETRES_PER_INCH,
+    "ft": MICROMETRES_PER_INCH * 12, "yd": MICROMETRES_PER_INCH * 36, "mi": MICROMETRES_PER_INCH * 63360,
+    "pt": MICROMETRES_PER_INCH / 72,
+    "ua": 1.495978707e17, "ly": 9.4607304725808e21, "pc": 3.0856775814913673e22,
+    # (µ as the Greek mu, Å as the Angstrom sign; ImageJ's words, and its \u escape of µ)
+    "\u03bcm": 1.0, "\u212b": 1e-4, "um": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nanometer": 1e-3,
+    "millimeter": 1e3, "meter": 1e6, "inch": MICROMETRES_PER_INCH,
+}
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
@@ -127,14 +139,14 @@ class TiffStack(SavedStack):
     def pixel_size_um(self) -> float | None:
         """OME's PhysicalSizeX, else the first page's resolution tags (``pixel_size_um_of``)."""
         found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
-        size = None if found is None else found[0].get("PhysicalSizeX")
-        if found is not None and size is not None:
+        if found is not None and found[0].get("PhysicalSizeX") is not None:
             try:
-                return plausible_pixel_size_um(float(size) * _to_um(found[0].get("PhysicalSizeXUnit")),
-                                               str(self.path), "OME PhysicalSizeX")
-            except ValueError:  # a pixel size that is not a number does not stop the fusion
-                warnings.warn(f"{self.path}: the OME PhysicalSizeX {size!r} is not a number; the fused image "
-                              "has no pixel size from it", stacklevel=2)
+                size_um = _ome_length_um(found[0], "PhysicalSizeX")
+                _ome_length_um(found[0], "PhysicalSizeY")  # (a height in no length: the size is not known)
+            except ValueError as unreadable:  # a size that is no number, or in no length, does not stop the fusion
+                warnings.warn(f"{self.path}: {unreadable}; the fused image has no pixel size from it", stacklevel=2)
+            else:
+                return plausible_pixel_size_um(size_um, str(self.path), "OME PhysicalSizeX")
         recorded_sizes = [p["pixel_size_um"] for p in self._session_planes or [] if p and p.get("pixel_size_um")]
         if recorded_sizes:  # a live session's stack before its OME (kill -9, a full disk): its pages say
             return plausible_pixel_size_um(float(recorded_sizes[0]), str(self.path), "pixel size its pages record")
@@ -281,7 +293,7 @@ class TiffStack(SavedStack):
         if self._layout.stack_axis not in ("Z", None):
             return None
         if self._tiff.is_ome:
-            z_um = _ome_z_positions(self._tiff.ome_metadata, self.n_slices)
+            z_um = _ome_z_positions(self._tiff.ome_metadata, self.n_slices, self.path)
             if z_um is not None:
                 return z_um
         if self._tiff.is_micromanager:
@@ -511,30 +523,60 @@ def _ome_pixels(ome_xml: str | None) -> tuple[ElementTree.Element, str] | None:
     return None if pixels is None else (pixels, namespace)
 
 
-def _ome_z_positions(ome_xml: str | None, n_slices: int) -> list[float] | None:
-    """PositionZ of each TheZ plane of the first image (first channel and time point)."""
+def _ome_z_positions(ome_xml: str | None, n_slices: int, where: Path) -> list[float] | None:
+    """PositionZ of each TheZ plane of the first image (first channel and time point), else PhysicalSizeZ steps.
+    A position or step in no length (``_ome_length_um``) places no slice: a warning names ``where`` (the file)."""
     found = _ome_pixels(ome_xml)
     if found is None:
         return None
     pixels, namespace = found
     by_z: dict[int, float] = {}
     for plane in pixels.findall(f"{namespace}Plane"):
-        z = plane.get("PositionZ")
-        if int(plane.get("TheC", 0)) or int(plane.get("TheT", 0)) or z is None:
+        if int(plane.get("TheC", 0)) or int(plane.get("TheT", 0)) or plane.get("PositionZ") is None:
             continue
-        by_z.setdefault(int(plane.get("TheZ", 0)), float(z) * _to_um(plane.get("PositionZUnit")))
+        try:
+            z_um = _ome_length_um(plane, "PositionZ")
+        except ValueError as unreadable:
+            warnings.warn(f"{where}: {unreadable}; the depth map takes no z from it", stacklevel=4)
+            by_z = {}
+            break
+        if z_um is not None:  # (it is: PositionZ is there)
+            by_z.setdefault(int(plane.get("TheZ", 0)), z_um)
     if len(by_z) == n_slices and sorted(by_z) == list(range(n_slices)):
         return [by_z[index] for index in range(n_slices)]
-    step = pixels.get("PhysicalSizeZ")
-    if step is not None and int(pixels.get("SizeZ", 1)) == n_slices:
-        step_um = float(step) * _to_um(pixels.get("PhysicalSizeZUnit"))
-        return [index * step_um + 0.0 for index in range(n_slices)]  # (+ 0.0: a negative step's first is not -0.0)
+    if pixels.get("PhysicalSizeZ") is not None and int(pixels.get("SizeZ", 1)) == n_slices:
+        try:
+            step_um = _ome_length_um(pixels, "PhysicalSizeZ")
+        except ValueError as unreadable:
+            warnings.warn(f"{where}: {unreadable}; the depth map takes no z from it", stacklevel=4)
+            return None
+        if step_um is not None:
+            return [index * step_um + 0.0 for index in range(n_slices)]  # (+ 0.0: a negative step's first: not -0.0)
     return None
 
 
-def _to_um(unit: str | None) -> float:
-    """An OME length unit's size in µm (none given: OME's default, µm)."""
-    return LENGTH_UNITS_IN_UM.get(unit or "um", 1.0)
+def _ome_length_um(element: ElementTree.Element, key: str) -> float | None:
+    """An OME element's length ``key`` (PhysicalSizeX, PositionZ) in µm, by its unit (``key`` + "Unit": ``_um_per``);
+    None where the element has no ``key``. ValueError, saying which and why, where it is no number or its unit is no
+    length (pixel, reference frame, a unit OME does not know)."""
+    value = element.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"the OME {key} {value!r} is not a number") from None
+    unit = element.get(f"{key}Unit")
+    um_per_unit = _um_per(unit)
+    if um_per_unit is None:
+        raise ValueError(f"the OME {key} {value} is in {unit!r} ({key}Unit), which is not a unit of length")
+    return number * um_per_unit
+
+
+def _um_per(unit: str | None) -> float | None:
+    """An OME length unit's size in µm (none given: OME's default, µm); None for a unit that is no length (OME's
+    "pixel" and "reference frame") or that OME does not know."""
+    return LENGTH_UNITS_IN_UM.get(unit) if unit else 1.0
 
 
 def stack_name(path: Path) -> str:
