@@ -126,3 +126,39 @@ def test_positions_in_the_stage_reference_frame_give_way_to_the_z_step(tmp_path)
     assert [str(w.message) for w in said] == [
         f"{path}: the OME PositionZ 10 is in 'reference frame' (PositionZUnit), which is not a unit of length; the "
         "depth map takes no z from it"]
+
+
+# ---- pixels that are not square ----
+
+def test_pixels_that_are_not_square_are_said_and_no_one_size_is_recorded_for_both(tmp_path):
+    # Before, a 0.2 x 0.6 µm pixel was recorded as 0.2 µm for both sides, silently: heights measured 3x too short.
+    write = lambda path, data: tifffile.imwrite(path, data, metadata={  # noqa: E731
+        "axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.6})
+    report, recorded = refused(tmp_path, write)
+    assert recorded is None
+    assert f"{tmp_path / 'in.ome.tif'}: its pixels are 0.2 x 0.6 µm (x by y), not square; the fused image and depth " \
+        "map hold one pixel size for both sides, so they are written without one (give them each side's size in " \
+        "Fiji: Image > Properties)" in report.warnings
+
+
+def test_non_square_pixels_in_units_are_compared_in_micrometres(tmp_path):
+    write = lambda path, data: tifffile.imwrite(path, data, metadata={  # noqa: E731
+        "axes": "ZYX", "PhysicalSizeX": 500, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 0.5})
+    report, recorded = refused(tmp_path, write)  # 500 nm by 0.5 µm: square
+    assert recorded == pytest.approx((0.5, 0.5)) and not pixel_size_warnings(report)
+
+
+def test_a_pixel_square_but_for_its_calibrations_rounding_keeps_its_size(tmp_path):
+    write = lambda path, data: tifffile.imwrite(path, data, metadata={  # noqa: E731
+        "axes": "ZYX", "PhysicalSizeX": 0.6500002, "PhysicalSizeY": 0.65})
+    report, recorded = refused(tmp_path, write)
+    assert recorded == pytest.approx((0.6500002, 0.6500002)) and not pixel_size_warnings(report)
+
+
+def test_resolution_tags_of_pixels_that_are_not_square_are_said_too(tmp_path):
+    path = tmp_path / "tags.tif"
+    tifffile.imwrite(path, STACK, photometric="minisblack", resolution=(1e4 / 0.2, 1e4 / 0.6),
+                     resolutionunit="CENTIMETER")
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    assert any("its pixels are 0.2 x 0.6 µm (x by y), not square" in w for w in report.warnings)
+    assert recorded_pixel_um(report.outputs["fused"]) is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -40,6 +41,8 @@ LENGTH_UNITS_IN_UM = {
     "\u03bcm": 1.0, "\u212b": 1e-4, "um": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nanometer": 1e-3,
     "millimeter": 1e3, "meter": 1e6, "inch": MICROMETRES_PER_INCH,
 }
+# Pixels whose width and height differ by less than this (a calibration's rounding) are taken as square.
+SQUARE_PIXEL_TOLERANCE = 1e-3
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
 
 
@@ -137,23 +140,35 @@ class TiffStack(SavedStack):
         return self.z_positions_um, "um"
 
     def pixel_size_um(self) -> float | None:
-        """OME's PhysicalSizeX, else the first page's resolution tags (``pixel_size_um_of``)."""
+        """OME's PhysicalSizeX (and Y), else the first page's resolution tags (``pixel_sizes_um_of``). Pixels that
+        are not square have none: the outputs record one size for both sides, and a warning gives the two."""
         found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
         if found is not None and found[0].get("PhysicalSizeX") is not None:
             try:
-                size_um = _ome_length_um(found[0], "PhysicalSizeX")
-                _ome_length_um(found[0], "PhysicalSizeY")  # (a height in no length: the size is not known)
+                x_um = _ome_length_um(found[0], "PhysicalSizeX")
+                y_um = _ome_length_um(found[0], "PhysicalSizeY")
             except ValueError as unreadable:  # a size that is no number, or in no length, does not stop the fusion
                 warnings.warn(f"{self.path}: {unreadable}; the fused image has no pixel size from it", stacklevel=2)
             else:
-                return plausible_pixel_size_um(size_um, str(self.path), "OME PhysicalSizeX")
+                return self._square_pixel_um(x_um, y_um, "OME PhysicalSizeX")
         recorded_sizes = [p["pixel_size_um"] for p in self._session_planes or [] if p and p.get("pixel_size_um")]
         if recorded_sizes:  # a live session's stack before its OME (kill -9, a full disk): its pages say
             return plausible_pixel_size_um(float(recorded_sizes[0]), str(self.path), "pixel size its pages record")
-        recorded = pixel_size_um_of(self._tiff.pages.first)
+        recorded = pixel_sizes_um_of(self._tiff.pages.first)
         if recorded is None:
             return None
-        return plausible_pixel_size_um(recorded, str(self.path), "resolution tags' pixel size")
+        return self._square_pixel_um(*recorded, "resolution tags' pixel size")
+
+    def _square_pixel_um(self, x_um: float | None, y_um: float | None, said: str) -> float | None:
+        """The pixel size ``x_um`` (``plausible_pixel_size_um``) where ``y_um`` is the same or not given; None, with a
+        warning giving both, where they differ."""
+        if x_um is not None and y_um is not None and x_um > 0 and y_um > 0 and \
+                not math.isclose(x_um, y_um, rel_tol=SQUARE_PIXEL_TOLERANCE):
+            warnings.warn(f"{self.path}: its pixels are {x_um:g} x {y_um:g} µm (x by y), not square; the fused image "
+                          "and depth map hold one pixel size for both sides, so they are written without one (give "
+                          "them each side's size in Fiji: Image > Properties)", stacklevel=3)
+            return None
+        return plausible_pixel_size_um(x_um, str(self.path), said)
 
     def session_slices(self) -> tuple[bool, int | None] | None:
         """For a live session's stack: (whether its session finished it: wrote its OME description, and how many
@@ -410,19 +425,37 @@ class _StackLayout:
 
 
 def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
-    """The pixel size (µm) a page's resolution tags record: in centimetres (TIFF's unit: most writers, and
-    ``fusion.outputs.write_image_tiff``), else in the unit its ImageJ description names (Fiji's files, and
-    ``write_image_tiff``'s before, with ResolutionUnit NONE); None if neither."""
-    x_resolution, unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
+    """The pixel size (µm) a page's resolution tags record (``pixel_sizes_um_of``); None where they record none, or
+    pixels that are not square."""
+    sizes = pixel_sizes_um_of(page)
+    if sizes is None:
+        return None
+    x_um, y_um = sizes
+    return x_um if y_um is None or math.isclose(x_um, y_um, rel_tol=SQUARE_PIXEL_TOLERANCE) else None
+
+
+def pixel_sizes_um_of(page: tifffile.TiffPage) -> tuple[float, float | None] | None:
+    """The pixel width and height (µm; the height None where there is no YResolution) that a page's resolution tags
+    record: in centimetres (TIFF's unit: most writers, and ``fusion.outputs.write_image_tiff``), else in the unit its
+    ImageJ description names (Fiji's files, and ``write_image_tiff``'s before, with ResolutionUnit NONE); None if
+    neither."""
+    x_resolution, y_resolution = page.tags.get("XResolution"), page.tags.get("YResolution")
     if x_resolution is None or not x_resolution.value[0]:
         return None
-    numerator, denominator = x_resolution.value
-    if unit is not None and unit.value == tifffile.RESUNIT.CENTIMETER:
-        return 1e4 * denominator / numerator
+    unit_tag = page.tags.get("ResolutionUnit")
     described_unit = _imagej_properties(page).get("unit", "")
-    if described_unit in LENGTH_UNITS_IN_UM:
-        return denominator / numerator * LENGTH_UNITS_IN_UM[described_unit]
-    return None
+    if unit_tag is not None and unit_tag.value == tifffile.RESUNIT.CENTIMETER:
+        um_per_unit: float | None = LENGTH_UNITS_IN_UM["cm"]
+    else:
+        um_per_unit = LENGTH_UNITS_IN_UM.get(described_unit)
+    if um_per_unit is None:
+        return None
+    x_per_unit = x_resolution.value[0] / x_resolution.value[1] if x_resolution.value[1] else 0.0
+    y_per_unit = y_resolution.value[0] / y_resolution.value[1] \
+        if y_resolution is not None and y_resolution.value[0] and y_resolution.value[1] else None
+    if not x_per_unit > 0:
+        return None
+    return um_per_unit / x_per_unit, None if y_per_unit is None else um_per_unit / y_per_unit
 
 
 def read_image_tiff(path: Path) -> np.ndarray:
