@@ -162,3 +162,40 @@ def test_resolution_tags_of_pixels_that_are_not_square_are_said_too(tmp_path):
     report = refuse_stack(path, tmp_path / "out", progress=False)
     assert any("its pixels are 0.2 x 0.6 µm (x by y), not square" in w for w in report.warnings)
     assert recorded_pixel_um(report.outputs["fused"]) is None
+
+
+# ---- resolution tags in inches ----
+
+@pytest.mark.parametrize("pixel_um", [0.5, 6.45, 42.0])
+def test_resolution_tags_in_inches_give_the_pixel_size(tmp_path, pixel_um):
+    # Before, only centimetres (or an ImageJ unit) were read: tags in inches, TIFF's default unit, gave no size.
+    path = tmp_path / "inch.tif"
+    tifffile.imwrite(path, STACK, photometric="minisblack", resolution=(25400 / pixel_um, 25400 / pixel_um),
+                     resolutionunit="INCH")
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    for kind in ("fused", "depth"):
+        assert recorded_pixel_um(report.outputs[kind]) == pytest.approx((pixel_um, pixel_um))
+    assert not pixel_size_warnings(report)
+
+
+@pytest.mark.parametrize("dpi", [1, 72, 96, 150, 300, 350, 600, 1200])
+def test_a_documents_dots_per_inch_are_no_pixel_size_and_no_noise(tmp_path, dpi):
+    path = tmp_path / "photo.tif"
+    tifffile.imwrite(path, STACK, photometric="minisblack", resolution=(dpi, dpi), resolutionunit="INCH")
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    for kind in ("fused", "depth"):
+        assert recorded_pixel_um(report.outputs[kind]) is None
+    assert not pixel_size_warnings(report)
+
+
+def test_resolution_tags_without_a_unit_are_in_inches_as_tiff_says(tmp_path):
+    path = tmp_path / "no_unit.tif"
+    tifffile.imwrite(path, STACK, photometric="minisblack", resolution=(25400 / 0.5, 25400 / 0.5),
+                     resolutionunit="INCH", metadata=None)
+    data = path.read_bytes()  # (tifffile always writes ResolutionUnit: renumber it as a private tag, as if absent)
+    entry = (296).to_bytes(2, "little") + (3).to_bytes(2, "little")
+    path.write_bytes(data.replace(entry, (65000).to_bytes(2, "little") + (3).to_bytes(2, "little")))
+    with tifffile.TiffFile(path) as tiff:
+        assert "ResolutionUnit" not in tiff.pages.first.tags
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    assert recorded_pixel_um(report.outputs["fused"]) == pytest.approx((0.5, 0.5))

@@ -41,6 +41,11 @@ LENGTH_UNITS_IN_UM = {
     "\u03bcm": 1.0, "\u212b": 1e-4, "um": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "nanometer": 1e-3,
     "millimeter": 1e3, "meter": 1e6, "inch": MICROMETRES_PER_INCH,
 }
+# Resolutions (dots per inch) that writers put in the tags of any picture, whatever it shows: a screen's 72 and 96, a
+# printer's or scanner's 150, 300, 600, a camera's 180, 240, 350 (1: tags filled in with nothing to say). They are no
+# pixel size on a specimen (300 dpi would be 84.7 µm), so a TIFF whose tags say one of them in inches has none.
+DOCUMENT_DPI = (1, 72, 75, 96, 100, 120, 144, 150, 180, 200, 240, 300, 350, 360, 400, 600, 720, 1200, 2400, 4800,
+                9600)
 # Pixels whose width and height differ by less than this (a calibration's rounding) are taken as square.
 SQUARE_PIXEL_TOLERANCE = 1e-3
 SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on every page
@@ -436,9 +441,10 @@ def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
 
 def pixel_sizes_um_of(page: tifffile.TiffPage) -> tuple[float, float | None] | None:
     """The pixel width and height (µm; the height None where there is no YResolution) that a page's resolution tags
-    record: in centimetres (TIFF's unit: most writers, and ``fusion.outputs.write_image_tiff``), else in the unit its
-    ImageJ description names (Fiji's files, and ``write_image_tiff``'s before, with ResolutionUnit NONE); None if
-    neither."""
+    record: in centimetres (most writers, and ``fusion.outputs.write_image_tiff``), in inches (TIFF's default unit:
+    photo and document software, which write the same few ``DOCUMENT_DPI`` into any picture: those are no size), else
+    in the unit its ImageJ description names (Fiji's files, and ``write_image_tiff``'s before, with ResolutionUnit
+    NONE); None if none of them."""
     x_resolution, y_resolution = page.tags.get("XResolution"), page.tags.get("YResolution")
     if x_resolution is None or not x_resolution.value[0]:
         return None
@@ -446,6 +452,9 @@ def pixel_sizes_um_of(page: tifffile.TiffPage) -> tuple[float, float | None] | N
     described_unit = _imagej_properties(page).get("unit", "")
     if unit_tag is not None and unit_tag.value == tifffile.RESUNIT.CENTIMETER:
         um_per_unit: float | None = LENGTH_UNITS_IN_UM["cm"]
+    elif unit_tag is not None and unit_tag.value == tifffile.RESUNIT.INCH or \
+            unit_tag is None and not described_unit:  # (no tag, and no ImageJ unit: TIFF's default, inches)
+        um_per_unit = MICROMETRES_PER_INCH
     else:
         um_per_unit = LENGTH_UNITS_IN_UM.get(described_unit)
     if um_per_unit is None:
@@ -454,6 +463,8 @@ def pixel_sizes_um_of(page: tifffile.TiffPage) -> tuple[float, float | None] | N
     y_per_unit = y_resolution.value[0] / y_resolution.value[1] \
         if y_resolution is not None and y_resolution.value[0] and y_resolution.value[1] else None
     if not x_per_unit > 0:
+        return None
+    if um_per_unit == MICROMETRES_PER_INCH and any(math.isclose(x_per_unit, dpi, rel_tol=1e-6) for dpi in DOCUMENT_DPI):
         return None
     return um_per_unit / x_per_unit, None if y_per_unit is None else um_per_unit / y_per_unit
 
