@@ -78,3 +78,20 @@ def from_ome(channels: list[dict[str, str]], n_channels: int) -> ChannelLook | N
     look = ChannelLook(names if all(names) and len(set(names)) == n_channels else None,
                        tuple(colours) if len(colours) == n_channels else None)
     return look if (look.names or look.luts) else None
+
+
+def from_palette(colormap: np.ndarray | None, bits: int) -> ChannelLook | None:
+    """The look of an 8-bit palette image (ImageJ's 8-bit with a colour table: a confocal channel in green, Fire):
+    its colour table, as ImageJ's LUT; None for another palette (16-bit, or none)."""
+    if colormap is None or bits != 8 or np.shape(colormap) != LUT_SHAPE:
+        return None
+    table = np.asarray(colormap)
+    lut = (table // 257 if table.max() > 255 else table).astype(np.uint8)
+    return ChannelLook(luts=(lut,))
+
+
+def ordered_by_brightness(lut: np.ndarray) -> bool:
+    """Whether a colour table's colours grow brighter with the index (a LUT over intensities: Green, Fire), so that
+    the indices are the light; an arbitrary palette's (a GIF's) are not."""
+    brightness = lut.astype(np.int32).sum(axis=0)
+    return bool(np.all(np.diff(brightness) >= 0))

@@ -158,7 +158,7 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     passes over keys it does not know; two descriptions would leave readers to pick one: Fiji takes the last,
     tifffile the first). ``channel_look``: separate channels' names, colour tables and display ranges, as the stack
     gave them (ImageJ's Labels, LUTs and Ranges: Fiji shows each channel in its own colour again, napari names
-    its layers).
+    its layers); an 8-bit grey image's one colour table makes it a palette image (ImageJ's 8-bit with a LUT).
     """
     colour = colour_by_shape(image.shape) if colour is None else colour and image.ndim == 3
     described: dict[str, Any] = dict(properties or {})
@@ -179,8 +179,12 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     description = tifffile.imagej_description(image.shape, axes=axes, rgb=colour, **described)
     look = channel_look.imagej_metadata(image.shape[0]) if channel_look is not None and axes == "CYX" else {}
     extratags = tifffile.imagej_metadata_tag(look, "<") if look else ()
+    photometric, colormap = ("rgb" if colour else "minisblack"), None
+    palette = channel_look.luts if channel_look is not None and axes == "YX" and image.dtype == np.uint8 else None
+    if palette is not None and len(palette) == 1:  # one grey channel with its colour table: a palette image, as Fiji's
+        photometric, colormap = "palette", palette[0].astype(np.uint16) * 257
     with _written_atomically(path) as partial:
-        tifffile.imwrite(partial, image, photometric="rgb" if colour else "minisblack",
+        tifffile.imwrite(partial, image, photometric=photometric, colormap=colormap,
                          planarconfig="contig" if colour else None, description=description, metadata=None,
                          extratags=extratags, byteorder="<", **resolution)
 

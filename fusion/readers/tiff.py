@@ -195,6 +195,8 @@ class TiffStack(SavedStack):
     def channel_look(self) -> ChannelLook | None:
         """Separate channels' names, colour tables and display ranges, from the ImageJ hyperstack's metadata or
         OME's Channel elements."""
+        if self._layout.n_channels == 1 and self._series.keyframe.photometric == tifffile.PHOTOMETRIC.PALETTE:
+            return self._palette_look()
         if self._layout.n_channels < 2 or self.channels_are_colour:
             return None
         if self._tiff.is_imagej:
@@ -205,6 +207,17 @@ class TiffStack(SavedStack):
         pixels, namespace = found
         return channel_look.from_ome([dict(c.attrib) for c in pixels.findall(f"{namespace}Channel")],
                                      self._layout.n_channels)
+
+    def _palette_look(self) -> ChannelLook | None:
+        """A palette image's colour table (``channel_look.from_palette``): its indices are fused as the light they
+        stand for, which holds where the colours grow brighter with the index; a warning where they do not."""
+        page = self._series.keyframe
+        look = channel_look.from_palette(page.colormap, page.bitspersample)
+        if look is not None and look.luts is not None and not channel_look.ordered_by_brightness(look.luts[0]):
+            warnings.warn(f"{self.path}: its colour table does not grow brighter with the index (a palette picture, "
+                          "not a colour table over intensities): the slices are fused by their indices, which need not "
+                          "follow their light; save the stack as RGB to fuse its colours", stacklevel=3)
+        return look
 
     def _session_plane_positions(self) -> tuple[list[float], str] | None:
         """(z, unit) from a live session's per-page records, when every slice has one, all in one unit."""
