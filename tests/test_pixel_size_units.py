@@ -199,3 +199,12 @@ def test_resolution_tags_without_a_unit_are_in_inches_as_tiff_says(tmp_path):
         assert "ResolutionUnit" not in tiff.pages.first.tags
     report = refuse_stack(path, tmp_path / "out", progress=False)
     assert recorded_pixel_um(report.outputs["fused"]) == pytest.approx((0.5, 0.5))
+
+
+def test_positions_in_mm_are_whole_micrometres_not_float_noise(tmp_path):
+    """1.001 mm read as 1000.9999999999999 µm, in the report and the depth map's positions."""
+    path = tmp_path / "mm.ome.tif"
+    tifffile.imwrite(path, STACK, metadata={"axes": "ZYX", "Plane": {"PositionZ": [1.001, 1.002, 1.003],
+                                                                     "PositionZUnit": ["mm"] * 3}})
+    with open_stack(path) as stack:
+        assert stack.z_positions_um == [1001.0, 1002.0, 1003.0]

@@ -78,7 +78,7 @@ def test_a_tiff_of_several_series_says_that_only_the_first_is_fused(tmp_path):
         tiff.write(ZYX, metadata={"axes": "ZYX"})
         tiff.write(ZYX[:3], metadata={"axes": "ZYX"})
     with pytest.warns(UserWarning, match=r"holds 2 image series \(positions or time points\); only the first "
-                                         r"\(ZYX 5x"), open_stack(path) as stack:
+                                         r"\(5 pages of \d+x\d+ \w+\) is fused"), open_stack(path) as stack:
         assert stack.n_slices == 5
 
 

@@ -120,8 +120,8 @@ class TiffStack(SavedStack):
             return tifffile.TiffPageSeries(pages, (len(pages),) + tuple(first.shape), first.dtype, "I" + first.axes,
                                            parent=self._tiff, kind="generic")
         warnings.warn(f"{self.path}: holds {len(all_series)} image series (positions or time points); only the "
-                      f"first ({first.axes} {'x'.join(map(str, first.shape))}) is fused: save each as its own file "
-                      "to fuse them all", stacklevel=3)
+                      f"first ({len(first.pages)} page{'s' if len(first.pages) != 1 else ''} of {_frame_text(first)}) "
+                      "is fused: save each as its own file to fuse them all", stacklevel=3)
         return first
 
     @property
@@ -343,7 +343,7 @@ class TiffStack(SavedStack):
                     warnings.warn(f"{self.path}: ImageJ's slice spacing is in {unit!r}, not a length unit; the depth "
                                   "map is in slice index", stacklevel=3)
                     return None
-                return [index * float(spacing) * LENGTH_UNITS_IN_UM[unit] for index in range(self.n_slices)]
+                return [in_um(index * float(spacing), LENGTH_UNITS_IN_UM[unit]) for index in range(self.n_slices)]
         return None
 
     def _micromanager_z_positions(self) -> list[float] | None:
@@ -479,7 +479,7 @@ def pixel_sizes_um_of(page: tifffile.TiffPage) -> tuple[float, float | None] | N
         return None
     if um_per_unit == MICROMETRES_PER_INCH and any(math.isclose(x_per_unit, dpi, rel_tol=1e-6) for dpi in DOCUMENT_DPI):
         return None
-    return um_per_unit / x_per_unit, None if y_per_unit is None else um_per_unit / y_per_unit
+    return in_um(1 / x_per_unit, um_per_unit), None if y_per_unit is None else in_um(1 / y_per_unit, um_per_unit)
 
 
 def read_image_tiff(path: Path) -> np.ndarray:
@@ -627,7 +627,13 @@ def _ome_length_um(element: ElementTree.Element, key: str) -> float | None:
     um_per_unit = _um_per(unit)
     if um_per_unit is None:
         raise ValueError(f"the OME {key} {value} is in {unit!r} ({key}Unit), which is not a unit of length")
-    return number * um_per_unit
+    return in_um(number, um_per_unit)
+
+
+def in_um(number: float, um_per_unit: float) -> float:
+    """``number`` of a unit of ``um_per_unit`` µm, in µm to 12 significant digits: 1.001 mm is 1001 µm, not the
+    1000.9999999999999 that the product gives (the reports and the depth map's positions say it)."""
+    return float(f"{number * um_per_unit:.12g}")
 
 
 def _um_per(unit: str | None) -> float | None:
