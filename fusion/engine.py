@@ -244,6 +244,7 @@ class StreamingFusion:
                 missing = _moved(missing, transform)
             self._seconds["align"] = self._seconds.get("align", 0.0) + time.perf_counter() - align_started
         covered = _with_data(covered, missing)
+        self._missing.add(self._pushed, missing)  # (in the reference frame, where the slice moved)
         self._seconds["measure"] += time.perf_counter() - started
         job = (pixels, gray, covered, self._pushed, None if z is None else float(z) + 0.0)  # (+ 0.0: never -0.0)
         self._pushed += 1
@@ -254,9 +255,8 @@ class StreamingFusion:
 
     def _with_missing_filled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout);
-        recorded for the warning and the NaN of the result (fusion/no_data.py)."""
+        (fusion/no_data.py)."""
         missing = missing_pixels(pixels, self.name, self._pushed) if self.dtype.kind == "f" else None
-        self._missing.add(self._pushed, missing)
         return (pixels, None) if missing is None else (filled(pixels, missing), missing)
 
     def _compose(self, pixels, gray: np.ndarray | None, covered, index: int,
