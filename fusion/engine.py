@@ -254,8 +254,8 @@ class StreamingFusion:
             self._record(self._overlap.submit(self._compose, *job))
 
     def _with_missing_filled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout);
-        (fusion/no_data.py)."""
+        """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout:
+        fusion/no_data.py)."""
         missing = missing_pixels(pixels, self.name, self._pushed) if self.dtype.kind == "f" else None
         return (pixels, None) if missing is None else (filled(pixels, missing), missing)
 
