@@ -5,6 +5,8 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
+import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,6 +43,20 @@ def _at_most(limit: float, unit: str, said: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _expanded_path(value: str | None) -> str | None:
+    """A path as a shell would give it: ``~`` is the home folder and ``$NAME`` an environment variable (a profile's
+    ``folder: ~/sessions`` made a folder named ``~`` in the working folder). A variable that is not set is an error:
+    a folder named ``$DATA`` would be no better."""
+    if value is None:
+        return None
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    unset = re.search(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", expanded)
+    if unset:
+        raise ValueError(f"{value!r} names the environment variable {unset.group(0)}, which is not set")
+    return expanded
+
+
+EXPANDED_PATH = AfterValidator(_expanded_path)
 MINUTE_MS = _at_most(60_000, "ms", "a minute")        # a settle wait: stages take ms, lenses tens of ms
 TEN_MINUTES_MS = _at_most(600_000, "ms", "10 minutes")   # an exposure
 HOUR_S = _at_most(3600, "s", "an hour")               # timeouts, and how long to wait for frames that do not come
@@ -131,7 +147,7 @@ class CameraSettings(_Strict):
     # On the specimen; default: what the camera or core says.
     pixel_size_um: Annotated[float | None, AfterValidator(_a_pixel_size_on_a_specimen)] = Field(None, gt=0)
     # genicam
-    cti: str | None = None            # path to the GenTL producer; "bundled" = the genicam wheel's viky.cti
+    cti: Annotated[str | None, EXPANDED_PATH] = None  # path to the GenTL producer; "bundled" = the wheel's viky.cti
     serial_number: str | None = None
     model: str | None = None
     index: int | None = None
@@ -394,7 +410,7 @@ class FusionProfile(_Strict):
 
 
 class MicroManagerSettings(_Strict):
-    config: str | None = None          # a .cfg file; "demo" = the mm-test-adapters demo configuration
+    config: Annotated[str | None, EXPANDED_PATH] = None   # a .cfg file; "demo" = the mm-test-adapters demo one
     simulated_devices: bool = False       # load the simulators' Python devices into a UniMMCore
     # The simulated stage accepts z-sequences and steps on each camera frame's trigger.
     simulated_sequencing: bool = False
@@ -413,7 +429,7 @@ class MicroManagerSettings(_Strict):
 
 
 class OutputSettings(_Strict):
-    folder: str = "sessions"
+    folder: Annotated[str, EXPANDED_PATH] = "sessions"
 
 
 class FaultSettings(_Strict):

@@ -1,6 +1,7 @@
 """Profile values that cannot work are refused before any device moves, naming the file and the key."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -192,3 +193,24 @@ def test_an_output_folder_that_cannot_be_made_names_where_it_came_from(tmp_path,
     assert done.returncode == 1
     expected = f"error: {named} {folder}: cannot make that folder: {blocker} is a file"
     assert done.stderr.strip().splitlines() == [expected]
+
+
+def test_a_home_folder_or_variable_in_an_output_folder_is_where_the_shell_would_put_it(tmp_path, monkeypatch):
+    """``folder: ~/sessions`` made a folder named ``~`` in the working folder (and ``rm -rf ~`` to clean it up)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    text = RIG.replace("{driver: simulated}\nfocus", "{driver: simulated, specimen: {height_px: 96, width_px: 128}}"
+                                                     "\nfocus") + "plan: {z: {range: 4, step: 1}}\n"
+    path = write_profile(tmp_path, text + "output: {folder: ~/sessions}\n")
+    env = {**os.environ, "HOME": str(home)}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(path)],
+                          capture_output=True, text=True, cwd=work, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in work.iterdir()] == [] and len(list((home / "sessions").iterdir())) == 1
+    monkeypatch.setenv("LAB_DATA", str(tmp_path / "lab"))
+    assert load_profile(write_profile(tmp_path, text + "output: {folder: $LAB_DATA/s}\n")).output.folder == \
+        f"{tmp_path / 'lab'}/s"
+    with pytest.raises(ProfileError, match=r"output.folder: '\$NOT_SET_HERE/s' names the environment variable "
+                                           r"\$NOT_SET_HERE, which is not set"):
+        load_profile(write_profile(tmp_path, text + "output: {folder: $NOT_SET_HERE/s}\n"))
