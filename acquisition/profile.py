@@ -451,10 +451,14 @@ class FaultSettings(_Strict):
         return [kind for kind, on in asked.items() if on]
 
     @model_validator(mode="after")
-    def _asks_for_something(self):
-        if not self.kinds():
+    def _asks_for_one_thing(self):
+        kinds = self.kinds()
+        if not kinds:
             raise ValueError("no fault asked for: give one of silent, garbage, error_reply, delay_s, drop_frames, "
                              "disconnect")
+        if len(kinds) > 1:  # (the simulators commit one: silent with error_reply answered errors, never went silent)
+            raise ValueError(f"{' and '.join(kinds)} were both asked for; a device commits one fault at a time: "
+                             "give one (the camera and the focus drive each have a block of their own)")
         return self
 
 

@@ -155,6 +155,9 @@ def test_faults_count_the_stacks_slices_and_leave_the_auto_range_pre_sweep_alone
     ("simulated-micromanager", {"focus": {"garbage": True}},
      r"faults.focus: the simulated micromanager focus cannot simulate garbage; it can: silent, error_reply"),
     ("simulated", {"focus": {"after_slices": 2}}, r"faults.focus: no fault asked for"),
+    # Two in one block: the simulators commit one, and session.json listed both as injected.
+    ("simulated", {"focus": {"silent": True, "error_reply": 5, "times": 1}},
+     r"faults.focus: silent and error_reply were both asked for; a device commits one fault at a time"),
     ("simulated", {"focus": {"silnet": True}},
      r"faults.focus.silnet: unknown key 'silnet' \(did you mean 'silent'\?\); allowed here: .*silent"),
     ("serial-stage", {"focus": {"silent": True}}, r"faults.focus: only this project's simulators commit faults"),
