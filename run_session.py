@@ -196,6 +196,9 @@ def check_output_folder(folder: Path, named: str) -> None:
     work; nothing is made here (a run that fails later, a device missing, leaves no empty folder)."""
     existing = folder.absolute()
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # (exists() follows the link: a broken one read as a folder to make)
+            raise OSError(f"{named} {folder}: cannot make that folder: {existing} is a link to "
+                          f"{os.readlink(existing)}, which does not exist (a disk that is not mounted?)")
         existing = existing.parent
     if not existing.is_dir():
         raise OSError(f"{named} {folder}: cannot make that folder: {existing} is a file")

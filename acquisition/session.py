@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -62,13 +63,20 @@ class SessionOutcome(Generic[Report]):
 
 
 def new_session_folder(root: Path) -> Path:
+    """A new folder in ``root`` named by the time (``20260101-120000``, then ``-2``, ``-3``... within one second).
+    Two sessions starting in the same second each get their own: the one that makes a name second takes the next."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder, n = root / stamp, 1
-    while folder.exists():
-        n += 1
-        folder = root / f"{stamp}-{n}"
-    make_folder(folder, "the session folder", exist_ok=False)
-    return folder
+    make_folder(root, "the output folder")
+    for n in itertools.count(1):
+        folder = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        except OSError:
+            make_folder(folder, "the session folder", exist_ok=False)  # (raises, saying why in one line)
+        return folder
+    raise AssertionError("unreachable")
 
 
 class Session:
