@@ -20,7 +20,6 @@ import errno
 import logging
 import math
 import os
-import signal
 import socket
 import sys
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 # so fusion's parallel kernels do not take the CPU from acquisition (or from anything else running).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from acquisition.stop_signals import INTERRUPTED, exit_status_after_stop, stop_on_signals
+from acquisition.stop_signals import INTERRUPTED, exit_status_after_stop, ignore_stop_signals, stop_on_signals
 
 # Each mode imports what it needs when it runs (a live session no dask, a refusion no pydantic):
 # importing everything up front cost 1.8 s before the first thing happened.
@@ -609,14 +608,13 @@ if __name__ == "__main__":
         status = main()
     except KeyboardInterrupt:
         # Only a stop while starting (imports, reading the options) gets here: once a session or a
-        # refusion runs, it saves what it has and says so itself.
+        # refusion runs, it saves what it has and says so itself. Nothing is imported here: numpy or
+        # SciPy cut short halfway through their import fail on a second one (a RecursionError).
+        ignore_stop_signals()  # (a second Ctrl-C while this is said)
         print("interrupted while starting: nothing was acquired or written", file=sys.stderr)
         status = interrupted_status()
     if status == interrupted_status():
         # Already stopping: another Ctrl-C, SIGTERM or SIGHUP while Python shuts down (dask's exit hooks)
         # must not turn the exit status into a death by signal.
-        from fusion.held_signals import STOP_SIGNALS
-
-        for number in STOP_SIGNALS:
-            signal.signal(number, signal.SIG_IGN)
+        ignore_stop_signals()
     sys.exit(status)

@@ -6,6 +6,9 @@ fused image, an unfinalized stack, the focus left where it was, a batch's cluste
 ``stop_on_signals`` turns each into ``Terminated`` (a KeyboardInterrupt), so the session's or the
 batch's own Ctrl-C handling saves, fuses and returns the focus; ``fusion.held_signals`` keeps a second
 signal from breaking into that saving.
+
+This module imports nothing heavy: the entry point uses it while Python is still importing numpy, SciPy and numba,
+and a Ctrl-C there must not make it import them again (half loaded, they fail: a RecursionError in numpy).
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ HUNG_UP = "hung up (SIGHUP)"
 # ended (128 + the signal's number): a script that waits for the program sees the same either way.
 _SAID = {"SIGINT": INTERRUPTED, "SIGTERM": TERMINATED, "SIGHUP": HUNG_UP}
 _EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+# The stop signals this platform has (Windows has no SIGHUP): fusion.held_signals.STOP_SIGNALS, named here too so
+# that a program's start and end need not import the fusion package (numba, OpenCV, SciPy) to name them.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in _EXIT_STATUS if hasattr(signal, name))
 
 _first_stop: list[str] = []  # the first of SIGTERM and SIGHUP that came (Ctrl-C needs no record: 130)
 _on_hang_up: list[Callable[[], None]] = []  # fusion.held_signals.quiet_a_hung_up_terminal, once installed
@@ -50,7 +56,7 @@ def stop_on_signals() -> None:
     ignored already stays ignored: ``nohup`` asked for the program to outlive its terminal."""
     # Here, not at the top: importing the fusion package loads numba, OpenCV and SciPy (a second), and importing
     # run_session.py must stay light (``--help``, tests/test_warm_start.py).
-    from fusion.held_signals import STOP_SIGNALS, quiet_a_hung_up_terminal
+    from fusion.held_signals import quiet_a_hung_up_terminal
 
     _on_hang_up[:] = [quiet_a_hung_up_terminal]
     for number in STOP_SIGNALS:
@@ -71,3 +77,11 @@ def stop_said(signal_name: str) -> str:
     """What a stop signal is called in messages and reports: "SIGINT" is Ctrl-C, "SIGTERM" a termination, "SIGHUP"
     a terminal that hung up."""
     return _SAID.get(signal_name, INTERRUPTED)
+
+
+def ignore_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP ignored by the system from now on, for a program whose exit status is decided: an
+    ignored signal is the one kind that stays harmless to the end of the interpreter's shutdown (which puts each
+    handler of Python's own back to the default, death)."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)

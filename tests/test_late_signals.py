@@ -1,0 +1,71 @@
+"""Stop signals at the edges of the program's life: while Python still imports numpy, SciPy and numba
+(acquisition.stop_signals; the middle: test_sessions).
+
+Each case runs ``run_session.py`` as a program, through a small launcher that makes the signal come at one exact
+point (an import), not after a delay that would race it.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, with_default_sigint
+
+SAID = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)",
+        signal.SIGHUP: "hung up (SIGHUP)"}
+
+# Ctrl-C as this module's import begins (Python raises KeyboardInterrupt where the main thread is, and an import is
+# where it spends the first second): every other import of the package stops halfway.
+INTERRUPT_AT_IMPORT = """
+import runpy, sys
+
+class InterruptAt:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, InterruptAt())
+sys.argv = ["run_session.py", *{args!r}]
+runpy.run_path("run_session.py", run_name="__main__")
+"""
+
+def run_launcher(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=with_default_sigint)
+
+
+def tiny_profile(tmp_path: Path) -> Path:
+    """The default rig with a small specimen and three slices: a whole session in a second or two."""
+    data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    data["plan"] = {"z": {"bottom": 0, "top": 4, "step": 2}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("module", ["numpy._core._internal", "numpy.linalg", "scipy.ndimage._filters",
+                                   "numba.core.config"])
+def test_ctrl_c_while_python_imports_numpy_scipy_or_numba_is_one_line_and_status_130(tmp_path, module):
+    # The interrupt branch imported the fusion package to name the stop signals: numpy or SciPy, half loaded, were
+    # imported again and failed (ImportError: cannot load module more than once, a RecursionError in numpy's
+    # __getattr__, NameError: _ndimage_api): 40 lines of traceback and exit status 1.
+    done = run_launcher(INTERRUPT_AT_IMPORT.format(
+        module=module, args=["--profile", str(tiny_profile(tmp_path)), "--out", str(tmp_path / "out")]))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "interrupted while starting: nothing was acquired or written"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_stop_signals_are_the_same_where_the_fusion_package_is_not_loaded():
+    from acquisition.stop_signals import STOP_SIGNALS
+    from fusion.held_signals import STOP_SIGNALS as HELD
+
+    assert STOP_SIGNALS == HELD
