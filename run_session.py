@@ -15,6 +15,7 @@ several at once on dask.distributed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import logging
@@ -32,7 +33,8 @@ from pathlib import Path
 # so fusion's parallel kernels do not take the CPU from acquisition (or from anything else running).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from acquisition.stop_signals import INTERRUPTED, exit_status_after_stop, ignore_stop_signals, stop_on_signals
+from acquisition.stop_signals import (INTERRUPTED, exit_status_after_stop, ignore_stop_signals, stop_on_signals,
+                                     stops_said_after_the_end)
 
 # Each mode imports what it needs when it runs (a live session no dask, a refusion no pydantic):
 # importing everything up front cost 1.8 s before the first thing happened.
@@ -605,6 +607,8 @@ def print_refuse_problems(outcomes, scheduler: str | None = None) -> int:
 
 if __name__ == "__main__":
     try:
+        # The last exit hook to run (the first registered): from it to the process's end, a stop signal is ignored.
+        atexit.register(ignore_stop_signals)
         status = main()
     except KeyboardInterrupt:
         # Only a stop while starting (imports, reading the options) gets here: once a session or a
@@ -617,4 +621,7 @@ if __name__ == "__main__":
         # Already stopping: another Ctrl-C, SIGTERM or SIGHUP while Python shuts down (dask's exit hooks)
         # must not turn the exit status into a death by signal.
         ignore_stop_signals()
+    else:
+        # The outputs are written and said: a signal now cuts nothing short (README), and is one warning.
+        stops_said_after_the_end()
     sys.exit(status)

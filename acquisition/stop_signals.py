@@ -5,14 +5,17 @@ ssh session that drops, sends SIGHUP. The default of both is to die on the spot:
 fused image, an unfinalized stack, the focus left where it was, a batch's cluster left to leak.
 ``stop_on_signals`` turns each into ``Terminated`` (a KeyboardInterrupt), so the session's or the
 batch's own Ctrl-C handling saves, fuses and returns the focus; ``fusion.held_signals`` keeps a second
-signal from breaking into that saving.
+signal from breaking into that saving. Once the run is over (its outputs written, its exit status decided),
+``stops_said_after_the_end`` and ``ignore_stop_signals`` keep a signal from killing the program on its way out.
 
 This module imports nothing heavy: the entry point uses it while Python is still importing numpy, SciPy and numba,
 and a Ctrl-C there must not make it import them again (half loaded, they fail: a RecursionError in numpy).
 """
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 from collections.abc import Callable
 
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -79,9 +82,33 @@ def stop_said(signal_name: str) -> str:
     return _SAID.get(signal_name, INTERRUPTED)
 
 
+def stops_said_after_the_end() -> None:
+    """From now on (the run's outputs written, its exit status decided) a stop signal cuts nothing short: the first
+    is said in one warning line on stderr, and it and every later one are ignored; the exit status stays the run's.
+    A signal ignored already (SIGHUP under ``nohup``) stays ignored.
+
+    Python's own end needs ``ignore_stop_signals`` too, as the last of the exit hooks: after them the interpreter
+    puts each handler of its own back to the default, death, for the half second it takes to tear down numba and
+    the rest (a Ctrl-C there ended a whole session with -2, 130 to a shell, and SIGTERM in an exit hook printed a
+    traceback)."""
+    for number in STOP_SIGNALS:
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _said_after_the_end)
+
+
+def _said_after_the_end(signum, frame) -> None:
+    ignore_stop_signals()  # (first: a second signal while this one is said is not said again)
+    name = signal.Signals(signum).name
+    if name == "SIGHUP" and _on_hang_up:
+        _on_hang_up[0]()
+    with contextlib.suppress(OSError, ValueError):  # (stderr closed, or a pipe no one reads: nothing is lost)
+        print(f"warning: {stop_said(name)} as the program was ending: it cut nothing short", file=sys.stderr,
+              flush=True)
+
+
 def ignore_stop_signals() -> None:
     """SIGINT, SIGTERM and SIGHUP ignored by the system from now on, for a program whose exit status is decided: an
-    ignored signal is the one kind that stays harmless to the end of the interpreter's shutdown (which puts each
-    handler of Python's own back to the default, death)."""
+    ignored signal is the one kind that stays harmless to the end of the interpreter's shutdown (see
+    ``stops_said_after_the_end``)."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
