@@ -170,3 +170,22 @@ def test_a_finished_session_stack_says_only_the_slices_it_lacks(tmp_path, planne
     report = refuse_stack(buffer.path, tmp_path / "refused", progress=False)
     said = [warning for warning in report.warnings if "live session's stack" in warning]
     assert said == ([] if says is None else [f"{buffer.path}: {says}"])
+
+
+@pytest.mark.parametrize("keep_share", [0.003, 0.02, 0.1, 0.5, 0.99])
+def test_a_session_killed_while_writing_its_first_slice_says_so(tmp_path, keep_share):
+    """kill -9 during the first slice's write: refusing the stack said "cannot reshape array of size 0 into shape
+    ()", "corrupted IFD structure" or "the TIFF has zero slices", where the README promises what happened."""
+    from fusion.errors import EmptyStackError
+
+    whole = unfinalized_stack(tmp_path / "whole.ome.tif", 1).path.read_bytes()
+    cut = tmp_path / "stack.ome.tif"
+    cut.write_bytes(whole[:max(16, int(len(whole) * keep_share))])
+    with pytest.raises(EmptyStackError, match=r"the stack holds no whole slice: its session was stopped \(killed\?\) "
+                                              r"while writing its first"):
+        open_stack(cut).close()
+    # Any other file cut inside its first slice says that much.
+    other = tmp_path / "copy.tif"
+    other.write_bytes(whole[:int(len(whole) * 0.5)])
+    with pytest.raises(EmptyStackError, match="the file ends inside its first slice"):
+        open_stack(other).close()

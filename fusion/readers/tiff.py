@@ -52,6 +52,8 @@ SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on ever
 
 
 # A live session that ended before its first slice (a device that failed at once) leaves no slice in its stack.
+NO_COMPLETE_SLICE_IN_SESSION_STACK = ("the stack holds no whole slice: its session was stopped (killed?) while "
+                                      "writing its first; its session.json, if written, says more")
 NO_SLICES_IN_SESSION_STACK = ("the stack holds no slices: its session ended before its first slice (its "
                               f"{SESSION_REPORT} says why)")
 
@@ -72,6 +74,9 @@ class TiffStack(SavedStack):
             # Thumbnails and previews (reduced-resolution pages: a camera's, an LSM's) are no part of the stack.
             images = [s for s in self._tiff.series if not s.keyframe.is_reduced] or list(self._tiff.series)
         except Exception as error:
+            if is_session_stack(path):  # (its pages are written in order: only its first can be broken so)
+                raise EmptyStackError(f"{NO_COMPLETE_SLICE_IN_SESSION_STACK} ({type(error).__name__}: {error})",
+                                      path) from error
             raise UnreadableStackError(f"not a readable TIFF ({type(error).__name__}: {error})", path) from error
         if not images or not images[0].pages:
             self.close()
@@ -87,11 +92,13 @@ class TiffStack(SavedStack):
             self.close()
             raise StackLayoutError(error.reason, path) from None
         self._session_planes = self._read_session_planes()
-        if self._session_planes is not None or self._appended_pages:  # written a page at a time, and maybe killed
-            self._drop_incomplete_last_slice()
+        written_a_page_at_a_time = self._session_planes is not None or self._appended_pages or is_session_stack(path)
+        cut_short = written_a_page_at_a_time and self._drop_incomplete_last_slice()  # (and maybe killed)
         if self._layout.n_slices == 0:
             self.close()
-            raise EmptyStackError("the TIFF has zero slices", path)
+            raise EmptyStackError(NO_COMPLETE_SLICE_IN_SESSION_STACK if cut_short and is_session_stack(path) else
+                                  "the file ends inside its first slice (a cut copy?): no slice is whole"
+                                  if cut_short else "the TIFF has zero slices", path)
         if self._layout.n_slices == 1 and series.axes.startswith("S"):
             # tifffile (before 2025) and some writers store 3 or 4 mono planes as one planar RGB(A) image.
             warnings.warn(f"{path}: read as one colour image of {series.shape[0]} planes (planar RGB), not a "
@@ -307,17 +314,21 @@ class TiffStack(SavedStack):
                           "index", stacklevel=3)
         return planes
 
-    def _drop_incomplete_last_slice(self) -> None:
-        """A session killed mid-write leaves its last page short: fuse the complete ones, and say so."""
+    def _drop_incomplete_last_slice(self) -> bool:
+        """A session killed mid-write leaves its last page short: fuse the complete ones, and say so. Whether it
+        was short."""
         try:
             last: Any = self._series.pages[self._layout.n_slices - 1]
         except (IndexError, tifffile.TiffFileError):
-            return  # an IFD is broken, not only the last slice's data: reading will say so
+            return False  # an IFD is broken, not only the last slice's data: reading will say so
         ends = [offset + count for offset, count in zip(last.dataoffsets, last.databytecounts)]
-        if ends and max(ends) > self._file_size:
-            self._layout.n_slices -= 1
+        if not (ends and max(ends) > self._file_size):
+            return False
+        self._layout.n_slices -= 1
+        if self._layout.n_slices:  # (none whole: the caller says so, as an error)
             warnings.warn(f"{self.path}: the file ends inside the last slice (a session interrupted while writing "
                           f"it, or a cut copy); using the {self._layout.n_slices} complete slices", stacklevel=3)
+        return True
 
     def _read_z_positions(self) -> list[float] | None:
         recorded = None if self._tiff.is_ome else self._session_plane_positions()
