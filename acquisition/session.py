@@ -123,6 +123,7 @@ class Session:
         self.focus_returned_to: float | None = None  # where the drive went back to at the end; None: not (yet)
         self.focus_return_error: str | None = None   # why it could not
         self.return_warning: str | None = None   # what session.json says of it, where the session had not failed
+        self._returning_to: float | None = None  # where the drive is being sent back to, once it is
         self.total_s = 0.0
         self.caught_warnings: list = []  # warnings.WarningMessage, while run() runs (see there)
         self.thread_errors: list[ThreadError] = []  # errors that ended a device library's thread, while run() runs
@@ -200,8 +201,10 @@ class Session:
             self.late_interrupt = said
         self._stops_while_saving += 1
         if self._stops_while_saving == 1:  # a second Ctrl-C is not met by silence, nor a third by a repeat
-            print(f"\n{said}: still saving and fusing the slices acquired; the session ends by itself when they are "
-                  "safe", file=sys.stderr, flush=True)
+            doing = (f"sending the focus back to {self._returning_to:g} {self.profile.focus.unit} (the slices are "
+                     "saved and fused; the images and session.json are written once it is there)"
+                     if self._returning_to is not None else "still saving and fusing the slices acquired")
+            print(f"\n{said}: {doing}; the session ends by itself when they are safe", file=sys.stderr, flush=True)
 
     def _record_late_stop(self, report: SessionReport) -> None:
         """A late stop that came after session.json was written (while the live view was told): added to it."""
@@ -421,6 +424,13 @@ class Session:
         return result
 
     def _return_to(self, start: float) -> None:
+        self._returning_to = start  # (what a Ctrl-C meanwhile is told: _stop_asked_while_saving)
+        try:
+            self._move_back(start)
+        finally:
+            self._returning_to = None
+
+    def _move_back(self, start: float) -> None:
         try:
             self.rig.focus.move_to(start)
             self.rig.focus.wait_until_settled(self.profile.focus.settle_timeout_s)

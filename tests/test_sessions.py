@@ -630,6 +630,25 @@ def test_ctrl_c_while_the_outputs_are_written_still_writes_session_json(tmp_path
     assert "interrupted (Ctrl-C): still saving and fusing the slices acquired" in capsys.readouterr().err
 
 
+def test_ctrl_c_while_the_focus_goes_back_says_that_it_does(tmp_path, capsys):
+    """It said "still saving and fusing the slices acquired" while a slow stage drove back for seconds, the result
+    long made."""
+    def patch(session):
+        move_to = session.rig.focus.move_to
+
+        def user_presses_ctrl_c_on_the_way_back(z_um):
+            if session._returning_to is not None:
+                os.kill(os.getpid(), signal.SIGINT)
+            return move_to(z_um)
+
+        session.rig.focus.move_to = user_presses_ctrl_c_on_the_way_back
+
+    written = _ended_as_planned(run_small_session(tmp_path, patch))
+    assert written["outputs"]["fused"]
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C): sending the focus back to " in err and "still saving" not in err
+
+
 def test_ctrl_c_while_a_slice_is_stored_keeps_stack_and_report_in_step(tmp_path, default_sigint):
     def patch(session):
         store = session._store
