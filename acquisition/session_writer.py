@@ -7,6 +7,7 @@ rig's ground truth when it has one) and writes it as session.json.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from fusion.engine import FusionResult
 
 
+# What the session.json written as a session starts says until the session's end replaces it.
+STARTED_ONLY = ("the session did not end here: this record was written as it started (it was killed, or its disk "
+                "filled before its end could write the whole record); its stack holds each slice it stored")
+
+
 def full_scale(profile: Profile) -> float:
     """The camera's largest pixel value (1.0 for float images), for PSNR."""
     bits = profile.camera.noise.bit_depth
@@ -35,6 +41,16 @@ class SessionOutputWriter(SessionListener):
     def __init__(self) -> None:
         self.fusion_s: dict[int, float] = {}            # by stack index; written by the fusion thread
         self.first_frame_metadata: dict[str, Any] | None = None
+
+    def session_started(self, session: Session, planned_slices: int) -> None:
+        """A first session.json, as the session starts: a session killed (kill -9, a power cut), or one whose disk
+        filled before its end could write the last, leaves this record of what it set out to do where the whole
+        one would be (the stack's pages hold each slice's z)."""
+        with contextlib.suppress(OSError):  # (the end tries again, and says so where it cannot)
+            write_json(session.outputs["report"], {
+                "folder": str(session.folder), "profile": session.profile.model_dump(mode="json"),
+                "planned_slices": planned_slices, "focus_unit": session.profile.focus.unit,
+                "ended_by": STARTED_ONLY, "outputs": {"stack": str(session.outputs["stack"])}})
 
     def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
                        frame_metadata: dict[str, Any]) -> None:

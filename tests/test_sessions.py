@@ -818,3 +818,26 @@ def test_a_stop_while_fusion_catches_up_after_the_last_slice_ends_the_session_as
     late = [w for w in report["warnings"] if w.startswith(f"{said} after the last slice was acquired")]
     assert len(late) == 1, report["warnings"]
     assert f"warning: {late[0]}" in stderr.splitlines()
+
+
+def test_a_session_leaves_a_record_of_itself_from_its_start(tmp_path):
+    """A session killed, or whose disk filled before its end could write session.json, left a folder without one."""
+    from acquisition.session_writer import STARTED_ONLY
+
+    seen = []
+
+    def patch(session):
+        acquire_slice = session.acquire_slice
+
+        def look_at_the_record_first(index, z):
+            if index == 2:  # (as kill -9 would leave it)
+                seen.append(json.loads((session.folder / "session.json").read_text()))
+            acquire_slice(index, z)
+
+        session.acquire_slice = look_at_the_record_first
+
+    outcome = run_small_session(tmp_path, patch)
+    early = seen[0]
+    assert early["ended_by"] == STARTED_ONLY and early["planned_slices"] == outcome.report.planned_slices
+    assert early["outputs"]["stack"].endswith("stack.ome.tif") and early["profile"]["camera"]["driver"] == "simulated"
+    assert json.loads((outcome.folder / "session.json").read_text())["ended_by"] is None  # replaced at the end
