@@ -41,7 +41,7 @@ from devices.errors import TRANSIENT_ERRORS, DeviceError
 from devices.library_threads import ThreadError, ThreadErrors
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
 from fusion.errors import FusionError
-from fusion.output_names import session_outputs
+from fusion.output_names import SESSION_REPORT, session_outputs
 from fusion.outputs import make_folder, plausible_pixel_size_um
 
 
@@ -202,7 +202,7 @@ class Session:
         self._stops_while_saving += 1
         if self._stops_while_saving == 1:  # a second Ctrl-C is not met by silence, nor a third by a repeat
             doing = (f"sending the focus back to {self._returning_to:g} {self.profile.focus.unit} (the slices are "
-                     "saved and fused; the images and session.json are written once it is there)"
+                     f"saved and fused; the images and {SESSION_REPORT} are written once it is there)"
                      if self._returning_to is not None else "still saving and fusing the slices acquired")
             print(f"\n{said}: {doing}; the session ends by itself when they are safe", file=sys.stderr, flush=True)
 

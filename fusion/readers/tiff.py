@@ -53,7 +53,7 @@ SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on ever
 
 # A live session that ended before its first slice (a device that failed at once) leaves no slice in its stack.
 NO_COMPLETE_SLICE_IN_SESSION_STACK = ("the stack holds no whole slice: its session was stopped (killed?) while "
-                                      "writing its first; its session.json, if written, says more")
+                                      f"writing its first; its {SESSION_REPORT}, if written, says more")
 NO_SLICES_IN_SESSION_STACK = ("the stack holds no slices: its session ended before its first slice (its "
                               f"{SESSION_REPORT} says why)")
 
