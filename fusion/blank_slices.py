@@ -5,7 +5,7 @@ blank slices only is fused from them all the same, to their value.
 A dark frame from a real camera is seldom one value: it holds the sensor's noise. Once a slice with detail has
 come, a slice far darker than those with detail that shows nothing but noise (``dark_noise_only``) gets no say
 either. Given its say, it darkened the flat areas, where every slice's evidence ties: one such frame among a
-bright-field stack's 14 slices cost 0.7 dB. (Before the first slice with detail nothing tells a dark frame from
+bright-field stack's 9 slices cost 0.7 dB. (Before the first slice with detail nothing tells a dark frame from
 the stack's own level, so such a frame is fused as any slice is.)"""
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ def _dark_frame(like: np.ndarray, full_scale: float, seed: int = 1) -> np.ndarra
 @pytest.mark.parametrize("case", ["rgb-uint8", "mono-uint16", "mono-float-0..1000"])
 def test_a_dark_noisy_frame_mid_stack_has_no_say_and_is_named(case, composition):
     """A camera's dark frame is not one value: it holds the sensor's noise, and given its say it darkened the flat
-    areas (a bright-field stack of 14 slices: 41.19 -> 40.47 dB with one). Now the fused image and the depth map are
+    areas (a bright-field stack of 9 slices: 41.19 -> 40.47 dB with one). Now the fused image and the depth map are
     those of the stack without it, and a warning names it."""
     from fusion import FusionSettings
 
