@@ -174,8 +174,7 @@ class TiffStack(SavedStack):
     def _square_pixel_um(self, x_um: float | None, y_um: float | None, said: str) -> float | None:
         """The pixel size ``x_um`` (``plausible_pixel_size_um``) where ``y_um`` is the same or not given; None, with a
         warning giving both, where they differ."""
-        if x_um is not None and y_um is not None and x_um > 0 and y_um > 0 and \
-                not math.isclose(x_um, y_um, rel_tol=SQUARE_PIXEL_TOLERANCE):
+        if x_um is not None and y_um is not None and x_um > 0 and y_um > 0 and not _square(x_um, y_um):
             warnings.warn(f"{self.path}: its pixels are {x_um:g} x {y_um:g} µm (x by y), not square; the fused image "
                           "and depth map hold one pixel size for both sides, so they are written without one (give "
                           "them each side's size in Fiji: Image > Properties)", stacklevel=3)
@@ -460,7 +459,12 @@ def pixel_size_um_of(page: tifffile.TiffPage) -> float | None:
     if sizes is None:
         return None
     x_um, y_um = sizes
-    return x_um if y_um is None or math.isclose(x_um, y_um, rel_tol=SQUARE_PIXEL_TOLERANCE) else None
+    return x_um if y_um is None or _square(x_um, y_um) else None
+
+
+def _square(x_um: float, y_um: float) -> bool:
+    """Whether pixels of width ``x_um`` and height ``y_um`` are square, but for a calibration's rounding."""
+    return math.isclose(x_um, y_um, rel_tol=SQUARE_PIXEL_TOLERANCE)
 
 
 def pixel_sizes_um_of(page: tifffile.TiffPage) -> tuple[float, float | None] | None:
