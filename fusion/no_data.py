@@ -10,7 +10,6 @@ can rank it: it stays an error.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from fusion.errors import INFINITY_SAID, InvalidPixelsError, slice_name
 
@@ -29,6 +28,8 @@ def missing_pixels(pixels: np.ndarray, stack: str, index: int) -> np.ndarray | N
 def filled(pixels: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """A copy of ``pixels`` with each pixel that has no data taken from the nearest pixel that has (0 in a slice
     with no data at all)."""
+    from scipy import ndimage  # (here: only a slice with NaN needs it, and importing it cost every run some 0.2 s)
+
     if missing.all():
         return np.zeros_like(pixels)
     nearest = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
