@@ -7,7 +7,8 @@ are) into a folder, and shows the stack being acquired as it fuses ("MDA fused",
 """
 from __future__ import annotations
 
-import tempfile
+import os
+from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -22,6 +23,9 @@ from napari_ums_fusion.layer_stack import fuse_layer_stack, layer_stack
 from napari_ums_fusion.layers import DEPTH_COLORMAP, evenly_spaced
 
 PREVIEW_INTERVAL_MS = 300
+# Where "Follow MDA" writes until the user names another folder: in the home folder, made when the first MDA
+# starts. (A temporary folder lost the stacks at the next reboot, or at once where /tmp is in memory.)
+DEFAULT_MDA_FOLDER = Path("~") / "ums-fusion" / "mda"
 
 
 class FusionWidget(QWidget):
@@ -42,7 +46,7 @@ class FusionWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.follow_box = QCheckBox("Follow MDA (fuse every z-stack as it is acquired)")
-        self.follow_folder = QLineEdit(tempfile.mkdtemp(prefix="ums-fusion-mda-"))
+        self.follow_folder = QLineEdit(str(DEFAULT_MDA_FOLDER.expanduser()))
         form = QFormLayout()
         form.addRow("z-stack layer", self.layer_box)
         form.addRow("focus measure", self.method_box)
@@ -163,11 +167,17 @@ class FusionWidget(QWidget):
         from napari_ums_fusion.mda_follow import MDAFollower
 
         self.stop_following()
+        folder = self.follow_folder.text().strip()
+        if not folder:
+            self._say("not following MDAs: name the folder their outputs go to first")
+            self.follow_box.setChecked(False)
+            return
+        folder = os.path.expandvars(os.path.expanduser(folder))
         settings = self.settings()
-        self.follower = MDAFollower(core, self.follow_folder.text(), measure=settings.measure,
+        self.follower = MDAFollower(core, folder, measure=settings.measure,
                                     composition=settings.composition, window_px=settings.window_px)
         self._timer.start()
-        self._say(f"following MDAs: fused stacks go to {self.follow_folder.text()}")
+        self._say(f"following MDAs: fused stacks go to {folder}")
 
     def stop_following(self):
         self._timer.stop()

@@ -192,6 +192,31 @@ def test_widget_follows_an_mda_and_shows_the_fused_image_building_up(qtbot, tmp_
     widget.stop_following()
 
 
+def test_widget_keeps_mda_outputs_under_the_home_folder_and_expands_a_tilde(qtbot, tmp_path, monkeypatch):
+    """Not a temporary folder (lost at the next reboot, or at once where /tmp is in memory); nothing made before
+    an MDA runs; a folder typed as ~/... goes where the user meant."""
+    from napari_ums_fusion.widget import FusionWidget
+    from tests.test_mda_handler import slide_core
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    widget = FusionWidget(viewer_model())
+    qtbot.addWidget(widget)
+    assert widget.follow_folder.text() == str(tmp_path / "ums-fusion" / "mda")
+    assert not (tmp_path / "ums-fusion").exists()
+    widget.follow_folder.setText("  ")
+    with slide_core(["DAPI"]) as (core, _):
+        widget.follow_mda(core)
+        assert widget.follower is None and "name the folder" in widget.status.text()
+        widget.follow_folder.setText("~/stacks")
+        widget.follow_mda(core)
+        assert str(tmp_path / "stacks") in widget.status.text()
+        core.run_mda(useq.MDASequence(channels=["DAPI"], z_plan={"bottom": 0, "top": 8, "step": 2})).join(60)
+        qtbot.waitUntil(lambda: widget.follower.handler.finished.is_set(), timeout=60_000)
+    widget.stop_following()
+    assert len(list((tmp_path / "stacks").glob("*.fused.tif"))) == 1
+    assert not (tmp_path / "ums-fusion").exists()
+
+
 def test_a_stack_never_finalized_opens_at_its_z_and_pixel_size(tmp_path):
     """After kill -9 (or a full disk) the stack has no OME-XML; each page's record still gives z and pixel size."""
     from fusion.stack_buffer import StackBuffer
