@@ -202,7 +202,7 @@ class Session:
         self._stops_while_saving += 1
         if self._stops_while_saving == 1:  # a second Ctrl-C is not met by silence, nor a third by a repeat
             doing = (f"sending the focus back to {self._returning_to:g} {self.profile.focus.unit} (the slices are "
-                     f"saved and fused; the images and {SESSION_REPORT} are written once it is there)"
+                     f"saved and fused, the images written; {SESSION_REPORT} is written once it is there)"
                      if self._returning_to is not None else "still saving and fusing the slices acquired")
             print(f"\n{said}: {doing}; the session ends by itself when they are safe", file=sys.stderr, flush=True)
 
@@ -228,7 +228,7 @@ class Session:
                 "acquired was saved as it would have been")
 
     def _save_and_report(self, positions: list[float], start: float, started: float) -> SessionReport:
-        """Fuse what is left, finish the stack, send the drive back, write the outputs and session.json."""
+        """Fuse what is left, finish the stack, write the images, send the drive back, write session.json."""
         result = None
         try:
             result = self._finish_fusion()
@@ -243,6 +243,10 @@ class Session:
                 with contextlib.suppress(OSError):
                     self.buffer.path.unlink()
                 self.buffer = None
+        try:  # the images before the return move: a session killed on the way back keeps them
+            self.events.result_ready(self, result)
+        except OSError as error:
+            self.errors.append(str(error))
         self._return_to(start)
         self.total_s = time.perf_counter() - started
         report = self._report(positions)

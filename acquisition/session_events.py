@@ -1,7 +1,8 @@
 """What a live session announces while it runs, to the parts that follow it.
 
 The session runs the loop and announces; listeners do the rest: the output writer
-(``acquisition.session_writer``) writes the fused image, the depth map and session.json, the
+(``acquisition.session_writer``) writes the fused image and the depth map as the result is ready, and
+session.json at the end, the
 live view (``acquisition.live_view_listener``) shows progress. pymmcore-plus splits its MDA
 runner from its sinks the same way. Events come in the session's thread, one listener after
 the other in the order they subscribed, except ``slice_fused``, which comes from the fusion thread.
@@ -31,6 +32,10 @@ class SessionListener:
     def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
         """The engine folded slice ``index`` in, in ``fusion_s`` seconds (called from the fusion thread)."""
 
+    def result_ready(self, session: Session, result: FusionResult | None) -> None:
+        """The stack is saved and fused (``result`` None when nothing was acquired, or fusion failed); the drive
+        has not gone back yet (a slow stage takes seconds, and a session killed meanwhile keeps what is written)."""
+
     def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
         """The stack is saved and fused (``result`` None when nothing was acquired, or fusion failed) and the
         drive is back; ``report`` holds what the loop knows, and listeners before this one may have added to it."""
@@ -57,6 +62,10 @@ class SessionEvents(SessionListener):
     def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
         for listener in self.listeners:
             listener.slice_fused(session, index, fusion_s)
+
+    def result_ready(self, session: Session, result: FusionResult | None) -> None:
+        for listener in self.listeners:
+            listener.result_ready(session, result)
 
     def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
         for listener in self.listeners:

@@ -1,9 +1,10 @@
-"""A live session's outputs: fused image, depth map, focus curve and session.json, written when it ends.
+"""A live session's outputs: fused image, depth map and focus curve as its result is ready, session.json at its end.
 
 A ``SessionListener``: it notes how long fusion took per slice and the first frame's metadata (the
-ground truth is framed as that frame was: a breathing lens magnifies it), and when the session
-ends it writes the outputs, completes the report (outputs, scores, seconds, PSNR against the
-rig's ground truth when it has one) and writes it as session.json.
+ground truth is framed as that frame was: a breathing lens magnifies it). Once the stack is fused it
+writes the images, before the drive goes back (a slow stage takes seconds, and a session killed on the
+way keeps them); when the session ends it completes the report (outputs, scores, seconds, PSNR against
+the rig's ground truth when it has one) and writes it as session.json.
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 # What the session.json written as a session starts says until the session's end replaces it.
 STARTED_ONLY = ("the session did not end here: this record was written as it started (it was killed, or its disk "
                 "filled before its end could write the whole record); its stack holds each slice it stored")
+# ... and once its images are written, before the drive goes back.
+IMAGES_ONLY = ("the session did not end here: this record was written with its fused image, before the focus went "
+               "back to where it started (it was killed on the way, or its disk filled before its end could write "
+               "the whole record); its stack holds each slice it stored")
 
 
 def full_scale(profile: Profile) -> float:
@@ -41,16 +46,23 @@ class SessionOutputWriter(SessionListener):
     def __init__(self) -> None:
         self.fusion_s: dict[int, float] = {}            # by stack index; written by the fusion thread
         self.first_frame_metadata: dict[str, Any] | None = None
+        self.planned_slices = 0
+        self.images_written: dict[str, str] = {}        # output name -> path, as ``result_ready`` wrote them
+        self.write_error: str | None = None             # why it could not write them all (a full disk)
 
     def session_started(self, session: Session, planned_slices: int) -> None:
         """A first session.json, as the session starts: a session killed (kill -9, a power cut), or one whose disk
         filled before its end could write the last, leaves this record of what it set out to do where the whole
         one would be (the stack's pages hold each slice's z)."""
+        self.planned_slices = planned_slices
+        self._write_early_record(session, STARTED_ONLY)
+
+    def _write_early_record(self, session: Session, ended_by: str) -> None:
         with contextlib.suppress(OSError):  # (the end tries again, and says so where it cannot)
             write_json(session.outputs["report"], {
                 "folder": str(session.folder), "profile": session.profile.model_dump(mode="json"),
-                "planned_slices": planned_slices, "focus_unit": session.profile.focus.unit,
-                "ended_by": STARTED_ONLY, "outputs": {"stack": str(session.outputs["stack"])}})
+                "planned_slices": self.planned_slices, "focus_unit": session.profile.focus.unit,
+                "ended_by": ended_by, "outputs": {"stack": str(session.outputs["stack"]), **self.images_written}})
 
     def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
                        frame_metadata: dict[str, Any]) -> None:
@@ -60,17 +72,33 @@ class SessionOutputWriter(SessionListener):
     def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
         self.fusion_s[index] = fusion_s
 
+    def result_ready(self, session: Session, result: FusionResult | None) -> None:
+        """The images, before the drive goes back; the session.json written as the session started then names them."""
+        if result is None:
+            return
+        try:
+            self._write_images(session, result)
+        except OSError as error:  # (a full disk) session.json, small, still says what was saved and what was lost
+            self.write_error = str(error)
+        if self.images_written:
+            self._write_early_record(session, IMAGES_ONLY)
+
     def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
         # What was said as it started (options with no effect) and what acquisition noticed (a search range
         # that cuts the specimen, a settle time not waited) stand whether or not fusion made anything.
         report.warnings = [*session.warnings_before, *session.acquisition_warnings()]
-        if result is not None:  # said before the images are written: it stands when the disk is full
+        if result is not None:  # said whether or not the images could be written (a full disk)
             said = focus_warning(result.focus_scores, result.depth, str(session.folder))
             report.warnings = ([said] if said else []) + report.warnings
+            self._record_fusion(session, report, result)
+        # Each output named only where it is on disk: the summary claims a fused image only where one is.
+        report.outputs.update(self.images_written)
+        if self.write_error is not None:
+            report.errors.append(self.write_error)
         try:
-            if result is not None:
-                self._write_result(session, report, result)
-        except OSError as error:  # (a full disk) session.json, small, still says what was saved and what was lost
+            if result is not None and "fused" in self.images_written:
+                self._score(session, report, result)
+        except OSError as error:
             report.errors.append(str(error))
         # Last, so that those raised while writing count too; the summary prints report.warnings, all of them.
         report.warnings += [said for said in session.warnings_raised() if said not in report.warnings]
@@ -80,21 +108,17 @@ class SessionOutputWriter(SessionListener):
         """``report`` as session.json (again, where something was added to it after the end)."""
         write_json(session.outputs["report"], report.to_json())
 
-    def _write_result(self, session: Session, report: SessionReport, result: FusionResult) -> None:
-        # What fusion made and how long it all took are known before any image is written: a full disk that
-        # stops the images must not take them out of session.json too.
-        self._record_fusion(session, report, result)
+    def _write_images(self, session: Session, result: FusionResult) -> None:
+        """Fused image, depth map and focus curve, each named in ``images_written`` once it is on disk."""
         unit, paths, pixel_size_um = session.profile.focus.unit, session.outputs, session.pixel_size_um()
-        # Each output named once it is written: the summary claims a fused image only where one is on disk.
         write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
-        report.outputs["fused"] = str(paths["fused"])
+        self.images_written["fused"] = str(paths["fused"])
         write_depth_tiff(paths["depth"], result.depth, unit if result.depth_unit == "um" else "slice index",
                          pixel_size_um=pixel_size_um)
-        report.outputs["depth"] = str(paths["depth"])
-        plot_focus_curve(paths["focus_curve"], [s.z for s in report.slices], result.focus_scores, unit,
+        self.images_written["depth"] = str(paths["depth"])
+        plot_focus_curve(paths["focus_curve"], [s.z for s in session.slices], result.focus_scores, unit,
                          result.chosen_fraction())
-        report.outputs["focus_curve"] = str(paths["focus_curve"])
-        self._score(session, report, result)
+        self.images_written["focus_curve"] = str(paths["focus_curve"])
 
     def _record_fusion(self, session: Session, report: SessionReport, result: FusionResult) -> None:
         """Each slice's fusion time, the focus scores, where the session's time went, alignment and device."""

@@ -153,6 +153,36 @@ def test_a_stage_that_cannot_return_after_a_whole_stack_is_a_warning_not_a_faile
     assert (outcome.folder / "fused.tif").is_file()
 
 
+@pytest.mark.slow
+def test_a_session_killed_while_the_focus_goes_back_keeps_its_fused_image(tmp_path):
+    """The images are written before the return move (a slow stage takes seconds there), and session.json names
+    them; before, a kill on the way back left the stack only."""
+    data = yaml.safe_load((PROFILES / "simulated.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    data["focus"]["speed_um_per_s"] = 4   # 1 s per 4 um step; 5 s back from 20 um
+    data["plan"] = {"z": {"bottom": 0, "top": 20, "step": 4}}
+    profile = tmp_path / "slow-stage.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    out = tmp_path / "sessions"
+    process = start_session_process(profile, out)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/fused.tif")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        folder = list(out.glob("*/fused.tif"))[0].parent
+        time.sleep(1.0)   # the focus is on its way back now
+        assert process.poll() is None, "the session ended before it could be killed on the way back"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    record = json.loads((folder / "session.json").read_text())
+    assert record["ended_by"].startswith("the session did not end here: this record was written with its fused image")
+    assert {"stack", "fused", "depth", "focus_curve"} <= set(record["outputs"])
+    assert tifffile.imread(folder / "fused.tif").shape[:2] == (96, 128)
+    assert tifffile.imread(folder / "depth.tif").shape == (96, 128)
+
+
 def test_vanished_stage_ends_the_session_without_retries(tmp_path):
     profile = small(load_profile(PROFILES / "simulated-serial-stage.yaml"))
     outcome = run_with_fault(tmp_path, profile, lambda rig: rig.simulated["focus"].disconnect())
