@@ -46,6 +46,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from fusion import pyramid
+from fusion.finest_level import finest_to_dtype
 
 MAX_POWER = 32
 # Noise floors never fall below this share of the first slice's range: noise-free data (renders,
@@ -357,11 +358,12 @@ class PyramidComposer:
             _fold_level(strip[inner], pooled[rows], np.float32(self.evidence_floor), energy, floors, covered, *roots,
                         *(values[rows] for values in sums))
 
-    def fused_levels(self, in_place: bool = False) -> list[np.ndarray]:
-        """Each level's weighted mean; ``in_place``: made in the running sums themselves (``final_image``)."""
+    def fused_levels(self, in_place: bool = False, from_level: int = 0) -> list[np.ndarray]:
+        """Each level's weighted mean, from ``from_level`` on; ``in_place``: made in the running sums themselves
+        (``final_image``)."""
         self._check_not_final()
         levels = []
-        for weighted, weights in zip(self._weighted, self._weights):
+        for weighted, weights in zip(self._weighted[from_level:], self._weights[from_level:]):
             mean = np.maximum(weights, np.float32(1e-30), out=weights if in_place else None)
             levels.append(np.divide(weighted, mean, out=weighted if in_place else mean))
         return levels
@@ -375,6 +377,17 @@ class PyramidComposer:
         and no more images after it. At the end of a stack this touches 80 MB (5 MP RGB) of fresh
         memory less, which the end of a live stack waits for (the slices' strips leave little to reuse)."""
         image = pyramid.collapse_in_place(self.fused_levels(in_place=True), STRIP_VALUES)
+        self._final = True
+        return image
+
+    def final_image_as(self, dtype: np.dtype, low: np.ndarray, high: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """``final_image()`` times ``scale``, brought within [``low``, ``high``] (the slices' range, per pixel and
+        channel) and rounded to ``dtype``, its finest level made in one pass (``finest_level``); the same numbers
+        to the bit. Needs at least one band (``n_levels`` > 0)."""
+        if self.n_levels == 0:
+            raise ValueError("final_image_as needs a frame with at least one band; use final_image()")
+        coarser = pyramid.collapse_in_place(self.fused_levels(in_place=True, from_level=1), STRIP_VALUES)
+        image = finest_to_dtype(self._weighted[0], self._weights[0], coarser, low, high, scale, dtype, STRIP_VALUES)
         self._final = True
         return image
 

@@ -45,7 +45,7 @@ class PyramidComposition:
         # order they came; else a weighted mean slice index (see ``depth_so_far``).
         self._every_z_known = True
         self._image_lock = threading.Lock()
-        self._final_values: np.ndarray | None = None
+        self._final_fused: np.ndarray | None = None   # the fused image once the last slice is in
         # The pyramid's sums overshoot at strong edges (ringing) and where slices disagree: a fused value that
         # no slice holds at that pixel (above a 12-bit sensor's 4095 in uint16, darker than every slice) is no
         # measurement of it.
@@ -115,20 +115,30 @@ class PyramidComposition:
         """The fused image so far, (H, W, C) in the slices' dtype. ``final``: the last slice is in; the
         image is made in the composer's running sums (less fresh memory), which keep it for later calls."""
         with self._image_lock:  # a live view may ask from another thread while the stack finishes
-            if self._final_values is not None:  # a fresh array each time, as before the end
-                return compose.to_dtype(self._final_values, self.dtype)
+            if self._final_fused is not None:  # a fresh array each time, as before the end
+                return self._final_fused.copy()
             if self._composer.evidence_floor is None:  # only blank slices so far
                 if not final:
                     return self._blank_mean()
                 self._fold_blank()
-            image = self._composer.final_image() if final else self._composer.image()
+            if final:
+                self._final_fused = self._final_image()
+                return self._final_fused.copy()
+            image = self._composer.image()
             if self._value_scale != 1.0:
                 image *= np.float32(self._value_scale)
-            self._value_range.clip(image)
-            fused = compose.to_dtype(image, self.dtype, overwrite=True)  # (rounds ``image`` in place)
-            if final:
-                self._final_values = image  # the composer's sums, already rounded: no more memory
-            return fused
+            return compose.to_dtype(self._value_range.clip(image), self.dtype, overwrite=True)
+
+    def _final_image(self) -> np.ndarray:
+        """The fused image once the last slice is in, made in the composer's running sums (less fresh memory,
+        which the end of a live stack waits for), its finest level in one pass where it has bands."""
+        low, high = self._value_range.low, self._value_range.high
+        if low is not None and high is not None and self._composer.n_levels > 0 and self.dtype.kind in "uif":
+            return self._composer.final_image_as(self.dtype, low, high, self._value_scale)
+        image = self._composer.final_image()
+        if self._value_scale != 1.0:
+            image *= np.float32(self._value_scale)
+        return compose.to_dtype(self._value_range.clip(image), self.dtype, overwrite=True)
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
         """The depth in the units of ``z_positions`` (each slice's z, or its index): where every slice came
