@@ -26,7 +26,7 @@ from fusion.errors import EmptyStackError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
 from fusion.no_data import MissingData, filled, missing_pixels
-from fusion.overlap import OneAhead, kernels_may_run_concurrently
+from fusion.overlap import MadeBeside, OneAhead, kernels_may_run_concurrently
 from fusion.pyramid_composition import PyramidComposition
 from fusion.single_scale import SingleScaleComposition
 from fusion.slice_store import SliceSource, TemporaryTiffStore
@@ -132,13 +132,21 @@ class FusionResult:
     fused: np.ndarray            # the slices' shape and dtype
     depth: np.ndarray            # float32 (H, W): z in focus there, or a slice index; NaN: textureless
     depth_unit: str              # "um" when every slice had a z, else "slice index"
-    decision: np.ndarray         # int16 (H, W): chosen slice per pixel, after cleaning
+    # int16 (H, W): chosen slice per pixel, after cleaning. The pyramid composition makes it after the fused image
+    # and depth map (reports and channels that follow another's decision read it, the image does not): it may be
+    # given as a Future, which reading it waits for.
+    decision: MadeBeside[np.ndarray] = MadeBeside()
     focus_scores: list[float]    # per slice: mean focus measure over the frame
     z_positions: list[float | None]
     seconds: dict[str, float] = field(default_factory=dict)
     alignment: list[dict] | None = None  # per slice: scale, rotation, shift, matrix, warped
     measure_device: str | None = None    # the torch device a deep measure ran on ("cpu", "cuda"); None: no torch
     channel_weights: list[float] | None = None  # separate channels: each one's weight in the grey that was measured
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_decision"] = self.decision  # (a Future cannot be pickled: a batch worker's result is)
+        return state
 
     def chosen_fraction(self) -> list[float]:
         """Per slice, the share of pixels that chose it, counted where the depth is defined: where

@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numba
 
@@ -43,6 +43,43 @@ def side_by_side(here: Callable[[], A], beside: Callable[[], B]) -> tuple[A, B]:
                 other.result()
             raise
         return mine, other.result()
+
+
+def started_beside(job: Callable[[], A]) -> Future[A]:
+    """``job()`` started on a thread of its own, for a result the caller may not need at once; its Future."""
+    future: Future[A] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as error:  # (raised where the result is read)
+            future.set_exception(error)
+
+    # Not a daemon: the interpreter waits for it at exit rather than stop numba's threads mid-kernel.
+    threading.Thread(target=run, name="made-beside").start()
+    return future
+
+
+class MadeBeside(Generic[A]):
+    """A dataclass field that may be given as a Future (``started_beside``): read, it is the value, waited for
+    once. It has no default."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> A:
+        if instance is None:
+            raise AttributeError("no default")  # (how a dataclass learns that the field has none)
+        value = getattr(instance, self._slot)
+        if isinstance(value, Future):
+            value = value.result()
+            setattr(instance, self._slot, value)
+        return value
+
+    def __set__(self, instance: Any, value: A | Future[A]) -> None:
+        setattr(instance, self._slot, value)
 
 
 class OneAhead:

@@ -1,4 +1,6 @@
 """Aligning, the engine registers slice k+1 while slice k is composed (fusion.overlap)."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,46 @@ def test_the_end_of_a_stack_gives_the_same_result_with_its_maps_made_beside_the_
     assert np.array_equal(beside.fused, after.fused) and np.array_equal(beside.decision, after.decision)
     assert np.array_equal(beside.depth, after.depth, equal_nan=True)
     assert np.isfinite(beside.depth).mean() > 0.5 and len(np.unique(beside.decision)) > 2
+
+
+def test_a_field_made_beside_is_its_value_when_read_and_its_error_where_read():
+    from dataclasses import dataclass
+
+    from fusion.overlap import MadeBeside, started_beside
+
+    @dataclass
+    class Result:
+        image: str
+        later: MadeBeside[int] = MadeBeside()
+
+    release = threading.Event()
+    made = Result("image", started_beside(lambda: release.wait(10) and 42))
+    assert made.image == "image"   # at once, while the other field is still being made
+    release.set()
+    assert made.later == 42 and made.later == 42
+    assert Result("image", 7).later == 7   # or given as it is
+
+    def fails():
+        raise ValueError("the mode filter failed")
+
+    with pytest.raises(ValueError, match="mode filter failed"):
+        assert Result("image", started_beside(fails)).later is None  # (never: reading it raises)
+    with pytest.raises(TypeError, match="later"):
+        Result("image")  # type: ignore[call-arg]  # (no default)
+
+
+def test_the_pyramid_decision_map_made_after_the_image_is_the_cleaned_argmax():
+    import numpy as np
+
+    from fusion import FusionSettings, StreamingFusion
+    from fusion.decision import clean_decision, default_mode_filter_px
+
+    rng = np.random.default_rng(4)
+    engine = StreamingFusion((120, 150), np.uint8, FusionSettings())
+    for z in range(5):
+        engine.push((rng.random((120, 150)) * 255).astype(np.uint8), float(z))
+    composer = engine._composition._composer
+    result = engine.finish()
+    expected = clean_decision(np.maximum(composer.best_index, 0), 5, default_mode_filter_px((120, 150)),
+                              [0.0, 1.0, 2.0, 3.0, 4.0])
+    assert np.array_equal(result.decision, expected) and result.decision.dtype == expected.dtype
