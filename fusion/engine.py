@@ -231,6 +231,7 @@ class StreamingFusion:
         self._check_z(z)
         if self._pushed >= MAX_SLICES:
             raise ValueError(f"{self.name}: more than {MAX_SLICES} slices in one stack")
+        given = pixels
         pixels, missing = self._with_missing_filled(pixels)
         if self._own_store is not None:
             started = time.perf_counter()
@@ -254,12 +255,16 @@ class StreamingFusion:
         covered = _with_data(covered, missing)
         self._missing.add(self._pushed, missing)  # (in the reference frame, where the slice moved)
         self._seconds["measure"] += time.perf_counter() - started
-        job = (pixels, gray, covered, self._pushed, None if z is None else float(z) + 0.0)  # (+ 0.0: never -0.0)
+        z = None if z is None else float(z) + 0.0  # (+ 0.0: never -0.0)
         self._pushed += 1
         if self._overlap is None:
-            self._record(self._compose(*job))
-        else:  # returns when the previous slice is composed (raising its error, if it failed)
-            self._record(self._overlap.submit(self._compose, *job))
+            self._record(self._compose(pixels, gray, covered, self._pushed - 1, z))
+            return
+        # Composed on another thread after push() returns: the caller may fill its array with the next frame
+        # meanwhile (a camera's ring buffer does), so the job keeps nothing of it.
+        pixels, gray = (None if a is None else a.copy() if np.may_share_memory(a, given) else a for a in (pixels, gray))
+        # (returns when the previous slice is composed, raising its error, if it failed)
+        self._record(self._overlap.submit(self._compose, pixels, gray, covered, self._pushed - 1, z))
 
     def _with_missing_filled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout:

@@ -252,3 +252,31 @@ def test_each_fused_pixel_keeps_within_what_the_slices_show_there():
     fused = engine.finish().fused.astype(int)
     assert (fused >= np.minimum(*slices)).all() and (fused <= np.maximum(*slices)).all()
     assert fused.std() > 0.5 * np.stack(slices).std()  # (still a picture, not a flat compromise)
+
+
+@pytest.mark.parametrize("composition", ["pyramid", "blend", "pick"])
+@pytest.mark.parametrize("align", ["off", "auto", "on"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_frame_buffer_reused_after_push_changes_nothing(composition, align, dtype):
+    """A camera SDK or ring buffer fills the same array with the next frame as soon as push() returns. Aligning,
+    the slice is composed on another thread after that (90% of the pixels were wrong), and a float32 mono frame's
+    registration level was the caller's array itself (the next slice was registered against itself)."""
+    from simulators.motion import moving_sweep
+
+    stack = moving_sweep("coffee", "dome", (224, 288), 6, 0.02, 8.0, moving=True)
+    slices = [np.ascontiguousarray(s.mean(axis=2)).astype(dtype) for s in stack.slices]
+    settings = FusionSettings(align=align, composition=composition)
+    copies = StreamingFusion(slices[0].shape, dtype, settings)
+    for pixels, z in zip(slices, stack.z_um):
+        copies.push(pixels.copy(), z)
+    expected = copies.finish()
+    reused = StreamingFusion(slices[0].shape, dtype, settings)
+    buffer = np.empty_like(slices[0])
+    for pixels, z in zip(slices, stack.z_um):
+        buffer[:] = pixels
+        reused.push(buffer, z)
+    buffer[:] = 0
+    result = reused.finish()
+    assert np.array_equal(result.fused, expected.fused)
+    assert np.array_equal(result.depth, expected.depth, equal_nan=True)
+    assert result.alignment == expected.alignment

@@ -132,8 +132,8 @@ def _make_level(gray: np.ndarray, width_px: int, tile_px: int) -> _Level:
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     while tile_px > MIN_TILE_PX and 2 * tile_px > min(size):
         tile_px //= 2
-    if size == (width, height):
-        return _Level(gray.astype(np.float32, copy=False), np.eye(3), tile_px)
+    if size == (width, height):  # its own copy: it is kept for the next slice, and the caller may reuse its array
+        return _Level(np.array(gray, np.float32), np.eye(3), tile_px)
     fx, fy = size[0] / width, size[1] / height
     # INTER_AREA maps pixel centres: x_level = (x + 0.5) * f - 0.5
     to_level = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])
