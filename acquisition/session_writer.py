@@ -80,6 +80,8 @@ class SessionOutputWriter(SessionListener):
             self._write_images(session, result)
         except OSError as error:  # (a full disk) session.json, small, still says what was saved and what was lost
             self.write_error = str(error)
+        except Exception as error:  # the decision map, made beside the image, failed: what was written stands
+            self.write_error = f"the focus curve could not be made: {type(error).__name__}: {error}"
         if self.images_written:
             self._write_early_record(session, IMAGES_ONLY)
 
