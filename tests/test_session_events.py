@@ -76,3 +76,19 @@ def test_without_listeners_a_session_still_writes_its_outputs(tmp_path):
     assert {"fused", "depth", "focus_curve", "stack"} <= set(outcome.report.outputs)
     written = json.loads((outcome.folder / "session.json").read_text())
     assert written["psnr_db"] == outcome.report.psnr_db and all("fusion_s" in s for s in written["slices"])
+
+
+def test_a_decision_map_that_fails_costs_the_focus_curve_only(tmp_path, monkeypatch):
+    """The decision map is made beside the image (after it): its failure must not take the fused image, the depth
+    map or session.json with it."""
+    import fusion.pyramid_composition
+
+    def fails(*args, **kwargs):
+        raise MemoryError("no room for the mode filter")
+
+    monkeypatch.setattr(fusion.pyramid_composition, "clean_decision", fails)
+    outcome, _ = run_session(tmp_path)
+    written = json.loads((outcome.folder / "session.json").read_text())
+    assert (outcome.folder / "fused.tif").is_file() and (outcome.folder / "depth.tif").is_file()
+    assert {"fused", "depth"} <= set(written["outputs"]) and "focus_curve" not in written["outputs"]
+    assert written["errors"] == ["the focus curve could not be made: MemoryError: no room for the mode filter"]
