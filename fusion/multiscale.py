@@ -168,6 +168,16 @@ def flat_noisy_patch(level: float, sigma: float, seed: int = 0) -> np.ndarray:
     return patch.astype(np.float32)
 
 
+def calibration_patch(level: float, sigma: float, shift_invariant: bool) -> np.ndarray:
+    """The flat, noisy patch that a focus measure calibrates its noise floor on: at ``level`` (the slice's mean,
+    what the measure sees there), unless float32 keeps the noise too coarsely there (a float stack of detail
+    0..1 on an offset of 3e5: float32's step there is 0.03, and noise below it vanished, a floor of 0) and the
+    measure sees differences only (``shift_invariant``): then at 0, where float32 keeps it."""
+    if shift_invariant and np.spacing(np.float32(abs(level))) > sigma / 8:
+        level = 0.0
+    return flat_noisy_patch(level, sigma)
+
+
 def _smooth_radius_px(sigma_px: float) -> int:
     """How far ``_smooth`` reaches: its Gaussian is truncated at 2 sigma."""
     return int(np.ceil(2 * sigma_px)) if sigma_px > 0 else 0

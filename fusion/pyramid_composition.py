@@ -25,10 +25,14 @@ from fusion.blank_slices import HeldBlanks
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
-from fusion.multiscale import PyramidComposer, PyramidWeighting, flat_noisy_patch, minimum_noise_sigma, \
-    noise_sigma
+from fusion.multiscale import MIN_NOISE_SHARE, PyramidComposer, PyramidWeighting, calibration_patch, \
+    minimum_noise_sigma, noise_sigma
 from fusion.overlap import kernels_may_run_concurrently, side_by_side, started_beside
 from fusion.pixel_range import PixelRange
+
+# Focus measures that see differences between pixels only, so that noise on any level gives them the same energy.
+# The deep "ums" measure is not one: it sees the slice scaled by its stack's brightest values.
+SHIFT_INVARIANT_MEASURES = ("sf", "laplacian")
 
 
 class PyramidComposition:
@@ -104,8 +108,10 @@ class PyramidComposition:
         """Noise floors from the slice that calibrates: its noise, seen by the measure on a flat patch."""
         least = minimum_noise_sigma(image)
         sigma = max(noise_sigma(gray), least)
-        patch = flat_noisy_patch(float(gray.mean()), sigma)
+        patch = calibration_patch(float(gray.mean()), sigma, self._measure_name in SHIFT_INVARIANT_MEASURES)
         noise_energy = float(self._measure.energy(patch).mean(dtype=np.float64))
+        if not noise_energy > 0:  # a measure that sees nothing of such noise (the deep one on such float data)
+            noise_energy = _least_noise_energy(self._measure.energy(gray))
         if image.ndim == 3:
             channel_var = np.array([max(noise_sigma(image[:, :, c]), least) ** 2 for c in range(image.shape[2])])
         else:
@@ -173,6 +179,15 @@ class PyramidComposition:
         """The blank slices' mean, (H, W, C) in the slices' dtype: what they fuse to (a live view's)."""
         image = self._blanks.mean_frame(self.shape)
         return compose.to_dtype(self._value_range.clip(image), self.dtype, overwrite=True)
+
+
+def _least_noise_energy(energy: np.ndarray) -> float:
+    """A noise energy for a measure that saw none in the calibration patch: MIN_NOISE_SHARE squared of the slice's
+    own mean energy (as ``minimum_noise_sigma`` takes that share of its range), or 1 where it sees nothing at all
+    (every weight then ties)."""
+    mean = float(energy.mean(dtype=np.float64))
+    least = MIN_NOISE_SHARE ** 2 * mean
+    return least if least > 0 and np.isfinite(least) else 1.0
 
 
 def _score(energy: np.ndarray, covered: np.ndarray | None) -> float:
