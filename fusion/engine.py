@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import operator
 import re
+import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -76,10 +79,9 @@ class FusionSettings:
     device: str = "auto"  # torch device for deep measures: "cuda", "cpu", or "auto" (CUDA when present)
 
     def __post_init__(self):
+        self._check_types()
         AlignSettings(mode=self.align, model=self.align_model)  # validates both
         make_measure(self.measure, self.window_px)  # validates name and window
-        if isinstance(self.pyramid, dict):  # as read back from a JSON report or a profile
-            object.__setattr__(self, "pyramid", PyramidWeighting(**self.pyramid))
         if self.composition not in COMPOSITIONS:
             raise ValueError(f"unknown composition {self.composition!r}; choose one of {COMPOSITIONS}")
         if not 0 < self.sharpness < math.inf:  # NaN too: it gave an all-black image
@@ -99,6 +101,43 @@ class FusionSettings:
         if not TORCH_DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
+    def _check_types(self) -> None:
+        """Each setting of the type it needs, said by its name, before any use: a width of 2.5 px reached the numba
+        kernels (a TypingError after the whole stack was pushed), text ('7') failed in a comparison, a pyramid of
+        None as an AttributeError. Whole numbers come as Python ints, numpy ints or whole floats (7.0: as YAML and
+        JSON may give them) and are kept as ints; real numbers as floats."""
+        for name in ("measure", "composition", "align", "align_model", "device"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"fusion setting {name} must be a string, got {type(value).__name__} {value!r}")
+        for name in ("window_px", "mode_filter_px"):
+            value = getattr(self, name)
+            if value is not None or name == "window_px":
+                object.__setattr__(self, name, _whole_px(name, value))
+        for name in ("sharpness", "feather_px"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise TypeError(f"fusion setting {name} must be a number, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.pyramid, Mapping):  # as read back from a JSON report or a profile
+            object.__setattr__(self, "pyramid", PyramidWeighting(**self.pyramid))
+        if not isinstance(self.pyramid, PyramidWeighting):
+            raise TypeError("fusion setting pyramid must be a PyramidWeighting or a mapping of its fields, "
+                            f"got {type(self.pyramid).__name__} {self.pyramid!r}")
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping) -> FusionSettings:
+        """Settings from a mapping of their fields (``method`` is taken for ``measure``, as the command line and
+        profiles name it); an unknown name is a ValueError listing the known ones."""
+        given = dict(settings)
+        if "method" in given and "measure" not in given:
+            given["measure"] = given.pop("method")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(name) for name in set(given) - known)
+        if unknown:
+            raise ValueError(f"unknown fusion setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**given)
+
     def to_json(self) -> dict:
         """The settings as a JSON mapping (per-level powers as lists), as reports record them (as asked)."""
         return json.loads(json.dumps(asdict(self)))
@@ -113,6 +152,18 @@ class FusionSettings:
         unused += ["align_model"] if self.align == "off" else []
         unused += ["device"] if self.measure != "ums" else []
         return replace(self, **{name: getattr(defaults, name) for name in unused}).to_json()
+
+
+def _whole_px(name: str, value) -> int:
+    """A width in pixels as an int: a Python or numpy integer, or a float that is a whole number (7.0)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"fusion setting {name} must be a whole number of pixels, got {type(value).__name__} "
+                        f"{value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not float(value).is_integer():
+        raise ValueError(f"fusion setting {name} must be a whole number of pixels, got {value!r}")
+    return int(value)
 
 
 def check_measure_can_run(settings: FusionSettings) -> None:
@@ -173,12 +224,11 @@ class StreamingFusion:
 
     def __init__(self, shape: tuple[int, ...], dtype, settings: FusionSettings | None = None,
                  source: SliceSource | None = None, name: str = "pushed stack", channels_are_colour: bool = True):
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
+        self.shape = _frame_shape(shape, name)
+        # A big-endian TIFF's pixels, as some readers give them, are fused as the same values in native order.
+        self.dtype = np.dtype(dtype).newbyteorder("=")
         self.settings = settings or FusionSettings()
         self.name = name
-        if len(self.shape) not in (2, 3) or min(self.shape[:2]) < 1:
-            raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C), got {self.shape}")
         if self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
                              f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
@@ -213,7 +263,13 @@ class StreamingFusion:
         self._z_positions: list[float | None] = []
         self._seconds = {"measure": 0.0, "store": 0.0}
         self._finished = False
+        self._result: FusionResult | None = None   # what finish() gave: given again by a second call
         self._pushed = 0
+        # Held while a slice is folded into the composition (and its score and z recorded), and while result() and
+        # preview() read it: a reader on another thread (a live view) sees the engine between slices, never halfway
+        # through one, whatever the composition.
+        self._lock = threading.RLock()
+        self._compose_error: BaseException | None = None   # a slice composed on another thread that failed
         # Aligning, the next slice is registered while the last one is composed (both cores busy).
         self._overlap = OneAhead("compose") if self._aligner is not None and kernels_may_run_concurrently() else None
 
@@ -227,7 +283,10 @@ class StreamingFusion:
         """Fold in the next slice. ``z`` is its focus position (e.g. micrometres), if known."""
         if self._finished:
             raise RuntimeError(f"{self.name}: push() after finish()")
+        self._raise_compose_error()
         self._check(pixels)
+        if pixels.dtype != self.dtype:  # (the same type in the other byte order: ``_check``)
+            pixels = pixels.astype(self.dtype)
         self._check_z(z)
         if self._pushed >= MAX_SLICES:
             raise ValueError(f"{self.name}: more than {MAX_SLICES} slices in one stack")
@@ -258,13 +317,13 @@ class StreamingFusion:
         z = None if z is None else float(z) + 0.0  # (+ 0.0: never -0.0)
         self._pushed += 1
         if self._overlap is None:
-            self._record(self._compose(pixels, gray, covered, self._pushed - 1, z))
+            self._compose(pixels, gray, covered, self._pushed - 1, z)
             return
         # Composed on another thread after push() returns: the caller may fill its array with the next frame
         # meanwhile (a camera's ring buffer does), so the job keeps nothing of it.
         pixels, gray = (None if a is None else a.copy() if np.may_share_memory(a, given) else a for a in (pixels, gray))
         # (returns when the previous slice is composed, raising its error, if it failed)
-        self._record(self._overlap.submit(self._compose, pixels, gray, covered, self._pushed - 1, z))
+        self._overlap.submit(self._compose_beside, pixels, gray, covered, self._pushed - 1, z)
 
     def _with_missing_filled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout:
@@ -272,25 +331,34 @@ class StreamingFusion:
         missing = missing_pixels(pixels, self.name, self._pushed) if self.dtype.kind == "f" else None
         return (pixels, None) if missing is None else (filled(pixels, missing), missing)
 
-    def _compose(self, pixels, gray: np.ndarray | None, covered, index: int,
-                 z: float | None) -> tuple[float, float | None, float]:
+    def _compose(self, pixels, gray: np.ndarray | None, covered, index: int, z: float | None) -> None:
+        """Fold the slice into the composition and record its score and z, together (``_lock``)."""
         started = time.perf_counter()
         if gray is None:  # a warped slice's
             gray = to_gray(pixels, self._channel_weights)
-        score = self._composition.add(pixels, gray, covered, index, z)  # (the pyramid's depth is a mean z)
-        return score, z, time.perf_counter() - started
-
-    def _record(self, composed: tuple[float, float | None, float] | None) -> None:
-        if composed is not None:
-            score, z, seconds = composed
+        with self._lock:
+            score = self._composition.add(pixels, gray, covered, index, z)  # (the pyramid's depth is a mean z)
             self._focus_scores.append(score)
             self._z_positions.append(z)
-            self._seconds["measure"] += seconds
+            self._seconds["measure"] += time.perf_counter() - started
+
+    def _compose_beside(self, *args) -> None:
+        """``_compose`` on the overlap's thread, its error kept for the pushing thread: a reader on another
+        thread that waited for the slice (``_settle``) must not be the only one to hear of it."""
+        try:
+            self._compose(*args)
+        except BaseException as error:
+            self._compose_error = error
+            raise
+
+    def _raise_compose_error(self) -> None:
+        if self._compose_error is not None:
+            raise self._compose_error
 
     def _settle(self) -> None:
         """Wait for the slice in flight, if any: what follows reads the composition."""
         if self._overlap is not None:
-            self._record(self._overlap.wait())
+            self._overlap.wait()
 
     @property
     def focus_scores(self) -> list[float]:
@@ -303,30 +371,47 @@ class StreamingFusion:
         return [p if p is not None else i for i, p in enumerate(self._z_positions)]
 
     def preview(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(fused so far, depth so far) for a live view; None before the first slice."""
-        if self.n_slices == 0:
-            return None
-        return self.result(), self._composition.depth_so_far(self.z_positions_so_far())
+        """(fused so far, depth so far) for a live view; None before the first slice. Safe from another thread
+        while slices are pushed: both are of the same slices."""
+        self._settle()
+        with self._lock:
+            if not self._focus_scores:
+                return None
+            z_positions = [p if p is not None else i for i, p in enumerate(self._z_positions)]
+            fused = self._composition.fused().reshape(self.shape)
+            return fused, self._composition.depth_so_far(z_positions)
 
     def result(self) -> np.ndarray:
-        """The fused image so far (before cleaning), in the slices' shape and dtype."""
-        if self.n_slices == 0:
-            raise EmptyStackError("no slices pushed yet", None)
-        return self._composition.fused().reshape(self.shape)
+        """The fused image so far (before cleaning), in the slices' shape and dtype; once ``finish()`` has
+        returned, its fused image (a fresh array each time). Safe from another thread while slices are pushed."""
+        self._settle()
+        with self._lock:
+            if not self._focus_scores:
+                raise EmptyStackError("no slices pushed yet", None)
+            return self._composition.fused().reshape(self.shape)
 
     def finish(self) -> FusionResult:
-        """Clean the decision map, compose, and return the result. Call once, after the last slice."""
+        """Clean the decision map, compose, and return the result, after the last slice. A second call
+        returns the same ``FusionResult`` again, whatever the composition."""
+        if self._result is not None:
+            return self._result
         try:
             self._settle()
         finally:
             if self._overlap is not None:
                 self._overlap.close()
+        self._raise_compose_error()
+        with self._lock:  # (a reader on another thread waits for the finished image)
+            self._result = self._finish()
+        return self._result
+
+    def _finish(self) -> FusionResult:
         if self.n_slices == 0:
             raise EmptyStackError(f"{self.name}: no slices to fuse")
         self._finished = True
         started = time.perf_counter()
         if self.n_slices == 1:
-            warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=2)
+            warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=3)
         try:
             # Depth in z where every slice has one, else in slice indices.
             z_or_index = list(range(self.n_slices)) if None in self._z_positions else self.z_positions_so_far()
@@ -337,9 +422,9 @@ class StreamingFusion:
                 fused[nowhere] = np.nan
                 depth[nowhere] = np.nan
             if self._missing.slices:
-                warnings.warn(self._missing.warning(self.name), stacklevel=2)
+                warnings.warn(self._missing.warning(self.name), stacklevel=3)
             if self._composition.left_out:
-                warnings.warn(left_out_warning(self.name, self._composition.left_out), stacklevel=2)
+                warnings.warn(left_out_warning(self.name, self._composition.left_out), stacklevel=3)
         finally:
             if self._own_store is not None:
                 self._own_store.close()
@@ -396,10 +481,21 @@ class StreamingFusion:
     def _check(self, pixels: np.ndarray) -> None:
         if not isinstance(pixels, np.ndarray):
             raise TypeError(f"{self.name}: a slice must be a numpy array, got {type(pixels).__name__}")
-        if pixels.shape != self.shape or pixels.dtype != self.dtype:
+        if pixels.shape != self.shape or pixels.dtype.newbyteorder("=") != self.dtype:
             raise SliceMismatchError(
                 f"{self.name}: {slice_name(self._pushed)} is {pixels.shape} {pixels.dtype}, "
                 f"but the stack is {self.shape} {self.dtype}")
+
+
+def _frame_shape(shape, name: str) -> tuple[int, ...]:
+    """A frame's shape as ints, each a whole number of at least 1: (H, W) or (H, W, C)."""
+    try:
+        sizes = tuple(operator.index(n) for n in shape)
+    except TypeError:
+        raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C) in whole numbers, got {shape!r}") from None
+    if len(sizes) not in (2, 3) or min(sizes) < 1:
+        raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C), each at least 1, got {sizes}")
+    return sizes
 
 
 def _moved(missing: np.ndarray | None, transform: np.ndarray) -> np.ndarray | None:

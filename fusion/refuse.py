@@ -5,6 +5,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,25 @@ class RefusionStopped(BaseException):
     KeyboardInterrupt: no ``except Exception`` on the way swallows it."""
 
 
-def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None = None,
+def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | Mapping | None = None,
                  progress: bool | None = None, stop: threading.Event | None = None) -> RefuseReport:
     """Fuse the stack at ``path`` into ``out_dir``; returns the report also written as JSON.
 
+    ``settings``: a ``FusionSettings``, or a mapping of its fields (``{"composition": "pick"}``; ``method`` is taken
+    for ``measure``); None: the defaults.
     Raises a ``fusion.errors.StackError`` naming the file when the stack cannot be fused.
+    Warnings about the stack (one slice only, pixels fused as float32, little focus information, z positions
+    dropped, ...) are not shown: they are caught and returned in the report's ``warnings`` (and its JSON), each
+    once; print them from there (the command line does).
     ``progress``: None shows a bar only on a terminal. Threads of one process fuse their stacks one after another.
     ``stop``: once set (from another thread), the refusion ends at its next slice, or before its outputs are written
     or moved into place, with ``RefusionStopped``, leaving no outputs.
     """
+    if isinstance(settings, Mapping):
+        settings = FusionSettings.from_mapping(settings)
+    elif settings is not None and not isinstance(settings, FusionSettings):
+        raise TypeError(f"settings must be a FusionSettings or a mapping of its fields, got {type(settings).__name__} "
+                        f"{settings!r}")
     with _ONE_STACK_AT_A_TIME:
         return _refuse_stack(path, out_dir, settings, progress, stop)
 

@@ -7,6 +7,11 @@ engine's source only where the final, cleaned decision map differs from the runn
 Blank slices (``fusion.blank_slices``) get no say: where no slice shows any detail (noise-free flat areas,
 renders and float data) every slice's measure ties, and a black first frame was picked there ("pick": the flats
 came out black) or averaged in ("blend": darker by 1/n). A stack of blank slices only is folded in at its end.
+
+The depth map is NaN where the focus curve is flat, as the pyramid's is (``fusion.multiscale``'s
+TEXTURELESS_CONTRAST): where the sharpest slice's measure exceeds the least sharp one's by no more than that many
+times what the camera's noise alone gives the measure (found on the first slice with detail), no slice is sharper
+than another, and the chosen slice's z would be the order the slices came in, not a depth.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from fusion.blank_slices import HeldBlanks
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
+from fusion.multiscale import TEXTURELESS_CONTRAST, calibration_patch, minimum_noise_sigma, noise_sigma
+from fusion.pyramid_composition import SHIFT_INVARIANT_MEASURES
 from fusion.slice_store import SliceSource
 
 
@@ -38,6 +45,9 @@ class SingleScaleComposition:
         self._weighted_sum = np.zeros((height, width, channels) if blend else (0, 0, 0), np.float32)
         self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
         self._blanks = HeldBlanks()
+        self._least_measure = np.full((height, width), np.inf, np.float32)  # per pixel, over the slices covering it
+        self._final_fused: np.ndarray | None = None   # "pick"'s cleaned image, once finished (``fused``)
+        self._noise_measure: float | None = None   # what noise alone gives the measure (the first slice with detail)
 
     @property
     def left_out(self) -> list[int]:
@@ -53,12 +63,22 @@ class SingleScaleComposition:
         score = float(measure.mean(dtype=np.float64))
         if self._blanks.take(pixels, gray, slice_index, float(z or 0.0)):  # no say (a stack of them only is fused)
             return score
+        if self._noise_measure is None:
+            self._noise_measure = self._measure_of_noise(pixels, gray)
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
         self._update(pixels, measure, slice_index)
         return score
 
+    def _measure_of_noise(self, pixels: np.ndarray, gray: np.ndarray) -> float:
+        """The mean measure of a flat patch with this slice's noise (as the pyramid calibrates its floors)."""
+        sigma = max(noise_sigma(gray), minimum_noise_sigma(pixels))
+        patch = calibration_patch(float(gray.mean()), sigma, self._measure_name in SHIFT_INVARIANT_MEASURES)
+        noise = float(self._measure(patch).mean(dtype=np.float64))
+        return noise if np.isfinite(noise) else 0.0
+
     def _update(self, pixels: np.ndarray, measure: np.ndarray, slice_index: int) -> None:
+        np.minimum(self._least_measure, measure, out=self._least_measure, where=measure >= 0)
         kernels.update_running_maps(
             compose.as_channels_last(pixels), measure, slice_index, self._sharpness, self._blend,
             self._best_measure, self.best_index, self._picked, self._weighted_sum, self._weight_sum)
@@ -71,7 +91,9 @@ class SingleScaleComposition:
         self._blanks.held = []
 
     def fused(self) -> np.ndarray:
-        """The running result (before cleaning), (H, W, C) in the slices' dtype."""
+        """The running result (before cleaning; once finished, the final image), (H, W, C) in the slices' dtype."""
+        if self._final_fused is not None:
+            return self._final_fused.copy()
         if self._blanks.held:  # only blank slices so far: what they fuse to
             return compose.to_dtype(self._blanks.mean_frame(self.shape), self.dtype, overwrite=True)
         if self._blend:
@@ -81,7 +103,15 @@ class SingleScaleComposition:
         return self._picked.copy()
 
     def depth_so_far(self, z_positions: list[float]) -> np.ndarray:
-        return np.asarray(z_positions, np.float32)[np.maximum(self.best_index, 0)]
+        return self._depth(np.maximum(self.best_index, 0), z_positions)
+
+    def _depth(self, decision: np.ndarray, z_positions: list[float]) -> np.ndarray:
+        """Each pixel's chosen slice's z; NaN where the focus curve is flat (module docstring)."""
+        depth = np.asarray(z_positions, np.float32)[decision]
+        if len(z_positions) > 1:  # (one slice: nothing to compare, it is where focus is, as in the pyramid)
+            floor = np.float32(TEXTURELESS_CONTRAST * (self._noise_measure or 0.0))
+            depth[~(self._best_measure - self._least_measure > floor)] = np.nan
+        return depth
 
     def finish(self, z_positions: list[float], source: SliceSource | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused, cleaned decision, depth in the units of ``z_positions``)."""
@@ -99,4 +129,6 @@ class SingleScaleComposition:
                 fused = compose.feather(decision, source, self._feather_px, self.dtype)
             else:
                 fused = compose.recompose_where_changed(self._picked, self.best_index, decision, source)
-        return fused, decision, np.asarray(z_positions, np.float32)[decision]
+            if not self._blend:  # (blend's final image is its running one)
+                self._final_fused = fused.copy()
+        return fused, decision, self._depth(decision, z_positions)

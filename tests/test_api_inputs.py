@@ -1,0 +1,202 @@
+"""What a Python caller of the engine and of refuse_stack sees: settings, shapes, byte orders, threads, a second
+finish(), flat stacks' depth, float stacks on a large offset (found by a hostile API round)."""
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+
+from fusion import FusionSettings, StreamingFusion
+from fusion.refuse import refuse_stack
+
+COMPOSITIONS = ("pyramid", "blend", "pick")
+
+
+def ramp_stack(n: int = 6, height: int = 64, width: int = 80, seed: int = 0) -> list[np.ndarray]:
+    """Float slices 0..1: a noisy texture whose sharp column band moves across x with the slice."""
+    rng = np.random.default_rng(seed)
+    texture = rng.random((height, width))
+    slices = []
+    for k in range(n):
+        blurred = texture.copy()
+        for _ in range(3):  # a cheap blur, everywhere but the slice's band
+            blurred = (blurred + np.roll(blurred, 1, 0) + np.roll(blurred, 1, 1) + np.roll(blurred, -1, 1)) / 4
+        band = slice(k * width // n, (k + 1) * width // n)
+        blurred[:, band] = texture[:, band]
+        slices.append((blurred + rng.normal(0, 0.005, blurred.shape)).astype(np.float32))
+    return slices
+
+
+def as_uint16(slices: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.clip(s * 60000, 0, 65535).astype(np.uint16) for s in slices]
+
+
+def fuse(slices, settings: FusionSettings | None = None, z=None):
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, settings)
+    for k, pixels in enumerate(slices):
+        engine.push(pixels, float(k) if z is None else z[k])
+    return engine.finish()
+
+
+# -- settings are checked, by name, as they are made ---------------------------------------------------------------
+
+@pytest.mark.parametrize("given, error, words", [
+    ({"mode_filter_px": 2.5}, ValueError, "mode_filter_px must be a whole number of pixels, got 2.5"),
+    ({"window_px": 4.5}, ValueError, "window_px must be a whole number of pixels, got 4.5"),
+    ({"window_px": "7"}, TypeError, "window_px must be a whole number of pixels, got str '7'"),
+    ({"window_px": True}, TypeError, "window_px must be a whole number of pixels, got bool True"),
+    ({"sharpness": "32"}, TypeError, "sharpness must be a number, got str '32'"),
+    ({"feather_px": "2"}, TypeError, "feather_px must be a number, got str '2'"),
+    ({"pyramid": None}, TypeError, "pyramid must be a PyramidWeighting or a mapping of its fields, got NoneType"),
+    ({"composition": None}, TypeError, "composition must be a string, got NoneType None"),
+    ({"device": 0}, TypeError, "device must be a string, got int 0"),
+])
+def test_a_setting_of_the_wrong_kind_is_named_when_the_settings_are_made(given, error, words):
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+        FusionSettings(**given)
+
+
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+def test_whole_numbers_of_any_kind_are_widths_and_fuse(composition):
+    # numpy ints and whole floats (as YAML and JSON give them) are kept as ints: the kernels and reports take them.
+    settings = FusionSettings(composition=composition, window_px=np.int64(7), mode_filter_px=5.0,
+                              feather_px=np.float32(1.5), sharpness=np.float32(16))
+    assert (settings.window_px, settings.mode_filter_px) == (7, 5)
+    assert type(settings.window_px) is int and type(settings.mode_filter_px) is int
+    assert type(settings.sharpness) is float and type(settings.feather_px) is float
+    assert settings.to_json()["window_px"] == 7  # (a numpy int made json.dumps fail)
+    result = fuse(as_uint16(ramp_stack(n=3)), settings)
+    assert result.fused.shape == (64, 80)
+
+
+def test_settings_from_a_mapping_name_an_unknown_key():
+    assert FusionSettings.from_mapping({"method": "laplacian", "composition": "pick"}) == \
+        FusionSettings(measure="laplacian", composition="pick")
+    with pytest.raises(ValueError, match="unknown fusion setting 'windw_px'; known: .*window_px"):
+        FusionSettings.from_mapping({"windw_px": 7})
+
+
+# -- refuse_stack takes a mapping, and says where its warnings go ---------------------------------------------------
+
+def test_refuse_stack_takes_settings_as_a_mapping(tmp_path):
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.stack(as_uint16(ramp_stack(n=4))), photometric="minisblack")
+    report = refuse_stack(path, tmp_path / "out", settings={"composition": "pick", "mode_filter_px": 0},
+                          progress=False)
+    assert report.settings["composition"] == "pick" and report.settings["mode_filter_px"] == 0
+    with pytest.raises(TypeError, match="settings must be a FusionSettings or a mapping of its fields, got str"):
+        refuse_stack(path, tmp_path / "out2", settings="pick", progress=False)
+
+
+def test_refuse_stacks_docstring_says_its_warnings_are_in_the_report():
+    assert "report's ``warnings``" in refuse_stack.__doc__ and "not shown" in refuse_stack.__doc__
+
+
+# -- frame shapes --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5.5, 7), (4, 4, 0), ("4", 4), (0, 10)])
+def test_a_frame_shape_that_is_not_whole_positive_numbers_is_refused_at_once(shape):
+    with pytest.raises(ValueError, match="frame shape must be"):
+        StreamingFusion(shape, np.uint16)
+
+
+def test_numpy_integers_make_a_shape():
+    assert StreamingFusion((np.int64(8), np.int32(9)), np.uint16).shape == (8, 9)
+
+
+# -- big-endian pixels ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("declared", [np.uint16, ">u2"])
+def test_big_endian_frames_fuse_as_their_values(declared):
+    slices = as_uint16(ramp_stack(n=4))
+    expected = fuse(slices)
+    engine = StreamingFusion(slices[0].shape, declared)
+    for k, pixels in enumerate(slices):
+        engine.push(pixels.astype(">u2"), float(k))
+    result = engine.finish()
+    assert result.fused.dtype == np.dtype(np.uint16)
+    assert np.array_equal(result.fused, expected.fused)
+    assert np.array_equal(result.depth, expected.depth, equal_nan=True)
+
+
+# -- result() and preview() from another thread --------------------------------------------------------------------
+
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+def test_result_and_preview_from_another_thread_while_pushing(composition):
+    slices = as_uint16(ramp_stack(n=12, height=256, width=256))
+    low = min(int(s.min()) for s in slices)
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(composition=composition))
+    stop, problems = threading.Event(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                preview = engine.preview()
+                if preview is not None:
+                    image, depth = preview
+                    if composition != "pyramid" and int(image.min()) < low:  # (the pyramid's sums may overshoot)
+                        problems.append(f"torn image: {image.min()} below every slice's {low}")
+                    assert depth.shape == image.shape
+            except Exception as error:  # noqa: BLE001 -- collected for the assertion below
+                problems.append(repr(error))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for k, pixels in enumerate(slices):
+            engine.push(pixels, float(k))
+    finally:
+        stop.set()
+        reader.join()
+    assert problems == []
+    engine.finish()
+
+
+# -- finish() twice ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+def test_a_second_finish_gives_the_same_result_for_every_composition(composition):
+    slices = as_uint16(ramp_stack(n=4))
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(composition=composition))
+    for k, pixels in enumerate(slices):
+        engine.push(pixels, float(k))
+    first = engine.finish()
+    again = engine.finish()
+    assert np.array_equal(again.fused, first.fused)
+    assert np.array_equal(again.depth, first.depth, equal_nan=True)
+    assert np.array_equal(engine.result(), first.fused)  # (pick gave its running image, before cleaning)
+
+
+# -- a featureless stack has no depth ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0)])
+def test_a_featureless_stack_has_no_depth_in_any_composition(composition, order):
+    rng = np.random.default_rng(1)
+    flat = [np.full((64, 64), 1000, np.uint16) + rng.integers(0, 3, (64, 64)).astype(np.uint16) for _ in order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fuse(flat, FusionSettings(composition=composition), z=[float(z) for z in order])
+    assert np.isnan(result.depth).all()  # not the first pushed slice's z everywhere
+
+
+@pytest.mark.parametrize("composition", ("blend", "pick"))
+def test_the_single_scale_depth_is_defined_where_there_is_texture(composition):
+    result = fuse(as_uint16(ramp_stack()), FusionSettings(composition=composition, mode_filter_px=0))
+    assert np.isfinite(result.depth).mean() > 0.8
+    width = result.depth.shape[1]  # the band sharp in slice k is at z = k
+    assert np.nanmedian(result.depth[8:-8, 2:width // 6 - 2]) == 0
+    assert np.nanmedian(result.depth[8:-8, 5 * width // 6 + 2:-2]) == 5
+
+
+# -- float stacks on a large offset ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset", [3e5, 1e6, 4e6])
+def test_the_pyramid_fuses_float_detail_on_a_large_offset(offset):
+    slices = [(s + np.float32(offset)).astype(np.float32) for s in ramp_stack()]
+    result = fuse(slices)  # raised "noise floors must be positive" on the first push
+    assert np.isfinite(result.fused).all()
+    assert np.isfinite(result.depth).mean() > 0.5
