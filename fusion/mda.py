@@ -22,10 +22,22 @@ fused: the handler says so once per sequence, in a warning and in ``mda_fusion.j
 A frame that cannot be stored (a full disk) is recorded in ``mda_fusion.json``. Given ``stop_mda``
 (``core.mda.cancel``), the handler also stops the MDA there, as a single-stack session ends, instead of
 exposing every remaining frame for nothing: ``handler.stopped_by`` says why, naming the stack and the folder.
+A folder that cannot be made when the sequence starts (a file in its place, no permission) stores nothing:
+``handler.error`` says why (and a warning), ``handler.summary`` sums the sequence up in memory, ``finished`` is set,
+and, given ``stop_mda``, the MDA is stopped. An ``out_dir`` that is a file (or under one) is refused at once.
+
+A stack that could not be fused (or whose outputs could not be written) is said in a warning, one line naming the
+stack and why, besides ``mda_fusion.json``'s ``failed`` and the stack's ``error``. Frames of a pixel type that fusion
+does not take as it is (a 32-bit camera's uint32) are stored as they came and fused as float32, as ``--refuse``
+fuses such a stack, with its warning. Every warning the handler gives a sequence is in ``mda_fusion.json``'s
+``warnings``.
+
+``preview()`` may be called from any thread at any time (napari's "Follow MDA" timer polls it).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -93,6 +105,9 @@ class StreamingFusionHandler:
         if pixel_size_um is not None and not pixel_size_um > 0:
             raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}")
         self.pixel_size_um = pixel_size_um
+        not_a_folder = _not_a_folder(Path(out_dir))
+        if not_a_folder is not None:
+            raise ValueError(f"out_dir {out_dir} {not_a_folder}: the handler writes a folder of outputs there")
         self.folder = Path(out_dir)     # as given: the first sequence's folder, the others' parent
         self.out_dir = self.folder      # the current (or last) sequence's folder
         self.decision_channel = decision_channel
@@ -126,6 +141,9 @@ class StreamingFusionHandler:
         self._started_at = datetime.datetime.now().astimezone()
         self._planned: dict[StackKey, PlannedStack] | None = None
         self._one_slice_note: str | None = None   # said once per sequence
+        self._no_folder: str | None = None        # why the sequence's folder could not be made: nothing is stored
+        self._converted_said: set[str] = set()    # pixel types said to be fused as another, once per sequence
+        self.warnings: list[str] = []             # every warning given for the sequence (also in mda_fusion.json)
 
     # -- checks anyone may call before running --
     def check(self, sequence) -> None:
@@ -145,8 +163,13 @@ class StreamingFusionHandler:
             self._sequence = sequence
             uid = getattr(sequence, "uid", None)
             self._sequence_uid = None if uid is None else str(uid)
-            self.out_dir = self._claim_folder()
             self._planned = planned_stacks(sequence)
+            try:
+                self.out_dir = self._claim_folder()
+            except OSError as error:  # pymmcore-plus only logs what a handler raises, and runs on: said here
+                self.out_dir = self.folder
+                self._refuse_sequence(error)
+                return
             self._expected = None if self._planned is None else {k: p.slices for k, p in self._planned.items()}
             infos = (meta or {}).get("image_infos") or [{}]
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
@@ -157,7 +180,7 @@ class StreamingFusionHandler:
                 # pymmcore-plus only logs what a handler raises: say it, and fuse each stack on its own.
                 self.error = f"{error}; each stack was fused on its own"
                 log.error("StreamingFusionHandler: %s", self.error)
-                _warn(f"StreamingFusionHandler: {self._describe()}: {self.error}")
+                self._say(self.error)
             if self._planned is not None:
                 self._say_one_slice_stacks([p.name for p in self._planned.values() if p.slices == 1],
                                            len(self._planned))
@@ -165,11 +188,15 @@ class StreamingFusionHandler:
     def frameReady(self, image, event, meta: dict | None = None) -> None:
         meta = meta or {}
         with self._lock:
-            if self._finisher is None:  # called without sequenceStarted (e.g. connected by hand mid-run)
-                self.sequenceStarted(getattr(event, "sequence", None), None)
+            if self._finisher is None and self._no_folder is None:  # called without sequenceStarted (connected by
+                self.sequenceStarted(getattr(event, "sequence", None), None)  # hand mid-run)
             key = stack_key(event)
             self._frames += 1
             z_um = _z_um(event, meta)
+            if self._no_folder is not None:  # the sequence has no folder: nothing of it is stored anywhere
+                self._frame_errors.append({"stack": stack_name(event), "z_um": z_um,
+                                           "error": f"not stored: {self._no_folder}"})
+                return
             if self.stopped_by is not None:  # taken while the MDA stops: nothing more goes to that disk
                 self._frame_errors.append({"stack": stack_name(event), "z_um": z_um,
                                            "error": "not stored: the MDA was stopping, a frame before it could not "
@@ -188,12 +215,17 @@ class StreamingFusionHandler:
                     log.error("StreamingFusionHandler: frame at z=%s of %s not stored: %s", z_um, stream.info.name,
                               error)
                     stream.expected_slices = None if stream.expected_slices is None else stream.expected_slices - 1
+            self._say_conversion(stream)
             self.latest = stream
             if stream.complete:
                 self._close(key)
 
     def sequenceFinished(self, sequence) -> None:
         with self._lock:
+            if self._no_folder is not None:  # nothing was stored: the summary says so, in memory only
+                self.summary = self._summary(sequence)
+                self.finished.set()
+                return
             if self._finisher is None:
                 return
             for key in list(self._open):   # cancelled, or frames that never came: fuse what arrived
@@ -208,6 +240,28 @@ class StreamingFusionHandler:
             self._write_summary(sequence)
         finally:  # whoever waits for the outputs is never left waiting
             self.finished.set()
+
+    def _refuse_sequence(self, error: OSError) -> None:
+        """The sequence's folder could not be made: nothing of it is stored (no frame, no stack file, no summary
+        file); ``error`` and a warning say why, ``finished`` is set, and ``stop_mda`` (if given) stops the MDA."""
+        not_a_folder = _not_a_folder(self.folder)   # (a file appeared in its place since the handler was made)
+        why = str(error) if not_a_folder is None else f"it {not_a_folder} ({error})"
+        self._no_folder = f"the folder {self.folder} could not be made: {why}"
+        stopping = self._stop_mda is not None
+        self.error = (f"{self._no_folder}; nothing of the sequence was stored"
+                      + ("; the MDA was stopped" if stopping else ""))
+        if stopping:
+            self.stopped_by = self.error
+        log.error("StreamingFusionHandler: %s", self.error)
+        self._say(self.error)
+        self.summary = self._summary(self._sequence)
+        self.finished.set()  # nothing will be written: whoever waits for the outputs is not left waiting
+        if self._stop_mda is not None:
+            try:
+                self._stop_mda()
+            except Exception as stop_error:  # the MDA runs on: its frames are recorded as not stored
+                log.error("StreamingFusionHandler: could not stop the MDA: %s: %s", type(stop_error).__name__,
+                          stop_error)
 
     def _stop(self, stream: StackStream, z_um: float | None, frame_bytes: int, error: OSError) -> None:
         """A frame could not be stored (a full disk): every later one would fail too, so stop the MDA now."""
@@ -226,7 +280,18 @@ class StreamingFusionHandler:
     # -- the sequence's folder, and what it is told --
     def _claim_folder(self) -> Path:
         """The folder this sequence writes into: the one given, unless it already holds an MDA's
-        outputs; else a new ``mda-<start>-<uid>`` subfolder. Claimed by creating its mda_fusion.json."""
+        outputs; else a new ``mda-<start>-<uid>`` subfolder. Claimed by creating its mda_fusion.json.
+        An OSError (a file in its place, no permission, a full disk) leaves none of the folders it made."""
+        made = [folder for folder in (self.folder, *self.folder.parents) if not folder.exists()]
+        try:
+            return self._claim_a_folder()
+        except OSError:
+            for folder in made:  # (deepest first) only those it made, and only empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    def _claim_a_folder(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         if not holds_mda_outputs(self.folder) and self._claim(self.folder):
             return self.folder
@@ -241,7 +306,11 @@ class StreamingFusionHandler:
             except FileExistsError:
                 n += 1
                 continue
-            self._claim(folder)
+            try:
+                self._claim(folder)
+            except OSError:
+                folder.rmdir()
+                raise
             log.info("StreamingFusionHandler: %s holds an earlier MDA's outputs; MDA sequence %s goes to %s",
                      self.folder, self._sequence_uid, folder)
             return folder
@@ -252,10 +321,14 @@ class StreamingFusionHandler:
             descriptor = os.open(folder / SUMMARY_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(descriptor, "w") as file:
-            json.dump({**self._identity(folder), "finished": False,
-                       "note": "being acquired; replaced by the sequence's summary when it ends"}, file, indent=2)
-            file.write("\n")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                json.dump({**self._identity(folder), "finished": False,
+                           "note": "being acquired; replaced by the sequence's summary when it ends"}, file, indent=2)
+                file.write("\n")
+        except BaseException:  # (a full disk) no half-written summary is left to say the folder is claimed
+            (folder / SUMMARY_NAME).unlink(missing_ok=True)
+            raise
         return True
 
     def _identity(self, folder: Path) -> dict:
@@ -265,14 +338,39 @@ class StreamingFusionHandler:
     def _describe(self) -> str:
         """The sequence in a message: its uid and the folder it writes into."""
         uid = self._sequence_uid or "without a uid"
-        return f"MDA sequence {uid} (outputs in {self.out_dir})"
+        return f"MDA sequence {uid}" + ("" if self._no_folder is not None else f" (outputs in {self.out_dir})")
 
     def _say_one_slice_stacks(self, names: list[str], n_stacks: int) -> None:
         """Warn once per sequence that stacks of one slice are kept and not fused."""
         if not names or self._one_slice_note is not None:
             return
         self._one_slice_note = self._one_slice_text(names, n_stacks)
-        _warn(f"StreamingFusionHandler: {self._describe()}: {self._one_slice_note}")
+        self._say(self._one_slice_note)
+
+    def _say(self, message: str) -> None:
+        """Warn, naming the sequence, and keep the warning for mda_fusion.json."""
+        text = f"StreamingFusionHandler: {self._describe()}: {message}"
+        with self._lock:
+            self.warnings.append(text)
+        _warn(text)
+
+    def _say_conversion(self, stream: StackStream) -> None:
+        """Say, once per sequence and pixel type, that frames of a type fusion does not take are fused as another."""
+        if stream.conversion_note is None or str(stream.converted_from) in self._converted_said:
+            return
+        self._converted_said.add(str(stream.converted_from))
+        others = self._planned is None or len(self._planned) > 1
+        self._say(stream.conversion_note + (f"; so are the sequence's other {stream.converted_from} stacks"
+                                            if others else ""))
+
+    def _say_failed(self, record: dict) -> None:
+        """Say in one line that a stack failed, naming it and why (the whole error is in mda_fusion.json)."""
+        name, error = record.get("name", "?"), str(record["error"])
+        reason = error.strip().removeprefix(f"{name}: ").removeprefix("fusion failed: ")  # (said by "failed")
+        lines = reason.splitlines() or [""]
+        more = " (the whole error is in mda_fusion.json)" if len(lines) > 1 else ""
+        made = "its fused image was written" if "fused" in record.get("outputs", {}) else "no fused image"
+        self._say(f"stack {name} failed ({made}): {lines[0].strip()}{more}")
 
     def _one_slice_text(self, names: list[str], n_stacks: int) -> str:
         if len(names) == n_stacks:
@@ -338,49 +436,62 @@ class StreamingFusionHandler:
         except OSError as error:  # (a full disk) its images could not be written: its own record says so, by name
             stream.error = stream.error or f"{stream.info.name}: {error}"
             record = stream.report()
+        except Exception as error:  # a bug in making its outputs: still its own record, by name
+            stream.error = stream.error or f"{stream.info.name}: {type(error).__name__}: {error}"
+            record = stream.report()
         # Deleted once fused: a stack of one frame is never fused, so it is kept (it may be the only copy).
         if not self.keep_stacks and record["error"] is None and "fused" in record["outputs"]:
             stream.paths["stack"].unlink(missing_ok=True)
             record["outputs"].pop("stack", None)
         with self._lock:
             self._records.append(record)
+        if record["error"] is not None:
+            self._say_failed(record)
 
     def _wait_for_finishing(self) -> None:
         done, not_done = concurrent.futures.wait(self._pending, timeout=FINISH_TIMEOUT_S)
+        lost = []
         for future in done:
             if future.exception() is not None:  # a bug in writing outputs: recorded, not lost
-                self._records.append({"name": "?", "error": f"{type(future.exception()).__name__}: "
-                                                            f"{future.exception()}"})
+                lost.append({"name": "?", "error": f"{type(future.exception()).__name__}: {future.exception()}"})
         if not_done:
-            self._records.append({"name": "?", "error": f"{len(not_done)} stacks were still fusing after "
-                                                        f"{FINISH_TIMEOUT_S:g} s; their stacks are on disk"})
+            lost.append({"name": "?", "error": f"{len(not_done)} stacks were still fusing after "
+                                               f"{FINISH_TIMEOUT_S:g} s; their stacks are on disk"})
+        for record in lost:
+            self._records.append(record)
+            self._say_failed(record)
         if self._finisher is not None:
             self._finisher.shutdown(wait=False)
 
     def _write_summary(self, sequence) -> None:
-        records = sorted(self._records, key=lambda r: r["name"])
-        one_slice = [r["name"] for r in records if r.get("slices") == 1]
-        summary = {**self._identity(self.out_dir), "finished": True,
-                   "note": self._one_slice_note,
-                   "one_slice_stacks": one_slice,
-                   "settings": dataclasses.asdict(self.settings),
-                   "decision_channel": self.decision_channel, "error": self.error, "frames": self._frames,
-                   "frames_not_stored": self._frame_errors,
-                   "stacks": records, "failed": [r["name"] for r in records if r.get("error")],
-                   "missing_slices": {r["name"]: r["expected_slices"] - r["slices"] for r in records
-                                      if r.get("expected_slices") and r["slices"] < r["expected_slices"]},
-                   # Planned, and not one frame came (a cancelled or stopped MDA): no record, no file.
-                   "stacks_not_started": [] if self._planned is None else
-                   [planned.name for key, planned in self._planned.items() if key not in self._started_keys],
-                   "seconds": round(time.perf_counter() - self._started, 4),
-                   "stopped_by": self.stopped_by,
-                   "sequence": _sequence_json(sequence)}
+        summary = self._summary(sequence)
         self.summary = summary
         try:
             write_json(self.out_dir / SUMMARY_NAME, summary)
         except OSError as error:  # (a full disk) ``summary`` still says what was made where, to whoever asks
             self.summary_error = str(error)
             log.error("StreamingFusionHandler: %s", error)
+
+    def _summary(self, sequence) -> dict:
+        """What mda_fusion.json says when the sequence ends (``handler.summary``)."""
+        records = sorted(self._records, key=lambda r: r["name"])
+        one_slice = [r["name"] for r in records if r.get("slices") == 1]
+        return {**self._identity(self.out_dir), "finished": True,
+                "note": self._one_slice_note,
+                "one_slice_stacks": one_slice,
+                "settings": dataclasses.asdict(self.settings),
+                "decision_channel": self.decision_channel, "error": self.error, "frames": self._frames,
+                "frames_not_stored": self._frame_errors,
+                "stacks": records, "failed": [r["name"] for r in records if r.get("error")],
+                "missing_slices": {r["name"]: r["expected_slices"] - r["slices"] for r in records
+                                   if r.get("expected_slices") and r["slices"] < r["expected_slices"]},
+                # Planned, and not one frame came (a cancelled or stopped MDA): no record, no file.
+                "stacks_not_started": [] if self._planned is None else
+                [planned.name for key, planned in self._planned.items() if key not in self._started_keys],
+                "seconds": round(time.perf_counter() - self._started, 4),
+                "stopped_by": self.stopped_by,
+                "warnings": list(self.warnings),
+                "sequence": _sequence_json(sequence)}
 
     # -- for viewers --
     def preview(self):
@@ -392,6 +503,17 @@ class StreamingFusionHandler:
             return stream.info.name, stream.result.fused, stream.result.depth
         images = stream.preview()
         return None if images is None else (stream.info.name, *images)
+
+
+def _not_a_folder(folder: Path) -> str | None:
+    """Why ``folder`` cannot be a folder ("is a file", "lies under X, which is a file"); None where it can."""
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            if path.is_dir():
+                return None
+            kind = "a file" if path.is_file() else "not a folder"
+            return f"is {kind}" if path == folder else f"lies under {path}, which is {kind}"
+    return None
 
 
 def holds_mda_outputs(folder: Path) -> bool:

@@ -6,6 +6,9 @@ A stack may instead follow another's decision (``fuse=False``, then ``finish(lik
 only buffers, and is composed from the other stack's decision map once that one is done.
 A stack of one slice (an MDA with no z-plan, or none at its position) is stored and not fused:
 its "fused image" would be the frame itself, so it gets no fused image or depth map.
+A pixel type fusion does not take as it is (a 32-bit camera's uint32) is stored as it came and fused as a saved
+stack of it is refused: converted by ``fusion.readers.base.convert_dtype`` (``conversion_note`` says so).
+``preview`` may be called from any thread (a viewer's timer) while the stack is fused.
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ import numpy as np
 from fusion.channel_look import ChannelLook
 from fusion.fusion_worker import FusionWorker
 from fusion.stack_buffer import StackBuffer, StackWriteError
-from fusion.engine import FusionResult, FusionSettings, StreamingFusion
+from fusion.engine import SUPPORTED_DTYPES, FusionResult, FusionSettings, StreamingFusion
 from fusion.guided import compose_from_decision
 from fusion.output_names import stack_outputs
 from fusion.outputs import write_depth_tiff, write_image_tiff
+from fusion.readers.base import conversion_note, convert_dtype
+from fusion.slice_store import SliceSource
 
 FINISH_TIMEOUT_S = 600.0  # fusion catching up after the last slice; far beyond any stack we measured
 ONE_SLICE_NOTE = "one slice: nothing to fuse; the frame is kept in its raw stack, without a fused image or depth map"
@@ -61,6 +66,12 @@ class StackStream:
         self.result: FusionResult | None = None
         self.decision_from: str | None = None   # the stack whose decision this one was composed from
         self.note: str | None = None
+        # A pixel type fused as another (uint32 as float32): the type as it came, and what a warning says of it.
+        self.converted_from: np.dtype | None = None
+        self.conversion_note: str | None = None
+        self._source: SliceSource | None = None   # the stack file's slices as fusion takes them
+        # Held with the worker's lock: once the engine's finish begins, preview() no longer reads it.
+        self._finishing = False
         self.started = time.perf_counter()
 
     @property
@@ -88,7 +99,14 @@ class StackStream:
                                    stage_xy_um=stage_xy_um)
         self.slices.append({"index": index, "z_index": z_index, "z_um": z_um, "time_s": round(time_s, 4)})
         if self.worker is not None:
-            self.worker.submit(index, pixels, z_um)
+            self.worker.submit(index, self._for_fusion(pixels, index), z_um)
+
+    def _for_fusion(self, pixels: np.ndarray, index: int) -> np.ndarray:
+        """Slice ``index`` as fusion takes it: converted, as a saved stack's reader converts it, where its type
+        needs it."""
+        if self.converted_from is None:
+            return pixels
+        return convert_dtype(pixels, self.paths["stack"], f"slice {index}")
 
     def _open(self, pixels: np.ndarray) -> None:
         expected = pixels.nbytes * (self.expected_slices or 1)
@@ -98,19 +116,32 @@ class StackStream:
                                       time_origin_s=self.info.time_origin_s, planned_slices=self.expected_slices)
         except StackWriteError as error:  # (a full disk) it leaves no empty file
             raise StackWriteError(f"{error}; no slice of {self.info.name} was written") from error
+        self._source = self.buffer
+        if pixels.dtype not in SUPPORTED_DTYPES:  # stored as it came; fused (and read back) as refusion reads it
+            self.converted_from = pixels.dtype
+            self._source = _Converted(self.buffer, self.paths["stack"])
+            if pixels.dtype != np.bool_:  # (bool as uint8 loses nothing, and a stack's reader says nothing of it)
+                self.conversion_note = conversion_note(pixels.dtype, self.paths["stack"])
         if not self.fuse or self.expected_slices == 1:  # (one frame: nothing to fuse)
             return
         try:
-            self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.settings, source=self.buffer,
+            fusable = self._for_fusion(pixels, 0)
+            self.engine = StreamingFusion(fusable.shape, fusable.dtype, self.settings, source=self._source,
                                           name=self.info.name)
-        except ValueError as error:  # e.g. a pixel type fusion does not take: the slices are still saved
+        except ValueError as error:  # e.g. a frame shape fusion does not take: the slices are still saved
             self.error = f"{self.info.name}: cannot fuse: {error}"
             return
-        self.worker = FusionWorker(self.engine, self.buffer, self.max_slices_in_memory)
+        self.worker = FusionWorker(self.engine, self._source, self.max_slices_in_memory)
 
     def preview(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(fused so far, depth so far) while the stack is acquired; None before its first fused slice."""
-        return None if self.engine is None else self.engine.preview()
+        """(fused so far, depth so far) while the stack is acquired; None before its first fused slice, and once its
+        final composition has begun (``result`` then holds the fused image). Safe from any thread: it reads the
+        engine between slices, under the fusion thread's lock, as the live view does."""
+        engine, worker = self.engine, self.worker
+        if engine is None or worker is None:
+            return None
+        with worker.lock:
+            return None if self._finishing else engine.preview()
 
     def finish(self, like: StackStream | None = None) -> dict:
         """Fuse (or, with ``like``, compose from that finished stack's decision), write, and report.
@@ -173,21 +204,23 @@ class StackStream:
             self._fuse_from_buffer()
         assert self.worker is not None and self.engine is not None
         self.worker.finish(FINISH_TIMEOUT_S)
+        with self.worker.lock:  # a preview under way ends first; none reads the engine while it finishes
+            self._finishing = True
         return self.engine.finish()
 
     def _fuse_from_buffer(self) -> None:
-        assert self.buffer is not None  # finish() is only called on a stack with slices
-        first = self.buffer.read_slice(0)
-        self.engine = StreamingFusion(first.shape, first.dtype, self.settings, source=self.buffer, name=self.info.name)
-        self.worker = FusionWorker(self.engine, self.buffer, max_slices_in_memory=0)
+        assert self._source is not None  # finish() is only called on a stack with slices
+        first = self._source.read_slice(0)
+        self.engine = StreamingFusion(first.shape, first.dtype, self.settings, source=self._source, name=self.info.name)
+        self.worker = FusionWorker(self.engine, self._source, max_slices_in_memory=0)
         for record in self.slices:
             self.worker.submit(record["index"], None, record["z_um"])
 
     def _composed_like(self, like: StackStream) -> FusionResult:
         guide = like.result
-        assert guide is not None and self.buffer is not None  # _fused checked both
+        assert guide is not None and self._source is not None  # _fused checked both
         z_here = [s["z_um"] for s in self.slices]
-        fused = compose_from_decision(guide.decision, self.buffer, self.settings.feather_px)
+        fused = compose_from_decision(guide.decision, self._source, self.settings.feather_px)
         return FusionResult(fused=fused, depth=guide.depth, depth_unit=guide.depth_unit, decision=guide.decision,
                             focus_scores=[], z_positions=list(z_here), seconds={}, alignment=None,
                             measure_device=guide.measure_device)  # (where the decision it follows was measured)
@@ -197,9 +230,17 @@ class StackStream:
                   "indices": self.info.indices, "slices": self.n_slices, "expected_slices": self.expected_slices,
                   "z_um": [s["z_um"] for s in self.slices], "error": self.error,
                   "seconds_open": round(time.perf_counter() - self.started, 4)}
+        if self.converted_from is not None:
+            record["converted_from"] = str(self.converted_from)   # fused as float32 (uint8 from bool)
         if self.result is not None:
+            try:  # (the decision map is made beside the fused image: what failed there is this stack's error)
+                chosen_fraction = self.result.chosen_fraction()
+            except Exception as error:
+                chosen_fraction = None
+                self.error = self.error or f"{self.info.name}: fusion failed: {type(error).__name__}: {error}"
+                record["error"] = self.error
             record.update(focus_scores=self.result.focus_scores, depth_unit=self.result.depth_unit,
-                          chosen_fraction=self.result.chosen_fraction(),
+                          chosen_fraction=chosen_fraction,
                           decision_from=self.decision_from, note=self.note,
                           # Where the deep measure ran ("cpu", "cuda"), as a refusion reports it (a stack composed
                           # from another's decision: where that one's ran); None: a measure without a device.
@@ -210,5 +251,17 @@ class StackStream:
         elif self.note is not None:
             record["note"] = self.note
         record["outputs"] = {kind: str(path) for kind, path in self.paths.items()
-                             if path.exists() and (kind == "stack" or self.result is not None)}
+                             if path.is_file() and (kind == "stack" or self.result is not None)}
         return record
+
+
+class _Converted:
+    """The stack file's slices as fusion takes them: a pixel type it does not fuse as it is, converted as a saved
+    stack's reader converts it (``convert_dtype``), so slices read back are those that were pushed."""
+
+    def __init__(self, buffer: SliceSource, path: Path):
+        self._buffer = buffer
+        self._path = path
+
+    def read_slice(self, index: int) -> np.ndarray:
+        return convert_dtype(self._buffer.read_slice(index), self._path, f"slice {index}")
