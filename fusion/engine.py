@@ -130,7 +130,9 @@ class FusionSettings:
         """Settings from a mapping of their fields (``method`` is taken for ``measure``, as the command line and
         profiles name it); an unknown name is a ValueError listing the known ones."""
         given = dict(settings)
-        if "method" in given and "measure" not in given:
+        if "method" in given:
+            if "measure" in given:
+                raise ValueError("fusion settings: give method or measure (the same setting), not both")
             given["measure"] = given.pop("method")
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(name) for name in set(given) - known)

@@ -69,15 +69,6 @@ _NOT_THE_CALLER = ("fusion.mda", "fusion.stack_stream", "napari_ums_fusion.mda_f
                    "psygnal", "contextlib", "threading", "concurrent.futures")
 
 
-def fusion_settings(**settings) -> FusionSettings:
-    """FusionSettings from keyword arguments; an unknown name is a ValueError listing the known ones."""
-    known = {f.name for f in dataclasses.fields(FusionSettings)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"unknown fusion setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    return FusionSettings(**settings)
-
-
 class StreamingFusionHandler:
     """A pymmcore-plus MDA output handler that fuses every z-stack of the sequence into ``out_dir``.
 
@@ -97,9 +88,7 @@ class StreamingFusionHandler:
     def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
                  max_slices_in_memory: int = 4, pixel_size_um: float | None = None,
                  stop_mda: Callable[[], object] | None = None, **settings):
-        if "method" in settings:
-            settings["measure"] = settings.pop("method")
-        self.settings = fusion_settings(**settings)
+        self.settings = FusionSettings.from_mapping(settings)
         if max_slices_in_memory < 0:
             raise ValueError(f"max_slices_in_memory must be 0 or more, got {max_slices_in_memory}")
         if pixel_size_um is not None and not pixel_size_um > 0:
