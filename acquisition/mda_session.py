@@ -192,7 +192,9 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
         stacks=summary["stacks"], outputs={"summary": str(folder / MDA_SUMMARY)} if summary_written else {},
         stacks_not_started=list(summary.get("stacks_not_started", [])))
     _score(report, profile, rig, sequence)
-    report.warnings = list(dict.fromkeys([*warnings_before, *warnings_said(caught),  # each once
+    # (The handler's warnings that say an error the report's errors or ended_by hold are not said twice.)
+    said = [text for text in warnings_said(caught) if text not in handler.errors_said]
+    report.warnings = list(dict.fromkeys([*warnings_before, *said,  # each once
                                           *(error.said(devices, threads) for error in thread_errors), *late_stops]))
     try:
         write_json(folder / SESSION_REPORT, report.to_json())

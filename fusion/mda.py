@@ -133,6 +133,9 @@ class StreamingFusionHandler:
         self._no_folder: str | None = None        # why the sequence's folder could not be made: nothing is stored
         self._converted_said: set[str] = set()    # pixel types said to be fused as another, once per sequence
         self.warnings: list[str] = []             # every warning given for the sequence (also in mda_fusion.json)
+        # Those of them that say an error the summary holds too (a stack that failed, no folder): a session that
+        # prints the summary's errors leaves these out.
+        self.errors_said: list[str] = []
 
     # -- checks anyone may call before running --
     def check(self, sequence) -> None:
@@ -242,7 +245,7 @@ class StreamingFusionHandler:
         if stopping:
             self.stopped_by = self.error
         log.error("StreamingFusionHandler: %s", self.error)
-        self._say(self.error)
+        self._say(self.error, an_error=True)
         self.summary = self._summary(self._sequence)
         self.finished.set()  # nothing will be written: whoever waits for the outputs is not left waiting
         if self._stop_mda is not None:
@@ -336,11 +339,14 @@ class StreamingFusionHandler:
         self._one_slice_note = self._one_slice_text(names, n_stacks)
         self._say(self._one_slice_note)
 
-    def _say(self, message: str) -> None:
-        """Warn, naming the sequence, and keep the warning for mda_fusion.json."""
+    def _say(self, message: str, an_error: bool = False) -> None:
+        """Warn, naming the sequence, and keep the warning for mda_fusion.json (``an_error``: one the summary's
+        errors hold too)."""
         text = f"StreamingFusionHandler: {self._describe()}: {message}"
         with self._lock:
             self.warnings.append(text)
+            if an_error:
+                self.errors_said.append(text)
         _warn(text)
 
     def _say_conversion(self, stream: StackStream) -> None:
@@ -359,7 +365,7 @@ class StreamingFusionHandler:
         lines = reason.splitlines() or [""]
         more = " (the whole error is in mda_fusion.json)" if len(lines) > 1 else ""
         made = "its fused image was written" if "fused" in record.get("outputs", {}) else "no fused image"
-        self._say(f"stack {name} failed ({made}): {lines[0].strip()}{more}")
+        self._say(f"stack {name} failed ({made}): {lines[0].strip()}{more}", an_error=True)
 
     def _one_slice_text(self, names: list[str], n_stacks: int) -> str:
         if len(names) == n_stacks:

@@ -407,3 +407,29 @@ def test_an_mda_on_a_stage_reporting_a_position_that_is_not_a_number_is_named_as
     stderr = capsys.readouterr().err
     assert status == 1 and stderr == "error: Micro-Manager stage SimZ: reported a position that is not a number " \
                                      "(nan um)\n"
+
+
+def test_a_stack_that_fails_in_an_mda_session_is_one_error_line_not_also_a_warning(tmp_path, monkeypatch, capsys):
+    """The handler warns of a failed stack (for a caller of its own), and the session prints the summary's errors:
+    the one failure was said twice, as 'warning:' and 'error:'. A MOCK of a full disk at one stack's fused image
+    (ENOSPC from its writer)."""
+    import errno
+
+    import fusion.stack_stream as stack_stream
+
+    write = stack_stream.write_image_tiff
+
+    def no_space_for_fitc(path, *args, **kwargs):
+        if "FITC" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(stack_stream, "write_image_tiff", no_space_for_fitc)
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI", "FITC"], "stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                     "z_plan": {"range": 12, "step": 3}})
+    status, report, stderr = run_in_process(monkeypatch, capsys, profile, tmp_path / "sessions")
+    assert status == 1
+    said = [line for line in stderr.splitlines() if "No space left on device" in line]
+    assert len(said) == 1 and said[0].startswith("error: "), stderr
+    assert len(report["errors"]) == 1 and not [w for w in report["warnings"] if "No space left" in w]
