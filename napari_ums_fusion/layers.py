@@ -15,7 +15,13 @@ import tifffile
 
 from fusion import channel_look
 from fusion.channel_look import ChannelLook
-from fusion.readers.tiff import depth_unit_of, described_as_colour, page_has_colour_samples, pixel_size_um_of
+from fusion.readers.tiff import (
+    depth_unit_of,
+    described_as_colour,
+    page_has_colour_samples,
+    pixel_size_um_of,
+    whole_pages,
+)
 
 DEPTH_COLORMAP = "viridis"
 LayerData = tuple[Any, dict, str]  # (numpy or dask array, napari's layer attributes, layer type)
@@ -46,9 +52,25 @@ def _image_attributes(attributes: dict, axes: str, shape: tuple[int, ...], colou
     return channels
 
 
+FUSED_AXES = ("YX", "YXS", "CYX")  # ours (fusion.outputs.write_image_tiff): an image, colour or separate channels
+
+
+def is_our_fused(path: Path) -> bool:
+    """Whether a ``*.fused.tif`` is an image as ours are (``FUSED_AXES``), from its header: another program's file
+    of that name (an ImageJ ZCYX hyperstack) is left to napari's other readers."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            return tiff.series[0].axes in FUSED_AXES
+    except Exception:  # (unreadable: ours, damaged; opening it says why)
+        return True
+
+
 def fused_layer(path: Path, name: str) -> LayerData:
     with tifffile.TiffFile(path) as tiff:
         series = tiff.series[0]
+        if series.axes not in FUSED_AXES:
+            raise ValueError(f"{path}: not a fused image (axes {series.axes}, shape "
+                             f"{'x'.join(map(str, series.shape))}; a fused image is {' or '.join(FUSED_AXES)})")
         image, axes, recorded = series.asarray(), series.axes, pixel_size_um_of(tiff.pages.first)
         colour = page_has_colour_samples(tiff.pages.first)
         if axes == "CYX" and described_as_colour(tiff.pages.first, image.shape[0]):
@@ -87,16 +109,29 @@ def stack_layer(path: Path, name: str) -> LayerData:
     ``absolute`` z-plan) a warning says so and how they are shown, and the layer's ``focus_positions`` keep the
     true ones (the dock widget fuses at them)."""
     with tifffile.TiffFile(path) as tiff:
-        axes = tiff.series[0].axes
+        series = tiff.series[0]
+        axes, n_pages, n_planes = series.axes, len(series.pages), series.shape[0] if series.shape else 1
         colour = page_has_colour_samples(tiff.pages.first)
+        whole = whole_pages(series)
     stack = lazy_pages(path)
+    if whole < n_pages:  # cut short (a session killed while writing, a full disk, a cut copy): its whole slices
+        n_whole = whole // max(n_pages // max(n_planes, 1), 1)
+        if n_whole == 0:
+            raise ValueError(f"{path}: the file ends inside its first slice (cut short on disk): no slice is whole")
+        warnings.warn(f"{path}: the file ends inside slice {n_whole} (cut short on disk: a session killed while "
+                      f"writing it, a full disk or a cut copy); {n_planes - n_whole} of its {n_planes} slices "
+                      f"left out, the {n_whole} whole ones shown", stacklevel=3)
+        stack = stack[:n_whole]
     focus, unit, recorded_um = _placement(path)
+    focus = focus[: stack.shape[0]] if len(focus) > stack.shape[0] else focus
     pixel_um = recorded_um or 1.0
     xy_unit = _length_unit(recorded_um is not None)
     metadata = {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
                 "focus_unit": unit, "pixel_size_um": pixel_um}
     attributes: dict = {"name": f"{name} stack", "metadata": metadata}
     layer_attributes = _image_attributes(attributes, axes, stack.shape, colour)
+    if not layer_attributes.get("rgb"):
+        layer_attributes["contrast_limits"] = _middle_slice_limits(stack, layer_attributes.get("channel_axis"))
     spatial_ndim = stack.ndim - ("channel_axis" in layer_attributes) - bool(layer_attributes.get("rgb"))
     if spatial_ndim < 3:  # one slice: an image (its z stays in the metadata)
         layer_attributes.update(scale=(pixel_um,) * spatial_ndim, units=(xy_unit,) * spatial_ndim)
@@ -107,6 +142,29 @@ def stack_layer(path: Path, name: str) -> LayerData:
                             translate=(0.0,) * leading + (z0, 0.0, 0.0),
                             units=("pixel",) * leading + (z_unit, xy_unit, xy_unit))
     return stack, layer_attributes, "image"
+
+
+def _middle_slice_limits(stack, channel_axis: int | None) -> Any:
+    """Contrast limits from one slice (the middle one; a channel stack: that slice's channels), each channel's
+    lowest and highest value: napari would compute them from the first slice it shows, or not at all for a lazy
+    layer placed off z 0 (it then shows [0, 1], a 16-bit stack all white). One slice is read: stacks can be large."""
+    leading = [axis for axis in range(max(stack.ndim - 2, 1)) if axis != channel_axis]
+    index: list[Any] = [slice(None)] * stack.ndim
+    if stack.ndim > 2 + (channel_axis is not None) and leading:
+        index[leading[0]] = stack.shape[leading[0]] // 2
+    plane = np.asarray(stack[tuple(index)])
+    if channel_axis is None:
+        return _limits_of(plane)
+    channel_axis -= sum(1 for axis, at in enumerate(index) if axis < channel_axis and not isinstance(at, slice))
+    return [_limits_of(np.take(plane, k, axis=channel_axis)) for k in range(plane.shape[channel_axis])]
+
+
+def _limits_of(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 EVEN_TOLERANCE = 0.1  # of a step: how far a slice may lie from its evenly spaced height and be shown there
@@ -182,13 +240,23 @@ def _placement(path: Path) -> tuple[list[float], str, float | None]:
     from fusion.readers.tiff import TiffStack
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (about fusing the file: a viewer shows it all the same)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")  # (about fusing the file: a viewer shows it all the same, but for z)
             with TiffStack(path) as saved:
                 focus, unit = saved.focus_positions()
-                return [float(z) for z in focus or []], unit, saved.pixel_size_um()
+                placed = [float(z) for z in focus or []], unit, saved.pixel_size_um()
     except (FusionError, ValueError):
         return [], "um", None
+    if not placed[0]:  # where the stack reader says why its z is lost (a finalized stack cut short), so does the layer
+        for warning in said:
+            message = str(warning.message)
+            if IN_SLICE_INDEX in message:
+                warnings.warn(message.replace(IN_SLICE_INDEX, "the stack is shown in slices (its z in pixels)"),
+                              stacklevel=4)
+    return placed
+
+
+IN_SLICE_INDEX = "the depth map is in slice index"
 
 
 def output_group(folder: Path, name: str) -> list[LayerData]:
@@ -225,7 +293,9 @@ def is_ours(path: Path) -> bool:
     if path.is_dir():
         return any((path / name).is_file() for name in ("fused.tif", "stack.ome.tif")) or \
             any(True for _ in path.glob("*.fused.tif")) or any(True for _ in path.glob("*.stack.ome.tif"))
-    return path.is_file() and any(path.name.endswith(s) or path.name == s[1:] for s in _SUFFIXES)
+    if not (path.is_file() and any(path.name.endswith(s) or path.name == s[1:] for s in _SUFFIXES)):
+        return False
+    return is_our_fused(path) if path.name.endswith(".fused.tif") or path.name == "fused.tif" else True
 
 
 _SUFFIXES = (".fused.tif", ".depth.tif", ".stack.ome.tif")
@@ -236,5 +306,7 @@ def file_layers(path: Path) -> list[LayerData] | None:
     file_name = path.name
     for suffix, build in ((".fused.tif", fused_layer), (".depth.tif", depth_layer), (".stack.ome.tif", stack_layer)):
         if file_name.endswith(suffix) or file_name == suffix[1:]:
+            if build is fused_layer and not is_our_fused(path):
+                return None  # (another program's file of our name: napari's other readers may open it)
             return [build(path, file_name[: -len(suffix)] or path.parent.name)]
     return None

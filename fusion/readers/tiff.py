@@ -274,10 +274,9 @@ class TiffStack(SavedStack):
             raise UnreadableStackError(
                 f"page {page_index} is missing: the file is truncated or its metadata is wrong", self.path)
         # tifffile fills a truncated page with zeros rather than failing: check the bytes exist.
-        ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)]
-        if ends and max(ends) > self._file_size:
+        if not page_is_whole(page, self._file_size):
             raise UnreadableStackError(
-                f"truncated: page {page_index} needs bytes up to {max(ends)} but the file has "
+                f"truncated: page {page_index} needs bytes up to {page_data_end(page)} but the file has "
                 f"{self._file_size}", self.path)
         handle = page.parent.filehandle
         if handle.closed:  # another file of the dataset: tifffile closed it once it had read its headers
@@ -320,8 +319,7 @@ class TiffStack(SavedStack):
             last: Any = self._series.pages[self._layout.n_slices - 1]
         except (IndexError, tifffile.TiffFileError):
             return False  # an IFD is broken, not only the last slice's data: reading will say so
-        ends = [offset + count for offset, count in zip(last.dataoffsets, last.databytecounts)]
-        if not (ends and max(ends) > self._file_size):
+        if page_is_whole(last, self._file_size):
             return False
         self._layout.n_slices -= 1
         if self._layout.n_slices:  # (none whole: the caller says so, as an error)
@@ -390,6 +388,31 @@ class TiffStack(SavedStack):
         tiff = getattr(self, "_tiff", None)
         if tiff is not None:
             tiff.close()
+
+
+def page_data_end(page) -> int:
+    """Where a page's (or frame's) pixel data end in its file (0: it names none); read from its header alone."""
+    return max((offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)), default=0)
+
+
+def page_is_whole(page, file_size: int) -> bool:
+    """Whether a page's pixel data lie within a file of ``file_size`` bytes: tifffile fills the part of a page cut
+    off with the file (a session killed while writing it, a cut copy) with zeros, or fails reading it."""
+    return page_data_end(page) <= file_size
+
+
+def whole_pages(series: tifffile.TiffPageSeries) -> int:
+    """How many of a series' pages, from its first, are whole in their files (``page_is_whole``); a page the file
+    lacks (its header cut off or damaged, or in a file of the dataset not there) ends them. Headers only: no pixels
+    are read."""
+    for count in range(len(series.pages)):
+        try:
+            page = series.pages[count]
+        except (IndexError, tifffile.TiffFileError):
+            return count
+        if page is None or not page_is_whole(page, page.parent.filehandle.size):
+            return count
+    return len(series.pages)
 
 
 def _frame_of(series: tifffile.TiffPageSeries) -> tuple:
