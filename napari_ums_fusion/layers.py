@@ -19,6 +19,7 @@ from fusion.readers.tiff import (
     depth_unit_of,
     described_as_colour,
     page_has_colour_samples,
+    page_headers_cut_off,
     pixel_size_um_of,
     whole_pages,
 )
@@ -113,7 +114,12 @@ def stack_layer(path: Path, name: str) -> LayerData:
         axes, n_pages, n_planes = series.axes, len(series.pages), series.shape[0] if series.shape else 1
         colour = page_has_colour_samples(tiff.pages.first)
         whole = whole_pages(series)
+        headers_cut_off = whole == n_pages and page_headers_cut_off(tiff)
     stack = lazy_pages(path)
+    if headers_cut_off:  # (the slices after those found are lost with their headers: how many, no one can say)
+        warnings.warn(f"{path}: the file is cut short (a full disk, a cut copy): its page headers point past its "
+                      f"end, and the slices after its first {n_pages} page{'s' if n_pages != 1 else ''} are "
+                      "lost with them; those shown", stacklevel=3)
     if whole < n_pages:  # cut short (a session killed while writing, a full disk, a cut copy): its whole slices
         n_whole = whole // max(n_pages // max(n_planes, 1), 1)
         if n_whole == 0:

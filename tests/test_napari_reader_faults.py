@@ -117,3 +117,17 @@ def test_our_fused_images_are_still_ours(tmp_path):
     write_image_tiff(tmp_path / "two.fused.tif", np.zeros((32, 40, 2), np.uint16), colour=False)
     for name in ("grey", "rgb", "two"):
         assert get_reader(str(tmp_path / f"{name}.fused.tif")) is not None, name
+
+
+def test_a_stack_whose_page_headers_were_cut_off_says_that_slices_are_lost(tmp_path):
+    """tifffile writes an OME-TIFF's description last: cut inside its last slice, the file's chain of page headers
+    points past its end, tifffile finds one page, and the stack of 5 opened as one 2-D image, silently."""
+    path = tmp_path / "b.stack.ome.tif"
+    tifffile.imwrite(path, np.full((5, 32, 40), 700, np.uint16), ome=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(path) as tiff:
+        last = tiff.pages[4]
+        cut = last.dataoffsets[0] + last.databytecounts[0] // 2
+    os.truncate(path, cut)
+    layers, said = opened(path)
+    assert int(np.asarray(layers["b stack"].data).min()) == 700
+    assert any(str(path) in message and "page headers point past its end" in message for message in said)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import warnings
 import xml.etree.ElementTree as ElementTree
 from typing import Any
@@ -413,6 +414,21 @@ def whole_pages(series: tifffile.TiffPageSeries) -> int:
         if page is None or not page_is_whole(page, page.parent.filehandle.size):
             return count
     return len(series.pages)
+
+
+def page_headers_cut_off(tiff: tifffile.TiffFile) -> bool:
+    """Whether the file's chain of page headers points past its end: pages after the last one tifffile found were
+    cut off with the file (a cut copy, a full disk), and a series of them shows only those before. Headers only."""
+    try:
+        last: Any = tiff.pages[len(tiff.pages) - 1]
+        layout, handle = tiff.tiff, tiff.filehandle
+        handle.seek(last.offset)
+        n_tags = struct.unpack(layout.tagnoformat, handle.read(layout.tagnosize))[0]
+        handle.seek(last.offset + layout.tagnosize + n_tags * layout.tagsize)
+        pointer = handle.read(layout.offsetsize)
+        return len(pointer) < layout.offsetsize or struct.unpack(layout.offsetformat, pointer)[0] >= handle.size
+    except Exception:  # (a header tifffile could not read: reading the pages says so)
+        return False
 
 
 def _frame_of(series: tifffile.TiffPageSeries) -> tuple:
