@@ -33,6 +33,7 @@ class LayerStack:
     z_unit: str = "um"           # the unit of ``z_um``: a tunable lens's stack is in dpt
     z_from: str = "scale"        # "focus_positions" (the layer's metadata) or "scale" (its scale and translate)
     pixel_units: tuple[str, str] = ("pixel", "pixel")  # napari's units of (y, x): the fused and depth layers take them
+    pixel_translate: tuple[float, float] = (0.0, 0.0)  # the layer's (y, x) translate: the results overlay it there
 
     @property
     def n_slices(self) -> int:
@@ -78,17 +79,18 @@ def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Seq
     count = data.shape[z_axis]
     pixel_scale = (float(scale[-2]), float(scale[-1]))  # (scale has no rgb axis)
     pixel_units = (str(units[-2]), str(units[-1])) if units is not None and len(units) >= 2 else ("pixel", "pixel")
+    place = (float(translate[-2]), float(translate[-1])) if len(translate) >= 2 else (0.0, 0.0)
     focus = (metadata or {}).get("focus_positions")
     if isinstance(focus, (list, tuple)) and len(focus) == count and all(_finite(z) for z in focus):
         unit = str((metadata or {}).get("focus_unit") or "um")
         return LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit, "focus_positions",
-                          pixel_units)
+                          pixel_units, place)
     if units is not None and len(units) == data.ndim - (1 if rgb else 0) and str(units[z_axis]) in PIXEL_UNITS \
             and float(scale[z_axis]) == 1.0:
         return LayerStack(name, data, z_axis, leading, [float(k) for k in range(count)], pixel_scale, SLICE_INDEX,
-                          pixel_units=pixel_units)
+                          pixel_units=pixel_units, pixel_translate=place)
     z_um = [float(translate[z_axis]) + float(scale[z_axis]) * k for k in range(count)]
-    return LayerStack(name, data, z_axis, leading, z_um, pixel_scale, pixel_units=pixel_units)
+    return LayerStack(name, data, z_axis, leading, z_um, pixel_scale, pixel_units=pixel_units, pixel_translate=place)
 
 
 PIXEL_UNITS = ("pixel", "px")  # napari's default unit (pint's "pixel"): no physical scale was given

@@ -8,6 +8,7 @@ are) into a folder, and shows the stack being acquired as it fuses ("MDA fused",
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ PREVIEW_INTERVAL_MS = 300
 # Where "Follow MDA" writes until the user names another folder: in the home folder, made when the first MDA
 # starts. (A temporary folder lost the stacks at the next reboot, or at once where /tmp is in memory.)
 DEFAULT_MDA_FOLDER = Path("~") / "ums-fusion" / "mda"
+MDA_NAME = "MDA"  # the MDA layers: "MDA fused", "MDA depth"
 
 
 class FusionWidget(QWidget):
@@ -63,12 +65,20 @@ class FusionWidget(QWidget):
         layout.addStretch()
         self.fuse_button.clicked.connect(self.fuse_selected)
         self.follow_box.toggled.connect(self._follow_toggled)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._refresh_layers)
-        self._refresh_layers()
         self.worker = None
         self.follower = None
         self.previews_shown = 0
+        self._finishing = None        # a follower stopped mid-MDA, finishing the stacks in progress
+        self._shown_key = None        # what the MDA layers last showed: (stack, slices, final)
+        self._dismissed: set[str] = set()  # MDA layers the user deleted: not put back until the next stack
+        self._putting = False
+        self._said_stop = None
+        self.warming: threading.Thread | None = None
+        napari_viewer.layers.events.inserted.connect(self._layer_inserted)
+        napari_viewer.layers.events.removed.connect(self._layer_removed)
+        for layer in napari_viewer.layers:
+            self._watch(layer)
+        self._refresh_layers()
         self._timer = QTimer(self)
         self._timer.setInterval(PREVIEW_INTERVAL_MS)
         self._timer.timeout.connect(self.show_mda_preview)
@@ -78,16 +88,39 @@ class FusionWidget(QWidget):
         return FusionSettings(measure=self.method_box.currentText(), composition=self.composition_box.currentText(),
                               window_px=self.window_box.value())
 
+    def _watch(self, layer):
+        # A layer renamed, or whose data became a stack (or stopped being one), changes what can be fused.
+        for name in ("name", "data"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(self._refresh_layers)
+
+    def _layer_inserted(self, event):
+        self._watch(event.value)
+        self._refresh_layers()
+
+    def _layer_removed(self, event):
+        layer = event.value
+        for name in ("name", "data"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.disconnect(self._refresh_layers)
+        if not self._putting and layer.name in (f"{MDA_NAME} fused", f"{MDA_NAME} depth"):
+            self._dismissed.add(layer.name)
+        self._refresh_layers()
+
     def _refresh_layers(self, *_):
         current = self.layer_box.currentText()
+        self.layer_box.blockSignals(True)
         self.layer_box.clear()
         from napari.layers import Image
 
         names = [layer.name for layer in self.viewer.layers
-                 if isinstance(layer, Image) and layer.data.ndim - (3 if layer.rgb else 2) >= 1]
+                 if isinstance(layer, Image) and layer.ndim >= 3]  # (ndim: without the rgb axis)
         self.layer_box.addItems(names)
         if current in names:
             self.layer_box.setCurrentText(current)
+        self.layer_box.blockSignals(False)
 
     # -- fusing a layer --
     def fuse_selected(self):
@@ -98,10 +131,16 @@ class FusionWidget(QWidget):
         if not name:
             self._say("no z-stack layer to fuse: open a stack first")
             return None
+        if name not in self.viewer.layers:  # (renamed or deleted since the list was made)
+            self._refresh_layers()
+            self._say(f"no layer {name!r} any more: choose the z-stack layer again")
+            return None
         layer = self.viewer.layers[name]
+        # A multiscale layer: its full-resolution level is fused.
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         try:
             # (napari lines a layer's axes up with the viewer's last ones: ask the layer where the sliders are)
-            stack = layer_stack(name, layer.data, layer.rgb, layer.scale, layer.translate,
+            stack = layer_stack(name, data, layer.rgb, layer.scale, layer.translate,
                                 layer.world_to_data(self.viewer.dims.point), layer.metadata,
                                 getattr(layer, "units", None))
             settings = self.settings()
@@ -112,6 +151,8 @@ class FusionWidget(QWidget):
         self.progress.setValue(0)
         self.fuse_button.setEnabled(False)
         notes = [note for note in (stack.conversion, _placement_note(stack)) if note]
+        if getattr(layer, "multiscale", False):
+            notes.append("It is multiscale: its full-resolution level is fused.")
         self._say(" ".join([f"fusing {_slices(stack.n_slices)} of {name}...", *notes]))
         # Connected at creation: an "errored" connected later leaves superqt's own, which raises the error
         # again in Qt's thread (a plain Qt host aborts).
@@ -125,33 +166,60 @@ class FusionWidget(QWidget):
     def _fusion_step(self, item, stack, notes=()):
         if isinstance(item, FusionResult):
             depth_unit = stack.z_unit if item.depth_unit == "um" else item.depth_unit
-            self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit, stack.pixel_units)
+            try:
+                names = self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit,
+                                          stack.pixel_units, stack.pixel_translate)
+            except Exception as error:  # (never left saying "fusing...")
+                self._say(f"fused {_slices(stack.n_slices)} of {stack.name}, but the result could not be shown: "
+                          f"{type(error).__name__}: {error}")
+                return
             # What --refuse would warn of: one slice has nothing to fuse; alike or blank slices no focus to tell.
             said = "Only one slice: it is shown as it is, with nothing to fuse." if stack.n_slices == 1 else \
                 focus_warning(item.focus_scores, item.depth, stack.name)
-            said_all = [*notes, *([said] if said else [])]
+            moved = [f"The result is in {shown!r}: {wanted!r} is another kind of layer."
+                     for wanted, shown in names if shown != wanted]
+            said_all = [*notes, *([said] if said else []), *moved]
             self._say(" ".join([f"fused {_slices(stack.n_slices)} of {stack.name}.", *said_all]))
         else:
             self.progress.setValue(item[0])
 
-    def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um", pixel_units=("pixel", "pixel")):
-        """The fused and depth layers at the stack's pixel scale and in its units (y, x), so that scale bars and
-        coordinates agree with the stack's; ``depth_unit`` is that of the depth map's values."""
+    def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um", pixel_units=("pixel", "pixel"),
+                     translate=(0.0, 0.0)):
+        """The fused and depth layers at the stack's pixel scale and place (y, x) and in its units, so that they
+        overlay it and scale bars and coordinates agree with the stack's; ``depth_unit`` is that of the depth
+        map's values. Returns [(name wanted, name given)] for the two."""
         colour = colour_by_shape(fused.shape)  # (only an RGB layer's slices have samples to fuse)
-        self._put_layer(f"{name} fused", fused, pixel_scale, pixel_units, rgb=colour)
-        self._put_layer(f"{name} depth", depth, pixel_scale, pixel_units, colormap=DEPTH_COLORMAP,
-                        metadata={"depth_unit": depth_unit})
+        return [self._put_layer(f"{name} fused", fused, pixel_scale, pixel_units, translate, rgb=colour),
+                self._put_layer(f"{name} depth", depth, pixel_scale, pixel_units, translate,
+                                colormap=DEPTH_COLORMAP, metadata={"depth_unit": depth_unit})]
 
-    def _put_layer(self, name, data, scale, units, **attributes):
+    def _put_layer(self, name, data, scale, units, translate=(0.0, 0.0), **attributes):
+        """Update the result layer ``name``, or add it; a stale one of another shape or kind (RGB, grey) is
+        replaced; where the name is another kind of layer (points...), the result goes to a free name."""
+        from napari.layers import Image
+
+        wanted, n = name, 1
+        while name in self.viewer.layers and not isinstance(self.viewer.layers[name], Image):
+            n += 1
+            name = f"{wanted} [{n}]"
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale, layer.units = scale, units  # (fused again: the stack may be another of that name)
-            if "metadata" in attributes:
-                layer.metadata = attributes["metadata"]
-            layer.reset_contrast_limits()
-        else:
-            self.viewer.add_image(data, name=name, scale=scale, units=units, **attributes)
+            if layer.rgb == bool(attributes.get("rgb", False)) and layer.data.ndim == data.ndim \
+                    and not getattr(layer, "multiscale", False):
+                layer.data = data
+                # (fused again: the stack may be another of that name)
+                layer.scale, layer.translate, layer.units = scale, translate, units
+                if "metadata" in attributes:
+                    layer.metadata = attributes["metadata"]
+                layer.reset_contrast_limits()
+                return wanted, name
+            self._putting = True
+            try:
+                self.viewer.layers.remove(layer)
+            finally:
+                self._putting = False
+        self.viewer.add_image(data, name=name, scale=scale, translate=translate, units=units, **attributes)
+        return wanted, name
 
     # -- following MDAs --
     def _follow_toggled(self, on: bool):
@@ -169,40 +237,135 @@ class FusionWidget(QWidget):
         self.stop_following()
         folder = self.follow_folder.text().strip()
         if not folder:
-            self._say("not following MDAs: name the folder their outputs go to first")
-            self.follow_box.setChecked(False)
+            self._not_following("not following MDAs: name the folder their outputs go to first")
             return
         folder = os.path.expandvars(os.path.expanduser(folder))
         settings = self.settings()
-        self.follower = MDAFollower(core, folder, measure=settings.measure,
-                                    composition=settings.composition, window_px=settings.window_px)
+        try:
+            self.follower = MDAFollower(core, folder, measure=settings.measure,
+                                        composition=settings.composition, window_px=settings.window_px)
+        except ValueError as error:  # (the folder is an existing file)
+            self._not_following(f"not following MDAs: {error}")
+            return
+        self._shown_key, self._dismissed, self._said_stop = None, set(), None
+        self._warm(core, settings)
         self._timer.start()
-        self._say(f"following MDAs: fused stacks go to {folder}")
+        joined = " An MDA is running: it is not fused; following starts with the next one." \
+            if self.follower.joined_mid_mda else ""
+        self._say(f"following MDAs: fused stacks go to {folder}.{joined}")
+
+    def _not_following(self, message: str):
+        self.follow_box.blockSignals(True)
+        self.follow_box.setChecked(False)
+        self.follow_box.blockSignals(False)
+        self._say(message)
+
+    def _warm(self, core, settings):
+        """Load (or compile) the fusion kernels in a thread, not at the first preview in the GUI's."""
+        try:
+            shape = (int(core.getImageHeight()), int(core.getImageWidth()))
+            dtype = np.uint8 if int(core.getImageBitDepth()) <= 8 else np.uint16
+            channels = int(core.getNumberOfComponents())
+        except Exception:  # (no camera) the first preview loads them instead
+            return
+        frame = np.zeros(shape + ((3,) if channels > 1 else ()), dtype)
+        self.warming = threading.Thread(target=_warm_kernels, args=(frame, settings), name="fusion-warm",
+                                        daemon=True)
+        self.warming.start()
 
     def stop_following(self):
-        self._timer.stop()
-        if self.follower is not None:
-            self.follower.stop()
-            self.follower = None
+        """Stop following: an MDA in progress goes on unfused, its stacks so far are finished as a cancelled
+        MDA's are (what arrived is fused, the files closed, the summary written), in a thread."""
+        follower, self.follower = self.follower, None
+        if follower is None:
+            self._timer.stop()
+            return
+        if follower.stop():
+            self._finishing = follower
+            self._say(f"stopped following MDAs: finishing the stacks of the MDA in progress in "
+                      f"{follower.handler.out_dir}...")
+            self._timer.start()  # (until they are finished)
+        else:
+            self._timer.stop()
+            if self._said_stop is None:
+                self._say("stopped following MDAs")
 
     def show_mda_preview(self):
-        """Show the stack being acquired as fused so far (the timer calls this while following)."""
+        """Show the stack being acquired as fused so far (the timer calls this while following): only what is
+        new (a slice, a final image); an MDA layer the user deleted stays deleted until the next stack."""
+        if self._finishing is not None:
+            self._finished_stopping()
         if self.follower is None:
+            if self._finishing is None:
+                self._timer.stop()
             return
         handler = self.follower.handler
-        stream, preview = handler.latest, handler.preview()
-        if preview is None or stream is None:
+        if handler.stopped_by is not None and handler.finished.is_set():
+            self._said_stop = f"stopped following MDAs: {handler.stopped_by}"
+            self.stop_following()
+            self._not_following(self._said_stop)
             return
+        stream = handler.latest
+        if stream is None:
+            return
+        key = (id(stream), stream.n_slices, stream.result is not None)
+        if key == self._shown_key:
+            return
+        preview = handler.preview()
+        if preview is None:
+            return
+        if self._shown_key is None or self._shown_key[0] != key[0]:
+            self._dismissed = set()  # a new stack: its layers are shown again
+        self._shown_key = key
         name, fused, depth = preview
         pixel_um = stream.info.pixel_size_um
         unit = "micrometer" if pixel_um else "pixel"
         # One pair of layers shows the stack being acquired; the finished ones are in the folder.
-        self._show_result("MDA", np.asarray(fused), np.asarray(depth), (pixel_um or 1.0,) * 2, "um", (unit, unit))
+        self._show_mda(np.asarray(fused), np.asarray(depth), (pixel_um or 1.0,) * 2, (unit, unit))
         self.previews_shown += 1
         self._say(f"MDA: {name}, {stream.n_slices} slices so far; outputs in {handler.out_dir}")
 
+    def _show_mda(self, fused, depth, scale, units):
+        colour = colour_by_shape(fused.shape)
+        if f"{MDA_NAME} fused" not in self._dismissed:
+            self._put_layer(f"{MDA_NAME} fused", fused, scale, units, rgb=colour)
+        if f"{MDA_NAME} depth" not in self._dismissed:
+            self._put_layer(f"{MDA_NAME} depth", depth, scale, units, colormap=DEPTH_COLORMAP,
+                            metadata={"depth_unit": "um"})
+
+    def _finished_stopping(self):
+        follower = self._finishing
+        handler = follower.handler
+        if not handler.finished.is_set():
+            return
+        self._finishing = None
+        summary = handler.summary or {}
+        fused = [r["name"] for r in summary.get("stacks", []) if not r.get("error")]
+        kept = f"{len(fused)} stack{'' if len(fused) == 1 else 's'} fused from the slices that arrived" \
+            if fused else "nothing was fused"
+        self._say(f"stopped following MDAs mid-MDA: {kept}; outputs and summary in {handler.out_dir}")
+
     def _say(self, message: str):
         self.status.setText(message)
+
+
+def _warm_kernels(frame, settings) -> None:
+    from fusion.kernel_warmup import warm_kernels
+    from fusion.multiscale import warm_parallel_layer
+
+    try:
+        warm_parallel_layer()
+        warm_kernels(frame, settings)
+        # (and the live view's: a preview of a stack that is being fused)
+        from fusion.engine import StreamingFusion
+
+        crop = np.ascontiguousarray(frame[:256, :256])
+        engine = StreamingFusion(crop.shape, crop.dtype, settings)
+        engine.push(crop, 0.0)
+        engine.push(crop, 1.0)
+        engine.preview()
+    except Exception:  # (a failed warm-up only costs the first preview's time)  # noqa: BLE001
+        pass
 
 
 def _slices(count: int) -> str:

@@ -1,0 +1,201 @@
+"""The dock widget's faults a hostile tester found: following MDAs on and off mid-MDA, folders it cannot use,
+previews pushed forever, renamed and odd layers, result names taken, stacks placed off the origin."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import useq
+
+pytest.importorskip("napari", reason="the napari extra is not installed (pip install .[napari])")
+
+from tests.conftest import rendered  # noqa: E402
+from tests.test_napari_plugin import viewer_model, wait_until_fused  # noqa: E402
+
+
+def dock(qtbot):
+    from napari_ums_fusion.widget import FusionWidget
+
+    viewer = viewer_model()
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    return viewer, widget
+
+
+def tick_follow(widget, core):
+    """What ticking "Follow MDA" does, with this core (the box follows ``CMMCorePlus.instance()``)."""
+    widget.follow_box.blockSignals(True)
+    widget.follow_box.setChecked(True)
+    widget.follow_box.blockSignals(False)
+    widget.follow_mda(core)
+
+
+def grey_stack(slices=7, shape=(64, 80)):
+    return np.stack([s[..., 0] for s in rendered(shape=shape).slices[:slices]])
+
+
+def test_unticking_follow_mid_mda_finishes_the_stack_so_far_and_says_so(qtbot, tmp_path):
+    """Unticking only disconnected: a stack TIFF without its OME metadata, no fused image, a summary saying
+    "being acquired", files left open, and a status still counting slices."""
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path))
+    with slide_core(["DAPI"]) as (core, camera):
+        camera.set_exposure(40.0)
+        tick_follow(widget, core)
+        thread = core.run_mda(useq.MDASequence(z_plan={"range": 40, "step": 1}))
+        qtbot.waitUntil(lambda: widget.follower.handler.latest is not None
+                        and widget.follower.handler.latest.n_slices >= 4, timeout=30_000)
+        widget.follow_box.setChecked(False)  # the user stops following
+        qtbot.waitUntil(lambda: "stopped following MDAs mid-MDA" in widget.status.text(), timeout=60_000)
+        thread.join(60)
+    assert "1 stack fused" in widget.status.text() and str(tmp_path) in widget.status.text()
+    summary = json.loads((tmp_path / "mda_fusion.json").read_text())
+    assert summary["finished"] is True and summary["stacks"][0]["error"] is None
+    assert 4 <= summary["stacks"][0]["slices"] < 41
+    assert (tmp_path / "stack.fused.tif").exists() and (tmp_path / "stack.depth.tif").exists()
+    with tifffile.TiffFile(tmp_path / "stack.stack.ome.tif") as tif:
+        assert tif.is_ome and len(tif.pages) == summary["stacks"][0]["slices"]
+
+
+def test_ticking_follow_mid_mda_says_it_starts_with_the_next_mda_and_leaves_no_half_stack(qtbot, tmp_path):
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path / "out"))
+    with slide_core(["DAPI"]) as (core, camera):
+        camera.set_exposure(20.0)
+        frames = []
+        core.mda.events.frameReady.connect(lambda *args: frames.append(1))
+        thread = core.run_mda(useq.MDASequence(z_plan={"range": 20, "step": 1}))
+        qtbot.waitUntil(lambda: len(frames) >= 2, timeout=10_000)
+        tick_follow(widget, core)
+        assert "following starts with the next one" in widget.status.text()
+        thread.join(60)
+        qtbot.wait(200)
+        assert not (tmp_path / "out").exists()  # nothing of the MDA it joined: no stack without its first slices
+        camera.set_exposure(1.0)
+        core.run_mda(useq.MDASequence(z_plan={"range": 2, "step": 1})).join(60)
+        qtbot.waitUntil(widget.follower.handler.finished.is_set, timeout=60_000)
+    assert json.loads((tmp_path / "out" / "mda_fusion.json").read_text())["stacks"][0]["slices"] == 3
+    widget.stop_following()
+
+
+def test_a_follow_folder_that_is_a_file_unticks_the_box_and_says_why(qtbot, tmp_path):
+    viewer, widget = dock(qtbot)
+    (tmp_path / "afile").write_text("x")
+    widget.follow_folder.setText(str(tmp_path / "afile"))
+    widget.follow_box.setChecked(True)  # raised ValueError into napari and stayed ticked
+    assert not widget.follow_box.isChecked() and widget.follower is None
+    assert "is a file" in widget.status.text()
+
+
+def test_a_follow_folder_that_cannot_be_made_unticks_the_box_and_says_why(qtbot):
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText("/proc/ums-fusion-no-such/mda")
+    with slide_core(["DAPI"]) as (core, _camera):
+        tick_follow(widget, core)
+        core.run_mda(useq.MDASequence(z_plan={"range": 4, "step": 1})).join(30)
+        qtbot.waitUntil(lambda: not widget.follow_box.isChecked(), timeout=10_000)
+    assert "could not be made" in widget.status.text() and "stopped following" in widget.status.text()
+    assert widget.follower is None
+
+
+def test_after_an_mda_the_preview_is_not_pushed_again_over_the_users_contrast_or_deletions(qtbot, tmp_path):
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path))
+    with slide_core(["DAPI"]) as (core, camera):
+        camera.set_exposure(10.0)
+        tick_follow(widget, core)
+        core.run_mda(useq.MDASequence(z_plan={"range": 6, "step": 1})).join(60)
+        qtbot.waitUntil(widget.follower.handler.finished.is_set, timeout=60_000)
+        qtbot.waitUntil(lambda: "MDA fused" in viewer.layers, timeout=10_000)
+        widget.show_mda_preview()  # the final image
+        shown = widget.previews_shown
+        viewer.layers["MDA fused"].contrast_limits = (0, 10)
+        qtbot.wait(1000)  # three timer ticks
+        assert tuple(viewer.layers["MDA fused"].contrast_limits) == (0, 10)
+        viewer.layers.remove("MDA fused")
+        viewer.layers.remove("MDA depth")
+        qtbot.wait(1000)
+        assert "MDA fused" not in viewer.layers and "MDA depth" not in viewer.layers
+        assert widget.previews_shown == shown
+        # The next MDA's stack is shown again.
+        core.run_mda(useq.MDASequence(z_plan={"range": 6, "step": 1})).join(60)
+        qtbot.waitUntil(lambda: "MDA fused" in viewer.layers, timeout=30_000)
+    widget.stop_following()
+
+
+def test_a_renamed_layer_is_offered_under_its_new_name_and_fuses(qtbot):
+    viewer, widget = dock(qtbot)
+    viewer.add_image(grey_stack(), name="stack")
+    viewer.add_image(np.zeros((64, 80), np.uint8), name="grows")
+    viewer.layers["stack"].name = "my stack"
+    assert [widget.layer_box.itemText(i) for i in range(widget.layer_box.count())] == ["my stack"]
+    widget.layer_box.setCurrentText("my stack")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    assert "my stack fused" in viewer.layers and widget.status.text().startswith("fused 7 slices of my stack")
+    viewer.layers["grows"].data = grey_stack()  # a 2-D layer that becomes a stack
+    assert "grows" in [widget.layer_box.itemText(i) for i in range(widget.layer_box.count())]
+
+
+def test_result_names_taken_by_another_kind_of_layer_or_shape(qtbot):
+    viewer, widget = dock(qtbot)
+    stack = rendered(shape=(64, 80))
+    viewer.add_image(grey_stack(), name="s")
+    viewer.add_points(np.zeros((1, 2)), name="s fused")
+    widget.layer_box.setCurrentText("s")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    assert widget.status.text().startswith("fused 7 slices of s") and "'s fused [2]'" in widget.status.text()
+    assert viewer.layers["s fused"].__class__.__name__ == "Points" and viewer.layers["s fused [2]"].data.ndim == 2
+    viewer.add_image(np.stack(stack.slices), name="c", rgb=True)
+    widget.layer_box.setCurrentText("c")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    assert viewer.layers["c fused"].rgb
+    viewer.layers.remove("c")
+    viewer.add_image(np.stack([s[..., 0] for s in stack.slices]), name="c")
+    widget.layer_box.setCurrentText("c")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    assert widget.status.text().startswith("fused")
+    assert not viewer.layers["c fused"].rgb and viewer.layers["c fused"].data.shape == (64, 80)
+
+
+def test_results_overlay_a_stack_placed_off_the_origin(qtbot):
+    viewer, widget = dock(qtbot)
+    viewer.add_image(grey_stack(), name="field", scale=(2.0, 0.5, 0.5), translate=(0.0, 1500.0, 3200.0))
+    widget.layer_box.setCurrentText("field")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    for name in ("field fused", "field depth"):
+        assert tuple(viewer.layers[name].translate) == (1500.0, 3200.0)
+        assert tuple(viewer.layers[name].scale) == (0.5, 0.5)
+
+
+def test_following_warms_the_fusion_kernels_off_the_gui_thread(qtbot, tmp_path):
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path))
+    with slide_core(["DAPI"]) as (core, _camera):
+        tick_follow(widget, core)
+        assert widget.warming is not None and widget.warming.name == "fusion-warm"
+        widget.warming.join(120)
+        assert not widget.warming.is_alive()
+    widget.stop_following()
+    assert widget.status.text() == "stopped following MDAs"
+
+
+def test_a_multiscale_layer_fuses_its_full_resolution_level(qtbot):
+    viewer, widget = dock(qtbot)
+    stack = grey_stack()
+    viewer.add_image([stack, stack[:, ::2, ::2].copy()], multiscale=True, name="pyr", scale=(2, 0.5, 0.5))
+    widget.layer_box.setCurrentText("pyr")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    assert "full-resolution level" in widget.status.text() and widget.status.text().startswith("fused 7 slices")
+    assert viewer.layers["pyr fused"].data.shape == (64, 80)
