@@ -308,6 +308,10 @@ class FusionWidget(QWidget):
         stream = handler.latest
         if stream is None:
             return
+        if self.warming is not None and self.warming.is_alive():
+            # (a preview now would load or compile its kernels in the GUI's thread, or wait there for numba's
+            # compiler lock: the GUI froze for seconds at the first one)
+            return
         key = (id(stream), stream.n_slices, stream.result is not None)
         if key == self._shown_key:
             return
