@@ -153,6 +153,10 @@ class FusionWidget(QWidget):
         notes = [note for note in (stack.conversion, _placement_note(stack)) if note]
         if getattr(layer, "multiscale", False):
             notes.append("It is multiscale: its full-resolution level is fused.")
+        frame = tuple(data.shape[-3:-1] if layer.rgb else data.shape[-2:])
+        if settings.window_px > min(frame):
+            notes.append(f"The window ({settings.window_px} px) is larger than the frame ({frame[0]} x {frame[1]} px): "
+                         "the focus measure sees little local detail there; a smaller window tells focus better.")
         self._say(" ".join([f"fusing {_slices(stack.n_slices)} of {name}...", *notes]))
         # Connected at creation: an "errored" connected later leaves superqt's own, which raises the error
         # again in Qt's thread (a plain Qt host aborts).
@@ -327,7 +331,8 @@ class FusionWidget(QWidget):
         # One pair of layers shows the stack being acquired; the finished ones are in the folder.
         self._show_mda(np.asarray(fused), np.asarray(depth), (pixel_um or 1.0,) * 2, (unit, unit))
         self.previews_shown += 1
-        self._say(f"MDA: {name}, {stream.n_slices} slices so far; outputs in {handler.out_dir}")
+        so_far = f"fused from {_slices(stream.n_slices)}" if key[2] else f"{stream.n_slices} slices so far"
+        self._say(f"MDA: {name}, {so_far}; outputs in {handler.out_dir}")
 
     def _show_mda(self, fused, depth, scale, units):
         colour = colour_by_shape(fused.shape)

@@ -199,3 +199,25 @@ def test_a_multiscale_layer_fuses_its_full_resolution_level(qtbot):
     wait_until_fused(qtbot, widget, widget.fuse_selected())
     assert "full-resolution level" in widget.status.text() and widget.status.text().startswith("fused 7 slices")
     assert viewer.layers["pyr fused"].data.shape == (64, 80)
+
+
+def test_a_window_larger_than_the_frame_is_said_so(qtbot):
+    viewer, widget = dock(qtbot)
+    viewer.add_image(grey_stack(), name="s")
+    widget.window_box.setValue(255)
+    widget.layer_box.setCurrentText("s")
+    wait_until_fused(qtbot, widget, widget.fuse_selected())
+    assert "The window (255 px) is larger than the frame (64 x 80 px)" in widget.status.text()
+
+
+def test_the_status_says_when_the_mda_stack_is_fused_not_slices_so_far(qtbot, tmp_path):
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path))
+    with slide_core(["DAPI"]) as (core, _camera):
+        tick_follow(widget, core)
+        core.run_mda(useq.MDASequence(z_plan={"range": 4, "step": 1})).join(60)
+        qtbot.waitUntil(widget.follower.handler.finished.is_set, timeout=60_000)
+        qtbot.waitUntil(lambda: "stack, fused from 5 slices" in widget.status.text(), timeout=10_000)
+    widget.stop_following()
