@@ -40,18 +40,19 @@ class MDAFollower:
         for name in _SIGNALS:
             getattr(core.mda.events, name).connect(getattr(self, f"_{name}"))
 
+    # (Held while the handler takes a frame: stop() then finishes the sequence after a frame in flight, never
+    # before it, where the frame would open a stack after the sequence's summary.)
     def _sequenceStarted(self, sequence, *args) -> None:
         with self._lock:
             if self._stopped:
                 return
             self._active = True
-        self.handler.sequenceStarted(sequence, *args[:1])
+            self.handler.sequenceStarted(sequence, *args[:1])
 
     def _frameReady(self, *args) -> None:
         with self._lock:
-            if not self._active:
-                return
-        self.handler.frameReady(*args)
+            if self._active:
+                self.handler.frameReady(*args)
 
     def _sequenceFinished(self, sequence, *_) -> None:
         with self._lock:
