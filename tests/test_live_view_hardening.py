@@ -53,11 +53,11 @@ def test_a_viewer_reading_while_fusion_folds_in_a_slice_sees_a_whole_one(tmp_pat
     armed = [False]
 
     def pause_halfway(frame, event, arg):
-        if frame.f_code.co_name != "_record" or not Path(frame.f_code.co_filename).match("fusion/engine.py"):
+        if frame.f_code.co_name != "_compose" or not Path(frame.f_code.co_filename).match("fusion/engine.py"):
             return
         if event == "call":
             armed[0] = True
-        # The first list append in StreamingFusion._record (called by push) comes after the running
+        # The first list append in StreamingFusion._compose (called by push) comes after the running
         # maps were updated.
         elif event == "c_call" and armed[0] and getattr(arg, "__name__", "") == "append":
             armed[0] = False
