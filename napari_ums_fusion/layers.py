@@ -16,6 +16,7 @@ import tifffile
 from fusion import channel_look
 from fusion.channel_look import ChannelLook
 from fusion.readers.tiff import (
+    DEPTH_IN_SLICE_INDEX,
     depth_unit_of,
     described_as_colour,
     page_has_colour_samples,
@@ -256,13 +257,11 @@ def _placement(path: Path) -> tuple[list[float], str, float | None]:
     if not placed[0]:  # where the stack reader says why its z is lost (a finalized stack cut short), so does the layer
         for warning in said:
             message = str(warning.message)
-            if IN_SLICE_INDEX in message:
-                warnings.warn(message.replace(IN_SLICE_INDEX, "the stack is shown in slices (its z in pixels)"),
+            if DEPTH_IN_SLICE_INDEX in message:
+                warnings.warn(message.replace(DEPTH_IN_SLICE_INDEX, "the stack is shown in slices (its z in pixels)"),
                               stacklevel=4)
     return placed
 
-
-IN_SLICE_INDEX = "the depth map is in slice index"
 
 
 def output_group(folder: Path, name: str) -> list[LayerData]:

@@ -55,6 +55,8 @@ SESSION_PLANE_KEY = "ums_fusion_plane"  # written by fusion.stack_buffer on ever
 # A live session that ended before its first slice (a device that failed at once) leaves no slice in its stack.
 NO_COMPLETE_SLICE_IN_SESSION_STACK = ("the stack holds no whole slice: its session was stopped (killed?) while "
                                       f"writing its first; its {SESSION_REPORT}, if written, says more")
+# How a warning ends where the stack's z cannot be read: a viewer (napari_ums_fusion.layers) says it in its own words.
+DEPTH_IN_SLICE_INDEX = "the depth map is in slice index"
 NO_SLICES_IN_SESSION_STACK = ("the stack holds no slices: its session ended before its first slice (its "
                               f"{SESSION_REPORT} says why)")
 
@@ -237,8 +239,8 @@ class TiffStack(SavedStack):
         z = [p.get("z") for p in planes]
         numbers = [float(v) for v in z if isinstance(v, (int, float)) and not isinstance(v, bool)]  # (JSON: not text,
         if len(numbers) < len(z):                                                                  # null or a bool)
-            warnings.warn(f"{self.path}: the z recorded in its pages is not a number on every page; the depth map is "
-                          "in slice index", stacklevel=3)
+            warnings.warn(f"{self.path}: the z recorded in its pages is not a number on every page; "
+                          f"{DEPTH_IN_SLICE_INDEX}", stacklevel=3)
             return None
         return (numbers, units.pop()) if len(units) == 1 else None
 
@@ -349,8 +351,8 @@ class TiffStack(SavedStack):
                 # ImageJ's spacing is in its z unit, else its unit (none given: taken as µm, as microscopes' stacks).
                 unit = str(metadata.get("zunit") or metadata.get("unit") or "um")
                 if unit not in LENGTH_UNITS_IN_UM:
-                    warnings.warn(f"{self.path}: ImageJ's slice spacing is in {unit!r}, not a length unit; the depth "
-                                  "map is in slice index", stacklevel=3)
+                    warnings.warn(f"{self.path}: ImageJ's slice spacing is in {unit!r}, not a length unit; "
+                                  f"{DEPTH_IN_SLICE_INDEX}", stacklevel=3)
                     return None
                 return [in_um(index * float(spacing), LENGTH_UNITS_IN_UM[unit]) for index in range(self.n_slices)]
         return None
