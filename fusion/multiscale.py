@@ -168,12 +168,18 @@ def flat_noisy_patch(level: float, sigma: float, seed: int = 0) -> np.ndarray:
     return patch.astype(np.float32)
 
 
-def calibration_patch(level: float, sigma: float, shift_invariant: bool) -> np.ndarray:
-    """The flat, noisy patch that a focus measure calibrates its noise floor on: at ``level`` (the slice's mean,
-    what the measure sees there), unless float32 keeps the noise too coarsely there (a float stack of detail
-    0..1 on an offset of 3e5: float32's step there is 0.03, and noise below it vanished, a floor of 0) and the
-    measure sees differences only (``shift_invariant``): then at 0, where float32 keeps it."""
-    if shift_invariant and np.spacing(np.float32(abs(level))) > sigma / 8:
+# Focus measures that see differences between pixels only, so that noise on any level gives them the same energy.
+# The deep "ums" measure is not one: it sees the slice scaled by its stack's brightest values.
+SHIFT_INVARIANT_MEASURES = ("sf", "laplacian")
+
+
+def calibration_patch(gray: np.ndarray, sigma: float, measure_name: str) -> np.ndarray:
+    """The flat, noisy patch (noise ``sigma``) that a focus measure calibrates its noise floor on: at the slice's
+    mean grey (what the measure sees there), unless float32 keeps the noise too coarsely there (a float stack of
+    detail 0..1 on an offset of 3e5: float32's step there is 0.03, and noise below it vanished, a floor of 0) and
+    the measure sees differences only (``SHIFT_INVARIANT_MEASURES``): then at 0, where float32 keeps it."""
+    level = float(gray.mean())
+    if measure_name in SHIFT_INVARIANT_MEASURES and np.spacing(np.float32(abs(level))) > sigma / 8:
         level = 0.0
     return flat_noisy_patch(level, sigma)
 

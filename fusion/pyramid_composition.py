@@ -30,10 +30,6 @@ from fusion.multiscale import MIN_NOISE_SHARE, PyramidComposer, PyramidWeighting
 from fusion.overlap import kernels_may_run_concurrently, side_by_side, started_beside
 from fusion.pixel_range import PixelRange
 
-# Focus measures that see differences between pixels only, so that noise on any level gives them the same energy.
-# The deep "ums" measure is not one: it sees the slice scaled by its stack's brightest values.
-SHIFT_INVARIANT_MEASURES = ("sf", "laplacian")
-
 
 class PyramidComposition:
     """Slices in (pixels, their grey, the pixels an aligned slice covers), the fused image out."""
@@ -108,7 +104,7 @@ class PyramidComposition:
         """Noise floors from the slice that calibrates: its noise, seen by the measure on a flat patch."""
         least = minimum_noise_sigma(image)
         sigma = max(noise_sigma(gray), least)
-        patch = calibration_patch(float(gray.mean()), sigma, self._measure_name in SHIFT_INVARIANT_MEASURES)
+        patch = calibration_patch(gray, sigma, self._measure_name)
         noise_energy = float(self._measure.energy(patch).mean(dtype=np.float64))
         if not noise_energy > 0:  # a measure that sees nothing of such noise (the deep one on such float data)
             noise_energy = _least_noise_energy(self._measure.energy(gray))

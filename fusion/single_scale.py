@@ -23,7 +23,6 @@ from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
 from fusion.multiscale import TEXTURELESS_CONTRAST, calibration_patch, minimum_noise_sigma, noise_sigma
-from fusion.pyramid_composition import SHIFT_INVARIANT_MEASURES
 from fusion.slice_store import SliceSource
 
 
@@ -73,7 +72,7 @@ class SingleScaleComposition:
     def _measure_of_noise(self, pixels: np.ndarray, gray: np.ndarray) -> float:
         """The mean measure of a flat patch with this slice's noise (as the pyramid calibrates its floors)."""
         sigma = max(noise_sigma(gray), minimum_noise_sigma(pixels))
-        patch = calibration_patch(float(gray.mean()), sigma, self._measure_name in SHIFT_INVARIANT_MEASURES)
+        patch = calibration_patch(gray, sigma, self._measure_name)
         noise = float(self._measure(patch).mean(dtype=np.float64))
         return noise if np.isfinite(noise) else 0.0
 
