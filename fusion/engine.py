@@ -370,6 +370,11 @@ class StreamingFusion:
     def z_positions_so_far(self) -> list[float]:
         """Each fused slice's z (its index where z is unknown)."""
         self._settle()
+        return self._z_or_index()
+
+    def _z_or_index(self) -> list[float]:
+        """``z_positions_so_far`` without waiting for a slice in flight (a caller holding ``_lock`` must not: the
+        slice's composing takes it)."""
         return [p if p is not None else i for i, p in enumerate(self._z_positions)]
 
     def preview(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -379,9 +384,8 @@ class StreamingFusion:
         with self._lock:
             if not self._focus_scores:
                 return None
-            z_positions = [p if p is not None else i for i, p in enumerate(self._z_positions)]
             fused = self._composition.fused().reshape(self.shape)
-            return fused, self._composition.depth_so_far(z_positions)
+            return fused, self._composition.depth_so_far(self._z_or_index())
 
     def result(self) -> np.ndarray:
         """The fused image so far (before cleaning), in the slices' shape and dtype; once ``finish()`` has
