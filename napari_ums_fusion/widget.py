@@ -88,12 +88,12 @@ class FusionWidget(QWidget):
         return FusionSettings(measure=self.method_box.currentText(), composition=self.composition_box.currentText(),
                               window_px=self.window_box.value())
 
-    def _watch(self, layer):
+    def _watch(self, layer, watch: bool = True):
         # A layer renamed, or whose data became a stack (or stopped being one), changes what can be fused.
         for name in ("name", "data"):
             emitter = getattr(layer.events, name, None)
             if emitter is not None:
-                emitter.connect(self._refresh_layers)
+                (emitter.connect if watch else emitter.disconnect)(self._refresh_layers)
 
     def _layer_inserted(self, event):
         self._watch(event.value)
@@ -101,10 +101,7 @@ class FusionWidget(QWidget):
 
     def _layer_removed(self, event):
         layer = event.value
-        for name in ("name", "data"):
-            emitter = getattr(layer.events, name, None)
-            if emitter is not None:
-                emitter.disconnect(self._refresh_layers)
+        self._watch(layer, watch=False)
         if not self._putting and layer.name in (f"{MDA_NAME} fused", f"{MDA_NAME} depth"):
             self._dismissed.add(layer.name)
         self._refresh_layers()
@@ -188,14 +185,16 @@ class FusionWidget(QWidget):
             self.progress.setValue(item[0])
 
     def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um", pixel_units=("pixel", "pixel"),
-                     translate=(0.0, 0.0)):
+                     translate=(0.0, 0.0), leave_out=frozenset()):
         """The fused and depth layers at the stack's pixel scale and place (y, x) and in its units, so that they
         overlay it and scale bars and coordinates agree with the stack's; ``depth_unit`` is that of the depth
-        map's values. Returns [(name wanted, name given)] for the two."""
+        map's values; layers named in ``leave_out`` are not shown. Returns [(name wanted, name given)] for those
+        shown."""
         colour = colour_by_shape(fused.shape)  # (only an RGB layer's slices have samples to fuse)
-        return [self._put_layer(f"{name} fused", fused, pixel_scale, pixel_units, translate, rgb=colour),
-                self._put_layer(f"{name} depth", depth, pixel_scale, pixel_units, translate,
-                                colormap=DEPTH_COLORMAP, metadata={"depth_unit": depth_unit})]
+        layers = [(f"{name} fused", fused, {"rgb": colour}),
+                  (f"{name} depth", depth, {"colormap": DEPTH_COLORMAP, "metadata": {"depth_unit": depth_unit}})]
+        return [self._put_layer(layer_name, data, pixel_scale, pixel_units, translate, **attributes)
+                for layer_name, data, attributes in layers if layer_name not in leave_out]
 
     def _put_layer(self, name, data, scale, units, translate=(0.0, 0.0), **attributes):
         """Update the result layer ``name``, or add it; a stale one of another shape or kind (RGB, grey) is
@@ -329,18 +328,11 @@ class FusionWidget(QWidget):
         pixel_um = stream.info.pixel_size_um
         unit = "micrometer" if pixel_um else "pixel"
         # One pair of layers shows the stack being acquired; the finished ones are in the folder.
-        self._show_mda(np.asarray(fused), np.asarray(depth), (pixel_um or 1.0,) * 2, (unit, unit))
+        self._show_result(MDA_NAME, np.asarray(fused), np.asarray(depth), (pixel_um or 1.0,) * 2, "um", (unit, unit),
+                          leave_out=self._dismissed)
         self.previews_shown += 1
         so_far = f"fused from {_slices(stream.n_slices)}" if key[2] else f"{stream.n_slices} slices so far"
         self._say(f"MDA: {name}, {so_far}; outputs in {handler.out_dir}")
-
-    def _show_mda(self, fused, depth, scale, units):
-        colour = colour_by_shape(fused.shape)
-        if f"{MDA_NAME} fused" not in self._dismissed:
-            self._put_layer(f"{MDA_NAME} fused", fused, scale, units, rgb=colour)
-        if f"{MDA_NAME} depth" not in self._dismissed:
-            self._put_layer(f"{MDA_NAME} depth", depth, scale, units, colormap=DEPTH_COLORMAP,
-                            metadata={"depth_unit": "um"})
 
     def _finished_stopping(self):
         follower = self._finishing
