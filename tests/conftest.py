@@ -20,6 +20,11 @@ from simulators.optics import CameraNoise, Optics, RenderedStack, render_stack
 from simulators.specimens import VirtualSpecimen, load_texture, make_height_map
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # napari's tests need no display
+# pymmcore-plus gives a new core Qt signals where a QApplication exists (a napari test made one), else psygnal's.
+# A test's own listener on an MDA's signals then ran on the MDA runner's thread or, queued, on the test's (blocked
+# there until the MDA ended), by the order the tests ran in. The tests' cores take psygnal's, as a session's headless
+# core does; the napari tests ask for Qt's (``qt_signalled_cores``), as napari-micromanager's core has them.
+os.environ.setdefault("PYMM_SIGNALS_BACKEND", "psygnal")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -76,6 +81,12 @@ def default_sigint():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def qt_signalled_cores(monkeypatch):
+    """Cores made in the test get Qt signals, as napari-micromanager's core does (its QApplication exists)."""
+    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", "qt")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import tifffile
 import useq
 
 pytest.importorskip("napari", reason="the napari extra is not installed (pip install .[napari])")
+pytestmark = pytest.mark.usefixtures("qt_signalled_cores")  # (conftest: as napari-micromanager's core)
 
 from acquisition.profile import load_profile  # noqa: E402
 from acquisition.session import run_profile  # noqa: E402

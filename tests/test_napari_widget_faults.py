@@ -10,6 +10,7 @@ import tifffile
 import useq
 
 pytest.importorskip("napari", reason="the napari extra is not installed (pip install .[napari])")
+pytestmark = pytest.mark.usefixtures("qt_signalled_cores")  # (conftest: as napari-micromanager's core)
 
 from tests.conftest import rendered  # noqa: E402
 from tests.test_napari_plugin import viewer_model, wait_until_fused  # noqa: E402
