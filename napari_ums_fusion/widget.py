@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                             QSpinBox, QVBoxLayout, QWidget)
 
@@ -258,10 +258,13 @@ class FusionWidget(QWidget):
         self._say(f"following MDAs: fused stacks go to {folder}.{joined}")
 
     def _not_following(self, message: str):
+        self._untick()
+        self._say(message)
+
+    def _untick(self):
         self.follow_box.blockSignals(True)
         self.follow_box.setChecked(False)
         self.follow_box.blockSignals(False)
-        self._say(message)
 
     def _warm(self, core, settings):
         """Load (or compile) the fusion kernels in a thread, not at the first preview in the GUI's."""
@@ -348,6 +351,23 @@ class FusionWidget(QWidget):
 
     def _say(self, message: str):
         self.status.setText(message)
+
+    # -- the dock closed --
+    # A dock closed or removed (napari's close button takes the widget out of its dock; it is not closed) stops
+    # following: it went on fusing every MDA of the core into its folder, unseen, until napari quit.
+    def closeEvent(self, event):
+        self._stop_following_unseen()
+        super().closeEvent(event)
+
+    def changeEvent(self, event):
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._stop_following_unseen()
+        super().changeEvent(event)
+
+    def _stop_following_unseen(self):
+        if self.follower is not None:
+            self.stop_following()
+            self._untick()
 
 
 def _warm_kernels(frame, settings) -> None:

@@ -85,6 +85,31 @@ def test_ticking_follow_mid_mda_says_it_starts_with_the_next_mda_and_leaves_no_h
     widget.stop_following()
 
 
+@pytest.mark.parametrize("how", ["closed", "taken out of its dock"])
+def test_a_dock_closed_while_following_stops_following(qtbot, tmp_path, how):
+    """It went on fusing every MDA of the core into its folder, unseen, until napari quit. (napari's close button
+    takes the widget out of its dock, setParent(None), without closing it.)"""
+    from qtpy.QtWidgets import QDockWidget
+
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    holder = QDockWidget()
+    holder.setWidget(widget)
+    widget.follow_folder.setText(str(tmp_path / "out"))
+    with slide_core(["DAPI"]) as (core, _camera):
+        tick_follow(widget, core)
+        if how == "closed":
+            widget.close()
+        else:
+            widget.setParent(None)
+        assert widget.follower is None and not widget.follow_box.isChecked()
+        core.run_mda(useq.MDASequence(z_plan={"range": 2, "step": 1})).join(60)
+        qtbot.wait(300)
+    assert not (tmp_path / "out").exists()  # (made as an MDA it follows starts)
+    widget.setParent(None)  # (the holder goes without it)
+
+
 def test_a_follow_folder_that_is_a_file_unticks_the_box_and_says_why(qtbot, tmp_path):
     viewer, widget = dock(qtbot)
     (tmp_path / "afile").write_text("x")
