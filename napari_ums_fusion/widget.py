@@ -20,6 +20,7 @@ from fusion.engine import COMPOSITIONS, FusionResult, FusionSettings
 from fusion.focus_checks import focus_warning
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
 from fusion.outputs import colour_by_shape
+from fusion.overlap import started_beside
 from napari_ums_fusion.layer_stack import fuse_layer_stack, layer_stack
 from napari_ums_fusion.layers import DEPTH_COLORMAP, evenly_spaced
 
@@ -70,6 +71,7 @@ class FusionWidget(QWidget):
         self.previews_shown = 0
         self._finishing = None        # a follower stopped mid-MDA, finishing the stacks in progress
         self._shown_key = None        # what the MDA layers last showed: (stack, slices, final)
+        self._preview_job = None      # (key, Future of handler.preview()) while a preview is composed
         self._dismissed: set[str] = set()  # MDA layers the user deleted: not put back until the next stack
         self._putting = False
         self._said_stop = None
@@ -250,7 +252,7 @@ class FusionWidget(QWidget):
         except ValueError as error:  # (the folder is an existing file)
             self._not_following(f"not following MDAs: {error}")
             return
-        self._shown_key, self._dismissed, self._said_stop = None, set(), None
+        self._shown_key, self._dismissed, self._said_stop, self._preview_job = None, set(), None, None
         self._warm(core, settings)
         self._timer.start()
         joined = " An MDA is running: it is not fused; following starts with the next one." \
@@ -318,10 +320,26 @@ class FusionWidget(QWidget):
             # (a preview now would load or compile its kernels in the GUI's thread, or wait there for numba's
             # compiler lock: the GUI froze for seconds at the first one)
             return
+        self._preview(handler, stream)
+
+    def _preview(self, handler, stream):
+        if self._preview_job is not None:
+            key, job = self._preview_job
+            if not job.done():
+                return
+            self._preview_job = None
+            self._show_preview(handler, stream, key, job.result())  # (and, below, the next where there is one)
         key = (id(stream), stream.n_slices, stream.result is not None)
         if key == self._shown_key:
             return
-        preview = handler.preview()
+        if key[2]:  # the final image, made: nothing to compute
+            self._show_preview(handler, stream, key, handler.preview())
+        else:
+            # Composed on a thread of its own, shown at a later tick: it waits for the slice being fused (the
+            # fusion's lock) and collapses the pyramid, which held the GUI for up to a second at 5 MP.
+            self._preview_job = (key, started_beside(handler.preview))
+
+    def _show_preview(self, handler, stream, key, preview):
         if preview is None:
             return
         if self._shown_key is None or self._shown_key[0] != key[0]:

@@ -110,6 +110,45 @@ def test_a_dock_closed_while_following_stops_following(qtbot, tmp_path, how):
     widget.setParent(None)  # (the holder goes without it)
 
 
+def test_a_preview_does_not_hold_the_gui_while_a_slice_is_fused(qtbot, tmp_path):
+    """The timer composed the preview on the GUI's thread, waiting there for the slice being fused (the fusion's
+    lock) and collapsing the pyramid: up to a second of frozen GUI per preview at 5 MP. A slice whose fusion takes
+    long is played here by holding the fusion's lock from another thread."""
+    import threading
+
+    from tests.test_mda_handler import slide_core
+
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path))
+    with slide_core(["DAPI"]) as (core, camera):
+        camera.set_exposure(30.0)
+        tick_follow(widget, core)
+        widget._timer.stop()  # (this test ticks it)
+        thread = core.run_mda(useq.MDASequence(z_plan={"range": 12, "step": 1}))
+        qtbot.waitUntil(lambda: widget.follower.handler.latest is not None
+                        and widget.follower.handler.latest.n_slices >= 2, timeout=30_000)
+        stream = widget.follower.handler.latest
+        if widget.warming is not None:
+            widget.warming.join(60)
+        held, release, released = threading.Event(), threading.Event(), threading.Event()
+
+        def fuse_a_long_slice():
+            with stream.worker.lock:
+                held.set()
+                release.wait(10)
+                released.set()
+
+        threading.Thread(target=fuse_a_long_slice).start()
+        held.wait(10)
+        widget.show_mda_preview()
+        assert not released.is_set()  # the GUI's thread came back while the slice was being fused
+        release.set()
+        qtbot.waitUntil(lambda: (widget.show_mda_preview(), "MDA fused" in viewer.layers)[1], timeout=30_000)
+        thread.join(60)
+        qtbot.waitUntil(widget.follower.handler.finished.is_set, timeout=60_000)
+    widget.stop_following()
+
+
 def test_a_follow_folder_that_is_a_file_unticks_the_box_and_says_why(qtbot, tmp_path):
     viewer, widget = dock(qtbot)
     (tmp_path / "afile").write_text("x")
