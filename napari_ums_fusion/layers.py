@@ -129,24 +129,28 @@ def stack_layer(path: Path, name: str) -> LayerData:
                       f"writing it, a full disk or a cut copy); {n_planes - n_whole} of its {n_planes} slices "
                       f"left out, the {n_whole} whole ones shown", stacklevel=3)
         stack = stack[:n_whole]
-    focus, unit, recorded_um = _placement(path)
+    focus, unit, recorded_um, stage_xy_um = _placement(path)
     focus = focus[: stack.shape[0]] if len(focus) > stack.shape[0] else focus
     pixel_um = recorded_um or 1.0
     xy_unit = _length_unit(recorded_um is not None)
     metadata = {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
-                "focus_unit": unit, "pixel_size_um": pixel_um}
+                "focus_unit": unit, "pixel_size_um": pixel_um, "stage_xy_um": stage_xy_um}
+    # An MDA's positions side by side, where the stage put them (as Bio-Formats places OME's PositionX/Y); in
+    # pixels, with no pixel size, a stage position in µm would place them nowhere meaningful.
+    at_y, at_x = (stage_xy_um[1], stage_xy_um[0]) if stage_xy_um is not None and recorded_um else (0.0, 0.0)
     attributes: dict = {"name": f"{name} stack", "metadata": metadata}
     layer_attributes = _image_attributes(attributes, axes, stack.shape, colour)
     if not layer_attributes.get("rgb"):
         layer_attributes["contrast_limits"] = _middle_slice_limits(stack, layer_attributes.get("channel_axis"))
     spatial_ndim = stack.ndim - ("channel_axis" in layer_attributes) - bool(layer_attributes.get("rgb"))
     if spatial_ndim < 3:  # one slice: an image (its z stays in the metadata)
-        layer_attributes.update(scale=(pixel_um,) * spatial_ndim, units=(xy_unit,) * spatial_ndim)
+        layer_attributes.update(scale=(pixel_um,) * spatial_ndim, units=(xy_unit,) * spatial_ndim,
+                                translate=(0.0,) * (spatial_ndim - 2) + (at_y, at_x))
         return stack, layer_attributes, "image"
     z_step, z0, z_unit = _z_axis(focus, unit, path)
     leading = spatial_ndim - 3  # (axes before z: none in our stacks, but never a scale napari cannot take)
     layer_attributes.update(scale=(1.0,) * leading + (z_step, pixel_um, pixel_um),
-                            translate=(0.0,) * leading + (z0, 0.0, 0.0),
+                            translate=(0.0,) * leading + (z0, at_y, at_x),
                             units=("pixel",) * leading + (z_unit, xy_unit, xy_unit))
     return stack, layer_attributes, "image"
 
@@ -240,9 +244,9 @@ def _read_page(path: str, index: int | None, shape: tuple[int, ...], dtype) -> n
         return tiff.pages[index].asarray().reshape(shape)
 
 
-def _placement(path: Path) -> tuple[list[float], str, float | None]:
-    """(focus positions, their unit, pixel size in µm) as the stack reader finds them; ([], "um", None) where
-    it cannot read the file as a stack (the layer then opens in slices and pixels)."""
+def _placement(path: Path) -> tuple[list[float], str, float | None, tuple[float, float] | None]:
+    """(focus positions, their unit, pixel size in µm, stage (x, y) in µm) as the stack reader finds them;
+    ([], "um", None, None) where it cannot read the file as a stack (the layer then opens in slices and pixels)."""
     from fusion.errors import FusionError
     from fusion.readers.tiff import TiffStack
 
@@ -251,9 +255,9 @@ def _placement(path: Path) -> tuple[list[float], str, float | None]:
             warnings.simplefilter("always")  # (about fusing the file: a viewer shows it all the same, but for z)
             with TiffStack(path) as saved:
                 focus, unit = saved.focus_positions()
-                placed = [float(z) for z in focus or []], unit, saved.pixel_size_um()
+                placed = [float(z) for z in focus or []], unit, saved.pixel_size_um(), saved.stage_xy_um()
     except (FusionError, ValueError):
-        return [], "um", None
+        return [], "um", None, None
     if not placed[0]:  # where the stack reader says why its z is lost (a finalized stack cut short), so does the layer
         for warning in said:
             message = str(warning.message)
@@ -279,7 +283,20 @@ def output_group(folder: Path, name: str) -> list[LayerData]:
                 layers.append(build(path, label))
             except Exception as error:  # one damaged file does not keep the folder's others from opening
                 warnings.warn(f"{path} was not opened: {type(error).__name__}: {error}", stacklevel=2)
+    _placed_with_the_stack(layers)
     return layers
+
+
+def _placed_with_the_stack(layers: list[LayerData]) -> None:
+    """The fused image and depth map where their stack lies (an MDA position's stage x/y): their files keep no
+    position of their own."""
+    stack = next((attributes for _, attributes, _ in layers if "focus_positions" in attributes["metadata"]), None)
+    if stack is None or stack["metadata"].get("stage_xy_um") is None or "translate" not in stack:
+        return
+    at_yx = tuple(stack["translate"][-2:])
+    for _, attributes, _ in layers:
+        if attributes is not stack and tuple(attributes["scale"][-2:]) == tuple(stack["scale"][-2:]):
+            attributes["translate"] = at_yx
 
 
 def folder_layers(folder: Path) -> list[LayerData] | None:

@@ -79,6 +79,23 @@ def test_mda_folder_opens_every_stack_and_single_files_open_too(tmp_path):
     assert list(single) == ["c0-DAPI fused"]
 
 
+def test_an_mdas_positions_open_where_the_stage_put_them(tmp_path):
+    """Every position's stack, fused image and depth map opened at the origin, one over the other (their OME
+    planes record PositionX/Y); a single stack file too."""
+    from tests.test_mda_handler import slide_core
+
+    with slide_core(["DAPI"]) as (core, _):
+        core.mda.run(useq.MDASequence(stage_positions=[(0, 0, 10), (300, -150, 10)], z_plan={"range": 4, "step": 2}),
+                     output=StreamingFusionHandler(tmp_path, pixel_size_um=0.5))
+    layers = layers_by_name(tmp_path)
+    for stack, (x_um, y_um) in (("p0", (0.0, 0.0)), ("p1", (300.0, -150.0))):
+        assert tuple(layers[f"{stack} stack"][1]["translate"][-2:]) == pytest.approx((y_um, x_um))
+        for kind in ("fused", "depth (µm)"):
+            assert tuple(layers[f"{stack} {kind}"][1]["translate"]) == pytest.approx((y_um, x_um)), kind
+    single = layers_by_name(tmp_path / "p1.stack.ome.tif")
+    assert tuple(single["p1 stack"][1]["translate"][-2:]) == pytest.approx((-150.0, 300.0))
+
+
 def test_reader_declines_what_is_not_ours(tmp_path):
     tifffile.imwrite(tmp_path / "other.tif", np.zeros((4, 4), np.uint8))
     assert get_reader(str(tmp_path / "other.tif")) is None

@@ -154,6 +154,23 @@ class TiffStack(SavedStack):
             return recorded
         return self.z_positions_um, "um"
 
+    def stage_xy_um(self) -> tuple[float, float] | None:
+        """Where the XY stage was for the first slice, (x, y) µm: its OME plane's PositionX/Y (an MDA's stacks),
+        else its page's own record (a stack never finalized); None where neither says."""
+        found = _ome_pixels(self._tiff.ome_metadata) if self._tiff.is_ome else None
+        plane = found[0].find(f"{found[1]}Plane") if found is not None else None
+        if plane is not None and plane.get("PositionX") is not None and plane.get("PositionY") is not None:
+            try:
+                x_um, y_um = _ome_length_um(plane, "PositionX"), _ome_length_um(plane, "PositionY")
+            except ValueError:  # (a position in no length places nothing)
+                return None
+            return (x_um, y_um) if x_um is not None and y_um is not None else None
+        first = (self._session_planes or [None])[0]
+        if isinstance(first, dict) and isinstance(first.get("x_um"), (int, float)) \
+                and isinstance(first.get("y_um"), (int, float)):
+            return float(first["x_um"]), float(first["y_um"])
+        return None
+
     def pixel_size_um(self) -> float | None:
         """OME's PhysicalSizeX (and Y), else the first page's resolution tags (``pixel_sizes_um_of``). Pixels that
         are not square have none: the outputs record one size for both sides, and a warning gives the two."""
