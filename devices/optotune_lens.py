@@ -21,6 +21,9 @@ FOCAL_POWER_OFFSET_DPT = {"A": 5.0}
 ERROR_CODES = {1: "CRC mismatch in the command", 2: "command not available in this firmware",
                3: "command not recognised", 4: "no lens connected"}
 MODES = {"current": b"D", "focal power": b"C"}
+# What each mode switch answers after its echo: MwCA adds a status byte and the focal-power range (max, min,
+# big-endian int16 each, scaled as PrDA), as the public Lens Driver 4 drivers read it ('>xxxBhh').
+MODE_ANSWER_BYTES = {"current": 0, "focal power": 5}
 DEFAULT_BAUDRATE = 115200  # the Lens Driver 4's
 # The temperatures the focal-power range is asked for as the lens opens (PwTA): the driver answers the
 # range it can hold across them, and the lens warms as it works.
@@ -98,14 +101,8 @@ class OptotuneLens(FocusDrive):
         payload = b"PwTA" + struct.pack(">hh", round(upper_c * TEMPERATURE_STEPS_PER_C),
                                         round(lower_c * TEMPERATURE_STEPS_PER_C))
         answer = self._query(payload, b"PTA", 4)
-        high, low = struct.unpack(">hh", answer)
-        offset = self._offset_dpt()
-        low_dpt, high_dpt = low / FOCAL_POWER_STEPS_PER_DPT - offset, high / FOCAL_POWER_STEPS_PER_DPT - offset
-        if not low_dpt < high_dpt:
-            raise DeviceProtocolError(self.name, f"answered PwTA (its focal-power range for {lower_c:g} to "
-                                                 f"{upper_c:g} °C) with {high_dpt:g} dpt at most and {low_dpt:g} at "
-                                                 "least: no range", answer)
-        self._focal_power_range_dpt = (low_dpt, high_dpt)
+        self._focal_power_range_dpt = self._focal_power_range_from(
+            answer, f"PwTA (its focal-power range for {lower_c:g} to {upper_c:g} °C)")
         self._temperature_limits_c = (lower_c, upper_c)
         return self._focal_power_range_dpt
 
@@ -169,7 +166,22 @@ class OptotuneLens(FocusDrive):
 
     def _set_mode(self, mode: str) -> None:
         code = MODES[mode]
-        self._query(b"Mw" + code + b"A", b"M" + code + b"A", 0)
+        answer = self._query(b"Mw" + code + b"A", b"M" + code + b"A", MODE_ANSWER_BYTES[mode])
+        if mode == "focal power":
+            # The status byte's codes are documented nowhere public, and public drivers ignore it; so do we.
+            self._focal_power_range_dpt = self._focal_power_range_from(
+                answer[1:], "MwCA (its focal-power range on entering focal-power mode)")
+
+    def _focal_power_range_from(self, value: bytes, what: str) -> tuple[float, float]:
+        """(min, max) in dpt from an answer's max and min focal power (big-endian int16, as PrDA's);
+        a range upside down or empty is a protocol error naming ``what`` was asked."""
+        high, low = struct.unpack(">hh", value)
+        offset = self._offset_dpt()
+        low_dpt, high_dpt = low / FOCAL_POWER_STEPS_PER_DPT - offset, high / FOCAL_POWER_STEPS_PER_DPT - offset
+        if not low_dpt < high_dpt:
+            raise DeviceProtocolError(self.name, f"answered {what} with {high_dpt:g} dpt at most and {low_dpt:g} at "
+                                                 "least: no range", value)
+        return low_dpt, high_dpt
 
     def _offset_dpt(self) -> float:
         return FOCAL_POWER_OFFSET_DPT.get(self.firmware_type, 0.0)

@@ -27,6 +27,7 @@ class OptotuneLensSimulator(PtySerialDevice):
         self.settle_s = settle_s
         self.temperature_c = temperature_c
         self.mode = b"D"
+        self.upper_temperature_limit_c = 20.0  # the last PwTA's; the focal-power range narrows above 20 °C
         self._previous_ma = self._target_ma = 0.0
         self._changed = 0.0
         self._buffer = b""
@@ -86,9 +87,13 @@ class OptotuneLensSimulator(PtySerialDevice):
         self._changed = time.monotonic()
 
     def _execute(self, command: bytes, value: bytes) -> bytes | None:
-        if command in (b"MwDA", b"MwCA"):
-            self.mode = command[2:3]
-            return b"M" + self.mode + b"A"
+        if command == b"MwDA":
+            self.mode = b"D"
+            return b"MDA"
+        if command == b"MwCA":
+            # As the real firmware answers: a status byte, then max and min focal power (as PwTA's)
+            self.mode = b"C"
+            return b"MCA" + bytes([0]) + self._focal_power_range_value()
         if command == b"Aw":
             raw = struct.unpack(">h", value)[0]
             self._set_current(raw * self.max_current_ma / 4096)
@@ -99,11 +104,16 @@ class OptotuneLensSimulator(PtySerialDevice):
             return None
         if command == b"PwTA":
             # The focal-power range the lens can reach; it narrows as the lens warms.
-            high_c, low_c = (v / 16 for v in struct.unpack(">hh", value))
-            reach_dpt = self.max_current_ma * self.dpt_per_ma * (1 - 0.002 * max(0.0, high_c - 20))
-            return b"PTA" + struct.pack(">hh", round((reach_dpt + self.offset_dpt) * 200),
-                                        round((-reach_dpt + self.offset_dpt) * 200))
+            self.upper_temperature_limit_c = struct.unpack(">hh", value)[0] / 16
+            return b"PTA" + self._focal_power_range_value()
         return self._query(command)
+
+    def _focal_power_range_value(self) -> bytes:
+        """Max and min focal power (big-endian, PrDA's scale) up to the upper temperature limit."""
+        warming_c = max(0.0, self.upper_temperature_limit_c - 20)
+        reach_dpt = self.max_current_ma * self.dpt_per_ma * (1 - 0.002 * warming_c)
+        return struct.pack(">hh", round((reach_dpt + self.offset_dpt) * 200),
+                           round((-reach_dpt + self.offset_dpt) * 200))
 
     def _query(self, command: bytes) -> bytes | None:
         """The answer to a command that only reads; None for one the driver does not know."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 import time
 from typing import Any
 
@@ -228,6 +229,7 @@ def test_pycromanager_without_micromanager_running_is_a_clear_error():
 
     code = """
 import contextlib
+import struct
 import time
 from typing import Any
 import pycromanager  # (imported first: its ~1 s import is not the connection's time)
@@ -346,8 +348,18 @@ def test_an_optotune_lens_answering_a_focal_power_range_upside_down_is_a_device_
     from devices.optotune_lens import OptotuneLens
     from simulators.optotune_lens import OptotuneLensSimulator
 
+    class UpsideDownAtTemperatureLimits(OptotuneLensSimulator):
+        """Sane as it enters focal-power mode (MwCA), upside down for the temperature limits (PwTA)."""
+
+        def _execute(self, command, value):
+            answer = super()._execute(command, value)
+            if command == b"PwTA":
+                high, low = struct.unpack(">hh", answer[3:])
+                return b"PTA" + struct.pack(">hh", low, high)
+            return answer
+
     # (its range from PwTA at 45 °C: -13.91 dpt up to 13.91, upside down)
-    with OptotuneLensSimulator(dpt_per_ma=-0.05) as simulator, pytest.raises(DeviceProtocolError) as caught:
+    with UpsideDownAtTemperatureLimits() as simulator, pytest.raises(DeviceProtocolError) as caught:
         OptotuneLens(simulator.port, timeout_s=0.5)
     assert str(caught.value).startswith("Optotune lens: answered PwTA (its focal-power range for 20 to 45 °C) with "
                                         "-13.91 dpt at most and 13.91 at least: no range (device replied ")
