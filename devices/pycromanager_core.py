@@ -16,14 +16,49 @@ from devices.micromanager import MicroManagerCamera, MicroManagerFocusDrive
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+# pyjavaz raises a plain Exception for everything: these of its messages say the bridge itself is gone ...
+BRIDGE_GONE_MESSAGES = ("Bridge has been closed", "which is already closed", "Socket timed out after")
+# ... and these that our call did not fit the Java method (a bug of ours, not a device's answer).
+BRIDGE_CALLER_MESSAGES = ("Incorrect arguments", "Unknown argumetn type")  # (pyjavaz's own spelling)
+
+
+class JavaCoreError(RuntimeError):
+    """Raised when Micro-Manager's Java core threw (an MMCoreJ exception that pyjavaz hands on as a plain
+    Exception). A RuntimeError, as pymmcore's CMMError is: the camera and focus drive read both as an error reply."""
+
+
+def _typed_bridge_error(error: Exception) -> Exception:
+    """What a plain Exception out of a pyjavaz call means, as a typed exception."""
+    said = str(error)
+    if any(message in said for message in BRIDGE_GONE_MESSAGES):
+        return ConnectionError(f"pycromanager's Java bridge: {said}")
+    if said.startswith(BRIDGE_CALLER_MESSAGES):
+        return TypeError(said)
+    return JavaCoreError(said)
+
+
 class SnakeCaseCore:
-    """Presents a snake_case MMCore (pycromanager) with MMCore's camelCase method names."""
+    """Presents a snake_case MMCore (pycromanager) with MMCore's camelCase method names; the plain Exceptions
+    its Java bridge raises come out typed (``_typed_bridge_error``), other exceptions as they are."""
 
     def __init__(self, core):
         self._core = core
 
     def __getattr__(self, name: str):
-        return getattr(self._core, _CAMEL.sub("_", name).lower())
+        attribute = getattr(self._core, _CAMEL.sub("_", name).lower())
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as error:
+                if type(error) is not Exception:  # already typed: pymmcore's RuntimeError, a TypeError, ...
+                    raise
+                raise _typed_bridge_error(error) from error
+
+        call.__name__ = name
+        return call
 
 
 def connect(headless_adapters: str | Path | None = None, config_path: str | Path | None = None,
