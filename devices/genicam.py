@@ -8,15 +8,12 @@ from typing import Any
 from pathlib import Path
 from collections.abc import Iterator
 
-import numpy as np
-
 from devices.camera import Frame, frame_wait_s, no_frame_within
 from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
+from devices.genicam_pixels import decoded_pixels
 
 EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and older names
 GAIN_NODES = ("Gain", "GainRaw")
-BIT_DEPTHS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16, "RGB8": 8, "RGBa8": 8,
-              "BGR8": 8, "BGRa8": 8}
 
 
 def _keeping_sigint(make):
@@ -129,18 +126,11 @@ class GenICamCamera:
         try:
             with self._acquirer.fetch(timeout=frame_wait_s(timeout_s, exposure_ms)) as buffer:
                 component = buffer.payload.components[0]
-                data = np.asarray(component.data)
-                height, width = component.height, component.width
-                pixels = data.reshape(height, width, -1).copy()
                 pixel_format = str(component.data_format)
+                pixels, bit_depth = decoded_pixels(component, self.name)
         except TimeoutException as error:
             raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, exposure_ms)) from error
-        if pixels.shape[2] == 1:
-            pixels = pixels[:, :, 0]
-        elif pixels.shape[2] == 4:  # RGBa: the alpha byte is padding
-            pixels = np.ascontiguousarray(pixels[:, :, :3])
-        return Frame(pixels=pixels, exposure_ms=exposure_ms, pixel_type=pixel_format,
-                     bit_depth=BIT_DEPTHS.get(pixel_format, 8 * pixels.dtype.itemsize),
+        return Frame(pixels=pixels, exposure_ms=exposure_ms, pixel_type=pixel_format, bit_depth=bit_depth,
                      timestamp_s=time.time(), metadata={})
 
     def close(self) -> None:
