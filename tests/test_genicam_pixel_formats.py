@@ -162,3 +162,9 @@ def test_a_pixel_format_the_driver_does_not_decode_is_refused_naming_it():
     with pytest.raises(UnsupportedFeatureError, match="sends pixel format 'YUV422_8', which this driver does not "
                                                       "decode; set the camera's pixel_format"):
         fetched(bytes(H * W * 2), "YUV422_8")
+
+
+def test_a_packed_12_bit_bayer_mosaic_is_demosaiced():
+    frame = fetched(pack_mono12p(bayer_mosaic("RG", (4000, 2000, 100), np.uint16).reshape(-1)), "BayerRG12p")
+    assert frame.bit_depth == 12 and frame.pixels.shape == (H, W, 3)
+    assert np.all(frame.pixels[2:-2, 2:-2] == (4000, 2000, 100))
