@@ -34,6 +34,12 @@ from acquisition.lens_settling import LensTrajectory
 from devices.camera import Frame, exposure_text, frame_wait_s
 from devices.errors import TRANSIENT_ERRORS, DeviceError, DeviceTimeoutError, seconds_text
 
+# A frame whose camera stamps no exposure start (GenICam through harvesters, Micro-Manager) is timed by when it
+# arrived, after its readout and transfer (USB3 or GigE: a few ms, tens at full frame): its exposure is taken to
+# lie anywhere from this long plus the exposure before its arrival up to the arrival, and it is kept as still only
+# if the lens held still all that time.
+ARRIVAL_LATENCY_S = 0.05
+
 # A stream that would take more frames than this at each position while the lens settles is refused: it
 # would discard them all, and a stepped sweep (plan.stream: false) waits out the same settle without them.
 SETTLE_FRAMES_AT_MOST = 1000
@@ -59,12 +65,14 @@ def stream_bound(positions: int, settle_s: float, exposure_ms: float) -> tuple[i
                                   f"over camera.exposure_ms {exposure_ms:g}, and {QUEUED_FRAMES_AT_MOST + 2} more")
 
 
-def exposure_window_s(frame: Frame) -> tuple[float, float]:
-    """(start, end) of the frame's exposure, time.time() seconds: the camera's own start time where it
-    gives one, else counted back from the frame's arrival."""
+def exposure_window_s(frame: Frame, arrival_latency_s: float = ARRIVAL_LATENCY_S) -> tuple[float, float]:
+    """(start, end), time.time() seconds, of a span the frame's exposure lies within: its exposure itself where
+    the camera gives its start; else from ``arrival_latency_s`` plus the exposure before its arrival up to its
+    arrival (a frame arrives after its readout and transfer, so its exposure ended an unknown while before)."""
     exposure_s = (frame.exposure_ms or 0.0) / 1000
-    start_s = frame.exposure_start_s if frame.exposure_start_s is not None else frame.timestamp_s - exposure_s
-    return start_s, start_s + exposure_s
+    if frame.exposure_start_s is not None:
+        return frame.exposure_start_s, frame.exposure_start_s + exposure_s
+    return frame.timestamp_s - exposure_s - arrival_latency_s, frame.timestamp_s
 
 
 class LensStreamAcquirer:
@@ -73,7 +81,10 @@ class LensStreamAcquirer:
     mode = "stream"
 
     def __init__(self, camera, lens, settle_s: float, frame_timeout_s: float = 5.0, retries: int = 2,
-                 give_up_after_s: float = 20.0, guard_s: float = 0.001):
+                 give_up_after_s: float = 20.0, guard_s: float = 0.001, arrival_latency_s: float = ARRIVAL_LATENCY_S):
+        if not arrival_latency_s >= 0:
+            raise ValueError(f"arrival_latency_s must be 0 or more, got {arrival_latency_s!r}")
+        self.arrival_latency_s = arrival_latency_s  # (for frames without their exposure's start: ARRIVAL_LATENCY_S)
         self.camera = camera
         self.lens = lens
         self.settle_s = settle_s
@@ -91,7 +102,9 @@ class LensStreamAcquirer:
         trajectory = LensTrajectory(self.settle_s, self.guard_s)
         lost_in_a_row = 0
         # Bounded by the frames each position can take (the settle's over the exposure), so that none runs out of them.
-        max_frames, bound = stream_bound(len(positions), self.settle_s, self.camera.exposure_ms)
+        # (A frame timed by its arrival is still only that much later: the bound counts it as settle.)
+        max_frames, bound = stream_bound(len(positions), self.settle_s + self.arrival_latency_s,
+                                         self.camera.exposure_ms)
         with FrameStream(self.camera, max_frames, self.frame_timeout_s, bound) as stream:
             self._stream = stream
             for index, power in enumerate(positions):
@@ -136,7 +149,7 @@ class LensStreamAcquirer:
         exposure_ms = self.camera.exposure_ms
         # The drivers' rule (devices.camera.frame_wait_s) for the frame wanted, which may begin only as the
         # one exposing while the lens moved ends, after the settle: one exposure and the settle more.
-        wait_s = self.settle_s + frame_wait_s(timeout_s, 2 * (exposure_ms or 0.0))
+        wait_s = self.settle_s + self.arrival_latency_s + frame_wait_s(timeout_s, 2 * (exposure_ms or 0.0))
         deadline = time.monotonic() + wait_s
         while True:
             frame = stream.next_frame(deadline - time.monotonic())
@@ -146,7 +159,7 @@ class LensStreamAcquirer:
                                                            f"within {seconds_text(wait_s)} ({exposure}the settle and "
                                                            f"the {seconds_text(timeout_s)} timeout)")
             self.frames_seen += 1
-            start_s, end_s = exposure_window_s(frame)
+            start_s, end_s = exposure_window_s(frame, self.arrival_latency_s)
             seen = trajectory.frame_focus(start_s, end_s)
             if seen.still and seen.command == command:
                 return frame
