@@ -136,9 +136,10 @@ def test_a_worker_killed_mid_stack_has_its_stack_redone_on_another(separate_clus
         deadline = time.monotonic() + 120
         while killed is None and time.monotonic() < deadline and cli.poll() is None:
             names = {addr: info["name"] for addr, info in observer.scheduler_info()["workers"].items()}
-            busy = [addr for addr, keys in observer.processing().items() if keys]
+            # (two calls to the scheduler: a worker may join between them, busy before it is in ``names``)
+            busy = [names[addr] for addr, keys in observer.processing().items() if keys and addr in names]
             if busy:
-                killed = names[busy[0]]
+                killed = busy[0]
                 workers[killed].send_signal(signal.SIGKILL)
             time.sleep(0.02)
     stdout, stderr = cli.communicate(timeout=300)
