@@ -615,7 +615,11 @@ if __name__ == "__main__":
         # refusion runs, it saves what it has and says so itself. Nothing is imported here: numpy or
         # SciPy cut short halfway through their import fail on a second one (a RecursionError).
         ignore_stop_signals()  # (a second Ctrl-C while this is said)
-        print("interrupted while starting: nothing was acquired or written", file=sys.stderr)
+        # (--refuse as argparse takes it: in full, with =VALUE, or cut short to --ref; --re is also --resume's)
+        refusing = any(len(name) > 4 and "--refuse".startswith(name)
+                       for name in (argument.split("=")[0] for argument in sys.argv[1:]))
+        print(f"interrupted while starting: nothing was {'fused' if refusing else 'acquired'} or written",
+              file=sys.stderr)
         status = interrupted_status()
     if status == interrupted_status():
         # Already stopping: another Ctrl-C, SIGTERM or SIGHUP while Python shuts down (dask's exit hooks)

@@ -44,8 +44,14 @@ def _wchan(pid: int) -> str:
         return ""
 
 
-def test_ctrl_c_while_starting_is_one_line_and_status_130(monkeypatch, capsys):
-    # Ctrl-C while the entry point imports and reads its options (about a second): no traceback.
+@pytest.mark.parametrize("options, said", [
+    (["--refuse", "x.tif", "--out", "out"], "nothing was fused or written"),
+    (["--ref=x.tif", "--out", "out"], "nothing was fused or written"),  # (argparse's abbreviation)
+    (["--profile", "simulated.yaml"], "nothing was acquired or written"),
+])
+def test_ctrl_c_while_starting_is_one_line_and_status_130(monkeypatch, capsys, options, said):
+    # Ctrl-C while the entry point imports and reads its options (about a second): no traceback, and words for
+    # what was starting (a refusion acquires nothing).
     # (Sent as a real signal, it would race the interpreter's own start-up; here the options
     # reader is what the interrupt stops.)
     import argparse
@@ -55,11 +61,11 @@ def test_ctrl_c_while_starting_is_one_line_and_status_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
-    monkeypatch.setattr(sys, "argv", ["run_session.py", "--refuse", "x.tif", "--out", "out"])
+    monkeypatch.setattr(sys, "argv", ["run_session.py", *options])
     with pytest.raises(SystemExit) as exited:
         runpy.run_path(str(REPO_ROOT / "run_session.py"), run_name="__main__")
     assert exited.value.code == 130
-    assert capsys.readouterr().err.strip() == "interrupted while starting: nothing was acquired or written"
+    assert capsys.readouterr().err.strip() == f"interrupted while starting: {said}"
 
 
 @pytest.mark.parametrize("resume", [False, True])
