@@ -5,10 +5,10 @@ small reports (a few numbers per stack) travel through the scheduler. A stack th
 be fused is one failed row, never the end of the batch. A worker that dies mid-stack has
 its stack rescheduled on another worker by dask (up to ``distributed.scheduler.allowed-failures``);
 a stack whose workers all died is tried once more, alone, once the others are done (dask gave up
-on every stack queued beside the one that killed them). An output folder that fills up ends the
-batch: the stacks left are not run. A scheduler that goes away mid-batch ends it: each stack whose
-outputs are then complete is done, the others lost (its workers stop them when they lose it). A
-batch's task keys carry a token of its own: on a scheduler that others use, nobody else's task is
+on every stack queued beside the one that killed them). An output folder that fills up, or turns read-only, ends
+the batch: the stacks left are not run, but for those a worker finished meanwhile (done). A scheduler that goes
+away mid-batch ends it: each stack whose outputs are then complete is done, the others lost (its workers stop them
+when they lose it). A batch's task keys carry a token of its own: on a scheduler that others use, nobody else's task is
 ever taken for its own.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,16 +34,17 @@ from fusion.allocator import keep_freed_memory
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred, signals_held
-from fusion.outputs import for_want_of_space, make_folder, write_json
+from fusion.outputs import FULL, make_folder, unwritable_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
 from fusion.staged_outputs import writing_now
 from fusion.output_names import refusion_outputs
 from fusion.refuse import RefusionStopped, refuse_stack
 from fusion.refuse_report import RefuseReport
-from fusion.stack_arguments import SUMMARY_FILE, absolute_path, check_unique_names, real_path
+from fusion.stack_arguments import (SUMMARY_FILE, absolute_path, check_unique_names, damaged_among_stacks,
+                                    real_path)
 
-NOT_RUN = "not run"  # the status of a stack left unfused because the output folder filled up
+NOT_RUN = "not run"  # the status of a stack left unfused because the output folder filled up or turned read-only
 LOST = "lost"  # the status of a stack left unfused because the scheduler went away mid-batch
 NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
 STOP_WAIT_S = 10.0  # after a stop, how long a scheduler's workers are given to let go of the batch's stacks
@@ -62,13 +64,16 @@ class StackOutcome:
 
     stack: str
     name: str
-    status: str                 # "done", "failed", "skipped" (outputs already complete), "not run" (--out full)
+    status: str                 # "done", "failed", "skipped" (outputs already complete), "not run" (--out full or
+    #                             read-only)
     #                             or "lost" (the scheduler went away before it was fused)
     slices: int | None = None
     seconds: float | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)   # e.g. one slice only, no focus information
-    out_full: bool = False      # failed for want of space in the output folder (the batch stops; not in the summary)
+    # Failed as every stack after it would: the output folder is ``FULL`` or ``READ_ONLY`` (the batch stops; not in
+    # the summary)
+    out_unwritable: str | None = None
 
 
 def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
@@ -150,13 +155,18 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     except RefusionStopped:  # (its future is cancelled: nobody reads this)
         return StackOutcome(str(path), name, "interrupted", seconds=time.perf_counter() - started)
     except (FusionError, OSError) as error:
-        return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started, error=str(error),
-                            out_full=for_want_of_space(error))
+        unwritable = unwritable_folder(error)
+        damaged = None if unwritable else damaged_among_stacks(path)
+        return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
+                            error=str(error) if damaged is None else f"{error}; {damaged}", out_unwritable=unwritable)
     except Exception as error:  # a bug must cost one stack, and say so, not the whole batch
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
+    # (a stack of one slice: a whole one, or one cut short at a page's end)
+    damaged = damaged_among_stacks(path) if report.n_slices == 1 else None
     return StackOutcome(str(path), report.name, "done", slices=report.n_slices,
-                        seconds=report.seconds["total"], error=None, warnings=report.warnings)
+                        seconds=report.seconds["total"], error=None,
+                        warnings=report.warnings + ([f"{path}: {damaged}"] if damaged else []))
 
 
 # On a worker: the threads fusing a stack, with their batch's token and the event that stops the stack. Dask's cancel
@@ -282,9 +292,73 @@ def _fuse_todo(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, 
         lone = absolute_path(lone) if lone.name in ("", "..") else lone
         outcomes[todo[0]] = refuse_for_batch(lone, out_dir, settings, progress=progress)
     elif todo:
-        with tqdm(total=len(stacks), initial=len(outcomes), desc="stacks", unit="stack",
-                  disable=None if progress is None else not progress) as bar:
+        # A bar on a terminal; where stderr is a file or a pipe (nohup, cron, | tee) a bar shows nothing until the
+        # end, and a line now and then does.
+        plain = progress is None and not _is_terminal(sys.stderr)
+        with (_ProgressLines(len(stacks), outcomes) if plain else
+              tqdm(total=len(stacks), initial=len(outcomes), desc="stacks", unit="stack",
+                   disable=None if progress is None else not progress)) as bar:
             _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # (no such method, or closed)
+        return False
+
+
+# Where stderr is not a terminal: a progress line at most every PROGRESS_LINE_S seconds and every
+# PROGRESS_LINE_FRACTION of the stacks, whichever is rarer, and at the end. PROGRESS_LINE_S_VARIABLE, where set,
+# overrides the seconds (the tests' few stacks take less than 30 s).
+PROGRESS_LINE_S = 30.0
+PROGRESS_LINE_FRACTION = 0.1
+PROGRESS_LINE_S_VARIABLE = "UMS_FUSION_PROGRESS_LINE_S"
+
+
+class _ProgressLines:
+    """The batch's progress as plain lines on stderr, with no carriage returns: "refuse: 120 of 300 stacks, 2 failed,
+    ~40 s left". Counts the rows of ``outcomes`` (stacks skipped by --resume among them) at each ``update``."""
+
+    def __init__(self, total: int, outcomes: dict):
+        self.total = total
+        self.outcomes = outcomes
+        self.every_s = float(os.environ.get(PROGRESS_LINE_S_VARIABLE, PROGRESS_LINE_S))
+        self.every_stacks = max(1.0, PROGRESS_LINE_FRACTION * total)
+        self.started = self.said_at = time.monotonic()
+        self.before = self.said_count = len(outcomes)  # (skipped by --resume: not in the time per stack)
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None and self.said_count != len(self.outcomes):  # (the end said where it was not yet)
+            self._say()
+
+    def update(self, n: int = 1) -> None:
+        now, count = time.monotonic(), len(self.outcomes)
+        if count >= self.total or (now - self.said_at >= self.every_s and
+                                   count - self.said_count >= self.every_stacks):
+            self._say()
+
+    def _say(self) -> None:
+        now, count = time.monotonic(), len(self.outcomes)
+        failed = sum(outcome.status == "failed" for outcome in self.outcomes.values())
+        came = count - self.before
+        left = ""
+        if came and count < self.total:
+            left = f", ~{_duration((now - self.started) / came * (self.total - count))} left"
+        print(f"refuse: {count} of {self.total} stacks, {failed} failed{left}", file=sys.stderr, flush=True)
+        self.said_at, self.said_count = now, count
+
+
+def _duration(seconds: float) -> str:
+    """'40 s', '12 min', '3 h': as a person says a time left."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
 
 
 class _Outcomes(dict):
@@ -402,7 +476,7 @@ def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, ba
         batch.fuse(todo)
         # Dask gives up on every stack that was on a worker when it died, the innocent beside the one that killed it:
         # alone, the innocent is fused, and the culprit fails on its own.
-        while batch.alone_next and not batch.out_full and not batch.scheduler_lost:
+        while batch.alone_next and not batch.out_unwritable and not batch.scheduler_lost:
             batch.fuse([batch.alone_next.pop(0)], alone=True)
     except BaseException:
         with signals_deferred("stopping this batch's stacks on the cluster; the program ends when it has"):
@@ -431,7 +505,7 @@ class _DaskBatch:
         self.token = secrets.token_hex(8)
         self.pending: dict = {}  # future: stack index, of the futures submitted and not yet recorded
         self.alone_next: list[int] = []  # stacks whose workers all died, to fuse once more, each alone
-        self.out_full = False  # a stack failed for want of space in the output folder: the rest are not run
+        self.out_unwritable = False  # the output folder is full or read-only: the rest are not run
         self.scheduler_lost = False  # the scheduler went away: the stacks left are done (on disk) or lost
 
     def fuse(self, indices: list[int], alone: bool = False) -> None:
@@ -456,8 +530,8 @@ class _DaskBatch:
                 return
             if outcome is None:
                 self.alone_next.append(index)
-            elif outcome.out_full:
-                self._stop_for_want_of_space(index, outcome)
+            elif outcome.out_unwritable:
+                self._stop_for_unwritable_out(index, outcome)
                 return
             else:
                 self._record(index, outcome)
@@ -492,28 +566,39 @@ class _DaskBatch:
         self.outcomes[index] = outcome
         self.bar.update(1)
 
-    def _stop_for_want_of_space(self, index: int, full: StackOutcome) -> None:
-        """Stack ``index`` could not be written for want of space: every stack left is not run (each was fused in full
-        and failed at its write, for hours on a large batch), and one line, the failed stack's, says so. Those that
-        finished meanwhile keep their outcome, but a want of space (or workers that died) is "not run" too."""
-        self.out_full = True
+    def _stop_for_unwritable_out(self, index: int, failed: StackOutcome) -> None:
+        """Stack ``index`` could not be written: the output folder is full or read-only. Every stack left is not run
+        (each was fused in full and failed at its write, for hours on a large batch), and one line, the failed
+        stack's, says so. Those that finished meanwhile keep their outcome, but one that failed for the same reason
+        (or whose workers died) is "not run" too; and once the workers have let go, a stack whose outputs are
+        complete in the folder is done (a worker finished it between the failure and the stop)."""
+        self.out_unwritable = True
         came = {future: self.pending.pop(future) for future in list(self.pending)
                 if future.status in ("finished", "error")}
         self.stop()
         rows = {}
         for future, other in came.items():
             outcome = self._outcome(future, other, alone=False)
-            if outcome is not None and not outcome.out_full:
+            if outcome is not None and not outcome.out_unwritable:
                 rows[other] = outcome
         left = sorted(set(self.stacks_left()) - set(rows) - {index})
         self.alone_next.clear()
+        self._wait_until_no_stack_is_written(left)
+        why = "is read-only" if failed.out_unwritable != FULL else "is full"
+        not_run = []
         for other in left:
             path = self.stacks[other]
-            rows[other] = StackOutcome(str(path), stack_name(path), NOT_RUN, error=f"not run: {self.out_dir} is full")
-        if left:
-            full.error = (f"{full.error}; {len(left)} more stack{'s were' if len(left) > 1 else ' was'} not run: "
-                          f"{self.out_dir} is full (free some space there and run the same command with --resume)")
-        self._record(index, full)
+            rows[other] = self._done_on_disk(other) or StackOutcome(str(path), stack_name(path), NOT_RUN,
+                                                                    error=f"not run: {self.out_dir} {why}")
+            if rows[other].status == NOT_RUN:
+                not_run.append(other)
+        if not_run:
+            what_to_do = ("make it writable again (its file system turned read-only, most often after a disk error: "
+                          "check the disk, remount it read-write)" if failed.out_unwritable != FULL else
+                          "free some space there")
+            failed.error = (f"{failed.error}; {len(not_run)} more stack{'s were' if len(not_run) > 1 else ' was'} not "
+                            f"run: {self.out_dir} {why} ({what_to_do} and run the same command with --resume)")
+        self._record(index, failed)
         for other in sorted(rows):
             self._record(other, rows[other])
 
@@ -527,20 +612,30 @@ class _DaskBatch:
         self.pending.clear()
         self.alone_next.clear()
         left = self.stacks_left()
+        self._wait_until_no_stack_is_written(left)
+        for index in left:
+            path = self.stacks[index]
+            self._record(index, self._done_on_disk(index) or StackOutcome(str(path), stack_name(path), LOST, error=(
+                f"{path}: lost: {self.scheduler_said} went away before it was fused; run the same command with "
+                "--resume to fuse it")))
+
+    def _wait_until_no_stack_is_written(self, indices: list[int]) -> None:
+        """Returns once no worker has written one of the stacks ``indices`` into --out for ``SETTLE_S`` (a stack
+        stopped mid-write finishes moving its outputs into place), or after ``STOP_WAIT_S``."""
         deadline = quiet_since = time.monotonic()
         deadline += STOP_WAIT_S
         while time.monotonic() < deadline and time.monotonic() - quiet_since < SETTLE_S:
-            if any(writing_now(self.out_dir, stack_name(self.stacks[index])) for index in left):
+            if any(writing_now(self.out_dir, stack_name(self.stacks[index])) for index in indices):
                 quiet_since = time.monotonic()
             time.sleep(0.1)
-        for index in left:
-            path = self.stacks[index]
-            report = finished_report(self.out_dir, path, self.settings)
-            self._record(index, StackOutcome(str(path), stack_name(path), LOST, error=(
-                f"{path}: lost: {self.scheduler_said} went away before it was fused; run the same command with "
-                "--resume to fuse it")) if report is None else
-                StackOutcome(str(path), report.name, "done", slices=report.n_slices,
-                             seconds=report.seconds.get("total"), warnings=list(report.warnings)))
+
+    def _done_on_disk(self, index: int) -> StackOutcome | None:
+        """Stack ``index`` as done, where its outputs are complete in --out (``finished_report``); else None."""
+        path = self.stacks[index]
+        report = finished_report(self.out_dir, path, self.settings)
+        return None if report is None else StackOutcome(
+            str(path), report.name, "done", slices=report.n_slices, seconds=report.seconds.get("total"),
+            warnings=list(report.warnings))
 
     def stacks_left(self) -> list[int]:
         """The stacks that have no outcome yet."""
@@ -656,7 +751,7 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
 
 def _summary_row(outcome: StackOutcome) -> dict:
     row = asdict(outcome)
-    del row["out_full"]  # (the batch's own business: the error says it)
+    del row["out_unwritable"]  # (the batch's own business: the error says it)
     return row
 
 
@@ -697,11 +792,18 @@ def stack_warning_lines(outcomes: list[StackOutcome]) -> list[str]:
 
 
 def format_table(outcomes: list[StackOutcome]) -> str:
-    """A plain-text table: stack, slices, seconds, status."""
-    width = max([len("stack")] + [len(o.name) for o in outcomes])
+    """A plain-text table: stack, slices, seconds, status; names padded by the columns a terminal gives them."""
+    width = max([len("stack")] + [display_width(o.name) for o in outcomes])
     lines = [f"{'stack':<{width}}  {'slices':>6}  {'seconds':>8}  status"]
     for o in outcomes:
         slices = "" if o.slices is None else str(o.slices)
         seconds = "" if o.seconds is None else f"{o.seconds:.2f}"
-        lines.append(f"{o.name:<{width}}  {slices:>6}  {seconds:>8}  {o.status}")
+        lines.append(f"{o.name}{' ' * (width - display_width(o.name))}  {slices:>6}  {seconds:>8}  {o.status}")
     return "\n".join(lines)
+
+
+def display_width(text: str) -> int:
+    """The columns ``text`` takes on a terminal: two for a wide character (スタック: East Asian Wide or Fullwidth),
+    none for a combining mark (an accent written as its own character), one for the others."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)

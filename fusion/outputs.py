@@ -88,6 +88,27 @@ def _why_unwritten(error: OSError, folder: Path) -> tuple[int | None, str]:
     return None, str(error)
 
 
+# Why a write into the output folder failed, where every later write there fails too: the batch stops (fusion.batch).
+FULL = "full"
+READ_ONLY = "read-only"
+
+
+def unwritable_folder(error: BaseException) -> str | None:
+    """``FULL`` where ``error`` is a want of space (``for_want_of_space``), ``READ_ONLY`` where it (or one it was
+    raised from) is EROFS (a file system remounted read-only after a disk error); None for any other error, which
+    may be the one stack's own (EIO is left at that: one bad sector is not a dead disk)."""
+    if for_want_of_space(error):
+        return FULL
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if (isinstance(cause, OSError) and cause.errno == errno.EROFS) or os.strerror(errno.EROFS) in str(cause):
+            return READ_ONLY
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def for_want_of_space(error: BaseException) -> bool:
     """Whether ``error``, or one it was raised from (``fusion.refuse`` says which output, a stack's buffer which slice,
     from the OSError), is a full disk or quota: ENOSPC, EDQUOT, their words in its message, or a short write that gave

@@ -13,7 +13,7 @@ import tifffile
 from fusion.errors import StackError, StackNotFoundError
 from fusion.output_names import DEPTH, FUSED, is_our_output, refusion_outputs
 from fusion.readers import TIFF_SUFFIXES, stack_name
-from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, multipage_tiffs
+from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, is_tiff, multipage_tiffs, tiff_pages
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
 
 SUMMARY_FILE = "summary.json"  # the batch's summary, in --out beside the stacks' reports
@@ -246,8 +246,8 @@ def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:
 
 
 def _stacks_in(path: Path) -> list[Path]:
-    """``path``, or, for a folder whose images are all multi-page TIFFs, each of those files:
-    such a folder holds stacks, not slices. A folder that cannot be listed is one stack: reading it
+    """``path``, or, for a folder of multi-page TIFFs (``_stacks_of_a_folder``: a damaged one among them too), each
+    of those files: such a folder holds stacks, not slices. A folder that cannot be listed is one stack: reading it
     is then that stack's failure, and the others go on. A refusion's outputs written into the folder
     (``<name>.fused.tif``, ...: ``--out`` was the folder) are passed over, with a warning."""
     try:
@@ -262,10 +262,46 @@ def _stacks_in(path: Path) -> list[Path]:
     if outputs:
         counted = _counted(sorted(outputs), "output of an earlier fusion", "outputs of earlier fusions", OUTPUTS_HINT)
         warnings.warn(f"{path}: skipped {counted}", stacklevel=2)
+    return _stacks_of_a_folder(files) or [path]
+
+
+def _stacks_of_a_folder(files: list[Path]) -> list[Path] | None:
+    """Each of a folder's ``files``, where it holds multi-page TIFF stacks: every file a TIFF, and more of them of
+    several pages than not. The others (one page, or none readable) are most likely stacks damaged or cut short in
+    a copy: each is a stack of its own, whose row says what is wrong with it (``damaged_among_stacks``); the folder
+    failing as a whole fused none of the good ones. None for a folder of slices, or of both."""
     stacks = multipage_tiffs(files)
-    if files and len(stacks) == len(files):
-        return [file for file, _ in stacks]
-    return [path]
+    if files and all(is_tiff(file) for file in files) and len(stacks) > len(files) - len(stacks):
+        return files
+    return None
+
+
+# How many TIFFs beside a stack of one page (or none readable) are looked into for multi-page ones: enough for a
+# folder of stacks, few for a folder of a thousand slices.
+NEIGHBOURS_LOOKED_AT = 3
+
+
+def damaged_among_stacks(stack: Path) -> str | None:
+    """Where the TIFF ``stack`` holds one page, or none readable, and multi-page TIFF stacks are beside it in its
+    folder: the words that say it is most likely one of them, damaged or cut short (a copy that stopped); else
+    None. Its own reading says what is wrong with the file; this says what it most likely was."""
+    if not (is_tiff(stack) and stack.is_file()):
+        return None
+    pages = tiff_pages(stack)
+    if pages is not None and pages > 1:
+        return None
+    try:
+        neighbours = [file for file in image_files(stack.parent) if is_tiff(file) and file.name != stack.name]
+    except (OSError, StackError):
+        return None
+    stacks = multipage_tiffs(neighbours[:NEIGHBOURS_LOOKED_AT])
+    if not stacks:
+        return None
+    this = ("this empty file (0 bytes)" if stack.stat().st_size == 0 else "this file, unreadable as a TIFF," if
+            pages is None else "this file of one page" if pages == 1 else "this file of no page")
+    example, example_pages = stacks[0]
+    return (f"{this}, in a folder of multi-page TIFF stacks (e.g. {example.name}, {example_pages} pages), "
+            "is most likely one of them damaged or cut short (a copy that stopped): copy it again from its source")
 
 
 def check_unique_names(stacks: list[Path]) -> None:

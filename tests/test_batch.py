@@ -14,7 +14,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from fusion.batch import refuse_many
+from fusion.batch import StackOutcome, format_table, refuse_many
 from fusion.stack_arguments import check_unique_names, expand_stack_arguments
 from fusion.errors import StackNotFoundError
 from tests.conftest import REPO_ROOT, usage_error, with_default_sigint
@@ -584,3 +584,13 @@ def test_live_sessions_refused_together_are_named_after_their_folders(tmp_path):
     assert [outcome.status for outcome in outcomes] == ["done", "done"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.fused.tif")) == \
         ["20261127-170533.fused.tif", "20261127-171027.fused.tif"]
+
+
+def test_the_end_table_keeps_its_columns_with_wide_and_accented_names():
+    # スタック takes eight columns on a terminal, not four; "é" written as e and a combining accent takes one.
+    names = ["スタック", "Stack", "we\u0301ll"]
+    table = format_table([StackOutcome(f"/data/{name}.tif", name, "done", slices=6, seconds=1.5) for name in names])
+    columns = {len(line) + sum(char in "スタック" for char in line) - line.count("\u0301")
+               for line in (line.rsplit(" ", 1)[0] for line in table.splitlines())}  # (up to the status)
+    assert len(columns) == 1, table
+    assert table.splitlines()[1].startswith("スタック  ")  # (the widest name: two spaces to the next column)

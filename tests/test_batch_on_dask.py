@@ -219,6 +219,71 @@ def test_once_out_is_full_the_other_stacks_are_not_run_and_one_line_says_so(smal
     assert sorted(p.name for p in small_disk.glob("*.fused.tif")) == ["s0.fused.tif", "s1.fused.tif"]
 
 
+@pytest.mark.slow
+def test_once_out_is_full_a_stack_whose_outputs_are_complete_there_is_done_not_not_run(small_disk, tmp_path):
+    # s5's outputs are complete in --out (fused by a run before; as those of a stack another worker finished after
+    # the stop): the batch that fills the disk lists it done, not "not run".
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i}.tif", 6, seed=i) for i in range(8)]
+    first = cli("--refuse", stacks[5], "--out", small_disk, "--align", "off")
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    run = cli("--refuse", *stacks, "--out", small_disk, "--workers", "1", "--align", "off")
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr
+    statuses = [row["status"] for row in summary_of(small_disk)["stacks"]]
+    assert statuses == ["done", "failed"] + ["not run"] * 3 + ["done"] + ["not run"] * 2, stderr
+    errors = errors_in(stderr)
+    assert len(errors) == 1 and "5 more stacks were not run" in errors[0] and "is full" in errors[0], stderr
+    # Not a terminal: no bar, one progress line at the end (a batch this short says no more)
+    assert [line for line in stderr.splitlines() if line.startswith("refuse:")] == [
+        "refuse: 8 of 8 stacks, 1 failed"], stderr
+
+
+@pytest.mark.slow
+def test_an_out_that_turns_read_only_mid_batch_stops_the_batch_in_one_line(tmp_path):
+    # A disk error remounts --out's file system read-only: the stacks left are not read and fused in full only to
+    # fail at their writes, one error line each; the batch stops as for a full disk and says it is read-only.
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i:02d}.tif", 24, shape=(256, 320), seed=i) for i in range(12)]
+    with small_tmpfs(tmp_path / "disk", "50m") as disk:
+        out = disk / "out"
+        run = cli("--refuse", *stacks, "--out", out, "--workers", "1", "--align", "off")
+        with killed_at_the_end(run):
+            deadline = time.monotonic() + 240
+            while not list(out.glob("*.json")) and time.monotonic() < deadline and run.poll() is None:
+                time.sleep(0.02)
+            remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
+            assert remounted.returncode == 0, remounted.stderr
+            stdout, stderr = run.communicate(timeout=300)
+        statuses = [line.split()[-1] for line in stdout.splitlines()[1:] if not line.startswith("summary")]
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=False)
+    assert run.returncode == 1, stderr
+    assert statuses.count("failed") == 1 and statuses.count("run") >= 5, stdout  # ("not run": its last word)
+    stack_errors = [line for line in errors_in(stderr) if "summary" not in line]
+    assert len(stack_errors) == 1, stderr
+    assert "is read-only" in stack_errors[0] and "not run" in stack_errors[0] and "--resume" in stack_errors[0]
+    assert "is full" not in stderr
+
+
+@pytest.mark.slow
+def test_progress_goes_to_a_file_as_plain_lines_while_the_batch_runs(tmp_path):
+    # nohup, cron, `| tee`: stderr is a file, where a bar shows nothing until the end. The line's interval (30 s)
+    # is cut to none by UMS_FUSION_PROGRESS_LINE_S, leaving one line every 10% of the stacks.
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i:02d}.tif", 12, shape=(192, 256), seed=i) for i in range(10)]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        run = cli("--refuse", *stacks, "--out", tmp_path / "out", "--workers", "1", "--align", "off",
+                  env={**os.environ, "UMS_FUSION_PROGRESS_LINE_S": "0"}, stderr=stderr)
+        with killed_at_the_end(run):
+            assert _wait_for_line(log, "refuse: 1 of 10 stacks", run, timeout_s=240) is not None, log.read_text()
+            assert run.poll() is None  # said while the batch runs, not at its end
+            run.communicate(timeout=300)
+    assert run.returncode == 0, log.read_text()
+    said = log.read_text()
+    assert "\r" not in said
+    lines = [line for line in said.splitlines() if line.startswith("refuse:")]
+    assert lines[-1] == "refuse: 10 of 10 stacks, 0 failed", said
+    assert len(lines) == 10 and all(line.endswith(" left") for line in lines[:-1]), said
+
+
 @pytest.fixture
 def scheduler_without_workers():
     from distributed import LocalCluster

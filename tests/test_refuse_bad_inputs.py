@@ -52,6 +52,26 @@ def test_a_folder_of_multipage_tiffs_is_refused_stack_by_stack(tmp_path):
     assert not (tmp_path / "out" / "positions.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["cut to one page", "empty"])
+def test_a_damaged_file_in_a_folder_of_stacks_is_one_failed_row_and_the_others_are_fused(tmp_path, damage):
+    # A copy of a plate that stopped short: one well's stack cut after its first page, or never written (0 bytes).
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    wells = [write_stack(folder / f"well{i}.tif", 5, seed=i) for i in range(4)]
+    whole = wells[1].read_bytes()
+    wells[1].write_bytes(whole[: 64 * 80 + 2000] if damage == "cut to one page" else b"")
+    done = run_cli("--refuse", folder, "--out", tmp_path / "out", "--workers", "2", "--align", "off")
+    assert done.returncode == 1, done.stderr
+    rows = {row["name"]: row for row in json.loads((tmp_path / "out" / "summary.json").read_text())["stacks"]}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "well0": "done", "well1": "failed", "well2": "done", "well3": "done"}, done.stderr
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and str(wells[1]) in errors[0], done.stderr
+    said = "this empty file (0 bytes)" if damage == "empty" else "truncated or corrupt"
+    assert said in errors[0] and "most likely one of them damaged or cut short" in errors[0], errors[0]
+
+
 def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -63,6 +83,8 @@ def test_a_folder_mixing_slices_and_stacks_is_one_clear_error(tmp_path):
     # It names the stack to refuse, not a glob that would take the single images too (a live
     # session's folder holds fused.tif and depth.tif beside its stack).
     assert f"refuse the stacks themselves (--refuse {folder / 'a.tif'})" in str(raised.value)
+    # The advice leaves b.tif out, and says so: it may be a stack cut short.
+    assert "beside them 1 file of one image or none readable (b.tif)" in str(raised.value)
 
 
 # ---- 6: a symlink loop is one failed row ----

@@ -56,18 +56,22 @@ def image_files(folder: Path) -> list[Path]:
     return sorted((p for p in files if p.is_file()), key=natural_key)
 
 
+def tiff_pages(file: Path) -> int | None:
+    """How many pages tifffile finds in the TIFF ``file`` (a file cut short: those before the cut); None where it
+    cannot be read as a TIFF at all (empty, damaged header, not a TIFF)."""
+    try:
+        with tifffile.TiffFile(file) as tiff:
+            return len(tiff.pages)
+    except Exception:  # unreadable: reading it as a slice or a stack will say so
+        return None
+
+
 def multipage_tiffs(files: list[Path]) -> list[tuple[Path, int]]:
     """The TIFF files among ``files`` that hold more than one page, with their page counts."""
     found = []
     for file in files:
-        if not is_tiff(file):
-            continue
-        try:
-            with tifffile.TiffFile(file) as tiff:
-                pages = len(tiff.pages)
-        except Exception:  # unreadable: reading it as a slice will say so
-            continue
-        if pages > 1:
+        pages = tiff_pages(file) if is_tiff(file) else None
+        if pages is not None and pages > 1:
             found.append((file, pages))
     return found
 
@@ -127,9 +131,15 @@ class ImageFolderStack(SavedStack):
             more = f" and {len(stacks) - 3} more" if len(stacks) > 3 else ""
             # Name the stacks themselves: a live session's folder also holds its fused and depth images.
             target = str(stacks[0][0]) if len(stacks) == 1 else " ".join(str(file) for file, _ in stacks[:3])
+            # The files left out of that advice said too: one may be a stack damaged or cut short in a copy.
+            others = [file for file in self.files if file not in dict(stacks)]
+            besides = (f"; beside them {len(others)} file{'s' if len(others) > 1 else ''} of one image or none "
+                       f"readable ({', '.join(file.name for file in others[:3])}"
+                       f"{f' and {len(others) - 3} more' if len(others) > 3 else ''}), which may be stacks damaged "
+                       "or cut short") if others else ""
             raise StackLayoutError(
                 f"this folder holds multi-page TIFF stacks ({listed}{more}), not one slice per file: "
-                f"refuse the stacks themselves (--refuse {target})", folder)
+                f"refuse the stacks themselves (--refuse {target}){besides}", folder)
 
     @property
     def n_slices(self) -> int:
