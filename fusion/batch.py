@@ -31,6 +31,7 @@ import tifffile
 from tqdm import tqdm
 
 from fusion.allocator import keep_freed_memory
+from fusion.batch_progress import ProgressLines, is_terminal
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred, signals_held
@@ -294,71 +295,11 @@ def _fuse_todo(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, 
     elif todo:
         # A bar on a terminal; where stderr is a file or a pipe (nohup, cron, | tee) a bar shows nothing until the
         # end, and a line now and then does.
-        plain = progress is None and not _is_terminal(sys.stderr)
-        with (_ProgressLines(len(stacks), outcomes) if plain else
+        plain = progress is None and not is_terminal(sys.stderr)
+        with (ProgressLines(len(stacks), outcomes) if plain else
               tqdm(total=len(stacks), initial=len(outcomes), desc="stacks", unit="stack",
                    disable=None if progress is None else not progress)) as bar:
             _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar)
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # (no such method, or closed)
-        return False
-
-
-# Where stderr is not a terminal: a progress line at most every PROGRESS_LINE_S seconds and every
-# PROGRESS_LINE_FRACTION of the stacks, whichever is rarer, and at the end. PROGRESS_LINE_S_VARIABLE, where set,
-# overrides the seconds (the tests' few stacks take less than 30 s).
-PROGRESS_LINE_S = 30.0
-PROGRESS_LINE_FRACTION = 0.1
-PROGRESS_LINE_S_VARIABLE = "UMS_FUSION_PROGRESS_LINE_S"
-
-
-class _ProgressLines:
-    """The batch's progress as plain lines on stderr, with no carriage returns: "refuse: 120 of 300 stacks, 2 failed,
-    ~40 s left". Counts the rows of ``outcomes`` (stacks skipped by --resume among them) at each ``update``."""
-
-    def __init__(self, total: int, outcomes: dict):
-        self.total = total
-        self.outcomes = outcomes
-        self.every_s = float(os.environ.get(PROGRESS_LINE_S_VARIABLE, PROGRESS_LINE_S))
-        self.every_stacks = max(1.0, PROGRESS_LINE_FRACTION * total)
-        self.started = self.said_at = time.monotonic()
-        self.before = self.said_count = len(outcomes)  # (skipped by --resume: not in the time per stack)
-
-    def __enter__(self) -> _ProgressLines:
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is None and self.said_count != len(self.outcomes):  # (the end said where it was not yet)
-            self._say()
-
-    def update(self, n: int = 1) -> None:
-        now, count = time.monotonic(), len(self.outcomes)
-        if count >= self.total or (now - self.said_at >= self.every_s and
-                                   count - self.said_count >= self.every_stacks):
-            self._say()
-
-    def _say(self) -> None:
-        now, count = time.monotonic(), len(self.outcomes)
-        failed = sum(outcome.status == "failed" for outcome in self.outcomes.values())
-        came = count - self.before
-        left = ""
-        if came and count < self.total:
-            left = f", ~{_duration((now - self.started) / came * (self.total - count))} left"
-        print(f"refuse: {count} of {self.total} stacks, {failed} failed{left}", file=sys.stderr, flush=True)
-        self.said_at, self.said_count = now, count
-
-
-def _duration(seconds: float) -> str:
-    """'40 s', '12 min', '3 h': as a person says a time left."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{round(seconds / 3600)} h"
 
 
 class _Outcomes(dict):
