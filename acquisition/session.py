@@ -370,7 +370,8 @@ class Session:
                                    unit=self.profile.focus.unit)
         if self.engine is None:
             self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.profile.fusion_settings(),
-                                          source=self.buffer, name=str(self.buffer.path))
+                                          source=self.buffer, name=str(self.buffer.path),
+                                          z_unit=self.profile.focus.unit)
             self.worker = FusionWorker(self.engine, self.buffer, slices_in_memory_for(pixels.nbytes),
                                        on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
         assert self.worker is not None  # made with the engine, for the first slice

@@ -115,7 +115,7 @@ class SessionOutputWriter(SessionListener):
         unit, paths, pixel_size_um = session.profile.focus.unit, session.outputs, session.pixel_size_um()
         write_image_tiff(paths["fused"], result.fused, pixel_size_um=pixel_size_um)
         self.images_written["fused"] = str(paths["fused"])
-        write_depth_tiff(paths["depth"], result.depth, unit if result.depth_unit == "um" else "slice index",
+        write_depth_tiff(paths["depth"], result.depth, result.depth_unit,
                          pixel_size_um=pixel_size_um)
         self.images_written["depth"] = str(paths["depth"])
         plot_focus_curve(paths["focus_curve"], [s.z for s in session.slices], result.focus_scores, unit,

@@ -184,7 +184,8 @@ class FusionResult:
 
     fused: np.ndarray            # the slices' shape and dtype
     depth: np.ndarray            # float32 (H, W): z in focus there, or a slice index; NaN: textureless
-    depth_unit: str              # "um" when every slice had a z, else "slice index"
+    depth_unit: str              # the z's unit (StreamingFusion's ``z_unit``) when every slice had a z, else
+    #                              "slice index"
     # int16 (H, W): chosen slice per pixel, after cleaning. The pyramid composition makes it after the fused image
     # and depth map (reports and channels that follow another's decision read it, the image does not): it may be
     # given as a Future, which reading it waits for.
@@ -222,15 +223,18 @@ class StreamingFusion:
     RGB: the focus measure sees their luminance) or separate images (fluorescence channels, as a stack's reader
     tells: ``SavedStack.channels_are_colour``), which it sees evenly, each scaled by its own light
     (``even_channel_weights``, from the first slice), so that a dim channel steers the focus as a bright one does.
+    ``z_unit``: the unit of the z pushed with the slices, and so of the depth map (a tunable lens's "dpt").
     """
 
     def __init__(self, shape: tuple[int, ...], dtype, settings: FusionSettings | None = None,
-                 source: SliceSource | None = None, name: str = "pushed stack", channels_are_colour: bool = True):
+                 source: SliceSource | None = None, name: str = "pushed stack", channels_are_colour: bool = True,
+                 z_unit: str = "um"):
         self.shape = _frame_shape(shape, name)
         # A big-endian TIFF's pixels, as some readers give them, are fused as the same values in native order.
         self.dtype = np.dtype(dtype).newbyteorder("=")
         self.settings = settings or FusionSettings()
         self.name = name
+        self.z_unit = z_unit
         if self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
                              f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
@@ -438,7 +442,7 @@ class StreamingFusion:
         return FusionResult(
             fused=fused.reshape(self.shape),
             depth=depth,
-            depth_unit="um" if None not in self._z_positions else "slice index",
+            depth_unit=self.z_unit if None not in self._z_positions else "slice index",
             decision=decision,
             focus_scores=list(self._focus_scores),
             z_positions=list(self._z_positions),

@@ -78,9 +78,10 @@ def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSetting
             warnings.warn(missing, stacklevel=1)
         shape, dtype = stack.first_slice_format()
         channels_are_colour = stack.channels_are_colour  # (a folder of TIFFs opens its first file to say)
-        engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
-                                 channels_are_colour=channels_are_colour)  # fluorescence: each channel counts
         z, z_unit = stack.usable_focus_positions()  # µm, or a lens's dpt or mA
+        engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
+                                 channels_are_colour=channels_are_colour,  # fluorescence: each channel counts
+                                 z_unit=z_unit)
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:
@@ -107,7 +108,7 @@ def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSetting
             outputs.write("fused", lambda path: write_image_tiff(path, result.fused, pixel_size_um=pixel_size_um,
                                                                  colour=channels_are_colour,  # channels stay
                                                                  channel_look=look))
-            depth_unit = z_unit if result.depth_unit == "um" else result.depth_unit  # the engine counts in z's unit
+            depth_unit = result.depth_unit
             outputs.write("depth", lambda path: write_depth_tiff(path, result.depth, depth_unit,
                                                                  pixel_size_um=pixel_size_um))
             seconds["write"] = time.perf_counter() - write_started

@@ -112,7 +112,7 @@ def _finite(value) -> bool:
 def fuse_layer_stack(stack: LayerStack, settings: FusionSettings) -> Iterator[tuple[int, int] | FusionResult]:
     """Push every slice (yielding (done, total) after each), then yield the result last."""
     first = stack.slice(0)
-    engine = StreamingFusion(first.shape, first.dtype, settings, name=stack.name)
+    engine = StreamingFusion(first.shape, first.dtype, settings, name=stack.name, z_unit=stack.z_unit)
     for index in range(stack.n_slices):
         engine.push(first if index == 0 else stack.slice(index), stack.z_um[index])
         yield index + 1, stack.n_slices

@@ -168,9 +168,8 @@ class FusionWidget(QWidget):
 
     def _fusion_step(self, item, stack, notes=()):
         if isinstance(item, FusionResult):
-            depth_unit = stack.z_unit if item.depth_unit == "um" else item.depth_unit
             try:
-                names = self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, depth_unit,
+                names = self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, item.depth_unit,
                                           stack.pixel_units, stack.pixel_translate)
             except Exception as error:  # (never left saying "fusing...")
                 self._say(f"fused {_slices(stack.n_slices)} of {stack.name}, but the result could not be shown: "

@@ -72,6 +72,16 @@ def test_blend_keeps_no_copy_of_the_slices(rgb_stack):
     assert engine._own_store is None
 
 
+def test_the_depth_map_is_in_the_unit_of_the_z_pushed(rgb_stack):
+    # A tunable lens's stack, pushed at its focal powers: the result said "um" (the session's files were labelled
+    # right by the writers; a program of one's own read µm).
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8, z_unit="dpt")
+    for index, pixels in enumerate(rgb_stack.slices):
+        engine.push(pixels, -2.0 + 0.5 * index)
+    assert engine.finish().depth_unit == "dpt"
+    assert StreamingFusion(rgb_stack.slices[0].shape, np.uint8).z_unit == "um"  # a stage's, unless said
+
+
 def test_depth_is_slice_index_when_z_is_unknown(rgb_stack):
     engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8)
     for pixels in rgb_stack.slices:
