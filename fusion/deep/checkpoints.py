@@ -1,0 +1,136 @@
+"""Training checkpoints and the exported weights: written atomically, read with one-line errors.
+
+A checkpoint (``--out``) holds what continuing needs: the autoencoder, the optimiser, the step, the
+seed, the crop generator's state, the last losses and the loss history. The exported weights
+(``--export``) are the encoder alone in float16, the file ``--method ums`` loads.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fusion.deep.deep_measure import DEFAULT_WEIGHTS, sha256_of, weights_record
+from fusion.errors import FusionError
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504: a larger weight exports as infinity
+RESTORE_SHIPPED = "git checkout -- fusion/deep/weights/ums_unetpp.pt fusion/deep/weights/ums_unetpp.json"
+
+
+class CheckpointError(FusionError):
+    """Raised when a checkpoint cannot be read (missing, damaged, a weights file) or a destination cannot be written."""
+
+
+class ExportRefusedError(CheckpointError):
+    """Raised when a checkpoint's weights or losses are not finite, or do not fit float16: the training diverged."""
+
+
+def checkpoint_record(checkpoint: Path) -> Path:
+    """The training record written beside a checkpoint (same name, .json)."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def check_destination(path: Path, what: str) -> None:
+    """``path``'s folder made now, so that a file cannot be written there is said before hours of training;
+    CheckpointError naming ``what`` ("--out") otherwise."""
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path}: is a folder; give a file name in it")
+    blocking = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise CheckpointError(f"{what} {path}: cannot write there: {blocking} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"{what} {path}: cannot make its folder {path.parent}: "
+                              f"{error.strerror or error}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{what} {path}: cannot write in {path.parent} (no permission)")
+
+
+@contextlib.contextmanager
+def _written_atomically(path: Path):
+    """Yields a temporary name beside ``path``; renamed onto it at the end, removed on any failure: a run
+    killed mid-write leaves the earlier file whole, never half a file at ``path``."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")  # (the process's id: two runs never share it)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def save_atomically(state: dict, path: Path) -> None:
+    with _written_atomically(path) as temporary:
+        torch.save(state, temporary)
+
+
+def write_json_atomically(record: dict, path: Path) -> None:
+    with _written_atomically(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_checkpoint(path: Path, what: str = "--resume") -> dict[str, Any]:
+    """The checkpoint at ``path`` (on the CPU); CheckpointError when it is missing, not readable, or a weights file."""
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path}: no such checkpoint" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's own message runs to many lines
+        raise CheckpointError(f"{what} {path}: not a readable checkpoint: damaged or not a PyTorch file "
+                              f"({type(error).__name__})") from None
+    if isinstance(state, dict) and "model" not in state and any(k.startswith("x0_0.") for k in state):
+        raise CheckpointError(f"{what} {path}: is an exported weights file, not a training checkpoint "
+                              "(give the --out of an earlier training run)")
+    if not isinstance(state, dict) or not {"model", "optimiser", "step"} <= state.keys():
+        raise CheckpointError(f"{what} {path}: not a training checkpoint of fusion.deep.train "
+                              "(no model, optimiser and step in it)")
+    return state
+
+
+def _check_exportable(checkpoint: Path, state: dict, encoder: dict[str, torch.Tensor]) -> None:
+    """ExportRefusedError where the run diverged: a loss that is not finite, or a weight float16 cannot hold."""
+    record_path = checkpoint_record(checkpoint)
+    losses = dict(state.get("losses") or {})
+    if not losses and record_path.is_file():  # checkpoints written before the losses were kept in them
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            losses = dict(json.loads(record_path.read_text()).get("final_losses") or {})
+    bad_losses = {name: value for name, value in losses.items() if not math.isfinite(float(value))}
+    if bad_losses:
+        raise ExportRefusedError(f"{checkpoint}: its loss is {bad_losses} at step {state['step']}: the training "
+                                 "diverged; train again with a lower --lr")
+    for name, tensor in encoder.items():
+        if not tensor.is_floating_point():
+            continue
+        largest = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
+        if not math.isfinite(largest) or largest > FLOAT16_MAX:
+            raise ExportRefusedError(f"{checkpoint}: encoder tensor {name} holds {largest:.3g}, more than float16 "
+                                     f"holds ({FLOAT16_MAX:g}): the training diverged; train again with a lower --lr")
+
+
+def export_weights(checkpoint: Path, weights: Path) -> str | None:
+    """The shipped file: the encoder's state_dict in float16 (half the size; features are unaffected),
+    with the checkpoint's training record copied beside it. Returns a line to say when it replaced a file."""
+    state = read_checkpoint(checkpoint, "the checkpoint to export")
+    encoder = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
+    _check_exportable(checkpoint, state, encoder)
+    encoder = {k: (v.half() if v.is_floating_point() else v) for k, v in encoder.items()}
+    replaced = weights.exists()
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_atomically(encoder, weights)
+    record_path = checkpoint_record(checkpoint)
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record["exported_from"] = checkpoint.name
+    record["sha256"] = sha256_of(weights)  # checked on load: a damaged file is an error, not NaN scores
+    write_json_atomically(record, weights_record(weights))
+    if not replaced:
+        return None
+    if weights.resolve() == DEFAULT_WEIGHTS.resolve():
+        return f"replaced the shipped weights {weights} (to get them back: {RESTORE_SHIPPED})"
+    return f"replaced the earlier weights file {weights} and its record"
