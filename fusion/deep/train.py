@@ -37,7 +37,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "gravel", "brick", "grass", "moon", "text", "rocket",
                   "coins", "page", "hubble_deep_field", "retina", "immunohistochemistry", "cell", "horse")
 SYNTHETIC_SIGMAS_PX = (0.7, 1.5, 3.0)  # synthetic textures at a few scales
-FRAMES_PER_STACK = 4
+FRAMES_PER_STACK = 4  # about: every (n_slices // 4)th slice, so 4 to 7
 MIN_CROP_PX = 16  # four 2x poolings in the UNet++: a smaller crop has no pixel left at its deepest level
 CHECKPOINT_EVERY_STEPS = 100
 
@@ -99,7 +99,7 @@ def _prepared(image: np.ndarray, max_side_px: int) -> np.ndarray:
 def announce_loading() -> None:
     """One line before the ~10 s of loading: what is loaded, and whether the real stacks are there."""
     folders = stack_folders()
-    stacks = (f", {FRAMES_PER_STACK} frames of each of {len(folders)} stacks in {SHARED_DATA}" if folders else "")
+    stacks = f", frames of {len(folders)} stacks in {SHARED_DATA}" if folders else ""
     print(f"loading training images: up to {len(SKIMAGE_IMAGES)} from scikit-image{stacks}, "
           f"{len(SYNTHETIC_SIGMAS_PX)} synthetic textures", flush=True)
     if not folders:
