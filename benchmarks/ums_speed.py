@@ -2,7 +2,10 @@
 and what the feature width costs in quality.
 
 Speed: slices per second of the measure alone, and of the whole engine push (measure plus the
-blend update), on rendered RGB frames (4 MP by default, the GPU target's size).
+default composition), on rendered RGB frames, a line per configuration as it is measured. Defaults by
+device: on a CUDA GPU 4 MP frames (the GPU target's size), widths 0 (full) 960 480 320, batches 1 4;
+on a CPU 1 MP frames, widths 480 320, batch 1 (about a minute on 2 cores; full resolution at 4 MP
+takes minutes a configuration there, and GBs).
 Quality (--quality): PSNR against the ground truth of the quality benchmark's rendered stacks
 (benchmarks/quality_stacks.py) at 768x1024, by family, for each feature width of the deep measure
 (0 = full resolution), next to the pixel spatial frequency, both with the default composition.
@@ -39,8 +42,8 @@ def speed(size: str, device: str, widths: list[int], batches: list[int], precisi
     height, width = grays[0].shape
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and device in ("auto", "cuda") else \
         f"CPU ({torch.get_num_threads()} threads)"
-    print(f"ums measure, {height}x{width} ({size}) slices, on {name}")
-    print(f"{'feature width':>14} {'batch':>6} {'precision':>10} {'measure slices/s':>17}")
+    print(f"ums measure, {height}x{width} ({size}) slices, on {name}", flush=True)
+    print(f"{'feature width':>14} {'batch':>6} {'precision':>10} {'measure slices/s':>17}", flush=True)
     for feature_width in widths:
         for precision in precisions:
             for batch in batches:
@@ -56,15 +59,16 @@ def speed(size: str, device: str, widths: list[int], batches: list[int], precisi
                         done += batch
                 _synchronize(torch)
                 rate = done / (time.perf_counter() - started)
-                print(f"{feature_width or width:>14} {batch:>6} {precision:>10} {rate:>17.2f}")
-    # The whole push: measure, then the running blend maps (numba, on the CPU cores).
+                print(f"{feature_width or width:>14} {batch:>6} {precision:>10} {rate:>17.2f}", flush=True)
+    # The whole push: measure, then the default composition (numba, on the CPU cores).
     engine = StreamingFusion(frames[0].shape, frames[0].dtype, FusionSettings(measure="ums", device=device))
     engine.push(frames[0])
     started = time.perf_counter()
     for pixels in list(frames[1:]) * repeats:
         engine.push(pixels)
     rate = (len(frames) - 1) * repeats / (time.perf_counter() - started)
-    print(f"engine push with ums (default width {DeepSpatialFrequency.feature_width_px}, batch 1): {rate:.2f} slices/s")
+    print(f"engine push with ums (default width {DeepSpatialFrequency.feature_width_px}, batch 1, default "
+          f"composition): {rate:.2f} slices/s", flush=True)
 
 
 def _synchronize(torch) -> None:
@@ -101,17 +105,29 @@ def quality(widths: list[int], device: str, precisions: list[str], shape: tuple[
         print(f"  {name}: " + ", ".join(f"{label} {np.mean(values):.2f}" for label, values in family.items()))
 
 
+def _on_gpu(device: str) -> bool:
+    """Whether the measure will run on a CUDA GPU: the defaults are sized for it, else for a CPU."""
+    import torch
+
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="4MP", choices=list(SIZES))
+    parser.add_argument("--size", choices=list(SIZES), help="frame size (default: 4MP on a GPU, 1MP on a CPU)")
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    parser.add_argument("--widths", nargs="+", type=int, default=[0, 960, 480, 320],
-                        help="feature widths in px; 0 = full resolution")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--widths", nargs="+", type=int,
+                        help="feature widths in px; 0 = full resolution (default: 0 960 480 320 on a GPU, "
+                             "480 320 on a CPU)")
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: 1 4 on a GPU, 1 on a CPU)")
     parser.add_argument("--precisions", nargs="+", default=["auto"], help="auto, float32, float16, bfloat16")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quality", action="store_true", help="also measure what the feature width costs in PSNR")
     args = parser.parse_args()
+    on_gpu = _on_gpu(args.device)
+    args.size = args.size or ("4MP" if on_gpu else "1MP")
+    args.widths = args.widths or ([0, 960, 480, 320] if on_gpu else [480, 320])
+    args.batches = args.batches or ([1, 4] if on_gpu else [1])
     speed(args.size, args.device, args.widths, args.batches, args.precisions, args.repeats)
     if args.quality:
         quality(args.widths, args.device, args.precisions)
