@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--device", default=None,
                         help=f"torch device for --method ums: cuda, cuda:N, mps, cpu, or auto (CUDA when present) "
                              f"(default: {defaults.device})")
+    fusion.add_argument("--weights", default=None, metavar="FILE",
+                        help="weights file for --method ums, as python -m fusion.deep.train --export writes "
+                             "(default: the shipped fusion/deep/weights/ums_unetpp.pt)")
     fusion.add_argument("--window-px", type=int, default=None,
                         help=f"focus measure window of blend and pick (default: {DEFAULT_WINDOW_PX})")
     fusion.add_argument("--sharpness", type=float, default=None,
@@ -415,6 +418,8 @@ def unused_option_warnings(args, settings) -> list[str]:
         said.append("--align-model has no effect: alignment is off (--align auto or on uses it)")
     if args.device is not None:
         said.append(unused_device_warning("--device", args.device, "--method", settings.measure))
+    if args.weights is not None and settings.measure != "ums":
+        said.append(f"--weights has no effect: it applies to --method ums; the {settings.measure} measure has none")
     return [warning for warning in said if warning is not None]
 
 
@@ -430,6 +435,9 @@ def unused_profile_fusion_warnings(profile_path, loaded, args, settings) -> list
     if fusion.align_model is not None and args.align_model is None and settings.align == "off":
         said.append(f"{profile_path}: fusion.align_model has no effect: alignment is off (fusion.align auto or on "
                     "uses it)")
+    if fusion.weights is not None and args.weights is None and settings.measure != "ums":
+        said.append(f"{profile_path}: fusion.weights has no effect: it applies to fusion.method ums; the "
+                    f"{settings.measure} measure has none")
     return said
 
 
@@ -567,7 +575,7 @@ def check_workers(parser: argparse.ArgumentParser, args) -> None:
 # The command line's fusion options, by the profile's key (the fusion: section) and by FusionSettings' field.
 FUSION_OPTIONS = {"method": "measure", "composition": "composition", "window_px": "window_px",
                   "sharpness": "sharpness", "mode_filter_px": "mode_filter_px", "feather_px": "feather_px",
-                  "align": "align", "align_model": "align_model", "device": "device"}
+                  "align": "align", "align_model": "align_model", "device": "device", "weights": "weights"}
 
 
 def fusion_overrides(args) -> dict:
@@ -581,6 +589,11 @@ def refuse_settings(parser: argparse.ArgumentParser, args):
     from fusion.engine import FusionSettings
 
     given = {FUSION_OPTIONS[key]: value for key, value in fusion_overrides(args).items()}
+    if given.get("weights") is not None:
+        # Absolute: a batch's workers may run elsewhere than here. A file that is not there fails every stack alike.
+        given["weights"] = os.path.abspath(os.path.expanduser(given["weights"]))
+        if not Path(given["weights"]).is_file():
+            parser.error(f"--weights {args.weights}: no such weights file")
     try:
         return FusionSettings(**{**default_alignment("saved stack"), **given})
     except ValueError as error:

@@ -373,6 +373,8 @@ class FusionProfile(_Strict):
     align: Literal["off", "on", "auto"] | None = None
     align_model: Literal["similarity", "scale_shift", "affine", "lens"] | None = None
     device: str | None = None             # torch device for the "ums" measure: cuda, cpu, or auto
+    # The "ums" measure's weights file (python -m fusion.deep.train --export); left out: the shipped ones.
+    weights: Annotated[str | None, EXPANDED_PATH] = None
     # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
     decision_channel: str | None = None
 

@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import operator
+import os
 import re
 import threading
 import time
@@ -63,6 +64,8 @@ class FusionSettings:
     align: "off", "on" (register every slice to the first and warp it before measuring and
         composing) or "auto" (warp only slices that moved by more than half a pixel).
     align_model: "similarity", "scale_shift", "affine" or "lens" (tunable lenses: see ``align.lens_breathing``).
+    weights: the "ums" measure's UNet++ weights file (``python -m fusion.deep.train --export``); None: the shipped
+        ones (``fusion/deep/weights/ums_unetpp.pt``).
     """
 
     measure: str = "sf"
@@ -77,9 +80,11 @@ class FusionSettings:
     align: str = "off"
     align_model: str = "similarity"
     device: str = "auto"  # torch device for deep measures: "cuda", "cpu", or "auto" (CUDA when present)
+    weights: str | None = None  # the deep measure's weights file; None: the shipped ones
 
     def __post_init__(self):
         self._check_types()
+        self._check_weights_path()
         AlignSettings(mode=self.align, model=self.align_model)  # validates both
         make_measure(self.measure, self.window_px)  # validates name and window
         if self.composition not in COMPOSITIONS:
@@ -100,6 +105,12 @@ class FusionSettings:
                                  "frame changes nothing, and costs time")
         if not TORCH_DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
+
+    def _check_weights_path(self) -> None:
+        if isinstance(self.weights, os.PathLike):  # (a Path from Python: kept as text, as a profile gives it)
+            object.__setattr__(self, "weights", os.fspath(self.weights))
+        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights.strip()):
+            raise TypeError(f"fusion setting weights must be a weights file's path, got {self.weights!r}")
 
     def _check_types(self) -> None:
         """Each setting of the type it needs, said by its name, before any use: a width of 2.5 px reached the numba
@@ -152,7 +163,7 @@ class FusionSettings:
         defaults = FusionSettings()
         unused = [name for name, used_by in SINGLE_SCALE_SETTINGS.items() if self.composition not in used_by]
         unused += ["align_model"] if self.align == "off" else []
-        unused += ["device"] if self.measure != "ums" else []
+        unused += ["device", "weights"] if self.measure != "ums" else []
         return replace(self, **{name: getattr(defaults, name) for name in unused}).to_json()
 
 
@@ -172,7 +183,7 @@ def check_measure_can_run(settings: FusionSettings) -> None:
     """Load what the settings' focus measure needs (the "ums" measure: its weights, onto its torch device)
     now, as a session starts, not at its first slice: raises the measure's own error (``WeightsError``,
     ``DeviceUnavailableError``). Classical measures need nothing."""
-    measure = make_measure(settings.measure, settings.window_px, settings.device)
+    measure = make_measure(settings.measure, settings.window_px, settings.device, settings.weights)
     load = getattr(measure, "load", None)
     if load is not None:
         load()
@@ -238,7 +249,8 @@ class StreamingFusion:
         if self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
                              f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
-        self._measure = make_measure(self.settings.measure, self.settings.window_px, self.settings.device)
+        self._measure = make_measure(self.settings.measure, self.settings.window_px, self.settings.device,
+                                     self.settings.weights)
         self._even_channels = len(self.shape) == 3 and not channels_are_colour
         self._channel_weights: np.ndarray | None = None  # (from the first slice: every slice's grey alike)
         # Only "pick" reads slices back; blending keeps all it needs in its running sums.

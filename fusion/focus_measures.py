@@ -5,8 +5,10 @@ Every measure takes the slice as grayscale float32 (see ``to_gray``) and returns
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -89,19 +91,22 @@ class LaplacianEnergy:
         return kernels.laplacian_squared(gray)
 
 
-def _ums(window_px: int = DEFAULT_WINDOW_PX, device: str = "auto"):
-    from fusion.deep.deep_measure import DeepSpatialFrequency  # torch loads only when "ums" is asked for
+def _ums(window_px: int = DEFAULT_WINDOW_PX, device: str = "auto", weights: str | None = None):
+    from fusion.deep.deep_measure import DEFAULT_WEIGHTS, DeepSpatialFrequency  # torch loads only when "ums" is asked
 
-    return DeepSpatialFrequency(window_px=window_px, device=device)
-
-
-MEASURES = {"sf": SpatialFrequency, "laplacian": LaplacianEnergy, "ums": _ums}
+    return DeepSpatialFrequency(window_px=window_px, device=device,
+                                weights=DEFAULT_WEIGHTS if weights is None else Path(weights))
 
 
-def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX, device: str = "auto") -> FocusMeasure:
+MEASURES: dict[str, Callable[..., Any]] = {"sf": SpatialFrequency, "laplacian": LaplacianEnergy, "ums": _ums}
+
+
+def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX, device: str = "auto",
+                 weights: str | None = None) -> FocusMeasure:
     """The measure called ``name``; a clear error lists the known names.
 
-    ``device`` (a torch device, or "auto" for CUDA when present) matters only to deep measures.
+    ``device`` (a torch device, or "auto" for CUDA when present) and ``weights`` (a weights file; None: the
+    shipped ones) matter only to deep measures.
     """
     try:
         factory = MEASURES[name]
@@ -109,4 +114,5 @@ def make_measure(name: str, window_px: int = DEFAULT_WINDOW_PX, device: str = "a
         raise ValueError(f"unknown focus measure {name!r}; choose one of {sorted(MEASURES)}") from None
     if window_px < 1:
         raise ValueError(f"focus window must be at least 1 pixel, got {window_px}")
-    return factory(window_px=window_px, device=device) if factory is _ums else factory(window_px=window_px)
+    return factory(window_px=window_px, device=device, weights=weights) if factory is _ums else \
+        factory(window_px=window_px)

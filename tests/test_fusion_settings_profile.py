@@ -32,7 +32,7 @@ def test_a_profile_without_fusion_settings_takes_the_engines_defaults():
     ("{windw_px: 15}", r"rig.yaml: fusion.windw_px: unknown key 'windw_px' \(did you mean 'window_px'\?\); "
                        r"allowed here: align, align_model, "
                        r"composition, decision_channel, device, feather_px, method, mode_filter_px, sharpness, "
-                       r"window_px"),
+                       r"weights, window_px"),
     ("{sharpness: -1}", r"rig.yaml: fusion: sharpness must be a positive number, got -1"),
     # Not a number, or infinite: an all-black image, or a crash after the whole stack was acquired.
     ("{sharpness: .nan}", r"rig.yaml: fusion.sharpness: Input should be a finite number"),

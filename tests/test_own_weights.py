@@ -1,0 +1,74 @@
+"""Weights of one's own for the "ums" measure (python -m fusion.deep.train --export writes them): from the command
+line (--weights) and a profile (fusion.weights), as the shipped file is used, with a clear line for a file that is
+not there before anything is fused or moved. Real parts: run_session's entry in this process, tifffile files."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+import run_session
+from fusion.deep.deep_measure import DEFAULT_WEIGHTS
+from fusion.engine import FusionSettings
+from tests.conftest import REPO_ROOT, rendered
+
+
+@pytest.fixture(scope="module")
+def small_stack(tmp_path_factory) -> Path:
+    stack = rendered(shape=(48, 64), depth_um=12.0, step_um=4.0)
+    path = tmp_path_factory.mktemp("stack") / "small.ome.tif"
+    tifffile.imwrite(path, np.stack(stack.slices), photometric="rgb", metadata={"axes": "ZYXS"})
+    return path
+
+
+def test_a_stack_is_fused_with_weights_given_on_the_command_line(small_stack, tmp_path):
+    # There was no way to give them: only the shipped file was read (a user overwrote it to try their own).
+    own = tmp_path / "mine.pt"
+    shutil.copyfile(DEFAULT_WEIGHTS, own)
+    for out, weights in (("shipped", []), ("own", ["--weights", str(own)])):
+        assert run_session.main(["--refuse", str(small_stack), "--out", str(tmp_path / out), "--method", "ums",
+                                 "--align", "off", *weights]) == 0
+    report = json.loads((tmp_path / "own" / "small.json").read_text())
+    assert report["settings"]["weights"] == str(own)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "own" / "small.fused.tif"),
+                                  tifffile.imread(tmp_path / "shipped" / "small.fused.tif"))  # the same weights
+
+
+def test_weights_that_are_not_there_are_a_usage_error_before_anything_is_fused(small_stack, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_session.main(["--refuse", str(small_stack), "--out", str(tmp_path / "out"), "--method", "ums",
+                          "--weights", str(tmp_path / "none.pt")])
+    assert exit_.value.code == 2
+    assert f"--weights {tmp_path / 'none.pt'}: no such weights file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_for_another_measure_are_said_to_do_nothing(small_stack, tmp_path, capsys):
+    assert run_session.main(["--refuse", str(small_stack), "--out", str(tmp_path / "out"), "--align", "off",
+                             "--weights", str(DEFAULT_WEIGHTS)]) == 0
+    assert "--weights has no effect: it applies to --method ums; the sf measure has none" in capsys.readouterr().err
+
+
+def test_a_profile_names_its_weights_and_one_that_is_not_there_stops_the_session_before_it_moves(tmp_path, capsys):
+    data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
+    data["camera"]["specimen"].update(height_px=48, width_px=64)
+    data["fusion"] = {**data.get("fusion", {}), "method": "ums", "weights": str(tmp_path / "none.pt")}
+    profile = tmp_path / "own-weights.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    assert run_session.main(["--profile", str(profile), "--out", str(tmp_path / "sessions")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'none.pt'}: no such weights file" in err and "Traceback" not in err
+    assert not list((tmp_path / "sessions").glob("*/stack.ome.tif"))  # nothing acquired
+
+
+def test_the_settings_take_a_path_and_refuse_what_is_none():
+    assert FusionSettings(measure="ums", weights=Path("/x/w.pt")).weights == "/x/w.pt"  # (JSON in reports)
+    with pytest.raises(TypeError, match="weights"):
+        FusionSettings(weights=" ")
+    # Under another measure, weights change nothing: --resume does not fuse again for them.
+    assert FusionSettings(weights="/x/w.pt").that_count() == FusionSettings().that_count()
