@@ -590,9 +590,10 @@ def refuse_settings(parser: argparse.ArgumentParser, args):
 
     given = {FUSION_OPTIONS[key]: value for key, value in fusion_overrides(args).items()}
     if given.get("weights") is not None:
-        # Absolute: a batch's workers may run elsewhere than here. A file that is not there fails every stack alike.
+        # Absolute: a batch's workers may run elsewhere than here. A file that is not there would fail every stack
+        # alike (under ums: other measures read none, and a warning says so).
         given["weights"] = os.path.abspath(os.path.expanduser(given["weights"]))
-        if not Path(given["weights"]).is_file():
+        if given.get("measure") == "ums" and not Path(given["weights"]).is_file():
             parser.error(f"--weights {args.weights}: no such weights file")
     try:
         return FusionSettings(**{**default_alignment("saved stack"), **given})

@@ -57,6 +57,13 @@ def _expanded_path(value: str | None) -> str | None:
 
 
 EXPANDED_PATH = AfterValidator(_expanded_path)
+
+
+def _absolute_path(value: str | None) -> str | None:
+    """A path from the folder the program runs in, as an absolute one: what the records say is the file used."""
+    return None if value is None else os.path.abspath(value)
+
+
 MINUTE_MS = _at_most(60_000, "ms", "a minute")        # a settle wait: stages take ms, lenses tens of ms
 TEN_MINUTES_MS = _at_most(600_000, "ms", "10 minutes")   # an exposure
 HOUR_S = _at_most(3600, "s", "an hour")               # timeouts, and how long to wait for frames that do not come
@@ -374,7 +381,7 @@ class FusionProfile(_Strict):
     align_model: Literal["similarity", "scale_shift", "affine", "lens"] | None = None
     device: str | None = None             # torch device for the "ums" measure: cuda, cpu, or auto
     # The "ums" measure's weights file (python -m fusion.deep.train --export); left out: the shipped ones.
-    weights: Annotated[str | None, EXPANDED_PATH] = None
+    weights: Annotated[str | None, EXPANDED_PATH, AfterValidator(_absolute_path)] = None  # (recorded as used)
     # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
     decision_channel: str | None = None
 

@@ -297,7 +297,7 @@ def damaged_among_stacks(stack: Path) -> str | None:
     stacks = multipage_tiffs(neighbours[:NEIGHBOURS_LOOKED_AT])
     if not stacks:
         return None
-    this = ("this empty file (0 bytes)" if stack.stat().st_size == 0 else "this file, unreadable as a TIFF," if
+    this = ("this empty file (0 bytes)" if stack.stat().st_size == 0 else "this file, unreadable as a TIFF" if
             pages is None else "this file of one page" if pages == 1 else "this file of no page")
     example, example_pages = stacks[0]
     return (f"{this}, in a folder of multi-page TIFF stacks (e.g. {example.name}, {example_pages} pages), "

@@ -48,9 +48,11 @@ def test_weights_that_are_not_there_are_a_usage_error_before_anything_is_fused(s
     assert not (tmp_path / "out").exists()
 
 
-def test_weights_for_another_measure_are_said_to_do_nothing(small_stack, tmp_path, capsys):
+@pytest.mark.parametrize("there", [True, False])
+def test_weights_for_another_measure_are_said_to_do_nothing(small_stack, tmp_path, capsys, there):
+    weights = DEFAULT_WEIGHTS if there else tmp_path / "none.pt"  # (not read: no error for a file not there)
     assert run_session.main(["--refuse", str(small_stack), "--out", str(tmp_path / "out"), "--align", "off",
-                             "--weights", str(DEFAULT_WEIGHTS)]) == 0
+                             "--weights", str(weights)]) == 0
     assert "--weights has no effect: it applies to --method ums; the sf measure has none" in capsys.readouterr().err
 
 
@@ -64,6 +66,17 @@ def test_a_profile_names_its_weights_and_one_that_is_not_there_stops_the_session
     err = capsys.readouterr().err
     assert f"{tmp_path / 'none.pt'}: no such weights file" in err and "Traceback" not in err
     assert not list((tmp_path / "sessions").glob("*/stack.ome.tif"))  # nothing acquired
+
+
+def test_a_profile_records_its_weights_as_the_file_used(tmp_path, monkeypatch):
+    from acquisition.profile import load_profile
+
+    data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
+    data["fusion"] = {**data.get("fusion", {}), "method": "ums", "weights": "mine.pt"}
+    profile = tmp_path / "own-weights.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)  # (relative to the folder the program runs in, as the README says)
+    assert load_profile(profile).fusion.weights == str(tmp_path / "mine.pt")  # session.json: not "mine.pt"
 
 
 def test_the_settings_take_a_path_and_refuse_what_is_none():

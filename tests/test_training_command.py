@@ -91,6 +91,8 @@ def test_a_stopped_run_writes_its_checkpoint_and_says_how_to_resume(tmp_path, si
     assert "Traceback" not in run.stderr
     last_line = run.stderr.strip().splitlines()[-1]
     assert f"stopped by {signal_name} at step 3 of 50" in last_line and f"--resume {out}" in last_line
+    # The command that goes on keeps the run's own options (it gave the defaults' 64 px crops and batch 8 instead).
+    assert "--steps 47 " in last_line and "--batch 2 " in last_line and "--crop-px 32 " in last_line
     assert step_of(out) == 3 and json.loads(out.with_suffix(".json").read_text())["steps"] == 3
 
 

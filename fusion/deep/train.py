@@ -330,12 +330,18 @@ def train(steps: int, out: Path, resume: Path | None = None, batch: int = 8, cro
     return record or save(last_step)
 
 
-def stopped_line(stop: TrainingStopped, export: Path | None) -> str:
-    """Where the checkpoint is and the command that continues it."""
+# The options a run is continued with as it was started (the checkpoint keeps its seed and its crops' sequence).
+CONTINUED_OPTIONS = ("batch", "crop_px", "lr", "device", "checkpoint_every")
+
+
+def stopped_line(stop: TrainingStopped, args: argparse.Namespace) -> str:
+    """Where the checkpoint is and the command that continues it, with the run's own options."""
     left = stop.last_step - stop.step
     again = f"python -m fusion.deep.train --steps {left} --resume {stop.checkpoint} --out {stop.checkpoint}"
-    if export is not None:
-        again += f" --export {export}"
+    for name in CONTINUED_OPTIONS:
+        again += f" --{name.replace('_', '-')} {getattr(args, name)}"
+    if args.export is not None:
+        again += f" --export {args.export}"
     return f"stopped by {stop.signal_name} at step {stop.step} of {stop.last_step}: checkpoint {stop.checkpoint}; " \
            f"to go on: {again}"
 
@@ -367,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, help="seed of the initial weights and the crops (default: the resumed "
                                                  "checkpoint's, else 0)")
-    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="torch device: auto (CUDA when present), cpu, cuda, cuda:N or mps")
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY_STEPS, metavar="STEPS",
                         help=f"write the checkpoint every this many steps (default {CHECKPOINT_EVERY_STEPS})")
     parser.add_argument("--published-sf-loss", action="store_true",
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, TrainingSetupError, DeviceUnavailableError) as error:
         parser.error(str(error))
     except TrainingStopped as stop:
-        print(stopped_line(stop, args.export), file=sys.stderr)
+        print(stopped_line(stop, args), file=sys.stderr)
         return stop.exit_status
     except KeyboardInterrupt:  # (before the training loop, which holds signals: only the loading can be cut)
         print("stopped before training began: nothing written", file=sys.stderr)
