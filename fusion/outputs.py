@@ -44,7 +44,7 @@ def _atomic_target(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _written_atomically(path: Path):
+def written_atomically(path: Path):
     """Yields the temporary name to write; renames it to ``path`` at the end, or removes it on failure."""
     partial = _atomic_target(path)
     try:
@@ -204,7 +204,7 @@ def write_image_tiff(path: Path, image: np.ndarray, pixel_size_um: float | None 
     palette = channel_look.luts if channel_look is not None and axes == "YX" and image.dtype == np.uint8 else None
     if palette is not None and len(palette) == 1:  # one grey channel with its colour table: a palette image, as Fiji's
         photometric, colormap = "palette", palette[0].astype(np.uint16) * 257
-    with _written_atomically(path) as partial:
+    with written_atomically(path) as partial:
         tifffile.imwrite(partial, image, photometric=photometric, colormap=colormap,
                          planarconfig="contig" if colour else None, description=description, metadata=None,
                          extratags=extratags, byteorder="<", **resolution)
@@ -239,5 +239,5 @@ def json_safe(value):
 def write_json(path: Path, report: dict) -> None:
     """``report`` as strict JSON (no NaN or Infinity tokens), written atomically."""
     text = json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
-    with _written_atomically(path) as partial:
+    with written_atomically(path) as partial:
         partial.write_text(text)

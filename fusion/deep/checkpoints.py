@@ -17,6 +17,7 @@ import torch
 
 from fusion.deep.deep_measure import DEFAULT_WEIGHTS, sha256_of, weights_record
 from fusion.errors import FusionError
+from fusion.outputs import write_json, written_atomically
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504: a larger weight exports as infinity
 RESTORE_SHIPPED = "git checkout -- fusion/deep/weights/ums_unetpp.pt fusion/deep/weights/ums_unetpp.json"
@@ -52,28 +53,11 @@ def check_destination(path: Path, what: str) -> None:
         raise CheckpointError(f"{what} {path}: cannot write in {path.parent} (no permission)")
 
 
-@contextlib.contextmanager
-def _written_atomically(path: Path):
-    """Yields a temporary name beside ``path``; renamed onto it at the end, removed on any failure: a run
-    killed mid-write leaves the earlier file whole, never half a file at ``path``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")  # (the process's id: two runs never share it)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def save_atomically(state: dict, path: Path) -> None:
-    with _written_atomically(path) as temporary:
+    """``torch.save`` under a temporary name, renamed onto ``path``: a run killed mid-write leaves the earlier
+    file whole, never half a file at ``path``."""
+    with written_atomically(path) as temporary:
         torch.save(state, temporary)
-
-
-def write_json_atomically(record: dict, path: Path) -> None:
-    with _written_atomically(path) as temporary:
-        temporary.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def read_checkpoint(path: Path, what: str = "--resume") -> dict[str, Any]:
@@ -128,7 +112,7 @@ def export_weights(checkpoint: Path, weights: Path) -> str | None:
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record["exported_from"] = checkpoint.name
     record["sha256"] = sha256_of(weights)  # checked on load: a damaged file is an error, not NaN scores
-    write_json_atomically(record, weights_record(weights))
+    write_json(weights_record(weights), record)
     if not replaced:
         return None
     if weights.resolve() == DEFAULT_WEIGHTS.resolve():

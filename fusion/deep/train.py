@@ -25,12 +25,13 @@ import torch
 from torch.nn import functional as F
 
 from fusion.deep.checkpoints import (CheckpointError, ExportRefusedError, check_destination, checkpoint_record,
-                                     export_weights, read_checkpoint, save_atomically, write_json_atomically)
+                                     export_weights, read_checkpoint, save_atomically)
 from fusion.deep.deep_measure import DeviceUnavailableError, usable_device
 from fusion.deep.network import UMSAutoencoder
 from fusion.engine import TORCH_DEVICE
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred
+from fusion.outputs import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # this file is fusion/deep/train.py
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -299,7 +300,7 @@ def train(steps: int, out: Path, resume: Path | None = None, batch: int = 8, cro
             record["resumed_from"] = str(resume)
         if stopped_by:
             record["stopped_by"] = f"{stopped_by} at step {step} of {last_step}"
-        write_json_atomically(record, checkpoint_record(out))
+        write_json(checkpoint_record(out), record)
         return record
 
     model.train()
