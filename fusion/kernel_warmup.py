@@ -18,12 +18,15 @@ from fusion.engine import FusionSettings, StreamingFusion
 CROP_PX = (256, 320)   # large enough to be aligned (192 px on the short side at least), quick to fuse
 
 
-def warm_kernels(frame: np.ndarray, settings: FusionSettings) -> None:
-    """Fuse two copies of a crop of ``frame`` (H, W[, C]) with ``settings`` in a throwaway engine."""
+def warm_kernels(frame: np.ndarray, settings: FusionSettings, preview: bool = False) -> None:
+    """Fuse two copies of a crop of ``frame`` (H, W[, C]) with ``settings`` in a throwaway engine; ``preview``: its
+    preview too, before the end (the kernels a viewer of a stack being fused needs)."""
     crop = np.ascontiguousarray(frame[:CROP_PX[0], :CROP_PX[1]])
     with warnings.catch_warnings():  # about a throwaway crop ("too small to align"): the stack itself says so
         warnings.simplefilter("ignore")
         engine = StreamingFusion(crop.shape, crop.dtype, settings)
         for z in (0.0, 1.0):
             engine.push(crop, z)
+        if preview:
+            engine.preview()
         engine.finish()
