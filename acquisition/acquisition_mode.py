@@ -29,7 +29,7 @@ def why_not_sequenced(rig: Rig) -> tuple[str, str] | None:
 
 def _lens_stream(profile: Profile, rig: Rig) -> Acquirer:
     """The free-running lens sweep on this rig; a camera it cannot use is an error naming it."""
-    from acquisition.lens_stream import SETTLE_FRAMES_AT_MOST, LensStreamAcquirer, settle_frames
+    from acquisition.lens_stream import ARRIVAL_LATENCY_S, SETTLE_FRAMES_AT_MOST, LensStreamAcquirer, settle_frames
 
     assert profile.plan is not None  # a stream is a plan's
     camera = rig.camera
@@ -47,9 +47,12 @@ def _lens_stream(profile: Profile, rig: Rig) -> Acquirer:
                            f"discard that many frames at each position while the lens settles (at most "
                            f"{SETTLE_FRAMES_AT_MOST}); set plan.stream: false to step the sweep (it waits out the "
                            f"settle, then snaps), or a shorter focus.settle_ms or a longer camera.exposure_ms")
+    arrival_latency_ms = profile.camera.arrival_latency_ms
     return LensStreamAcquirer(camera, rig.focus, settle_s=settle_ms / 1000,
                               frame_timeout_s=profile.camera.timeout_s, retries=profile.plan.retries,
-                              give_up_after_s=profile.camera.give_up_after_s)
+                              give_up_after_s=profile.camera.give_up_after_s,
+                              arrival_latency_s=ARRIVAL_LATENCY_S if arrival_latency_ms is None
+                              else arrival_latency_ms / 1000)
 
 
 def acquirer_for(profile: Profile, rig: Rig, warnings: list[str] | None = None) -> Acquirer | None:

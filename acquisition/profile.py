@@ -151,6 +151,10 @@ class CameraSettings(_Strict):
     # Waiting for frames that do not come (retries and lost frames in a row, together) ends the
     # session after this long: stepped, hardware-sequenced or streamed (acquisition.acquirer.FrameWait).
     give_up_after_s: Annotated[float, HOUR_S] = Field(20.0, gt=0)
+    # A lens stream (plan.stream) with a camera whose frames carry no exposure start (GenICam, Micro-Manager):
+    # a frame's exposure is counted back from its arrival by this much readout and transfer time as well;
+    # default acquisition.lens_stream.ARRIVAL_LATENCY_S (50 ms). Full frames over GigE may need more.
+    arrival_latency_ms: Annotated[float | None, MINUTE_MS] = Field(None, ge=0, allow_inf_nan=False)
     # On the specimen; default: what the camera or core says.
     pixel_size_um: Annotated[float | None, AfterValidator(_a_pixel_size_on_a_specimen)] = Field(None, gt=0)
     # genicam

@@ -10,7 +10,7 @@ import pytest
 from acquisition.acquisition_mode import acquirer_for
 from acquisition.frame_stream import QUEUED_FRAMES_AT_MOST, FrameStream
 from acquisition.lens_settling import LensTrajectory
-from acquisition.lens_stream import LensStreamAcquirer
+from acquisition.lens_stream import ARRIVAL_LATENCY_S, LensStreamAcquirer
 from acquisition.plans import planned_positions
 from acquisition.profile import Profile, ProfileError, load_profile
 from acquisition.rig import open_rig
@@ -150,3 +150,17 @@ def test_a_stream_keeps_few_frames_while_its_reader_is_away_and_still_gives_all_
             assert stream.restarts == 0  # none was started again after an error
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize("arrival_latency_ms,expected_s", [(None, ARRIVAL_LATENCY_S), (120, 0.12), (0, 0.0)])
+def test_the_profile_sets_the_arrival_margin_of_frames_without_an_exposure_start(arrival_latency_ms, expected_s):
+    # A GigE camera's full frames can take longer than 50 ms from exposure end to arrival: the margin is the rig's.
+    profile = small_stream(**{"camera.arrival_latency_ms": arrival_latency_ms})
+    rig = open_rig(profile)
+    try:
+        acquirer = acquirer_for(profile, rig)
+    finally:
+        rig.close()
+    assert isinstance(acquirer, LensStreamAcquirer)
+    assert acquirer.arrival_latency_s == pytest.approx(expected_s)
+

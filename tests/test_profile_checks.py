@@ -83,6 +83,9 @@ def write_profile(tmp_path, text: str):
      r"[^\n]*rig.yaml: camera.timeout_s: at most 3600 s \(an hour\), got 1e\+09 s: .*\n"
      r"[^\n]*rig.yaml: camera.give_up_after_s: at most 3600 s \(an hour\), got 86401 s: .*\n"
      r"[^\n]*rig.yaml: focus.settle_timeout_s: at most 3600 s \(an hour\), got 3601 s: a session would seem to hang$"),
+    ("camera: {driver: simulated, arrival_latency_ms: -5}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
+     "plan: {sweep: {start: 0, stop: 2, step: 0.5}, stream: true}\n",
+     r"^[^\n]*rig.yaml: camera.arrival_latency_ms: Input should be greater than or equal to 0"),
     (RIG + "plan: {z: {range: 4, step: 1}}\nfaults: {focus: {delay_s: 1e12}}\n",
      r"^[^\n]*rig.yaml: faults.focus.delay_s: at most 3600 s \(an hour\), got 1e\+12 s"),
 ])
