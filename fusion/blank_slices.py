@@ -2,11 +2,13 @@
 a shutter that missed). They show nothing of the specimen, so the compositions give them no say; a stack of
 blank slices only is fused from them all the same, to their value.
 
-A dark frame from a real camera is seldom one value: it holds the sensor's noise. Once a slice with detail has
-come, a slice far darker than those with detail that shows nothing but noise (``dark_noise_only``) gets no say
-either. Given its say, it darkened the flat areas, where every slice's evidence ties: one such frame among a
-bright-field stack's 9 slices cost 0.7 dB. (Before the first slice with detail nothing tells a dark frame from
-the stack's own level, so such a frame is fused as any slice is.)"""
+A dark frame from a real camera is seldom one value: it holds the sensor's noise. A slice far darker than those
+with detail that shows nothing but noise (``dark_noise_only``) gets no say either. Given its say, it darkened the
+flat areas, where every slice's evidence ties: one such frame among a bright-field stack's 9 slices cost 0.7 dB,
+and three before a phone's 32 photographs of a keyboard halved the grey of its blurred wall. Before the first slice
+with detail, nothing tells such a frame's level from the stack's own, so a frame that shows nothing but noise is
+held, pixels and all (up to HELD_NOISE_BYTES_AT_MOST), until one with detail says whether it is dark; if it is not,
+it is fused then, just before that slice, as it would have been when it came."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ DARK_LEVEL_SHARE = 0.25
 BIN_PX = 8
 NOISE_ONLY_MULTIPLE = 3.0
 LEVEL_SAMPLE_STEP = 4   # the mean grey from every 4th pixel of every 4th row: plenty for a level, 16 times cheaper
+# Frames of noise held before the first slice with detail, at most (pixels and grey): a camera started before the
+# light gives a few; past this the composition fuses them as they come, as any slice (the live queue holds 256 MB).
+HELD_NOISE_BYTES_AT_MOST = 256 * 2**20
 
 
 def blank_values(pixels: np.ndarray) -> np.ndarray | None:
@@ -41,12 +46,21 @@ def mean_level(gray: np.ndarray) -> float:
     return float(gray[::LEVEL_SAMPLE_STEP, ::LEVEL_SAMPLE_STEP].mean(dtype=np.float64))
 
 
+def is_dark(level: float, detail_level: float) -> bool:
+    """Whether a slice of mean grey ``level`` is dark beside ``detail_level`` (the slices with detail so far)."""
+    return detail_level > 0 and level < DARK_LEVEL_SHARE * detail_level
+
+
 def dark_noise_only(gray: np.ndarray, level: float, detail_level: float, step: float) -> bool:
     """Whether a slice of mean grey ``level`` is dark beside ``detail_level`` (the slices with detail so far) and
-    its ``gray`` shows nothing but noise. ``step``: the data's quantum (1 for integer pixels, 0 for float ones):
-    noise under half a step reads as none in the noise estimate, and leaves blocks that differ by a fraction of it."""
-    if not (detail_level > 0 and level < DARK_LEVEL_SHARE * detail_level):
-        return False
+    its ``gray`` shows nothing but noise (``noise_only``)."""
+    return is_dark(level, detail_level) and noise_only(gray, step)
+
+
+def noise_only(gray: np.ndarray, step: float) -> bool:
+    """Whether ``gray`` shows nothing but noise. ``step``: the data's quantum (1 for integer pixels, 0 for float
+    ones): noise under half a step reads as none in the noise estimate, and leaves blocks that differ by a fraction
+    of it."""
     height, width = (gray.shape[0] // BIN_PX) * BIN_PX, (gray.shape[1] // BIN_PX) * BIN_PX
     if height == 0 or width == 0:
         return False
@@ -64,26 +78,56 @@ class BlankSlice:
     index: int
     z: float             # its z, or its index where z is not known
 
+    @property
+    def covered(self) -> None:
+        """A blank slice covers every pixel."""
+        return None
+
     def frame(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """The slice and its grey, remade."""
         return np.full(shape, self.values, dtype), np.full(shape[:2], self.gray, np.float32)
 
 
+@dataclass(frozen=True)
+class HeldNoise:
+    """A slice that shows nothing but noise, held (a copy of its pixels) until a slice with detail comes."""
+
+    pixels: np.ndarray
+    gray: np.ndarray
+    covered: np.ndarray | None   # the pixels an aligned slice covers (None: all)
+    level: float
+    index: int
+    z: float
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.nbytes + self.gray.nbytes + (0 if self.covered is None else self.covered.nbytes)
+
+    def frame(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The slice and its grey, as they came."""
+        return self.pixels, self.gray
+
+
 class HeldBlanks:
     """A composition's blank slices: each is told apart as it comes (``take``), and held while no slice with
     detail has come (``only_blank``), so that a stack of blank slices only can be fused from them at its end.
-    Once a slice with detail has come, dark slices with nothing but noise are told apart too (module docstring).
+    Slices of nothing but noise are held then too, until a slice with detail says whether they are dark (module
+    docstring): those that are not come back from ``released``, to be fused before that slice.
     ``left_out``: each slice given no say beside slices with detail, in the order they came."""
 
     def __init__(self):
-        self.held: list[BlankSlice] = []
+        self.held: list[BlankSlice | HeldNoise] = []   # in the order they came
         self.only_blank = True   # no slice with detail so far
         self.left_out: list[int] = []
         self._detail_levels: list[float] = []
+        self._released: list[HeldNoise] = []
+        self._holding_noise = True   # until HELD_NOISE_BYTES_AT_MOST is reached
 
-    def take(self, pixels: np.ndarray, gray: np.ndarray, index: int, z: float) -> bool:
-        """Whether the slice (``pixels``, its ``gray``) is blank, or dark with nothing but noise: then it gets no say.
-        A blank slice is held while every slice so far is; a slice with detail lets go of those held."""
+    def take(self, pixels: np.ndarray, gray: np.ndarray, index: int, z: float,
+             covered: np.ndarray | None = None) -> bool:
+        """Whether the slice (``pixels``, its ``gray``) is blank, or dark with nothing but noise, or held: then it
+        gets no say now. A blank slice is held while every slice so far is; a slice with detail lets go of those
+        held, and of the slices of noise held before it that are not dark beside it (``released``)."""
         values = blank_values(pixels)
         if values is not None:
             if self.only_blank:
@@ -92,21 +136,40 @@ class HeldBlanks:
                 self.left_out.append(index)
             return True
         level = mean_level(gray)
-        if self._detail_levels and dark_noise_only(gray, level, float(np.mean(self._detail_levels)),
-                                                   0.0 if pixels.dtype.kind == "f" else 1.0):
+        step = 0.0 if pixels.dtype.kind == "f" else 1.0
+        if self._detail_levels and dark_noise_only(gray, level, float(np.mean(self._detail_levels)), step):
             self.left_out.append(index)
             return True
+        if self.only_blank and self._holding_noise and noise_only(gray, step):
+            noise = HeldNoise(np.array(pixels, copy=True), np.array(gray, copy=True),
+                              None if covered is None else np.array(covered, copy=True), level, index, z)
+            if sum(held.nbytes for held in self.held if isinstance(held, HeldNoise)) + noise.nbytes \
+                    <= HELD_NOISE_BYTES_AT_MOST:
+                self.held.append(noise)
+                return True
+            self._holding_noise = False   # too many to hold: this one and those held are fused as any slice
         if self.only_blank:
-            self.left_out.extend(blank.index for blank in self.held)
+            for held in self.held:
+                if isinstance(held, BlankSlice) or (self._holding_noise and is_dark(held.level, level)):
+                    self.left_out.append(held.index)
+                else:
+                    self._released.append(held)
             self.only_blank, self.held = False, []
         self._detail_levels.append(level)
         return False
 
+    def released(self) -> list[HeldNoise]:
+        """The slices of noise let go by the last ``take``, in the order they came: to be fused before its slice."""
+        released, self._released = self._released, []
+        return released
+
     def mean_frame(self, shape: tuple[int, ...]) -> np.ndarray:
-        """The held slices' mean as a float32 frame (H, W, C): what they fuse to."""
-        mean = np.mean([blank.values for blank in self.held], axis=0, dtype=np.float64)
+        """The held slices' mean as a float32 frame (H, W, C): what they fuse to (the live view's, before the end)."""
         channels = shape[2] if len(shape) == 3 else 1
-        return np.broadcast_to(np.asarray(mean, np.float32), shape[:2] + (channels,)).copy()
+        total = np.zeros(shape[:2] + (channels,), np.float32)
+        for held in self.held:
+            total += (held.values if isinstance(held, BlankSlice) else held.pixels.reshape(total.shape))
+        return total / np.float32(max(len(self.held), 1))
 
 
 def left_out_warning(stack: str, left_out: list[int]) -> str:

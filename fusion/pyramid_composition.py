@@ -62,10 +62,17 @@ class PyramidComposition:
         """Fold one slice in; returns its focus score (its mean fine energy). ``z``: its focus position, if known."""
         self._every_z_known = self._every_z_known and z is not None
         z = float(slice_index) if z is None else float(z)
-        if self._blanks.take(pixels, gray, slice_index, z):  # (held, in case every slice is blank: module docstring)
+        if self._blanks.take(pixels, gray, slice_index, z, covered):  # (held, in case every slice is blank, or dark)
             energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
             check_focus_map(energy, self._measure_name, self.name, slice_index)
             return _score(energy, covered)
+        for held in self._blanks.released():  # slices of noise held until now, and not dark beside this one
+            self._fold_next(held.pixels, held.gray, held.covered, held.index, held.z)
+        return self._fold_next(pixels, gray, covered, slice_index, z)
+
+    def _fold_next(self, pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None, slice_index: int,
+                   z: float) -> float:
+        """Fold the next slice with detail in (the first calibrates)."""
         calibrate = self._composer.evidence_floor is None
         self._value_range.add(pixels)
         return self._fold(pixels, gray, covered, slice_index, z, calibrate=calibrate)
@@ -92,12 +99,12 @@ class PyramidComposition:
         return score
 
     def _fold_blank(self) -> None:
-        """A stack of blank slices only, at its end: its slices folded in as any stack's, each remade from its
-        value (one frame at a time), the first calibrating."""
-        for n, blank in enumerate(self._blanks.held):
-            pixels, gray = blank.frame(self.shape, self.dtype)
+        """A stack of blank slices (and of noise) only, at its end: its slices folded in as any stack's, a blank one
+        remade from its value (one frame at a time), the first calibrating."""
+        for n, held in enumerate(self._blanks.held):
+            pixels, gray = held.frame(self.shape, self.dtype)
             self._value_range.add(pixels)
-            self._fold(pixels, gray, None, blank.index, blank.z, calibrate=n == 0)
+            self._fold(pixels, gray, held.covered, held.index, held.z, calibrate=n == 0)
         self._blanks.held = []
 
     def _calibrate_noise(self, image: np.ndarray, gray: np.ndarray) -> None:

@@ -60,14 +60,21 @@ class SingleScaleComposition:
         measure = self._measure(gray)
         check_focus_map(measure, self._measure_name, self.name, slice_index)
         score = float(measure.mean(dtype=np.float64))
-        if self._blanks.take(pixels, gray, slice_index, float(z or 0.0)):  # no say (a stack of them only is fused)
+        if self._blanks.take(pixels, gray, slice_index, float(z or 0.0), covered):  # no say now (module docstring)
             return score
+        for held in self._blanks.released():  # slices of noise held until now, and not dark beside this one
+            self._update_with(held.pixels, held.gray, self._measure(held.gray), held.covered, held.index)
+        self._update_with(pixels, gray, measure, covered, slice_index)
+        return score
+
+    def _update_with(self, pixels: np.ndarray, gray: np.ndarray, measure: np.ndarray, covered: np.ndarray | None,
+                     slice_index: int) -> None:
+        """Take the next slice with detail in (the first tells what noise alone gives the measure)."""
         if self._noise_measure is None:
             self._noise_measure = self._measure_of_noise(pixels, gray)
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
         self._update(pixels, measure, slice_index)
-        return score
 
     def _measure_of_noise(self, pixels: np.ndarray, gray: np.ndarray) -> float:
         """The mean measure of a flat patch with this slice's noise (as the pyramid calibrates its floors)."""
@@ -83,10 +90,11 @@ class SingleScaleComposition:
             self._best_measure, self.best_index, self._picked, self._weighted_sum, self._weight_sum)
 
     def _fold_blank(self) -> None:
-        """A stack of blank slices only, at its end: folded in as any slices are (each remade from its value)."""
-        for blank in self._blanks.held:
-            pixels, gray = blank.frame(self.shape, self.dtype)
-            self._update(pixels, self._measure(gray), blank.index)
+        """A stack of blank slices (and of noise) only, at its end: folded in as any slices are (a blank one remade
+        from its value)."""
+        for held in self._blanks.held:
+            pixels, gray = held.frame(self.shape, self.dtype)
+            self._update_with(pixels, gray, self._measure(gray), held.covered, held.index)
         self._blanks.held = []
 
     def fused(self) -> np.ndarray:

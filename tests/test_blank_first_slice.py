@@ -233,3 +233,69 @@ def test_blank_slices_beside_slices_with_detail_are_named_too():
     slices, z_um, _, _, _ = _stack(*CASES["rgb-uint8"])
     with pytest.warns(UserWarning, match=r"slice 0 \(counting from 0\) shows nothing of the specimen \(one value "):
         _fuse(*_with_blank_first(slices, z_um))
+
+
+def _fuse_with(composition, slices, z_um):
+    from fusion import FusionSettings
+
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(composition=composition))
+    for pixels, z in zip(slices, z_um):
+        engine.push(pixels, z)
+    return engine.finish()
+
+
+def _with_dark_first(slices, z_um, full_scale, n_dark=3):
+    step_um = z_um[1] - z_um[0]
+    dark = [_dark_frame(slices[0], full_scale, seed=k) for k in range(n_dark)]
+    return dark + slices, [z_um[0] - step_um * (n_dark - k) for k in range(n_dark)] + z_um
+
+
+@pytest.mark.parametrize("composition", ["pyramid", "blend", "pick"])
+@pytest.mark.parametrize("case", ["rgb-uint8", "mono-uint16", "mono-float-0..1000"])
+def test_dark_noisy_frames_before_the_first_slice_with_detail_have_no_say_and_are_named(case, composition):
+    """A camera started before the light gives dark frames of noise first. Fused as they came, three of them before
+    a phone's 32 photographs of a keyboard halved the grey of its blurred wall. They are now held until a slice
+    with detail shows that they are dark: the fused image and the depth map are those of the stack without them."""
+    slices, z_um, _, _, full_scale = _stack(*CASES[case])
+    expected = _fuse_with(composition, slices, z_um)
+    with pytest.warns(UserWarning, match=r"slices 0, 1, 2 \(counting from 0\) show nothing of the specimen"):
+        result = _fuse_with(composition, *_with_dark_first(slices, z_um, full_scale))
+    np.testing.assert_array_equal(result.fused, expected.fused)
+    np.testing.assert_array_equal(result.depth, expected.depth)
+
+
+@pytest.mark.parametrize("composition", ["pyramid", "pick"])
+def test_frames_of_noise_first_that_are_not_dark_or_too_many_to_hold_are_fused_as_before(composition, monkeypatch):
+    """Holding changes nothing for frames of noise at the stack's own level (nothing tells them apart), for more
+    than HELD_NOISE_BYTES_AT_MOST of dark ones, or for a stack of noise only: each is fused as it was before
+    (when nothing was held)."""
+    from fusion import blank_slices
+
+    slices, z_um, _, _, full_scale = _stack(*CASES["mono-uint16"])
+    bright_noise = [_dark_frame(slices[0], full_scale, seed=k) + np.uint16(slices[0].mean()) for k in range(2)]
+    step_um = z_um[1] - z_um[0]
+    stacks = {
+        "noise at the stack's level": (bright_noise + slices, [z_um[0] - 2 * step_um, z_um[0] - step_um] + z_um),
+        "too many dark to hold": _with_dark_first(slices, z_um, full_scale),
+        "noise only": (bright_noise, z_um[:2]),
+    }
+    frame_bytes = slices[0].nbytes + slices[0].size * 4   # pixels and float32 grey
+    for name, (stack, z) in stacks.items():
+        monkeypatch.setattr(blank_slices, "HELD_NOISE_BYTES_AT_MOST",
+                            frame_bytes if name == "too many dark to hold" else 256 * 2**20)
+        held = _fuse_with(composition, stack, z)
+        monkeypatch.setattr(blank_slices, "HELD_NOISE_BYTES_AT_MOST", 0)   # nothing held: as before
+        as_before = _fuse_with(composition, stack, z)
+        np.testing.assert_array_equal(held.fused, as_before.fused, err_msg=name)
+        np.testing.assert_array_equal(held.depth, as_before.depth, err_msg=name)
+
+
+def test_the_live_view_shows_the_frames_held_before_the_first_slice_with_detail():
+    slices, z_um, _, _, full_scale = _stack(*CASES["rgb-uint8"])
+    dark, _ = _with_dark_first(slices, z_um, full_scale, n_dark=2)
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype)
+    for pixels, z in zip(dark[:2], z_um):
+        engine.push(pixels, z)
+    shown = engine.result()
+    assert shown.shape == slices[0].shape and shown.dtype == slices[0].dtype
+    assert abs(float(shown.mean()) - float(np.mean(dark[:2]))) < 1
