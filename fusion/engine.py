@@ -287,6 +287,10 @@ class StreamingFusion:
         # preview() read it: a reader on another thread (a live view) sees the engine between slices, never halfway
         # through one, whatever the composition.
         self._lock = threading.RLock()
+        # Held through a whole push (checks, the store of a "pick", alignment, the fold) and through finish(): pushes
+        # from several threads go in one at a time, and finish() waits for one under way. Never taken under
+        # ``_lock``: result() and preview() take only that, so they read between two slices even mid-push.
+        self._push_lock = threading.RLock()
         self._compose_error: BaseException | None = None   # a slice composed on another thread that failed
         # Aligning, the next slice is registered while the last one is composed (both cores busy).
         self._overlap = OneAhead("compose") if self._aligner is not None and kernels_may_run_concurrently() else None
@@ -298,7 +302,15 @@ class StreamingFusion:
         return len(self._focus_scores)
 
     def push(self, pixels: np.ndarray, z: float | None = None) -> None:
-        """Fold in the next slice. ``z`` is its focus position (e.g. micrometres), if known."""
+        """Fold in the next slice. ``z`` is its focus position (e.g. micrometres), if known.
+
+        Safe from several threads: pushes are taken one at a time, in the order they get in (``_push_lock``), so
+        slices pushed from several threads are fused in that order, each once; ``finish()`` waits for a push under
+        way."""
+        with self._push_lock:
+            self._push(pixels, z)
+
+    def _push(self, pixels: np.ndarray, z: float | None) -> None:
         if self._finished:
             raise RuntimeError(f"{self.name}: push() after finish()")
         self._raise_compose_error()
@@ -414,7 +426,12 @@ class StreamingFusion:
 
     def finish(self) -> FusionResult:
         """Clean the decision map, compose, and return the result, after the last slice. A second call
-        returns the same ``FusionResult`` again, whatever the composition."""
+        returns the same ``FusionResult`` again, whatever the composition. Called while another thread pushes, it
+        waits for the push under way and fuses the slices pushed so far; a push after it is an error."""
+        with self._push_lock:
+            return self._finish_pushed()
+
+    def _finish_pushed(self) -> FusionResult:
         if self._result is not None:
             return self._result
         try:

@@ -3,6 +3,7 @@ finish(), flat stacks' depth, float stacks on a large offset (found by a hostile
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -153,6 +154,79 @@ def test_result_and_preview_from_another_thread_while_pushing(composition):
         reader.join()
     assert problems == []
     engine.finish()
+
+
+@pytest.mark.parametrize("composition", COMPOSITIONS)
+def test_pushes_from_several_threads_are_fused_each_once_in_the_order_they_got_in(composition):
+    """Four threads pushing into one engine: "pick" corrupted its temporary slice store (finish() failed in tifffile)
+    and every composition counted slices outside its lock. Each push is now taken whole, one at a time."""
+    slices = as_uint16(ramp_stack(n=16, height=96, width=96))
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype, FusionSettings(composition=composition))
+    if engine._own_store is not None:  # (a store slow to append, as a busy disk is: the pushes overlap there)
+        append = engine._own_store.append
+        engine._own_store.append = lambda pixels: (time.sleep(0.002), append(pixels))[1]
+    errors: list[BaseException] = []
+
+    def push(first: int) -> None:
+        try:
+            for k in range(first, len(slices), 4):
+                engine.push(slices[k], float(k))
+        except BaseException as error:  # noqa: BLE001 -- collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=push, args=(first,)) for first in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    result = engine.finish()
+    order = [int(z) for z in result.z_positions]
+    assert sorted(order) == list(range(len(slices)))
+    expected = fuse([slices[k] for k in order], FusionSettings(composition=composition), z=[float(k) for k in order])
+    assert np.array_equal(result.fused, expected.fused)
+    assert np.array_equal(result.depth, expected.depth, equal_nan=True)
+
+
+def test_finish_waits_for_a_push_under_way():
+    """finish() on one thread while another pushes: it fused the slices before the one under way, and that push
+    then failed inside the engine ("running sums became the final image"). It now waits for the push to end."""
+    slices = as_uint16(ramp_stack(n=4))
+    engine = StreamingFusion(slices[0].shape, slices[0].dtype)
+    for k in range(3):
+        engine.push(slices[k], float(k))
+    entered, go_on = threading.Event(), threading.Event()
+    fill = engine._with_missing_filled
+
+    def slow_fill(pixels):  # (the last push stops halfway, until the test lets it go on)
+        entered.set()
+        go_on.wait(5)
+        return fill(pixels)
+
+    engine._with_missing_filled = slow_fill
+    errors: list[BaseException] = []
+    pusher = threading.Thread(target=lambda: _collect(errors, engine.push, slices[3], 3.0))
+    pusher.start()
+    assert entered.wait(5)
+    finished: list = []
+    finisher = threading.Thread(target=lambda: finished.append(engine.finish()))
+    finisher.start()
+    finisher.join(0.2)
+    assert finisher.is_alive()  # waiting for the push under way
+    go_on.set()
+    pusher.join(5)
+    finisher.join(10)
+    assert errors == []
+    assert finished[0].z_positions == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(RuntimeError, match="push\\(\\) after finish\\(\\)"):
+        engine.push(slices[0], 4.0)
+
+
+def _collect(errors: list, call, *args) -> None:
+    try:
+        call(*args)
+    except BaseException as error:  # noqa: BLE001 -- collected for the assertion
+        errors.append(error)
 
 
 # -- finish() twice ------------------------------------------------------------------------------------------------
