@@ -8,6 +8,7 @@ the final, cleaned decision map differs from the running one.
 """
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import numbers
@@ -39,6 +40,10 @@ COMPOSITIONS = ("pyramid", "blend", "pick")
 TORCH_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the deep measure's devices
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
+# A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
+# or hundreds of mA. Garbage (1e300, a saved stack's or a caller's) overflowed the depth map's float32 into NaN
+# everywhere. Pushed z and saved stacks' positions (``SavedStack.usable_focus_positions``) are held to it.
+FOCUS_POSITION_LIMIT = 1e6
 # Widths beyond any frame's side change nothing and only cost time (a feather's cost grows with its sigma:
 # 1e4 px on a 320 x 256 frame ran for minutes) or overflow the kernels' integers.
 MAX_WIDTH_PX = 1000
@@ -506,16 +511,25 @@ class StreamingFusion:
                 for i, (t, w) in enumerate(zip(self._aligner.transforms, self._warped))]
 
     def _check_z(self, z) -> None:
-        """A focus position is a finite number, or None where it is not known: NaN or infinity made the whole
-        depth map NaN, and text or a bool was taken for a number."""
+        """A focus position is a finite number within ``FOCUS_POSITION_LIMIT``, or None where it is not known: NaN,
+        infinity or 1e300 made the whole depth map NaN, and text or a bool was taken for a number."""
         if z is None:
             return
         if isinstance(z, (bool, np.bool_)) or not isinstance(z, numbers.Real):
             raise TypeError(f"{self.name}: the z of {slice_name(self._pushed)} must be a number or None, "
                             f"got {type(z).__name__} {z!r}")
-        if not math.isfinite(z):
+        try:
+            value = float(z)
+        except OverflowError:  # a Python int beyond any float (10**400)
+            value = None
+        if value is not None and not math.isfinite(value):
             raise ValueError(f"{self.name}: the z of {slice_name(self._pushed)} is {z}; give a finite number, or "
                              "None where it is not known (the depth map then counts slices)")
+        if value is None or abs(value) > FOCUS_POSITION_LIMIT:
+            said = format(decimal.Decimal(int(z)), ".3g") if value is None else f"{value:g}"
+            raise ValueError(f"{self.name}: the z of {slice_name(self._pushed)} is {said} {self.z_unit}, beyond any "
+                             f"focus drive's travel (±{FOCUS_POSITION_LIMIT:g}); give its focus position, or None "
+                             "where it is not known (the depth map then counts slices)")
 
     def _check(self, pixels: np.ndarray) -> None:
         if not isinstance(pixels, np.ndarray):

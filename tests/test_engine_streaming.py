@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fusion import FusionSettings, StreamingFusion
+from fusion.engine import FOCUS_POSITION_LIMIT
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError
 from fusion.slice_store import SliceSource
 
@@ -154,13 +155,30 @@ def test_infinity_is_rejected_saying_what_to_do(value):
 @pytest.mark.parametrize("z,error,match", [(float("nan"), ValueError, "the z of slice 1 .* is nan"),
                                             (float("inf"), ValueError, "is inf; give a finite number"),
                                             ("1", TypeError, "must be a number or None, got str '1'"),
-                                            (True, TypeError, "got bool True")])
+                                            (True, TypeError, "got bool True"),
+                                            (1e300, ValueError, r"the z of slice 1 \(counting from 0\) is 1e\+300 um, "
+                                                                r"beyond any focus drive's travel \(±1e\+06\)"),
+                                            (-2e6, ValueError, r"is -2e\+06 um, beyond any focus drive's travel"),
+                                            pytest.param(10 ** 400, ValueError, r"the z of slice 1 \(counting from "
+                                                         r"0\) is 1.00e\+400 um, beyond any focus drive's travel",
+                                                         id="int-10**400")])
 def test_a_z_that_is_no_finite_number_is_rejected_naming_the_slice(z, error, match):
-    """(NaN or infinity made the whole depth map NaN without a word.)"""
+    """(NaN, infinity or a finite 1e300 made the whole depth map NaN without a word; 1e30 made nonsense of it; a
+    Python int too large for a float was a bare OverflowError.)"""
     engine = StreamingFusion((16, 16), np.uint8)
     engine.push(np.zeros((16, 16), np.uint8), np.float32(0.0))
     with pytest.raises(error, match=match):
         engine.push(np.zeros((16, 16), np.uint8), z)
+
+
+def test_the_focus_position_limit_is_one_for_pushed_and_saved_stacks():
+    from fusion.readers import base
+
+    assert base.FOCUS_POSITION_LIMIT is FOCUS_POSITION_LIMIT
+    engine = StreamingFusion((16, 16), np.uint8, z_unit="dpt")
+    engine.push(np.zeros((16, 16), np.uint8), -FOCUS_POSITION_LIMIT)  # (the limit itself is a position)
+    with pytest.raises(ValueError, match=r"is 1e\+30 dpt, beyond"):
+        engine.push(np.zeros((16, 16), np.uint8), 1e30)
 
 
 def test_unsupported_settings_and_formats_are_clear_errors():

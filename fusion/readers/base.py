@@ -10,16 +10,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from fusion.channel_look import ChannelLook
-from fusion.engine import SUPPORTED_DTYPES
+from fusion.engine import FOCUS_POSITION_LIMIT, SUPPORTED_DTYPES
 from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError, StackTooLargeError,
                            UnreadableStackError, slice_name)
 from fusion.memory import check_fits_in_memory
 from fusion.outputs import colour_by_shape
-
-
-# A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
-# or hundreds of mA. A writer's garbage (1e300) overflowed the depth map's float32 into NaN everywhere.
-FOCUS_POSITION_LIMIT = 1e6
 
 
 def index_ranges(indices: list[int]) -> str:
