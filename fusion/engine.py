@@ -40,6 +40,10 @@ COMPOSITIONS = ("pyramid", "blend", "pick")
 TORCH_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the deep measure's devices
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
+# Channels of a frame (H, W, C): mono, RGB(A), separate fluorescence channels, a spectral detector's 32. A shape with
+# more on its last axis and at most this many on its first is a (C, H, W) frame (a channels-first array, as
+# tifffile and many libraries give them), refused: fused, it was a frame 3 pixels high with 512 channels.
+PLAUSIBLE_CHANNELS = 32
 # A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
 # or hundreds of mA. Garbage (1e300, a saved stack's or a caller's) overflowed the depth map's float32 into NaN
 # everywhere. Pushed z and saved stacks' positions (``SavedStack.usable_focus_positions``) are held to it.
@@ -541,14 +545,26 @@ class StreamingFusion:
 
 
 def _frame_shape(shape, name: str) -> tuple[int, ...]:
-    """A frame's shape as ints, each a whole number of at least 1: (H, W) or (H, W, C)."""
+    """A frame's shape as ints, each a whole number of at least 1: (H, W) or (H, W, C). A shape that reads as
+    channels first (C, H, W) is refused (``_channels_first``)."""
     try:
         sizes = tuple(operator.index(n) for n in shape)
     except TypeError:
         raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C) in whole numbers, got {shape!r}") from None
     if len(sizes) not in (2, 3) or min(sizes) < 1:
         raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C), each at least 1, got {sizes}")
+    if _channels_first(sizes):
+        raise ValueError(f"{name}: frame shape {sizes} reads as channels first (C, H, W): {sizes[0]} channels of "
+                         f"{sizes[1]} x {sizes[2]} pixels, which would be fused as a frame {sizes[0]} pixels high "
+                         f"with {sizes[2]} channels; the engine takes (H, W, C): pass np.moveaxis(pixels, 0, -1)")
     return sizes
+
+
+def _channels_first(sizes: tuple[int, ...]) -> bool:
+    """Whether (A, B, C) is a (C, H, W) frame: more than ``PLAUSIBLE_CHANNELS`` on the last axis, as channels, with
+    at most that many on the first, as rows. Frames of any size with up to that many channels (mono, RGB, RGBA,
+    a fluorescence or spectral detector's) are taken as (H, W, C), as are frames higher than that."""
+    return len(sizes) == 3 and sizes[0] <= PLAUSIBLE_CHANNELS < sizes[2]
 
 
 def _moved(missing: np.ndarray | None, transform: np.ndarray) -> np.ndarray | None:

@@ -108,6 +108,22 @@ def test_numpy_integers_make_a_shape():
     assert StreamingFusion((np.int64(8), np.int32(9)), np.uint16).shape == (8, 9)
 
 
+@pytest.mark.parametrize("shape", [(3, 512, 512), (1, 64, 80), (4, 100, 120), (32, 40, 33)])
+def test_a_channels_first_frame_is_refused_saying_how_to_turn_it(shape):
+    """A (C, H, W) slice was fused without a word as a frame C pixels high with W channels."""
+    with pytest.raises(ValueError, match=r"reads as channels first \(C, H, W\).* pass np.moveaxis\(pixels, 0, -1\)"):
+        StreamingFusion(shape, np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (1, 200), (3, 5, 3), (2, 2, 4), (64, 80, 32), (33, 40, 40), (5, 7, 1)])
+def test_small_frames_and_channels_as_many_as_a_detector_has_are_fused(shape):
+    rng = np.random.default_rng(0)
+    slices = [rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (frames too small for some windows say so)
+        assert fuse(slices).fused.shape == shape
+
+
 # -- big-endian pixels ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("declared", [np.uint16, ">u2"])
