@@ -256,8 +256,8 @@ class StreamingFusion:
         self.name = name
         self.z_unit = z_unit
         if self.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"{name}: unsupported pixel type {self.dtype}; "
-                             f"use one of {[str(d) for d in SUPPORTED_DTYPES]}")
+            raise ValueError(f"{name}: unsupported pixel type {self.dtype}; use one of "
+                             f"{[str(d) for d in SUPPORTED_DTYPES]}{_how_to_convert(self.dtype)}")
         self._measure = make_measure(self.settings.measure, self.settings.window_px, self.settings.device,
                                      self.settings.weights)
         self._even_channels = len(self.shape) == 3 and not channels_are_colour
@@ -539,9 +539,15 @@ class StreamingFusion:
         if not isinstance(pixels, np.ndarray):
             raise TypeError(f"{self.name}: a slice must be a numpy array, got {type(pixels).__name__}")
         if pixels.shape != self.shape or pixels.dtype.newbyteorder("=") != self.dtype:
+            advice = ""
+            if pixels.shape == self.shape and self.dtype.kind == "f" and pixels.dtype.kind in "biuf":
+                advice = f": push pixels.astype(np.{self.dtype})"
+            elif pixels.shape == self.shape and pixels.dtype.kind in "biuf":
+                advice = (f": push pixels.astype(np.{self.dtype}) where its values fit, or make the engine "
+                          f"StreamingFusion(shape, np.float32) and push every slice as pixels.astype(np.float32)")
             raise SliceMismatchError(
                 f"{self.name}: {slice_name(self._pushed)} is {pixels.shape} {pixels.dtype}, "
-                f"but the stack is {self.shape} {self.dtype}")
+                f"but the stack is {self.shape} {self.dtype}{advice}")
 
 
 def _frame_shape(shape, name: str) -> tuple[int, ...]:
@@ -565,6 +571,18 @@ def _channels_first(sizes: tuple[int, ...]) -> bool:
     at most that many on the first, as rows. Frames of any size with up to that many channels (mono, RGB, RGBA,
     a fluorescence or spectral detector's) are taken as (H, W, C), as are frames higher than that."""
     return len(sizes) == 3 and sizes[0] <= PLAUSIBLE_CHANNELS < sizes[2]
+
+
+def _how_to_convert(dtype: np.dtype) -> str:
+    """How to push slices of an unsupported ``dtype``, as refusion converts them (``fusion.readers.base.convert_dtype``:
+    bool as uint8, other numbers as float32); the engine converts nothing itself."""
+    if dtype == np.bool_:
+        return ": make the engine for uint8 and push each slice as pixels.astype(np.uint8)"
+    if dtype.kind not in "iuf":
+        return ""
+    digits = " (values beyond 2^24 keep 7 significant digits)" if dtype.itemsize >= 4 and dtype.kind in "iu" else \
+        " (7 significant digits)" if dtype.itemsize > 4 else ""
+    return f": make the engine for float32 and push each slice as pixels.astype(np.float32){digits}, as --refuse does"
 
 
 def _moved(missing: np.ndarray | None, transform: np.ndarray) -> np.ndarray | None:

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 
 from fusion import FusionSettings, StreamingFusion
+from fusion.errors import SliceMismatchError
 from fusion.refuse import refuse_stack
 
 COMPOSITIONS = ("pyramid", "blend", "pick")
@@ -122,6 +123,31 @@ def test_small_frames_and_channels_as_many_as_a_detector_has_are_fused(shape):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (frames too small for some windows say so)
         assert fuse(slices).fused.shape == shape
+
+
+# -- pixel types the engine does not take: how to convert them --------------------------------------------------
+
+@pytest.mark.parametrize("dtype, advice", [
+    (np.int32, r"push each slice as pixels.astype\(np.float32\) \(values beyond 2\^24 keep 7 significant digits\)"),
+    (np.uint32, r"pixels.astype\(np.float32\)"), (np.int16, r"pixels.astype\(np.float32\), as --refuse does"),
+    (np.float16, r"pixels.astype\(np.float32\)"), (np.float64, r"pixels.astype\(np.float32\) \(7 significant"),
+    (np.bool_, r"make the engine for uint8 and push each slice as pixels.astype\(np.uint8\)"),
+])
+def test_an_unsupported_pixel_type_says_how_to_convert(dtype, advice):
+    """(It said which types it takes, not how to get there; the engine converts nothing itself.)"""
+    with pytest.raises(ValueError, match=rf"unsupported pixel type {np.dtype(dtype)}; use one of .*{advice}"):
+        StreamingFusion((8, 8), dtype)
+
+
+def test_a_slice_of_another_type_says_how_to_convert():
+    engine = StreamingFusion((8, 8), np.float32)
+    with pytest.raises(SliceMismatchError, match=r"is \(8, 8\) float64, but the stack is \(8, 8\) float32: push "
+                                                 r"pixels.astype\(np.float32\)$"):
+        engine.push(np.zeros((8, 8), np.float64))
+    engine = StreamingFusion((8, 8), np.uint8)
+    with pytest.raises(SliceMismatchError, match=r"uint8: push pixels.astype\(np.uint8\) where its values fit, or "
+                                                 r"make the engine StreamingFusion\(shape, np.float32\)"):
+        engine.push(np.zeros((8, 8), np.uint16))
 
 
 # -- big-endian pixels ---------------------------------------------------------------------------------------------
