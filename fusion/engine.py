@@ -31,7 +31,7 @@ from fusion.errors import EmptyStackError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
 from fusion.no_data import MissingData, filled, missing_pixels
-from fusion.overlap import MadeBeside, OneAhead, kernels_may_run_concurrently
+from fusion.overlap import OneAhead, kernels_may_run_concurrently, made_beside
 from fusion.pyramid_composition import PyramidComposition
 from fusion.single_scale import SingleScaleComposition
 from fusion.slice_store import SliceSource, TemporaryTiffStore
@@ -198,6 +198,7 @@ def check_measure_can_run(settings: FusionSettings) -> None:
         load()
 
 
+@made_beside("decision")
 @dataclass
 class FusionResult:
     """What ``finish()`` returns. Arrays are numpy order: (height, width[, channels])."""
@@ -208,8 +209,8 @@ class FusionResult:
     #                              "slice index"
     # int16 (H, W): chosen slice per pixel, after cleaning. The pyramid composition makes it after the fused image
     # and depth map (reports and channels that follow another's decision read it, the image does not): it may be
-    # given as a Future, which reading it waits for.
-    decision: MadeBeside[np.ndarray] = MadeBeside()
+    # given as a Future, which reading it waits for (``made_beside``).
+    decision: np.ndarray
     focus_scores: list[float]    # per slice: mean focus measure over the frame
     z_positions: list[float | None]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -481,7 +482,7 @@ class StreamingFusion:
             fused=fused.reshape(self.shape),
             depth=depth,
             depth_unit=self.z_unit if None not in self._z_positions else "slice index",
-            decision=decision,
+            decision=decision,  # type: ignore[arg-type]  # (a Future: made_beside, waited for where it is read)
             focus_scores=list(self._focus_scores),
             z_positions=list(self._z_positions),
             seconds=dict(self._seconds),

@@ -10,12 +10,13 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import numba
 
 A = TypeVar("A")
 B = TypeVar("B")
+T = TypeVar("T", bound=type)
 
 
 def kernels_may_run_concurrently() -> bool:
@@ -62,24 +63,39 @@ def started_beside(job: Callable[[], A]) -> Future[A]:
     return future
 
 
-class MadeBeside(Generic[A]):
-    """A dataclass field that may be given as a Future (``started_beside``): read, it is the value, waited for
-    once. It has no default."""
+class MadeBeside:
+    """What a field named to ``made_beside`` reads through: the value, or the Future it was given as
+    (``started_beside``), waited for once."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = "_" + name
 
-    def __get__(self, instance: Any, owner: type | None = None) -> A:
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
-            raise AttributeError("no default")  # (how a dataclass learns that the field has none)
+            return self
         value = getattr(instance, self._slot)
         if isinstance(value, Future):
             value = value.result()
             setattr(instance, self._slot, value)
         return value
 
-    def __set__(self, instance: Any, value: A | Future[A]) -> None:
+    def __set__(self, instance: Any, value: Any) -> None:
         setattr(instance, self._slot, value)
+
+
+def made_beside(*names: str) -> Callable[[T], T]:
+    """A class decorator, above ``@dataclass``: each named field may be given as a Future (``started_beside``) as well
+    as its value, and reads as the value (``MadeBeside``). Installed once the dataclass is made, so the fields keep
+    the value's type and no default in their signature (a descriptor in the class body read as one)."""
+
+    def install(cls: T) -> T:
+        for name in names:
+            field = MadeBeside()
+            field.__set_name__(cls, name)
+            setattr(cls, name, field)
+        return cls
+
+    return install
 
 
 class OneAhead:

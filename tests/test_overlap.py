@@ -100,12 +100,13 @@ def test_the_end_of_a_stack_gives_the_same_result_with_its_maps_made_beside_the_
 def test_a_field_made_beside_is_its_value_when_read_and_its_error_where_read():
     from dataclasses import dataclass
 
-    from fusion.overlap import MadeBeside, started_beside
+    from fusion.overlap import made_beside, started_beside
 
+    @made_beside("later")
     @dataclass
     class Result:
         image: str
-        later: MadeBeside[int] = MadeBeside()
+        later: int
 
     release = threading.Event()
     made = Result("image", started_beside(lambda: release.wait(10) and 42))
@@ -121,6 +122,28 @@ def test_a_field_made_beside_is_its_value_when_read_and_its_error_where_read():
         assert Result("image", started_beside(fails)).later is None  # (never: reading it raises)
     with pytest.raises(TypeError, match="later"):
         Result("image")  # type: ignore[call-arg]  # (no default)
+
+
+def test_a_result_s_decision_reads_as_the_map_it_is_and_has_no_default():
+    """FusionResult's source read ``decision: MadeBeside[np.ndarray] = MadeBeside()``, a default it did not have, and
+    its signature named the descriptor as the type."""
+    import inspect
+    from concurrent.futures import Future
+
+    import numpy as np
+
+    from fusion import FusionResult
+
+    decision = inspect.signature(FusionResult).parameters["decision"]
+    assert decision.default is inspect.Parameter.empty and decision.annotation == "np.ndarray"
+    with pytest.raises(TypeError, match="decision"):
+        FusionResult(fused=np.zeros((2, 2)), depth=np.zeros((2, 2)), depth_unit="um", focus_scores=[1.0],
+                     z_positions=[0.0])
+    later: Future[np.ndarray] = Future()
+    later.set_result(np.ones((2, 2), np.int16))
+    result = FusionResult(fused=np.zeros((2, 2)), depth=np.zeros((2, 2)), depth_unit="um",
+                          decision=later, focus_scores=[1.0], z_positions=[0.0])
+    assert result.decision.dtype == np.int16 and result.chosen_fraction() == [0.0, 1.0]
 
 
 def test_the_pyramid_decision_map_made_after_the_image_is_the_cleaned_argmax():
