@@ -431,7 +431,7 @@ class StreamingFusion:
         self._settle()
         with self._lock:
             if not self._focus_scores:
-                raise EmptyStackError("no slices pushed yet", None)
+                raise EmptyStackError(f"{self.name}: no slices pushed yet", None)
             return self._composition.fused().reshape(self.shape)
 
     def finish(self) -> FusionResult:

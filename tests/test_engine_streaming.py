@@ -129,6 +129,11 @@ def test_finish_without_slices_is_a_clear_error():
         StreamingFusion((8, 8), np.uint8).finish()
 
 
+def test_result_before_any_slice_names_the_stack_as_every_engine_error_does():
+    with pytest.raises(EmptyStackError, match="^coffee: no slices pushed yet$"):
+        StreamingFusion((8, 8), np.uint8, name="coffee").result()
+
+
 @pytest.mark.parametrize("bad,error,match", [
     (np.zeros((10, 12), np.uint8), SliceMismatchError,
      r"slice 1 \(counting from 0\) is \(10, 12\) uint8, but the stack is \(10, 11\) uint8"),
