@@ -27,7 +27,7 @@ from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAlign
     max_displacement_px, warp_mask, warp_to_reference
 from fusion.blank_slices import left_out_warning
 from fusion.decision import default_mode_filter_px
-from fusion.errors import EmptyStackError, SliceMismatchError, slice_name
+from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
 from fusion.no_data import MissingData, filled, missing_pixels
@@ -325,6 +325,8 @@ class StreamingFusion:
             raise RuntimeError(f"{self.name}: push() after finish()")
         self._raise_compose_error()
         self._check(pixels)
+        if isinstance(pixels, np.ma.MaskedArray):  # (one that masks nothing: ``_check``)
+            pixels = pixels.data
         if pixels.dtype != self.dtype:  # (the same type in the other byte order: ``_check``)
             pixels = pixels.astype(self.dtype)
         self._check_z(z)
@@ -539,6 +541,10 @@ class StreamingFusion:
     def _check(self, pixels: np.ndarray) -> None:
         if not isinstance(pixels, np.ndarray):
             raise TypeError(f"{self.name}: a slice must be a numpy array, got {type(pixels).__name__}")
+        if np.ma.is_masked(pixels):
+            raise InvalidPixelsError(f"{self.name}: {slice_name(self._pushed)} is a masked array with "
+                                     f"{np.ma.count_masked(pixels)} masked values, and the engine reads no mask: "
+                                     f"{_how_to_fill(pixels.dtype)}")
         if pixels.shape != self.shape or pixels.dtype.newbyteorder("=") != self.dtype:
             advice = ""
             if pixels.shape == self.shape and self.dtype.kind == "f" and pixels.dtype.kind in "biuf":
@@ -572,6 +578,15 @@ def _channels_first(sizes: tuple[int, ...]) -> bool:
     at most that many on the first, as rows. Frames of any size with up to that many channels (mono, RGB, RGBA,
     a fluorescence or spectral detector's) are taken as (H, W, C), as are frames higher than that."""
     return len(sizes) == 3 and sizes[0] <= PLAUSIBLE_CHANNELS < sizes[2]
+
+
+def _how_to_fill(dtype: np.dtype) -> str:
+    """What to push for a masked array: NaN is a float slice's mark of no data (``fusion.no_data``); an integer slice
+    has none."""
+    if dtype.kind == "f":
+        return "NaN marks no data in a float slice: push pixels.filled(np.nan)"
+    return ("an integer slice has no mark for no data: make the engine for float32 and push "
+            "pixels.astype(np.float32).filled(np.nan), or push pixels.data to fuse the values under the mask")
 
 
 def _how_to_convert(dtype: np.dtype) -> str:

@@ -49,7 +49,8 @@ INFINITY_SAID = ("holds infinity, which no focus measure can rank: clip it to th
 
 
 class InvalidPixelsError(StackError):
-    """Raised when float data holds infinity, which no focus measure can rank."""
+    """Raised when float data holds infinity, which no focus measure can rank, or a pushed slice is a masked array
+    that masks values (the engine reads no mask)."""
 
 
 class StackLayoutError(StackError):

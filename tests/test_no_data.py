@@ -97,3 +97,28 @@ def test_a_float_slice_with_no_data_at_all_has_no_say():
         result = _fuse(slices[:middle] + [empty] + slices[middle:],
                        z_um[:middle] + [z_um[middle] - 0.5] + z_um[middle:])
     np.testing.assert_array_equal(result.fused, _fuse(slices, z_um).fused)
+
+
+@pytest.mark.parametrize("dtype, advice", [
+    (np.float32, r"NaN marks no data in a float slice: push pixels.filled\(np.nan\)$"),
+    (np.uint16, r"an integer slice has no mark for no data: make the engine for float32 and push "
+                r"pixels.astype\(np.float32\).filled\(np.nan\), or push pixels.data"),
+])
+def test_a_masked_array_is_refused_saying_how_to_fill_it(dtype, advice):
+    """Its mask was passed over without a word: the masked values were fused as data."""
+    from fusion.errors import InvalidPixelsError
+
+    pixels = np.ma.masked_less(np.arange(48, dtype=dtype).reshape(6, 8), 5)
+    engine = StreamingFusion((6, 8), dtype)
+    with pytest.raises(InvalidPixelsError, match=r"slice 0 \(counting from 0\) is a masked array with 5 masked "
+                                                  r"values, and the engine reads no mask: " + advice):
+        engine.push(pixels)
+
+
+def test_a_masked_float_array_filled_with_nan_is_no_data_there():
+    slices, z_um, _ = _float_stack()
+    masked = [np.ma.masked_invalid(pixels) for pixels in _padded(slices)]
+    assert np.array_equal(_fuse([m.filled(np.nan) for m in masked], z_um).fused, _fuse(_padded(slices), z_um).fused,
+                          equal_nan=True)
+    unmasked = [np.ma.masked_array(pixels) for pixels in slices]  # (a mask that hides nothing: its data)
+    assert np.array_equal(_fuse(unmasked, z_um).fused, _fuse(slices, z_um).fused)
