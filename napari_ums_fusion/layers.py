@@ -81,7 +81,7 @@ def fused_layer(path: Path, name: str) -> LayerData:
             if axes == "CYX" else None  # (our fused files: one page per channel)
     pixel_um = recorded or 1.0
     attributes = {"name": f"{name} fused", "scale": (pixel_um, pixel_um), "units": (_length_unit(bool(recorded)),) * 2,
-                  "metadata": {"path": str(path), "pixel_size_um": pixel_um}}
+                  "metadata": {"path": str(path), "pixel_size_um": recorded}}  # (None: the file gives none)
     return image, _image_attributes(attributes, axes, image.shape, colour, look), "image"
 
 
@@ -97,7 +97,7 @@ def depth_layer(path: Path, name: str) -> LayerData:
     return depth, {"name": f"{name} depth ({label})", "scale": (pixel_um, pixel_um),
                    "units": (_length_unit(bool(recorded)),) * 2, "colormap": DEPTH_COLORMAP,
                    "contrast_limits": limits, "visible": False,
-                   "metadata": {"path": str(path), "depth_unit": unit, "pixel_size_um": pixel_um}}, "image"
+                   "metadata": {"path": str(path), "depth_unit": unit, "pixel_size_um": recorded}}, "image"
 
 
 def stack_layer(path: Path, name: str) -> LayerData:
@@ -134,7 +134,7 @@ def stack_layer(path: Path, name: str) -> LayerData:
     pixel_um = recorded_um or 1.0
     xy_unit = _length_unit(recorded_um is not None)
     metadata = {"path": str(path), "z_um": focus if unit == "um" else [], "focus_positions": focus,
-                "focus_unit": unit, "pixel_size_um": pixel_um, "stage_xy_um": stage_xy_um}
+                "focus_unit": unit, "pixel_size_um": recorded_um, "stage_xy_um": stage_xy_um}
     # An MDA's positions side by side, where the stage put them (as Bio-Formats places OME's PositionX/Y); in
     # pixels, with no pixel size, a stage position in µm would place them nowhere meaningful.
     at_y, at_x = (stage_xy_um[1], stage_xy_um[0]) if stage_xy_um is not None and recorded_um else (0.0, 0.0)

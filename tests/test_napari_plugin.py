@@ -280,6 +280,21 @@ def saved_stack(path, slices, z, pixel_size_um=0.5):
     return path
 
 
+def test_files_without_a_pixel_size_open_in_pixels_and_record_none(tmp_path):
+    """The fused and depth layers' metadata said pixel_size_um 1.0 for files that give none (their units said pixel)."""
+    from fusion.outputs import write_depth_tiff, write_image_tiff
+
+    write_image_tiff(tmp_path / "plain.fused.tif", np.zeros((16, 16), np.uint8))
+    write_depth_tiff(tmp_path / "plain.depth.tif", np.zeros((16, 16), np.float32), "um")
+    saved_stack(tmp_path / "plain.stack.ome.tif", [np.zeros((16, 16), np.uint8)] * 3, [0.0, 1.0, 2.0],
+                pixel_size_um=None)
+    layers = layers_by_name(tmp_path)
+    for name in ("plain fused", "plain depth (µm)", "plain stack"):
+        attributes = layers[name][1]
+        assert attributes["metadata"]["pixel_size_um"] is None, name
+        assert tuple(attributes["scale"])[-2:] == (1.0, 1.0) and tuple(attributes["units"])[-2:] == ("pixel",) * 2
+
+
 def test_a_folder_of_one_slice_stacks_opens_them_as_images(tmp_path):
     """A session stopped after its first slice, or an MDA without a z-plan, saves stacks of one slice: the reader
     gave their 2-D images a z scale, napari refused them, and nothing in the folder opened."""
