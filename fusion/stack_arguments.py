@@ -88,7 +88,7 @@ def _named(path: Path, named_outputs: list[Path]) -> list[Path]:
     if is_our_output(path):
         named_outputs.append(path)
         return []
-    return _stacks_in(path)
+    return stacks_in(path)
 
 
 def _globbed(pattern: str) -> list[Path]:
@@ -174,7 +174,7 @@ def _list_text(list_file: Path) -> str:
 
 
 def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
-    """The matches of a glob that can be stacks, by their names: folders (as ``_stacks_in`` reads a folder named
+    """The matches of a glob that can be stacks, by their names: folders (as ``stacks_in`` reads a folder named
     alone) and image files (``STACK_FILE_SUFFIXES``) that are not our own outputs (``is_our_output``: a glob over a
     folder that is also ``--out`` meets the fused images and depth maps of the run before). The rest (those
     outputs, a README, a .json beside the stacks) are passed over, with one warning that counts them; a matched
@@ -185,7 +185,7 @@ def _stacks_matched(pattern: str, matches: list[Path]) -> list[Path]:
     others: list[Path] = []
     for path in matches:
         if path.is_dir():
-            stacks += _stacks_in(path)
+            stacks += stacks_in(path)
         elif is_our_output(path):
             outputs.append(path)
         elif path.suffix.lower() in STACK_FILE_SUFFIXES:
@@ -245,9 +245,10 @@ def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:
     return f"{len(paths)} {one if len(paths) == 1 else many} ({names}); {hint}"
 
 
-def _stacks_in(path: Path) -> list[Path]:
+def stacks_in(path: Path) -> list[Path]:
     """``path``, or, for a folder of multi-page TIFFs (``_stacks_of_a_folder``: a damaged one among them too), each
-    of those files: such a folder holds stacks, not slices. A folder that cannot be listed is one stack: reading it
+    of those files: such a folder holds stacks, not slices (a live session's folder: its ``stack.ome.tif``, as
+    ``open_stack`` opens it too). A folder that cannot be listed is one stack: reading it
     is then that stack's failure, and the others go on. A refusion's outputs written into the folder
     (``<name>.fused.tif``, ...: ``--out`` was the folder) are passed over, with a warning."""
     try:

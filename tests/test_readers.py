@@ -901,3 +901,47 @@ def test_transparency_of_a_trns_chunk_is_said_once_and_a_palette_is_fused_as_its
     np.testing.assert_array_equal(data, np.stack(expected))  # the colours, not the palette's indices
     said = [w for w in recwarn if "alpha channel (transparency) is not fused" in str(w.message)]
     assert len(said) == int(transparent)
+
+
+def _saved_stack(path, z, unit="um"):
+    from fusion.stack_buffer import StackBuffer
+
+    buffer = StackBuffer(path, pixel_size_um=0.5)
+    for index, position in enumerate(z):
+        buffer.append(ZYX[index], z=float(position), time_s=float(index), exposure_ms=10.0, unit=unit)
+    buffer.finalize({}, unit)
+    return path
+
+
+def test_a_live_session_folder_opens_as_its_stack(tmp_path):
+    """open_stack(session folder) told a Python user to run --refuse on its stack.ome.tif; the command line reads the
+    folder as that stack, and so does open_stack now (fusion.stack_arguments.stacks_in: the one rule)."""
+    import json
+
+    from fusion.outputs import write_image_tiff
+
+    folder = tmp_path / "20240501-101010"
+    folder.mkdir()
+    _saved_stack(folder / "stack.ome.tif", [0.0, 2.0, 4.0])
+    write_image_tiff(folder / "fused.tif", ZYX[0])
+    (folder / "session.json").write_text(json.dumps({}))
+    with open_stack(folder) as stack:
+        assert stack.path == folder / "stack.ome.tif" and stack.name == folder.name
+        assert [z for _, z in stack] == [0.0, 2.0, 4.0]
+
+
+def test_iterating_a_stack_gives_what_push_takes_a_lens_stack_its_focal_powers(tmp_path):
+    """Iteration gave z_positions_um: None for a tunable lens's stack (its z in dpt), and the NaN of a bad ImageJ
+    spacing, which push refuses. It gives usable_focus_positions now."""
+    from fusion import StreamingFusion
+
+    path = _saved_stack(tmp_path / "lens.stack.ome.tif", [-1.5, 0.0, 1.5], unit="dpt")
+    with open_stack(path) as stack:
+        assert [z for _, z in stack] == [-1.5, 0.0, 1.5] and stack.usable_focus_positions()[1] == "dpt"
+    path = tmp_path / "fiji_nan.tif"
+    tifffile.imwrite(path, ZYX, imagej=True, metadata={"axes": "ZYX", "spacing": float("nan")})
+    engine = StreamingFusion(ZYX.shape[1:], ZYX.dtype)
+    with open_stack(path) as stack, pytest.warns(UserWarning, match="a focus position of nan for 5 of 5 slices"):
+        for pixels, z in stack:
+            assert z is None
+            engine.push(pixels, z)

@@ -20,6 +20,8 @@ def open_stack(path: str | Path) -> SavedStack:
     - a TIFF or OME-TIFF file (Micro-Manager's OME-TIFF stacks too);
     - an NDTiff dataset folder (pycromanager, Micro-Manager 2);
     - a Micro-Manager OME-TIFF dataset folder (``*_MMStack*.ome.tif``);
+    - a folder that holds one multi-page TIFF stack, besides our outputs, as the command line reads a folder
+      (``fusion.stack_arguments.stacks_in``): a live session's folder is its ``stack.ome.tif``;
     - a folder of TIFF/PNG/JPEG files, one slice each, in natural sort order;
     - a single PNG/JPEG image (a stack of one).
     """
@@ -35,7 +37,12 @@ def open_stack(path: str | Path) -> SavedStack:
         if mm_stacks:
             # tifffile follows the OME metadata of the first file to the dataset's other files.
             return TiffStack(mm_stacks[0], name=path.name)
-        return ImageFolderStack(path)
+        from fusion.stack_arguments import stacks_in  # (it reads folders with these readers)
+
+        stacks = stacks_in(path)
+        if len(stacks) == 1 and stacks[0] != path:
+            return TiffStack(stacks[0])
+        return ImageFolderStack(path)  # (slices; or several stacks, which it refuses saying so)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         return TiffStack(path)

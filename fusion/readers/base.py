@@ -160,10 +160,12 @@ class SavedStack(ABC):
         return colour_by_shape(self.first_slice_format()[0])
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float | None]]:
-        """Yields (slice, z_um or None) in stack order."""
-        z_um = self.z_positions_um
+        """Yields (slice, z) in stack order, as ``StreamingFusion.push`` takes them: z from
+        ``usable_focus_positions`` (in its unit: µm, or a tunable lens's dpt or mA, which the engine's ``z_unit``
+        should say), None for every slice where the stack gives none that can place them (a warning says why)."""
+        z, _ = self.usable_focus_positions()
         for index in range(self.n_slices):
-            yield self.read_slice(index), (None if z_um is None else z_um[index])
+            yield self.read_slice(index), (None if z is None else z[index])
 
     def close(self) -> None:  # noqa: B027 -- optional: a reader that keeps no file open has nothing to close
         pass
