@@ -362,7 +362,8 @@ class Session:
         pixels = frame.pixels
         if self.buffer is None:
             self.buffer = StackBuffer(self.outputs["stack"], expected_bytes=pixels.nbytes * self.planned,
-                                      pixel_size_um=self.pixel_size_um(), planned_slices=self.planned)
+                                      pixel_size_um=self.pixel_size_um(), planned_slices=self.planned,
+                                      significant_bits=frame.bit_depth)
         if self.first_frame_time_s is None:
             self.first_frame_time_s = frame.timestamp_s
         # Time since the first plane, in every page as in OME's DeltaT (README): the epoch time was there before.

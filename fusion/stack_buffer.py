@@ -89,10 +89,13 @@ class StackBuffer:
     """Append-only z-stack in ``path``. Also a ``fusion.slice_store.SliceSource``."""
 
     def __init__(self, path: str | Path, expected_bytes: int = 0, pixel_size_um: float | None = None,
-                 channel: str | None = None, time_origin_s: float | None = None, planned_slices: int | None = None):
+                 channel: str | None = None, time_origin_s: float | None = None, planned_slices: int | None = None,
+                 significant_bits: int | None = None):
         """``pixel_size_um`` and ``channel`` go into the OME-XML when given; ``time_origin_s`` is
         when the experiment began, on the clock of ``append``'s ``time_s`` (default: the first plane);
-        ``planned_slices``, when known, goes into every page: after kill -9 it says how many are missing."""
+        ``planned_slices``, when known, goes into every page: after kill -9 it says how many are missing;
+        ``significant_bits``, the camera's bits per sample (12 for 12-bit data in uint16), goes into OME's Pixels
+        SignificantBits for integer pixels that hold them."""
         if pixel_size_um is not None and not pixel_size_um > 0:
             raise ValueError(f"{path}: pixel size must be positive, got {pixel_size_um} µm")
         self.path = Path(path)
@@ -104,6 +107,7 @@ class StackBuffer:
         self.channel = channel
         self.time_origin_s = time_origin_s
         self.planned_slices = planned_slices
+        self.significant_bits = significant_bits
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 -- open for the buffer's life; finalize closes it
@@ -241,7 +245,11 @@ class StackBuffer:
                 steps = np.diff(np.unique(np.asarray(z_values, np.float64)))
                 metadata["PhysicalSizeZ"] = float(np.median(steps)) if steps.size else 1.0
         ome.addimage(self._dtype, shape, stored, **metadata)
-        return ome.tostring().encode()
+        xml = ome.tostring()
+        bits = self.significant_bits
+        if self._dtype.kind in "ui" and bits is not None and 0 < bits <= 8 * self._dtype.itemsize:
+            xml = xml.replace("<Pixels ", f'<Pixels SignificantBits="{int(bits)}" ', 1)  # (tifffile writes none)
+        return xml.encode()
 
     def _delta_t_s(self) -> list[float]:
         origin = self.planes[0]["time_s"] if self.time_origin_s is None else self.time_origin_s

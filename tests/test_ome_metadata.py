@@ -48,6 +48,16 @@ def test_session_stack_has_relative_times_pixel_size_and_exposure_in_ms(name, tm
             assert len([tag for tag in tiff.pages[0].tags if tag.name == "ImageDescription"]) == 1
 
 
+@pytest.mark.parametrize("bits, said", [(12, 12), (16, 16), (8, 8), (0, None)])
+def test_session_stack_says_how_many_bits_of_its_samples_are_significant(bits, said, tmp_path):
+    """A 12-bit camera's stack (in uint16) did not say so: OME's Pixels SignificantBits (float data: none)."""
+    profile = small(load_profile(REPO_ROOT / "profiles" / "simulated.yaml"), z={"bottom": 0, "top": 6, "step": 3})
+    noise = profile.camera.noise.model_copy(update={"bit_depth": bits})
+    profile = profile.model_copy(update={"camera": profile.camera.model_copy(update={"noise": noise})})
+    outcome = run_profile(profile, tmp_path, progress=False)
+    assert validated_ome(outcome.folder / "stack.ome.tif").images[0].pixels.significant_bits == said
+
+
 def test_micromanager_pixel_size_comes_from_the_core(tmp_path):
     """Without pixel_size_um in the profile, the demo configuration's pixel size is used."""
     from acquisition.profile import Profile
