@@ -22,6 +22,7 @@ from fusion.readers.tiff import (
     page_has_colour_samples,
     page_headers_cut_off,
     pixel_size_um_of,
+    to_12_digits,
     whole_pages,
 )
 
@@ -186,7 +187,7 @@ def evenly_spaced(focus: list[float]) -> tuple[float, float] | None:
     ``first + k * step``; None where they are not evenly spaced. One position, or all at one: step 1."""
     if len(focus) < 2 or np.ptp(focus) == 0:
         return 1.0, (focus[0] if focus else 0.0)
-    step = (focus[-1] - focus[0]) / (len(focus) - 1)
+    step = to_12_digits((focus[-1] - focus[0]) / (len(focus) - 1))  # (0.3 dpt, not 0.30000000000000004)
     deviation = max(abs(z - (focus[0] + k * step)) for k, z in enumerate(focus))
     return (step, focus[0]) if step != 0 and deviation <= EVEN_TOLERANCE * abs(step) else None
 
@@ -206,7 +207,7 @@ def _z_axis(focus: list[float], unit: str, path: Path) -> tuple[float, float, st
             "layer's slices evenly")
     steps = np.diff(focus)
     if (steps > 0).all() or (steps < 0).all():  # in order: the first and last slices at their heights
-        step = (focus[-1] - focus[0]) / (len(focus) - 1)
+        step = to_12_digits((focus[-1] - focus[0]) / (len(focus) - 1))
         warnings.warn(f"{note}: they are shown evenly between the first and the last; their true positions are "
                       "in the layer's metadata (focus_positions), and the dock widget fuses at them", stacklevel=3)
         return step, focus[0], z_unit

@@ -518,3 +518,17 @@ def test_widget_depth_of_a_layer_without_physical_scale_is_in_slice_indices(qtbo
     depth = viewer.layers["um depth"]
     known = depth.data[np.isfinite(depth.data)]
     assert depth.metadata == {"depth_unit": "um"} and known.min() >= -3.0 and known.max() > len(stack.slices)
+
+
+def test_a_lens_stack_s_z_step_is_rounded_as_positions_are(tmp_path):
+    """A tunable lens's step of 0.3 dpt was the scale 0.30000000000000004."""
+    from fusion.stack_buffer import StackBuffer
+    from napari_ums_fusion.layers import stack_layer
+
+    path = tmp_path / "lens.stack.ome.tif"
+    buffer = StackBuffer(path)
+    for index, power in enumerate([0.2, 0.5, 0.8]):  # ((0.8 - 0.2) / 2 = 0.30000000000000004)
+        buffer.append(np.zeros((8, 8), np.uint8), z=power, time_s=float(index), exposure_ms=10.0, unit="dpt")
+    buffer.finalize({}, "dpt")
+    _, attributes, _ = stack_layer(path, "lens")
+    assert attributes["scale"][0] == 0.3 and attributes["metadata"]["focus_unit"] == "dpt"

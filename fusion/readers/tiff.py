@@ -706,7 +706,13 @@ def _ome_length_um(element: ElementTree.Element, key: str) -> float | None:
 def in_um(number: float, um_per_unit: float) -> float:
     """``number`` of a unit of ``um_per_unit`` µm, in µm to 12 significant digits: 1.001 mm is 1001 µm, not the
     1000.9999999999999 that the product gives (the reports and the depth map's positions say it)."""
-    return float(f"{number * um_per_unit:.12g}")
+    return to_12_digits(number * um_per_unit)
+
+
+def to_12_digits(number: float) -> float:
+    """``number`` to 12 significant digits, as positions and sizes computed from others are kept: a step of
+    (1.2 - 0.9) / 1 dpt is 0.3, not 0.30000000000000004."""
+    return float(f"{number:.12g}")
 
 
 def _um_per(unit: str | None) -> float | None:
