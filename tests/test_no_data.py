@@ -122,3 +122,17 @@ def test_a_masked_float_array_filled_with_nan_is_no_data_there():
                           equal_nan=True)
     unmasked = [np.ma.masked_array(pixels) for pixels in slices]  # (a mask that hides nothing: its data)
     assert np.array_equal(_fuse(unmasked, z_um).fused, _fuse(slices, z_um).fused)
+
+
+@pytest.mark.parametrize("composition", ["pyramid", "blend", "pick"])
+def test_a_stack_of_no_data_at_all_leaks_no_numpy_warnings(composition):
+    """(A hostile round saw "All-NaN slice encountered": its own np.nanmin of the all-NaN fused image said it. The
+    engine handles all-NaN itself and says so once, in its own words.)"""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # (the no-data warning, tested above)
+        result = _fuse([np.full((32, 40, 3), np.nan, np.float32)] * 3, [0.0, 1.0, 2.0], composition)
+        result.chosen_fraction()
+    assert np.isnan(result.fused).all() and np.isnan(result.depth).all()
