@@ -462,7 +462,7 @@ class StreamingFusion:
         self._finished = True
         started = time.perf_counter()
         if self.n_slices == 1:
-            warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=3)
+            warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=4)
         try:
             # Depth in z where every slice has one, else in slice indices.
             z_or_index = list(range(self.n_slices)) if None in self._z_positions else self.z_positions_so_far()
@@ -473,9 +473,9 @@ class StreamingFusion:
                 fused[nowhere] = np.nan
                 depth[nowhere] = np.nan
             if self._missing.slices:
-                warnings.warn(self._missing.warning(self.name), stacklevel=3)
+                warnings.warn(self._missing.warning(self.name), stacklevel=4)
             if self._composition.left_out:
-                warnings.warn(left_out_warning(self.name, self._composition.left_out), stacklevel=3)
+                warnings.warn(left_out_warning(self.name, self._composition.left_out), stacklevel=4)
         finally:
             if self._own_store is not None:
                 self._own_store.close()

@@ -264,6 +264,16 @@ def test_finish_waits_for_a_push_under_way():
         engine.push(slices[0], 4.0)
 
 
+def test_finish_s_warnings_point_at_the_caller():
+    """(finish() waiting for a push under way put a frame between it and its warnings: they pointed into the
+    engine.)"""
+    engine = StreamingFusion((8, 8), np.uint8)
+    engine.push(np.zeros((8, 8), np.uint8))
+    with pytest.warns(UserWarning, match="only one slice") as caught:
+        engine.finish()
+    assert caught[0].filename == __file__
+
+
 def _collect(errors: list, call, *args) -> None:
     try:
         call(*args)
