@@ -245,12 +245,12 @@ def _counted(paths: list[Path], one: str, many: str, hint: str) -> str:
     return f"{len(paths)} {one if len(paths) == 1 else many} ({names}); {hint}"
 
 
-def stacks_in(path: Path) -> list[Path]:
+def stacks_in(path: Path, tell_outputs: bool = True) -> list[Path]:
     """``path``, or, for a folder of multi-page TIFFs (``_stacks_of_a_folder``: a damaged one among them too), each
     of those files: such a folder holds stacks, not slices (a live session's folder: its ``stack.ome.tif``, as
     ``open_stack`` opens it too). A folder that cannot be listed is one stack: reading it
     is then that stack's failure, and the others go on. A refusion's outputs written into the folder
-    (``<name>.fused.tif``, ...: ``--out`` was the folder) are passed over, with a warning."""
+    (``<name>.fused.tif``, ...: ``--out`` was the folder) are passed over, with a warning where ``tell_outputs``."""
     try:
         if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
             return [path]
@@ -260,7 +260,7 @@ def stacks_in(path: Path) -> list[Path]:
                    and is_our_output(file)]
     except (OSError, StackError):  # permission denied, a slice's link broken: reading it says so
         return [path]
-    if outputs:
+    if outputs and tell_outputs:
         counted = _counted(sorted(outputs), "output of an earlier fusion", "outputs of earlier fusions", OUTPUTS_HINT)
         warnings.warn(f"{path}: skipped {counted}", stacklevel=2)
     return _stacks_of_a_folder(files) or [path]

@@ -39,7 +39,7 @@ def open_stack(path: str | Path) -> SavedStack:
             return TiffStack(mm_stacks[0], name=path.name)
         from fusion.stack_arguments import stacks_in  # (it reads folders with these readers)
 
-        stacks = stacks_in(path)
+        stacks = stacks_in(path, tell_outputs=False)  # (the readers pass over our outputs as they always have)
         if len(stacks) == 1 and stacks[0] != path:
             return TiffStack(stacks[0])
         return ImageFolderStack(path)  # (slices; or several stacks, which it refuses saying so)
