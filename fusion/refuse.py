@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from fusion.align.defaults import default_alignment
 from fusion.engine import FusionSettings, StreamingFusion
 from fusion.focus_checks import focus_warning
 from fusion.output_names import SESSION_REPORT, refusion_outputs
@@ -40,7 +41,8 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     """Fuse the stack at ``path`` into ``out_dir``; returns the report also written as JSON.
 
     ``settings``: a ``FusionSettings``, or a mapping of its fields (``{"composition": "pick"}``; ``method`` is taken
-    for ``measure``); None: the defaults.
+    for ``measure``); None: the defaults. Alignment not given (None, or a mapping without ``align``) is a saved
+    stack's, as ``--refuse``'s (``fusion.align.defaults``: ``auto``); a ``FusionSettings`` is taken as it is.
     Raises a ``fusion.errors.StackError`` naming the file when the stack cannot be fused.
     Warnings about the stack (one slice only, pixels fused as float32, little focus information, z positions
     dropped, ...) are not shown: they are caught and returned in the report's ``warnings`` (and its JSON), each
@@ -49,8 +51,8 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     ``stop``: once set (from another thread), the refusion ends at its next slice, or before its outputs are written
     or moved into place, with ``RefusionStopped``, leaving no outputs.
     """
-    if isinstance(settings, Mapping):
-        settings = FusionSettings.from_mapping(settings)
+    if settings is None or isinstance(settings, Mapping):
+        settings = _saved_stack_settings(settings or {})
     elif settings is not None and not isinstance(settings, FusionSettings):
         raise TypeError(f"settings must be a FusionSettings or a mapping of its fields, got {type(settings).__name__} "
                         f"{settings!r}")
@@ -58,14 +60,19 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
         return _refuse_stack(path, out_dir, settings, progress, stop)
 
 
+def _saved_stack_settings(given: Mapping) -> FusionSettings:
+    """Settings from a mapping of their fields, aligning as a saved stack is aligned where it does not say."""
+    alignment = {} if "align" in given else default_alignment("saved stack")
+    return FusionSettings.from_mapping({**alignment, **given})
+
+
 def _check_stop(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
         raise RefusionStopped
 
 
-def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings | None,
+def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings,
                   progress: bool | None, stop: threading.Event | None) -> RefuseReport:
-    settings = settings or FusionSettings()
     out_dir = Path(out_dir)
     make_folder(out_dir, "the output folder")
     seconds = {"read": 0.0}

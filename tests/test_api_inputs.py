@@ -93,6 +93,20 @@ def test_refuse_stack_takes_settings_as_a_mapping(tmp_path):
         refuse_stack(path, tmp_path / "out2", settings="pick", progress=False)
 
 
+def test_refuse_stack_aligns_as_refuse_does_where_its_settings_do_not_say(tmp_path):
+    """Python's refuse_stack and the command line's --refuse fuse a saved stack alike: a saved stack's origin is
+    unknown, so alignment is auto (fusion.align.defaults); it was off from Python (a tunable lens's stack was not
+    aligned at all). A FusionSettings says everything, and is taken as it is."""
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.stack(as_uint16(ramp_stack(n=4))), photometric="minisblack")
+    given = {None: "auto", "mapping": "auto", "mapping with align": "off", "FusionSettings()": "off"}
+    settings = {None: None, "mapping": {"composition": "pick"}, "mapping with align": {"align": "off"},
+                "FusionSettings()": FusionSettings()}
+    for n, (case, align) in enumerate(given.items()):
+        report = refuse_stack(path, tmp_path / f"out{n}", settings=settings[case], progress=False)
+        assert report.settings["align"] == align, case
+
+
 def test_refuse_stacks_docstring_says_its_warnings_are_in_the_report():
     assert "report's ``warnings``" in refuse_stack.__doc__ and "not shown" in refuse_stack.__doc__
 

@@ -42,7 +42,7 @@ def ome_sized(size, unit, **more):
 
 
 def pixel_size_warnings(report):
-    return [w for w in report.warnings if "pixel" in w or "PhysicalSize" in w]
+    return [w for w in report.warnings if ("pixel" in w or "PhysicalSize" in w) and "too small to align" not in w]
 
 
 # ---- OME lengths in any of OME's units ----
