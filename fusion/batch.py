@@ -5,8 +5,9 @@ small reports (a few numbers per stack) travel through the scheduler. A stack th
 be fused is one failed row, never the end of the batch. A worker that dies mid-stack has
 its stack rescheduled on another worker by dask (up to ``distributed.scheduler.allowed-failures``);
 a stack whose workers all died is tried once more, alone, once the others are done (dask gave up
-on every stack queued beside the one that killed them). An output folder that fills up, or turns read-only, ends
-the batch: the stacks left are not run, but for those a worker finished meanwhile (done). A scheduler that goes
+on every stack queued beside the one that killed them). An output folder that fills up, turns read-only or denies
+permission to write, or whose writes fail with an I/O error for ``IO_ERRORS_TO_STOP`` stacks in a row, ends the batch:
+the stacks left are not run, but for those a worker finished meanwhile (done). A scheduler that goes
 away mid-batch ends it: each stack whose outputs are then complete is done, the others lost (its workers stop them
 when they lose it). A batch's task keys carry a token of its own: on a scheduler that others use, nobody else's task is
 ever taken for its own.
@@ -35,7 +36,8 @@ from fusion.batch_progress import ProgressLines, is_terminal
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred, signals_held
-from fusion.outputs import FULL, make_folder, unwritable_folder, write_json
+from fusion.errors import OutputError
+from fusion.outputs import DENIED, FULL, READ_ONLY, io_error, make_folder, unwritable_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
 from fusion.staged_outputs import writing_now
@@ -45,13 +47,28 @@ from fusion.refuse_report import RefuseReport
 from fusion.stack_arguments import (SUMMARY_FILE, absolute_path, check_unique_names, damaged_among_stacks,
                                     real_path)
 
-NOT_RUN = "not run"  # the status of a stack left unfused because the output folder filled up or turned read-only
+NOT_RUN = "not run"  # the status of a stack left unfused because the output folder could not be written any more
 LOST = "lost"  # the status of a stack left unfused because the scheduler went away mid-batch
 NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
 STOP_WAIT_S = 10.0  # after a stop, how long a scheduler's workers are given to let go of the batch's stacks
 # After the scheduler went away: how long without a worker writing one of the batch's stacks into --out before the
 # stacks are counted (a worker that loses its scheduler stops its stacks at their next slice: well under a second)
 SETTLE_S = 1.5
+# Writes into --out that failed with EIO, for this many stacks in a row (none written between): the disk is failing,
+# and the batch stops as for a full one. Fewer are each stack's own failure (one bad block is not a dead disk).
+IO_ERRORS_TO_STOP = 3
+# Why the output folder took no more writes (``fusion.outputs.unwritable_folder``, and ``IO_FAILING``): how the
+# stacks left say it ("not run: OUT is full"), and what to do before --resume.
+IO_FAILING = "I/O errors"
+UNWRITABLE_SAID = {
+    FULL: ("is full", "free some space there"),
+    READ_ONLY: ("is read-only", "make it writable again (its file system turned read-only, most often after a disk "
+                "error: check the disk, remount it read-write)"),
+    DENIED: ("cannot be written: permission denied", "give this user write permission there again (ls -ld shows its "
+             "owner and mode)"),
+    IO_FAILING: (f"gives I/O errors (EIO) on write, for {IO_ERRORS_TO_STOP} stacks in a row",
+                 "check its disk (dmesg, smartctl), or write elsewhere"),
+}
 
 
 class ClusterStartError(FusionError):
@@ -65,16 +82,18 @@ class StackOutcome:
 
     stack: str
     name: str
-    status: str                 # "done", "failed", "skipped" (outputs already complete), "not run" (--out full or
-    #                             read-only)
-    #                             or "lost" (the scheduler went away before it was fused)
+    status: str                 # "done", "failed", "skipped" (outputs already complete), "not run" (--out full,
+    #                             read-only, not writable or failing) or "lost" (the scheduler went away before it was
+    #                             fused)
     slices: int | None = None
     seconds: float | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)   # e.g. one slice only, no focus information
-    # Failed as every stack after it would: the output folder is ``FULL`` or ``READ_ONLY`` (the batch stops; not in
-    # the summary)
+    # Failed as every stack after it would: the output folder is ``FULL``, ``READ_ONLY`` or ``DENIED`` (the batch
+    # stops; not in the summary)
     out_unwritable: str | None = None
+    # Failed writing its outputs with EIO: ``IO_ERRORS_TO_STOP`` of these in a row stop the batch (not in the summary)
+    out_io_error: bool = False
 
 
 def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
@@ -156,10 +175,11 @@ def refuse_for_batch(path: Path, out_dir: Path, settings: FusionSettings,
     except RefusionStopped:  # (its future is cancelled: nobody reads this)
         return StackOutcome(str(path), name, "interrupted", seconds=time.perf_counter() - started)
     except (FusionError, OSError) as error:
-        unwritable = unwritable_folder(error)
+        unwritable = unwritable_folder(error, out_dir)
         damaged = None if unwritable else damaged_among_stacks(path)
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
-                            error=str(error) if damaged is None else f"{error}; {damaged}", out_unwritable=unwritable)
+                            error=str(error) if damaged is None else f"{error}; {damaged}", out_unwritable=unwritable,
+                            out_io_error=unwritable is None and isinstance(error, OutputError) and io_error(error))
     except Exception as error:  # a bug must cost one stack, and say so, not the whole batch
         return StackOutcome(str(path), name, "failed", seconds=time.perf_counter() - started,
                             error=f"{path}: unexpected {type(error).__name__}: {error}")
@@ -446,7 +466,8 @@ class _DaskBatch:
         self.token = secrets.token_hex(8)
         self.pending: dict = {}  # future: stack index, of the futures submitted and not yet recorded
         self.alone_next: list[int] = []  # stacks whose workers all died, to fuse once more, each alone
-        self.out_unwritable = False  # the output folder is full or read-only: the rest are not run
+        self.out_unwritable = False  # the output folder takes no more writes: the rest are not run
+        self.io_errors_in_a_row = 0  # stacks whose writes into --out failed with EIO since the last one written
         self.scheduler_lost = False  # the scheduler went away: the stacks left are done (on disk) or lost
 
     def fuse(self, indices: list[int], alone: bool = False) -> None:
@@ -471,11 +492,17 @@ class _DaskBatch:
                 return
             if outcome is None:
                 self.alone_next.append(index)
-            elif outcome.out_unwritable:
+                continue
+            if outcome.status == "done":
+                self.io_errors_in_a_row = 0
+            elif outcome.out_io_error:
+                self.io_errors_in_a_row += 1
+                if self.io_errors_in_a_row >= IO_ERRORS_TO_STOP:
+                    outcome.out_unwritable = IO_FAILING
+            if outcome.out_unwritable:
                 self._stop_for_unwritable_out(index, outcome)
                 return
-            else:
-                self._record(index, outcome)
+            self._record(index, outcome)
 
     def _outcome(self, future, index: int, alone: bool) -> StackOutcome | None:
         """What the cluster says of stack ``index``; None where its workers all died and it is to be tried alone."""
@@ -508,7 +535,8 @@ class _DaskBatch:
         self.bar.update(1)
 
     def _stop_for_unwritable_out(self, index: int, failed: StackOutcome) -> None:
-        """Stack ``index`` could not be written: the output folder is full or read-only. Every stack left is not run
+        """Stack ``index`` could not be written: the output folder is full, read-only or not writable (permission
+        denied), or its writes failed with I/O errors ``IO_ERRORS_TO_STOP`` times in a row. Every stack left is not run
         (each was fused in full and failed at its write, for hours on a large batch), and one line, the failed
         stack's, says so. Those that finished meanwhile keep their outcome, but one that failed for the same reason
         (or whose workers died) is "not run" too; and once the workers have let go, a stack whose outputs are
@@ -520,12 +548,12 @@ class _DaskBatch:
         rows = {}
         for future, other in came.items():
             outcome = self._outcome(future, other, alone=False)
-            if outcome is not None and not outcome.out_unwritable:
+            if outcome is not None and not (outcome.out_unwritable or outcome.out_io_error):
                 rows[other] = outcome
         left = sorted(set(self.stacks_left()) - set(rows) - {index})
         self.alone_next.clear()
         self._wait_until_no_stack_is_written(left)
-        why = "is read-only" if failed.out_unwritable != FULL else "is full"
+        why, what_to_do = UNWRITABLE_SAID[failed.out_unwritable or FULL]
         not_run = []
         for other in left:
             path = self.stacks[other]
@@ -534,9 +562,6 @@ class _DaskBatch:
             if rows[other].status == NOT_RUN:
                 not_run.append(other)
         if not_run:
-            what_to_do = ("make it writable again (its file system turned read-only, most often after a disk error: "
-                          "check the disk, remount it read-write)" if failed.out_unwritable != FULL else
-                          "free some space there")
             failed.error = (f"{failed.error}; {len(not_run)} more stack{'s were' if len(not_run) > 1 else ' was'} not "
                             f"run: {self.out_dir} {why} ({what_to_do} and run the same command with --resume)")
         self._record(index, failed)
@@ -692,7 +717,7 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
 
 def _summary_row(outcome: StackOutcome) -> dict:
     row = asdict(outcome)
-    del row["out_unwritable"]  # (the batch's own business: the error says it)
+    del row["out_unwritable"], row["out_io_error"]  # (the batch's own business: the error says it)
     return row
 
 

@@ -91,22 +91,56 @@ def _why_unwritten(error: OSError, folder: Path) -> tuple[int | None, str]:
 # Why a write into the output folder failed, where every later write there fails too: the batch stops (fusion.batch).
 FULL = "full"
 READ_ONLY = "read-only"
+DENIED = "permission denied"
 
 
-def unwritable_folder(error: BaseException) -> str | None:
+def unwritable_folder(error: BaseException, folder: Path | None = None) -> str | None:
     """``FULL`` where ``error`` is a want of space (``for_want_of_space``), ``READ_ONLY`` where it (or one it was
-    raised from) is EROFS (a file system remounted read-only after a disk error); None for any other error, which
-    may be the one stack's own (EIO is left at that: one bad sector is not a dead disk)."""
+    raised from) is EROFS (a file system remounted read-only after a disk error), ``DENIED`` where it is EACCES and
+    ``folder`` (the output folder) itself refuses a new file now (``denies_new_files``: its permissions changed; not a
+    stack's own file in the way, nor a stack that cannot be read); None for any other error, which may be the one
+    stack's own (EIO is left to the caller: one bad sector is not a dead disk, ``io_error``)."""
     if for_want_of_space(error):
         return FULL
+    if _in_chain(error, errno.EROFS):
+        return READ_ONLY
+    if folder is not None and _in_chain(error, errno.EACCES) and denies_new_files(folder):
+        return DENIED
+    return None
+
+
+def io_error(error: BaseException) -> bool:
+    """Whether ``error``, or one it was raised from, is EIO (the disk failed to read or write a block)."""
+    return _in_chain(error, errno.EIO)
+
+
+def _in_chain(error: BaseException, number: int) -> bool:
+    """Whether ``error``, or one it was raised from (``fusion.refuse`` says which output, from the OSError), is the
+    OSError ``number``, or says its words (an error of one line that kept only them)."""
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if (isinstance(cause, OSError) and cause.errno == errno.EROFS) or os.strerror(errno.EROFS) in str(cause):
-            return READ_ONLY
+        if (isinstance(cause, OSError) and cause.errno == number) or os.strerror(number) in str(cause):
+            return True
         cause = cause.__cause__ or cause.__context__
-    return None
+    return False
+
+
+def denies_new_files(folder: Path) -> bool:
+    """Whether a new file cannot be made in ``folder`` for want of permission (EACCES), tried with a hidden empty
+    file that is removed at once: the folder's own mode, owner or ACL, as this process meets them (``os.access``
+    would miss a capability or an ACL the server checks)."""
+    probe = Path(folder) / f".write-check-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except PermissionError:
+        return True
+    except OSError:  # (gone, full, read-only: not a matter of permission)
+        return False
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return False
 
 
 def for_want_of_space(error: BaseException) -> bool:

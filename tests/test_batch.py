@@ -594,3 +594,77 @@ def test_the_end_table_keeps_its_columns_with_wide_and_accented_names():
                for line in (line.rsplit(" ", 1)[0] for line in table.splitlines())}  # (up to the status)
     assert len(columns) == 1, table
     assert table.splitlines()[1].startswith("スタック  ")  # (the widest name: two spaces to the next column)
+
+
+@pytest.fixture
+def threads_cluster():
+    """A scheduler and one worker of one thread, in this process: a fault injected here reaches the worker."""
+    import logging
+
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                           silence_logs=logging.CRITICAL)  # (its address: inproc://, within this process)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+def failing_depth_writes(monkeypatch, failing: set[str]) -> None:
+    """A MOCK of a failing disk under --out (no real one can be had here): the depth map's write fails with EIO, as
+    the kernel reports a block it cannot write, for the stacks named in ``failing`` (all: "*")."""
+    import errno
+
+    import fusion.refuse
+
+    real = fusion.refuse.write_depth_tiff
+
+    def write_depth_tiff(path, *args, **kwargs):
+        if "*" in failing or path.name.removesuffix(".depth.tif") in failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(fusion.refuse, "write_depth_tiff", write_depth_tiff)
+
+
+def test_io_errors_writing_out_for_three_stacks_in_a_row_stop_the_batch(threads_cluster, tmp_path, monkeypatch):
+    # EIO on every write: the stacks left were each read and fused in full only to fail at their writes. Three in a
+    # row (none written between) are a failing disk: the rest are not run, and the third's error says so.
+    from fusion.batch import IO_ERRORS_TO_STOP
+
+    stacks = [write_stack(tmp_path / f"s{i}.tif", 5, seed=i) for i in range(7)]
+    failing_depth_writes(monkeypatch, {"*"})
+    outcomes = refuse_many(stacks, tmp_path / "out", scheduler=threads_cluster, progress=False)
+    assert IO_ERRORS_TO_STOP == 3
+    assert [o.status for o in outcomes] == ["failed"] * 3 + ["not run"] * 4, [o.error for o in outcomes]
+    assert "Input/output error" in outcomes[0].error and "not run" not in outcomes[0].error
+    third = outcomes[2].error
+    assert f"{tmp_path / 'out'} gives I/O errors (EIO) on write, for 3 stacks in a row" in third, third
+    assert "4 more stacks were not run" in third and "--resume" in third, third
+
+
+def test_an_io_error_of_one_stacks_write_fails_that_stack_alone(threads_cluster, tmp_path, monkeypatch):
+    # One bad block on a disk that works otherwise: EIO at one stack's write is that stack's failure, and each stack
+    # written between two such failures starts the count again.
+    stacks = [write_stack(tmp_path / f"s{i}.tif", 5, seed=i) for i in range(6)]
+    failing_depth_writes(monkeypatch, {"s0", "s1", "s3", "s4"})
+    outcomes = refuse_many(stacks, tmp_path / "out", scheduler=threads_cluster, progress=False)
+    assert [o.status for o in outcomes] == ["failed", "failed", "done", "failed", "failed", "done"], \
+        [o.error for o in outcomes]
+
+
+def test_permission_denied_on_a_stacks_own_file_is_not_a_folder_that_refuses_writes(tmp_path):
+    # EACCES reading a stack (or on a file of another user's in the way) says nothing of --out: the folder takes a
+    # new file, so the batch goes on. (Whether a folder refuses one: the batch test that chmods --out.)
+    import errno
+
+    from fusion.errors import OutputError
+    from fusion.outputs import unwritable_folder
+
+    try:
+        raise OutputError("cannot write s.fused.tif into out: Permission denied", tmp_path / "s.tif") from \
+            PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OutputError as error:
+        assert unwritable_folder(error, tmp_path) is None
+    assert list(tmp_path.iterdir()) == []  # (the check left nothing)

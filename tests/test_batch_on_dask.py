@@ -263,6 +263,55 @@ def test_an_out_that_turns_read_only_mid_batch_stops_the_batch_in_one_line(tmp_p
     assert "is full" not in stderr
 
 
+def without_root_overrides() -> list[str]:
+    """The command prefix that runs a program as this user, but where this is root, without the capabilities by which
+    root writes into a folder whatever its mode (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): a chmod then stops it, as it
+    stops any other user. The test is skipped where setpriv cannot drop them."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+              "--"]
+    try:
+        tried = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=30)
+    except OSError as error:
+        pytest.skip(f"root, and setpriv cannot be run to drop root's file overrides: {error}")
+    if tried.returncode != 0:
+        pytest.skip(f"root, and setpriv cannot drop root's file overrides here: {tried.stderr.strip()}")
+    return prefix
+
+
+@pytest.mark.slow
+def test_an_out_whose_permission_is_taken_away_mid_batch_stops_the_batch_in_one_line(tmp_path):
+    # A chmod (or a changed owner or ACL) mid-batch: every stack left would be read and fused in full only to fail at
+    # its write with EACCES, one error line each; the batch stops as for a full or read-only --out, and its line
+    # says permission denied and names the folder.
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i:02d}.tif", 24, shape=(256, 320), seed=i) for i in range(12)]
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.Popen([*without_root_overrides(), sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse",
+                            *map(str, stacks), "--out", str(out), "--workers", "1", "--align", "off"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                           preexec_fn=with_default_sigint)
+    try:
+        with killed_at_the_end(run):
+            deadline = time.monotonic() + 240
+            while not list(out.glob("*.json")) and time.monotonic() < deadline and run.poll() is None:
+                time.sleep(0.02)
+            out.chmod(0o555)
+            stdout, stderr = run.communicate(timeout=300)
+    finally:
+        out.chmod(0o755)
+    assert run.returncode == 1, stderr
+    statuses = [line.split()[-1] for line in stdout.splitlines()[1:] if not line.startswith("summary")]
+    assert statuses.count("failed") == 1 and statuses.count("run") >= 5, stdout  # ("not run": its last word)
+    stack_errors = [line for line in errors_in(stderr) if "summary" not in line]
+    assert len(stack_errors) == 1, stderr
+    said = stack_errors[0]
+    assert f"{out} cannot be written: permission denied" in said and "not run" in said and "--resume" in said, said
+    assert "is full" not in stderr and "read-only" not in stderr
+    assert not list(out.glob(".write-check-*"))  # (the check that the folder refuses new files left nothing)
+
+
 @pytest.mark.slow
 def test_progress_goes_to_a_file_as_plain_lines_while_the_batch_runs(tmp_path):
     # nohup, cron, `| tee`: stderr is a file, where a bar shows nothing until the end. The line's interval (30 s)
