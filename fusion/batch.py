@@ -699,20 +699,78 @@ def _not_a_lost_heartbeat(record: logging.LogRecord) -> bool:
 
 def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, scheduler: str | None,
                   interrupted: bool = False, run_warnings: list[str] | None = None) -> Path:
-    """``summary.json``: a row per stack; ``interrupted``: the run was stopped (rows of status "interrupted");
-    ``run_warnings``: the run's own (a stack given twice, outputs passed over), beside each stack's in its row."""
+    """``summary.json``: a row per stack whose outputs are in ``out_dir``, or that a run there tried: this run's rows,
+    then those of the summary already there (``earlier_summary_rows``) for the stacks this run did not name (a run
+    into the same --out, --resume or one more stack, kept the first run's rows); ``counts`` over them all,
+    ``earlier_rows`` how many came from before. ``interrupted``: this run was stopped (rows of status "interrupted");
+    ``scheduler``, ``seconds`` and ``run_warnings`` (a stack given twice, outputs passed over, an earlier summary
+    set aside) are this run's; each stack's warnings are in its row."""
     path = Path(out_dir) / SUMMARY_FILE
-    statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted else ()) + \
-        tuple(status for status in (NOT_RUN, LOST) if any(o.status == status for o in outcomes))
+    rows = [_summary_row(outcome) for outcome in outcomes]
+    names = {row["name"] for row in rows}
+    earlier = [row for row in earlier_summary_rows(path) if row["name"] not in names]
+    said = [status for status in dict.fromkeys(row["status"] for row in rows + earlier)
+            if status not in ("done", "skipped", "failed", "interrupted")]
+    statuses = ("done", "skipped", "failed") + (("interrupted",) if interrupted or any(
+        row["status"] == "interrupted" for row in earlier) else ()) + tuple(said)
     write_json(path, {
         "scheduler": scheduler or "local",
         "seconds": round(seconds, 3),
         **({"interrupted": True} if interrupted else {}),
-        "counts": {status: sum(o.status == status for o in outcomes) for status in statuses},
+        "counts": {status: sum(row["status"] == status for row in rows + earlier) for status in statuses},
+        "earlier_rows": len(earlier),
         "warnings": list(dict.fromkeys(run_warnings or [])),
-        "stacks": [_summary_row(outcome) for outcome in outcomes],
+        "stacks": rows + earlier,
     })
     return path
+
+
+# An earlier summary.json that could not be read, kept for a person (not a name that ends .json: a stack's report
+# could have it)
+SUMMARY_SET_ASIDE = "summary.json.damaged"
+
+
+def earlier_summary_rows(path: Path) -> list[dict]:
+    """The rows of the summary at ``path`` that still hold: each stack's that did not finish (failed, not run, ...),
+    and each finished one's (done, skipped) whose report is still beside it (outputs removed since: no row). None
+    there: none. One that cannot be read or is not a summary (cut short, edited, another program's) is moved aside
+    (``summary.json.damaged``, numbered where that exists) with a warning, and the new summary starts afresh: a run
+    must not fail at its end for an old file. Something else of that name (a folder) is left where it is: the new
+    summary's write then says what is in its way."""
+    if not path.is_file():
+        return []
+    try:
+        summary = json.loads(path.read_bytes())
+        rows = summary["stacks"] if isinstance(summary, dict) else None
+        if not isinstance(rows, list) or not all(
+                isinstance(row, dict) and isinstance(row.get("name"), str) and isinstance(row.get("status"), str)
+                for row in rows):
+            raise ValueError("not a summary of stacks (no list of rows with a name and a status)")
+    except FileNotFoundError:  # (removed meanwhile)
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as error:  # (json's errors are ValueErrors)
+        aside = _free_name(path.with_name(SUMMARY_SET_ASIDE))
+        try:
+            os.replace(path, aside)
+            kept = f"kept aside as {aside}"
+        except OSError as moving:
+            kept = f"and it cannot be kept aside ({moving.strerror or moving}): it is replaced"
+        warnings.warn(f"{path}: the earlier summary cannot be read ({error}); this run's starts afresh, {kept}",
+                      stacklevel=3)
+        return []
+    out_dir = path.parent
+    return [row for row in rows if row["status"] not in ("done", "skipped")
+            or refusion_outputs(out_dir, row["name"])["report"].is_file()]
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or where that exists ``path.1``, ``path.2``, ...: the first that does not."""
+    number = 0
+    candidate = path
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 def _summary_row(outcome: StackOutcome) -> dict:

@@ -284,3 +284,58 @@ def test_a_server_that_answers_in_another_protocol_at_the_scheduler_address_is_o
             done.set()
             thread.join(timeout=10)
     assert len(answered) >= 2  # dask's own connection was answered in HTTP, not left waiting
+
+
+def small_stack(path, seed: int):
+    """A small mono stack of 5 slices, sharp in different places (quick to fuse)."""
+    from scipy import ndimage
+
+    texture = ndimage.gaussian_filter(np.random.default_rng(seed).random((96, 128)), 1.0)
+    planes = np.stack([(ndimage.gaussian_filter(texture, sigma) * 255).astype(np.uint8) for sigma in (2, 1, 0.1, 1, 2)])
+    tifffile.imwrite(path, planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    return str(path)
+
+
+def summary_rows(out) -> dict:
+    return {row["name"]: row["status"] for row in json.loads((out / "summary.json").read_text())["stacks"]}
+
+
+def test_runs_into_one_out_keep_each_others_rows_in_its_summary(tmp_path, capsys):
+    # A second run into the same --out (one more stack, --resume) replaced summary.json: the first run's rows were
+    # gone. The summary covers every stack the folder holds or a run there tried; this run's row of a stack wins.
+    import run_session
+
+    a, b = small_stack(tmp_path / "a.tif", 0), small_stack(tmp_path / "b.tif", 1)
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\0not a tiff")
+    out = tmp_path / "out"
+    assert run_session.main(["--refuse", a, str(broken), "--out", str(out)]) == 1
+    assert run_session.main(["--refuse", b, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary_rows(out) == {"b": "done", "a": "done", "broken": "failed"}
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1} and summary["earlier_rows"] == 2
+    assert run_session.main(["--refuse", a, b, "--out", str(out), "--resume"]) == 0
+    assert summary_rows(out) == {"a": "skipped", "b": "skipped", "broken": "failed"}
+    # A finished stack whose outputs were removed since is no longer in the folder: its row goes
+    (out / "a.json").unlink()
+    assert run_session.main(["--refuse", b, "--out", str(out), "--resume"]) == 0
+    assert summary_rows(out) == {"b": "skipped", "broken": "failed"}
+    capsys.readouterr()
+
+
+def test_a_damaged_earlier_summary_is_kept_aside_and_the_run_goes_on(tmp_path, capsys):
+    import run_session
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"stacks": [{"name": "a", "st')  # cut short
+    (out / "summary.json.damaged").write_text("an earlier one")
+    assert run_session.main(["--refuse", small_stack(tmp_path / "b.tif", 1), "--out", str(out)]) == 0
+    said = capsys.readouterr().err
+    assert f"warning: {out / 'summary.json'}: the earlier summary cannot be read" in said, said
+    assert f"kept aside as {out / 'summary.json.damaged.1'}" in said, said
+    assert (out / "summary.json.damaged.1").read_text() == '{"stacks": [{"name": "a", "st'
+    assert (out / "summary.json.damaged").read_text() == "an earlier one"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary_rows(out) == {"b": "done"} and summary["earlier_rows"] == 0
+    assert any("the earlier summary cannot be read" in warning for warning in summary["warnings"])
