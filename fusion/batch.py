@@ -109,11 +109,14 @@ def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> Ref
     except (OSError, ValueError, TypeError):  # unreadable, or written by another version: fuse again
         return None
     # Those that change the outputs, as the report stores them: through JSON, so 32 and 32.0 or a tuple and a list
-    # compare equal. Settings of another version's (other keys, values it took and this one does not): fuse again.
-    if not isinstance(report.settings, dict) or set(report.settings) != set(settings.to_json()):
+    # compare equal. A setting added since the report was written is taken at its default, which is what the version
+    # before it did (a report from before --weights was made with the shipped weights). Settings of another version's
+    # (keys this one does not know, values it took and this one does not): fuse again.
+    recorded = with_later_settings_at_their_defaults(report.settings, FusionSettings().to_json())
+    if recorded is None:
         return None
     try:
-        made_with = FusionSettings(**report.settings).that_count()
+        made_with = FusionSettings(**recorded).that_count()
     except (TypeError, ValueError):
         return None
     if made_with != settings.that_count():
@@ -124,6 +127,28 @@ def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> Ref
     if not (_tiff_of_size(paths["fused"], height, width) and _tiff_of_size(paths["depth"], height, width)):
         return None
     return report
+
+
+def with_later_settings_at_their_defaults(recorded, defaults: dict) -> dict | None:
+    """``recorded`` (settings as a report's JSON holds them) with each key of ``defaults`` (this version's settings
+    at their defaults, as JSON) that it lacks added at its default value, in nested mappings too (a pyramid's
+    powers): a setting added after the report was written, which that version did not have and so did as its
+    default does. None where ``recorded`` is not a mapping or has a key that ``defaults`` lacks (another version's
+    setting: nothing says what it did)."""
+    if not isinstance(recorded, dict) or set(recorded) - set(defaults):
+        return None
+    filled = {}
+    for key, default in defaults.items():
+        if key not in recorded:
+            filled[key] = default
+        elif isinstance(default, dict) and isinstance(recorded[key], dict):
+            inner = with_later_settings_at_their_defaults(recorded[key], default)
+            if inner is None:
+                return None
+            filled[key] = inner
+        else:
+            filled[key] = recorded[key]
+    return filled
 
 
 def _tiff_of_size(path: Path, height: int, width: int) -> bool:

@@ -668,3 +668,29 @@ def test_permission_denied_on_a_stacks_own_file_is_not_a_folder_that_refuses_wri
     except OutputError as error:
         assert unwritable_folder(error, tmp_path) is None
     assert list(tmp_path.iterdir()) == []  # (the check left nothing)
+
+
+def test_resume_takes_a_setting_added_since_a_report_at_its_default(tmp_path):
+    # Any setting added later (top-level or in the pyramid's) is missing from older reports, which were made as its
+    # default makes them now; a key this version does not know is another version's, and fuses again.
+    from fusion.batch import finished_report, with_later_settings_at_their_defaults
+    from fusion.engine import FusionSettings
+
+    defaults = FusionSettings().to_json()
+    older = {key: value for key, value in defaults.items() if key not in ("weights", "device")}
+    older["pyramid"] = {key: value for key, value in defaults["pyramid"].items() if key != "noise_floor"}
+    assert with_later_settings_at_their_defaults(older, defaults) == defaults
+    assert with_later_settings_at_their_defaults({**defaults, "unknown": 1}, defaults) is None
+    assert with_later_settings_at_their_defaults({**defaults, "pyramid": {**defaults["pyramid"], "new": 1}},
+                                                 defaults) is None
+    stack = write_stack(tmp_path / "s.tif", 5)
+    out = tmp_path / "out"
+    assert refuse_many([stack], out, progress=False)[0].status == "done"
+    report = json.loads((out / "s.json").read_text())
+    report["settings"] = older
+    (out / "s.json").write_text(json.dumps(report))
+    assert finished_report(out, stack, FusionSettings()) is not None
+    assert finished_report(out, stack, FusionSettings(pyramid={"noise_floor": 8.0})) is None  # not the default
+    report["settings"] = {**older, "unknown": 1}
+    (out / "s.json").write_text(json.dumps(report))
+    assert finished_report(out, stack, FusionSettings()) is None

@@ -85,3 +85,24 @@ def test_the_settings_take_a_path_and_refuse_what_is_none():
         FusionSettings(weights=" ")
     # Under another measure, weights change nothing: --resume does not fuse again for them.
     assert FusionSettings(weights="/x/w.pt").that_count() == FusionSettings().that_count()
+
+
+def test_resume_skips_a_stack_whose_report_predates_the_weights_setting(small_stack, tmp_path, capsys):
+    # Reports written before there was a weights setting have no "weights" key: they were made with the shipped file,
+    # as weights left out is now. --resume fused them again (any other key set was another version's settings).
+    out = tmp_path / "out"
+    assert run_session.main(["--refuse", str(small_stack), "--out", str(out), "--method", "ums", "--align", "off"]) == 0
+    report_path = out / "small.json"
+    report = json.loads(report_path.read_text())
+    del report["settings"]["weights"]
+    report_path.write_text(json.dumps(report))
+    assert run_session.main(["--refuse", str(small_stack), "--out", str(out), "--method", "ums", "--align", "off",
+                             "--resume"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert "weights" not in json.loads(report_path.read_text())["settings"]  # (not fused again: not rewritten)
+    # With weights of one's own, that older report was not made with them: fused again
+    own = tmp_path / "mine.pt"
+    shutil.copyfile(DEFAULT_WEIGHTS, own)
+    assert run_session.main(["--refuse", str(small_stack), "--out", str(out), "--method", "ums", "--align", "off",
+                             "--resume", "--weights", str(own)]) == 0
+    assert json.loads(report_path.read_text())["settings"]["weights"] == str(own)
