@@ -289,3 +289,66 @@ def test_a_resumed_run_continues_the_crops_of_an_uninterrupted_one(tmp_path, mon
     whole, rest = (torch.load(tmp_path / name, weights_only=True) for name in ("whole.pt", "rest.pt"))
     assert rest["step"] == 4 and [h["step"] for h in rest["history"]] == [1, 2, 3, 4]
     assert torch.allclose(whole["model"]["encoder.x0_0.body.0.weight"], rest["model"]["encoder.x0_0.body.0.weight"])
+
+
+KILLED_AT_A_MOVE = """
+import os, signal, sys
+from pathlib import Path
+
+real_replace = os.replace
+
+
+def replace(source, destination, *args, **kwargs):
+    if str(destination) == sys.argv[3]:  # killed as this move begins: nothing after it runs, no cleanup either
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(source, destination, *args, **kwargs)
+
+
+os.replace = replace
+from fusion.deep.checkpoints import export_weights
+
+export_weights(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def export_killed_at(checkpoint: Path, weights: Path, moving_onto: Path) -> None:
+    """An export run in a process of its own, killed (SIGKILL) as it moves a file onto ``moving_onto``."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_A_MOVE, str(checkpoint), str(weights), str(moving_onto)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_export_killed_between_moving_the_weights_and_their_record_leaves_weights_that_load(checkpoint, tmp_path):
+    # The weights moved into place, then the record with their sha256: killed between the two, the new weights sat
+    # beside the earlier record, and loading called them damaged.
+    from fusion.deep.deep_measure import load_encoder, sha256_of, weights_record
+
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    earlier = sha256_of(weights)
+    other = tmp_path / "other.pt"
+    train(1, other, images=tiny_images(), seed=1, **TINY)
+    export_killed_at(other, weights, weights_record(weights))
+    assert sha256_of(weights) != earlier  # (the new weights are in place, their record not)
+    load_encoder(weights, "cpu")  # no WeightsError: checked against the record written with them
+    assert json.loads(weights_record(weights).read_text())["sha256"] == sha256_of(weights)
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".w")]  # (moved by the load)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_export_killed_before_moving_the_weights_leaves_the_earlier_pair(checkpoint, tmp_path):
+    from fusion.deep.deep_measure import load_encoder, sha256_of, weights_record
+
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    earlier = sha256_of(weights), weights_record(weights).read_text()
+    other = tmp_path / "other.pt"
+    train(1, other, images=tiny_images(), seed=1, **TINY)
+    export_killed_at(other, weights, weights)
+    assert (sha256_of(weights), weights_record(weights).read_text()) == earlier
+    load_encoder(weights, "cpu")  # (its staged files, left by the kill, are not taken for the weights' record)
+    assert main(["--steps", "0", "--out", str(other), "--export", str(weights)]) == 0
+    load_encoder(weights, "cpu")
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("w")) == ["w.json", "w.pt"]
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".w")]

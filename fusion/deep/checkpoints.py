@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from fusion.deep.deep_measure import DEFAULT_WEIGHTS, sha256_of, weights_record
+from fusion.deep.deep_measure import (DEFAULT_WEIGHTS, finish_interrupted_export, pending_record, sha256_of,
+                                      weights_record)
 from fusion.errors import FusionError
-from fusion.outputs import write_json, written_atomically
+from fusion.outputs import OutputWriteError, json_safe, written_atomically
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504: a larger weight exports as infinity
 RESTORE_SHIPPED = "git checkout -- fusion/deep/weights/ums_unetpp.pt fusion/deep/weights/ums_unetpp.json"
@@ -58,6 +59,45 @@ def save_atomically(state: dict, path: Path) -> None:
     file whole, never half a file at ``path``."""
     with written_atomically(path) as temporary:
         torch.save(state, temporary)
+
+
+def write_weights_and_record(encoder: dict[str, torch.Tensor], weights: Path, record: dict) -> None:
+    """``encoder`` saved at ``weights`` and ``record``, with their sha256 (checked on load: a damaged file is an
+    error, not NaN scores), at their record, as a pair that loading never finds mismatched. Both are written whole
+    (and flushed to the disk) under temporary names first; then the weights move into place, then the record. A
+    kill between the two moves leaves the new record pending beside the new weights (``pending_record``), which
+    loading takes for theirs and moves into place, as the next export does first (``finish_interrupted_export``);
+    a kill before leaves the earlier pair as it was. An OutputWriteError naming the weights where they cannot be
+    written (nothing of this export is left then)."""
+    finish_interrupted_export(weights)  # (an earlier export killed between its moves: its pair made whole first)
+    staged, pending = weights.with_name(f".{weights.name}.partial"), pending_record(weights)
+    try:
+        torch.save(encoder, staged)
+        _flush_to_disk(staged)
+        text = json.dumps(json_safe({**record, "sha256": sha256_of(staged)}), indent=2, allow_nan=False) + "\n"
+        pending.write_text(text)
+        _flush_to_disk(pending)
+        os.replace(staged, weights)
+    except BaseException as error:
+        for path in (staged, pending):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if isinstance(error, OSError):
+            raise OutputWriteError(error.errno, f"cannot write {weights.name} into {weights.parent}: "
+                                                f"{error.strerror or error}") from None
+        raise
+    try:
+        os.replace(pending, weights_record(weights))
+    except OSError as error:  # (the weights load all the same: checked against the record left pending)
+        raise OutputWriteError(error.errno, f"cannot write {weights_record(weights).name} into {weights.parent}: "
+                                            f"{error.strerror or error}") from None
+
+
+def _flush_to_disk(path: Path) -> None:
+    """``path``'s data on the disk, not only in the system's cache: moved into place after this, it is whole
+    even after a power cut."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def read_checkpoint(path: Path, what: str = "--resume") -> dict[str, Any]:
@@ -107,12 +147,10 @@ def export_weights(checkpoint: Path, weights: Path) -> str | None:
     encoder = {k: (v.half() if v.is_floating_point() else v) for k, v in encoder.items()}
     replaced = weights.exists()
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_atomically(encoder, weights)
     record_path = checkpoint_record(checkpoint)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record["exported_from"] = checkpoint.name
-    record["sha256"] = sha256_of(weights)  # checked on load: a damaged file is an error, not NaN scores
-    write_json(weights_record(weights), record)
+    write_weights_and_record(encoder, weights, record)
     if not replaced:
         return None
     if weights.resolve() == DEFAULT_WEIGHTS.resolve():

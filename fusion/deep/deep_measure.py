@@ -6,8 +6,10 @@ smaller copy), and the measure map is scaled back up to full resolution.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,32 @@ def weights_record(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
+def pending_record(weights: Path) -> Path:
+    """Where an export keeps the new record of ``weights`` while it replaces the pair (``fusion.deep.checkpoints``):
+    written whole before the weights move into place, and moved onto their record after them."""
+    record = weights_record(weights)
+    return record.with_name(f".{record.name}.pending")
+
+
+def finish_interrupted_export(weights: Path) -> dict | None:
+    """Where an export was killed between moving ``weights`` into place and moving their record after them (the
+    ``pending_record`` is there and gives these weights' sha256): that record moved into place now, where the folder
+    lets it (where it does not, a read-only one, it stays pending and is taken all the same); returns it. None where
+    there is no such record: none pending, or a stale one (an export killed before its weights moved: not theirs)."""
+    pending = pending_record(weights)
+    if not pending.is_file():
+        return None
+    try:
+        record = json.loads(pending.read_text())
+        if not isinstance(record, dict) or record.get("sha256") != sha256_of(weights):
+            return None
+    except (OSError, ValueError):  # (cut short: its export was killed writing it, before the weights moved)
+        return None
+    with contextlib.suppress(OSError):  # (another process finishing it first; a read-only folder)
+        os.replace(pending, weights_record(weights))
+    return record
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -64,8 +92,11 @@ def check_weights_digest(weights: Path) -> None:
     """Raise WeightsError when the weights' sha256 differs from the one in their record.
 
     Weights without a record, or with a record that gives no sha256, are not checked here
-    (the engine still refuses NaN or infinite focus maps).
+    (the engine still refuses NaN or infinite focus maps). Weights whose export was killed before it moved their
+    record into place are checked against that record (``finish_interrupted_export``), not the earlier one.
     """
+    if finish_interrupted_export(weights) is not None:
+        return
     record_path = weights_record(weights)
     if not record_path.is_file():
         return
