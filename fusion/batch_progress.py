@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from fusion.durations import duration_words
+
 
 def is_terminal(stream) -> bool:
     try:
@@ -53,15 +55,6 @@ class ProgressLines:
         came = count - self.before
         left = ""
         if came and count < self.total:
-            left = f", ~{_duration((now - self.started) / came * (self.total - count))} left"
+            left = f", ~{duration_words((now - self.started) / came * (self.total - count), rough=True)} left"
         print(f"refuse: {count} of {self.total} stacks, {failed} failed{left}", file=sys.stderr, flush=True)
         self.said_at, self.said_count = now, count
-
-
-def _duration(seconds: float) -> str:
-    """'40 s', '12 min', '3 h': as a person says a time left."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{round(seconds / 3600)} h"

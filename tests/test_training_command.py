@@ -352,3 +352,35 @@ def test_an_export_killed_before_moving_the_weights_leaves_the_earlier_pair(chec
     load_encoder(weights, "cpu")
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("w")) == ["w.json", "w.pt"]
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".w")]
+
+
+# The training's times and a batch's time left, said by one helper (fusion.durations) in two precisions: each as it
+# was said before there was one.
+DURATIONS = [  # seconds, the training's words, a batch's time left
+    (0, "0 s", "1 s"), (0.6, "1 s", "1 s"), (45, "45 s", "45 s"), (59.6, "1 min 0 s", "60 s"),
+    (89.6, "1 min 30 s", "90 s"), (90, "1 min 30 s", "2 min"), (130, "2 min 10 s", "2 min"),
+    (3599, "59 min 59 s", "60 min"), (3900, "1 h 5 min", "65 min"), (5400, "1 h 30 min", "2 h"),
+    (172805, "48 h 0 min", "48 h"),
+]
+
+
+@pytest.mark.parametrize(("seconds", "exact", "rough"), DURATIONS)
+def test_times_are_said_by_one_helper_in_two_precisions(seconds, exact, rough):
+    from fusion.durations import duration_words
+
+    assert duration_words(seconds) == exact
+    assert duration_words(seconds, rough=True) == rough
+    line = training.progress_line(1, 2, 0, seconds, {})  # (as much left as done)
+    assert f", {exact} so far, ~{exact} left: " in line
+
+
+def test_a_batchs_time_left_is_said_roughly(capsys, monkeypatch):
+    from fusion.batch import StackOutcome
+    from fusion.batch_progress import ProgressLines
+
+    outcomes: dict = {}
+    lines = ProgressLines(4, outcomes)
+    monkeypatch.setattr(lines, "started", lines.started - 100)  # (the first stack took 100 s)
+    outcomes[0] = StackOutcome("/s0.tif", "s0", "done")
+    lines._say()
+    assert capsys.readouterr().err == "refuse: 1 of 4 stacks, 0 failed, ~5 min left\n"  # (300 s)

@@ -28,6 +28,7 @@ from fusion.deep.checkpoints import (CheckpointError, ExportRefusedError, check_
                                      export_weights, read_checkpoint, save_atomically)
 from fusion.deep.deep_measure import DeviceUnavailableError, usable_device
 from fusion.deep.network import UMSAutoencoder
+from fusion.durations import duration_words
 from fusion.engine import TORCH_DEVICE
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred
@@ -187,17 +188,6 @@ class TrainingStopped(Exception):
     @property
     def exit_status(self) -> int:
         return 128 + int(getattr(signal, self.signal_name))
-
-
-def duration_words(seconds: float) -> str:
-    """'45 s', '2 min 10 s', '1 h 5 min'."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    minutes = round(seconds / 60)  # (seconds are noise at this length)
-    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def progress_line(step: int, last_step: int, first_step: int, elapsed_s: float, losses: dict[str, float]) -> str:
