@@ -585,14 +585,19 @@ def fusion_overrides(args) -> dict:
 
 def refuse_settings(parser: argparse.ArgumentParser, args):
     """The fusion settings the command line asks for; a bad combination is a usage error."""
+    from acquisition.paths import file_used_path
     from fusion.align.defaults import default_alignment
     from fusion.engine import FusionSettings
 
     given = {FUSION_OPTIONS[key]: value for key, value in fusion_overrides(args).items()}
     if given.get("weights") is not None:
-        # Absolute: a batch's workers may run elsewhere than here. A file that is not there would fail every stack
-        # alike (under ums: other measures read none, and a warning says so).
-        given["weights"] = os.path.abspath(os.path.expanduser(given["weights"]))
+        # As a profile's fusion.weights: ~ and $VARIABLES expanded, absolute (a batch's workers may run elsewhere
+        # than here). A file that is not there would fail every stack alike (under ums: other measures read none,
+        # and a warning says so).
+        try:
+            given["weights"] = file_used_path(given["weights"])
+        except ValueError as error:
+            parser.error(f"--weights {error}")
         if given.get("measure") == "ums" and not Path(given["weights"]).is_file():
             parser.error(f"--weights {args.weights}: no such weights file")
     try:

@@ -5,8 +5,6 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
-import os
-import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
     ValidationError, ValidationInfo, field_validator, model_validator
 
 from acquisition.mda_plan import MDAPlan, channel_names, closest_key
+from acquisition.paths import expanded_path, file_used_path
 from acquisition.number_fields import check_no_yes_or_no
 from fusion.align.defaults import default_alignment
 from fusion.engine import MAX_SLICES, FusionSettings
@@ -43,25 +42,7 @@ def _at_most(limit: float, unit: str, said: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _expanded_path(value: str | None) -> str | None:
-    """A path as a shell would give it: ``~`` is the home folder and ``$NAME`` an environment variable (a profile's
-    ``folder: ~/sessions`` made a folder named ``~`` in the working folder). A variable that is not set is an error:
-    a folder named ``$DATA`` would be no better."""
-    if value is None:
-        return None
-    expanded = os.path.expandvars(os.path.expanduser(value))
-    unset = re.search(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", expanded)
-    if unset:
-        raise ValueError(f"{value!r} names the environment variable {unset.group(0)}, which is not set")
-    return expanded
-
-
-EXPANDED_PATH = AfterValidator(_expanded_path)
-
-
-def _absolute_path(value: str | None) -> str | None:
-    """A path from the folder the program runs in, as an absolute one: what the records say is the file used."""
-    return None if value is None else os.path.abspath(value)
+EXPANDED_PATH = AfterValidator(expanded_path)
 
 
 MINUTE_MS = _at_most(60_000, "ms", "a minute")        # a settle wait: stages take ms, lenses tens of ms
@@ -385,7 +366,7 @@ class FusionProfile(_Strict):
     align_model: Literal["similarity", "scale_shift", "affine", "lens"] | None = None
     device: str | None = None             # torch device for the "ums" measure: cuda, cpu, or auto
     # The "ums" measure's weights file (python -m fusion.deep.train --export); left out: the shipped ones.
-    weights: Annotated[str | None, EXPANDED_PATH, AfterValidator(_absolute_path)] = None  # (recorded as used)
+    weights: Annotated[str | None, AfterValidator(file_used_path)] = None  # (recorded as used)
     # With an mda plan: the channel whose decision (chosen slices, depth) the other channels follow.
     decision_channel: str | None = None
 

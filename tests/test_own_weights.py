@@ -106,3 +106,32 @@ def test_resume_skips_a_stack_whose_report_predates_the_weights_setting(small_st
     assert run_session.main(["--refuse", str(small_stack), "--out", str(out), "--method", "ums", "--align", "off",
                              "--resume", "--weights", str(own)]) == 0
     assert json.loads(report_path.read_text())["settings"]["weights"] == str(own)
+
+
+def test_weights_on_the_command_line_take_variables_as_a_profiles_do(small_stack, tmp_path, monkeypatch, capsys):
+    # --weights expanded only ~ (a $VARIABLE in it was taken as a folder of that name: "no such weights file"), where
+    # a profile's fusion.weights expands both: one helper for both now.
+    from acquisition.profile import load_profile
+
+    own = tmp_path / "models" / "mine.pt"
+    own.parent.mkdir()
+    shutil.copyfile(DEFAULT_WEIGHTS, own)
+    monkeypatch.setenv("UMS_TEST_MODELS", str(own.parent))
+    monkeypatch.chdir(tmp_path)
+    assert run_session.main(["--refuse", str(small_stack), "--out", str(tmp_path / "out"), "--method", "ums",
+                             "--align", "off", "--weights", "$UMS_TEST_MODELS/mine.pt"]) == 0
+    assert json.loads((tmp_path / "out" / "small.json").read_text())["settings"]["weights"] == str(own)
+    data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
+    data["fusion"] = {**data.get("fusion", {}), "method": "ums", "weights": "${UMS_TEST_MODELS}/../models/mine.pt"}
+    profile = tmp_path / "own-weights.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    assert Path(load_profile(profile).fusion.weights).resolve() == own
+    # A variable that is not set is said as a profile says it, as a usage error
+    monkeypatch.delenv("UMS_TEST_MODELS")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_session.main(["--refuse", str(small_stack), "--out", str(tmp_path / "out"), "--method", "ums",
+                          "--weights", "$UMS_TEST_MODELS/mine.pt"])
+    assert exit_.value.code == 2
+    assert "--weights '$UMS_TEST_MODELS/mine.pt' names the environment variable $UMS_TEST_MODELS, which is not set" \
+        in capsys.readouterr().err
