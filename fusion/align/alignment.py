@@ -223,6 +223,15 @@ def _tile_fit(centres: np.ndarray, corners: np.ndarray, shift: np.ndarray, coher
                     float(weight.sum()))
 
 
+@dataclass(frozen=True)
+class _TilePass:
+    """A tile pass's outcome: the fit (full-resolution coordinates; None where it does not hold), and whether
+    its first look already gave up: a quarter of the tiles, spread over the frame, agreed with no one fit."""
+
+    transform: np.ndarray | None
+    scattered: bool = False
+
+
 WORKING_RANGE_MAX = 65535.0  # registration works on intensities up to 16 bits
 
 
@@ -366,7 +375,7 @@ class SliceAligner:
         if coarse_px >= AUTO_MIN_MOTION_PX:
             return False
         # In between, the coarse level cannot tell (it is up to 1/7 of a large frame): ask the fine one.
-        fine = self._tile_pass(template[1], levels[1], step)
+        fine = self._tile_pass(template[1], levels[1], step).transform
         return fine is not None and max_displacement_px(fine, self.shape) < QUICK_STILL_PX
 
     def _coarse_estimate(self, template: _Level, image: _Level) -> np.ndarray | None:
@@ -382,7 +391,7 @@ class SliceAligner:
         # The whole-frame shift starts large motions; a frame whose background or glow misleads
         # it is started from no motion instead (neighbouring slices rarely move far).
         for start in (whole_frame_shift, np.eye(3)):
-            estimate = self._tile_pass(template, image, start)
+            estimate = self._tile_pass(template, image, start).transform
             if estimate is not None:
                 return estimate
         return None
@@ -395,7 +404,15 @@ class SliceAligner:
             return None, False
         # Where the fine level's tiles disagree (heavy blur on one side), the coarse fit stands.
         fine = self._tile_pass(template[1], image[1], estimate)
-        phase = estimate if fine is None else fine
+        if fine.scattered:
+            # ... and so would a refinement's failure: where a first look's dozen or more coherent tiles,
+            # spread over the frame, agree with no one fit of the model to a pixel, the motion is no such
+            # model at the fine level's precision (bright-field glows), and a least-squares fit of it
+            # over the whole frame steps further than MAX_REFINEMENT_PX (the scorpion: all 9 such
+            # refinements failed, first steps 2.7-6.5 px, one by its total; 0.7 of its 0.9 CPU s of
+            # refinement). No refinement on the rendered, real or test stacks followed such a first look.
+            return estimate, False
+        phase = estimate if fine.transform is None else fine.transform
         refined = self._defocus_refined(template[1], image[1], phase)
         return refined, refined is not phase
 
@@ -403,8 +420,8 @@ class SliceAligner:
         """The phase estimate refined against defocus-induced apparent motion (``estimate`` itself if refining
         fails)."""
         on_level = template.on_level(estimate)
-        # On bright-field stacks most refinements fail (the scorpion: 9 of 10). A step over
-        # MAX_REFINEMENT_PX stops one at once; the total check below cannot be decided sooner than
+        # On bright-field stacks most refinements fail (the scorpion: 9 of 10, now mostly not run: ``_register``).
+        # A step over MAX_REFINEMENT_PX stops one at once; the total check below cannot be decided sooner than
         # it is: every step may move up to MAX_REFINEMENT_PX, so the steps left could undo the total so far.
         refined = defocus_refine.refine(template.pixels, image.pixels, on_level, self.settings.pair_model,
                                         max_step_px=MAX_REFINEMENT_PX)
@@ -413,7 +430,7 @@ class SliceAligner:
             return estimate
         return template.to_full(refined)
 
-    def _tile_pass(self, template: _Level, image: _Level, estimate: np.ndarray) -> np.ndarray | None:
+    def _tile_pass(self, template: _Level, image: _Level, estimate: np.ndarray) -> _TilePass:
         """Find each template tile in the image near where ``estimate`` puts it; refit the model."""
         tile_px = template.tile_px
         if template.templates is None:  # first use of this slice as a template
@@ -425,7 +442,7 @@ class SliceAligner:
         inside = (corners[:, 0] >= 0) & (corners[:, 1] >= 0) & \
                  (corners[:, 0] + tile_px <= width) & (corners[:, 1] + tile_px <= height)
         if inside.sum() < MIN_AGREEING_TILES:
-            return None
+            return _TilePass(None)
         shift, coherence = np.zeros((len(corners), 2)), np.zeros(len(corners))  # (unmeasured: incoherent)
         # A quarter of the tiles first, spread over the frame: where their own fit does not agree,
         # neither would the whole's (bright-field stacks whose motion is no similarity at the fine
@@ -435,10 +452,10 @@ class SliceAligner:
         self._measure(template, image, corners, first, shift, coherence)
         look = _tile_fit(grid.centres, corners, shift, coherence, first, tile_px, self.settings.pair_model)
         if look is not None and look.usable >= FIRST_LOOK_MIN_TILES and not look.agrees_enough:
-            return None
+            return _TilePass(None, scattered=True)
         self._measure(template, image, corners, inside & ~first, shift, coherence)
         fit = _tile_fit(grid.centres, corners, shift, coherence, inside, tile_px, self.settings.pair_model)
-        return None if fit is None or not fit.agrees else template.to_full(fit.transform)
+        return _TilePass(None if fit is None or not fit.agrees else template.to_full(fit.transform))
 
     def _measure(self, template: _Level, image: _Level, corners: np.ndarray, tiles: np.ndarray, shift: np.ndarray,
                  coherence: np.ndarray) -> None:
