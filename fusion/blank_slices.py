@@ -8,7 +8,8 @@ flat areas, where every slice's evidence ties: one such frame among a bright-fie
 and three before a phone's 32 photographs of a keyboard halved the grey of its blurred wall. Before the first slice
 with detail, nothing tells such a frame's level from the stack's own, so a frame that shows nothing but noise is
 held, pixels and all (up to HELD_NOISE_BYTES_AT_MOST), until one with detail says whether it is dark; if it is not,
-it is fused then, just before that slice, as it would have been when it came."""
+it is fused then, just before that slice, as it would have been when it came. Frames of noise beyond what can be held
+get no say (they show nothing of the specimen, dark or not), and are named as the others are."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ DARK_LEVEL_SHARE = 0.25
 BIN_PX = 8
 NOISE_ONLY_MULTIPLE = 3.0
 LEVEL_SAMPLE_STEP = 4   # the mean grey from every 4th pixel of every 4th row: plenty for a level, 16 times cheaper
-# Frames of noise held before the first slice with detail, at most (pixels and grey): a camera started before the
-# light gives a few; past this the composition fuses them as they come, as any slice (the live queue holds 256 MB).
+# Frames of noise held before the first slice with detail, at most (pixels and grey: 7 frames of 5 MP RGB): a camera
+# started before the light gives a few; those past this get no say (the live queue holds 256 MB as well).
 HELD_NOISE_BYTES_AT_MOST = 256 * 2**20
 
 
@@ -121,13 +122,13 @@ class HeldBlanks:
         self.left_out: list[int] = []
         self._detail_levels: list[float] = []
         self._released: list[HeldNoise] = []
-        self._holding_noise = True   # until HELD_NOISE_BYTES_AT_MOST is reached
 
     def take(self, pixels: np.ndarray, gray: np.ndarray, index: int, z: float,
              covered: np.ndarray | None = None) -> bool:
-        """Whether the slice (``pixels``, its ``gray``) is blank, or dark with nothing but noise, or held: then it
-        gets no say now. A blank slice is held while every slice so far is; a slice with detail lets go of those
-        held, and of the slices of noise held before it that are not dark beside it (``released``)."""
+        """Whether the slice (``pixels``, its ``gray``) is blank, or dark with nothing but noise, or held, or noise
+        beyond what can be held: then it gets no say now. A blank slice is held while every slice so far is; a slice
+        with detail lets go of those held, and of the slices of noise held before it that are not dark beside it
+        (``released``)."""
         values = blank_values(pixels)
         if values is not None:
             if self.only_blank:
@@ -140,17 +141,21 @@ class HeldBlanks:
         if self._detail_levels and dark_noise_only(gray, level, float(np.mean(self._detail_levels)), step):
             self.left_out.append(index)
             return True
-        if self.only_blank and self._holding_noise and noise_only(gray, step):
-            noise = HeldNoise(np.array(pixels, copy=True), np.array(gray, copy=True),
-                              None if covered is None else np.array(covered, copy=True), level, index, z)
-            if sum(held.nbytes for held in self.held if isinstance(held, HeldNoise)) + noise.nbytes \
-                    <= HELD_NOISE_BYTES_AT_MOST:
-                self.held.append(noise)
+        if self.only_blank and noise_only(gray, step):
+            held_bytes = sum(held.nbytes for held in self.held if isinstance(held, HeldNoise))
+            if held_bytes + pixels.nbytes + gray.nbytes + (0 if covered is None else covered.nbytes) \
+                    > HELD_NOISE_BYTES_AT_MOST:
+                # More frames of noise than can be held (7 of 5 MP RGB): fused as they came, they darkened the
+                # image wherever they were dark. Such a frame shows nothing of the specimen, dark or not, so it
+                # gets no say; those held are still judged when a slice with detail comes.
+                self.left_out.append(index)
                 return True
-            self._holding_noise = False   # too many to hold: this one and those held are fused as any slice
+            self.held.append(HeldNoise(np.array(pixels, copy=True), np.array(gray, copy=True),
+                                       None if covered is None else np.array(covered, copy=True), level, index, z))
+            return True
         if self.only_blank:
             for held in self.held:
-                if isinstance(held, BlankSlice) or (self._holding_noise and is_dark(held.level, level)):
+                if isinstance(held, BlankSlice) or is_dark(held.level, level):
                     self.left_out.append(held.index)
                 else:
                     self._released.append(held)
@@ -177,6 +182,7 @@ def left_out_warning(stack: str, left_out: list[int]) -> str:
     if len(left_out) == 1:
         which, verb, they = f"slice {left_out[0]}", "shows", "it has"
     else:
-        which, verb, they = f"slices {', '.join(str(i) for i in left_out)}", "show", "they have"
-    return (f"{stack}: {which} (counting from 0) {verb} nothing of the specimen (one value throughout, or dark with "
-            f"nothing but noise: a light or shutter that failed?); {they} no say in the fused image")
+        which, verb, they = f"slices {', '.join(str(i) for i in sorted(left_out))}", "show", "they have"
+    return (f"{stack}: {which} (counting from 0) {verb} nothing of the specimen (one value throughout, or nothing "
+            f"but noise: a light or shutter that failed, a camera started before the light?); {they} no say in the "
+            "fused image")

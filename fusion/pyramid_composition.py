@@ -158,9 +158,11 @@ class PyramidComposition:
             return np.full(self.shape[:2], z_positions[0], np.float32)
         if self._composer.evidence_floor is None:  # only blank slices so far: no depth anywhere
             return np.full(self.shape[:2], np.nan, np.float32)
+        # The slices that had a say: those left out (blank, dark) do not make a flat focus curve look less flat.
+        n_said = max(len(z_positions) - len(self.left_out), 1)
         if self._every_z_known:  # (then ``z_positions`` are the z given to ``add``)
-            return self._composer.depth(len(z_positions))
-        return self._composer.depth(len(z_positions), index_positions=z_positions)
+            return self._composer.depth(n_said)
+        return self._composer.depth(n_said, index_positions=z_positions)
 
     def finish(self, z_positions: list[float], source=None) -> tuple[np.ndarray, np.ndarray | Future, np.ndarray]:
         """(fused, decision, depth). The decision, the slice with the most fine evidence cleaned as

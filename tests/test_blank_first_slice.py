@@ -265,10 +265,9 @@ def test_dark_noisy_frames_before_the_first_slice_with_detail_have_no_say_and_ar
 
 
 @pytest.mark.parametrize("composition", ["pyramid", "pick"])
-def test_frames_of_noise_first_that_are_not_dark_or_too_many_to_hold_are_fused_as_before(composition, monkeypatch):
-    """Holding changes nothing for frames of noise at the stack's own level (nothing tells them apart), for more
-    than HELD_NOISE_BYTES_AT_MOST of dark ones, or for a stack of noise only: each is fused as it was before
-    (when nothing was held)."""
+def test_frames_of_noise_first_that_are_not_dark_are_fused_as_before(composition, monkeypatch):
+    """Holding changes nothing for frames of noise at the stack's own level (nothing tells them apart) or for a
+    stack of noise only: each is fused as it was before anything was held."""
     from fusion import blank_slices
 
     slices, z_um, _, _, full_scale = _stack(*CASES["mono-uint16"])
@@ -276,18 +275,31 @@ def test_frames_of_noise_first_that_are_not_dark_or_too_many_to_hold_are_fused_a
     step_um = z_um[1] - z_um[0]
     stacks = {
         "noise at the stack's level": (bright_noise + slices, [z_um[0] - 2 * step_um, z_um[0] - step_um] + z_um),
-        "too many dark to hold": _with_dark_first(slices, z_um, full_scale),
         "noise only": (bright_noise, z_um[:2]),
     }
-    frame_bytes = slices[0].nbytes + slices[0].size * 4   # pixels and float32 grey
     for name, (stack, z) in stacks.items():
-        monkeypatch.setattr(blank_slices, "HELD_NOISE_BYTES_AT_MOST",
-                            frame_bytes if name == "too many dark to hold" else 256 * 2**20)
         held = _fuse_with(composition, stack, z)
-        monkeypatch.setattr(blank_slices, "HELD_NOISE_BYTES_AT_MOST", 0)   # nothing held: as before
-        as_before = _fuse_with(composition, stack, z)
+        with monkeypatch.context() as nothing_held:
+            nothing_held.setattr(blank_slices, "noise_only", lambda gray, step: False)
+            as_before = _fuse_with(composition, stack, z)
         np.testing.assert_array_equal(held.fused, as_before.fused, err_msg=name)
         np.testing.assert_array_equal(held.depth, as_before.depth, err_msg=name)
+
+
+@pytest.mark.parametrize("composition", ["pyramid", "pick"])
+def test_dark_frames_beyond_what_can_be_held_have_no_say_either(composition, monkeypatch):
+    """Past HELD_NOISE_BYTES_AT_MOST (7 frames of 5 MP RGB) every held frame was let go and fused, dark ones
+    included, without a word: 170 dark frames before the keyboard's photographs made it 10 greys darker. Frames of
+    noise beyond the hold get no say; those held are judged as before; all are named."""
+    from fusion import blank_slices
+
+    slices, z_um, _, _, full_scale = _stack(*CASES["rgb-uint8"])
+    monkeypatch.setattr(blank_slices, "HELD_NOISE_BYTES_AT_MOST", slices[0].nbytes + slices[0][..., 0].size * 4)
+    expected = _fuse_with(composition, slices, z_um)
+    with pytest.warns(UserWarning, match=r"slices 0, 1, 2, 3 \(counting from 0\) show nothing of the specimen"):
+        result = _fuse_with(composition, *_with_dark_first(slices, z_um, full_scale, n_dark=4))
+    np.testing.assert_array_equal(result.fused, expected.fused)
+    np.testing.assert_array_equal(result.depth, expected.depth)
 
 
 def test_the_live_view_shows_the_frames_held_before_the_first_slice_with_detail():

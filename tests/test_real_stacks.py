@@ -37,3 +37,28 @@ def test_real_stack_is_sharper_fused_than_any_slice(shared_data, tmp_path, name)
     assert report.n_slices == len(slice_sf)
     assert spatial_frequency(fused) > max(slice_sf)
     assert fine_detail(fused) > max(slice_detail)
+
+
+def test_dark_frames_before_a_real_stack_change_neither_its_image_nor_where_it_has_a_depth(shared_data):
+    """Three dark frames of noise before the keyboard's 32 photographs (a camera started before the light): held,
+    then given no say. The depth map's test for textureless areas counted them among the slices all the same, and
+    gave a depth to pixels that have none without them (130 here; 23,558 on the pcb)."""
+    from fusion import StreamingFusion
+
+    with open_stack(shared_data / "keyboard-phone") as stack:
+        slices = [np.array(pixels) for pixels, _ in stack]
+    rng = np.random.default_rng(0)
+    dark = [np.clip(rng.normal(6, 4, slices[0].shape), 0, 255).astype(np.uint8) for _ in range(3)]
+
+    def fuse(frames):
+        engine = StreamingFusion(frames[0].shape, frames[0].dtype, FusionSettings(), name="keyboard")
+        for pixels in frames:
+            engine.push(pixels)
+        return engine.finish()
+
+    plain = fuse(slices)
+    with pytest.warns(UserWarning, match=r"slices 0, 1, 2 \(counting from 0\) show nothing of the specimen"):
+        with_dark = fuse(dark + slices)
+    np.testing.assert_array_equal(with_dark.fused, plain.fused)
+    np.testing.assert_array_equal(np.isnan(with_dark.depth), np.isnan(plain.depth))
+    np.testing.assert_allclose(with_dark.depth - 3, plain.depth, atol=1e-4)   # (in slice indices: 3 more first)
