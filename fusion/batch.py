@@ -15,6 +15,7 @@ ever taken for its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import threading
 import time
 import unicodedata
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from fusion.errors import OutputError
 from fusion.outputs import DENIED, FULL, READ_ONLY, io_error, make_folder, unwritable_folder, write_json
 from fusion.readers import stack_name
 from fusion.stack_fingerprint import stack_fingerprint
-from fusion.staged_outputs import writing_now
+from fusion.staged_outputs import name_lock, writing_now
 from fusion.output_names import refusion_outputs
 from fusion.refuse import RefusionStopped, refuse_stack
 from fusion.refuse_report import RefuseReport
@@ -733,6 +735,27 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
     path = Path(out_dir) / SUMMARY_FILE
     rows = [_summary_row(outcome) for outcome in outcomes]
     names = {row["name"] for row in rows}
+    # Read, merged and written under the summary's lock: two runs into one --out each kept their own rows only.
+    with _summary_lock(Path(out_dir)):
+        _merge_and_write_summary(path, rows, names, seconds, scheduler, interrupted, run_warnings)
+    return path
+
+
+@contextlib.contextmanager
+def _summary_lock(out_dir: Path) -> Iterator[None]:
+    """``summary.json``'s lock in ``out_dir`` (``.summary.json.lock``) held while the block runs. Where none can be
+    made (a read-only or full folder), the block runs all the same: the summary's own write then says why it fails."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(name_lock(out_dir, SUMMARY_FILE))
+        except OSError as error:
+            if error.errno == errno.EAGAIN:  # (held by another run for LOCK_WAIT_S)
+                raise
+        yield
+
+
+def _merge_and_write_summary(path: Path, rows: list[dict], names: set[str], seconds: float, scheduler: str | None,
+                             interrupted: bool, run_warnings: list[str] | None) -> None:
     earlier = [row for row in earlier_summary_rows(path) if row["name"] not in names]
     said = [status for status in dict.fromkeys(row["status"] for row in rows + earlier)
             if status not in ("done", "skipped", "failed", "interrupted")]
@@ -747,7 +770,6 @@ def write_summary(out_dir: Path, outcomes: list[StackOutcome], seconds: float, s
         "warnings": list(dict.fromkeys(run_warnings or [])),
         "stacks": rows + earlier,
     })
-    return path
 
 
 # An earlier summary.json that could not be read, kept for a person (not a name that ends .json: a stack's report
@@ -757,7 +779,7 @@ SUMMARY_SET_ASIDE = "summary.json.damaged"
 
 def earlier_summary_rows(path: Path) -> list[dict]:
     """The rows of the summary at ``path`` that still hold: each stack's that did not finish (failed, not run, ...),
-    and each finished one's (done, skipped) whose report is still beside it (outputs removed since: no row). None
+    and each finished one's (done, skipped) whose outputs are all still beside it (one removed since: no row). None
     there: none. One that cannot be read or is not a summary (cut short, edited, another program's) is moved aside
     (``summary.json.damaged``, numbered where that exists) with a warning, and the new summary starts afresh: a run
     must not fail at its end for an old file. Something else of that name (a folder) is left where it is: the new
@@ -785,7 +807,7 @@ def earlier_summary_rows(path: Path) -> list[dict]:
         return []
     out_dir = path.parent
     return [row for row in rows if row["status"] not in ("done", "skipped")
-            or refusion_outputs(out_dir, row["name"])["report"].is_file()]
+            or all(output.is_file() for output in refusion_outputs(out_dir, row["name"]).values())]
 
 
 def _free_name(path: Path) -> Path:

@@ -533,7 +533,7 @@ class StreamingFusion:
             raise ValueError(f"{self.name}: the z of {slice_name(self._pushed)} is {z}; give a finite number, or "
                              "None where it is not known (the depth map then counts slices)")
         if value is None or abs(value) > FOCUS_POSITION_LIMIT:
-            said = format(decimal.Decimal(int(z)), ".3g") if value is None else f"{value:g}"
+            said = format(decimal.Decimal(int(z)), ".3g") if value is None else past_limit_words(value)
             raise ValueError(f"{self.name}: the z of {slice_name(self._pushed)} is {said} {self.z_unit}, beyond any "
                              f"focus drive's travel (±{FOCUS_POSITION_LIMIT:g}); give its focus position, or None "
                              "where it is not known (the depth map then counts slices)")
@@ -555,6 +555,15 @@ class StreamingFusion:
             raise SliceMismatchError(
                 f"{self.name}: {slice_name(self._pushed)} is {pixels.shape} {pixels.dtype}, "
                 f"but the stack is {self.shape} {self.dtype}{advice}")
+
+
+def past_limit_words(value: float) -> str:
+    """A position beyond ``FOCUS_POSITION_LIMIT`` in as few digits as show it beyond (1e+06 read as the limit)."""
+    for digits in range(6, 18):
+        said = f"{value:.{digits}g}"
+        if abs(float(said)) > FOCUS_POSITION_LIMIT:
+            return said
+    return repr(value)
 
 
 def _frame_shape(shape, name: str) -> tuple[int, ...]:

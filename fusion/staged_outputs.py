@@ -116,31 +116,9 @@ class StagedOutputs:
                 _lock_now(self._writer_lock)  # (new: no one else has it)
         return self.folder
 
-    @contextlib.contextmanager
-    def _name_lock(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-        """The stack name's lock in the output folder held while the block runs: by one writer at a time, in this
-        process or any other. An OSError where it cannot be made there, or is held by another for ``wait_s``."""
-        path = self.out_dir / f".{self.name}.lock"
-        deadline = time.monotonic() + wait_s
-        while True:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-            if not _lock_now(fd):
-                os.close(fd)
-                if time.monotonic() >= deadline:
-                    raise OSError(errno.EAGAIN, f"another run has held {path} for over {wait_s:g} s; if none is "
-                                                "writing there any more, remove that file") from None
-                time.sleep(LOCK_POLL_S)
-                continue
-            # The holder before removes the file as it lets go: locked, this one must still be the one there.
-            if _same_file(fd, path):
-                break
-            os.close(fd)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()  # (locked: those waiting on this file see it gone and make another)
-            os.close(fd)
+    def _name_lock(self, wait_s: float = LOCK_WAIT_S) -> contextlib.AbstractContextManager[None]:
+        """The stack name's lock in the output folder (``name_lock``)."""
+        return name_lock(self.out_dir, self.name, wait_s)
 
     def _cannot_write(self, kind: str, error: OSError) -> OutputError:
         """One line naming the output and its folder (not the temporary one) and why."""
@@ -151,6 +129,34 @@ class StagedOutputs:
             str(error).removeprefix(f"cannot write {path.name} into {self.folder}: ")
         advice = "; free some space there or write elsewhere" if error.errno == errno.ENOSPC else ""
         return OutputError(f"cannot write {path.name} into {path.parent}: {why}{advice}", self.stack)
+
+
+@contextlib.contextmanager
+def name_lock(out_dir: Path, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """The lock of ``name`` in the output folder (``.<name>.lock``) held while the block runs: by one writer at a
+    time, in this process or any other. An OSError where it cannot be made there, or is held by another for
+    ``wait_s``."""
+    path = out_dir / f".{name}.lock"
+    deadline = time.monotonic() + wait_s
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        if not _lock_now(fd):
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise OSError(errno.EAGAIN, f"another run has held {path} for over {wait_s:g} s; if none is "
+                                            "writing there any more, remove that file") from None
+            time.sleep(LOCK_POLL_S)
+            continue
+        # The holder before removes the file as it lets go: locked, this one must still be the one there.
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # (locked: those waiting on this file see it gone and make another)
+        os.close(fd)
 
 
 def _lock_now(fd: int) -> bool:

@@ -164,6 +164,8 @@ def test_infinity_is_rejected_saying_what_to_do(value):
                                             (1e300, ValueError, r"the z of slice 1 \(counting from 0\) is 1e\+300 um, "
                                                                 r"beyond any focus drive's travel \(±1e\+06\)"),
                                             (-2e6, ValueError, r"is -2e\+06 um, beyond any focus drive's travel"),
+                                            # (just past the limit: said in the digits that show it, not as 1e+06)
+                                            (1000001.0, ValueError, r"is 1000001 um, beyond any focus drive's travel"),
                                             pytest.param(10 ** 400, ValueError, r"the z of slice 1 \(counting from "
                                                          r"0\) is 1.00e\+400 um, beyond any focus drive's travel",
                                                          id="int-10**400")])

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 
 import numpy as np
 import pytest
@@ -339,3 +340,48 @@ def test_a_damaged_earlier_summary_is_kept_aside_and_the_run_goes_on(tmp_path, c
     summary = json.loads((out / "summary.json").read_text())
     assert summary_rows(out) == {"b": "done"} and summary["earlier_rows"] == 0
     assert any("the earlier summary cannot be read" in warning for warning in summary["warnings"])
+
+
+def test_a_finished_stack_missing_one_of_its_outputs_loses_its_row_in_the_next_summary(tmp_path, capsys):
+    # Only its report was looked for: a stack whose fused image had been removed stayed "done".
+    import run_session
+    a, b = small_stack(tmp_path / "a.tif", 0), small_stack(tmp_path / "b.tif", 1)
+    out = tmp_path / "out"
+    assert run_session.main(["--refuse", a, b, "--out", str(out)]) == 0
+    (out / "a.fused.tif").unlink()
+    assert run_session.main(["--refuse", b, "--out", str(out), "--resume"]) == 0
+    assert summary_rows(out) == {"b": "skipped"}
+    capsys.readouterr()
+
+
+def test_two_runs_writing_their_summaries_into_one_out_at_once_keep_each_others_rows(tmp_path, monkeypatch):
+    # Each run read the summary there, merged its rows and wrote it back: a run that read before the other wrote
+    # put back a summary without the other's rows. The merge is under the summary's lock now. (The first reader is
+    # held up after reading, to open the window that a slow disk opens.)
+    import threading
+
+    from fusion import batch
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first_has_read, read = threading.Event(), batch.earlier_summary_rows
+
+    def slow_read(path):
+        rows = read(path)
+        if threading.current_thread().name == "first":
+            first_has_read.set()
+            time.sleep(0.5)
+        return rows
+
+    monkeypatch.setattr(batch, "earlier_summary_rows", slow_read)
+
+    def run(names):
+        outcomes = [batch.StackOutcome(str(tmp_path / f"{name}.tif"), name, "failed", error="x") for name in names]
+        batch.write_summary(out, outcomes, 1.0, None)
+
+    first = threading.Thread(target=run, args=(["a", "b"],), name="first")
+    first.start()
+    first_has_read.wait(timeout=30)
+    run(["c", "d"])
+    first.join(timeout=60)
+    assert set(summary_rows(out)) == {"a", "b", "c", "d"}

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from fusion.channel_look import ChannelLook
-from fusion.engine import FOCUS_POSITION_LIMIT, SUPPORTED_DTYPES
+from fusion.engine import FOCUS_POSITION_LIMIT, SUPPORTED_DTYPES, past_limit_words
 from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError, StackTooLargeError,
                            UnreadableStackError, slice_name)
 from fusion.memory import check_fits_in_memory
@@ -79,8 +79,8 @@ class SavedStack(ABC):
         if bad:
             problem = f"the file gives a focus position of {bad[0]} for {len(bad)} of {len(z)} slices"
         elif absurd:
-            problem = (f"the file gives a focus position of {absurd[0]:g} {unit} for {len(absurd)} of {len(z)} "
-                       f"slices, beyond any focus drive's travel (±{FOCUS_POSITION_LIMIT:g})")
+            problem = (f"the file gives a focus position of {past_limit_words(absurd[0])} {unit} for {len(absurd)} "
+                       f"of {len(z)} slices, beyond any focus drive's travel (±{FOCUS_POSITION_LIMIT:g})")
         elif len(z) > 1 and min(z) == max(z):
             problem = f"the file gives every slice the focus position {z[0]:g} {unit}"
         elif shared:
