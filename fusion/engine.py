@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -204,7 +205,9 @@ class FusionResult:
     """What ``finish()`` returns. Arrays are numpy order: (height, width[, channels])."""
 
     fused: np.ndarray            # the slices' shape and dtype
-    depth: np.ndarray            # float32 (H, W): z in focus there, or a slice index; NaN: textureless
+    # float32 (H, W): z in focus there, or a slice index; NaN: textureless. The pyramid composition makes it after the
+    # fused image, which a live session waits for: it may be given as a Future, which reading it waits for.
+    depth: MadeBeside[np.ndarray] = MadeBeside()
     depth_unit: str              # the z's unit (StreamingFusion's ``z_unit``) when every slice had a z, else
     #                              "slice index"
     # int16 (H, W): chosen slice per pixel, after cleaning. The pyramid composition makes it after the fused image
@@ -221,6 +224,7 @@ class FusionResult:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_decision"] = self.decision  # (a Future cannot be pickled: a batch worker's result is)
+        state["_depth"] = self.depth
         return state
 
     def chosen_fraction(self) -> list[float]:
@@ -471,6 +475,7 @@ class StreamingFusion:
             if nowhere is not None:  # no slice had data there: neither has the fused image, nor the depth map
                 fused = fused.reshape(self.shape)
                 fused[nowhere] = np.nan
+                depth = depth.result() if isinstance(depth, Future) else depth  # (made beside the image)
                 depth[nowhere] = np.nan
             if self._missing.slices:
                 warnings.warn(self._missing.warning(self.name), stacklevel=4)

@@ -57,3 +57,23 @@ def _finest_rows(weighted, weights, expanded, low, high, scale, scaled, rounds, 
             if rounds:
                 value = min(max(np.rint(value), smallest), largest)
             out[y, j] = value
+
+
+def mean_plus_coarser(weighted: np.ndarray, weights: np.ndarray, coarser: np.ndarray, strip_values: int) -> np.ndarray:
+    """A coarser level's part of the end: its weighted mean plus ``coarser`` (the next level's image, collapsed)
+    expanded, made in ``weighted`` itself (H, W, C float32; returned) in one pass over rows in parallel, where the
+    plain way took three on one core (np.maximum, np.divide, +=): the same float32 operations, the same numbers."""
+    height, width, channels = weighted.shape
+    weighted_rows, weight_rows = weighted.reshape(height, width * channels), weights.reshape(height, width * channels)
+    for top, bottom in pyramid.row_strips(weighted.shape, strip_values):
+        expanded = pyramid.expand_rows(coarser, weighted.shape, top, bottom).reshape(bottom - top, width * channels)
+        _mean_plus_rows(weighted_rows[top:bottom], weight_rows[top:bottom], expanded)
+    return weighted
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _mean_plus_rows(weighted, weights, expanded):
+    for y in prange(weighted.shape[0]):
+        for j in range(weighted.shape[1]):
+            weighted[y, j] = weighted[y, j] / max(weights[y, j], TINY_WEIGHT) + expanded[y, j]
+

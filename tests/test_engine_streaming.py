@@ -315,3 +315,18 @@ def test_a_frame_buffer_reused_after_push_changes_nothing(composition, align, dt
     assert np.array_equal(result.fused, expected.fused)
     assert np.array_equal(result.depth, expected.depth, equal_nan=True)
     assert result.alignment == expected.alignment
+
+
+def test_the_depth_map_made_after_the_image_is_read_as_an_array_and_pickles(rgb_stack):
+    """The pyramid makes the depth map (and the decision) beside, after the fused image that a live session waits
+    for: reading the result's depth waits for it; a batch worker's pickled result carries the arrays."""
+    import pickle
+
+    engine = StreamingFusion(rgb_stack.slices[0].shape, np.uint8)
+    for pixels, z_um in zip(rgb_stack.slices, rgb_stack.z_um):
+        engine.push(pixels, z_um)
+    expected = engine._composition.depth_so_far(list(rgb_stack.z_um))
+    result = engine.finish()
+    assert isinstance(result.depth, np.ndarray) and np.array_equal(result.depth, expected, equal_nan=True)
+    copy = pickle.loads(pickle.dumps(result))
+    assert np.array_equal(copy.depth, expected, equal_nan=True) and np.array_equal(copy.decision, result.decision)

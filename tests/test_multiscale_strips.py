@@ -92,3 +92,30 @@ def test_pool_then_fold_is_add_and_fold_needs_its_pool():
     assert np.array_equal(composers[0].image(), composers[1].image())
     with pytest.raises(RuntimeError, match="needs the slice's pool"):
         composers[1].fold(slices[0], 3.0, 3)
+
+
+def test_two_threads_fold_a_large_level_into_the_sums_one_thread_makes(monkeypatch):
+    """A level of SHARED_FOLD_VALUES or more is folded by two threads, every other strip each, with a scratch each;
+    the running sums (and so image and depth) must be one thread's to the bit."""
+    rng = np.random.default_rng(7)
+    shape = (97, 131, 3)
+    slices = [(rng.random(shape) * 255).astype(np.uint8) for _ in range(4)]
+    energies = [(rng.random(shape[:2]) * 50).astype(np.float32) for _ in range(4)]
+    coverages = [None, rng.random(shape[:2]) > 0.1, None, None]
+    shared = []
+    real_side_by_side = multiscale.side_by_side
+
+    def counted(here, beside):
+        shared.append(1)
+        return real_side_by_side(here, beside)
+
+    monkeypatch.setattr(multiscale, "side_by_side", counted)
+    monkeypatch.setattr(multiscale, "SHARED_FOLD_VALUES", 1 << 62)
+    one_image, one_depth = _fused(slices, energies, coverages, 10 ** 6, monkeypatch)
+    assert not shared
+    monkeypatch.setattr(multiscale, "SHARED_FOLD_VALUES", 4000)  # levels 0 and 1 (97 x 131 and 49 x 66)
+    for strip_rows in (5, 100):  # many strips each, and a level cut in two
+        two_image, two_depth = _fused(slices, energies, coverages, strip_rows * shape[1] * 3, monkeypatch)
+        assert np.array_equal(two_image, one_image)
+        assert np.array_equal(two_depth, one_depth, equal_nan=True)
+    assert len(shared) == 2 * 2 * len(slices)  # two levels of each slice, in both runs
