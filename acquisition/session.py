@@ -19,6 +19,7 @@ from warnings import catch_warnings
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from acquisition.acquirer import MAX_LOST_IN_A_ROW, Acquirer, FrameWait, LostSlice, with_retries
@@ -101,6 +102,7 @@ class Session:
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
         self.worker: FusionWorker | None = None
+        self._fused_unstored = False   # a slice was handed to fusion, and its write to the buffer failed
         self.slices: list[SliceRecord] = []
         self.dropped: list[DroppedFrame] = []
         self.retries: list[RetryRecord] = []
@@ -366,18 +368,48 @@ class Session:
                                       significant_bits=frame.bit_depth)
         if self.first_frame_time_s is None:
             self.first_frame_time_s = frame.timestamp_s
-        # Time since the first plane, in every page as in OME's DeltaT (README): the epoch time was there before.
-        index = self.buffer.append(pixels, z, frame.timestamp_s - self.first_frame_time_s, frame.exposure_ms,
-                                   unit=self.profile.focus.unit)
+        # Fusion starts on a slice while it is written (the first's is made once it is on disk): a 5 MP slice's write
+        # took 0.07-0.27 s on a busy machine, and the fused image waited for it after the last slice. Where the write
+        # fails the slice has been fused all the same: the end fuses the slices on disk again
+        # (``_fuse_stored_slices_again``).
+        index = self.buffer.n_slices
+        in_memory = self.worker is not None and self.worker.submit_in_memory(index, pixels, z)
+        try:
+            # Time since the first plane, in every page as in OME's DeltaT (README): the epoch time was there before.
+            self.buffer.append(pixels, z, frame.timestamp_s - self.first_frame_time_s, frame.exposure_ms,
+                               unit=self.profile.focus.unit)
+        except BaseException:
+            self._fused_unstored = self._fused_unstored or in_memory
+            raise
         if self.engine is None:
-            self.engine = StreamingFusion(pixels.shape, pixels.dtype, self.profile.fusion_settings(),
-                                          source=self.buffer, name=str(self.buffer.path),
-                                          z_unit=self.profile.focus.unit)
-            self.worker = FusionWorker(self.engine, self.buffer, slices_in_memory_for(pixels.nbytes),
-                                       on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
+            self._start_fusion(pixels.shape, pixels.dtype, slices_in_memory_for(pixels.nbytes))
         assert self.worker is not None  # made with the engine, for the first slice
-        self.worker.submit(index, pixels, z)
+        if not in_memory:  # (fusion is behind: it reads the slice back from the buffer, or keeps it if it may now)
+            self.worker.submit(index, pixels, z)
         self.events.slice_acquired(self, index, pixels, z, dict(frame.metadata or {}))
+
+    def _start_fusion(self, shape: tuple[int, ...], dtype: np.dtype, max_slices_in_memory: int) -> None:
+        """The engine and its thread, fed from (and reading back from) the stack buffer."""
+        assert self.buffer is not None
+        self.engine = StreamingFusion(shape, dtype, self.profile.fusion_settings(), source=self.buffer,
+                                      name=str(self.buffer.path), z_unit=self.profile.focus.unit)
+        self.worker = FusionWorker(self.engine, self.buffer, max_slices_in_memory,
+                                   on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
+
+    def _fuse_stored_slices_again(self) -> None:
+        """A slice was fused as it was written, and its write failed: the fused image and the report must be those of
+        the slices on disk, so they are fused again from there (none: no engine)."""
+        assert self.worker is not None
+        with contextlib.suppress(Exception):  # (what the first engine raised is no longer the session's)
+            self.worker.finish()
+        self.engine, self.worker = None, None
+        if self.buffer is None or self.buffer.n_slices == 0:
+            return
+        first = self.buffer.read_slice(0)
+        self._start_fusion(first.shape, first.dtype, 0)
+        assert self.worker is not None
+        for index, record in enumerate(self.slices[:self.buffer.n_slices]):
+            self.worker.submit(index, None, record.z)
 
     def _every_position_done(self) -> bool:
         """Whether each planned position has its slice, or was recorded lost: the acquisition ran to its end."""
@@ -422,6 +454,8 @@ class Session:
         return plausible_pixel_size_um(said, self.rig.camera.name, "pixel size the camera gives")
 
     def _finish_fusion(self) -> FusionResult | None:
+        if self.worker is not None and self._fused_unstored:
+            self._fuse_stored_slices_again()
         if self.worker is None or self.engine is None:
             return None  # nothing was acquired
         self.worker.finish()

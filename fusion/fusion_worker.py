@@ -52,6 +52,15 @@ class FusionWorker:
         else:
             self._queue.put((index, None, z))
 
+    def submit_in_memory(self, index: int, pixels: np.ndarray, z: float | None) -> bool:
+        """Hand over slice ``index`` with its pixels where they may wait in memory, before it is in the buffer (it
+        may never be: its write may fail); False where they may not: hand it over with ``submit`` once it is there
+        (the worker reads it back). Never blocks."""
+        if not self._in_memory.acquire(blocking=False):
+            return False
+        self._queue.put((index, pixels, z))
+        return True
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()

@@ -882,3 +882,35 @@ def test_a_session_leaves_a_record_of_itself_from_its_start(tmp_path):
     assert early["ended_by"] == STARTED_ONLY and early["planned_slices"] == outcome.report.planned_slices
     assert early["outputs"]["stack"].endswith("stack.ome.tif") and early["profile"]["camera"]["driver"] == "simulated"
     assert json.loads((outcome.folder / "session.json").read_text())["ended_by"] is None  # replaced at the end
+
+
+def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_image(tmp_path, monkeypatch):
+    """Fusion starts on a slice while it is written (the fused image is ready sooner after the last one). A MOCK of a
+    full disk at the fourth slice's write (StackWriteError, the slice not written): that slice had been handed to
+    fusion, but the fused image, its scores and the report are those of the three slices on disk."""
+    from fusion import StreamingFusion
+    from fusion.stack_buffer import StackBuffer, StackWriteError
+
+    written = StackBuffer.append
+
+    def full_at_the_fourth(buffer, pixels, *args, **kwargs):
+        if buffer.n_slices == 3:
+            time.sleep(0.2)  # (fusion takes the slice meanwhile)
+            raise StackWriteError(f"cannot write slice 3 (counting from 0) to {buffer.path}: No space left on device")
+        return written(buffer, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(StackBuffer, "append", full_at_the_fourth)
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    outcome = run_profile(profile, tmp_path, progress=False)
+    report = outcome.report
+    assert not outcome.completed and "No space left on device" in report.ended_by
+    assert report.acquired_slices == 3 and len(report.focus_scores) == 3
+    with open_stack(outcome.folder / "stack.ome.tif") as stack:
+        slices = [(pixels, z) for pixels, z in stack]
+    assert len(slices) == 3
+    engine = StreamingFusion(slices[0][0].shape, slices[0][0].dtype, profile.fusion_settings())
+    for pixels, z in slices:
+        engine.push(pixels, z)
+    expected = engine.finish()
+    np.testing.assert_array_equal(tifffile.imread(outcome.folder / "fused.tif"), expected.fused)
+    assert report.focus_scores == pytest.approx(expected.focus_scores)
