@@ -199,15 +199,16 @@ def check_measure_can_run(settings: FusionSettings) -> None:
         load()
 
 
-@made_beside("decision")
+@made_beside("decision", "depth")
 @dataclass
 class FusionResult:
     """What ``finish()`` returns. Arrays are numpy order: (height, width[, channels])."""
 
     fused: np.ndarray            # the slices' shape and dtype
     # float32 (H, W): z in focus there, or a slice index; NaN: textureless. The pyramid composition makes it after the
-    # fused image, which a live session waits for: it may be given as a Future, which reading it waits for.
-    depth: MadeBeside[np.ndarray] = MadeBeside()
+    # fused image, which a live session waits for: it may be given as a Future, which reading it waits for
+    # (``made_beside``).
+    depth: np.ndarray
     depth_unit: str              # the z's unit (StreamingFusion's ``z_unit``) when every slice had a z, else
     #                              "slice index"
     # int16 (H, W): chosen slice per pixel, after cleaning. The pyramid composition makes it after the fused image
