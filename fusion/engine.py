@@ -548,8 +548,9 @@ class StreamingFusion:
         if not isinstance(pixels, np.ndarray):
             raise TypeError(f"{self.name}: a slice must be a numpy array, got {type(pixels).__name__}")
         if np.ma.is_masked(pixels):
-            raise InvalidPixelsError(f"{self.name}: {slice_name(self._pushed)} is a masked array with "
-                                     f"{np.ma.count_masked(pixels)} masked values, and the engine reads no mask: "
+            masked = np.ma.count_masked(pixels)
+            raise InvalidPixelsError(f"{self.name}: {slice_name(self._pushed)} is a masked array with {masked} masked "
+                                     f"value{'' if masked == 1 else 's'}, and the engine reads no mask: "
                                      f"{_how_to_fill(pixels.dtype)}")
         if pixels.shape != self.shape or pixels.dtype.newbyteorder("=") != self.dtype:
             advice = ""
