@@ -80,6 +80,12 @@ def new_session_folder(root: Path) -> Path:
     raise AssertionError("unreachable")
 
 
+# How long the end of a session waits for fusion to catch up with the last slices (a thread that hangs ends it)...
+FUSION_CATCH_UP_S = 120.0
+# ...and more per slice where the stack is fused again from disk after a write failed (``_fuse_stored_slices_again``)
+REFUSED_SLICE_S = 30.0
+
+
 class Session:
     """One stack-and-fuse run of ``profile`` on an opened ``rig``, writing into ``folder``.
 
@@ -454,14 +460,17 @@ class Session:
         return plausible_pixel_size_um(said, self.rig.camera.name, "pixel size the camera gives")
 
     def _finish_fusion(self) -> FusionResult | None:
+        wait_s = FUSION_CATCH_UP_S
         if self.worker is not None and self._fused_unstored:
             self._fuse_stored_slices_again()
+            # (the whole stack is fused again: hundreds of 5 MP slices, or the deep measure, take minutes)
+            wait_s += REFUSED_SLICE_S * (self.buffer.n_slices if self.buffer is not None else 0)
         if self.worker is None or self.engine is None:
             return None  # nothing was acquired
-        self.worker.finish()
+        self.worker.finish(wait_s)
         result = self.engine.finish()
         self.t_result_ready = time.perf_counter()
-        return result
+        return result.with_depth()  # (its depth map, made beside the image, may have failed: fusion failed)
 
     def _return_to(self, start: float) -> None:
         self._returning_to = start  # (what a Ctrl-C meanwhile is told: _stop_asked_while_saving)

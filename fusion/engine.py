@@ -222,6 +222,12 @@ class FusionResult:
     measure_device: str | None = None    # the torch device a deep measure ran on ("cpu", "cuda"); None: no torch
     channel_weights: list[float] | None = None  # separate channels: each one's weight in the grey that was measured
 
+    def with_depth(self) -> FusionResult:
+        """This result once its depth map, which may be made beside the image, is made: a failure there is raised
+        here, where the caller says that fusion failed, not where the depth map is next read (its writing)."""
+        _ = self.depth  # (reading waits for it: ``made_beside``)
+        return self
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_decision"] = self.decision  # (a Future cannot be pickled: a batch worker's result is)

@@ -206,7 +206,7 @@ class StackStream:
         self.worker.finish(FINISH_TIMEOUT_S)
         with self.worker.lock:  # a preview under way ends first; none reads the engine while it finishes
             self._finishing = True
-        return self.engine.finish()
+        return self.engine.finish().with_depth()  # (its depth map, made beside the image, may have failed)
 
     def _fuse_from_buffer(self) -> None:
         assert self._source is not None  # finish() is only called on a stack with slices

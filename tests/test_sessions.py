@@ -914,3 +914,31 @@ def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_
     expected = engine.finish()
     np.testing.assert_array_equal(tifffile.imread(outcome.folder / "fused.tif"), expected.fused)
     assert report.focus_scores == pytest.approx(expected.focus_scores)
+
+
+def test_a_depth_map_that_fails_beside_the_image_is_said_as_fusion_failed_and_the_session_ends(tmp_path, monkeypatch):
+    """The depth map is made beside the fused image (a Future): its failure came out where it was next read, in
+    session.json's writing, so the session ended on a traceback with its session.json left as the interim record.
+    It is fusion's failure, said as before. (A MemoryError injected into the depth map: a mock of an allocation
+    that fails on a big frame, which cannot be had here.)"""
+    from fusion.engine import StreamingFusion
+    from fusion.pyramid_composition import PyramidComposition
+
+    finishing, depth_so_far, finish = [False], PyramidComposition.depth_so_far, StreamingFusion.finish
+
+    def failing_depth(self, *args, **kwargs):
+        if finishing[0]:
+            raise MemoryError("Unable to allocate 80.0 MiB for the depth map")
+        return depth_so_far(self, *args, **kwargs)
+
+    def finishing_finish(self, *args, **kwargs):
+        finishing[0] = True
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(PyramidComposition, "depth_so_far", failing_depth)
+    monkeypatch.setattr(StreamingFusion, "finish", finishing_finish)
+    outcome = run_profile(small(load_profile(PROFILES / "simulated.yaml")), tmp_path, progress=False)
+    said = "fusion failed: MemoryError: Unable to allocate 80.0 MiB for the depth map"
+    assert outcome.report.errors == [said]
+    report = json.loads((outcome.folder / "session.json").read_text())
+    assert report["errors"] == [said] and report["acquired_slices"] == report["planned_slices"]
