@@ -11,7 +11,7 @@ from pathlib import Path
 import tifffile
 
 from fusion.errors import StackError, StackNotFoundError
-from fusion.output_names import DEPTH, FUSED, is_our_output, refusion_outputs
+from fusion.output_names import DEPTH, FUSED, SESSION_REPORT, STACK, is_our_output, refusion_outputs
 from fusion.readers import TIFF_SUFFIXES, stack_name
 from fusion.readers.image_folder import IMAGE_SUFFIXES, image_files, is_tiff, multipage_tiffs, tiff_pages
 from fusion.readers.ndtiff_dataset import is_ndtiff_dataset
@@ -254,6 +254,8 @@ def stacks_in(path: Path, tell_outputs: bool = True) -> list[Path]:
     try:
         if not path.is_dir() or is_ndtiff_dataset(path) or any(path.glob("*MMStack*.ome.tif")):
             return [path]
+        if (path / STACK).is_file() and (path / SESSION_REPORT).is_file():
+            return [path / STACK]  # a live session's folder: its stack, of one page too (not a folder of images)
         files = image_files(path)
         # (A live session's own fused.tif and depth.tif beside its stack go without saying.)
         outputs = [file for file in path.iterdir() if file.name.endswith((f".{FUSED}", f".{DEPTH}"))

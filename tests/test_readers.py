@@ -917,21 +917,23 @@ def _saved_stack(path, z, unit="um"):
     return path
 
 
-def test_a_live_session_folder_opens_as_its_stack(tmp_path):
+@pytest.mark.parametrize("z", [[0.0, 2.0, 4.0], [2.0]], ids=["three slices", "one slice"])
+def test_a_live_session_folder_opens_as_its_stack(tmp_path, z):
     """open_stack(session folder) told a Python user to run --refuse on its stack.ome.tif; the command line reads the
-    folder as that stack, and so does open_stack now (fusion.stack_arguments.stacks_in: the one rule)."""
+    folder as that stack, and so does open_stack now (fusion.stack_arguments.stacks_in: the one rule). A session of
+    one slice opened as a folder of images, without its z."""
     import json
 
     from fusion.outputs import write_image_tiff
 
     folder = tmp_path / "20240501-101010"
     folder.mkdir()
-    _saved_stack(folder / "stack.ome.tif", [0.0, 2.0, 4.0])
+    _saved_stack(folder / "stack.ome.tif", z)
     write_image_tiff(folder / "fused.tif", ZYX[0])
     (folder / "session.json").write_text(json.dumps({}))
     with open_stack(folder) as stack:
         assert stack.path == folder / "stack.ome.tif" and stack.name == folder.name
-        assert [z for _, z in stack] == [0.0, 2.0, 4.0]
+        assert [at for _, at in stack] == z
 
 
 def test_iterating_a_stack_gives_what_push_takes_a_lens_stack_its_focal_powers(tmp_path):
