@@ -586,8 +586,7 @@ def fusion_overrides(args) -> dict:
 def refuse_settings(parser: argparse.ArgumentParser, args):
     """The fusion settings the command line asks for; a bad combination is a usage error."""
     from acquisition.paths import file_used_path
-    from fusion.align.defaults import default_alignment
-    from fusion.engine import FusionSettings
+    from fusion.refuse import saved_stack_settings
 
     given = {FUSION_OPTIONS[key]: value for key, value in fusion_overrides(args).items()}
     if given.get("weights") is not None:
@@ -601,7 +600,7 @@ def refuse_settings(parser: argparse.ArgumentParser, args):
         if given.get("measure") == "ums" and not Path(given["weights"]).is_file():
             parser.error(f"--weights {args.weights}: no such weights file")
     try:
-        return FusionSettings(**{**default_alignment("saved stack"), **given})
+        return saved_stack_settings(given)
     except ValueError as error:
         parser.error(str(error))
 

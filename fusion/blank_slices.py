@@ -102,11 +102,16 @@ class HeldNoise:
 
     @property
     def nbytes(self) -> int:
-        return self.pixels.nbytes + self.gray.nbytes + (0 if self.covered is None else self.covered.nbytes)
+        return _held_bytes(self.pixels, self.gray, self.covered)
 
     def frame(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """The slice and its grey, as they came."""
         return self.pixels, self.gray
+
+
+def _held_bytes(pixels: np.ndarray, gray: np.ndarray, covered: np.ndarray | None) -> int:
+    """What holding a slice of noise costs: its pixels, its grey and its coverage."""
+    return pixels.nbytes + gray.nbytes + (0 if covered is None else covered.nbytes)
 
 
 class HeldBlanks:
@@ -143,8 +148,7 @@ class HeldBlanks:
             return True
         if self.only_blank and noise_only(gray, step):
             held_bytes = sum(held.nbytes for held in self.held if isinstance(held, HeldNoise))
-            if held_bytes + pixels.nbytes + gray.nbytes + (0 if covered is None else covered.nbytes) \
-                    > HELD_NOISE_BYTES_AT_MOST:
+            if held_bytes + _held_bytes(pixels, gray, covered) > HELD_NOISE_BYTES_AT_MOST:
                 # More frames of noise than can be held (7 of 5 MP RGB): fused as they came, they darkened the
                 # image wherever they were dark. Such a frame shows nothing of the specimen, dark or not, so it
                 # gets no say; those held are still judged when a slice with detail comes.

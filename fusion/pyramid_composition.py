@@ -63,9 +63,8 @@ class PyramidComposition:
         self._every_z_known = self._every_z_known and z is not None
         z = float(slice_index) if z is None else float(z)
         if self._blanks.take(pixels, gray, slice_index, z, covered):  # (held, in case every slice is blank, or dark)
-            energy = self._measure.energy(gray)  # its score all the same (0 for the classical measures)
-            check_focus_map(energy, self._measure_name, self.name, slice_index)
-            return _score(energy, covered)
+            # its score all the same (0 for the classical measures)
+            return _checked_score(self._measure.energy(gray), covered, self._measure_name, self.name, slice_index)
         for held in self._blanks.released():  # slices of noise held until now, and not dark beside this one
             self._fold_next(held.pixels, held.gray, held.covered, held.index, held.z)
         return self._fold_next(pixels, gray, covered, slice_index, z)

@@ -52,18 +52,18 @@ def refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSettings
     or moved into place, with ``RefusionStopped``, leaving no outputs.
     """
     if settings is None or isinstance(settings, Mapping):
-        settings = _saved_stack_settings(settings or {})
-    elif settings is not None and not isinstance(settings, FusionSettings):
+        settings = saved_stack_settings(settings or {})
+    elif not isinstance(settings, FusionSettings):
         raise TypeError(f"settings must be a FusionSettings or a mapping of its fields, got {type(settings).__name__} "
                         f"{settings!r}")
     with _ONE_STACK_AT_A_TIME:
         return _refuse_stack(path, out_dir, settings, progress, stop)
 
 
-def _saved_stack_settings(given: Mapping) -> FusionSettings:
-    """Settings from a mapping of their fields, aligning as a saved stack is aligned where it does not say."""
-    alignment = {} if "align" in given else default_alignment("saved stack")
-    return FusionSettings.from_mapping({**alignment, **given})
+def saved_stack_settings(given: Mapping) -> FusionSettings:
+    """Settings from a mapping of their fields (``FusionSettings.from_mapping``), aligning as a saved stack is
+    aligned where it does not say (``fusion.align.defaults``): ``refuse_stack``'s and ``--refuse``'s."""
+    return FusionSettings.from_mapping({**default_alignment("saved stack"), **given})
 
 
 def _check_stop(stop: threading.Event | None) -> None:
