@@ -58,6 +58,11 @@ def dark_noise_only(gray: np.ndarray, level: float, detail_level: float, step: f
     return is_dark(level, detail_level) and noise_only(gray, step)
 
 
+def value_step(dtype: np.dtype) -> float:
+    """The data's quantum, as ``noise_only`` takes it: 1 for integer pixels, 0 for float ones."""
+    return 0.0 if np.dtype(dtype).kind == "f" else 1.0
+
+
 def noise_only(gray: np.ndarray, step: float) -> bool:
     """Whether ``gray`` shows nothing but noise. ``step``: the data's quantum (1 for integer pixels, 0 for float
     ones): noise under half a step reads as none in the noise estimate, and leaves blocks that differ by a fraction
@@ -142,7 +147,7 @@ class HeldBlanks:
                 self.left_out.append(index)
             return True
         level = mean_level(gray)
-        step = 0.0 if pixels.dtype.kind == "f" else 1.0
+        step = value_step(pixels.dtype)
         if self._detail_levels and dark_noise_only(gray, level, float(np.mean(self._detail_levels)), step):
             self.left_out.append(index)
             return True

@@ -26,7 +26,7 @@ import numpy as np
 
 from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
     max_displacement_px, warp_mask, warp_to_reference
-from fusion.blank_slices import left_out_warning
+from fusion.blank_slices import left_out_warning, value_step
 from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
@@ -285,7 +285,8 @@ class StreamingFusion:
         self._warped: list[bool] = []
         if self.settings.align != "off":
             self._aligner = SliceAligner(self.shape[:2], AlignSettings(self.settings.align, self.settings.align_model),
-                                         name=name, label=getattr(source, "slice_label", None))  # a file's name
+                                         name=name, label=getattr(source, "slice_label", None),  # a file's name
+                                         value_step=value_step(self.dtype))
             if self._source is not None:
                 self._source = _AlignedSource(self._source, self)
         mode_filter_px = self.settings.mode_filter_px

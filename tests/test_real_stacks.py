@@ -62,3 +62,35 @@ def test_dark_frames_before_a_real_stack_change_neither_its_image_nor_where_it_h
     np.testing.assert_array_equal(with_dark.fused, plain.fused)
     np.testing.assert_array_equal(np.isnan(with_dark.depth), np.isnan(plain.depth))
     np.testing.assert_allclose(with_dark.depth - 3, plain.depth, atol=1e-4)   # (in slice indices: 3 more first)
+
+
+def test_dark_frames_before_a_real_stack_are_not_its_alignment_reference(shared_data):
+    """The same three dark frames, aligned (``--align auto``): the first was the registration reference, so the
+    keyboard's first photograph could not be registered to it, and the user was told that a dark frame 'could not be
+    aligned reliably' and shown the photograph as a fallback. The reference is now that photograph: no warning of
+    alignment, no fallback, and each photograph aligned as without the dark frames."""
+    import warnings
+
+    from fusion import StreamingFusion
+
+    with open_stack(shared_data / "keyboard-phone") as stack:
+        slices = [np.array(pixels) for pixels, _ in stack]
+    rng = np.random.default_rng(0)
+    dark = [np.clip(rng.normal(6, 4, slices[0].shape), 0, 255).astype(np.uint8) for _ in range(3)]
+
+    def fuse(frames):
+        engine = StreamingFusion(frames[0].shape, frames[0].dtype, FusionSettings(align="auto"), name="keyboard")
+        for pixels in frames:
+            engine.push(pixels)
+        return engine.finish()
+
+    plain = fuse(slices)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with_dark = fuse(dark + slices)
+    said = [str(warning.message) for warning in caught]
+    assert not [text for text in said if "aligned" in text], said
+    assert [text for text in said if "slices 0, 1, 2 (counting from 0) show nothing" in text], said
+    assert [a["fallback"] for a in with_dark.alignment] == [False] * len(dark + slices)
+    assert with_dark.alignment[3:] == plain.alignment
+    np.testing.assert_array_equal(with_dark.fused, plain.fused)

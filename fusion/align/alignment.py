@@ -1,4 +1,5 @@
-"""Slice alignment: estimate how each slice moved against the reference (the first slice).
+"""Slice alignment: estimate how each slice moved against the reference (the first slice that shows something: frames
+of nothing but noise before it, a camera started before the light, stay where they are).
 
 Real stacks move: a tunable lens changes magnification with focal power, a lens focused by
 hand breathes, a stage drifts. Each slice is registered to the previous one (neighbours
@@ -31,6 +32,7 @@ from fusion.align.geometry import max_displacement_px
 from fusion.errors import slice_name
 from fusion.align.lens_breathing import LensBreathing
 from fusion.align.phase_tiles import PhaseTiles
+from fusion.blank_slices import noise_only
 
 MODELS = ("similarity", "scale_shift", "affine", "lens")
 ALIGN_MODES = ("off", "on", "auto")
@@ -244,12 +246,14 @@ class SliceAligner:
     """Streams slices in; returns for each the transform from the reference frame to it."""
 
     def __init__(self, shape: tuple[int, int], settings: AlignSettings = AlignSettings(), name: str = "stack",
-                 label: Callable[[int], str] | None = None):
-        """``label``: how warnings name slice k (a folder's file name); default "slice k" (from 0)."""
+                 label: Callable[[int], str] | None = None, value_step: float = 1.0):
+        """``label``: how warnings name slice k (a folder's file name); default "slice k" (from 0).
+        ``value_step``: the pixels' quantum (``blank_slices.value_step``), to tell a frame of noise only."""
         self.shape = shape
         self.settings = settings
         self.name = name
         self._label = label or slice_name
+        self._value_step = value_step
         self.transforms: list[np.ndarray] = []   # reference frame -> each slice, as used
         self._chained: list[np.ndarray] = []     # ... as registered (the same but for "lens")
         self._breathing = LensBreathing()
@@ -276,10 +280,17 @@ class SliceAligner:
             self.transforms.append(np.eye(3))
             return self.transforms[-1]
         z = float(len(self.transforms)) if z is None else float(z)
+        index = len(self.transforms)
+        if self._previous is None and noise_only(gray, self._value_step):
+            # A frame of noise only (or one value) before the first with detail has nothing to register on: it stays
+            # where it is, and the next is the reference. Made the reference, a dark frame failed the registration of
+            # the first slice with detail, warned of as a dark frame that 'could not be aligned reliably'.
+            self._chained.append(np.eye(3))
+            self.transforms.append(np.eye(3))   # (not the lens's fit: its first focus is the reference's)
+            return self.transforms[-1]
         gray = self._in_working_range(gray)
         levels = [_make_level(gray, self.settings.coarse_px, self.settings.coarse_tile_px),
                   _make_level(gray, self.settings.fine_px, self.settings.fine_tile_px)]
-        index = len(self.transforms)
         detail = _detail(levels[0].pixels)
         if self.settings.mode == "auto" and self._previous is not None and self._looks_still(levels):
             # "auto" on a still stack: tile passes against the previous slice cost a fraction of a
