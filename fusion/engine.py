@@ -42,8 +42,9 @@ TORCH_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the deep measure's dev
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
 # Channels of a frame (H, W, C): mono, RGB(A), separate fluorescence channels, a spectral detector's 32. A shape with
-# more on its last axis and at most this many on its first is a (C, H, W) frame (a channels-first array, as
-# tifffile and many libraries give them), refused: fused, it was a frame 3 pixels high with 512 channels.
+# more on its last axis and at most this many on its first reads as a (C, H, W) frame (a channels-first array, as
+# tifffile and many libraries give them), refused: fused, it was a frame 3 pixels high with 512 channels. A caller
+# who knows its axes says so (``channels_last``): a saved stack's reader does.
 PLAUSIBLE_CHANNELS = 32
 # A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
 # or hundreds of mA. Garbage (1e300, a saved stack's or a caller's) overflowed the depth map's float32 into NaN
@@ -256,12 +257,15 @@ class StreamingFusion:
     tells: ``SavedStack.channels_are_colour``), which it sees evenly, each scaled by its own light
     (``even_channel_weights``, from the first slice), so that a dim channel steers the focus as a bright one does.
     ``z_unit``: the unit of the z pushed with the slices, and so of the depth map (a tunable lens's "dpt").
+    ``channels_last``: whether a 3-D ``shape`` is (H, W, C). None (unknown): it is, unless it reads as channels first
+    (at most ``PLAUSIBLE_CHANNELS`` on its first axis and more on its last), which is refused; True: it is, whatever
+    its sizes (a frame 16 pixels high with 40 channels); False: it is (C, H, W), which the engine does not take.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype, settings: FusionSettings | None = None,
                  source: SliceSource | None = None, name: str = "pushed stack", channels_are_colour: bool = True,
-                 z_unit: str = "um"):
-        self.shape = _frame_shape(shape, name)
+                 z_unit: str = "um", channels_last: bool | None = None):
+        self.shape = _frame_shape(shape, name, channels_last)
         # A big-endian TIFF's pixels, as some readers give them, are fused as the same values in native order.
         self.dtype = np.dtype(dtype).newbyteorder("=")
         self.settings = settings or FusionSettings()
@@ -580,19 +584,25 @@ def past_limit_words(value: float) -> str:
     return repr(value)
 
 
-def _frame_shape(shape, name: str) -> tuple[int, ...]:
-    """A frame's shape as ints, each a whole number of at least 1: (H, W) or (H, W, C). A shape that reads as
-    channels first (C, H, W) is refused (``_channels_first``)."""
+def _frame_shape(shape, name: str, channels_last: bool | None = None) -> tuple[int, ...]:
+    """A frame's shape as ints, each a whole number of at least 1: (H, W) or (H, W, C). A 3-D shape said to be
+    channels first (``channels_last`` False), or that reads as channels first where nothing is said
+    (``_channels_first``), is refused."""
     try:
         sizes = tuple(operator.index(n) for n in shape)
     except TypeError:
         raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C) in whole numbers, got {shape!r}") from None
     if len(sizes) not in (2, 3) or min(sizes) < 1:
         raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C), each at least 1, got {sizes}")
-    if _channels_first(sizes):
+    if len(sizes) == 3 and channels_last is False:
+        raise ValueError(f"{name}: frame shape {sizes} is channels first (C, H, W); the engine takes (H, W, C): make "
+                         f"it for shape {sizes[1:] + sizes[:1]} and push np.moveaxis(pixels, 0, -1)")
+    if channels_last is None and _channels_first(sizes):
         raise ValueError(f"{name}: frame shape {sizes} reads as channels first (C, H, W): {sizes[0]} channels of "
                          f"{sizes[1]} x {sizes[2]} pixels, which would be fused as a frame {sizes[0]} pixels high "
-                         f"with {sizes[2]} channels; the engine takes (H, W, C): pass np.moveaxis(pixels, 0, -1)")
+                         f"with {sizes[2]} channels; the engine takes (H, W, C): pass np.moveaxis(pixels, 0, -1). "
+                         f"If it is a frame {sizes[0]} pixels high with {sizes[2]} channels, say so: "
+                         "StreamingFusion(shape, dtype, channels_last=True)")
     return sizes
 
 

@@ -24,7 +24,7 @@ def warm_kernels(frame: np.ndarray, settings: FusionSettings, preview: bool = Fa
     crop = np.ascontiguousarray(frame[:CROP_PX[0], :CROP_PX[1]])
     with warnings.catch_warnings():  # about a throwaway crop ("too small to align"): the stack itself says so
         warnings.simplefilter("ignore")
-        engine = StreamingFusion(crop.shape, crop.dtype, settings)
+        engine = StreamingFusion(crop.shape, crop.dtype, settings, channels_last=True)  # (a frame's crop)
         for z in (0.0, 1.0):
             engine.push(crop, z)
         if preview:

@@ -88,7 +88,7 @@ def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSetting
         z, z_unit = stack.usable_focus_positions()  # µm, or a lens's dpt or mA
         engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
                                  channels_are_colour=channels_are_colour,  # fluorescence: each channel counts
-                                 z_unit=z_unit)
+                                 z_unit=z_unit, channels_last=True)  # (a reader gives (H, W, C), by its axes)
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:

@@ -127,7 +127,7 @@ class StackStream:
         try:
             fusable = self._for_fusion(pixels, 0)
             self.engine = StreamingFusion(fusable.shape, fusable.dtype, self.settings, source=self._source,
-                                          name=self.info.name)
+                                          name=self.info.name, channels_last=True)  # (a camera's frame: (H, W, C))
         except ValueError as error:  # e.g. a frame shape fusion does not take: the slices are still saved
             self.error = f"{self.info.name}: cannot fuse: {error}"
             return
@@ -211,7 +211,8 @@ class StackStream:
     def _fuse_from_buffer(self) -> None:
         assert self._source is not None  # finish() is only called on a stack with slices
         first = self._source.read_slice(0)
-        self.engine = StreamingFusion(first.shape, first.dtype, self.settings, source=self._source, name=self.info.name)
+        self.engine = StreamingFusion(first.shape, first.dtype, self.settings, source=self._source, name=self.info.name,
+                                      channels_last=True)
         self.worker = FusionWorker(self.engine, self._source, max_slices_in_memory=0)
         for record in self.slices:
             self.worker.submit(record["index"], None, record["z_um"])

@@ -130,6 +130,53 @@ def test_a_channels_first_frame_is_refused_saying_how_to_turn_it(shape):
         StreamingFusion(shape, np.uint8)
 
 
+@pytest.mark.parametrize("shape", [(16, 200, 40), (1, 64, 80)])
+def test_a_low_frame_with_many_channels_is_fused_once_its_caller_says_its_channels_are_last(shape):
+    """A frame 16 pixels high with 40 spectral channels reads as channels first: it was refused, with no way to say
+    what it is. The refusal says how, and with ``channels_last=True`` it is fused as (H, W, C)."""
+    with pytest.raises(ValueError, match=r"If it is a frame \d+ pixels high with \d+ channels, say so: "
+                                         r"StreamingFusion\(shape, dtype, channels_last=True\)"):
+        StreamingFusion(shape, np.uint16)
+    rng = np.random.default_rng(0)
+    engine = StreamingFusion(shape, np.uint16, channels_last=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (frames too small for some windows say so)
+        for _ in range(3):
+            engine.push(rng.integers(0, 4000, shape, dtype=np.uint16))
+        assert engine.finish().fused.shape == shape
+
+
+def test_a_frame_said_to_be_channels_first_is_refused_saying_how_to_turn_it():
+    with pytest.raises(ValueError, match=r"is channels first \(C, H, W\).*make it for shape \(512, 640, 3\) and "
+                                         r"push np.moveaxis\(pixels, 0, -1\)"):
+        StreamingFusion((3, 512, 640), np.uint8, channels_last=False)
+
+
+def test_a_saved_stack_whose_axes_say_channels_last_is_fused_however_low_its_frames(tmp_path):
+    """A TIFF whose axes say ZYXC, 16 pixels high with 40 channels: --refuse refused it as channels first and told
+    the user to call np.moveaxis. A reader knows its axes: the stack is fused, its 40 channels kept."""
+    path = tmp_path / "spectral.tif"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(path, rng.integers(0, 4000, (4, 16, 200, 40), dtype=np.uint16), photometric="minisblack",
+                     planarconfig="contig", metadata={"axes": "ZYXC"})
+    report = refuse_stack(path, tmp_path / "out", progress=False)
+    fused = tifffile.imread(report.outputs["fused"])
+    assert sorted(fused.shape) == sorted((16, 200, 40))   # (written with its channels in pages of their own)
+
+
+def test_a_folder_of_planar_rgb_tiffs_is_fused_as_rgb(tmp_path):
+    """A TIFF page stored planar (its samples one plane after another) was read as (3, H, W), and a folder of them
+    was refused as channels first with advice for code that pushes slices."""
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        tifffile.imwrite(tmp_path / f"image_{k}.tif", rng.integers(0, 255, (3, 64, 80), dtype=np.uint8),
+                         photometric="rgb", planarconfig="separate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (too small to align, little focus information: random pixels)
+        report = refuse_stack(tmp_path, tmp_path / "out", progress=False)
+    assert tifffile.imread(report.outputs["fused"]).shape == (64, 80, 3)
+
+
 @pytest.mark.parametrize("shape", [(3, 5), (1, 200), (3, 5, 3), (2, 2, 4), (64, 80, 32), (33, 40, 40), (5, 7, 1)])
 def test_small_frames_and_channels_as_many_as_a_detector_has_are_fused(shape):
     rng = np.random.default_rng(0)

@@ -197,7 +197,12 @@ class ImageFolderStack(SavedStack):
             if file.stat().st_size == 0:  # (imageio would try every plugin it has on it first)
                 raise _EmptyFile("the file is empty: 0 bytes")
             if is_tiff(file):
-                return tifffile.imread(file, key=0)
+                with tifffile.TiffFile(file) as tiff:
+                    page = tiff.pages.first
+                    pixels = page.asarray()
+                # A planar page is (S, H, W): given so, the engine refused it as channels first, with advice for
+                # code that pushes slices, not for a folder of files.
+                return np.moveaxis(pixels, 0, -1) if pixels.ndim == 3 and page.axes.startswith("S") else pixels
             png = png_header(file)
             if png is not None and png.pillow_misreads:
                 check_fits_in_memory(*png.decoded_size(), self.path, self.slice_label(index))
