@@ -354,6 +354,54 @@ def test_an_export_killed_before_moving_the_weights_leaves_the_earlier_pair(chec
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".w")]
 
 
+KILLED_WRITING_THE_RECORD = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np, torch
+from fusion.deep.train import train
+torch.set_num_threads(1)
+out = Path(sys.argv[1])
+real_replace = os.replace
+
+
+def replace(source, destination, *args, **kwargs):
+    if Path(destination) == out.with_suffix(".json"):  # the checkpoint is in place; killed as its record moves
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(source, destination, *args, **kwargs)
+
+
+os.replace = replace
+train(1, out, resume=out, images=[np.random.default_rng(0).random((48, 48), dtype=np.float32)], batch=2, crop_px=32)
+"""
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_run_killed_between_its_checkpoint_and_its_record_exports_no_record_of_another_checkpoint(
+        checkpoint, tmp_path, capsys):
+    """The checkpoint is written, then its record: a run killed between the two left a step-2 checkpoint beside the
+    step-1 record, and --export shipped the weights with that record, which nothing noticed. The record carries the
+    checkpoint's sha256: the export says the record is not the checkpoint's and ships what the checkpoint holds."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITING_THE_RECORD, str(checkpoint)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert step_of(checkpoint) == 2 and json.loads(checkpoint.with_suffix(".json").read_text())["steps"] == 1
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    said = capsys.readouterr().err
+    assert f"note: {checkpoint}: its record ck.json describes another checkpoint (step 1;" in said
+    exported = json.loads(weights.with_suffix(".json").read_text())
+    assert exported["steps"] == 2 and exported["record"].startswith("made from the checkpoint")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_checkpoints_own_record_is_exported_whole(checkpoint, tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    exported = json.loads(weights.with_suffix(".json").read_text())
+    assert exported["steps"] == 1 and exported["command"].startswith("python -m fusion.deep.train")
+
+
 # The training's times and a batch's time left, said by one helper (fusion.durations) in two precisions: each as it
 # was said before there was one.
 DURATIONS = [  # seconds, the training's words, a batch's time left

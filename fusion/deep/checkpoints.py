@@ -1,8 +1,10 @@
 """Training checkpoints and the exported weights: written atomically, read with one-line errors.
 
 A checkpoint (``--out``) holds what continuing needs: the autoencoder, the optimiser, the step, the
-seed, the crop generator's state, the last losses and the loss history. The exported weights
-(``--export``) are the encoder alone in float16, the file ``--method ums`` loads.
+seed, the crop generator's state, the last losses and the loss history. Its record beside it (.json) says
+how the run was made, with the checkpoint's sha256: written after the checkpoint, a record left by a run
+killed between the two is told from the checkpoint's own. The exported weights (``--export``) are the
+encoder alone in float16, the file ``--method ums`` loads.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import torch
 from fusion.deep.deep_measure import (DEFAULT_WEIGHTS, finish_interrupted_export, pending_record, sha256_of,
                                       weights_record)
 from fusion.errors import FusionError
-from fusion.outputs import OutputWriteError, json_safe, written_atomically
+from fusion.outputs import OutputWriteError, json_safe, write_json, written_atomically
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504: a larger weight exports as infinity
 RESTORE_SHIPPED = "git checkout -- fusion/deep/weights/ums_unetpp.pt fusion/deep/weights/ums_unetpp.json"
@@ -54,11 +57,49 @@ def check_destination(path: Path, what: str) -> None:
         raise CheckpointError(f"{what} {path}: cannot write in {path.parent} (no permission)")
 
 
+CHECKPOINT_DIGEST_KEY = "checkpoint_sha256"   # in a checkpoint's record: the sha256 of the checkpoint it describes
+
+
 def save_atomically(state: dict, path: Path) -> None:
     """``torch.save`` under a temporary name, renamed onto ``path``: a run killed mid-write leaves the earlier
     file whole, never half a file at ``path``."""
     with written_atomically(path) as temporary:
         torch.save(state, temporary)
+
+
+def save_checkpoint_and_record(state: dict, checkpoint: Path, record: dict) -> dict:
+    """The checkpoint, then its ``record`` with the checkpoint's sha256, each written atomically; returns the record
+    as written. A run killed between the two leaves the new checkpoint beside the earlier record, which
+    ``training_record`` then does not take for its own."""
+    save_atomically(state, checkpoint)
+    record = {**record, CHECKPOINT_DIGEST_KEY: sha256_of(checkpoint)}
+    write_json(checkpoint_record(checkpoint), record)
+    return record
+
+
+def training_record(checkpoint: Path, state: dict) -> dict:
+    """The record beside ``checkpoint`` (its loaded ``state``): {} where there is none; as it is where it gives no
+    sha256 (written before records did). One whose sha256 is not the checkpoint's describes another checkpoint (a
+    run killed between writing the two, files copied apart): a warning says so, and what the checkpoint itself
+    holds is returned in its place, said to be so (``record``)."""
+    path = checkpoint_record(checkpoint)
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get(CHECKPOINT_DIGEST_KEY) in (None, sha256_of(checkpoint)):
+        return record
+    found = "is not readable JSON" if not isinstance(record, dict) else \
+        f"describes another checkpoint (step {record.get('steps')}; its sha256 is not this one's)"
+    warnings.warn(f"{checkpoint}: its record {path.name} {found}: a run stopped between writing the two, or files "
+                  f"copied apart? Its command, data and options are not known; the exported record holds only what "
+                  f"the checkpoint does (step {state['step']})", stacklevel=3)
+    return {"record": f"made from the checkpoint: {path.name} beside it was not its record", "steps": state["step"],
+            "seed": state.get("seed"), "seconds": round(float(state.get("seconds", 0.0)), 1),
+            "final_losses": {name: round(float(value), 5) for name, value in (state.get("losses") or {}).items()},
+            "history": state.get("history", []), CHECKPOINT_DIGEST_KEY: sha256_of(checkpoint)}
 
 
 def write_weights_and_record(encoder: dict[str, torch.Tensor], weights: Path, record: dict) -> None:
@@ -118,13 +159,12 @@ def read_checkpoint(path: Path, what: str = "--resume") -> dict[str, Any]:
     return state
 
 
-def _check_exportable(checkpoint: Path, state: dict, encoder: dict[str, torch.Tensor]) -> None:
+def _check_exportable(checkpoint: Path, state: dict, encoder: dict[str, torch.Tensor], record: dict) -> None:
     """ExportRefusedError where the run diverged: a loss that is not finite, or a weight float16 cannot hold."""
-    record_path = checkpoint_record(checkpoint)
     losses = dict(state.get("losses") or {})
-    if not losses and record_path.is_file():  # checkpoints written before the losses were kept in them
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            losses = dict(json.loads(record_path.read_text()).get("final_losses") or {})
+    if not losses:  # checkpoints written before the losses were kept in them
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            losses = dict(record.get("final_losses") or {})
     bad_losses = {name: value for name, value in losses.items() if not math.isfinite(float(value))}
     if bad_losses:
         raise ExportRefusedError(f"{checkpoint}: its loss is {bad_losses} at step {state['step']}: the training "
@@ -143,12 +183,11 @@ def export_weights(checkpoint: Path, weights: Path) -> str | None:
     with the checkpoint's training record copied beside it. Returns a line to say when it replaced a file."""
     state = read_checkpoint(checkpoint, "the checkpoint to export")
     encoder = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
-    _check_exportable(checkpoint, state, encoder)
+    record = training_record(checkpoint, state)
+    _check_exportable(checkpoint, state, encoder, record)
     encoder = {k: (v.half() if v.is_floating_point() else v) for k, v in encoder.items()}
     replaced = weights.exists()
     weights.parent.mkdir(parents=True, exist_ok=True)
-    record_path = checkpoint_record(checkpoint)
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record["exported_from"] = checkpoint.name
     write_weights_and_record(encoder, weights, record)
     if not replaced:

@@ -18,6 +18,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,13 @@ import torch
 from torch.nn import functional as F
 
 from fusion.deep.checkpoints import (CheckpointError, ExportRefusedError, check_destination, checkpoint_record,
-                                     export_weights, read_checkpoint, save_atomically)
+                                     export_weights, read_checkpoint, save_checkpoint_and_record)
 from fusion.deep.deep_measure import DeviceUnavailableError, usable_device
 from fusion.deep.network import UMSAutoencoder
 from fusion.durations import duration_words
 from fusion.engine import TORCH_DEVICE
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred
-from fusion.outputs import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # this file is fusion/deep/train.py
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -276,9 +276,8 @@ def train(steps: int, out: Path, resume: Path | None = None, batch: int = 8, cro
 
     def save(step: int, stopped_by: str | None = None) -> dict:
         seconds = earlier_s + time.time() - started
-        save_atomically({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                         "seed": seed, "crop_rng": rng.bit_generator.state, "losses": losses,
-                         "history": history, "seconds": seconds}, out)
+        state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step, "seed": seed,
+                 "crop_rng": rng.bit_generator.state, "losses": losses, "history": history, "seconds": seconds}
         record = {"command": " ".join(["python -m fusion.deep.train", *sys.argv[1:]]), "steps": step,
                   "batch": batch, "crop_px": crop_px, "lr": lr, "seed": seed, "device": str(torch_device),
                   "sf_loss": "true difference" if true_difference_sf else "published (no centre subtracted)",
@@ -290,8 +289,7 @@ def train(steps: int, out: Path, resume: Path | None = None, batch: int = 8, cro
             record["resumed_from"] = str(resume)
         if stopped_by:
             record["stopped_by"] = f"{stopped_by} at step {step} of {last_step}"
-        write_json(checkpoint_record(out), record)
-        return record
+        return save_checkpoint_and_record(state, out, record)
 
     model.train()
     record: dict = {}
@@ -354,6 +352,16 @@ def check_destinations(args: argparse.Namespace) -> None:
     check_destination(args.export, "--export")
 
 
+def export_and_say(checkpoint: Path, weights: Path) -> None:
+    """``export_weights``, its warnings said as notes (a record that is not the checkpoint's), and where it wrote."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        replaced = export_weights(checkpoint, weights)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+    print(f"weights: {weights}" + (f" ({replaced})" if replaced else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fusion.deep.train", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps to run (0: only --export)")
@@ -389,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                   true_difference_sf=not args.published_sf_loss, device=args.device,
                   checkpoint_every=args.checkpoint_every)
         if args.export:
-            replaced = export_weights(args.out, args.export)
-            print(f"weights: {args.export}" + (f" ({replaced})" if replaced else ""))
+            export_and_say(args.out, args.export)
     except (ExportRefusedError, TrainingDivergedError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
