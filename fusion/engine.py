@@ -33,6 +33,7 @@ from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_
 from fusion.multiscale import PyramidWeighting
 from fusion.no_data import MissingData, filled, missing_pixels
 from fusion.overlap import OneAhead, kernels_may_run_concurrently, made_beside
+from fusion.pixel_conversion import digits_kept, fused_as
 from fusion.pyramid_composition import PyramidComposition
 from fusion.single_scale import SingleScaleComposition
 from fusion.slice_store import SliceSource, TemporaryTiffStore
@@ -228,12 +229,6 @@ class FusionResult:
         here, where the caller says that fusion failed, not where the depth map is next read (its writing)."""
         _ = self.depth  # (reading waits for it: ``made_beside``)
         return self
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_decision"] = self.decision  # (a Future cannot be pickled: a batch worker's result is)
-        state["_depth"] = self.depth
-        return state
 
     def chosen_fraction(self) -> list[float]:
         """Per slice, the share of pixels that chose it, counted where the depth is defined: where
@@ -623,15 +618,13 @@ def _how_to_fill(dtype: np.dtype) -> str:
 
 
 def _how_to_convert(dtype: np.dtype) -> str:
-    """How to push slices of an unsupported ``dtype``, as refusion converts them (``fusion.readers.base.convert_dtype``:
-    bool as uint8, other numbers as float32); the engine converts nothing itself."""
-    if dtype == np.bool_:
-        return ": make the engine for uint8 and push each slice as pixels.astype(np.uint8)"
-    if dtype.kind not in "iuf":
+    """How to push slices of an unsupported ``dtype``, as refusion converts them (``fusion.pixel_conversion``, the
+    readers' rule); the engine converts nothing itself."""
+    target = fused_as(dtype)
+    if target is None:
         return ""
-    digits = " (values beyond 2^24 keep 7 significant digits)" if dtype.itemsize >= 4 and dtype.kind in "iu" else \
-        " (7 significant digits)" if dtype.itemsize > 4 else ""
-    return f": make the engine for float32 and push each slice as pixels.astype(np.float32){digits}, as --refuse does"
+    return (f": make the engine for {target} and push each slice as pixels.astype(np.{target}){digits_kept(dtype)}, "
+            "as --refuse does")
 
 
 def _moved(missing: np.ndarray | None, transform: np.ndarray) -> np.ndarray | None:

@@ -67,31 +67,41 @@ class MadeBeside:
     (``started_beside``), waited for once."""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self._slot = "_" + name
+        self.slot = "_" + name   # the instance's attribute that holds the value or its Future
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        value = getattr(instance, self._slot)
+        value = getattr(instance, self.slot)
         if isinstance(value, Future):
             value = value.result()
-            setattr(instance, self._slot, value)
+            setattr(instance, self.slot, value)
         return value
 
     def __set__(self, instance: Any, value: Any) -> None:
-        setattr(instance, self._slot, value)
+        setattr(instance, self.slot, value)
 
 
 def made_beside(*names: str) -> Callable[[T], T]:
     """A class decorator, above ``@dataclass``: each named field may be given as a Future (``started_beside``) as well
     as its value, and reads as the value (``MadeBeside``). Installed once the dataclass is made, so the fields keep
-    the value's type and no default in their signature (a descriptor in the class body read as one)."""
+    the value's type and no default in their signature (a descriptor in the class body read as one). The class
+    pickles with each such field's value, waited for (a Future cannot be pickled: a batch worker's result is)."""
 
     def install(cls: T) -> T:
+        slots = {}
         for name in names:
             field = MadeBeside()
             field.__set_name__(cls, name)
             setattr(cls, name, field)
+            slots[field.slot] = name
+
+        def __getstate__(self) -> dict:
+            state = dict(self.__dict__)
+            state.update((slot, getattr(self, name)) for slot, name in slots.items())
+            return state
+
+        cls.__getstate__ = __getstate__  # type: ignore[attr-defined]  # (T: any class)
         return cls
 
     return install

@@ -189,7 +189,8 @@ def test_small_frames_and_channels_as_many_as_a_detector_has_are_fused(shape):
 # -- pixel types the engine does not take: how to convert them --------------------------------------------------
 
 @pytest.mark.parametrize("dtype, advice", [
-    (np.int32, r"push each slice as pixels.astype\(np.float32\) \(values beyond 2\^24 keep 7 significant digits\)"),
+    (np.int32, r"push each slice as pixels.astype\(np.float32\) \(values beyond 2\^24 = 16777216 keep 7 significant "
+               r"digits\)"),
     (np.uint32, r"pixels.astype\(np.float32\)"), (np.int16, r"pixels.astype\(np.float32\), as --refuse does"),
     (np.float16, r"pixels.astype\(np.float32\)"), (np.float64, r"pixels.astype\(np.float32\) \(7 significant"),
     (np.bool_, r"make the engine for uint8 and push each slice as pixels.astype\(np.uint8\)"),
@@ -198,6 +199,20 @@ def test_an_unsupported_pixel_type_says_how_to_convert(dtype, advice):
     """(It said which types it takes, not how to get there; the engine converts nothing itself.)"""
     with pytest.raises(ValueError, match=rf"unsupported pixel type {np.dtype(dtype)}; use one of .*{advice}"):
         StreamingFusion((8, 8), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.uint32, np.int64, np.float16, np.float64])
+def test_the_engine_s_advice_is_what_a_saved_stack_s_reader_does(tmp_path, dtype):
+    """The engine restated the readers' conversion rule in words of its own; both now come from one rule."""
+    from fusion.readers.base import conversion_note, convert_dtype
+
+    converted = convert_dtype(np.zeros((8, 8), dtype), tmp_path, "slice 0").dtype
+    with pytest.raises(ValueError) as refused:
+        StreamingFusion((8, 8), dtype)
+    said = str(refused.value)
+    assert f"make the engine for {converted} and push each slice as pixels.astype(np.{converted})" in said
+    if converted == np.float32:
+        assert said.endswith(conversion_note(np.dtype(dtype), tmp_path).split("is float32")[1] + ", as --refuse does")
 
 
 def test_a_slice_of_another_type_says_how_to_convert():

@@ -1,12 +1,13 @@
 """Aligning, the engine registers slice k+1 while slice k is composed (fusion.overlap)."""
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import fusion.engine
 from fusion import FusionSettings, StreamingFusion
-from fusion.overlap import OneAhead, kernels_may_run_concurrently
+from fusion.overlap import OneAhead, kernels_may_run_concurrently, made_beside, started_beside
 from simulators.motion import moving_sweep
 
 
@@ -122,6 +123,24 @@ def test_a_field_made_beside_is_its_value_when_read_and_its_error_where_read():
         assert Result("image", started_beside(fails)).later is None  # (never: reading it raises)
     with pytest.raises(TypeError, match="later"):
         Result("image")  # type: ignore[call-arg]  # (no default)
+
+
+@made_beside("later")
+@dataclass
+class _PicklableResult:
+    """(At module level: pickle finds a class by its name.)"""
+
+    image: str
+    later: int
+
+
+def test_a_class_with_a_field_made_beside_pickles_with_its_value():
+    """Each class pickled its fields made beside by a ``__getstate__`` of its own that named them again (a Future
+    cannot be pickled): the decorator that names them now gives it."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(_PicklableResult("image", started_beside(lambda: 42))))
+    assert (copy.image, copy.later) == ("image", 42)
 
 
 def test_a_result_s_decision_reads_as_the_map_it_is_and_has_no_default():

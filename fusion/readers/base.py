@@ -15,6 +15,7 @@ from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError
                            UnreadableStackError, slice_name)
 from fusion.memory import check_fits_in_memory
 from fusion.outputs import colour_by_shape
+from fusion.pixel_conversion import digits_kept, fused_as
 
 
 def index_ranges(indices: list[int]) -> str:
@@ -204,21 +205,16 @@ def normalise_layout(pixels: np.ndarray) -> np.ndarray:
 def conversion_note(dtype: np.dtype, path: Path) -> str:
     """What ``convert_dtype`` does to a stack of ``dtype``, said once: the fused image is float32 then, and
     integers wider than float32's 24-bit mantissa lose their lowest bits."""
-    note = f"{path}: {dtype} pixels are fused as float32, and the fused image is float32"
-    if dtype.kind in "ui" and dtype.itemsize >= 4:
-        note += " (values beyond 2^24 = 16777216 keep 7 significant digits)"
-    elif dtype.kind == "f" and dtype.itemsize > 4:
-        note += " (7 significant digits)"
-    return note
+    return f"{path}: {dtype} pixels are fused as float32, and the fused image is float32{digits_kept(dtype)}"
 
 
 def convert_dtype(pixels: np.ndarray, path: Path, label: str) -> np.ndarray:
-    """Pixel types we do not fuse natively: bool as uint8, every other number as float32."""
-    if pixels.dtype == np.bool_:
-        return pixels.astype(np.uint8)
-    if pixels.dtype.kind in "uif":
-        return pixels.astype(np.float32)
-    raise UnreadableStackError(f"{label} has pixel type {pixels.dtype}, which cannot be fused", path)
+    """Pixel types we do not fuse natively, as ``fusion.pixel_conversion.fused_as`` says: bool as uint8, every other
+    number as float32."""
+    target = fused_as(pixels.dtype)
+    if target is None:
+        raise UnreadableStackError(f"{label} has pixel type {pixels.dtype}, which cannot be fused", path)
+    return pixels.astype(target)
 
 
 def _describe(shape, dtype) -> str:
