@@ -109,6 +109,9 @@ class Session:
         self.engine: StreamingFusion | None = None
         self.worker: FusionWorker | None = None
         self._fused_unstored = False   # a slice was handed to fusion, and its write to the buffer failed
+        # Of the fusion that followed the acquisition, where the stack was then fused again from disk (its engine,
+        # and so its count of slices read back, replaced): how many it had read back.
+        self._read_back_while_acquiring: int | None = None
         self.slices: list[SliceRecord] = []
         self.dropped: list[DroppedFrame] = []
         self.retries: list[RetryRecord] = []
@@ -408,6 +411,7 @@ class Session:
         assert self.worker is not None
         with contextlib.suppress(Exception):  # (what the first engine raised is no longer the session's)
             self.worker.finish()
+        self._read_back_while_acquiring = len(self.worker.read_back)
         self.engine, self.worker = None, None
         if self.buffer is None or self.buffer.n_slices == 0:
             return
@@ -515,8 +519,18 @@ class Session:
         return max(0.0, acquisition_s - kept_s)
 
     def slices_read_back(self) -> int:
-        """How many slices fusion caught up on from the stack on disk (it fell behind)."""
+        """How many slices fusion caught up on from the stack on disk while the stack was acquired (it fell behind);
+        not those read to fuse the stored stack again after a write failed (``slices_fused_again_from_disk``)."""
+        if self._read_back_while_acquiring is not None:
+            return self._read_back_while_acquiring
         return 0 if self.worker is None else len(self.worker.read_back)
+
+    def slices_fused_again_from_disk(self) -> int:
+        """How many stored slices were fused again from the stack on disk because a slice fused as it was written
+        failed to be stored (0: the fused image is the live fusion's)."""
+        if self._read_back_while_acquiring is None or self.worker is None:
+            return 0
+        return len(self.worker.read_back)
 
     def _report(self, positions: list[float]) -> SessionReport:
         """What the loop knows; the listeners add the outputs and scores."""

@@ -68,9 +68,12 @@ class SessionSeconds:
     devices: float                       # move + settle + exposure, summed over the slices, + slices_not_acquired
     overhead_fraction: float             # of the total, spent on anything but the devices
     result_after_last_slice: float       # latency of the final result, from the end of the acquisition
-    slices_read_back_by_fusion: int      # a count: slices the engine read back from disk
+    slices_read_back_by_fusion: int      # a count: slices the engine read back from disk as it followed acquisition
     # Of ``devices``: on planned slices that gave none (lost after the retries, or the try that ended the session).
     slices_not_acquired: float = 0.0
+    # A count: stored slices fused again from disk at the end, because one fused as it was written was not stored
+    # (the fused image is theirs; ``result_after_last_slice`` includes that fusion).
+    slices_fused_again_from_disk: int = 0
 
 
 # Keys only a session that fused something has (it has ``seconds``, set as fusion ends, before any image is

@@ -135,7 +135,8 @@ class SessionOutputWriter(SessionListener):
             total=round(total_s, 4), devices=round(device_s, 4),
             overhead_fraction=round(max(0.0, 1 - device_s / total_s), 4),
             result_after_last_slice=round(session.result_after_last_slice_s(), 4),
-            slices_read_back_by_fusion=session.slices_read_back(), slices_not_acquired=round(not_acquired_s, 4))
+            slices_read_back_by_fusion=session.slices_read_back(), slices_not_acquired=round(not_acquired_s, 4),
+            slices_fused_again_from_disk=session.slices_fused_again_from_disk())
         report.alignment = result.alignment
         report.device_used = result.measure_device
 

@@ -887,7 +887,8 @@ def test_a_session_leaves_a_record_of_itself_from_its_start(tmp_path):
 def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_image(tmp_path, monkeypatch):
     """Fusion starts on a slice while it is written (the fused image is ready sooner after the last one). A MOCK of a
     full disk at the fourth slice's write (StackWriteError, the slice not written): that slice had been handed to
-    fusion, but the fused image, its scores and the report are those of the three slices on disk."""
+    fusion, but the fused image, its scores and the report are those of the three slices on disk; session.json says
+    that those three were fused again from disk, not that fusion fell behind by three (it had read none back)."""
     from fusion import StreamingFusion
     from fusion.stack_buffer import StackBuffer, StackWriteError
 
@@ -905,6 +906,9 @@ def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_
     report = outcome.report
     assert not outcome.completed and "No space left on device" in report.ended_by
     assert report.acquired_slices == 3 and len(report.focus_scores) == 3
+    seconds = json.loads((outcome.folder / "session.json").read_text())["seconds"]
+    assert seconds["slices_fused_again_from_disk"] == 3
+    assert seconds["slices_read_back_by_fusion"] == 0  # (small frames all wait for fusion in memory)
     with open_stack(outcome.folder / "stack.ome.tif") as stack:
         slices = [(pixels, z) for pixels, z in stack]
     assert len(slices) == 3
