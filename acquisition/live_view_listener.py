@@ -53,9 +53,16 @@ class LiveViewListener(SessionListener):
             self._attach_previews(session)
         self.view.slice_acquired(pixels, index + 1, device_status(session, z))
 
+    def fusion_restarted(self, session: Session) -> None:
+        # The fusion shown so far holds a slice that was not stored: the page follows the stored slices' from now on.
+        self._attach_previews(session)
+        self.view.fusion_replaced()
+
     def _attach_previews(self, session: Session) -> None:
         engine, worker = session.engine, session.worker
-        assert engine is not None and worker is not None  # made for the first slice
+        if engine is None or worker is None:  # (fused again from disk, where no slice was stored)
+            self.view.attach_fusion(lambda: None, lambda: None, lambda: [])
+            return
         fusing = worker.lock
         cache: dict = {}
 

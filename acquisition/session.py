@@ -413,13 +413,13 @@ class Session:
             self.worker.finish()
         self._read_back_while_acquiring = len(self.worker.read_back)
         self.engine, self.worker = None, None
-        if self.buffer is None or self.buffer.n_slices == 0:
-            return
-        first = self.buffer.read_slice(0)
-        self._start_fusion(first.shape, first.dtype, 0)
-        assert self.worker is not None
-        for index, record in enumerate(self.slices[:self.buffer.n_slices]):
-            self.worker.submit(index, None, record.z)
+        if self.buffer is not None and self.buffer.n_slices > 0:
+            first = self.buffer.read_slice(0)
+            self._start_fusion(first.shape, first.dtype, 0)
+            assert self.worker is not None
+            for index, record in enumerate(self.slices[:self.buffer.n_slices]):
+                self.worker.submit(index, None, record.z)
+        self.events.fusion_restarted(self)  # (the live view showed the dropped fusion, the unstored slice in it)
 
     def _every_position_done(self) -> bool:
         """Whether each planned position has its slice, or was recorded lost: the acquisition ran to its end."""

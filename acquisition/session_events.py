@@ -32,6 +32,10 @@ class SessionListener:
     def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
         """The engine folded slice ``index`` in, in ``fusion_s`` seconds (called from the fusion thread)."""
 
+    def fusion_restarted(self, session: Session) -> None:
+        """A slice fused as it was written could not be stored: the fusion so far is dropped, and the slices on disk
+        are fused again by a new ``session.engine`` (None: none is on disk)."""
+
     def result_ready(self, session: Session, result: FusionResult | None) -> None:
         """The stack is saved and fused (``result`` None when nothing was acquired, or fusion failed); the drive
         has not gone back yet (a slow stage takes seconds, and a session killed meanwhile keeps what is written)."""
@@ -62,6 +66,10 @@ class SessionEvents(SessionListener):
     def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
         for listener in self.listeners:
             listener.slice_fused(session, index, fusion_s)
+
+    def fusion_restarted(self, session: Session) -> None:
+        for listener in self.listeners:
+            listener.fusion_restarted(session)
 
     def result_ready(self, session: Session, result: FusionResult | None) -> None:
         for listener in self.listeners:

@@ -920,6 +920,49 @@ def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_
     assert report.focus_scores == pytest.approx(expected.focus_scores)
 
 
+def test_the_live_view_drops_a_slice_that_was_not_stored_once_the_stored_ones_are_fused_again(tmp_path, monkeypatch):
+    """The same MOCK of a full disk at the fourth slice's write. While the three stored slices were fused again (minutes
+    for a big stack), the live view went on showing the dropped fusion, the unstored fourth slice in its fused image,
+    depth map and focus curve, until the final image replaced it. It now follows the stored slices' fusion."""
+    from acquisition.live_view_listener import LiveViewListener
+    from acquisition.session_events import SessionListener
+    from fusion.stack_buffer import StackBuffer, StackWriteError
+    from viewer.state import LiveViewState
+
+    written = StackBuffer.append
+
+    def full_at_the_fourth(buffer, pixels, *args, **kwargs):
+        if buffer.n_slices == 3:
+            time.sleep(0.2)  # (fusion takes the slice meanwhile)
+            raise StackWriteError(f"cannot write slice 3 (counting from 0) to {buffer.path}: No space left on device")
+        return written(buffer, pixels, *args, **kwargs)
+
+    view = LiveViewState("session")
+    shown: dict = {}
+
+    class BeforeTheFinalImage(SessionListener):  # what the page is shown once fusion has ended, before the end
+        def result_ready(self, session, result):
+            shown.update(curve=view.snapshot()["curve"], fused_version=view.image_versions["fused"])
+
+    class AtTheLastStoredSlice(SessionListener):
+        def slice_acquired(self, session, index, pixels, z, frame_metadata):
+            shown["fused_version_at_last_slice"] = view.image_versions["fused"]
+
+    monkeypatch.setattr(StackBuffer, "append", full_at_the_fourth)
+    profile = small(load_profile(PROFILES / "simulated.yaml"))
+    rig = open_rig(profile)
+    try:
+        session = Session(profile, rig, new_session_folder(tmp_path),
+                          [LiveViewListener(view), AtTheLastStoredSlice(), BeforeTheFinalImage()])
+        outcome = session.run(progress=False)
+    finally:
+        rig.close()
+    assert outcome.report.acquired_slices == 3 and "No space left on device" in outcome.report.ended_by
+    stored_z = [record.z for record in outcome.report.slices]
+    assert [z for z, _ in shown["curve"]] == pytest.approx(stored_z)  # the fourth slice's point is gone
+    assert shown["fused_version"] > shown["fused_version_at_last_slice"]  # the page fetches the images again
+
+
 def test_a_depth_map_that_fails_beside_the_image_is_said_as_fusion_failed_and_the_session_ends(tmp_path, monkeypatch):
     """The depth map is made beside the fused image (a Future): its failure came out where it was next read, in
     session.json's writing, so the session ended on a traceback with its session.json left as the interim record.

@@ -60,6 +60,10 @@ class LiveViewState:
                       curve: Callable[[], list[tuple[float, float]]]) -> None:
         self._fused, self._depth, self._curve = fused, depth, curve
 
+    def fusion_replaced(self) -> None:
+        """The fused image, depth map and curve attached now replace those shown (the pages fetch them again)."""
+        self._bump("fused", "depth")
+
     def slice_acquired(self, pixels: np.ndarray, acquired: int, devices: dict[str, str]) -> None:
         self._latest_slice = pixels
         self.acquired = acquired
