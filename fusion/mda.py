@@ -43,6 +43,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -117,6 +118,7 @@ class StreamingFusionHandler:
         self._finisher: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future] = []
         self._pixel_size_um: float | None = None
+        self._camera_bits: dict[str | None, int | None] = {}   # per camera: bits per sample (its pixel format's)
         self._started = time.perf_counter()
         self._frames = 0
         self._frame_errors: list[dict] = []
@@ -165,6 +167,7 @@ class StreamingFusionHandler:
             self._expected = None if self._planned is None else {k: p.slices for k, p in self._planned.items()}
             infos = (meta or {}).get("image_infos") or [{}]
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
+            self._camera_bits = {info.get("camera_label"): _bits_of(info.get("pixel_format")) for info in infos}
             self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fusion-finish")
             try:
                 self.check(sequence)
@@ -386,7 +389,9 @@ class StreamingFusionHandler:
         pixel_size_um = self.pixel_size_um or plausible_pixel_size_um(  # (1e-30 failed the stack's first frame)
             meta.get("pixel_size_um") or self._pixel_size_um, "Micro-Manager", "pixel size the core gives")
         info = StackInfo(name=name, channel=channel_name(event), position=event.pos_name,
-                         indices=dict(key), pixel_size_um=pixel_size_um, time_origin_s=0.0)
+                         indices=dict(key), pixel_size_um=pixel_size_um, time_origin_s=0.0,
+                         significant_bits=self._camera_bits.get(meta.get("camera_device"),
+                                                                next(iter(self._camera_bits.values()), None)))
         expected = None if self._expected is None else self._expected.get(key)
         follows = self.error is None and self._follows_another(event)
         stream = StackStream(info, self.out_dir, self.settings, expected, fuse=not follows,
@@ -544,6 +549,12 @@ def _disk_full(error: BaseException, folder: Path, frame_bytes: int) -> bool:
         return shutil.disk_usage(folder).free < frame_bytes
     except OSError:
         return False
+
+
+def _bits_of(pixel_format: str | None) -> int | None:
+    """The bits per sample a GenICam pixel format name says ("Mono12": 12, "RGB8": 8); None where it says none."""
+    bits = re.search(r"(\d+)$", pixel_format or "")
+    return int(bits.group(1)) if bits else None
 
 
 def _z_um(event, meta: dict) -> float | None:

@@ -44,6 +44,7 @@ class StackInfo:
     indices: dict[str, int] = field(default_factory=dict)
     pixel_size_um: float | None = None
     time_origin_s: float | None = None   # on the clock of the slices' time_s
+    significant_bits: int | None = None  # the camera's bits per sample (12 for a 12-bit camera's uint16)
 
 
 class StackStream:
@@ -113,7 +114,8 @@ class StackStream:
         try:
             self.buffer = StackBuffer(self.paths["stack"], expected_bytes=expected,
                                       pixel_size_um=self.info.pixel_size_um, channel=self.info.channel,
-                                      time_origin_s=self.info.time_origin_s, planned_slices=self.expected_slices)
+                                      time_origin_s=self.info.time_origin_s, planned_slices=self.expected_slices,
+                                      significant_bits=self.info.significant_bits)
         except StackWriteError as error:  # (a full disk) it leaves no empty file
             raise StackWriteError(f"{error}; no slice of {self.info.name} was written") from error
         self._source = self.buffer

@@ -89,6 +89,24 @@ def test_mda_stack_names_its_channel_and_times_from_the_start_of_the_run(tmp_pat
     assert pixels.planes[0].delta_t > 0  # FITC's stack began after DAPI's: time since the run began
 
 
+@pytest.mark.parametrize("bits", [12, 10])
+def test_an_mda_stack_of_a_12_bit_camera_says_its_significant_bits(tmp_path, bits):
+    """A live session's stack said 12 of 16 bits were significant; an MDA's (the real MMCore, its demo camera set to
+    12 bits) did not, so Fiji and napari showed a 12-bit image as 16-bit."""
+    import useq
+
+    from fusion.mda import StreamingFusionHandler
+    from tests.devices_fixtures import small_demo_core
+
+    core = small_demo_core()
+    core.setProperty("Camera", "BitDepth", bits)
+    handler = StreamingFusionHandler(tmp_path, pixel_size_um=0.5)
+    core.mda.run(useq.MDASequence(z_plan={"range": 4, "step": 2}), output=handler)
+    stack = handler.summary["stacks"][0]["outputs"]["stack"]
+    pixels = validated_ome(stack).images[0].pixels
+    assert pixels.type.value == "uint16" and pixels.significant_bits == bits  # (its PixelType: 16bit)
+
+
 def test_unknown_pixel_size_is_left_out_and_a_bad_one_refused(tmp_path):
     buffer = StackBuffer(tmp_path / "s.ome.tif")
     for z in range(3):
