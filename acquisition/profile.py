@@ -123,6 +123,9 @@ class CameraNoiseSettings(_Strict):
     full_well_e: float = Field(20000.0, ge=0)
     read_noise_e: float = Field(5.0, ge=0)
     bit_depth: Literal[0, 8, 10, 12, 16] = 8
+    # The simulated camera's light: the exposure at which the specimen's brightest part just fills the well (longer
+    # ones saturate it, shorter ones are dimmer and noisier).
+    full_scale_exposure_ms: float = Field(10.0, gt=0, allow_inf_nan=False)
 
 
 class CameraSettings(_Strict):

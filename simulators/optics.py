@@ -35,11 +35,14 @@ class CameraNoise:
     deliver it); 0 gives float32 in [0, 1], unquantised. full_well_e 0 turns noise off.
     Shot noise is Poisson below 100 electrons and above, its Gaussian limit: the same mean and
     variance, without the Poisson skewness (under 0.1 there, and smaller with more electrons).
+    ``exposure``: the exposure time over the one at which a radiance of 1 fills the well (a camera at twice the
+    exposure collects twice the electrons, and saturates at half the radiance).
     """
 
     full_well_e: float = 20000.0
     read_noise_e: float = 5.0
     bit_depth: int = 8
+    exposure: float = 1.0
 
     @property
     def dtype(self) -> np.dtype:
@@ -58,17 +61,19 @@ class CameraNoise:
         optics_kernels.expose_frame(_rows(radiance), *self.kernel_settings(rng), _rows(frame))
         return frame
 
-    def kernel_settings(self, rng: np.random.Generator) -> tuple[float, float, float, bool, np.uint64]:
-        """The noise kernels' arguments: full well, read noise, max value, whether to quantise, and
-        the frame's seed (one number drawn from ``rng``)."""
+    def kernel_settings(self, rng: np.random.Generator) -> tuple[float, float, float, bool, np.uint64, float]:
+        """The noise kernels' arguments: full well, read noise, max value, whether to quantise, the
+        frame's seed (one number drawn from ``rng``) and the relative exposure."""
         seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
-        return float(self.full_well_e), float(self.read_noise_e), self.max_value, self.bit_depth != 0, seed
+        return (float(self.full_well_e), float(self.read_noise_e), self.max_value, self.bit_depth != 0, seed,
+                float(self.exposure))
 
     def ideal(self, radiance: np.ndarray) -> np.ndarray:
         """The noise-free frame in this camera's dtype: the ground truth to score against."""
+        exposed = radiance if self.exposure == 1.0 else radiance * self.exposure
         if self.bit_depth == 0:
-            return radiance.astype(np.float32)
-        return np.clip(np.rint(radiance * self.max_value), 0, self.max_value).astype(self.dtype)
+            return exposed.astype(np.float32)
+        return np.clip(np.rint(exposed * self.max_value), 0, self.max_value).astype(self.dtype)
 
 
 class DefocusRenderer:

@@ -1,10 +1,12 @@
 """A camera and a focus stage made of the optics simulator alone: no ports, no adapters.
 
 The camera renders the virtual specimen where the optics put the focus (a stage's z, or a
-tunable lens's focal power, with its focus breathing) and adds camera noise.
+tunable lens's focal power, with its focus breathing) and adds camera noise. Its exposure collects light as a real
+camera's does: twice as long, twice the signal (and the shot noise of twice the electrons), saturating at its bit depth.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,9 @@ from simulators.optics import CameraNoise, DefocusRenderer, magnify
 
 # () -> (focus on the specimen in um, magnification)
 OpticalState = Callable[[], tuple[float, float]]
+# The exposure at which the brightest part of the specimen (a radiance of 1) just fills the well: the shipped
+# profiles' exposure, whose images (and ground-truth scores) are those of the camera before it modelled exposure.
+FULL_SCALE_EXPOSURE_MS = 10.0
 
 
 def _answer_wrongly_if_asked(faults: Faults, device: str, kind: str) -> None:
@@ -33,15 +38,19 @@ def _answer_wrongly_if_asked(faults: Faults, device: str, kind: str) -> None:
 
 
 class SimulatedCamera:
-    """Implements devices.camera.Camera by rendering the specimen; exposure is real waiting time."""
+    """Implements devices.camera.Camera by rendering the specimen; exposure is real waiting time, and the light
+    collected in it (``full_scale_exposure_ms``: the exposure at which a radiance of 1 fills the well)."""
 
     def __init__(self, renderer: DefocusRenderer, optical_state: OpticalState, noise: CameraNoise = CameraNoise(),
-                 exposure_ms: float = 10.0, name: str = "simulated camera", seed: int = 0):
+                 exposure_ms: float = 10.0, name: str = "simulated camera", seed: int = 0,
+                 full_scale_exposure_ms: float = FULL_SCALE_EXPOSURE_MS):
         self.name = name
         self.renderer = renderer
         self.optical_state = optical_state
-        self.noise = noise
+        self.full_scale_exposure_ms = full_scale_exposure_ms
+        self._sensor = noise   # the sensor as at the full-scale exposure; ``noise``: as at the present one
         self._exposure_ms = exposure_ms
+        self.noise = self._exposed_for(exposure_ms)
         self.faults = Faults()
         self._rng = np.random.default_rng(seed)
         # Load the compiled kernels while the rig opens (a real camera is ready once opened), not
@@ -54,6 +63,10 @@ class SimulatedCamera:
 
     def set_exposure_ms(self, exposure_ms: float) -> None:
         self._exposure_ms = float(exposure_ms)
+        self.noise = self._exposed_for(self._exposure_ms)
+
+    def _exposed_for(self, exposure_ms: float) -> CameraNoise:
+        return dataclasses.replace(self._sensor, exposure=exposure_ms / self.full_scale_exposure_ms)
 
     def truth(self, magnification: float = 1.0) -> np.ndarray:
         """The all-in-focus frame without noise, in this camera's dtype: what a session scores against.

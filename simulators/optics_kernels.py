@@ -224,12 +224,12 @@ def _gaussian_limit(signal, z, full_well_e, read_variance):
 
 
 @njit(inline="always")
-def _count_few_electrons(radiance, first, full_well_e, read_noise_e, state, z, signal):
+def _count_few_electrons(radiance, first, full_well_e, read_noise_e, exposure, state, z, signal):
     """signal[i] = (Poisson count + read noise) / full_well_e for the pixels i = first + j whose
-    radiance[j] brings fewer than EXACT_POISSON_BELOW_E electrons. A branch: such pixels come in
-    dark patches, where it predicts well."""
+    radiance[j] brings fewer than EXACT_POISSON_BELOW_E electrons in ``exposure`` (see _expose_row). A branch:
+    such pixels come in dark patches, where it predicts well."""
     for j in range(radiance.size):
-        mean_e = float(min(max(radiance[j], np.float32(0.0)), np.float32(1.0))) * full_well_e
+        mean_e = float(min(max(radiance[j], np.float32(0.0)), np.float32(1.0)) * exposure) * full_well_e
         if mean_e < EXACT_POISSON_BELOW_E:
             i = first + j
             count = _poisson(_mix64(_counter(state, i) ^ _OTHER_STREAM), mean_e)
@@ -237,12 +237,12 @@ def _count_few_electrons(radiance, first, full_well_e, read_noise_e, state, z, s
 
 
 @njit(inline="always")
-def _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, seed, out):
+def _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out):
     """out = camera row y of ``radiance`` (N float32 in [0, 1], clipped there): see expose_frame."""
     n = radiance.size
     signal = np.empty(n, np.float32)
     for i in range(n):
-        signal[i] = min(max(radiance[i], np.float32(0.0)), np.float32(1.0))
+        signal[i] = min(max(radiance[i], np.float32(0.0)), np.float32(1.0)) * exposure
     if full_well_e > 0.0:
         z = np.empty(n, np.float32)
         state = _row_state(seed, y)
@@ -256,7 +256,8 @@ def _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, see
         for b in range(n_blocks):
             if few[b]:  # where few electrons arrive, their Poisson distribution itself
                 lo = b * _BLOCK
-                _count_few_electrons(radiance[lo:lo + _BLOCK], lo, full_well_e, read_noise_e, state, z, signal)
+                _count_few_electrons(radiance[lo:lo + _BLOCK], lo, full_well_e, read_noise_e, exposure, state, z,
+                                     signal)
     top = np.float32(max_value)
     if quantise:
         for i in range(n):
@@ -279,24 +280,25 @@ def interpolate_ladder(levels, sigmas_px, height_um, focus_um, blur_px_per_um, o
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed, out):
+def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out):
     """out = a camera frame of ``radiance`` (H, N) float32 in [0, 1] (clipped there).
 
-    With ``full_well_e`` > 0: electrons = shot noise of radiance * full_well_e (Poisson; its
+    ``exposure``: the exposure time over the one at which a radiance of 1 fills the well (1: as long).
+    With ``full_well_e`` > 0: electrons = shot noise of radiance * exposure * full_well_e (Poisson; its
     Gaussian limit above EXACT_POISSON_BELOW_E) plus Gaussian read noise; signal = electrons /
-    full_well_e. With ``quantise``, ``out`` gets rint(signal * max_value) clipped to [0, max_value],
-    else the signal itself, unclipped.
+    full_well_e. With ``quantise``, ``out`` gets rint(signal * max_value) clipped to [0, max_value]
+    (a pixel saturates), else the signal itself, unclipped.
     """
     for y in prange(out.shape[0]):
-        _expose_row(radiance[y], y, full_well_e, read_noise_e, max_value, quantise, seed, out[y])
+        _expose_row(radiance[y], y, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out[y])
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def render_exposed(levels, sigmas_px, height_um, focus_um, blur_px_per_um,
-                   full_well_e, read_noise_e, max_value, quantise, seed, out):
+                   full_well_e, read_noise_e, max_value, quantise, seed, exposure, out):
     """expose_frame(interpolate_ladder(...)), the same frame, a row at a time."""
     focus, per_um = np.float32(focus_um), np.float32(blur_px_per_um)
     for y in prange(out.shape[0]):
         radiance = np.empty(out.shape[1], np.float32)
         _interpolate_row(levels, sigmas_px, height_um[y], y, focus, per_um, radiance)
-        _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, seed, out[y])
+        _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out[y])

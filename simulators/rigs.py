@@ -186,7 +186,8 @@ def _open_optics_camera(context: RigContext) -> Opened:
                          "(focus.driver: simulated, or a serial drive with port: simulated)")
     profile = context.profile
     camera = SimulatedCamera(specimen_renderer(profile), optical_state, camera_noise(profile),
-                             exposure_ms=profile.camera.exposure_ms or 10.0)
+                             exposure_ms=profile.camera.exposure_ms or 10.0,
+                             full_scale_exposure_ms=profile.camera.noise.full_scale_exposure_ms)
     part = _simulated(Opened(camera, camera.close), camera)
     part.ground_truth = RenderedTruth(camera)
     return part

@@ -21,6 +21,7 @@ SCREENSHOTS = REPO_ROOT / "tests" / "screenshots"
 def slow_profile(tmp_path: Path, **camera) -> Path:
     data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
     data["camera"].update({"exposure_ms": 250, **camera})
+    data["camera"]["noise"]["full_scale_exposure_ms"] = data["camera"]["exposure_ms"]  # (slow, not saturated)
     data["camera"]["specimen"].update(height_px=240, width_px=320)
     data["plan"] = {"z": {"bottom": 0, "top": 36, "step": 3}}
     path = tmp_path / "slow.yaml"

@@ -23,7 +23,8 @@ from viewer.state import LiveViewState
 def quick_profile(height_px=384, width_px=512, top_um=44, step_um=2):
     profile = load_profile(REPO_ROOT / "profiles" / "simulated.yaml")
     specimen = profile.camera.specimen.model_copy(update={"height_px": height_px, "width_px": width_px})
-    camera = profile.camera.model_copy(update={"specimen": specimen, "exposure_ms": 1})
+    noise = profile.camera.noise.model_copy(update={"full_scale_exposure_ms": 1})  # (quick, not dim)
+    camera = profile.camera.model_copy(update={"specimen": specimen, "exposure_ms": 1, "noise": noise})
     plan = PlanSettings.model_validate({"z": {"bottom": -4, "top": top_um, "step": step_um}})
     return profile.model_copy(update={"camera": camera, "plan": plan})
 

@@ -83,3 +83,36 @@ def test_layered_render_in_focus_everywhere_is_the_truth(kind):
     np.testing.assert_allclose(renderer.render(5.0), np.clip(specimen.in_focus(), 0, 1), atol=2e-3)
     blurred = renderer.render(25.0)
     assert np.std(blurred) < 0.5 * np.std(specimen.in_focus())
+
+
+def _camera_on_a_grey_card(radiance: float, exposure_ms: float, bit_depth: int = 12):
+    """The simulated camera looking at a flat card of ``radiance`` (in focus), at ``exposure_ms``."""
+    from simulators.optics import CameraNoise
+    from simulators.optics_camera import SimulatedCamera
+
+    shape = (64, 64)
+    card = VirtualSpecimen(np.full(shape, radiance, np.float32), np.zeros(shape, np.float32))
+    return SimulatedCamera(DefocusRenderer(card), lambda: (0.0, 1.0), CameraNoise(bit_depth=bit_depth),
+                           exposure_ms=exposure_ms)
+
+
+def test_the_simulated_camera_collects_twice_the_light_in_twice_the_exposure():
+    """The simulated camera gave the same image at any exposure: a profile's exposure did not matter, so neither
+    auto-exposure nor saturation could be rehearsed. Twice the exposure now gives twice the signal, with the shot
+    noise of twice the electrons (its variance doubles too); the driver's set_exposure_ms is what it follows."""
+    camera = _camera_on_a_grey_card(0.2, exposure_ms=5.0)
+    short = camera.snap().pixels.astype(np.float64)
+    camera.set_exposure_ms(10.0)
+    frame = camera.snap()
+    long = frame.pixels.astype(np.float64)
+    assert frame.exposure_ms == 10.0
+    assert long.mean() / short.mean() == pytest.approx(2.0, rel=0.01)
+    assert long.var() / short.var() == pytest.approx(2.0, rel=0.25)  # (shot noise dominates read noise here)
+    assert camera.truth().mean() == pytest.approx(0.2 * 4095, abs=1)  # at 10 ms the card's radiance as it is
+
+
+def test_the_simulated_camera_saturates_at_its_bit_depth():
+    """A bright card exposed 4x longer than it takes to fill the well clips at 4095 (12 bits), never above."""
+    frame = _camera_on_a_grey_card(0.8, exposure_ms=40.0).snap()
+    assert frame.pixels.dtype == np.uint16 and frame.bit_depth == 12
+    assert (frame.pixels == 4095).all()
