@@ -558,6 +558,10 @@ class Profile(_Strict):
         if self.plan.z is not None and self.focus.unit != "um":  # (it ran 0..4 µm as 0..4 dpt, without a word)
             raise ValueError(f"plan.z: a z-plan is in µm, for a stage; this focus drive moves in {self.focus.unit}: "
                              f"give plan.sweep ({{start, stop, step}} in {self.focus.unit})")
+        if self.plan.sweep is not None and self.focus.unit == "um":  # (a stage ran 0..1 dpt as 0..1 µm, streamed
+            # frames mid-travel at their planned z, without a word)
+            raise ValueError(f"plan.sweep: a sweep is for a tunable lens, in dpt or mA; this focus drive "
+                             f"({self.focus.driver}) moves in µm: give plan.z ({{bottom, top, step}} in µm)")
         if self.micromanager.simulated_sequencing and not self.micromanager.simulated_devices:
             raise ValueError("micromanager.simulated_sequencing: needs simulated_devices: true")
         return self

@@ -76,21 +76,33 @@ class FocusDrive(ABC):
 
     def check_reachable(self, positions, what: str | None = None) -> None:
         """Raise PositionOutOfRangeError for the first of ``positions`` outside ``limits`` or beyond
-        ``device_range``, naming it, the range it is outside and where that range comes from (the profile's
-        focus.limits, the device, the driver's default); nothing is sent. ``what``: whose positions they are
-        ("the plan"), for the message and what to change; None for a single move."""
+        ``device_range``, naming it (of a plan, the plan's farthest position on that side), the range it is outside
+        and where that range comes from (the profile's focus.limits, the device, the driver's default); nothing is
+        sent. ``what``: whose positions they are ("the plan"), for the message and what to change; None for a
+        single move."""
         device_range = self.device_range
         profile_set = self.limits.source == PROFILE_LIMITS
+        positions = list(positions)
+
+        def where(position: float, outside: FocusLimits) -> str:
+            if not what:
+                return f"{position:g} {self.unit} is"
+            # The plan's farthest position past the range: its first one outside (1001 µm of a plan to 4400 in
+            # 1 µm steps) read like a rounding error of what the user typed.
+            farthest = max(positions) if position > outside.upper else min(positions)
+            return f"{what} goes to {farthest:g} {self.unit},"
+
         for position in positions:
-            where = f"{what} goes to {position:g} {self.unit}," if what else f"{position:g} {self.unit} is"
             if profile_set and not self.limits.contains(position):
-                raise PositionOutOfRangeError(self.name, f"{where} outside the limits {self.limits.text()} "
-                                                         "(focus.limits)")
+                raise PositionOutOfRangeError(self.name, f"{where(position, self.limits)} outside the limits "
+                                                         f"{self.limits.text()} (focus.limits)")
             # Before the driver's default limits: the device's own range is what no setting can widen.
             if device_range is not None and not device_range.contains(position):
-                raise PositionOutOfRangeError(self.name, self._beyond_device_range(where, device_range, what))
+                said = self._beyond_device_range(where(position, device_range), device_range, what)
+                raise PositionOutOfRangeError(self.name, said)
             if not self.limits.contains(position):
-                raise PositionOutOfRangeError(self.name, self._outside_default_limits(where, what))
+                said = self._outside_default_limits(where(position, self.limits), what)
+                raise PositionOutOfRangeError(self.name, said)
 
     def _beyond_device_range(self, where: str, device_range: FocusLimits, what: str | None) -> str:
         """The message for a position beyond what the device reports it can reach, and what to change."""

@@ -234,3 +234,20 @@ def test_auto_range_with_a_tunable_lens_is_refused():
         Profile.model_validate({"camera": {"driver": "simulated"},
                                 "focus": {"driver": "optotune", "port": "simulated", "unit": "dpt"},
                                 "plan": {"auto_range": {"search_um": [0, 50], "step_um": 3}}})
+
+
+@pytest.mark.parametrize(("focus", "plan"), [
+    # A tunable lens's profile with a stage swapped in: its sweep of 0..1 dpt ran as 0..1 µm, without a word.
+    ("{driver: simulated}", "{sweep: {start: 0, stop: 1, step: 0.1}}"),
+    # Streamed on a stage: frames exposed while it travelled were fused at their planned z (20 dB where stepping
+    # the same positions gave 37.7 dB), exit 0, no warning.
+    ("{driver: asi, port: simulated, speed_um_per_s: 20}", "{sweep: {start: -3, stop: 33, step: 3}, stream: true}"),
+])
+def test_a_sweep_on_a_stage_is_refused_naming_plan_sweep_and_the_stage_unit(tmp_path, focus, plan):
+    path = tmp_path / "stage.yaml"
+    path.write_text(f"camera: {{driver: simulated}}\nfocus: {focus}\nplan: {plan}\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    driver = "simulated" if "simulated}" in focus else "asi"
+    assert str(caught.value) == f"{path}: plan.sweep: a sweep is for a tunable lens, in dpt or mA; this focus drive " \
+                                f"({driver}) moves in µm: give plan.z ({{bottom, top, step}} in µm)"

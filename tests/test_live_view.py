@@ -218,7 +218,7 @@ def test_page_says_what_failed_before_the_first_slice(tmp_path):
                                      "focus: {driver: simulated, limits: [-1000, 1000]}\n"
                                      "plan: {z: {bottom: 900, top: 1100, step: 50}}\n")
     state, stderr, status = session_to_its_end(profile, tmp_path)
-    said = "error: simulated stage: the plan goes to 1050 um, outside the limits -1000..1000 um (focus.limits)"
+    said = "error: simulated stage: the plan goes to 1100 um, outside the limits -1000..1000 um (focus.limits)"
     assert said in stderr.splitlines() and status == 1
     assert state["status"] == "failed" and state["message"] == said
 

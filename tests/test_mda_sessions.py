@@ -335,7 +335,7 @@ def test_a_stage_error_that_ends_the_mda_runner_ends_the_session_and_is_recorded
 @pytest.mark.parametrize("limits, mda, said", [
     # A position's z with a relative z-plan: the stage went to 4981..5019 µm past focus.limits of ±100, without a word.
     ([-100, 100], {"stage_positions": [{"x": 0, "y": 0, "z": 5000}], "z_plan": {"range": 38, "step": 2}},
-     "mda.stage_positions.0.z (5000 um) with mda.z_plan goes to 4981 um, outside the limits -100..100 um "
+     "mda.stage_positions.0.z (5000 um) with mda.z_plan goes to 5019 um, outside the limits -100..100 um "
      "(focus.limits)"),
     # A position without z takes the stage's current z (40 µm here): its plan around it reaches -110.
     ([-100, 100], {"stage_positions": [{"x": 0, "y": 0}], "z_plan": {"range": 300, "step": 100}},

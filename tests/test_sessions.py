@@ -362,7 +362,7 @@ def test_plan_beyond_the_limits_is_refused_before_moving(tmp_path):
     profile = small(load_profile(PROFILES / "simulated.yaml"), z={"bottom": 0, "top": 5000, "step": 1000})
     from devices.errors import PositionOutOfRangeError
 
-    with pytest.raises(PositionOutOfRangeError, match="the plan goes to 2000 um, outside the limits"):
+    with pytest.raises(PositionOutOfRangeError, match="the plan goes to 5000 um, outside the limits"):
         run_profile(profile, tmp_path, progress=False)
 
 

@@ -83,12 +83,12 @@ def run_session_errors(tmp_path, profile: str, capsys, **sections) -> list[str]:
 @pytest.mark.parametrize("focus,sweep,message", [
     # The lens driver clamped 300 mA to its 292.84 mA in silence; the settle check then failed mid-sweep.
     ({"unit": "mA", "limits": [-1000, 1000]}, {"start": 0, "stop": 600, "step": 50},
-     "error: Optotune lens: the plan goes to 300 mA, beyond what the device reports it can reach: "
+     "error: Optotune lens: the plan goes to 600 mA, beyond what the device reports it can reach: "
      "-292.84..292.769 mA (the lens's maximum current, CrMA: 292.84 mA); focus.limits (-1000..1000 mA) do not "
      "rule it out: set focus.limits within the device's range and keep the plan inside them"),
     # A 0..60 dpt sweep 'succeeded' on a lens that reaches about 14 dpt.
     ({"limits": [-100, 100]}, {"start": 0, "stop": 60, "step": 5},
-     "error: Optotune lens: the plan goes to 15 dpt, beyond what the device reports it can reach: "
+     "error: Optotune lens: the plan goes to 60 dpt, beyond what the device reports it can reach: "
      "-13.91..13.91 dpt (the lens's focal-power range for 20 to 45 °C, as the driver answered PwTA); "
      "focus.limits (-100..100 dpt) do not rule it out"),
 ])
@@ -102,15 +102,15 @@ def test_a_lens_plan_beyond_what_the_lens_reports_it_reaches_is_refused_as_the_r
 @pytest.mark.parametrize("profile,focus,plan,message", [
     # The profile sets no focus.limits: the stage's are the driver's default, and setting them can widen them.
     ("simulated-serial-stage", {}, {"z": {"bottom": 0, "top": 20000, "step": 5000}},
-     "error: ASI MS-2000 Z stage: the plan goes to 15000 um, outside the limits -10000..10000 um, the driver's "
+     "error: ASI MS-2000 Z stage: the plan goes to 20000 um, outside the limits -10000..10000 um, the driver's "
      "default (no focus.limits given): keep the plan inside them, or set focus.limits to the range the device "
      "really reaches"),
     # A lens in current mode without focus.limits is limited to its own register: no focus.limits widens that.
     ("simulated-etl", {"unit": "mA"}, {"sweep": {"start": 0, "stop": 400, "step": 100}},
-     "error: Optotune lens: the plan goes to 300 mA, beyond what the device reports it can reach: "
+     "error: Optotune lens: the plan goes to 400 mA, beyond what the device reports it can reach: "
      "-292.84..292.769 mA (the lens's maximum current, CrMA: 292.84 mA); keep the plan inside it"),
     ("simulated-etl", {}, {"sweep": {"start": 0, "stop": 20, "step": 5}},
-     "error: Optotune lens: the plan goes to 15 dpt, beyond what the device reports it can reach: -13.91..13.91 dpt "
+     "error: Optotune lens: the plan goes to 20 dpt, beyond what the device reports it can reach: -13.91..13.91 dpt "
      "(the lens's focal-power range for 20 to 45 °C, as the driver answered PwTA); keep the plan inside it"),
 ])
 def test_a_plan_beyond_the_drives_own_range_names_the_device_not_a_focus_limits_the_profile_lacks(
@@ -122,7 +122,7 @@ def test_a_plan_beyond_the_drives_own_range_names_the_device_not_a_focus_limits_
 @pytest.mark.hardware_sim
 def test_a_plan_beyond_the_profiles_focus_limits_names_them(tmp_path, capsys):
     errors = run_session_errors(tmp_path, "simulated", capsys, plan={"z": {"bottom": 0, "top": 2000, "step": 500}})
-    assert errors == ["error: simulated stage: the plan goes to 1500 um, outside the limits -1000..1000 um "
+    assert errors == ["error: simulated stage: the plan goes to 2000 um, outside the limits -1000..1000 um "
                       "(focus.limits)"]
 
 
