@@ -506,8 +506,8 @@ def warp_to_reference(pixels: np.ndarray, transform: np.ndarray, border_px: int 
     inside = np.zeros((height, width), np.uint8)
     inside[border_px:height - border_px, border_px:width - border_px] = 1
     covered = cv2.warpAffine(inside, matrix, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    return warped, covered
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped, covered.view(bool)  # (nearest neighbour keeps the 0s and 1s: no copy to make them bool)
 
 
 def warp_mask(mask: np.ndarray, transform: np.ndarray) -> np.ndarray:

@@ -51,6 +51,9 @@ class SavedStack(ABC):
         self.name = name  # stem of the outputs: file stem or folder name
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
+        # The first slice as ``first_slice_format`` read it, handed to the first ``read_slice(0)``: a refusion asks
+        # for the format and then reads slice 0 (a 5 MP JPEG decoded twice cost 40 ms of its start).
+        self._first_slice: np.ndarray | None = None
 
     @property
     @abstractmethod
@@ -122,6 +125,9 @@ class SavedStack(ABC):
     def read_slice(self, index: int) -> np.ndarray:
         if not 0 <= index < self.n_slices:
             raise IndexError(f"{self.path}: no {slice_name(index)}; the stack has {self.n_slices}")
+        if index == 0 and self._first_slice is not None:  # (once: the caller owns the array it is given)
+            pixels, self._first_slice = self._first_slice, None
+            return pixels
         self._check_declared_size(index)
         try:
             pixels = self._read(index)
@@ -144,7 +150,7 @@ class SavedStack(ABC):
     def first_slice_format(self) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype of the slices (reads the first one if not known yet)."""
         if self._shape is None:
-            self.read_slice(0)
+            self._first_slice = self.read_slice(0)
         assert self._shape is not None and self._dtype is not None  # read_slice sets them
         return self._shape, self._dtype
 
