@@ -337,6 +337,20 @@ def test_folder_of_images_in_natural_order(tmp_path):
     assert z_um is None and name == tmp_path.name
 
 
+def test_the_first_slice_read_for_the_stacks_format_is_not_decoded_again(tmp_path, monkeypatch):
+    for index in range(3):
+        imageio.imwrite(tmp_path / f"slice_{index}.png", np.full((6, 8, 3), index + 1, np.uint8))
+    with open_stack(tmp_path) as stack:
+        decoded = []
+        read = stack._read
+        monkeypatch.setattr(stack, "_read", lambda index: decoded.append(index) or read(index))
+        assert stack.first_slice_format() == ((6, 8, 3), np.dtype(np.uint8))
+        first = stack.read_slice(0)
+        again = stack.read_slice(0)  # (handed over once: a later read decodes afresh)
+    assert decoded == [0, 0] and first is not again
+    assert np.array_equal(first, again) and int(first[0, 0, 0]) == 1
+
+
 def test_a_folder_of_calibrated_tiffs_keeps_their_pixel_size(tmp_path):
     """Fiji's "Image Sequence" export: one ImageJ TIFF per slice, 0.5 µm pixels (2 per micron)."""
     from fusion.readers.tiff import pixel_size_um_of
