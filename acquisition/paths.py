@@ -8,10 +8,17 @@ import re
 def expanded_path(value: str | None) -> str | None:
     """A path as a shell would give it: ``~`` is the home folder and ``$NAME`` an environment variable (a profile's
     ``folder: ~/sessions`` made a folder named ``~`` in the working folder). A variable that is not set is a
-    ValueError: a folder named ``$DATA`` would be no better."""
+    ValueError: a folder named ``$DATA`` would be no better; so is ``~name`` for a user this computer does not have
+    (``~nonexistentuser/x`` made a folder named ``~nonexistentuser`` in the working folder)."""
     if value is None:
         return None
-    expanded = os.path.expandvars(os.path.expanduser(value))
+    home_expanded = os.path.expanduser(value)
+    if home_expanded.startswith("~"):  # (expanduser leaves a ~ it cannot expand as it was)
+        user = home_expanded[1:].split("/", 1)[0]
+        raise ValueError(f"{value!r} starts with ~{user}, the home folder of a user {user!r} that this computer "
+                         "does not have" if user else f"{value!r} starts with ~, and this computer has no home "
+                         "folder for the user running this")
+    expanded = os.path.expandvars(home_expanded)
     unset = re.search(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", expanded)
     if unset:
         raise ValueError(f"{value!r} names the environment variable {unset.group(0)}, which is not set")

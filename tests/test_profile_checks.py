@@ -217,3 +217,13 @@ def test_a_home_folder_or_variable_in_an_output_folder_is_where_the_shell_would_
     with pytest.raises(ProfileError, match=r"output.folder: '\$NOT_SET_HERE/s' names the environment variable "
                                            r"\$NOT_SET_HERE, which is not set"):
         load_profile(write_profile(tmp_path, text + "output: {folder: $NOT_SET_HERE/s}\n"))
+
+
+def test_a_home_folder_of_a_user_this_computer_does_not_have_is_refused(tmp_path):
+    """``folder: ~nonexistentuser/x`` made ``./~nonexistentuser/x/<stamp>`` in the working folder, and the run said
+    nothing: expanduser leaves such a ~ as it is. It is a profile error naming the key, as an unset $VARIABLE is."""
+    text = RIG + "plan: {z: {range: 4, step: 1}}\n"
+    with pytest.raises(ProfileError, match=r"output.folder: '~nonexistentuser_ums/x' starts with ~nonexistentuser_ums, "
+                                           r"the home folder of a user 'nonexistentuser_ums' that this computer does "
+                                           r"not have"):
+        load_profile(write_profile(tmp_path, text + "output: {folder: ~nonexistentuser_ums/x}\n"))
