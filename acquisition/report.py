@@ -5,10 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion.outputs import written_atomically
+
 
 def plot_focus_curve(path: Path, z: list[float], scores: list[float], unit: str, chosen_fraction: list[float]) -> None:
     """Focus score against focus position, with the share of fused pixels taken from each slice: in z
-    order, whatever order the slices were acquired in (a plan's [20, -4, 44, 4] drew a zigzag)."""
+    order, whatever order the slices were acquired in (a plan's [20, -4, 44, 4] drew a zigzag). Where it cannot be
+    written, an ``OutputWriteError`` that names it and its folder."""
     order = np.argsort(np.asarray(z, np.float64), kind="stable")
     z = [z[i] for i in order]
     scores, chosen_fraction = [scores[i] for i in order], [chosen_fraction[i] for i in order]
@@ -27,5 +30,8 @@ def plot_focus_curve(path: Path, z: list[float], scores: list[float], unit: str,
     share_axis.set_ylabel("% of fused pixels", color="tab:orange")
     score_axis.set_title("Focus curve")
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    try:  # as every other output: a full or read-only disk is said in one line, and leaves no half a PNG
+        with written_atomically(path) as partial:
+            figure.savefig(partial, format="png")  # (the temporary name's suffix says no format)
+    finally:
+        plt.close(figure)

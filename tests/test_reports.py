@@ -118,3 +118,29 @@ def test_mda_fusion_json_records_the_device_each_stacks_deep_measure_ran_on(tmp_
     summary = json.loads((tmp_path / SUMMARY_NAME).read_text())
     assert summary["settings"]["device"] == requested and summary["failed"] == []
     assert [record["device_used"] for record in summary["stacks"]] == [device_resolved(method, requested)] * 2
+
+
+@pytest.mark.parametrize("disk_becomes, said", [
+    ("read-only", r"Read-only file system$"),
+    ("full", r"No space left on device; free some space there or write elsewhere$")])
+def test_a_focus_curve_that_cannot_be_written_is_said_as_every_output_is_and_leaves_no_half_file(
+        tmp_path, disk_becomes, said):
+    """A disk remounted read-only (or full) near a session's end said ``[Errno 30] Read-only file system:
+    '.../focus_curve.png'`` where every other output names the file and its folder; a full one could leave a
+    truncated focus_curve.png that session.json does not name. Real parts: a small tmpfs, remounted read-only or
+    filled to its last byte by another file."""
+    import subprocess
+
+    from acquisition.report import plot_focus_curve
+    from fusion.outputs import OutputWriteError
+    from tests.conftest import small_tmpfs
+    from tests.test_mda_disk_full import fill
+
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        if disk_becomes == "read-only":
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        else:
+            fill(disk)
+        with pytest.raises(OutputWriteError, match=f"^cannot write focus_curve.png into {disk}: {said}"):
+            plot_focus_curve(disk / "focus_curve.png", [0.0, 1.0, 2.0], [0.5, 2.0, 0.7], "um", [0.2, 0.6, 0.2])
+        assert sorted(p.name for p in disk.iterdir()) == ([] if disk_becomes == "read-only" else ["filler"])
