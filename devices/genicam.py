@@ -1,6 +1,7 @@
 """GenICam cameras through harvesters and a GenTL producer (.cti) named by the user."""
 from __future__ import annotations
 
+import ctypes
 import signal
 import threading
 import time
@@ -14,6 +15,23 @@ from devices.genicam_pixels import decoded_pixels
 
 EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and older names
 GAIN_NODES = ("Gain", "GainRaw")
+# Functions every GenTL producer exports (the GenTL standard's C interface): a library without them is no producer.
+GENTL_ENTRY_POINTS = ("GCInitLib", "GCCloseLib", "TLOpen", "TLClose")
+
+
+def _check_producer(cti_path: str | Path, camera_name: str) -> None:
+    """That ``cti_path`` loads as a GenTL producer, checked here before harvesters is given it: harvesters' own check
+    logged the loader's error with a traceback before ours (/etc/passwd), and a shared library that is no producer
+    crashed the process in harvesters' update (a segmentation fault, after 60 lines of "does not implement")."""
+    try:
+        library = ctypes.CDLL(str(cti_path))
+    except OSError as error:
+        raise DeviceNotFoundError(camera_name, f"cannot open the camera: {error}; a GenTL producer (.cti) "
+                                  "is a shared library") from None
+    missing = [name for name in GENTL_ENTRY_POINTS if not hasattr(library, name)]
+    if missing:
+        raise DeviceNotFoundError(camera_name, f"cannot open the camera: {cti_path} is not a GenTL producer "
+                                  f"(it has no {', '.join(missing)})")
 
 
 def _keeping_sigint(make):
@@ -40,10 +58,11 @@ class GenICamCamera:
         self.name = name or f"GenICam camera ({serial_number or model or index or 'first'})"
         if not Path(cti_path).is_file():
             raise DeviceNotFoundError(self.name, f"no GenTL producer at {cti_path}")
+        _check_producer(cti_path, self.name)
         self._harvester = Harvester()
         self._acquirer: Any = None
         try:
-            self._harvester.add_file(str(cti_path), check_validity=True)
+            self._harvester.add_file(str(cti_path))
             self._harvester.update()
             self._acquirer = _keeping_sigint(lambda: self._harvester.create(self._select(serial_number, model, index)))
         except DeviceError:

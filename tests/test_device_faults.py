@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import time
 from typing import Any
@@ -212,6 +213,36 @@ def test_genicam_frame_not_in_time_is_a_timeout():
         camera.close()
 
 
+@pytest.mark.parametrize("producer", ["text", "shared library"])
+def test_a_cti_that_is_no_genicam_producer_is_one_line_and_no_crash(tmp_path, producer):
+    """``camera.cti: /etc/passwd`` printed harvesters' "ERROR :: invalid ELF header" and a traceback before our
+    error; a shared library that is no producer crashed the program (a segmentation fault in harvesters' update,
+    after 60 lines of "does not implement"). Each is now our one line. Real harvesters, real files: a text file and
+    Python's own _ctypes library, run as the user would, in a process of its own (the crash it was)."""
+    import _ctypes
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    if producer == "text":
+        cti = tmp_path / "passwd.cti"
+        cti.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+        said = f"{cti}: invalid ELF header; a GenTL producer \\(.cti\\) is a shared library"
+    else:
+        cti, said = _ctypes.__file__, f"{_ctypes.__file__} is not a GenTL producer \\(it has no GCInitLib, "
+    profile, sessions = tmp_path / "rig.yaml", tmp_path / "sessions"
+    profile.write_text(f'camera: {{driver: genicam, cti: "{cti}", serial_number: "0"}}\nfocus: {{driver: simulated}}\n'
+                       f'plan: {{z: {{range: 4, step: 1}}}}\noutput: {{folder: "{sessions}"}}\n')
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert re.match(rf"error: GenICam camera \(0\): cannot open the camera: {said}", lines[0]), lines[0]
+    assert not sessions.exists()
+
+
 def test_genicam_unknown_serial_number_lists_what_is_there():
     from devices.genicam import GenICamCamera, bundled_producer
 
@@ -229,6 +260,7 @@ def test_pycromanager_without_micromanager_running_is_a_clear_error():
 
     code = """
 import contextlib
+import re
 import struct
 import time
 from typing import Any
