@@ -26,7 +26,7 @@ import numpy as np
 
 from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAligner, describe, \
     max_displacement_px, warp_mask, warp_to_reference
-from fusion.blank_slices import left_out_warning, value_step
+from fusion.blank_slices import left_out_warning, noise_only, value_step
 from fusion.decision import default_mode_filter_px
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
@@ -250,7 +250,8 @@ class StreamingFusion:
     ``channels_are_colour``: whether a slice's channels (H, W, C) are one colour picture's samples (a camera's
     RGB: the focus measure sees their luminance) or separate images (fluorescence channels, as a stack's reader
     tells: ``SavedStack.channels_are_colour``), which it sees evenly, each scaled by its own light
-    (``even_channel_weights``, from the first slice), so that a dim channel steers the focus as a bright one does.
+    (``even_channel_weights``, from the first slice with more than noise), so that a dim channel steers the focus as a
+    bright one does.
     ``z_unit``: the unit of the z pushed with the slices, and so of the depth map (a tunable lens's "dpt").
     ``channels_last``: whether a 3-D ``shape`` is (H, W, C). None (unknown): it is, unless it reads as channels first
     (at most ``PLAUSIBLE_CHANNELS`` on its first axis and more on its last), which is refused; True: it is, whatever
@@ -272,7 +273,9 @@ class StreamingFusion:
         self._measure = make_measure(self.settings.measure, self.settings.window_px, self.settings.device,
                                      self.settings.weights)
         self._even_channels = len(self.shape) == 3 and not channels_are_colour
-        self._channel_weights: np.ndarray | None = None  # (from the first slice: every slice's grey alike)
+        # (from the first slice that shows more than noise: every slice's grey after it alike)
+        self._channel_weights: np.ndarray | None = None
+        self._weighed_on_detail = False
         # Only "pick" reads slices back; blending keeps all it needs in its running sums.
         needs_slices_back = self.settings.composition == "pick"
         self._own_store = TemporaryTiffStore() if source is None and needs_slices_back else None
@@ -350,9 +353,7 @@ class StreamingFusion:
             self._own_store.append(pixels)
             self._seconds["store"] += time.perf_counter() - started
         started = time.perf_counter()
-        if self._even_channels and self._channel_weights is None:
-            self._channel_weights = even_channel_weights(pixels)
-        gray = to_gray(pixels, self._channel_weights)
+        gray = self._gray(pixels)
         covered = None
         if self._aligner is not None:
             align_started = time.perf_counter()
@@ -377,6 +378,17 @@ class StreamingFusion:
         pixels, gray = (None if a is None else a.copy() if np.may_share_memory(a, given) else a for a in (pixels, gray))
         # (returns when the previous slice is composed, raising its error, if it failed)
         self._overlap.submit(self._compose_beside, pixels, gray, covered, self._pushed - 1, z)
+
+    def _gray(self, pixels: np.ndarray) -> np.ndarray:
+        """The pushed slice's grey; for separate channels, under weights from the first slice with more than noise:
+        a dark frame's (a camera started before the light) are its noise's, even, and a dim channel lost its say
+        (7 dB where two came first), so they are weighed again on each slice until one shows more."""
+        if not self._even_channels or self._weighed_on_detail:
+            return to_gray(pixels, self._channel_weights)
+        self._channel_weights = even_channel_weights(pixels)
+        gray = to_gray(pixels, self._channel_weights)
+        self._weighed_on_detail = not noise_only(gray, value_step(self.dtype))
+        return gray
 
     def _with_missing_filled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The slice with its pixels without data (NaN) filled, and where they are (None: it has data throughout:

@@ -8,6 +8,8 @@ Scored against the truth as the optics show it at best focus, channel by channel
 """
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 import pytest
@@ -114,3 +116,29 @@ def test_even_channel_weights_follow_each_channels_light_and_stay_bounded():
     empty = np.stack([1000 * detail, np.zeros_like(detail)], axis=-1)  # a channel with no light is not lifted
     assert even_channel_weights(empty)[1] / even_channel_weights(empty)[0] == pytest.approx(MAX_CHANNEL_GAIN)
     assert even_channel_weights(np.zeros((8, 8, 2), np.uint16)) == pytest.approx([0.5, 0.5])  # blank: even
+
+
+def test_dark_frames_before_the_light_do_not_set_the_channels_weights():
+    """A camera started before the light gives frames of noise only first: the channel weights were taken from the
+    first, noise's even weights, and the dim channel lost its say (measured: -6.7 dB on it with two such frames, seed
+    0). They now come from the first slice with more than noise: the fused image is the one without the dark frames,
+    which have no say in it."""
+    stack, truth = channels_at_their_own_depths((1.0, 0.4, 0.1))
+    rng = np.random.default_rng(5)
+    offset = float(np.percentile(stack, 1))  # the camera's black level, and its read noise around it
+    dark = [np.clip(rng.normal(offset, 3.0, stack[0].shape), 0, 65535).astype(np.uint16) for _ in range(2)]
+
+    def fused(slices, z_um):
+        engine = StreamingFusion(stack[0].shape, stack.dtype, channels_are_colour=False, name="cells")
+        for pixels, z in zip(slices, z_um):
+            engine.push(pixels, z)
+        with pytest.warns(UserWarning, match="show nothing of the specimen") if len(slices) > len(stack) else \
+                contextlib.nullcontext():
+            return engine.finish()
+
+    without_dark = fused(list(stack), Z_UM)
+    with_dark = fused(dark + list(stack), [Z_UM[0] - 4, Z_UM[0] - 2, *Z_UM])
+    assert with_dark.channel_weights == pytest.approx(without_dark.channel_weights)
+    assert with_dark.channel_weights[2] > 5 * with_dark.channel_weights[0]
+    dim_channel_db = psnr_per_channel(with_dark.fused, truth)[2]
+    assert dim_channel_db > psnr_per_channel(without_dark.fused, truth)[2] - 0.5, dim_channel_db
