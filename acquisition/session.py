@@ -38,6 +38,7 @@ from acquisition.session_report import (DroppedFrame, MDASessionReport, RetryRec
 from acquisition.session_writer import SessionOutputWriter
 from acquisition.stop_signals import INTERRUPTED, stop_said
 from fusion.stack_buffer import StackBuffer, StackWriteError, check_room_for_stack
+from devices.camera import CameraTimestamp
 from devices.errors import TRANSIENT_ERRORS, DeviceError
 from devices.library_threads import ThreadError, ThreadErrors
 from fusion.engine import FusionResult, StreamingFusion, check_measure_can_run
@@ -120,6 +121,7 @@ class Session:
         self.interrupted = False
         self.t_last_slice: float | None = None
         self.first_frame_time_s: float | None = None  # on the camera clock (epoch s): planes count time from it
+        self.first_camera_timestamp: CameraTimestamp | None = None  # the camera's own clock, where it gives one
         self.t_acquisition_started: float | None = None
         self.t_acquisition_ended: float | None = None  # the last slice, or the last try for a frame that never came
         self.acquirer: Acquirer | None = None
@@ -365,8 +367,16 @@ class Session:
         with signals_held():
             self._store(frame, z)
             stored = time.perf_counter()
+            camera_stamp = frame.camera_timestamp
+            if self.first_camera_timestamp is None:
+                self.first_camera_timestamp = camera_stamp
+            camera_s, camera_ticks = (None, None) if camera_stamp is None or self.first_camera_timestamp is None \
+                else camera_stamp.since(self.first_camera_timestamp)
+            assert self.first_frame_time_s is not None  # (set as the first slice was stored)
             self.slices.append(SliceRecord(index=len(self.slices), planned_index=planned_index, z=z, **timing,
-                                           store_s=round(stored - started, 5)))
+                                           store_s=round(stored - started, 5),
+                                           time_s=round(frame.timestamp_s - self.first_frame_time_s, 6),
+                                           camera_time_s=camera_s, camera_time_ticks=camera_ticks))
             self.t_last_slice = stored
 
     def _store(self, frame, z: float) -> None:

@@ -33,11 +33,18 @@ class SliceRecord:
     exposure_s: float
     store_s: float
     fusion_s: float | None = None   # filled in once fused
+    # When the frame came, on this computer's clock: seconds since the first slice's (the stack's pages say it too).
+    time_s: float | None = None
+    # When the camera says it took the frame, on its own clock, where it gives one (GenICam): seconds since the first
+    # slice's, or where the camera does not say how long its tick is, its ticks since then.
+    camera_time_s: float | None = None
+    camera_time_ticks: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        if self.fusion_s is None:
-            del data["fusion_s"]
+        for key in ("fusion_s", "time_s", "camera_time_s", "camera_time_ticks"):
+            if data[key] is None:
+                del data[key]
         return data
 
 

@@ -10,6 +10,23 @@ import numpy as np
 from devices.errors import seconds_text
 
 
+@dataclass(frozen=True)
+class CameraTimestamp:
+    """When the camera says it took a frame, on its own clock (GenTL's buffer timestamp): ``ticks`` of that clock, and
+    how many make a second; None: the camera does not say how long its tick is."""
+
+    ticks: int
+    ticks_per_s: float | None
+
+    def since(self, first: CameraTimestamp) -> tuple[float | None, int | None]:
+        """The time since ``first`` (the first slice's): (seconds, None), or where the tick's length is not known
+        (None, ticks)."""
+        ticks = self.ticks - first.ticks
+        if self.ticks_per_s and self.ticks_per_s == first.ticks_per_s:
+            return round(ticks / self.ticks_per_s, 9), None
+        return None, ticks
+
+
 @dataclass
 class Frame:
     """One image and what the camera said about it. pixels: (H, W) or (H, W, C), numpy order."""
@@ -21,6 +38,7 @@ class Frame:
     timestamp_s: float         # time.time() when the frame arrived, unless the camera gives one
     metadata: dict = field(default_factory=dict)
     exposure_start_s: float | None = None   # time.time() when the exposure began, where the camera tells
+    camera_timestamp: CameraTimestamp | None = None  # the camera's own clock, where it gives one (GenICam)
 
 
 def frame_wait_s(timeout_s: float, exposure_ms: float | None) -> float:

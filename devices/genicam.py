@@ -1,6 +1,7 @@
 """GenICam cameras through harvesters and a GenTL producer (.cti) named by the user."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import threading
@@ -9,12 +10,13 @@ from typing import Any
 from pathlib import Path
 from collections.abc import Iterator
 
-from devices.camera import Frame, frame_wait_s, no_frame_within
+from devices.camera import CameraTimestamp, Frame, frame_wait_s, no_frame_within
 from devices.errors import DeviceError, DeviceNotFoundError, DeviceTimeoutError, UnsupportedFeatureError
 from devices.genicam_pixels import decoded_pixels
 
 EXPOSURE_NODES = ("ExposureTime", "ExposureTimeAbs")  # microseconds, SFNC and older names
 GAIN_NODES = ("Gain", "GainRaw")
+TICK_FREQUENCY_NODES = ("GevTimestampTickFrequency",)  # Hz: how long a GigE camera's timestamp tick is
 # Functions every GenTL producer exports (the GenTL standard's C interface): a library without them is no producer.
 GENTL_ENTRY_POINTS = ("GCInitLib", "GCCloseLib", "TLOpen", "TLClose")
 
@@ -61,6 +63,7 @@ class GenICamCamera:
         _check_producer(cti_path, self.name)
         self._harvester = Harvester()
         self._acquirer: Any = None
+        self._ticks_per_s: float | None | bool = False  # (False: not asked yet; None: the camera does not say)
         try:
             self._harvester.add_file(str(cti_path))
             self._harvester.update()
@@ -147,10 +150,41 @@ class GenICamCamera:
                 component = buffer.payload.components[0]
                 pixel_format = str(component.data_format)
                 pixels, bit_depth = decoded_pixels(component, self.name)
+                camera_timestamp = self._camera_timestamp(buffer.module)
         except TimeoutException as error:
             raise DeviceTimeoutError(self.name, no_frame_within(timeout_s, exposure_ms)) from error
         return Frame(pixels=pixels, exposure_ms=exposure_ms, pixel_type=pixel_format, bit_depth=bit_depth,
-                     timestamp_s=time.time(), metadata={})
+                     timestamp_s=time.time(), metadata={}, camera_timestamp=camera_timestamp)
+
+    def _camera_timestamp(self, buffer_module) -> CameraTimestamp | None:
+        """The buffer's timestamp (a GenTL buffer module's): in ns where the producer gives it so, else in the
+        camera's ticks; None where it gives none (Viky). (harvesters' ``Buffer.timestamp`` says 0 for none, and its
+        ``timestamp_frequency`` 1 GHz for a tick it does not know.)"""
+        from genicam.gentl import GenericException
+
+        try:
+            return CameraTimestamp(int(buffer_module.timestamp_ns), 1e9)
+        except GenericException:
+            pass
+        try:
+            ticks = int(buffer_module.timestamp)
+        except GenericException:
+            return None
+        if self._ticks_per_s is False:
+            self._ticks_per_s = self._tick_frequency_hz()
+        return CameraTimestamp(ticks, self._ticks_per_s or None)
+
+    def _tick_frequency_hz(self) -> float | None:
+        """How many timestamp ticks make a second: the producer's device module says, or the node map; None: neither."""
+        from genicam.gentl import GenericException
+
+        with contextlib.suppress(GenericException, AttributeError):
+            return float(self._acquirer.device.module.timestamp_frequency) or None
+        for node_name in TICK_FREQUENCY_NODES:
+            if hasattr(self._nodes, node_name):
+                with contextlib.suppress(GenericException, AttributeError, ValueError):
+                    return float(getattr(self._nodes, node_name).value) or None
+        return None
 
     def close(self) -> None:
         if self._acquirer is not None:
