@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+from genicam.gentl import NotAvailableException
 from harvesters.core import Component2DImage
 from harvesters.util.pfnc import dict_by_ints
 
@@ -29,11 +30,24 @@ class SyntheticGenTLBuffer:
         self.delivered_image_height = height if delivered_image_height is None else delivered_image_height
 
 
+class UnstampedBufferModule:
+    """The GenTL buffer module under it, of a producer that stamps no buffer (as Viky's)."""
+
+    @property
+    def timestamp_ns(self) -> int:
+        raise NotAvailableException("timestamps not supported by the device")
+
+    @property
+    def timestamp(self) -> int:
+        raise NotAvailableException("timestamps not supported by the device")
+
+
 class FetchedBuffer:
-    """What ImageAcquirer.fetch() returns: a context manager holding the payload's components."""
+    """What ImageAcquirer.fetch() returns: a context manager holding the payload's components and the buffer module."""
 
     def __init__(self, component):
         self.payload = types.SimpleNamespace(components=[component])
+        self.module = UnstampedBufferModule()
 
     def __enter__(self):
         return self
