@@ -32,7 +32,7 @@ def test_a_session_report_round_trips_through_session_json(tmp_path):
     written = json.loads((outcome.folder / "session.json").read_text())
     assert set(written) == SESSION_KEYS
     assert set(written["slices"][0]) == {"index", "planned_index", "z", "move_s", "settle_s", "exposure_s",
-                                         "store_s", "fusion_s"}
+                                         "store_s", "fusion_s", "time_s"}
     read_back = SessionReport.from_json(written)
     assert read_back == outcome.report
     assert read_back.to_json() == written
