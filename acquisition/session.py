@@ -411,7 +411,8 @@ class Session:
         """The engine and its thread, fed from (and reading back from) the stack buffer."""
         assert self.buffer is not None
         self.engine = StreamingFusion(shape, dtype, self.profile.fusion_settings(), source=self.buffer,
-                                      name=str(self.buffer.path), z_unit=self.profile.focus.unit)
+                                      name=str(self.buffer.path), z_unit=self.profile.focus.unit,
+                                      channels_last=True)  # (a camera's frame is (H, W, C), as an MDA's)
         self.worker = FusionWorker(self.engine, self.buffer, max_slices_in_memory,
                                    on_fused=lambda fused, seconds: self.events.slice_fused(self, fused, seconds))
 

@@ -28,7 +28,7 @@ from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAlign
     max_displacement_px, warp_mask, warp_to_reference
 from fusion.blank_slices import left_out_warning, noise_only, value_step
 from fusion.decision import default_mode_filter_px
-from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, slice_name
+from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, FrameShapeError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
 from fusion.no_data import MissingData, filled, missing_pixels
@@ -47,6 +47,8 @@ MAX_SLICES = np.iinfo(np.int16).max  # chosen-slice maps are int16
 # tifffile and many libraries give them), refused: fused, it was a frame 3 pixels high with 512 channels. A caller
 # who knows its axes says so (``channels_last``): a saved stack's reader does.
 PLAUSIBLE_CHANNELS = 32
+# cv2's pyramid filters take at most this many channels (129 failed deep in a slice's fold: an assertion of OpenCV's).
+PYRAMID_MAX_CHANNELS = 128
 # A focus position beyond this (in µm, dpt or mA) is not one: a stage travels centimetres, a lens tens of dioptres
 # or hundreds of mA. Garbage (1e300, a saved stack's or a caller's) overflowed the depth map's float32 into NaN
 # everywhere. Pushed z and saved stacks' positions (``SavedStack.usable_focus_positions``) are held to it.
@@ -267,6 +269,11 @@ class StreamingFusion:
         self.settings = settings or FusionSettings()
         self.name = name
         self.z_unit = z_unit
+        channels = self.shape[2] if len(self.shape) == 3 else 1
+        if self.settings.composition == "pyramid" and channels > PYRAMID_MAX_CHANNELS:
+            raise FrameShapeError(f"{name}: a frame of {channels} channels; the pyramid composition takes at most "
+                                  f"{PYRAMID_MAX_CHANNELS} (OpenCV's filters): fuse it with composition 'blend' (or "
+                                  "'pick'), or fuse its channels in groups")
         if self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name}: unsupported pixel type {self.dtype}; use one of "
                              f"{[str(d) for d in SUPPORTED_DTYPES]}{_how_to_convert(self.dtype)}")
@@ -486,6 +493,8 @@ class StreamingFusion:
         started = time.perf_counter()
         if self.n_slices == 1:
             warnings.warn(f"{self.name}: only one slice; it is returned as it is", stacklevel=4)
+        if self._aligner is not None:
+            self._aligner.finish()
         try:
             # Depth in z where every slice has one, else in slice indices.
             z_or_index = list(range(self.n_slices)) if None in self._z_positions else self.z_positions_so_far()
@@ -602,14 +611,14 @@ def _frame_shape(shape, name: str, channels_last: bool | None = None) -> tuple[i
     if len(sizes) not in (2, 3) or min(sizes) < 1:
         raise ValueError(f"{name}: frame shape must be (H, W) or (H, W, C), each at least 1, got {sizes}")
     if len(sizes) == 3 and channels_last is False:
-        raise ValueError(f"{name}: frame shape {sizes} is channels first (C, H, W); the engine takes (H, W, C): make "
-                         f"it for shape {sizes[1:] + sizes[:1]} and push np.moveaxis(pixels, 0, -1)")
+        raise FrameShapeError(f"{name}: frame shape {sizes} is channels first (C, H, W); the engine takes (H, W, C): "
+                              f"make it for shape {sizes[1:] + sizes[:1]} and push np.moveaxis(pixels, 0, -1)")
     if channels_last is None and _channels_first(sizes):
-        raise ValueError(f"{name}: frame shape {sizes} reads as channels first (C, H, W): {sizes[0]} channels of "
-                         f"{sizes[1]} x {sizes[2]} pixels, which would be fused as a frame {sizes[0]} pixels high "
-                         f"with {sizes[2]} channels; the engine takes (H, W, C): pass np.moveaxis(pixels, 0, -1). "
-                         f"If it is a frame {sizes[0]} pixels high with {sizes[2]} channels, say so: "
-                         "StreamingFusion(shape, dtype, channels_last=True)")
+        raise FrameShapeError(f"{name}: frame shape {sizes} reads as channels first (C, H, W): {sizes[0]} channels "
+                              f"of {sizes[1]} x {sizes[2]} pixels, which would be fused as a frame {sizes[0]} pixels "
+                              f"high with {sizes[2]} channels; the engine takes (H, W, C): pass np.moveaxis(pixels, 0, "
+                              f"-1). If it is a frame {sizes[0]} pixels high with {sizes[2]} channels, say so: "
+                              "StreamingFusion(shape, dtype, channels_last=True)")
     return sizes
 
 

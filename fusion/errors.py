@@ -18,6 +18,11 @@ class FusionError(Exception):
     """Base of every error raised by the fusion package."""
 
 
+class FrameShapeError(FusionError, ValueError):
+    """Raised by the engine for a frame shape it does not take (channels first, more channels than the pyramid's
+    filters take); a ValueError, as any argument the engine refuses."""
+
+
 class StackError(FusionError):
     """Raised when a stack (saved or pushed) cannot be fused; names the stack when it has a path."""
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from fusion.align.defaults import default_alignment
 from fusion.engine import FusionSettings, StreamingFusion
+from fusion.errors import StackLayoutError, FrameShapeError
 from fusion.focus_checks import focus_warning
 from fusion.output_names import SESSION_REPORT, refusion_outputs
 from fusion.outputs import make_folder, write_depth_tiff, write_image_tiff, write_json
@@ -86,9 +87,13 @@ def _refuse_stack(path: str | Path, out_dir: str | Path, settings: FusionSetting
         shape, dtype = stack.first_slice_format()
         channels_are_colour = stack.channels_are_colour  # (a folder of TIFFs opens its first file to say)
         z, z_unit = stack.usable_focus_positions()  # µm, or a lens's dpt or mA
-        engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
-                                 channels_are_colour=channels_are_colour,  # fluorescence: each channel counts
-                                 z_unit=z_unit, channels_last=True)  # (a reader gives (H, W, C), by its axes)
+        try:
+            engine = StreamingFusion(shape, dtype, settings, source=stack, name=str(stack.path),
+                                     channels_are_colour=channels_are_colour,  # fluorescence: each channel counts
+                                     z_unit=z_unit, channels_last=True)  # (a reader gives (H, W, C), by its axes)
+        except FrameShapeError as error:  # frames the engine does not take (200 channels for the pyramid): the
+            # stack's layout, said as such (it read "unexpected ValueError")
+            raise StackLayoutError(str(error).removeprefix(f"{stack.path}: "), stack.path) from None
         bar = tqdm(total=stack.n_slices, desc=stack.name, unit="slice", disable=None if progress is None
                    else not progress, leave=False)
         with bar:

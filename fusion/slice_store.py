@@ -40,7 +40,10 @@ class TemporaryTiffStore:
         if self._writer is None:
             raise RuntimeError("slices cannot be appended once reading back has begun")
         photometric = "rgb" if colour_by_shape(pixels.shape) else "minisblack"
-        self._writer.write(pixels, photometric=photometric, contiguous=False)
+        # A frame's last axis is its samples: left to guess, tifffile wrote an (H, W, 2) or (H, W, 5) minisblack frame
+        # as H pages of W x C, and "pick" read back a page of the wrong shape (an IndexError at finish).
+        planar = "contig" if pixels.ndim == 3 and pixels.shape[2] > 1 else None
+        self._writer.write(pixels, photometric=photometric, planarconfig=planar, contiguous=False)
         self.n_slices += 1
 
     def read_slice(self, index: int) -> np.ndarray:

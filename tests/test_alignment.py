@@ -286,3 +286,26 @@ def test_a_small_still_stack_is_not_moved_by_a_registration_across_its_focus_ran
     assert psnr(aligned.fused, still.truth, 65535.0) > psnr(unaligned.fused, still.truth, 65535.0) - 0.1
     moved_px = [max_displacement_px(np.array(a["matrix"] + [[0, 0, 1]]), still.truth.shape) for a in aligned.alignment]
     assert max(moved_px) < 0.5
+
+
+def test_a_stack_of_nothing_but_noise_says_it_was_not_aligned():
+    """Faint structure under strong noise, drifting 4 px a slice: every slice reads as noise only, so none became
+    the reference (dark frames before the light are skipped so) and none was registered, without a word; the
+    report read as slices registered and found still (a regression round). It is said, and each is a fallback."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    size, n = 256, 6
+    scene = cv2.GaussianBlur(rng.normal(0, 1, (size + 64, size + 64)).astype(np.float32), (0, 0), 6)
+    scene = scene / scene.std() * 3 + 100
+    engine = StreamingFusion((size, size), np.uint16, FusionSettings(align="on"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(n):
+            frame = scene[4 * k:4 * k + size, 3 * k:3 * k + size] + rng.normal(0, 10, (size, size))
+            engine.push(np.clip(frame, 0, 65535).astype(np.uint16), float(k))
+        result = engine.finish()
+    said = [str(w.message) for w in caught if "register" in str(w.message)]
+    assert said == ["pushed stack: no slice shows more than noise to register the others on: the slices were not "
+                    "aligned (see 'fallback' in the report)"]
+    assert [entry["fallback"] for entry in result.alignment] == [False] + [True] * (n - 1)

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from fusion import FusionSettings, StreamingFusion
-from fusion.errors import SliceMismatchError
+from fusion.errors import SliceMismatchError, StackLayoutError
 from fusion.refuse import refuse_stack
 
 COMPOSITIONS = ("pyramid", "blend", "pick")
@@ -175,6 +175,56 @@ def test_a_folder_of_planar_rgb_tiffs_is_fused_as_rgb(tmp_path):
         warnings.simplefilter("ignore")  # (too small to align, little focus information: random pixels)
         report = refuse_stack(tmp_path, tmp_path / "out", progress=False)
     assert tifffile.imread(report.outputs["fused"]).shape == (64, 80, 3)
+
+
+def test_a_tiff_holding_a_volume_per_page_is_refused_not_fused_as_channels(tmp_path):
+    """A page of 8 planes of 64 x 64 (TIFF's ImageDepth, axes ZYX) was fused as a frame 8 pixels high with 64
+    channels, and reported a success, once saved stacks' frames were taken as (H, W, C) (a regression round)."""
+    path = tmp_path / "volumes.tif"
+    tifffile.imwrite(path, np.zeros((5, 8, 64, 64), np.uint8), volumetric=True)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((8, 64, 64), np.uint8), volumetric=True)
+    tifffile.imwrite(folder / "b.tif", np.zeros((8, 64, 64), np.uint8), volumetric=True)
+    for stack in (path, folder):
+        with pytest.raises(StackLayoutError, match=r"each page holds ZYX 8x64x64, not one frame \(a volume per "
+                                                   r"page\); save the stack one 2-D frame per page"):
+            refuse_stack(stack, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_more_channels_than_the_pyramid_takes_are_refused_plainly_and_blend_fuses_them(tmp_path):
+    """A frame of 200 channels failed deep in the first slice's fold with an OpenCV assertion ("unexpected error"),
+    once the engine took it as (H, W, C) as told (a regression round)."""
+    path = tmp_path / "spectral.tif"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(path, rng.integers(0, 4000, (4, 16, 256, 200), dtype=np.uint16), photometric="minisblack",
+                     planarconfig="contig", metadata={"axes": "ZYXC"})
+    with pytest.raises(StackLayoutError, match=r"spectral.tif: a frame of 200 channels; the pyramid composition "
+                                               r"takes at most 128 \(OpenCV's filters\): fuse it with composition "
+                                               r"'blend'"):
+        refuse_stack(path, tmp_path / "out", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (too small to align, little focus information: random pixels)
+        report = refuse_stack(path, tmp_path / "out", {"composition": "blend"}, progress=False)
+    assert sorted(tifffile.imread(report.outputs["fused"]).shape) == sorted((16, 256, 200))
+
+
+@pytest.mark.parametrize("shape", [(64, 80, 2), (64, 80, 5), (16, 200, 40)])
+def test_pick_of_pushed_slices_with_separate_channels_copies_each_pixel_from_its_chosen_slice(shape):
+    """Pushed without a source, "pick" keeps the slices in a temporary TIFF, which wrote an (H, W, 2) or (H, W, 5)
+    frame as H pages of W x C: finish() failed with an IndexError."""
+    rng = np.random.default_rng(0)
+    slices = [rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(3)]
+    engine = StreamingFusion(shape, np.uint8, FusionSettings(composition="pick"), channels_are_colour=False,
+                             channels_last=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (random pixels: little focus information)
+        for k, pixels in enumerate(slices):
+            engine.push(pixels, z=float(k))
+        result = engine.finish()
+    chosen = np.take_along_axis(np.stack(slices), result.decision[None, :, :, None], axis=0)[0]
+    assert np.array_equal(result.fused, chosen)
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (1, 200), (3, 5, 3), (2, 2, 4), (64, 80, 32), (33, 40, 40), (5, 7, 1)])

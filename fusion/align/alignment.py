@@ -304,6 +304,16 @@ class SliceAligner:
             self._key, self._key_transform, self._key_detail = levels, transform, detail
         return self._accept(transform, z)
 
+    def finish(self) -> None:
+        """At the stack's end: where every slice showed noise only, none was the reference and none was registered;
+        that is said once, and every slice after the first is a fallback (it stays where it is), as one whose
+        registration failed is (it said nothing, and the report read as slices registered and found still)."""
+        if self.too_small or self._previous is not None or len(self.transforms) < 2:
+            return
+        self.fallbacks.extend(index for index in range(1, len(self.transforms)) if index not in self.fallbacks)
+        warnings.warn(f"{self.name}: no slice shows more than noise to register the others on: the slices were not "
+                      "aligned (see 'fallback' in the report)", stacklevel=4)
+
     def _registered(self, levels: list[_Level], index: int, detail: float) -> np.ndarray:
         """The slice's transform from the reference frame, from the sharpest slice or the previous one."""
         assert self._previous is not None  # (the first slice is the reference)

@@ -11,7 +11,7 @@ import numpy as np
 
 from fusion.channel_look import ChannelLook
 from fusion.engine import FOCUS_POSITION_LIMIT, SUPPORTED_DTYPES, past_limit_words
-from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError, StackTooLargeError,
+from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError, StackLayoutError, StackTooLargeError,
                            UnreadableStackError, slice_name)
 from fusion.memory import check_fits_in_memory
 from fusion.outputs import colour_by_shape
@@ -131,7 +131,8 @@ class SavedStack(ABC):
         self._check_declared_size(index)
         try:
             pixels = self._read(index)
-        except (UnreadableStackError, SliceMismatchError, InvalidPixelsError, StackTooLargeError):  # (said already)
+        except (UnreadableStackError, SliceMismatchError, InvalidPixelsError, StackTooLargeError,
+                StackLayoutError):  # (said already)
             raise
         except MemoryError:
             raise StackTooLargeError(f"{self.slice_label(index)} does not fit in memory", self.path) from None

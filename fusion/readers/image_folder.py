@@ -197,8 +197,11 @@ class ImageFolderStack(SavedStack):
             if file.stat().st_size == 0:  # (imageio would try every plugin it has on it first)
                 raise _EmptyFile("the file is empty: 0 bytes")
             if is_tiff(file):
+                from fusion.readers.tiff import check_one_frame_per_page
+
                 with tifffile.TiffFile(file) as tiff:
                     page = tiff.pages.first
+                    check_one_frame_per_page(page.axes, page.shape)
                     pixels = page.asarray()
                 # A planar page is (S, H, W): given so, the engine refused it as channels first, with advice for
                 # code that pushes slices, not for a folder of files.
@@ -229,6 +232,8 @@ class ImageFolderStack(SavedStack):
             return upright(pixels, orientation)
         except StackTooLargeError:
             raise
+        except StackLayoutError as error:
+            raise StackLayoutError(f"{file.name}: {error.reason}", self.path) from None
         except Exception as error:
             raise UnreadableStackError(f"{file.name} is not a readable image ({_why_unreadable(file, error)})",
                                        self.path) from error

@@ -466,6 +466,10 @@ def _frame_text(series: tifffile.TiffPageSeries) -> str:
     return f"{'x'.join(map(str, shape))} {dtype}"
 
 
+# A page that holds one frame: its rows and columns, with its colour or channel samples after them or (planar) before.
+FRAME_PAGE_AXES = ("YX", "YXS", "SYX")
+
+
 class _StackLayout:
     """Which TIFF pages make up slice k, from the series' axes. Numpy order throughout."""
 
@@ -478,6 +482,8 @@ class _StackLayout:
                 f"axes {axes} (shape {'x'.join(map(str, shape))}) are not one frame per page (its pages are "
                 f"{page_axes} {'x'.join(map(str, first_page.shape if first_page is not None else ()))}): frames "
                 "this thin cannot be fused; save a stack of frames at least 2 px on each side, one frame per page")
+        if first_page is not None:
+            check_one_frame_per_page(page_axes, first_page.shape)
         self.page_samples_first = page_axes.startswith("S")
         leading_axes = axes[: len(axes) - len(page_axes)]
         self.leading_shape = tuple(shape[: len(leading_axes)])
@@ -585,6 +591,14 @@ def depth_unit_of(page: tifffile.TiffPage) -> str:
         except (ValueError, AttributeError):
             unit = None
     return str(unit or "slice index")
+
+
+def check_one_frame_per_page(page_axes: str, page_shape: tuple[int, ...]) -> None:
+    """Refuse pages that each hold more than one frame (a volume per page: TIFF's ImageDepth, axes ZYX): taken for
+    frames, a page of 8 planes of 64 x 64 was fused as a frame 8 pixels high with 64 channels."""
+    if page_axes not in FRAME_PAGE_AXES:
+        raise StackLayoutError(f"each page holds {page_axes} {'x'.join(map(str, page_shape))}, not one frame (a "
+                               "volume per page); save the stack one 2-D frame per page (YX, with its colour samples)")
 
 
 def page_has_colour_samples(page: tifffile.TiffPage) -> bool:
