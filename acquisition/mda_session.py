@@ -138,7 +138,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
     # A frame that cannot be stored (a full disk) stops the MDA, as a single-stack session ends: the frames after it
     # would be exposed for nothing.
     handler = StreamingFusionHandler(folder, decision_channel=profile.fusion.decision_channel,
-                                     pixel_size_um=profile.camera.pixel_size_um, stop_mda=core.mda.cancel,
+                                     pixel_size_um=profile.camera.pixel_size_um, stop_mda=core.mda.cancel, core=core,
                                      **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
     events = list(sequence)

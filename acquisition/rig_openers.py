@@ -101,13 +101,18 @@ def _open_micromanager_core(context: RigContext) -> Opened:
         raise DeviceNotFoundError("Micro-Manager", "micromanager.config is not set, so the core has no devices: "
                                                    "give a configuration file (.cfg), or config: demo for the demo "
                                                    "adapters")
+    _set_profile_properties(context, core)
+    return Opened(core, lambda: None)  # the devices on it close themselves
+
+
+def _set_profile_properties(context: RigContext, core) -> None:
+    settings = context.profile.micromanager
     camera = context.profile.camera.label or core.getCameraDevice()
     if context.profile.camera.exposure_ms is not None and "Exposure" in settings.properties.get(camera, {}):
         # The later one would win in silence (the properties are set first, exposure_ms after).
         raise ValueError(f"the exposure is given twice: camera.exposure_ms and micromanager.properties: {camera}: "
                          "Exposure; keep one")
     set_device_properties(core, settings.properties)
-    return Opened(core, lambda: None)  # the devices on it close themselves
 
 
 def set_device_properties(core, properties: dict[str, dict[str, str]]) -> None:
@@ -158,6 +163,11 @@ def _open_mda_core(context: RigContext) -> Opened:
         raise DeviceNotFoundError("Micro-Manager", "an mda plan needs micromanager.config (a .cfg file, or demo) "
                                                    "or micromanager.simulated_devices: true")
     core = open_mmcore(demo_config_path() if config == "demo" else config)
+    try:
+        _set_profile_properties(context, core)  # (an MDA on a configuration left them unset, without a word)
+    except BaseException:
+        core.unloadAllDevices()
+        raise
     return Opened(core, core.unloadAllDevices)
 
 

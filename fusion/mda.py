@@ -81,6 +81,10 @@ class StreamingFusionHandler:
     ``pixel_size_um`` overrides what the core reports (0 or nothing where it has no pixel size).
     ``stop_mda`` (e.g. ``core.mda.cancel``) is called, once, when a frame cannot be stored (a full disk): the
     frames taken while the MDA stops are recorded as not stored, and no new stack file is started.
+    ``core``, the CMMCorePlus that runs the MDAs: each stack of its current camera then says the camera's exact bit
+    depth (``core.getImageBitDepth()``, as a live session's stack does). Without it, and for the other cameras
+    of a sequence (a multi-camera's), the stacks say the bits of the pixel format in the sequence's metadata,
+    which rounds them up (an 11-bit camera's Mono12: 12).
 
     Each sequence writes into ``out_dir`` unless it already holds an MDA's outputs, else into a
     subfolder of its own (see the module's docstring): one handler may run any number of MDAs.
@@ -88,7 +92,7 @@ class StreamingFusionHandler:
 
     def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
                  max_slices_in_memory: int = 4, pixel_size_um: float | None = None,
-                 stop_mda: Callable[[], object] | None = None, **settings):
+                 stop_mda: Callable[[], object] | None = None, core: Any = None, **settings):
         self.settings = FusionSettings.from_mapping(settings)
         if max_slices_in_memory < 0:
             raise ValueError(f"max_slices_in_memory must be 0 or more, got {max_slices_in_memory}")
@@ -104,6 +108,7 @@ class StreamingFusionHandler:
         self.keep_stacks = keep_stacks
         self.max_slices_in_memory = max_slices_in_memory
         self._stop_mda = stop_mda
+        self._core = core
         self._lock = threading.RLock()  # frameReady may start the sequence itself
         self.finished = threading.Event()  # set once a sequence's outputs and summary are written
         self._reset()
@@ -118,7 +123,7 @@ class StreamingFusionHandler:
         self._finisher: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future] = []
         self._pixel_size_um: float | None = None
-        self._camera_bits: dict[str | None, int | None] = {}   # per camera: bits per sample (its pixel format's)
+        self._camera_bits: dict[str | None, int | None] = {}   # per camera: bits per sample
         self._started = time.perf_counter()
         self._frames = 0
         self._frame_errors: list[dict] = []
@@ -168,6 +173,8 @@ class StreamingFusionHandler:
             infos = (meta or {}).get("image_infos") or [{}]
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
             self._camera_bits = {info.get("camera_label"): _bits_of(info.get("pixel_format")) for info in infos}
+            if self._core is not None:
+                self._camera_bits.update(_current_camera_bits(self._core))
             self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fusion-finish")
             try:
                 self.check(sequence)
@@ -555,6 +562,17 @@ def _bits_of(pixel_format: str | None) -> int | None:
     """The bits per sample a GenICam pixel format name says ("Mono12": 12, "RGB8": 8); None where it says none."""
     bits = re.search(r"(\d+)$", pixel_format or "")
     return int(bits.group(1)) if bits else None
+
+
+def _current_camera_bits(core) -> dict[str | None, int | None]:
+    """The core's current camera and its exact bit depth. Only that camera's: the others' would be read by making
+    each the current one (as pymmcore-plus's image_infos does), which this handler may not do while the MDA runs
+    (it is told of the start on a thread of its own, once the runner has gone on)."""
+    try:
+        camera = core.getCameraDevice()
+        return {camera: int(core.getImageBitDepth()) or None} if camera else {}
+    except RuntimeError:  # (the camera gone): its pixel format's bits stand
+        return {}
 
 
 def _z_um(event, meta: dict) -> float | None:

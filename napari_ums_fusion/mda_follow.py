@@ -26,10 +26,12 @@ class MDAFollower:
     """Connects a StreamingFusionHandler to ``core.mda.events`` until ``stop()``."""
 
     def __init__(self, core, out_dir: str | Path, **settings):
-        """``settings``: the handler's (``StreamingFusionHandler``); ``stop_mda`` defaults to the core's cancel.
+        """``settings``: the handler's (``StreamingFusionHandler``); ``stop_mda`` defaults to the core's cancel,
+        ``core`` to the core.
         ValueError where ``out_dir`` cannot be a folder (an existing file)."""
         self.core = core
         settings.setdefault("stop_mda", core.mda.cancel)
+        settings.setdefault("core", core)  # (each stack then says its camera's exact bit depth)
         self.handler = StreamingFusionHandler(out_dir, **settings)
         self._lock = threading.Lock()
         # An MDA already running is left alone: followed from the core's next sequence.

@@ -89,10 +89,11 @@ def test_mda_stack_names_its_channel_and_times_from_the_start_of_the_run(tmp_pat
     assert pixels.planes[0].delta_t > 0  # FITC's stack began after DAPI's: time since the run began
 
 
-@pytest.mark.parametrize("bits", [12, 10])
+@pytest.mark.parametrize("bits", [12, 10, 11])
 def test_an_mda_stack_of_a_12_bit_camera_says_its_significant_bits(tmp_path, bits):
     """A live session's stack said 12 of 16 bits were significant; an MDA's (the real MMCore, its demo camera set to
-    12 bits) did not, so Fiji and napari showed a 12-bit image as 16-bit."""
+    12 bits) did not, so Fiji and napari showed a 12-bit image as 16-bit. An 11-bit camera's then said 12: the
+    pixel format in the sequence's metadata (Mono12) rounds the bit depth up; the core says it exactly."""
     import useq
 
     from fusion.mda import StreamingFusionHandler
@@ -100,7 +101,7 @@ def test_an_mda_stack_of_a_12_bit_camera_says_its_significant_bits(tmp_path, bit
 
     core = small_demo_core()
     core.setProperty("Camera", "BitDepth", bits)
-    handler = StreamingFusionHandler(tmp_path, pixel_size_um=0.5)
+    handler = StreamingFusionHandler(tmp_path, pixel_size_um=0.5, core=core)
     core.mda.run(useq.MDASequence(z_plan={"range": 4, "step": 2}), output=handler)
     stack = handler.summary["stacks"][0]["outputs"]["stack"]
     pixels = validated_ome(stack).images[0].pixels
@@ -262,3 +263,19 @@ def test_a_stack_carries_its_pixel_size_for_bio_formats_and_for_fijis_own_tiff_o
     assert imagej_pixel_um() == pytest.approx(2.5)
     pixels = validated_ome(buffer.path).images[0].pixels
     assert pixels.physical_size_x == 2.5 and pixels.physical_size_x_unit.value == "µm"
+
+
+def test_an_mda_session_stack_of_an_11_bit_camera_says_11_significant_bits(tmp_path):
+    """An MDA session's stacks said the bits of the pixel format pymmcore-plus puts in the sequence's metadata, which
+    rounds the bit depth up: the demo camera at 11 bits said 12. The session gives the handler its core."""
+    from acquisition.mda_session import run_mda_profile
+    from acquisition.profile import Profile
+
+    profile = Profile.model_validate({
+        "micromanager": {"config": "demo",
+                         "properties": {"Camera": {"BitDepth": 11, "OnCameraCCDXSize": 128, "OnCameraCCDYSize": 96}}},
+        "camera": {"driver": "micromanager", "exposure_ms": 1, "pixel_size_um": 0.5},
+        "focus": {"driver": "micromanager"}, "mda": {"z_plan": {"range": 4, "step": 2}}})
+    outcome = run_mda_profile(profile, tmp_path, progress=False)
+    stack, = (record["outputs"]["stack"] for record in outcome.report.stacks)
+    assert validated_ome(stack).images[0].pixels.significant_bits == 11
