@@ -161,6 +161,15 @@ class CameraSettings(_Strict):
             raise ValueError("a genicam camera needs cti: the path of its GenTL producer (.cti), or 'bundled'")
         return self
 
+    @model_validator(mode="after")
+    def _light_scales_in_the_optics_simulator_only(self):
+        # (A Micro-Manager profile accepted it, and its camera, the slide simulator's included, did not follow it.)
+        if self.driver != "simulated" and "full_scale_exposure_ms" in self.noise.model_fields_set:
+            raise ValueError(f"noise.full_scale_exposure_ms: only the optics simulator's camera (driver: simulated) "
+                             f"collects light in proportion to its exposure; this {self.driver} camera does not "
+                             "follow it: remove it")
+        return self
+
 
 # Rates serial ports and these devices run at (the MS-2000 offers 9600 to 115200, 28800 among them):
 # a typo (96000) is a profile error, not a line of noise.

@@ -32,7 +32,8 @@ class CameraNoise:
     """Shot noise from a full well of electrons, Gaussian read noise, quantised to bit_depth.
 
     bit_depth 8 gives uint8; 10, 12 or 16 give uint16 (10/12-bit data in uint16, as cameras
-    deliver it); 0 gives float32 in [0, 1], unquantised. full_well_e 0 turns noise off.
+    deliver it); 0 gives float32 in [0, 1], unquantised (noise may take it a little past 1 up to the full-scale
+    exposure; beyond it, a saturated pixel, it is clipped at 1.0). full_well_e 0 turns noise off.
     Shot noise is Poisson below 100 electrons and above, its Gaussian limit: the same mean and
     variance, without the Poisson skewness (under 0.1 there, and smaller with more electrons).
     ``exposure``: the exposure time over the one at which a radiance of 1 fills the well (a camera at twice the
@@ -72,7 +73,7 @@ class CameraNoise:
         """The noise-free frame in this camera's dtype: the ground truth to score against."""
         exposed = radiance if self.exposure == 1.0 else radiance * self.exposure
         if self.bit_depth == 0:
-            return exposed.astype(np.float32)
+            return (exposed if self.exposure <= 1.0 else np.minimum(exposed, 1.0)).astype(np.float32)
         return np.clip(np.rint(exposed * self.max_value), 0, self.max_value).astype(self.dtype)
 
 

@@ -258,12 +258,22 @@ def _expose_row(radiance, y, full_well_e, read_noise_e, max_value, quantise, see
                 lo = b * _BLOCK
                 _count_few_electrons(radiance[lo:lo + _BLOCK], lo, full_well_e, read_noise_e, exposure, state, z,
                                      signal)
+    _read_out(signal, max_value, quantise, exposure > 1.0, out)
+
+
+@njit(inline="always")
+def _read_out(signal, max_value, quantise, saturates, out):
+    """out = ``signal`` (relative to a full well) as the camera gives it: quantised to max_value and clipped there,
+    else as it is, clipped at 1.0 only where ``saturates`` (an exposure past full scale)."""
     top = np.float32(max_value)
     if quantise:
-        for i in range(n):
+        for i in range(signal.size):
             out[i] = min(max(np.rint(signal[i] * top), np.float32(0.0)), top)
-    else:
-        for i in range(n):
+    elif saturates:  # more light than fills the well: the float camera saturates at 1.0 too
+        for i in range(signal.size):
+            out[i] = min(signal[i], top)
+    else:  # (up to full scale unclipped, as before exposure was modelled: its noise stays unbiased at 1.0)
+        for i in range(signal.size):
             out[i] = signal[i]
 
 
@@ -287,7 +297,8 @@ def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed,
     With ``full_well_e`` > 0: electrons = shot noise of radiance * exposure * full_well_e (Poisson; its
     Gaussian limit above EXACT_POISSON_BELOW_E) plus Gaussian read noise; signal = electrons /
     full_well_e. With ``quantise``, ``out`` gets rint(signal * max_value) clipped to [0, max_value]
-    (a pixel saturates), else the signal itself, unclipped.
+    (a pixel saturates), else the signal itself: clipped at 1.0 where ``exposure`` > 1 (the well fills), else
+    unclipped.
     """
     for y in prange(out.shape[0]):
         _expose_row(radiance[y], y, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out[y])

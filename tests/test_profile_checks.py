@@ -227,3 +227,24 @@ def test_a_home_folder_of_a_user_this_computer_does_not_have_is_refused(tmp_path
                                            r"the home folder of a user 'nonexistentuser_ums' that this computer does "
                                            r"not have"):
         load_profile(write_profile(tmp_path, text + "output: {folder: ~nonexistentuser_ums/x}\n"))
+
+
+@pytest.mark.parametrize("name", ["simulated-mda", "simulated-micromanager"])
+def test_a_full_scale_exposure_for_a_camera_that_does_not_follow_it_is_refused(tmp_path, name):
+    """simulated-mda.yaml (exposure 5 ms) took camera.noise.full_scale_exposure_ms and ignored it: its camera, as
+    every camera but the optics simulator's, does not scale its light with the exposure."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "profiles" / f"{name}.yaml").read_text())
+    data["camera"]["noise"]["full_scale_exposure_ms"] = 5
+    with pytest.raises(ProfileError, match=r"rig.yaml: camera: noise.full_scale_exposure_ms: only the optics "
+                                           r"simulator's camera \(driver: simulated\) .*micromanager camera"):
+        load_profile(write_profile(tmp_path, yaml.safe_dump(data)))
+    data["camera"]["noise"].pop("full_scale_exposure_ms")
+    assert load_profile(write_profile(tmp_path, yaml.safe_dump(data))).camera.noise.full_scale_exposure_ms == 10
+
+
+def test_the_optics_simulators_camera_takes_a_full_scale_exposure(tmp_path):
+    profile = load_profile(write_profile(tmp_path, "camera: {driver: simulated, noise: {full_scale_exposure_ms: 5}}\n"
+                                                   "focus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\n"))
+    assert profile.camera.noise.full_scale_exposure_ms == 5

@@ -116,3 +116,24 @@ def test_the_simulated_camera_saturates_at_its_bit_depth():
     frame = _camera_on_a_grey_card(0.8, exposure_ms=40.0).snap()
     assert frame.pixels.dtype == np.uint16 and frame.bit_depth == 12
     assert (frame.pixels == 4095).all()
+
+
+def test_the_simulated_float_camera_saturates_at_one():
+    """The float camera (bit_depth 0) at 10 s, its full scale 10 ms, gave frames up to 1000.0 (and a truth of
+    1000 x the card), where its frames are float32 in [0, 1] and PSNR takes a peak of 1.0. A full well reads 1.0."""
+    camera = _camera_on_a_grey_card(0.8, exposure_ms=10_000.0, bit_depth=0)
+    frame = camera.snap()
+    assert frame.pixels.dtype == np.float32
+    assert (frame.pixels == 1.0).all()
+    assert (camera.truth() == 1.0).all()
+    # Below full scale the signal is as it was: a dim card at a tenth of the exposure, not clipped.
+    camera.set_exposure_ms(1.0)
+    assert camera.snap().pixels.mean() == pytest.approx(0.08, rel=0.01)
+
+
+def test_the_simulated_float_camera_at_its_full_scale_is_not_clipped():
+    """At the full-scale exposure (the shipped profiles' 10 ms) the float camera's frames are those of before it
+    modelled exposure: a bright card's noise goes past 1.0, unclipped, so that its mean stays that of the card."""
+    frame = _camera_on_a_grey_card(1.0, exposure_ms=10.0, bit_depth=0).snap()
+    assert frame.pixels.max() > 1.0
+    assert frame.pixels.mean() == pytest.approx(1.0, abs=1e-3)
