@@ -432,3 +432,50 @@ def test_a_batchs_time_left_is_said_roughly(capsys, monkeypatch):
     outcomes[0] = StackOutcome("/s0.tif", "s0", "done")
     lines._say()
     assert capsys.readouterr().err == "refuse: 1 of 4 stacks, 0 failed, ~5 min left\n"  # (300 s)
+
+
+def _as_written_by_an_older_version(checkpoint: Path, **changes) -> None:
+    """The checkpoint's record as an older version wrote it: no sha256 (with ``changes``)."""
+    path = checkpoint.with_suffix(".json")
+    record = json.loads(path.read_text())
+    del record["checkpoint_sha256"]
+    path.write_text(json.dumps({**record, **changes}))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_older_versions_record_of_another_step_is_not_taken_for_the_checkpoints(checkpoint, tmp_path, capsys):
+    """A record written before records had a sha256 was taken as it was: a step-3 record beside a step-1 checkpoint
+    (a run killed between the two, on the first run after upgrading) was exported as the checkpoint's own. Without
+    a sha256, its step must be the checkpoint's."""
+    _as_written_by_an_older_version(checkpoint, steps=3)
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    said = capsys.readouterr().err
+    assert (f"note: {checkpoint}: its record ck.json describes another checkpoint (step 3, where this one is at "
+            f"step 1; written by an older version, it has no sha256)") in said
+    exported = json.loads(weights.with_suffix(".json").read_text())
+    assert exported["steps"] == 1 and exported["record"].startswith("made from the checkpoint")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_older_versions_record_of_the_checkpoints_step_is_its_own(checkpoint, tmp_path, capsys):
+    _as_written_by_an_older_version(checkpoint)
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    exported = json.loads(weights.with_suffix(".json").read_text())
+    assert exported["steps"] == 1 and exported["command"].startswith("python -m fusion.deep.train")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize(("text", "said"), [
+    ("[1, 2]", "is JSON but not a record: a list, where a record is an object ({...})"),
+    ('"ck"', "is JSON but not a record: a string, where a record is an object ({...})"),
+    ("{not json", "is not readable JSON")])
+def test_a_record_that_is_not_an_object_says_what_it_is(checkpoint, tmp_path, capsys, text, said):
+    """A record that was valid JSON but a list was said to be "not readable JSON"."""
+    checkpoint.with_suffix(".json").write_text(text)
+    weights = tmp_path / "w.pt"
+    assert main(["--steps", "0", "--out", str(checkpoint), "--export", str(weights)]) == 0
+    assert f"note: {checkpoint}: its record ck.json {said}: a run stopped" in capsys.readouterr().err
+    assert json.loads(weights.with_suffix(".json").read_text())["steps"] == 1

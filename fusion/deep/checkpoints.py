@@ -3,8 +3,8 @@
 A checkpoint (``--out``) holds what continuing needs: the autoencoder, the optimiser, the step, the
 seed, the crop generator's state, the last losses and the loss history. Its record beside it (.json) says
 how the run was made, with the checkpoint's sha256: written after the checkpoint, a record left by a run
-killed between the two is told from the checkpoint's own. The exported weights (``--export``) are the
-encoder alone in float16, the file ``--method ums`` loads.
+killed between the two is told from the checkpoint's own (an older version's, which has no sha256, by its
+step). The exported weights (``--export``) are the encoder alone in float16, the file ``--method ums`` loads.
 """
 from __future__ import annotations
 
@@ -78,21 +78,22 @@ def save_checkpoint_and_record(state: dict, checkpoint: Path, record: dict) -> d
 
 
 def training_record(checkpoint: Path, state: dict) -> dict:
-    """The record beside ``checkpoint`` (its loaded ``state``): {} where there is none; as it is where it gives no
-    sha256 (written before records did). One whose sha256 is not the checkpoint's describes another checkpoint (a
-    run killed between writing the two, files copied apart): a warning says so, and what the checkpoint itself
-    holds is returned in its place, said to be so (``record``)."""
+    """The record beside ``checkpoint`` (its loaded ``state``): {} where there is none. One whose sha256 is not the
+    checkpoint's describes another checkpoint (a run killed between writing the two, files copied apart), as does
+    one without a sha256 (written before records had one) whose step is not the checkpoint's: a warning says so,
+    and what the checkpoint itself holds is returned in its place, said to be so (``record``)."""
     path = checkpoint_record(checkpoint)
     if not path.is_file():
         return {}
+    found: str | None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
-        record = None
-    if isinstance(record, dict) and record.get(CHECKPOINT_DIGEST_KEY) in (None, sha256_of(checkpoint)):
-        return record
-    found = "is not readable JSON" if not isinstance(record, dict) else \
-        f"describes another checkpoint (step {record.get('steps')}; its sha256 is not this one's)"
+        found = "is not readable JSON"
+    else:
+        found = _not_the_record_of(record, checkpoint, state["step"])
+        if found is None:
+            return record
     warnings.warn(f"{checkpoint}: its record {path.name} {found}: a run stopped between writing the two, or files "
                   f"copied apart? Its command, data and options are not known; the exported record holds only what "
                   f"the checkpoint does (step {state['step']})", stacklevel=3)
@@ -100,6 +101,30 @@ def training_record(checkpoint: Path, state: dict) -> dict:
             "seed": state.get("seed"), "seconds": round(float(state.get("seconds", 0.0)), 1),
             "final_losses": {name: round(float(value), 5) for name, value in (state.get("losses") or {}).items()},
             "history": state.get("history", []), CHECKPOINT_DIGEST_KEY: sha256_of(checkpoint)}
+
+
+def _not_the_record_of(record: Any, checkpoint: Path, step: int) -> str | None:
+    """Why ``record`` (read as JSON) is not the record of ``checkpoint`` (at ``step``); None where it is."""
+    if not isinstance(record, dict):
+        return f"is JSON but not a record: {_json_kind(record)}, where a record is an object ({{...}})"
+    digest = record.get(CHECKPOINT_DIGEST_KEY)
+    if digest is not None:
+        return None if digest == sha256_of(checkpoint) else \
+            f"describes another checkpoint (step {record.get('steps')}; its sha256 is not this one's)"
+    # Written before records had a sha256 (the first run after upgrading): its step is all that ties the two.
+    steps = record.get("steps")
+    if type(steps) is int and steps == step:
+        return None
+    if steps is None:
+        return "cannot be told to be its own (written by an older version, it gives neither a sha256 nor a step)"
+    return f"describes another checkpoint (step {steps}, where this one is at step {step}; written by an older " \
+           f"version, it has no sha256)"
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number",
+             type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def write_weights_and_record(encoder: dict[str, torch.Tensor], weights: Path, record: dict) -> None:
