@@ -164,7 +164,9 @@ class CameraSettings(_Strict):
     @model_validator(mode="after")
     def _light_scales_in_the_optics_simulator_only(self):
         # (A Micro-Manager profile accepted it, and its camera, the slide simulator's included, did not follow it.)
-        if self.driver != "simulated" and "full_scale_exposure_ms" in self.noise.model_fields_set:
+        # Its default is taken: a profile dumped whole and read again (model_dump) holds it.
+        default = CameraNoiseSettings.model_fields["full_scale_exposure_ms"].default
+        if self.driver != "simulated" and self.noise.full_scale_exposure_ms != default:
             raise ValueError(f"noise.full_scale_exposure_ms: only the optics simulator's camera (driver: simulated) "
                              f"collects light in proportion to its exposure; this {self.driver} camera does not "
                              "follow it: remove it")

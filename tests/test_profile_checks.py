@@ -241,7 +241,9 @@ def test_a_full_scale_exposure_for_a_camera_that_does_not_follow_it_is_refused(t
                                            r"simulator's camera \(driver: simulated\) .*micromanager camera"):
         load_profile(write_profile(tmp_path, yaml.safe_dump(data)))
     data["camera"]["noise"].pop("full_scale_exposure_ms")
-    assert load_profile(write_profile(tmp_path, yaml.safe_dump(data))).camera.noise.full_scale_exposure_ms == 10
+    profile = load_profile(write_profile(tmp_path, yaml.safe_dump(data)))
+    assert profile.camera.noise.full_scale_exposure_ms == 10
+    assert type(profile).model_validate(profile.model_dump()) == profile  # dumped whole (the default in it): taken
 
 
 def test_the_optics_simulators_camera_takes_a_full_scale_exposure(tmp_path):
