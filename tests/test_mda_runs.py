@@ -102,6 +102,24 @@ def test_follow_mda_keeps_every_mda_the_core_runs(demo, tmp_path):
     assert summary_of(folder)["stacks"][0]["z_um"] == [98.0, 100.0, 102.0]
 
 
+def test_follow_mda_says_each_mdas_exact_bit_depth(demo, tmp_path):
+    """Followed MDAs said the bits of the pixel format in the sequence's metadata, which rounds up: 11 bits said
+    12. The follower gives the handler its core, read as each MDA starts (the second at 10 bits)."""
+    from napari_ums_fusion.mda_follow import MDAFollower
+    from tests.test_ome_metadata import validated_ome
+
+    follower = MDAFollower(demo, tmp_path, measure="sf")
+    try:
+        for bits in (11, 10):
+            demo.setProperty("Camera", "BitDepth", bits)
+            demo.mda.run(useq.MDASequence(z_plan={"range": 4, "step": 2}))
+            assert follower.handler.finished.wait(60)
+    finally:
+        follower.stop()
+    stacks = sorted(tmp_path.rglob("*.stack.ome.tif"), key=lambda path: len(path.parts))
+    assert [validated_ome(path).images[0].pixels.significant_bits for path in stacks] == [11, 10]
+
+
 def test_a_folder_holding_an_earlier_runs_outputs_is_not_written_over(tmp_path):
     sequence = useq.MDASequence(z_plan={"absolute": [0, 1, 2]})
     run_by_hand(StreamingFusionHandler(tmp_path, method="sf"), sequence)
