@@ -2,7 +2,9 @@
 
 Per pixel the running maps keep the best windowed focus measure so far, the slice that had it,
 that slice's pixels, and (for "blend") running weighted sums. "pick" reads slices back from the
-engine's source only where the final, cleaned decision map differs from the running one.
+engine's source only where the final, cleaned decision map differs from the running one. "pick" takes the slice with
+the most measure unless evidence pooled over far wider windows says another is sharper (``fusion.pick_evidence``):
+the measure alone chose far-defocused slices over whole textureless regions and edge bands of a bright-field stack.
 
 Blank slices (``fusion.blank_slices``) get no say: where no slice shows any detail (noise-free flat areas,
 renders and float data) every slice's measure ties, and a black first frame was picked there ("pick": the flats
@@ -21,8 +23,9 @@ from fusion import compose, kernels
 from fusion.blank_slices import HeldBlanks
 from fusion.decision import clean_decision
 from fusion.focus_checks import check_focus_map
-from fusion.focus_measures import FocusMeasure
+from fusion.focus_measures import DEFAULT_WINDOW_PX, FocusMeasure
 from fusion.multiscale import TEXTURELESS_CONTRAST, calibration_patch, minimum_noise_sigma, noise_sigma
+from fusion.pick_evidence import PickEvidence
 from fusion.slice_store import SliceSource
 
 
@@ -44,7 +47,10 @@ class SingleScaleComposition:
         self._weighted_sum = np.zeros((height, width, channels) if blend else (0, 0, 0), np.float32)
         self._weight_sum = np.zeros((height, width) if blend else (0, 0), np.float32)
         self._blanks = HeldBlanks()
-        self._least_measure = np.full((height, width), np.inf, np.float32)  # per pixel, over the slices covering it
+        # Per pixel, over the slices covering it (for "blend"'s depth; "pick" keeps its own: fusion.pick_evidence).
+        self._least_measure = np.full((height, width) if blend else (0, 0), np.inf, np.float32)
+        # "pick": the running maps follow its score over all scales; the measure's own maps are kept there.
+        self._evidence = None if blend else PickEvidence(shape, int(getattr(measure, "window_px", DEFAULT_WINDOW_PX)))
         self._final_fused: np.ndarray | None = None   # "pick"'s cleaned image, once finished (``fused``)
         self._noise_measure: float | None = None   # what noise alone gives the measure (the first slice with detail)
 
@@ -74,19 +80,28 @@ class SingleScaleComposition:
             self._noise_measure = self._measure_of_noise(pixels, gray)
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
-        self._update(pixels, measure, slice_index)
+        if self._evidence is None:
+            self._update(pixels, measure, measure, slice_index)
+        else:
+            self._update(pixels, measure, self._evidence.add(measure, self._measure.energy(gray), covered, slice_index),
+                         slice_index)
 
     def _measure_of_noise(self, pixels: np.ndarray, gray: np.ndarray) -> float:
         """The mean measure of a flat patch with this slice's noise (as the pyramid calibrates its floors)."""
         sigma = max(noise_sigma(gray), minimum_noise_sigma(pixels))
         patch = calibration_patch(gray, sigma, self._measure_name)
         noise = float(self._measure(patch).mean(dtype=np.float64))
-        return noise if np.isfinite(noise) else 0.0
+        noise = noise if np.isfinite(noise) else 0.0
+        if self._evidence is not None:
+            self._evidence.calibrate(noise, self._measure.energy(patch))
+        return noise
 
-    def _update(self, pixels: np.ndarray, measure: np.ndarray, slice_index: int) -> None:
-        np.minimum(self._least_measure, measure, out=self._least_measure, where=measure >= 0)
+    def _update(self, pixels: np.ndarray, measure: np.ndarray, decided_by: np.ndarray, slice_index: int) -> None:
+        """``decided_by``: what the running maps follow (the measure for "blend", the score for "pick")."""
+        if self._evidence is None:
+            np.minimum(self._least_measure, measure, out=self._least_measure, where=measure >= 0)
         kernels.update_running_maps(
-            compose.as_channels_last(pixels), measure, slice_index, self._sharpness, self._blend,
+            compose.as_channels_last(pixels), decided_by, slice_index, self._sharpness, self._blend,
             self._best_measure, self.best_index, self._picked, self._weighted_sum, self._weight_sum)
 
     def _fold_blank(self) -> None:
@@ -116,8 +131,11 @@ class SingleScaleComposition:
         """Each pixel's chosen slice's z; NaN where the focus curve is flat (module docstring)."""
         depth = np.asarray(z_positions, np.float32)[decision]
         if len(z_positions) > 1:  # (one slice: nothing to compare, it is where focus is, as in the pyramid)
-            floor = np.float32(TEXTURELESS_CONTRAST * (self._noise_measure or 0.0))
-            depth[~(self._best_measure - self._least_measure > floor)] = np.nan
+            if self._evidence is None:
+                most, least, floor = self._best_measure, self._least_measure, self._noise_measure or 0.0
+            else:  # (the running maps follow "pick"'s score, which is no measure)
+                most, least, floor = self._evidence.most, self._evidence.least, self._evidence.noise_measure
+            depth[~(most - least > np.float32(TEXTURELESS_CONTRAST * floor))] = np.nan
         return depth
 
     def finish(self, z_positions: list[float], source: SliceSource | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,7 +147,9 @@ class SingleScaleComposition:
             decision = self.best_index.copy()
             fused = self._picked.copy()
         else:
-            decision = clean_decision(self.best_index, n_slices, self._mode_filter_px, z_positions)
+            raw = self.best_index if self._evidence is None else \
+                self._evidence.raw_decision(self.best_index, self._best_measure)
+            decision = clean_decision(raw, n_slices, self._mode_filter_px, z_positions)
             if self._blend:
                 fused = self.fused()
             elif self._feather_px > 0:
