@@ -32,6 +32,8 @@ def with_rig(profile: Profile, args, step_um: float, bottom_um: float, **plan) -
     data["camera"]["specimen"].update(height_px=args.height, width_px=args.width, texture="coffee",
                                       surface="irregular", depth_um=30.0)
     data["camera"]["exposure_ms"] = args.exposure_ms
+    # (the same images at any exposure: the simulated camera collects light over it, full at this exposure)
+    data["camera"].setdefault("noise", {})["full_scale_exposure_ms"] = args.exposure_ms
     data["camera"].setdefault("optics", {})["um_per_dpt"] = UM_PER_DPT
     if plan.get("stream"):
         # A stream's settle_ms is its settling model (the lens reaches a power this long after a command), not a

@@ -239,6 +239,7 @@ def test_lost_frames_are_recorded_with_their_z_and_the_rest_fused(tmp_path):
 def write_slow_profile(tmp_path) -> Path:
     data = yaml.safe_load((PROFILES / "simulated.yaml").read_text())
     data["camera"]["exposure_ms"] = 150
+    data["camera"]["noise"]["full_scale_exposure_ms"] = 150  # (slow, not saturated)
     data["camera"]["specimen"].update(height_px=96, width_px=128)
     data["plan"] = {"z": {"bottom": 0, "top": 40, "step": 2}}
     path = tmp_path / "slow.yaml"

@@ -78,6 +78,7 @@ def test_a_session_with_an_unordered_absolute_plan_maps_the_height_and_saves_the
     profile = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
     profile["camera"]["specimen"].update(height_px=96, width_px=128)
     profile["camera"]["exposure_ms"] = 1
+    profile["camera"]["noise"]["full_scale_exposure_ms"] = 1  # (quick, not dim: the camera collects light over it)
     profile["plan"] = {"z": {"absolute": plan_um}}
     path = tmp_path / "unordered.yaml"
     path.write_text(yaml.safe_dump(profile))
