@@ -101,11 +101,13 @@ def _open_micromanager_core(context: RigContext) -> Opened:
         raise DeviceNotFoundError("Micro-Manager", "micromanager.config is not set, so the core has no devices: "
                                                    "give a configuration file (.cfg), or config: demo for the demo "
                                                    "adapters")
-    _set_profile_properties(context, core)
+    set_profile_properties(context, core)
     return Opened(core, lambda: None)  # the devices on it close themselves
 
 
-def _set_profile_properties(context: RigContext, core) -> None:
+def set_profile_properties(context: RigContext, core) -> None:
+    """The profile's micromanager.properties on ``core`` (``set_device_properties``), its camera's exposure not given
+    twice."""
     settings = context.profile.micromanager
     camera = context.profile.camera.label or core.getCameraDevice()
     if context.profile.camera.exposure_ms is not None and "Exposure" in settings.properties.get(camera, {}):
@@ -164,7 +166,7 @@ def _open_mda_core(context: RigContext) -> Opened:
                                                    "or micromanager.simulated_devices: true")
     core = open_mmcore(demo_config_path() if config == "demo" else config)
     try:
-        _set_profile_properties(context, core)  # (an MDA on a configuration left them unset, without a word)
+        set_profile_properties(context, core)  # (an MDA on a configuration left them unset, without a word)
     except BaseException:
         core.unloadAllDevices()
         raise

@@ -368,7 +368,7 @@ class Session:
             self._store(frame, z)
             stored = time.perf_counter()
             camera_stamp = frame.camera_timestamp
-            if self.first_camera_timestamp is None:
+            if not self.slices:  # (the first slice's only: a later one's made camera times count from another)
                 self.first_camera_timestamp = camera_stamp
             camera_s, camera_ticks = (None, None) if camera_stamp is None or self.first_camera_timestamp is None \
                 else camera_stamp.since(self.first_camera_timestamp)

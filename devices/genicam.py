@@ -28,6 +28,10 @@ def _check_producer(cti_path: str | Path, camera_name: str) -> None:
     try:
         library = ctypes.CDLL(str(cti_path))
     except OSError as error:
+        if str(cti_path) not in str(error):  # (a library the producer needs: its own loads, the other is missing)
+            raise DeviceNotFoundError(camera_name, f"cannot open the camera: {cti_path} needs a library that "
+                                      f"cannot be loaded ({error}): install the producer's dependencies, or add "
+                                      "their folder to LD_LIBRARY_PATH (the vendor's setup script does)") from None
         raise DeviceNotFoundError(camera_name, f"cannot open the camera: {error}; a GenTL producer (.cti) "
                                   "is a shared library") from None
     missing = [name for name in GENTL_ENTRY_POINTS if not hasattr(library, name)]
@@ -60,6 +64,9 @@ class GenICamCamera:
         self.name = name or f"GenICam camera ({serial_number or model or index or 'first'})"
         if not Path(cti_path).is_file():
             raise DeviceNotFoundError(self.name, f"no GenTL producer at {cti_path}")
+        # The loader searches its library path, not the working folder, for a name without a slash ('viky.cti',
+        # as a profile gives it): a file that is there was "not found".
+        cti_path = Path(cti_path).resolve()
         _check_producer(cti_path, self.name)
         self._harvester = Harvester()
         self._acquirer: Any = None
@@ -162,13 +169,15 @@ class GenICamCamera:
         ``timestamp_frequency`` 1 GHz for a tick it does not know.)"""
         from genicam.gentl import GenericException
 
-        try:
-            return CameraTimestamp(int(buffer_module.timestamp_ns), 1e9)
-        except GenericException:
-            pass
+        with contextlib.suppress(GenericException):
+            stamp_ns = int(buffer_module.timestamp_ns)
+            if stamp_ns:  # (0: none, as harvesters takes it: every slice's camera time read 0)
+                return CameraTimestamp(stamp_ns, 1e9)
         try:
             ticks = int(buffer_module.timestamp)
         except GenericException:
+            return None
+        if not ticks:
             return None
         if self._ticks_per_s is False:
             self._ticks_per_s = self._tick_frequency_hz()
@@ -179,7 +188,9 @@ class GenICamCamera:
         from genicam.gentl import GenericException
 
         with contextlib.suppress(GenericException, AttributeError):
-            return float(self._acquirer.device.module.timestamp_frequency) or None
+            ticks_per_s = float(self._acquirer.device.module.timestamp_frequency)
+            if ticks_per_s:  # (0: the producer does not know; the node map may)
+                return ticks_per_s
         for node_name in TICK_FREQUENCY_NODES:
             if hasattr(self._nodes, node_name):
                 with contextlib.suppress(GenericException, AttributeError, ValueError):

@@ -42,9 +42,9 @@ def blank_values(pixels: np.ndarray) -> np.ndarray | None:
     return np.array(first, copy=True)
 
 
-def mean_level(gray: np.ndarray) -> float:
-    """The slice's mean grey, from a sample of its pixels."""
-    return float(gray[::LEVEL_SAMPLE_STEP, ::LEVEL_SAMPLE_STEP].mean(dtype=np.float64))
+def mean_level(pixels: np.ndarray) -> float:
+    """The slice's mean value (over its samples, each alike, where it has several), from a sample of its pixels."""
+    return float(pixels[::LEVEL_SAMPLE_STEP, ::LEVEL_SAMPLE_STEP].mean(dtype=np.float64))
 
 
 def is_dark(level: float, detail_level: float) -> bool:
@@ -146,7 +146,10 @@ class HeldBlanks:
             else:
                 self.left_out.append(index)
             return True
-        level = mean_level(gray)
+        # Light is judged on the pixels, each sample alike, not on the grey the focus sees: separate channels' grey
+        # weighs a dim channel up (its weights come from the first slice with detail), and two dark frames of a
+        # bright and a dim channel (offset 100; 1000 and 120 once lit) then read as lit, and were fused in.
+        level = mean_level(pixels)
         step = value_step(pixels.dtype)
         if self._detail_levels and dark_noise_only(gray, level, float(np.mean(self._detail_levels)), step):
             self.left_out.append(index)

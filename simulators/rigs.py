@@ -15,7 +15,7 @@ import numpy as np
 from acquisition.mda_plan import channel_names
 from acquisition.profile import FaultSettings, Profile
 from acquisition.rig_openers import (open_asi_stage, open_micromanager_camera, open_micromanager_focus,
-                                     open_optotune_lens, set_device_properties, stage_limits)
+                                     open_optotune_lens, set_profile_properties, stage_limits)
 from acquisition.rig_registry import Opened, RigContext, register_opener
 from simulators.optics import CameraNoise, DefocusRenderer, Optics, TunableLensOptics
 from simulators.serial_device import PtySerialDevice
@@ -222,7 +222,7 @@ def _open_micromanager_simulated_core(context: RigContext) -> Opened:
     core = open_mmcore(config, python_devices={"SimZ": stage, "SimCamera": camera})
     core.setFocusDevice("SimZ")
     core.setCameraDevice("SimCamera")
-    set_device_properties(core, settings.properties)
+    set_profile_properties(context, core)
     return Opened(core, lambda: None)
 
 
@@ -259,6 +259,11 @@ def _open_slide_core(context: RigContext) -> Opened:
     for channel in channels:
         core.defineConfig(MDA_CHANNEL_GROUP, channel, "Wheel", "Label", channel)
     core.setChannelGroup(MDA_CHANNEL_GROUP)
+    try:
+        set_profile_properties(context, core)  # (an MDA on the slide left them unset, without a word)
+    except BaseException:
+        core.unloadAllDevices()
+        raise
     return Opened(core, core.unloadAllDevices, simulator=slide, ground_truth=SlideTruth(slide))
 
 

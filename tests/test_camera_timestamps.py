@@ -80,3 +80,16 @@ def test_ticks_of_a_length_the_camera_does_not_say_are_said_as_ticks():
     assert first == CameraTimestamp(1000, None) and later is not None
     assert later.since(first) == (None, 750)
     assert CameraTimestamp(1750, 125e6).since(CameraTimestamp(1000, 125e6)) == (pytest.approx(6e-6), None)
+
+
+def test_a_timestamp_of_0_is_none_and_camera_times_count_from_the_first_slice_only(tmp_path, monkeypatch):
+    """harvesters' convention, 0 for no timestamp, gave every slice a camera time of 0.0; and where the first slice
+    had no stamp, camera times counted from a later slice's (a regression round). The MOCK: the first two buffers
+    say 0, the rest are stamped 25 ms apart; no slice gets a camera time, none being the first slice's."""
+    stamps_ns = itertools.chain([0, 0], itertools.count(7 * 10**12, 25_000_000))
+    real = GenICamCamera._camera_timestamp
+    monkeypatch.setattr(GenICamCamera, "_camera_timestamp",
+                        lambda self, module: real(self, MockTimestampingBuffer(next(stamps_ns), in_ns=True)))
+    outcome = run_profile(small(load_profile(PROFILE)), tmp_path, progress=False)
+    slices = slices_said(outcome.folder)
+    assert len(slices) > 3 and not any("camera_time_s" in s or "camera_time_ticks" in s for s in slices)

@@ -9,6 +9,7 @@ Scored against the truth as the optics show it at best focus, channel by channel
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import cv2
 import numpy as np
@@ -142,3 +143,40 @@ def test_dark_frames_before_the_light_do_not_set_the_channels_weights():
     assert with_dark.channel_weights[2] > 5 * with_dark.channel_weights[0]
     dim_channel_db = psnr_per_channel(with_dark.fused, truth)[2]
     assert dim_channel_db > psnr_per_channel(without_dark.fused, truth)[2] - 0.5, dim_channel_db
+
+
+def test_dark_frames_before_a_bright_and_a_dim_channel_are_told_by_their_light_not_by_the_focus_weights():
+    """Two dark frames (a camera's offset, 100, and its read noise) before a bright sparse channel (1000 + spots) and
+    a dim textured one (120 + 20): judged on the focus grey, which weighs the dim channel up (9:1), they read as lit
+    beside the slices with detail, were fused in, and took the bright channel from 90 to 45 dB of the stack without
+    them, without a word (a regression round). Their light is judged on the pixels: they are left out and named."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    size = 128
+    spots = ndimage.gaussian_filter((rng.random((size, size)) > 0.97).astype(np.float32), 1.5)
+    spots /= spots.max()
+    texture = ndimage.gaussian_filter(rng.random((size, size)).astype(np.float32), 2)
+    texture = (texture - texture.min()) / (texture.max() - texture.min())
+    noise = np.random.default_rng(1)
+    lit = []
+    for k in range(7):
+        blur = abs(k - 3) * 1.5
+        bright = ndimage.gaussian_filter(spots, blur) if blur else spots
+        dim = ndimage.gaussian_filter(texture, blur) if blur else texture
+        lit.append(np.stack([1000 + 800 * bright, 120 + 20 * dim], -1) + noise.normal(0, 3, (size, size, 2)))
+    dark = [noise.normal(100, 3, (size, size, 2)) for _ in range(2)]
+
+    def fused(frames):
+        engine = StreamingFusion((size, size, 2), np.uint16, channels_are_colour=False, channels_last=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for k, frame in enumerate(frames):
+                engine.push(np.clip(frame, 0, 65535).astype(np.uint16), float(k))
+            result = engine.finish()
+        return result.fused, [str(w.message) for w in caught if "nothing of the specimen" in str(w.message)]
+
+    without_dark, _ = fused(lit)
+    with_dark, said = fused(dark + lit)
+    assert said and "slices 0, 1 (counting from 0) show nothing of the specimen" in said[0]
+    np.testing.assert_array_equal(with_dark, without_dark)

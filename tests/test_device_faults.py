@@ -395,3 +395,20 @@ def test_an_optotune_lens_answering_a_focal_power_range_upside_down_is_a_device_
         OptotuneLens(simulator.port, timeout_s=0.5)
     assert str(caught.value).startswith("Optotune lens: answered PwTA (its focal-power range for 20 to 45 °C) with "
                                         "-13.91 dpt at most and 13.91 at least: no range (device replied ")
+
+
+def test_a_producer_named_without_a_folder_opens_from_the_working_folder(tmp_path, monkeypatch):
+    """``camera.cti: viky.cti`` beside the user: the file was there (the check that it is passed), and the loader,
+    which searches its library path for a name without a slash, said "cannot open shared object file: No such file
+    or directory" (a regression round). Real producer, copied."""
+    import shutil
+
+    from devices.genicam import GenICamCamera, bundled_producer
+
+    shutil.copy(bundled_producer(), tmp_path / "viky.cti")
+    monkeypatch.chdir(tmp_path)
+    camera = GenICamCamera("viky.cti", serial_number="0")
+    try:
+        assert camera.snap().pixels.size > 0
+    finally:
+        camera.close()

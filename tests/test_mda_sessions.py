@@ -433,3 +433,15 @@ def test_a_stack_that_fails_in_an_mda_session_is_one_error_line_not_also_a_warni
     said = [line for line in stderr.splitlines() if "No space left on device" in line]
     assert len(said) == 1 and said[0].startswith("error: "), stderr
     assert len(report["errors"]) == 1 and not [w for w in report["warnings"] if "No space left" in w]
+
+
+def test_an_mda_on_the_simulated_slide_sets_the_profiles_micromanager_properties(tmp_path):
+    """An MDA on the simulated slide ran with micromanager.properties naming a property its camera does not have, and
+    exited 0 without a word: the slide's core never set them (a regression round). They are set, as on any core."""
+    data = yaml.safe_load(small_mda_profile(tmp_path).read_text())
+    data["micromanager"]["properties"] = {"SimCamera": {"NoSuchProperty": "5"}}
+    path = tmp_path / "props.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = run_cli("--profile", path, "--out", tmp_path / "sessions")
+    assert done.returncode == 1
+    assert "micromanager.properties: no property 'NoSuchProperty'" in done.stderr, done.stderr
