@@ -885,12 +885,9 @@ def test_a_session_leaves_a_record_of_itself_from_its_start(tmp_path):
     assert json.loads((outcome.folder / "session.json").read_text())["ended_by"] is None  # replaced at the end
 
 
-def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_image(tmp_path, monkeypatch):
-    """Fusion starts on a slice while it is written (the fused image is ready sooner after the last one). A MOCK of a
-    full disk at the fourth slice's write (StackWriteError, the slice not written): that slice had been handed to
-    fusion, but the fused image, its scores and the report are those of the three slices on disk; session.json says
-    that those three were fused again from disk, not that fusion fell behind by three (it had read none back)."""
-    from fusion import StreamingFusion
+def disk_full_at_the_fourth_slice(monkeypatch) -> None:
+    """A MOCK of a disk that fills at the fourth slice's write (StackWriteError, the slice not written), after fusion
+    has taken the slice."""
     from fusion.stack_buffer import StackBuffer, StackWriteError
 
     written = StackBuffer.append
@@ -902,6 +899,16 @@ def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_
         return written(buffer, pixels, *args, **kwargs)
 
     monkeypatch.setattr(StackBuffer, "append", full_at_the_fourth)
+
+
+def test_a_slice_fused_as_it_was_written_whose_write_failed_is_not_in_the_fused_image(tmp_path, monkeypatch):
+    """Fusion starts on a slice while it is written (the fused image is ready sooner after the last one). A MOCK of a
+    full disk at the fourth slice's write (StackWriteError, the slice not written): that slice had been handed to
+    fusion, but the fused image, its scores and the report are those of the three slices on disk; session.json says
+    that those three were fused again from disk, not that fusion fell behind by three (it had read none back)."""
+    from fusion import StreamingFusion
+
+    disk_full_at_the_fourth_slice(monkeypatch)
     profile = small(load_profile(PROFILES / "simulated.yaml"))
     outcome = run_profile(profile, tmp_path, progress=False)
     report = outcome.report
@@ -927,16 +934,7 @@ def test_the_live_view_drops_a_slice_that_was_not_stored_once_the_stored_ones_ar
     depth map and focus curve, until the final image replaced it. It now follows the stored slices' fusion."""
     from acquisition.live_view_listener import LiveViewListener
     from acquisition.session_events import SessionListener
-    from fusion.stack_buffer import StackBuffer, StackWriteError
     from viewer.state import LiveViewState
-
-    written = StackBuffer.append
-
-    def full_at_the_fourth(buffer, pixels, *args, **kwargs):
-        if buffer.n_slices == 3:
-            time.sleep(0.2)  # (fusion takes the slice meanwhile)
-            raise StackWriteError(f"cannot write slice 3 (counting from 0) to {buffer.path}: No space left on device")
-        return written(buffer, pixels, *args, **kwargs)
 
     view = LiveViewState("session")
     shown: dict = {}
@@ -949,7 +947,7 @@ def test_the_live_view_drops_a_slice_that_was_not_stored_once_the_stored_ones_ar
         def slice_acquired(self, session, index, pixels, z, frame_metadata):
             shown["fused_version_at_last_slice"] = view.image_versions["fused"]
 
-    monkeypatch.setattr(StackBuffer, "append", full_at_the_fourth)
+    disk_full_at_the_fourth_slice(monkeypatch)
     profile = small(load_profile(PROFILES / "simulated.yaml"))
     rig = open_rig(profile)
     try:
