@@ -16,8 +16,8 @@ def expanded_path(value: str | None) -> str | None:
     if home_expanded.startswith("~"):  # (expanduser leaves a ~ it cannot expand as it was)
         user = home_expanded[1:].split("/", 1)[0]
         raise ValueError(f"{value!r} starts with ~{user}, the home folder of a user {user!r} that this computer "
-                         "does not have" if user else f"{value!r} starts with ~, and this computer has no home "
-                         "folder for the user running this")
+                         f"does not have (a folder really named ~{user}: write ./{home_expanded})" if user else
+                         f"{value!r} starts with ~, and this computer has no home folder for the user running this")
     expanded = os.path.expandvars(home_expanded)
     unset = re.search(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", expanded)
     if unset:

@@ -225,7 +225,8 @@ def test_a_home_folder_of_a_user_this_computer_does_not_have_is_refused(tmp_path
     text = RIG + "plan: {z: {range: 4, step: 1}}\n"
     with pytest.raises(ProfileError, match=r"output.folder: '~nonexistentuser_ums/x' starts with ~nonexistentuser_ums, "
                                            r"the home folder of a user 'nonexistentuser_ums' that this computer does "
-                                           r"not have"):
+                                           r"not have \(a folder really named ~nonexistentuser_ums: write "
+                                           r"./~nonexistentuser_ums/x\)"):
         load_profile(write_profile(tmp_path, text + "output: {folder: ~nonexistentuser_ums/x}\n"))
 
 

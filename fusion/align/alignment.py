@@ -311,8 +311,8 @@ class SliceAligner:
         if self.too_small or self._previous is not None or len(self.transforms) < 2:
             return
         self.fallbacks.extend(index for index in range(1, len(self.transforms)) if index not in self.fallbacks)
-        warnings.warn(f"{self.name}: no slice shows more than noise to register the others on: the slices were not "
-                      "aligned (see 'fallback' in the report)", stacklevel=4)
+        warnings.warn(f"{self.name}: no slice shows more than noise (or one value throughout) to register the others "
+                      "on: the slices were not aligned (see 'fallback' in the report)", stacklevel=4)
 
     def _registered(self, levels: list[_Level], index: int, detail: float) -> np.ndarray:
         """The slice's transform from the reference frame, from the sharpest slice or the previous one."""
