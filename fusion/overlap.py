@@ -19,13 +19,20 @@ B = TypeVar("B")
 T = TypeVar("T", bound=type)
 
 
+# numba's threading layers under which two threads may run parallel kernels at once: TBB, made for it. Under OpenMP
+# (GNU's, numba's layer where TBB is absent, as pip installs it) such kernels crashed the process, rarely: a
+# segmentation fault in a thread of OpenMP's while a stack's decision map and depth map were made beside each other
+# (two full test runs of about eight; numba's own test of it segfaults too, numba issue 10614); the "workqueue"
+# fallback aborts the process.
+CONCURRENT_LAYERS = ("tbb",)
+
+
 def kernels_may_run_concurrently() -> bool:
-    """Whether numba's threading layer lets two threads run parallel kernels at once: OpenMP and
-    TBB do; the fallback "workqueue" layer aborts the process instead."""
+    """Whether numba's threading layer lets two threads run parallel kernels at once (``CONCURRENT_LAYERS``)."""
     from fusion.multiscale import warm_parallel_layer
 
     warm_parallel_layer()  # the layer is chosen on the first parallel call
-    return numba.threading_layer() in ("omp", "tbb")
+    return numba.threading_layer() in CONCURRENT_LAYERS
 
 
 def side_by_side(here: Callable[[], A], beside: Callable[[], B]) -> tuple[A, B]:

@@ -110,6 +110,7 @@ def test_two_threads_fold_a_large_level_into_the_sums_one_thread_makes(monkeypat
         return real_side_by_side(here, beside)
 
     monkeypatch.setattr(multiscale, "side_by_side", counted)
+    monkeypatch.setattr(multiscale, "kernels_may_run_concurrently", lambda: True)  # (as under TBB)
     monkeypatch.setattr(multiscale, "SHARED_FOLD_VALUES", 1 << 62)
     one_image, one_depth = _fused(slices, energies, coverages, 10 ** 6, monkeypatch)
     assert not shared
