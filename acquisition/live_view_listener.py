@@ -92,7 +92,8 @@ class LiveViewListener(SessionListener):
         fused = " and fused" if "fused" in outputs else "; no fused image was written"
         if session.interrupted:
             status = "interrupted"
-            message = f"{(session.ended_by or '').capitalize()}. {report.acquired_slices} slices saved{fused}."
+            ended_by = session.ended_by or ""  # (its first letter up: capitalize() made 'Interrupted (ctrl-c)')
+            message = f"{ended_by[:1].upper()}{ended_by[1:]}. {report.acquired_slices} slices saved{fused}."
         elif session.ended_by:
             status, message = "failed", (f"The session ended early: {session.ended_by}\n"
                                          f"Saved: the {report.acquired_slices} slices acquired"

@@ -251,3 +251,34 @@ def test_nothing_is_encoded_while_nobody_looks(tmp_path):
     state = LiveViewState("unwatched")
     outcome = run_profile(quick_profile(96, 128, top_um=8, step_um=4), tmp_path, progress=False, view=state)
     assert outcome.completed and state.encodes == 0
+
+
+def test_stopping_waits_for_an_image_a_page_asked_for():
+    """A page asked for the final images as the session ended (--view-linger-s 0): the process exited under the
+    threads making them and aborted ("terminate called without an active exception", exit 134) after a session
+    that had succeeded (a hostile round: 2 runs in 11). stop() now waits for them. The MOCK: an encoder held at work
+    until released."""
+    import urllib.request
+
+    state = LiveViewState("slow")
+    started, release = threading.Event(), threading.Event()
+
+    def encoder_at_work(name, full):
+        started.set()
+        release.wait(30)
+        return b"\x89PNG"
+
+    state.png = encoder_at_work
+    server = LiveViewServer(state, "127.0.0.1", 0).start()
+    fetched = []
+    page = threading.Thread(target=lambda: fetched.append(urllib.request.urlopen(server.url + "image/fused.png",
+                                                                                  timeout=60).read()), daemon=True)
+    page.start()
+    assert started.wait(30)
+    stopped = threading.Event()
+    threading.Thread(target=lambda: (server.stop(), stopped.set()), daemon=True).start()
+    assert not stopped.wait(0.5)   # (it cannot end before the image is made: the encoder waits to be released)
+    release.set()
+    assert stopped.wait(30)
+    page.join(30)
+    assert fetched == [b"\x89PNG"]

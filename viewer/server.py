@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,7 @@ IMAGES = ("slice", "fused", "depth")
 KEEPALIVE_S = 10.0
 MAX_STREAMS = 8              # pages following the event stream at once; more are told to retry
 MIN_EVENT_INTERVAL_S = 0.1   # one page gets at most ten updates a second, however fast slices come
+IMAGES_IN_FLIGHT_WAIT_S = 10.0  # how long stop() waits for images being made (a 5 MP PNG takes about 0.3 s)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
@@ -100,6 +102,8 @@ class LiveViewServer:
         self.state = state
         self.host = host
         self._stopping = threading.Event()
+        self._images_in_flight = 0   # images being made for a page: stop() waits for them (``_image``)
+        self._in_flight = threading.Condition()
         self._streams = threading.BoundedSemaphore(max_streams)
         self._gone = threading.Condition()
         self.clients_gone = 0   # answers cut short because the page went away
@@ -142,11 +146,31 @@ class LiveViewServer:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._in_flight:
+            self._stopping.set()
         with self.state._changed:
             self.state._changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
+        # Images being made for a page (in OpenCV's and numba's threads) are waited for, a while: the process left
+        # under them aborted ("terminate called without an active exception", exit 134) after a session that had
+        # succeeded, when the page asked for the final images as the session ended (--view-linger-s 0).
+        with self._in_flight:
+            self._in_flight.wait_for(lambda: self._images_in_flight == 0, timeout=IMAGES_IN_FLIGHT_WAIT_S)
+
+    @contextlib.contextmanager
+    def making_an_image(self) -> Iterator[bool]:
+        """Counts an image being made for a page while ``stop()`` has not begun; yields False once it has."""
+        with self._in_flight:
+            counted = not self._stopping.is_set()
+            self._images_in_flight += counted
+        try:
+            yield counted
+        finally:
+            if counted:
+                with self._in_flight:
+                    self._images_in_flight -= 1
+                    self._in_flight.notify_all()
 
     @property
     def stopping(self) -> bool:
@@ -210,7 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _image(self, name: str, full: bool) -> None:
-        body = self.view.state.png(name, full)
+        with self.view.making_an_image() as allowed:
+            if not allowed:
+                return self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "the live view is closing")
+            body = self.view.state.png(name, full)
         if body is None:
             return self.send_error(HTTPStatus.NOT_FOUND, "no image yet")
         self._send(body, "image/png")
