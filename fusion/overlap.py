@@ -52,6 +52,17 @@ def side_by_side(here: Callable[[], A], beside: Callable[[], B]) -> tuple[A, B]:
         return mine, other.result()
 
 
+def made_now(job: Callable[[], A]) -> Future[A]:
+    """``job()`` run here, as a Future holding its result or its error: what ``started_beside`` gives where kernels
+    may not run on two threads, so that an error is raised where the result is read, as it is then."""
+    future: Future[A] = Future()
+    try:
+        future.set_result(job())
+    except Exception as error:  # (raised where the result is read)
+        future.set_exception(error)
+    return future
+
+
 def started_beside(job: Callable[[], A]) -> Future[A]:
     """``job()`` started on a thread of its own, for a result the caller may not need at once; its Future."""
     future: Future[A] = Future()

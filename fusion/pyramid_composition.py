@@ -27,7 +27,7 @@ from fusion.focus_checks import check_focus_map
 from fusion.focus_measures import FocusMeasure
 from fusion.multiscale import MIN_NOISE_SHARE, PyramidComposer, PyramidWeighting, calibration_patch, \
     minimum_noise_sigma, noise_sigma
-from fusion.overlap import kernels_may_run_concurrently, started_beside
+from fusion.overlap import kernels_may_run_concurrently, made_now, started_beside
 from fusion.pixel_range import PixelRange
 
 
@@ -180,8 +180,8 @@ class PyramidComposition:
         if self._composer.evidence_floor is None:  # blank slices only: they are folded in as the image is made
             return self.fused(final=True), decision(), depth()
         fused = self.fused(final=True)  # (the depth map reads the depth's own sums, the decision the best slices)
-        if not kernels_may_run_concurrently():
-            return fused, decision(), depth()
+        if not kernels_may_run_concurrently():  # (in turn; a failure still costs only what needs that map)
+            return fused, made_now(decision), made_now(depth)
         return fused, started_beside(decision), started_beside(depth)
 
     def _blank_mean(self) -> np.ndarray:

@@ -98,6 +98,22 @@ def _stacks_inside_hint(folder: Path) -> str:
     return ""
 
 
+def _first_tiff_frame(file: Path) -> np.ndarray:
+    """A TIFF file's first page as (H, W) or (H, W, S); (0, 0) for a header without an image (``read_slice`` says
+    it holds none); a page that is not one frame (a volume) is refused."""
+    from fusion.readers.tiff import check_one_frame_per_page
+
+    with tifffile.TiffFile(file) as tiff:
+        if not len(tiff.pages):
+            return np.zeros((0, 0), np.uint8)
+        page = tiff.pages.first
+        check_one_frame_per_page(page.axes, page.shape)
+        pixels = page.asarray()
+    # A planar page is (S, H, W): given so, the engine refused it as channels first, with advice for code that
+    # pushes slices, not for a folder of files.
+    return np.moveaxis(pixels, 0, -1) if pixels.ndim == 3 and page.axes.startswith("S") else pixels
+
+
 class ImageFolderStack(SavedStack):
     """Each image file in the folder is one slice; other files (licences, notes) and our own outputs
     (``fused.tif``, ``<name>.depth.tif``, ...) are ignored."""
@@ -197,15 +213,7 @@ class ImageFolderStack(SavedStack):
             if file.stat().st_size == 0:  # (imageio would try every plugin it has on it first)
                 raise _EmptyFile("the file is empty: 0 bytes")
             if is_tiff(file):
-                from fusion.readers.tiff import check_one_frame_per_page
-
-                with tifffile.TiffFile(file) as tiff:
-                    page = tiff.pages.first
-                    check_one_frame_per_page(page.axes, page.shape)
-                    pixels = page.asarray()
-                # A planar page is (S, H, W): given so, the engine refused it as channels first, with advice for
-                # code that pushes slices, not for a folder of files.
-                return np.moveaxis(pixels, 0, -1) if pixels.ndim == 3 and page.axes.startswith("S") else pixels
+                return _first_tiff_frame(file)
             png = png_header(file)
             if png is not None and png.pillow_misreads:
                 check_fits_in_memory(*png.decoded_size(), self.path, self.slice_label(index))
