@@ -371,7 +371,7 @@ class PyramidComposer:
                             self._depth_weighted, self._depth_weighted_index, self._depth_weights, self._depth_top,
                             self._most_evidence, self._least_evidence)
             if level < self.n_levels:
-                pooled = _pooled_reduce(pooled, w.evidence_pool_power)
+                pooled = pooled_reduce(pooled, w.evidence_pool_power)
                 coverage = None if coverage is None else pyramid.reduce_in_strips(coverage, STRIP_VALUES)
 
     def _fold(self, level: int, band: np.ndarray | _FinestBand, pooled: np.ndarray,
@@ -491,7 +491,7 @@ def _on_one_thread(job: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def _pooled_reduce(pooled: np.ndarray, power: int) -> np.ndarray:
+def pooled_reduce(pooled: np.ndarray, power: int) -> np.ndarray:
     """The pooled evidence one level coarser: the power mean of order ``power`` (see POOL_POWERS).
     ``pooled`` is spent: squared in place (a 5 MP frame's is 20 MB, and nothing reads it afterwards)."""
     if power == 1:

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 
 from fusion import kernels, pyramid
-from fusion.multiscale import PyramidWeighting, _pooled_reduce
+from fusion.multiscale import PyramidWeighting, pooled_reduce
 
 # As the pyramid's (PyramidWeighting.noise_floor): evidence within a few times the noise's is no evidence.
 NOISE_FLOOR = PyramidWeighting().noise_floor
-RMS_POOL = 2  # the power mean that carries evidence to coarser levels (PyramidWeighting.evidence_pool_power)
+RMS_POOL = PyramidWeighting().evidence_pool_power  # the power mean that carries evidence to coarser levels (2)
 # The window's own level counts this many times in the score: detail that the window sees clearly (a pcb's pin,
 # 1000 times the noise) is not outvoted by coarse windows that reach a stronger edge at another depth. Against 1:
 # the pcb's nearest pin came from a defocused slice; +0.1 dB on benchmarks.quality's 25 stacks.
@@ -105,7 +105,7 @@ class PickEvidence:
         score = np.log1p(fine / floor) * np.float32(FINE_WEIGHT)
         pooled = fine
         for level in range(1, self._n_levels + 1):
-            pooled = _pooled_reduce(pooled, RMS_POOL)  # (spends ``fine``: its log is taken already)
+            pooled = pooled_reduce(pooled, RMS_POOL)  # (spends ``fine``: its log is taken already)
             if level >= self._first_coarse:
                 score += cv2.resize(np.log1p(pooled / floor), (width, height), interpolation=cv2.INTER_LINEAR)
         if covered is not None:
