@@ -63,37 +63,44 @@ class SingleScaleComposition:
             z: float | None = None) -> float:
         """Fold one slice in; returns its focus score (the mean windowed measure). ``z`` is not needed: the
         depth is the chosen slice's z (``finish``), whatever order the slices came in."""
-        measure = self._measure(gray)
+        measure, energy = self._measured(gray)
         check_focus_map(measure, self._measure_name, self.name, slice_index)
         score = float(measure.mean(dtype=np.float64))
         if self._blanks.take(pixels, gray, slice_index, float(z or 0.0), covered):  # no say now (module docstring)
             return score
         for held in self._blanks.released():  # slices of noise held until now, and not dark beside this one
-            self._update_with(held.pixels, held.gray, self._measure(held.gray), held.covered, held.index)
-        self._update_with(pixels, gray, measure, covered, slice_index)
+            self._update_with(held.pixels, held.gray, *self._measured(held.gray), held.covered, held.index)
+        self._update_with(pixels, gray, measure, energy, covered, slice_index)
         return score
 
-    def _update_with(self, pixels: np.ndarray, gray: np.ndarray, measure: np.ndarray, covered: np.ndarray | None,
-                     slice_index: int) -> None:
-        """Take the next slice with detail in (the first tells what noise alone gives the measure)."""
+    def _measured(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The windowed measure, and for "pick" the energy as well, from one response (one pass of a network)."""
+        if self._evidence is None:
+            return self._measure(gray), None
+        return self._measure.measure_and_energy(gray)
+
+    def _update_with(self, pixels: np.ndarray, gray: np.ndarray, measure: np.ndarray, energy: np.ndarray | None,
+                     covered: np.ndarray | None, slice_index: int) -> None:
+        """Take the next slice with detail in (the first tells what noise alone gives the measure); ``energy``:
+        for "pick" only."""
         if self._noise_measure is None:
             self._noise_measure = self._measure_of_noise(pixels, gray)
         if covered is not None:
             measure[~covered] = -1.0  # uncovered: filled from the slices that do cover it
-        if self._evidence is None:
+        if self._evidence is None or energy is None:
             self._update(pixels, measure, measure, slice_index)
         else:
-            self._update(pixels, measure, self._evidence.add(measure, self._measure.energy(gray), covered, slice_index),
-                         slice_index)
+            self._update(pixels, measure, self._evidence.add(measure, energy, covered, slice_index), slice_index)
 
     def _measure_of_noise(self, pixels: np.ndarray, gray: np.ndarray) -> float:
         """The mean measure of a flat patch with this slice's noise (as the pyramid calibrates its floors)."""
         sigma = max(noise_sigma(gray), minimum_noise_sigma(pixels))
         patch = calibration_patch(gray, sigma, self._measure_name)
-        noise = float(self._measure(patch).mean(dtype=np.float64))
+        measure, energy = self._measured(patch)
+        noise = float(measure.mean(dtype=np.float64))
         noise = noise if np.isfinite(noise) else 0.0
-        if self._evidence is not None:
-            self._evidence.calibrate(noise, self._measure.energy(patch))
+        if self._evidence is not None and energy is not None:
+            self._evidence.calibrate(noise, energy)
         return noise
 
     def _update(self, pixels: np.ndarray, measure: np.ndarray, decided_by: np.ndarray, slice_index: int) -> None:
@@ -109,7 +116,7 @@ class SingleScaleComposition:
         from its value)."""
         for held in self._blanks.held:
             pixels, gray = held.frame(self.shape, self.dtype)
-            self._update_with(pixels, gray, self._measure(gray), held.covered, held.index)
+            self._update_with(pixels, gray, *self._measured(gray), held.covered, held.index)
         self._blanks.held = []
 
     def fused(self) -> np.ndarray:

@@ -346,10 +346,19 @@ class DeepSpatialFrequency:
         """The deep-feature SF per pixel (no window), squared: what the pyramid pools."""
         return self.measure_batch([gray], window_px=1)[0] ** 2
 
+    def measure_and_energy(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``self(gray)`` and ``self.energy(gray)`` from one pass through the network."""
+        windowed, per_pixel = self._measure_batches([gray], [self.window_px, 1])
+        return windowed[0], per_pixel[0] ** 2
+
     def measure_batch(self, grays: list[np.ndarray], window_px: int | None = None) -> list[np.ndarray]:
         """The measure maps of same-sized slices, computed in one batch through the network.
 
         ``window_px`` overrides the summing window (1: the per-pixel response)."""
+        return self._measure_batches(grays, [self.window_px if window_px is None else window_px])[0]
+
+    def _measure_batches(self, grays: list[np.ndarray], windows_px: list[int]) -> list[list[np.ndarray]]:
+        """Per summing window in ``windows_px``, the measure maps of same-sized slices; one pass of the network."""
         import torch
 
         from fusion.deep.network import feature_spatial_frequency
@@ -364,8 +373,6 @@ class DeepSpatialFrequency:
         # Below the network's least size, the copy is mirrored out to it and the measure cropped back.
         pad_y, pad_x = max(0, MIN_NETWORK_PX - small_height), max(0, MIN_NETWORK_PX - small_width)
         pads = ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2))
-        window_px = self.window_px if window_px is None else window_px
-        window = 1 if window_px == 1 else max(3, int(round(window_px * factor)) | 1)
         batch = np.stack([np.pad(network_input(small, scale), pads, mode="symmetric")
                           for small in smalls])[:, None]
         tensor = torch.from_numpy(batch).float().to(self.device)
@@ -377,14 +384,18 @@ class DeepSpatialFrequency:
                                 enabled=dtype != torch.float32):
                 features = self._encoder(tensor)
             # The window sums reach 1e4 and more: float16 would overflow, so they are float32.
-            measures = feature_spatial_frequency(features.float(), window).cpu().numpy()
+            features = features.float()
+            windows = [1 if w == 1 else max(3, int(round(w * factor)) | 1) for w in windows_px]  # (the copy's px)
+            per_window = [feature_spatial_frequency(features, window).cpu().numpy() for window in windows]
         top, left = pads[0][0], pads[1][0]
-        out = []
-        for measure in measures:
-            measure = measure[top:top + small_height, left:left + small_width]
-            if measure.shape != (height, width):
-                measure = cv2.resize(measure, (width, height), interpolation=cv2.INTER_LINEAR)
-            out.append(np.ascontiguousarray(np.maximum(measure, 0), dtype=np.float32))
+        out: list[list[np.ndarray]] = []
+        for measures in per_window:
+            out.append([])
+            for measure in measures:
+                measure = measure[top:top + small_height, left:left + small_width]
+                if measure.shape != (height, width):
+                    measure = cv2.resize(measure, (width, height), interpolation=cv2.INTER_LINEAR)
+                out[-1].append(np.ascontiguousarray(np.maximum(measure, 0), dtype=np.float32))
         return out
 
     def _scale_for(self, grays: list[np.ndarray]) -> float:
