@@ -19,11 +19,11 @@ B = TypeVar("B")
 T = TypeVar("T", bound=type)
 
 
-# numba's threading layers under which two threads may run parallel kernels at once: TBB, made for it. Under OpenMP
-# (GNU's, numba's layer where TBB is absent, as pip installs it) such kernels crashed the process, rarely: a
-# segmentation fault in a thread of OpenMP's while a stack's decision map and depth map were made beside each other
-# (two full test runs of about eight; numba's own test of it segfaults too, numba issue 10614); the "workqueue"
-# fallback aborts the process.
+# numba's threading layers under which two threads may run parallel kernels at once: TBB, made for it (a dependency
+# where wheels exist; fusion/numba_layer.py lets numba find it). Under OpenMP (GNU's, numba's layer where TBB is
+# absent) such kernels crashed the process, rarely: a segmentation fault in a thread of OpenMP's while a stack's
+# decision map and depth map were made beside each other (two full test runs of about eight; numba's own test of it
+# segfaults too, numba issue 10614); the "workqueue" fallback aborts the process.
 CONCURRENT_LAYERS = ("tbb",)
 
 

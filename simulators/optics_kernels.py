@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+import fusion.numba_layer  # noqa: F401 -- TBB where installed, before these kernels first run (as the engine's)
+
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
