@@ -128,6 +128,41 @@ class CameraNoiseSettings(_Strict):
     full_scale_exposure_ms: float = Field(10.0, gt=0, allow_inf_nan=False)
 
 
+# The camera's sections that only this project's simulated cameras follow, and which cameras those are
+# (``Profile.camera_simulator``): "simulated" (the optics simulator's), "micromanager" (simulated_devices' camera in a
+# single-stack session) and "slide" (the slide simulator's, in an mda: session). Another camera given one of their keys
+# is refused, not left to ignore it: a GenICam profile's noise: {bit_depth: 12} ran at the camera's own depth, its user
+# believing it set. A key at its default is taken (a profile dumped whole and read again holds it).
+SIMULATED_CAMERA_SECTIONS = ("specimen", "optics", "noise")
+# Who follows a key, and what only they do: every simulated camera, but for the keys that fewer follow.
+FOLLOWED_BY_SIMULATED_CAMERAS = (("simulated", "micromanager", "slide"),
+                                 "for simulated cameras only (camera.driver: simulated, or micromanager with "
+                                 "micromanager.simulated_devices: true)")
+_BEHIND_THE_LENS = (("simulated",), "only the optics simulator's camera (driver: simulated) looks through the "
+                                    "simulated tunable lens")
+_NOT_ON_THE_SLIDE = (("simulated", "micromanager"), "the slide simulator (an mda: plan) shows a grey texture of its "
+                                                    "own in each channel")
+CAMERA_KEYS_FEWER_FOLLOW = {
+    "noise.full_scale_exposure_ms": (("simulated",), "only the optics simulator's camera (driver: simulated) collects "
+                                                     "light in proportion to its exposure"),
+    "optics.um_per_dpt": _BEHIND_THE_LENS,
+    "optics.breathing_per_dpt": _BEHIND_THE_LENS,
+    "specimen.texture": _NOT_ON_THE_SLIDE,
+    "specimen.color": _NOT_ON_THE_SLIDE,
+}
+
+
+def _simulator_camera_keys_given(camera: CameraSettings) -> list[str]:
+    """The keys of ``SIMULATED_CAMERA_SECTIONS`` that ``camera`` sets to other than their defaults: noise.bit_depth,
+    ..."""
+    given = []
+    for section in SIMULATED_CAMERA_SECTIONS:
+        settings = getattr(camera, section)
+        given += [f"{section}.{name}" for name, field in type(settings).model_fields.items()
+                  if getattr(settings, name) != field.default]
+    return given
+
+
 class CameraSettings(_Strict):
     driver: Literal["simulated", "micromanager", "pycromanager", "genicam"]
     exposure_ms: Annotated[float | None, TEN_MINUTES_MS] = Field(None, gt=0, allow_inf_nan=False)
@@ -159,17 +194,6 @@ class CameraSettings(_Strict):
     def _needs_producer(self):
         if self.driver == "genicam" and not self.cti:
             raise ValueError("a genicam camera needs cti: the path of its GenTL producer (.cti), or 'bundled'")
-        return self
-
-    @model_validator(mode="after")
-    def _light_scales_in_the_optics_simulator_only(self):
-        # (A Micro-Manager profile accepted it, and its camera, the slide simulator's included, did not follow it.)
-        # Its default is taken: a profile dumped whole and read again (model_dump) holds it.
-        default = CameraNoiseSettings.model_fields["full_scale_exposure_ms"].default
-        if self.driver != "simulated" and self.noise.full_scale_exposure_ms != default:
-            raise ValueError(f"noise.full_scale_exposure_ms: only the optics simulator's camera (driver: simulated) "
-                             f"collects light in proportion to its exposure; this {self.driver} camera does not "
-                             "follow it: remove it")
         return self
 
 
@@ -518,6 +542,28 @@ class Profile(_Strict):
             if unable:
                 raise ValueError(f"faults.{role}: the simulated {simulator} {role} cannot simulate "
                                  f"{', '.join(unable)}; it can: {', '.join(FAULTS_SIMULATED[(role, simulator)])}")
+        return self
+
+    def camera_simulator(self) -> str | None:
+        """Which simulated camera it is (see ``SIMULATED_CAMERA_SECTIONS``); None for a real one."""
+        simulator = self.simulator_of("camera")
+        return "slide" if simulator == "micromanager" and self.mda is not None else simulator
+
+    @model_validator(mode="after")
+    def _simulator_keys_for_a_simulated_camera(self):
+        simulator = self.camera_simulator()
+        refused: dict[str, list[str]] = {}   # what only others do: the keys
+        for key in _simulator_camera_keys_given(self.camera):
+            followers, only = CAMERA_KEYS_FEWER_FOLLOW.get(key, FOLLOWED_BY_SIMULATED_CAMERAS)
+            if simulator not in followers:   # (a real camera is told that all of them are for simulated cameras)
+                refused.setdefault(FOLLOWED_BY_SIMULATED_CAMERAS[1] if simulator is None else only, []).append(
+                    f"camera.{key}")
+        if refused:
+            only, keys = next(iter(refused.items()))
+            this = ("the slide simulator's camera" if simulator == "slide" else
+                    f"this {self.camera.driver} camera" + ("" if simulator is None else " (simulated devices)"))
+            them = "it" if len(keys) == 1 else "them"
+            raise ValueError(f"{', '.join(keys)}: {only}; {this} does not follow {them}: remove {them}")
         return self
 
     def simulator_of(self, role: str) -> str | None:

@@ -30,10 +30,12 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def small_profile(profile, **changes):
-    """``profile`` (an acquisition.profile.Profile) with a 96x128 px specimen, to keep sessions quick, and
-    ``changes`` by dotted key ("camera.timeout_s": 0.5; faults={...})."""
+    """``profile`` (an acquisition.profile.Profile) with a 96x128 px specimen, to keep sessions quick (a simulated
+    camera's: a real one's profile may not give one), and ``changes`` by dotted key ("camera.timeout_s": 0.5;
+    faults={...})."""
     data = profile.model_dump(exclude_none=True)
-    data["camera"]["specimen"].update(height_px=96, width_px=128)
+    if profile.camera_simulator() is not None:
+        data["camera"]["specimen"].update(height_px=96, width_px=128)
     for path, value in changes.items():
         *parents, key = path.split(".")
         node = data

@@ -238,8 +238,8 @@ def test_a_full_scale_exposure_for_a_camera_that_does_not_follow_it_is_refused(t
 
     data = yaml.safe_load((REPO_ROOT / "profiles" / f"{name}.yaml").read_text())
     data["camera"]["noise"]["full_scale_exposure_ms"] = 5
-    with pytest.raises(ProfileError, match=r"rig.yaml: camera: noise.full_scale_exposure_ms: only the optics "
-                                           r"simulator's camera \(driver: simulated\) .*micromanager camera"):
+    with pytest.raises(ProfileError, match=r"rig.yaml: camera.noise.full_scale_exposure_ms: only the optics "
+                                           r"simulator's camera \(driver: simulated\) .* camera.* does not follow it"):
         load_profile(write_profile(tmp_path, yaml.safe_dump(data)))
     data["camera"]["noise"].pop("full_scale_exposure_ms")
     profile = load_profile(write_profile(tmp_path, yaml.safe_dump(data)))
@@ -251,3 +251,47 @@ def test_the_optics_simulators_camera_takes_a_full_scale_exposure(tmp_path):
     profile = load_profile(write_profile(tmp_path, "camera: {driver: simulated, noise: {full_scale_exposure_ms: 5}}\n"
                                                    "focus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\n"))
     assert profile.camera.noise.full_scale_exposure_ms == 5
+
+
+def profile_with(tmp_path, name: str, camera: dict):
+    """profiles/<name>.yaml with these camera sections' keys added (camera: {noise: {bit_depth: 12}})."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "profiles" / f"{name}.yaml").read_text())
+    for section, keys in camera.items():
+        data["camera"].setdefault(section, {}).update(keys)
+    return write_profile(tmp_path, yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("name,camera,message", [
+    # A real camera's profile took the simulator's noise and ran at the camera's own depth and noise, without a word.
+    ("genicam-etl", {"noise": {"bit_depth": 12}},
+     r"rig.yaml: camera.noise.bit_depth: for simulated cameras only \(camera.driver: simulated, or micromanager with "
+     r"micromanager.simulated_devices: true\); this genicam camera does not follow it: remove it"),
+    ("microscope", {"noise": {"full_well_e": 10000, "read_noise_e": 1.5}},
+     r"rig.yaml: camera.noise.full_well_e, camera.noise.read_noise_e: for simulated cameras only .*; this "
+     r"micromanager camera does not follow them: remove them"),
+    ("simulated-genicam-etl", {"specimen": {"texture": "coffee"}},   # (the bundled Viky shows its own pattern)
+     r"rig.yaml: camera.specimen.texture: for simulated cameras only .*; this genicam camera does not follow it"),
+    ("simulated-micromanager", {"optics": {"um_per_dpt": 3}},
+     r"rig.yaml: camera.optics.um_per_dpt: only the optics simulator's camera \(driver: simulated\) looks through the "
+     r"simulated tunable lens; this micromanager camera \(simulated devices\) does not follow it"),
+    ("simulated-mda", {"specimen": {"texture": "coffee"}},
+     r"rig.yaml: camera.specimen.texture: the slide simulator \(an mda: plan\) shows a grey texture of its own in each "
+     r"channel; the slide simulator's camera does not follow it: remove it"),
+])
+def test_a_simulator_key_for_a_camera_that_does_not_follow_it_is_refused(tmp_path, name, camera, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(profile_with(tmp_path, name, camera))
+
+
+@pytest.mark.parametrize("name", ["simulated", "simulated-micromanager", "simulated-mda"])
+def test_simulated_cameras_take_their_noise(tmp_path, name):
+    profile = load_profile(profile_with(tmp_path, name, {"noise": {"bit_depth": 16, "full_well_e": 1000}}))
+    assert (profile.camera.noise.bit_depth, profile.camera.noise.full_well_e) == (16, 1000)
+
+
+def test_a_real_cameras_profile_dumped_whole_is_taken():
+    """A dump holds every key at its default, the simulator's among them: read again, it is the same profile."""
+    profile = load_profile(REPO_ROOT / "profiles" / "genicam-etl.yaml")
+    assert type(profile).model_validate(profile.model_dump()) == profile
