@@ -103,7 +103,7 @@ class SpecimenSettings(_Strict):
     height_px: Annotated[int, AfterValidator(_side_at_most)] = Field(768, ge=16)
     width_px: Annotated[int, AfterValidator(_side_at_most)] = Field(1024, ge=16)
     color: bool = True
-    seed: int = 0
+    seed: int = Field(0, ge=0)   # (numpy's generator takes none below 0: -1 ended the session unnamed)
 
     @field_validator("texture")
     @classmethod
@@ -369,6 +369,15 @@ class PlanSettings(_Strict):
     # A tunable-lens sweep with the camera free-running: each frame's focus from its time and the
     # lens's commanded steps; frames exposed while the lens settled are dropped (session.json lists them).
     stream: bool = False
+
+    @field_validator("z", mode="before")
+    @classmethod
+    def _z_plan_of_keys(cls, value):
+        """A z-plan is told by its keys (``_z_plan_kind``): z: [0, 2, 4] or z: "0:40:2" ended in a traceback."""
+        if value is not None and not isinstance(value, dict | BaseModel):
+            raise ValueError(f"a z-plan is a mapping of keys (µm): {{range, step}} around where the drive is, "
+                             f"{{bottom, top, step}}, or {{absolute: [...]}}; got {value!r:.40}")
+        return value
 
     @field_validator("hardware_sequencing", mode="before")
     @classmethod
@@ -725,6 +734,9 @@ class _ProfileLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):  # ({[a]: x} ended in a traceback: unhashable type)
+                raise yaml.constructor.ConstructorError(None, None, f"a key is a name, not {_a(type(key).__name__)}",
+                                                        key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
                                                         key_node.start_mark)

@@ -55,6 +55,17 @@ def write_profile(tmp_path, text: str):
     (RIG + "plan: {z: {absolute: [1, true]}}\n", r"rig.yaml: plan.z.absolute: expected a number, got true"),
     (RIG + "plan: {z: {bottom: 0, top: .inf, step: 1}}\n", r"rig.yaml: plan.z.top: Input should be a finite number"),
     (RIG + "plan: {z: {range: 4, step: .nan}}\n", r"rig.yaml: plan.z.step: Input should be a finite number"),
+    # A z-plan written as a list or as text ended in a traceback (AttributeError: ... 'model_fields').
+    (RIG + "plan: {z: [0, 2, 4]}\n",
+     r"rig.yaml: plan.z: a z-plan is a mapping of keys \(µm\): \{range, step\} around where the drive is, \{bottom, "
+     r"top, step\}, or \{absolute: \[...\]\}; got \[0, 2, 4\]"),
+    (RIG + "plan: {z: '0:40:2'}\n", r"rig.yaml: plan.z: a z-plan is a mapping of keys .*; got '0:40:2'"),
+    # A key written as a list ended in a traceback (TypeError: unhashable type: 'list').
+    ("camera: {driver: simulated, [exposure_ms]: 10}\n" + RIG[RIG.index("focus"):],
+     r"rig.yaml: not valid YAML at line 1, column 29: a key is a name, not a list"),
+    # numpy's generator takes no seed below 0: the session ended with 'error: expected non-negative integer'.
+    ("camera: {driver: simulated, specimen: {seed: -1}}\nfocus: {driver: simulated}\nplan: {z: {range: 4, step: 1}}\n",
+     r"rig.yaml: camera.specimen.seed: Input should be greater than or equal to 0"),
     ("camera: {driver: simulated}\nfocus: {driver: optotune, port: simulated, unit: dpt}\n"
      "plan: {sweep: {start: 1, stop: 1.2, step: 0.5}}\n",
      r"rig.yaml: plan.sweep: the step 0.5 is larger than the distance from start to stop \(0.2\)"),
