@@ -30,7 +30,7 @@ from acquisition.session_report import MDASessionReport, warnings_said
 from acquisition.session_writer import full_scale
 from devices.errors import DeviceProtocolError
 from devices.library_threads import ThreadError, ThreadErrors
-from devices.micromanager import device_name
+from devices.micromanager import camera_bit_depths, device_name
 from fusion.mda import StreamingFusionHandler
 from fusion.mda_stacks import stack_key
 from fusion.metrics import psnr
@@ -137,8 +137,10 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
     settings = profile.fusion_settings()
     # A frame that cannot be stored (a full disk) stops the MDA, as a single-stack session ends: the frames after it
     # would be exposed for nothing.
+    # Each camera's exact bit depth, read here before the MDA: a multi-camera's cameras said their pixel format's.
     handler = StreamingFusionHandler(folder, decision_channel=profile.fusion.decision_channel,
                                      pixel_size_um=profile.camera.pixel_size_um, stop_mda=core.mda.cancel, core=core,
+                                     camera_bits=camera_bit_depths(core),
                                      **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
     events = list(sequence)

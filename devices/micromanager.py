@@ -172,6 +172,33 @@ def device_name(kind: str, label: str) -> str:
     return f"Micro-Manager {kind} {label}"
 
 
+def camera_bit_depths(core) -> dict[str, int]:
+    """Each camera's exact bits per sample (11 for an 11-bit camera), by label: the core's current camera's and, where
+    that is a Multi Camera, each of its physical cameras', the labels pymmcore-plus tags their frames with
+    (``camera_device``). MMCore says a depth for its current camera only (a Multi Camera says its deepest camera's),
+    so each physical camera is made the current one in turn, and the current one is set back: call it before an MDA,
+    on the thread that starts it, never while one runs. A camera that says none (0, or an error) is left out."""
+    current = core.getCameraDevice()
+    if not current:
+        return {}
+    physical = [core.getPhysicalCameraDevice(channel) for channel in range(core.getNumberOfCameraChannels())]
+    depths: dict[str, int] = {}
+    try:
+        for camera in dict.fromkeys([current, *physical]):
+            try:
+                if camera != core.getCameraDevice():
+                    core.setCameraDevice(camera)
+                bits = int(core.getImageBitDepth())
+            except RuntimeError:  # (not a camera the core can make current): the caller's guess stands
+                continue
+            if bits:
+                depths[camera] = bits
+    finally:
+        if core.getCameraDevice() != current:
+            core.setCameraDevice(current)
+    return depths
+
+
 class MicroManagerCamera:
     """The core's current camera (or ``label``)."""
 

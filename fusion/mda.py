@@ -50,7 +50,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -84,7 +84,10 @@ class StreamingFusionHandler:
     ``core``, the CMMCorePlus that runs the MDAs: each stack of its current camera then says the camera's exact bit
     depth (``core.getImageBitDepth()``, as a live session's stack does). Without it, and for the other cameras
     of a sequence (a multi-camera's), the stacks say the bits of the pixel format in the sequence's metadata,
-    which rounds them up (an 11-bit camera's Mono12: 12).
+    which rounds them up (an 11-bit camera's Mono12: 12). ``camera_bits``: cameras' exact bit depths by label, read
+    before the MDA (``devices.micromanager.camera_bit_depths``: a Multi Camera's physical cameras, those its frames
+    are tagged with, which ``core`` cannot be asked for while the MDA runs); the current camera's, read at each
+    start, wins.
 
     Each sequence writes into ``out_dir`` unless it already holds an MDA's outputs, else into a
     subfolder of its own (see the module's docstring): one handler may run any number of MDAs.
@@ -92,7 +95,8 @@ class StreamingFusionHandler:
 
     def __init__(self, out_dir: str | Path, *, decision_channel: str | None = None, keep_stacks: bool = True,
                  max_slices_in_memory: int = 4, pixel_size_um: float | None = None,
-                 stop_mda: Callable[[], object] | None = None, core: Any = None, **settings):
+                 stop_mda: Callable[[], object] | None = None, core: Any = None,
+                 camera_bits: Mapping[str, int] | None = None, **settings):
         self.settings = FusionSettings.from_mapping(settings)
         if max_slices_in_memory < 0:
             raise ValueError(f"max_slices_in_memory must be 0 or more, got {max_slices_in_memory}")
@@ -109,6 +113,7 @@ class StreamingFusionHandler:
         self.max_slices_in_memory = max_slices_in_memory
         self._stop_mda = stop_mda
         self._core = core
+        self._given_camera_bits = dict(camera_bits or {})
         self._lock = threading.RLock()  # frameReady may start the sequence itself
         self.finished = threading.Event()  # set once a sequence's outputs and summary are written
         self._reset()
@@ -173,6 +178,7 @@ class StreamingFusionHandler:
             infos = (meta or {}).get("image_infos") or [{}]
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
             self._camera_bits = {info.get("camera_label"): _bits_of(info.get("pixel_format")) for info in infos}
+            self._camera_bits.update(self._given_camera_bits)
             if self._core is not None:
                 self._camera_bits.update(_current_camera_bits(self._core))
             self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fusion-finish")

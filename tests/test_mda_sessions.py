@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,3 +446,41 @@ def test_an_mda_on_the_simulated_slide_sets_the_profiles_micromanager_properties
     done = run_cli("--profile", path, "--out", tmp_path / "sessions")
     assert done.returncode == 1
     assert "micromanager.properties: no property 'NoSuchProperty'" in done.stderr, done.stderr
+
+
+def multi_camera_profile(tmp_path, bits: tuple[int, int]):
+    """A one-stack MDA on the demo configuration with a second camera and Micro-Manager's Multi Camera over both as
+    the core's camera, the two at ``bits`` bits per sample (set by the profile: the configuration's startup preset
+    sets the first's) and cropped small (quick MDAs)."""
+    from tests.devices_fixtures import demo_config
+
+    lines = Path(demo_config()).read_text().splitlines()
+    lines.insert(lines.index("Device,Camera,DemoCamera,DCam") + 1, "Device,Camera2,DemoCamera,DCam\n"
+                                                                   "Device,Multi,Utilities,Multi Camera")
+    lines[lines.index("Property,Core,Camera,Camera")] = ("Property,Multi,Physical Camera 1,Camera\n"
+                                                         "Property,Multi,Physical Camera 2,Camera2\n"
+                                                         "Property,Core,Camera,Multi")
+    config = tmp_path / "multi-camera.cfg"
+    config.write_text("\n".join(lines) + "\n")
+    properties = {camera: {"PixelType": "16bit", "BitDepth": depth, "OnCameraCCDXSize": 64, "OnCameraCCDYSize": 48}
+                  for camera, depth in zip(("Camera", "Camera2"), bits)}
+    path = tmp_path / "multi.yaml"
+    path.write_text(yaml.safe_dump({
+        "micromanager": {"config": str(config), "properties": properties},
+        "camera": {"driver": "micromanager", "exposure_ms": 1}, "focus": {"driver": "micromanager"},
+        "mda": {"z_plan": {"range": 2, "step": 1}}, "fusion": {"method": "sf"}}, sort_keys=False))
+    return load_profile(path)
+
+
+def test_each_camera_of_a_multi_camera_mda_says_its_own_bit_depth(tmp_path):
+    """A multi-camera MDA's stacks said the bits of their camera's pixel format, which rounds up (an 11-bit camera's:
+    12): the exact depth was read for the core's camera only, the Multi Camera, whose frames are tagged with its
+    physical cameras. Each camera's stack says its own camera's depth now (Micro-Manager's Multi Camera over the demo
+    config's camera at 11 bits and a second at 10)."""
+    from acquisition.mda_session import run_mda_profile
+    from tests.test_ome_metadata import validated_ome
+
+    outcome = run_mda_profile(multi_camera_profile(tmp_path, (11, 10)), tmp_path / "sessions", progress=False)
+    bits = {record["indices"]["cam"]: validated_ome(record["outputs"]["stack"]).images[0].pixels.significant_bits
+            for record in outcome.report.stacks}
+    assert bits == {0: 11, 1: 10}
