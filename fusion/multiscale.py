@@ -155,7 +155,7 @@ def noise_sigma(gray: np.ndarray) -> float:
     height, width = (gray.shape[0] // 2) * 2, (gray.shape[1] // 2) * 2
     if height < 2 or width < 2:
         return 0.0
-    g = gray[:height, :width].astype(np.float32)
+    g = gray[:height, :width].astype(np.float32, copy=False)  # (float32 grey: no 20 MB copy at 5 MP)
     diagonal = (g[0::2, 0::2] - g[0::2, 1::2] - g[1::2, 0::2] + g[1::2, 1::2]) / 2.0
     return float(np.median(np.abs(diagonal)) / 0.6745)
 
