@@ -105,14 +105,14 @@ def served_large():
     server.stop()
 
 
-def request(server, path: str, host: str | None = None) -> tuple[int, dict, bytes]:
+def request(server, path: str, host: str | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
     port = server._server.server_address[1]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.putrequest("GET", path, skip_host=True)
+    connection.putrequest(method, path, skip_host=True)
     connection.putheader("Host", f"127.0.0.1:{port}" if host is None else host)
     connection.endheaders()
     response = connection.getresponse()
-    body = response.read() if path != "/events" or response.status != 200 else b""
+    body = response.read() if path != "/events" or response.status != 200 or method == "HEAD" else b""
     headers = {name.lower(): value for name, value in response.getheaders()}
     connection.close()
     return response.status, headers, body
@@ -282,3 +282,14 @@ def test_stopping_waits_for_an_image_a_page_asked_for():
     assert stopped.wait(30)
     page.join(30)
     assert fetched == [b"\x89PNG"]
+
+
+@pytest.mark.parametrize("path", ["/", "/image/fused.png", "/image/depth.png?full=1", "/events", "/nowhere"])
+def test_head_is_answered_as_get_without_a_body(served, path):
+    """HEAD (curl -I, a link checker, a proxy's health check) was answered 501 Unsupported method."""
+    got_status, got_headers, _ = request(served, path)
+    status, headers, body = request(served, path, method="HEAD")
+    assert (status, body) == (got_status, b"")
+    assert headers["content-type"] == got_headers["content-type"]
+    assert headers.get("content-length") == got_headers.get("content-length")
+    assert headers["x-frame-options"] == "DENY"

@@ -213,6 +213,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         super().end_headers()
 
+    def do_HEAD(self):
+        """As GET, without the body (a link checker, curl -I): an event stream's headers, and no stream."""
+        self.do_GET()
+
+    def _write_body(self, body: bytes) -> None:
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def do_GET(self):
         if not self.view.accepts_host(self.headers.get("Host")):
             return self.send_error(HTTPStatus.MISDIRECTED_REQUEST, self.view.refusal())
@@ -231,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        self._write_body(body)
 
     def _image(self, name: str, full: bool) -> None:
         with self.view.making_an_image() as allowed:
@@ -248,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Retry-After", "10")
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.end_headers()
-            self.wfile.write(b"too many pages are following this live view; close one and reload\n")
+            self._write_body(b"too many pages are following this live view; close one and reload\n")
             return
         try:
             self._stream_events()
@@ -261,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        if self.command == "HEAD":
+            return
         state, seen = self.view.state, -1
         try:
             while not self.view.stopping:
