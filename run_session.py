@@ -166,6 +166,10 @@ def live_view(args, title: str, mode: str):
         if state.status in ("starting", "running"):
             state.end("failed", "stopped before the end")
         with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
+            if args.view_linger_s > 0:  # (the terminal was silent while the page stayed up: it looked hung)
+                print(f"live view: the {'refusion' if mode == 'refuse' else 'session'} has ended ({state.status});"
+                      f" the page stays up {args.view_linger_s:g} s more at {server.url} (ctrl-c closes it sooner)",
+                      flush=True)
             time.sleep(max(0.0, args.view_linger_s))
         server.stop()
 

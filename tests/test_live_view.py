@@ -272,3 +272,29 @@ def test_a_view_host_that_cannot_be_listened_on_points_at_view_host_and_a_taken_
     assert len(said) == 1 and f"cannot listen on 127.0.0.1:{port}" in said[0]
     assert said[0].endswith("choose another --port (0 takes any free one)") and "--view-host" not in said[0]
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+@pytest.mark.hardware_sim
+def test_the_terminal_says_the_page_stays_up_after_the_end_and_ctrl_c_closes_it(tmp_path):
+    """The terminal was silent while the page lingered (--view-linger-s): the run looked hung. It now says, once,
+    that the session has ended and for how long the page stays up, and a ctrl-c then ends the lingering only."""
+    import signal
+
+    profile = profile_text(tmp_path, "camera: {driver: simulated, specimen: {height_px: 96, width_px: 128}}\n"
+                                     "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 4, step: 2}}\n")
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                                "--out", str(tmp_path / "sessions"), "--view", "--port", "0", "--view-linger-s", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # (the old code lingered its 60 s in silence, and the loop ended with the program)
+        lines.append(line)
+        if "stays up" in line:
+            break
+    url = lines[0].split()[-1]
+    assert lines[-1] == (f"live view: the session has ended (done); the page stays up 60 s more at {url} "
+                         "(ctrl-c closes it sooner)\n"), lines
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err  # (the session had succeeded: the ctrl-c ended the lingering only)
+    assert out.startswith("session: 3 of 3 slices") and "stays up" not in out
