@@ -4,9 +4,11 @@ The z axis is the one just before the image's (y, x[, rgb]) axes; any axes befor
 channel...) are held where the viewer's sliders are (napari lines a layer's axes up with the
 viewer's last ones). Slice z comes from the layer's ``focus_positions`` where its reader kept them
 (ours do: napari places slices evenly, and an MDA's ``absolute`` z-plan is not), else from the
-layer's scale and translate along that axis (µm where the layer was opened with its scale); a layer
+layer's scale and translate along that axis, in µm: a layer whose z is in another length unit (mm, nm) is
+converted, one in pixels with a scale is taken as µm, and one in another kind of unit keeps it; a layer
 with no physical scale along z (scale 1 in napari's default unit, pixels) is placed at slice indices.
-Pixel types that fusion does not take natively are converted as the stack readers convert them.
+Pixel types that fusion does not take natively are converted as the stack readers convert them; the depth
+map holds z as float32, and a z step too fine for it is refused, as are float pixels beyond float32's range.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class LayerStack:
     z_from: str = "scale"        # "focus_positions" (the layer's metadata) or "scale" (its scale and translate)
     pixel_units: tuple[str, str] = ("pixel", "pixel")  # napari's units of (y, x): the fused and depth layers take them
     pixel_translate: tuple[float, float] = (0.0, 0.0)  # the layer's (y, x) translate: the results overlay it there
+    z_unit_given: str | None = None  # the layer's z unit where z was converted from it (millimeter), to say so
 
     @property
     def n_slices(self) -> int:
@@ -53,6 +56,7 @@ class LayerStack:
         pixels = np.asarray(self.data[self.leading_index + (index,)])
         if pixels.dtype in SUPPORTED_DTYPES:
             return pixels
+        _check_float32_range(pixels, f"{self.name}: slice {index} (counting from 0)")
         return convert_dtype(pixels, Path(self.name), f"{self.name} slice {index}")
 
 
@@ -83,14 +87,65 @@ def layer_stack(name: str, data, rgb: bool, scale, translate, data_position: Seq
     focus = (metadata or {}).get("focus_positions")
     if isinstance(focus, (list, tuple)) and len(focus) == count and all(_finite(z) for z in focus):
         unit = str((metadata or {}).get("focus_unit") or "um")
-        return LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit, "focus_positions",
-                          pixel_units, place)
-    if units is not None and len(units) == data.ndim - (1 if rgb else 0) and str(units[z_axis]) in PIXEL_UNITS \
-            and float(scale[z_axis]) == 1.0:
+        return _checked(LayerStack(name, data, z_axis, leading, [float(z) for z in focus], pixel_scale, unit,
+                                   "focus_positions", pixel_units, place))
+    z_unit = units[z_axis] if units is not None and len(units) == data.ndim - (1 if rgb else 0) else None
+    if z_unit is not None and str(z_unit) in PIXEL_UNITS and float(scale[z_axis]) == 1.0:
         return LayerStack(name, data, z_axis, leading, [float(k) for k in range(count)], pixel_scale, SLICE_INDEX,
                           pixel_units=pixel_units, pixel_translate=place)
-    z_um = [float(translate[z_axis]) + float(scale[z_axis]) * k for k in range(count)]
-    return LayerStack(name, data, z_axis, leading, z_um, pixel_scale, pixel_units=pixel_units, pixel_translate=place)
+    z = [float(translate[z_axis]) + float(scale[z_axis]) * k for k in range(count)]
+    # In µm: a layer in mm fused as if in µm gave depths 1000 times too small, said to be µm.
+    um_per_unit = 1.0 if z_unit is None or str(z_unit) in PIXEL_UNITS else _length_in_um(z_unit)
+    if um_per_unit is None:  # (a unit that is no length, such as a time: the depth map is in it)
+        return _checked(LayerStack(name, data, z_axis, leading, z, pixel_scale, str(z_unit), pixel_units=pixel_units,
+                                   pixel_translate=place))
+    converted = str(z_unit) if um_per_unit != 1.0 else None
+    return _checked(LayerStack(name, data, z_axis, leading, [position * um_per_unit for position in z], pixel_scale,
+                               pixel_units=pixel_units, pixel_translate=place, z_unit_given=converted))
+
+
+def _length_in_um(unit: Any) -> float | None:
+    """How many µm one ``unit`` (napari's, a pint unit, or its name) is; None where it is no length."""
+    import pint
+
+    registry = pint.get_application_registry()
+    try:
+        return float(registry.Quantity(1.0, str(unit)).to(registry.micrometer).magnitude)
+    except (pint.errors.PintError, AttributeError, TypeError, ValueError):  # (no length, or a name pint lacks)
+        return None
+
+
+DEPTH_DTYPE = np.float32  # the depth map's: slices whose z it cannot tell apart all get the same depth
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _checked(stack: LayerStack) -> LayerStack:
+    """``stack``, or a ValueError where the depth map (``DEPTH_DTYPE``) cannot tell its slices' z apart: a z scale of
+    1e-300 gave a depth map of 0 everywhere."""
+    positions = np.asarray(stack.z_um, np.float64)
+    kept = positions.astype(DEPTH_DTYPE)
+    if len(np.unique(kept)) == len(np.unique(positions)):
+        return stack
+    unit = {"um": "µm"}.get(stack.z_unit, stack.z_unit)
+    step = float(np.min(np.abs(np.diff(np.unique(positions)))))
+    shown = ", ".join(f"{z:.6g}" for z in positions[:3]) + (", ..." if len(positions) > 3 else "")
+    raise ValueError(f"layer {stack.name!r}: its slices' z ({shown} {unit}: a step of {step:.6g} {unit}) cannot be "
+                     f"told apart in the depth map, which holds z as {np.dtype(DEPTH_DTYPE).name} (about 7 significant "
+                     "digits): check the layer's z scale and unit, or place its slices nearer 0")
+
+
+def _check_float32_range(pixels: np.ndarray, what: str) -> None:
+    """A ValueError where float pixels wider than float32 hold finite values beyond its range: fused as float32
+    they became infinity, and the error blamed infinity in the data."""
+    if pixels.dtype.kind != "f" or pixels.dtype.itemsize <= 4 or not pixels.size:
+        return
+    finite = np.abs(pixels[np.isfinite(pixels)])
+    largest = finite.max() if finite.size else pixels.dtype.type(0)
+    if largest > FLOAT32_MAX:  # (in the pixels' own type: a float128's may be beyond float64's too)
+        over = int(np.ceil(np.log10(largest) - np.log10(FLOAT32_MAX))) + 1
+        raise ValueError(f"{what} holds values up to {float(largest):.3g}, beyond "
+                         f"float32's range (±{FLOAT32_MAX:.3g}), which fusion computes in: scale the layer's values "
+                         f"down (divide them by 1e{over}, say)")
 
 
 PIXEL_UNITS = ("pixel", "px")  # napari's default unit (pint's "pixel"): no physical scale was given

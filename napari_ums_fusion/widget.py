@@ -1,27 +1,31 @@
 """The dock widget: fuse the selected z-stack layer, or follow the MDAs of a Micro-Manager core.
 
 Fusing runs in a napari worker thread with a progress bar; the result arrives as two layers,
-``<layer> fused`` and ``<layer> depth``, at the stack's pixel scale. "Follow MDA" fuses
+``<layer> fused`` and ``<layer> depth``, at the stack's pixel scale. "Cancel", or the dock closed, stops it
+after the slice being fused, and nothing is added. "Follow MDA" fuses
 every z-stack of every MDA that ``CMMCorePlus.instance()`` runs (as napari-micromanager's
 are) into a folder, and shows the stack being acquired as it fuses ("MDA fused", "MDA depth").
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                            QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from fusion.engine import COMPOSITIONS, FusionResult, FusionSettings
 from fusion.focus_checks import focus_warning
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
 from fusion.outputs import colour_by_shape
 from fusion.overlap import started_beside
-from napari_ums_fusion.layer_stack import fuse_layer_stack, layer_stack
+from napari_ums_fusion.layer_stack import LayerStack, fuse_layer_stack, layer_stack
 from napari_ums_fusion.layers import DEPTH_COLORMAP, evenly_spaced
 
 PREVIEW_INTERVAL_MS = 300
@@ -29,6 +33,16 @@ PREVIEW_INTERVAL_MS = 300
 # starts. (A temporary folder lost the stacks at the next reboot, or at once where /tmp is in memory.)
 DEFAULT_MDA_FOLDER = Path("~") / "ums-fusion" / "mda"
 MDA_NAME = "MDA"  # the MDA layers: "MDA fused", "MDA depth"
+
+
+@dataclass
+class _Fusing:
+    """A fusion of a layer in progress: its worker, and whether it was cancelled (its result is then dropped)."""
+
+    stack: LayerStack
+    worker: Any = None
+    slices_done: int = 0
+    cancelled: bool = False
 
 
 class FusionWidget(QWidget):
@@ -45,6 +59,8 @@ class FusionWidget(QWidget):
         self.window_box.setRange(1, 255)
         self.window_box.setValue(DEFAULT_WINDOW_PX)
         self.fuse_button = QPushButton("Fuse")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -57,7 +73,10 @@ class FusionWidget(QWidget):
         form.addRow("window (px)", self.window_box)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.fuse_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.fuse_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.follow_box)
         layout.addWidget(QLabel("MDA outputs folder"))
@@ -65,8 +84,10 @@ class FusionWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch()
         self.fuse_button.clicked.connect(self.fuse_selected)
+        self.cancel_button.clicked.connect(self.cancel_fusion)
         self.follow_box.toggled.connect(self._follow_toggled)
         self.worker = None
+        self._fusing: _Fusing | None = None  # the fusion of a layer in progress
         self.follower = None
         self.previews_shown = 0
         self._finishing = None        # a follower stopped mid-MDA, finishing the stacks in progress
@@ -157,16 +178,45 @@ class FusionWidget(QWidget):
             notes.append(f"The window ({settings.window_px} px) is larger than the frame ({frame[0]} x {frame[1]} px): "
                          "the focus measure sees little local detail there; a smaller window tells focus better.")
         self._say(" ".join([f"fusing {_slices(stack.n_slices)} of {name}...", *notes]))
+        run = _Fusing(stack)
         # Connected at creation: an "errored" connected later leaves superqt's own, which raises the error
-        # again in Qt's thread (a plain Qt host aborts).
-        self.worker = create_worker(fuse_layer_stack, stack, settings, _connect={
-            "yielded": lambda item: self._fusion_step(item, stack, notes),
-            "errored": lambda error: self._say(f"fusion of {name} failed: {type(error).__name__}: {error}"),
-            "finished": lambda: self.fuse_button.setEnabled(True)}, _start_thread=False)
+        # again in Qt's thread (a plain Qt host aborts). A cancelled run's result (made as it was cancelled, on its
+        # way here) is dropped: nothing half-done is shown.
+        self.worker = run.worker = create_worker(fuse_layer_stack, stack, settings, _connect={
+            "yielded": lambda item: self._fusion_step(item, stack, notes, run),
+            "errored": lambda error: None if run.cancelled else
+            self._say(f"fusion of {name} failed: {type(error).__name__}: {error}"),
+            "finished": lambda: self._fusion_ended(run)}, _start_thread=False)
+        self._fusing = run
+        self.cancel_button.setEnabled(True)
         self.worker.start()
         return self.worker
 
-    def _fusion_step(self, item, stack, notes=()):
+    def cancel_fusion(self) -> bool:
+        """Stop the fusion in progress once the slice being fused is in (a slice is not cut short); its result is
+        not shown. Returns whether one was running."""
+        run = self._fusing
+        if run is None or run.cancelled:
+            return False
+        run.cancelled = True
+        run.worker.quit()
+        self.cancel_button.setEnabled(False)
+        self._say(f"cancelling the fusion of {run.stack.name}...")
+        return True
+
+    def _fusion_ended(self, run: _Fusing):
+        if self._fusing is run:
+            self._fusing = None
+        with contextlib.suppress(RuntimeError):  # (the dock's widget deleted since: nobody to tell)
+            self.fuse_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+            if run.cancelled:
+                self._say(f"fusion of {run.stack.name} cancelled after {run.slices_done} of "
+                          f"{_slices(run.stack.n_slices)}: nothing was added")
+
+    def _fusion_step(self, item, stack, notes=(), run: _Fusing | None = None):
+        if isinstance(item, FusionResult) and run is not None and run.cancelled:
+            return
         if isinstance(item, FusionResult):
             try:
                 names = self._show_result(stack.name, item.fused, item.depth, stack.pixel_scale, item.depth_unit,
@@ -184,6 +234,8 @@ class FusionWidget(QWidget):
             self._say(" ".join([f"fused {_slices(stack.n_slices)} of {stack.name}.", *said_all]))
         else:
             self.progress.setValue(item[0])
+            if run is not None:
+                run.slices_done = item[0]
 
     def _show_result(self, name, fused, depth, pixel_scale, depth_unit="um", pixel_units=("pixel", "pixel"),
                      translate=(0.0, 0.0), leave_out=frozenset()):
@@ -371,17 +423,19 @@ class FusionWidget(QWidget):
 
     # -- the dock closed --
     # A dock closed or removed (napari's close button takes the widget out of its dock; it is not closed) stops
-    # following: it went on fusing every MDA of the core into its folder, unseen, until napari quit.
+    # following (it went on fusing every MDA of the core into its folder, unseen, until napari quit) and cancels the
+    # fusion of a layer (it went on, and added its layers to a viewer whose dock was gone).
     def closeEvent(self, event):
-        self._stop_following_unseen()
+        self._stop_work_unseen()
         super().closeEvent(event)
 
     def changeEvent(self, event):
         if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self._stop_following_unseen()
+            self._stop_work_unseen()
         super().changeEvent(event)
 
-    def _stop_following_unseen(self):
+    def _stop_work_unseen(self):
+        self.cancel_fusion()
         if self.follower is not None:
             self.stop_following()
             self._untick()
@@ -403,7 +457,10 @@ def _slices(count: int) -> str:
 
 
 def _placement_note(stack) -> str | None:
-    """Where the slices' z come from, when the layer's own placement would not give them."""
+    """Where the slices' z come from, when the layer's own placement would not give them, or in which unit, when
+    not in the layer's."""
+    if stack.z_unit_given is not None:
+        return f"Its z scale is in {stack.z_unit_given}: fused in µm, and the depth map is in µm."
     if stack.z_from != "focus_positions":
         return None
     if evenly_spaced(stack.z_um) is None:

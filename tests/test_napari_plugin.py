@@ -532,3 +532,63 @@ def test_a_lens_stack_s_z_step_is_rounded_as_positions_are(tmp_path):
     buffer.finalize({}, "dpt")
     _, attributes, _ = stack_layer(path, "lens")
     assert attributes["scale"][0] == 0.3 and attributes["metadata"]["focus_unit"] == "dpt"
+
+
+def test_widget_depth_of_a_layer_in_millimetres_is_in_micrometres(qtbot):
+    """A layer whose z was in mm got a depth map of its z in mm said to be µm: depths 1000 times too small."""
+    stack = rendered(shape=(96, 128))
+    step_mm = 0.003
+    status, viewer = fused_in_widget(qtbot, np.stack(stack.slices), "mm", rgb=True, scale=(step_mm, 0.5, 0.5),
+                                     units=("mm", "um", "um"))
+    depth = viewer.layers["mm depth"]
+    known = depth.data[np.isfinite(depth.data)]
+    top_um = step_mm * 1000 * (len(stack.slices) - 1)
+    assert depth.metadata == {"depth_unit": "um"}
+    assert known.min() >= -0.01 and top_um / 2 < known.max() <= top_um + 0.01, (known.min(), known.max())
+    assert "Its z scale is in millimeter: fused in µm, and the depth map is in µm." in status
+
+
+def test_widget_depth_of_a_layer_in_another_kind_of_unit_is_in_that_unit(qtbot):
+    """A z axis in seconds (a time series fused as if a focus sweep) is no length: kept as it is, and said so."""
+    stack = rendered(shape=(96, 128))
+    _, viewer = fused_in_widget(qtbot, np.stack(stack.slices), "timed", rgb=True, scale=(2.0, 0.5, 0.5),
+                                units=("s", "um", "um"))
+    depth = viewer.layers["timed depth"]
+    assert depth.metadata == {"depth_unit": "second"}
+    assert np.nanmax(depth.data) <= 2.0 * (len(stack.slices) - 1)
+
+
+def test_widget_refuses_a_z_step_the_depth_map_cannot_hold(qtbot):
+    """A z scale of 1e-300 gave a depth map of 0 everywhere: the depth map's float32 cannot tell the slices apart."""
+    from napari_ums_fusion.widget import FusionWidget
+
+    viewer = viewer_model()
+    viewer.add_image(grey_frames(5), name="tiny", scale=(1e-300, 0.5, 0.5), units=("um", "um", "um"))
+    widget = FusionWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.fuse_selected() is None
+    assert widget.status.text() == (
+        "layer 'tiny': its slices' z (0, 1e-300, 2e-300, ... µm: a step of 1e-300 µm) cannot be told apart in the "
+        "depth map, which holds z as float32 (about 7 significant digits): check the layer's z scale and unit, or "
+        "place its slices nearer 0")
+    assert "tiny depth" not in viewer.layers
+    # Positions far from 0 with a step finer than float32 holds there: the same.
+    viewer.layers["tiny"].scale, viewer.layers["tiny"].translate = (1e-3, 0.5, 0.5), (1e5, 0, 0)
+    assert widget.fuse_selected() is None and "a step of 0.001 µm" in widget.status.text()
+
+
+def test_widget_says_float64_values_beyond_float32_s_range_are_so_not_infinity(qtbot):
+    """A float64 layer of values up to 1e300 (finite) failed with 'slice 0 holds infinity', which it does not."""
+    data = np.random.default_rng(0).random((4, 64, 64)) * 1e300
+    status, viewer = fused_in_widget(qtbot, data, "huge")
+    assert status.startswith("fusion of huge failed: ValueError: huge: slice 0 (counting from 0) holds values up to "
+                             "1e+300, beyond float32's range (±3.4e+38), which fusion computes in: scale the "
+                             "layer's values down (divide them by 1e263, say)"), status
+    assert "infinity" not in status and "huge fused" not in viewer.layers
+    # Within float32's range, float64 fuses as before.
+    status, viewer = fused_in_widget(qtbot, data / 1e290, "large")
+    assert status.startswith("fused 4 slices of large.") and "large fused" in viewer.layers
+
+
+def grey_frames(count: int) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 255, (count, 64, 64)).astype(np.uint8)

@@ -286,3 +286,57 @@ def test_the_status_says_when_the_mda_stack_is_fused_not_slices_so_far(qtbot, tm
         qtbot.waitUntil(widget.follower.handler.finished.is_set, timeout=60_000)
         qtbot.waitUntil(lambda: "stack, fused from 5 slices" in widget.status.text(), timeout=10_000)
     widget.stop_following()
+
+
+def gated_stack(slices: int, open_from: int):
+    """A lazy stack (as one opened from a slow disk) whose slices from ``open_from`` on are read, off the GUI's
+    thread, only once the gate is opened: a fusion known to be mid-stack. Returns (dask array, gate, indices the
+    fusion read, and ``armed``: set it before fusing)."""
+    import threading
+
+    import dask
+    import dask.array as da
+
+    gate, armed, read = threading.Event(), threading.Event(), []
+    frames = grey_stack(slices)
+
+    def read_plane(index):
+        if not armed.is_set():  # (napari showing a slice as the layer is added: not the fusion)
+            return frames[index]
+        if index >= open_from:
+            assert gate.wait(60), "the test never opened the gate"
+        read.append(index)
+        return frames[index]
+
+    planes = [da.from_delayed(dask.delayed(read_plane, pure=False)(k), frames.shape[1:], dtype=frames.dtype)
+              for k in range(slices)]
+    return da.stack(planes), gate, armed, read
+
+
+@pytest.mark.parametrize("how", ["cancelled", "closed", "taken out of its dock"])
+def test_a_fusion_cancelled_or_whose_dock_closed_stops_and_adds_nothing(qtbot, how):
+    """The widget had no cancel, and a fusion went on after its dock was closed, adding its layers to the viewer.
+    Cancel (or the dock closed) stops it after the slice being fused; nothing is added."""
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer, widget = dock(qtbot)
+    holder = QDockWidget()
+    holder.setWidget(widget)
+    data, gate, armed, read = gated_stack(7, open_from=3)
+    viewer.add_image(data, name="slow", contrast_limits=(0, 255))
+    widget.layer_box.setCurrentText("slow")
+    armed.set()
+    worker = widget.fuse_selected()
+    assert worker is not None and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.progress.value() == 3, timeout=60_000)  # slice 3 is being read
+    {"cancelled": widget.cancel_button.click, "closed": widget.close,
+     "taken out of its dock": lambda: widget.setParent(None)}[how]()
+    gate.set()
+    qtbot.waitUntil(lambda: not worker.is_running and widget.fuse_button.isEnabled(), timeout=60_000)
+    qtbot.wait(100)  # (a result already on its way would arrive now)
+    assert "slow fused" not in viewer.layers and "slow depth" not in viewer.layers
+    assert sorted(read) == [0, 1, 2, 3]  # (the slice being fused went in; none after it was read)
+    assert widget.status.text() == "fusion of slow cancelled after 4 of 7 slices: nothing was added"
+    assert not widget.cancel_button.isEnabled()
+    if how != "taken out of its dock":
+        widget.setParent(None)  # (the holder goes without it)
