@@ -511,18 +511,22 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
 def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
     """summary.json written, and the live view told the end; where summary.json cannot be written (a full disk),
     the error, for ``print_refusion_end`` to say after the stacks' rows and errors, which are no less true."""
-    from fusion.batch import LOST, write_summary
+    from fusion.batch import LOST, stack_warning_lines, write_summary
 
     summary: Path | OSError
     try:
         summary = write_summary(args.out, outcomes, seconds, args.scheduler, run_warnings=SAID_WARNINGS)
     except OSError as error:
         summary = error
-    if view is not None:
-        errors = [o.error or "" for o in outcomes if o.status in ("failed", LOST)]
-        errors += [str(summary)] if isinstance(summary, OSError) else []
-        view.end("failed" if errors else "done", "\n".join(errors),
-                 {"summary": str(summary)} if isinstance(summary, Path) else {})
+    if view is not None:  # (as the terminal says them: print_refuse_problems)
+        errors = [f"error: {o.error or ''}" for o in outcomes if o.status in ("failed", LOST)]
+        failed = len(errors)
+        errors += [f"error: {summary}"] if isinstance(summary, OSError) else []
+        stacks = f"{failed} of {len(outcomes)} stacks failed" if failed < len(outcomes) else \
+            f"{'the stack' if failed == 1 else f'all {failed} stacks'} failed: nothing was fused"
+        view.end("failed" if errors else "done", "\n".join(([stacks] if failed else []) + errors),
+                 {"summary": str(summary)} if isinstance(summary, Path) else {},
+                 warnings=[f"warning: {line}" for line in stack_warning_lines(outcomes)])
     return summary
 
 

@@ -10,14 +10,18 @@ from acquisition.session_events import SessionListener
 
 if TYPE_CHECKING:
     from acquisition.session import Session
-    from acquisition.session_report import SessionReport
+    from acquisition.session_report import DroppedFrame, RetryRecord, SessionReport
     from fusion.engine import FusionResult
     from viewer.state import LiveViewState
 
 
+def _unit(session: Session) -> str:
+    return {"um": "µm"}.get(session.profile.focus.unit, session.profile.focus.unit)
+
+
 def device_status(session: Session, z: float | None = None) -> dict[str, str]:
     """What the page shows per device: the frame being taken and where the focus is."""
-    unit = {"um": "µm"}.get(session.profile.focus.unit, session.profile.focus.unit)
+    unit = _unit(session)
     where = f"at {z:g} {unit}" if z is not None else "ready"
     frame = f"frame {len(session.slices) + 1}" if z is not None else "ready"
     return {"camera": f"{session.rig.camera.name}: {frame}", "focus": f"{session.rig.focus.name}: {where}",
@@ -27,7 +31,7 @@ def device_status(session: Session, z: float | None = None) -> dict[str, str]:
 def device_status_at_end(session: Session) -> dict[str, str]:
     """Where the devices ended, as far as the session knows without asking them (a stage that vanished would not
     answer): the focus back where it started, or the last position it was sent to, said as such."""
-    unit = {"um": "µm"}.get(session.profile.focus.unit, session.profile.focus.unit)
+    unit = _unit(session)
     focus = session.rig.focus.name
     if session.focus_returned_to is not None:
         where = f"back at {session.focus_returned_to:g} {unit}"
@@ -52,6 +56,19 @@ class LiveViewListener(SessionListener):
         if index == 0:
             self._attach_previews(session)
         self.view.slice_acquired(pixels, index + 1, device_status(session, z))
+
+    def device_try_failed(self, session: Session, retry: RetryRecord) -> None:
+        # (a camera timing out keeps the session seconds without a slice: the page said nothing meanwhile)
+        tries = session.plan.retries + 1
+        role, device = ("focus", session.rig.focus) if retry.what == "move" else ("camera", session.rig.camera)
+        then = "trying again" if retry.attempt < tries else "no tries left"
+        said = f"slice {retry.slice + 1}: {retry.what} failed (try {retry.attempt} of {tries}: {retry.error}); {then}"
+        self.view.device_trouble(said, {role: f"{device.name}: {said}", "retries": str(len(session.retries))})
+
+    def frame_dropped(self, session: Session, dropped: DroppedFrame) -> None:
+        said = (f"slice {dropped.planned_index + 1} (at {dropped.z:g} {_unit(session)}) lost after its tries: "
+                f"{dropped.error}; going on without it")
+        self.view.device_trouble(said, {"dropped frames": str(len(session.dropped))})
 
     def fusion_restarted(self, session: Session) -> None:
         # The fusion shown so far holds a slice that was not stored: the page follows the stored slices' from now on.
@@ -103,7 +120,7 @@ class LiveViewListener(SessionListener):
             status = "failed" if report.dropped_frames or report.errors else "done"
             message = ""
         lost = report.lost_slices_said()
-        said = [*([f"error: {lost}"] if lost else []), *(f"warning: {warning}" for warning in report.warnings or []),
-                *(f"error: {problem}" for problem in report.errors)]
-        message = "\n".join(([message] if message else []) + said)
-        self.view.end(status, message, outputs, device_status_at_end(session))
+        errors = [*([f"error: {lost}"] if lost else []), *(f"error: {problem}" for problem in report.errors)]
+        message = "\n".join(([message] if message else []) + errors)
+        self.view.end(status, message, outputs, device_status_at_end(session),
+                      warnings=[f"warning: {warning}" for warning in report.warnings or []])

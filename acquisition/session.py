@@ -32,7 +32,7 @@ from fusion.kernel_warmup import warm_kernels
 from acquisition.plans import planned_positions, step_warning
 from acquisition.profile import Profile, ProfileError
 from acquisition.rig import Rig, open_rig
-from acquisition.session_events import SessionEvents, SessionListener
+from acquisition.session_events import AnnouncedRetries, SessionEvents, SessionListener
 from acquisition.session_report import (DroppedFrame, MDASessionReport, RetryRecord, SessionReport, SliceRecord,
                                         warnings_said)
 from acquisition.session_writer import SessionOutputWriter
@@ -115,7 +115,7 @@ class Session:
         self._read_back_while_acquiring: int | None = None
         self.slices: list[SliceRecord] = []
         self.dropped: list[DroppedFrame] = []
-        self.retries: list[RetryRecord] = []
+        self.retries: list[RetryRecord] = AnnouncedRetries(lambda retry: self.events.device_try_failed(self, retry))
         self.errors: list[str] = []
         self.ended_by: str | None = None
         self.interrupted = False
@@ -326,7 +326,7 @@ class Session:
             frame = with_retries(self._snap, "snap", retries, self.retries, index)
         except TRANSIENT_ERRORS as error:
             # An explicit gap: recorded with its z, never a silent shift of the stack.
-            self.dropped.append(DroppedFrame(planned_index=index, z=z, error=str(error)))
+            self._record_dropped(DroppedFrame(planned_index=index, z=z, error=str(error)))
             self._dropped_in_a_row += 1
             if self._dropped_in_a_row >= MAX_LOST_IN_A_ROW:
                 raise
@@ -336,6 +336,10 @@ class Session:
         t3 = time.perf_counter()
         self._keep(frame, z, index, t3, move_s=round(t1 - t0, 5), settle_s=round(t2 - t1, 5),
                    exposure_s=round(t3 - t2, 5))
+
+    def _record_dropped(self, dropped: DroppedFrame) -> None:
+        self.dropped.append(dropped)
+        self.events.frame_dropped(self, dropped)
 
     def _move_to(self, z: float) -> None:
         self.rig.focus.move_to(z)
@@ -355,7 +359,7 @@ class Session:
         with contextlib.closing(frames):  # stops the devices whatever ends the loop
             for item in frames:
                 if isinstance(item, LostSlice):  # an explicit gap, recorded with its z
-                    self.dropped.append(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
+                    self._record_dropped(DroppedFrame(planned_index=item.planned_index, z=item.z, error=item.error))
                 else:
                     self._keep(item.frame, item.z, item.planned_index, time.perf_counter(), **item.timing)
                 if arms_here and item.planned_index + 1 < len(positions):  # as stepped: before a slice, never

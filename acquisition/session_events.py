@@ -6,6 +6,8 @@ session.json at the end, the
 live view (``acquisition.live_view_listener``) shows progress. pymmcore-plus splits its MDA
 runner from its sinks the same way. Events come in the session's thread, one listener after
 the other in the order they subscribed, except ``slice_fused``, which comes from the fusion thread.
+A device's failed try and a lost frame are announced as they happen (``device_try_failed``, ``frame_dropped``):
+a camera that times out three times keeps the session seconds without a slice, and a live page without news.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from acquisition.session import Session
-    from acquisition.session_report import SessionReport
+    from acquisition.session_report import DroppedFrame, RetryRecord, SessionReport
     from fusion.engine import FusionResult
 
 
@@ -31,6 +35,13 @@ class SessionListener:
 
     def slice_fused(self, session: Session, index: int, fusion_s: float) -> None:
         """The engine folded slice ``index`` in, in ``fusion_s`` seconds (called from the fusion thread)."""
+
+    def device_try_failed(self, session: Session, retry: RetryRecord) -> None:
+        """A move or a frame failed with a transient device error: tried again while ``plan.retries`` allow, else
+        the slice is lost (``frame_dropped``) or the session ends."""
+
+    def frame_dropped(self, session: Session, dropped: DroppedFrame) -> None:
+        """A planned slice gave no frame after its retries: an explicit gap at ``dropped.z``; the session goes on."""
 
     def fusion_restarted(self, session: Session) -> None:
         """A slice fused as it was written could not be stored: the fusion so far is dropped, and the slices on disk
@@ -67,6 +78,14 @@ class SessionEvents(SessionListener):
         for listener in self.listeners:
             listener.slice_fused(session, index, fusion_s)
 
+    def device_try_failed(self, session: Session, retry: RetryRecord) -> None:
+        for listener in self.listeners:
+            listener.device_try_failed(session, retry)
+
+    def frame_dropped(self, session: Session, dropped: DroppedFrame) -> None:
+        for listener in self.listeners:
+            listener.frame_dropped(session, dropped)
+
     def fusion_restarted(self, session: Session) -> None:
         for listener in self.listeners:
             listener.fusion_restarted(session)
@@ -78,3 +97,16 @@ class SessionEvents(SessionListener):
     def session_ended(self, session: Session, report: SessionReport, result: FusionResult | None) -> None:
         for listener in self.listeners:
             listener.session_ended(session, report, result)
+
+
+class AnnouncedRetries(list["RetryRecord"]):
+    """A session's log of failed tries (``RetryRecord``), each announced as it is logged: the acquirers log into
+    it as into a plain list (``append``), in the session's thread."""
+
+    def __init__(self, announce: Callable[[RetryRecord], None]):
+        super().__init__()
+        self._announce = announce
+
+    def append(self, retry: RetryRecord) -> None:
+        super().append(retry)
+        self._announce(retry)

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -298,3 +299,145 @@ def test_the_terminal_says_the_page_stays_up_after_the_end_and_ctrl_c_closes_it(
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err  # (the session had succeeded: the ctrl-c ended the lingering only)
     assert out.startswith("session: 3 of 3 slices") and "stays up" not in out
+
+
+def states_until_the_end(url: str, timeout_s: float = 120.0) -> list[dict]:
+    """Every state the page is told, up to the one that says the run ended."""
+    states: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    with urllib.request.urlopen(url + "events", timeout=30) as stream:
+        for raw in stream:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                states.append(json.loads(line.removeprefix("data: ")))
+                if states[-1]["status"] not in ("starting", "running"):
+                    return states
+            assert time.monotonic() < deadline, "the live view never said the run ended"
+    raise AssertionError("the event stream closed before the run ended")
+
+
+@pytest.mark.hardware_sim
+def test_page_hears_of_each_failed_try_while_a_device_is_retried(tmp_path):
+    """While the camera was retried (seconds without a frame), the page got no event: it looked frozen. Each failed
+    try is now news: the page says which slice, which try, and that it tries again; the counts follow."""
+    profile = profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 0.3, specimen: {height_px: 96, "
+                                     "width_px: 128}}\nfocus: {driver: simulated}\n"
+                                     "plan: {z: {bottom: 0, top: 8, step: 1}}\n"
+                                     "faults: {camera: {drop_frames: 3, after_slices: 2}}\n")
+    process, url = start(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    try:
+        states = states_until_the_end(url)
+    finally:
+        process.communicate(timeout=60)
+    while_retried = [s for s in states if s["acquired"] == 2 and s["status"] == "running" and s["notice"]]
+    assert while_retried, [(s["acquired"], s["notice"]) for s in states]
+    first = while_retried[0]
+    assert first["notice"].startswith("slice 3: snap failed (try ") and "no frame within" in first["notice"]
+    assert first["devices"]["camera"] == f"simulated camera: {first['notice']}"
+    assert any(s["notice"].endswith("; trying again") for s in while_retried)
+    assert int(while_retried[-1]["devices"]["retries"]) >= 1
+    assert states[-1]["notice"] == "" and states[-1]["devices"]["dropped frames"] == "1"
+
+
+def refusion_page(tmp_path, stacks: list[Path]):
+    """A browser on the live view of ``--refuse stacks``, once it says the refusion ended; and the process."""
+    browser = chromium_or_skip()
+    process, url = start(["--refuse", *map(str, stacks), "--out", str(tmp_path / "out"), "--workers", "1"])
+    browser.get(url)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and browser.find_element("id", "status").text not in ("done", "failed"):
+        time.sleep(0.2)
+    return browser, process
+
+
+def shown(browser, element_id: str) -> str:
+    """The text of a page element as the user sees it ('' where it is hidden)."""
+    return browser.execute_script(f"const e = document.getElementById('{element_id}'); "
+                                  "return e.offsetParent === null ? '' : e.innerText;")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_refuse_view_where_every_stack_failed_shows_the_failure_not_a_broken_image(tmp_path):
+    """Every stack failed, and the page showed a broken fused image (it asked for one that did not exist)."""
+    broken = tmp_path / "broken.ome.tif"
+    broken.write_bytes(b"not a tiff")
+    browser, process = refusion_page(tmp_path, [broken, tmp_path / "missing.ome.tif"])
+    try:
+        assert browser.find_element("id", "status").text == "failed"
+        message = shown(browser, "message").splitlines()
+        assert message[0] == "all 2 stacks failed: nothing was fused"
+        assert f"error: {tmp_path / 'missing.ome.tif'}: no such file or folder" in message
+        for name in ("fused", "depth"):
+            assert browser.execute_script(f"return document.getElementById('{name}').getAttribute('src')") is None
+            assert shown(browser, f"{name}-none") == "none: no stack was fused"
+        browser.save_screenshot(str(tmp_path / "live-view-refuse-all-failed.png"))
+    finally:
+        browser.quit()
+        process.wait(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_refuse_view_shows_the_stacks_warnings_as_warnings(tmp_path):
+    """The page showed what the terminal warned of as errors, in the error box; now as warnings, and a refusion
+    whose stacks all fused (with warnings) shows no error."""
+    import tifffile
+
+    from simulators.render_stack import write_rendered_stack
+    from tests.conftest import rendered
+
+    good = write_rendered_stack(tmp_path / "coffee.ome.tif", rendered("coffee", shape=(96, 128)))["stack"]
+    one = tmp_path / "single" / "one.ome.tif"
+    one.parent.mkdir()
+    tifffile.imwrite(one, np.random.default_rng(0).integers(0, 255, (1, 96, 128)).astype(np.uint8),
+                     metadata={"axes": "ZYX"})
+    browser, process = refusion_page(tmp_path, [good, one])
+    try:
+        assert browser.find_element("id", "status").text == "done"
+        assert shown(browser, "message") == ""
+        warnings = shown(browser, "warnings").splitlines()
+        assert f"warning: {one}: only one slice; it is returned as it is" in warnings
+        assert all(line.startswith("warning: ") for line in warnings)
+        assert wait_for_image(browser, "fused")[1] > 0 and shown(browser, "fused-none") == ""
+        browser.save_screenshot(str(tmp_path / "live-view-refuse-warnings.png"))
+    finally:
+        browser.quit()
+        process.wait(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_page_clock_runs_while_no_news_comes_and_a_devices_trouble_is_shown(tmp_path):
+    """The page's elapsed time came only with events: while a device was retried (no event for seconds) it stood
+    still, and the page looked frozen. It now runs on the page, and a failed try shows as a notice at once."""
+    from viewer.server import LiveViewServer
+    from viewer.state import LiveViewState
+
+    state = LiveViewState("waiting for a camera")
+    state.begin(3, "um", {"camera": "test camera: ready"})
+    server = LiveViewServer(state, "127.0.0.1", 0).start()
+    browser = chromium_or_skip()
+    try:
+        browser.get(server.url)
+        count = lambda: browser.find_element("id", "count").text  # noqa: E731
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "0 of 3 slices" not in count():
+            time.sleep(0.1)
+        first = count()
+        assert first.startswith("0 of 3 slices · ") and first.endswith(" s")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and count() == first:  # (no event comes meanwhile)
+            time.sleep(0.1)
+        assert count() != first, "the page's clock stood still between events"
+        said = "slice 1: snap failed (try 1 of 3: no frame within 2 s); trying again"
+        state.device_trouble(said, {"camera": f"test camera: {said}", "retries": "1"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and shown(browser, "notice") != said:
+            time.sleep(0.1)
+        assert shown(browser, "notice") == said
+        assert f"camera: test camera: {said}" in browser.find_element("id", "devices").text
+        assert shown(browser, "fused-none") == "none yet"  # (no image, and no broken one)
+    finally:
+        browser.quit()
+        server.stop()

@@ -22,7 +22,9 @@ class LiveViewState:
         self.title = title
         self.mode = mode                      # "session" or "refuse"
         self.status = "starting"              # starting, running, done, failed, interrupted
-        self.message = ""
+        self.message = ""                     # at the end: how it ended, and its errors (shown as errors)
+        self.warnings: list[str] = []         # at the end: its warnings (shown as warnings, not errors)
+        self.notice = ""                      # while running: the latest trouble met (a device retried, a frame lost)
         self.planned = 0
         self.acquired = 0
         self.unit = "um"
@@ -68,7 +70,14 @@ class LiveViewState:
         self._latest_slice = pixels
         self.acquired = acquired
         self.devices.update(devices)
+        self.notice = ""  # (a slice came: the trouble before it is over; the devices' counts keep it)
         self._bump("slice", "fused", "depth")
+
+    def device_trouble(self, notice: str, devices: dict[str, str]) -> None:
+        """A device's try failed, or a frame was lost: the page says so at once (it heard nothing for seconds)."""
+        self.notice = notice
+        self.devices.update(devices)
+        self._bump()
 
     def stack_done(self, row: dict, fused: np.ndarray | None, depth: np.ndarray | None,
                    fused_colour: bool | None = None) -> None:
@@ -84,11 +93,20 @@ class LiveViewState:
             self._bump()
 
     def end(self, status: str, message: str = "", saved: dict[str, str] | None = None,
-            devices: dict[str, str] | None = None) -> None:
-        """The run's end: its status, what to say, what was saved, and (``devices``) where the devices ended."""
+            devices: dict[str, str] | None = None, warnings: list[str] | None = None) -> None:
+        """The run's end: its status, what to say (its errors), what was saved, (``devices``) where the devices
+        ended, and its ``warnings``. The fused image and depth map are shown anew where there are any (the final
+        result replaces the preview); where there are none (every stack failed), no image is announced."""
         self.status, self.message, self.saved = status, message, dict(saved or {})
+        self.warnings, self.notice = list(warnings or []), ""
         self.devices.update(devices or {})
-        self._bump("fused", "depth")
+        self._bump(*(name for name in ("fused", "depth") if self._has_image(name)))
+
+    def _has_image(self, name: str) -> bool:
+        try:
+            return self.image(name) is not None
+        except Exception:  # (a preview that fails to be made: the page's request for it says so)  # noqa: BLE001
+            return True
 
     # -- reads (from the server) --
     def wait_for_change(self, seen_version: int, timeout_s: float) -> int:
@@ -133,6 +151,7 @@ class LiveViewState:
         depth = self._depth()
         depth_range = _value_range(depth) if depth is not None else None
         return {"title": self.title, "mode": self.mode, "status": self.status, "message": self.message,
+                "warnings": self.warnings, "notice": self.notice,
                 "planned": self.planned, "acquired": self.acquired, "unit": self.unit, "devices": self.devices,
                 "saved": self.saved, "stacks": self.stacks[-200:], "version": self.version,
                 "images": dict(self.image_versions), "depth_range": depth_range,
