@@ -365,12 +365,12 @@ def test_refuse_view_where_every_stack_failed_shows_the_failure_not_a_broken_ima
     browser, process = refusion_page(tmp_path, [broken, tmp_path / "missing.ome.tif"])
     try:
         assert browser.find_element("id", "status").text == "failed"
+        for name in ("fused", "depth"):  # (it asked for /image/fused.png?v=1, and showed the broken image)
+            assert browser.execute_script(f"return document.getElementById('{name}').getAttribute('src')") is None
+            assert shown(browser, f"{name}-none") == "none: no stack was fused"
         message = shown(browser, "message").splitlines()
         assert message[0] == "all 2 stacks failed: nothing was fused"
         assert f"error: {tmp_path / 'missing.ome.tif'}: no such file or folder" in message
-        for name in ("fused", "depth"):
-            assert browser.execute_script(f"return document.getElementById('{name}').getAttribute('src')") is None
-            assert shown(browser, f"{name}-none") == "none: no stack was fused"
         browser.save_screenshot(str(tmp_path / "live-view-refuse-all-failed.png"))
     finally:
         browser.quit()
