@@ -115,7 +115,8 @@ class Session:
         self._read_back_while_acquiring: int | None = None
         self.slices: list[SliceRecord] = []
         self.dropped: list[DroppedFrame] = []
-        self.retries: list[RetryRecord] = AnnouncedRetries(lambda retry: self.events.device_try_failed(self, retry))
+        self.retries: list[RetryRecord] = AnnouncedRetries(
+            announce=lambda retry: self.events.device_try_failed(self, retry))
         self.errors: list[str] = []
         self.ended_by: str | None = None
         self.interrupted = False

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from acquisition.session import Session
     from acquisition.session_report import DroppedFrame, RetryRecord, SessionReport
@@ -101,12 +101,14 @@ class SessionEvents(SessionListener):
 
 class AnnouncedRetries(list["RetryRecord"]):
     """A session's log of failed tries (``RetryRecord``), each announced as it is logged: the acquirers log into
-    it as into a plain list (``append``), in the session's thread."""
+    it as into a plain list (``append``), in the session's thread. Made as a list is (``dataclasses.asdict`` copies
+    it so, for session.json: the copy announces nothing)."""
 
-    def __init__(self, announce: Callable[[RetryRecord], None]):
-        super().__init__()
+    def __init__(self, records: Iterable[RetryRecord] = (), announce: Callable[[RetryRecord], None] | None = None):
+        super().__init__(records)
         self._announce = announce
 
     def append(self, retry: RetryRecord) -> None:
         super().append(retry)
-        self._announce(retry)
+        if self._announce is not None:
+            self._announce(retry)
