@@ -302,8 +302,12 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
     print(f"session: {report.acquired_slices} of {report.planned_slices} frames, "
           f"{fused if fused == stacks else f'{fused} of {stacks}'} z-stacks fused in {outcome.folder} "
           f"({report.seconds['total']:.1f} s)")
+    if len(report.cameras) > 1:  # (a Multi Camera's: each physical camera took stacks of its own)
+        print("  cameras: " + ", ".join(f"{camera} {said['fused']} of {said['stacks']} z-stacks fused"
+                                        for camera, said in report.cameras.items()))
     for record in report.stacks:
-        print(f"  {record['name']}: {record.get('slices', '?')} slices, {stack_said(record)}")
+        camera = f" ({record['camera']})" if len(report.cameras) > 1 and record.get("camera") else ""
+        print(f"  {record['name']}{camera}: {record.get('slices', '?')} slices, {stack_said(record)}")
     # (a full disk may have left no session.json: then these lines are all there is)
     see = SESSION_REPORT if (outcome.folder / SESSION_REPORT).is_file() else "above"
     for name, count in report.missing_slices.items():

@@ -32,7 +32,7 @@ from devices.errors import DeviceProtocolError
 from devices.library_threads import ThreadError, ThreadErrors
 from devices.micromanager import camera_bit_depths, device_name
 from fusion.mda import StreamingFusionHandler
-from fusion.mda_stacks import stack_key
+from fusion.mda_stacks import planned_stacks
 from fusion.metrics import psnr
 from fusion.output_names import MDA_SUMMARY, SESSION_REPORT
 from fusion.outputs import write_json
@@ -143,15 +143,15 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                                      camera_bits=camera_bit_depths(core),
                                      **{field.name: getattr(settings, field.name) for field in fields(settings)})
     handler.check(sequence)
-    events = list(sequence)
-    planned = len(events)
+    # A frame per event and physical camera (a Multi Camera's): each camera's frames are stacks of their own.
+    cameras = core.getNumberOfCameraChannels()
+    stacks = planned_stacks(sequence, cameras) or {}
+    planned = sum(stack.slices for stack in stacks.values())
     # Before anything moves: the frames at the camera's present size (every stack's raw frames are kept), and each
-    # stack's fused image and depth map.
-    channels = core.getNumberOfCameraChannels()
-    check_room_for_stack(folder, planned, core.getImageBufferSize() * channels,
+    # stack's fused image and depth map. (A Multi Camera's buffer holds a frame of each of its cameras.)
+    check_room_for_stack(folder, planned, core.getImageBufferSize() // max(cameras, 1),
                          "the mda plan", unit="frames", smaller="fewer positions, channels, time points or z steps",
-                         frame_pixels=core.getImageWidth() * core.getImageHeight() * channels,
-                         stacks=len({stack_key(event) for event in events}))
+                         frame_pixels=core.getImageWidth() * core.getImageHeight(), stacks=len(stacks))
     interrupted, ended_by = False, None
     started = time.perf_counter()
     late_stops = []
@@ -193,6 +193,7 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
         throughput_slices_per_s=round(summary["frames"] / total_s, 3) if total_s else None,
         stacks=summary["stacks"], outputs={"summary": str(folder / MDA_SUMMARY)} if summary_written else {},
         stacks_not_started=list(summary.get("stacks_not_started", [])))
+    report.count_cameras()
     _score(report, profile, rig, sequence)
     # (The handler's warnings that say an error the report's errors or ended_by hold are not said twice.)
     said = [text for text in warnings_said(caught) if text not in handler.errors_said]

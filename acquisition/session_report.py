@@ -188,10 +188,24 @@ class MDASessionReport:
     warnings: list[str] = field(default_factory=list)
     # The plan's z-stacks of which no frame came (an MDA cancelled, or stopped by a full disk), in plan order.
     stacks_not_started: list[str] = field(default_factory=list)
+    # Per camera that took the stacks (a Multi Camera's physical cameras each take their own): its z-stacks, those
+    # fused, and their frames.
+    cameras: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def stacks_fused(self) -> list[dict[str, Any]]:
         """The z-stacks whose fused image was written."""
         return [record for record in self.stacks if "fused" in record.get("outputs", {})]
+
+    def count_cameras(self) -> None:
+        """``cameras`` from the stacks' records (each names the camera that took it)."""
+        self.cameras = {}
+        for record in self.stacks:
+            if record.get("camera") is None:
+                continue
+            said = self.cameras.setdefault(record["camera"], {"stacks": 0, "fused": 0, "frames": 0})
+            said["stacks"] += 1
+            said["fused"] += "fused" in record.get("outputs", {})
+            said["frames"] += int(record.get("slices") or 0)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

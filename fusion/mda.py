@@ -5,7 +5,8 @@
 
 pymmcore-plus calls ``sequenceStarted``, ``frameReady`` and ``sequenceFinished`` on its relay
 thread, so acquisition never waits for them. One engine runs per (position, time, channel,
-...) stack, for any ``axis_order``; each stack's slices go to ``<name>.stack.ome.tif`` as they
+..., camera) stack, for any ``axis_order`` (a Multi Camera's physical cameras each have their own
+stacks, ``p0_cam1``, their records naming the ``camera``); each stack's slices go to ``<name>.stack.ome.tif`` as they
 arrive, and when its last slice is in, its fused image and depth map (µm, from the events'
 z) are written beside it. ``mda_fusion.json`` sums the sequence up and names it (its uid and
 start). The run returns once every output is written (pymmcore-plus waits for its handlers).
@@ -129,6 +130,7 @@ class StreamingFusionHandler:
         self._pending: list[concurrent.futures.Future] = []
         self._pixel_size_um: float | None = None
         self._camera_bits: dict[str | None, int | None] = {}   # per camera: bits per sample
+        self._camera_of: dict[str, str] = {}   # stack name -> the camera that took its frames (meta's camera_device)
         self._started = time.perf_counter()
         self._frames = 0
         self._frame_errors: list[dict] = []
@@ -167,7 +169,8 @@ class StreamingFusionHandler:
             self._sequence = sequence
             uid = getattr(sequence, "uid", None)
             self._sequence_uid = None if uid is None else str(uid)
-            self._planned = planned_stacks(sequence)
+            infos = (meta or {}).get("image_infos") or [{}]
+            self._planned = planned_stacks(sequence, self._camera_channels(infos[0]))
             try:
                 self.out_dir = self._claim_folder()
             except OSError as error:  # pymmcore-plus only logs what a handler raises, and runs on: said here
@@ -175,7 +178,6 @@ class StreamingFusionHandler:
                 self._refuse_sequence(error)
                 return
             self._expected = None if self._planned is None else {k: p.slices for k, p in self._planned.items()}
-            infos = (meta or {}).get("image_infos") or [{}]
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
             self._camera_bits = {info.get("camera_label"): _bits_of(info.get("pixel_format")) for info in infos}
             self._camera_bits.update(self._given_camera_bits)
@@ -192,6 +194,16 @@ class StreamingFusionHandler:
             if self._planned is not None:
                 self._say_one_slice_stacks([p.name for p in self._planned.values() if p.slices == 1],
                                            len(self._planned))
+
+    def _camera_channels(self, image_info: dict) -> int:
+        """How many frames each event gives (a Multi Camera's physical cameras): as pymmcore-plus's runner counts
+        them, from the sequence's metadata; else from ``core``; else one."""
+        if "num_camera_adapter_channels" in image_info or self._core is None:
+            return int(image_info.get("num_camera_adapter_channels", 1))
+        try:
+            return int(self._core.getNumberOfCameraChannels())
+        except RuntimeError:
+            return 1
 
     def frameReady(self, image, event, meta: dict | None = None) -> None:
         meta = meta or {}
@@ -405,6 +417,8 @@ class StreamingFusionHandler:
                          indices=dict(key), pixel_size_um=pixel_size_um, time_origin_s=0.0,
                          significant_bits=self._camera_bits.get(meta.get("camera_device"),
                                                                 next(iter(self._camera_bits.values()), None)))
+        if meta.get("camera_device"):
+            self._camera_of[name] = str(meta["camera_device"])
         expected = None if self._expected is None else self._expected.get(key)
         follows = self.error is None and self._follows_another(event)
         stream = StackStream(info, self.out_dir, self.settings, expected, fuse=not follows,
@@ -452,6 +466,8 @@ class StreamingFusionHandler:
         except Exception as error:  # a bug in making its outputs: still its own record, by name
             stream.error = stream.error or f"{stream.info.name}: {type(error).__name__}: {error}"
             record = stream.report()
+        if stream.info.name in self._camera_of:  # (which of a multi-camera's cameras: said per camera)
+            record["camera"] = self._camera_of[stream.info.name]
         # Deleted once fused: a stack of one frame is never fused, so it is kept (it may be the only copy).
         if not self.keep_stacks and record["error"] is None and "fused" in record["outputs"]:
             stream.paths["stack"].unlink(missing_ok=True)

@@ -3,6 +3,10 @@
 A useq-schema ``MDAEvent`` carries an index per axis (``t`` time, ``p`` position, ``g`` grid,
 ``c`` channel, ``z``...). Every index but ``z`` names a stack: the events that share them are
 the slices of one focus stack, whatever the sequence's ``axis_order``.
+
+A core whose camera has several channels (Micro-Manager's Multi Camera) gives each event one
+frame per physical camera: pymmcore-plus adds a ``cam`` index to each, so every camera's frames
+are stacks of their own (``p0_cam1``), planned as such (``planned_stacks(..., cameras=2)``).
 """
 from __future__ import annotations
 
@@ -20,7 +24,11 @@ StackKey = tuple[tuple[str, int], ...]
 
 def stack_key(event) -> StackKey:
     """The event's indices without ``z``, in a fixed order: equal for the slices of one stack."""
-    index = {str(axis): int(value) for axis, value in event.index.items() if str(axis) != "z"}
+    return _key_of(event.index)
+
+
+def _key_of(event_index) -> StackKey:
+    index = {str(axis): int(value) for axis, value in event_index.items() if str(axis) != "z"}
     order = [a for a in _NAME_ORDER if a in index] + sorted(a for a in index if a not in _NAME_ORDER)
     return tuple((axis, index[axis]) for axis in order)
 
@@ -35,8 +43,12 @@ def stack_name(event) -> str:
     Position names and channel configurations are added where the sequence has them, so the
     files say what they hold; the indices keep two stacks from sharing a name.
     """
+    return _name_of(event, stack_key(event))
+
+
+def _name_of(event, key: StackKey) -> str:
     parts = []
-    for axis, value in stack_key(event):
+    for axis, value in key:
         part = f"{axis}{value}"
         if axis == "p" and event.pos_name:
             part += f"-{_label(event.pos_name)}"
@@ -58,11 +70,14 @@ class PlannedStack:
     slices: int
 
 
-def planned_stacks(sequence: Any) -> dict[StackKey, PlannedStack] | None:
+def planned_stacks(sequence: Any, cameras: int = 1) -> dict[StackKey, PlannedStack] | None:
     """The stacks of ``sequence``, in the order they begin; None when the events are not known in advance.
 
     Iterating the sequence is what pymmcore-plus's runner does too, so per-position
     sub-sequences (a different z-plan at one position, or none) are counted as they will run.
+    ``cameras``: the core camera's channels (a Multi Camera's physical cameras, ``getNumberOfCameraChannels``);
+    with more than one, each event is a frame of each camera's stack, keyed by its ``cam`` index as
+    pymmcore-plus tags them.
     """
     import useq
 
@@ -72,8 +87,11 @@ def planned_stacks(sequence: Any) -> dict[StackKey, PlannedStack] | None:
     counts: Counter[StackKey] = Counter()
     names: dict[StackKey, str] = {}
     for event in sequence:
-        key = stack_key(event)
-        counts[key] += 1
-        names.setdefault(key, stack_name(event))
+        for index in ([event.index] if cameras <= 1 else
+                      [{**event.index, "cam": camera} for camera in range(cameras)]):
+            key = _key_of(index)
+            counts[key] += 1
+            if key not in names:
+                names[key] = _name_of(event, key)
     return {key: PlannedStack(names[key], counts[key]) for key in names}
 

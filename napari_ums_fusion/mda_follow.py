@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from devices.micromanager import camera_bit_depths
 from fusion.mda import StreamingFusionHandler
 
 _SIGNALS = ("sequenceStarted", "frameReady", "sequenceFinished")
@@ -32,6 +33,9 @@ class MDAFollower:
         self.core = core
         settings.setdefault("stop_mda", core.mda.cancel)
         settings.setdefault("core", core)  # (each stack then says its camera's exact bit depth)
+        if not core.mda.is_running():  # (read by making each camera current: never while an MDA runs)
+            # A Multi Camera's physical cameras, whose frames its MDAs are tagged with: the core says theirs only so.
+            settings.setdefault("camera_bits", camera_bit_depths(core))
         self.handler = StreamingFusionHandler(out_dir, **settings)
         self._lock = threading.Lock()
         # An MDA already running is left alone: followed from the core's next sequence.

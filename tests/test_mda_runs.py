@@ -120,6 +120,31 @@ def test_follow_mda_says_each_mdas_exact_bit_depth(demo, tmp_path):
     assert [validated_ome(path).images[0].pixels.significant_bits for path in stacks] == [11, 10]
 
 
+def test_follow_mda_says_each_cameras_exact_bit_depth_in_a_multi_camera_mda(tmp_path):
+    """Followed multi-camera MDAs said the bits of each camera's pixel format (11 bits said 12): the follower gave
+    the handler the core only, whose current camera is the Multi Camera. It reads each physical camera's depth as the
+    session does (Micro-Manager's Multi Camera over the demo config's camera at 11 bits and a second at 10)."""
+    from devices.micromanager import open_mmcore
+    from napari_ums_fusion.mda_follow import MDAFollower
+    from tests.test_mda_sessions import multi_camera_config, multi_camera_properties
+    from tests.test_ome_metadata import validated_ome
+
+    core = open_mmcore(str(multi_camera_config(tmp_path)))
+    for camera, properties in multi_camera_properties((11, 10)).items():
+        for name, value in properties.items():
+            core.setProperty(camera, name, value)
+    follower = MDAFollower(core, tmp_path / "fused", measure="sf")
+    try:
+        core.mda.run(useq.MDASequence(z_plan={"range": 2, "step": 1}))
+        assert follower.handler.finished.wait(60)
+    finally:
+        follower.stop()
+        core.unloadAllDevices()
+    records = summary_of(tmp_path / "fused")["stacks"]
+    assert {record["indices"]["cam"]: validated_ome(record["outputs"]["stack"]).images[0].pixels.significant_bits
+            for record in records} == {0: 11, 1: 10}
+
+
 def test_a_folder_holding_an_earlier_runs_outputs_is_not_written_over(tmp_path):
     sequence = useq.MDASequence(z_plan={"absolute": [0, 1, 2]})
     run_by_hand(StreamingFusionHandler(tmp_path, method="sf"), sequence)

@@ -448,10 +448,8 @@ def test_an_mda_on_the_simulated_slide_sets_the_profiles_micromanager_properties
     assert "micromanager.properties: no property 'NoSuchProperty'" in done.stderr, done.stderr
 
 
-def multi_camera_profile(tmp_path, bits: tuple[int, int]):
-    """A one-stack MDA on the demo configuration with a second camera and Micro-Manager's Multi Camera over both as
-    the core's camera, the two at ``bits`` bits per sample (set by the profile: the configuration's startup preset
-    sets the first's) and cropped small (quick MDAs)."""
+def multi_camera_config(tmp_path) -> Path:
+    """The demo configuration with a second camera and Micro-Manager's Multi Camera over both as the core's camera."""
     from tests.devices_fixtures import demo_config
 
     lines = Path(demo_config()).read_text().splitlines()
@@ -462,25 +460,50 @@ def multi_camera_profile(tmp_path, bits: tuple[int, int]):
                                                          "Property,Core,Camera,Multi")
     config = tmp_path / "multi-camera.cfg"
     config.write_text("\n".join(lines) + "\n")
-    properties = {camera: {"PixelType": "16bit", "BitDepth": depth, "OnCameraCCDXSize": 64, "OnCameraCCDYSize": 48}
-                  for camera, depth in zip(("Camera", "Camera2"), bits)}
+    return config
+
+
+def multi_camera_properties(bits: tuple[int, int]) -> dict:
+    """The two cameras at ``bits`` bits per sample (set by the profile: the configuration's startup preset sets the
+    first's), cropped small (quick MDAs)."""
+    return {camera: {"PixelType": "16bit", "BitDepth": depth, "OnCameraCCDXSize": 64, "OnCameraCCDYSize": 48}
+            for camera, depth in zip(("Camera", "Camera2"), bits)}
+
+
+def multi_camera_profile(tmp_path, bits: tuple[int, int]) -> Path:
+    """A one-stack MDA (3 slices) on ``multi_camera_config``, the cameras at ``bits``."""
     path = tmp_path / "multi.yaml"
     path.write_text(yaml.safe_dump({
-        "micromanager": {"config": str(config), "properties": properties},
+        "micromanager": {"config": str(multi_camera_config(tmp_path)), "properties": multi_camera_properties(bits)},
         "camera": {"driver": "micromanager", "exposure_ms": 1}, "focus": {"driver": "micromanager"},
         "mda": {"z_plan": {"range": 2, "step": 1}}, "fusion": {"method": "sf"}}, sort_keys=False))
-    return load_profile(path)
+    return path
 
 
-def test_each_camera_of_a_multi_camera_mda_says_its_own_bit_depth(tmp_path):
-    """A multi-camera MDA's stacks said the bits of their camera's pixel format, which rounds up (an 11-bit camera's:
-    12): the exact depth was read for the core's camera only, the Multi Camera, whose frames are tagged with its
-    physical cameras. Each camera's stack says its own camera's depth now (Micro-Manager's Multi Camera over the demo
-    config's camera at 11 bits and a second at 10)."""
-    from acquisition.mda_session import run_mda_profile
+def test_a_multi_camera_mda_completes_fusing_each_cameras_stack_at_its_own_bit_depth(tmp_path, monkeypatch, capsys):
+    """A multi-camera MDA always reported failure (exit 1): it planned 3 frames and got 6 (the plan did not count
+    the cameras), and its summary said stack p0 was never started (the plan had no camera index) although each
+    camera's stack was fused. The plan counts a frame per event and camera now, and a stack per position and camera:
+    the session completes and says per camera what was fused. And each camera's stack says its own camera's bit depth
+    (the depth was read for the core's camera only, the Multi Camera: 11 bits said 12). Micro-Manager's Multi Camera
+    over the demo config's camera at 11 bits and a second at 10."""
+    import threading
+
+    import run_session
     from tests.test_ome_metadata import validated_ome
 
-    outcome = run_mda_profile(multi_camera_profile(tmp_path, (11, 10)), tmp_path / "sessions", progress=False)
-    bits = {record["indices"]["cam"]: validated_ome(record["outputs"]["stack"]).images[0].pixels.significant_bits
-            for record in outcome.report.stacks}
-    assert bits == {0: 11, 1: 10}
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
+    status = run_session.main(["--profile", str(multi_camera_profile(tmp_path, (11, 10))),
+                               "--out", str(tmp_path / "sessions")])
+    said = capsys.readouterr()
+    report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
+    assert status == 0, said.err
+    assert "session: 6 of 6 frames, 2 z-stacks fused" in said.out, said.out
+    assert "cameras: Camera 1 of 1 z-stacks fused, Camera2 1 of 1 z-stacks fused" in said.out, said.out
+    assert "not started" not in said.err, said.err
+    assert report["planned_slices"] == report["acquired_slices"] == 6 and report["stacks_not_started"] == []
+    assert report["cameras"] == {"Camera": {"stacks": 1, "fused": 1, "frames": 3},
+                                 "Camera2": {"stacks": 1, "fused": 1, "frames": 3}}
+    bits = {record["camera"]: validated_ome(record["outputs"]["stack"]).images[0].pixels.significant_bits
+            for record in report["stacks"]}
+    assert bits == {"Camera": 11, "Camera2": 10}
