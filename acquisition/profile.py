@@ -6,6 +6,7 @@ allowed, before any device is touched. Units are in the key names.
 from __future__ import annotations
 
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -128,38 +129,73 @@ class CameraNoiseSettings(_Strict):
     full_scale_exposure_ms: float = Field(10.0, gt=0, allow_inf_nan=False)
 
 
+@dataclass(frozen=True)
+class FollowedBy:
+    """The rigs that follow a profile key, and what a profile whose rig does not is told (``only``): those whose
+    camera.driver is one of ``drivers``, whose simulated camera (``Profile.camera_simulator``) is one of
+    ``simulators``, or whose Micro-Manager core (``Profile.micromanager_core``) is one of ``cores``."""
+
+    only: str
+    drivers: tuple[str, ...] = ()
+    simulators: tuple[str, ...] = ()
+    cores: tuple[str, ...] = ()
+
+
 # The camera's sections that only this project's simulated cameras follow, and which cameras those are
 # (``Profile.camera_simulator``): "simulated" (the optics simulator's), "micromanager" (simulated_devices' camera in a
-# single-stack session) and "slide" (the slide simulator's, in an mda: session). Another camera given one of their keys
-# is refused, not left to ignore it: a GenICam profile's noise: {bit_depth: 12} ran at the camera's own depth, its user
-# believing it set. A key at its default is taken (a profile dumped whole and read again holds it).
+# single-stack session) and "slide" (the slide simulator's, in an mda: session).
 SIMULATED_CAMERA_SECTIONS = ("specimen", "optics", "noise")
-# Who follows a key, and what only they do: every simulated camera, but for the keys that fewer follow.
-FOLLOWED_BY_SIMULATED_CAMERAS = (("simulated", "micromanager", "slide"),
-                                 "for simulated cameras only (camera.driver: simulated, or micromanager with "
-                                 "micromanager.simulated_devices: true)")
-_BEHIND_THE_LENS = (("simulated",), "only the optics simulator's camera (driver: simulated) looks through the "
-                                    "simulated tunable lens")
-_NOT_ON_THE_SLIDE = (("simulated", "micromanager"), "the slide simulator (an mda: plan) shows a grey texture of its "
-                                                    "own in each channel")
-CAMERA_KEYS_FEWER_FOLLOW = {
-    "noise.full_scale_exposure_ms": (("simulated",), "only the optics simulator's camera (driver: simulated) collects "
-                                                     "light in proportion to its exposure"),
-    "optics.um_per_dpt": _BEHIND_THE_LENS,
-    "optics.breathing_per_dpt": _BEHIND_THE_LENS,
-    "specimen.texture": _NOT_ON_THE_SLIDE,
-    "specimen.color": _NOT_ON_THE_SLIDE,
+# The keys one driver, or one kind of rig, follows. A profile that gives one of these keys (or of those sections)
+# to a rig that does not follow it is refused, not left to ignore it: a GenICam profile's noise: {bit_depth: 12} ran
+# at the camera's own depth, a Micro-Manager camera's pixel_format: Mono12 at its own, their users believing them
+# set. A key at its default is taken (a profile dumped whole and read again holds it).
+DRIVER_CAMERA_KEYS = ("cti", "serial_number", "model", "index", "pixel_format", "gain", "label")
+FOLLOWED_BY_SIMULATED_CAMERAS = FollowedBy("for simulated cameras only (camera.driver: simulated, or micromanager "
+                                           "with micromanager.simulated_devices: true)",
+                                           simulators=("simulated", "micromanager", "slide"))
+_BEHIND_THE_LENS = FollowedBy("only the optics simulator's camera (driver: simulated) looks through the simulated "
+                              "tunable lens", simulators=("simulated",))
+_NOT_ON_THE_SLIDE = FollowedBy("the slide simulator (an mda: plan) shows a grey texture of its own in each channel",
+                               simulators=("simulated", "micromanager"))
+_GENICAM = FollowedBy("for GenICam cameras only (camera.driver: genicam)", drivers=("genicam",))
+_MICRO_MANAGER_RIGS = "for Micro-Manager rigs only (camera.driver or focus.driver: micromanager or pycromanager)"
+FOLLOWED_BY_MICRO_MANAGER_RIGS = FollowedBy(_MICRO_MANAGER_RIGS,
+                                            cores=("micromanager", "simulated devices", "slide", "pycromanager"))
+PROFILE_KEYS_FOLLOWED_BY = {
+    "camera.noise.full_scale_exposure_ms": FollowedBy("only the optics simulator's camera (driver: simulated) "
+                                                      "collects light in proportion to its exposure",
+                                                      simulators=("simulated",)),
+    "camera.optics.um_per_dpt": _BEHIND_THE_LENS,
+    "camera.optics.breathing_per_dpt": _BEHIND_THE_LENS,
+    "camera.specimen.texture": _NOT_ON_THE_SLIDE,
+    "camera.specimen.color": _NOT_ON_THE_SLIDE,
+    **{f"camera.{key}": _GENICAM for key in DRIVER_CAMERA_KEYS if key != "label"},
+    "camera.label": FollowedBy("for Micro-Manager cameras only (camera.driver: micromanager or pycromanager): the "
+                               "camera's device label in the configuration", drivers=("micromanager", "pycromanager")),
+    "micromanager.config": FollowedBy("the slide simulator (an mda: plan with simulated_devices) loads no "
+                                      "configuration", cores=("micromanager", "simulated devices", "pycromanager")),
+    "micromanager.properties": FollowedBy("set on a micromanager core only (camera.driver or focus.driver: "
+                                          "micromanager); a pycromanager core's are set in Micro-Manager",
+                                          cores=("micromanager", "simulated devices", "slide")),
+    "micromanager.simulated_devices": FollowedBy("the simulators' devices are loaded into a micromanager core only "
+                                                 "(camera.driver or focus.driver: micromanager), not into a running "
+                                                 "Micro-Manager", cores=("simulated devices", "slide")),
+    "micromanager.simulated_sequencing": FollowedBy("for the simulated devices' stage in a single-stack session only "
+                                                    "(micromanager.simulated_devices: true, and plan:)",
+                                                    cores=("simulated devices",)),
 }
 
 
-def _simulator_camera_keys_given(camera: CameraSettings) -> list[str]:
-    """The keys of ``SIMULATED_CAMERA_SECTIONS`` that ``camera`` sets to other than their defaults: noise.bit_depth,
-    ..."""
+def _keys_given(profile: Profile) -> list[str]:
+    """The keys that only some rigs follow (``PROFILE_KEYS_FOLLOWED_BY``, ``SIMULATED_CAMERA_SECTIONS``) that
+    ``profile`` sets to other than their defaults: camera.noise.bit_depth, camera.cti, micromanager.config, ..."""
+    sections: list[tuple[str, BaseModel, list[str] | None]] = [
+        *((f"camera.{name}", getattr(profile.camera, name), None) for name in SIMULATED_CAMERA_SECTIONS),
+        ("camera", profile.camera, list(DRIVER_CAMERA_KEYS)), ("micromanager", profile.micromanager, None)]
     given = []
-    for section in SIMULATED_CAMERA_SECTIONS:
-        settings = getattr(camera, section)
-        given += [f"{section}.{name}" for name, field in type(settings).model_fields.items()
-                  if getattr(settings, name) != field.default]
+    for prefix, settings, names in sections:
+        fields = type(settings).model_fields
+        given += [f"{prefix}.{name}" for name in names or fields if getattr(settings, name) != fields[name].default]
     return given
 
 
@@ -461,9 +497,15 @@ class MicroManagerSettings(_Strict):
     @field_validator("properties", mode="before")
     @classmethod
     def _values_as_text(cls, value):
-        """MMCore properties are text; YAML gives numbers and bare Yes/No as bools."""
+        """MMCore properties are text; YAML gives numbers and bare Yes/No as bools. Nothing else is one: a null or a
+        mapping was sent to the device as the text "None" or "{'a': 1}"."""
         if not isinstance(value, dict):
             return value
+        for device, props in value.items():
+            for name, v in (props.items() if isinstance(props, dict) else ()):
+                if v is None or not isinstance(v, str | int | float):
+                    got = "null" if v is None else f"{_a(type(v).__name__.replace('dict', 'mapping'))} ({v!r:.40})"
+                    raise ValueError(f"{device}: {name}: a property's value is text, a number or Yes/No, got {got}")
         text = {True: "Yes", False: "No"}
         return {device: ({name: text.get(v, v) if isinstance(v, bool) else str(v) for name, v in props.items()}
                          if isinstance(props, dict) else props) for device, props in value.items()}
@@ -558,22 +600,18 @@ class Profile(_Strict):
         simulator = self.simulator_of("camera")
         return "slide" if simulator == "micromanager" and self.mda is not None else simulator
 
-    @model_validator(mode="after")
-    def _simulator_keys_for_a_simulated_camera(self):
-        simulator = self.camera_simulator()
-        refused: dict[str, list[str]] = {}   # what only others do: the keys
-        for key in _simulator_camera_keys_given(self.camera):
-            followers, only = CAMERA_KEYS_FEWER_FOLLOW.get(key, FOLLOWED_BY_SIMULATED_CAMERAS)
-            if simulator not in followers:   # (a real camera is told that all of them are for simulated cameras)
-                refused.setdefault(FOLLOWED_BY_SIMULATED_CAMERAS[1] if simulator is None else only, []).append(
-                    f"camera.{key}")
-        if refused:
-            only, keys = next(iter(refused.items()))
-            this = ("the slide simulator's camera" if simulator == "slide" else
-                    f"this {self.camera.driver} camera" + ("" if simulator is None else " (simulated devices)"))
-            them = "it" if len(keys) == 1 else "them"
-            raise ValueError(f"{', '.join(keys)}: {only}; {this} does not follow {them}: remove {them}")
-        return self
+    def micromanager_core(self) -> str | None:
+        """Which Micro-Manager core the rig runs on (see ``PROFILE_KEYS_FOLLOWED_BY``): "micromanager" (a
+        configuration's devices), "simulated devices" (with the simulators' Python devices), "slide" (the slide
+        simulator's, in an mda: session), "pycromanager"; None for a rig without Micro-Manager."""
+        drivers = (self.camera.driver, self.focus.driver)
+        if "pycromanager" in drivers:
+            return "pycromanager"
+        if "micromanager" not in drivers:
+            return None
+        if not self.micromanager.simulated_devices:
+            return "micromanager"
+        return "slide" if self.mda is not None else "simulated devices"
 
     def simulator_of(self, role: str) -> str | None:
         """Which simulator plays ``role`` ("camera" or "focus"), by driver; None for real hardware."""
@@ -628,9 +666,47 @@ class Profile(_Strict):
             # frames mid-travel at their planned z, without a word)
             raise ValueError(f"plan.sweep: a sweep is for a tunable lens, in dpt or mA; this focus drive "
                              f"({self.focus.driver}) moves in µm: give plan.z ({{bottom, top, step}} in µm)")
-        if self.micromanager.simulated_sequencing and not self.micromanager.simulated_devices:
-            raise ValueError("micromanager.simulated_sequencing: needs simulated_devices: true")
         return self
+
+    @model_validator(mode="after")
+    def _keys_only_where_followed(self):
+        """A key that only some rigs follow, given to one that does not, is refused naming the key and who follows
+        it (the first kind of them: one reason a line). After the checks of the rig as a whole (an mda: plan on a
+        rig without Micro-Manager is said as such)."""
+        simulator, core = self.camera_simulator(), self.micromanager_core()
+        refused: dict[FollowedBy, list[str]] = {}
+        for key in _keys_given(self):
+            section = key.split(".")[1]
+            followed_by = PROFILE_KEYS_FOLLOWED_BY.get(key, FOLLOWED_BY_SIMULATED_CAMERAS
+                                                       if section in SIMULATED_CAMERA_SECTIONS else None)
+            if followed_by is None or self.camera.driver in followed_by.drivers \
+                    or simulator in followed_by.simulators or core in followed_by.cores:
+                continue
+            # (a real camera is told that all the simulators' keys are for simulated cameras, a rig without
+            # Micro-Manager that all of micromanager:'s are for Micro-Manager rigs)
+            if simulator is None and followed_by.simulators:
+                followed_by = FOLLOWED_BY_SIMULATED_CAMERAS
+            elif core is None and followed_by.cores:
+                followed_by = FOLLOWED_BY_MICRO_MANAGER_RIGS
+            refused.setdefault(followed_by, []).append(key)
+        if refused:
+            followed_by, keys = next(iter(refused.items()))
+            them = "it" if len(keys) == 1 else "them"
+            raise ValueError(f"{', '.join(keys)}: {followed_by.only}; {self._which_rig(followed_by, simulator)} "
+                             f"does not follow {them}: remove {them}")
+        return self
+
+    def _which_rig(self, followed_by: FollowedBy, simulator: str | None) -> str:
+        """This rig, as a refused key's message names it: its camera, or its Micro-Manager core."""
+        if followed_by.cores:
+            core = self.micromanager_core()
+            return {None: f"this rig, {_a(self.camera.driver)} camera and {_a(self.focus.driver)} focus drive,",
+                    "slide": "the slide simulator's core",
+                    "pycromanager": "this pycromanager rig",
+                    "micromanager": "this Micro-Manager rig (its configuration's devices)",
+                    "simulated devices": "this Micro-Manager rig (simulated devices)"}[core]
+        return ("the slide simulator's camera" if simulator == "slide" else
+                f"this {self.camera.driver} camera" + (" (simulated devices)" if simulator == "micromanager" else ""))
 
     def fusion_settings(self) -> FusionSettings:
         """The engine's settings for this rig: the fusion: section's, and where it says nothing about

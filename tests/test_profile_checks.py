@@ -302,7 +302,90 @@ def test_simulated_cameras_take_their_noise(tmp_path, name):
     assert (profile.camera.noise.bit_depth, profile.camera.noise.full_well_e) == (16, 1000)
 
 
-def test_a_real_cameras_profile_dumped_whole_is_taken():
-    """A dump holds every key at its default, the simulator's among them: read again, it is the same profile."""
-    profile = load_profile(REPO_ROOT / "profiles" / "genicam-etl.yaml")
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "profiles").glob("*.yaml")), ids=lambda path: path.stem)
+def test_a_profile_dumped_whole_is_taken(path):
+    """A dump holds every key at its default, the simulator's, the other drivers' and micromanager:'s among them:
+    read again, it is the same profile."""
+    profile = load_profile(path)
     assert type(profile).model_validate(profile.model_dump()) == profile
+    assert type(profile).model_validate(profile.model_dump(mode="json")) == profile
+
+
+def profile_changed(tmp_path, name: str, changes: dict):
+    """profiles/<name>.yaml with these sections' keys added or replaced ({"camera": {"cti": "bundled"}})."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "profiles" / f"{name}.yaml").read_text())
+    for section, keys in changes.items():
+        data[section] = {**(data.get(section) or {}), **keys}
+    return write_profile(tmp_path, yaml.safe_dump(data))
+
+
+GENICAM_ONLY = r"for GenICam cameras only \(camera.driver: genicam\)"
+MICRO_MANAGER_RIGS = r"for Micro-Manager rigs only \(camera.driver or focus.driver: micromanager or pycromanager\)"
+
+
+@pytest.mark.parametrize("name,changes,message", [
+    # A GenICam camera's keys on another camera: taken, and that camera ran at its own pixel format and gain.
+    ("microscope", {"camera": {"cti": "bundled", "serial_number": "0", "gain": 2}},
+     rf"^[^\n]*rig.yaml: camera.cti, camera.serial_number, camera.gain: {GENICAM_ONLY}; this micromanager camera "
+     r"does not follow them: remove them$"),
+    ("simulated-micromanager", {"camera": {"pixel_format": "Mono12"}},
+     rf"rig.yaml: camera.pixel_format: {GENICAM_ONLY}; this micromanager camera \(simulated devices\) does not follow "
+     r"it: remove it$"),
+    ("simulated", {"camera": {"model": "Viky", "index": 1}},
+     rf"rig.yaml: camera.model, camera.index: {GENICAM_ONLY}; this simulated camera does not follow them"),
+    # A Micro-Manager camera's label on a GenICam or the optics simulator's camera.
+    ("genicam-etl", {"camera": {"label": "Camera"}},
+     r"rig.yaml: camera.label: for Micro-Manager cameras only \(camera.driver: micromanager or pycromanager\): the "
+     r"camera's device label in the configuration; this genicam camera does not follow it: remove it$"),
+    ("simulated", {"camera": {"label": "Camera"}}, r"rig.yaml: camera.label: for Micro-Manager cameras only .*; this "
+                                                   r"simulated camera does not follow it"),
+    # A micromanager: section on a rig without Micro-Manager: its configuration was never loaded, its properties
+    # never set.
+    ("genicam-etl", {"micromanager": {"config": "demo", "properties": {"Camera": {"Gain": 2}}}},
+     rf"^[^\n]*rig.yaml: micromanager.config, micromanager.properties: {MICRO_MANAGER_RIGS}; this rig, a genicam "
+     r"camera and an optotune focus drive, does not follow them: remove them$"),
+    ("simulated", {"micromanager": {"simulated_devices": True}},
+     rf"rig.yaml: micromanager.simulated_devices: {MICRO_MANAGER_RIGS}; this rig, a simulated camera and a "
+     r"simulated focus drive, does not follow it"),
+    # The slide simulator loads no configuration and its stage does not sequence; a pycromanager core's properties
+    # are Micro-Manager's own.
+    ("simulated-mda", {"micromanager": {"config": "demo"}},
+     r"rig.yaml: micromanager.config: the slide simulator \(an mda: plan with simulated_devices\) loads no "
+     r"configuration; the slide simulator's core does not follow it"),
+    ("simulated-mda", {"micromanager": {"simulated_sequencing": True}},
+     r"rig.yaml: micromanager.simulated_sequencing: for the simulated devices' stage in a single-stack session only"),
+    ("microscope", {"camera": {"driver": "pycromanager"}, "micromanager": {"properties": {"Camera": {"Gain": 2}}}},
+     r"rig.yaml: micromanager.properties: set on a micromanager core only .*; a pycromanager core's are set in "
+     r"Micro-Manager; this pycromanager rig does not follow it"),
+    ("microscope", {"camera": {"driver": "pycromanager"}, "micromanager": {"simulated_devices": True}},
+     r"rig.yaml: micromanager.simulated_devices: the simulators' devices are loaded into a micromanager core only"),
+])
+def test_a_key_for_another_driver_or_rig_is_refused_naming_who_follows_it(tmp_path, name, changes, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(profile_changed(tmp_path, name, changes))
+
+
+@pytest.mark.parametrize("name,changes", [
+    ("genicam-etl", {"camera": {"serial_number": "0", "model": "Viky", "index": 0, "pixel_format": "Mono8",
+                                "gain": 1}}),
+    ("microscope", {"camera": {"label": "Camera"}}),
+    ("microscope", {"camera": {"driver": "pycromanager", "label": "Camera"}}),
+    ("simulated-micromanager", {"camera": {"label": "SimCamera"}, "micromanager": {"config": "demo"}}),
+    ("simulated-mda", {"micromanager": {"properties": {"SimCamera": {"Gain": 2}}}}),
+    ("simulated-sequenced", {}),
+])
+def test_keys_for_the_rigs_driver_are_taken(tmp_path, name, changes):
+    load_profile(profile_changed(tmp_path, name, changes))
+
+
+@pytest.mark.parametrize("value,said", [(None, "null"), ({"a": 1}, r"a mapping \({'a': 1}\)"),
+                                        ([1, 2], r"a list \(\[1, 2\]\)")])
+def test_a_property_value_that_is_not_text_or_a_number_is_refused(tmp_path, value, said):
+    """micromanager.properties: {Camera: {Gain: null}} was sent to the device as the text "None" (a mapping as
+    "{'a': 1}")."""
+    with pytest.raises(ProfileError, match=rf"^[^\n]*rig.yaml: micromanager.properties: Camera: Gain: a property's "
+                                           rf"value is text, a number or Yes/No, got {said}$"):
+        load_profile(profile_changed(tmp_path, "microscope",
+                                     {"micromanager": {"properties": {"Camera": {"Gain": value}}}}))
