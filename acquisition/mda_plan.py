@@ -5,6 +5,7 @@ useq-schema ignores keys it does not know; a profile must not, so a typo such as
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import typing
 from typing import Annotated, Any
@@ -76,13 +77,27 @@ def _check_plan(key: str, plan: Any, where: str) -> None:
     """A plan's keys: a typo (no kind of plan has it), or a key of another kind of plan than the one
     useq makes of it, which useq would drop ({range: 38, step: 2, top: 5} is a ZRangeAround without
     its top); and no yes or no where it wants a number, and no infinity or NaN (useq counts the positions of
-    {top: .inf} with a traceback)."""
+    {top: .inf} with a traceback). A plan that is not a mapping (z_plan: [1, 2]) is one line naming the shapes it
+    may take (pydantic said one line per kind of plan, each the same)."""
+    if plan is not None and not isinstance(plan, dict | pydantic.BaseModel):
+        shapes = " or ".join(filter(None, map(_shape, _plan_kinds(key))))
+        raise ValueError(f"{where}: a {key} is a mapping of keys: {shapes}; got {plan!r:.40}")
     _unknown_key(plan, set().union(*map(_allowed, _plan_kinds(key))), where)
     kind = _kind_useq_reads(key, plan)
     if kind is None or not isinstance(plan, dict):
         return
     _unknown_key(plan, _allowed(kind), f"{where} (a {kind.__name__} plan)")
     _check_numbers(plan, kind, where)
+
+
+def _shape(kind: type[pydantic.BaseModel]) -> str:
+    """A kind of plan by the keys it needs: ``{range, step}``, ``{absolute: [...]}``; "" for one that needs none."""
+    def said(name: str) -> str:
+        listed = typing.get_origin(kind.model_fields[name].annotation) in (list, tuple, typing.Sequence,
+                                                                          collections.abc.Sequence)
+        return f"{name}: [...]" if listed else name
+    needed = [name for name, field in kind.model_fields.items() if field.is_required()]
+    return "{" + ", ".join(map(said, needed)) + "}" if needed else ""
 
 
 def _check_numbers(item: Any, model: type[pydantic.BaseModel], where: str) -> None:

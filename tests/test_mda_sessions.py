@@ -192,6 +192,13 @@ def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
               "time_plan": {"phases": [{"interval": 1, "loops": 2}, {"interval": 2, "loop": 3}]}}},
      r"unknown key 'loop' in mda.time_plan.phases.1 \(did you mean 'loops'\?\)"),
+    # A z-plan written as a list said five lines, one per kind of useq z-plan, each the same.
+    ({"mda": {"channels": ["DAPI"], "z_plan": [1, 2]}},
+     r"^[^\n]*bad.yaml: mda: mda.z_plan: a z_plan is a mapping of keys: \{top, bottom, step\} or "
+     r"\{above, below, step\} or \{range, step\} or \{absolute: \[...\]\} or \{relative: \[...\]\}; got \[1, 2\]$"),
+    ({"mda": {"channels": ["DAPI"], "time_plan": "1 s"}},
+     r"^[^\n]*bad.yaml: mda: mda.time_plan: a time_plan is a mapping of keys: \{phases: \[...\]\} or "
+     r"\{interval, duration\} or \{interval, loops\} or \{duration, loops\}; got '1 s'$"),
     # A z-plan of one position ran, fused nothing and warned that the sequence had no z-plan.
     ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 0.5, "step": 1}}},
      r"^[^\n]*bad.yaml: mda.z_plan: it gives one z position per stack \(-0.25 µm\): nothing to fuse; give a range or "
