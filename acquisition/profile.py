@@ -466,6 +466,17 @@ class FusionProfile(_Strict):
             raise ValueError(f"unknown fusion method {method!r}; choose one of {sorted(MEASURES)}")
         return method
 
+    @field_validator("weights")
+    @classmethod
+    def _weights_there(cls, weights: str | None, info: ValidationInfo) -> str | None:
+        """The "ums" measure's weights file is there when the profile loads: it was found missing only once the
+        session had begun (under another measure none is read, and a warning says it has no effect)."""
+        if weights is not None and info.data.get("method") == "ums" and not Path(weights).is_file():
+            there = "is a folder" if Path(weights).is_dir() else "no such weights file"
+            raise ValueError(f"{weights}: {there} (train with python -m fusion.deep.train --export PATH, or leave "
+                             "weights out for the shipped ones)")
+        return weights
+
     @field_validator("window_px")
     @classmethod
     def _window_of_a_pixel_at_least(cls, window_px):

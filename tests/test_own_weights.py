@@ -68,6 +68,25 @@ def test_a_profile_names_its_weights_and_one_that_is_not_there_stops_the_session
     assert not list((tmp_path / "sessions").glob("*/stack.ome.tif"))  # nothing acquired
 
 
+@pytest.mark.parametrize("missing", ["none.pt", "a-folder"])
+def test_a_profiles_weights_that_are_not_there_are_refused_when_it_loads(tmp_path, missing):
+    """fusion.weights naming a file that is not there was taken when the profile loaded, and refused only as the
+    session began: refused with the profile's other bad keys now, naming the key and the file."""
+    from acquisition.profile import ProfileError, load_profile
+
+    (tmp_path / "a-folder").mkdir()
+    data = yaml.safe_load((REPO_ROOT / "profiles" / "simulated.yaml").read_text())
+    data["fusion"] = {**data.get("fusion", {}), "method": "ums", "weights": str(tmp_path / missing)}
+    profile = tmp_path / "own-weights.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    there = "is a folder" if missing == "a-folder" else "no such weights file"
+    with pytest.raises(ProfileError, match=rf"own-weights.yaml: fusion.weights: {tmp_path / missing}: {there} "):
+        load_profile(profile)
+    data["fusion"]["method"] = "sf"   # (read by no other measure: said to have no effect, as --weights is)
+    profile.write_text(yaml.safe_dump(data))
+    assert load_profile(profile).fusion.weights == str(tmp_path / missing)
+
+
 def test_a_profile_records_its_weights_as_the_file_used(tmp_path, monkeypatch):
     from acquisition.profile import load_profile
 
@@ -75,6 +94,7 @@ def test_a_profile_records_its_weights_as_the_file_used(tmp_path, monkeypatch):
     data["fusion"] = {**data.get("fusion", {}), "method": "ums", "weights": "mine.pt"}
     profile = tmp_path / "own-weights.yaml"
     profile.write_text(yaml.safe_dump(data))
+    shutil.copyfile(DEFAULT_WEIGHTS, tmp_path / "mine.pt")
     monkeypatch.chdir(tmp_path)  # (relative to the folder the program runs in, as the README says)
     assert load_profile(profile).fusion.weights == str(tmp_path / "mine.pt")  # session.json: not "mine.pt"
 
