@@ -28,6 +28,7 @@ from fusion.align.alignment import AUTO_MIN_MOTION_PX, AlignSettings, SliceAlign
     max_displacement_px, warp_mask, warp_to_reference
 from fusion.blank_slices import left_out_warning, noise_only, value_step
 from fusion.decision import default_mode_filter_px
+from fusion.depth_z import as_depth, indistinct_z
 from fusion.errors import EmptyStackError, InvalidPixelsError, SliceMismatchError, FrameShapeError, slice_name
 from fusion.focus_measures import DEFAULT_WINDOW_PX, even_channel_weights, make_measure, to_gray
 from fusion.multiscale import PyramidWeighting
@@ -310,6 +311,8 @@ class StreamingFusion:
                 self.settings.sharpness, mode_filter_px, self.settings.feather_px, name)
         self._focus_scores: list[float] = []
         self._z_positions: list[float | None] = []
+        # The z pushed so far, by the depth map's value of each: a z that rounds to another's there is refused.
+        self._z_by_depth: dict[float, tuple[int, float]] = {}  # (the first slice at each: its index and z)
         self._seconds = {"measure": 0.0, "store": 0.0}
         self._finished = False
         self._result: FusionResult | None = None   # what finish() gave: given again by a second call
@@ -376,6 +379,8 @@ class StreamingFusion:
         self._missing.add(self._pushed, missing)  # (in the reference frame, where the slice moved)
         self._seconds["measure"] += time.perf_counter() - started
         z = None if z is None else float(z) + 0.0  # (+ 0.0: never -0.0)
+        if z is not None:
+            self._z_by_depth.setdefault(as_depth(z), (self._pushed, z))
         self._pushed += 1
         if self._overlap is None:
             self._compose(pixels, gray, covered, self._pushed - 1, z)
@@ -552,7 +557,8 @@ class StreamingFusion:
 
     def _check_z(self, z) -> None:
         """A focus position is a finite number within ``FOCUS_POSITION_LIMIT``, or None where it is not known: NaN,
-        infinity or 1e300 made the whole depth map NaN, and text or a bool was taken for a number."""
+        infinity or 1e300 made the whole depth map NaN, and text or a bool was taken for a number; and one the depth
+        map tells apart from those pushed before it (``fusion.depth_z``): a step of 1e-300 made it 0 everywhere."""
         if z is None:
             return
         if isinstance(z, (bool, np.bool_)) or not isinstance(z, numbers.Real):
@@ -570,6 +576,12 @@ class StreamingFusion:
             raise ValueError(f"{self.name}: the z of {slice_name(self._pushed)} is {said} {self.z_unit}, beyond any "
                              f"focus drive's travel (±{FOCUS_POSITION_LIMIT:g}); give its focus position, or None "
                              "where it is not known (the depth map then counts slices)")
+        index, earlier = self._z_by_depth.get(as_depth(value), (None, None))
+        said = None if earlier is None else indistinct_z([earlier, value], self.z_unit)
+        if said is not None:
+            raise ValueError(f"{self.name}: {slice_name(self._pushed)} and slice {index}: their {said}; push z "
+                             "nearer 0 (from the stack's first position, say), or None for every slice (the depth map "
+                             "then counts slices)")
 
     def _check(self, pixels: np.ndarray) -> None:
         if not isinstance(pixels, np.ndarray):

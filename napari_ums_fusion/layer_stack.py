@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from fusion.depth_z import indistinct_z
 from fusion.engine import SUPPORTED_DTYPES, FusionResult, FusionSettings, StreamingFusion
-from fusion.readers.base import conversion_note, convert_dtype
+from fusion.readers.base import beyond_float32_range, conversion_note, convert_dtype
 
 
 @dataclass
@@ -115,37 +116,21 @@ def _length_in_um(unit: Any) -> float | None:
         return None
 
 
-DEPTH_DTYPE = np.float32  # the depth map's: slices whose z it cannot tell apart all get the same depth
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _checked(stack: LayerStack) -> LayerStack:
-    """``stack``, or a ValueError where the depth map (``DEPTH_DTYPE``) cannot tell its slices' z apart: a z scale of
-    1e-300 gave a depth map of 0 everywhere."""
-    positions = np.asarray(stack.z_um, np.float64)
-    kept = positions.astype(DEPTH_DTYPE)
-    if len(np.unique(kept)) == len(np.unique(positions)):
+    """``stack``, or a ValueError where the depth map cannot tell its slices' z apart (``fusion.depth_z``): a z scale
+    of 1e-300 gave a depth map of 0 everywhere."""
+    said = indistinct_z(stack.z_um, stack.z_unit)
+    if said is None:
         return stack
-    unit = {"um": "µm"}.get(stack.z_unit, stack.z_unit)
-    step = float(np.min(np.abs(np.diff(np.unique(positions)))))
-    shown = ", ".join(f"{z:.6g}" for z in positions[:3]) + (", ..." if len(positions) > 3 else "")
-    raise ValueError(f"layer {stack.name!r}: its slices' z ({shown} {unit}: a step of {step:.6g} {unit}) cannot be "
-                     f"told apart in the depth map, which holds z as {np.dtype(DEPTH_DTYPE).name} (about 7 significant "
-                     "digits): check the layer's z scale and unit, or place its slices nearer 0")
+    raise ValueError(f"layer {stack.name!r}: its slices' {said}: check the layer's z scale and unit, or place its "
+                     "slices nearer 0")
 
 
 def _check_float32_range(pixels: np.ndarray, what: str) -> None:
-    """A ValueError where float pixels wider than float32 hold finite values beyond its range: fused as float32
-    they became infinity, and the error blamed infinity in the data."""
-    if pixels.dtype.kind != "f" or pixels.dtype.itemsize <= 4 or not pixels.size:
-        return
-    finite = np.abs(pixels[np.isfinite(pixels)])
-    largest = finite.max() if finite.size else pixels.dtype.type(0)
-    if largest > FLOAT32_MAX:  # (in the pixels' own type: a float128's may be beyond float64's too)
-        over = int(np.ceil(np.log10(largest) - np.log10(FLOAT32_MAX))) + 1
-        raise ValueError(f"{what} holds values up to {float(largest):.3g}, beyond "
-                         f"float32's range (±{FLOAT32_MAX:.3g}), which fusion computes in: scale the layer's values "
-                         f"down (divide them by 1e{over}, say)")
+    """A ValueError where float pixels hold values beyond float32's range (as a saved stack's reader refuses them)."""
+    beyond = beyond_float32_range(pixels, "the layer's")
+    if beyond is not None:
+        raise ValueError(f"{what} {beyond}")
 
 
 PIXEL_UNITS = ("pixel", "px")  # napari's default unit (pint's "pixel"): no physical scale was given

@@ -188,6 +188,24 @@ def test_the_focus_position_limit_is_one_for_pushed_and_saved_stacks():
         engine.push(np.zeros((16, 16), np.uint8), 1e30)
 
 
+@pytest.mark.parametrize("first_um,step_um,said", [
+    (0.0, 1e-300, r"their z \(0, 1e-300 µm: a step of 1e-300 µm\)"),
+    (1e4, 1e-4, r"their z \(10000, 10000.0001 µm: a step of 0.0001 µm\)"),
+])
+def test_a_z_the_depth_map_cannot_tell_from_an_earlier_one_is_refused_naming_both(first_um, step_um, said):
+    """Steps of 1e-300 gave a depth map of 0 everywhere, steps of 1e-4 µm at 1e4 µm one of 10000 everywhere: float32
+    rounds them to one z. The slice is refused, naming its z, the earlier slice's and the step."""
+    engine = StreamingFusion((16, 16), np.uint8, name="fine")
+    engine.push(np.zeros((16, 16), np.uint8), first_um)
+    with pytest.raises(ValueError, match=r"^fine: slice 1 \(counting from 0\) and slice 0: " + said + " cannot be told "
+                       r"apart in the depth map, which holds z as float32 \(about 7 significant digits\); push z "
+                       r"nearer 0"):
+        engine.push(np.zeros((16, 16), np.uint8), first_um + step_um)
+    engine.push(np.zeros((16, 16), np.uint8), first_um)  # (one z again: a stack may repeat one)
+    engine.push(np.zeros((16, 16), np.uint8), first_um + 1e-3)  # (float32 tells 10000.001 from 10000)
+    assert engine.finish().z_positions == [first_um, first_um, first_um + 1e-3]
+
+
 def test_unsupported_settings_and_formats_are_clear_errors():
     with pytest.raises(ValueError, match="unknown focus measure 'sharp'"):
         FusionSettings(measure="sharp")

@@ -179,6 +179,13 @@ def test_imagej_spacing_in_pixels_is_not_taken_for_micrometres(tmp_path):
     # numpy's "overflow encountered in cast" and a depth map of NaN everywhere.
     ({"axes": "ZYX", "Plane": {"PositionZ": [0.0, 1e300, 2.0, 3.0, 4.0]}},
      r"a focus position of 1e\+300 um for 1 of 5 slices, beyond any focus drive's travel \(±1e\+06\)"),
+    # A depth map of 0 everywhere, and of 10000 everywhere: its float32 cannot tell them apart.
+    ({"axes": "ZYX", "Plane": {"PositionZ": [k * 1e-300 for k in range(5)]}},
+     r"the file's slices' z \(0, 1e-300, 2e-300, ... µm: a step of 1e-300 µm\) cannot be told apart in the depth map, "
+     r"which holds z as float32 \(about 7 significant digits\)"),
+    ({"axes": "ZYX", "Plane": {"PositionZ": [1e4 + k * 1e-4 for k in range(5)]}},
+     r"the file's slices' z \(10000, 10000.0001, 10000.0002, ... µm: a step of 0.0001 µm\) cannot be told apart in "
+     r"the depth map, which holds z as float32 \(about 7 significant digits\)"),
 ])
 def test_focus_positions_that_cannot_place_the_slices_are_dropped_with_a_warning(tmp_path, metadata, message):
     """A depth map from them would be one value everywhere (or undefined): it counts slices instead."""

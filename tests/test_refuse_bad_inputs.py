@@ -354,3 +354,37 @@ def test_resume_skips_stacks_when_only_options_with_no_effect_differ(tmp_path):
     assert json.loads((out / "s0.json").read_text())["settings"]["feather_px"] == 3
     done = run_cli("--refuse", *stacks, "--out", out, "--resume", "--composition", "pick", "--feather-px", "2")
     assert json.loads((out / "summary.json").read_text())["counts"]["done"] == 2, done.stderr
+
+
+# ---- float64 values beyond float32's range ----
+
+def test_a_float64_stack_beyond_float32_s_range_is_said_to_be_so_not_to_hold_infinity(tmp_path):
+    """A float64 stack of finite values up to 1e300 failed with 'slice 0 ... holds infinity', which it does not (its
+    conversion to float32 made the infinity): the error says the values exceed float32's range, the largest, and by
+    what to divide them, naming the file and the slice."""
+    planes = np.random.default_rng(0).random((4, 32, 40))
+    planes[2] *= 1e300  # (slices 0 and 1 fit: the slice named is the one beyond)
+    tifffile.imwrite(tmp_path / "huge.tif", planes, photometric="minisblack", metadata={"axes": "ZYX"})
+    done = run_cli("--refuse", tmp_path / "huge.tif", "--out", tmp_path / "out")
+    assert done.returncode != 0
+    said = float(f"{planes[2].max():.3g}")
+    assert error_lines(done.stderr) == [
+        f"error: {tmp_path / 'huge.tif'}: slice 2 (counting from 0) holds values up to {said:.3g}, beyond float32's "
+        "range (±3.4e+38), which fusion computes in: scale the stack's values down (divide them by 1e263, say)"]
+    assert "infinity" not in done.stderr
+
+
+def test_a_stack_whose_z_step_the_depth_map_cannot_hold_is_fused_with_depths_in_slices_and_a_warning(tmp_path):
+    """Positions 1e-4 µm apart at 1e4 µm (float32 rounds them all to 10000) gave a depth map of 10000 everywhere, said
+    to be in µm: the positions are refused, naming them and the step, and the depth map counts slices instead."""
+    planes = tifffile.imread(write_stack(tmp_path / "plain.tif", 6))
+    tifffile.imwrite(tmp_path / "far.ome.tif", planes,
+                     metadata={"axes": "ZYX", "Plane": {"PositionZ": [1e4 + k * 1e-4 for k in range(6)]}})
+    done = run_cli("--refuse", tmp_path / "far.ome.tif", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: {tmp_path / 'far.ome.tif'}: the file's slices' z (10000, 10000.0001, 10000.0002, ... µm: a step "
+            "of 0.0001 µm) cannot be told apart in the depth map, which holds z as float32 (about 7 significant "
+            "digits); the depth map counts slices instead") in done.stderr.splitlines()
+    report = json.loads((tmp_path / "out" / "far.json").read_text())
+    depth = tifffile.imread(tmp_path / "out" / "far.depth.tif")
+    assert report["depth_unit"] == "slice index" and np.nanmax(depth) <= 5 and np.nanmin(depth) < np.nanmax(depth)

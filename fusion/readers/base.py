@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from fusion.channel_look import ChannelLook
+from fusion.depth_z import indistinct_z
 from fusion.engine import FOCUS_POSITION_LIMIT, SUPPORTED_DTYPES, past_limit_words
 from fusion.errors import (INFINITY_SAID, InvalidPixelsError, SliceMismatchError, StackLayoutError, StackTooLargeError,
                            UnreadableStackError, slice_name)
@@ -73,7 +74,9 @@ class SavedStack(ABC):
         """``focus_positions``, or none (the depth map then counts slices) with a warning where they
         cannot place the slices: a position that is not a finite number (an ImageJ spacing of NaN), or one
         out of all proportion (``FOCUS_POSITION_LIMIT``: 1e300 overflowed the depth map's float32), or slices
-        that share a position (a spacing of 0, a writer that repeats one z, or some of them)."""
+        that share a position (a spacing of 0, a writer that repeats one z, or some of them), or whose positions the
+        depth map cannot tell apart (``fusion.depth_z``: a spacing of 1e-300 made it 0 everywhere). The engine refuses
+        such z pushed to it; a saved stack is fused all the same, its depth map in slices."""
         z, unit = self.focus_positions()
         if z is None:
             return z, unit
@@ -91,6 +94,8 @@ class SavedStack(ABC):
             listed = "; ".join(f"slices {index_ranges(slices)} share {position:g} {unit}"
                                for position, slices in shared[:3]) + (" ..." if len(shared) > 3 else "")
             problem = f"the file gives several slices one focus position ({listed})"
+        elif (too_fine := indistinct_z(z, unit)) is not None:
+            problem = f"the file's slices' {too_fine}"
         else:
             return z, unit
         warnings.warn(f"{self.path}: {problem}; the depth map counts slices instead", stacklevel=2)
@@ -217,11 +222,32 @@ def conversion_note(dtype: np.dtype, path: Path) -> str:
 
 def convert_dtype(pixels: np.ndarray, path: Path, label: str) -> np.ndarray:
     """Pixel types we do not fuse natively, as ``fusion.pixel_conversion.fused_as`` says: bool as uint8, every other
-    number as float32."""
+    number as float32; float pixels beyond float32's range are refused (``beyond_float32_range``)."""
     target = fused_as(pixels.dtype)
     if target is None:
         raise UnreadableStackError(f"{label} has pixel type {pixels.dtype}, which cannot be fused", path)
+    beyond = beyond_float32_range(pixels)
+    if beyond is not None:
+        raise InvalidPixelsError(f"{label} {beyond}", path)
     return pixels.astype(target)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def beyond_float32_range(pixels: np.ndarray, whose: str = "the stack's") -> str | None:
+    """Where float pixels wider than float32 hold finite values beyond its range, that and what to do, in words that
+    follow a slice's name; None where they fit. Converted, they became infinity, and the error blamed infinity in the
+    data (``whose`` values to scale down: "the layer's" in napari)."""
+    if pixels.dtype.kind != "f" or pixels.dtype.itemsize <= 4 or not pixels.size:
+        return None
+    finite = np.abs(pixels[np.isfinite(pixels)])
+    largest = finite.max() if finite.size else pixels.dtype.type(0)
+    if not largest > FLOAT32_MAX:  # (in the pixels' own type: a float128's may be beyond float64's too)
+        return None
+    over = int(np.ceil(np.log10(largest) - np.log10(FLOAT32_MAX))) + 1
+    return (f"holds values up to {float(largest):.3g}, beyond float32's range (±{FLOAT32_MAX:.3g}), which fusion "
+            f"computes in: scale {whose} values down (divide them by 1e{over}, say)")
 
 
 def _describe(shape, dtype) -> str:
