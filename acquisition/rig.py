@@ -19,6 +19,7 @@ from acquisition.profile import FaultSettings, Profile
 from acquisition.rig_registry import FaultCommitter, GroundTruth, Opened, RigContext, opener_for
 from devices.camera import Camera
 from devices.focus_drive import FocusDrive
+from fusion.depth_z import depth_step_at, indistinct_z
 
 
 @dataclass
@@ -94,13 +95,21 @@ def micromanager_driver(profile: Profile) -> str | None:
 def check_plan_reachable(profile: Profile, focus: FocusDrive) -> None:
     """As the rig opens, before anything moves: every planned position is within focus.limits and within
     what the focus drive itself reports it can reach (``FocusDrive.device_range``: a lens's maximum current
-    or focal-power range), else a PositionOutOfRangeError naming the position and both ranges. (An
-    auto_range plan's positions are found by its pre-sweep, which checks its search range.)"""
+    or focal-power range), else a PositionOutOfRangeError naming the position and both ranges; and the depth map
+    tells them apart (``fusion.depth_z``), else a ValueError: a step of 1e-4 µm at 1e4 µm was acquired whole, and
+    then its fusion refused. (An auto_range plan's positions are found by its pre-sweep, which checks its search
+    range.)"""
     plan = profile.plan
     if plan is None or plan.auto_range is not None:
         return
     relative = plan.z is not None and plan.z.is_relative
-    focus.check_reachable(planned_positions(plan, focus.position() if relative else 0.0), "the plan")
+    positions = planned_positions(plan, focus.position() if relative else 0.0)
+    focus.check_reachable(positions, "the plan")
+    said = indistinct_z(positions, focus.unit)
+    if said is not None:
+        farthest, unit = max(abs(position) for position in positions), {"um": "µm"}.get(focus.unit, focus.unit)
+        raise ValueError(f"the plan: its slices' {said}: give it a step of at least {depth_step_at(farthest):.3g} "
+                         f"{unit} (the depth map's at {farthest:g} {unit}); nothing was acquired")
 
 
 def open_rig(profile: Profile) -> Rig:

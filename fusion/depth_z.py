@@ -18,6 +18,11 @@ def as_depth(z: float) -> float:
     return float(DEPTH_DTYPE(z))
 
 
+def depth_step_at(z: float) -> float:
+    """The smallest difference the depth map holds between z near ``z`` (float32's spacing there: 0.000977 at 1e4)."""
+    return float(np.spacing(DEPTH_DTYPE(abs(z))))
+
+
 def indistinct_z(positions: Sequence[float], unit: str) -> str | None:
     """Where the depth map cannot tell some of ``positions`` apart, that in words, after "the slices'": "z (those
     positions: a step of ...) cannot be told apart ..." (the first group it rounds to one z, in stack order, and the

@@ -161,3 +161,14 @@ def test_positions_on_the_drives_grid_or_off_it_by_a_hair_of_their_spacing_are_n
         assert repeated_focus_warning([-3.0, 0.0, 3.0, 0.3], stage) is None
     with optotune_lens("current") as (lens, _):   # steps by 0.0715 mA: 50 mA apart, 0.036 at most is 0.07%
         assert off_grid_warning([0.0, 50.0, 100.0, 150.0], lens) is None
+
+
+@pytest.mark.hardware_sim
+def test_a_plan_whose_step_the_depth_map_cannot_hold_is_refused_before_anything_moves(tmp_path, capsys):
+    """Steps of 1e-4 µm at 1e4 µm: the whole stack was acquired, then its fusion refused (float32 rounds every z to
+    10000). The plan is refused as the rig opens, naming the positions and the step the depth map holds there."""
+    errors = run_session_errors(tmp_path, "simulated", capsys, focus={"limits": [-20000, 20000]},
+                                plan={"z": {"bottom": 10000, "top": 10000.0008, "step": 0.0001}})
+    assert errors == ["error: the plan: its slices' z (10000, 10000.0001, 10000.0002, ... µm: a step of 0.0001 µm) "
+                      "cannot be told apart in the depth map, which holds z as float32 (about 7 significant digits): "
+                      "give it a step of at least 0.000977 µm (the depth map's at 10000 µm); nothing was acquired"]
