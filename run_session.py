@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def live_view(args, title: str, mode: str):
-    """A LiveViewState served while the block runs (or None without --view)."""
+def live_view(args, title: str, mode: str, lingering: contextlib.ExitStack):
+    """A LiveViewState served while the block runs (or None without --view); the page stays up after it (the
+    lingering, ``linger_then_stop``) once ``lingering`` closes, when the run has printed its last line: the terminal's
+    summary came only after the lingering, and the run looked hung meanwhile."""
     if not args.view:
         yield None
         return
@@ -165,12 +167,18 @@ def live_view(args, title: str, mode: str):
     finally:
         if state.status in ("starting", "running"):
             state.end("failed", "stopped before the end")
+        lingering.callback(linger_then_stop, server, state, args.view_linger_s, mode)
+
+
+def linger_then_stop(server, state, linger_s: float, mode: str) -> None:
+    """The page stays up ``linger_s`` more, so that it shows the result, and then the server stops."""
+    try:
         with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
-            if args.view_linger_s > 0:  # (the terminal was silent while the page stayed up: it looked hung)
+            if linger_s > 0:  # (the terminal was silent while the page stayed up: it looked hung)
                 print(f"live view: the {'refusion' if mode == 'refuse' else 'session'} has ended ({state.status});"
-                      f" the page stays up {args.view_linger_s:g} s more at {server.url} (ctrl-c closes it sooner)",
-                      flush=True)
-            time.sleep(max(0.0, args.view_linger_s))
+                      f" the page stays up {linger_s:g} s more at {server.url} (ctrl-c closes it sooner)", flush=True)
+            time.sleep(max(0.0, linger_s))
+    finally:
         server.stop()
 
 
@@ -214,10 +222,11 @@ def check_output_folder(folder: Path, named: str) -> None:
         raise OSError(f"{named} {folder}: cannot make or write that folder: {existing} is not writable")
 
 
-def run_live(args, said: list[str]) -> int:
+def run_live(args, said: list[str], lingering: contextlib.ExitStack) -> int:
     """A live session: exit 0 when every planned slice was acquired and fused (1 when one was lost).
 
-    ``said``: the warnings printed so far (options with no effect), which session.json records too."""
+    ``said``: the warnings printed so far (options with no effect), which session.json records too. ``lingering``:
+    closed once this has returned (``live_view``)."""
     import simulators.rigs  # noqa: F401  (registers the simulated rigs' openers: acquisition.rig_registry)
     from acquisition.profile import ProfileError, load_profile, with_fusion_overrides
     from acquisition.session import run_profile
@@ -236,7 +245,7 @@ def run_live(args, said: list[str]) -> int:
         check_output_folder(out_root, "--out" if args.out else f"{profile_path}: output.folder")
         if profile.mda is not None:
             return run_mda(args, profile, out_root, said)
-        with live_view(args, profile.name, "session") as view:
+        with live_view(args, profile.name, "session", lingering) as view:
             outcome = run_profile(profile, out_root, view=view, warnings_before=said)
     except (ProfileError, DeviceError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -396,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
                                               ("--scheduler", args.scheduler is not None)) if value]
         if given:
             parser.error(f"{', '.join(given)}: only with --refuse (a live session fuses its one stack as it comes)")
-        return run_live(args, said)
-    return run_refuse(parser, args)
+        with contextlib.ExitStack() as lingering:  # (a live view lingers as it closes: after the run's last line)
+            return run_live(args, said, lingering)
+    with contextlib.ExitStack() as lingering:
+        return run_refuse(parser, args, lingering)
 
 
 # Options of the single-scale compositions: the pyramid (the default) has no window, exponent or seams.
@@ -471,8 +482,9 @@ def with_view_defaults(args) -> list[str]:
     return said
 
 
-def run_refuse(parser: argparse.ArgumentParser, args) -> int:
-    """Offline refusion of saved stacks: exit 0 when every stack was fused."""
+def run_refuse(parser: argparse.ArgumentParser, args, lingering: contextlib.ExitStack) -> int:
+    """Offline refusion of saved stacks: exit 0 when every stack was fused. ``lingering``: closed once this has
+    returned (``live_view``)."""
     from fusion.batch import refuse_many
     from fusion.stack_arguments import expand_stack_arguments
     from fusion.errors import FusionError
@@ -492,7 +504,7 @@ def run_refuse(parser: argparse.ArgumentParser, args) -> int:
             from fusion.scheduler_check import check_scheduler
 
             check_scheduler(args.scheduler)
-        with live_view(args, f"refusing {len(stacks)} stacks into {args.out}", "refuse") as view:
+        with live_view(args, f"refusing {len(stacks)} stacks into {args.out}", "refuse", lingering) as view:
             if view is not None:
                 view.begin(len(stacks), "um", {})
 

@@ -286,19 +286,51 @@ def test_the_terminal_says_the_page_stays_up_after_the_end_and_ctrl_c_closes_it(
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
                                 "--out", str(tmp_path / "sessions"), "--view", "--port", "0", "--view-linger-s", "60"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    lines = lines_until_the_page_stays_up(process)
+    url = lines[0].split()[-1]
+    assert lines[-1] == (f"live view: the session has ended (done); the page stays up 60 s more at {url} "
+                         "(ctrl-c closes it sooner)\n"), lines
+    # The summary is printed as the session ends, before the lingering (it came only after it).
+    assert lines[1].startswith("session: 3 of 3 slices") and any(line.startswith("  fused: ") for line in lines)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err  # (the session had succeeded: the ctrl-c ended the lingering only)
+    assert out == ""
+
+
+def lines_until_the_page_stays_up(process: subprocess.Popen) -> list[str]:
+    """What the run prints on stdout up to the line that says the page stays up, which ends the list."""
     assert process.stdout is not None
     lines = []
     for line in process.stdout:  # (the old code lingered its 60 s in silence, and the loop ended with the program)
         lines.append(line)
         if "stays up" in line:
             break
-    url = lines[0].split()[-1]
-    assert lines[-1] == (f"live view: the session has ended (done); the page stays up 60 s more at {url} "
-                         "(ctrl-c closes it sooner)\n"), lines
+    return lines
+
+
+def test_a_refusion_s_rows_and_summary_are_printed_before_the_page_lingers(tmp_path):
+    """With --view-linger-s the refusion's rows and its summary.json line came only after the lingering: they are
+    printed as the refusion ends, then the page stays up."""
+    import signal
+
+    import tifffile
+
+    from tests.conftest import rendered
+
+    slices = rendered(color=False, shape=(64, 80)).slices
+    tifffile.imwrite(tmp_path / "small.tif", np.stack(slices), photometric="minisblack")
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse",
+                                str(tmp_path / "small.tif"), "--out", str(tmp_path / "out"), "--view", "--port", "0",
+                                "--view-linger-s", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    lines = lines_until_the_page_stays_up(process)
+    assert lines[-1].startswith("live view: the refusion has ended (done); the page stays up 60 s more"), lines
+    assert any(line.split()[:2] == ["small", str(len(slices))] for line in lines), lines  # (its row)
+    assert f"summary: {tmp_path / 'out' / 'summary.json'}\n" in lines
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err  # (the session had succeeded: the ctrl-c ended the lingering only)
-    assert out.startswith("session: 3 of 3 slices") and "stays up" not in out
+    assert process.returncode == 0 and out == "", err
 
 
 def states_until_the_end(url: str, timeout_s: float = 120.0) -> list[dict]:
