@@ -17,6 +17,12 @@ import numpy as np
 from viewer.images import PREVIEW_WIDTH_PX, depth_png_bytes, png_bytes
 
 
+# How long the page shows a device's trouble (a failed try, a lost frame) after it happened: the next slice, come
+# within the page's 0.1 s between updates, cleared it before the page ever showed it.
+NOTICE_SHOWN_S = 8.0
+RECENT_NOTICES = 10  # the troubles the page is sent (the latest), each with its time
+
+
 class LiveViewState:
     def __init__(self, title: str, mode: str = "session"):
         self.title = title
@@ -24,7 +30,8 @@ class LiveViewState:
         self.status = "starting"              # starting, running, done, failed, interrupted
         self.message = ""                     # at the end: how it ended, and its errors (shown as errors)
         self.warnings: list[str] = []         # at the end: its warnings (shown as warnings, not errors)
-        self.notice = ""                      # while running: the latest trouble met (a device retried, a frame lost)
+        self.notice = ""                      # while running: the trouble met since the last slice (a device retried)
+        self.notices: list[dict] = []         # the latest troubles, each with its time (s from the start), as said
         self.planned = 0
         self.acquired = 0
         self.unit = "um"
@@ -74,8 +81,10 @@ class LiveViewState:
         self._bump("slice", "fused", "depth")
 
     def device_trouble(self, notice: str, devices: dict[str, str]) -> None:
-        """A device's try failed, or a frame was lost: the page says so at once (it heard nothing for seconds)."""
+        """A device's try failed, or a frame was lost: the page says so at once (it heard nothing for seconds), and
+        for ``NOTICE_SHOWN_S`` (``notices``), whatever comes next."""
         self.notice = notice
+        self.notices = self.notices[-(RECENT_NOTICES - 1):] + [{"at_s": self._elapsed_s(), "said": notice}]
         self.devices.update(devices)
         self._bump()
 
@@ -151,12 +160,16 @@ class LiveViewState:
         depth = self._depth()
         depth_range = _value_range(depth) if depth is not None else None
         return {"title": self.title, "mode": self.mode, "status": self.status, "message": self.message,
-                "warnings": self.warnings, "notice": self.notice,
+                "warnings": self.warnings, "notice": self.notice, "notices": self.notices,
+                "notice_shown_s": NOTICE_SHOWN_S,
                 "planned": self.planned, "acquired": self.acquired, "unit": self.unit, "devices": self.devices,
                 "saved": self.saved, "stacks": self.stacks[-200:], "version": self.version,
                 "images": dict(self.image_versions), "depth_range": depth_range,
                 "curve": [[float(z), float(s)] for z, s in self._curve()],
-                "elapsed_s": round(time.time() - self.started, 1)}
+                "elapsed_s": self._elapsed_s()}
+
+    def _elapsed_s(self) -> float:
+        return round(time.time() - self.started, 1)
 
 
 def _value_range(values: np.ndarray) -> list[float] | None:
