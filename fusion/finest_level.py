@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from fusion import pyramid
+from fusion.parallel_kernels import one_at_a_time
 
 TINY_WEIGHT = np.float32(1e-30)   # a pixel no slice weighed: its mean is 0, not 0 / 0
 
@@ -41,6 +42,7 @@ def finest_to_dtype(weighted: np.ndarray, weights: np.ndarray, coarser: np.ndarr
     return out
 
 
+@one_at_a_time  # (fusion.parallel_kernels: one at a time where the threading layer needs it)
 @njit(parallel=True, cache=True, nogil=True)
 def _finest_rows(weighted, weights, expanded, low, high, scale, scaled, rounds, smallest, largest, out):
     for y in prange(weighted.shape[0]):
@@ -71,6 +73,7 @@ def mean_plus_coarser(weighted: np.ndarray, weights: np.ndarray, coarser: np.nda
     return weighted
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def _mean_plus_rows(weighted, weights, expanded):
     for y in prange(weighted.shape[0]):

@@ -9,6 +9,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from fusion.parallel_kernels import one_at_a_time
+
+
+@one_at_a_time  # (fusion.parallel_kernels: one at a time where the threading layer needs it)
 @njit(parallel=True, cache=True, nogil=True)
 def luminance_f32(rgb):
     """(H, W, C) C-contiguous -> (H, W) float32 Rec. 601 luma; C >= 3 uses the first three channels as RGB."""
@@ -29,6 +33,7 @@ def luminance_f32(rgb):
     return out
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def weighted_channel_sum_f32(pixels, weights):
     """(H, W, C) and C float32 weights -> (H, W) float32 sum of the channels, each times its weight."""
@@ -43,6 +48,7 @@ def weighted_channel_sum_f32(pixels, weights):
     return out
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def gradient_magnitude(gray):
     """sqrt((f(y,x-1)-f)^2 + (f(y-1,x)-f)^2): the paper's spatial-frequency term per pixel.
@@ -70,6 +76,7 @@ def gradient_magnitude(gray):
     return out
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def laplacian_squared(gray):
     """Squared 4-neighbour Laplacian; borders replicate the edge pixel."""
@@ -92,6 +99,7 @@ def box_sum(values, window_px):
     return _box_sum(values, window_px, 4 * numba.get_num_threads())
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def _box_sum(values, window_px, n_bands):  # noqa: C901 -- a numba kernel: one pass over the pixels, kept whole so numba compiles one loop nest
     height, width = values.shape
@@ -135,6 +143,7 @@ def _box_sum(values, window_px, n_bands):  # noqa: C901 -- a numba kernel: one p
     return out
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def update_running_maps(pixels, measure, slice_index, sharpness, blend,  # noqa: C901 -- a numba kernel, kept whole
                         best_measure, best_index, picked, weighted_sum, weight_sum):
@@ -188,6 +197,7 @@ def mode_filter(labels, n_labels, window_px):
     return _mode_filter(labels, n_labels, window_px, 2 * numba.get_num_threads())
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def _mode_filter(labels, n_labels, window_px, n_bands):  # noqa: C901 -- a numba kernel: one pass over the pixels, kept whole so numba compiles one loop nest
     height, width = labels.shape

@@ -49,6 +49,7 @@ from numba.extending import intrinsic
 from fusion import pyramid
 from fusion.finest_level import finest_to_dtype, mean_plus_coarser
 from fusion.overlap import kernels_may_run_concurrently, side_by_side
+from fusion.parallel_kernels import one_at_a_time
 
 MAX_POWER = 32
 # Noise floors never fall below this share of the first slice's range: noise-free data (renders,
@@ -517,6 +518,7 @@ def _upsample_nan_aware(values: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return total
 
 
+@one_at_a_time  # (fusion.parallel_kernels: one at a time where the threading layer needs it)
 @njit(parallel=True, cache=True, nogil=True)
 def _share_out(total, share):
     """``total`` / ``share`` in place, NaN where ``share`` <= 0.5 (as np.divide(total, np.maximum(share, 1e-6)) then
@@ -599,6 +601,7 @@ def _row_roots(y, pooled, coverage, energy_rows, inverse_pooled_floor, inverse_f
             score[j] *= _power32(min(one + energy_rows[y, j] * inverse_floors[j], limit), band_root)
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evidence_root, band_root, shared, cap,
                 weighted, weights, top):
@@ -641,6 +644,7 @@ def _fold_level(band, pooled, pooled_floor, band_energy, floors, coverage, evide
             weighted_rows[y, j] = weighted_rows[y, j] * kept + added * band_rows[y, j]
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def _fold_depth(pooled, pooled_floor, coverage, power, z, index, weighted, weighted_index, weights, top, most, least):
     """Online weighted means of z and of the slice index over slices, with weight (pooled / floor) ** power."""
@@ -675,6 +679,7 @@ def warm_parallel_layer() -> None:
     _track_best(np.ones((1, 1), np.float32), 0, np.zeros((1, 1), np.float32), np.full((1, 1), -1, np.int16), _EMPTY2)
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def _track_best(pooled, slice_index, best_evidence, best_index, coverage):
     height, width = pooled.shape

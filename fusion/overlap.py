@@ -12,27 +12,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import numba
+from fusion.parallel_kernels import kernels_may_run_concurrently
 
 A = TypeVar("A")
 B = TypeVar("B")
 T = TypeVar("T", bound=type)
-
-
-# numba's threading layers under which two threads may run parallel kernels at once: TBB, made for it (a dependency
-# where wheels exist; fusion/numba_layer.py lets numba find it). Under OpenMP (GNU's, numba's layer where TBB is
-# absent) such kernels crashed the process, rarely: a segmentation fault in a thread of OpenMP's while a stack's
-# decision map and depth map were made beside each other (two full test runs of about eight; numba's own test of it
-# segfaults too, numba issue 10614); the "workqueue" fallback aborts the process.
-CONCURRENT_LAYERS = ("tbb",)
-
-
-def kernels_may_run_concurrently() -> bool:
-    """Whether numba's threading layer lets two threads run parallel kernels at once (``CONCURRENT_LAYERS``)."""
-    from fusion.multiscale import warm_parallel_layer
-
-    warm_parallel_layer()  # the layer is chosen on the first parallel call
-    return numba.threading_layer() in CONCURRENT_LAYERS
 
 
 def side_by_side(here: Callable[[], A], beside: Callable[[], B]) -> tuple[A, B]:

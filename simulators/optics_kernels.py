@@ -24,7 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-import fusion.numba_layer  # noqa: F401 -- TBB where installed, before these kernels first run (as the engine's)
+# (importing fusion loads TBB where installed, before these kernels first run: fusion/numba_layer.py)
+from fusion.parallel_kernels import one_at_a_time
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -279,6 +280,7 @@ def _read_out(signal, max_value, quantise, saturates, out):
             out[i] = signal[i]
 
 
+@one_at_a_time  # (fusion.parallel_kernels: one at a time where the threading layer needs it)
 @njit(parallel=True, cache=True, error_model="numpy")
 def interpolate_ladder(levels, sigmas_px, height_um, focus_um, blur_px_per_um, out):
     """out (H, W * C) = the texture blurred by sigma = min(blur_px_per_um * |height - focus|, sigmas_px[-1]).
@@ -291,6 +293,7 @@ def interpolate_ladder(levels, sigmas_px, height_um, focus_um, blur_px_per_um, o
         _interpolate_row(levels, sigmas_px, height_um[y], y, focus, per_um, out[y])
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, error_model="numpy")
 def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out):
     """out = a camera frame of ``radiance`` (H, N) float32 in [0, 1] (clipped there).
@@ -306,6 +309,7 @@ def expose_frame(radiance, full_well_e, read_noise_e, max_value, quantise, seed,
         _expose_row(radiance[y], y, full_well_e, read_noise_e, max_value, quantise, seed, exposure, out[y])
 
 
+@one_at_a_time
 @njit(parallel=True, cache=True, error_model="numpy")
 def render_exposed(levels, sigmas_px, height_um, focus_um, blur_px_per_um,
                    full_well_e, read_noise_e, max_value, quantise, seed, exposure, out):

@@ -31,7 +31,7 @@ def test_overlapped_composition_gives_the_same_result_as_one_slice_at_a_time(mon
 
 
 def test_kernels_run_from_two_threads_at_once_only_under_tbb():
-    # Under OpenMP they crashed the process, rarely (fusion.overlap.CONCURRENT_LAYERS); workqueue aborts it.
+    # Under OpenMP they crashed the process, rarely (fusion.parallel_kernels.CONCURRENT_LAYERS); workqueue aborts it.
     import numba
 
     assert kernels_may_run_concurrently() == (numba.threading_layer() == "tbb")

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from fusion.align.geometry import max_displacement_px
+from fusion.parallel_kernels import one_at_a_time
 
 TILE_PX = 32                # nuisance terms are fitted per tile of this size
 PRE_BLUR_PX = 3.0           # both images are smoothed first: less noise, and the linear blur model holds
@@ -35,6 +36,7 @@ MODEL_PARAMETERS = {"scale_shift": 3, "similarity": 4, "affine": 6}
 N_NUISANCE = 5  # offset, gain, blur change, blur change varying along x, along y
 
 
+@one_at_a_time  # (fusion.parallel_kernels: one at a time where the threading layer needs it)
 @njit(parallel=True, cache=True, nogil=True)
 def _tile_grams(template, image, middle, gx, gy, laplacian, tile_ok, tile_px, n_motion, centre_x,  # noqa: C901
                 centre_y):  # a numba kernel: one pass per tile, kept whole so numba compiles one loop nest
