@@ -18,6 +18,7 @@ from acquisition.profile import Profile
 from acquisition.rig_openers import stage_limits
 from acquisition.rig_registry import RigContext, opener_for
 from devices.errors import DeviceNotFoundError
+from fusion.depth_z import too_fine_plan
 
 
 @dataclass
@@ -53,7 +54,9 @@ def check_mda_reachable(profile: Profile, sequence, core) -> None:
     """Before anything moves: every z the sequence visits (``sequence``: the profile's, relative z-plans centred as
     the session runs them) is within focus.limits (or the stage driver's default limits), as a single stack's plan
     is (``acquisition.rig.check_plan_reachable``); else a PositionOutOfRangeError naming the z, the profile's keys
-    it comes from and the limits."""
+    it comes from and the limits. And the depth map tells each stack's z apart (``fusion.depth_z``), else a
+    ValueError naming those keys and the least step it holds there: a z_plan stepping 1e-5 µm at 250 µm was acquired
+    whole, and then each stack's fusion was refused."""
     from devices.micromanager import MicroManagerFocusDrive
 
     visits: dict[str, dict[float, None]] = {}  # whence (profile keys) -> its z positions, in the order visited
@@ -70,6 +73,11 @@ def check_mda_reachable(profile: Profile, sequence, core) -> None:
             focus.check_reachable(list(positions), whence)
     finally:
         focus.close()
+    # (A whence's positions are those of each stack it plans: one plan around one centre.)
+    for whence, positions in visits.items():
+        said = too_fine_plan(list(positions), "um")
+        if said is not None:
+            raise ValueError(f"{whence}: its slices' {said}; nothing was acquired")
 
 
 def _z_source(profile: Profile, sequence, event) -> str:

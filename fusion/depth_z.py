@@ -36,12 +36,28 @@ def indistinct_z(positions: Sequence[float], unit: str) -> str | None:
     apart = next((group for group in groups.values() if len(group) > 1), None)
     if apart is None:
         return None
-    unit = {"um": "µm"}.get(unit, unit)
+    unit = _unit_words(unit)
     ordered = sorted(apart)
     step = min(b - a for a, b in zip(ordered, ordered[1:]))
     shown = _distinct_words(apart[:3]) + (", ..." if len(apart) > 3 else "")
     return (f"z ({shown} {unit}: a step of {step:.6g} {unit}) cannot be told apart in the depth map, which "
             f"holds z as {np.dtype(DEPTH_DTYPE).name} (about 7 significant digits)")
+
+
+def too_fine_plan(positions: Sequence[float], unit: str) -> str | None:
+    """Where the depth map cannot tell some of a plan's ``positions`` apart, that in words after "its slices' ", with
+    the least step it tells apart there (its spacing at the position farthest from 0); None where it tells them all
+    apart. One wording for every plan refused before it runs: a single stack's, an MDA's z-plans, an auto range's."""
+    said = indistinct_z(positions, unit)
+    if said is None:
+        return None
+    farthest, unit = max(abs(position) for position in positions), _unit_words(unit)
+    return (f"{said}: give it a step of at least {depth_step_at(farthest):.3g} {unit} (the depth map's at "
+            f"{farthest:g} {unit})")
+
+
+def _unit_words(unit: str) -> str:
+    return {"um": "µm"}.get(unit, unit)
 
 
 def _distinct_words(values: list[float]) -> str:

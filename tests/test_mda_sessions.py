@@ -514,3 +514,54 @@ def test_a_multi_camera_mda_completes_fusing_each_cameras_stack_at_its_own_bit_d
     bits = {record["camera"]: validated_ome(record["outputs"]["stack"]).images[0].pixels.significant_bits
             for record in report["stacks"]}
     assert bits == {"Camera": 11, "Camera2": 10}
+
+
+# -- z steps the depth map (float32) cannot hold are refused before the MDA starts, as a single stack's plan is --
+
+def test_an_mda_whose_z_plan_steps_finer_than_the_depth_map_holds_is_refused_before_it_starts(tmp_path, capsys):
+    """On the demo configuration (its stage reaches ±300 µm, and goes to 250.00001 µm exactly): a z_plan of 1e-5 µm
+    steps around 250 µm acquired its 9 frames, and then the stack's fusion was refused ('push z nearer 0, or None for
+    every slice', advice for a caller of the engine). Refused before the MDA starts, naming the key and the least
+    step the depth map holds there; no session folder is left behind."""
+    import run_session
+
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump({
+        "micromanager": {"config": "demo", "properties": {"Camera": {"OnCameraCCDXSize": 64, "OnCameraCCDYSize": 48}}},
+        "camera": {"driver": "micromanager", "exposure_ms": 1}, "focus": {"driver": "micromanager"},
+        "mda": {"stage_positions": [{"x": 0, "y": 0, "z": 250}], "z_plan": {"range": 0.00008, "step": 0.00001}},
+        "fusion": {"method": "sf"}}, sort_keys=False))
+    status = run_session.main(["--profile", str(path), "--out", str(tmp_path / "sessions")])
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "error: mda.stage_positions.0.z (250 um) with mda.z_plan: its slices' z (249.99998, 249.99999 µm: a step of "
+        "1e-05 µm) cannot be told apart in the depth map, which holds z as float32 (about 7 significant digits): give "
+        "it a step of at least 1.53e-05 µm (the depth map's at 250 µm); nothing was acquired\n")
+    assert not list((tmp_path / "sessions").glob("*"))  # no frame taken, no session folder left behind
+
+
+def test_an_mda_stepping_1e_4_um_at_1e4_um_is_refused_before_the_stage_moves(tmp_path, request, capsys):
+    """The slide simulator's stage at 10000 µm (its first position is fine): steps of 1e-4 µm there are one z to the
+    depth map. The stage went on its way to 10000 µm (and timed out there); refused before it moves."""
+    import run_session
+
+    moves = []
+
+    def record_moves(camera, stage, core):
+        real_move = stage.set_position_um
+        stage.set_position_um = lambda z_um: (moves.append(z_um), real_move(z_um))
+
+    slide_with(request, record_moves)
+    profile = small_mda_profile(tmp_path, focus={"limits": [-20000, 20000]}, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], "z_plan": {"range": 4, "step": 2},
+                                     "stage_positions": [{"x": 0, "y": 0, "z": 15},
+                                                         {"x": 0, "y": 0, "z": 10000,
+                                                          "sequence": {"z_plan": {"range": 0.0008, "step": 0.0001}}}]})
+    status = run_session.main(["--profile", str(profile), "--out", str(tmp_path / "sessions")])
+    assert status == 1 and capsys.readouterr().err == (
+        "error: mda.stage_positions.1.z (10000 um) with mda.stage_positions.1.sequence.z_plan: its slices' z "
+        "(9999.9996, 9999.9997, 9999.9998, ... µm: a step of 0.0001 µm) cannot be told apart in the depth map, which "
+        "holds z as float32 (about 7 significant digits): give it a step of at least 0.000977 µm (the depth map's at "
+        "10000 µm); nothing was acquired\n")
+    assert moves == []  # the stage never moved
+    assert not list((tmp_path / "sessions").glob("*"))
