@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fusion import kernels
+from fusion.depth_z import depth_step_at
 from fusion.focus_measures import to_gray
 
 TILE_PX = 10                 # tile side on the binned frame (chosen on benchmarks/auto_range.py's 60 specimens)
@@ -28,7 +29,8 @@ MIN_TILES_PER_SIDE = 3       # fewer tiles across a binned frame cannot show how
 
 
 class AutoRangeError(ValueError):
-    """Raised when the pre-sweep finds no z where the specimen shows detail (say where to look instead)."""
+    """Raised when the pre-sweep finds no z where the specimen shows detail (say where to look instead), or a range
+    that the fine step cuts into slices the depth map cannot tell apart."""
 
 
 def binned(pixels: np.ndarray, binning: int) -> np.ndarray:
@@ -233,3 +235,22 @@ def fine_positions(lo_um: float, hi_um: float, step_um: float, margin_steps: int
     count = int(math.ceil(span / step_um - 1e-9)) + 1
     first = (lo_um + hi_um) / 2 - (count - 1) * step_um / 2
     return [round(first + k * step_um, 6) for k in range(count)]
+
+
+def step_too_fine_anywhere(search_um: tuple[float, float], step_um: float, margin_steps: int) -> str | None:
+    """Where the step alone decides that the fine stack's z cannot be told apart in the depth map, wherever in
+    ``search_um`` the pre-sweep finds the specimen: why, in words, and the least step it holds; else None (the range
+    found decides: ``pre_sweep.find_z_range`` checks it before the stack).
+
+    The stack has 1 + 2 ``margin_steps`` slices at least; any three in a row (two steps, and the 1e-6 µm the fine
+    positions are rounded to) within less than the depth map's spacing at the z of ``search_um`` nearest 0 lie in at
+    most two of its values, so two of them are one z to it."""
+    bottom, top = search_um
+    nearest = 0.0 if bottom <= 0.0 <= top else min(abs(bottom), abs(top))
+    if margin_steps < 1 or not 2 * step_um + 1e-6 < depth_step_at(nearest):
+        return None
+    farthest = max(abs(bottom), abs(top)) + margin_steps * step_um
+    return (f"step_um {step_um:g} µm is finer than the depth map holds anywhere in search_um ({bottom:g}..{top:g} µm): "
+            f"it holds z as float32 (about 7 significant digits), every {depth_step_at(nearest):.3g} µm at {nearest:g} "
+            f"µm, so wherever the pre-sweep finds the specimen some of the fine stack's slices cannot be told apart; "
+            f"give it a step of at least {depth_step_at(farthest):.3g} µm (the depth map's at {farthest:g} µm)")

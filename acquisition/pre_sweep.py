@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 
 from acquisition.acquirer import with_retries
-from acquisition.auto_range import PreSweepAnalysis, binned, coarse_positions, fine_positions, within
+from acquisition.auto_range import AutoRangeError, PreSweepAnalysis, binned, coarse_positions, fine_positions, within
 from acquisition.plans import tidy_position
 from acquisition.profile import Profile
 from acquisition.session_report import RetryRecord
 from devices.errors import TRANSIENT_ERRORS, DeviceError
+from fusion.depth_z import too_fine_plan
 
 
 @dataclass
@@ -48,7 +49,8 @@ class RangeFound:
 
 def find_z_range(profile: Profile, rig) -> RangeFound:
     """Run the pre-sweep on ``rig`` (an ``acquisition.rig.Rig``); the focus returns to where it was
-    if the pre-sweep fails. Raises AutoRangeError when no part of the frame came into focus."""
+    if the pre-sweep fails. Raises AutoRangeError when no part of the frame came into focus, or when the fine step cuts
+    the range found into slices the depth map cannot tell apart (``fusion.depth_z``), before the stack starts."""
     plan = profile.plan
     settings = plan.auto_range if plan is not None else None
     if plan is None or settings is None:
@@ -96,6 +98,12 @@ def find_z_range(profile: Profile, rig) -> RangeFound:
     top = min(focus.limits.upper, reach.upper, settings.search_um[1] if high_cut else math.inf)
     positions = [tidy_position(z) for z in within(fine_positions(lo_um, hi_um, settings.step_um, settings.margin_steps),
                                                   bottom, top)]
+    too_fine = too_fine_plan(positions, "um")
+    if too_fine is not None:  # known only now: the range found, which the step cuts into slices; said before the stack
+        with contextlib.suppress(DeviceError):  # (its acquisition, and then its fusion, was refused)
+            focus.move_to(start)
+        raise AutoRangeError(f"plan.auto_range: the range its pre-sweep found ({lo_um:.8g}..{hi_um:.8g} µm) in steps "
+                             f"of {settings.step_um:g} µm: its slices' {too_fine}; the session did not start")
     return RangeFound(lo_um, hi_um, positions,
                       list(analysis.z_um), analysis.frame_curve, stopped_early, time.perf_counter() - started,
                       analysis.edge_warnings(), retries)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, \
     ValidationError, ValidationInfo, field_validator, model_validator
 
+from acquisition.auto_range import step_too_fine_anywhere
 from acquisition.mda_plan import MDAPlan, channel_names, closest_key
 from acquisition.paths import expanded_path, file_used_path
 from acquisition.number_fields import check_no_yes_or_no
@@ -387,6 +388,9 @@ class AutoRange(_Strict):
         if self.coarse_step > (top - bottom) / 2:
             raise ValueError(f"the coarse step {self.coarse_step:g} µm gives fewer than 3 pre-sweep frames over "
                              f"search_um ({top - bottom:g} µm); make it smaller")
+        too_fine = step_too_fine_anywhere(self.search_um, self.step_um, self.margin_steps)
+        if too_fine is not None:  # (a stack of 1e-4 µm steps at 1e4 µm was acquired whole, then its fusion refused)
+            raise ValueError(too_fine)
         return self
 
     @property

@@ -251,3 +251,71 @@ def test_a_sweep_on_a_stage_is_refused_naming_plan_sweep_and_the_stage_unit(tmp_
     driver = "simulated" if "simulated}" in focus else "asi"
     assert str(caught.value) == f"{path}: plan.sweep: a sweep is for a tunable lens, in dpt or mA; this focus drive " \
                                 f"({driver}) moves in µm: give plan.z ({{bottom, top, step}} in µm)"
+
+
+# -- fine steps the depth map (float32) cannot hold: refused at load where the step alone decides, else before the stack
+
+@pytest.mark.parametrize("auto_range,message", [
+    # At 1e4 µm float32 holds z every 0.000977 µm: steps of 1e-4 were acquired whole, then their fusion refused.
+    ({"search_um": [9990, 10010], "step_um": 0.0001},
+     r"plan.auto_range: step_um 0.0001 µm is finer than the depth map holds anywhere in search_um \(9990..10010 µm\): "
+     r"it holds z as float32 \(about 7 significant digits\), every 0.000977 µm at 9990 µm, so wherever the pre-sweep "
+     r"finds the specimen some of the fine stack's slices cannot be told apart; give it a step of at least 0.000977 "
+     r"µm \(the depth map's at 10010 µm\)"),
+    ({"search_um": [-10010, -9990], "step_um": 1e-5, "margin_steps": 2}, r"plan.auto_range: step_um 1e-05 µm is finer"),
+])
+def test_an_auto_range_step_finer_than_the_depth_map_holds_anywhere_in_its_search_is_refused_at_load(
+        tmp_path, auto_range, message):
+    path = tmp_path / "rig.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"},
+                                    "plan": {"auto_range": auto_range}}))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("auto_range", [
+    {"search_um": [-30, 10010], "step_um": 0.0001},   # near 0 the depth map holds it: the range found decides
+    {"search_um": [9990, 10010], "step_um": 0.0007},   # two steps reach past its spacing: the range found decides
+    {"search_um": [9990, 10010], "step_um": 0.0001, "margin_steps": 0},   # a stack of one slice may be found
+])
+def test_an_auto_range_step_that_only_the_range_found_decides_loads(tmp_path, auto_range):
+    path = tmp_path / "rig.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"camera": {"driver": "simulated"}, "focus": {"driver": "simulated"},
+                                    "plan": {"auto_range": auto_range}}))
+    assert load_profile(path).plan.auto_range.step_um == auto_range["step_um"]
+
+
+@pytest.mark.hardware_sim
+def test_a_range_found_that_the_step_cuts_into_slices_the_depth_map_cannot_tell_apart_is_refused_before_the_stack(
+        tmp_path, monkeypatch):
+    """A specimen found at 10000..10000.003 µm (a MOCK of the pre-sweep's finding: the simulated slide lies at 0..30
+    µm) stacked every 0.0007 µm: float32 holds z there every 0.000977 µm. The stack was acquired whole and then its
+    fusion refused; it is refused once the range is known, before the stack's first move, the focus back where it
+    was and no stack file written."""
+    from acquisition.rig import open_rig
+    from acquisition.session import Session, new_session_folder
+
+    data = autorange_rig_profile().model_dump(exclude_none=True)
+    data["focus"].update(limits=(-20000.0, 20000.0), speed_um_per_s=1e6)
+    data["plan"]["auto_range"].update(search_um=(9990.0, 10010.0), step_um=0.0007, coarse_step_um=5.0)
+    profile = Profile.model_validate(data)
+    monkeypatch.setattr(PreSweepAnalysis, "range_um", lambda self: (10000.0, 10000.003))
+    rig = open_rig(profile)
+    try:
+        folder = new_session_folder(tmp_path / "sessions")
+        with pytest.raises(AutoRangeError) as refused:
+            Session(profile, rig, folder).run(progress=False)
+        rig.focus.wait_until_settled()
+        assert rig.focus.position() == 0.0   # where it was before the pre-sweep
+    finally:
+        rig.close()
+    assert str(refused.value) == (
+        "plan.auto_range: the range its pre-sweep found (10000..10000.003 µm) in steps of 0.0007 µm: its slices' z "
+        "(9999.9998, 10000 µm: a step of 0.0007 µm) cannot be told apart in the depth map, which holds z as float32 "
+        "(about 7 significant digits): give it a step of at least 0.000977 µm (the depth map's at 10000 µm); the "
+        "session did not start")
+    assert not list(folder.glob("*.tif"))

@@ -542,7 +542,7 @@ def test_an_mda_whose_z_plan_steps_finer_than_the_depth_map_holds_is_refused_bef
 
 def test_an_mda_stepping_1e_4_um_at_1e4_um_is_refused_before_the_stage_moves(tmp_path, request, capsys):
     """The slide simulator's stage at 10000 µm (its first position is fine): steps of 1e-4 µm there are one z to the
-    depth map. The stage went on its way to 10000 µm (and timed out there); refused before it moves."""
+    depth map. The stage went there, the stack was acquired and then its fusion refused; refused before it moves."""
     import run_session
 
     moves = []
