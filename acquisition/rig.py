@@ -19,7 +19,7 @@ from acquisition.profile import FaultSettings, Profile
 from acquisition.rig_registry import FaultCommitter, GroundTruth, Opened, RigContext, opener_for
 from devices.camera import Camera
 from devices.focus_drive import FocusDrive
-from fusion.depth_z import depth_step_at, indistinct_z
+from fusion.depth_z import too_fine_plan
 
 
 @dataclass
@@ -105,11 +105,9 @@ def check_plan_reachable(profile: Profile, focus: FocusDrive) -> None:
     relative = plan.z is not None and plan.z.is_relative
     positions = planned_positions(plan, focus.position() if relative else 0.0)
     focus.check_reachable(positions, "the plan")
-    said = indistinct_z(positions, focus.unit)
+    said = too_fine_plan(positions, focus.unit)
     if said is not None:
-        farthest, unit = max(abs(position) for position in positions), {"um": "µm"}.get(focus.unit, focus.unit)
-        raise ValueError(f"the plan: its slices' {said}: give it a step of at least {depth_step_at(farthest):.3g} "
-                         f"{unit} (the depth map's at {farthest:g} {unit}); nothing was acquired")
+        raise ValueError(f"the plan: its slices' {said}; nothing was acquired")
 
 
 def open_rig(profile: Profile) -> Rig:
