@@ -5,6 +5,7 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,26 @@ def _no_yes_or_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _empty_section(cls, value: Any, info: ValidationInfo) -> Any:
+    """A section (micromanager:, fusion:, camera.noise:, ...) whose keys are all commented out is YAML's null: one
+    with defaults is taken as empty, as if left out (it said "Input should be a valid dictionary or instance of
+    MicroManagerSettings"); one that needs keys says so."""
+    field = cls.model_fields.get(info.field_name or "")
+    if value is not None or field is None or not isinstance(field.annotation, type) \
+            or not issubclass(field.annotation, BaseModel):
+        return value
+    if not field.is_required():
+        return {}
+    raise ValueError(f"the section is empty (are all its keys commented out?): give its keys, "
+                     f"{', '.join(name for name, f in field.annotation.model_fields.items() if f.is_required())} "
+                     "at least")
+
+
 class _Strict(BaseModel):
     # (No infinity or NaN: ".inf" for a timeout waited for ever, past every stop signal.)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     _numbers_are_numbers = field_validator("*", mode="before")(_no_yes_or_no_for_a_number)
+    _empty_sections = field_validator("*", mode="before")(_empty_section)
 
 
 # A simulated frame's side. The simulator builds a ladder of 13 blurred copies of the specimen, about
@@ -133,11 +150,13 @@ class CameraNoiseSettings(_Strict):
 @dataclass(frozen=True)
 class FollowedBy:
     """The rigs that follow a profile key, and what a profile whose rig does not is told (``only``): those whose
-    camera.driver is one of ``drivers``, whose simulated camera (``Profile.camera_simulator``) is one of
-    ``simulators``, or whose Micro-Manager core (``Profile.micromanager_core``) is one of ``cores``."""
+    camera.driver is one of ``drivers``, whose focus.driver is one of ``focus_drivers``, whose simulated camera
+    (``Profile.camera_simulator``) is one of ``simulators``, or whose Micro-Manager core
+    (``Profile.micromanager_core``) is one of ``cores``."""
 
     only: str
     drivers: tuple[str, ...] = ()
+    focus_drivers: tuple[str, ...] = ()
     simulators: tuple[str, ...] = ()
     cores: tuple[str, ...] = ()
 
@@ -151,6 +170,8 @@ SIMULATED_CAMERA_SECTIONS = ("specimen", "optics", "noise")
 # at the camera's own depth, a Micro-Manager camera's pixel_format: Mono12 at its own, their users believing them
 # set. A key at its default is taken (a profile dumped whole and read again holds it).
 DRIVER_CAMERA_KEYS = ("cti", "serial_number", "model", "index", "pixel_format", "gain", "label")
+DRIVER_FOCUS_KEYS = ("port", "baudrate", "label")
+SERIAL_FOCUS_DRIVERS = ("asi", "optotune")
 FOLLOWED_BY_SIMULATED_CAMERAS = FollowedBy("for simulated cameras only (camera.driver: simulated, or micromanager "
                                            "with micromanager.simulated_devices: true)",
                                            simulators=("simulated", "micromanager", "slide"))
@@ -162,7 +183,13 @@ _GENICAM = FollowedBy("for GenICam cameras only (camera.driver: genicam)", drive
 _MICRO_MANAGER_RIGS = "for Micro-Manager rigs only (camera.driver or focus.driver: micromanager or pycromanager)"
 FOLLOWED_BY_MICRO_MANAGER_RIGS = FollowedBy(_MICRO_MANAGER_RIGS,
                                             cores=("micromanager", "simulated devices", "slide", "pycromanager"))
-PROFILE_KEYS_FOLLOWED_BY = {
+_SERIAL_DRIVES = FollowedBy("for serial focus drives only (focus.driver: asi or optotune): the port they are on and "
+                            "its speed", focus_drivers=SERIAL_FOCUS_DRIVERS)
+# (A label other than the slide simulator's own, SimCamera or SimZ, was refused only as the session opened.)
+_NOT_ON_THE_SLIDES_CORE = FollowedBy("the slide simulator (an mda: plan with simulated_devices) has one camera and "
+                                     "one focus stage, its own", cores=("micromanager", "simulated devices",
+                                                                        "pycromanager"))
+PROFILE_KEYS_FOLLOWED_BY: dict[str, FollowedBy | tuple[FollowedBy, ...]] = {
     "camera.noise.full_scale_exposure_ms": FollowedBy("only the optics simulator's camera (driver: simulated) "
                                                       "collects light in proportion to its exposure",
                                                       simulators=("simulated",)),
@@ -171,8 +198,14 @@ PROFILE_KEYS_FOLLOWED_BY = {
     "camera.specimen.texture": _NOT_ON_THE_SLIDE,
     "camera.specimen.color": _NOT_ON_THE_SLIDE,
     **{f"camera.{key}": _GENICAM for key in DRIVER_CAMERA_KEYS if key != "label"},
-    "camera.label": FollowedBy("for Micro-Manager cameras only (camera.driver: micromanager or pycromanager): the "
-                               "camera's device label in the configuration", drivers=("micromanager", "pycromanager")),
+    "camera.label": (FollowedBy("for Micro-Manager cameras only (camera.driver: micromanager or pycromanager): the "
+                                "camera's device label in the configuration", drivers=("micromanager", "pycromanager")),
+                     _NOT_ON_THE_SLIDES_CORE),
+    "focus.port": _SERIAL_DRIVES,
+    "focus.baudrate": _SERIAL_DRIVES,
+    "focus.label": (FollowedBy("for Micro-Manager stages only (focus.driver: micromanager or pycromanager): the "
+                               "stage's device label in the configuration",
+                               focus_drivers=("micromanager", "pycromanager")), _NOT_ON_THE_SLIDES_CORE),
     "micromanager.config": FollowedBy("the slide simulator (an mda: plan with simulated_devices) loads no "
                                       "configuration", cores=("micromanager", "simulated devices", "pycromanager")),
     "micromanager.properties": FollowedBy("set on a micromanager core only (camera.driver or focus.driver: "
@@ -187,12 +220,22 @@ PROFILE_KEYS_FOLLOWED_BY = {
 }
 
 
+def _rules_of(key: str) -> tuple[FollowedBy, ...]:
+    """Who follows ``key``: each of its rules in turn (a key with several is followed where all of them hold)."""
+    section = key.split(".")[1]
+    rules = PROFILE_KEYS_FOLLOWED_BY.get(key, FOLLOWED_BY_SIMULATED_CAMERAS
+                                         if section in SIMULATED_CAMERA_SECTIONS else ())
+    return rules if isinstance(rules, tuple) else (rules,)
+
+
 def _keys_given(profile: Profile) -> list[str]:
     """The keys that only some rigs follow (``PROFILE_KEYS_FOLLOWED_BY``, ``SIMULATED_CAMERA_SECTIONS``) that
-    ``profile`` sets to other than their defaults: camera.noise.bit_depth, camera.cti, micromanager.config, ..."""
+    ``profile`` sets to other than their defaults: camera.noise.bit_depth, camera.cti, focus.port,
+    micromanager.config, ..."""
     sections: list[tuple[str, BaseModel, list[str] | None]] = [
         *((f"camera.{name}", getattr(profile.camera, name), None) for name in SIMULATED_CAMERA_SECTIONS),
-        ("camera", profile.camera, list(DRIVER_CAMERA_KEYS)), ("micromanager", profile.micromanager, None)]
+        ("camera", profile.camera, list(DRIVER_CAMERA_KEYS)), ("focus", profile.focus, list(DRIVER_FOCUS_KEYS)),
+        ("micromanager", profile.micromanager, None)]
     given = []
     for prefix, settings, names in sections:
         fields = type(settings).model_fields
@@ -237,7 +280,6 @@ class CameraSettings(_Strict):
 # Rates serial ports and these devices run at (the MS-2000 offers 9600 to 115200, 28800 among them):
 # a typo (96000) is a profile error, not a line of noise.
 SERIAL_BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 230400, 460800, 921600)
-SERIAL_FOCUS_DRIVERS = ("asi", "optotune")
 
 
 class FocusSettings(_Strict):
@@ -255,14 +297,9 @@ class FocusSettings(_Strict):
 
     @field_validator("baudrate")
     @classmethod
-    def _serial_rate(cls, baudrate: int | None, info: ValidationInfo) -> int | None:
-        driver = info.data.get("driver")  # absent when the driver was refused: that error says enough
-        if baudrate is None or driver is None:
-            return baudrate
-        if driver not in SERIAL_FOCUS_DRIVERS:
-            raise ValueError(f"{_a(driver)} focus drive has no serial port to set; baudrate is for "
-                             f"{' and '.join(SERIAL_FOCUS_DRIVERS)} drives")
-        if baudrate not in SERIAL_BAUDRATES:
+    def _serial_rate(cls, baudrate: int | None) -> int | None:
+        # (Only serial drives follow it: Profile._keys_only_where_followed, with focus.port.)
+        if baudrate is not None and baudrate not in SERIAL_BAUDRATES:
             raise ValueError(f"{baudrate} is not a serial baud rate; use one of "
                              f"{', '.join(str(rate) for rate in SERIAL_BAUDRATES)}")
         return baudrate
@@ -513,17 +550,28 @@ class MicroManagerSettings(_Strict):
     @classmethod
     def _values_as_text(cls, value):
         """MMCore properties are text; YAML gives numbers and bare Yes/No as bools. Nothing else is one: a null or a
-        mapping was sent to the device as the text "None" or "{'a': 1}"."""
+        mapping was sent to the device as the text "None" or "{'a': 1}", a NaN as "nan". Each device's are a
+        mapping (pydantic's "Input should be a valid dictionary" named no device)."""
         if not isinstance(value, dict):
             return value
         for device, props in value.items():
-            for name, v in (props.items() if isinstance(props, dict) else ()):
+            if not isinstance(props, dict):
+                raise ValueError(f"{device}: a device's properties are a mapping {{property: value}}, got "
+                                 f"{_what_it_is(props)}")
+            for name, v in props.items():
                 if v is None or not isinstance(v, str | int | float):
-                    got = "null" if v is None else f"{_a(type(v).__name__.replace('dict', 'mapping'))} ({v!r:.40})"
-                    raise ValueError(f"{device}: {name}: a property's value is text, a number or Yes/No, got {got}")
+                    raise ValueError(f"{device}: {name}: a property's value is text, a number or Yes/No, got "
+                                     f"{_what_it_is(v)}")
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"{device}: {name}: a property's value is a finite number, got {v}")
         text = {True: "Yes", False: "No"}
-        return {device: ({name: text.get(v, v) if isinstance(v, bool) else str(v) for name, v in props.items()}
-                         if isinstance(props, dict) else props) for device, props in value.items()}
+        return {device: {name: text.get(v, v) if isinstance(v, bool) else str(v) for name, v in props.items()}
+                for device, props in value.items()}
+
+
+def _what_it_is(value: Any) -> str:
+    """A value that is not what a key takes, as a message says it: "null", "a list ([1, 2])"."""
+    return "null" if value is None else f"{_a(type(value).__name__.replace('dict', 'mapping'))} ({value!r:.40})"
 
 
 class OutputSettings(_Strict):
@@ -686,16 +734,14 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _keys_only_where_followed(self):
         """A key that only some rigs follow, given to one that does not, is refused naming the key and who follows
-        it (the first kind of them: one reason a line). After the checks of the rig as a whole (an mda: plan on a
-        rig without Micro-Manager is said as such)."""
+        it: every such key, one reason a line (a profile with three of them was refused for the first, then for
+        each of the others in turn). After the checks of the rig as a whole (an mda: plan on a rig without
+        Micro-Manager is said as such)."""
         simulator, core = self.camera_simulator(), self.micromanager_core()
         refused: dict[FollowedBy, list[str]] = {}
         for key in _keys_given(self):
-            section = key.split(".")[1]
-            followed_by = PROFILE_KEYS_FOLLOWED_BY.get(key, FOLLOWED_BY_SIMULATED_CAMERAS
-                                                       if section in SIMULATED_CAMERA_SECTIONS else None)
-            if followed_by is None or self.camera.driver in followed_by.drivers \
-                    or simulator in followed_by.simulators or core in followed_by.cores:
+            followed_by = next((rule for rule in _rules_of(key) if not self._follows(rule, simulator, core)), None)
+            if followed_by is None:
                 continue
             # (a real camera is told that all the simulators' keys are for simulated cameras, a rig without
             # Micro-Manager that all of micromanager:'s are for Micro-Manager rigs)
@@ -705,14 +751,20 @@ class Profile(_Strict):
                 followed_by = FOLLOWED_BY_MICRO_MANAGER_RIGS
             refused.setdefault(followed_by, []).append(key)
         if refused:
-            followed_by, keys = next(iter(refused.items()))
-            them = "it" if len(keys) == 1 else "them"
-            raise ValueError(f"{', '.join(keys)}: {followed_by.only}; {self._which_rig(followed_by, simulator)} "
-                             f"does not follow {them}: remove {them}")
+            raise ValueError("\n".join(
+                f"{', '.join(keys)}: {followed_by.only}; {self._which_rig(followed_by, simulator)} does not follow "
+                f"{them}: remove {them}" for followed_by, keys in refused.items()
+                for them in ["it" if len(keys) == 1 else "them"]))
         return self
 
+    def _follows(self, rule: FollowedBy, simulator: str | None, core: str | None) -> bool:
+        return self.camera.driver in rule.drivers or self.focus.driver in rule.focus_drivers \
+            or simulator in rule.simulators or core in rule.cores
+
     def _which_rig(self, followed_by: FollowedBy, simulator: str | None) -> str:
-        """This rig, as a refused key's message names it: its camera, or its Micro-Manager core."""
+        """This rig, as a refused key's message names it: its camera, its focus drive, or its Micro-Manager core."""
+        if followed_by.focus_drivers:
+            return f"this {self.focus.driver} focus drive"
         if followed_by.cores:
             core = self.micromanager_core()
             return {None: f"this rig, {_a(self.camera.driver)} camera and {_a(self.focus.driver)} focus drive,",
@@ -812,7 +864,8 @@ def _described(source: str, error: ValidationError) -> str:
                 misspelt.add(location[:-1] + (guess,))
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
-        lines.append((location, problem["type"], f"{source}: {key_path + ': ' if key_path else ''}{message}"))
+        lines += [(location, problem["type"], f"{source}: {key_path + ': ' if key_path else ''}{said}")
+                  for said in message.split("\n")]  # (a check with several reasons says one a line)
     return "\n".join(dict.fromkeys(line for location, kind, line in lines  # (each once: union members repeat them)
                                     if not (kind == "missing" and location in misspelt)))
 

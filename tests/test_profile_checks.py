@@ -80,10 +80,10 @@ def write_profile(tmp_path, text: str):
      "plan: {z: {range: 4, step: 1}}\n",
      r"^[^\n]*rig.yaml: focus.baudrate: expected a number, got true$"),
     ("camera: {driver: simulated}\nfocus: {driver: simulated, baudrate: 9600}\nplan: {z: {range: 4, step: 1}}\n",
-     r"^[^\n]*rig.yaml: focus.baudrate: a simulated focus drive has no serial port to set; baudrate is for asi and "
-     r"optotune drives$"),
+     r"^[^\n]*rig.yaml: focus.baudrate: for serial focus drives only \(focus.driver: asi or optotune\): the port they "
+     r"are on and its speed; this simulated focus drive does not follow it: remove it$"),
     ("camera: {driver: simulated}\nfocus: {driver: micromanager, baudrate: 9600}\nplan: {z: {range: 4, step: 1}}\n",
-     r"^[^\n]*rig.yaml: focus.baudrate: a micromanager focus drive has no serial port to set"),
+     r"^[^\n]*rig.yaml: focus.baudrate: for serial focus drives only .*; this micromanager focus drive does not"),
     # Finite, and still for ever: settle_ms: 1e12 waited past any session (and so would the others).
     ("camera: {driver: simulated}\nfocus: {driver: simulated, settle_ms: 1e12}\nplan: {z: {range: 4, step: 1}}\n",
      r"^[^\n]*rig.yaml: focus.settle_ms: at most 60000 ms \(a minute\), got 1e\+12 ms: a session would seem to "
@@ -361,6 +361,22 @@ MICRO_MANAGER_RIGS = r"for Micro-Manager rigs only \(camera.driver or focus.driv
      r"Micro-Manager; this pycromanager rig does not follow it"),
     ("microscope", {"camera": {"driver": "pycromanager"}, "micromanager": {"simulated_devices": True}},
      r"rig.yaml: micromanager.simulated_devices: the simulators' devices are loaded into a micromanager core only"),
+    # A Micro-Manager stage's label on a serial or simulated drive, a serial drive's port on a Micro-Manager or
+    # simulated stage: taken, and ignored.
+    ("serial-stage", {"focus": {"label": "Z"}},
+     r"^[^\n]*rig.yaml: focus.label: for Micro-Manager stages only \(focus.driver: micromanager or pycromanager\): "
+     r"the stage's device label in the configuration; this asi focus drive does not follow it: remove it$"),
+    ("simulated", {"focus": {"label": "Z"}}, r"rig.yaml: focus.label: for Micro-Manager stages only .*; this "
+                                             r"simulated focus drive does not follow it"),
+    ("microscope", {"focus": {"port": "COM3", "baudrate": 9600}},
+     r"^[^\n]*rig.yaml: focus.port, focus.baudrate: for serial focus drives only \(focus.driver: asi or optotune\): "
+     r"the port they are on and its speed; this micromanager focus drive does not follow them: remove them$"),
+    ("simulated", {"focus": {"port": "simulated"}}, r"rig.yaml: focus.port: for serial focus drives only .*; this "
+                                                    r"simulated focus drive does not follow it"),
+    # The slide simulator's core has its own camera and stage: another label was refused only as the session opened.
+    ("simulated-mda", {"camera": {"label": "Camera"}, "focus": {"label": "Z"}},
+     r"^[^\n]*rig.yaml: camera.label, focus.label: the slide simulator \(an mda: plan with simulated_devices\) has "
+     r"one camera and one focus stage, its own; the slide simulator's core does not follow them: remove them$"),
 ])
 def test_a_key_for_another_driver_or_rig_is_refused_naming_who_follows_it(tmp_path, name, changes, message):
     with pytest.raises(ProfileError, match=message):
@@ -375,6 +391,9 @@ def test_a_key_for_another_driver_or_rig_is_refused_naming_who_follows_it(tmp_pa
     ("simulated-micromanager", {"camera": {"label": "SimCamera"}, "micromanager": {"config": "demo"}}),
     ("simulated-mda", {"micromanager": {"properties": {"SimCamera": {"Gain": 2}}}}),
     ("simulated-sequenced", {}),
+    ("serial-stage", {"focus": {"baudrate": 9600}}),
+    ("microscope", {"focus": {"label": "Z"}}),
+    ("simulated-micromanager", {"focus": {"label": "SimZ"}}),
 ])
 def test_keys_for_the_rigs_driver_are_taken(tmp_path, name, changes):
     load_profile(profile_changed(tmp_path, name, changes))
@@ -389,3 +408,50 @@ def test_a_property_value_that_is_not_text_or_a_number_is_refused(tmp_path, valu
                                            rf"value is text, a number or Yes/No, got {said}$"):
         load_profile(profile_changed(tmp_path, "microscope",
                                      {"micromanager": {"properties": {"Camera": {"Gain": value}}}}))
+
+
+def test_every_key_the_rig_does_not_follow_is_said_one_reason_a_line(tmp_path):
+    """A GenICam camera given a simulator's noise, a Micro-Manager label and micromanager.properties was refused for
+    the noise only: the user fixed it and ran again three times. Each reason is said, on a line of its own."""
+    path = profile_changed(tmp_path, "genicam-etl", {"camera": {"label": "Camera", "noise": {"bit_depth": 12}},
+                                                      "micromanager": {"properties": {"Camera": {"Gain": 2}}}})
+    with pytest.raises(ProfileError) as refused:
+        load_profile(path)
+    lines = str(refused.value).splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [[str(path), "camera.noise.bit_depth"],
+                                                        [str(path), "camera.label"],
+                                                        [str(path), "micromanager.properties"]], lines
+    assert all(line.endswith("does not follow it: remove it") for line in lines), lines
+
+
+@pytest.mark.parametrize("properties,message", [
+    # pydantic's words named no device.
+    ({"Camera": None}, r"micromanager.properties: Camera: a device's properties are a mapping \{property: value\}, "
+                       r"got null$"),
+    ({"Camera": "Gain"}, r"micromanager.properties: Camera: a device's properties are a mapping .*, got a str"),
+    # Sent to the device as the text "nan" (or "inf").
+    ({"Camera": {"Gain": float("nan")}}, r"micromanager.properties: Camera: Gain: a property's value is a finite "
+                                         r"number, got nan$"),
+    ({"Camera": {"Gain": float("-inf")}}, r"micromanager.properties: Camera: Gain: .* a finite number, got -inf$"),
+])
+def test_a_devices_properties_that_cannot_be_set_are_refused_naming_the_device(tmp_path, properties, message):
+    with pytest.raises(ProfileError, match=rf"^[^\n]*rig.yaml: {message}"):
+        load_profile(profile_changed(tmp_path, "microscope", {"micromanager": {"properties": properties}}))
+
+
+def test_a_section_whose_keys_are_all_commented_out_is_taken_as_left_out(tmp_path):
+    """micromanager: with its keys commented out (YAML's null) said "Input should be a valid dictionary or instance of
+    MicroManagerSettings"; it is an empty section, as is any other with defaults."""
+    text = (REPO_ROOT / "profiles" / "simulated.yaml").read_text()
+    text = text.replace("  noise: {full_well_e: 20000, read_noise_e: 5, bit_depth: 8}\n",
+                        "  noise:\n    # bit_depth: 8\n")
+    assert "  noise:\n    # bit_depth: 8\n" in text  # (the shipped profile's line, commented out)
+    profile = load_profile(write_profile(tmp_path, text + "micromanager:\n  # config: demo\nfaults:\n  # camera: {}\n"))
+    assert profile.micromanager == type(profile.micromanager)() and profile.camera.noise.bit_depth == 8
+
+
+def test_a_required_section_whose_keys_are_all_commented_out_says_so(tmp_path):
+    with pytest.raises(ProfileError, match=r"^[^\n]*rig.yaml: camera: the section is empty \(are all its keys "
+                                           r"commented out\?\): give its keys, driver at least$"):
+        load_profile(write_profile(tmp_path, "camera:\n  # driver: simulated\nfocus: {driver: simulated}\n"
+                                             "plan: {z: {range: 4, step: 1}}\n"))
