@@ -137,8 +137,9 @@ class SessionReport:
         if not lost or self.acquired_slices == 0:
             return None
         z = ", ".join(f"{d.z:g}" for d in self.dropped_frames[:8]) + (", ..." if lost > 8 else "")
+        unit = {"um": "µm"}.get(self.focus_unit, self.focus_unit)  # (as the live view and every other line say it)
         return (f"{lost} planned slice{'s were' if lost > 1 else ' was'} lost after the retries (z {z} "
-                f"{self.focus_unit}): the stack and the fused image lack them (see {SESSION_REPORT})")
+                f"{unit}): the stack and the fused image lack them (see {SESSION_REPORT})")
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

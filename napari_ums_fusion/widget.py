@@ -210,7 +210,10 @@ class FusionWidget(QWidget):
         with contextlib.suppress(RuntimeError):  # (the dock's widget deleted since: nobody to tell)
             self.fuse_button.setEnabled(True)
             self.cancel_button.setEnabled(False)
-            if run.cancelled:
+            if run.cancelled and run.slices_done == run.stack.n_slices:  # (every slice in: "after 7 of 7 slices")
+                self._say(f"fusion of {run.stack.name} cancelled while composing the image from its "
+                          f"{_slices(run.stack.n_slices)}: nothing was added")
+            elif run.cancelled:
                 self._say(f"fusion of {run.stack.name} cancelled after {run.slices_done} of "
                           f"{_slices(run.stack.n_slices)}: nothing was added")
 

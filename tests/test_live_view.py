@@ -232,7 +232,7 @@ def test_page_ends_failed_with_the_terminals_error_when_a_slice_was_lost(tmp_pat
                                      "plan: {z: {bottom: 0, top: 8, step: 1}}\n"
                                      "faults: {camera: {drop_frames: 3, after_slices: 2}}\n")
     state, stderr, status = session_to_its_end(profile, tmp_path)
-    said = ("error: 1 planned slice was lost after the retries (z 2 um): the stack and the fused image lack them "
+    said = ("error: 1 planned slice was lost after the retries (z 2 µm): the stack and the fused image lack them "
             "(see session.json)")
     assert said in stderr.splitlines() and status == 1
     assert state["status"] == "failed" and said in state["message"].splitlines()

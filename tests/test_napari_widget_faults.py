@@ -340,3 +340,34 @@ def test_a_fusion_cancelled_or_whose_dock_closed_stops_and_adds_nothing(qtbot, h
     assert not widget.cancel_button.isEnabled()
     if how != "taken out of its dock":
         widget.setParent(None)  # (the holder goes without it)
+
+
+def test_a_fusion_cancelled_while_composing_says_so(qtbot, monkeypatch):
+    """Cancel pressed once every slice was in, while the image was being composed, said "cancelled after 7 of 7
+    slices", as if the fusion had been done: it says the image was being composed."""
+    import threading
+
+    from fusion.engine import StreamingFusion
+
+    composing, gate = threading.Event(), threading.Event()
+    compose = StreamingFusion.finish
+
+    def gated_compose(engine, *args, **kwargs):  # (the real compose, once the test has pressed Cancel)
+        composing.set()
+        assert gate.wait(60), "the test never opened the gate"
+        return compose(engine, *args, **kwargs)
+
+    monkeypatch.setattr(StreamingFusion, "finish", gated_compose)
+    viewer, widget = dock(qtbot)
+    viewer.add_image(grey_stack(7), name="slow", contrast_limits=(0, 255))
+    widget.layer_box.setCurrentText("slow")
+    worker = widget.fuse_selected()
+    assert worker is not None
+    qtbot.waitUntil(lambda: composing.is_set() and widget.progress.value() == 7, timeout=60_000)
+    widget.cancel_button.click()
+    gate.set()
+    qtbot.waitUntil(lambda: not worker.is_running and widget.fuse_button.isEnabled(), timeout=60_000)
+    qtbot.wait(100)  # (a result already on its way would arrive now)
+    assert "slow fused" not in viewer.layers
+    assert widget.status.text() == ("fusion of slow cancelled while composing the image from its 7 slices: nothing "
+                                    "was added")

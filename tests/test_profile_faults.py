@@ -201,7 +201,7 @@ def test_a_session_that_lost_a_slice_exits_1_naming_its_z(tmp_path):
     assert done.returncode == 1, done.stderr
     report = json.loads(next((tmp_path / "sessions").glob("*/session.json")).read_text())
     lost_z = report["dropped_frames"][0]["z"]
-    assert f"error: 1 planned slice was lost after the retries (z {lost_z:g} um)" in done.stderr
+    assert f"error: 1 planned slice was lost after the retries (z {lost_z:g} µm)" in done.stderr
     assert report["acquired_slices"] == report["planned_slices"] - 1
 
 

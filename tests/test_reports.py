@@ -49,6 +49,19 @@ def test_a_session_that_fused_nothing_leaves_out_the_fused_keys():
     assert SessionReport.from_json(report.to_json()) == report
 
 
+@pytest.mark.parametrize("unit,said", [("um", "z 5, 10 µm"), ("dpt", "z 0.5 dpt")])
+def test_the_lost_slices_error_spells_the_focus_unit_as_every_other_line_does(unit, said):
+    """It said "z 5 um" where the live view, the plan's checks and the depth map's say µm."""
+    from acquisition.session_report import DroppedFrame
+
+    lost = [DroppedFrame(planned_index=i, z=z, error="timeout") for i, z in
+            enumerate([5.0, 10.0] if unit == "um" else [0.5])]
+    report = SessionReport(profile={}, folder="f", planned_slices=9, acquired_slices=9 - len(lost), focus_unit=unit,
+                           dropped_frames=lost)
+    said_lost = report.lost_slices_said()
+    assert said_lost is not None and f"lost after the retries ({said}): " in said_lost
+
+
 def test_a_refusion_report_round_trips_through_its_json(tmp_path):
     stack = write_rendered_stack(tmp_path / "colour.ome.tif", rendered(shape=(64, 80)))["stack"]
     report = refuse_stack(stack, tmp_path / "out", progress=False)
