@@ -47,6 +47,9 @@ VIEW_DEFAULTS = {"port": 8765, "view_host": "127.0.0.1", "view_linger_s": 3.0}
 # process of ~150 MB with numba and OpenCV loaded): fusion is CPU-bound.
 MAX_WORKERS_PER_CORE = 4
 MAX_VIEW_LINGER_S = 3600.0  # an hour to look at the result; Ctrl-C ends the lingering sooner
+# An interrupted run's page stays up this long at most, whatever --view-linger-s says: for the page to show the
+# interruption (it asks for news every 0.1 s), not for the user to wait on after a Ctrl-C.
+INTERRUPTED_LINGER_S = 3.0
 
 
 def port_number(text: str) -> int:
@@ -171,12 +174,20 @@ def live_view(args, title: str, mode: str, lingering: contextlib.ExitStack):
 
 
 def linger_then_stop(server, state, linger_s: float, mode: str) -> None:
-    """The page stays up ``linger_s`` more, so that it shows the result, and then the server stops."""
+    """The page stays up ``linger_s`` more, so that it shows the result, and then the server stops; after a stop
+    signal, ``INTERRUPTED_LINGER_S`` at most (a Ctrl-C'd run stayed up the whole --view-linger-s: a second
+    Ctrl-C was needed)."""
+    run = "refusion" if mode == "refuse" else "session"
     try:
         with contextlib.suppress(KeyboardInterrupt):  # a stop while lingering ends the lingering only
-            if linger_s > 0:  # (the terminal was silent while the page stayed up: it looked hung)
-                print(f"live view: the {'refusion' if mode == 'refuse' else 'session'} has ended ({state.status});"
-                      f" the page stays up {linger_s:g} s more at {server.url} (ctrl-c closes it sooner)", flush=True)
+            if state.status == "interrupted" and linger_s > INTERRUPTED_LINGER_S:
+                linger_s = INTERRUPTED_LINGER_S
+                print(f"live view: the {run} was interrupted; the page stays up {linger_s:g} s more at "
+                      f"{server.url}, for it to show where the {run} stopped (not the --view-linger-s, which is for "
+                      "a run that ends by itself)", flush=True)
+            elif linger_s > 0:  # (the terminal was silent while the page stayed up: it looked hung)
+                print(f"live view: the {run} has ended ({state.status}); the page stays up {linger_s:g} s more at "
+                      f"{server.url} (ctrl-c closes it sooner)", flush=True)
             time.sleep(max(0.0, linger_s))
     finally:
         server.stop()

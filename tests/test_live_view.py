@@ -298,6 +298,36 @@ def test_the_terminal_says_the_page_stays_up_after_the_end_and_ctrl_c_closes_it(
     assert out == ""
 
 
+@pytest.mark.hardware_sim
+def test_an_interrupted_run_does_not_keep_its_page_up_the_whole_linger(tmp_path):
+    """After a Ctrl-C, the page stayed up the whole --view-linger-s (600 s) and a second Ctrl-C was needed: it stays
+    up a few seconds, for the page to show the interruption, says so, and the run ends by itself."""
+    import signal
+
+    # (A camera that stops answering after the first slice, and is waited for long: the run cannot end by itself
+    # before the Ctrl-C.)
+    profile = profile_text(tmp_path, "camera: {driver: simulated, timeout_s: 600, give_up_after_s: 600, specimen: "
+                                     "{height_px: 96, width_px: 128}}\nfocus: {driver: simulated}\n"
+                                     "plan: {z: {bottom: 0, top: 8, step: 2}}\n"
+                                     "faults: {camera: {silent: true, after_slices: 1}}\n")
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                                "--out", str(tmp_path / "sessions"), "--view", "--port", "0", "--view-linger-s", "600"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[-1]
+        process.send_signal(signal.SIGINT)
+        lines = lines_until_the_page_stays_up(process)
+        assert lines[-1] == (f"live view: the session was interrupted; the page stays up 3 s more at "
+                             f"{url}, for it to show where the session stopped (not the --view-linger-s, "
+                             "which is for a run that ends by itself)\n"), lines
+        out, err = process.communicate(timeout=120)  # (no second Ctrl-C)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert out == ""
+
+
 def lines_until_the_page_stays_up(process: subprocess.Popen) -> list[str]:
     """What the run prints on stdout up to the line that says the page stays up, which ends the list."""
     assert process.stdout is not None
