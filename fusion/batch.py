@@ -52,6 +52,7 @@ from fusion.stack_arguments import (SUMMARY_FILE, absolute_path, check_unique_na
 NOT_RUN = "not run"  # the status of a stack left unfused because the output folder could not be written any more
 LOST = "lost"  # the status of a stack left unfused because the scheduler went away mid-batch
 NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
+WORKERS_CHECK_S = 2.0  # while no stack completes, how often the batch asks whether the scheduler still has workers
 STOP_WAIT_S = 10.0  # after a stop, how long a scheduler's workers are given to let go of the batch's stacks
 # After the scheduler went away: how long without a worker writing one of the batch's stacks into --out before the
 # stacks are counted (a worker that loses its scheduler stops its stacks at their next slice: well under a second)
@@ -368,7 +369,23 @@ def local_cluster_size(n_workers: int | None, n_stacks: int) -> int:
     return min(n_workers or os.cpu_count() or 1, n_stacks)
 
 
+# Our local cluster's nannies restart a worker that dies; dask's cluster object also closes the nanny of a worker that
+# has not registered again within ``distributed.deploy.lost-worker-timeout`` (15 s) of any of its deaths. A stack that
+# kills its worker at once, each time, on a loaded machine (a restart there took 6-9 s, and the timer of an earlier
+# death fires while the nanny is restarting after a later one): the nanny was closed, the cluster had no worker left,
+# and the batch waited for one for ever. Its nannies are closed when the batch ends, not before.
+LOCAL_LOST_WORKER_TIMEOUT = "3650 days"
+
+
 def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
+    import dask
+
+    # (read when a worker is removed, on the cluster's own thread: set for as long as the cluster lives)
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": LOCAL_LOST_WORKER_TIMEOUT}):
+        _run_on_dask_configured(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar)
+
+
+def _run_on_dask_configured(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
     from distributed import Client, LocalCluster
 
     cluster = None
@@ -499,8 +516,6 @@ class _DaskBatch:
 
     def fuse(self, indices: list[int], alone: bool = False) -> None:
         """Submit ``indices`` and record each outcome as it comes."""
-        from distributed import as_completed
-
         for index in indices:
             path = self.stacks[index]
             future = self.client.submit(
@@ -508,7 +523,7 @@ class _DaskBatch:
                 run=self.token, key=f"refuse-{self.token}-{index}-{stack_name(path)}{'-alone' if alone else ''}",
                 pure=False)
             self.pending[future] = index
-        for future in as_completed(list(self.pending)):
+        for future in self._as_completed(list(self.pending)):
             index = self.pending.pop(future, None)
             if index is None:  # recorded already (the rest of the batch, once the output folder filled up)
                 continue
@@ -530,6 +545,46 @@ class _DaskBatch:
                 self._stop_for_unwritable_out(index, outcome)
                 return
             self._record(index, outcome)
+
+    def _as_completed(self, futures: list) -> Iterator:
+        """``futures`` as each completes (stacks in order where several do at once). While none does, a scheduler
+        that has had no worker for ``NO_WORKERS_NOTE_S`` is said, once each time it loses them all: the batch waits for
+        them (all of them died, and none came back: a cluster that gave up restarting them looked like a hung
+        program)."""
+        from distributed import wait
+
+        left = list(futures)
+        no_workers_since: float | None = None
+        said = False
+        while left:
+            try:
+                done, _ = wait(left, timeout=WORKERS_CHECK_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                if self._has_workers():
+                    no_workers_since, said = None, False
+                elif no_workers_since is None:
+                    no_workers_since = time.monotonic()
+                elif not said and time.monotonic() - no_workers_since >= NO_WORKERS_NOTE_S:
+                    tqdm.write(f"note: {self.scheduler_said} has had no workers for {NO_WORKERS_NOTE_S:.0f} s (they "
+                               "died, or were stopped, and none came back); waiting for them"
+                               f"{self._start_workers_advice} (Ctrl-C stops)", file=sys.stderr)
+                    said = True
+                continue
+            for future in sorted(done, key=lambda done_future: self.pending.get(done_future, -1)):
+                left.remove(future)
+                yield future
+
+    @property
+    def _start_workers_advice(self) -> str:
+        return "" if self.local else f"; start some with `dask worker {self.client.scheduler.address}` (or your " \
+                                     "cluster's jobs)"
+
+    def _has_workers(self) -> bool:
+        """Whether the scheduler has a worker (or cannot be asked: its loss is seen by the futures)."""
+        try:
+            return bool(self.client.nthreads(callback_timeout=WORKERS_CHECK_S))
+        except Exception:  # a scheduler gone, or slow to answer: not a scheduler without workers
+            return True
 
     def _outcome(self, future, index: int, alone: bool) -> StackOutcome | None:
         """What the cluster says of stack ``index``; None where its workers all died and it is to be tried alone."""

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from fusion.batch import StackOutcome
+from fusion.batch import LOCAL_LOST_WORKER_TIMEOUT, StackOutcome
 from tests.conftest import REPO_ROOT, small_tmpfs, with_default_sigint
 
 
@@ -63,19 +63,24 @@ def errors_in(stderr: str) -> list[str]:
 @pytest.fixture
 def one_worker_cluster():
     """A scheduler in this process and one worker process of one thread, as `dask scheduler` and `dask worker`
-    on a shared machine would be; a worker dying twice while a task runs gives up on that task."""
+    on a shared machine would be; a worker dying twice while a task runs gives up on that task. Its nanny restarts a
+    worker that dies, for as long as the cluster lives, as a `dask worker`'s does: dask's cluster object also closed
+    the nanny where a restart took longer than lost-worker-timeout (on a loaded machine), and the batch then waited
+    for a worker for ever."""
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    # (lost-worker-timeout is read at each worker's death: set for the cluster's whole life)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                          "distributed.deploy.lost-worker-timeout": LOCAL_LOST_WORKER_TIMEOUT}):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, silence_logs=logging.CRITICAL)
-    client = Client(cluster, timeout="30s")
-    try:
-        yield cluster.scheduler_address, client
-    finally:
-        client.close()
-        cluster.close()
+        client = Client(cluster, timeout="30s")
+        try:
+            yield cluster.scheduler_address, client
+        finally:
+            client.close()
+            cluster.close()
 
 
 def _release(fifo: Path) -> None:
@@ -191,6 +196,36 @@ def test_a_stack_that_kills_its_workers_fails_alone_and_says_why(one_worker_clus
     assert "worker process died while fusing it" in errors[0] and "out of memory" in errors[0]
     assert "KilledWorker" not in stderr and "Attempted to run task" not in stderr
     assert "worker process died while fusing it" in rows["hog"]["error"]
+
+
+async def dask_setup(scheduler) -> None:
+    """This module as a scheduler's preload (``distributed.scheduler.preload``): each worker that scheduler has gets a
+    ``DiesFusing("hog")``, the program's own local cluster's too."""
+    from distributed.protocol.pickle import dumps
+
+    await scheduler.register_worker_plugin(None, dumps(DiesFusing("hog")), name="dies-fusing-hog", idempotent=True)
+
+
+@pytest.mark.slow
+def test_a_stack_that_kills_the_local_clusters_workers_while_they_restart_slowly_fails_alone(tmp_path):
+    # The program's own cluster; its worker restarts take longer than dask's lost-worker-timeout, as on a loaded
+    # machine (a restart took 6-9 s there, and the timer of one death fired while the nanny was restarting after the
+    # next). The nanny was closed, and the batch waited for a worker for ever.
+    hog = write_stack(tmp_path / "stacks" / "hog.tif", 6, seed=1)
+    innocent = write_stack(tmp_path / "stacks" / "innocent.tif", 6, seed=2)
+    out = tmp_path / "out"
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": "tests.test_batch_on_dask",
+           "DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT": "1s",  # (a restart takes longer, idle too)
+           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}  # (two deaths per try, not four: a quicker test)
+    run = cli("--refuse", hog, innocent, "--out", out, "--workers", "1", "--align", "off", env=env)
+    with killed_at_the_end(run):
+        stdout, stderr = run.communicate(timeout=400)
+    assert run.returncode == 1 and (out / "summary.json").is_file(), stderr
+    rows = {row["name"]: row for row in summary_of(out)["stacks"]}
+    assert rows["innocent"]["status"] == "done"
+    assert rows["hog"]["status"] == "failed"
+    errors = errors_in(stderr)
+    assert len(errors) == 1 and str(hog) in errors[0] and "worker process died while fusing it" in errors[0], stderr
 
 
 @pytest.fixture
@@ -390,6 +425,30 @@ def test_ctrl_c_ends_the_wait_for_workers(scheduler_without_workers, tmp_path):
         run.communicate(timeout=60)
     assert run.returncode == 130, log.read_text()
     assert summary_of(tmp_path / "out")["counts"]["interrupted"] == 1
+
+
+@pytest.mark.slow
+def test_a_scheduler_whose_workers_died_and_did_not_come_back_is_said_mid_batch(one_worker_cluster, tmp_path):
+    # The hog kills its worker, and the cluster closes that worker's nanny when its restart takes longer than the
+    # lost-worker-timeout (as dask-jobqueue's, or ours did on a loaded machine): the scheduler has no workers left,
+    # and the batch waited for one without a word.
+    import dask
+
+    address, client = one_worker_cluster
+    client.register_plugin(DiesFusing("hog"), name="dies-fusing-hog")
+    hog = write_stack(tmp_path / "stacks" / "hog.tif", 6, seed=1)
+    log = tmp_path / "stderr.txt"
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), log.open("w") as stderr:
+        run = cli("--refuse", hog, "--out", tmp_path / "out", "--scheduler", address, "--align", "off", stderr=stderr)
+        with killed_at_the_end(run):
+            assert _wait_for_line(log, "has had no workers", run, timeout_s=150) is not None, log.read_text()
+            run.send_signal(signal.SIGINT)
+            run.communicate(timeout=60)
+    said = log.read_text()
+    assert run.returncode == 130, said
+    note = [line for line in said.splitlines() if "has had no workers" in line]
+    assert len(note) == 1 and f"the scheduler at {address}" in note[0] and f"dask worker {address}" in note[0], said
+    assert "Ctrl-C stops" in note[0]
 
 
 @pytest.mark.slow
