@@ -371,7 +371,7 @@ def local_cluster_size(n_workers: int | None, n_stacks: int) -> int:
 
 # Our local cluster's nannies restart a worker that dies; dask's cluster object also closes the nanny of a worker that
 # has not registered again within ``distributed.deploy.lost-worker-timeout`` (15 s) of any of its deaths. A stack that
-# kills its worker at once, each time, on a loaded machine (a restart there took 6-9 s, and the timer of an earlier
+# kills its worker at once, each time, on a loaded machine (a restart there took 6-18 s, and the timer of an earlier
 # death fires while the nanny is restarting after a later one): the nanny was closed, the cluster had no worker left,
 # and the batch waited for one for ever. Its nannies are closed when the batch ends, not before.
 LOCAL_LOST_WORKER_TIMEOUT = "3650 days"
