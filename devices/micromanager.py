@@ -17,7 +17,7 @@ import numpy as np
 
 from devices.camera import Frame, frame_wait_s, no_frame_within
 from devices.errors import (DeviceDisconnectedError, DeviceErrorReply, DeviceNotFoundError, DeviceTimeoutError,
-                            did_you_mean, seconds_text)
+                            UnsupportedFeatureError, did_you_mean, seconds_text)
 from devices.focus_drive import FocusDrive, FocusLimits
 from devices.library_threads import ThreadErrors
 
@@ -172,31 +172,77 @@ def device_name(kind: str, label: str) -> str:
     return f"Micro-Manager {kind} {label}"
 
 
+class _CameraFormat(NamedTuple):
+    """What a physical camera's frames are, as a Multi Camera must find them alike."""
+
+    bit_depth: int
+    bytes_per_pixel: int
+    components: int
+    width_px: int
+    height_px: int
+    pixel_type: str  # its PixelType property ("8bit", "16bit"); "" where it has none
+
+    def pixels_said(self) -> str:
+        """ "8bit (1 byte per pixel)", "2 bytes per pixel" where it has no PixelType."""
+        per_pixel = f"{self.bytes_per_pixel} {'byte' if self.bytes_per_pixel == 1 else 'bytes'} per pixel"
+        return f"{self.pixel_type} ({per_pixel})" if self.pixel_type else per_pixel
+
+
+def _camera_format(core, camera: str) -> _CameraFormat:
+    """The core's current camera's (``camera``) frame format."""
+    pixel_type = str(core.getProperty(camera, "PixelType")) if core.hasProperty(camera, "PixelType") else ""
+    return _CameraFormat(int(core.getImageBitDepth()), int(core.getBytesPerPixel()),
+                         int(core.getNumberOfComponents()), int(core.getImageWidth()), int(core.getImageHeight()),
+                         pixel_type)
+
+
+def _check_alike(multi: str, formats: dict[str, _CameraFormat]) -> None:
+    """An UnsupportedFeatureError naming each camera's pixel type (or frame size) unless the Multi Camera ``multi``'s
+    physical cameras (``formats``) give frames of one pixel size and one frame size: with an 8bit and a 16bit camera
+    each MDA failed at its first frame (pymmcore-plus's getImage "returned NULL without setting an exception"), and
+    with two frame sizes each of its snaps failed."""
+    if len({(f.bytes_per_pixel, f.components) for f in formats.values()}) > 1:
+        what = "pixel type"
+        said = ", ".join(f"{camera} {f.pixels_said()}" for camera, f in formats.items())
+        advice = "give them one PixelType in micromanager.properties (BitDepth may differ)"
+    elif len({(f.width_px, f.height_px) for f in formats.values()}) > 1:
+        what = "frame size"
+        said = ", ".join(f"{camera} {f.width_px} px wide x {f.height_px} high" for camera, f in formats.items())
+        advice = "give them one size (binning, ROI or sensor size) in micromanager.properties"
+    else:
+        return
+    raise UnsupportedFeatureError(device_name("camera", multi),
+                                  f"its physical cameras differ in {what}: {said}; Micro-Manager's Multi Camera takes "
+                                  f"one {what} from all of them: {advice}; nothing was acquired")
+
+
 def camera_bit_depths(core) -> dict[str, int]:
     """Each camera's exact bits per sample (11 for an 11-bit camera), by label: the core's current camera's and, where
     that is a Multi Camera, each of its physical cameras', the labels pymmcore-plus tags their frames with
     (``camera_device``). MMCore says a depth for its current camera only (a Multi Camera says its deepest camera's),
     so each physical camera is made the current one in turn, and the current one is set back: call it before an MDA,
-    on the thread that starts it, never while one runs. A camera that says none (0, or an error) is left out."""
+    on the thread that starts it, never while one runs. A camera that says none (0, or an error) is left out.
+    A Multi Camera whose physical cameras differ in pixel type (bytes per pixel) or frame size is an
+    UnsupportedFeatureError naming each camera's (seen on the same visit): no MDA of it can take a frame."""
     current = core.getCameraDevice()
     if not current:
         return {}
     physical = [core.getPhysicalCameraDevice(channel) for channel in range(core.getNumberOfCameraChannels())]
-    depths: dict[str, int] = {}
+    formats: dict[str, _CameraFormat] = {}
     try:
         for camera in dict.fromkeys([current, *physical]):
             try:
                 if camera != core.getCameraDevice():
                     core.setCameraDevice(camera)
-                bits = int(core.getImageBitDepth())
+                formats[camera] = _camera_format(core, camera)
             except RuntimeError:  # (not a camera the core can make current): the caller's guess stands
                 continue
-            if bits:
-                depths[camera] = bits
     finally:
         if core.getCameraDevice() != current:
             core.setCameraDevice(current)
-    return depths
+    if len(physical) > 1:
+        _check_alike(current, {camera: formats[camera] for camera in physical if camera in formats})
+    return {camera: f.bit_depth for camera, f in formats.items() if f.bit_depth}
 
 
 class MicroManagerCamera:

@@ -516,6 +516,34 @@ def test_a_multi_camera_mda_completes_fusing_each_cameras_stack_at_its_own_bit_d
     assert bits == {"Camera": 11, "Camera2": 10}
 
 
+@pytest.mark.parametrize("second_camera, said", [
+    # An 8bit camera beside a 16bit one: the MDA failed at its first frame with "SystemError: <built-in method
+    # getImage ...> returned NULL without setting an exception", said twice, and "what was acquired is saved".
+    ({"PixelType": "8bit", "BitDepth": 8},
+     "differ in pixel type: Camera 16bit (2 bytes per pixel), Camera2 8bit (1 byte per pixel); Micro-Manager's Multi "
+     "Camera takes one pixel type from all of them: give them one PixelType in micromanager.properties (BitDepth may "
+     "differ)"),
+    # Two frame sizes: each snap failed ("Cameras differ in image size" in pymmcore-plus's log), no error said.
+    ({"OnCameraCCDXSize": 32}, "differ in frame size: Camera 64 px wide x 48 high, Camera2 32 px wide x 48 high; "
+                               "Micro-Manager's Multi Camera takes one frame size from all of them: give them one "
+                               "size (binning, ROI or sensor size) in micromanager.properties"),
+])
+def test_a_multi_camera_mda_over_unlike_cameras_is_refused_before_it_starts(tmp_path, capsys, second_camera, said):
+    """Micro-Manager's Multi Camera over the demo config's camera and a second one whose frames are not alike: refused
+    before the MDA starts, naming each camera's pixel type (or frame size); no session folder is left behind."""
+    import run_session
+
+    path = multi_camera_profile(tmp_path, (12, 12))
+    data = yaml.safe_load(path.read_text())
+    data["micromanager"]["properties"]["Camera2"].update(second_camera)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    status = run_session.main(["--profile", str(path), "--out", str(tmp_path / "sessions")])
+    assert status == 1
+    assert capsys.readouterr().err == f"error: Micro-Manager camera Multi: its physical cameras {said}; nothing was " \
+                                      "acquired\n"
+    assert not list((tmp_path / "sessions").glob("*"))  # no frame taken, no session folder left behind
+
+
 # -- z steps the depth map (float32) cannot hold are refused before the MDA starts, as a single stack's plan is --
 
 def test_an_mda_whose_z_plan_steps_finer_than_the_depth_map_holds_is_refused_before_it_starts(tmp_path, capsys):
