@@ -336,11 +336,15 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
     if not_started:
         shown = ", ".join(not_started[:5]) + (f" and {len(not_started) - 5} more" if len(not_started) > 5 else "")
         print(f"  {len(not_started)} planned z-stacks not started: {shown}", file=sys.stderr)
-    if outcome.ended_by:
+    if outcome.ended_by and not report.acquired_slices:
+        print(f"error: the session ended before its first frame: {outcome.ended_by}; nothing was acquired",
+              file=sys.stderr)
+    elif outcome.ended_by:
         saved = ("saved and fused" if fused == stacks > 0 else f"saved; {fused} of its {stacks} z-stacks fused "
                  f"(see {see})" if stacks else "saved; no z-stack was fused")
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is {saved}", file=sys.stderr)
-    print_warnings([warning for warning in report.warnings if warning not in said])
+    # (An error that ended the runner's thread is among the warnings too, as session.json records it: said once.)
+    print_warnings([warning for warning in report.warnings if warning not in said and warning != outcome.ended_by])
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:

@@ -338,6 +338,21 @@ def test_a_stage_error_that_ends_the_mda_runner_ends_the_session_and_is_recorded
     assert fused == ["p0_c0-DAPI"], report["stacks"]  # the stack acquired before the stage failed is fused
 
 
+def test_a_stage_error_before_the_first_frame_says_nothing_was_acquired_and_says_it_once(tmp_path, request,
+                                                                                         monkeypatch, capsys):
+    """The stage fails at the MDA's first move: the session said 'what was acquired is saved' of no frame at all, and
+    printed the runner's error a second time as a warning. It says nothing was acquired, and says the error once."""
+    slide_with(request, lambda camera, stage, core: core.mda.events.sequenceStarted.connect(
+        lambda *args: setattr(stage.faults, "error_reply", 7)))
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], "stage_positions": [{"x": 0, "y": 0, "z": 15}]})
+    status, report, stderr = run_in_process(monkeypatch, capsys, profile, tmp_path / "sessions")
+    said = "pymmcore-plus's MDA runner: an error in the device library's own thread: RuntimeError: stage error 7"
+    assert status == 1 and report["acquired_slices"] == 0 and report["ended_by"] == said
+    assert f"error: the session ended before its first frame: {said}; nothing was acquired\n" in stderr, stderr
+    assert "saved" not in stderr and stderr.count("stage error 7") == 1, stderr
+
+
 # -- every z the MDA visits is checked against focus.limits before anything moves, as a single stack's plan is --
 
 @pytest.mark.parametrize("limits, mda, said", [
