@@ -323,7 +323,8 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
           f"{fused if fused == stacks else f'{fused} of {stacks}'} z-stacks fused in {outcome.folder} "
           f"({report.seconds['total']:.1f} s)")
     if len(report.cameras) > 1:  # (a Multi Camera's: each physical camera took stacks of its own)
-        print("  cameras: " + ", ".join(f"{camera} {said['fused']} of {said['stacks']} z-stacks fused"
+        planned = planned_per_camera(report)
+        print("  cameras: " + ", ".join(f"{camera} {said['fused']} of {planned[camera]} z-stacks fused"
                                         for camera, said in report.cameras.items()))
     for record in report.stacks:
         camera = f" ({record['camera']})" if len(report.cameras) > 1 and record.get("camera") else ""
@@ -350,6 +351,21 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
     if outcome.interrupted:
         return interrupted_status()
     return 0 if outcome.completed else 1
+
+
+def planned_per_camera(report) -> dict[str, int]:
+    """Each camera's planned z-stacks (an MDASessionReport's ``cameras``): those it took and those that never started
+    (a Ctrl-C), told apart by the ``cam`` index in their names."""
+    from fusion.mda_stacks import camera_index
+
+    camera_of = {record.get("indices", {}).get("cam"): record["camera"] for record in report.stacks
+                 if record.get("camera")}
+    planned = {camera: said["stacks"] for camera, said in report.cameras.items()}
+    for name in report.stacks_not_started:
+        camera = camera_of.get(camera_index(name))
+        if camera in planned:
+            planned[camera] += 1
+    return planned
 
 
 def stack_said(record: dict) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 # Axes in the order their parts appear in file names; any other axis follows, sorted.
 _NAME_ORDER = ("p", "g", "t", "c")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CAMERA_PART = re.compile(r"cam\d+")  # (other parts start with their axis, a position's or channel's "p0-")
 
 StackKey = tuple[tuple[str, int], ...]
 
@@ -56,6 +57,13 @@ def _name_of(event, key: StackKey) -> str:
             part += f"-{_label(event.channel.config)}"
         parts.append(part)
     return "_".join(parts) or "stack"
+
+
+def camera_index(name: str) -> int | None:
+    """The ``cam`` index (a Multi Camera's physical camera) that a stack's name says ("p0_t3_cam1": 1), as
+    ``stack_name`` makes it; None where it says none. For stacks that have no record to say it (never started)."""
+    parts = [part for part in name.split("_") if _CAMERA_PART.fullmatch(part)]
+    return int(parts[-1][3:]) if parts else None
 
 
 def channel_name(event) -> str | None:

@@ -224,3 +224,15 @@ def test_a_stack_whose_description_cannot_be_written_still_gets_its_fused_images
     record, = handler.summary["stacks"]
     assert record["name"] != "?" and tifffile.imread(record["outputs"]["fused"]).ndim >= 2
     assert "no room on the disk for its OME description" in record["error"]
+
+
+@pytest.mark.parametrize("name, index", [
+    ("p0_t3_cam1", 1), ("cam0", 0), ("p0-A1_c1-FITC", None),
+    ("p0-dish_cam7_t0_cam1", 1),  # (a position named "dish cam7": the cam axis comes after it)
+])
+def test_a_stack_name_says_which_camera_took_it(name, index):
+    """A stack that never started has no record naming its camera: its name's cam index does (a multi-camera's
+    per-camera count of planned stacks)."""
+    from fusion.mda_stacks import camera_index
+
+    assert camera_index(name) == index

@@ -531,6 +531,44 @@ def test_a_multi_camera_mda_completes_fusing_each_cameras_stack_at_its_own_bit_d
     assert bits == {"Camera": 11, "Camera2": 10}
 
 
+def test_a_multi_camera_mda_stopped_by_ctrl_c_says_per_camera_how_many_stacks_were_planned(tmp_path, monkeypatch,
+                                                                                           capsys, default_sigint):
+    """Ctrl-C once each camera's first of 6 stacks (6 time points, 1 s apart) is begun: the per-camera line said
+    'Camera 1 of 1 z-stacks fused', leaving out the 5 stacks that never started. It counts each camera's planned
+    stacks."""
+    import os
+    import threading
+
+    import run_session
+
+    path = multi_camera_profile(tmp_path, (12, 12))
+    data = yaml.safe_load(path.read_text())
+    data["mda"]["time_plan"] = {"interval": 1, "loops": 6}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "sessions"
+
+    def ctrl_c_once_each_camera_began_a_stack():
+        deadline = time.monotonic() + 120
+        # (On its stack files: a first fusion in a process may take longer than the 5 s the MDA runs, compiling.)
+        while len(list(out.glob("*/*t0_cam*.stack.ome.tif"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() sets its own: undone after
+    presser = threading.Thread(target=ctrl_c_once_each_camera_began_a_stack)
+    presser.start()
+    status = run_session.main(["--profile", str(path), "--out", str(out)])
+    presser.join()
+    said = capsys.readouterr()
+    report = json.loads(next(out.glob("*/session.json")).read_text())
+    assert status == 130, said.err
+    started = {camera: counted["stacks"] for camera, counted in report["cameras"].items()}
+    assert started["Camera"] < 6 and report["stacks_not_started"], report  # (stopped before the end)
+    line, = [text for text in said.out.splitlines() if text.startswith("  cameras: ")]
+    assert line == "  cameras: " + ", ".join(f"{camera} {report['cameras'][camera]['fused']} of 6 z-stacks fused"
+                                             for camera in ("Camera", "Camera2")), said.out
+
+
 @pytest.mark.parametrize("second_camera, said", [
     # An 8bit camera beside a 16bit one: the MDA failed at its first frame with "SystemError: <built-in method
     # getImage ...> returned NULL without setting an exception", said twice, and "what was acquired is saved".
