@@ -20,6 +20,7 @@ from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from devices.errors import DeviceError
 from fusion.engine import COMPOSITIONS, FusionResult, FusionSettings
 from fusion.focus_checks import focus_warning
 from fusion.focus_measures import DEFAULT_WINDOW_PX, MEASURES
@@ -303,7 +304,7 @@ class FusionWidget(QWidget):
         try:
             self.follower = MDAFollower(core, folder, measure=settings.measure,
                                         composition=settings.composition, window_px=settings.window_px)
-        except ValueError as error:  # (the folder is an existing file)
+        except (ValueError, DeviceError) as error:  # (the folder is an existing file; a Multi Camera over unlike ones)
             self._not_following(f"not following MDAs: {error}")
             return
         self._shown_key, self._dismissed, self._said_stop, self._preview_job = None, set(), None, None

@@ -371,3 +371,21 @@ def test_a_fusion_cancelled_while_composing_says_so(qtbot, monkeypatch):
     assert "slow fused" not in viewer.layers
     assert widget.status.text() == ("fusion of slow cancelled while composing the image from its 7 slices: nothing "
                                     "was added")
+
+
+def test_following_a_multi_camera_over_unlike_cameras_unticks_the_box_and_says_why(qtbot, tmp_path):
+    """Its MDAs cannot run (Micro-Manager's Multi Camera takes one pixel type from all its cameras): the follower is
+    refused as it starts, and the error went into napari as a traceback with the box left ticked."""
+    from devices.micromanager import open_mmcore
+    from tests.test_mda_sessions import multi_camera_config, multi_camera_properties
+
+    core = open_mmcore(multi_camera_config(tmp_path))
+    properties = multi_camera_properties((12, 12)) | {"Camera2": {"PixelType": "8bit", "BitDepth": 8}}
+    for device, values in properties.items():
+        for name, value in values.items():
+            core.setProperty(device, name, value)
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path / "mda"))
+    tick_follow(widget, core)
+    assert not widget.follow_box.isChecked() and widget.follower is None
+    assert "not following MDAs" in widget.status.text() and "differ in pixel type" in widget.status.text()
