@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from tests.browser import chromium_or_skip
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, with_default_sigint
 
 SCREENSHOTS = REPO_ROOT / "tests" / "screenshots"
 
@@ -33,7 +34,8 @@ def slow_profile(tmp_path: Path, **camera) -> Path:
 def start(args: list[str]) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), *args, "--view", "--port", "0",
                                 "--view-linger-s", "3"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                               preexec_fn=with_default_sigint)  # (tests Ctrl-C it: see with_default_sigint)
     assert process.stdout is not None and process.stderr is not None  # PIPE
     first = process.stdout.readline()
     assert first.startswith("live view: http://127.0.0.1:"), first + process.stderr.read()
@@ -285,7 +287,8 @@ def test_the_terminal_says_the_page_stays_up_after_the_end_and_ctrl_c_closes_it(
                                      "focus: {driver: simulated}\nplan: {z: {bottom: 0, top: 4, step: 2}}\n")
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
                                 "--out", str(tmp_path / "sessions"), "--view", "--port", "0", "--view-linger-s", "60"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                               preexec_fn=with_default_sigint)  # (tests Ctrl-C it: see with_default_sigint)
     lines = lines_until_the_page_stays_up(process)
     url = lines[0].split()[-1]
     assert lines[-1] == (f"live view: the session has ended (done); the page stays up 60 s more at {url} "
@@ -312,7 +315,8 @@ def test_an_interrupted_run_does_not_keep_its_page_up_the_whole_linger(tmp_path)
                                      "faults: {camera: {silent: true, after_slices: 1}}\n")
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
                                 "--out", str(tmp_path / "sessions"), "--view", "--port", "0", "--view-linger-s", "600"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                               preexec_fn=with_default_sigint)  # (tests Ctrl-C it: see with_default_sigint)
     try:
         assert process.stdout is not None
         url = process.stdout.readline().split()[-1]
@@ -328,14 +332,20 @@ def test_an_interrupted_run_does_not_keep_its_page_up_the_whole_linger(tmp_path)
     assert out == ""
 
 
-def lines_until_the_page_stays_up(process: subprocess.Popen) -> list[str]:
-    """What the run prints on stdout up to the line that says the page stays up, which ends the list."""
+def lines_until_the_page_stays_up(process: subprocess.Popen, timeout_s: float = 300) -> list[str]:
+    """What the run prints on stdout up to the line that says the page stays up, which ends the list. A run that
+    has not said it within ``timeout_s`` is killed (its profile may wait minutes for a silent camera)."""
     assert process.stdout is not None
     lines = []
-    for line in process.stdout:  # (the old code lingered its 60 s in silence, and the loop ended with the program)
-        lines.append(line)
-        if "stays up" in line:
-            break
+    watchdog = threading.Timer(timeout_s, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:  # (the old code lingered its 60 s in silence, and the loop ended with the program)
+            lines.append(line)
+            if "stays up" in line:
+                break
+    finally:
+        watchdog.cancel()
     return lines
 
 
@@ -353,7 +363,8 @@ def test_a_refusion_s_rows_and_summary_are_printed_before_the_page_lingers(tmp_p
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--refuse",
                                 str(tmp_path / "small.tif"), "--out", str(tmp_path / "out"), "--view", "--port", "0",
                                 "--view-linger-s", "60"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                               preexec_fn=with_default_sigint)  # (tests Ctrl-C it: see with_default_sigint)
     lines = lines_until_the_page_stays_up(process)
     assert lines[-1].startswith("live view: the refusion has ended (done); the page stays up 60 s more"), lines
     assert any(line.split()[:2] == ["small", str(len(slices))] for line in lines), lines  # (its row)
