@@ -553,6 +553,10 @@ class _DaskBatch:
         program)."""
         from distributed import wait
 
+        try:  # (the scheduler went away: wait raises for its cancelled futures, which as_completed gave like any)
+            from distributed.client import FuturesCancelledError as cancelled
+        except ImportError:  # (distributed before it: concurrent.futures' own)
+            from concurrent.futures import CancelledError as cancelled  # type: ignore[assignment]
         left = list(futures)
         no_workers_since: float | None = None
         said = False
@@ -570,6 +574,8 @@ class _DaskBatch:
                                f"{self._start_workers_advice} (Ctrl-C stops)", file=sys.stderr)
                     said = True
                 continue
+            except cancelled:  # each cancelled future says so where it is read (``_outcome``: the scheduler is gone)
+                done = {future for future in left if future.status != "pending"}
             for future in sorted(done, key=lambda done_future: self.pending.get(done_future, -1)):
                 left.remove(future)
                 yield future
