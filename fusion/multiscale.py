@@ -674,11 +674,6 @@ def _fold_depth(pooled, pooled_floor, coverage, power, z, index, weighted, weigh
                 weighted_index[y, x] += weight * index
 
 
-def warm_parallel_layer() -> None:
-    """Run a tiny parallel kernel, so that numba has chosen its threading layer."""
-    _track_best(np.ones((1, 1), np.float32), 0, np.zeros((1, 1), np.float32), np.full((1, 1), -1, np.int16), _EMPTY2)
-
-
 @one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def _track_best(pooled, slice_index, best_evidence, best_index, coverage):

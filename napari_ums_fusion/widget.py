@@ -447,10 +447,10 @@ class FusionWidget(QWidget):
 
 def _warm_kernels(frame, settings) -> None:
     from fusion.kernel_warmup import warm_kernels
-    from fusion.multiscale import warm_parallel_layer
+    from fusion.parallel_kernels import kernels_may_run_concurrently
 
     try:
-        warm_parallel_layer()
+        kernels_may_run_concurrently()  # (numba chooses its threading layer here, as it is asked)
         warm_kernels(frame, settings, preview=True)  # (the preview's too: the dock shows stacks being fused)
     except Exception:  # (a failed warm-up only costs the first preview's time)  # noqa: BLE001
         pass

@@ -7,8 +7,8 @@ import pytest
 
 from fusion.numba_layer import tbb_library_path
 
-PRINT_LAYER = ("import fusion, numba; from fusion.multiscale import warm_parallel_layer; warm_parallel_layer(); "
-               "print(numba.threading_layer())")
+PRINT_LAYER = ("import fusion, numba; from fusion.kernels import luminance_f32; import numpy; "
+               "luminance_f32(numpy.zeros((2, 2, 3), numpy.uint8)); print(numba.threading_layer())")
 
 
 def layer_in_a_fresh_process(**environment: str) -> str:
