@@ -677,12 +677,17 @@ def _fold_depth(pooled, pooled_floor, coverage, power, z, index, weighted, weigh
 @one_at_a_time
 @njit(parallel=True, cache=True, nogil=True)
 def _track_best(pooled, slice_index, best_evidence, best_index, coverage):
+    """Where ``pooled`` beats the best evidence so far (or none yet), it and ``slice_index`` become the best; not where
+    ``coverage`` (uint8, or empty: covered throughout) is 0. Selects, not branches, so that the rows vectorise
+    (a 5 MP frame: 33 ms on one core with branches)."""
     height, width = pooled.shape
     with_coverage = coverage.shape[0] > 0
+    index = np.int16(slice_index)
     for y in prange(height):
         for x in range(width):
-            if with_coverage and coverage[y, x] < 0.5:
-                continue
-            if pooled[y, x] > best_evidence[y, x] or best_index[y, x] < 0:
-                best_evidence[y, x] = pooled[y, x]
-                best_index[y, x] = slice_index
+            evidence, best = pooled[y, x], best_evidence[y, x]
+            taken = (evidence > best) | (best_index[y, x] < 0)
+            if with_coverage:
+                taken &= coverage[y, x] > 0
+            best_evidence[y, x] = evidence if taken else best
+            best_index[y, x] = index if taken else best_index[y, x]

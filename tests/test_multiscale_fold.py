@@ -1,12 +1,12 @@
 """The fold kernel keeps, per pixel and channel, the weighted mean of the slices' bands that its docstring
 promises: checked against the same weights computed plainly in float64, slice after slice (a larger weight
 arriving late rescales the sums), with and without band energy and coverage, at widths whose runs do and do
-not fill whole vector registers."""
+not fill whole vector registers; and the decision map that the fold keeps beside."""
 import numpy as np
 import pytest
 
 from fusion import multiscale
-from fusion.multiscale import NO_TOP_EXPONENT
+from fusion.multiscale import NO_TOP_EXPONENT, _track_best
 
 
 def _weights64(pooled, floor, energy, floors, coverage, evidence_power, band_power):
@@ -47,3 +47,24 @@ def test_the_fold_is_the_weighted_mean_of_the_bands(shape, evidence_power, band_
     expected = np.divide(total, total_weight, out=np.zeros(shape), where=covered)
     folded = np.divide(weighted, np.maximum(weights, np.float32(1e-30)))
     np.testing.assert_allclose(folded[covered], expected[covered], rtol=1e-4, atol=1e-3)
+
+
+def test_the_decision_map_is_the_first_slice_with_the_most_evidence_where_each_shows_something():
+    """The decision map (``best_index``): per pixel, the slice whose pooled evidence is the greatest, the earlier one
+    on a tie, never a slice where it covers nothing (an aligned slice's edge); -1 where no slice covered it."""
+    rng = np.random.default_rng(3)
+    shape, n_slices = (37, 53), 6
+    evidence = rng.integers(0, 4, (n_slices,) + shape).astype(np.float32)   # (few values: many ties)
+    covered = rng.random((n_slices,) + shape) > 0.2
+    covered[:, 0, 0] = False   # (a pixel no slice covers)
+    best_evidence, best_index = np.zeros(shape, np.float32), np.full(shape, -1, np.int16)
+    for index in range(n_slices):
+        _track_best(evidence[index], index, best_evidence, best_index, covered[index].view(np.uint8))
+    masked = np.where(covered, evidence, -np.inf)
+    expected = np.where(covered.any(axis=0), np.argmax(masked, axis=0), -1)
+    np.testing.assert_array_equal(best_index, expected)
+    # Without a coverage mask, every slice covers every pixel.
+    best_evidence, best_index = np.zeros(shape, np.float32), np.full(shape, -1, np.int16)
+    for index in range(n_slices):
+        _track_best(evidence[index], index, best_evidence, best_index, np.zeros((0, 0), np.uint8))
+    np.testing.assert_array_equal(best_index, np.argmax(evidence, axis=0))
