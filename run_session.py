@@ -344,8 +344,7 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
         saved = ("saved and fused" if fused == stacks > 0 else f"saved; {fused} of its {stacks} z-stacks fused "
                  f"(see {see})" if stacks else "saved; no z-stack was fused")
         print(f"error: the session ended early: {outcome.ended_by}; what was acquired is {saved}", file=sys.stderr)
-    # (An error that ended the runner's thread is among the warnings too, as session.json records it: said once.)
-    print_warnings([warning for warning in report.warnings if warning not in said and warning != outcome.ended_by])
+    print_warnings([warning for warning in report.warnings if warning not in said])
     for problem in report.errors:
         print(f"error: {problem}", file=sys.stderr)
     if outcome.interrupted:

@@ -195,10 +195,12 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
         stacks_not_started=list(summary.get("stacks_not_started", [])))
     report.count_cameras()
     _score(report, profile, rig, sequence)
-    # (The handler's warnings that say an error the report's errors or ended_by hold are not said twice.)
+    # (The handler's warnings that say an error the report's errors or ended_by hold are not said twice; nor is the
+    # error that ended the runner's thread, which is ended_by, as a single-stack session's device error is.)
     said = [text for text in warnings_said(caught) if text not in handler.errors_said]
-    report.warnings = list(dict.fromkeys([*warnings_before, *said,  # each once
-                                          *(error.said(devices, threads) for error in thread_errors), *late_stops]))
+    report.warnings = [warning for warning in dict.fromkeys([  # each once
+        *warnings_before, *said, *(error.said(devices, threads) for error in thread_errors), *late_stops])
+        if warning != ended_by]
     try:
         write_json(folder / SESSION_REPORT, report.to_json())
     except OSError as error:  # (a full disk) the summary printed still says what was saved where; this says why
