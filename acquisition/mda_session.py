@@ -27,7 +27,7 @@ from acquisition.mda_rig import MDARig, check_mda_reachable, open_mda_rig
 from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
 from acquisition.session_report import MDASessionReport, warnings_said
-from acquisition.session_writer import full_scale
+from acquisition.session_writer import MDA_STACKS_ONLY, MDA_STARTED_ONLY, full_scale, write_early_record
 from devices.errors import DeviceProtocolError
 from devices.library_threads import ThreadError, ThreadErrors
 from devices.micromanager import camera_bit_depths, device_name
@@ -155,13 +155,14 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
     interrupted, ended_by = False, None
     started = time.perf_counter()
     late_stops = []
+    record_so_far = _RecordSoFar(folder, profile, planned)
     with _said_by_session(handler):
         thread = core.run_mda(sequence, output=handler)
         # Waiting on the handler, not on thread.join(): a join interrupted by Ctrl-C marks the thread
         # as ended in Python 3.11, and later joins would return at once.
         try:
             while thread.is_alive() and not handler.finished.wait(0.1):
-                pass
+                record_so_far.stacks_finished(handler.stacks_finished())
         except KeyboardInterrupt as interrupt:  # (SIGTERM arrives as one too, saying so: acquisition.stop_signals)
             interrupted, ended_by = True, str(interrupt) or "interrupted (Ctrl-C)"
             core.mda.cancel()
@@ -207,6 +208,25 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
         report.errors.append(str(error))  # there is no session.json
     completed = ended_by is None and not report.errors and summary["frames"] == planned
     return SessionOutcome(folder, report, completed=completed, interrupted=interrupted)
+
+
+class _RecordSoFar:
+    """session.json while the MDA runs, written as it starts and again as each z-stack is finished: a session killed
+    (kill -9, a power cut) leaves it, saying that it did not end there, what it set out to do and the z-stacks
+    finished; the whole record replaces it at the end (as a single-stack session's, ``acquisition.session_writer``)."""
+
+    def __init__(self, folder: Path, profile: Profile, planned_slices: int):
+        self.path = folder / SESSION_REPORT
+        self.record = {"kind": "mda", "folder": str(folder), "profile": profile.model_dump(mode="json"),
+                       "planned_slices": planned_slices, "outputs": {"summary": str(folder / MDA_SUMMARY)}}
+        self.stacks_written = 0
+        write_early_record(self.path, {**self.record, "ended_by": MDA_STARTED_ONLY, "stacks": []})
+
+    def stacks_finished(self, stacks: list[dict]) -> None:
+        """Written again where more z-stacks are finished than it names."""
+        if len(stacks) > self.stacks_written:
+            self.stacks_written = len(stacks)
+            write_early_record(self.path, {**self.record, "ended_by": MDA_STACKS_ONLY, "stacks": stacks})
 
 
 def _device_names(core) -> dict[str, str]:

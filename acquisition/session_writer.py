@@ -9,6 +9,7 @@ the rig's ground truth when it has one) and writes it as session.json.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +35,22 @@ STARTED_ONLY = ("the session did not end here: this record was written as it sta
 IMAGES_ONLY = ("the session did not end here: this record was written with its fused image, before the focus went "
                "back to where it started (it was killed on the way, or its disk filled before its end could write "
                "the whole record); its stack holds each slice it stored")
+# An MDA session's, as it starts and as each of its z-stacks is finished (``acquisition.mda_session``).
+MDA_STARTED_ONLY = ("the session did not end here: this record was written as its MDA started (it was killed, or its "
+                    "disk filled before its end could write the whole record); its z-stacks hold each frame they "
+                    "stored")
+MDA_STACKS_ONLY = ("the session did not end here: this record was written as its MDA ran, with the z-stacks finished "
+                   "so far (it was killed, or its disk filled before its end could write the whole record); its "
+                   "z-stacks hold each frame they stored")
+
+
+def write_early_record(path: Path, record: dict[str, Any]) -> None:
+    """``record`` as the session.json of a session under way (its ``ended_by`` says it did not end there): one killed
+    (kill -9, a power cut), or whose disk filled before its end could write the whole record, leaves it where the
+    whole one would be. A disk that cannot take it is no error here: the end tries again, and says so where it
+    cannot."""
+    with contextlib.suppress(OSError):
+        write_json(path, record)
 
 
 def full_scale(profile: Profile) -> float:
@@ -58,11 +75,10 @@ class SessionOutputWriter(SessionListener):
         self._write_early_record(session, STARTED_ONLY)
 
     def _write_early_record(self, session: Session, ended_by: str) -> None:
-        with contextlib.suppress(OSError):  # (the end tries again, and says so where it cannot)
-            write_json(session.outputs["report"], {
-                "folder": str(session.folder), "profile": session.profile.model_dump(mode="json"),
-                "planned_slices": self.planned_slices, "focus_unit": session.profile.focus.unit,
-                "ended_by": ended_by, "outputs": {"stack": str(session.outputs["stack"]), **self.images_written}})
+        write_early_record(session.outputs["report"], {
+            "folder": str(session.folder), "profile": session.profile.model_dump(mode="json"),
+            "planned_slices": self.planned_slices, "focus_unit": session.profile.focus.unit,
+            "ended_by": ended_by, "outputs": {"stack": str(session.outputs["stack"]), **self.images_written}})
 
     def slice_acquired(self, session: Session, index: int, pixels: np.ndarray, z: float,
                        frame_metadata: dict[str, Any]) -> None:

@@ -522,7 +522,13 @@ class StreamingFusionHandler:
                 "warnings": list(self.warnings),
                 "sequence": _sequence_json(sequence)}
 
-    # -- for viewers --
+    # -- for viewers and sessions --
+    def stacks_finished(self) -> list[dict]:
+        """The records of the current sequence's z-stacks finished so far (fused, or why not), as mda_fusion.json
+        lists them when the sequence ends. Safe from any thread."""
+        with self._lock:
+            return list(self._records)
+
     def preview(self):
         """(stack name, fused so far, depth so far) of the stack that last received a slice; or None."""
         stream = self.latest

@@ -1,6 +1,7 @@
 """Multi-dimensional sessions: a profile's useq MDA sequence run end to end, every z-stack fused."""
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -110,6 +111,44 @@ def test_ctrl_c_cancels_the_mda_and_fuses_what_was_acquired(tmp_path, stop, stat
     assert sum(r["slices"] for r in report["stacks"]) == report["acquired_slices"]  # nothing acquired is lost
     assert len(fused) == len(report["stacks"]) >= 2
     assert report["missing_slices"]  # the stack cut short says how many slices it lacks
+
+
+def test_an_mda_session_killed_with_sigkill_leaves_a_session_json_saying_it_did_not_finish(tmp_path):
+    """kill -9 (the OOM killer, a power cut) mid-MDA left mda_fusion.json and the stacks, and no session.json: the
+    session's own record was written only at its end. It is written as the MDA starts, and again as each z-stack is
+    finished, as a single-stack session's is."""
+    profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
+    out = tmp_path / "sessions"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                                "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=REPO_ROOT, preexec_fn=with_default_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        while not stacks_recorded(out) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert process.poll() is None, "the session ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    folder, = out.iterdir()
+    record = json.loads((folder / "session.json").read_text())
+    assert record["ended_by"].startswith("the session did not end here: this record was written as its MDA ran, with "
+                                         "the z-stacks finished so far")
+    assert record["kind"] == "mda" and record["planned_slices"] == 240
+    assert [channel["config"] for channel in record["profile"]["mda"]["channels"]] == ["DAPI", "FITC", "Cy5"]
+    assert json.loads((folder / "mda_fusion.json").read_text())["finished"] is False
+    fused = [stack for stack in record["stacks"] if "fused" in stack["outputs"]]
+    assert fused and all(Path(stack["outputs"]["fused"]).is_file() for stack in fused)
+
+
+def stacks_recorded(out: Path) -> bool:
+    """Whether an MDA session under ``out`` has rewritten its early session.json to name a finished z-stack."""
+    for record in out.glob("*/session.json"):
+        with contextlib.suppress(ValueError, OSError):  # (being replaced)
+            if json.loads(record.read_text()).get("stacks"):
+                return True
+    return False
 
 
 def test_stacks_not_fused_are_not_claimed_and_the_warnings_printed_are_recorded(tmp_path):
@@ -433,6 +472,30 @@ def test_an_mda_on_a_stage_reporting_a_position_that_is_not_a_number_is_named_as
     stderr = capsys.readouterr().err
     assert status == 1 and stderr == "error: Micro-Manager stage SimZ: reported a position that is not a number " \
                                      "(nan um)\n"
+
+
+def test_an_mda_session_leaves_a_record_of_itself_from_its_start(tmp_path, request, monkeypatch, capsys):
+    """As the MDA's first frame comes, session.json is there, saying the session has not ended (kill -9 then left
+    none); the whole record replaces it at the end."""
+    seen = []
+
+    def look_at_the_record_at_the_first_frame(camera, stage, core):
+        def frame_came(*args):
+            if not seen:
+                seen.extend(json.loads(path.read_text()) for path in (tmp_path / "sessions").glob("*/session.json"))
+
+        core.mda.events.frameReady.connect(frame_came)
+
+    slide_with(request, look_at_the_record_at_the_first_frame)
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"channels": ["DAPI"], "stage_positions": [{"x": 0, "y": 0, "z": 15}],
+                                     "z_plan": {"range": 12, "step": 3}})
+    status, report, _ = run_in_process(monkeypatch, capsys, profile, tmp_path / "sessions")
+    early, = seen
+    assert early["ended_by"].startswith("the session did not end here: this record was written as its MDA started")
+    assert early["planned_slices"] == 5 and early["stacks"] == []
+    assert early["outputs"]["summary"] == str(Path(report["folder"]) / "mda_fusion.json")
+    assert status == 0 and report["ended_by"] is None and len(report["stacks"]) == 1  # replaced at the end
 
 
 def test_a_stack_that_fails_in_an_mda_session_is_one_error_line_not_also_a_warning(tmp_path, monkeypatch, capsys):
