@@ -27,6 +27,12 @@ A folder that cannot be made when the sequence starts (a file in its place, no p
 ``handler.error`` says why (and a warning), ``handler.summary`` sums the sequence up in memory, ``finished`` is set,
 and, given ``stop_mda``, the MDA is stopped. An ``out_dir`` that is a file (or under one) is refused at once.
 
+A z_plan whose steps the depth map cannot tell apart (``fusion.depth_z``: 1e-5 µm at 250 µm) is refused as the sequence
+starts, not once its stacks are acquired and their fusion fails: ``handler.refused`` (and ``error``, a warning) names
+the z_plan and the step to give it; nothing of the sequence is fused, and given ``stop_mda`` the MDA is stopped there. A
+frame that comes all the same (an ``output=`` handler is told of the start on pymmcore-plus's relay thread, as the
+runner goes on) is stored. ``check(sequence)`` raises it before anything runs.
+
 A stack that could not be fused (or whose outputs could not be written) is said in a warning, one line naming the
 stack and why, besides ``mda_fusion.json``'s ``failed`` and the stack's ``error``. Frames of a pixel type that fusion
 does not take as it is (a 32-bit camera's uint32) are stored as they came and fused as float32, as ``--refuse``
@@ -57,7 +63,8 @@ from types import FrameType
 from typing import Any
 
 from fusion.engine import FusionSettings
-from fusion.mda_stacks import PlannedStack, StackKey, channel_name, planned_stacks, stack_key, stack_name
+from fusion.mda_stacks import (PlannedStack, StackKey, channel_name, planned_stacks, stack_key, stack_name,
+                               too_fine_z_plan)
 from fusion.output_names import DEPTH, FUSED, MDA_SUMMARY, STACK
 from fusion.outputs import for_want_of_space, plausible_pixel_size_um, write_json
 from fusion.stack_stream import FINISH_TIMEOUT_S, StackInfo, StackStream
@@ -67,6 +74,9 @@ SUMMARY_NAME = MDA_SUMMARY  # (fusion.output_names names every output)
 SEQUENCE_FOLDER_PREFIX = "mda-"
 # Frames a warning skips to point at whoever called the handler: its own modules, and the MDA
 # machinery between (so a sequence run in the caller's thread points at the caller's ``run``).
+# A stack of a sequence whose plan was refused, in its record (the summary's ``error`` says why).
+_REFUSED_PLAN_NOTE = ("not fused: the sequence's z_plan steps finer than the depth map holds (mda_fusion.json's error "
+                      "says where, and the step to give it); the frames are kept in its raw stack")
 _NOT_THE_CALLER = ("fusion.mda", "fusion.stack_stream", "napari_ums_fusion.mda_follow", "pymmcore_plus",
                    "psygnal", "contextlib", "threading", "concurrent.futures")
 
@@ -135,6 +145,9 @@ class StreamingFusionHandler:
         self._frames = 0
         self._frame_errors: list[dict] = []
         self.error: str | None = None
+        # Why the sequence's plan was refused as it started (z steps finer than the depth map holds): nothing of it
+        # is fused, and given stop_mda it is stopped there; a frame that comes all the same is stored.
+        self.refused: str | None = None
         self.stopped_by: str | None = None       # with stop_mda: the frame that could not be stored, and why
         self.summary: dict | None = None
         self.summary_error: str | None = None    # mda_fusion.json could not be written (``summary`` says it all)
@@ -153,7 +166,14 @@ class StreamingFusionHandler:
 
     # -- checks anyone may call before running --
     def check(self, sequence) -> None:
-        """Raise ValueError if this handler cannot fuse ``sequence`` as asked (e.g. an unknown decision channel)."""
+        """Raise ValueError if this handler cannot fuse ``sequence`` as asked: a z_plan stepping finer than the depth
+        map holds (the message says the step to give it), an unknown decision channel."""
+        too_fine = too_fine_z_plan(sequence)
+        if too_fine is not None:
+            raise ValueError(too_fine)
+        self._check_decision_channel(sequence)
+
+    def _check_decision_channel(self, sequence) -> None:
         if self.decision_channel is None:
             return
         channels = [c.config for c in getattr(sequence, "channels", ())]
@@ -167,6 +187,10 @@ class StreamingFusionHandler:
             self._reset()
             self.finished.clear()
             self._sequence = sequence
+            # First of all (the runner goes on meanwhile): a plan whose stacks fusion would refuse once acquired.
+            too_fine = too_fine_z_plan(sequence)
+            if too_fine is not None:
+                self._refuse_plan(too_fine)
             uid = getattr(sequence, "uid", None)
             self._sequence_uid = None if uid is None else str(uid)
             infos = (meta or {}).get("image_infos") or [{}]
@@ -175,8 +199,10 @@ class StreamingFusionHandler:
                 self.out_dir = self._claim_folder()
             except OSError as error:  # pymmcore-plus only logs what a handler raises, and runs on: said here
                 self.out_dir = self.folder
+                self._say_refused()
                 self._refuse_sequence(error)
                 return
+            self._say_refused()
             self._expected = None if self._planned is None else {k: p.slices for k, p in self._planned.items()}
             self._pixel_size_um = infos[0].get("pixel_size_um") or None
             self._camera_bits = {info.get("camera_label"): _bits_of(info.get("pixel_format")) for info in infos}
@@ -184,8 +210,10 @@ class StreamingFusionHandler:
             if self._core is not None:
                 self._camera_bits.update(_current_camera_bits(self._core))
             self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fusion-finish")
+            if self.refused is not None:  # (nothing of it is fused: how it would have been is no concern)
+                return
             try:
-                self.check(sequence)
+                self._check_decision_channel(sequence)
             except ValueError as error:
                 # pymmcore-plus only logs what a handler raises: say it, and fuse each stack on its own.
                 self.error = f"{error}; each stack was fused on its own"
@@ -282,6 +310,29 @@ class StreamingFusionHandler:
             except Exception as stop_error:  # the MDA runs on: its frames are recorded as not stored
                 log.error("StreamingFusionHandler: could not stop the MDA: %s: %s", type(stop_error).__name__,
                           stop_error)
+
+    def _refuse_plan(self, too_fine: str) -> None:
+        """The sequence's z_plan steps finer than the depth map holds (``too_fine`` says where and the step to give
+        it): stopped now, given ``stop_mda``, before a frame is taken for a fusion that would refuse it; nothing of it
+        is fused. Said once its folder is known (``_say_refused``)."""
+        stopping = self._stop_mda is not None
+        self.refused = too_fine + ("; the MDA was stopped: nothing of it is fused (a frame taken before it stopped is "
+                                   "kept in its stack)" if stopping else
+                                   "; nothing of it is fused: its frames are kept in their stacks as they come (a "
+                                   "handler given stop_mda=core.mda.cancel stops such an MDA as it starts)")
+        self.error = self.refused
+        if stopping:
+            assert self._stop_mda is not None
+            try:
+                self._stop_mda()
+            except Exception as stop_error:  # the MDA runs on: its frames are stored, not fused
+                log.error("StreamingFusionHandler: could not stop the MDA: %s: %s", type(stop_error).__name__,
+                          stop_error)
+
+    def _say_refused(self) -> None:
+        if self.refused is not None:
+            log.error("StreamingFusionHandler: %s", self.refused)
+            self._say(self.refused, an_error=True)
 
     def _stop(self, stream: StackStream, z_um: float | None, frame_bytes: int, error: OSError) -> None:
         """A frame could not be stored (a full disk): every later one would fail too, so stop the MDA now."""
@@ -422,7 +473,8 @@ class StreamingFusionHandler:
         expected = None if self._expected is None else self._expected.get(key)
         follows = self.error is None and self._follows_another(event)
         stream = StackStream(info, self.out_dir, self.settings, expected, fuse=not follows,
-                             max_slices_in_memory=self.max_slices_in_memory)
+                             max_slices_in_memory=self.max_slices_in_memory,
+                             not_fused=None if self.refused is None else _REFUSED_PLAN_NOTE)
         self._open[key] = stream
         self._started_keys.add(key)
         return stream

@@ -1,4 +1,5 @@
-"""Which z-stack an MDA event belongs to, what its files are called, and how many slices it will have.
+"""Which z-stack an MDA event belongs to, what its files are called, how many slices it will have, and whether the
+depth map tells its z apart.
 
 A useq-schema ``MDAEvent`` carries an index per axis (``t`` time, ``p`` position, ``g`` grid,
 ``c`` channel, ``z``...). Every index but ``z`` names a stack: the events that share them are
@@ -14,6 +15,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from fusion.depth_z import too_fine_plan
 
 # Axes in the order their parts appear in file names; any other axis follows, sorted.
 _NAME_ORDER = ("p", "g", "t", "c")
@@ -87,10 +90,7 @@ def planned_stacks(sequence: Any, cameras: int = 1) -> dict[StackKey, PlannedSta
     with more than one, each event is a frame of each camera's stack, keyed by its ``cam`` index as
     pymmcore-plus tags them.
     """
-    import useq
-
-    # pymmcore-plus runs a bare iterable of events under a placeholder sequence that describes none.
-    if not isinstance(sequence, useq.MDASequence) or type(sequence).__name__ == "GeneratorMDASequence":
+    if not _known_in_advance(sequence):
         return None
     counts: Counter[StackKey] = Counter()
     names: dict[StackKey, str] = {}
@@ -103,3 +103,46 @@ def planned_stacks(sequence: Any, cameras: int = 1) -> dict[StackKey, PlannedSta
                 names[key] = _name_of(event, key)
     return {key: PlannedStack(names[key], counts[key]) for key in names}
 
+
+
+def too_fine_z_plan(sequence: Any) -> str | None:
+    """Where the depth map cannot tell apart the z of one of ``sequence``'s stacks: the z_plan to change, and why in
+    ``fusion.depth_z.too_fine_plan``'s words (with the least step the depth map holds there); None where it tells
+    every stack's apart, or where the events are not known in advance. Fusion refused such a stack only once it was
+    acquired."""
+    if not _known_in_advance(sequence):
+        return None
+    z_by_stack: dict[StackKey, dict[float, None]] = {}  # (in the order visited, each z once)
+    first_events: dict[StackKey, Any] = {}
+    # (Without the time plan: each time point visits the same z, and a long time-lapse has millions of events.)
+    for event in sequence.model_copy(update={"time_plan": None}):
+        if event.z_pos is None:
+            continue
+        key = stack_key(event)
+        z_by_stack.setdefault(key, {})[float(event.z_pos)] = None
+        first_events.setdefault(key, event)
+    for key, positions in z_by_stack.items():
+        said = too_fine_plan(list(positions), "um")
+        if said is not None:
+            return f"{_z_plan_words(sequence, first_events[key])}: its slices' {said}"
+    return None
+
+
+def _z_plan_words(sequence: Any, event) -> str:
+    """The z_plan that gives ``event`` its z, as a user of useq names it: "the sequence's z_plan at stage position 0
+    (z 250 µm)", "the z_plan of stage position 1's own sequence"."""
+    p = event.index.get("p")
+    position = sequence.stage_positions[p] if p is not None and p < len(sequence.stage_positions) else None
+    if position is not None and position.sequence is not None and position.sequence.z_plan is not None:
+        return f"the z_plan of stage position {p}'s own sequence"
+    if position is None:
+        return "the sequence's z_plan"
+    return f"the sequence's z_plan at stage position {p}" + ("" if position.z is None else f" (z {position.z:g} µm)")
+
+
+def _known_in_advance(sequence: Any) -> bool:
+    """Whether ``sequence`` describes its events: pymmcore-plus runs a bare iterable of events under a placeholder
+    sequence that describes none."""
+    import useq
+
+    return isinstance(sequence, useq.MDASequence) and type(sequence).__name__ != "GeneratorMDASequence"

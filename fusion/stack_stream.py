@@ -5,7 +5,8 @@ the rest back from the stack file when it falls behind (see ``fusion.fusion_work
 A stack may instead follow another's decision (``fuse=False``, then ``finish(like=other)``): it
 only buffers, and is composed from the other stack's decision map once that one is done.
 A stack of one slice (an MDA with no z-plan, or none at its position) is stored and not fused:
-its "fused image" would be the frame itself, so it gets no fused image or depth map.
+its "fused image" would be the frame itself, so it gets no fused image or depth map. So is a stack given
+``not_fused`` (why: its plan was refused), whatever its slices.
 A pixel type fusion does not take as it is (a 32-bit camera's uint32) is stored as it came and fused as a saved
 stack of it is refused: converted by ``fusion.readers.base.convert_dtype`` (``conversion_note`` says so).
 ``preview`` may be called from any thread (a viewer's timer) while the stack is fused.
@@ -51,13 +52,14 @@ class StackStream:
     """Slices in with ``add``; ``finish`` fuses, writes fused, depth and the stack, and returns a record."""
 
     def __init__(self, info: StackInfo, out_dir: Path, settings: FusionSettings, expected_slices: int | None = None,
-                 fuse: bool = True, max_slices_in_memory: int = 4):
+                 fuse: bool = True, max_slices_in_memory: int = 4, not_fused: str | None = None):
         self.info = info
         self.out_dir = Path(out_dir)
         self.settings = settings
         self.expected_slices = expected_slices
         self.paths = stack_outputs(self.out_dir, info.name)
         self.fuse = fuse
+        self.not_fused = not_fused   # why it is stored and not fused (its record's note); None: it is fused
         self.max_slices_in_memory = max_slices_in_memory
         self.buffer: StackBuffer | None = None
         self.engine: StreamingFusion | None = None
@@ -124,7 +126,7 @@ class StackStream:
             self._source = _Converted(self.buffer, self.paths["stack"])
             if pixels.dtype != np.bool_:  # (bool as uint8 loses nothing, and a stack's reader says nothing of it)
                 self.conversion_note = conversion_note(pixels.dtype, self.paths["stack"])
-        if not self.fuse or self.expected_slices == 1:  # (one frame: nothing to fuse)
+        if not self.fuse or self.expected_slices == 1 or self.not_fused is not None:  # (one frame: nothing to fuse)
             return
         try:
             fusable = self._for_fusion(pixels, 0)
@@ -151,9 +153,9 @@ class StackStream:
         Whatever fails is recorded in the report's ``error``; the stack file is complete either way.
         """
         try:
-            if self.one_slice:
+            if self.one_slice or self.not_fused is not None:
                 self._stop_fusing()
-                self.note = ONE_SLICE_NOTE
+                self.note = ONE_SLICE_NOTE if self.not_fused is None else self.not_fused
             elif self.buffer is not None and self.error is None:
                 self.result = self._fused(like)
         except Exception as error:  # recorded: the other stacks of the sequence go on

@@ -368,6 +368,9 @@ class FusionWidget(QWidget):
             self.stop_following()
             self._not_following(self._said_stop)
             return
+        if handler.refused is not None:  # (its plan: nothing of this MDA is fused; the next one is followed)
+            self._say(f"MDA not fused: {handler.refused}")
+            return
         stream = handler.latest
         if stream is None:
             return

@@ -4,6 +4,7 @@ demo adapters, run by pymmcore-plus's MDA runner."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import traceback
@@ -161,6 +162,38 @@ def test_a_stack_that_fails_is_said_in_a_warning_naming_it(demo, tmp_path):
     assert error.split(": ", 1)[1] in warning
     assert summary["warnings"] == [warning]
     assert (folder / "c0-DAPI.fused.tif").is_file() and (folder / "c1-FITC.stack.ome.tif").is_file()
+
+
+# -- a z_plan stepping finer than the depth map holds --
+
+# On the demo configuration, whose stage goes to 250.00001 µm exactly: 21 z that float32 rounds to a few.
+TOO_FINE_Z_PLAN = {"range": 0.0002, "step": 0.00001}
+STEP_TO_GIVE = "give it a step of at least 1.53e-05 µm (the depth map's at 250 µm)"
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_a_z_plan_finer_than_the_depth_map_holds_is_refused_as_the_mda_starts_saying_the_step_to_give(demo, tmp_path,
+                                                                                                     stop):
+    """Steps of 1e-5 µm around 250 µm: the MDA was acquired whole, and then the stack's fusion failed, with advice
+    for a caller of the engine ('push z nearer 0 (from the stack's first position, say), or None for every slice').
+    The handler refuses the plan as the sequence starts, saying the step to give its z_plan; given stop_mda it stops
+    the MDA there; a frame that comes all the same is stored, and none is fused."""
+    sequence = useq.MDASequence(stage_positions=[(0, 0, 250)], z_plan=TOO_FINE_Z_PLAN)
+    handler = StreamingFusionHandler(tmp_path, stop_mda=demo.mda.cancel if stop else None)
+    with pytest.raises(ValueError, match=re.escape(STEP_TO_GIVE)):
+        handler.check(sequence)  # (before running it, for whoever asks)
+    said = caught_run(demo, sequence, handler)
+    refused = handler.refused
+    assert refused is not None and refused.startswith("the sequence's z_plan at stage position 0 (z 250 µm): its "
+                                                      "slices' z (")
+    assert STEP_TO_GIVE in refused and ("; the MDA was stopped: nothing of it is fused" in refused) is stop
+    assert said == [f"StreamingFusionHandler: MDA sequence {sequence.uid} (outputs in {tmp_path}): {refused}"]
+    summary = handler.summary
+    assert summary is not None and summary["error"] == refused and summary["failed"] == []
+    assert summary["frames"] < 21 if stop else summary["frames"] == 21
+    # Every frame that came is stored, and none fused.
+    assert sum(record["slices"] for record in summary["stacks"]) == summary["frames"]
+    assert not list(tmp_path.glob("*.fused.tif"))
 
 
 # -- a viewer polling the preview --

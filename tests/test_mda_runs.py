@@ -102,6 +102,40 @@ def test_follow_mda_keeps_every_mda_the_core_runs(demo, tmp_path):
     assert summary_of(folder)["stacks"][0]["z_um"] == [98.0, 100.0, 102.0]
 
 
+def test_follow_mda_stops_an_mda_whose_z_plan_is_finer_than_the_depth_map_holds_before_its_first_frame(demo,
+                                                                                                        tmp_path):
+    """Steps of 1e-5 µm around 250 µm (the demo stage goes there exactly): napari's "Follow MDA" let the MDA acquire
+    all its frames, and then the stack's fusion failed. It is stopped as it starts, before any frame is taken, and
+    the handler says the step to give the z_plan; the next MDA is followed as usual."""
+    from napari_ums_fusion.mda_follow import MDAFollower
+
+    frames = []
+
+    def frame_taken(*args):
+        frames.append(1)
+
+    follower = MDAFollower(demo, tmp_path, measure="sf")
+    demo.mda.events.frameReady.connect(frame_taken)
+    try:
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            demo.mda.run(useq.MDASequence(stage_positions=[(0, 0, 250)],
+                                          z_plan={"range": 0.00008, "step": 0.00001}))
+        assert follower.handler.finished.wait(60)
+        refused = follower.handler.refused
+        assert frames == [] and summary_of(tmp_path)["frames"] == 0
+        assert refused is not None and "give it a step of at least 1.53e-05 µm" in refused
+        assert "; the MDA was stopped: nothing of it is fused" in refused
+        assert summary_of(tmp_path)["error"] == refused and not list(tmp_path.glob("*.tif"))
+        demo.mda.run(useq.MDASequence(stage_positions=[(0, 0, 250)], z_plan={"range": 4, "step": 2}))
+        assert follower.handler.finished.wait(60)
+    finally:
+        demo.mda.events.frameReady.disconnect(frame_taken)
+        follower.stop()
+    assert follower.handler.refused is None and len(frames) == 3
+    assert len(list(follower.handler.out_dir.glob("*.fused.tif"))) == 1
+
+
 def test_follow_mda_says_each_mdas_exact_bit_depth(demo, tmp_path):
     """Followed MDAs said the bits of the pixel format in the sequence's metadata, which rounds up: 11 bits said
     12. The follower gives the handler its core, read as each MDA starts (the second at 10 bits)."""

@@ -389,3 +389,23 @@ def test_following_a_multi_camera_over_unlike_cameras_unticks_the_box_and_says_w
     tick_follow(widget, core)
     assert not widget.follow_box.isChecked() and widget.follower is None
     assert "not following MDAs" in widget.status.text() and "differ in pixel type" in widget.status.text()
+
+
+def test_following_an_mda_whose_z_plan_is_finer_than_the_depth_map_holds_says_the_step_to_give(qtbot, tmp_path):
+    """Steps of 1e-5 µm around 250 µm (the demo stage goes there exactly): the MDA was acquired whole and its stack's
+    fusion then failed, with advice for a caller of the engine. The status says the step to give the z_plan, and the
+    box stays ticked: the next MDA is followed."""
+    from tests.devices_fixtures import small_demo_core
+
+    core = small_demo_core()
+    viewer, widget = dock(qtbot)
+    widget.follow_folder.setText(str(tmp_path))
+    tick_follow(widget, core)
+    thread = core.run_mda(useq.MDASequence(stage_positions=[(0, 0, 250)], z_plan={"range": 0.00008, "step": 0.00001}))
+    qtbot.waitUntil(lambda: widget.follower.handler.finished.is_set(), timeout=60_000)
+    thread.join(60)
+    qtbot.waitUntil(lambda: "MDA not fused" in widget.status.text(), timeout=10_000)
+    assert "give it a step of at least 1.53e-05 µm" in widget.status.text()
+    assert widget.follow_box.isChecked() and widget.follower is not None
+    assert "MDA fused" not in viewer.layers and not list(tmp_path.glob("*.fused.tif"))
+    widget.stop_following()
