@@ -351,7 +351,7 @@ class PyramidComposer:
         # Full size it stays a bool mask (made float32 a strip at a time: 20 MB less at 5 MP); reduced, float32.
         coverage = None if covered is None else np.ascontiguousarray(covered, dtype=bool)
         _track_best(pooled, slice_index, self._best_evidence, self.best_index,
-                    _EMPTY2 if coverage is None else coverage.view(np.uint8))
+                    _EMPTY2_BYTES if coverage is None else coverage.view(np.uint8))
         levels: Iterator[np.ndarray | _FinestBand]
         if self.n_levels == 0:  # a frame too small for a band: it is its own residual
             levels = iter([np.ascontiguousarray(pixels, dtype=np.float32)])
@@ -503,6 +503,8 @@ def pooled_reduce(pooled: np.ndarray, power: int) -> np.ndarray:
 
 _EMPTY3 = np.zeros((0, 0, 0), np.float32)
 _EMPTY2 = np.zeros((0, 0), np.float32)
+# (The decision map's coverage is bytes whether given or not: one compiled kernel for both, not two to load.)
+_EMPTY2_BYTES = np.zeros((0, 0), np.uint8)
 
 
 def _upsample_nan_aware(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
