@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 
 import useq
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, \
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, FiniteFloat, Tag, \
     ValidationError, ValidationInfo, field_validator, model_validator
 
 from acquisition.auto_range import step_too_fine_anywhere
+from acquisition.error_locations import keys_allowed_at, read_location
 from acquisition.mda_plan import MDAPlan, channel_names, closest_key
 from acquisition.paths import expanded_path, file_used_path
 from acquisition.number_fields import check_no_yes_or_no
@@ -538,35 +539,37 @@ class FusionProfile(_Strict):
         return FusionSettings(**{**defaults, **given})
 
 
+def _property_value_as_text(value: Any) -> str:
+    """MMCore properties are text; YAML gives numbers and bare Yes/No as bools. Nothing else is one: a null or a
+    mapping was sent to the device as the text "None" or "{'a': 1}", a NaN as "nan"."""
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if value is None or not isinstance(value, str | int | float):
+        raise ValueError(f"a property's value is text, a number or Yes/No, got {_what_it_is(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"a property's value is a finite number, got {value}")
+    return str(value)
+
+
+def _a_mapping_of_properties(value: Any) -> Any:
+    """pydantic's "Input should be a valid dictionary" did not say what a device's properties are."""
+    if not isinstance(value, dict):
+        raise ValueError(f"a device's properties are a mapping {{property: value}}, got {_what_it_is(value)}")
+    return value
+
+
+# (Checked value by value, so that a bad one is named by its key path: micromanager.properties.Camera.Exposure.)
+DeviceProperties = Annotated[dict[str, Annotated[str, BeforeValidator(_property_value_as_text)]],
+                             BeforeValidator(_a_mapping_of_properties)]
+
+
 class MicroManagerSettings(_Strict):
     config: Annotated[str | None, EXPANDED_PATH] = None   # a .cfg file; "demo" = the mm-test-adapters demo one
     simulated_devices: bool = False       # load the simulators' Python devices into a UniMMCore
     # The simulated stage accepts z-sequences and steps on each camera frame's trigger.
     simulated_sequencing: bool = False
     # Device properties set after loading: {device: {property: value}}, e.g. {Z: {UseSequences: "Yes"}}.
-    properties: dict[str, dict[str, str]] = {}
-
-    @field_validator("properties", mode="before")
-    @classmethod
-    def _values_as_text(cls, value):
-        """MMCore properties are text; YAML gives numbers and bare Yes/No as bools. Nothing else is one: a null or a
-        mapping was sent to the device as the text "None" or "{'a': 1}", a NaN as "nan". Each device's are a
-        mapping (pydantic's "Input should be a valid dictionary" named no device)."""
-        if not isinstance(value, dict):
-            return value
-        for device, props in value.items():
-            if not isinstance(props, dict):
-                raise ValueError(f"{device}: a device's properties are a mapping {{property: value}}, got "
-                                 f"{_what_it_is(props)}")
-            for name, v in props.items():
-                if v is None or not isinstance(v, str | int | float):
-                    raise ValueError(f"{device}: {name}: a property's value is text, a number or Yes/No, got "
-                                     f"{_what_it_is(v)}")
-                if isinstance(v, float) and not math.isfinite(v):
-                    raise ValueError(f"{device}: {name}: a property's value is a finite number, got {v}")
-        text = {True: "Yes", False: "No"}
-        return {device: {name: text.get(v, v) if isinstance(v, bool) else str(v) for name, v in props.items()}
-                for device, props in value.items()}
+    properties: dict[str, DeviceProperties] = {}
 
 
 def _what_it_is(value: Any) -> str:
@@ -781,29 +784,6 @@ class Profile(_Strict):
         return self.fusion.settings(**default_alignment("tunable lens" if self.focus.driver == "optotune" else "stage"))
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The models an annotation holds: itself, or the members of an optional, a union or a list of them."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
-
-
-def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str] | None:
-    """The keys allowed at ``location`` inside ``model`` (for 'extra key' errors). ``location`` is pydantic's,
-    with the tag that names a union's member (plan.z's ZTopBottom), by which the member is found."""
-    candidates = [model]
-    for part in location[:-1]:
-        tagged = [candidate for candidate in candidates if candidate.__name__ == part]
-        if tagged or isinstance(part, int):  # a union member's tag; an item of a list
-            candidates = tagged or candidates
-            continue
-        fields = [candidate.model_fields[part] for candidate in candidates if part in candidate.model_fields]
-        if len(fields) != 1:
-            return None
-        candidates = _models_in(fields[0].annotation)
-    return sorted(candidates[0].model_fields) if len(candidates) == 1 else None
-
-
 def with_fusion_overrides(profile: Profile, overrides: dict[str, Any], source: str = "command line") -> Profile:
     """``profile`` with these fusion: keys replaced (e.g. the command line's --align); a bad value is a
     ProfileError naming ``source`` and the key."""
@@ -821,42 +801,47 @@ def _of_the_meant_members(problems: list) -> list:
     """pydantic's errors, where a value fits no member of a union (useq's time_plan: interval and loops, duration and
     loops, ...), kept only for the members the value meant: those missing the fewest keys. Each member said its
     own, so that {interval: 0, loops: 0} gave 'phases: Field required', 'duration: Field required' twice and 'loops:
-    Input should be greater than 0' twice, for 'loops: Input should be greater than 0'."""
-    def tagged(problem) -> tuple[tuple, str] | None:
-        location = problem["loc"]
-        at = next((i for i, part in enumerate(location) if isinstance(part, str) and part[:1].isupper()), None)
-        return None if at is None else (location[:at], location[at])
+    Input should be greater than 0' twice, for 'loops: Input should be greater than 0'. A union inside a union's
+    member (a multi-phase time plan's phases) is read first, so that the outer one counts its meant members only."""
+    members = [dict(read_location(Profile, problem["loc"]).members) for problem in problems]
+    unions = sorted({union for through in members for union in through}, key=len, reverse=True)
+    kept = list(range(len(problems)))
+    for union in unions:
+        missing: dict[str, int] = {}
+        for at in kept:
+            if union in members[at]:
+                member = members[at][union]
+                missing[member] = missing.get(member, 0) + (problems[at]["type"] == "missing")
+        meant = {member for member, count in missing.items() if count == min(missing.values())}
+        kept = [at for at in kept if union not in members[at] or members[at][union] in meant]
+    return [problems[at] for at in kept]
 
-    missing: dict[tuple, dict[str, int]] = {}
-    for problem in problems:
-        found = tagged(problem)
-        if found is not None:
-            by_member = missing.setdefault(found[0], {})
-            by_member[found[1]] = by_member.get(found[1], 0) + (problem["type"] == "missing")
-    meant = {union: {member for member, count in by_member.items() if count == min(by_member.values())}
-             for union, by_member in missing.items()}
-    return [problem for problem in problems
-            if (found := tagged(problem)) is None or found[1] in meant[found[0]]]
+
+def _key_path(location: tuple) -> str:
+    """A location as a profile's key path: ``micromanager.properties.Camera.Exposure``; a dict's key that is wrong
+    (pydantic's ``[key]``) as ``micromanager.properties.Camera: key 1``."""
+    if location[-1:] == ("[key]",):
+        return f"{_key_path(location[:-2])}: key {location[-2]!r}" if len(location) > 2 else f"key {location[0]!r}"
+    return ".".join(str(part) for part in location)
 
 
 def _described(source: str, error: ValidationError) -> str:
     """Each problem on a line: source, key path, what is wrong (and for an unknown key what is allowed,
-    and the allowed key it misspells: then the "Field required" of that key is not repeated)."""
-    def without_tags(loc: tuple) -> tuple:
-        """The location without pydantic's union-member tags (capitalised model names); an unknown
-        key (the last part of an extra_forbidden location) stays whatever its case."""
-        return tuple(part for part in loc if not (isinstance(part, str) and part[:1].isupper()))
-
-    problems = [(without_tags(problem["loc"][:-1]) + problem["loc"][-1:] if problem["type"] == "extra_forbidden"
-                 else without_tags(problem["loc"]), problem) for problem in _of_the_meant_members(error.errors())]
+    and the allowed key it misspells: then the "Field required" of that key is not repeated). The key path leaves
+    out pydantic's tags of a union's members (plan.z's ZTopBottom), told from keys by the profile's schema, not by
+    their case: a device label (micromanager.properties.Camera) is a key."""
     lines: list[tuple[tuple, str, str]] = []
     misspelt: set[tuple] = set()
-    for location, problem in problems:
+    for problem in _of_the_meant_members(error.errors()):
+        loc = problem["loc"]
+        # (an unknown key is a key, whatever it is called)
+        location = read_location(Profile, loc[:-1]).keys + loc[-1:] if problem["type"] == "extra_forbidden" \
+            else read_location(Profile, loc).keys
         # A whole-profile check (faults, decision_channel, ...) names its own keys in its message.
-        key_path = ".".join(str(part) for part in location)
+        key_path = _key_path(location) if location else ""
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
-            allowed = _allowed_keys(Profile, problem["loc"])
+            allowed = keys_allowed_at(Profile, loc[:-1])
             guess = closest_key(str(location[-1]), allowed or [])
             message = f"unknown key {location[-1]!r}" + (f" (did you mean {guess!r}?)" if guess else "") \
                 + (f"; allowed here: {', '.join(allowed)}" if allowed else "")

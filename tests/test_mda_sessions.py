@@ -248,6 +248,15 @@ def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(
     # 'duration: Field required' twice and 'loops: Input should be greater than 0' twice.
     ({"mda": {"channels": ["DAPI"], "time_plan": {"interval": 0, "loops": 0}}},
      r"^[^\n]*bad.yaml: mda.time_plan.loops: Input should be greater than 0$"),
+    # A phase of a multi-phase time plan: it said five lines, of phases and of the kinds of plan not meant
+    # (mda.time_plan.interval: Field required, ...).
+    ({"mda": {"channels": ["DAPI"], "time_plan": {"phases": [{"interval": 1, "loops": "x"}]}}},
+     r"^[^\n]*bad.yaml: mda.time_plan.phases.0.loops: Input should be a valid integer, unable to parse string as an "
+     r"integer$"),
+    # pydantic's name for one kind of grid was taken for a key: mda.grid_plan.function-after[_validate_startat(),
+    # RandomPoints].fov_width.
+    ({"mda": {"channels": ["DAPI"], "grid_plan": {"rows": 2, "columns": 2, "fov_width": "wide"}}},
+     r"^[^\n]*bad.yaml: mda.grid_plan.fov_width: Input should be a valid number, unable to parse string as a number$"),
     ({"fusion": {"decision_channel": "GFP"}},
      r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),

@@ -404,7 +404,7 @@ def test_keys_for_the_rigs_driver_are_taken(tmp_path, name, changes):
 def test_a_property_value_that_is_not_text_or_a_number_is_refused(tmp_path, value, said):
     """micromanager.properties: {Camera: {Gain: null}} was sent to the device as the text "None" (a mapping as
     "{'a': 1}")."""
-    with pytest.raises(ProfileError, match=rf"^[^\n]*rig.yaml: micromanager.properties: Camera: Gain: a property's "
+    with pytest.raises(ProfileError, match=rf"^[^\n]*rig.yaml: micromanager.properties.Camera.Gain: a property's "
                                            rf"value is text, a number or Yes/No, got {said}$"):
         load_profile(profile_changed(tmp_path, "microscope",
                                      {"micromanager": {"properties": {"Camera": {"Gain": value}}}}))
@@ -426,15 +426,30 @@ def test_every_key_the_rig_does_not_follow_is_said_one_reason_a_line(tmp_path):
 
 @pytest.mark.parametrize("properties,message", [
     # pydantic's words named no device.
-    ({"Camera": None}, r"micromanager.properties: Camera: a device's properties are a mapping \{property: value\}, "
+    ({"Camera": None}, r"micromanager.properties.Camera: a device's properties are a mapping \{property: value\}, "
                        r"got null$"),
-    ({"Camera": "Gain"}, r"micromanager.properties: Camera: a device's properties are a mapping .*, got a str"),
+    ({"Camera": "Gain"}, r"micromanager.properties.Camera: a device's properties are a mapping .*, got a str"),
     # Sent to the device as the text "nan" (or "inf").
-    ({"Camera": {"Gain": float("nan")}}, r"micromanager.properties: Camera: Gain: a property's value is a finite "
+    ({"Camera": {"Gain": float("nan")}}, r"micromanager.properties.Camera.Gain: a property's value is a finite "
                                          r"number, got nan$"),
-    ({"Camera": {"Gain": float("-inf")}}, r"micromanager.properties: Camera: Gain: .* a finite number, got -inf$"),
+    ({"Camera": {"Gain": float("-inf")}}, r"micromanager.properties.Camera.Gain: .* a finite number, got -inf$"),
 ])
 def test_a_devices_properties_that_cannot_be_set_are_refused_naming_the_device(tmp_path, properties, message):
+    with pytest.raises(ProfileError, match=rf"^[^\n]*rig.yaml: {message}"):
+        load_profile(profile_changed(tmp_path, "microscope", {"micromanager": {"properties": properties}}))
+
+
+@pytest.mark.parametrize("properties,message", [
+    # Device labels and property names are capitalised (Camera, Exposure): they were taken for pydantic's names of a
+    # union's members and left out of the key path.
+    ({"Camera": {"Exposure": [10]}}, r"micromanager.properties.Camera.Exposure: a property's value is text, a number "
+                                     r"or Yes/No, got a list \(\[10\]\)$"),
+    ({"Dichroic": {"Label": None}}, r"micromanager.properties.Dichroic.Label: a property's value is text, a number or "
+                                    r"Yes/No, got null$"),
+    # It said micromanager.properties.1.[key]: the device's label was lost.
+    ({"Camera": {1: "Yes"}}, r"micromanager.properties.Camera: key 1: Input should be a valid string$"),
+])
+def test_a_bad_property_is_named_by_its_device_and_property(tmp_path, properties, message):
     with pytest.raises(ProfileError, match=rf"^[^\n]*rig.yaml: {message}"):
         load_profile(profile_changed(tmp_path, "microscope", {"micromanager": {"properties": properties}}))
 
