@@ -557,7 +557,7 @@ def run_refuse(parser: argparse.ArgumentParser, args, lingering: contextlib.Exit
 def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
     """summary.json written, and the live view told the end; where summary.json cannot be written (a full disk),
     the error, for ``print_refusion_end`` to say after the stacks' rows and errors, which are no less true."""
-    from fusion.batch import LOST, stack_warning_lines, write_summary
+    from fusion.batch import LOST, stack_warning_lines, workers_gone_line, write_summary
 
     summary: Path | OSError
     try:
@@ -567,6 +567,8 @@ def summarise_refusion(args, outcomes, seconds: float, view) -> Path | OSError:
     if view is not None:  # (as the terminal says them: print_refuse_problems)
         errors = [f"error: {o.error or ''}" for o in outcomes if o.status in ("failed", LOST)]
         failed = len(errors)
+        gone = workers_gone_line(outcomes)
+        errors += [f"error: {gone}"] if gone is not None else []
         errors += [f"error: {summary}"] if isinstance(summary, OSError) else []
         stacks = f"{failed} of {len(outcomes)} stacks failed" if failed < len(outcomes) else \
             f"{'the stack' if failed == 1 else f'all {failed} stacks'} failed: nothing was fused"
@@ -662,7 +664,7 @@ def refuse_settings(parser: argparse.ArgumentParser, args):
 def print_refuse_problems(outcomes, scheduler: str | None = None) -> int:
     """Each stack's warnings and errors on stderr, and one line where the scheduler went away (stacks lost); returns
     how many stacks failed or were lost."""
-    from fusion.batch import LOST, scheduler_gone_line, stack_warning_lines
+    from fusion.batch import LOST, scheduler_gone_line, stack_warning_lines, workers_gone_line
 
     for warning in stack_warning_lines(outcomes):  # (one line for a warning many stacks share; skipped ones' aside)
         print(f"warning: {warning}", file=sys.stderr)
@@ -671,10 +673,10 @@ def print_refuse_problems(outcomes, scheduler: str | None = None) -> int:
         print(f"error: {outcome.error}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(outcomes)} stacks failed", file=sys.stderr)
-    gone = scheduler_gone_line(outcomes, scheduler)
-    if gone is not None:
-        print(f"error: {gone}", file=sys.stderr)
-    return len(failures) + sum(outcome.status == LOST for outcome in outcomes)
+    for gone in (scheduler_gone_line(outcomes, scheduler), workers_gone_line(outcomes)):
+        if gone is not None:
+            print(f"error: {gone}", file=sys.stderr)
+    return len(failures) + sum(outcome.status == LOST or outcome.no_workers is not None for outcome in outcomes)
 
 
 if __name__ == "__main__":

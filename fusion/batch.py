@@ -10,7 +10,8 @@ permission to write, or whose writes fail with an I/O error for ``IO_ERRORS_TO_S
 the stacks left are not run, but for those a worker finished meanwhile (done). A scheduler that goes
 away mid-batch ends it: each stack whose outputs are then complete is done, the others lost (its workers stop them
 when they lose it). A batch's task keys carry a token of its own: on a scheduler that others use, nobody else's task is
-ever taken for its own.
+ever taken for its own. On the local cluster, workers that die as they start, again and again, end the batch: the
+stacks left are not run, and one line says why.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from fusion.batch_progress import ProgressLines, is_terminal
 from fusion.engine import FusionSettings
 from fusion.errors import FusionError
 from fusion.held_signals import signals_deferred, signals_held
+from fusion.local_workers import GivingUpNanny, WorkerDeaths, watched_worker_deaths, workers_gave_up
 from fusion.errors import OutputError
 from fusion.outputs import DENIED, FULL, READ_ONLY, io_error, make_folder, unwritable_folder, write_json
 from fusion.readers import stack_name
@@ -49,7 +51,10 @@ from fusion.refuse_report import RefuseReport
 from fusion.stack_arguments import (SUMMARY_FILE, absolute_path, check_unique_names, damaged_among_stacks,
                                     real_path)
 
-NOT_RUN = "not run"  # the status of a stack left unfused because the output folder could not be written any more
+# The status of a stack left unfused because the output folder could not be written any more, or because the local
+# cluster's workers could not start again
+NOT_RUN = "not run"
+WORKERS_CANNOT_START = "the local cluster's worker processes could not start again"
 LOST = "lost"  # the status of a stack left unfused because the scheduler went away mid-batch
 NO_WORKERS_NOTE_S = 10.0  # a scheduler without workers for this long is said, once; the batch waits on
 WORKERS_CHECK_S = 2.0  # while no stack completes, how often the batch asks whether the scheduler still has workers
@@ -97,6 +102,8 @@ class StackOutcome:
     out_unwritable: str | None = None
     # Failed writing its outputs with EIO: ``IO_ERRORS_TO_STOP`` of these in a row stop the batch (not in the summary)
     out_io_error: bool = False
+    # Not run: the local cluster's workers died as they started, again and again; why (not in the summary)
+    no_workers: str | None = None
 
 
 def finished_report(out_dir: Path, stack: Path, settings: FusionSettings) -> RefuseReport | None:
@@ -386,6 +393,12 @@ def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes
 
 
 def _run_on_dask_configured(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
+    with watched_worker_deaths() as deaths:
+        _run_on_dask_watched(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar, deaths)
+
+
+def _run_on_dask_watched(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar,
+                         deaths: WorkerDeaths) -> None:
     from distributed import Client, LocalCluster
 
     cluster = None
@@ -404,19 +417,21 @@ def _run_on_dask_configured(stacks, todo, out_dir, settings, scheduler, n_worker
                     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                           worker_class=GivingUpNanny,  # (gives up on workers that die as they start)
                                            preload=[__name__])  # dask_setup below, in each worker process
                 except (RuntimeError, TimeoutError) as error:  # "Nanny failed to start.", "... start timed out"
                     # (dask closed what had started; its traceback said nothing a person can act on)
-                    raise ClusterStartError(
-                        f"the local cluster could not start its worker processes ({n_workers} asked; dask: "
-                        f"{type(error).__name__}): one died, or hung, as it started, most often out of memory; try "
-                        "--workers 1, or close other programs") from None
+                    why = deaths.said() if deaths.last is not None else \
+                        "one died, or hung, as it started, most often out of memory; try --workers 1, or close other " \
+                        "programs"
+                    raise ClusterStartError(f"the local cluster could not start its worker processes ({n_workers} "
+                                            f"asked; dask: {type(error).__name__}): {why}") from None
         client = Client(cluster if cluster is not None else scheduler, timeout="30s")
         try:
             if cluster is None:
                 _wait_for_workers(client, scheduler)
             _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar,
-                    scheduler_said=which_scheduler(scheduler))
+                    scheduler_said=which_scheduler(scheduler), deaths=deaths if cluster is not None else None)
         except KeyboardInterrupt:
             _quiet_cluster_logs()
             raise
@@ -448,6 +463,18 @@ def scheduler_gone_line(outcomes: list[StackOutcome], scheduler: str | None) -> 
             "then skips")
 
 
+def workers_gone_line(outcomes: list[StackOutcome]) -> str | None:
+    """The one line that says the local cluster's workers could not start again, where they could not (stacks
+    ``NOT_RUN`` for it): why, how many stacks were not fused, and what to do; None otherwise."""
+    gone = [outcome for outcome in outcomes if outcome.no_workers]
+    if not gone:
+        return None
+    done = sum(outcome.status in ("done", "skipped") for outcome in outcomes)
+    fused = {0: "none is", 1: "1 is, its outputs complete"}.get(done, f"{done} are, their outputs complete")
+    return (f"{WORKERS_CANNOT_START}, and {len(gone)} of {len(outcomes)} stacks were not fused ({fused}): "
+            f"{gone[0].no_workers}; then run the same command with --resume to fuse the rest")
+
+
 def _wait_for_workers(client, address: str) -> None:
     """Returns once the scheduler at ``address`` has a worker (dask waits for one silently, for ever: a cluster whose
     jobs are still queued, or were never started, looked like a hung program). After ``NO_WORKERS_NOTE_S`` without
@@ -472,16 +499,17 @@ def _quiet_cluster_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, scheduler_said: str) -> None:
+def _gather(client, stacks, todo, out_dir, settings, numba_threads, outcomes, bar, scheduler_said: str,
+            deaths: WorkerDeaths | None) -> None:
     """Submit every stack to the cluster and record each outcome as it comes; those whose workers all died (dask's
     KilledWorker) once more, each alone, after the others. A stop (Ctrl-C) stops what is left of the batch on the
-    cluster before it goes on."""
-    batch = _DaskBatch(client, stacks, out_dir, settings, numba_threads, scheduler_said, outcomes, bar)
+    cluster before it goes on. ``deaths``: our own local cluster's (None for a scheduler's)."""
+    batch = _DaskBatch(client, stacks, out_dir, settings, numba_threads, scheduler_said, outcomes, bar, deaths)
     try:
         batch.fuse(todo)
         # Dask gives up on every stack that was on a worker when it died, the innocent beside the one that killed it:
         # alone, the innocent is fused, and the culprit fails on its own.
-        while batch.alone_next and not batch.out_unwritable and not batch.scheduler_lost:
+        while batch.alone_next and not batch.out_unwritable and not batch.scheduler_lost and not batch.workers_gone:
             batch.fuse([batch.alone_next.pop(0)], alone=True)
     except BaseException:
         with signals_deferred("stopping this batch's stacks on the cluster; the program ends when it has"):
@@ -496,8 +524,10 @@ class _DaskBatch:
     task and result, so two batches on one scheduler naming their stacks alike (``day1/stack_001.tif`` and
     ``day2/stack_001.tif``) took each other's, and one wrote nothing and said every stack was done."""
 
-    def __init__(self, client, stacks, out_dir, settings, numba_threads, scheduler_said: str, outcomes, bar):
-        """``scheduler_said``: ``which_scheduler``'s words (our own local cluster's: numba_threads is set)."""
+    def __init__(self, client, stacks, out_dir, settings, numba_threads, scheduler_said: str, outcomes, bar,
+                 deaths: WorkerDeaths | None = None):
+        """``scheduler_said``: ``which_scheduler``'s words (our own local cluster's: numba_threads is set, and
+        ``deaths`` says what its nannies logged of their workers' deaths)."""
         self.client = client
         self.stacks = stacks
         self.out_dir = out_dir
@@ -513,6 +543,8 @@ class _DaskBatch:
         self.out_unwritable = False  # the output folder takes no more writes: the rest are not run
         self.io_errors_in_a_row = 0  # stacks whose writes into --out failed with EIO since the last one written
         self.scheduler_lost = False  # the scheduler went away: the stacks left are done (on disk) or lost
+        self.deaths = deaths
+        self.workers_gone = False  # the local cluster's workers could not start again: the stacks left are not run
 
     def fuse(self, indices: list[int], alone: bool = False) -> None:
         """Submit ``indices`` and record each outcome as it comes."""
@@ -523,6 +555,13 @@ class _DaskBatch:
                 run=self.token, key=f"refuse-{self.token}-{index}-{stack_name(path)}{'-alone' if alone else ''}",
                 pure=False)
             self.pending[future] = index
+        try:
+            self._record_as_they_come(alone)
+        except _WorkersCannotStart:
+            self._not_run_without_workers()
+
+    def _record_as_they_come(self, alone: bool) -> None:
+        """Each pending stack's outcome, as it comes (``_as_completed``), until all came or the batch stops."""
         for future in self._as_completed(list(self.pending)):
             index = self.pending.pop(future, None)
             if index is None:  # recorded already (the rest of the batch, once the output folder filled up)
@@ -566,6 +605,8 @@ class _DaskBatch:
             except TimeoutError:
                 if self._has_workers():
                     no_workers_since, said = None, False
+                elif self.local and workers_gave_up(self.client.cluster):
+                    raise _WorkersCannotStart from None
                 elif no_workers_since is None:
                     no_workers_since = time.monotonic()
                 elif not said and time.monotonic() - no_workers_since >= NO_WORKERS_NOTE_S:
@@ -673,6 +714,24 @@ class _DaskBatch:
                 f"{path}: lost: {self.scheduler_said} went away before it was fused; run the same command with "
                 "--resume to fuse it")))
 
+    def _not_run_without_workers(self) -> None:
+        """The local cluster has no worker, and its nannies gave up starting them (each died as it started, again and
+        again): each stack left is done where its outputs are complete (or its result came), else not run."""
+        self.workers_gone = True
+        came = {future: index for future, index in self.pending.items() if future.status in ("finished", "error")}
+        self.pending.clear()
+        self.alone_next.clear()
+        for future, index in sorted(came.items(), key=lambda item: item[1]):
+            with contextlib.suppress(_SchedulerGone):
+                outcome = self._outcome(future, index, alone=False)
+                if outcome is not None:
+                    self._record(index, outcome)
+        why = self.deaths.said() if self.deaths is not None else "they died as they started"
+        for index in self.stacks_left():
+            path = self.stacks[index]
+            self._record(index, self._done_on_disk(index) or StackOutcome(
+                str(path), stack_name(path), NOT_RUN, error=f"not run: {WORKERS_CANNOT_START}: {why}", no_workers=why))
+
     def _wait_until_no_stack_is_written(self, indices: list[int]) -> None:
         """Returns once no worker has written one of the stacks ``indices`` into --out for ``SETTLE_S`` (a stack
         stopped mid-write finishes moving its outputs into place), or after ``STOP_WAIT_S``."""
@@ -717,6 +776,10 @@ class _DaskBatch:
         stopping = threading.Thread(target=stop_on_the_cluster, name="stopping the batch", daemon=True)
         stopping.start()
         stopping.join(timeout=3 * STOP_WAIT_S)
+
+
+class _WorkersCannotStart(Exception):
+    """Raised within a batch on the local cluster when it has no worker and its nannies gave up starting them."""
 
 
 class _SchedulerGone(Exception):
@@ -883,7 +946,7 @@ def _free_name(path: Path) -> Path:
 
 def _summary_row(outcome: StackOutcome) -> dict:
     row = asdict(outcome)
-    del row["out_unwritable"], row["out_io_error"]  # (the batch's own business: the error says it)
+    del row["out_unwritable"], row["out_io_error"], row["no_workers"]  # (the batch's own business: the error says it)
     return row
 
 

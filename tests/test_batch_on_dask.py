@@ -478,6 +478,81 @@ def test_workers_that_die_as_the_local_cluster_starts_are_one_error_line(tmp_pat
     assert "out of memory" in error and "--workers 1" in error
 
 
+# Worker processes that start once: each later one dies as it starts (``later``, run in it before anything else).
+WORKERS_START_ONCE = """import os, signal, sys
+if '--multiprocessing-fork' in sys.orig_argv:
+    try:
+        os.close(os.open(os.environ['FIRST_WORKER_STARTED'], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+{later}
+"""
+# As one the kernel's out-of-memory killer kills: the memory the first one had is taken meanwhile.
+KILLED_AS_IT_STARTS = "        os.kill(os.getpid(), signal.SIGKILL)"
+# As where the program's files changed under the batch (an update): the worker's preload no longer imports.
+PRELOAD_GONE = """        class Gone:
+            def find_spec(self, name, path=None, target=None):
+                if name == 'fusion.batch':
+                    raise ModuleNotFoundError(f'No module named {name!r}', name=name)
+        sys.meta_path.insert(0, Gone())"""
+
+
+def batch_whose_worker_starts_once(tmp_path: Path, later: str) -> tuple[subprocess.Popen, Path]:
+    """A batch of two stacks on the program's own cluster of one worker: 'innocent' is fused, then 'hog' kills the
+    worker (``DiesFusing``) and every start of a worker after the first dies (``later``)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(WORKERS_START_ONCE.format(later=later))
+    # (submitted first, the innocent stack runs first on the one worker)
+    stacks = [write_stack(tmp_path / "stacks" / f"{name}.tif", 6, seed=seed) for seed, name in enumerate(
+        ["innocent", "hog"])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO_ROOT)]),
+           "FIRST_WORKER_STARTED": str(tmp_path / "first-worker-started"),
+           "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": "tests.test_batch_on_dask"}
+    out = tmp_path / "out"
+    return cli("--refuse", *stacks, "--out", out, "--workers", "1", "--align", "off", env=env), out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("later,why", [
+    (KILLED_AS_IT_STARTS, "the last was killed by SIGKILL, signal 9, most often out of memory"),
+    (PRELOAD_GONE, "the last failed to start: ModuleNotFoundError: No module named 'fusion.batch'"),
+])
+def test_workers_that_cannot_start_again_end_the_batch_in_one_line_with_what_was_done(tmp_path, later, why):
+    # The worker died mid-batch and each restart died as it started: dask's nanny tried again for ever (or closed),
+    # and the batch said it had no workers and waited for them until Ctrl-C.
+    run, out = batch_whose_worker_starts_once(tmp_path, later)
+    with killed_at_the_end(run):
+        _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr
+    rows = {row["name"]: row for row in summary_of(out)["stacks"]}
+    assert rows["innocent"]["status"] == "done" and (out / "innocent.fused.tif").is_file()
+    assert rows["hog"]["status"] == "not run" and why in rows["hog"]["error"], rows["hog"]
+    [error] = errors_in(stderr)
+    assert error.startswith("error: the local cluster's worker processes could not start again, and 1 of 2 stacks "
+                            "were not fused (1 is, its outputs complete): "), stderr
+    assert why in error and error.endswith("run the same command with --resume to fuse the rest"), stderr
+    assert "has had no workers" not in stderr and "Failed to start process" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_workers_over_their_memory_limit_as_they_start_end_the_batch_in_one_line(tmp_path):
+    # A memory limit too small for a worker to start in (dask's: here a thousandth of the machine's memory): its nanny
+    # stopped each worker as it started, and started another, and the batch waited for one until Ctrl-C.
+    stacks = [write_stack(tmp_path / "stacks" / f"s{i}.tif", 6, seed=i) for i in range(2)]
+    out = tmp_path / "out"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__MEMORY__TERMINATE": "0.001"}
+    run = cli("--refuse", *stacks, "--out", out, "--workers", "1", "--align", "off", env=env)
+    with killed_at_the_end(run):
+        _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr
+    [error] = errors_in(stderr)
+    # (as the batch runs; or, on a slow machine, as the cluster starts)
+    assert "worker processes could not start again" in error or "could not start its worker processes" in error
+    assert "the last was stopped by its nanny: it took more memory than its limit lets it, try fewer --workers" in error
+    rows = summary_of(out)["stacks"] if (out / "summary.json").is_file() else []
+    assert all(row["status"] in ("done", "not run") for row in rows), rows
+
+
 def test_warnings_that_differ_only_by_their_stack_are_one_line_with_a_count(tmp_path):
     from fusion.batch import stack_warning_lines
 
