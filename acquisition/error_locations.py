@@ -81,37 +81,26 @@ def _schema_of(model: type[BaseModel]) -> dict:
 def _member_names(model: type[BaseModel]) -> frozenset[str]:
     """The name of every member of every union in ``model``'s schema, as pydantic tags them."""
     definitions = _definitions(model)
-    names: set[str] = set()
-
-    def collect(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in _UNIONS:
-                names.update(name for name, _ in _members(node, definitions))
-            for value in node.values():
-                collect(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                collect(value)
-    collect(_schema_of(model))
-    return frozenset(names)
+    return frozenset(name for node in _nodes(_schema_of(model)) if node.get("type") in _UNIONS
+                     for name, _ in _members(node, definitions))
 
 
 @functools.cache
 def _definitions(model: type[BaseModel]) -> dict[str, dict]:
     """The schemas that ``definition-ref`` nodes name, by ref (a model used twice is defined once)."""
-    found: dict[str, dict] = {}
+    return {definition["ref"]: definition for node in _nodes(_schema_of(model)) if node.get("type") == "definitions"
+            for definition in node["definitions"]}
 
-    def collect(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "definitions":
-                found.update((definition["ref"], definition) for definition in node["definitions"])
-            for value in node.values():
-                collect(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                collect(value)
-    collect(_schema_of(model))
-    return found
+
+def _nodes(node: Any) -> Iterator[dict]:
+    """Every schema node (a dict) in ``node``, itself included, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _nodes(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _nodes(value)
 
 
 def _members(union: dict, definitions: dict[str, dict]) -> list[tuple[str, dict]]:
