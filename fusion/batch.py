@@ -386,6 +386,10 @@ LOCAL_LOST_WORKER_TIMEOUT = "3650 days"
 
 def _run_on_dask(stacks, todo, out_dir, settings, scheduler, n_workers, outcomes, bar) -> None:
     import dask
+    # Imported before the set: it adds its config defaults, "distributed" among them. Imported inside, the set's
+    # end took the whole "distributed" section away again (not there when it began), and this process's next dask
+    # compute or batch failed with KeyError: 'distributed'.
+    import distributed  # noqa: F401
 
     # (read when a worker is removed, on the cluster's own thread: set for as long as the cluster lives)
     with dask.config.set({"distributed.deploy.lost-worker-timeout": LOCAL_LOST_WORKER_TIMEOUT}):

@@ -543,6 +543,34 @@ def test_resume_of_a_folder_ignores_the_outputs_written_into_it(tmp_path):
     assert outcome.status == "done" and outcome.slices == 6
 
 
+# A batch, then dask work, then a batch again, in one process that had not yet imported distributed (a notebook, a
+# napari console): a process of its own, as the suite's own process may have imported it long before.
+AFTER_A_BATCH = """
+import sys
+from pathlib import Path
+
+import dask.array
+
+from fusion.batch import refuse_many
+
+stacks, out = [Path(arg) for arg in sys.argv[1:3]], Path(sys.argv[3])
+print([outcome.status for outcome in refuse_many(stacks, out / "first", n_workers=1, progress=False)])
+print(int(dask.array.ones((4, 4), chunks=2).sum().compute()))
+print([outcome.status for outcome in refuse_many(stacks, out / "second", n_workers=1, progress=False)])
+"""
+
+
+@pytest.mark.slow
+def test_after_a_batch_the_same_process_computes_with_dask_and_fuses_another_batch(small_stacks, tmp_path):
+    """The batch's dask setting, left, took distributed's config with it: dask then failed with
+    KeyError: 'distributed' (napari could open no stack lazily) and a second batch with KeyError: 'comm'."""
+    good, _ = small_stacks
+    done = subprocess.run([sys.executable, "-c", AFTER_A_BATCH, *map(str, good[:2]), str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['done', 'done']", "16", "['done', 'done']"]
+
+
 def test_single_stack_runs_without_a_cluster(small_stacks, tmp_path):
     good, _ = small_stacks
     outcomes = refuse_many([good[0]], tmp_path, progress=False)
