@@ -27,6 +27,7 @@ from acquisition.mda_rig import MDARig, check_mda_reachable, open_mda_rig
 from acquisition.profile import Profile
 from acquisition.session import SessionOutcome, check_fusion_can_run, new_session_folder
 from acquisition.session_report import MDASessionReport, warnings_said
+from acquisition.stop_signals import INTERRUPTED, stop_said
 from acquisition.session_writer import MDA_STACKS_ONLY, MDA_STARTED_ONLY, full_scale, write_early_record
 from devices.errors import DeviceProtocolError
 from devices.library_threads import ThreadError, ThreadErrors
@@ -35,6 +36,7 @@ from fusion.mda import StreamingFusionHandler
 from fusion.mda_stacks import planned_stacks
 from fusion.metrics import psnr
 from fusion.output_names import MDA_SUMMARY, SESSION_REPORT
+from fusion.held_signals import signals_deferred
 from fusion.outputs import write_json
 from fusion.stack_buffer import check_room_for_stack
 
@@ -154,9 +156,8 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
                          frame_pixels=core.getImageWidth() * core.getImageHeight(), stacks=len(stacks))
     interrupted, ended_by = False, None
     started = time.perf_counter()
-    late_stops = []
     record_so_far = _RecordSoFar(folder, profile, planned)
-    with _said_by_session(handler):
+    with contextlib.ExitStack() as after_the_mda, _said_by_session(handler):
         thread = core.run_mda(sequence, output=handler)
         # Waiting on the handler, not on thread.join(): a join interrupted by Ctrl-C marks the thread
         # as ended in Python 3.11, and later joins would return at once.
@@ -164,14 +165,28 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
             while thread.is_alive() and not handler.finished.wait(0.1):
                 record_so_far.stacks_finished(handler.stacks_finished())
         except KeyboardInterrupt as interrupt:  # (SIGTERM arrives as one too, saying so: acquisition.stop_signals)
-            interrupted, ended_by = True, str(interrupt) or "interrupted (Ctrl-C)"
-            core.mda.cancel()
-            handler.finished.wait(CANCEL_TIMEOUT_S)  # (the runner logs the cancel before the handler finishes)
-        try:
-            thread.join(RUNNER_END_TIMEOUT_S)
-        except KeyboardInterrupt as interrupt:  # the MDA had ended: a stop now cuts nothing short (as a live one's)
-            late_stops.append(f"{str(interrupt) or 'interrupted (Ctrl-C)'} after the MDA had ended: it cut nothing "
-                              "short")
+            interrupted, ended_by = True, str(interrupt) or INTERRUPTED
+            # A second stop while this one winds the MDA down (a double Ctrl-C; `timeout` sends SIGTERM to the
+            # program and again to its process group) is noted, not raised: raised here, it escaped as a stop
+            # "before the session started; nothing was acquired", frames on disk and session.json left as it began.
+            with signals_deferred("stopping the MDA: the event under way ends, then what it acquired is fused and "
+                                  "saved; the program ends when it is"):
+                core.mda.cancel()
+                handler.finished.wait(CANCEL_TIMEOUT_S)  # (the runner logs the cancel before the handler finishes)
+        # From here the MDA has ended: a stop cuts nothing short (as a live session's); it is noted, not raised, until
+        # the session's record is written (a stop there escaped as one "before the session started").
+        stops_after_the_end = after_the_mda.enter_context(signals_deferred())
+        thread.join(RUNNER_END_TIMEOUT_S)
+        return _recorded(profile, rig, folder, caught, thread_errors, warnings_before, sequence, handler, thread,
+                         planned, started, interrupted, ended_by, stops_after_the_end)
+
+
+def _recorded(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_errors: list[ThreadError],
+              warnings_before: list[str], sequence, handler: StreamingFusionHandler, thread, planned: int,
+              started: float, interrupted: bool, ended_by: str | None,
+              stops_after_the_end: list[str]) -> SessionOutcome[MDASessionReport]:
+    """The MDA's session.json, written, and its outcome."""
+    core = rig.core
     total_s = time.perf_counter() - started
     if handler.stopped_by is not None and ended_by is None:  # a frame could not be stored: the handler stopped it
         ended_by = handler.stopped_by
@@ -200,7 +215,8 @@ def _run(profile: Profile, rig: MDARig, folder: Path, caught: list, thread_error
     # error that ended the runner's thread, which is ended_by, as a single-stack session's device error is.)
     said = [text for text in warnings_said(caught) if text not in handler.errors_said]
     report.warnings = [warning for warning in dict.fromkeys([  # each once
-        *warnings_before, *said, *(error.said(devices, threads) for error in thread_errors), *late_stops])
+        *warnings_before, *said, *(error.said(devices, threads) for error in thread_errors),
+        *(f"{stop_said(name)} after the MDA had ended: it cut nothing short" for name in stops_after_the_end)])
         if warning != ended_by]
     try:
         write_json(folder / SESSION_REPORT, report.to_json())

@@ -142,6 +142,36 @@ def test_an_mda_session_killed_with_sigkill_leaves_a_session_json_saying_it_did_
     assert fused and all(Path(stack["outputs"]["fused"]).is_file() for stack in fused)
 
 
+def test_a_second_stop_while_the_mda_winds_down_does_not_deny_what_was_acquired(tmp_path):
+    """Two SIGTERMs 10 ms apart (``timeout`` sends one to the program and one to its process group; a double
+    Ctrl-C): the second went off while the first wound the MDA down and escaped as a stop 'before the session
+    started; nothing was acquired', with frames on disk and session.json left as the MDA began. One stop is said,
+    and the session ends as after one."""
+    profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
+    out = tmp_path / "sessions"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO_ROOT, preexec_fn=with_default_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        while not stacks_recorded(out) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert process.poll() is None, "the session ended before it could be stopped"
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert "nothing was acquired" not in stdout + stderr, stderr
+    assert process.returncode == 143, stderr
+    folder, = out.iterdir()
+    record = json.loads((folder / "session.json").read_text())
+    assert record["ended_by"] == "terminated (SIGTERM)", record["ended_by"]
+    assert record["acquired_slices"] > 0 and any("fused" in stack["outputs"] for stack in record["stacks"])
+
+
 def stacks_recorded(out: Path) -> bool:
     """Whether an MDA session under ``out`` has rewritten its early session.json to name a finished z-stack."""
     for record in out.glob("*/session.json"):
