@@ -5,6 +5,8 @@ allowed, before any device is touched. Units are in the key names.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -904,3 +906,44 @@ def load_profile(path: str | Path) -> Profile:
         return Profile.model_validate(data)
     except ValidationError as error:
         raise ProfileError(_described(str(path), error)) from None
+    except TypeError as error:  # a library's validator that met a value of a kind it never expected (useq: None)
+        raise ProfileError(f"{path}: {_unexpected_kind(data, error)}") from None
+
+
+def _unexpected_kind(data: dict, error: TypeError) -> str:
+    """What to say of a TypeError that validation raised (pydantic turns only ValueErrors into its errors): the key
+    left empty (null) that caused it, found by validating without each, where one did; else the error itself."""
+    culprits = [location for location in _null_leaves(data) if not _raises_type_error(_without(data, location))]
+    if culprits:
+        where = ", ".join(".".join(map(str, location)) for location in culprits)
+        return (f"{where}: no value (null) where one is needed; give it one, or leave the key out (the check said: "
+                f"{error})")
+    return f"a value of a kind the profile does not take ({error}); check the values against the README"
+
+
+def _raises_type_error(data: dict) -> bool:
+    try:
+        Profile.model_validate(data)
+    except TypeError:
+        return True
+    except ValidationError:
+        pass
+    return False
+
+
+def _without(data: dict, location: tuple) -> dict:
+    """A deep copy of ``data`` without the key (or list item) at ``location``."""
+    copied = copy.deepcopy(data)
+    parent = functools.reduce(lambda node, key: node[key], location[:-1], copied)
+    del parent[location[-1]]
+    return copied
+
+
+def _null_leaves(node, location: tuple = ()) -> list[tuple]:
+    """The locations of the null values within ``node``'s sections (a top-level section left empty is taken as
+    empty, not as a value missing)."""
+    if isinstance(node, dict):
+        return [found for key, value in node.items() for found in _null_leaves(value, location + (key,))]
+    if isinstance(node, list):
+        return [found for index, value in enumerate(node) for found in _null_leaves(value, location + (index,))]
+    return [location] if node is None and len(location) > 1 else []

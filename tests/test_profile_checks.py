@@ -470,3 +470,15 @@ def test_a_required_section_whose_keys_are_all_commented_out_says_so(tmp_path):
                                            r"commented out\?\): give its keys, driver at least$"):
         load_profile(write_profile(tmp_path, "camera:\n  # driver: simulated\nfocus: {driver: simulated}\n"
                                              "plan: {z: {range: 4, step: 1}}\n"))
+
+
+def test_a_plan_left_empty_where_a_library_cannot_take_it_names_the_key(tmp_path):
+    """mda.z_plan.relative: null ended in a Python traceback (useq's validator raised TypeError, which pydantic does
+    not turn into its errors); it names the key, not the micromanager.config: null beside it that is allowed."""
+    path = profile_changed(tmp_path, "simulated-mda", {"mda": {"z_plan": {"relative": None}},
+                                                       "micromanager": {"config": None}})
+    with pytest.raises(ProfileError) as error:
+        load_profile(path)
+    said = str(error.value)
+    assert said.startswith(f"{path}: mda.z_plan.relative: no value (null) where one is needed"), said
+    assert "micromanager.config" not in said
