@@ -709,15 +709,24 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _mda_stacks_of_two_slices_at_least(self):
-        z_plan = None if self.mda is None else self.mda.z_plan
-        # (Counted, not listed, where it says 3 or more: a typo's step gives millions. It says 2 for a range of 0.5
-        # every 1, and lists one.)
-        if z_plan is not None and z_plan.num_positions() < 3 and len(list(z_plan)) < 2:
-            # It ran, fused nothing and warned that the sequence had no z-plan.
-            raise ValueError(f"mda.z_plan: it gives one z position per stack ({', '.join(f'{z:g}' for z in z_plan)} "
-                             "µm): nothing to fuse; give a range or top and bottom larger than the step, or two "
-                             "absolute positions at least (or leave z_plan out to take one frame where each "
-                             "position is)")
+        if self.mda is None:
+            return self
+        # A position's own sequence may give its z_plan too (it ran, fused none of that position's stacks, ended 0
+        # and warned that they had no z-plan).
+        plans = [("mda.z_plan", self.mda.z_plan)] + [
+            (f"mda.stage_positions.{index}.sequence.z_plan", position.sequence.z_plan)
+            for index, position in enumerate(self.mda.stage_positions) if position.sequence is not None]
+        for key, z_plan in plans:
+            # (Counted, not listed, where it says 3 or more: a typo's step gives millions. It says 2 for a range of
+            # 0.5 every 1, and lists one.)
+            if z_plan is not None and z_plan.num_positions() < 3 and len(list(z_plan)) < 2:
+                # It ran, fused nothing and warned that the sequence had no z-plan.
+                positions = list(z_plan)
+                gives = (f"one z position per stack ({positions[0]:g} µm)" if positions
+                         else "no z position (a negative step?)")
+                raise ValueError(f"{key}: it gives {gives}: nothing to fuse; give a range or top and bottom larger "
+                                 "than the step, or two absolute positions at least (or leave z_plan out to take one "
+                                 "frame where each position is)")
         return self
 
     @model_validator(mode="after")

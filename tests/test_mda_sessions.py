@@ -274,6 +274,15 @@ def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(
      r"top and bottom larger than the step, or two absolute positions at least"),
     ({"mda": {"channels": ["DAPI"], "z_plan": {"absolute": [5]}}},
      r"^[^\n]*bad.yaml: mda.z_plan: it gives one z position per stack \(5 µm\): nothing to fuse"),
+    # It said 'one z position per stack ( µm)'.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": -1}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it gives no z position \(a negative step\?\): nothing to fuse"),
+    # A position's own z_plan: it ran, fused none of that position's stacks, and ended 0.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
+              "stage_positions": [{"x": 0, "y": 0, "z": 15},
+                                  {"x": 100, "y": 0, "z": 15, "sequence": {"z_plan": {"range": 4, "step": 0}}}]}},
+     r"^[^\n]*bad.yaml: mda.stage_positions.1.sequence.z_plan: it gives one z position per stack \(-2 µm\): "
+     r"nothing to fuse"),
     # Each problem once, of the kind of time plan meant (interval and loops): it said 'phases: Field required',
     # 'duration: Field required' twice and 'loops: Input should be greater than 0' twice.
     ({"mda": {"channels": ["DAPI"], "time_plan": {"interval": 0, "loops": 0}}},
