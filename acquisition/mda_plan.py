@@ -15,6 +15,7 @@ import useq
 from pydantic import BeforeValidator
 
 from acquisition.number_fields import check_finite, check_no_yes_or_no
+from fusion.mda_stacks import too_many_slices, z_plans
 
 # Keys of the mappings a sequence may hold, by the sequence key they sit under.
 _ITEM_MODELS: dict[str, type[pydantic.BaseModel]] = {"channels": useq.Channel, "stage_positions": useq.Position}
@@ -122,6 +123,16 @@ def _kind_useq_reads(key: str, plan: Any) -> type[pydantic.BaseModel] | None:
         return type(adapter.validate_python(plan))
     except (pydantic.ValidationError, TypeError, ValueError):
         return None
+
+
+def check_stacks_fusion_takes(sequence: useq.MDASequence) -> None:
+    """No z_plan gives a stack more slices than fusion takes, as a single stack's plan.z (``profile._fusion_takes``):
+    counted from the plan's numbers, before anything lists its positions (useq lists them all: {range: 38, step:
+    1e-7} ended in a MemoryError, {range: 38, step: 0.001} in minutes of silence)."""
+    for key, plan in z_plans(sequence):
+        said = too_many_slices(plan)
+        if said is not None:
+            raise ValueError(f"mda.{key}: {said}")
 
 
 MDAPlan = Annotated[useq.MDASequence, BeforeValidator(_check_keys)]

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 
 from acquisition.auto_range import step_too_fine_anywhere
 from acquisition.error_locations import keys_allowed_at, read_location
-from acquisition.mda_plan import MDAPlan, channel_names, closest_key
+from acquisition.mda_plan import MDAPlan, channel_names, check_stacks_fusion_takes, closest_key
 from acquisition.paths import expanded_path, file_used_path
 from acquisition.number_fields import check_no_yes_or_no
 from fusion.align.defaults import default_alignment
@@ -705,6 +705,12 @@ class Profile(_Strict):
             available = channel_names(self.mda) if self.mda is not None else []
             raise ValueError(f"fusion.decision_channel {channel!r} is not a channel of the mda plan "
                              f"({', '.join(available) or 'it has none'})")
+        return self
+
+    @model_validator(mode="after")
+    def _mda_stacks_fusion_takes(self):
+        if self.mda is not None:
+            check_stacks_fusion_takes(self.mda)
         return self
 
     @model_validator(mode="after")

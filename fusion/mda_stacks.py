@@ -11,12 +11,15 @@ are stacks of their own (``p0_cam1``), planned as such (``planned_stacks(..., ca
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fusion.depth_z import too_fine_plan
+from fusion.engine import MAX_SLICES
 
 # Axes in the order their parts appear in file names; any other axis follows, sorted.
 _NAME_ORDER = ("p", "g", "t", "c")
@@ -51,6 +54,11 @@ def stack_name(event) -> str:
 
 
 def _name_of(event, key: StackKey) -> str:
+    return "_".join(_name_parts(event, key)) or "stack"
+
+
+def _name_parts(event, key: StackKey) -> list[str]:
+    """A part of the name per axis of ``key``."""
     parts = []
     for axis, value in key:
         part = f"{axis}{value}"
@@ -59,7 +67,7 @@ def _name_of(event, key: StackKey) -> str:
         elif axis == "c" and event.channel is not None:
             part += f"-{_label(event.channel.config)}"
         parts.append(part)
-    return "_".join(parts) or "stack"
+    return parts
 
 
 def camera_index(name: str) -> int | None:
@@ -82,27 +90,144 @@ class PlannedStack:
 
 
 def planned_stacks(sequence: Any, cameras: int = 1) -> dict[StackKey, PlannedStack] | None:
-    """The stacks of ``sequence``, in the order they begin; None when the events are not known in advance.
+    """The stacks of ``sequence``, in the order they begin; None when the events are not known in advance, or when
+    a z_plan gives a stack more slices than fusion takes (``oversized_z_plan``: its stacks are refused, not planned).
 
     Iterating the sequence is what pymmcore-plus's runner does too, so per-position
     sub-sequences (a different z-plan at one position, or none) are counted as they will run.
     ``cameras``: the core camera's channels (a Multi Camera's physical cameras, ``getNumberOfCameraChannels``);
     with more than one, each event is a frame of each camera's stack, keyed by its ``cam`` index as
     pymmcore-plus tags them.
+
+    A long time plan is not walked event by event (~85 µs each in useq: 1000 time points of 240 events took 20 s
+    before anything moved): one time point's stacks are repeated at every time point, once a walk of a few time
+    points shows that the sequence does so (a channel acquired every other time point does not: walked whole).
     """
-    if not _known_in_advance(sequence):
+    import useq
+
+    if not _known_in_advance(sequence) or oversized_z_plan(sequence) is not None:
         return None
+    time_points = _time_points(sequence)
+    if time_points <= _TIME_POINTS_WALKED or _has_own_time_plan(sequence):
+        return _walked_stacks(sequence, cameras)
+    few = sequence.model_copy(update={"time_plan": useq.TIntervalLoops(interval=0, loops=_TIME_POINTS_WALKED)})
+    if list(_repeated_over_time(sequence, cameras, _TIME_POINTS_WALKED).items()) \
+            != list(_walked_stacks(few, cameras).items()):
+        return _walked_stacks(sequence, cameras)
+    return _repeated_over_time(sequence, cameras, time_points)
+
+
+# Time points walked event by event, to see whether each time point has the same stacks.
+_TIME_POINTS_WALKED = 3
+
+
+def _walked_stacks(sequence: Any, cameras: int) -> dict[StackKey, PlannedStack]:
+    """Every event of ``sequence`` walked, as pymmcore-plus's runner walks them."""
+    counts, first_events = _count_stacks(sequence, cameras)
+    return {key: PlannedStack(_name_of(event, key), counts[key]) for key, event in first_events.items()}
+
+
+def _count_stacks(sequence: Any, cameras: int) -> tuple[Counter[StackKey], dict[StackKey, Any]]:
+    """Each stack's slices, and its first event (in the order the stacks begin)."""
     counts: Counter[StackKey] = Counter()
-    names: dict[StackKey, str] = {}
+    first_events: dict[StackKey, Any] = {}
     for event in sequence:
         for index in ([event.index] if cameras <= 1 else
                       [{**event.index, "cam": camera} for camera in range(cameras)]):
             key = _key_of(index)
             counts[key] += 1
-            if key not in names:
-                names[key] = _name_of(event, key)
-    return {key: PlannedStack(names[key], counts[key]) for key in names}
+            first_events.setdefault(key, event)
+    return counts, first_events
 
+
+def _repeated_over_time(sequence: Any, cameras: int, time_points: int) -> dict[StackKey, PlannedStack]:
+    """The stacks of one time point (the sequence walked without its time plan), at each of ``time_points``: in
+    the order they begin, the axes before ``t`` in the sequence's ``axis_order`` outermost."""
+    counts, first_events = _count_stacks(sequence.model_copy(update={"time_plan": None}), cameras)
+    order = [str(axis) for axis in sequence.axis_order]
+    outer = order[:order.index("t")]
+    groups: dict[tuple, list[StackKey]] = {}  # (by the outer axes' indices, in the order they begin)
+    for key in first_events:
+        index = dict(key)
+        groups.setdefault(tuple(index.get(axis) for axis in outer), []).append(key)
+    stacks = {}
+    for keys in groups.values():
+        # (Each key and name made once, its t set at each time point: a plate's long time-lapse has millions.)
+        timed = []
+        for key in keys:
+            at_t0 = _key_of({**dict(key), "t": 0})
+            timed.append((at_t0, _name_parts(first_events[key], at_t0), [a for a, _ in at_t0].index("t"), counts[key]))
+        for t in range(time_points):
+            for key, parts, at, slices in timed:
+                parts[at] = f"t{t}"
+                stacks[key[:at] + (("t", t),) + key[at + 1:]] = PlannedStack("_".join(parts), slices)
+    return stacks
+
+
+def _time_points(sequence: Any) -> int:
+    """How many time points ``sequence`` visits: 0 without a time plan (or a ``t`` in its axis order). (Not its
+    ``sizes``: a copy with another time plan keeps the original's.)"""
+    if sequence.time_plan is None or "t" not in map(str, sequence.axis_order):
+        return 0
+    return int(sequence.time_plan.num_timepoints())
+
+
+def _has_own_time_plan(sequence: Any) -> bool:
+    """Whether a stage position's own sequence has a time plan (its time index replaces the sequence's)."""
+    return any(p.sequence is not None and p.sequence.time_plan is not None for p in sequence.stage_positions)
+
+
+def z_plans(sequence: Any) -> Iterator[tuple[str, Any]]:
+    """Each z_plan of ``sequence`` with its key there: ``z_plan``, ``stage_positions.1.sequence.z_plan``."""
+    if sequence.z_plan is not None:
+        yield "z_plan", sequence.z_plan
+    for number, position in enumerate(sequence.stage_positions):
+        if position.sequence is not None:
+            for key, plan in z_plans(position.sequence):
+                yield f"stage_positions.{number}.sequence.{key}", plan
+
+
+def too_many_slices(z_plan: Any) -> str | None:
+    """Why fusion would refuse each stack of ``z_plan``, and the step (or number of positions) to give it; None where
+    it takes them. Counted from the plan's numbers: useq lists every position (a typo's step of 1e-7 µm over 38 µm
+    is 380 million of them, a MemoryError)."""
+    n_positions = z_plan.num_positions()
+    if n_positions <= MAX_SLICES:
+        return None
+    step = getattr(z_plan, "step", None)
+    advice = (f"make the step {_step_that_fits(z_plan):g} µm or larger" if step is not None else
+              f"give {MAX_SLICES:,} positions at most")
+    return f"it visits {n_positions:,} positions; a stack is fused from {MAX_SLICES:,} slices at most: {advice}"
+
+
+def _step_that_fits(z_plan: Any) -> float:
+    """The least step of two significant digits at which ``z_plan`` visits ``MAX_SLICES`` positions at most."""
+    least = z_plan.step * (z_plan.num_positions() - 1) / (MAX_SLICES - 1)
+    digit = 10.0 ** (math.floor(math.log10(least)) - 1)
+    step = math.ceil(least / digit) * digit
+    while z_plan.model_copy(update={"step": step}).num_positions() > MAX_SLICES:
+        step += digit
+    return float(f"{step:.2g}")
+
+
+def oversized_z_plan(sequence: Any) -> str | None:
+    """The first z_plan of ``sequence`` that gives a stack more slices than fusion takes, in a user's words, and the
+    step to give it; None where there is none, or where the events are not known in advance."""
+    if not _known_in_advance(sequence):
+        return None
+    for key, plan in z_plans(sequence):
+        said = too_many_slices(plan)
+        if said is not None:
+            return f"{_z_plan_key_words(key)}: {said}"
+    return None
+
+
+def _z_plan_key_words(key: str) -> str:
+    """``z_plans``'s key as a user of useq names it: "the sequence's z_plan", "the z_plan of stage position 1's own
+    sequence"."""
+    if key == "z_plan":
+        return "the sequence's z_plan"
+    return f"the z_plan of stage position {key.split('.')[1]}'s own sequence"
 
 
 def too_fine_z_plan(sequence: Any) -> str | None:
@@ -112,6 +237,9 @@ def too_fine_z_plan(sequence: Any) -> str | None:
     acquired."""
     if not _known_in_advance(sequence):
         return None
+    oversized = oversized_z_plan(sequence)  # (first: its positions are too many to list)
+    if oversized is not None:
+        return oversized
     z_by_stack: dict[StackKey, dict[float, None]] = {}  # (in the order visited, each z once)
     first_events: dict[StackKey, Any] = {}
     # (Without the time plan: each time point visits the same z, and a long time-lapse has millions of events.)

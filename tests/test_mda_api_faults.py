@@ -196,6 +196,23 @@ def test_a_z_plan_finer_than_the_depth_map_holds_is_refused_as_the_mda_starts_sa
     assert not list(tmp_path.glob("*.fused.tif"))
 
 
+def test_a_z_plan_of_more_slices_than_fusion_takes_is_refused_before_its_positions_are_listed(demo, tmp_path):
+    """{range: 38, step: 0.001}: 38,001 slices a stack, more than fusion takes. handler.check walked all of them and
+    let it run (fusion refused each stack at slice 32,768); it says the step to give, and nothing is planned."""
+    sequence = useq.MDASequence(stage_positions=[(0, 0, 0)], z_plan={"range": 38, "step": 0.001})
+    handler = StreamingFusionHandler(tmp_path, stop_mda=demo.mda.cancel)
+    with pytest.raises(ValueError, match=re.escape(
+            "the sequence's z_plan: it visits 38,001 positions; a stack is fused from 32,767 slices at most: make the "
+            "step 0.0012 µm or larger")):
+        handler.check(sequence)
+    # Run all the same: refused as it starts, the MDA stopped there; a frame taken before it stopped is kept, not fused.
+    said = caught_run(demo, sequence, handler)
+    assert handler.refused is not None and handler.refused.startswith("the sequence's z_plan: it visits 38,001 ")
+    assert said == [f"StreamingFusionHandler: MDA sequence {sequence.uid} (outputs in {tmp_path}): {handler.refused}"]
+    assert handler.summary is not None and handler.summary["frames"] < 38001
+    assert not list(tmp_path.glob("*.fused.tif"))
+
+
 # -- a viewer polling the preview --
 
 @pytest.mark.parametrize("composition", ["blend", "pick"])

@@ -296,6 +296,25 @@ def test_an_mda_ended_early_says_fused_only_where_the_fused_images_were_written(
     # RandomPoints].fov_width.
     ({"mda": {"channels": ["DAPI"], "grid_plan": {"rows": 2, "columns": 2, "fov_width": "wide"}}},
      r"^[^\n]*bad.yaml: mda.grid_plan.fov_width: Input should be a valid number, unable to parse string as a number$"),
+    # More slices a stack than fusion takes (as a single stack's plan.z is refused): a step of 1e-7 µm ended in a
+    # MemoryError as useq listed 380 million positions, 0.001 µm in minutes of silence, and one stack of 33,001 slices
+    # was acquired until its fusion refused slice 32,768. Counted, not listed; the step to give is said.
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 38, "step": 1e-7}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it visits 380,000,001 positions; a stack is fused from 32,767 slices at most: "
+     r"make the step 0.0012 µm or larger$"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 38, "step": 0.001}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it visits 38,001 positions; .* make the step 0.0012 µm or larger$"),
+    ({"mda": {"channels": ["DAPI"], "stage_positions": [{"x": 0, "y": 0, "z": 15}],
+              "z_plan": {"range": 3.3, "step": 0.0001}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it visits 33,001 positions; .* make the step 0.00011 µm or larger$"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"range": 4, "step": 1},
+              "stage_positions": [{"x": 0, "y": 0}, {"x": 0, "y": 0, "sequence": {
+                  "z_plan": {"bottom": 0, "top": 10, "step": 0.0001}}}]}},
+     r"^[^\n]*bad.yaml: mda.stage_positions.1.sequence.z_plan: it visits 100,001 positions; .* make the step "
+     r"0.00031 µm or larger$"),
+    ({"mda": {"channels": ["DAPI"], "z_plan": {"absolute": list(range(40000))}}},
+     r"^[^\n]*bad.yaml: mda.z_plan: it visits 40,000 positions; a stack is fused from 32,767 slices at most: give "
+     r"32,767 positions at most$"),
     ({"fusion": {"decision_channel": "GFP"}},
      r"decision_channel 'GFP' is not a channel of the mda plan \(DAPI, FITC, Cy5\)"),
     ({"plan": {"z": {"range": 4, "step": 1}}}, r"give plan \(one z-stack\) or mda .*, not both"),
