@@ -328,7 +328,8 @@ def run_mda(args, profile, out_root: Path, said: list[str]) -> int:
                                         for camera, said in report.cameras.items()))
     for record in report.stacks:
         camera = f" ({record['camera']})" if len(report.cameras) > 1 and record.get("camera") else ""
-        print(f"  {record['name']}{camera}: {record.get('slices', '?')} slices, {stack_said(record)}")
+        slices = record.get("slices", "?")
+        print(f"  {record['name']}{camera}: {slices} {'slice' if slices == 1 else 'slices'}, {stack_said(record)}")
     # (a full disk may have left no session.json: then these lines are all there is)
     see = SESSION_REPORT if (outcome.folder / SESSION_REPORT).is_file() else "above"
     for name, count in report.missing_slices.items():

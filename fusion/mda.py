@@ -330,8 +330,7 @@ class StreamingFusionHandler:
                           stop_error)
 
     def _say_refused(self) -> None:
-        if self.refused is not None:
-            log.error("StreamingFusionHandler: %s", self.refused)
+        if self.refused is not None:  # (warned, not logged too: a script printed it twice)
             self._say(self.refused, an_error=True)
 
     def _stop(self, stream: StackStream, z_um: float | None, frame_bytes: int, error: OSError) -> None:

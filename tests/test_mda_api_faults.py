@@ -213,6 +213,23 @@ def test_a_z_plan_of_more_slices_than_fusion_takes_is_refused_before_its_positio
     assert not list(tmp_path.glob("*.fused.tif"))
 
 
+def test_a_script_whose_z_plan_is_refused_sees_the_refusal_once(tmp_path):
+    """A script running the handler: the refusal was printed twice on stderr, logged and warned."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = (f"import useq\nfrom fusion.mda import StreamingFusionHandler\n"
+              f"from tests.devices_fixtures import small_demo_core\n"
+              f"core = small_demo_core()\n"
+              f"sequence = useq.MDASequence(stage_positions=[(0, 0, 250)], z_plan={TOO_FINE_Z_PLAN!r})\n"
+              f"core.mda.run(sequence, output=StreamingFusionHandler({str(tmp_path)!r}, stop_mda=core.mda.cancel))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(STEP_TO_GIVE) == 1, done.stderr
+
+
 # -- a viewer polling the preview --
 
 @pytest.mark.parametrize("composition", ["blend", "pick"])

@@ -779,3 +779,18 @@ def test_an_mda_stepping_1e_4_um_at_1e4_um_is_refused_before_the_stage_moves(tmp
         "10000 µm); nothing was acquired\n")
     assert moves == []  # the stage never moved
     assert not list((tmp_path / "sessions").glob("*"))
+
+
+def test_a_stack_of_one_frame_is_said_as_one_slice_in_the_summary(tmp_path, capsys):
+    """A channel acquired without a z-stack (do_stack: false) is one frame a position, kept and not fused: the summary
+    said '1 slices'."""
+    import run_session
+
+    profile = small_mda_profile(tmp_path, fusion={"decision_channel": None},
+                                mda={"stage_positions": [{"x": 0, "y": 0, "z": 15, "name": "A1"}],
+                                     "channels": ["DAPI", {"config": "FITC", "do_stack": False}],
+                                     "z_plan": {"range": 4, "step": 2}})
+    assert run_session.main(["--profile", str(profile), "--out", str(tmp_path / "sessions")]) == 0
+    out = capsys.readouterr().out
+    assert "  p0-A1_c0-DAPI: 3 slices, fused" in out
+    assert "  p0-A1_c1-FITC: 1 slice, not fused, its raw stack kept\n" in out
