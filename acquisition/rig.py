@@ -106,8 +106,8 @@ def check_plan_reachable(profile: Profile, focus: FocusDrive) -> None:
     positions = planned_positions(plan, focus.position() if relative else 0.0)
     focus.check_reachable(positions, "the plan")
     said = too_fine_plan(positions, focus.unit)
-    if said is not None:
-        raise ValueError(f"the plan: its slices' {said}; nothing was acquired")
+    if said is not None:  # (named by its key, as the profile's own checks name theirs)
+        raise ValueError(f"plan.{'z' if plan.z is not None else 'sweep'}: its slices' {said}; nothing was acquired")
 
 
 def open_rig(profile: Profile) -> Rig:

@@ -555,7 +555,9 @@ class StreamingFusionHandler:
     def _summary(self, sequence) -> dict:
         """What mda_fusion.json says when the sequence ends (``handler.summary``)."""
         records = sorted(self._records, key=lambda r: r["name"])
-        one_slice = [r["name"] for r in records if r.get("slices") == 1]
+        # (A refused plan's stacks are not fused for that reason, whatever frames came: a kept first frame is no
+        # stack of one slice.)
+        one_slice = [] if self.refused is not None else [r["name"] for r in records if r.get("slices") == 1]
         return {**self._identity(self.out_dir), "finished": True,
                 "note": self._one_slice_note,
                 "one_slice_stacks": one_slice,

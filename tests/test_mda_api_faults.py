@@ -194,6 +194,8 @@ def test_a_z_plan_finer_than_the_depth_map_holds_is_refused_as_the_mda_starts_sa
     # Every frame that came is stored, and none fused.
     assert sum(record["slices"] for record in summary["stacks"]) == summary["frames"]
     assert not list(tmp_path.glob("*.fused.tif"))
+    # A stack of 11 planned slices whose first frame was kept is no stack of one slice (it was listed as one).
+    assert summary["one_slice_stacks"] == []
 
 
 def test_a_z_plan_of_more_slices_than_fusion_takes_is_refused_before_its_positions_are_listed(demo, tmp_path):

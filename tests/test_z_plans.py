@@ -169,6 +169,6 @@ def test_a_plan_whose_step_the_depth_map_cannot_hold_is_refused_before_anything_
     10000). The plan is refused as the rig opens, naming the positions and the step the depth map holds there."""
     errors = run_session_errors(tmp_path, "simulated", capsys, focus={"limits": [-20000, 20000]},
                                 plan={"z": {"bottom": 10000, "top": 10000.0008, "step": 0.0001}})
-    assert errors == ["error: the plan: its slices' z (10000, 10000.0001, 10000.0002, ... µm: a step of 0.0001 µm) "
+    assert errors == ["error: plan.z: its slices' z (10000, 10000.0001, 10000.0002, ... µm: a step of 0.0001 µm) "
                       "cannot be told apart in the depth map, which holds z as float32 (about 7 significant digits): "
                       "give it a step of at least 0.000977 µm (the depth map's at 10000 µm); nothing was acquired"]
