@@ -117,20 +117,8 @@ def test_an_mda_session_killed_with_sigkill_leaves_a_session_json_saying_it_did_
     """kill -9 (the OOM killer, a power cut) mid-MDA left mda_fusion.json and the stacks, and no session.json: the
     session's own record was written only at its end. It is written as the MDA starts, and again as each z-stack is
     finished, as a single-stack session's is."""
-    profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
-    out = tmp_path / "sessions"
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
-                                "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=REPO_ROOT, preexec_fn=with_default_sigint)
-    try:
-        deadline = time.monotonic() + 120
-        while not stacks_recorded(out) and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert process.poll() is None, "the session ended before it could be killed"
+    with mda_session_past_a_stack(tmp_path) as (process, out):
         process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
     folder, = out.iterdir()
     record = json.loads((folder / "session.json").read_text())
     assert record["ended_by"].startswith("the session did not end here: this record was written as its MDA ran, with "
@@ -147,29 +135,38 @@ def test_a_second_stop_while_the_mda_winds_down_does_not_deny_what_was_acquired(
     Ctrl-C): the second went off while the first wound the MDA down and escaped as a stop 'before the session
     started; nothing was acquired', with frames on disk and session.json left as the MDA began. One stop is said,
     and the session ends as after one."""
-    profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
-    out = tmp_path / "sessions"
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
-                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=REPO_ROOT, preexec_fn=with_default_sigint)
-    try:
-        deadline = time.monotonic() + 120
-        while not stacks_recorded(out) and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert process.poll() is None, "the session ended before it could be stopped"
+    with mda_session_past_a_stack(tmp_path, output=subprocess.PIPE) as (process, out):
         process.send_signal(signal.SIGTERM)
         time.sleep(0.01)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
     assert "nothing was acquired" not in stdout + stderr, stderr
     assert process.returncode == 143, stderr
     folder, = out.iterdir()
     record = json.loads((folder / "session.json").read_text())
     assert record["ended_by"] == "terminated (SIGTERM)", record["ended_by"]
     assert record["acquired_slices"] > 0 and any("fused" in stack["outputs"] for stack in record["stacks"])
+
+
+@contextlib.contextmanager
+def mda_session_past_a_stack(tmp_path: Path, output=subprocess.DEVNULL):
+    """``run_session.py --profile`` of a small MDA (40 ms exposures) in a process of its own, yielded with its --out
+    once its session.json names a finished z-stack; killed at the block's end if it still runs. ``output``: where its
+    stdout and stderr go (text)."""
+    profile = small_mda_profile(tmp_path, camera={"exposure_ms": 40})
+    out = tmp_path / "sessions"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_session.py"), "--profile", str(profile),
+                                "--out", str(out)], stdout=output, stderr=output, text=True, cwd=REPO_ROOT,
+                               preexec_fn=with_default_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        while not stacks_recorded(out) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert process.poll() is None, "the session ended before a z-stack of it was recorded"
+        yield process, out
+    finally:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def stacks_recorded(out: Path) -> bool:
